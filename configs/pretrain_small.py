@@ -1,0 +1,28 @@
+"""Small modern-style base model on the Gutenberg books, sized for 2 CPU cores in ~15 minutes.
+
+    python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small
+"""
+from llm.config import base_config
+
+
+def get_config(arg=None):
+  del arg
+  c = base_config()
+  c.model.position = 'rope'
+  c.model.norm = 'rmsnorm'
+  c.model.mlp = 'swiglu'
+  c.model.qk_norm = True
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 2
+  c.model.dim = 256
+  c.model.mlp_dim = 768
+  c.model.max_seq_len = 256
+  c.train.steps = 2000
+  c.train.batch_size = 16
+  c.train.seq_len = 256
+  c.train.lr = 3e-3
+  c.train.warmup_steps = 100
+  c.train.eval_every = 500
+  c.train.checkpoint_every = 500
+  return c

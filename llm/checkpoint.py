@@ -1,0 +1,47 @@
+"""One orbax CheckpointManager holding the train state and the data iterator's position,
+so a resumed run continues with exactly the next batch."""
+from pathlib import Path
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+
+  def __init__(self, directory: Path, keep: int):
+    self._manager = ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=True),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'data': grain.checkpoint.CheckpointHandler()})
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state, data_iter):
+    """Asynchronous: returns once the arrays are copied off the devices."""
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)))
+
+  def restore(self, step: int, abstract_state, data_iter):
+    """Restores the state into abstract_state's shapes and shardings, and data_iter in place."""
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=grain.checkpoint.CheckpointRestore(data_iter)))
+    return restored['state']
+
+  def restore_state_only(self, step: int, abstract_state):
+    return self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state)))['state']
+
+  def wait(self):
+    self._manager.wait_until_finished()
+
+  def close(self):
+    self._manager.close()
+
+
+def abstract_like(tree, shardings):
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

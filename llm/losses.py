@@ -1,0 +1,16 @@
+"""Losses. Each returns sums and weights, not means, so that gradient accumulation over
+micro-batches and across devices averages over tokens exactly."""
+import jax.numpy as jnp
+import optax
+
+
+def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
+  """Cross-entropy of each target, summed over positions where mask is 1.
+
+  Returns (loss_sum, weight_sum, loss_BxT). Pretraining passes no mask (every target
+  counts); SFT passes 1 on assistant tokens only.
+  """
+  loss_BxT = optax.softmax_cross_entropy_with_integer_labels(logits_BxTxV.astype(jnp.float32),
+                                                             targets_BxT)
+  weight_BxT = jnp.ones_like(loss_BxT) if mask_BxT is None else mask_BxT.astype(jnp.float32)
+  return (loss_BxT * weight_BxT).sum(), weight_BxT.sum(), loss_BxT

@@ -1,0 +1,66 @@
+"""Where metrics go: DIR/metrics.jsonl, TensorBoard event files, the console."""
+import json
+import math
+from pathlib import Path
+
+from absl import logging
+import jax
+import tensorboardX
+import tqdm
+
+
+class MetricsLog:
+  """Writes from process 0 only; every process may call it."""
+
+  def __init__(self, workdir: Path, total_steps: int, start_step: int, progress_bar: bool):
+    self._active = jax.process_index() == 0
+    self._path = Path(workdir) / 'metrics.jsonl'
+    if not self._active:
+      return
+    _drop_lines_after(self._path, start_step)
+    self._file = self._path.open('a')
+    self._tb = tensorboardX.SummaryWriter(str(Path(workdir) / 'tensorboard'))
+    self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
+                          disable=not progress_bar)
+
+  def write(self, step: int, metrics: dict):
+    if not self._active:
+      return
+    row = {'step': step, **{k: _plain(v) for k, v in metrics.items()}}
+    self._file.write(json.dumps(row) + '\n')
+    self._file.flush()
+    for k, v in row.items():
+      if k != 'step' and isinstance(v, (int, float)):
+        self._tb.add_scalar(k, v, step)
+    shown = ' '.join(f'{k}={_short(v)}' for k, v in row.items() if k != 'step')
+    if self._bar.disable:
+      logging.info('step %d %s', step, shown)
+    else:
+      self._bar.set_postfix_str(shown, refresh=False)
+
+  def advance(self, step: int):
+    if self._active:
+      self._bar.update(step - self._bar.n)
+
+  def close(self):
+    if self._active:
+      self._bar.close()
+      self._tb.close()
+      self._file.close()
+
+
+def _plain(v):
+  v = v.item() if hasattr(v, 'item') else v
+  return v if not isinstance(v, float) or math.isfinite(v) else str(v)
+
+
+def _short(v):
+  return f'{v:.4g}' if isinstance(v, float) else str(v)
+
+
+def _drop_lines_after(path: Path, step: int):
+  """On resume, forget metrics logged after the checkpoint we resume from: those steps rerun."""
+  if not path.exists():
+    return
+  kept = [l for l in path.read_text().splitlines() if l and json.loads(l)['step'] <= step]
+  path.write_text(''.join(l + '\n' for l in kept))

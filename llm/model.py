@@ -1,0 +1,220 @@
+"""Decoder-only Transformer (Flax Linen), GPT-2 style or modern style, chosen by config.
+
+Shape suffixes: B batch, T sequence, D model width, H query heads, K key/value heads,
+Dh head width, F MLP width, V vocabulary, L layers. Every parameter carries logical axis
+names (`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`, `vocab`, `layers`); `llm/sharding.py`
+maps them onto the mesh with the rules in the config.
+"""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  dim: int
+  mlp_dim: int
+  max_seq_len: int
+  position: str  # 'learned' (GPT-2) or 'rope'
+  norm: str  # 'layernorm' (GPT-2, no bias) or 'rmsnorm'
+  mlp: str  # 'gelu' (GPT-2) or 'swiglu'
+  qk_norm: bool
+  tied_embeddings: bool
+  rope_theta: float
+  dtype: str  # compute dtype; parameters always stay float32
+  remat: str  # 'none', 'full' or 'dots' (save matmul outputs, recompute the rest)
+  scan_layers: bool
+  init_std: float
+
+  @property
+  def head_dim(self) -> int:
+    return self.dim // self.num_heads
+
+  @classmethod
+  def from_config(cls, model_cfg, vocab_size: int) -> 'ModelConfig':
+    fields = {f.name for f in dataclasses.fields(cls)} - {'vocab_size'}
+    kwargs = {k: model_cfg[k] for k in fields}
+    cfg = cls(vocab_size=vocab_size, **kwargs)
+    cfg.validate()
+    return cfg
+
+  def validate(self):
+    if self.dim % self.num_heads:
+      raise ValueError(f'model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}')
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f'model.num_heads={self.num_heads} must be a multiple of '
+                       f'model.num_kv_heads={self.num_kv_heads}')
+    if self.position == 'rope' and self.head_dim % 2:
+      raise ValueError(f'rope needs an even head width, got dim/heads={self.head_dim}')
+    for name, allowed in (('position', ('learned', 'rope')), ('norm', ('layernorm', 'rmsnorm')),
+                          ('mlp', ('gelu', 'swiglu')), ('remat', ('none', 'full', 'dots')),
+                          ('dtype', ('float32', 'bfloat16'))):
+      if getattr(self, name) not in allowed:
+        raise ValueError(f'model.{name}={getattr(self, name)!r}; choose one of {allowed}')
+
+
+def _dense_init(std):
+  return nn.initializers.normal(stddev=std)
+
+
+def _weight(module, name, shape, axes, std, dtype):
+  """A float32 'kernel'-style matrix with logical axis names, cast to the compute dtype."""
+  init = nn.with_logical_partitioning(_dense_init(std), axes)
+  return module.param(name, init, shape).astype(dtype)
+
+
+class Norm(nn.Module):
+  kind: str
+  dtype: jnp.dtype
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param('scale', nn.with_logical_partitioning(nn.initializers.ones, ('norm',)),
+                       (x.shape[-1],))
+    x32 = x.astype(jnp.float32)
+    if self.kind == 'layernorm':
+      x32 = x32 - x32.mean(-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + 1e-6)
+    return (y * scale).astype(self.dtype)
+
+
+def rope(x_BxTxNxDh, positions_BxT, theta: float):
+  """Rotary embedding, rotate-half layout, computed in float32."""
+  half = x_BxTxNxDh.shape[-1] // 2
+  freq_Dh2 = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BxTx1xDh2 = (positions_BxT[..., None].astype(jnp.float32) * freq_Dh2)[:, :, None, :]
+  sin, cos = jnp.sin(angle_BxTx1xDh2), jnp.cos(angle_BxTx1xDh2)
+  x1, x2 = jnp.split(x_BxTxNxDh.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxDh.dtype)
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT):
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
+    w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
+    q_BxTxHxDh = jnp.einsum('btd,dhk->bthk', x_BxTxD, w('query', (D, H, Dh), ('embed', 'heads', 'head_dim')))
+    k_BxTxKxDh = jnp.einsum('btd,dhk->bthk', x_BxTxD, w('key', (D, K, Dh), ('embed', 'kv_heads', 'head_dim')))
+    v_BxTxKxDh = jnp.einsum('btd,dhk->bthk', x_BxTxD, w('value', (D, K, Dh), ('embed', 'kv_heads', 'head_dim')))
+    if cfg.qk_norm:
+      q_BxTxHxDh = Norm('rmsnorm', dtype, name='query_norm')(q_BxTxHxDh)
+      k_BxTxKxDh = Norm('rmsnorm', dtype, name='key_norm')(k_BxTxKxDh)
+    if cfg.position == 'rope':
+      q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
+      k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
+    # jax.nn.dot_product_attention takes K < H heads natively (GQA) and picks cuDNN flash
+    # attention on GPU.
+    out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
+    # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
+    out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
+    w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)
+    return jnp.einsum('bthk,hkd->btd', out_BxTxHxDh, w_out)
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    D, F = cfg.dim, cfg.mlp_dim
+    w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
+    up_BxTxF = x_BxTxD @ w('up', (D, F), ('embed', 'mlp'))
+    if cfg.mlp == 'swiglu':
+      h_BxTxF = nn.silu(x_BxTxD @ w('gate', (D, F), ('embed', 'mlp'))) * up_BxTxF
+    else:
+      h_BxTxF = nn.gelu(up_BxTxF)
+    out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
+    return h_BxTxF @ w('down', (F, D), ('mlp', 'embed'), out_std)
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT):
+    dtype = jnp.dtype(self.cfg.dtype)
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('act_batch', 'act_seq', 'act_embed'))
+    h_BxTxD = Norm(self.cfg.norm, dtype, name='attn_norm')(x_BxTxD)
+    x_BxTxD = x_BxTxD + Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT)
+    h_BxTxD = Norm(self.cfg.norm, dtype, name='mlp_norm')(x_BxTxD)
+    x_BxTxD = x_BxTxD + Mlp(self.cfg, name='mlp')(h_BxTxD)
+    return x_BxTxD
+
+
+class ScannedBlock(Block):
+  """Block with the (carry, x) -> (carry, y) signature that nn.scan wants."""
+
+  def __call__(self, x_BxTxD, positions_BxT):
+    return super().__call__(x_BxTxD, positions_BxT), None
+
+
+class Transformer(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxT, positions_BxT=None):
+    """Returns float32 logits_BxTxV for next-token prediction."""
+    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    if positions_BxT is None:
+      positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+    embed = nn.Embed(cfg.vocab_size, cfg.dim, dtype=dtype, name='embed',
+                     embedding_init=nn.with_logical_partitioning(_dense_init(cfg.init_std),
+                                                                 ('vocab', 'embed')))
+    x_BxTxD = embed(tokens_BxT)
+    if cfg.position == 'learned':
+      pos_embed = self.param('pos_embed', nn.with_logical_partitioning(
+          _dense_init(cfg.init_std), ('seq', 'embed')), (cfg.max_seq_len, cfg.dim))
+      x_BxTxD = x_BxTxD + jnp.take(pos_embed, positions_BxT, axis=0).astype(dtype)
+
+    block = {'none': lambda b: b,
+             'full': lambda b: nn.remat(b, prevent_cse=not cfg.scan_layers),
+             'dots': lambda b: nn.remat(b, prevent_cse=not cfg.scan_layers,
+                                        policy=jax.checkpoint_policies.dots_with_no_batch_dims_saveable),
+             }[cfg.remat]
+    if cfg.scan_layers:
+      # One compiled block, its parameters stacked on a leading 'layers' axis: compile time
+      # stays flat in depth.
+      stack = nn.scan(block(ScannedBlock), variable_axes={'params': 0}, split_rngs={'params': True},
+                      in_axes=nn.broadcast, length=cfg.num_layers,
+                      metadata_params={nn.PARTITION_NAME: 'layers'})
+      x_BxTxD, _ = stack(cfg, name='layers')(x_BxTxD, positions_BxT)
+    else:
+      for i in range(cfg.num_layers):
+        x_BxTxD = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT)
+
+    x_BxTxD = Norm(cfg.norm, dtype, name='final_norm')(x_BxTxD)
+    if cfg.tied_embeddings:
+      logits_BxTxV = embed.attend(x_BxTxD)
+    else:
+      logits_BxTxV = x_BxTxD @ _weight(self, 'lm_head', (cfg.dim, cfg.vocab_size), ('embed', 'vocab'),
+                                       cfg.init_std, dtype)
+    return logits_BxTxV.astype(jnp.float32)
+
+
+def count_params(params) -> dict:
+  """Total parameters, and non-embedding ones (token and position tables excluded)."""
+  total = sum(x.size for x in jax.tree.leaves(params))
+  embedding = params['embed']['embedding'].size + (params['pos_embed'].size if 'pos_embed' in params else 0)
+  return {'total': int(total), 'non_embedding': int(total - embedding)}
+
+
+def flops_per_token(cfg: ModelConfig, non_embedding_params: int, seq_len: int) -> float:
+  """Model FLOPs per trained token: 6 x (non-embedding + lm-head params) + causal attention.
+
+  The same convention as the design notes and the PyTorch reference, so MFU and model
+  GFLOP/s compare across implementations. For a tied model the lm-head is the embedding
+  table, which the non-embedding count excludes; untied, it is already included.
+  """
+  head = cfg.vocab_size * cfg.dim if cfg.tied_embeddings else 0
+  return 6 * (non_embedding_params + head) + 6 * cfg.num_layers * seq_len * cfg.dim

@@ -1,0 +1,43 @@
+"""AdamW with weight decay on matrices only, learning-rate schedules, gradient clipping."""
+import jax
+import optax
+
+# Weight matrices and embedding tables are decayed; norm scales ('scale') are not. Matched
+# by name because scanned layers give every parameter an extra leading axis, so ndim cannot
+# tell a stacked norm scale from a matrix.
+_UNDECAYED_NAMES = ('scale',)
+
+
+def schedule(train_cfg) -> optax.Schedule:
+  peak, steps, warmup = train_cfg.lr, train_cfg.steps, train_cfg.warmup_steps
+  if warmup >= steps:
+    raise ValueError(f'train.warmup_steps={warmup} must be below train.steps={steps}')
+  final = peak * train_cfg.min_lr_ratio
+  if train_cfg.schedule == 'cosine':
+    return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, steps, end_value=final)
+  if train_cfg.schedule == 'wsd':
+    decay = max(1, int(steps * train_cfg.decay_fraction))
+    stable = steps - warmup - decay
+    if stable < 0:
+      raise ValueError(f'train.decay_fraction={train_cfg.decay_fraction} leaves no room for '
+                       f'{warmup} warmup steps in {steps}')
+    return optax.join_schedules([
+        optax.linear_schedule(0.0, peak, warmup),
+        optax.constant_schedule(peak),
+        optax.linear_schedule(peak, final, decay),
+    ], boundaries=[warmup, warmup + stable])
+  raise ValueError(f"train.schedule={train_cfg.schedule!r}; choose 'cosine' or 'wsd'")
+
+
+def decay_mask(params):
+  def is_decayed(path, _):
+    return not any(getattr(k, 'key', None) in _UNDECAYED_NAMES for k in path)
+  return jax.tree_util.tree_map_with_path(is_decayed, params)
+
+
+def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  lr = schedule(train_cfg)
+  parts = [optax.clip_by_global_norm(train_cfg.grad_clip)] if train_cfg.grad_clip > 0 else []
+  parts.append(optax.adamw(lr, b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps,
+                           weight_decay=train_cfg.weight_decay, mask=decay_mask))
+  return optax.chain(*parts), lr

@@ -1,0 +1,70 @@
+"""The device mesh (data, fsdp, tensor), logical-axis rules, and multi-host set-up."""
+import os
+
+from absl import logging
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+# The global batch is split over every data-parallel axis.
+BATCH_AXES = ('data', 'fsdp')
+
+
+def maybe_initialize_distributed(enabled: bool):
+  """Joins a multi-host job when asked (flag) or when the environment says so (JAX_COORDINATOR_ADDRESS).
+
+  On Cloud TPU VMs jax.distributed.initialize() finds the coordinator itself.
+  """
+  if enabled or os.environ.get('JAX_COORDINATOR_ADDRESS'):
+    jax.distributed.initialize()
+    logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
+                 jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
+  """Sizes of (data, fsdp, tensor); one of them may be -1, meaning 'all remaining devices'."""
+  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
+  if sizes.count(-1) > 1:
+    raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))}: at most one may be -1')
+  known = int(np.prod([s for s in sizes if s != -1]))
+  if -1 in sizes:
+    if num_devices % known:
+      raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))} do not divide {num_devices} devices')
+    sizes[sizes.index(-1)] = num_devices // known
+  if int(np.prod(sizes)) != num_devices:
+    raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))} multiply to {int(np.prod(sizes))}, '
+                     f'but there are {num_devices} devices; set --config.mesh.<axis>=-1 on one axis')
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
+  devices = devices if devices is not None else jax.devices()
+  shape = mesh_shape(mesh_cfg, len(devices))
+  # Auto axes: sharding follows the logical rules (GSPMD); JAX 0.10 defaults to Explicit.
+  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices)
+
+
+def logical_rules(rules_cfg) -> tuple[tuple[str, object], ...]:
+  """Config rules {logical: mesh axis | [mesh axes] | None} as the tuple flax expects."""
+  return tuple((k, tuple(v) if isinstance(v, (list, tuple)) else v) for k, v in rules_cfg.items())
+
+
+def logical_to_sharding(logical_tree, mesh, rules):
+  """Tree of logical PartitionSpecs (or boxed params) -> tree of NamedShardings."""
+  return nn.logical_to_mesh_sharding(nn.get_partition_spec(logical_tree), mesh, rules)
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict, mesh) -> dict:
+  """Host-local numpy rows (this process's slice) -> global jax.Arrays sharded over the batch axes."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)

@@ -1,0 +1,34 @@
+"""Pretraining: next-token prediction on packed raw text."""
+import os
+from pathlib import Path
+
+import jax
+
+from llm import losses
+from llm.data import pipeline, prepare
+from llm.tasks import Task, TaskData
+
+
+def cache_dir(config) -> Path:
+  configured = config.data.cache_dir or os.environ.get('LLM_CACHE_DIR', '')
+  return Path(configured or Path.home() / '.cache' / 'llm')
+
+
+def data(config, workdir) -> TaskData:
+  del workdir
+  tc = config.train
+  prepared = prepare(config, cache_dir(config))
+  train = pipeline.train_dataset(prepared.train_tokens, tc.seq_len, tc.batch_size, config.data.seed,
+                                 jax.process_index(), jax.process_count())
+  max_batches = tc.eval_batches or None
+  val = pipeline.eval_batches(prepared.val_tokens, tc.seq_len, tc.batch_size, max_batches)
+  return TaskData(tokenizer=prepared.tokenizer, train_iter=iter(train), eval_sets={'val': val})
+
+
+def lm_loss(model, params, batch):
+  logits = model.apply({'params': params}, batch['inputs'])
+  loss_sum, weight, _ = losses.next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
+  return loss_sum, weight
+
+
+TASK = Task(data=data, loss_fn=lm_loss)

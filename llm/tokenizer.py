@@ -1,0 +1,187 @@
+"""SentencePiece BPE tokenizer: training, caching, loading, and the special tokens of every stage.
+
+Any string round-trips (decode(encode(s)) == s): normalization is off, whitespace is kept as is,
+and characters outside the vocabulary fall back to their UTF-8 bytes (<0xNN> tokens).
+"""
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+# Control symbols, not user-defined ones: SentencePiece never produces them from text, so the
+# literal string '<|user|>' inside a document or a tool's output cannot forge a turn boundary.
+# Only code that builds token sequences (the chat template) can emit them, via special_id().
+SPECIAL_TOKENS = ('<|system|>', '<|user|>', '<|assistant|>', '<|tool|>', '<|end|>',
+                  '<|tool_call|>', '<|/tool_call|>', '<|tool_result|>', '<|/tool_result|>')
+
+# SentencePiece writes spaces as U+2581 inside pieces, so a literal U+2581 in the text would come
+# back as a space; encode() sends it as its three UTF-8 bytes instead.
+_SPACE_MARK = '\u2581'
+_SPACE_MARK_BYTES = tuple(f'<0x{b:02X}>' for b in _SPACE_MARK.encode())
+
+_MAX_SENTENCE_BYTES = 16384  # SentencePiece silently skips longer training sentences
+_MAX_SENTENCE_CHARS = _MAX_SENTENCE_BYTES // 4  # a character is at most 4 UTF-8 bytes
+_PARAGRAPH_END = re.compile(r'(?<=\n\n)')
+
+# Part of the tokenizer cache key: changing any of these retrains cached tokenizers.
+_TRAINER_OPTIONS = dict(
+    model_type='bpe',
+    byte_fallback=True,
+    pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+    unk_surface='',  # byte fallback means unk is never produced; if decoded, it is empty text
+    control_symbols=list(SPECIAL_TOKENS),
+    character_coverage=0.9995,  # rarer characters are spelled in bytes
+    split_digits=True,  # one token per digit, so numbers line up for arithmetic
+    allow_whitespace_only_pieces=True,  # runs of spaces (indentation) become single tokens
+    normalization_rule_name='identity',
+    remove_extra_whitespaces=False,
+    add_dummy_prefix=False,  # no invented leading space: token bytes add up to the text's bytes
+    max_sentence_length=_MAX_SENTENCE_BYTES,
+    hard_vocab_limit=False,  # tiny corpora may not support the requested vocabulary size
+    minloglevel=2,
+)
+
+
+class Tokenizer:
+  """A loaded SentencePiece model. Build one with Tokenizer.load or train_tokenizer."""
+
+  def __init__(self, processor: spm.SentencePieceProcessor, path: Path):
+    self._sp = processor
+    self.path = path
+    self._space_mark_ids = [processor.piece_to_id(p) for p in _SPACE_MARK_BYTES]
+
+  @classmethod
+  def load(cls, path: Path | str) -> 'Tokenizer':
+    path = Path(path)
+    if not path.is_file():
+      raise FileNotFoundError(f'tokenizer model {path} does not exist; train one by setting '
+                              "--config.tokenizer.path='' or point it at a .model file")
+    processor = spm.SentencePieceProcessor(model_file=str(path), num_threads=os.cpu_count())
+    return cls(processor, path)
+
+  @property
+  def vocab_size(self) -> int:
+    return self._sp.get_piece_size()
+
+  @property
+  def fingerprint(self) -> str:
+    """Short hash of the model's content: token caches built with it are keyed by this."""
+    return hashlib.sha256(self._sp.serialized_model_proto()).hexdigest()[:16]
+
+  pad_id = property(lambda self: PAD_ID)
+  unk_id = property(lambda self: UNK_ID)
+  bos_id = property(lambda self: BOS_ID)
+  eos_id = property(lambda self: EOS_ID)
+
+  def special_id(self, name: str) -> int:
+    if name not in SPECIAL_TOKENS:
+      raise ValueError(f'{name!r} is not a special token; use one of {SPECIAL_TOKENS}')
+    return self._sp.piece_to_id(name)
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of text, without bos/eos."""
+    if _SPACE_MARK not in text:
+      return self._sp.encode(text)
+    first, *rest = text.split(_SPACE_MARK)
+    ids = self._sp.encode(first)
+    for part in rest:
+      ids += self._space_mark_ids + self._sp.encode(part)
+    return ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    """encode() of each text, on all CPU cores."""
+    texts = list(texts)
+    ids = self._sp.encode(texts)
+    for i, text in enumerate(texts):
+      if _SPACE_MARK in text:
+        ids[i] = self.encode(text)
+    return ids
+
+  def encode_bytes(self, data: bytes) -> list[int]:
+    """Invalid UTF-8 becomes U+FFFD, which then round-trips like any other character."""
+    return self.encode(data.decode('utf-8', errors='replace'))
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Text of ids; pad, unk, bos, eos and the special tokens contribute nothing."""
+    return self._sp.decode([int(i) for i in ids])
+
+  def id_to_piece(self, i: int) -> str:
+    return self._sp.id_to_piece(int(i))
+
+  def token_bytes(self) -> np.ndarray:
+    """int32[vocab_size]: UTF-8 bytes each token decodes to (0 for pad/unk/bos/eos/specials).
+
+    Bits per byte of a batch = sum(loss where bytes > 0) / (ln 2 * sum(bytes)).
+    """
+    sizes = np.zeros(self.vocab_size, np.int32)
+    for i in range(self.vocab_size):
+      if self._sp.is_byte(i):
+        sizes[i] = 1
+      elif not (self._sp.is_control(i) or self._sp.is_unknown(i) or self._sp.is_unused(i)):
+        sizes[i] = len(self._sp.id_to_piece(i).replace(_SPACE_MARK, ' ').encode())
+    return sizes
+
+
+def _training_sentences(texts: Iterable[str], max_chars: int) -> Iterator[str]:
+  """Paragraphs (blank-line separators kept, so pieces can learn '\\n\\n'), capped in size."""
+  fed = 0
+  for text in texts:
+    for paragraph in _PARAGRAPH_END.split(text):
+      for start in range(0, len(paragraph), _MAX_SENTENCE_CHARS):
+        sentence = paragraph[start:start + _MAX_SENTENCE_CHARS]
+        yield sentence
+        fed += len(sentence)
+        if fed >= max_chars:
+          return
+
+
+def _write_atomically(path: Path, data: bytes):
+  """A killed process leaves either no file or the whole file, never half of one."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+  tmp.write_bytes(data)
+  os.replace(tmp, path)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
+                    max_chars: int) -> Tokenizer:
+  """Trains BPE on the first max_chars characters of texts and writes out_path (.model).
+
+  The vocabulary can come out smaller than vocab_size on a tiny corpus; .vocab_size tells.
+  """
+  min_vocab = 256 + 4 + len(SPECIAL_TOKENS) + 1
+  if vocab_size < min_vocab:
+    raise ValueError(f'tokenizer.vocab_size={vocab_size} is too small: bytes and special tokens '
+                     f'alone take {min_vocab - 1}; use at least {min_vocab}')
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=_training_sentences(texts, max_chars),
+                                 model_writer=model, vocab_size=vocab_size,
+                                 num_threads=os.cpu_count(), **_TRAINER_OPTIONS)
+  _write_atomically(Path(out_path), model.getvalue())
+  return Tokenizer.load(out_path)
+
+
+def get_or_train_tokenizer(cfg, train_docs_fn: Callable[[], Iterable[str]], cache_dir: Path,
+                           fingerprint: str) -> Tokenizer:
+  """The tokenizer named by cfg.path, else the one trained on this corpus (trained on first use).
+
+  cfg: config.tokenizer (vocab_size, train_chars, path). fingerprint identifies the training
+  documents; train_docs_fn is only called when no cached tokenizer matches.
+  """
+  if cfg.path:
+    return Tokenizer.load(cfg.path)
+  settings = dict(corpus=fingerprint, vocab_size=cfg.vocab_size, train_chars=cfg.train_chars,
+                  trainer=_TRAINER_OPTIONS)
+  key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+  path = Path(cache_dir) / 'tokenizers' / f'{key}.model'
+  if path.is_file():
+    return Tokenizer.load(path)
+  return train_tokenizer(train_docs_fn(), cfg.vocab_size, path, cfg.train_chars)

@@ -1,0 +1,245 @@
+"""The one training loop. A task (llm/tasks) contributes its batches and its loss; this file
+owns initialisation, the jitted sharded step, evaluation, checkpoints and logging.
+
+A batch from disk to the loss: task.data() -> grain iterator of host-local numpy rows ->
+sharding.global_batch() (one global jax.Array sharded over data x fsdp) -> train_step ->
+task.loss_fn(model, params, batch) -> (loss_sum, weight_sum) -> gradients -> AdamW.
+"""
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+from absl import logging
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from llm import checkpoint, losses, model as model_lib, optim, sharding, tasks
+from llm.metrics_log import MetricsLog
+
+# Dense bf16 peak per device (datasheets), for MFU; CPU: measured on this project's 2-core machine.
+PEAK_FLOPS = {'h100': 989e12, 'h200': 989e12, 'a100': 312e12, 'tpu v4': 275e12, 'tpu v5 lite': 197e12,
+              'tpu v5e': 197e12, 'tpu v5p': 459e12, 'tpu v6': 918e12, 'cpu': 175e9}
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: dict
+  opt_state: optax.OptState
+
+
+def peak_flops_per_device(configured: float) -> float:
+  if configured:
+    return configured
+  kind = jax.devices()[0].device_kind.lower()
+  kind = 'cpu' if jax.devices()[0].platform == 'cpu' else kind
+  return next((v for k, v in PEAK_FLOPS.items() if k in kind), float('nan'))
+
+
+def make_train_step(model, tx, lr_fn, loss_fn, grad_accum: int):
+  """train_step(state, batch) -> (state, metrics); pure, for jax.jit."""
+
+  def grads_of(params, batch):
+    def scalar_loss(p):
+      loss_sum, weight = loss_fn(model, p, batch)
+      return loss_sum, weight
+    (loss_sum, weight), grads = jax.value_and_grad(scalar_loss, has_aux=True)(params)
+    return grads, loss_sum, weight
+
+  def train_step(state, batch):
+    if grad_accum == 1:
+      grads, loss_sum, weight = grads_of(state.params, batch)
+    else:
+      # Micro-batch i takes rows i, i+A, i+2A, ...: every device holds a share of each one,
+      # so the reshape keeps the batch sharding.
+      micro = jax.tree.map(
+          lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+      def body(carry, mb):
+        g, l, w = grads_of(state.params, mb)
+        return jax.tree.map(jnp.add, carry, (g, l, w)), None
+
+      zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros(()), jnp.zeros(()))
+      (grads, loss_sum, weight), _ = jax.lax.scan(body, zeros, micro)
+    weight = jnp.maximum(weight, 1.0)
+    grads = jax.tree.map(lambda g: g / weight, grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {'loss': loss_sum / weight, 'grad_norm': optax.global_norm(grads), 'lr': lr_fn(state.step)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return train_step
+
+
+def make_eval_step(model, token_bytes_V):
+  """Sums for validation loss (nats/token) and bits per byte (special tokens carry no bytes)."""
+  token_bytes_V = jnp.asarray(token_bytes_V, jnp.float32)
+
+  def eval_step(params, batch):
+    logits = model.apply({'params': params}, batch['inputs'])
+    loss_sum, weight, loss_BxT = losses.next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
+    mask_BxT = jnp.ones_like(loss_BxT) if 'loss_mask' not in batch else batch['loss_mask']
+    bytes_BxT = token_bytes_V[batch['targets']] * mask_BxT
+    return {'loss_sum': loss_sum, 'weight': weight, 'bytes': bytes_BxT.sum(),
+            'byte_loss_sum': (loss_BxT * (bytes_BxT > 0)).sum()}
+
+  return eval_step
+
+
+def evaluate(eval_step, params, eval_sets: dict, mesh) -> dict:
+  out = {}
+  for name, batches in eval_sets.items():
+    sums = None
+    for batch in batches:
+      s = eval_step(params, sharding.global_batch(_local_rows(batch), mesh))
+      sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
+    sums = jax.device_get(sums)
+    prefix = 'val' if name == 'val' else f'val_{name}'
+    out[f'{prefix}_loss'] = float(sums['loss_sum'] / max(sums['weight'], 1))
+    if sums['bytes'] > 0:
+      out[f'{prefix}_bpb'] = float(sums['byte_loss_sum'] / sums['bytes'] / math.log(2))
+  return out
+
+
+def _local_rows(batch: dict) -> dict:
+  """This process's rows of a batch that every process holds whole (the eval sets)."""
+  n, p = jax.process_count(), jax.process_index()
+  return jax.tree.map(lambda x: x[p * (len(x) // n):(p + 1) * (len(x) // n)], batch)
+
+
+def _check_finite(step: int, metrics: dict, ckpt):
+  bad = {k: v for k, v in metrics.items() if k in ('loss', 'grad_norm') and not math.isfinite(v)}
+  if bad:
+    ckpt.wait()
+    raise FloatingPointError(
+        f'{bad} at step {step}; stopped, the last good checkpoint is step {ckpt.latest_step()}. '
+        'Lower --config.train.lr or set --config.train.grad_clip, then rerun to resume.')
+
+
+def _write_config(config, workdir: Path):
+  path = workdir / 'config.json'
+  resolved = json.loads(config.to_json_best_effort())
+  if path.exists():
+    before = json.loads(path.read_text())
+    changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
+    if changed:
+      logging.warning('resuming %s with a changed config (sections %s); config.json is updated',
+                      workdir, changed)
+  path.write_text(json.dumps(resolved, indent=2) + '\n')
+
+
+def run(config, workdir: str) -> dict:
+  """Trains config.task in workdir, resuming from its latest checkpoint. Returns the summary."""
+  t_start = time.time()
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if config.train.compilation_cache:
+    jax.config.update('jax_compilation_cache_dir', config.train.compilation_cache)
+  if jax.process_index() == 0:
+    _write_config(config, workdir)
+  task = tasks.get(config.task)
+  mesh = sharding.make_mesh(config.mesh)
+  rules = sharding.logical_rules(config.mesh.rules)
+  tc = config.train
+  if tc.batch_size % tc.grad_accum:
+    raise ValueError(f'train.batch_size={tc.batch_size} must be divisible by train.grad_accum={tc.grad_accum}')
+  if tc.seq_len > config.model.max_seq_len:
+    raise ValueError(f'train.seq_len={tc.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}')
+
+  data = task.data(config, workdir)
+  if jax.process_index() == 0:
+    shutil.copyfile(data.tokenizer.path, workdir / 'tokenizer.model')
+  model_cfg = model_lib.ModelConfig.from_config(config.model, data.tokenizer.vocab_size)
+  model = model_lib.Transformer(model_cfg)
+  tx, lr_fn = optim.make_optimizer(tc)
+
+  def init_boxed(rng):
+    params = model.init(rng, jnp.zeros((1, tc.seq_len), jnp.int32))['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract_boxed = jax.eval_shape(init_boxed, jax.random.key(config.seed))
+    state_sh = sharding.logical_to_sharding(abstract_boxed, mesh, rules)
+    abstract_state = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_sh)
+    ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', tc.keep_checkpoints)
+    start = ckpt.latest_step()
+    if start is not None:
+      logging.info('resuming %s from step %d', workdir, start)
+      state = ckpt.restore(start, abstract_state, data.train_iter)
+    else:
+      start = 0
+      state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_sh)(jax.random.key(config.seed))
+      state = task.init_state(config, state, abstract_state)
+
+    counts = model_lib.count_params(state.params)
+    flops_tok = model_lib.flops_per_token(model_cfg, counts['non_embedding'], tc.seq_len)
+    peak = peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()
+    tokens_per_step = tc.batch_size * tc.seq_len
+    logging.info('params %s; mesh %s; %.3g model FLOPs/token', counts, dict(mesh.shape), flops_tok)
+
+    batch_sh = sharding.batch_sharding(mesh)
+    train_step = jax.jit(make_train_step(model, tx, lr_fn, task.loss_fn, tc.grad_accum),
+                         in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
+                         donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(model, data.tokenizer.token_bytes()),
+                        in_shardings=(state_sh.params, batch_sh), out_shardings=sharding.replicated(mesh))
+
+    log = MetricsLog(workdir, tc.steps, start, tc.progress_bar)
+    pending = None  # (step, device metrics): fetched one step late so the next step is queued
+    window_t, window_steps, last_eval, last_metrics = time.time(), 0, {}, {}
+
+    def flush_pending():
+      nonlocal pending, window_t, window_steps, last_metrics
+      if pending is None:
+        return
+      step, dev_metrics = pending
+      pending = None
+      metrics = {k: float(v) for k, v in jax.device_get(dev_metrics).items()}
+      _check_finite(step, metrics, ckpt)
+      last_metrics = metrics
+      if step % tc.log_every == 0 or step == tc.steps:
+        dt = time.time() - window_t
+        tok_s = window_steps * tokens_per_step / dt
+        log.write(step, {**metrics, 'tokens_seen': step * tokens_per_step, 'tokens_per_s': tok_s,
+                         'mfu': tok_s * flops_tok / peak})
+        window_t, window_steps = time.time(), 0
+
+    for step in range(start + 1, tc.steps + 1):
+      batch = sharding.global_batch(next(data.train_iter), mesh)
+      state, dev_metrics = train_step(state, batch)
+      flush_pending()
+      pending = (step, dev_metrics)
+      window_steps += 1
+      if step == start + 1:
+        window_t, window_steps = time.time(), 0  # the first step compiles: keep it out of tokens/s
+      log.advance(step)
+      if step % tc.eval_every == 0 or step == tc.steps:
+        flush_pending()
+        last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
+        log.write(step, last_eval)
+        window_t, window_steps = time.time(), 0
+      if step % tc.checkpoint_every == 0 or step == tc.steps:
+        flush_pending()  # never save a state whose loss was not checked
+        ckpt.save(step, state, data.train_iter)
+    flush_pending()
+    ckpt.wait()
+    ckpt.close()
+    log.close()
+
+  if not last_eval:  # resumed a finished run: evaluate the final state again
+    last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
+  summary = {**last_eval, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
+             'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
+             'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,
+             'wall_s': round(time.time() - t_start, 1), 'devices': jax.device_count()}
+  if jax.process_index() == 0:
+    (workdir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+  logging.info('summary %s', summary)
+  return summary
