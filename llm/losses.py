@@ -14,3 +14,10 @@ def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
                                                              targets_BxT)
   weight_BxT = jnp.ones_like(loss_BxT) if mask_BxT is None else mask_BxT.astype(jnp.float32)
   return (loss_BxT * weight_BxT).sum(), weight_BxT.sum(), loss_BxT
+
+
+def lm_loss(model, params, batch):
+  """Task loss for pretraining and SFT: batch holds inputs, targets and optionally loss_mask."""
+  logits = model.apply({'params': params}, batch['inputs'])
+  loss_sum, weight, _ = next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
+  return loss_sum, weight

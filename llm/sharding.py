@@ -1,4 +1,5 @@
 """The device mesh (data, fsdp, tensor), logical-axis rules, and multi-host set-up."""
+import contextlib
 import os
 
 from absl import logging
@@ -68,3 +69,10 @@ def global_batch(local_batch: dict, mesh) -> dict:
   """Host-local numpy rows (this process's slice) -> global jax.Arrays sharded over the batch axes."""
   sharding = batch_sharding(mesh)
   return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), local_batch)
+
+
+@contextlib.contextmanager
+def mesh_context(mesh, rules):
+  """Tracing the model needs both the mesh and the logical rules in scope."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield

@@ -5,19 +5,19 @@ A batch from disk to the loss: task.data() -> grain iterator of host-local numpy
 sharding.global_batch() (one global jax.Array sharded over data x fsdp) -> train_step ->
 task.loss_fn(model, params, batch) -> (loss_sum, weight_sum) -> gradients -> AdamW.
 """
+import dataclasses
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 from absl import logging
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from llm import checkpoint, losses, model as model_lib, optim, sharding, tasks
@@ -72,7 +72,7 @@ def make_train_step(model, tx, lr_fn, loss_fn, grad_accum: int):
     grads = jax.tree.map(lambda g: g / weight, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {'loss': loss_sum / weight, 'grad_norm': optax.global_norm(grads), 'lr': lr_fn(state.step)}
+    metrics = {'loss': loss_sum / weight, 'grad_norm': optax.tree.norm(grads), 'lr': lr_fn(state.step)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
@@ -135,6 +135,42 @@ def _write_config(config, workdir: Path):
   path.write_text(json.dumps(resolved, indent=2) + '\n')
 
 
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  model: model_lib.Transformer
+  model_cfg: model_lib.ModelConfig
+  tx: optax.GradientTransformation
+  lr_fn: optax.Schedule
+  state_sharding: TrainState  # of NamedShardings
+  abstract_state: TrainState  # of ShapeDtypeStructs carrying those shardings (for restore)
+  init: Callable  # rng -> TrainState, jitted, laid out on the mesh
+  mesh: jax.sharding.Mesh
+  rules: tuple  # logical axis -> mesh axis
+
+  def context(self):
+    """Scope in which the model may be traced (mesh + logical rules)."""
+    return sharding.mesh_context(self.mesh, self.rules)
+
+
+def build(config, vocab_size: int, mesh) -> Setup:
+  """Model, optimizer, and the train state's sharding over the mesh (from logical axis names)."""
+  rules = sharding.logical_rules(config.mesh.rules)
+  model_cfg = model_lib.ModelConfig.from_config(config.model, vocab_size)
+  model = model_lib.Transformer(model_cfg)
+  tx, lr_fn = optim.make_optimizer(config.train)
+
+  def init_boxed(rng):
+    params = model.init(rng, jnp.zeros((1, config.train.seq_len), jnp.int32))['params']
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  with sharding.mesh_context(mesh, rules):
+    abstract_boxed = jax.eval_shape(init_boxed, jax.random.key(0))
+    state_sh = sharding.logical_to_sharding(abstract_boxed, mesh, rules)
+    init = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_sh)
+  abstract_state = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_sh)
+  return Setup(model, model_cfg, tx, lr_fn, state_sh, abstract_state, init, mesh, rules)
+
+
 def run(config, workdir: str) -> dict:
   """Trains config.task in workdir, resuming from its latest checkpoint. Returns the summary."""
   t_start = time.time()
@@ -146,7 +182,6 @@ def run(config, workdir: str) -> dict:
     _write_config(config, workdir)
   task = tasks.get(config.task)
   mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.logical_rules(config.mesh.rules)
   tc = config.train
   if tc.batch_size % tc.grad_accum:
     raise ValueError(f'train.batch_size={tc.batch_size} must be divisible by train.grad_accum={tc.grad_accum}')
@@ -156,27 +191,19 @@ def run(config, workdir: str) -> dict:
   data = task.data(config, workdir)
   if jax.process_index() == 0:
     shutil.copyfile(data.tokenizer.path, workdir / 'tokenizer.model')
-  model_cfg = model_lib.ModelConfig.from_config(config.model, data.tokenizer.vocab_size)
-  model = model_lib.Transformer(model_cfg)
-  tx, lr_fn = optim.make_optimizer(tc)
+  setup = build(config, data.tokenizer.vocab_size, mesh)
+  model_cfg, state_sh = setup.model_cfg, setup.state_sharding
 
-  def init_boxed(rng):
-    params = model.init(rng, jnp.zeros((1, tc.seq_len), jnp.int32))['params']
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
-
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract_boxed = jax.eval_shape(init_boxed, jax.random.key(config.seed))
-    state_sh = sharding.logical_to_sharding(abstract_boxed, mesh, rules)
-    abstract_state = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_sh)
+  with setup.context():
     ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', tc.keep_checkpoints)
     start = ckpt.latest_step()
     if start is not None:
       logging.info('resuming %s from step %d', workdir, start)
-      state = ckpt.restore(start, abstract_state, data.train_iter)
+      state = ckpt.restore(start, setup.abstract_state, data.train_iter)
     else:
       start = 0
-      state = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_sh)(jax.random.key(config.seed))
-      state = task.init_state(config, state, abstract_state)
+      state = setup.init(jax.random.key(config.seed))
+      state = task.init_state(config, state, setup.abstract_state)
 
     counts = model_lib.count_params(state.params)
     flops_tok = model_lib.flops_per_token(model_cfg, counts['non_embedding'], tc.seq_len)
@@ -185,10 +212,10 @@ def run(config, workdir: str) -> dict:
     logging.info('params %s; mesh %s; %.3g model FLOPs/token', counts, dict(mesh.shape), flops_tok)
 
     batch_sh = sharding.batch_sharding(mesh)
-    train_step = jax.jit(make_train_step(model, tx, lr_fn, task.loss_fn, tc.grad_accum),
+    train_step = jax.jit(make_train_step(setup.model, setup.tx, setup.lr_fn, task.loss_fn, tc.grad_accum),
                          in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(model, data.tokenizer.token_bytes()),
+    eval_step = jax.jit(make_eval_step(setup.model, data.tokenizer.token_bytes()),
                         in_shardings=(state_sh.params, batch_sh), out_shardings=sharding.replicated(mesh))
 
     log = MetricsLog(workdir, tc.steps, start, tc.progress_bar)
@@ -232,9 +259,8 @@ def run(config, workdir: str) -> dict:
     ckpt.wait()
     ckpt.close()
     log.close()
-
-  if not last_eval:  # resumed a finished run: evaluate the final state again
-    last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
+    if not last_eval:  # resumed a finished run: evaluate the final state again
+      last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
   summary = {**last_eval, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
              'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
              'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,

@@ -25,10 +25,4 @@ def data(config, workdir) -> TaskData:
   return TaskData(tokenizer=prepared.tokenizer, train_iter=iter(train), eval_sets={'val': val})
 
 
-def lm_loss(model, params, batch):
-  logits = model.apply({'params': params}, batch['inputs'])
-  loss_sum, weight, _ = losses.next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
-  return loss_sum, weight
-
-
-TASK = Task(data=data, loss_fn=lm_loss)
+TASK = Task(data=data, loss_fn=losses.lm_loss)

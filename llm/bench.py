@@ -1,0 +1,119 @@
+"""Training-step benchmark: the real jitted train step on random tokens, one JSON line out.
+
+    python -m llm.bench                       # GPT-2 style, layers=4 heads=4 dim=256 seq=256 batch=8 vocab=4096
+    python -m llm.bench --reference           # then the PyTorch yardstick on the same shape, and the ratio
+
+The model is the one `../shared/bench/torch_gpt_reference.py` builds: learned positions,
+LayerNorm without bias, 4x GELU MLP, tied embeddings, float32; AdamW (decay on matrices only,
+betas 0.9/0.95, lr 6e-4 constant) with global-norm clipping at 1.0. Both train on one fixed
+random batch and synchronise on the loss every step. The step is built by llm.train.build and
+llm.train.make_train_step, jitted with the training loop's shardings and donation.
+
+Measured (results below are medians of several alternating runs on this project's 2-core
+Xeon CPU, no GPU; see the notes at the bottom of this docstring): filled in by RESULTS.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+_LAYERS = flags.DEFINE_integer('layers', 4, 'Transformer blocks.')
+_HEADS = flags.DEFINE_integer('heads', 4, 'Attention heads.')
+_DIM = flags.DEFINE_integer('dim', 256, 'Model width (MLP is 4x).')
+_SEQ = flags.DEFINE_integer('seq', 256, 'Tokens per sequence.')
+_BATCH = flags.DEFINE_integer('batch', 8, 'Sequences per step.')
+_VOCAB = flags.DEFINE_integer('vocab', 4096, 'Vocabulary size.')
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps.')
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one compiles).')
+_REFERENCE = flags.DEFINE_bool('reference', False, 'Also run the PyTorch reference on the same shape.')
+
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'bench' / 'torch_gpt_reference.py'
+SHAPE_FLAGS = ('layers', 'heads', 'dim', 'seq', 'batch', 'vocab', 'steps', 'warmup')
+
+
+def bench_config(layers, heads, dim, seq, batch, steps, warmup):
+  """base_config() with the reference's model and optimizer."""
+  from llm.config import base_config
+  c = base_config()
+  c.model.update(dict(num_layers=layers, num_heads=heads, num_kv_heads=heads, dim=dim, mlp_dim=4 * dim,
+                      max_seq_len=seq, position='learned', norm='layernorm', mlp='gelu', qk_norm=False,
+                      tied_embeddings=True, dtype='float32', remat='none'))
+  c.train.update(dict(seq_len=seq, batch_size=batch, grad_accum=1, steps=warmup + steps + 1,
+                      lr=6e-4, min_lr_ratio=1.0, warmup_steps=0, weight_decay=0.1, b1=0.9, b2=0.95,
+                      eps=1e-8, grad_clip=1.0))
+  return c
+
+
+def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
+  import jax
+  import numpy as np
+  from llm import losses, model as model_lib, sharding, train
+
+  mesh = sharding.make_mesh(config.mesh)
+  setup = train.build(config, vocab, mesh)
+  tc = config.train
+  with setup.context():
+    state = setup.init(jax.random.key(config.seed))
+    # The same jit as llm.train.run: shardings in and out, the state donated.
+    batch_sh = sharding.batch_sharding(mesh)
+    step_fn = jax.jit(train.make_train_step(setup.model, setup.tx, setup.lr_fn, losses.lm_loss, tc.grad_accum),
+                      in_shardings=(setup.state_sharding, batch_sh),
+                      out_shardings=(setup.state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    local = {k: rng.integers(0, vocab, (tc.batch_size, tc.seq_len)).astype(np.int32)
+             for k in ('inputs', 'targets')}
+    batch = sharding.global_batch(local, mesh)
+    for _ in range(warmup):
+      state, metrics = step_fn(state, batch)
+      float(metrics['loss'])
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step_fn(state, batch)
+      loss = float(metrics['loss'])  # synchronise every step, as the reference does (loss.item())
+    dt = (time.perf_counter() - t0) / steps
+
+  counts = model_lib.count_params(state.params)
+  flops_tok = model_lib.flops_per_token(setup.model_cfg, counts['non_embedding'], tc.seq_len)
+  tokens = tc.batch_size * tc.seq_len
+  return {'impl': 'jax-llm', 'params_non_embedding': counts['non_embedding'], 'params_total': counts['total'],
+          'tokens_per_s': round(tokens / dt, 1), 'ms_per_step': round(dt * 1e3, 2),
+          'model_gflops_per_s': round(flops_tok * tokens / dt / 1e9, 2), 'final_loss': round(loss, 4),
+          'devices': jax.device_count()}
+
+
+def run_reference(shape: dict) -> dict | None:
+  """The PyTorch yardstick in a child process; None (and a line saying why) if it cannot run."""
+  try:
+    import torch  # noqa: F401  (only to know whether the child can run)
+  except ImportError:
+    print('reference skipped: torch is not importable (pip install torch==2.13.0)')
+    return None
+  if not REFERENCE_SCRIPT.exists():
+    print(f'reference skipped: {REFERENCE_SCRIPT} not found')
+    return None
+  cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+  return json.loads(out[-1])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}
+  config = bench_config(shape['layers'], shape['heads'], shape['dim'], shape['seq'], shape['batch'],
+                        shape['steps'], shape['warmup'])
+  ours = run_bench(config, shape['vocab'], shape['steps'], shape['warmup'])
+  print(json.dumps(ours), flush=True)
+  if _REFERENCE.value:
+    ref = run_reference(shape)
+    if ref is not None:
+      print(json.dumps(ref))
+      print(json.dumps({'ratio_tokens_per_s': round(ours['tokens_per_s'] / ref['tokens_per_s'], 3)}))
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,65 @@
+"""From raw text on disk to memory-mapped token streams: prepare() runs the whole path.
+
+data dir -> documents -> train/val split -> tokenizer (trained on train only) -> token caches.
+Tokenizer and caches are keyed by the corpus fingerprint, so a second run reads no text at all.
+"""
+import dataclasses
+import functools
+import itertools
+import time
+from pathlib import Path
+
+from absl import logging
+import numpy as np
+
+from llm import tokenizer as tokenizer_lib
+from llm.data import cache, sources
+
+# The validation documents must not change with the training seed (config.data.seed), or runs
+# that differ only in seed would be scored on different text.
+_SPLIT_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+  tokenizer: tokenizer_lib.Tokenizer
+  train_tokens: np.ndarray  # uint16/uint32 stream of [bos] + document tokens, memory-mapped
+  val_tokens: np.ndarray
+  data_dir: Path
+  fingerprint: str  # of the corpus and its split settings
+
+
+def prepare(config, cache_dir: Path) -> Prepared:
+  """Finds, splits, tokenizes and caches config.data; reuses every cached step."""
+  data_cfg = config.data
+  data_dir = sources.find_data_dir(data_cfg.dir)
+  fingerprint = sources.corpus_fingerprint(data_dir, data_cfg)
+  logging.info('data: %s in %s (corpus fingerprint %s)', data_cfg.source, data_dir, fingerprint)
+
+  @functools.cache
+  def split() -> tuple[list[str], list[str]]:
+    start = time.perf_counter()
+    docs = sources.read_documents(data_dir, data_cfg)
+    train, val = sources.split_documents(
+        itertools.islice(docs, data_cfg.max_docs or None), data_cfg.val_fraction, _SPLIT_SEED)
+    logging.info('data: read %d train + %d val documents in %.1fs', len(train), len(val),
+                 time.perf_counter() - start)
+    return train, val
+
+  start = time.perf_counter()
+  tokenizer = tokenizer_lib.get_or_train_tokenizer(config.tokenizer, lambda: split()[0],
+                                                   cache_dir, fingerprint)
+  logging.info('tokenizer: %s, %d tokens (%.1fs)', tokenizer.path, tokenizer.vocab_size,
+               time.perf_counter() - start)
+
+  tokens = {}
+  for name, docs_fn in (('train', lambda: split()[0]), ('val', lambda: split()[1])):
+    start = time.perf_counter()
+    path = cache.get_or_build_cache(docs_fn, tokenizer, cache_dir, fingerprint, name)
+    meta = cache.load_cache_meta(path)
+    tokens[name] = cache.load_token_cache(path)
+    text_tokens = meta['num_tokens'] - meta['num_docs']  # bos carries no text
+    logging.info('tokens: %s %d tokens, %d documents, %.2f bytes/token (%.1fs) at %s', name,
+                 meta['num_tokens'], meta['num_docs'], meta['num_bytes'] / max(text_tokens, 1),
+                 time.perf_counter() - start, path)
+  return Prepared(tokenizer, tokens['train'], tokens['val'], data_dir, fingerprint)

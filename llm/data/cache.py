@@ -1,0 +1,94 @@
+"""On-disk token cache: a corpus split tokenized once, then memory-mapped by every later run.
+
+A cache is a folder holding tokens.bin (each document as [bos] + its tokens, back to back) and
+meta.json (counts, dtype, and the tokenizer that made it).
+"""
+import hashlib
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+_TOKENS, _META = 'tokens.bin', 'meta.json'
+_CHUNK_CHARS = 8_000_000  # text per encode_batch call: enough to keep every core busy
+_FORMAT = 'v1: [bos] + encode(doc) per document'  # part of the cache key
+
+
+def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
+  """Tokenizes docs into the cache folder path; a killed build leaves no folder behind."""
+  path = Path(path)
+  dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
+  counts = dict(num_tokens=0, num_docs=0, num_bytes=0)
+
+  def write(chunk: list[str], out):
+    encoded = tokenizer.encode_batch(chunk)
+    tokens = np.fromiter(itertools.chain.from_iterable(
+        itertools.chain((tokenizer.bos_id,), ids) for ids in encoded), dtype)
+    tokens.tofile(out)
+    counts['num_tokens'] += len(tokens)
+    counts['num_docs'] += len(chunk)
+    counts['num_bytes'] += sum(len(doc.encode()) for doc in chunk)
+
+  try:
+    with open(tmp / _TOKENS, 'wb') as out:
+      chunk, chunk_chars = [], 0
+      for doc in docs:
+        chunk.append(doc)
+        chunk_chars += len(doc)
+        if chunk_chars >= _CHUNK_CHARS:
+          write(chunk, out)
+          chunk, chunk_chars = [], 0
+      write(chunk, out)
+    meta = dict(counts, dtype=np.dtype(dtype).name, tokenizer_path=str(tokenizer.path),
+                tokenizer_fingerprint=tokenizer.fingerprint, format=_FORMAT)
+    (tmp / _META).write_text(json.dumps(meta, indent=2))
+    os.replace(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def load_cache_meta(path: Path) -> dict:
+  meta_file = Path(path) / _META
+  if not meta_file.is_file():
+    raise FileNotFoundError(f'no token cache at {path} ({_META} missing); build it with '
+                            'build_token_cache or delete the folder to rebuild')
+  return json.loads(meta_file.read_text())
+
+
+def load_token_cache(path: Path) -> np.ndarray:
+  """The cached tokens, memory-mapped read-only (an empty array for an empty split)."""
+  meta = load_cache_meta(path)
+  if not meta['num_tokens']:
+    return np.zeros(0, meta['dtype'])
+  tokens = np.memmap(Path(path) / _TOKENS, dtype=meta['dtype'], mode='r')
+  if len(tokens) != meta['num_tokens']:
+    raise ValueError(f'token cache {path} is corrupt ({len(tokens)} tokens, meta.json says '
+                     f'{meta["num_tokens"]}); delete the folder to rebuild it')
+  return tokens
+
+
+def get_or_build_cache(docs_fn: Callable[[], Iterable[str]], tokenizer, cache_dir: Path,
+                       fingerprint: str, split: str) -> Path:
+  """The cache folder of one split, cache_dir/tokens/<hash>/<split>, built on first use.
+
+  The hash covers the corpus fingerprint and the tokenizer's content; docs_fn is only called
+  when the cache does not exist yet.
+  """
+  key = hashlib.sha256(f'{fingerprint}|{tokenizer.fingerprint}|{_FORMAT}'.encode()).hexdigest()
+  path = Path(cache_dir) / 'tokens' / key[:16] / split
+  if not (path / _META).is_file():
+    try:
+      build_token_cache(docs_fn(), tokenizer, path)
+    except OSError:
+      # Another process (a second host on a shared disk) finished the same cache first.
+      if not (path / _META).is_file():
+        raise
+  return path

@@ -1,0 +1,151 @@
+"""Where the raw text lives and how it becomes documents: finding the data dir, reading text
+folders / text files / jsonl, the train/val split, and a fingerprint that changes with the corpus."""
+import gzip
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Iterator
+
+FORMATS = ('text_folder', 'text_file', 'jsonl')
+
+# Project Gutenberg wraps each book in a licence header and footer. Newer files mark the body
+# with '*** START OF ...' / '*** END OF ...' (sometimes without the space); older ones end the
+# header with '*END*THE SMALL PRINT...' and close the body with 'End of the Project Gutenberg ...'.
+_GUTENBERG_START = re.compile(r'^(\*\*\*\s*START OF|\*END\*?\s*THE SMALL PRINT).*$', re.M)
+_GUTENBERG_END = re.compile(r'^(\*\*\*\s*END OF|End of (the )?Project Gutenberg)', re.M | re.I)
+
+
+def find_data_dir(configured: str) -> Path:
+  """configured if set, else the first of $LLM_DATA_DIR, ./data, ../shared/data that exists."""
+  if configured:
+    path = Path(configured).expanduser()
+    if not path.is_dir():
+      raise FileNotFoundError(f'data dir {path} (config.data.dir) does not exist; '
+                              'fix --config.data.dir=... or set it to "" to search the defaults')
+    return path
+  candidates = [Path(p) for p in (os.environ.get('LLM_DATA_DIR'), 'data', '../shared/data') if p]
+  for path in candidates:
+    if path.is_dir():
+      return path
+  looked = ', '.join(str(p.absolute()) for p in candidates)
+  raise FileNotFoundError(f'no data dir found (looked in {looked}); '
+                          'pass --config.data.dir=... or set LLM_DATA_DIR')
+
+
+def strip_gutenberg(text: str) -> str:
+  """The body of a Project Gutenberg book; text without the markers is returned whole."""
+  start = _GUTENBERG_START.search(text)
+  if not start:
+    return text
+  end = _GUTENBERG_END.search(text, start.end())
+  return text[start.end():end.start() if end else len(text)].strip('\n')
+
+
+def _read_text(path: Path) -> str:
+  # The shared Gutenberg books are all UTF-8 with CRLF line ends; text mode turns CRLF into '\n'
+  # (one token fewer per line), and errors='replace' keeps a stray latin-1 file readable.
+  return path.read_text(encoding='utf-8', errors='replace')
+
+
+def read_text_folder(path: Path) -> Iterator[str]:
+  """Every *.txt below path, in sorted order, one document each (Gutenberg licence removed)."""
+  for file in sorted(Path(path).rglob('*.txt')):
+    yield strip_gutenberg(_read_text(file))
+
+
+def read_text_file(path: Path, separator: str) -> Iterator[str]:
+  """One file split into documents at separator (e.g. '\\n\\n'); '' = the whole file."""
+  text = _read_text(Path(path))
+  yield from text.split(separator) if separator else [text]
+
+
+def read_jsonl(path: Path, field: str) -> Iterator[str]:
+  """The string `field` of each line of a .jsonl or .jsonl.gz file."""
+  path = Path(path)
+  opener = gzip.open if path.suffix == '.gz' else open
+  with opener(path, 'rt', encoding='utf-8', errors='replace') as lines:
+    for line_number, line in enumerate(lines, 1):
+      if not line.strip():
+        continue
+      record = json.loads(line)
+      if not isinstance(record.get(field), str):
+        raise ValueError(f'{path}:{line_number} has no string field {field!r} (keys: '
+                         f'{sorted(record)}); set --config.data.jsonl_field to one of them')
+      yield record[field]
+
+
+def source_path(data_dir: Path, cfg) -> Path:
+  """The file or folder config.data.source names; an absolute source ignores data_dir."""
+  path = Path(data_dir) / Path(cfg.source).expanduser()
+  if not path.exists():
+    raise FileNotFoundError(f'data source {path} not found (config.data.source={cfg.source!r} '
+                            f'under data dir {data_dir}); fix --config.data.source=...')
+  return path
+
+
+def read_documents(data_dir: Path, cfg) -> Iterator[str]:
+  """Non-empty documents of the source that cfg (config.data) describes.
+
+  A missing source or an unknown format fails here; an empty corpus when iteration ends.
+  """
+  path = source_path(data_dir, cfg)
+  if cfg.format in FORMATS and (cfg.format == 'text_folder') != path.is_dir():
+    raise ValueError(f'config.data.format={cfg.format!r} reads a '
+                     f'{"folder" if cfg.format == "text_folder" else "file"}, but {path} is not one')
+  if cfg.format == 'text_folder':
+    docs = read_text_folder(path)
+  elif cfg.format == 'text_file':
+    docs = read_text_file(path, cfg.doc_separator)
+  elif cfg.format == 'jsonl':
+    docs = read_jsonl(path, cfg.jsonl_field)
+  else:
+    raise ValueError(f'config.data.format={cfg.format!r} is unknown; use one of {FORMATS}')
+  return _non_empty(docs, f'corpus {path} (config.data.format={cfg.format!r})')
+
+
+def _non_empty(docs: Iterable[str], corpus: str) -> Iterator[str]:
+  count = 0
+  for doc in docs:
+    if doc.strip():
+      count += 1
+      yield doc
+  if not count:
+    raise ValueError(f'{corpus} is empty: it holds no non-empty documents; '
+                     'check config.data.source and config.data.format')
+
+
+def _split_hash(doc: str, seed: int) -> int:
+  return int.from_bytes(hashlib.sha256(f'{seed}:{doc}'.encode()).digest()[:8], 'big')
+
+
+def split_documents(docs: Iterable[str], val_fraction: float,
+                    seed: int) -> tuple[list[str], list[str]]:
+  """(train, val): a document goes to val when the hash of (seed, its text) falls below
+  val_fraction, so adding or reordering files never moves other documents across the split.
+
+  Both lists are in hash order, which makes them independent of the input order and mixes the
+  sources (the tokenizer's max_chars sample then spans the whole corpus, not its first files).
+  """
+  if not 0 <= val_fraction < 1:
+    raise ValueError(f'config.data.val_fraction={val_fraction} must be in [0, 1)')
+  threshold = val_fraction * 2**64
+  ranked = sorted((_split_hash(doc, seed), doc) for doc in docs)
+  num_val = sum(h < threshold for h, _ in ranked)
+  if val_fraction > 0 and len(ranked) >= 2:
+    num_val = min(max(num_val, 1), len(ranked) - 1)  # both sides non-empty
+  return [doc for _, doc in ranked[num_val:]], [doc for _, doc in ranked[:num_val]]
+
+
+def corpus_fingerprint(data_dir: Path, cfg) -> str:
+  """Short hash of the source's files (paths, sizes, mtimes) and of the settings that decide
+  its documents and their split; caches keyed by it are rebuilt when any of these change."""
+  path = source_path(data_dir, cfg).absolute()
+  files = sorted(path.rglob('*')) if path.is_dir() else [path]
+  stats = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size,
+            f.stat().st_mtime_ns) for f in files if f.is_file()]
+  settings = {name: cfg[name] for name in ('format', 'jsonl_field', 'doc_separator',
+                                           'val_fraction', 'max_docs')}
+  blob = json.dumps(dict(source=str(path), files=stats, settings=settings), sort_keys=True)
+  return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,121 @@
+"""The Transformer: causality, both styles, golden numbers of one optimizer step."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from llm import model as model_lib, sharding, train
+from llm.losses import lm_loss
+from llm.config import base_config
+
+STYLES = {
+    'gpt2': {},
+    'modern': dict(position='rope', norm='rmsnorm', mlp='swiglu', num_kv_heads=1, qk_norm=True,
+                   tied_embeddings=False),
+}
+
+
+def small_config(style='gpt2', **model):
+  c = base_config()
+  c.model.update(dict(num_layers=2, num_heads=2, num_kv_heads=2, dim=32, mlp_dim=64, max_seq_len=16))
+  c.model.update(STYLES[style])
+  c.model.update(model)
+  c.train.update(dict(seq_len=16, batch_size=4, steps=10, warmup_steps=2))
+  return c
+
+
+def init(config, vocab=64):
+  setup = train.build(config, vocab, sharding.make_mesh(config.mesh))
+  with setup.context():
+    return setup, setup.init(jax.random.key(0))
+
+
+@pytest.mark.parametrize('style', sorted(STYLES))
+@pytest.mark.parametrize('scan_layers', [True, False])
+def test_changing_token_t_leaves_earlier_logits_unchanged(style, scan_layers):
+  setup, state = init(small_config(style, scan_layers=scan_layers))
+  tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 64)
+  t = 9
+  changed = tokens.at[:, t].set((tokens[:, t] + 1) % 64)
+  with setup.context():
+    before = setup.model.apply({'params': state.params}, tokens)
+    after = setup.model.apply({'params': state.params}, changed)
+  np.testing.assert_array_equal(before[:, :t], after[:, :t])
+  assert not np.allclose(before[:, t:], after[:, t:])  # the change is visible from t on
+
+
+def test_scan_and_unrolled_layers_compute_the_same_function():
+  c_scan, c_loop = small_config('modern'), small_config('modern', scan_layers=False)
+  setup_scan, state = init(c_scan)
+  setup_loop, loop_state = init(c_loop)
+  # Same weights, laid out per layer instead of stacked.
+  layers = state.params['layers']
+  params = {k: v for k, v in state.params.items() if k != 'layers'}
+  for i in range(2):
+    params[f'layer_{i}'] = jax.tree.map(lambda x: x[i], layers)
+  assert jax.tree.structure(params) == jax.tree.structure(loop_state.params)
+  tokens = jax.random.randint(jax.random.key(2), (2, 16), 0, 64)
+  with setup_scan.context():
+    a = setup_scan.model.apply({'params': state.params}, tokens)
+    b = setup_loop.model.apply({'params': params}, tokens)
+  np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_param_counts_and_flops_match_the_formula():
+  setup, state = init(small_config('gpt2'))
+  counts = model_lib.count_params(state.params)
+  d, f, v, layers, t = 32, 64, 64, 2, 16
+  per_layer = 4 * d * d + 2 * d * f + 2 * d  # attention, mlp, two norm scales
+  assert counts['non_embedding'] == layers * per_layer + d  # + final norm
+  assert counts['total'] == counts['non_embedding'] + v * d + t * d
+  flops = model_lib.flops_per_token(setup.model_cfg, counts['non_embedding'], t)
+  assert flops == 6 * (counts['non_embedding'] + v * d) + 6 * layers * t * d
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  setup, state = init(small_config('modern', dtype='bfloat16'))
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
+  with setup.context():
+    logits = setup.model.apply({'params': state.params}, jnp.zeros((1, 16), jnp.int32))
+  assert logits.dtype == jnp.float32 and bool(jnp.isfinite(logits).all())
+
+
+def test_invalid_model_config_names_the_field():
+  with pytest.raises(ValueError, match='num_kv_heads'):
+    init(small_config('gpt2', num_heads=4, num_kv_heads=3))
+
+
+# Golden numbers: four AdamW steps of the gpt2-style model, seed 0, fixed batch. A change here
+# means the model, init or optimizer computes something else: make sure that is intended.
+GOLDEN = {'loss': 4.1694789, 'grad_norm': 1.0738945, 'loss_after': 3.9168320}
+
+
+def test_golden_one_step():
+  config = small_config('gpt2')
+  setup, state = init(config)
+  rng = np.random.default_rng(0)
+  batch = {k: rng.integers(0, 64, (4, 16)).astype(np.int32) for k in ('inputs', 'targets')}
+  step = jax.jit(train.make_train_step(setup.model, setup.tx, setup.lr_fn, lm_loss, 1))
+  with setup.context():
+    state, m1 = step(state, batch)
+    for _ in range(3):  # the lr warms up from 0, so the first update changes nothing
+      state, m = step(state, batch)
+  got = {'loss': float(m1['loss']), 'grad_norm': float(m1['grad_norm']), 'loss_after': float(m['loss'])}
+  print(got)
+  for k, v in GOLDEN.items():
+    assert got[k] == pytest.approx(v, rel=1e-5), k
+
+
+def test_gradient_accumulation_matches_one_big_batch():
+  rng = np.random.default_rng(0)
+  batch = {k: rng.integers(0, 64, (4, 16)).astype(np.int32) for k in ('inputs', 'targets')}
+  results = []
+  for accum in (1, 2):
+    setup, state = init(small_config('gpt2'))
+    step = jax.jit(train.make_train_step(setup.model, setup.tx, setup.lr_fn, lm_loss, accum))
+    with setup.context():
+      state, m = step(state, batch)
+    results.append((m, state.params))
+  np.testing.assert_allclose(results[0][0]['loss'], results[1][0]['loss'], rtol=1e-6)
+  np.testing.assert_allclose(results[0][0]['grad_norm'], results[1][0]['grad_norm'], rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), results[0][1], results[1][1])
