@@ -36,6 +36,10 @@ class Checkpointer:
     return self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state)))['state']
 
+  def restore_raw(self, step: int) -> dict:
+    """The saved train state as a plain tree of arrays, without knowing its structure first."""
+    return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+
   def wait(self):
     self._manager.wait_until_finished()
 

@@ -2,6 +2,8 @@
 
 Running the same command again resumes from DIR's latest checkpoint.
 """
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -14,9 +16,24 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   from llm import sharding, train  # after flag parsing, so --help stays fast
-  sharding.maybe_initialize_distributed(_CONFIG.value.mesh.distributed)
-  train.run(_CONFIG.value, _WORKDIR.value)
+  try:
+    sharding.maybe_initialize_distributed(_CONFIG.value.mesh.distributed)
+    train.run(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    # Bad input or a diverged run: one line that says what and how to fix it, no traceback.
+    sys.exit(f'llm: {type(e).__name__}: {e}')
+
+
+def parse_flags(argv):
+  """absl's parser, but a misspelt --config.key ends in one line naming it, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
+    sys.exit(f'llm: unknown or invalid config key: {message}')
+  except flags.Error as e:
+    sys.exit(f'llm: {e}')
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -135,7 +135,7 @@ class Tokenizer:
 
 
 def _paragraphs(text: str) -> list[str]:
-  """text cut after each blank line; the separators stay, so pieces can learn '\n\n'."""
+  """text cut after each blank line; the separators stay, so pieces can learn '\\n\\n'."""
   return [p for p in _PARAGRAPH_END.split(text) if p]
 
 

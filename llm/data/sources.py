@@ -11,10 +11,13 @@ from typing import Iterable, Iterator
 FORMATS = ('text_folder', 'text_file', 'jsonl')
 
 # Project Gutenberg wraps each book in a licence header and footer. Newer files mark the body
-# with '*** START OF ...' / '*** END OF ...' (sometimes without the space); older ones end the
-# header with '*END*THE SMALL PRINT...' and close the body with 'End of the Project Gutenberg ...'.
-_GUTENBERG_START = re.compile(r'^(\*\*\*\s*START OF|\*END\*?\s*THE SMALL PRINT).*$', re.M)
-_GUTENBERG_END = re.compile(r'^(\*\*\*\s*END OF|End of (the )?Project Gutenberg)', re.M | re.I)
+# with '*** START OF ...' / '*** END OF ...' (the spacing varies); older ones end the header with
+# '*END*THE SMALL PRINT...' and close the body with 'End of the Project Gutenberg ...', a line
+# that the newer files also carry just before their end marker.
+_GUTENBERG_START = re.compile(r'^[ \t]*(\*\*\*[ \t]*START OF|\*END\*?[ \t]*THE SMALL PRINT).*$',
+                              re.M)
+_GUTENBERG_END = re.compile(r'^[ \t]*(\*\*\*[ \t]*END OF|End of (the )?Project Gutenberg)',
+                            re.M | re.I)
 
 
 def find_data_dir(configured: str) -> Path:

@@ -1,0 +1,369 @@
+import gzip
+import json
+import os
+from pathlib import Path
+
+import grain
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from llm import data as data_lib
+from llm.config import base_config
+from llm.data import cache, pipeline, sources
+from llm.tokenizer import train_tokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
+
+
+def need_shared(*parts: str) -> Path:
+  path = SHARED_DATA.joinpath(*parts)
+  if not path.exists():
+    pytest.skip(f'shared data not found at {path}')
+  return path
+
+
+def data_config(**overrides) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      dir='', source='corpus', format='text_folder', jsonl_field='text', doc_separator='\n\n',
+      val_fraction=0.1, seed=0, max_docs=0) | overrides)
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+GUTENBERG_BOOK = '''The Project Gutenberg eBook of Tiny Tale
+
+This eBook is for the use of anyone anywhere. Project Gutenberg License applies.
+
+{start}
+
+Chapter 1
+
+Once upon a time.
+
+End of the Project Gutenberg EBook of Tiny Tale
+
+*** END OF THE PROJECT GUTENBERG EBOOK TINY TALE ***
+
+Section 1. General Terms of Use and Redistributing Project Gutenberg-tm electronic works
+'''
+
+
+@pytest.mark.parametrize('start', [
+    '*** START OF THE PROJECT GUTENBERG EBOOK TINY TALE ***',
+    '***START OF THE PROJECT GUTENBERG EBOOK TINY TALE***',
+    '  *** START OF THIS PROJECT GUTENBERG EBOOK TINY TALE ***',
+    '*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*',
+])
+def test_gutenberg_header_and_footer_are_stripped(tmp_path, start):
+  # CRLF line ends, as in the shared books: they come back as '\n'.
+  (tmp_path / 'book.txt').write_bytes(GUTENBERG_BOOK.format(start=start).replace(
+      '\n', '\r\n').encode())
+  (tmp_path / 'notes.txt').write_text('No markers here.\n*** not a marker ***\n')
+  (tmp_path / 'ignored.md').write_text('not a .txt file')
+  assert list(sources.read_text_folder(tmp_path)) == [
+      'Chapter 1\n\nOnce upon a time.', 'No markers here.\n*** not a marker ***\n']
+
+
+def test_real_gutenberg_book_keeps_only_the_body():
+  path = need_shared('gutenberg_pd_books', 'Carroll, Lewis')
+  book = path / "Alice's Adventures in Wonderland.txt"
+  raw = book.read_text(encoding='utf-8')
+  body = sources.strip_gutenberg(raw)
+  assert 'START OF' in raw and 'Project Gutenberg License' in raw
+  for marker in ('START OF', 'END OF', 'Project Gutenberg License', 'Project Gutenberg'):
+    assert marker not in body
+  assert body.startswith('ALICE') and 'Down the Rabbit-Hole' in body
+  assert body.rstrip().endswith('THE END')
+
+
+def test_text_file_and_jsonl_readers(tmp_path):
+  (tmp_path / 'stories.txt').write_text('one\nstill one\n\ntwo\n\n\n')
+  assert list(sources.read_text_file(tmp_path / 'stories.txt', '\n\n')) == [
+      'one\nstill one', 'two', '\n']
+  assert list(sources.read_text_file(tmp_path / 'stories.txt', '')) == [
+      'one\nstill one\n\ntwo\n\n\n']
+  records = [{'text': 'first'}, {'text': 'sécond 🙂', 'id': 2}]
+  lines = '\n'.join(json.dumps(r) for r in records) + '\n\n'
+  (tmp_path / 'docs.jsonl').write_text(lines)
+  with gzip.open(tmp_path / 'docs.jsonl.gz', 'wt', encoding='utf-8') as f:
+    f.write(lines)
+  for name in ('docs.jsonl', 'docs.jsonl.gz'):
+    assert list(sources.read_jsonl(tmp_path / name, 'text')) == ['first', 'sécond 🙂']
+  with pytest.raises(ValueError, match=r"docs.jsonl:1 has no string field 'body'.*jsonl_field"):
+    list(sources.read_jsonl(tmp_path / 'docs.jsonl', 'body'))
+
+
+def test_read_documents_drops_empty_documents(tmp_path):
+  (tmp_path / 'corpus.txt').write_text('a\n\n \n\nb')
+  cfg = data_config(source='corpus.txt', format='text_file')
+  assert list(sources.read_documents(tmp_path, cfg)) == ['a', 'b']
+
+
+def test_missing_source(tmp_path):
+  with pytest.raises(FileNotFoundError, match=r"not found \(config.data.source='nowhere'"):
+    sources.read_documents(tmp_path, data_config(source='nowhere'))
+
+
+def test_empty_corpus(tmp_path):
+  (tmp_path / 'corpus').mkdir()
+  (tmp_path / 'corpus' / 'blank.txt').write_text('\n\n  \n')
+  with pytest.raises(ValueError, match='corpus .*corpus.* is empty'):
+    list(sources.read_documents(tmp_path, data_config()))
+
+
+def test_unknown_format_and_wrong_kind_of_source(tmp_path):
+  (tmp_path / 'corpus').mkdir()
+  with pytest.raises(ValueError, match="format='csv' is unknown"):
+    sources.read_documents(tmp_path, data_config(format='csv'))
+  with pytest.raises(ValueError, match="format='text_file' reads a file"):
+    sources.read_documents(tmp_path, data_config(format='text_file'))
+
+
+def test_find_data_dir_search_order(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv('LLM_DATA_DIR', raising=False)
+  with pytest.raises(FileNotFoundError) as error:
+    sources.find_data_dir('')
+  message = str(error.value)
+  assert '\n' not in message
+  assert 'LLM_DATA_DIR' in message and '--config.data.dir=' in message
+  assert str(Path.cwd() / 'data') in message
+  (tmp_path / 'data').mkdir()
+  assert sources.find_data_dir('') == Path('data')
+  monkeypatch.setenv('LLM_DATA_DIR', str(tmp_path / 'env'))
+  (tmp_path / 'env').mkdir()
+  assert sources.find_data_dir('') == tmp_path / 'env'
+  assert sources.find_data_dir(str(tmp_path)) == tmp_path
+  with pytest.raises(FileNotFoundError, match='missing.*config.data.dir'):
+    sources.find_data_dir(str(tmp_path / 'missing'))
+
+
+def test_split_is_deterministic_and_independent_of_order():
+  docs = [f'document number {i}' for i in range(400)]
+  train, val = sources.split_documents(docs, 0.1, seed=0)
+  assert sources.split_documents(reversed(docs), 0.1, seed=0) == (train, val)
+  assert sorted(train + val) == sorted(docs)
+  assert 20 < len(val) < 60
+  more_train, more_val = sources.split_documents(docs + ['a new book'], 0.1, seed=0)
+  assert set(val) <= set(more_val) and set(train) <= set(more_train)  # nothing moved
+  assert sources.split_documents(docs, 0.1, seed=1)[1] != val
+
+
+def test_split_keeps_both_sides_non_empty():
+  assert sources.split_documents(['a', 'b'], 1e-9, seed=0)[1] in (['a'], ['b'])
+  assert len(sources.split_documents(['a', 'b', 'c'], 0.999, seed=0)[0]) == 1
+  assert sources.split_documents(['a', 'b'], 0.0, seed=0)[1] == []
+  with pytest.raises(ValueError, match='val_fraction'):
+    sources.split_documents(['a', 'b'], 1.0, seed=0)
+
+
+def test_fingerprint_follows_files_and_settings(tmp_path):
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  (corpus / 'a.txt').write_text('alpha')
+  cfg = data_config()
+  first = sources.corpus_fingerprint(tmp_path, cfg)
+  assert sources.corpus_fingerprint(tmp_path, cfg) == first
+  assert sources.corpus_fingerprint(tmp_path, data_config(val_fraction=0.2)) != first
+  (corpus / 'b.txt').write_text('beta')
+  second = sources.corpus_fingerprint(tmp_path, cfg)
+  assert second != first
+  (corpus / 'b.txt').write_text('beta, longer')
+  assert sources.corpus_fingerprint(tmp_path, cfg) != second
+
+
+# --- token cache -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope='module')
+def tok(tmp_path_factory):
+  text = need_shared('tinyshakespeare', 'input.txt').read_text()[:200_000]
+  return train_tokenizer([text], 400, tmp_path_factory.mktemp('tok') / 'tok.model', 10**9)
+
+
+def test_cache_holds_bos_and_tokens_of_each_document(tok, tmp_path):
+  docs = ['To be, or not to be', 'that is the question:\n\n', 'Whether ’tis nobler']
+  cache.build_token_cache(iter(docs), tok, tmp_path / 'c')
+  tokens = cache.load_token_cache(tmp_path / 'c')
+  expected = [i for doc in docs for i in [tok.bos_id] + tok.encode(doc)]
+  assert tokens.dtype == np.uint16 and tokens.tolist() == expected
+  assert not tokens.flags.writeable
+  meta = cache.load_cache_meta(tmp_path / 'c')
+  assert (meta['num_tokens'], meta['num_docs']) == (len(expected), 3)
+  assert meta['num_bytes'] == sum(len(d.encode()) for d in docs)
+  assert meta['tokenizer_fingerprint'] == tok.fingerprint
+
+
+def test_interrupted_cache_build_leaves_nothing(tok, tmp_path):
+  def docs():
+    yield 'one document'
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    cache.build_token_cache(docs(), tok, tmp_path / 'c')
+  assert list(tmp_path.iterdir()) == []
+
+
+def test_get_or_build_cache_builds_once(tok, tmp_path):
+  calls = []
+
+  def docs():
+    calls.append(1)
+    return ['some text']
+
+  path = cache.get_or_build_cache(docs, tok, tmp_path, 'corpus-a', 'train')
+  assert cache.get_or_build_cache(docs, tok, tmp_path, 'corpus-a', 'train') == path
+  assert len(calls) == 1 and path.name == 'train' and path.parent.parent == tmp_path / 'tokens'
+  assert cache.get_or_build_cache(docs, tok, tmp_path, 'corpus-a', 'val').parent == path.parent
+  assert cache.get_or_build_cache(docs, tok, tmp_path, 'corpus-b', 'train') != path
+
+
+def test_empty_split_loads_as_empty_array(tok, tmp_path):
+  cache.build_token_cache([], tok, tmp_path / 'c')
+  assert len(cache.load_token_cache(tmp_path / 'c')) == 0
+
+
+def test_missing_cache(tmp_path):
+  with pytest.raises(FileNotFoundError, match='no token cache'):
+    cache.load_token_cache(tmp_path)
+
+
+# --- pipeline --------------------------------------------------------------------------------
+
+SEQ = 8
+STREAM = np.arange(5 + 24 * SEQ, dtype=np.uint16)  # 24 windows and a 4-token tail
+
+
+def take(iterator, n: int) -> list[dict]:
+  return [next(iterator) for _ in range(n)]
+
+
+def test_eval_windows_cover_the_stream_once_in_order():
+  batches = pipeline.eval_batches(STREAM, SEQ, batch_size=4)
+  assert len(batches) == 6
+  inputs = np.concatenate([b['inputs'] for b in batches]).reshape(-1)
+  targets = np.concatenate([b['targets'] for b in batches]).reshape(-1)
+  np.testing.assert_array_equal(inputs, STREAM[:24 * SEQ])
+  np.testing.assert_array_equal(targets, STREAM[1:24 * SEQ + 1])
+  assert batches[0]['inputs'].dtype == np.int32 and batches[0]['inputs'].shape == (4, SEQ)
+  assert len(pipeline.eval_batches(STREAM, SEQ, batch_size=5)) == 4  # partial batch dropped
+  assert len(pipeline.eval_batches(STREAM, SEQ, batch_size=4, max_batches=2)) == 2
+
+
+def test_each_epoch_is_a_shuffle_of_every_window():
+  it = iter(pipeline.train_dataset(STREAM, SEQ, global_batch=6, seed=0))
+  epochs = []
+  for _ in range(2):
+    batches = take(it, 24 // 6)
+    inputs = np.concatenate([b['inputs'] for b in batches])
+    targets = np.concatenate([b['targets'] for b in batches])
+    np.testing.assert_array_equal(targets, inputs + 1)  # next token of a contiguous window
+    np.testing.assert_array_equal(inputs - inputs[:, :1], np.tile(np.arange(SEQ), (24, 1)))
+    np.testing.assert_array_equal(np.sort(inputs.reshape(-1)), STREAM[:24 * SEQ])
+    epochs.append(inputs[:, 0])
+  assert not np.array_equal(epochs[0], epochs[1])
+  assert not np.array_equal(epochs[0], np.sort(epochs[0]))
+
+
+def test_training_order_depends_on_seed_only():
+  first = take(iter(pipeline.train_dataset(STREAM, SEQ, 6, seed=0)), 3)
+  again = take(iter(pipeline.train_dataset(STREAM, SEQ, 6, seed=0)), 3)
+  other = take(iter(pipeline.train_dataset(STREAM, SEQ, 6, seed=1)), 3)
+  assert all(np.array_equal(a['inputs'], b['inputs']) for a, b in zip(first, again))
+  assert not all(np.array_equal(a['inputs'], b['inputs']) for a, b in zip(first, other))
+
+
+def test_processes_get_their_rows_of_the_global_batch():
+  whole = take(iter(pipeline.train_dataset(STREAM, SEQ, 6, seed=0)), 6)
+  parts = [take(iter(pipeline.train_dataset(STREAM, SEQ, 6, seed=0, process_index=p,
+                                            process_count=2)), 6) for p in (0, 1)]
+  for step, batch in enumerate(whole):
+    for key in ('inputs', 'targets'):
+      assert parts[0][step][key].shape == (3, SEQ)
+      np.testing.assert_array_equal(
+          np.concatenate([parts[0][step][key], parts[1][step][key]]), batch[key])
+
+
+def test_iterator_state_resumes_with_the_next_batch():
+  dataset = pipeline.train_dataset(STREAM, SEQ, 6, seed=0)
+  it = iter(dataset)
+  take(it, 5)  # past the first epoch boundary
+  state = it.get_state()
+  expected = take(it, 4)
+  resumed = iter(dataset)
+  resumed.set_state(state)
+  for batch, want in zip(take(resumed, 4), expected):
+    np.testing.assert_array_equal(batch['inputs'], want['inputs'])
+
+
+def test_iterator_state_round_trips_through_orbax(tmp_path):
+  dataset = pipeline.train_dataset(STREAM, SEQ, 6, seed=0)
+  handlers = {'data': grain.checkpoint.CheckpointHandler()}
+  it = iter(dataset)
+  take(it, 3)
+  manager = ocp.CheckpointManager(tmp_path / 'ckpt', item_handlers=handlers,
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it)))
+  manager.wait_until_finished()
+  expected = take(it, 2)
+  manager = ocp.CheckpointManager(tmp_path / 'ckpt', item_handlers=handlers)
+  resumed = iter(dataset)
+  manager.restore(3, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(resumed)))
+  for batch, want in zip(take(resumed, 2), expected):
+    np.testing.assert_array_equal(batch['inputs'], want['inputs'])
+
+
+def test_pipeline_errors_name_the_numbers():
+  with pytest.raises(ValueError, match=r'197 training tokens make 24 windows.*batch of 32'):
+    pipeline.train_dataset(STREAM, SEQ, 32, seed=0)
+  with pytest.raises(ValueError, match='global batch 6 does not split evenly over 4'):
+    pipeline.train_dataset(STREAM, SEQ, 6, seed=0, process_index=0, process_count=4)
+  with pytest.raises(ValueError, match='8 validation tokens make 0 windows'):
+    pipeline.eval_batches(STREAM[:8], SEQ, 1)
+
+
+# --- prepare ---------------------------------------------------------------------------------
+
+
+def small_config(data_dir: str, cache_dir: Path) -> ml_collections.ConfigDict:
+  config = base_config()
+  config.data.dir = data_dir
+  config.data.source = 'tinystories_val_sample/tinystories_val.txt'
+  config.data.format = 'text_file'
+  config.data.doc_separator = '\n\n'
+  config.data.max_docs = 1500
+  config.data.val_fraction = 0.05
+  config.data.cache_dir = str(cache_dir)
+  config.tokenizer.vocab_size = 512
+  return config
+
+
+def test_prepare_tokenizes_once_and_reuses_everything(tmp_path, monkeypatch):
+  need_shared('tinystories_val_sample')
+  config = small_config(str(SHARED_DATA), tmp_path)
+  prepared = data_lib.prepare(config, tmp_path)
+  assert prepared.tokenizer.vocab_size == 512
+  train, val = prepared.train_tokens, prepared.val_tokens
+  bos = prepared.tokenizer.bos_id
+  assert train[0] == bos and val[0] == bos
+  assert 1400 < np.sum(train == bos) < 1500 and 40 < np.sum(val == bos) < 110
+  first_doc = prepared.tokenizer.decode(train[1:np.flatnonzero(train == bos)[1]])
+  assert first_doc in open(SHARED_DATA / config.data.source, encoding='utf-8').read()
+
+  def no_reading(*args):
+    raise AssertionError('a cached prepare() must not read the corpus')
+
+  monkeypatch.setattr(sources, 'read_documents', no_reading)
+  again = data_lib.prepare(config, tmp_path)
+  assert again.tokenizer.path == prepared.tokenizer.path
+  np.testing.assert_array_equal(again.train_tokens, train)
+  np.testing.assert_array_equal(again.val_tokens, val)
+
+
+def test_prepare_without_data(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delenv('LLM_DATA_DIR', raising=False)
+  with pytest.raises(FileNotFoundError, match='no data dir found'):
+    data_lib.prepare(small_config('', tmp_path), tmp_path)

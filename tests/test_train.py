@@ -1,0 +1,129 @@
+"""The training loop end to end: learning, resume after a kill, sharding, and its errors."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from llm import checkpoint, train
+
+
+def read_metrics(workdir):
+  return [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def losses_by_step(workdir):
+  return {m['step']: m['loss'] for m in read_metrics(workdir) if 'loss' in m}
+
+
+def test_loss_falls_and_run_dir_holds_the_contract(tmp_path, cache_dir):
+  config = tiny_config(cache_dir, **{'train.steps': 40, 'train.eval_every': 20})
+  summary = train.run(config, tmp_path)
+  losses = losses_by_step(tmp_path)
+  assert sorted(losses) == list(range(1, 41))
+  assert np.mean([losses[s] for s in range(36, 41)]) < np.mean([losses[s] for s in range(1, 6)]) - 0.7
+  for name in ('config.json', 'metrics.jsonl', 'summary.json', 'tokenizer.model', 'checkpoints', 'tensorboard'):
+    assert (tmp_path / name).exists(), name
+  row = read_metrics(tmp_path)[-2]
+  assert {'step', 'loss', 'lr', 'grad_norm', 'tokens_seen', 'tokens_per_s', 'mfu'} <= set(row)
+  on_disk = json.loads((tmp_path / 'summary.json').read_text())
+  assert on_disk == json.loads(json.dumps(summary))
+  assert {'val_loss', 'val_bpb', 'tokens_seen', 'params', 'wall_s'} <= set(on_disk)
+  assert on_disk['tokens_seen'] == 40 * 8 * 64
+  # bits per byte = nats per token / ln 2 x tokens per byte; this tokenizer packs > 1 byte/token.
+  assert 0 < on_disk['val_bpb'] < on_disk['val_loss'] / np.log(2)
+  assert json.loads((tmp_path / 'config.json').read_text())['train']['steps'] == 40
+
+
+def _main(workdir, env, *overrides, devices=1):
+  cmd = [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py', f'--workdir={workdir}',
+         *overrides]
+  if devices > 1:
+    env = dict(env, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  return cmd, env
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, subprocess_env):
+  steps = ['--config.train.steps=60', '--config.train.checkpoint_every=7']
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  cmd, env = _main(straight, subprocess_env, *steps)
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+  cmd, env = _main(resumed, subprocess_env, *steps)
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = resumed / 'metrics.jsonl'
+  while proc.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 20):
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = len(metrics.read_text().splitlines())
+  assert killed_at < 60, 'the run finished before it could be killed'
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+
+  a, b = losses_by_step(straight), losses_by_step(resumed)
+  assert sorted(b) == list(range(1, 61))  # nothing lost, nothing logged twice
+  assert [a[s] for s in range(1, 61)] == [b[s] for s in range(1, 61)]
+  params = []
+  for run in (straight, resumed):
+    ckpt = checkpoint.Checkpointer(run / 'checkpoints', keep=3)
+    assert ckpt.latest_step() == 60
+    params.append(ckpt.restore_raw(60)['params'])
+    ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal, params[0], params[1])
+
+
+def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
+  common = ['--config.train.steps=6', '--config.train.lr=1e-2']
+  runs = {'one': [], 'eight': ['--config.mesh.data=2', '--config.mesh.fsdp=4']}
+  losses = {}
+  for name, extra in runs.items():
+    cmd, env = _main(tmp_path / name, subprocess_env, *common, *extra, devices=8 if name == 'eight' else 1)
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    losses[name] = losses_by_step(tmp_path / name)
+    summary = json.loads((tmp_path / name / 'summary.json').read_text())
+    assert summary['devices'] == (8 if name == 'eight' else 1)
+  np.testing.assert_allclose([losses['one'][s] for s in range(1, 7)],
+                             [losses['eight'][s] for s in range(1, 7)], rtol=1e-4)
+  assert losses['one'][6] < losses['one'][1]
+
+
+@pytest.mark.parametrize('override, message', [
+    ('--config.train.stepz=3', 'stepz'),
+    ('--config.data.dir=/nonexistent/corpus', '/nonexistent/corpus'),
+    ('--config.data.source=no_such_folder', 'no_such_folder'),
+    ('--config.model.num_kv_heads=3', 'num_kv_heads'),
+])
+def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, message):
+  cmd, env = _main(tmp_path / 'run', subprocess_env, override)
+  result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('llm: ') and message in last, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+
+
+def test_empty_corpus_is_named(tmp_path, cache_dir):
+  (tmp_path / 'corpus').mkdir()
+  (tmp_path / 'corpus' / 'empty.txt').write_text('\n\n   \n')
+  config = tiny_config(cache_dir, **{'data.dir': str(tmp_path), 'data.source': 'corpus',
+                                     'data.format': 'text_folder'})
+  with pytest.raises(ValueError, match='empty'):
+    train.run(config, tmp_path / 'run')
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, cache_dir):
+  config = tiny_config(cache_dir, **{'train.lr': 1e9, 'train.grad_clip': 0.0, 'train.warmup_steps': 1,
+                                     'train.checkpoint_every': 1, 'train.steps': 30})
+  with pytest.raises(FloatingPointError, match=r'at step \d+') as error:
+    train.run(config, tmp_path)
+  ckpt = checkpoint.Checkpointer(tmp_path / 'checkpoints', keep=3)
+  last = ckpt.latest_step()
+  assert f'checkpoint is step {last}' in str(error.value)
+  params = ckpt.restore_raw(last)['params']
+  ckpt.close()
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))

@@ -1,0 +1,49 @@
+"""A model and run small enough for seconds on 2 CPU cores, on tiny Shakespeare.
+
+    python -m llm.main --config=tests/tiny_config.py --workdir=/tmp/tiny
+"""
+from pathlib import Path
+
+from llm.config import base_config
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+
+def tiny_config(cache_dir='', **overrides):
+  c = base_config()
+  c.data.dir = str(SHARED_DATA)
+  c.data.source = 'tinyshakespeare/input.txt'
+  c.data.format = 'text_file'
+  c.data.doc_separator = '\n\n'
+  c.data.val_fraction = 0.05
+  c.data.cache_dir = str(cache_dir)
+  c.tokenizer.vocab_size = 512
+  c.tokenizer.train_chars = 400_000
+  c.model.num_layers = 2
+  c.model.num_heads = 2
+  c.model.num_kv_heads = 2
+  c.model.dim = 64
+  c.model.mlp_dim = 256
+  c.model.max_seq_len = 64
+  c.train.seq_len = 64
+  c.train.batch_size = 8
+  c.train.steps = 30
+  c.train.lr = 3e-3
+  c.train.warmup_steps = 5
+  c.train.log_every = 1
+  c.train.eval_every = 1000
+  c.train.eval_batches = 2
+  c.train.checkpoint_every = 10
+  c.train.progress_bar = False
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def get_config(arg=None):
+  del arg
+  return tiny_config()
