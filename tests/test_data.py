@@ -345,6 +345,7 @@ def test_prepare_tokenizes_once_and_reuses_everything(tmp_path, monkeypatch):
   config = small_config(str(SHARED_DATA), tmp_path)
   prepared = data_lib.prepare(config, tmp_path)
   assert prepared.tokenizer.vocab_size == 512
+  assert 1.5 < prepared.val_bytes_per_token < 6
   train, val = prepared.train_tokens, prepared.val_tokens
   bos = prepared.tokenizer.bos_id
   assert train[0] == bos and val[0] == bos

@@ -27,6 +27,7 @@ class Prepared:
   val_tokens: np.ndarray
   data_dir: Path
   fingerprint: str  # of the corpus and its split settings
+  val_bytes_per_token: float  # UTF-8 bytes of validation text per (non-bos) token
 
 
 def prepare(config, cache_dir: Path) -> Prepared:
@@ -52,14 +53,16 @@ def prepare(config, cache_dir: Path) -> Prepared:
   logging.info('tokenizer: %s, %d tokens (%.1fs)', tokenizer.path, tokenizer.vocab_size,
                time.perf_counter() - start)
 
-  tokens = {}
+  tokens, bytes_per_token = {}, {}
   for name, docs_fn in (('train', lambda: split()[0]), ('val', lambda: split()[1])):
     start = time.perf_counter()
     path = cache.get_or_build_cache(docs_fn, tokenizer, cache_dir, fingerprint, name)
     meta = cache.load_cache_meta(path)
     tokens[name] = cache.load_token_cache(path)
     text_tokens = meta['num_tokens'] - meta['num_docs']  # bos carries no text
+    bytes_per_token[name] = meta['num_bytes'] / max(text_tokens, 1)
     logging.info('tokens: %s %d tokens, %d documents, %.2f bytes/token (%.1fs) at %s', name,
-                 meta['num_tokens'], meta['num_docs'], meta['num_bytes'] / max(text_tokens, 1),
+                 meta['num_tokens'], meta['num_docs'], bytes_per_token[name],
                  time.perf_counter() - start, path)
-  return Prepared(tokenizer, tokens['train'], tokens['val'], data_dir, fingerprint)
+  return Prepared(tokenizer, tokens['train'], tokens['val'], data_dir, fingerprint,
+                  bytes_per_token['val'])

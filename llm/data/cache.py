@@ -20,7 +20,11 @@ _FORMAT = 'v1: [bos] + encode(doc) per document'  # part of the cache key
 
 
 def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
-  """Tokenizes docs into the cache folder path; a killed build leaves no folder behind."""
+  """Tokenizes docs into the cache folder path.
+
+  The folder appears only when complete (built under a temporary name, then renamed), so an
+  interrupted build never leaves a half-written cache for the next run to trust.
+  """
   path = Path(path)
   dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
   path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 FORMATS = ('text_folder', 'text_file', 'jsonl')
+# Part of the corpus fingerprint: bump it when a change to the readers below alters the documents
+# an unchanged corpus yields, so cached tokenizers and token caches are rebuilt.
+READERS_VERSION = 1
 
 # Project Gutenberg wraps each book in a licence header and footer. Newer files mark the body
 # with '*** START OF ...' / '*** END OF ...' (the spacing varies); older ones end the header with
@@ -150,5 +153,6 @@ def corpus_fingerprint(data_dir: Path, cfg) -> str:
             f.stat().st_mtime_ns) for f in files if f.is_file()]
   settings = {name: cfg[name] for name in ('format', 'jsonl_field', 'doc_separator',
                                            'val_fraction', 'max_docs')}
-  blob = json.dumps(dict(source=str(path), files=stats, settings=settings), sort_keys=True)
+  blob = json.dumps(dict(source=str(path), files=stats, settings=settings,
+                         readers=READERS_VERSION), sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
