@@ -2,9 +2,11 @@
 
 Running the same command again resumes from DIR's latest checkpoint.
 """
+import logging
+import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
@@ -12,7 +14,16 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+class _QuietLibraries(logging.Filter):
+  """orbax and grain log every checkpoint step at INFO; keep their warnings only."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or not any(
+        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'grain'))
+
+
 def main(argv):
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   from llm import sharding, train  # after flag parsing, so --help stays fast
