@@ -261,7 +261,7 @@ def run(config, workdir: str) -> dict:
     log.close()
     if not last_eval:  # resumed a finished run: evaluate the final state again
       last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
-  summary = {**last_eval, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
+  summary = {**last_eval, **data.facts, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
              'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
              'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,
              'wall_s': round(time.time() - t_start, 1), 'devices': jax.device_count()}

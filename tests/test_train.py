@@ -127,3 +127,24 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
   params = ckpt.restore_raw(last)['params']
   ckpt.close()
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_gpt2_124m_config_runs_shrunk_on_eight_fsdp_devices(tmp_path, subprocess_env):
+  """The GPU/TPU config as it is (bf16, remat, FSDP over all devices), only smaller and on local data."""
+  shrink = ['--config.model.num_layers=2', '--config.model.dim=64', '--config.model.num_heads=4',
+            '--config.model.num_kv_heads=4', '--config.model.mlp_dim=256', '--config.model.max_seq_len=64',
+            '--config.train.seq_len=64', '--config.train.batch_size=16', '--config.train.grad_accum=2',
+            '--config.train.steps=4', '--config.train.warmup_steps=1', '--config.train.eval_batches=1',
+            '--config.tokenizer.vocab_size=512', '--config.tokenizer.train_chars=400000',
+            f'--config.data.dir={ROOT.parent / "shared" / "data"}', '--config.data.source=tinyshakespeare/input.txt',
+            '--config.data.format=text_file', '--config.data.val_fraction=0.05', '--config.train.progress_bar=False',
+            '--config.train.log_every=1']
+  cmd = [sys.executable, '-m', 'llm.main', f'--config={ROOT}/configs/pretrain_gpt2_124m.py',
+         f'--workdir={tmp_path}', *shrink]
+  env = dict(subprocess_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+  summary = json.loads((tmp_path / 'summary.json').read_text())
+  config = json.loads((tmp_path / 'config.json').read_text())
+  assert summary['devices'] == 8 and np.isfinite(summary['val_loss'])
+  assert config['model']['dtype'] == 'bfloat16' and config['mesh']['fsdp'] == -1
+  assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]

@@ -15,6 +15,7 @@ class TaskData:
   tokenizer: Any  # llm.tokenizer.Tokenizer
   train_iter: Iterator[dict]  # checkpointable grain iterator of host-local numpy batches
   eval_sets: dict[str, list[dict]]  # name -> fixed batches (whole, every process holds all rows)
+  facts: dict = dataclasses.field(default_factory=dict)  # about the data, copied into summary.json
 
 
 @dataclasses.dataclass(frozen=True)

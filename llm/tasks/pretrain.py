@@ -22,7 +22,10 @@ def data(config, workdir) -> TaskData:
                                  jax.process_index(), jax.process_count())
   max_batches = tc.eval_batches or None
   val = pipeline.eval_batches(prepared.val_tokens, tc.seq_len, tc.batch_size, max_batches)
-  return TaskData(tokenizer=prepared.tokenizer, train_iter=iter(train), eval_sets={'val': val})
+  facts = {'val_bytes_per_token': round(prepared.val_bytes_per_token, 4),
+           'train_tokens_available': int(len(prepared.train_tokens))}
+  return TaskData(tokenizer=prepared.tokenizer, train_iter=iter(train), eval_sets={'val': val},
+                  facts=facts)
 
 
 TASK = Task(data=data, loss_fn=losses.lm_loss)
