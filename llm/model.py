@@ -99,7 +99,9 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT):
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
+    """kv_cache: None (training) or this layer's (k_BxSxKxDh, v_BxSxKxDh) of a decode cache,
+    holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache)."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
     w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
@@ -114,11 +116,23 @@ class Attention(nn.Module):
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
     # jax.nn.dot_product_attention takes K < H heads natively (GQA) and picks cuDNN flash
     # attention on GPU.
-    out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
+    if kv_cache is None:
+      out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
+    else:
+      # Row b's T new keys go to cache slots lengths_B[b]...; each query sees the slots up to its own.
+      write = jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0)))
+      k_BxSxKxDh = write(kv_cache[0], k_BxTxKxDh, lengths_B)
+      v_BxSxKxDh = write(kv_cache[1], v_BxTxKxDh, lengths_B)
+      kv_cache = (k_BxSxKxDh, v_BxSxKxDh)
+      S, T = k_BxSxKxDh.shape[1], x_BxTxD.shape[1]
+      query_pos_BxT = lengths_B[:, None] + jnp.arange(T)
+      mask_BxTxS = jnp.arange(S)[None, None, :] <= query_pos_BxT[:, :, None]
+      out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxSxKxDh.astype(dtype),
+                                                  v_BxSxKxDh.astype(dtype), mask=mask_BxTxS[:, None])
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)
-    return jnp.einsum('bthk,hkd->btd', out_BxTxHxDh, w_out)
+    return jnp.einsum('bthk,hkd->btd', out_BxTxHxDh, w_out), kv_cache
 
 
 class Mlp(nn.Module):
@@ -142,32 +156,41 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT):
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
     dtype = jnp.dtype(self.cfg.dtype)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('act_batch', 'act_seq', 'act_embed'))
     h_BxTxD = Norm(self.cfg.norm, dtype, name='attn_norm')(x_BxTxD)
-    x_BxTxD = x_BxTxD + Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT)
+    attn_BxTxD, kv_cache = Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT, kv_cache, lengths_B)
+    x_BxTxD = x_BxTxD + attn_BxTxD
     h_BxTxD = Norm(self.cfg.norm, dtype, name='mlp_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name='mlp')(h_BxTxD)
-    return x_BxTxD
+    return x_BxTxD, kv_cache
 
 
 class ScannedBlock(Block):
-  """Block with the (carry, x) -> (carry, y) signature that nn.scan wants."""
+  """Block with the (carry, xs) -> (carry, ys) signature that nn.scan wants: the residual
+  stream is carried, each layer's slice of the KV cache goes in and comes out."""
 
-  def __call__(self, x_BxTxD, positions_BxT):
-    return super().__call__(x_BxTxD, positions_BxT), None
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache, lengths_B):
+    return super().__call__(x_BxTxD, positions_BxT, kv_cache, lengths_B)
 
 
 class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT=None):
-    """Returns float32 logits_BxTxV for next-token prediction."""
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+    """Returns float32 logits_BxTxV for next-token prediction.
+
+    With cache={'k': k_LxBxSxKxDh, 'v': ..., 'lengths': lengths_B} (llm/engine.py), the tokens
+    continue each row at position lengths_B[b]; returns (logits, cache with the new keys and
+    values written and lengths advanced by T).
+    """
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    lengths_B = None if cache is None else cache['lengths']
     if positions_BxT is None:
-      positions_BxT = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
+      start_Bx1 = 0 if cache is None else lengths_B[:, None]
+      positions_BxT = start_Bx1 + jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
     embed = nn.Embed(cfg.vocab_size, cfg.dim, dtype=dtype, name='embed',
                      embedding_init=nn.with_logical_partitioning(_dense_init(cfg.init_std),
                                                                  ('vocab', 'embed')))
@@ -186,12 +209,17 @@ class Transformer(nn.Module):
       # One compiled block, its parameters stacked on a leading 'layers' axis: compile time
       # stays flat in depth.
       stack = nn.scan(block(ScannedBlock), variable_axes={'params': 0}, split_rngs={'params': True},
-                      in_axes=nn.broadcast, length=cfg.num_layers,
+                      in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-      x_BxTxD, _ = stack(cfg, name='layers')(x_BxTxD, positions_BxT)
+      kv_LxBxSxKxDh = None if cache is None else (cache['k'], cache['v'])
+      x_BxTxD, kv_LxBxSxKxDh = stack(cfg, name='layers')(x_BxTxD, positions_BxT, kv_LxBxSxKxDh, lengths_B)
     else:
+      layer_kv = []
       for i in range(cfg.num_layers):
-        x_BxTxD = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT)
+        kv = None if cache is None else (cache['k'][i], cache['v'][i])
+        x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B)
+        layer_kv.append(kv)
+      kv_LxBxSxKxDh = None if cache is None else tuple(jnp.stack(z) for z in zip(*layer_kv))
 
     x_BxTxD = Norm(cfg.norm, dtype, name='final_norm')(x_BxTxD)
     if cfg.tied_embeddings:
@@ -199,7 +227,11 @@ class Transformer(nn.Module):
     else:
       logits_BxTxV = x_BxTxD @ _weight(self, 'lm_head', (cfg.dim, cfg.vocab_size), ('embed', 'vocab'),
                                        cfg.init_std, dtype)
-    return logits_BxTxV.astype(jnp.float32)
+    logits_BxTxV = logits_BxTxV.astype(jnp.float32)
+    if cache is None:
+      return logits_BxTxV
+    k, v = kv_LxBxSxKxDh
+    return logits_BxTxV, {'k': k, 'v': v, 'lengths': lengths_B + tokens_BxT.shape[1]}
 
 
 def count_params(params) -> dict:

@@ -1,0 +1,87 @@
+"""Conversations <-> token ids, one renderer for training and for inference.
+
+    [bos] <|system|> text <|end|> <|user|> text <|end|>
+          <|assistant|> text <|tool_call|> calculator: 48/2 <|/tool_call|>
+                        <|tool_result|> 24 <|/tool_result|> text <|end|> ...
+
+Tool calls and their results live inside the assistant turn (as in nanochat): the model writes
+the call, the engine runs the tool and force-feeds the result, the model goes on. The loss mask
+is 1 exactly on what the assistant produces (its text, its tool calls with their delimiters, its
+<|end|>) and 0 on everything the engine or the user supplies (bos, role tokens, system and user
+text, tool results with their delimiters).
+
+A message is {'role': 'system' | 'user' | 'assistant', 'content': str | list of parts}, where an
+assistant's parts are {'type': 'text' | 'tool_call' | 'tool_result', 'text': str}.
+"""
+ROLES = ('system', 'user', 'assistant')
+PART_TYPES = ('text', 'tool_call', 'tool_result')
+
+
+def _parts(message) -> list[dict]:
+  content = message['content']
+  return [{'type': 'text', 'text': content}] if isinstance(content, str) else list(content)
+
+
+def render(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
+  """A whole conversation -> (ids, loss_mask) of equal length."""
+  sp = tokenizer.special_id
+  ids, mask = [tokenizer.bos_id], [0]
+
+  def add(new_ids, trained: bool):
+    ids.extend(new_ids)
+    mask.extend([int(trained)] * len(new_ids))
+
+  for message in messages:
+    role = message.get('role')
+    if role not in ROLES:
+      raise ValueError(f'message role {role!r}; choose one of {ROLES}')
+    is_assistant = role == 'assistant'
+    add([sp(f'<|{role}|>')], False)
+    for part in _parts(message):
+      kind = part.get('type')
+      if kind not in PART_TYPES or (kind != 'text' and not is_assistant):
+        raise ValueError(f'a {role} message cannot hold a part of type {kind!r}')
+      body = tokenizer.encode(part['text'])
+      if kind == 'text':
+        add(body, is_assistant)
+      elif kind == 'tool_call':
+        add([sp('<|tool_call|>')] + body + [sp('<|/tool_call|>')], True)
+      else:
+        add([sp('<|tool_result|>')] + body + [sp('<|/tool_result|>')], False)
+    add([sp('<|end|>')], is_assistant)
+  return ids, mask
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
+  """The conversation so far plus the assistant role token: what the engine continues."""
+  if messages and messages[-1]['role'] == 'assistant':
+    raise ValueError('the prompt must end with a user (or system) turn, not an assistant turn')
+  ids, _ = render(tokenizer, messages)
+  return ids + [tokenizer.special_id('<|assistant|>')]
+
+
+def parse_assistant(tokenizer, ids: list[int]) -> list[dict]:
+  """Generated assistant ids (after <|assistant|>) -> parts, stopping at <|end|>."""
+  sp = tokenizer.special_id
+  delimiters = {sp('<|tool_call|>'): ('tool_call', sp('<|/tool_call|>')),
+                sp('<|tool_result|>'): ('tool_result', sp('<|/tool_result|>'))}
+  parts, kind, buf, closer = [], 'text', [], None
+
+  def flush():
+    if buf:
+      parts.append({'type': kind, 'text': tokenizer.decode(buf)})
+    buf.clear()
+
+  for t in ids:
+    if t == sp('<|end|>'):
+      break
+    if kind == 'text' and t in delimiters:
+      flush()
+      kind, closer = delimiters[t]
+    elif t == closer:
+      flush()
+      kind, closer = 'text', None
+    else:
+      buf.append(t)
+  flush()
+  return parts

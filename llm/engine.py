@@ -1,0 +1,183 @@
+"""Inference engine: jitted prefill, a jitted decode loop over a preallocated KV cache, and
+tool calls run inside generation.
+
+One call generates for a batch of prompts of different lengths. Each row has its own seed,
+stop tokens and token budget, and its sampling randomness depends only on (seed, how many
+tokens it has produced), so a row's tokens do not depend on which other rows share its batch.
+
+Tools: when a row writes <|/tool_call|>, the decode loop pauses that row and returns to the
+host, which decodes the call, runs the tool, and queues <|tool_result|> result <|/tool_result|>
+for the row; the loop then feeds those queued tokens instead of sampling (marking them forced,
+so training stages can keep them out of the loss) and the model goes on.
+"""
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llm import sampling, tools as tools_lib
+
+_PROMPT_BUCKET = 64  # prompts are padded up to a multiple of this: few compiled shapes
+_QUEUE = 256  # longest tool result (tokens) force-fed at once
+
+
+@dataclasses.dataclass
+class Completion:
+  tokens: list[int]  # generated ids (forced ones included), without the prompt
+  forced: list[bool]  # True where the engine, not the model, supplied the token
+  finish_reason: str  # 'stop' (a stop token), 'length' (max_new_tokens or the cache is full)
+  tool_calls: int
+
+
+class Engine:
+
+  def __init__(self, setup, params, tokenizer, tools: dict[str, Callable[[str], str]] | None = None,
+               cache_len: int | None = None):
+    """setup: llm.train.Setup (model + mesh); tools: name -> fn(args) -> str (llm.tools)."""
+    self.setup, self.params, self.tokenizer = setup, params, tokenizer
+    self.tools = tools or {}
+    self.cache_len = cache_len or setup.model_cfg.max_seq_len
+    sp = tokenizer.special_id
+    self._call_open, self._call_close = sp('<|tool_call|>'), sp('<|/tool_call|>')
+    self._result_open, self._result_close = sp('<|tool_result|>'), sp('<|/tool_result|>')
+
+  # ---- jitted pieces -------------------------------------------------------------------------
+
+  @functools.partial(jax.jit, static_argnums=(0,))
+  def _prefill(self, params, cache, tokens_BxP):
+    _, cache = self.setup.model.apply({'params': params}, tokens_BxP, cache=cache)
+    return cache
+
+  @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6), donate_argnums=(2,))
+  def _decode(self, params, state, budget: int, temperature: float, top_k: int, top_p: float):
+    """Decodes until every row is done or waiting for a tool, or `budget` steps have run."""
+    call_close = self._call_close if self.tools else -1
+
+    def active(s):
+      return ~s['done'] & ~s['paused']
+
+    def cond(s):
+      return jnp.any(active(s)) & (s['steps'] < budget)
+
+    def body(s):
+      act_B = active(s)
+      cache = dict(s['cache'])
+      logits_Bx1xV, new_cache = self.setup.model.apply({'params': params}, s['token'][:, None], cache=cache)
+      # Rows that are done or paused keep their cache length: their pending token is fed later.
+      new_cache['lengths'] = jnp.where(act_B, new_cache['lengths'], cache['lengths'])
+      keys_B = jax.vmap(lambda seed, n: jax.random.fold_in(jax.random.key(seed), n))(s['seeds'], s['n_out'])
+      sampled_B = jax.vmap(lambda k, l: sampling.sample_logits(k, l[None], temperature, top_k, top_p)[0])(
+          keys_B, logits_Bx1xV[:, 0])
+      forced_B = s['queue_pos'] < s['queue_len']
+      queued_B = jnp.take_along_axis(s['queue'], jnp.minimum(s['queue_pos'], _QUEUE - 1)[:, None], 1)[:, 0]
+      next_B = jnp.where(forced_B, queued_B, sampled_B)
+      rows = jnp.arange(next_B.shape[0])
+      write_at = jnp.minimum(s['n_out'], s['out'].shape[1] - 1)
+      out = s['out'].at[rows, write_at].set(jnp.where(act_B, next_B, s['out'][rows, write_at]))
+      out_forced = s['out_forced'].at[rows, write_at].set(
+          jnp.where(act_B, forced_B, s['out_forced'][rows, write_at]))
+      n_out = s['n_out'] + act_B
+      stop_B = ~forced_B & jnp.any(next_B[:, None] == s['stop_ids'], axis=1)
+      length_B = (n_out >= s['max_new']) | (new_cache['lengths'] >= self.cache_len - 1)
+      return dict(s, cache=new_cache, token=jnp.where(act_B, next_B, s['token']), out=out,
+                  out_forced=out_forced, n_out=n_out,
+                  queue_pos=s['queue_pos'] + (act_B & forced_B),
+                  done=s['done'] | (act_B & (stop_B | length_B)),
+                  stopped=s['stopped'] | (act_B & stop_B),
+                  paused=s['paused'] | (act_B & ~forced_B & (next_B == call_close) & ~stop_B & ~length_B),
+                  steps=s['steps'] + 1)
+
+    return jax.lax.while_loop(cond, body, dict(state, steps=jnp.zeros((), jnp.int32)))
+
+  # ---- host side -----------------------------------------------------------------------------
+
+  def init_cache(self, batch: int) -> dict:
+    cfg = self.setup.model_cfg
+    shape = (cfg.num_layers, batch, self.cache_len, cfg.num_kv_heads, cfg.head_dim)
+    return {'k': jnp.zeros(shape, cfg.dtype), 'v': jnp.zeros(shape, cfg.dtype),
+            'lengths': jnp.zeros((batch,), jnp.int32)}
+
+  def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int] = 128,
+               temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+               seed: int | list[int] = 0, stop_ids: list[int] | list[list[int]] | None = None,
+               stream: Callable[[int, list[int]], None] | None = None,
+               stream_every: int = 8) -> list[Completion]:
+    """Samples a completion for each prompt (lists of ids, bos included).
+
+    seed: one per row, or one int meaning seed + row index. stop_ids: shared or per row
+    (default: eos and <|end|>). stream(row, new_ids) is called as tokens arrive.
+    """
+    B = len(prompts)
+    per_row = lambda x: list(x) if isinstance(x, (list, tuple)) else [x] * B
+    max_new = per_row(max_new_tokens)
+    seeds = seed if isinstance(seed, (list, tuple)) else [seed + i for i in range(B)]
+    if stop_ids is None:
+      stop_ids = [self.tokenizer.eos_id, self.tokenizer.special_id('<|end|>')]
+    stops = stop_ids if stop_ids and isinstance(stop_ids[0], (list, tuple)) else [stop_ids] * B
+    longest = max(len(p) for p in prompts)
+    if min(len(p) for p in prompts) < 1:
+      raise ValueError('every prompt needs at least one token (bos)')
+    if longest + max(max_new) > self.cache_len:
+      raise ValueError(f'prompt ({longest} tokens) + max_new_tokens ({max(max_new)}) exceeds the '
+                       f'cache ({self.cache_len} tokens); shorten them or raise cache_len')
+
+    # Prefill all but each prompt's last token; the decode loop feeds that one and samples.
+    P = -(-max(longest - 1, 1) // _PROMPT_BUCKET) * _PROMPT_BUCKET
+    P = min(P, self.cache_len)
+    tokens_BxP = np.zeros((B, P), np.int32)
+    for i, p in enumerate(prompts):
+      tokens_BxP[i, :len(p) - 1] = p[:-1]
+    with self.setup.context():
+      cache = self._prefill(self.params, self.init_cache(B), jnp.asarray(tokens_BxP))
+    cache['lengths'] = jnp.asarray([len(p) - 1 for p in prompts], jnp.int32)
+    n_stop = max(len(s) for s in stops)
+    state = dict(
+        cache=cache, token=jnp.asarray([p[-1] for p in prompts], jnp.int32),
+        out=jnp.zeros((B, max(max_new)), jnp.int32), out_forced=jnp.zeros((B, max(max_new)), bool),
+        n_out=jnp.zeros((B,), jnp.int32), max_new=jnp.asarray(max_new, jnp.int32),
+        seeds=jnp.asarray(seeds, jnp.uint32),
+        stop_ids=jnp.asarray([list(s) + [-1] * (n_stop - len(s)) for s in stops], jnp.int32),
+        queue=jnp.zeros((B, _QUEUE), jnp.int32), queue_pos=jnp.zeros((B,), jnp.int32),
+        queue_len=jnp.zeros((B,), jnp.int32), done=jnp.zeros((B,), bool), stopped=jnp.zeros((B,), bool),
+        paused=jnp.zeros((B,), bool))
+    budget = stream_every if stream else max(max_new) + 1
+    tool_calls, shown = [0] * B, [0] * B
+    while True:
+      with self.setup.context():
+        state = self._decode(self.params, state, budget, float(temperature), int(top_k), float(top_p))
+      n_out, paused = np.asarray(state['n_out']), np.asarray(state['paused'])
+      if stream:
+        out = np.asarray(state['out'])
+        for i in range(B):
+          if n_out[i] > shown[i]:
+            stream(i, out[i, shown[i]:n_out[i]].tolist())
+            shown[i] = int(n_out[i])
+      if paused.any():
+        state = self._run_tools(state, paused, tool_calls)
+      elif np.asarray(state['done']).all():
+        break
+    out, forced = np.asarray(state['out']), np.asarray(state['out_forced'])
+    stopped = np.asarray(state['stopped'])
+    return [Completion(out[i, :n_out[i]].tolist(), forced[i, :n_out[i]].tolist(),
+                       'stop' if stopped[i] else 'length', tool_calls[i]) for i in range(B)]
+
+  def _run_tools(self, state, paused_B, tool_calls):
+    """Runs each paused row's tool call and queues the result tokens for the decode loop."""
+    out, n_out = np.asarray(state['out']), np.asarray(state['n_out'])
+    queue, queue_len = np.asarray(state['queue']).copy(), np.asarray(state['queue_len']).copy()
+    for i in np.flatnonzero(paused_B):
+      row = out[i, :n_out[i] - 1].tolist()  # without the closing <|/tool_call|>
+      start = len(row) - row[::-1].index(self._call_open) if self._call_open in row else len(row)
+      call_text = self.tokenizer.decode(row[start:])
+      result = tools_lib.sanitize_tool_output(tools_lib.run_tool(self.tools, call_text))
+      ids = [self._result_open] + self.tokenizer.encode(result)[:_QUEUE - 2] + [self._result_close]
+      queue[i, :len(ids)] = ids
+      queue_len[i] = len(ids)
+      tool_calls[i] += 1
+    # Only the paused rows start a new queue; others may be midway through theirs.
+    return dict(state, queue=jnp.asarray(queue), queue_len=jnp.asarray(queue_len),
+                queue_pos=jnp.where(jnp.asarray(paused_B), 0, state['queue_pos']),
+                paused=jnp.zeros_like(state['paused']))
