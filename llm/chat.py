@@ -1,0 +1,82 @@
+"""Chat with a model in the terminal: python -m llm.chat --workdir=DIR
+
+Turns are rendered with llm.chat_template (the same renderer SFT trains on); the assistant may
+call tools (calculator, and search when --search_folder is set), shown as they run.
+Commands: /reset starts over, /quit (or Ctrl-D) leaves.
+"""
+import sys
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (an SFT model).', required=True)
+_SYSTEM = flags.DEFINE_string('system', '', 'Optional system message.')
+_SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')
+_TEMPERATURE = flags.DEFINE_float('temperature', 0.6, '0 = greedy.')
+_TOP_P = flags.DEFINE_float('top_p', 0.9, 'Nucleus sampling mass.')
+_MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (advanced every turn).')
+
+
+class Printer:
+  """Streams a reply, showing tool calls and results on their own lines."""
+
+  def __init__(self, tokenizer):
+    self.tok = tokenizer
+    sp = tokenizer.special_id
+    self.marks = {sp('<|tool_call|>'): '\n  [tool call] ', sp('<|/tool_call|>'): '\n',
+                  sp('<|tool_result|>'): '  [tool result] ', sp('<|/tool_result|>'): '\n'}
+    self.text_ids = []
+
+  def __call__(self, row, ids):
+    for t in ids:
+      if t in self.marks:
+        self.flush()
+        sys.stdout.write(self.marks[t])
+      else:
+        self.text_ids.append(t)
+    self.flush()
+
+  def flush(self):
+    # Decode whole runs so multi-byte characters split across tokens print correctly.
+    text = self.tok.decode(self.text_ids)
+    if '\ufffd' not in text[-1:]:
+      sys.stdout.write(text)
+      self.text_ids = []
+    sys.stdout.flush()
+
+
+def main(argv):
+  del argv
+  from llm import chat_template, engine as engine_lib, run_dir, tools
+  _, tok, setup, params = run_dir.load(_WORKDIR.value)
+  engine = engine_lib.Engine(setup, params, tok, tools=tools.make_registry(_SEARCH.value))
+  system = [{'role': 'system', 'content': _SYSTEM.value}] if _SYSTEM.value else []
+  messages, seed = list(system), _SEED.value
+  print(f'chatting with {_WORKDIR.value} ({engine.cache_len}-token context); /reset, /quit')
+  while True:
+    try:
+      line = input('\nyou> ').strip()
+    except EOFError:
+      break
+    if line == '/quit':
+      break
+    if line == '/reset' or not line:
+      messages = list(system) if line else messages
+      continue
+    messages.append({'role': 'user', 'content': line})
+    prompt = chat_template.render_prompt(tok, messages)
+    while len(prompt) + 16 > engine.cache_len and len(messages) > 1:  # forget the oldest turns
+      messages.pop(len(system))
+      prompt = chat_template.render_prompt(tok, messages)
+    sys.stdout.write('assistant> ')
+    printer = Printer(tok)
+    out = engine.generate([prompt], min(_MAX_NEW.value, engine.cache_len - len(prompt)),
+                          _TEMPERATURE.value, top_p=_TOP_P.value, seed=seed, stream=printer)[0]
+    printer.flush()
+    seed += 1
+    messages.append({'role': 'assistant', 'content': chat_template.parse_assistant(tok, out.tokens)})
+  print()
+
+
+if __name__ == '__main__':
+  app.run(main)
