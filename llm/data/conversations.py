@@ -1,0 +1,512 @@
+"""Conversations for supervised fine-tuning: real chat data, GSM8K tool use, and generated data.
+
+Every source is a function (data_dir, seed) -> iterator of conversations, registered in SOURCES.
+A conversation is a list of messages as in llm.chat_template: after an optional system message,
+user and assistant turns alternate, starting with user and ending with assistant. Real-data
+sources ignore the seed; generated ones (arithmetic, identity) are deterministic given it.
+
+load_mixture() loads named sources, fits each conversation into the model's context (cutting
+long dialogues after an assistant turn) and splits each source into train and val by content hash.
+"""
+import gzip
+import itertools
+import json
+import math
+import random
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from absl import logging
+
+from llm import chat_template
+from llm.data import sources
+from llm.tools import calculator
+
+Conversation = list[dict]
+Source = Callable[[Path, int], Iterator[Conversation]]
+
+# Conversations a generated source yields when load_mixture is given no max_per_source.
+DEFAULT_GENERATED = 5000
+# The validation conversations of a real source must not change with the training seed.
+_SPLIT_SEED = 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------
+
+def _text(text: str) -> dict:
+  return {'type': 'text', 'text': text}
+
+
+def _tool_call(expression: str) -> dict:
+  return {'type': 'tool_call', 'text': f'calculator: {expression}'}
+
+
+def _tool_result(result: str) -> dict:
+  return {'type': 'tool_result', 'text': result}
+
+
+def _dialogue(turns: Iterable[str]) -> Conversation | None:
+  """Alternating user/assistant texts -> messages; None when a turn is empty or the last one is
+  the user's (there is nothing to train on after it)."""
+  texts = [t.strip() for t in turns]
+  if not texts or len(texts) % 2 or not all(texts):
+    return None
+  return [{'role': 'user' if i % 2 == 0 else 'assistant', 'content': t}
+          for i, t in enumerate(texts)]
+
+
+def _require(path: Path, source: str) -> Path:
+  if not path.exists():
+    raise FileNotFoundError(f'{path} not found: source {source!r} reads it from the data dir; '
+                            'point --config.data.dir at the folder holding the shared data')
+  return path
+
+
+def _jsonl_records(path: Path) -> Iterator[dict]:
+  opener = gzip.open if path.suffix == '.gz' else open
+  with opener(path, 'rt', encoding='utf-8') as lines:
+    for line in lines:
+      if line.strip():
+        yield json.loads(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# GSM8K: worked solutions whose <<expr=result>> annotations become calculator calls
+# ---------------------------------------------------------------------------------------------
+
+_ANNOTATION = re.compile(r'<<(.*?)>>')
+# The number a solution repeats right after an annotation ('<<48/2=24>>24'), maybe with commas.
+_REPEATED_NUMBER = re.compile(r'-?(?:\d[\d,]*)?\.?\d+')
+# 'x' between operands means times in GSM8K's prose ('0.2 x 50'); the calculator wants '*'.
+_TIMES_X = re.compile(r'(?<=[\d)\s])[x\u00d7](?=[\s\d(])')
+
+
+def _same_number(a: str, b: str) -> bool:
+  try:
+    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
+  except ValueError:  # an 'error: ...' from the calculator, or an annotation that is no number
+    return False
+
+
+def gsm8k_conversation(question: str, answer: str) -> Conversation | None:
+  """One GSM8K item as a tool-using conversation; None when an annotation does not check out.
+
+  'Natalia sold 48/2 = <<48/2=24>>24 clips' becomes the text 'Natalia sold 48/2 = ', the call
+  'calculator: 48/2', its result '24' and the text ' clips': the number the solution repeats
+  after the annotation is dropped, since the tool result supplies it. '#### 72' becomes
+  'The answer is 72.'.
+  """
+  solution, marker, final = answer.rpartition('####')
+  if not marker:
+    return None
+  parts, text_start = [], 0
+  for annotation in _ANNOTATION.finditer(solution):
+    expression, equals, annotated_result = annotation.group(1).rpartition('=')
+    if not equals:
+      return None
+    expression = _TIMES_X.sub('*', expression.strip())
+    result = calculator(expression)
+    if not _same_number(result, annotated_result):
+      return None
+    parts += [_text(solution[text_start:annotation.start()]), _tool_call(expression),
+              _tool_result(result)]
+    text_start = annotation.end()
+    repeated = _REPEATED_NUMBER.match(solution, text_start)
+    if repeated and _same_number(repeated.group().replace(',', ''), result):
+      text_start = repeated.end()
+  final_answer = final.strip().replace(',', '')
+  parts.append(_text(f'{solution[text_start:]}The answer is {final_answer}.'))
+  return [{'role': 'user', 'content': question.strip()},
+          {'role': 'assistant', 'content': [p for p in parts if p['text']]}]
+
+
+def _gsm8k_file(data_dir: Path, name: str, source: str) -> Iterator[Conversation]:
+  for record in _jsonl_records(_require(Path(data_dir) / 'gsm8k' / name, source)):
+    conversation = gsm8k_conversation(record['question'], record['answer'])
+    if conversation:
+      yield conversation
+
+
+def gsm8k(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  del seed
+  return _gsm8k_file(data_dir, 'train.jsonl', 'gsm8k')
+
+
+def gsm8k_test(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  """Held out: for evaluation, never for training."""
+  del seed
+  return _gsm8k_file(data_dir, 'test.jsonl', 'gsm8k_test')
+
+
+# ---------------------------------------------------------------------------------------------
+# Instruction and chat data sets
+# ---------------------------------------------------------------------------------------------
+
+def self_instruct(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  del seed
+  path = Path(data_dir) / 'self_instruct_user_oriented' / 'user_oriented_instructions.jsonl'
+  for record in _jsonl_records(_require(path, 'self_instruct')):
+    for instance in record['instances']:
+      request = record['instruction'].strip()
+      if instance['input'].strip():
+        request += '\n\n' + instance['input'].strip()
+      conversation = _dialogue([request, instance['output']])
+      if conversation:
+        yield conversation
+
+
+def alpaca_gpt4(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  del seed
+  path = _require(Path(data_dir) / 'alpaca_eval_gpt4_outputs' / 'model_outputs.json',
+                  'alpaca_gpt4')
+  for record in json.loads(path.read_text(encoding='utf-8')):
+    conversation = _dialogue([record['instruction'], record['output']])
+    if conversation:
+      yield conversation
+
+
+_HH_SPEAKER = re.compile(r'\n\n(Human|Assistant):')
+
+
+def hh_dialogue(text: str) -> Conversation | None:
+  """'\\n\\nHuman: ...\\n\\nAssistant: ...' -> messages; None unless the speakers alternate
+  from Human to a final Assistant turn with no empty turn."""
+  pieces = _HH_SPEAKER.split(text)  # [before, speaker, text, speaker, text, ...]
+  speakers, turns = pieces[1::2], pieces[2::2]
+  if pieces[0].strip() or speakers != ['Human', 'Assistant'] * (len(speakers) // 2):
+    return None
+  return _dialogue(turns)
+
+
+def hh_chosen(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  del seed
+  path = Path(data_dir) / 'hh_rlhf_harmless_base' / 'test.jsonl.gz'
+  for record in _jsonl_records(_require(path, 'hh_chosen')):
+    conversation = hh_dialogue(record['chosen'])
+    if conversation:
+      yield conversation
+
+
+def topical_chat_dialogue(messages: list[dict]) -> Conversation | None:
+  """Topical-Chat turns: agent_1 is the user, agent_2 the assistant. Consecutive messages of one
+  agent are merged, a leading assistant turn and a trailing user turn are dropped."""
+  turns = [(agent, '\n'.join(m['message'].strip() for m in group))
+           for agent, group in itertools.groupby(messages, key=lambda m: m['agent'])]
+  if turns and turns[0][0] == 'agent_2':
+    turns = turns[1:]
+  if turns and turns[-1][0] == 'agent_1':
+    turns = turns[:-1]
+  return _dialogue(text for _, text in turns)
+
+
+def topical_chat(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  del seed
+  folder = _require(Path(data_dir) / 'topical_chat', 'topical_chat')
+  files = sorted(folder.glob('*.json'))
+  if not files:
+    raise FileNotFoundError(f'no *.json in {folder}: source topical_chat reads them; '
+                            'point --config.data.dir at the folder holding the shared data')
+  for file in files:
+    for record in json.loads(file.read_text(encoding='utf-8')).values():
+      conversation = topical_chat_dialogue(record['content'])
+      if conversation:
+        yield conversation
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated: arithmetic word problems answered with the calculator
+# ---------------------------------------------------------------------------------------------
+
+# Word problems: (expression, question). The expression is what the assistant sends to the
+# calculator; {a}, {b}, {c} are numbers, {name} and {item} fill the story. Division is always
+# '{a} / {b}' with a drawn as a multiple of b, so the answer is a whole number.
+_WORD_PROBLEMS = {
+    1: [
+        ('{a} + {b}', '{name} buys a {item} for ${a} and a coat for ${b}. How much does '
+                      '{name} spend in total?'),
+        ('{a} - {b}', '{name} has ${a} and spends ${b} on a {item}. How much money is left?'),
+        ('{a} * {b}', 'A {item} costs ${a}. How much do {b} of them cost?'),
+        ('{a} / {b}', '{a} stickers are shared equally among {b} children. How many stickers '
+                      'does each child get?'),
+        ('{a} + {b}', 'A train travels {a} km in the morning and {b} km in the afternoon. How '
+                      'far does it travel in total?'),
+        ('{a} - {b}', 'A hiking trail is {a} km long. {name} has walked {b} km. How many km '
+                      'are left?'),
+        ('{a} * {b}', 'A truck drives {a} km every day. How far does it drive in {b} days?'),
+        ('{a} / {b}', 'A ship sails {a} km in {b} hours at a steady speed. How many km does it '
+                      'sail each hour?'),
+        ('{a} - {b}', 'An oak tree is {a} years old and a pine tree is {b} years old. How many '
+                      'years older is the oak?'),
+        ('{a} + {b}', 'A castle was {a} years old when {name} was born, and {name} is now {b}. '
+                      'How old is the castle now?'),
+    ],
+    2: [
+        ('{a} * {b} + {c}', '{name} buys {a} pencils at ${b} each and a {item} for ${c}. How '
+                            'much does {name} spend?'),
+        ('{a} - {b} - {c}', '{name} has ${a}, spends ${b} on food and ${c} on a {item}. How '
+                            'much money is left?'),
+        ('{a} + {b} - {c}', 'A bus has {a} passengers. At the next stop {b} get on and {c} get '
+                            'off. How many passengers are on the bus now?'),
+        ('{a} / {b} + {c}', '{a} marbles are shared equally among {b} children. Each child '
+                            'already had {c} marbles. How many marbles does each child have '
+                            'now?'),
+        ('{a} * {b} - {c}', 'A farm packs {a} boxes of {b} eggs each, and {c} eggs break. How '
+                            'many eggs are left?'),
+    ],
+}
+# Plain problems: {expression} in symbols, {words} in words (one operation only).
+_PLAIN_QUESTIONS = ('What is {expression}?', 'Compute {expression}.', 'Calculate {expression}.',
+                    'What does {expression} equal?', '{expression} = ?',
+                    'Please work out {expression}.')
+_PLAIN_WORD_QUESTIONS = ('What is {words}?', 'How much is {words}?')
+_OPERATOR_WORDS = {'+': 'plus', '-': 'minus', '*': 'times', '/': 'divided by'}
+_PLAIN_SHARE = 0.4  # of problems that are bare arithmetic rather than a story
+_TWO_OP_SHARE = 0.3  # of generated conversations whose problem takes two operations
+_NAMES = ('Sam', 'Maria', 'Leo', 'Nina', 'Omar', 'Ada', 'Ben', 'Lily', 'Kofi', 'Mei')
+_ITEMS = ('book', 'lamp', 'bicycle', 'kettle', 'guitar', 'backpack', 'chair', 'clock')
+_LEAD_INS = ('Let me use the calculator.', "I'll work that out with the calculator.",
+             'Let me calculate that.', 'I can compute this with the calculator.')
+
+
+def _draw(rng: random.Random, digits: int) -> int:
+  return rng.randrange(10 ** (digits - 1), 10 ** digits)
+
+
+def _numbers(rng: random.Random, expression: str, digits: int) -> dict:
+  a, b, c = (_draw(rng, digits) for _ in range(3))
+  if '{a} / {b}' in expression:
+    a = b * _draw(rng, digits)  # an exact division
+  return dict(a=a, b=b, c=c)
+
+
+def _plain_expression(rng: random.Random, ops: int) -> str:
+  if ops == 1:
+    return f'{{a}} {rng.choice("+-*/")} {{b}}'
+  first, second = rng.choice('+-*'), rng.choice('+-*')
+  expression = f'{{a}} {first} {{b}} {second} {{c}}'
+  return f'({{a}} {first} {{b}}) {second} {{c}}' if rng.random() < 0.3 else expression
+
+
+def arithmetic_problem(rng: random.Random, digits: int, ops: int) -> tuple[str, str, str]:
+  """(question, expression, answer) of a problem on `digits`-digit numbers with `ops` operations
+  (1 or 2): a word problem or bare arithmetic. The answer is calculator(expression); story
+  problems never have a negative answer. Deterministic given rng's state, so evaluation can
+  draw held-out problems from a fixed seed."""
+  if ops not in _WORD_PROBLEMS or digits < 1:
+    raise ValueError(f'arithmetic_problem(digits={digits}, ops={ops}): need digits >= 1 and '
+                     f'ops in {sorted(_WORD_PROBLEMS)}')
+  story = rng.random() >= _PLAIN_SHARE
+  if story:
+    pattern, question = rng.choice(_WORD_PROBLEMS[ops])
+  else:
+    pattern = _plain_expression(rng, ops)
+    question = rng.choice(_PLAIN_QUESTIONS + (_PLAIN_WORD_QUESTIONS if ops == 1 else ()))
+  while True:  # redraw until a story's answer is not negative (a few tries at most)
+    numbers = _numbers(rng, pattern, digits)
+    expression = pattern.format(**numbers)
+    answer = calculator(expression)
+    if not (story and answer.startswith('-')):
+      break
+  words = ' '.join(_OPERATOR_WORDS.get(token, token) for token in expression.split())
+  question = question.format(**numbers, expression=expression, words=words,
+                             name=rng.choice(_NAMES), item=rng.choice(_ITEMS))
+  return question, expression, answer
+
+
+def arithmetic_conversation(rng: random.Random, digits: int, ops: int) -> Conversation:
+  question, expression, answer = arithmetic_problem(rng, digits, ops)
+  reply = [_text(rng.choice(_LEAD_INS)), _tool_call(expression), _tool_result(answer),
+           _text(f'\nThe answer is {answer}.')]
+  return [{'role': 'user', 'content': question}, {'role': 'assistant', 'content': reply}]
+
+
+def arithmetic(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  """Endless: 2- and 3-digit problems, mostly one operation, some two."""
+  del data_dir
+  rng = random.Random(seed)
+  while True:
+    digits = rng.choice((2, 3))
+    ops = 2 if rng.random() < _TWO_OP_SHARE else 1
+    yield arithmetic_conversation(rng, digits, ops)
+
+
+# Answers are found in the last number of a reply: '1,234', '-5', '$12.50', '.5'. A '-' counts as
+# a sign only when it does not follow a word or ')', so '10-3' ends in 3, not -3.
+_ANSWER_NUMBER = re.compile(r'((?<![\w)])-)?\$?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)')
+
+
+def extract_answer(text: str) -> str | None:
+  """The final number of an assistant reply, normalised: no commas or '$', no trailing zeros
+  after a decimal point ('5.0' -> '5', '$12.50' -> '12.5'); None when there is no number."""
+  matches = _ANSWER_NUMBER.findall(text)
+  if not matches:
+    return None
+  sign, digits = matches[-1]
+  digits = digits.replace(',', '')
+  if '.' in digits:
+    digits = digits.rstrip('0').rstrip('.')
+  whole, point, fraction = digits.partition('.')
+  digits = str(int(whole or '0')) + point + fraction
+  return digits if digits == '0' else (sign + digits)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated: who the model is
+# ---------------------------------------------------------------------------------------------
+
+# Facts the identity conversations state; update them when the model changes.
+PROJECT_NAME = 'llm'
+PARAMETERS = 'about 4 million'
+CONTEXT_TOKENS = 256
+PRETRAINING_DATA = 'public-domain books from Project Gutenberg'
+FINETUNING_DATA = 'example conversations'
+TOOLS = 'a calculator'
+
+_IDENTITY_TOPICS = [
+    (('Who are you?', 'What are you?', 'Tell me about yourself.', "What's your name?",
+      'Introduce yourself.'),
+     (f"I'm a small language model from the {PROJECT_NAME} project, with {PARAMETERS} "
+      f'parameters. I can chat and use {TOOLS}, but I know little and I often make mistakes.',
+      f"I'm a tiny language model made in the {PROJECT_NAME} project. I was trained on "
+      f'{PRETRAINING_DATA} and then on {FINETUNING_DATA}.')),
+    (('What can you do?', 'How can you help me?', 'What are you good at?',
+      'What are your abilities?'),
+     (f'I can chat, answer simple questions and use {TOOLS} for arithmetic. I am a very small '
+      'model, so I know little and my answers are often wrong.',
+      f'I can have short conversations and do arithmetic with {TOOLS}. I cannot browse the '
+      'internet, and I make many mistakes, so please check what I say.')),
+    (('Who made you?', 'Who created you?', 'Who built you?', 'Where do you come from?'),
+     (f'I was made in the {PROJECT_NAME} project, a small open research codebase for training '
+      f'language models. I was pretrained on {PRETRAINING_DATA} and fine-tuned on '
+      f'{FINETUNING_DATA}.',
+      f'The {PROJECT_NAME} project trained me: first on {PRETRAINING_DATA}, then on '
+      f'{FINETUNING_DATA} to be an assistant.')),
+    (('Can you browse the internet?', 'Can you look things up online?',
+      'Do you have internet access?', 'Can you search the web for me?'),
+     ('No, I cannot browse the internet. I only know what I learned in training, and the only '
+      f'tool I can use is {TOOLS}.',
+      'No. I have no internet access, so I cannot look anything up or know recent news.')),
+    (('How big are you?', 'How many parameters do you have?', 'How large is your model?',
+      'Are you a large language model?'),
+     (f'I am a small language model with {PARAMETERS} parameters, far smaller than the large '
+      'models you may know.',
+      f"I'm tiny: {PARAMETERS} parameters, and I can read only about {CONTEXT_TOKENS} tokens "
+      'of a conversation at once.')),
+    (('What were you trained on?', 'What data did you learn from?', 'How were you trained?',
+      'Where does your knowledge come from?'),
+     (f'I was pretrained on {PRETRAINING_DATA}, then fine-tuned on {FINETUNING_DATA} to follow '
+      'requests and use a calculator.',
+      f'First I read {PRETRAINING_DATA}; then I learned from {FINETUNING_DATA}. That is all I '
+      'know, so my knowledge is small and old-fashioned.')),
+    (('Can you do math?', 'Are you good at arithmetic?', 'How do you do arithmetic?'),
+     (f'I use {TOOLS} for arithmetic instead of working it out in my head, so sums are usually '
+      'right, but I can still set up a problem wrongly.',
+      f'For arithmetic I call {TOOLS}. I am bad at doing it in my head, so the tool does the '
+      'computing.')),
+    (('Are you always right?', 'Can I trust your answers?', 'Do you make mistakes?'),
+     ('No. I am a very small model and I make mistakes often, so please check anything '
+      'important.',
+      'I make many mistakes and I can sound sure when I am wrong. Please double-check my '
+      'answers.')),
+    (('How much can you remember?', 'Do you remember our earlier conversations?'),
+     (f'I only see the current conversation, and only about {CONTEXT_TOKENS} tokens of it. '
+      'I remember nothing between conversations.',)),
+    (('Are you human?', 'Are you a person?', 'Are you alive?'),
+     (f'No, I am a computer program: a small language model from the {PROJECT_NAME} project.',
+      'No. I am a small language model, a program that predicts text.')),
+    (('Hi!', 'Hello', 'Hey there!', 'Good morning!'),
+     ("Hello! I'm a small language model. How can I help you?",
+      'Hi! What would you like to talk about?')),
+]
+
+
+def _casual(question: str) -> str:
+  """How people also type it: lower case, no final punctuation."""
+  return question.lower().rstrip('?!.')
+
+
+def identity(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  """Every (question, answer) pairing of every topic, each question also typed casually, in an
+  order shuffled by seed; finite (a few hundred)."""
+  del data_dir
+  conversations = [[{'role': 'user', 'content': asked}, {'role': 'assistant', 'content': answer}]
+                   for questions, answers in _IDENTITY_TOPICS
+                   for question in questions
+                   for asked in (question, _casual(question))
+                   for answer in answers]
+  random.Random(seed).shuffle(conversations)
+  return iter(conversations)
+
+
+SOURCES: dict[str, Source] = {
+    'gsm8k': gsm8k,
+    'gsm8k_test': gsm8k_test,
+    'self_instruct': self_instruct,
+    'alpaca_gpt4': alpaca_gpt4,
+    'hh_chosen': hh_chosen,
+    'topical_chat': topical_chat,
+    'arithmetic': arithmetic,
+    'identity': identity,
+}
+GENERATED = ('arithmetic', 'identity')  # need a count: arithmetic never ends
+
+
+# ---------------------------------------------------------------------------------------------
+# Fitting, splitting, mixing
+# ---------------------------------------------------------------------------------------------
+
+def fit(conversation: Conversation, tokenizer, max_tokens: int) -> Conversation | None:
+  """The longest prefix ending with an assistant turn whose rendering is at most max_tokens long,
+  so a long dialogue keeps its first exchanges; None when not even the first exchange fits."""
+  length, keep = 1, 0  # bos
+  for i, message in enumerate(conversation):
+    # render() is bos + each message rendered on its own, so lengths add up message by message.
+    length += len(chat_template.render(tokenizer, [message])[0]) - 1
+    if length > max_tokens:
+      break
+    if message['role'] == 'assistant':
+      keep = i + 1
+  return conversation[:keep] or None
+
+
+def split(conversations: Iterable[Conversation], val_fraction: float,
+          seed: int = 0) -> tuple[list[Conversation], list[Conversation]]:
+  """(train, val) by a hash of each conversation's content, as sources.split_documents does for
+  text: the order of the input does not matter, and identical copies land on the same side."""
+  by_text = {}  # identical conversations share a text, so any copy may stand for the others
+  texts = []
+  for conversation in conversations:
+    text = json.dumps(conversation, sort_keys=True, ensure_ascii=False)
+    by_text[text] = conversation
+    texts.append(text)
+  train, val = sources.split_documents(texts, val_fraction, seed)
+  return [by_text[t] for t in train], [by_text[t] for t in val]
+
+
+def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float, seed: int,
+                 max_per_source: int = 0, tokenizer=None,
+                 max_tokens: int = 0) -> dict[str, tuple[list[Conversation], list[Conversation]]]:
+  """{source name: (train, val)} for each source named in mixture (its weight is for the caller).
+
+  With a tokenizer and max_tokens, every conversation is fitted (see fit()) and dropped when it
+  does not fit. max_per_source caps the conversations kept per source, after fitting (0 = all
+  of a real source, DEFAULT_GENERATED of a generated one). seed drives the generated sources;
+  the split itself always uses the same seed, so validation sets do not move with it.
+  """
+  unknown = sorted(set(mixture) - set(SOURCES))
+  if unknown:
+    raise ValueError(f'unknown conversation sources {unknown}; known: {sorted(SOURCES)}')
+  splits = {}
+  for name in mixture:
+    conversations = SOURCES[name](Path(data_dir), seed)
+    if tokenizer is not None and max_tokens:
+      conversations = (fit(c, tokenizer, max_tokens) for c in conversations)
+    kept = (c for c in conversations if c)
+    limit = max_per_source or (DEFAULT_GENERATED if name in GENERATED else None)
+    train, val = split(itertools.islice(kept, limit), val_fraction, _SPLIT_SEED)
+    logging.info('conversations: %s %d train + %d val', name, len(train), len(val))
+    splits[name] = (train, val)
+  return splits

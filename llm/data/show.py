@@ -1,0 +1,86 @@
+"""Print one SFT conversation as the model trains on it, to check the loss mask by eye:
+
+    python -m llm.data.show --source=gsm8k --index=0 --tokenizer=PATH.model [--tokens]
+
+Text the assistant produces (trained, mask 1) prints plain; everything else (mask 0: bos, role
+tokens, user text, tool results) prints dim on a terminal and inside [[ ]] otherwise. Special
+tokens print by name. --tokens lists every token with its id and mask instead.
+"""
+import itertools
+import sys
+
+from absl import app, flags
+
+from llm import chat_template
+from llm.data import conversations, sources
+from llm.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+_SOURCE = flags.DEFINE_string('source', 'gsm8k', 'A name in llm.data.conversations.SOURCES.')
+_INDEX = flags.DEFINE_integer('index', 0, 'Which conversation of the source, counting from 0.')
+_TOKENIZER = flags.DEFINE_string('tokenizer', None, 'SentencePiece .model file.', required=True)
+_DATA_DIR = flags.DEFINE_string('data_dir', '', 'Data dir ("" = $LLM_DATA_DIR, ./data, ../shared/data).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the generated sources.')
+_MAX_TOKENS = flags.DEFINE_integer('max_tokens', 0, 'Fit the conversation into this many tokens first (0 = no).')
+_TOKENS = flags.DEFINE_bool('tokens', False, 'One line per token (position, id, mask, piece).')
+
+_DIM, _RESET = '\033[2m', '\033[0m'
+
+
+def spans(tokenizer, ids: list[int], mask: list[int]) -> list[tuple[str, int]]:
+  """(text, mask) runs: consecutive ordinary tokens of equal mask decoded together (so characters
+  split over byte tokens come out whole), each special token alone under its own name."""
+  specials = {tokenizer.bos_id} | {tokenizer.special_id(name) for name in SPECIAL_TOKENS}
+  runs, pending, pending_mask = [], [], None
+
+  def flush():
+    if pending:
+      runs.append((tokenizer.decode(pending), pending_mask))
+      pending.clear()
+
+  for token, trained in zip(ids, mask):
+    if token in specials or trained != pending_mask:
+      flush()
+    if token in specials:
+      runs.append((tokenizer.id_to_piece(token), trained))
+    else:
+      pending.append(token)
+    pending_mask = trained
+  flush()
+  return runs
+
+
+def format_spans(runs: list[tuple[str, int]], color: bool) -> str:
+  """Joined runs, each stretch of untrained text dimmed (color) or bracketed in [[ ]]."""
+  out = []
+  for trained, group in itertools.groupby(runs, key=lambda run: run[1]):
+    text = ''.join(text for text, _ in group)
+    out.append(text if trained else (f'{_DIM}{text}{_RESET}' if color else f'[[{text}]]'))
+  return ''.join(out)
+
+
+def main(argv):
+  del argv
+  if _SOURCE.value not in conversations.SOURCES:
+    raise app.UsageError(f'--source={_SOURCE.value!r}; known: {sorted(conversations.SOURCES)}')
+  tokenizer = Tokenizer.load(_TOKENIZER.value)
+  data_dir = sources.find_data_dir(_DATA_DIR.value)
+  stream = conversations.SOURCES[_SOURCE.value](data_dir, _SEED.value)
+  conversation = next(itertools.islice(stream, _INDEX.value, None), None)
+  if conversation is None:
+    raise app.UsageError(f'--index={_INDEX.value}: source {_SOURCE.value} has fewer conversations')
+  if _MAX_TOKENS.value:
+    conversation = conversations.fit(conversation, tokenizer, _MAX_TOKENS.value)
+    if conversation is None:
+      print(f'conversation {_INDEX.value} does not fit in {_MAX_TOKENS.value} tokens')
+      return
+  ids, mask = chat_template.render(tokenizer, conversation)
+  print(f'{_SOURCE.value}[{_INDEX.value}]: {len(ids)} tokens, {sum(mask)} trained')
+  if _TOKENS.value:
+    for position, (token, trained) in enumerate(zip(ids, mask)):
+      print(f'{position:5d} {token:6d} {trained} {tokenizer.id_to_piece(token)!r}')
+  else:
+    print(format_spans(spans(tokenizer, ids, mask), color=sys.stdout.isatty()))
+
+
+if __name__ == '__main__':
+  app.run(main)

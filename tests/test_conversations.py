@@ -1,0 +1,332 @@
+import collections
+import itertools
+import random
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm import chat_template, tools
+from llm.data import conversations as cv
+from llm.tokenizer import train_tokenizer
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+
+# Conversations each real source yields from the shared files (which are byte-identical to
+# upstream): everything but hh-rlhf's 12 malformed dialogues and GSM8K test's one annotation
+# that is no number ('<<3/4=3/4>>').
+REAL_SOURCE_COUNTS = {'gsm8k': 7473, 'gsm8k_test': 1318, 'self_instruct': 252,
+                      'alpaca_gpt4': 805, 'hh_chosen': 2300, 'topical_chat': 2156}
+
+NATALIA_QUESTION = ('Natalia sold clips to 48 of her friends in April, and then she sold half as '
+                    'many clips in May. How many clips did Natalia sell altogether in April and '
+                    'May?')
+NATALIA_ANSWER = ('Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = '
+                  '<<48+24=72>>72 clips altogether in April and May.\n#### 72')
+
+
+@pytest.fixture(scope='module')
+def data_dir() -> Path:
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f'shared data not found at {SHARED_DATA}')
+  return SHARED_DATA
+
+
+@pytest.fixture(scope='module')
+def tok(data_dir, tmp_path_factory):
+  text = (data_dir / 'tinyshakespeare' / 'input.txt').read_text(encoding='utf-8')[:200_000]
+  return train_tokenizer([text], 512, tmp_path_factory.mktemp('tok') / 'tok.model', 10**9)
+
+
+def parts(message) -> list[dict]:
+  content = message['content']
+  return [{'type': 'text', 'text': content}] if isinstance(content, str) else content
+
+
+def assert_well_formed(conversation):
+  messages = conversation[1:] if conversation[0]['role'] == 'system' else conversation
+  assert [m['role'] for m in messages] == ['user', 'assistant'] * (len(messages) // 2)
+  assert messages, conversation
+  for message in conversation:
+    message_parts = parts(message)
+    assert message_parts and all(p['text'].strip() for p in message_parts), message
+    allowed = chat_template.PART_TYPES if message['role'] == 'assistant' else ('text',)
+    assert all(p['type'] in allowed for p in message_parts), message
+    assert all(p['text'].startswith('calculator: ')
+               for p in message_parts if p['type'] == 'tool_call'), message
+
+
+def assistant_text(conversation) -> str:
+  return ''.join(p['text'] for p in parts(conversation[-1]) if p['type'] == 'text')
+
+
+# --- sources ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('name', sorted(REAL_SOURCE_COUNTS))
+def test_real_source_yields_well_formed_conversations(data_dir, name):
+  conversations = list(cv.SOURCES[name](data_dir, 0))
+  assert len(conversations) == REAL_SOURCE_COUNTS[name]
+  for conversation in conversations:
+    assert_well_formed(conversation)
+
+
+@pytest.mark.parametrize('name', cv.GENERATED)
+def test_generated_source_yields_well_formed_conversations(data_dir, name):
+  conversations = list(itertools.islice(cv.SOURCES[name](data_dir, 0), 500))
+  assert len(conversations) >= 100
+  for conversation in conversations:
+    assert_well_formed(conversation)
+
+
+def test_every_source_is_registered_with_a_uniform_signature(data_dir):
+  assert set(cv.SOURCES) == set(REAL_SOURCE_COUNTS) | set(cv.GENERATED)
+  for name, source in cv.SOURCES.items():
+    assert next(source(data_dir, 3)), name
+
+
+def test_gsm8k_natalia_example_becomes_calls_results_and_a_final_answer():
+  conversation = cv.gsm8k_conversation(NATALIA_QUESTION, NATALIA_ANSWER)
+  assert conversation == [
+      {'role': 'user', 'content': NATALIA_QUESTION},
+      {'role': 'assistant', 'content': [
+          {'type': 'text', 'text': 'Natalia sold 48/2 = '},
+          {'type': 'tool_call', 'text': 'calculator: 48/2'},
+          {'type': 'tool_result', 'text': '24'},
+          {'type': 'text', 'text': ' clips in May.\nNatalia sold 48+24 = '},
+          {'type': 'tool_call', 'text': 'calculator: 48+24'},
+          {'type': 'tool_result', 'text': '72'},
+          {'type': 'text', 'text': ' clips altogether in April and May.\nThe answer is 72.'}]}]
+
+
+def test_gsm8k_source_starts_with_natalia(data_dir):
+  assert next(cv.gsm8k(data_dir, 0)) == cv.gsm8k_conversation(NATALIA_QUESTION, NATALIA_ANSWER)
+
+
+def test_gsm8k_tool_results_are_the_calculators_output(data_dir):
+  checked = 0
+  for conversation in itertools.islice(cv.gsm8k(data_dir, 0), 200):
+    reply = parts(conversation[-1])
+    for call, result in zip(reply, reply[1:]):
+      if call['type'] == 'tool_call':
+        assert result['type'] == 'tool_result'
+        assert result['text'] == tools.calculator(call['text'].removeprefix('calculator: '))
+        checked += 1
+    assert re.search(r'\nThe answer is -?[\d.]+\.$', assistant_text(conversation))
+  assert checked > 400
+
+
+def test_gsm8k_drops_wrong_annotations_and_cleans_repeated_numbers():
+  assert cv.gsm8k_conversation('q', 'It is 2+2 = <<2+2=5>>5.\n#### 5') is None
+  assert cv.gsm8k_conversation('q', 'It is <<2+x=4>>4.\n#### 4') is None
+  assert cv.gsm8k_conversation('q', 'It is 4 apples.') is None  # no final answer
+  reply = cv.gsm8k_conversation(
+      'q', 'He pays 0.2 x 50 = $<<0.2 x 50=10>>10 and 150*150 = <<150*150=22500>>22,500 '
+      'apples.\n#### 22,500')[-1]['content']
+  assert [p['text'] for p in reply] == [
+      'He pays 0.2 x 50 = $', 'calculator: 0.2 * 50', '10', ' and 150*150 = ',
+      'calculator: 150*150', '22500', ' apples.\nThe answer is 22500.']
+
+
+def test_hh_dialogue_parsing():
+  assert cv.hh_dialogue('\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant: ok') == [
+      {'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'hello'},
+      {'role': 'user', 'content': 'bye'}, {'role': 'assistant', 'content': 'ok'}]
+  assert cv.hh_dialogue('\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye') is None
+  assert cv.hh_dialogue('\n\nHuman: hi\n\nAssistant:') is None
+  assert cv.hh_dialogue('\n\nAssistant: hello\n\nHuman: hi\n\nAssistant: ok') is None
+  assert cv.hh_dialogue('\n\nHuman: hi\n\nHuman: again\n\nAssistant: ok') is None
+
+
+def test_topical_chat_merges_turns_and_drops_a_trailing_user_turn():
+  messages = [{'agent': 'agent_1', 'message': 'Hi.'}, {'agent': 'agent_1', 'message': 'Music?'},
+              {'agent': 'agent_2', 'message': 'Yes!'}, {'agent': 'agent_1', 'message': 'Bye.'}]
+  assert cv.topical_chat_dialogue(messages) == [{'role': 'user', 'content': 'Hi.\nMusic?'},
+                                                {'role': 'assistant', 'content': 'Yes!'}]
+  assert cv.topical_chat_dialogue(messages[:2]) is None
+
+
+def test_identity_states_the_facts(data_dir):
+  conversations = list(cv.identity(data_dir, 0))
+  answers = {c[0]['content']: set() for c in conversations}
+  for question, reply in conversations:
+    answers[question['content']].add(reply['content'])
+  assert {'Who are you?', 'What can you do?', 'Who made you?', 'Can you browse the internet?',
+          'How big are you?', 'What were you trained on?', 'who are you'} <= set(answers)
+  assert all(a.startswith('No') for a in answers['Can you browse the internet?'])
+  assert any(cv.PARAMETERS in a for a in answers['How big are you?'])
+  assert any(cv.PRETRAINING_DATA in a for a in answers['What were you trained on?'])
+  assert len(answers['Who are you?']) >= 2  # several phrasings of each answer
+  assert sorted(map(str, conversations)) == sorted(map(str, cv.identity(data_dir, 1)))
+
+
+# --- arithmetic ------------------------------------------------------------------------------
+
+def python_value(expression: str) -> float:
+  assert re.fullmatch(r'[\d\s+\-*/()]+', expression), expression
+  return eval(expression, {'__builtins__': {}})  # safe: digits and operators only, checked above
+
+
+@pytest.mark.parametrize('digits,ops', [(2, 1), (3, 1), (2, 2), (3, 2)])
+def test_arithmetic_problems_are_correct(digits, ops):
+  rng = random.Random(digits * 10 + ops)
+  for _ in range(300):
+    question, expression, answer = cv.arithmetic_problem(rng, digits, ops)
+    assert float(answer) == python_value(expression)
+    assert re.fullmatch(r'-?\d+', answer)  # divisions are exact
+    assert len(re.findall(r' [-+*/] ', expression)) == ops
+    dividend = re.match(r'(\d+) / ', expression)
+    operands = [int(n) for n in re.findall(r'\d+', expression)]
+    for n in operands[1:] if dividend else operands:
+      assert len(str(n)) == digits, expression
+    for n in operands:
+      assert str(n) in question, (question, expression)
+
+
+def test_arithmetic_conversation_calls_the_calculator_and_states_the_answer(data_dir):
+  for conversation in itertools.islice(cv.arithmetic(data_dir, 0), 300):
+    reply = parts(conversation[-1])
+    assert [p['type'] for p in reply] == ['text', 'tool_call', 'tool_result', 'text']
+    expression = reply[1]['text'].removeprefix('calculator: ')
+    assert reply[2]['text'] == tools.calculator(expression)
+    assert float(reply[2]['text']) == python_value(expression)
+    assert reply[3]['text'] == f'\nThe answer is {reply[2]["text"]}.'
+    assert cv.extract_answer(assistant_text(conversation)) == reply[2]['text']
+
+
+def test_arithmetic_is_deterministic_per_seed_and_varies_across_seeds(data_dir):
+  def first(seed):
+    return list(itertools.islice(cv.arithmetic(data_dir, seed), 100))
+  assert first(0) == first(0)
+  assert first(0) != first(1)
+  assert cv.arithmetic_problem(random.Random(5), 3, 2) == cv.arithmetic_problem(random.Random(5), 3, 2)
+
+
+def test_arithmetic_has_many_phrasings(data_dir):
+  shapes = collections.Counter()
+  for conversation in itertools.islice(cv.arithmetic(data_dir, 0), 2000):
+    question = conversation[0]['content']
+    for word in cv._NAMES + cv._ITEMS:
+      question = re.sub(rf'\b{word}\b', 'X', question)
+    shapes[re.sub(r'\(?\d+ [-+*/] \d+\)?( [-+*/] \d+)?|\d+', 'N', question)] += 1
+  assert len(shapes) >= 16  # word problems and plain ones
+  assert any(q.startswith('What is N') for q in shapes) and any('shared equally' in q for q in shapes)
+
+
+def test_arithmetic_problem_rejects_unsupported_shapes():
+  with pytest.raises(ValueError, match='ops'):
+    cv.arithmetic_problem(random.Random(0), 2, 3)
+
+
+@pytest.mark.parametrize('text,expected', [
+    ('The answer is 936.', '936'), ('1,234', '1234'), ('It is 1,234,567 apples.', '1234567'),
+    ('-5', '-5'), ('The answer is -17.', '-17'), ('5.0', '5'), ('$12.50', '12.5'),
+    ('costs $1,250.00.', '1250'), ('0.25', '0.25'), ('.5 cups', '0.5'), ('10-3', '3'),
+    ('First 12, then 7 and finally 40.', '40'), ('no number here', None), ('', None)])
+def test_extract_answer(text, expected):
+  assert cv.extract_answer(text) == expected
+
+
+# --- split and mixture -----------------------------------------------------------------------
+
+def test_split_is_deterministic_and_independent_of_order(data_dir):
+  conversations = list(itertools.islice(cv.arithmetic(data_dir, 0), 300))
+  train, val = cv.split(conversations, 0.1)
+  assert (train, val) == cv.split(list(reversed(conversations)), 0.1)
+  assert 10 <= len(val) <= 60
+  assert sorted(map(str, train + val)) == sorted(map(str, conversations))
+  assert cv.split(conversations, 0.1, seed=1) != (train, val)
+  assert len(cv.split(conversations[:2], 0.01)[1]) == 1  # at least one val conversation
+  assert cv.split(conversations, 0.0)[1] == []
+
+
+def test_load_mixture_counts_and_splits(data_dir):
+  splits = cv.load_mixture(data_dir, {'self_instruct': 1.0, 'arithmetic': 2.0}, 0.1, seed=0)
+  assert set(splits) == {'self_instruct', 'arithmetic'}
+  assert sum(map(len, splits['self_instruct'])) == REAL_SOURCE_COUNTS['self_instruct']
+  assert sum(map(len, splits['arithmetic'])) == cv.DEFAULT_GENERATED
+  capped = cv.load_mixture(data_dir, {'gsm8k': 1.0, 'identity': 1.0}, 0.2, 0, max_per_source=40)
+  assert sum(map(len, capped['gsm8k'])) == 40
+  assert sum(map(len, capped['identity'])) == 40
+  assert capped['gsm8k'][1], 'validation split is empty'
+
+
+def test_load_mixture_errors_name_the_problem(data_dir, tmp_path):
+  with pytest.raises(ValueError, match=r"unknown conversation sources \['nope'\].*known.*gsm8k"):
+    cv.load_mixture(data_dir, {'gsm8k': 1.0, 'nope': 1.0}, 0.1, 0)
+  with pytest.raises(FileNotFoundError, match=r'gsm8k/train\.jsonl.*data\.dir'):
+    cv.load_mixture(tmp_path, {'gsm8k': 1.0}, 0.1, 0)
+  with pytest.raises(FileNotFoundError, match=r'topical_chat.*data\.dir'):
+    cv.load_mixture(tmp_path, {'topical_chat': 1.0}, 0.1, 0)
+  assert cv.load_mixture(tmp_path, {'identity': 1.0}, 0.1, 0)['identity'][0]  # needs no files
+
+
+# --- fitting into the context and the loss mask ----------------------------------------------
+
+def rendered_length(tok, conversation) -> int:
+  return len(chat_template.render(tok, conversation)[0])
+
+
+def test_fit_keeps_the_first_exchanges_of_a_long_dialogue(data_dir, tok):
+  for conversation in itertools.islice(cv.topical_chat(data_dir, 0), 20):
+    fitted = cv.fit(conversation, tok, 200)
+    assert fitted == conversation[:len(fitted)]
+    assert fitted[-1]['role'] == 'assistant'
+    assert rendered_length(tok, fitted) <= 200
+    assert rendered_length(tok, conversation[:len(fitted) + 2]) > 200  # the longest such prefix
+
+
+def test_fit_drops_what_cannot_fit_and_keeps_what_does(data_dir, tok):
+  short = next(cv.identity(data_dir, 0))
+  assert cv.fit(short, tok, 256) == short
+  assert cv.fit(short, tok, rendered_length(tok, short)) == short
+  assert cv.fit(short, tok, rendered_length(tok, short) - 1) is None
+
+
+def test_load_mixture_with_max_tokens(data_dir, tok):
+  splits = cv.load_mixture(data_dir, {'alpaca_gpt4': 1.0, 'hh_chosen': 1.0}, 0.1, 0,
+                           max_per_source=30, tokenizer=tok, max_tokens=128)
+  for name, (train, val) in splits.items():
+    assert len(train) + len(val) == 30, name
+    for conversation in train + val:
+      assert rendered_length(tok, conversation) <= 128
+      assert_well_formed(conversation)
+
+
+def test_mask_is_one_exactly_on_what_the_assistant_produces(tok):
+  conversation = cv.gsm8k_conversation(NATALIA_QUESTION, NATALIA_ANSWER)
+  ids, mask = chat_template.render(tok, conversation)
+  sp, enc = tok.special_id, tok.encode
+  expected = ([(tok.bos_id, 0), (sp('<|user|>'), 0)] + [(t, 0) for t in enc(NATALIA_QUESTION)]
+              + [(sp('<|end|>'), 0), (sp('<|assistant|>'), 0)])
+  for part in conversation[-1]['content']:
+    body = enc(part['text'])
+    if part['type'] == 'text':
+      expected += [(t, 1) for t in body]
+    elif part['type'] == 'tool_call':
+      expected += [(t, 1) for t in [sp('<|tool_call|>'), *body, sp('<|/tool_call|>')]]
+    else:
+      expected += [(t, 0) for t in [sp('<|tool_result|>'), *body, sp('<|/tool_result|>')]]
+  expected.append((sp('<|end|>'), 1))
+  assert list(zip(ids, mask)) == expected
+  trained = tok.decode([t for t, m in zip(ids, mask) if m])
+  assert trained == ('Natalia sold 48/2 = calculator: 48/2 clips in May.\nNatalia sold 48+24 = '
+                     'calculator: 48+24 clips altogether in April and May.\nThe answer is 72.')
+  assert tok.decode([t for t, m in zip(ids, mask) if not m]) == NATALIA_QUESTION + '2472'
+
+
+def test_show_prints_the_conversation_with_untrained_spans_bracketed(data_dir, tok,
+                                                                   subprocess_env):
+  # A subprocess, not an import: the CLI's absl flags would clash with other CLIs' in one process.
+  shown = subprocess.run(
+      [sys.executable, '-m', 'llm.data.show', '--source=gsm8k', '--index=0',
+       f'--tokenizer={tok.path}', f'--data_dir={data_dir}'],
+      env=subprocess_env, capture_output=True, text=True, check=True).stdout
+  assert shown.endswith(
+      f'[[<s><|user|>{NATALIA_QUESTION}<|end|><|assistant|>]]Natalia sold 48/2 = '
+      '<|tool_call|>calculator: 48/2<|/tool_call|>[[<|tool_result|>24<|/tool_result|>]]'
+      ' clips in May.\nNatalia sold 48+24 = <|tool_call|>calculator: 48+24'
+      '<|/tool_call|>[[<|tool_result|>72<|/tool_result|>]] clips altogether in April '
+      'and May.\nThe answer is 72.<|end|>\n')
+  assert shown.startswith('gsm8k[0]: ')
