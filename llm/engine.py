@@ -111,6 +111,8 @@ class Engine:
     (default: eos and <|end|>). stream(row, new_ids) is called as tokens arrive.
     """
     B = len(prompts)
+    if not B:
+      return []
     per_row = lambda x: list(x) if isinstance(x, (list, tuple)) else [x] * B
     max_new = per_row(max_new_tokens)
     seeds = seed if isinstance(seed, (list, tuple)) else [seed + i for i in range(B)]
@@ -120,8 +122,10 @@ class Engine:
     longest = max(len(p) for p in prompts)
     if min(len(p) for p in prompts) < 1:
       raise ValueError('every prompt needs at least one token (bos)')
-    if longest + max(max_new) > self.cache_len:
-      raise ValueError(f'prompt ({longest} tokens) + max_new_tokens ({max(max_new)}) exceeds the '
+    too_long = [i for i, p in enumerate(prompts) if max_new[i] < 1 or len(p) + max_new[i] > self.cache_len]
+    if too_long:
+      i = too_long[0]
+      raise ValueError(f'prompt {i} ({len(prompts[i])} tokens) + max_new_tokens ({max_new[i]}) exceeds the '
                        f'cache ({self.cache_len} tokens); shorten them or raise cache_len')
 
     # Prefill all but each prompt's last token; the decode loop feeds that one and samples.

@@ -86,6 +86,8 @@ class Tokenizer:
 
   def encode(self, text: str) -> list[int]:
     """Token ids of text, without bos/eos."""
+    if _SPACE_MARK not in text and len(_paragraphs(text)) <= 1:
+      return self._sp.encode(text)  # short text: the threaded batch path costs 30x more here
     return self.encode_batch([text])[0]
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:

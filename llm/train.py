@@ -94,13 +94,18 @@ def make_eval_step(model, token_bytes_V):
 
 
 def evaluate(eval_step, params, eval_sets: dict, mesh) -> dict:
-  out = {}
+  """val_loss and val_bpb (pooled over every set), plus val_<name>_loss/_bpb per named set."""
+  per_set = {}
   for name, batches in eval_sets.items():
     sums = None
     for batch in batches:
       s = eval_step(params, sharding.global_batch(_local_rows(batch), mesh))
       sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
-    sums = jax.device_get(sums)
+    per_set[name] = jax.device_get(sums)
+  if 'val' not in per_set:
+    per_set['val'] = jax.tree.map(lambda *xs: sum(xs), *per_set.values())
+  out = {}
+  for name, sums in per_set.items():
     prefix = 'val' if name == 'val' else f'val_{name}'
     out[f'{prefix}_loss'] = float(sums['loss_sum'] / max(sums['weight'], 1))
     if sums['bytes'] > 0:
@@ -261,6 +266,7 @@ def run(config, workdir: str) -> dict:
     log.close()
     if not last_eval:  # resumed a finished run: evaluate the final state again
       last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
+    last_eval.update(task.evaluate(config, setup, state.params, data))
   summary = {**last_eval, **data.facts, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
              'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
              'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,

@@ -35,6 +35,11 @@ def tiny_config(cache_dir='', **overrides):
   c.train.eval_batches = 2
   c.train.checkpoint_every = 10
   c.train.progress_bar = False
+  return _override(c, overrides)
+
+
+def _override(c, overrides: dict):
+  """{'train.steps': 5} sets c.train.steps, as --config.train.steps=5 would."""
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split('.')
@@ -44,6 +49,18 @@ def tiny_config(cache_dir='', **overrides):
   return c
 
 
+def tiny_sft_config(cache_dir='', **overrides):
+  """SFT of a tiny_config model pretrained with seq_len 128 (init_from set by the caller)."""
+  import ml_collections
+  c = tiny_config(cache_dir, **{'model.max_seq_len': 128, 'train.seq_len': 128})
+  c.task = 'sft'
+  c.sft = ml_collections.ConfigDict(dict(
+      mixture=ml_collections.ConfigDict(dict(arithmetic=1.0, identity=1.0)),
+      val_fraction=0.1, max_per_source=300, eval_prompts=4, eval_arithmetic=4))
+  c.train.steps = 20
+  return _override(c, overrides)
+
+
 def get_config(arg=None):
-  del arg
-  return tiny_config()
+  """tests/tiny_config.py (pretraining) or tests/tiny_config.py:sft."""
+  return tiny_sft_config() if arg == 'sft' else tiny_config()

@@ -40,22 +40,79 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
   `ocp.args.Composite(..., data=grain.checkpoint.CheckpointRestore(it))`; restore sets the
   state of `it` in place. Each process writes its own file, process_<i>-of-<n>.json.
   """
-  if global_batch % process_count:
-    raise ValueError(f'global batch {global_batch} does not split evenly over {process_count} '
-                     'processes; make train.batch_size a multiple of the process count')
-  local_batch = global_batch // process_count
   windows = num_windows(len(tokens), seq_len)
   if windows < global_batch:
     raise ValueError(f'{len(tokens)} training tokens make {windows} windows of seq_len '
                      f'{seq_len} + 1, fewer than one batch of {global_batch}; lower '
                      'train.seq_len or train.batch_size, or use more data')
+  return _shuffled_batches(windows, lambda ids: _read_windows(tokens, ids, seq_len), global_batch,
+                           seed, process_index, process_count)
+
+
+def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,
+                           process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+  """Like train_dataset, over prebuilt windows (e.g. packed conversations, see
+  pack_conversations) with a loss mask: batches {'inputs', 'targets', 'loss_mask'}."""
+  if len(windows_NxW) < global_batch:
+    raise ValueError(f'{len(windows_NxW)} packed windows are fewer than one batch of {global_batch}; '
+                     'lower train.batch_size or add data')
+
+  def read(ids):
+    return {'inputs': windows_NxW[ids, :-1].astype(np.int32), 'targets': windows_NxW[ids, 1:].astype(np.int32),
+            'loss_mask': mask_NxW[ids, 1:].astype(np.int32)}
+
+  return _shuffled_batches(len(windows_NxW), read, global_batch, seed, process_index, process_count)
+
+
+def _shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, process_index: int,
+                      process_count: int) -> grain.IterDataset:
+  if global_batch % process_count:
+    raise ValueError(f'global batch {global_batch} does not split evenly over {process_count} '
+                     'processes; make train.batch_size a multiple of the process count')
+  local_batch = global_batch // process_count
   rows = slice(process_index * local_batch, (process_index + 1) * local_batch)
-  return (grain.MapDataset.range(windows)
+  return (grain.MapDataset.range(num_windows_)
           .shuffle(seed=seed)
           .batch(global_batch, drop_remainder=True, batch_fn=np.asarray)  # window ids
-          .map(lambda window_ids: _read_windows(tokens, window_ids[rows], seq_len))
+          .map(lambda window_ids: read(window_ids[rows]))
           .repeat()  # a new shuffle each epoch
           .to_iter_dataset(_READ_OPTIONS))
+
+
+def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int,
+                       pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """Packs whole (ids, mask) sequences into windows of seq_len + 1 tokens, first fit.
+
+  A conversation is never split across windows (its second half would lose the question it
+  answers); the unused tail of a window is pad with mask 0. Compared with one conversation per
+  window this wastes far less compute on padding; attention may cross from one conversation to
+  the next inside a window, as in pretraining, with bos marking each start.
+  Returns (windows_NxW, mask_NxW), W = seq_len + 1.
+  """
+  width = seq_len + 1
+  too_long = [len(ids) for ids, _ in rendered if len(ids) > width]
+  if too_long:
+    raise ValueError(f'{len(too_long)} sequences are longer than seq_len + 1 = {width} tokens '
+                     f'(longest {max(too_long)}); fit them first (llm.data.conversations.fit)')
+  windows, masks, free = [], [], []  # free[i]: tokens left in window i
+  open_windows = []  # indices of windows with room; capped so packing stays linear
+  for ids, mask in rendered:
+    slot = next((i for i in open_windows if free[i] >= len(ids)), None)
+    if slot is None:
+      windows.append([]), masks.append([]), free.append(width)
+      slot = len(windows) - 1
+      open_windows.append(slot)
+      if len(open_windows) > 64:
+        open_windows.pop(0)
+    windows[slot].extend(ids)
+    masks[slot].extend(mask)
+    free[slot] -= len(ids)
+  tokens_NxW = np.full((len(windows), width), pad_id, np.int32)
+  mask_NxW = np.zeros((len(windows), width), np.int8)
+  for i, (ids, mask) in enumerate(zip(windows, masks)):
+    tokens_NxW[i, :len(ids)] = ids
+    mask_NxW[i, :len(mask)] = mask
+  return tokens_NxW, mask_NxW
 
 
 def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,

@@ -7,7 +7,7 @@ import dataclasses
 import importlib
 from typing import Any, Callable, Iterator
 
-_MODULES = {'pretrain': 'llm.tasks.pretrain'}
+_MODULES = {'pretrain': 'llm.tasks.pretrain', 'sft': 'llm.tasks.sft'}
 
 
 @dataclasses.dataclass
@@ -16,6 +16,7 @@ class TaskData:
   train_iter: Iterator[dict]  # checkpointable grain iterator of host-local numpy batches
   eval_sets: dict[str, list[dict]]  # name -> fixed batches (whole, every process holds all rows)
   facts: dict = dataclasses.field(default_factory=dict)  # about the data, copied into summary.json
+  heldout: dict = dataclasses.field(default_factory=dict)  # examples for the task's final evaluate()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Task:
   loss_fn: Callable
   # (config, fresh_state, abstract_state) -> state: e.g. load a pretrained model; identity here
   init_state: Callable = lambda config, state, abstract_state: state
+  # (config, setup, params, task_data) -> dict of metrics for summary.json, run once at the end
+  evaluate: Callable = lambda config, setup, params, data: {}
 
 
 def get(name: str) -> Task:

@@ -1,0 +1,31 @@
+"""Chat assistant with a calculator, fine-tuned on CPU from the pretrain_small base model.
+
+    python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small   # first
+    python -m llm.main --config=configs/sft_small.py --workdir=runs/sft_small
+    python -m llm.chat --workdir=runs/sft_small
+"""
+import ml_collections
+
+from configs import pretrain_small
+
+
+def get_config(arg=None):
+  c = pretrain_small.get_config(arg)  # the same model: SFT continues its training
+  c.task = 'sft'
+  c.init_from = 'runs/pretrain_small'
+  c.sft = ml_collections.ConfigDict()
+  # Passes over each source's training conversations per SFT epoch (0.5 = a random half).
+  c.sft.mixture = ml_collections.ConfigDict(dict(
+      arithmetic=2.0, gsm8k=1.0, identity=4.0, self_instruct=1.0, alpaca_gpt4=1.0,
+      hh_chosen=0.3, topical_chat=0.3))
+  c.sft.val_fraction = 0.05  # held out per source, by content hash
+  c.sft.max_per_source = 0  # cap per source (0 = all real data, 5000 generated)
+  c.sft.eval_prompts = 100  # held-out prompts per source for the well-formed-turn rate
+  c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator)
+  c.train.steps = 600
+  c.train.lr = 1e-3
+  c.train.warmup_steps = 30
+  c.train.eval_every = 200
+  c.train.checkpoint_every = 200
+  c.train.eval_batches = 8
+  return c

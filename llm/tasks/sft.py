@@ -1,0 +1,106 @@
+"""Supervised fine-tuning: a pretrained base model trained on conversations, the loss on the
+assistant's tokens only (llm/chat_template.py decides which), conversations packed whole into
+windows (llm/data/pipeline.pack_conversations)."""
+import json
+import random
+from pathlib import Path
+
+from absl import logging
+import jax
+import numpy as np
+
+from llm import checkpoint, losses, tokenizer as tokenizer_lib
+from llm.chat_template import render
+from llm.data import conversations, pipeline, sources
+from llm.tasks import Task, TaskData, sft_eval
+
+
+def _base_run(config) -> Path:
+  base = Path(config.init_from)
+  if not config.init_from or not (base / 'tokenizer.model').exists():
+    raise FileNotFoundError(f'init_from={config.init_from!r} is not a finished pretraining run '
+                            '(no tokenizer.model); train one first or set --config.init_from=DIR')
+  return base
+
+
+def _check_same_model(config, base: Path):
+  """The SFT model must be the pretrained one: a mismatch would fail deep inside the restore."""
+  base_model = json.loads((base / 'config.json').read_text())['model']
+  ours = json.loads(config.model.to_json_best_effort())
+  differ = sorted(k for k in ours if ours[k] != base_model.get(k))
+  if differ:
+    raise ValueError(f'config.model differs from {base}/config.json in {differ}; copy those '
+                     'fields from the pretraining run')
+
+
+def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
+  """weight = passes over this source per SFT epoch: 2.0 repeats it, 0.5 takes a random half."""
+  whole, part = divmod(weight, 1.0)
+  out = train * int(whole)
+  return out + rng.sample(train, round(part * len(train)))
+
+
+def data(config, workdir) -> TaskData:
+  del workdir
+  base = _base_run(config)
+  _check_same_model(config, base)
+  tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
+  tc, sc = config.train, config.sft
+  splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
+                                      sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1)
+  rng = random.Random(config.seed)
+  epoch = []
+  for name, weight in sc.mixture.items():
+    epoch += _weighted_epoch(splits[name][0], weight, rng)
+  rng.shuffle(epoch)
+  windows, mask = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
+  logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
+               len(epoch), len(windows), 100 * mask.mean())
+  train = pipeline.masked_windows_dataset(windows, mask, tc.batch_size, config.data.seed,
+                                          jax.process_index(), jax.process_count())
+  eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id)
+               for name, (_, val) in splits.items() if val}
+  facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
+           'sft_windows_per_epoch': len(windows)}
+  return TaskData(tokenizer=tok, train_iter=iter(train), eval_sets=eval_sets, facts=facts,
+                  heldout={name: val for name, (_, val) in splits.items()})
+
+
+def _eval_batches(rendered, tc, pad_id) -> list[dict]:
+  """All of a source's validation conversations, packed; the last batch is padded with
+  windows whose mask is 0, so every conversation counts once."""
+  windows, mask = pipeline.pack_conversations(rendered, tc.seq_len, pad_id)
+  count = -(-len(windows) // tc.batch_size)
+  if tc.eval_batches:
+    count = min(count, tc.eval_batches)
+  pad = count * tc.batch_size - len(windows)
+  windows = np.concatenate([windows, np.full((max(pad, 0), windows.shape[1]), pad_id, windows.dtype)])
+  mask = np.concatenate([mask, np.zeros((max(pad, 0), mask.shape[1]), mask.dtype)])
+  return [{'inputs': windows[i:i + tc.batch_size, :-1], 'targets': windows[i:i + tc.batch_size, 1:],
+           'loss_mask': mask[i:i + tc.batch_size, 1:].astype(np.int32)}
+          for i in range(0, count * tc.batch_size, tc.batch_size)]
+
+
+def base_params(config, abstract_state):
+  """The pretrained parameters of config.init_from (its latest checkpoint)."""
+  base = _base_run(config)
+  ckpt = checkpoint.Checkpointer(base / 'checkpoints', keep=1)
+  step = ckpt.latest_step()
+  if step is None:
+    raise FileNotFoundError(f'{base}/checkpoints holds no checkpoint to start from')
+  params = ckpt.restore_state_only(step, abstract_state).params
+  ckpt.close()
+  logging.info('sft: pretrained parameters from %s step %d', base, step)
+  return params
+
+
+def init_state(config, state, abstract_state):
+  """Starts from the pretrained parameters; the optimizer state starts fresh."""
+  return state.replace(params=base_params(config, abstract_state))
+
+
+def evaluate(config, setup, params, data) -> dict:
+  return sft_eval.evaluate(config, setup, params, data, base_params(config, setup.abstract_state))
+
+
+TASK = Task(data=data, loss_fn=losses.lm_loss, init_state=init_state, evaluate=evaluate)

@@ -1,0 +1,147 @@
+"""Supervised fine-tuning: masks, the masked loss, and the sft task in the one training loop."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from llm import chat_template, losses, train
+from llm.data import pipeline, prepare
+from test_engine import _scripted_engine
+from test_model import init, small_config
+
+CONVERSATION = [
+    {'role': 'system', 'content': 'Be brief.'},
+    {'role': 'user', 'content': 'What is 6 times 7?'},
+    {'role': 'assistant', 'content': [{'type': 'text', 'text': 'Let me compute.'},
+                                      {'type': 'tool_call', 'text': 'calculator: 6*7'},
+                                      {'type': 'tool_result', 'text': '42'},
+                                      {'type': 'text', 'text': 'It is 42.'}]},
+]
+
+
+@pytest.fixture(scope='module')
+def tokenizer(cache_dir):
+  return prepare(tiny_config(cache_dir), cache_dir).tokenizer
+
+
+def test_mask_is_one_exactly_on_what_the_assistant_writes(tokenizer):
+  sp, enc = tokenizer.special_id, tokenizer.encode
+  ids, mask = chat_template.render(tokenizer, CONVERSATION)
+  expected = [(tokenizer.bos_id, 0), (sp('<|system|>'), 0), *[(t, 0) for t in enc('Be brief.')], (sp('<|end|>'), 0),
+              (sp('<|user|>'), 0), *[(t, 0) for t in enc('What is 6 times 7?')], (sp('<|end|>'), 0),
+              (sp('<|assistant|>'), 0), *[(t, 1) for t in enc('Let me compute.')],
+              (sp('<|tool_call|>'), 1), *[(t, 1) for t in enc('calculator: 6*7')], (sp('<|/tool_call|>'), 1),
+              (sp('<|tool_result|>'), 0), *[(t, 0) for t in enc('42')], (sp('<|/tool_result|>'), 0),
+              *[(t, 1) for t in enc('It is 42.')], (sp('<|end|>'), 1)]
+  assert list(zip(ids, mask)) == expected
+
+
+def test_training_render_and_engine_output_agree(tokenizer):
+  """The engine, given a model that writes the assistant's tokens, reproduces the training
+  rendering token for token, and marks forced exactly the tool result (mask 0 in training)."""
+  ids, mask = chat_template.render(tokenizer, CONVERSATION)
+  prompt = chat_template.render_prompt(tokenizer, CONVERSATION[:-1])
+  assert ids[:len(prompt)] == prompt
+  reply, reply_mask = ids[len(prompt):], mask[len(prompt):]
+  from llm import tools
+  engine = _scripted_engine(tokenizer, prompt, reply, tools.make_registry())
+  out = engine.generate([prompt], max_new_tokens=60, temperature=0.0)[0]
+  assert out.tokens == reply
+  assert [not f for f in out.forced] == [bool(m) for m in reply_mask]
+
+
+def test_loss_ignores_masked_targets():
+  setup, state = init(small_config('gpt2'))
+  rng = np.random.default_rng(0)
+  batch = {'inputs': rng.integers(0, 64, (2, 16)), 'targets': rng.integers(0, 64, (2, 16)),
+           'loss_mask': (rng.random((2, 16)) < 0.5).astype(np.int32)}
+  changed = dict(batch, targets=np.where(batch['loss_mask'] == 1, batch['targets'], (batch['targets'] + 7) % 64))
+  trained = dict(batch, targets=np.where(batch['loss_mask'] == 0, batch['targets'], (batch['targets'] + 7) % 64))
+  with setup.context():
+    loss = lambda b: losses.lm_loss(setup.model, state.params, jax.tree.map(jnp.asarray, b))
+    (a, wa), (b, wb), (c, _) = loss(batch), loss(changed), loss(trained)
+  assert float(wa) == batch['loss_mask'].sum()
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert abs(float(a) - float(c)) > 1e-3
+
+
+def test_packing_keeps_conversations_whole_and_masks_padding():
+  rendered = [([2] + [10 + i] * n, [0] + [1] * n) for i, n in enumerate([30, 50, 20, 60, 10])]
+  windows, mask = pipeline.pack_conversations(rendered, seq_len=64, pad_id=0)
+  assert windows.shape[1] == 65
+  for ids, _ in rendered:  # each conversation sits whole, contiguous, in exactly one window
+    hits = [w for w in windows if ids[1] in w]
+    assert len(hits) == 1 and (hits[0] == ids[1]).sum() == len(ids) - 1
+  assert mask[windows == 0].sum() == 0
+  assert mask.sum() == sum(sum(m) for _, m in rendered)
+
+
+def sft_overrides(pretrain_dir):
+  return {'task': 'sft', 'init_from': str(pretrain_dir)}
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory, cache_dir):
+  workdir = tmp_path_factory.mktemp('pretrained')
+  train.run(tiny_config(cache_dir, **{'train.steps': 10, 'model.max_seq_len': 128, 'train.seq_len': 128}),
+            workdir)
+  return workdir
+
+
+def _sft_cmd(workdir, pretrained, *extra):
+  return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:sft', f'--workdir={workdir}',
+          f'--config.init_from={pretrained}', *extra]
+
+
+def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, subprocess_env):
+  steps = ['--config.train.steps=40', '--config.train.checkpoint_every=5']
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  subprocess.run(_sft_cmd(straight, pretrained, *steps), env=subprocess_env, check=True, capture_output=True)
+  proc = subprocess.Popen(_sft_cmd(resumed, pretrained, *steps), env=subprocess_env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = resumed / 'metrics.jsonl'
+  while proc.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 12):
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert len(metrics.read_text().splitlines()) < 40, 'the run finished before it could be killed'
+  subprocess.run(_sft_cmd(resumed, pretrained, *steps), env=subprocess_env, check=True, capture_output=True)
+
+  def losses_of(run):
+    rows = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
+    return {r['step']: r['loss'] for r in rows if 'loss' in r}
+  a, b = losses_of(straight), losses_of(resumed)
+  assert sorted(b) == list(range(1, 41)) and a == b
+  summary = json.loads((straight / 'summary.json').read_text())
+  for key in ('val_loss', 'val_arithmetic_loss', 'val_identity_loss', 'well_formed_rate',
+              'arith_accuracy_tool', 'arith_accuracy_no_tool', 'arith_tool_call_rate', 'base_fewshot_accuracy'):
+    assert key in summary, key
+  assert 0.0 <= summary['well_formed_rate'] <= 1.0
+
+
+def test_sft_starts_from_the_pretrained_parameters(pretrained, cache_dir):
+  from llm import checkpoint, sharding
+  from llm.tasks import sft
+  from tiny_config import tiny_sft_config
+  config = tiny_sft_config(cache_dir, init_from=str(pretrained))
+  setup = train.build(config, 512, sharding.make_mesh(config.mesh))
+  with setup.context():
+    fresh = setup.init(jax.random.key(1))
+  started = sft.init_state(config, fresh, setup.abstract_state)
+  ckpt = checkpoint.Checkpointer(pretrained / 'checkpoints', keep=1)
+  saved = ckpt.restore_raw(ckpt.latest_step())['params']
+  ckpt.close()
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(started.params), saved)
+
+
+def test_sft_refuses_a_model_that_differs_from_the_pretrained_one(tmp_path, pretrained, subprocess_env):
+  result = subprocess.run(_sft_cmd(tmp_path, pretrained, '--config.model.dim=32'), env=subprocess_env,
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and "config.model differs" in result.stderr and 'dim' in result.stderr
