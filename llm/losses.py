@@ -17,7 +17,8 @@ def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
 
 
 def lm_loss(model, params, batch):
-  """Task loss for pretraining and SFT: batch holds inputs, targets and optionally loss_mask."""
+  """Task loss for pretraining and SFT: batch holds inputs, targets and optionally loss_mask.
+  Returns (loss_sum, weight, aux) as llm.train.make_train_step expects."""
   logits = model.apply({'params': params}, batch['inputs'])
   loss_sum, weight, _ = next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
-  return loss_sum, weight
+  return loss_sum, weight, {}

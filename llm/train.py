@@ -44,18 +44,22 @@ def peak_flops_per_device(configured: float) -> float:
 
 
 def make_train_step(model, tx, lr_fn, loss_fn, grad_accum: int):
-  """train_step(state, batch) -> (state, metrics); pure, for jax.jit."""
+  """train_step(state, batch) -> (state, metrics); pure, for jax.jit.
+
+  loss_fn(model, params, batch) -> (loss_sum, weight, aux) where aux maps a metric name to a
+  (sum, count) pair; sums add up over micro-batches and the metric is sum / count.
+  """
 
   def grads_of(params, batch):
     def scalar_loss(p):
-      loss_sum, weight = loss_fn(model, p, batch)
-      return loss_sum, weight
-    (loss_sum, weight), grads = jax.value_and_grad(scalar_loss, has_aux=True)(params)
-    return grads, loss_sum, weight
+      loss_sum, weight, aux = loss_fn(model, p, batch)
+      return loss_sum, (weight, aux)
+    (loss_sum, (weight, aux)), grads = jax.value_and_grad(scalar_loss, has_aux=True)(params)
+    return grads, loss_sum, weight, aux
 
   def train_step(state, batch):
     if grad_accum == 1:
-      grads, loss_sum, weight = grads_of(state.params, batch)
+      grads, loss_sum, weight, aux = grads_of(state.params, batch)
     else:
       # Micro-batch i takes rows i, i+A, i+2A, ...: every device holds a share of each one,
       # so the reshape keeps the batch sharding.
@@ -63,16 +67,17 @@ def make_train_step(model, tx, lr_fn, loss_fn, grad_accum: int):
           lambda x: x.reshape(x.shape[0] // grad_accum, grad_accum, *x.shape[1:]).swapaxes(0, 1), batch)
 
       def body(carry, mb):
-        g, l, w = grads_of(state.params, mb)
-        return jax.tree.map(jnp.add, carry, (g, l, w)), None
+        return jax.tree.map(jnp.add, carry, grads_of(state.params, mb)), None
 
-      zeros = (jax.tree.map(jnp.zeros_like, state.params), jnp.zeros(()), jnp.zeros(()))
-      (grads, loss_sum, weight), _ = jax.lax.scan(body, zeros, micro)
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grads_of, state.params,
+                                                          jax.tree.map(lambda x: x[0], micro)))
+      (grads, loss_sum, weight, aux), _ = jax.lax.scan(body, zeros, micro)
     weight = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g / weight, grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {'loss': loss_sum / weight, 'grad_norm': optax.tree.norm(grads), 'lr': lr_fn(state.step)}
+    metrics = {'loss': loss_sum / weight, 'grad_norm': optax.tree.norm(grads), 'lr': lr_fn(state.step),
+               **{k: total / jnp.maximum(count, 1.0) for k, (total, count) in aux.items()}}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   return train_step
@@ -102,7 +107,7 @@ def evaluate(eval_step, params, eval_sets: dict, mesh) -> dict:
       s = eval_step(params, sharding.global_batch(_local_rows(batch), mesh))
       sums = s if sums is None else jax.tree.map(jnp.add, sums, s)
     per_set[name] = jax.device_get(sums)
-  if 'val' not in per_set:
+  if per_set and 'val' not in per_set:
     per_set['val'] = jax.tree.map(lambda *xs: sum(xs), *per_set.values())
   out = {}
   for name, sums in per_set.items():
@@ -185,7 +190,7 @@ def run(config, workdir: str) -> dict:
     jax.config.update('jax_compilation_cache_dir', config.train.compilation_cache)
   if jax.process_index() == 0:
     _write_config(config, workdir)
-  task = tasks.get(config.task)
+  task = tasks.get(config)
   mesh = sharding.make_mesh(config.mesh)
   tc = config.train
   if tc.batch_size % tc.grad_accum:
@@ -224,16 +229,16 @@ def run(config, workdir: str) -> dict:
                         in_shardings=(state_sh.params, batch_sh), out_shardings=sharding.replicated(mesh))
 
     log = MetricsLog(workdir, tc.steps, start, tc.progress_bar)
-    pending = None  # (step, device metrics): fetched one step late so the next step is queued
+    pending = None  # (step, device metrics, host metrics): fetched one step late, the next step queued
     window_t, window_steps, last_eval, last_metrics = time.time(), 0, {}, {}
 
     def flush_pending():
       nonlocal pending, window_t, window_steps, last_metrics
       if pending is None:
         return
-      step, dev_metrics = pending
+      step, dev_metrics, host_metrics = pending
       pending = None
-      metrics = {k: float(v) for k, v in jax.device_get(dev_metrics).items()}
+      metrics = {**{k: float(v) for k, v in jax.device_get(dev_metrics).items()}, **host_metrics}
       _check_finite(step, metrics, ckpt)
       last_metrics = metrics
       if step % tc.log_every == 0 or step == tc.steps:
@@ -244,10 +249,13 @@ def run(config, workdir: str) -> dict:
         window_t, window_steps = time.time(), 0
 
     for step in range(start + 1, tc.steps + 1):
-      batch = sharding.global_batch(next(data.train_iter), mesh)
-      state, dev_metrics = train_step(state, batch)
+      if task.next_batch:
+        host_batch, host_metrics = task.next_batch(data, setup, state, step)
+      else:
+        host_batch, host_metrics = next(data.train_iter), {}
+      state, dev_metrics = train_step(state, sharding.global_batch(host_batch, mesh))
       flush_pending()
-      pending = (step, dev_metrics)
+      pending = (step, dev_metrics, host_metrics)
       window_steps += 1
       if step == start + 1:
         window_t, window_steps = time.time(), 0  # the first step compiles: keep it out of tokens/s
@@ -255,6 +263,7 @@ def run(config, workdir: str) -> dict:
       if step % tc.eval_every == 0 or step == tc.steps:
         flush_pending()
         last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
+        last_eval.update(task.periodic_eval(config, setup, state.params, data))
         log.write(step, last_eval)
         window_t, window_steps = time.time(), 0
       if step % tc.checkpoint_every == 0 or step == tc.steps:

@@ -66,7 +66,7 @@ def test_loss_ignores_masked_targets():
   trained = dict(batch, targets=np.where(batch['loss_mask'] == 0, batch['targets'], (batch['targets'] + 7) % 64))
   with setup.context():
     loss = lambda b: losses.lm_loss(setup.model, state.params, jax.tree.map(jnp.asarray, b))
-    (a, wa), (b, wb), (c, _) = loss(batch), loss(changed), loss(trained)
+    (a, wa, _), (b, _, _), (c, _, _) = loss(batch), loss(changed), loss(trained)
   assert float(wa) == batch['loss_mask'].sum()
   np.testing.assert_allclose(a, b, rtol=1e-6)
   assert abs(float(a) - float(c)) > 1e-3

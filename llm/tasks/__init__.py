@@ -1,13 +1,13 @@
 """Training tasks. A task contributes its data and its loss; llm/train.py runs all of them.
 
-To add a stage (sft, grpo, ...): write llm/tasks/<name>.py exposing a `TASK = Task(...)` and
-list it in _MODULES. The loop does not change.
+To add a stage: write llm/tasks/<name>.py exposing `TASK = Task(...)` (or `make_task(config)`)
+and list it in _MODULES. The loop does not change.
 """
 import dataclasses
 import importlib
 from typing import Any, Callable, Iterator
 
-_MODULES = {'pretrain': 'llm.tasks.pretrain', 'sft': 'llm.tasks.sft'}
+_MODULES = {'pretrain': 'llm.tasks.pretrain', 'sft': 'llm.tasks.sft', 'grpo': 'llm.tasks.grpo'}
 
 
 @dataclasses.dataclass
@@ -23,15 +23,23 @@ class TaskData:
 class Task:
   # (config, workdir) -> TaskData
   data: Callable[..., TaskData]
-  # (model, params, batch) -> (loss_sum, weight_sum); the loop divides, so accumulation is exact
+  # (model, params, batch) -> (loss_sum, weight_sum, aux); the loop divides, so accumulation is exact
   loss_fn: Callable
   # (config, fresh_state, abstract_state) -> state: e.g. load a pretrained model; identity here
   init_state: Callable = lambda config, state, abstract_state: state
   # (config, setup, params, task_data) -> dict of metrics for summary.json, run once at the end
   evaluate: Callable = lambda config, setup, params, data: {}
+  # (config, setup, params, task_data) -> dict, at every eval point (keep it cheap)
+  periodic_eval: Callable = lambda config, setup, params, data: {}
+  # (task_data, setup, state, step) -> (host batch, host metrics): batches that depend on the
+  # current parameters (RL rollouts). None: next(task_data.train_iter), no metrics.
+  next_batch: Callable | None = None
 
 
-def get(name: str) -> Task:
-  if name not in _MODULES:
-    raise ValueError(f'config.task={name!r} is unknown; choose one of {sorted(_MODULES)}')
-  return importlib.import_module(_MODULES[name]).TASK
+def get(config) -> Task:
+  """The task config.task names: its module's TASK, or make_task(config) where the task's
+  pieces depend on the config."""
+  if config.task not in _MODULES:
+    raise ValueError(f'config.task={config.task!r} is unknown; choose one of {sorted(_MODULES)}')
+  module = importlib.import_module(_MODULES[config.task])
+  return module.make_task(config) if hasattr(module, 'make_task') else module.TASK

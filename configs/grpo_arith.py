@@ -1,0 +1,51 @@
+"""GRPO on arithmetic word problems, on the CPU, from the sft_small chat model.
+
+    python -m llm.main --config=configs/sft_small.py --workdir=runs/sft_small    # first
+    python -m llm.main --config=configs/grpo_arith.py --workdir=runs/grpo_arith
+"""
+import ml_collections
+
+from configs import sft_small
+
+
+def get_config(arg=None):
+  c = sft_small.get_config(arg)  # the same model as the SFT run it starts from
+  del c['sft']
+  c.task = 'grpo'
+  c.init_from = 'runs/sft_small'
+  c.grpo = grpo_defaults()
+  c.grpo.task = 'arithmetic'
+  c.train.batch_size = c.grpo.prompts_per_step * c.grpo.group_size
+  c.train.steps = 120
+  c.train.lr = 2e-5
+  c.train.warmup_steps = 5
+  c.train.min_lr_ratio = 1.0  # constant after warmup: RL has no natural end to decay towards
+  c.train.weight_decay = 0.0
+  c.train.log_every = 1
+  c.train.eval_every = 20
+  c.train.checkpoint_every = 20
+  return c
+
+
+def grpo_defaults() -> ml_collections.ConfigDict:
+  g = ml_collections.ConfigDict()
+  g.task = 'arithmetic'  # a key of llm.rl.tasks (arithmetic, gsm8k)
+  g.prompts_per_step = 8  # distinct problems per batch of rollouts
+  g.group_size = 8  # completions sampled per problem (the group of GRPO)
+  g.mu = 1  # optimizer steps on each batch of rollouts
+  g.max_new_tokens = 96  # completion length cap
+  g.temperature = 1.0  # rollout sampling
+  g.top_k = 0  # rollout top-k (0 = off)
+  g.top_p = 1.0  # rollout nucleus mass (1.0 = off)
+  g.epsilon = 0.2  # clip ratio below 1 - epsilon ...
+  g.epsilon_high = 0.28  # ... and above 1 + epsilon_high (DAPO clip-higher; = epsilon for PPO)
+  g.beta = 0.0  # KL penalty to the reference (the init_from model); 0 skips its forward pass
+  g.normalize_std = True  # divide advantages by the group std (False: Dr. GRPO, mean only)
+  g.aggregation = 'token'  # 'token' mean over all completion tokens, or 'sequence' mean
+  g.rewards = ml_collections.ConfigDict(dict(correctness=1.0, format=0.1, length_penalty=0.0))
+  g.length_target = 64  # length_penalty starts beyond this many tokens ...
+  g.length_scale = 64.0  # ... and costs 1 per this many tokens more
+  g.eval_problems = 64  # held-out problems for pass@k
+  g.eval_samples = 4  # samples per held-out problem (pass@1 is their mean, pass@k any)
+  g.eval_temperature = 1.0  # fixed sampler settings for pass@k, the same before and after
+  return g

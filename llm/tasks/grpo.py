@@ -1,0 +1,187 @@
+"""GRPO on problems with checkable answers, in the shared training loop.
+
+Every `grpo.mu` optimizer steps, next_batch samples `grpo.group_size` completions for each of
+`grpo.prompts_per_step` prompts with the engine (tools on: the model may call the calculator,
+and the force-fed tool results get no loss), scores them with the task's verifier, and turns
+them into one training batch: prompt + completion rows, the loss mask on the tokens the policy
+sampled, group-relative advantages, and the sampling policy's log-probabilities (and the frozen
+reference's, when beta > 0). The loss is llm/rl/grpo.py's clipped objective.
+"""
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+import grain
+import jax
+import numpy as np
+
+from llm import chat_template, engine as engine_lib, tokenizer as tokenizer_lib, tools
+from llm.data import sources
+from llm.rl import grpo, rewards as rewards_lib, tasks as rl_tasks
+from llm.tasks import Task, TaskData
+from llm.tasks.sft import _check_same_model, _base_run, base_params
+
+
+@dataclasses.dataclass
+class _Rollouts:
+  """What next_batch keeps between calls (host side, rebuilt on resume)."""
+  task: object
+  tokenizer: object
+  engine: engine_lib.Engine | None = None
+  ref_params: object = None
+  problems: object = None  # iterator over the training problems
+  position: int = 0  # index of the next problem that iterator yields
+  batch: dict | None = None  # the current rollout batch, reused for mu steps
+  metrics: dict | None = None
+  logp_fn: object = None
+  workdir: Path | None = None
+
+
+def _config_check(config):
+  g = config.grpo
+  if config.train.batch_size != g.prompts_per_step * g.group_size:
+    raise ValueError(f'train.batch_size={config.train.batch_size} must equal grpo.prompts_per_step x '
+                     f'grpo.group_size = {g.prompts_per_step * g.group_size}')
+  if config.train.checkpoint_every % g.mu:
+    raise ValueError(f'train.checkpoint_every={config.train.checkpoint_every} must be a multiple of '
+                     f'grpo.mu={g.mu}, so a resumed run starts at a fresh batch of rollouts')
+
+
+def data(config, workdir) -> TaskData:
+  _config_check(config)
+  base = _base_run(config)
+  _check_same_model(config, base)
+  tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
+  task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir))
+  # The data iterator yields the index of each step's first prompt; checkpointed like any
+  # other, so a resumed run takes up the very next prompts.
+  n = config.grpo.prompts_per_step
+  index_iter = iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset())
+  state = _Rollouts(task=task, tokenizer=tok, workdir=Path(workdir))
+  return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={}, heldout={'rollouts': state},
+                  facts={'grpo_task': config.grpo.task})
+
+
+def _problems(state: _Rollouts, start: int, count: int, seed: int) -> list:
+  if state.problems is None or start < state.position:
+    state.problems, state.position = state.task.train_problems(seed), 0
+  batch = list(itertools.islice(state.problems, start - state.position, start - state.position + count))
+  state.position = start + count
+  return batch
+
+
+def _engine(config, setup, params, state: _Rollouts):
+  if state.engine is None:  # one engine: its compiled decode loop is reused every step
+    state.engine = engine_lib.Engine(setup, params, state.tokenizer, tools=tools.make_registry())
+  state.engine.params = params
+  return state.engine
+
+
+def _completion_text(tok, completion) -> str:
+  return ''.join(p['text'] for p in chat_template.parse_assistant(tok, completion.tokens) if p['type'] == 'text')
+
+
+def make_next_batch(config):
+  g = config.grpo
+
+  def next_batch(data, setup, train_state, step):
+    state: _Rollouts = data.heldout['rollouts']
+    if (step - 1) % g.mu == 0 or state.batch is None:
+      start = next(data.train_iter)
+      state.batch, state.metrics = _rollout(config, setup, train_state.params, state, start, step)
+    return state.batch, state.metrics
+
+  return next_batch
+
+
+def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
+  g, tok, T = config.grpo, state.tokenizer, config.train.seq_len
+  problems = _problems(state, start, g.prompts_per_step, config.seed)
+  prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
+  rows = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(g.group_size)]
+  engine = _engine(config, setup, params, state)
+  end = tok.special_id('<|end|>')
+  max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for _, p in rows]
+  seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
+  completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
+                                stop_ids=[end, tok.eos_id])
+  scored = [(_completion_text(tok, c), len(c.tokens), c.finish_reason == 'stop' and c.tokens[-1] == end)
+            for c in completions]
+  total, components = rewards_lib.compute_rewards(
+      scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
+  advantages = grpo.group_advantages(total.reshape(-1, g.group_size), g.normalize_std).reshape(-1)
+
+  # Rows: prompt + completion, cut to seq_len + 1; the loss on sampled completion tokens only.
+  tokens = np.full((len(rows), T + 1), tok.pad_id, np.int32)
+  mask = np.zeros((len(rows), T + 1), np.int32)
+  for r, ((_, prompt), c) in enumerate(zip(rows, completions)):
+    seq = (prompt + c.tokens)[:T + 1]
+    tokens[r, :len(seq)] = seq
+    sampled = [0] * len(prompt) + [int(not f) for f in c.forced]
+    mask[r, :len(seq)] = sampled[:T + 1]
+  batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'loss_mask': mask[:, 1:],
+           'advantages': advantages.astype(np.float32)}
+  if state.logp_fn is None:
+    state.logp_fn = jax.jit(lambda p, b: grpo.token_logprobs(setup.model.apply({'params': p}, b['inputs']),
+                                                             b['targets']))
+  with setup.context():
+    batch['old_logp'] = np.asarray(state.logp_fn(params, batch))
+    if g.beta > 0:
+      if state.ref_params is None:
+        state.ref_params = base_params(config, setup.abstract_state)
+      batch['ref_logp'] = np.asarray(state.logp_fn(state.ref_params, batch))
+
+  groups = total.reshape(-1, g.group_size)
+  metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
+             'zero_variance_groups': float((groups.std(axis=1) == 0).mean()),
+             'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
+             'tool_call_rate': float(np.mean([c.tool_calls > 0 for c in completions])),
+             **{f'reward_{k}': float(v.mean()) for k, v in components.items()}}
+  return batch, metrics
+
+
+def pass_at_k(config, setup, params, data) -> dict:
+  """Held-out pass@1 (mean over k samples) and pass@k, fixed sampler settings and seeds."""
+  g, state = config.grpo, data.heldout['rollouts']
+  tok = state.tokenizer
+  problems = state.task.heldout(g.eval_problems)
+  prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
+  engine = _engine(config, setup, params, state)
+  end = tok.special_id('<|end|>')
+  rows = [p for p in prompts for _ in range(g.eval_samples)]
+  max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for p in rows]
+  completions = engine.generate(rows, max_new, g.eval_temperature, g.top_k, g.top_p,
+                                seed=list(range(len(rows))), stop_ids=[end, tok.eos_id])
+  correct = np.array([state.task.verify(_completion_text(tok, c), problems[i // g.eval_samples])
+                      for i, c in enumerate(completions)]).reshape(len(problems), g.eval_samples)
+  return {'heldout_pass@1': float(correct.mean()), f'heldout_pass@{g.eval_samples}': float(correct.any(1).mean())}
+
+
+def plot(config, setup, params, data) -> dict:
+  """DIR/grpo_curves.png: training reward and held-out pass@1 against step."""
+  del config, setup, params
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  workdir = data.heldout['rollouts'].workdir
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  reward = [(r['step'], r['reward_mean']) for r in rows if 'reward_mean' in r]
+  heldout = [(r['step'], r['heldout_pass@1']) for r in rows if 'heldout_pass@1' in r]
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for points, label in ((reward, 'training reward (mean)'), (heldout, 'held-out pass@1')):
+    if points:
+      ax.plot(*zip(*points), marker='.' if len(points) < 30 else None, label=label)
+  ax.set_xlabel('step')
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(workdir / 'grpo_curves.png', dpi=120)
+  plt.close(fig)
+  return {}
+
+
+def make_task(config) -> Task:
+  """The loss and the rollouts depend on config.grpo, so the task is built per config."""
+  return Task(data=data, loss_fn=grpo.make_loss_fn(config.grpo), next_batch=make_next_batch(config),
+              periodic_eval=pass_at_k, evaluate=plot)
