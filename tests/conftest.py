@@ -1,6 +1,10 @@
 """Shared fixtures: tiny configs over the real data in ../shared/data."""
+import json
 import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -8,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tiny_config import SHARED_DATA, tiny_config  # noqa: E402  (re-exported for the tests)
+from tiny_config import tiny_config  # noqa: E402  (re-exported for the tests)
 
 
 @pytest.fixture(scope='session')
@@ -23,3 +27,30 @@ def subprocess_env(cache_dir):
   env = dict(os.environ, PYTHONPATH=str(ROOT), LLM_CACHE_DIR=str(cache_dir), JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   return env
+
+
+@pytest.fixture(scope='session')
+def pretrained(tmp_path_factory, cache_dir):
+  """A tiny pretrained run (seq_len 128) that sft and grpo tests start from."""
+  from llm import train
+  workdir = tmp_path_factory.mktemp('pretrained')
+  train.run(tiny_config(cache_dir, **{'train.steps': 10, 'model.max_seq_len': 128, 'train.seq_len': 128}),
+            workdir)
+  return workdir
+
+
+def losses_by_step(workdir: Path) -> dict:
+  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  return {r['step']: r['loss'] for r in rows if 'loss' in r}
+
+
+def kill_then_resume(cmd: list[str], env: dict, workdir: Path, kill_after: int, total: int):
+  """Starts cmd, SIGKILLs it once metrics.jsonl has kill_after lines, then reruns it to the end."""
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  metrics = workdir / 'metrics.jsonl'
+  while proc.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= kill_after):
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert len(metrics.read_text().splitlines()) < total, 'the run finished before it could be killed'
+  subprocess.run(cmd, env=env, check=True, capture_output=True)

@@ -1,9 +1,15 @@
-"""GRPO: advantages, the clipped objective, the KL term, and learning on a bandit."""
+"""GRPO: advantages, the clipped objective, the KL term, learning on a bandit, and the task
+in the training loop."""
+import json
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from conftest import ROOT, kill_then_resume, losses_by_step
 from llm.rl import grpo
 
 
@@ -85,3 +91,30 @@ def test_grpo_raises_the_reward_on_a_bandit():
     w = optax.apply_updates(w, updates)
   assert np.mean(rewards[:5]) < 0.2
   assert np.mean(rewards[-5:]) > 0.8
+
+
+def _grpo_cmd(workdir, pretrained, *extra):
+  return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:grpo', f'--workdir={workdir}',
+          f'--config.init_from={pretrained}', *extra]
+
+
+def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretrained, subprocess_env):
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  subprocess.run(_grpo_cmd(straight, pretrained), env=subprocess_env, check=True, capture_output=True)
+  kill_then_resume(_grpo_cmd(resumed, pretrained), subprocess_env, resumed, kill_after=3, total=8)
+  assert losses_by_step(straight) == losses_by_step(resumed)
+  assert sorted(losses_by_step(resumed)) == list(range(1, 9))
+  rows = [json.loads(l) for l in (straight / 'metrics.jsonl').read_text().splitlines()]
+  step_row = next(r for r in rows if 'reward_mean' in r)
+  for key in ('reward_mean', 'reward_std', 'reward_correctness', 'reward_format', 'zero_variance_groups',
+              'clip_fraction', 'entropy', 'response_tokens', 'tool_call_rate'):
+    assert key in step_row, key
+  summary = json.loads((straight / 'summary.json').read_text())
+  assert 0 <= summary['heldout_pass@1'] <= summary['heldout_pass@2'] <= 1
+  assert (straight / 'grpo_curves.png').stat().st_size > 1000
+
+
+def test_grpo_checks_that_the_batch_is_prompts_times_group(tmp_path, pretrained, subprocess_env):
+  result = subprocess.run(_grpo_cmd(tmp_path, pretrained, '--config.train.batch_size=6'), env=subprocess_env,
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and 'prompts_per_step' in result.stderr.splitlines()[-1]

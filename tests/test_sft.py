@@ -1,16 +1,14 @@
 """Supervised fine-tuning: masks, the masked loss, and the sft task in the one training loop."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, kill_then_resume, losses_by_step, tiny_config
 from llm import chat_template, losses, train
 from llm.data import pipeline, prepare
 from test_engine import _scripted_engine
@@ -83,18 +81,6 @@ def test_packing_keeps_conversations_whole_and_masks_padding():
   assert mask.sum() == sum(sum(m) for _, m in rendered)
 
 
-def sft_overrides(pretrain_dir):
-  return {'task': 'sft', 'init_from': str(pretrain_dir)}
-
-
-@pytest.fixture(scope='module')
-def pretrained(tmp_path_factory, cache_dir):
-  workdir = tmp_path_factory.mktemp('pretrained')
-  train.run(tiny_config(cache_dir, **{'train.steps': 10, 'model.max_seq_len': 128, 'train.seq_len': 128}),
-            workdir)
-  return workdir
-
-
 def _sft_cmd(workdir, pretrained, *extra):
   return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:sft', f'--workdir={workdir}',
           f'--config.init_from={pretrained}', *extra]
@@ -104,20 +90,8 @@ def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, sub
   steps = ['--config.train.steps=40', '--config.train.checkpoint_every=5']
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   subprocess.run(_sft_cmd(straight, pretrained, *steps), env=subprocess_env, check=True, capture_output=True)
-  proc = subprocess.Popen(_sft_cmd(resumed, pretrained, *steps), env=subprocess_env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  metrics = resumed / 'metrics.jsonl'
-  while proc.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 12):
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert len(metrics.read_text().splitlines()) < 40, 'the run finished before it could be killed'
-  subprocess.run(_sft_cmd(resumed, pretrained, *steps), env=subprocess_env, check=True, capture_output=True)
-
-  def losses_of(run):
-    rows = [json.loads(l) for l in (run / 'metrics.jsonl').read_text().splitlines()]
-    return {r['step']: r['loss'] for r in rows if 'loss' in r}
-  a, b = losses_of(straight), losses_of(resumed)
+  kill_then_resume(_sft_cmd(resumed, pretrained, *steps), subprocess_env, resumed, kill_after=12, total=40)
+  a, b = losses_by_step(straight), losses_by_step(resumed)
   assert sorted(b) == list(range(1, 41)) and a == b
   summary = json.loads((straight / 'summary.json').read_text())
   for key in ('val_loss', 'val_arithmetic_loss', 'val_identity_loss', 'well_formed_rate',

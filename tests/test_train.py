@@ -1,24 +1,18 @@
 """The training loop end to end: learning, resume after a kill, sharding, and its errors."""
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, kill_then_resume, losses_by_step, tiny_config
 from llm import checkpoint, train
 
 
 def read_metrics(workdir):
   return [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
-
-
-def losses_by_step(workdir):
-  return {m['step']: m['loss'] for m in read_metrics(workdir) if 'loss' in m}
 
 
 def test_loss_falls_and_run_dir_holds_the_contract(tmp_path, cache_dir):
@@ -55,15 +49,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, subprocess_env):
   subprocess.run(cmd, env=env, check=True, capture_output=True)
 
   cmd, env = _main(resumed, subprocess_env, *steps)
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  metrics = resumed / 'metrics.jsonl'
-  while proc.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 20):
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  killed_at = len(metrics.read_text().splitlines())
-  assert killed_at < 60, 'the run finished before it could be killed'
-  subprocess.run(cmd, env=env, check=True, capture_output=True)
+  kill_then_resume(cmd, env, resumed, kill_after=20, total=60)
 
   a, b = losses_by_step(straight), losses_by_step(resumed)
   assert sorted(b) == list(range(1, 61))  # nothing lost, nothing logged twice

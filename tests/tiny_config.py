@@ -61,6 +61,19 @@ def tiny_sft_config(cache_dir='', **overrides):
   return _override(c, overrides)
 
 
+def tiny_grpo_config(cache_dir='', **overrides):
+  """GRPO of a tiny_config model pretrained with seq_len 128 (init_from set by the caller)."""
+  import ml_collections
+  from configs.grpo_arith import grpo_defaults
+  c = tiny_config(cache_dir, **{'model.max_seq_len': 128, 'train.seq_len': 128})
+  c.task = 'grpo'
+  c.grpo = grpo_defaults()
+  c.grpo.update(dict(prompts_per_step=2, group_size=4, max_new_tokens=12, eval_problems=2, eval_samples=2))
+  c.grpo.task_options = ml_collections.ConfigDict(dict(digits=(1,), ops=(1,), phrasing='plain', heldout_size=20))
+  c.train.update(dict(batch_size=8, steps=8, lr=1e-3, warmup_steps=1, eval_every=4, checkpoint_every=2))
+  return _override(c, overrides)
+
+
 def get_config(arg=None):
-  """tests/tiny_config.py (pretraining) or tests/tiny_config.py:sft."""
-  return tiny_sft_config() if arg == 'sft' else tiny_config()
+  """tests/tiny_config.py (pretraining), tests/tiny_config.py:sft or :grpo."""
+  return {'sft': tiny_sft_config, 'grpo': tiny_grpo_config}.get(arg, tiny_config)()

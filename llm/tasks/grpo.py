@@ -53,7 +53,8 @@ def data(config, workdir) -> TaskData:
   base = _base_run(config)
   _check_same_model(config, base)
   tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
-  task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir))
+  task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir),
+                            **config.grpo.task_options.to_dict())
   # The data iterator yields the index of each step's first prompt; checkpointed like any
   # other, so a resumed run takes up the very next prompts.
   n = config.grpo.prompts_per_step
@@ -76,10 +77,6 @@ def _engine(config, setup, params, state: _Rollouts):
     state.engine = engine_lib.Engine(setup, params, state.tokenizer, tools=tools.make_registry())
   state.engine.params = params
   return state.engine
-
-
-def _completion_text(tok, completion) -> str:
-  return ''.join(p['text'] for p in chat_template.parse_assistant(tok, completion.tokens) if p['type'] == 'text')
 
 
 def make_next_batch(config):
@@ -106,7 +103,7 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
   seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
   completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
                                 stop_ids=[end, tok.eos_id])
-  scored = [(_completion_text(tok, c), len(c.tokens), c.finish_reason == 'stop' and c.tokens[-1] == end)
+  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens), c.finish_reason == 'stop' and c.tokens[-1] == end)
             for c in completions]
   total, components = rewards_lib.compute_rewards(
       scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
@@ -153,7 +150,7 @@ def pass_at_k(config, setup, params, data) -> dict:
   max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for p in rows]
   completions = engine.generate(rows, max_new, g.eval_temperature, g.top_k, g.top_p,
                                 seed=list(range(len(rows))), stop_ids=[end, tok.eos_id])
-  correct = np.array([state.task.verify(_completion_text(tok, c), problems[i // g.eval_samples])
+  correct = np.array([state.task.verify(rl_tasks.assistant_text(tok, c.tokens), problems[i // g.eval_samples])
                       for i, c in enumerate(completions)]).reshape(len(problems), g.eval_samples)
   return {'heldout_pass@1': float(correct.mean()), f'heldout_pass@{g.eval_samples}': float(correct.any(1).mean())}
 

@@ -1,0 +1,1 @@
+"""Reinforcement learning on verifiable rewards (GRPO): tasks with verifiers, and rewards."""
