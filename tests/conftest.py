@@ -12,7 +12,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tiny_config import tiny_config  # noqa: E402  (re-exported for the tests)
+from tiny_config import SHARED_DATA, tiny_config  # noqa: E402,F401  (re-exported for the tests)
+
+
+@pytest.fixture(scope='session')
+def data_dir() -> Path:
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f'shared data not found at {SHARED_DATA}')
+  return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def tok(data_dir, tmp_path_factory):
+  """A 512-token tokenizer trained on 200 KB of tiny Shakespeare."""
+  from llm.tokenizer import train_tokenizer
+  text = (data_dir / 'tinyshakespeare' / 'input.txt').read_text(encoding='utf-8')[:200_000]
+  return train_tokenizer([text], 512, tmp_path_factory.mktemp('tok') / 'tok.model', 10**9)
 
 
 @pytest.fixture(scope='session')

@@ -4,15 +4,12 @@ import random
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from llm import chat_template, tools
 from llm.data import conversations as cv
-from llm.tokenizer import train_tokenizer
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 
 # Conversations each real source yields from the shared files (which are byte-identical to
 # upstream): everything but hh-rlhf's 12 malformed dialogues and GSM8K test's one annotation
@@ -27,17 +24,6 @@ NATALIA_ANSWER = ('Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold
                   '<<48+24=72>>72 clips altogether in April and May.\n#### 72')
 
 
-@pytest.fixture(scope='module')
-def data_dir() -> Path:
-  if not SHARED_DATA.is_dir():
-    pytest.skip(f'shared data not found at {SHARED_DATA}')
-  return SHARED_DATA
-
-
-@pytest.fixture(scope='module')
-def tok(data_dir, tmp_path_factory):
-  text = (data_dir / 'tinyshakespeare' / 'input.txt').read_text(encoding='utf-8')[:200_000]
-  return train_tokenizer([text], 512, tmp_path_factory.mktemp('tok') / 'tok.model', 10**9)
 
 
 def parts(message) -> list[dict]:

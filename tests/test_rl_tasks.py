@@ -1,30 +1,16 @@
 import itertools
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llm import chat_template
 from llm.rl import rewards, tasks
-from llm.tokenizer import train_tokenizer
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
 GSM8K_TRAIN, GSM8K_TEST = 7473, 1319
 _OPERATOR_WORDS = {'+': 'plus', '-': 'minus', '*': 'times', '/': 'divided by'}
 
 
-@pytest.fixture(scope='module')
-def data_dir() -> Path:
-  if not SHARED_DATA.is_dir():
-    pytest.skip(f'shared data not found at {SHARED_DATA}')
-  return SHARED_DATA
-
-
-@pytest.fixture(scope='module')
-def tok(data_dir, tmp_path_factory):
-  text = (data_dir / 'tinyshakespeare' / 'input.txt').read_text(encoding='utf-8')[:30_000]
-  return train_tokenizer([text], 512, tmp_path_factory.mktemp('tok') / 'tok.model', 10**9)
 
 
 @pytest.fixture(scope='module')
