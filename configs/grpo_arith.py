@@ -16,8 +16,8 @@ def get_config(arg=None):
   c.grpo = grpo_defaults()
   c.grpo.task = 'arithmetic'
   c.train.batch_size = c.grpo.prompts_per_step * c.grpo.group_size
-  c.train.steps = 120
-  c.train.lr = 2e-5
+  c.train.steps = 100
+  c.train.lr = 5e-5
   c.train.warmup_steps = 5
   c.train.min_lr_ratio = 1.0  # constant after warmup: RL has no natural end to decay towards
   c.train.weight_decay = 0.0
@@ -46,7 +46,7 @@ def grpo_defaults() -> ml_collections.ConfigDict:
   g.rewards = ml_collections.ConfigDict(dict(correctness=1.0, format=0.1, length_penalty=0.0))
   g.length_target = 64  # length_penalty starts beyond this many tokens ...
   g.length_scale = 64.0  # ... and costs 1 per this many tokens more
-  g.eval_problems = 64  # held-out problems for pass@k
+  g.eval_problems = 128  # held-out problems for pass@k
   g.eval_samples = 4  # samples per held-out problem (pass@1 is their mean, pass@k any)
   g.eval_temperature = 1.0  # fixed sampler settings for pass@k, the same before and after
   return g

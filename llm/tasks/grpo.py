@@ -20,7 +20,7 @@ from llm import chat_template, engine as engine_lib, tokenizer as tokenizer_lib,
 from llm.data import sources
 from llm.rl import grpo, rewards as rewards_lib, tasks as rl_tasks
 from llm.tasks import Task, TaskData
-from llm.tasks.sft import _check_same_model, _base_run, base_params
+from llm.tasks.sft import _check_same_model, _base_run, base_params, init_state
 
 
 @dataclasses.dataclass
@@ -180,5 +180,5 @@ def plot(config, setup, params, data) -> dict:
 
 def make_task(config) -> Task:
   """The loss and the rollouts depend on config.grpo, so the task is built per config."""
-  return Task(data=data, loss_fn=grpo.make_loss_fn(config.grpo), next_batch=make_next_batch(config),
-              periodic_eval=pass_at_k, evaluate=plot)
+  return Task(data=data, loss_fn=grpo.make_loss_fn(config.grpo), init_state=init_state,
+              next_batch=make_next_batch(config), periodic_eval=pass_at_k, evaluate=plot)
