@@ -110,7 +110,7 @@ def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
               'clip_fraction', 'entropy', 'response_tokens', 'tool_call_rate'):
     assert key in step_row, key
   summary = json.loads((straight / 'summary.json').read_text())
-  assert 0 <= summary['heldout_pass@1'] <= summary['heldout_pass@2'] <= 1
+  assert 0 <= summary['heldout_pass_at_1'] <= summary['heldout_pass_at_2'] <= 1
   assert (straight / 'grpo_curves.png').stat().st_size > 1000
 
 

@@ -103,8 +103,8 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
   seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
   completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
                                 stop_ids=[end, tok.eos_id])
-  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens), c.finish_reason == 'stop' and c.tokens[-1] == end)
-            for c in completions]
+  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens),
+             c.finish_reason == 'stop' and c.tokens[-1] == end) for c in completions]
   total, components = rewards_lib.compute_rewards(
       scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
   advantages = grpo.group_advantages(total.reshape(-1, g.group_size), g.normalize_std).reshape(-1)
@@ -151,8 +151,10 @@ def pass_at_k(config, setup, params, data) -> dict:
   completions = engine.generate(rows, max_new, g.eval_temperature, g.top_k, g.top_p,
                                 seed=list(range(len(rows))), stop_ids=[end, tok.eos_id])
   correct = np.array([state.task.verify(rl_tasks.assistant_text(tok, c.tokens), problems[i // g.eval_samples])
-                      for i, c in enumerate(completions)]).reshape(len(problems), g.eval_samples)
-  return {'heldout_pass@1': float(correct.mean()), f'heldout_pass@{g.eval_samples}': float(correct.any(1).mean())}
+                      for i, c in enumerate(completions)])
+  correct = correct.reshape(len(problems), g.eval_samples)
+  return {'heldout_pass_at_1': float(correct.mean()),
+          f'heldout_pass_at_{g.eval_samples}': float(correct.any(1).mean())}
 
 
 def plot(config, setup, params, data) -> dict:
@@ -164,7 +166,7 @@ def plot(config, setup, params, data) -> dict:
   workdir = data.heldout['rollouts'].workdir
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   reward = [(r['step'], r['reward_mean']) for r in rows if 'reward_mean' in r]
-  heldout = [(r['step'], r['heldout_pass@1']) for r in rows if 'heldout_pass@1' in r]
+  heldout = [(r['step'], r['heldout_pass_at_1']) for r in rows if 'heldout_pass_at_1' in r]
   fig, ax = plt.subplots(figsize=(7, 4))
   for points, label in ((reward, 'training reward (mean)'), (heldout, 'held-out pass@1')):
     if points:
