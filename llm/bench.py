@@ -2,6 +2,8 @@
 
     python -m llm.bench                       # GPT-2 style, layers=4 heads=4 dim=256 seq=256 batch=8 vocab=4096
     python -m llm.bench --reference           # then the PyTorch yardstick on the same shape, and the ratio
+    python -m llm.bench --decode --context=512 # KV-cache decoding against recomputation, batch 1 and 32
+    python -m llm.bench --data                # the grain pipeline against plain numpy slicing
 
 The model is the one `../shared/bench/torch_gpt_reference.py` builds: learned positions,
 LayerNorm without bias, 4x GELU MLP, tied embeddings, float32; AdamW (decay on matrices only,
@@ -13,7 +15,6 @@ Measured (results below are medians of several alternating runs on this project'
 Xeon CPU, no GPU; see the notes at the bottom of this docstring): filled in by RESULTS.
 """
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,6 +31,10 @@ _VOCAB = flags.DEFINE_integer('vocab', 4096, 'Vocabulary size.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one compiles).')
 _REFERENCE = flags.DEFINE_bool('reference', False, 'Also run the PyTorch reference on the same shape.')
+_DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/bench_decode.py).')
+_CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.')
+_DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
+                          'on the corpus and batch shape of configs/pretrain_small.py.')
 
 REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'bench' / 'torch_gpt_reference.py'
 SHAPE_FLAGS = ('layers', 'heads', 'dim', 'seq', 'batch', 'vocab', 'steps', 'warmup')
@@ -104,6 +109,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}
+  if _DECODE.value:
+    from llm import bench_decode
+    config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0)
+    print(json.dumps(bench_decode.run(config, shape['vocab'])))
+    return
+  if _DATA.value:
+    from configs import pretrain_small
+    from llm import bench_data
+    print(json.dumps(bench_data.run(pretrain_small.get_config())))
+    return
   config = bench_config(shape['layers'], shape['heads'], shape['dim'], shape['seq'], shape['batch'],
                         shape['steps'], shape['warmup'])
   ours = run_bench(config, shape['vocab'], shape['steps'], shape['warmup'])
