@@ -109,6 +109,41 @@ def rope(x_BxTxNxDh, positions_BxT, theta: float):
   return out.astype(x_BxTxNxDh.dtype)
 
 
+def attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS=None, q_block: int = 0):
+  """Softmax attention; K key/value heads serve H = K * G query heads (GQA); softmax in float32.
+
+  mask_BxTxS=None means causal with S == T. Then the queries go in blocks of q_block rows
+  (0 = one block) and block i reads only the keys up to its own last position, so most of the
+  masked upper triangle is never computed: on T=256 four blocks do 10/16 of the work, and the
+  CPU train step gets about 1.6x faster attention (forward + backward).
+  """
+  B, T, H, Dh = q_BxTxHxDh.shape
+  K = k_BxSxKxDh.shape[2]
+  # Heads-major layouts once, so that every block's matmuls read contiguous slices.
+  q_BxKxGxTxDh = (q_BxTxHxDh * Dh ** -0.5).reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  k_BxKxSxDh = k_BxSxKxDh.transpose(0, 2, 1, 3)
+  v_BxKxSxDh = v_BxSxKxDh.transpose(0, 2, 1, 3)
+
+  def attend(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, mask):
+    logits_BxKxGxTxS = jnp.einsum('bkgtd,bksd->bkgts', q_BxKxGxTxDh, k_BxKxSxDh,
+                                  preferred_element_type=jnp.float32)
+    logits_BxKxGxTxS = jnp.where(mask, logits_BxKxGxTxS, -1e30)
+    probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1).astype(v_BxKxSxDh.dtype)
+    return jnp.einsum('bkgts,bksd->bkgtd', probs_BxKxGxTxS, v_BxKxSxDh)
+
+  if mask_BxTxS is not None:
+    out_BxKxGxTxDh = attend(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS[:, None, None])
+  else:
+    outs = []
+    for start in range(0, T, q_block or T):
+      end = min(T, start + (q_block or T))
+      causal_TqxS = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
+      outs.append(attend(q_BxKxGxTxDh[:, :, :, start:end], k_BxKxSxDh[:, :, :end], v_BxKxSxDh[:, :, :end],
+                         causal_TqxS))
+    out_BxKxGxTxDh = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=3)
+  return out_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -128,10 +163,13 @@ class Attention(nn.Module):
     if cfg.position == 'rope':
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
-    # jax.nn.dot_product_attention takes K < H heads natively (GQA) and picks cuDNN flash
-    # attention on GPU.
-    if kv_cache is None:
+    if kv_cache is None and jax.default_backend() != 'cpu':
+      # On accelerators jax.nn.dot_product_attention picks cuDNN flash attention (GPU); it takes
+      # K < H heads natively (GQA).
       out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
+    elif kv_cache is None:
+      # On CPU, causal blocks of 64 queries skip most of the masked upper triangle.
+      out_BxTxHxDh = attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
     else:
       # Row b's T new keys go to cache slots lengths_B[b]...; each query sees the slots up to its own.
       write = jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0)))
@@ -141,8 +179,7 @@ class Attention(nn.Module):
       S, T = k_BxSxKxDh.shape[1], x_BxTxD.shape[1]
       query_pos_BxT = lengths_B[:, None] + jnp.arange(T)
       mask_BxTxS = jnp.arange(S)[None, None, :] <= query_pos_BxT[:, :, None]
-      out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxSxKxDh.astype(dtype),
-                                                  v_BxSxKxDh.astype(dtype), mask=mask_BxTxS[:, None])
+      out_BxTxHxDh = attention(q_BxTxHxDh, k_BxSxKxDh.astype(dtype), v_BxSxKxDh.astype(dtype), mask_BxTxS)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)
@@ -221,9 +258,12 @@ class Transformer(nn.Module):
              }[cfg.remat]
     if cfg.scan_layers:
       # One compiled block, its parameters stacked on a leading 'layers' axis: compile time
-      # stays flat in depth.
+      # stays flat in depth. On CPU (small models) the loop is unrolled: XLA's CPU while loop
+      # zero-fills and copies the stacked activations, ~20% of the train step. Not under remat,
+      # whose prevent_cse=False is only safe inside a loop.
+      unroll = cfg.num_layers if jax.default_backend() == 'cpu' and cfg.remat == 'none' else 1
       stack = nn.scan(block(ScannedBlock), variable_axes={'params': 0}, split_rngs={'params': True},
-                      in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_layers,
+                      in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_layers, unroll=unroll,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
       kv_LxBxSxKxDh = None if cache is None else (cache['k'], cache['v'])
       x_BxTxD, kv_LxBxSxKxDh = stack(cfg, name='layers')(x_BxTxD, positions_BxT, kv_LxBxSxKxDh, lengths_B)
