@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llm import sampling, tools as tools_lib
+from llm import sampling, sharding, tools as tools_lib
 
 _PROMPT_BUCKET = 64  # prompts are padded up to a multiple of this: few compiled shapes
 _QUEUE = 256  # longest tool result (tokens) force-fed at once
@@ -95,10 +95,12 @@ class Engine:
   # ---- host side -----------------------------------------------------------------------------
 
   def init_cache(self, batch: int) -> dict:
+    """Preallocated for the whole generation and laid out over the mesh (llm.sharding)."""
     cfg = self.setup.model_cfg
     shape = (cfg.num_layers, batch, self.cache_len, cfg.num_kv_heads, cfg.head_dim)
-    return {'k': jnp.zeros(shape, cfg.dtype), 'v': jnp.zeros(shape, cfg.dtype),
-            'lengths': jnp.zeros((batch,), jnp.int32)}
+    kv = sharding.kv_cache_sharding(self.setup.mesh, batch, cfg.num_kv_heads)
+    zeros = jax.jit(lambda: jnp.zeros(shape, cfg.dtype), out_shardings=kv)
+    return {'k': zeros(), 'v': zeros(), 'lengths': jnp.zeros((batch,), jnp.int32)}
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int] = 128,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

@@ -135,3 +135,37 @@ def test_prompt_longer_than_the_cache_is_refused(tokenizer):
   engine = _engine(tokenizer)
   with pytest.raises(ValueError, match='exceeds the cache'):
     engine.generate([[2] * 90], max_new_tokens=20)
+
+
+_SHARDED_ENGINE = '''
+import json, sys
+sys.path.insert(0, 'tests')
+import jax
+from test_model import init, small_config
+from llm import engine as engine_lib
+
+class Tok:
+  eos_id = bos_id = 2
+  special_id = staticmethod(lambda name: 3)
+
+setup, state = init(small_config('modern', max_seq_len=64))
+engine = engine_lib.Engine(setup, state.params, Tok())
+prompts = [[2] + list(range(10, 10 + n)) for n in (3, 9, 1, 5, 12, 2, 7, 4)]
+out = engine.generate(prompts, max_new_tokens=10, temperature=1.0, seed=list(range(8)), stop_ids=[])
+print(json.dumps({'devices': jax.device_count(), 'tokens': [c.tokens for c in out]}))
+'''
+
+
+def test_engine_on_eight_devices_samples_what_one_device_samples(subprocess_env):
+  import json
+  import subprocess
+  import sys
+  from conftest import ROOT
+  results = {}
+  for devices in (1, 8):
+    env = dict(subprocess_env, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    out = subprocess.run([sys.executable, '-c', _SHARDED_ENGINE], env=env, cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    results[devices] = json.loads(out.strip().splitlines()[-1])
+  assert results[8]['devices'] == 8 and results[1]['devices'] == 1
+  assert results[8]['tokens'] == results[1]['tokens']
