@@ -119,17 +119,3 @@ def test_grpo_checks_that_the_batch_is_prompts_times_group(tmp_path, pretrained,
                           capture_output=True, text=True)
   assert result.returncode != 0 and 'prompts_per_step' in result.stderr.splitlines()[-1]
 
-
-def test_grpo_starts_from_the_init_from_parameters(pretrained, cache_dir):
-  from llm import checkpoint, sharding, tasks, train
-  from tiny_config import tiny_grpo_config
-  config = tiny_grpo_config(cache_dir, init_from=str(pretrained))
-  task = tasks.get(config)
-  setup = train.build(config, 512, sharding.make_mesh(config.mesh))
-  with setup.context():
-    fresh = setup.init(jax.random.key(1))
-  started = task.init_state(config, fresh, setup.abstract_state)
-  ckpt = checkpoint.Checkpointer(pretrained / 'checkpoints', keep=1)
-  saved = ckpt.restore_raw(ckpt.latest_step())['params']
-  ckpt.close()
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(started.params), saved)

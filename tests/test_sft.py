@@ -100,15 +100,15 @@ def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, sub
   assert 0.0 <= summary['well_formed_rate'] <= 1.0
 
 
-def test_sft_starts_from_the_pretrained_parameters(pretrained, cache_dir):
-  from llm import checkpoint, sharding
-  from llm.tasks import sft
-  from tiny_config import tiny_sft_config
-  config = tiny_sft_config(cache_dir, init_from=str(pretrained))
+@pytest.mark.parametrize('stage', ['sft', 'grpo'])
+def test_later_stages_start_from_the_init_from_parameters(stage, pretrained, cache_dir):
+  from llm import checkpoint, sharding, tasks
+  import tiny_config
+  config = getattr(tiny_config, f'tiny_{stage}_config')(cache_dir, init_from=str(pretrained))
   setup = train.build(config, 512, sharding.make_mesh(config.mesh))
   with setup.context():
     fresh = setup.init(jax.random.key(1))
-  started = sft.init_state(config, fresh, setup.abstract_state)
+  started = tasks.get(config).init_state(config, fresh, setup.abstract_state)
   ckpt = checkpoint.Checkpointer(pretrained / 'checkpoints', keep=1)
   saved = ckpt.restore_raw(ckpt.latest_step())['params']
   ckpt.close()

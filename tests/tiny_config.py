@@ -1,6 +1,6 @@
 """A model and run small enough for seconds on 2 CPU cores, on tiny Shakespeare.
 
-    python -m llm.main --config=tests/tiny_config.py --workdir=/tmp/tiny
+    python -m llm.main --config=tests/tiny_config.py --workdir=runs/tiny
 """
 from pathlib import Path
 
