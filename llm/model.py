@@ -164,8 +164,9 @@ class Attention(nn.Module):
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
     if kv_cache is None and jax.default_backend() != 'cpu':
-      # On accelerators jax.nn.dot_product_attention picks cuDNN flash attention (GPU); it takes
-      # K < H heads natively (GQA).
+      # On accelerators: jax.nn.dot_product_attention, K < H heads natively (GQA). In jax 0.10
+      # its default is the XLA path; cuDNN flash attention needs implementation='cudnn' (bf16),
+      # not enabled yet: untested without a GPU.
       out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
     elif kv_cache is None:
       # On CPU, causal blocks of 64 queries skip most of the masked upper triangle.
