@@ -282,6 +282,7 @@ def run(config, workdir: str) -> dict:
   summary = {**last_eval, **data.facts, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
              'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
              'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,
+             'flops': flops_tok * tc.steps * tokens_per_step,
              'wall_s': round(time.time() - t_start, 1), 'devices': jax.device_count()}
   if jax.process_index() == 0:
     (workdir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
