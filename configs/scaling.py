@@ -1,0 +1,147 @@
+"""Scaling-law points: a model of N parameters trained on D tokens, everything else derived.
+
+One point:
+    python -m llm.main --config=configs/scaling.py:n=1e6,d=20e6 --workdir=runs/scaling/n1M_d20M
+    python -m llm.main --config=configs/scaling.py:size=m,c=1e13 --workdir=...   (D = C / FLOPs per token)
+A sweep (the named grids are at the bottom, `sweep`):
+    python -m llm.sweep --sweep=configs/scaling.py:isoflop_cpu --root=runs/scaling
+
+N counts non-embedding parameters (Kaplan et al.: with them, small models follow the same law
+as large ones); C counts model FLOPs as llm.model.flops_per_token does (6N, plus the tied
+lm-head and causal attention), so a point's C is the compute it really spends.
+
+Rules, from N and D (stated once here, tested in tests/test_scaling_config.py):
+- shape: modern style (RoPE, RMSNorm, SwiGLU, QK-norm), 32-wide heads, no GQA. Depth from a
+  width/depth aspect ratio of 64 (Kaplan et al. find the loss flat over a wide range of it),
+  width the nearest multiple of the head width, and the MLP width set so N comes out as asked;
+- batch: 16 x 256 tokens for every point (small enough that the smallest D still takes >= 100
+  steps); steps = D / tokens per step;
+- learning rate: 3e-3 at width 256 (pretrain_small's tuned value), scaled as width^-1/2 and
+  capped at 1e-2; warmup 5% of the steps (>= 10); the cosine decays to 10% over exactly the
+  run's steps, since a cosine longer than the run overestimates the loss at D (Chinchilla).
+"""
+import math
+
+import ml_collections
+
+from llm.config import base_config
+
+ASPECT = 64  # width / depth
+HEAD_DIM = 32
+SEQ_LEN = 256
+BATCH = 16
+VOCAB = 4096  # the Gutenberg tokenizer pretrain_small trains (shared cache)
+SIZES = {  # preset name -> non-embedding parameters
+    'xxs': 100e3, 'xs': 200e3, 's': 400e3, 'm': 800e3, 'l': 1.6e6, 'xl': 3.2e6, 'xxl': 6.4e6,
+}
+
+
+def layer_params(dim: int, mlp_dim: int) -> int:
+  """Parameters of one block: q, k, v, o (no GQA), SwiGLU's three matrices, two norms, QK-norm."""
+  return 4 * dim * dim + 3 * dim * mlp_dim + 2 * dim + 2 * HEAD_DIM
+
+
+def non_embedding_params(num_layers: int, dim: int, mlp_dim: int) -> int:
+  return num_layers * layer_params(dim, mlp_dim) + dim  # + the final norm
+
+
+def shape_for(n: float) -> dict:
+  """num_layers, dim, mlp_dim whose non-embedding parameter count is closest to n."""
+  if n < 2e4:
+    raise ValueError(f'scaling point n={n:g}: too small for the shape rules; use n >= 2e4')
+  # 12 d^2 per layer (4 d^2 attention + 3 d (8d/3) SwiGLU) and d = ASPECT * L.
+  num_layers = max(1, round((n / (12 * ASPECT**2)) ** (1 / 3)))
+  dim = max(HEAD_DIM, HEAD_DIM * round(math.sqrt(n / (12 * num_layers)) / HEAD_DIM))
+  per_layer = (n - dim) / num_layers
+  mlp_dim = max(8, 8 * round((per_layer - 4 * dim * dim - 2 * dim - 2 * HEAD_DIM) / (3 * dim) / 8))
+  return dict(num_layers=num_layers, dim=dim, mlp_dim=mlp_dim)
+
+
+def flops_per_token(num_layers: int, dim: int, mlp_dim: int) -> float:
+  """As llm.model.flops_per_token for this shape (tied lm-head, SEQ_LEN context)."""
+  n = non_embedding_params(num_layers, dim, mlp_dim)
+  return 6 * (n + VOCAB * dim) + 6 * num_layers * SEQ_LEN * dim
+
+
+def parse_point(arg: str) -> dict:
+  """'n=1e6,d=2e7' | 'size=m,d=2e7' | 'n=1e6,c=1e13' -> {'n': ..., 'd': ..., 'c': ...}."""
+  fields = {}
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in ('n', 'size', 'd', 'c'):
+      raise ValueError(f'scaling point {arg!r}: expected n=PARAMS or size=NAME, and d=TOKENS or '
+                       f'c=FLOPS, e.g. configs/scaling.py:n=1e6,d=2e7')
+    fields[key] = value
+  if 'size' in fields:
+    if fields['size'] not in SIZES:
+      raise ValueError(f'scaling point {arg!r}: unknown size {fields["size"]!r}; one of {", ".join(SIZES)}')
+    fields['n'] = SIZES[fields.pop('size')]
+  if 'n' not in fields or ('d' in fields) == ('c' in fields):
+    raise ValueError(f'scaling point {arg!r}: give n (or size) and exactly one of d and c, '
+                     f'e.g. configs/scaling.py:n=1e6,d=2e7')
+  n = float(fields['n'])
+  shape = shape_for(n)
+  if 'd' in fields:
+    d = float(fields['d'])
+    c = d * flops_per_token(**shape)
+  else:
+    c = float(fields['c'])
+    d = c / flops_per_token(**shape)
+  return dict(n=n, d=d, c=c, shape=shape)
+
+
+def point_name(arg: str) -> str:
+  """A workdir name for a point: 'size=m,c=1e13' -> 'm_c1e13', 'n=4e5,d=2e7' -> 'n4e5_d2e7'."""
+  fields = dict(item.split('=') for item in arg.split(','))
+  return '_'.join(v if k == 'size' else k + format(float(v), '.3g').replace('e+0', 'e').replace('e+', 'e')
+                  for k, v in fields.items())
+
+
+def get_config(arg=None):
+  point = parse_point(arg)
+  shape = point['shape']
+  c = base_config()
+  c.model.position = 'rope'
+  c.model.norm = 'rmsnorm'
+  c.model.mlp = 'swiglu'
+  c.model.qk_norm = True
+  c.model.num_layers = shape['num_layers']
+  c.model.dim = shape['dim']
+  c.model.mlp_dim = shape['mlp_dim']
+  c.model.num_heads = c.model.num_kv_heads = shape['dim'] // HEAD_DIM
+  c.model.max_seq_len = SEQ_LEN
+  c.tokenizer.vocab_size = VOCAB
+
+  tokens_per_step = BATCH * SEQ_LEN
+  steps = max(1, round(point['d'] / tokens_per_step))
+  c.train.batch_size = BATCH
+  c.train.seq_len = SEQ_LEN
+  c.train.steps = steps
+  c.train.lr = min(1e-2, 3e-3 * math.sqrt(256 / shape['dim']))
+  c.train.warmup_steps = max(10, round(0.05 * steps))
+  c.train.min_lr_ratio = 0.1
+  c.train.eval_every = steps  # the final loss is what the law fits
+  c.train.eval_batches = 64  # 262k validation tokens: the final loss to ~0.3%
+  c.train.checkpoint_every = max(50, steps // 10)
+  c.train.keep_checkpoints = 1
+  c.train.log_every = 25
+
+  c.scaling = ml_collections.ConfigDict(dict(
+      n=point['n'],  # requested non-embedding parameters
+      d=steps * tokens_per_step,  # tokens trained on
+      c=point['c'],  # requested compute budget, model FLOPs (groups IsoFLOP slices)
+      arg=arg,  # the point as given
+  ))
+  return c
+
+
+def sweep(grid: str) -> list[str]:
+  """The points of a named grid, each an argument of get_config."""
+  if grid == 'isoflop_cpu':  # the committed CPU study: 3 IsoFLOP slices, 4 sizes around each optimum
+    slices = {4e12: ('xxs', 'xs', 's', 'm'), 1e13: ('xs', 's', 'm', 'l'), 2.5e13: ('s', 'm', 'l', 'xl')}
+    return [f'size={s},c={c:g}' for c, sizes in slices.items() for s in sizes]
+  if grid == 'holdout_cpu':  # a larger point, predicted by the isoflop_cpu fit before it is run
+    return ['size=xxl,c=6e13']
+  if grid == 'chinchilla_tpu':  # IsoFLOP slices at accelerator scale (one point per VM)
+    return [f'n={n:g},c={c:g}' for c in (1e18, 3e18, 1e19) for n in (20e6, 40e6, 80e6, 160e6, 320e6)]
+  raise ValueError(f'unknown sweep grid {grid!r}; one of isoflop_cpu, holdout_cpu, chinchilla_tpu')

@@ -1,0 +1,127 @@
+"""Runs every point of a sweep, each as `python -m llm.main` in its own workdir.
+
+    python -m llm.sweep --sweep=configs/scaling.py:isoflop_cpu --root=runs/scaling
+    python -m llm.sweep --sweep=configs/scaling.py:isoflop_cpu --root=runs/scaling --mode=print
+    python -m llm.sweep --sweep=configs/scaling.py:chinchilla_tpu --root=/gcs/scaling --mode=tpu \\
+        --zone=us-central2-b --accelerator=v4-8 --dry_run
+
+A sweep is a config file with `get_config(arg)` (one point) and `sweep(grid) -> [arg, ...]`
+(the points of a named grid); `point_name(arg)`, if defined, names the point's workdir.
+Modes:
+- local: the points one after another on this machine. A point whose summary.json exists is
+  finished and skipped; an interrupted one resumes from its checkpoint (llm.main does that),
+  so rerunning the same command after a crash or a kill continues the sweep. Each point's
+  output goes to ROOT/NAME/log.txt.
+- print: the per-point commands, for any scheduler.
+- tpu: one Cloud TPU VM per point via launch/tpu_vm.py (create, then run); --dry_run prints
+  the gcloud commands. ROOT must be storage every VM sees (a mounted GCS bucket).
+Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data).
+"""
+import importlib.util
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from absl import app, flags
+
+REPO = Path(__file__).resolve().parents[1]
+
+_SWEEP = flags.DEFINE_string('sweep', None, 'CONFIG_FILE:GRID, e.g. configs/scaling.py:isoflop_cpu.')
+_ROOT = flags.DEFINE_string('root', None, 'Folder holding one workdir per point.')
+_MODE = flags.DEFINE_enum('mode', 'local', ['local', 'print', 'tpu'], 'Run here, print commands, or one TPU VM per point.')
+_ZONE = flags.DEFINE_string('zone', '', 'tpu mode: the zone of the VMs.')
+_ACCELERATOR = flags.DEFINE_string('accelerator', 'v4-8', 'tpu mode: accelerator type of each VM.')
+_PREFIX = flags.DEFINE_string('vm_prefix', 'llm-sweep', 'tpu mode: VM names are PREFIX-INDEX.')
+_DRY_RUN = flags.DEFINE_bool('dry_run', False, 'tpu mode: print the gcloud commands, run nothing.')
+flags.mark_flags_as_required(['sweep', 'root'])
+
+
+def load_sweep(spec: str):
+  """'configs/scaling.py:grid' -> (config path, [(name, arg), ...])."""
+  path, sep, grid = spec.partition(':')
+  if not sep or not grid:
+    raise ValueError(f'--sweep={spec}: expected CONFIG_FILE:GRID, e.g. configs/scaling.py:isoflop_cpu')
+  if not Path(path).is_file():
+    raise FileNotFoundError(f'--sweep={spec}: no config file {path}')
+  module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, 'sweep'):
+    raise ValueError(f'--sweep={spec}: {path} defines no sweep(grid) function')
+  name = getattr(module, 'point_name', lambda arg: arg.replace('=', '').replace(',', '_'))
+  points = [(name(arg), arg) for arg in module.sweep(grid)]
+  if len({n for n, _ in points}) != len(points):
+    raise ValueError(f'--sweep={spec}: two points share a workdir name: {[n for n, _ in points]}')
+  return path, points
+
+
+def main_args(config_path: str, arg: str, workdir: str, extra: list[str]) -> list[str]:
+  return [f'--config={config_path}:{arg}', f'--workdir={workdir}', *extra]
+
+
+def run_local(config_path, points, root: Path, extra) -> int:
+  failed = []
+  for i, (name, arg) in enumerate(points, 1):
+    workdir = root / name
+    prefix = f'[{i}/{len(points)}] {name}'
+    if (workdir / 'summary.json').exists():
+      print(f'{prefix}: finished, skipped', flush=True)
+      continue
+    resuming = (workdir / 'checkpoints').is_dir()
+    print(f'{prefix}: {"resuming" if resuming else "starting"} ({arg})', flush=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    with open(workdir / 'log.txt', 'a') as log:
+      # The log is a file: no progress bar (a later --config.train.progress_bar in extra wins).
+      args = main_args(config_path, arg, str(workdir), ['--config.train.progress_bar=False', *extra])
+      code = subprocess.call([sys.executable, '-m', 'llm.main', *args],
+                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    if code:
+      failed.append(name)
+      print(f'{prefix}: FAILED (exit {code}); see {workdir / "log.txt"}', flush=True)
+      continue
+    summary = json.loads((workdir / 'summary.json').read_text())
+    print(f'{prefix}: val_loss {summary["val_loss"]:.4f} in {time.time() - t0:.0f} s', flush=True)
+  if failed:
+    print(f'{len(failed)} point(s) failed: {", ".join(failed)}; rerun the same command to retry them')
+  return 1 if failed else 0
+
+
+def tpu_commands(config_path, points, root: str, extra) -> list[list[str]]:
+  """launch/tpu_vm.py create + run per point (the VM runs it under nohup and keeps it)."""
+  if not _ZONE.value:
+    raise ValueError('--mode=tpu needs --zone (e.g. --zone=us-central2-b)')
+  script = str(REPO / 'launch' / 'tpu_vm.py')
+  dry = ['--dry_run'] if _DRY_RUN.value else []
+  cmds = []
+  for i, (name, arg) in enumerate(points):
+    vm = [f'--name={_PREFIX.value}-{i}', f'--zone={_ZONE.value}']
+    cmds.append([sys.executable, script, 'create', *vm, f'--accelerator={_ACCELERATOR.value}', *dry])
+    cmds.append([sys.executable, script, 'run', *vm, *dry, '--',
+                 *main_args(config_path, arg, f'{root}/{name}', extra)])
+  return cmds
+
+
+def main(argv):
+  extra = argv[1:]
+  try:
+    config_path, points = load_sweep(_SWEEP.value)
+    if _MODE.value == 'local':
+      sys.exit(run_local(config_path, points, Path(_ROOT.value), extra))
+    if _MODE.value == 'print':
+      for name, arg in points:
+        print(shlex.join(['python', '-m', 'llm.main',
+                          *main_args(config_path, arg, f'{_ROOT.value}/{name}', extra)]))
+      return
+    for cmd in tpu_commands(config_path, points, _ROOT.value, extra):
+      print(f'# {shlex.join(cmd[1:])}', flush=True)
+      subprocess.run(cmd, check=True)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f'llm.sweep: {e}')
+
+
+if __name__ == '__main__':
+  app.run(main)
