@@ -37,8 +37,12 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state)))['state']
 
   def restore_raw(self, step: int) -> dict:
-    """The saved train state as a plain tree of arrays, without knowing its structure first."""
-    return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+    """The saved train state as a plain tree of arrays on this process's first device, without
+    knowing its structure first, whatever devices and processes saved it."""
+    saved = self._manager.item_metadata(step)['state']
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
+    return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
   def wait(self):
     self._manager.wait_until_finished()

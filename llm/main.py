@@ -1,6 +1,12 @@
 """Entry point: python -m llm.main --config=configs/NAME.py --workdir=DIR [--config.a.b=value].
 
 Running the same command again resumes from DIR's latest checkpoint.
+
+Several processes (hosts, or processes on one machine) train as one job when each runs the same
+command with JAX_COORDINATOR_ADDRESS=<process 0's host:port>, JAX_NUM_PROCESSES=<n> and
+JAX_PROCESS_ID=<0..n-1> set (see sharding.maybe_initialize_distributed); on Cloud TPU VMs
+--config.mesh.distributed=True is enough. DIR must be one directory every process can write
+(a shared disk): each writes its own part of every checkpoint there.
 """
 import logging
 import os

@@ -5,6 +5,7 @@ import os
 from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
@@ -14,14 +15,36 @@ BATCH_AXES = ('data', 'fsdp')
 
 
 def maybe_initialize_distributed(enabled: bool):
-  """Joins a multi-host job when asked (flag) or when the environment says so (JAX_COORDINATOR_ADDRESS).
+  """Joins a multi-process job when asked (flag) or when the environment says so.
 
-  On Cloud TPU VMs jax.distributed.initialize() finds the coordinator itself.
+  Environment: JAX_COORDINATOR_ADDRESS (host:port of process 0) starts it; JAX_NUM_PROCESSES
+  and JAX_PROCESS_ID give this process's place. JAX itself reads only the coordinator address
+  and finds the other two on clusters it knows (Cloud TPU VMs, SLURM, Open MPI, Kubernetes);
+  elsewhere, e.g. several processes on one machine, set all three.
   """
-  if enabled or os.environ.get('JAX_COORDINATOR_ADDRESS'):
-    jax.distributed.initialize()
-    logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+  if not (enabled or os.environ.get('JAX_COORDINATOR_ADDRESS')):
+    return
+  num_processes, process_id = (os.environ.get(k) for k in ('JAX_NUM_PROCESSES', 'JAX_PROCESS_ID'))
+  jax.distributed.initialize(num_processes=int(num_processes) if num_processes else None,
+                             process_id=int(process_id) if process_id else None)
+  logging.info('process %d of %d, %d local / %d global devices', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+@contextlib.contextmanager
+def process_zero_first(name: str):
+  """Process 0 runs the block before every other process does: what it writes to a shared disk
+  (the tokenizer, token caches) the others then read instead of racing to build it too."""
+  if jax.process_count() == 1:
+    yield
+    return
+  if jax.process_index() != 0:
+    multihost_utils.sync_global_devices(name)
+  try:
+    yield
+  finally:  # on an error too, so the others go on to meet it themselves rather than hang
+    if jax.process_index() == 0:
+      multihost_utils.sync_global_devices(name)
 
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:

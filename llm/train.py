@@ -198,7 +198,8 @@ def run(config, workdir: str) -> dict:
   if tc.seq_len > config.model.max_seq_len:
     raise ValueError(f'train.seq_len={tc.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}')
 
-  data = task.data(config, workdir)
+  with sharding.process_zero_first('prepare data'):
+    data = task.data(config, workdir)
   if jax.process_index() == 0:
     shutil.copyfile(data.tokenizer.path, workdir / 'tokenizer.model')
   setup = build(config, data.tokenizer.vocab_size, mesh)
