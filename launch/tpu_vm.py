@@ -1,11 +1,13 @@
 """Cloud TPU VM launcher, big_vision style: create, copy the code, run on every worker.
 
-    python launch/tpu_vm.py create --name=llm-v4 --zone=us-central2-b --accelerator=v4-32
+    python launch/tpu_vm.py create --name=llm-v4 --zone=us-central2-b --accelerator=v4-32 [--queued]
     python launch/tpu_vm.py run --name=llm-v4 --zone=us-central2-b -- \\
         --config=configs/pretrain_gpt2_124m.py --workdir=/gcs/runs/gpt2_124m
     python launch/tpu_vm.py delete --name=llm-v4 --zone=us-central2-b
 
-`run` copies this checkout to every worker and starts launch/run_tpu.sh there under nohup,
+`create --queued` asks for the slice as a queued resource (it waits in the queue until capacity
+frees up, which is how large and spot slices are had) and polls until it is ACTIVE; `delete
+--queued` removes the request with its VM. `run` copies this checkout to every worker and starts launch/run_tpu.sh there under nohup,
 logging to ~/llm.log. --dry_run prints the gcloud commands instead of running them.
 A multi-host run's --workdir must be storage every worker sees (a GCS bucket mounted with
 gcsfuse, or a shared disk): checkpoints are written by all hosts together.
@@ -14,18 +16,29 @@ import argparse
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def queued_state_command(args) -> list[str]:
+  return (['gcloud', 'compute', 'tpus', 'queued-resources', 'describe', args.name, f'--zone={args.zone}',
+           '--format=value(state.state)'] + ([f'--project={args.project}'] if args.project else []))
+
+
 def commands(args, train_args: list[str]) -> list[list[str]]:
   tpu = ['gcloud', 'compute', 'tpus', 'tpu-vm']
+  queued = ['gcloud', 'compute', 'tpus', 'queued-resources']
   where = [args.name, f'--zone={args.zone}'] + ([f'--project={args.project}'] if args.project else [])
+  spot = ['--spot'] if args.spot else []
+  if args.action == 'create' and args.queued:
+    return [queued + ['create'] + where + [f'--node-id={args.name}', f'--accelerator-type={args.accelerator}',
+                                           f'--runtime-version={args.runtime}'] + spot]
   if args.action == 'create':
-    extra = ['--spot'] if args.spot else []
-    return [tpu + ['create'] + where + [f'--accelerator-type={args.accelerator}',
-                                        f'--version={args.runtime}'] + extra]
+    return [tpu + ['create'] + where + [f'--accelerator-type={args.accelerator}', f'--version={args.runtime}'] + spot]
+  if args.action == 'delete' and args.queued:
+    return [queued + ['delete'] + where + ['--force', '--quiet']]
   if args.action == 'delete':
     return [tpu + ['delete'] + where + ['--quiet']]
   remote = f'~/{args.remote_dir}'
@@ -49,6 +62,8 @@ def parse(argv):
   p.add_argument('--accelerator', default='v4-8', help='e.g. v4-32, v5litepod-16, v6e-8')
   p.add_argument('--runtime', default='tpu-ubuntu2204-base', help='TPU VM software version')
   p.add_argument('--spot', action='store_true', help='preemptible capacity (resume is automatic)')
+  p.add_argument('--queued', action='store_true', help='create/delete as a queued resource')
+  p.add_argument('--poll_s', type=float, default=60, help='create --queued: seconds between state checks')
   p.add_argument('--remote_dir', default='llm')
   p.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
   if '--' in argv:
@@ -65,6 +80,22 @@ def main(argv):
     print(shlex.join(cmd), flush=True)
     if not args.dry_run:
       subprocess.run(cmd, check=True)
+  if args.action == 'create' and args.queued:
+    wait_until_active(args)
+
+
+def wait_until_active(args):
+  """A queued resource is created at once but gets its VM only when capacity frees up."""
+  cmd = queued_state_command(args)
+  print(f'until ACTIVE, every {args.poll_s:g} s: {shlex.join(cmd)}', flush=True)
+  while not args.dry_run:
+    state = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    if state == 'ACTIVE':
+      return
+    if state in ('FAILED', 'SUSPENDED'):
+      sys.exit(f'tpu_vm.py: queued resource {args.name} is {state}; see {shlex.join(cmd[:-1])}')
+    print(f'{args.name}: {state}', flush=True)
+    time.sleep(args.poll_s)
 
 
 if __name__ == '__main__':

@@ -35,6 +35,7 @@ _MODE = flags.DEFINE_enum('mode', 'local', ['local', 'print', 'tpu'], 'Run here,
 _ZONE = flags.DEFINE_string('zone', '', 'tpu mode: the zone of the VMs.')
 _ACCELERATOR = flags.DEFINE_string('accelerator', 'v4-8', 'tpu mode: accelerator type of each VM.')
 _PREFIX = flags.DEFINE_string('vm_prefix', 'llm-sweep', 'tpu mode: VM names are PREFIX-INDEX.')
+_QUEUED = flags.DEFINE_bool('queued', False, 'tpu mode: ask for each VM as a queued resource (waits for capacity).')
 _DRY_RUN = flags.DEFINE_bool('dry_run', False, 'tpu mode: print the gcloud commands, run nothing.')
 flags.mark_flags_as_required(['sweep', 'root'])
 
@@ -99,7 +100,8 @@ def tpu_commands(config_path, points, root: str, extra) -> list[list[str]]:
   cmds = []
   for i, (name, arg) in enumerate(points):
     vm = [f'--name={_PREFIX.value}-{i}', f'--zone={_ZONE.value}']
-    cmds.append([sys.executable, script, 'create', *vm, f'--accelerator={_ACCELERATOR.value}', *dry])
+    queued = ['--queued'] if _QUEUED.value else []
+    cmds.append([sys.executable, script, 'create', *vm, f'--accelerator={_ACCELERATOR.value}', *queued, *dry])
     cmds.append([sys.executable, script, 'run', *vm, *dry, '--',
                  *main_args(config_path, arg, f'{root}/{name}', extra)])
   return cmds

@@ -110,3 +110,24 @@ def test_print_and_tpu_dry_run_list_every_point(tmp_path):
   assert '--config=tests/tiny_sweep.py:dim=48 --workdir=/gcs/s/dim48' in runs[1]
   missing = _sweep('/gcs/s', env, '--mode=tpu', '--dry_run')
   assert missing.returncode != 0 and 'needs --zone' in missing.stderr
+
+
+def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
+  def dry(*args):
+    out = subprocess.run([sys.executable, 'launch/tpu_vm.py', args[0], '--dry_run', *args[1:]], cwd=ROOT, capture_output=True,
+                         text=True)
+    return out.returncode, out.stdout.splitlines(), out.stderr
+
+  code, lines, _ = dry('create', '--name=v', '--zone=us-central2-b', '--accelerator=v4-32', '--queued', '--spot')
+  assert code == 0
+  assert lines[0] == ('gcloud compute tpus queued-resources create v --zone=us-central2-b --node-id=v '
+                      '--accelerator-type=v4-32 --runtime-version=tpu-ubuntu2204-base --spot')
+  assert 'queued-resources describe v' in lines[1] and 'ACTIVE' in lines[1]
+  code, lines, _ = dry('run', '--name=v', '--zone=us-central2-b', '--', '--config=configs/pretrain_gpt2_124m.py',
+                       '--workdir=/gcs/r')
+  assert code == 0 and len(lines) == 3
+  assert all('--worker=all' in l for l in lines)
+  assert ' scp --recurse ' in lines[1] and all(f'{ROOT}/{p}' in lines[1] for p in ('llm', 'configs', 'launch'))
+  assert 'launch/run_tpu.sh --config=configs/pretrain_gpt2_124m.py --workdir=/gcs/r' in lines[2]
+  code, _, err = dry('run', '--name=v', '--zone=us-central2-b')
+  assert code != 0 and 'give the training flags after --' in err
