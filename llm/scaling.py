@@ -1,0 +1,417 @@
+"""Scaling laws from finished runs: Chinchilla's Approach 3 (a parametric L(N, D)) and Approach 2
+(IsoFLOP parabolas), and the compute-optimal allocation they imply.
+
+    python -m llm.scaling fit --runs=runs/scaling --out=runs/scaling/fit
+    python -m llm.scaling fit --runs=runs/scaling --holdout=runs/scaling_holdout --out=runs/scaling/fit \
+        --budget=1e15 --budget=1e16 --bootstrap=200 --params=non_embedding
+
+--runs and --holdout take run directories, or folders searched for them; repeat either flag for more.
+Holdout runs are left out of every fit: the report sets the fit's prediction against their loss.
+
+Approach 3 follows Hoffmann et al. 2022 as Besiroglu et al. 2024 ("Chinchilla Scaling: A replication
+attempt") redid it: L(N, D) = E + A/N^alpha + B/D^beta, fitted by minimising the sum over runs of
+Huber_1e-3(LSE(a - alpha log N, b - beta log D, e) - log L), A = exp(a), B = exp(b), E = exp(e), with
+L-BFGS from their grid of initialisations, and 5-95% intervals from refits to bootstrap resamples.
+
+Conventions: N counts non-embedding parameters (--params=total: all of them), D the tokens trained on,
+L the final validation loss in nats/token. The compute-optimal allocation uses C = 6 N D. IsoFLOP
+slices are the runs sharing config scaling.c, whose C counts model FLOPs as llm.model.flops_per_token
+does (lm-head and attention included), so their D_opt is C / flops_per_token(N_opt), not C / 6 N_opt.
+
+Writes fit.json, loss_vs_tokens.png and isoflop.png to --out and prints a report.
+"""
+import collections
+import dataclasses
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+# Five parameters make L-BFGS-B's LAPACK calls tiny; OpenBLAS threads only slow them down, 11x on a
+# busy 2-core machine (62 vs 5.6 ms per start, measured). Applies if scipy's OpenBLAS is not loaded yet.
+os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from scipy import optimize  # noqa: E402
+
+SUMMARY_KEYS = ('val_loss', 'params', 'params_non_embedding', 'tokens_seen', 'flops', 'flops_per_token')
+HUBER_DELTA = 1e-3
+# Besiroglu et al.'s initialisations; columns a, b, e, alpha, beta (4500 points).
+INIT_GRID = np.array(list(itertools.product(np.arange(0, 26, 5.), np.arange(0, 26, 5.), np.arange(-1, 1.01, .5),
+                                            np.arange(0, 2.01, .5), np.arange(0, 2.01, .5))))
+# L-BFGS from all 4500 costs ~30 s on a busy 2-core machine. On five synthetic studies (0.1-2% noise) the
+# grid point of lowest objective, or the next, already reached the best of the 4500 optima, so the 16
+# lowest (~0.25 s) leave a wide margin.
+GRID_STARTS = 16
+BOOTSTRAP_GRID_STARTS = 2  # a resample also starts from the full fit's optimum
+INTERVAL = (5, 95)  # bootstrap percentiles
+
+
+class StudyError(ValueError):
+  """A problem with the runs given; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  name: str  # the run's path relative to the folder it was found in
+  path: Path
+  n: float  # parameters, as --params counts them
+  d: float  # tokens trained on
+  loss: float  # final validation loss, nats/token
+  flops: float  # model FLOPs the run spent
+  flops_per_token: float
+  budget: float | None  # config scaling.c: its IsoFLOP slice (None outside a scaling study)
+
+
+class Law(NamedTuple):
+  E: float
+  A: float
+  B: float
+  alpha: float
+  beta: float
+
+  def loss(self, n, d):
+    return self.E + self.A / np.power(n, self.alpha) + self.B / np.power(d, self.beta)
+
+  @property
+  def theta(self):
+    return np.array([np.log(self.A), np.log(self.B), np.log(self.E), self.alpha, self.beta])
+
+  @classmethod
+  def from_theta(cls, theta):
+    a, b, e, alpha, beta = (float(t) for t in theta)
+    return cls(np.exp(e), np.exp(a), np.exp(b), alpha, beta)
+
+
+# --- runs -----------------------------------------------------------------------------------------
+
+def _run_dirs(root: Path) -> list[Path]:
+  if (root / 'summary.json').exists() or (root / 'config.json').exists():
+    return [root]
+  return sorted({f.parent for name in ('summary.json', 'config.json') for f in root.rglob(name)})
+
+
+def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
+  """Finished runs under each root (a run directory or a folder holding some); unfinished ones are
+  skipped with a warning line, and directories in `exclude` left out."""
+  excluded = {Path(p).resolve() for p in exclude}
+  runs = []
+  for root in map(Path, roots):
+    if not root.is_dir():
+      raise StudyError(f'{root}: not a directory; pass a run directory or a folder of runs')
+    for path in _run_dirs(root):
+      if path.resolve() in excluded:
+        continue
+      if not (path / 'summary.json').exists():
+        print(f'warning: skipping {path}: no summary.json (unfinished run)', file=sys.stderr)
+        continue
+      summary = json.loads((path / 'summary.json').read_text())
+      missing = [k for k in SUMMARY_KEYS if k not in summary]
+      if missing:
+        raise StudyError(f'{path}/summary.json lacks {", ".join(missing)}: rerun its llm.main command (it resumes '
+                         'and rewrites summary.json with the current training code), or move it out of --runs')
+      config = json.loads((path / 'config.json').read_text()) if (path / 'config.json').exists() else {}
+      budget = config.get('scaling', {}).get('c')
+      runs.append(Run(name=str(path.relative_to(root)) if path != root else path.name, path=path,
+                      n=float(summary['params_non_embedding' if params == 'non_embedding' else 'params']),
+                      d=float(summary['tokens_seen']), loss=float(summary['val_loss']), flops=float(summary['flops']),
+                      flops_per_token=float(summary['flops_per_token']),
+                      budget=None if budget is None else float(budget)))
+  return runs
+
+
+# --- Approach 3: L(N, D) = E + A/N^alpha + B/D^beta --------------------------------------------------
+
+def _huber(r):
+  return np.where(np.abs(r) <= HUBER_DELTA, 0.5 * r * r, HUBER_DELTA * (np.abs(r) - 0.5 * HUBER_DELTA))
+
+
+def _objective(theta, log_n, log_d, log_loss, weights):
+  """Weighted Huber loss of the log-space residuals, and its gradient in (a, b, e, alpha, beta)."""
+  a, b, e, alpha, beta = theta
+  t_n, t_d = a - alpha * log_n, b - beta * log_d
+  top = np.maximum(np.maximum(t_n, t_d), e)  # log-sum-exp, stabilised
+  p_n, p_d, p_e = np.exp(t_n - top), np.exp(t_d - top), np.exp(e - top)
+  total = p_n + p_d + p_e
+  r = top + np.log(total) - log_loss
+  g = weights * np.clip(r, -HUBER_DELTA, HUBER_DELTA) / total  # Huber'(r) times d LSE / d term
+  g_n, g_d = g * p_n, g * p_d
+  grad = np.array([g_n.sum(), g_d.sum(), (g * p_e).sum(), -g_n @ log_n, -g_d @ log_d])
+  return weights @ _huber(r), grad
+
+
+def _grid_objective(grid, log_n, log_d, log_loss, weights):
+  """The objective at every row of grid (K x 5), vectorised: picks the L-BFGS starts."""
+  a, b, e, alpha, beta = (col[:, None] for col in grid.T)
+  terms = np.stack(np.broadcast_arrays(a - alpha * log_n, b - beta * log_d, e))  # 3 x K x R
+  top = terms.max(0)
+  r = top + np.log(np.exp(terms - top).sum(0)) - log_loss
+  return _huber(r) @ weights
+
+
+def fit_law(n, d, loss, weights=None, init=None, grid_starts: int = GRID_STARTS) -> Law:
+  """The law minimising the Huber objective: L-BFGS from the grid_starts best points of INIT_GRID
+  (and from init, rows of theta, if given), keeping the best optimum. weights count each run."""
+  log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
+  weights = np.ones_like(log_n) if weights is None else np.asarray(weights, float)
+  args = (log_n, log_d, log_loss, weights)
+  starts = INIT_GRID[np.argsort(_grid_objective(INIT_GRID, *args))[:grid_starts]]
+  if init is not None:
+    starts = np.vstack([init, starts])
+  # Tight tolerances: the objective is ~1e-5, and the defaults stop L-BFGS early (Besiroglu et al.).
+  options = dict(ftol=1e-14, gtol=1e-11, maxiter=2000)
+  best = min((optimize.minimize(_objective, x0, args=args, jac=True, method='L-BFGS-B', options=options)
+              for x0 in starts), key=lambda res: res.fun)
+  return Law.from_theta(best.x)
+
+
+def bootstrap(n, d, loss, law: Law, samples: int, seed: int = 0) -> list[Law]:
+  """Refits to `samples` resamples of the runs with replacement (as integer weights per run)."""
+  rng = np.random.default_rng(seed)
+  counts = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=samples)
+  return [fit_law(n, d, loss, weights=c, init=law.theta[None], grid_starts=BOOTSTRAP_GRID_STARTS) for c in counts]
+
+
+def exponents(law: Law) -> dict:
+  """N_opt = G (C/6)^a and D_opt = (C/6)^b / G under C = 6 N D (Hoffmann et al., eq. 4)."""
+  alpha, beta = law.alpha, law.beta
+  return {'a': beta / (alpha + beta), 'b': alpha / (alpha + beta),
+          'G': (alpha * law.A / (beta * law.B)) ** (1 / (alpha + beta))}
+
+
+def compute_optimal(law: Law, budgets) -> dict:
+  """N_opt, D_opt, tokens per parameter and the loss at each budget C (FLOPs, C = 6 N D)."""
+  c = np.asarray(budgets, float)
+  x = exponents(law)
+  n_opt = x['G'] * (c / 6) ** x['a']
+  d_opt = c / (6 * n_opt)
+  return {'C': c, 'N_opt': n_opt, 'D_opt': d_opt, 'tokens_per_param': d_opt / n_opt, 'loss': law.loss(n_opt, d_opt)}
+
+
+# --- Approach 2: IsoFLOP slices ---------------------------------------------------------------------
+
+def isoflop_minima(runs: list[Run]) -> list[dict]:
+  """Per slice of >= 3 runs sharing a budget: the minimum of a parabola of loss in log N.
+  D_opt = C / flops_per_token(N_opt), flops_per_token interpolated as a power law of N over the slice."""
+  slices = collections.defaultdict(list)
+  for run in runs:
+    if run.budget is not None:
+      slices[run.budget].append(run)
+  minima = []
+  for c, group in sorted(slices.items()):
+    if len(group) < 3:
+      continue
+    x = np.log([r.n for r in group])
+    k2, k1, k0 = np.polyfit(x, [r.loss for r in group], 2)
+    if k2 <= 0:
+      print(f'warning: IsoFLOP slice C={c:.3g}: loss is not convex in log N, no minimum; add runs on both '
+            'sides of the best one', file=sys.stderr)
+      continue
+    x_opt = -k1 / (2 * k2)
+    slope, intercept = np.polyfit(x, np.log([r.flops_per_token for r in group]), 1)
+    minima.append({'C': c, 'runs': len(group), 'N_opt': float(np.exp(x_opt)),
+                   'D_opt': float(c / np.exp(intercept + slope * x_opt)), 'loss': float(k0 - k1**2 / (4 * k2)),
+                   'parabola': [float(k2), float(k1), float(k0)], 'inside': bool(x.min() <= x_opt <= x.max())})
+  return minima
+
+
+def isoflop_exponents(minima: list[dict]) -> dict | None:
+  """N_opt ~ C^a and D_opt ~ C^b, least squares in log space over >= 2 slices."""
+  if len(minima) < 2:
+    return None
+  log_c = np.log([m['C'] for m in minima])
+  return {'a': float(np.polyfit(log_c, np.log([m['N_opt'] for m in minima]), 1)[0]),
+          'b': float(np.polyfit(log_c, np.log([m['D_opt'] for m in minima]), 1)[0])}
+
+
+# --- plots ------------------------------------------------------------------------------------------
+
+def _si(x: float) -> str:
+  for scale, suffix in ((1e12, 'T'), (1e9, 'G'), (1e6, 'M'), (1e3, 'k')):
+    if abs(x) >= scale:
+      return f'{x / scale:.3g}{suffix}'
+  return f'{x:.3g}'
+
+
+def _figure():
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  return plt, *plt.subplots(figsize=(7, 5))
+
+
+def plot_loss_vs_tokens(runs: list[Run], holdout: list[Run], law: Law, path: Path):
+  """Measured loss against D, a colour per model size, with the fitted law's line for each size."""
+  plt, fig, ax = _figure()
+  sizes = sorted({r.n for r in runs + holdout})
+  colours = dict(zip(sizes, plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))))
+  d_line = np.geomspace(min(r.d for r in runs + holdout) / 1.5, max(r.d for r in runs + holdout) * 1.5, 100)
+  for n in sizes:
+    fitted = [r for r in runs if r.n == n]
+    ax.plot(d_line, law.loss(n, d_line), color=colours[n], ls='-' if fitted else '--', lw=1)
+    if fitted:
+      ax.scatter([r.d for r in fitted], [r.loss for r in fitted], color=colours[n], label=f'N={_si(n)}')
+  for r in holdout:
+    ax.scatter(r.d, r.loss, marker='*', s=220, color=colours[r.n], edgecolor='black', zorder=3,
+               label=f'holdout N={_si(r.n)}')
+  ax.set(xscale='log', xlabel='D, tokens', ylabel='validation loss, nats/token',
+         title=f'L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}')
+  ax.legend(fontsize=8)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
+  plt.close(fig)
+
+
+def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | None, path: Path):
+  """Loss against N per compute budget, with each slice's parabola and its minimum."""
+  plt, fig, ax = _figure()
+  budgets = sorted({r.budget for r in runs if r.budget is not None})
+  colours = dict(zip(budgets, plt.cm.plasma(np.linspace(0, 0.85, max(1, len(budgets))))))
+  for c in budgets:
+    group = [r for r in runs if r.budget == c]
+    ax.scatter([r.n for r in group], [r.loss for r in group], color=colours[c], label=f'C={c:.3g}')
+  for m in minima:
+    x = np.log([r.n for r in runs if r.budget == m['C']])
+    x_opt = np.log(m['N_opt'])
+    x_line = np.linspace(min(x.min(), x_opt) - 0.2, max(x.max(), x_opt) + 0.2, 100)
+    ax.plot(np.exp(x_line), np.polyval(m['parabola'], x_line), color=colours[m['C']], lw=1)
+    ax.scatter(m['N_opt'], m['loss'], marker='X', s=120, color=colours[m['C']], edgecolor='black', zorder=3)
+  title = 'IsoFLOP slices (X: parabola minimum)'
+  if fitted_exponents:
+    title += f'; N_opt ~ C^{fitted_exponents["a"]:.2f}, D_opt ~ C^{fitted_exponents["b"]:.2f}'
+  if not budgets:
+    ax.text(0.5, 0.5, 'no runs with config scaling.c', ha='center', transform=ax.transAxes)
+  ax.set(xscale='log', xlabel='N, parameters', ylabel='validation loss, nats/token', title=title)
+  if budgets:
+    ax.legend(fontsize=8)
+  fig.savefig(path, dpi=120, bbox_inches='tight')
+  plt.close(fig)
+
+
+# --- the study --------------------------------------------------------------------------------------
+
+def _interval(value, samples) -> dict:
+  lo, hi = np.nanpercentile(np.asarray(samples, float), INTERVAL)
+  return {'value': float(value), 'lo': float(lo), 'hi': float(hi)}
+
+
+def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, params: str = 'non_embedding',
+              seed: int = 0) -> dict:
+  """Fits, bootstraps and plots the runs under run_roots; writes fit.json and the plots to out."""
+  holdout = load_runs(holdout_roots, params)
+  runs = load_runs(run_roots, params, exclude=[r.path for r in holdout])
+  if not runs:
+    raise StudyError(f'no finished runs under {", ".join(map(str, run_roots))}: --runs takes run directories '
+                     'holding summary.json, or folders of them (e.g. the --root of llm.sweep)')
+  if len(runs) < 5:
+    raise StudyError(f'{len(runs)} finished runs: L(N, D) has 5 free parameters (E, A, B, alpha, beta) and needs '
+                     'at least 5 runs; finish more of the sweep or add --runs folders')
+  runs = sorted(runs, key=lambda r: (r.n, r.d))
+  n, d, loss = (np.array([getattr(r, k) for r in runs]) for k in ('n', 'd', 'loss'))
+  law = fit_law(n, d, loss)
+  laws = bootstrap(n, d, loss, law, samples, seed) if samples else [law]
+  if not budgets:
+    slices = sorted({r.budget for r in runs if r.budget is not None})
+    top = max(slices) if slices else max(r.flops for r in runs)
+    budgets = slices + [top * 10, top * 100]
+  optimal = compute_optimal(law, budgets)
+  optimal_samples = [compute_optimal(sample, budgets) for sample in laws]
+  minima = isoflop_minima(runs)
+  report = {
+      'conventions': {'N': f'{params} parameters', 'D': 'tokens trained on', 'L': 'final val_loss, nats/token',
+                      'compute_optimal': 'C = 6 N D',
+                      'isoflop': 'slices share config scaling.c (model FLOPs); D_opt = C / flops_per_token(N_opt)',
+                      'intervals': f'{INTERVAL[0]}-{INTERVAL[1]}% percentiles over {samples} bootstrap resamples'},
+      'law': {k: _interval(v, [getattr(s, k) for s in laws]) for k, v in law._asdict().items()},
+      'exponents': {k: _interval(v, [exponents(s)[k] for s in laws]) for k, v in exponents(law).items()},
+      'huber_objective': float(_objective(law.theta, np.log(n), np.log(d), np.log(loss), np.ones_like(n))[0]),
+      'runs': [{'name': r.name, 'N': r.n, 'D': r.d, 'flops': r.flops, 'C': r.budget, 'loss': r.loss,
+                'fitted': float(law.loss(r.n, r.d))} for r in runs],
+      'holdout': [{'name': r.name, 'N': r.n, 'D': r.d, 'flops': r.flops, 'loss': r.loss,
+                   'predicted': _interval(law.loss(r.n, r.d), [s.loss(r.n, r.d) for s in laws])} for r in holdout],
+      'compute_optimal': [{k: (float(v[i]) if k == 'C' else _interval(v[i], [s[k][i] for s in optimal_samples]))
+                           for k, v in optimal.items()} for i in range(len(budgets))],
+      'isoflop': {'minima': minima, 'exponents': isoflop_exponents(minima)},
+  }
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'fit.json').write_text(json.dumps(report, indent=2) + '\n')
+  plot_loss_vs_tokens(runs, holdout, law, out / 'loss_vs_tokens.png')
+  plot_isoflop(runs, minima, report['isoflop']['exponents'], out / 'isoflop.png')
+  return report
+
+
+def format_report(report: dict) -> str:
+  """The human-readable summary printed by the CLI."""
+  def iv(x, fmt='.3g'):
+    return f'{x["value"]:{fmt}} [{x["lo"]:{fmt}}, {x["hi"]:{fmt}}]'
+
+  def iv_si(x):
+    return f'{_si(x["value"])} [{_si(x["lo"])}, {_si(x["hi"])}]'
+
+  conv = report['conventions']
+  lines = [f'L(N, D) = E + A/N^alpha + B/D^beta over {len(report["runs"])} runs; N = {conv["N"]}, D = tokens, '
+           f'L = val_loss (nats/token); intervals: {conv["intervals"]}']
+  lines += [f'  {k:<6}{iv(v, ".4g")}' for k, v in report['law'].items()]
+  x = report['exponents']
+  lines.append(f'  N_opt ~ C^a, a = beta/(alpha+beta) = {iv(x["a"])};  D_opt ~ C^b, b = {iv(x["b"])}')
+  lines.append(f'\n{"run":<28}{"N":>8}{"D":>8}{"C":>9}{"loss":>8}{"fitted":>8}{"resid":>8}')
+  for r in report['runs']:
+    c = '-' if r['C'] is None else f'{r["C"]:.3g}'
+    lines.append(f'{r["name"][-27:]:<28}{_si(r["N"]):>8}{_si(r["D"]):>8}{c:>9}{r["loss"]:>8.4f}{r["fitted"]:>8.4f}'
+                 f'{r["loss"] / r["fitted"] - 1:>+8.2%}')
+  if report['holdout']:
+    lines.append(f'\n{"holdout":<28}{"N":>8}{"D":>8}{"loss":>8}  {"predicted [5-95%]":<26}{"error":>8}')
+    for r in report['holdout']:
+      p = r['predicted']
+      lines.append(f'{r["name"][-27:]:<28}{_si(r["N"]):>8}{_si(r["D"]):>8}{r["loss"]:>8.4f}  {iv(p, ".4f"):<26}'
+                   f'{p["value"] / r["loss"] - 1:>+8.2%}')
+  lines.append(f'\ncompute-optimal, {conv["compute_optimal"]}\n{"C":>9}  {"N_opt [5-95%]":<24}{"D_opt [5-95%]":<24}'
+               f'{"D/N [5-95%]":<22}loss')
+  for row in report['compute_optimal']:
+    lines.append(f'{row["C"]:>9.3g}  {iv_si(row["N_opt"]):<24}{iv_si(row["D_opt"]):<24}'
+                 f'{iv(row["tokens_per_param"]):<22}{row["loss"]["value"]:.4f}')
+  iso = report['isoflop']
+  lines.append(f'\nIsoFLOP (Approach 2; {conv["isoflop"]})')
+  if not iso['minima']:
+    lines.append('  no slice with >= 3 runs sharing config scaling.c')
+  for m in iso['minima']:
+    where = '' if m['inside'] else '  (outside the sampled N: extrapolated)'
+    lines.append(f'  C={m["C"]:<10.3g}{m["runs"]} runs  N_opt {_si(m["N_opt"])}  D_opt {_si(m["D_opt"])}  '
+                 f'D/N {m["D_opt"] / m["N_opt"]:.3g}  loss {m["loss"]:.4f}{where}')
+  if iso['exponents']:
+    lines.append(f'  N_opt ~ C^{iso["exponents"]["a"]:.3f}, D_opt ~ C^{iso["exponents"]["b"]:.3f}')
+  return '\n'.join(lines)
+
+
+# --- CLI --------------------------------------------------------------------------------------------
+
+_RUNS = flags.DEFINE_multi_string('runs', [], 'A run directory, or a folder searched for them (repeatable).')
+_HOLDOUT = flags.DEFINE_multi_string('holdout', [], 'Runs to predict, left out of the fits (repeatable).')
+_OUT = flags.DEFINE_string('out', None, 'Folder for fit.json, loss_vs_tokens.png and isoflop.png.')
+_BUDGET = flags.DEFINE_multi_float('budget', [], 'Compute budgets in FLOPs for the compute-optimal rows '
+                                   '(default: the study\'s slices, and the largest x10 and x100).')
+_BOOTSTRAP = flags.DEFINE_integer('bootstrap', 200, 'Bootstrap resamples for the intervals (0: none).')
+_PARAMS = flags.DEFINE_enum('params', 'non_embedding', ['non_embedding', 'total'], 'Which parameter count is N.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap resamples.')
+
+
+def main(argv):
+  if argv[1:] != ['fit']:
+    raise app.UsageError(f'expected the sub-command fit, got {argv[1:]}: '
+                         'python -m llm.scaling fit --runs=DIR --out=DIR')
+  if not _RUNS.value or not _OUT.value:
+    raise app.UsageError('fit needs --runs=DIR (one or more) and --out=DIR')
+  try:
+    report = fit_study(_RUNS.value, _OUT.value, _HOLDOUT.value, _BUDGET.value, _BOOTSTRAP.value, _PARAMS.value,
+                       _SEED.value)
+  except StudyError as e:
+    sys.exit(f'llm.scaling: {e}')
+  print(format_report(report))
+  print(f'\nwrote {Path(_OUT.value) / "fit.json"}, loss_vs_tokens.png, isoflop.png')
+
+
+if __name__ == '__main__':
+  app.run(main)
