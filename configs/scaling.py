@@ -14,8 +14,10 @@ Rules, from N and D (stated once here, tested in tests/test_scaling_config.py):
 - shape: modern style (RoPE, RMSNorm, SwiGLU, QK-norm), 32-wide heads, no GQA. Depth from a
   width/depth aspect ratio of 64 (Kaplan et al. find the loss flat over a wide range of it),
   width the nearest multiple of the head width, and the MLP width set so N comes out as asked;
-- batch: 16 x 256 tokens for every point (small enough that the smallest D still takes >= 100
-  steps); steps = D / tokens per step;
+- batch: the power of two of 256-token sequences nearest D / 128k, within [4, 16], so every
+  run takes about 500 steps (fewer for the smallest D): the critical batch grows as the loss
+  falls (Kaplan et al.), and a fixed 16 x 256 batch left the small budgets so few steps that
+  the smallest model won every slice of a first CPU study; steps = D / tokens per step;
 - learning rate: 3e-3 at width 256 (pretrain_small's tuned value), scaled as width^-1/2 and
   capped at 1e-2; warmup 5% of the steps (>= 10); the cosine decays to 10% over exactly the
   run's steps, since a cosine longer than the run overestimates the loss at D (Chinchilla).
@@ -29,10 +31,12 @@ from llm.config import base_config
 ASPECT = 64  # width / depth
 HEAD_DIM = 32
 SEQ_LEN = 256
-BATCH = 16
+BATCH_RANGE = (4, 16)  # sequences per step
+STEPS_TARGET = 500  # the batch is chosen so that a run takes about this many steps
+EVAL_TOKENS = 262_144  # every point's final loss is measured on the same validation tokens
 VOCAB = 4096  # the Gutenberg tokenizer pretrain_small trains (shared cache)
 SIZES = {  # preset name -> non-embedding parameters
-    'xxs': 100e3, 'xs': 200e3, 's': 400e3, 'm': 800e3, 'l': 1.6e6, 'xl': 3.2e6, 'xxl': 6.4e6,
+    'xxxs': 50e3, 'xxs': 100e3, 'xs': 200e3, 's': 400e3, 'm': 800e3, 'l': 1.6e6, 'xl': 3.2e6, 'xxl': 6.4e6,
 }
 
 
@@ -112,16 +116,19 @@ def get_config(arg=None):
   c.model.max_seq_len = SEQ_LEN
   c.tokenizer.vocab_size = VOCAB
 
-  tokens_per_step = BATCH * SEQ_LEN
+  batch = 2 ** round(math.log2(max(1.0, point['d'] / (SEQ_LEN * STEPS_TARGET))))
+  batch = min(max(batch, BATCH_RANGE[0]), BATCH_RANGE[1])
+  tokens_per_step = batch * SEQ_LEN
   steps = max(1, round(point['d'] / tokens_per_step))
-  c.train.batch_size = BATCH
+  c.train.batch_size = batch
   c.train.seq_len = SEQ_LEN
   c.train.steps = steps
   c.train.lr = min(1e-2, 3e-3 * math.sqrt(256 / shape['dim']))
   c.train.warmup_steps = max(10, round(0.05 * steps))
   c.train.min_lr_ratio = 0.1
   c.train.eval_every = steps  # the final loss is what the law fits
-  c.train.eval_batches = 64  # 262k validation tokens: the final loss to ~0.3%
+  c.train.eval_batches = EVAL_TOKENS // tokens_per_step
+  c.train.eval_at_start = False  # the law needs the final loss only
   c.train.checkpoint_every = max(50, steps // 10)
   c.train.keep_checkpoints = 1
   c.train.log_every = 25
@@ -137,10 +144,10 @@ def get_config(arg=None):
 
 def sweep(grid: str) -> list[str]:
   """The points of a named grid, each an argument of get_config."""
-  if grid == 'isoflop_cpu':  # the committed CPU study: 3 IsoFLOP slices, 4 sizes around each optimum
-    slices = {4e12: ('xxs', 'xs', 's', 'm'), 1e13: ('xs', 's', 'm', 'l'), 2.5e13: ('s', 'm', 'l', 'xl')}
-    return [f'size={s},c={c:g}' for c, sizes in slices.items() for s in sizes]
-  if grid == 'holdout_cpu':  # a larger point, predicted by the isoflop_cpu fit before it is run
+  if grid == 'isoflop_cpu':  # the committed CPU study: 3 IsoFLOP slices of 5 sizes around each optimum
+    names = list(SIZES)
+    return [f'size={s},c={c:g}' for i, c in enumerate((2e12, 6e12, 2e13)) for s in names[i:i + 5]]
+  if grid == 'holdout_cpu':  # a larger model than any above, predicted by their fit
     return ['size=xxl,c=6e13']
   if grid == 'chinchilla_tpu':  # IsoFLOP slices at accelerator scale (one point per VM)
     return [f'n={n:g},c={c:g}' for c in (1e18, 3e18, 1e19) for n in (20e6, 40e6, 80e6, 160e6, 320e6)]

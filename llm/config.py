@@ -60,6 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.log_every = 10  # steps between metric lines
   c.train.eval_every = 200  # steps between validation passes (the last step always evaluates)
   c.train.eval_batches = 16  # validation batches per pass (0 = the whole validation split)
+  c.train.eval_at_start = True  # also evaluate the starting parameters (step 0)
   c.train.checkpoint_every = 200  # steps between checkpoints (the last step is always saved)
   c.train.keep_checkpoints = 3  # newest checkpoints kept on disk
   c.train.peak_flops_per_device = 0.0  # for MFU; 0 = look up by device kind

@@ -249,7 +249,7 @@ def run(config, workdir: str) -> dict:
                          'mfu': tok_s * flops_tok / peak})
         window_t, window_steps = time.time(), 0
 
-    if start == 0:  # where training starts from, measured the same way as every later eval
+    if start == 0 and tc.eval_at_start:  # where training starts from, measured the same way as every later eval
       log.write(0, {**evaluate(eval_step, state.params, data.eval_sets, mesh),
                     **task.periodic_eval(config, setup, state.params, data)})
     for step in range(start + 1, tc.steps + 1):
