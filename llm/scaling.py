@@ -178,8 +178,9 @@ def bootstrap(n, d, loss, law: Law, samples: int, seed: int = 0) -> list[Law]:
 def exponents(law: Law) -> dict:
   """N_opt = G (C/6)^a and D_opt = (C/6)^b / G under C = 6 N D (Hoffmann et al., eq. 4)."""
   alpha, beta = law.alpha, law.beta
-  return {'a': beta / (alpha + beta), 'b': alpha / (alpha + beta),
-          'G': (alpha * law.A / (beta * law.B)) ** (1 / (alpha + beta))}
+  with np.errstate(invalid='ignore'):  # a resample may fit a negative exponent: NaN, which the intervals skip
+    g = np.float64(alpha * law.A / (beta * law.B)) ** (1 / (alpha + beta))
+  return {'a': beta / (alpha + beta), 'b': alpha / (alpha + beta), 'G': float(g)}
 
 
 def compute_optimal(law: Law, budgets) -> dict:
@@ -369,10 +370,10 @@ def format_report(report: dict) -> str:
       lines.append(f'{r["name"][-27:]:<28}{_si(r["N"]):>8}{_si(r["D"]):>8}{r["loss"]:>8.4f}  {iv(p, ".4f"):<26}'
                    f'{p["value"] / r["loss"] - 1:>+8.2%}')
   lines.append(f'\ncompute-optimal, {conv["compute_optimal"]}\n{"C":>9}  {"N_opt [5-95%]":<24}{"D_opt [5-95%]":<24}'
-               f'{"D/N [5-95%]":<22}loss')
+               f'{"D/N [5-95%]":<28}loss')
   for row in report['compute_optimal']:
     lines.append(f'{row["C"]:>9.3g}  {iv_si(row["N_opt"]):<24}{iv_si(row["D_opt"]):<24}'
-                 f'{iv(row["tokens_per_param"]):<22}{row["loss"]["value"]:.4f}')
+                 f'{iv(row["tokens_per_param"]):<28}{row["loss"]["value"]:.4f}')
   iso = report['isoflop']
   lines.append(f'\nIsoFLOP (Approach 2; {conv["isoflop"]})')
   if not iso['minima']:
