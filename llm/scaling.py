@@ -18,7 +18,8 @@ L the final validation loss in nats/token. The compute-optimal allocation uses C
 slices are the runs sharing config scaling.c, whose C counts model FLOPs as llm.model.flops_per_token
 does (lm-head and attention included), so their D_opt is C / flops_per_token(N_opt), not C / 6 N_opt.
 
-Writes fit.json, loss_vs_tokens.png and isoflop.png to --out and prints a report.
+Writes fit.json, runs.csv (each run's summary numbers), loss_vs_tokens.png and isoflop.png to --out
+and prints a report.
 """
 import collections
 import dataclasses
@@ -291,6 +292,18 @@ def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | N
   plt.close(fig)
 
 
+def write_runs_csv(runs: list[Run], holdout: list[Run], path: Path):
+  """The numbers of every run's summary.json the study used, one row per run (a record to commit)."""
+  keys = ('params', 'params_non_embedding', 'tokens_seen', 'flops', 'flops_per_token', 'val_loss', 'val_bpb',
+          'steps', 'wall_s')
+  rows = [['run', 'role', 'budget_c', *keys]]
+  for role, group in (('fit', runs), ('holdout', holdout)):
+    for r in group:
+      summary = json.loads((r.path / 'summary.json').read_text())
+      rows.append([r.name, role, '' if r.budget is None else f'{r.budget:g}', *(summary.get(k, '') for k in keys)])
+  path.write_text(''.join(','.join(map(str, row)) + '\n' for row in rows))
+
+
 # --- the study --------------------------------------------------------------------------------------
 
 def _interval(value, samples) -> dict:
@@ -339,6 +352,7 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / 'fit.json').write_text(json.dumps(report, indent=2) + '\n')
+  write_runs_csv(runs, holdout, out / 'runs.csv')
   plot_loss_vs_tokens(runs, holdout, law, out / 'loss_vs_tokens.png')
   plot_isoflop(runs, minima, report['isoflop']['exponents'], out / 'isoflop.png')
   return report
@@ -411,7 +425,7 @@ def main(argv):
   except StudyError as e:
     sys.exit(f'llm.scaling: {e}')
   print(format_report(report))
-  print(f'\nwrote {Path(_OUT.value) / "fit.json"}, loss_vs_tokens.png, isoflop.png')
+  print(f'\nwrote {Path(_OUT.value) / "fit.json"}, runs.csv, loss_vs_tokens.png, isoflop.png')
 
 
 if __name__ == '__main__':

@@ -144,6 +144,9 @@ def test_cli_end_to_end(tmp_path):
   assert [row['C'] for row in report['compute_optimal']] == [4e12, 1e13, 2.5e13, 2.5e14, 2.5e15]
   assert [m['C'] for m in report['isoflop']['minima']] == [4e12, 1e13, 2.5e13]
   assert 0.2 < report['isoflop']['exponents']['a'] < 0.8
+  csv = (tmp_path / 'out' / 'runs.csv').read_text().splitlines()
+  assert csv[0].startswith('run,role,budget_c,params,params_non_embedding,tokens_seen,flops')
+  assert len(csv) == 1 + 12 + 1 and csv[-1].startswith('xxl,holdout,6e+13,')
   for name in ('loss_vs_tokens.png', 'isoflop.png'):
     data = (tmp_path / 'out' / name).read_bytes()
     assert data.startswith(b'\x89PNG') and len(data) > 10_000, name
