@@ -245,6 +245,14 @@ def _figure():
   return plt, *plt.subplots(figsize=(7, 5))
 
 
+def _label_log_axis(axis):
+  """Ticks at 1, 2, 5 x 10^k labelled 200k, 500k, 1M: the studies span a decade or two."""
+  from matplotlib import ticker
+  axis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+  axis.set_major_formatter(ticker.FuncFormatter(lambda x, _: _si(x)))
+  axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def plot_loss_vs_tokens(runs: list[Run], holdout: list[Run], law: Law, path: Path):
   """Measured loss against D, a colour per model size, with the fitted law's line for each size."""
   plt, fig, ax = _figure()
@@ -261,6 +269,7 @@ def plot_loss_vs_tokens(runs: list[Run], holdout: list[Run], law: Law, path: Pat
                label=f'holdout N={_si(r.n)}')
   ax.set(xscale='log', xlabel='D, tokens', ylabel='validation loss, nats/token',
          title=f'L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}')
+  _label_log_axis(ax.xaxis)
   ax.legend(fontsize=8)
   fig.savefig(path, dpi=120, bbox_inches='tight')
   plt.close(fig)
@@ -286,6 +295,7 @@ def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | N
   if not budgets:
     ax.text(0.5, 0.5, 'no runs with config scaling.c', ha='center', transform=ax.transAxes)
   ax.set(xscale='log', xlabel='N, parameters', ylabel='validation loss, nats/token', title=title)
+  _label_log_axis(ax.xaxis)
   if budgets:
     ax.legend(fontsize=8)
   fig.savefig(path, dpi=120, bbox_inches='tight')
