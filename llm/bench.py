@@ -11,8 +11,33 @@ betas 0.9/0.95, lr 6e-4 constant) with global-norm clipping at 1.0. Both train o
 random batch and synchronise on the loss every step. The step is built by llm.train.build and
 llm.train.make_train_step, jitted with the training loop's shardings and donation.
 
-Measured (results below are medians of several alternating runs on this project's 2-core
-Xeon CPU, no GPU; see the notes at the bottom of this docstring): filled in by RESULTS.
+Measured 2026-11-23 on this project's 2-core Xeon (AVX-512) CPU, no GPU, default shape, 20 timed
+steps; four rounds on an idle machine, each running ours (malloc tuned, as llm.main runs),
+ours with LLM_KEEP_MALLOC=1, and `../shared/bench/torch_gpt_reference.py --steps 20`:
+
+    ours              5,775-6,191 tokens/s (median 6,057; ~160 model GFLOP/s)  final_loss 3.7824
+    ours, untuned     5,120-5,351 tokens/s (median 5,220)
+    torch 2.13 (cpu)  6,779-7,144 tokens/s (median 6,911)
+    ratio             0.81-0.90 (median 0.88); untuned 0.76
+
+Other jobs on the machine swing single runs by 2x: check it is idle first. Before the CPU work
+the same step ran 2,565 tokens/s (0.36x of torch here) with the same loss after 23 steps. Where
+the time went, and what fixed it (ms/step):
+- 3-D einsum projections: XLA's CPU backend copied every activation gradient into a transposed
+  layout before the weight-gradient dot (1/3 of the step). 2-D (rows, in) @ (in, out) matmuls
+  (model.project): ~750 -> ~500.
+- jax.nn.dot_product_attention materialises the full masked TxT scores: causal blocks of 64
+  queries that only read their keys (model.attention): -45.
+- nn.scan's while loop zero-fills and copies the stacked residuals: unrolled on CPU: -90.
+- glibc maps and unmaps XLA's 357 MB per-step temporary block, so every step page-faulted it
+  back in: llm/cpu_memory.py keeps freed memory (2.3M -> 0.5M page faults over a benchmark run,
+  RSS 1.2 -> 2.2 GB): -50. The torch reference pays a smaller version of this cost.
+Tried without gain: XLA_FLAGS fast-math, vector width 512, oneDNN, XNNPACK, the old runtime
+(YNN dot fusions, the default, are needed: off costs +17%); one fused QKV matmul; a GELU with a
+hand-written VJP; query blocks of 32 or 128; scan_layers=False (same as the unrolled scan).
+What is left is matmul speed: XLA's dots reach ~280 GFLOP/s in the forward shapes but ~165-230
+in the transposed weight-gradient shapes and ~80 in the small attention blocks, against MKL's
+~260 average in torch.
 """
 import json
 import subprocess
@@ -108,6 +133,8 @@ def run_reference(shape: dict) -> dict | None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  from llm import cpu_memory
+  cpu_memory.keep_freed_memory()  # as llm.main does
   shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}
   if _DECODE.value:
     from llm import bench_decode

@@ -32,7 +32,8 @@ def main(argv):
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  from llm import sharding, train  # after flag parsing, so --help stays fast
+  from llm import cpu_memory, sharding, train  # after flag parsing, so --help stays fast
+  cpu_memory.keep_freed_memory()  # before JAX starts its CPU client
   try:
     sharding.maybe_initialize_distributed(_CONFIG.value.mesh.distributed)
     train.run(_CONFIG.value, _WORKDIR.value)
