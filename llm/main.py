@@ -32,11 +32,16 @@ def main(argv):
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  try:
+    config = _CONFIG.value
+    config.task  # noqa: B018  (config_flags defers a missing file's error to the first field read)
+  except OSError as e:
+    sys.exit(f'llm: could not load --config: {" ".join(l.strip() for l in str(e).splitlines()[-2:])}')
   from llm import cpu_memory, sharding, train  # after flag parsing, so --help stays fast
   cpu_memory.keep_freed_memory()  # before JAX starts its CPU client
   try:
-    sharding.maybe_initialize_distributed(_CONFIG.value.mesh.distributed)
-    train.run(_CONFIG.value, _WORKDIR.value)
+    sharding.maybe_initialize_distributed(config.mesh.distributed)
+    train.run(config, _WORKDIR.value)
   except (ValueError, FileNotFoundError, FloatingPointError) as e:
     # Bad input or a diverged run: one line that says what and how to fix it, no traceback.
     sys.exit(f'llm: {type(e).__name__}: {e}')
@@ -50,7 +55,10 @@ def parse_flags(argv):
     message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
     sys.exit(f'llm: unknown or invalid config key: {message}')
   except flags.Error as e:
-    sys.exit(f'llm: {e}')
+    # A config file that raises arrives with its traceback inside the message: keep the head
+    # (which flag) and the exception's own line.
+    lines = [l for l in str(e).splitlines() if l.strip()]
+    sys.exit(f'llm: {lines[0]} {lines[-1]}' if 'Traceback' in str(e) else f'llm: {e}')
 
 
 if __name__ == '__main__':

@@ -131,3 +131,15 @@ def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
   assert 'launch/run_tpu.sh --config=configs/pretrain_gpt2_124m.py --workdir=/gcs/r' in lines[2]
   code, _, err = dry('run', '--name=v', '--zone=us-central2-b')
   assert code != 0 and 'give the training flags after --' in err
+
+
+@pytest.mark.parametrize('config, message', [
+    ('configs/scaling.py:n=1e6', 'give n (or size) and exactly one of d and c'),
+    ('configs/no_such_config.py', "No such file or directory: 'configs/no_such_config.py'"),
+])
+def test_bad_config_file_or_point_is_one_line(tmp_path, config, message):
+  result = subprocess.run([sys.executable, '-m', 'llm.main', f'--config={config}', f'--workdir={tmp_path}'],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True)
+  assert result.returncode == 1
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith('llm: ') and message in line
