@@ -16,7 +16,7 @@ Rules, from N and D (stated once here, tested in tests/test_scaling_config.py):
   width the nearest multiple of the head width, and the MLP width set so N comes out as asked;
 - batch: 4 x 256 tokens for every point, so steps = D / 1024 (>= 200 for the smallest D). Two
   earlier CPU grids taught this: with 16 x 256 the small budgets got so few steps that the
-  smallest model won every slice, and a batch chosen per point from D (4 to 16 sequences) made
+  smallest model won a whole slice, and a batch chosen per point from D (4 to 16 sequences) made
   the step count jump between neighbours of a slice, which no law in N and D alone describes
   (residuals up to 6%). On 2 cores a batch of 4 costs 5-15% of throughput against 16;
 - learning rate: 3e-3 at width 256 (pretrain_small's tuned value), scaled as width^-1/2 and
