@@ -1,6 +1,7 @@
 """Multi-process training: two JAX processes on this machine (CPU, gloo collectives, one device
 each) train as one job on a 2-device mesh, and match one process holding both devices."""
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -115,3 +116,14 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, subproc
   # Each process saved its own position in the data.
   assert sorted(p.name for p in (pair / 'checkpoints' / '3' / 'data').glob('process_*')) == [
       'process_0-of-2.json', 'process_1-of-2.json']
+
+  # Lose the last checkpoint, as a job killed after step 3 would: both processes resume from
+  # step 3, each from its own data position, and redo steps 4-6 exactly.
+  shutil.rmtree(pair / 'checkpoints' / '6')
+  (pair / 'summary.json').unlink()
+  _wait_all({f'resumed process {i}': (_start(pair, dict(pair_env, JAX_PROCESS_ID=str(i)), tmp_path / f'r{i}.log'),
+                                      tmp_path / f'r{i}.log') for i in (0, 1)})
+  assert 'resuming' in (tmp_path / 'r0.log').read_text()
+  resumed = losses_by_step(pair)
+  assert [resumed[s] for s in range(1, 7)] == [b[s] for s in range(1, 7)]
+  assert json.loads((pair / 'summary.json').read_text())['val_loss'] == summaries[1]['val_loss']
