@@ -52,13 +52,44 @@ def test_scan_and_unrolled_layers_compute_the_same_function():
   layers = state.params['layers']
   params = {k: v for k, v in state.params.items() if k != 'layers'}
   for i in range(2):
-    params[f'layer_{i}'] = jax.tree.map(lambda x: x[i], layers)
+    params[f'layer_{i}'] = jax.tree.map(lambda x, i=i: x[i], layers)
   assert jax.tree.structure(params) == jax.tree.structure(loop_state.params)
   tokens = jax.random.randint(jax.random.key(2), (2, 16), 0, 64)
   with setup_scan.context():
     a = setup_scan.model.apply({'params': state.params}, tokens)
     b = setup_loop.model.apply({'params': params}, tokens)
   np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize('T,H,K,q_block,dtype', [(40, 4, 2, 16, 'float32'), (50, 6, 1, 8, 'float32'),
+                                                  (64, 4, 4, 64, 'float32'), (32, 4, 2, 8, 'bfloat16')])
+def test_blocked_causal_attention_matches_masked_attention_and_its_gradients(T, H, K, q_block, dtype):
+  """The CPU path (query blocks, hand-written backward) against autodiff through one masked
+  softmax over all keys; GQA, a last block shorter than the others, and bf16 included."""
+  rng = np.random.default_rng(0)
+  q, k, v, dout = (jnp.asarray(rng.standard_normal((2, T, n, 16)), dtype) for n in (H, K, K, H))
+  causal = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (2, T, T))
+  blocked, vjp_blocked = jax.vjp(lambda q, k, v: model_lib.attention(q, k, v, q_block=q_block), q, k, v)
+  masked, vjp_masked = jax.vjp(lambda q, k, v: model_lib.attention(q, k, v, causal), q, k, v)
+  tol = dict(rtol=2e-2, atol=2e-2) if dtype == 'bfloat16' else dict(rtol=1e-5, atol=1e-5)
+  f32 = lambda x: np.asarray(x, np.float32)
+  np.testing.assert_allclose(f32(blocked), f32(masked), **tol)
+  for got, want in zip(vjp_blocked(dout), vjp_masked(dout), strict=True):
+    assert got.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(f32(got), f32(want), **tol)
+
+
+@pytest.mark.parametrize('shape', [(64, 48, 16), (64, 16, 48)])
+def test_matmul_gradients_match_the_plain_product(shape):
+  """model.matmul's CPU backward computes the weight gradient transposed when that runs faster."""
+  R, K, N = shape
+  rng = np.random.default_rng(0)
+  x, w, dy = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in ((R, K), (K, N), (R, N)))
+  y, vjp = jax.vjp(model_lib.matmul, x, w)
+  y_ref, vjp_ref = jax.vjp(jnp.matmul, x, w)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6)
+  for got, want in zip(vjp(dy), vjp_ref(dy), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_param_counts_and_flops_match_the_formula():
