@@ -12,13 +12,12 @@ random batch and synchronise on the loss every step. The step is built by llm.tr
 llm.train.make_train_step, jitted with the training loop's shardings and donation.
 
 Measured 2026-11-23 on this project's 2-core Xeon (AVX-512) CPU, no GPU, default shape, 20 timed
-steps; four rounds on an idle machine, each running ours (malloc tuned, as llm.main runs),
-ours with LLM_KEEP_MALLOC=1, and `../shared/bench/torch_gpt_reference.py --steps 20`:
+steps; nine rounds on an idle machine, each running ours (as llm.main runs) and then
+`../shared/bench/torch_gpt_reference.py --steps 20` (`python -m llm.bench --reference`):
 
-    ours              5,775-6,191 tokens/s (median 6,057; ~160 model GFLOP/s)  final_loss 3.7824
-    ours, untuned     5,120-5,351 tokens/s (median 5,220)
-    torch 2.13 (cpu)  6,779-7,144 tokens/s (median 6,911)
-    ratio             0.81-0.90 (median 0.88); untuned 0.76
+    ours              5,943-6,577 tokens/s (median 6,394; ~170 model GFLOP/s)  final_loss 3.7824
+    torch 2.13 (cpu)  6,240-6,916 tokens/s (median 6,605)
+    ratio             0.92-0.99 (median 0.95)
 
 Other jobs on the machine swing single runs by 2x: check it is idle first. Before the CPU work
 the same step ran 2,565 tokens/s (0.36x of torch here) with the same loss after 23 steps. Where
@@ -31,13 +30,26 @@ the time went, and what fixed it (ms/step):
 - nn.scan's while loop zero-fills and copies the stacked residuals: unrolled on CPU: -90.
 - glibc maps and unmaps XLA's 357 MB per-step temporary block, so every step page-faulted it
   back in: llm/cpu_memory.py keeps freed memory (2.3M -> 0.5M page faults over a benchmark run,
-  RSS 1.2 -> 2.2 GB): -50. The torch reference pays a smaller version of this cost.
+  RSS 1.2 -> 2.2 GB): -50 (LLM_KEEP_MALLOC=1 turns it off: 0.76x). The torch reference pays a
+  smaller version of this cost.
+- Autodiff of the blocked attention recomputed rowsum(dP * P) per block, as slow YNN reductions
+  (6 of a layer's 18 ms): a hand-written backward with FlashAttention-2's delta = rowsum(dO * O)
+  (model._causal_blocks_bwd): ~-20.
+- XLA's CPU dot runs a rows-contracting (weight-gradient) product 1.4-1.6x slower when its output
+  has more rows than columns: the tied lm-head's dE and the MLP down-projection's dW are computed
+  transposed behind an optimization barrier (model._cpu_matmul_bwd): ~-15.
+On one core the step does the same work as torch's (ours ~540-570 ms, torch ~570 ms), and the
+dense matmuls take the same time in both (~376 ms at ~140 GFLOP/s; MKL's kernels are ~6%
+faster, XLA's transposed weight-gradient dots ~20% slower). The gap left is attention: XLA runs
+a batched dot on one thread, at ~77 GFLOP/s for the 64-query blocks against ~148 for a 2-D
+matmul, so the 4 layers' attention costs ~99 ms of work against torch's fused flash kernel's ~72.
 Tried without gain: XLA_FLAGS fast-math, vector width 512, oneDNN, XNNPACK, the old runtime
-(YNN dot fusions, the default, are needed: off costs +17%); one fused QKV matmul; a GELU with a
-hand-written VJP; query blocks of 32 or 128; scan_layers=False (same as the unrolled scan).
-What is left is matmul speed: XLA's dots reach ~280 GFLOP/s in the forward shapes but ~165-230
-in the transposed weight-gradient shapes and ~80 in the small attention blocks, against MKL's
-~260 average in torch.
+(YNN dot fusions, the default, are needed: off costs +17%), turning YNN's eltwise or reduce
+fusions off (+3%, +10%); one fused QKV matmul (+5%); a GELU or norm with a hand-written VJP;
+query blocks of 32, 128 or 256 (+3%, +2%, +9%); K kept transposed or the backward's dK/dV
+summed without a chain (no change); the batch split in two for concurrency (no change); two
+XLA CPU devices in data parallel (slower); scan_layers=False (same as the unrolled scan);
+glibc huge pages for malloc (no change).
 """
 import json
 import subprocess
