@@ -12,8 +12,8 @@ from llm import data as data_lib
 from llm.config import base_config
 from llm.data import cache, pipeline, sources
 from llm.tokenizer import train_tokenizer
+from tiny_config import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
 
 
 def need_shared(*parts: str) -> Path:

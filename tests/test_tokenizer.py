@@ -1,12 +1,10 @@
-from pathlib import Path
-
 import ml_collections
 import numpy as np
 import pytest
 
 from llm.tokenizer import SPECIAL_TOKENS, Tokenizer, get_or_train_tokenizer, train_tokenizer
+from tiny_config import SHARED_DATA
 
-SHARED_DATA = Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data'
 SHAKESPEARE = SHARED_DATA / 'tinyshakespeare' / 'input.txt'
 
 

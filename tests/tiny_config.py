@@ -2,11 +2,14 @@
 
     python -m llm.main --config=tests/tiny_config.py --workdir=runs/tiny
 """
+import os
 from pathlib import Path
 
 from llm.config import base_config
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / 'shared' / 'data'
+# The project's real data: $LLM_DATA_DIR (for a checkout that is not beside shared/), else
+# ../shared/data next to the repository.
+SHARED_DATA = Path(os.environ.get('LLM_DATA_DIR') or Path(__file__).resolve().parents[2] / 'shared' / 'data')
 
 
 def tiny_config(cache_dir='', **overrides):
