@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, kill_then_resume, losses_by_step, tiny_config
+from conftest import ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tiny_config
 from llm import checkpoint, train
 
 
@@ -122,7 +122,7 @@ def test_gpt2_124m_config_runs_shrunk_on_eight_fsdp_devices(tmp_path, subprocess
             '--config.train.seq_len=64', '--config.train.batch_size=16', '--config.train.grad_accum=2',
             '--config.train.steps=4', '--config.train.warmup_steps=1', '--config.train.eval_batches=1',
             '--config.tokenizer.vocab_size=512', '--config.tokenizer.train_chars=400000',
-            f'--config.data.dir={ROOT.parent / "shared" / "data"}', '--config.data.source=tinyshakespeare/input.txt',
+            f'--config.data.dir={SHARED_DATA}', '--config.data.source=tinyshakespeare/input.txt',
             '--config.data.format=text_file', '--config.data.val_fraction=0.05', '--config.train.progress_bar=False',
             '--config.train.log_every=1']
   cmd = [sys.executable, '-m', 'llm.main', f'--config={ROOT}/configs/pretrain_gpt2_124m.py',
