@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from llm.kernels import cpu_attention
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -267,8 +269,11 @@ class Attention(nn.Module):
       # its default is the XLA path; cuDNN flash attention needs implementation='cudnn' (bf16),
       # not enabled yet: untested without a GPU.
       out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
+    elif kv_cache is None and cpu_attention.applies(q_BxTxHxDh):
+      # On CPU, float32, one device: the compiled kernel (llm/kernels/cpu_attention.cc).
+      out_BxTxHxDh = cpu_attention.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, 64)
     elif kv_cache is None:
-      # On CPU, causal blocks of 64 queries skip most of the masked upper triangle.
+      # Elsewhere on CPU, causal blocks of 64 queries skip most of the masked upper triangle.
       out_BxTxHxDh = attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
     else:
       # Row b's T new keys go to cache slots lengths_B[b]...; each query sees the slots up to its own.
