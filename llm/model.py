@@ -245,6 +245,27 @@ def attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS=None, q_block: int 
   return out_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
 
 
+def _cpu_kernel_specs(q_BxTxHxDh, k_BxTxKxDh):
+  """(q spec, k/v spec) over the current mesh if the CPU attention kernel applies, else None.
+
+  XLA cannot partition a custom call (it would gather every shard to each device), so under a
+  mesh the kernel runs per shard in shard_map: batch and heads may be split, the sequence not.
+  """
+  if not cpu_attention.applies(q_BxTxHxDh):
+    return None
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()
+  specs = (nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'heads', 'head_dim')),
+           nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'kv_heads', 'head_dim')))
+  for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs):
+    for size, axes in zip(x.shape, tuple(spec) + (None,) * (x.ndim - len(spec))):
+      axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+      if size % math.prod(mesh.shape[a] for a in axes):
+        return None
+  return None if specs[0][1] is not None else specs
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -269,9 +290,15 @@ class Attention(nn.Module):
       # its default is the XLA path; cuDNN flash attention needs implementation='cudnn' (bf16),
       # not enabled yet: untested without a GPU.
       out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
-    elif kv_cache is None and cpu_attention.applies(q_BxTxHxDh):
-      # On CPU, float32, one device: the compiled kernel (llm/kernels/cpu_attention.cc).
-      out_BxTxHxDh = cpu_attention.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, 64)
+    elif kv_cache is None and (specs := _cpu_kernel_specs(q_BxTxHxDh, k_BxTxKxDh)):
+      # On CPU in float32: the compiled kernel (llm/kernels/cpu_attention.cc), per device shard.
+      kernel = lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)
+      q_spec, kv_spec = specs
+      if jax.sharding.get_abstract_mesh().size > 1:
+        # check_vma=False: the FFI call's outputs carry no varying-axes types to check.
+        kernel = jax.shard_map(kernel, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                               check_vma=False)
+      out_BxTxHxDh = kernel(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
     elif kv_cache is None:
       # Elsewhere on CPU, causal blocks of 64 queries skip most of the masked upper triangle.
       out_BxTxHxDh = attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)

@@ -1,5 +1,8 @@
 """The compiled CPU attention kernel against the model's XLA attention, and its fallback."""
+import json
 import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +35,8 @@ def test_kernel_matches_masked_attention_and_its_gradients(B, T, H, K, Dh, q_blo
 
 
 @needs_compiler
-def test_the_kernel_takes_float32_on_one_cpu_device_only():
-  """So the in-process model tests (one CPU device, float32) all run through the kernel."""
+def test_the_kernel_takes_float32_on_the_cpu():
+  """So the in-process model tests (CPU, float32) run through the kernel."""
   x = jnp.zeros((1, 8, 2, 16))
   assert cpu_attention.applies(x)
   assert not cpu_attention.applies(x.astype(jnp.bfloat16))
@@ -50,3 +53,41 @@ def test_llm_cpu_attention_xla_turns_the_kernel_off(monkeypatch):
   monkeypatch.setenv('LLM_CPU_ATTENTION', 'xla')
   assert not cpu_attention.available()
   assert not cpu_attention.applies(jnp.zeros((1, 8, 2, 16)))
+
+
+_SHARDED_STEP = '''
+import json, jax, numpy as np
+from llm import losses, sharding, train
+from llm.config import base_config
+out = {}
+for mesh in [(1, 1, 1), (2, 2, 2), (1, 8, 1)]:
+  c = base_config()
+  c.model.update(dict(num_layers=2, num_heads=4, num_kv_heads=2, dim=32, mlp_dim=64, max_seq_len=16,
+                      position='rope', norm='rmsnorm', mlp='swiglu'))
+  c.train.update(dict(seq_len=16, batch_size=8, steps=10, warmup_steps=2))
+  c.mesh.update(dict(zip(('data', 'fsdp', 'tensor'), mesh)))
+  setup = train.build(c, 64, sharding.make_mesh(c.mesh, jax.devices()[:int(np.prod(mesh))]))
+  with setup.context():
+    state = setup.init(jax.random.key(0))
+    batch = {k: np.random.default_rng(0).integers(0, 64, (8, 16)).astype(np.int32) for k in ('inputs', 'targets')}
+    step = jax.jit(train.make_train_step(setup.model, setup.tx, setup.lr_fn, losses.lm_loss, 1))
+    hlo = step.lower(state, batch).as_text()
+    _, m = step(state, batch)
+  out[str(mesh)] = dict(loss=float(m['loss']), grad_norm=float(m['grad_norm']),
+                        kernel='llm_causal_attention_bwd' in hlo)
+print(json.dumps(out))
+'''
+
+
+@needs_compiler
+def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(subprocess_env):
+  """On 8 fake devices, data x fsdp x tensor = 2x2x2 and fsdp = 8 give one device's step."""
+  env = dict(subprocess_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  proc = subprocess.run([sys.executable, '-c', _SHARDED_STEP], env=env, capture_output=True, text=True,
+                        check=True)
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  one = out.pop('(1, 1, 1)')
+  for mesh, got in out.items():
+    assert got['kernel'] and one['kernel'], mesh
+    assert got['loss'] == pytest.approx(one['loss'], rel=1e-5), mesh
+    assert got['grad_norm'] == pytest.approx(one['grad_norm'], rel=1e-5), mesh
