@@ -94,6 +94,7 @@ def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
   import jax
   import numpy as np
   from llm import losses, model as model_lib, sharding, train
+  from llm.kernels import cpu_attention
 
   mesh = sharding.make_mesh(config.mesh)
   setup = train.build(config, vocab, mesh)
@@ -118,13 +119,15 @@ def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
       loss = float(metrics['loss'])  # synchronise every step, as the reference does (loss.item())
     dt = (time.perf_counter() - t0) / steps
 
+  # Which causal attention the step ran: the compiled CPU kernel, or XLA (LLM_CPU_ATTENTION=xla).
+  attention = 'cpu_kernel' if cpu_attention.applies(np.zeros(1, config.model.dtype)) else 'xla'
   counts = model_lib.count_params(state.params)
   flops_tok = model_lib.flops_per_token(setup.model_cfg, counts['non_embedding'], tc.seq_len)
   tokens = tc.batch_size * tc.seq_len
   return {'impl': 'jax-llm', 'params_non_embedding': counts['non_embedding'], 'params_total': counts['total'],
           'tokens_per_s': round(tokens / dt, 1), 'ms_per_step': round(dt * 1e3, 2),
           'model_gflops_per_s': round(flops_tok * tokens / dt / 1e9, 2), 'final_loss': round(loss, 4),
-          'devices': jax.device_count()}
+          'devices': jax.device_count(), 'attention': attention}
 
 
 def run_reference(shape: dict) -> dict | None:

@@ -229,7 +229,9 @@ def attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS=None, q_block: int 
   (0 = one block) and block i reads only the keys up to its own last position, so most of the
   masked upper triangle is never computed: on T=256 four blocks do 10/16 of the work. The
   blocks' hand-written backward (_causal_blocks_bwd) takes one layer's attention, forward +
-  backward at B=8, T=256 and 4 heads of 64, from 18 to ~12.4 ms on this project's 2-core CPU.
+  backward at B=8, T=256 and 4 heads of 64, from 18 to ~10-12 ms on this project's 2-core CPU.
+  Training on CPU in float32 uses the compiled kernel instead (llm/kernels/cpu_attention.cc,
+  ~6.2 ms there); this path serves bfloat16, hosts without a C++ compiler and the decode mask.
   """
   B, T, H, Dh = q_BxTxHxDh.shape
   K = k_BxSxKxDh.shape[2]
