@@ -12,12 +12,13 @@ random batch and synchronise on the loss every step. The step is built by llm.tr
 llm.train.make_train_step, jitted with the training loop's shardings and donation.
 
 Measured 2026-11-23 on this project's 2-core Xeon (AVX-512) CPU, no GPU, default shape, 20 timed
-steps; nine rounds on an idle machine, each running ours (as llm.main runs) and then
+steps; twelve rounds on an idle machine, each running ours (as llm.main runs) and then
 `../shared/bench/torch_gpt_reference.py --steps 20` (`python -m llm.bench --reference`):
 
-    ours              5,943-6,577 tokens/s (median 6,394; ~170 model GFLOP/s)  final_loss 3.7824
-    torch 2.13 (cpu)  6,240-6,916 tokens/s (median 6,605)
-    ratio             0.92-0.99 (median 0.95)
+    ours              5,948-7,636 tokens/s (median 7,336; ~196 model GFLOP/s)  final_loss 3.7824
+    torch 2.13 (cpu)  6,367-7,120 tokens/s (median 6,563)
+    ratio             0.88-1.20 (median 1.08)
+    ours, LLM_CPU_ATTENTION=xla (4 rounds in between): 5,132-6,823 tokens/s (median 6,292)
 
 Other jobs on the machine swing single runs by 2x: check it is idle first. Before the CPU work
 the same step ran 2,565 tokens/s (0.36x of torch here) with the same loss after 23 steps. Where
@@ -38,11 +39,14 @@ the time went, and what fixed it (ms/step):
 - XLA's CPU dot runs a rows-contracting (weight-gradient) product 1.4-1.6x slower when its output
   has more rows than columns: the tied lm-head's dE and the MLP down-projection's dW are computed
   transposed behind an optimization barrier (model._cpu_matmul_bwd): ~-15.
-On one core the step does the same work as torch's (ours ~540-570 ms, torch ~570 ms), and the
-dense matmuls take the same time in both (~376 ms at ~140 GFLOP/s; MKL's kernels are ~6%
-faster, XLA's transposed weight-gradient dots ~20% slower). The gap left is attention: XLA runs
-a batched dot on one thread, at ~77 GFLOP/s for the 64-query blocks against ~148 for a 2-D
-matmul, so the 4 layers' attention costs ~99 ms of work against torch's fused flash kernel's ~72.
+- XLA runs a batched dot on one thread, at ~77 GFLOP/s for the 64-query attention blocks against
+  ~148 for a 2-D matmul, and as long again in the small ops around them: 4 layers of attention
+  cost ~99 ms of one core's work against torch's fused flash kernel's ~72. A C++ kernel behind
+  an XLA FFI custom call (llm/kernels/cpu_attention.cc: one (row, head) per task on XLA's thread
+  pool, 8x32 register-tiled GEMMs at ~180 GFLOP/s per core, packed operands, a vectorised exp)
+  takes one layer's forward + backward from ~10-12 to ~6.2 ms (forward 5 -> 1.9 ms): ~-30.
+On one core the dense matmuls take the same time in both (~376 ms at ~140 GFLOP/s; MKL's kernels
+are ~6% faster, XLA's transposed weight-gradient dots ~20% slower).
 Tried without gain: XLA_FLAGS fast-math, vector width 512, oneDNN, XNNPACK, the old runtime
 (YNN dot fusions, the default, are needed: off costs +17%), turning YNN's eltwise or reduce
 fusions off (+3%, +10%); one fused QKV matmul (+5%); a GELU or norm with a hand-written VJP;

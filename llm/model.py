@@ -260,8 +260,8 @@ def _cpu_kernel_specs(q_BxTxHxDh, k_BxTxKxDh):
     return jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()
   specs = (nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'heads', 'head_dim')),
            nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'kv_heads', 'head_dim')))
-  for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs):
-    for size, axes in zip(x.shape, tuple(spec) + (None,) * (x.ndim - len(spec))):
+  for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs, strict=True):
+    for size, axes in zip(x.shape, tuple(spec) + (None,) * (x.ndim - len(spec)), strict=True):
       axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
       if size % math.prod(mesh.shape[a] for a in axes):
         return None
