@@ -4,6 +4,7 @@
     python -m llm.bench --reference           # then the PyTorch yardstick on the same shape, and the ratio
     python -m llm.bench --decode --context=512 # KV-cache decoding against recomputation, batch 1 and 32
     python -m llm.bench --data                # the grain pipeline against plain numpy slicing
+    python -m llm.bench --attention           # one layer's causal attention against torch's fused SDPA
 
 The model is the one `../shared/bench/torch_gpt_reference.py` builds: learned positions,
 LayerNorm without bias, 4x GELU MLP, tied embeddings, float32; AdamW (decay on matrices only,
@@ -74,6 +75,8 @@ _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one 
 _REFERENCE = flags.DEFINE_bool('reference', False, 'Also run the PyTorch reference on the same shape.')
 _DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/bench_decode.py).')
 _CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.')
+_ATTENTION = flags.DEFINE_bool('attention', False, 'Benchmark one layer of causal attention instead '
+                               '(llm/bench_attention.py): forward + backward at batch x seq x heads.')
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
@@ -159,6 +162,11 @@ def main(argv):
     from llm import bench_decode
     config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0)
     print(json.dumps(bench_decode.run(config, shape['vocab'])))
+    return
+  if _ATTENTION.value:
+    from llm import bench_attention
+    print(json.dumps(bench_attention.run(shape['batch'], shape['seq'], shape['heads'],
+                                         shape['dim'] // shape['heads'])))
     return
   if _DATA.value:
     from configs import pretrain_small

@@ -91,3 +91,10 @@ def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(subprocess_e
     assert got['kernel'] and one['kernel'], mesh
     assert got['loss'] == pytest.approx(one['loss'], rel=1e-5), mesh
     assert got['grad_norm'] == pytest.approx(one['grad_norm'], rel=1e-5), mesh
+
+
+@needs_compiler
+def test_attention_benchmark_times_the_kernel_and_the_xla_path():
+  from llm import bench_attention
+  result = bench_attention.run(batch=1, seq=64, heads=2, head_dim=16)
+  assert result['xla']['tokens_per_s'] > 0 and result['cpu_kernel']['tokens_per_s'] > 0
