@@ -21,6 +21,7 @@ needs_compiler = pytest.mark.skipif(cpu_attention._compiler() is None, reason='n
     (2, 130, 4, 2, 64, 64),   # GQA, a last block of 2 rows
     (1, 100, 6, 1, 48, 32),   # one key/value head; 48 = 32 + a 16-column remainder
     (3, 37, 2, 2, 16, 8),     # head width below one register tile
+    (1, 300, 4, 2, 128, 64),  # a wide head, five blocks
 ])
 def test_kernel_matches_masked_attention_and_its_gradients(B, T, H, K, Dh, q_block):
   assert cpu_attention.available()
@@ -40,6 +41,16 @@ def test_the_kernel_takes_float32_on_the_cpu():
   x = jnp.zeros((1, 8, 2, 16))
   assert cpu_attention.applies(x)
   assert not cpu_attention.applies(x.astype(jnp.bfloat16))
+
+
+@needs_compiler
+def test_a_fresh_process_can_call_the_kernel_directly(subprocess_env):
+  """causal_attention builds and registers the kernel itself; available() need not come first."""
+  code = ('import jax.numpy as jnp; from llm.kernels import cpu_attention; '
+          'x = jnp.ones((1, 8, 2, 16)); print(float(cpu_attention.causal_attention(x, x, x).sum()))')
+  proc = subprocess.run([sys.executable, '-c', code], env=subprocess_env, capture_output=True, text=True,
+                        check=True)
+  assert float(proc.stdout.split()[-1]) == 8 * 2 * 16  # v = 1 everywhere: every output is 1
 
 
 def test_without_a_compiler_the_model_keeps_the_xla_path(monkeypatch, caplog):

@@ -82,7 +82,15 @@ def available() -> bool:
   return os.environ.get('LLM_CPU_ATTENTION', '') != 'xla' and _library() is not None
 
 
+def _registered():
+  """Builds and registers the kernel on first use, or says in one line why it cannot run."""
+  if _library() is None:
+    raise RuntimeError('the CPU attention kernel could not be built here (the warning above says why); '
+                       'call llm.model.attention instead, or install a C++ compiler')
+
+
 def _forward(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block):
+  _registered()
   B, T, H, Dh = q_BxTxHxDh.shape
   out_types = (jax.ShapeDtypeStruct(q_BxTxHxDh.shape, jnp.float32),
                jax.ShapeDtypeStruct((B, H, T), jnp.float32))
@@ -102,6 +110,7 @@ def _fwd(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block):
 
 
 def _bwd(q_block, residuals, dout_BxTxHxDh):
+  _registered()
   q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh = residuals[:3]
   out_types = tuple(jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in residuals[:3])
   return jax.ffi.ffi_call('llm_causal_attention_bwd', out_types)(
