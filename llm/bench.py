@@ -55,8 +55,9 @@ query blocks of 32, 128 or 256 (+3%, +2%, +9%); K kept transposed or the backwar
 summed without a chain (no change); the batch split in two for concurrency (no change); two
 XLA CPU devices in data parallel (slower); scan_layers=False (same as the unrolled scan);
 glibc huge pages for malloc (no change). A packed, register-tiled GEMM of our own for the dense
-layers (the attention kernel's tile, 8 or 12 rows x 32 columns) reached 104-175 GFLOP/s on one
-core over the step's nine matmul shapes against XLA's 102-159: too little to replace XLA's dots.
+layers (the attention kernel's tile, 12 rows x 32 columns) reached 107-175 GFLOP/s on one core
+over the step's nine matmul shapes against XLA's 101-165, faster on 3 and slower on 5 of them:
+not worth replacing XLA's dots.
 Occasional ~0.7 s steps (2 or 3 per 60, either attention path) come with ~0.5 s of kernel
 time in vmstat and no Python GC pass: the VM's memory management, not the step.
 """
