@@ -10,21 +10,14 @@ jitted (or eager, for torch) forward + backward with the median of several calls
   attention the PyTorch reference trains with, with as many threads as the reference.
 """
 import os
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from llm.bench_decode import median_seconds
 
-def _median_s(fn, repeats: int = 30) -> float:
-  fn()  # compile / warm up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+_REPEATS = 30  # calls per median: one call takes milliseconds
 
 
 def _torch_s(q, k, v, dout) -> float | None:
@@ -41,7 +34,7 @@ def _torch_s(q, k, v, dout) -> float | None:
     out = torch.nn.functional.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
     torch.autograd.grad(out, (qt, kt, vt), dt)
 
-  return _median_s(step)
+  return median_seconds(step, _REPEATS)
 
 
 def run(batch: int, seq: int, heads: int, head_dim: int) -> dict:
@@ -57,9 +50,9 @@ def run(batch: int, seq: int, heads: int, head_dim: int) -> dict:
 
   tokens = batch * seq
   result = {'shape': dict(batch=batch, seq=seq, heads=heads, head_dim=head_dim)}
-  timings = {'xla': _median_s(fwd_bwd(lambda q, k, v: model_lib.attention(q, k, v, q_block=64)))}
+  timings = {'xla': median_seconds(fwd_bwd(lambda q, k, v: model_lib.attention(q, k, v, q_block=64)), _REPEATS)}
   if cpu_attention.available():
-    timings['cpu_kernel'] = _median_s(fwd_bwd(lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)))
+    timings['cpu_kernel'] = median_seconds(fwd_bwd(lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)), _REPEATS)
   torch_s = _torch_s(q, k, v, dout)
   if torch_s is not None:
     timings['torch_sdpa'] = torch_s

@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _timed(fn, repeats: int = 3) -> float:
+def median_seconds(fn, repeats: int = 3) -> float:
+  """Median wall time of fn() over `repeats` calls, after one untimed call (compiles, warms up)."""
   fn()  # compile
   times = []
   for _ in range(repeats):
@@ -51,14 +52,14 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64) -> dict:
   for batch in batches:
     prompts = rng.integers(4, vocab, (batch, context - new_tokens)).tolist()
     gen = lambda n: engine.generate(prompts, max_new_tokens=n, temperature=0.0, stop_ids=[])
-    t_prefill = _timed(lambda: gen(1))
-    t_all = _timed(lambda: gen(new_tokens))
+    t_prefill = median_seconds(lambda: gen(1))
+    t_all = median_seconds(lambda: gen(new_tokens))
     decode_tps = batch * (new_tokens - 1) / (t_all - t_prefill)
     buf = jnp.asarray(rng.integers(4, vocab, (batch, context)), jnp.int32)
     last = jnp.full((batch,), context - 1, jnp.int32)
     with setup.context():
       steps = 4
-      t_recompute = _timed(lambda: [recompute_step(params, buf, last).block_until_ready() for _ in range(steps)])
+      t_recompute = median_seconds(lambda: [recompute_step(params, buf, last).block_until_ready() for _ in range(steps)])
     recompute_tps = batch * steps / t_recompute
     result[f'b{batch}_kv_tokens_per_s'] = round(decode_tps, 1)
     result[f'b{batch}_prefill_s'] = round(t_prefill, 4)
