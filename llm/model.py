@@ -247,17 +247,9 @@ def attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS=None, q_block: int 
   return out_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
 
 
-def _cpu_kernel_specs(q_BxTxHxDh, k_BxTxKxDh):
-  """(q spec, k/v spec) over the current mesh if the CPU attention kernel applies, else None.
-
-  XLA cannot partition a custom call (it would gather every shard to each device), so under a
-  mesh the kernel runs per shard in shard_map: batch and heads may be split, the sequence not.
-  """
-  if not cpu_attention.applies(q_BxTxHxDh):
-    return None
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return jax.sharding.PartitionSpec(), jax.sharding.PartitionSpec()
+def _kernel_shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
+  """(q spec, k/v spec) of the activations' shards on `mesh`, or None where the kernel cannot run
+  per shard: a dimension that does not split evenly, or a split sequence."""
   specs = (nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'heads', 'head_dim')),
            nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'kv_heads', 'head_dim')))
   for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs, strict=True):
@@ -266,6 +258,28 @@ def _cpu_kernel_specs(q_BxTxHxDh, k_BxTxKxDh):
       if size % math.prod(mesh.shape[a] for a in axes):
         return None
   return None if specs[0][1] is not None else specs
+
+
+def cpu_causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+  """Causal self-attention on the CPU backend: the compiled kernel (llm/kernels/cpu_attention.cc)
+  where it applies (float32, a C++ compiler), else the XLA path's blocks of 64 queries.
+
+  XLA cannot partition a custom call (it would gather every shard to each device), so under a
+  multi-device mesh the kernel runs per shard in shard_map: batch and heads split, sequence whole.
+  """
+  kernel = lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)
+  mesh = jax.sharding.get_abstract_mesh()
+  if not cpu_attention.applies(q_BxTxHxDh):
+    return attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
+  if mesh.empty or mesh.size == 1:
+    return kernel(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  specs = _kernel_shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh)
+  if specs is None:
+    return attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
+  q_spec, kv_spec = specs
+  # check_vma=False: the FFI call's outputs carry no varying-axes types to check.
+  return jax.shard_map(kernel, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                       check_vma=False)(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
 
 
 class Attention(nn.Module):
@@ -292,18 +306,8 @@ class Attention(nn.Module):
       # its default is the XLA path; cuDNN flash attention needs implementation='cudnn' (bf16),
       # not enabled yet: untested without a GPU.
       out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
-    elif kv_cache is None and (specs := _cpu_kernel_specs(q_BxTxHxDh, k_BxTxKxDh)):
-      # On CPU in float32: the compiled kernel (llm/kernels/cpu_attention.cc), per device shard.
-      kernel = lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)
-      q_spec, kv_spec = specs
-      if jax.sharding.get_abstract_mesh().size > 1:
-        # check_vma=False: the FFI call's outputs carry no varying-axes types to check.
-        kernel = jax.shard_map(kernel, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
-                               check_vma=False)
-      out_BxTxHxDh = kernel(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
     elif kv_cache is None:
-      # Elsewhere on CPU, causal blocks of 64 queries skip most of the masked upper triangle.
-      out_BxTxHxDh = attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
+      out_BxTxHxDh = cpu_causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
     else:
       # Row b's T new keys go to cache slots lengths_B[b]...; each query sees the slots up to its own.
       write = jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0)))
