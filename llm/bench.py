@@ -13,12 +13,12 @@ random batch and synchronise on the loss every step. The step is built by llm.tr
 llm.train.make_train_step, jitted with the training loop's shardings and donation.
 
 Measured 2026-11-23 on this project's 2-core Xeon (AVX-512) CPU, no GPU, default shape, 20 timed
-steps; twelve rounds on an idle machine, each running ours (as llm.main runs) and then
+steps; eighteen rounds on an idle machine, each running ours (as llm.main runs) and then
 `../shared/bench/torch_gpt_reference.py --steps 20` (`python -m llm.bench --reference`):
 
-    ours              5,948-7,636 tokens/s (median 7,336; ~196 model GFLOP/s)  final_loss 3.7824
-    torch 2.13 (cpu)  6,367-7,120 tokens/s (median 6,563)
-    ratio             0.88-1.20 (median 1.08)
+    ours              5,948-7,681 tokens/s (median 7,365; ~197 model GFLOP/s)  final_loss 3.7824
+    torch 2.13 (cpu)  6,244-7,642 tokens/s (median 6,624)
+    ratio             0.88-1.20 (median 1.08; 14 of 18 rounds >= 1.0)
     ours, LLM_CPU_ATTENTION=xla (4 rounds in between): 5,132-6,823 tokens/s (median 6,292)
 
 Other jobs on the machine swing single runs by 2x: check it is idle first. Before the CPU work
