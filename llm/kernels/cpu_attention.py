@@ -1,9 +1,9 @@
 """Causal attention for the CPU backend as a compiled XLA FFI kernel (cpu_attention.cc).
 
-Built on first use with the host's C++ compiler (-O3 -march=native: this machine's vector
-units), cached under $LLM_CACHE_DIR/kernels (else ~/.cache/llm/kernels) by a hash of the source,
-flags, compiler and jax version, and registered as two FFI targets. Where it cannot be built
-(no compiler), `available()` says False once with the reason and the model keeps its XLA path;
+Built on first use with the host's C++ compiler for this machine's vector units, cached under
+$LLM_CACHE_DIR/kernels (else ~/.cache/llm/kernels) by a hash of the source, flags, compiler, jax
+version and CPU, and registered as two FFI targets. Where it cannot be built (no compiler),
+`available()` says False once with the reason and the model keeps its XLA path;
 LLM_CPU_ATTENTION=xla forces that path, for A/B runs.
 """
 import ctypes
@@ -40,8 +40,9 @@ def _cpu() -> str:
 
 
 def _build(cxx: str) -> Path:
-  flags = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', '-fno-math-errno',
-           f'-I{jax.ffi.include_dir()}']
+  # This machine's vector units; Arm compilers (Apple clang among them) spell it -mcpu.
+  native = '-mcpu=native' if platform.machine().lower() in ('arm64', 'aarch64') else '-march=native'
+  flags = ['-O3', native, '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', f'-I{jax.ffi.include_dir()}']
   version = subprocess.run([cxx, '--version'], capture_output=True, text=True, check=True).stdout
   key = hashlib.sha256('\n'.join([_SOURCE.read_text(), *flags, version, jax.__version__, _cpu()]).encode())
   root = Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser() / 'kernels'
