@@ -31,17 +31,26 @@ def tok(data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope='session')
-def cache_dir(tmp_path_factory):
-  """Tokenizer and token caches shared by the whole session (trained once)."""
+def cache_dir(tmp_path_factory, data_dir):
+  """Tokenizer and token caches of the real data, shared by the whole session (built once);
+  without the data, the tests that need it skip."""
   return tmp_path_factory.mktemp('llm_cache')
 
 
-@pytest.fixture
-def subprocess_env(cache_dir):
-  """Environment for `python -m llm...` children: the repo importable, one quiet CPU device."""
-  env = dict(os.environ, PYTHONPATH=str(ROOT), LLM_CACHE_DIR=str(cache_dir), JAX_PLATFORMS='cpu')
+@pytest.fixture(scope='session')
+def python_env(tmp_path_factory):
+  """Environment for `python ...` children that need no data: the repo importable, one quiet
+  CPU device, compiled kernels cached for the session."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT), LLM_CACHE_DIR=str(tmp_path_factory.mktemp('kernels')),
+             JAX_PLATFORMS='cpu')
   env.pop('XLA_FLAGS', None)
   return env
+
+
+@pytest.fixture
+def subprocess_env(python_env, cache_dir):
+  """Environment for `python -m llm...` children that read the data: its caches shared too."""
+  return dict(python_env, LLM_CACHE_DIR=str(cache_dir))
 
 
 @pytest.fixture(scope='session')

@@ -44,11 +44,11 @@ def test_the_kernel_takes_float32_on_the_cpu():
 
 
 @needs_compiler
-def test_a_fresh_process_can_call_the_kernel_directly(subprocess_env):
+def test_a_fresh_process_can_call_the_kernel_directly(python_env):
   """causal_attention builds and registers the kernel itself; available() need not come first."""
   code = ('import jax.numpy as jnp; from llm.kernels import cpu_attention; '
           'x = jnp.ones((1, 8, 2, 16)); print(float(cpu_attention.causal_attention(x, x, x).sum()))')
-  proc = subprocess.run([sys.executable, '-c', code], env=subprocess_env, capture_output=True, text=True,
+  proc = subprocess.run([sys.executable, '-c', code], env=python_env, capture_output=True, text=True,
                         check=True)
   assert float(proc.stdout.split()[-1]) == 8 * 2 * 16  # v = 1 everywhere: every output is 1
 
@@ -91,9 +91,9 @@ print(json.dumps(out))
 
 
 @needs_compiler
-def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(subprocess_env):
+def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(python_env):
   """On 8 fake devices, data x fsdp x tensor = 2x2x2 and fsdp = 8 give one device's step."""
-  env = dict(subprocess_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = dict(python_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
   proc = subprocess.run([sys.executable, '-c', _SHARDED_STEP], env=env, capture_output=True, text=True,
                         check=True)
   out = json.loads(proc.stdout.strip().splitlines()[-1])
