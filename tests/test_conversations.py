@@ -9,6 +9,7 @@ import pytest
 
 from llm import chat_template, tools
 from llm.data import conversations as cv
+from llm.data import gsm8k
 
 
 # Conversations each real source yields from the shared files (which are byte-identical to
@@ -22,6 +23,7 @@ NATALIA_QUESTION = ('Natalia sold clips to 48 of her friends in April, and then 
                     'May?')
 NATALIA_ANSWER = ('Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = '
                   '<<48+24=72>>72 clips altogether in April and May.\n#### 72')
+NATALIA = gsm8k.parse(NATALIA_QUESTION, NATALIA_ANSWER)
 
 
 
@@ -73,7 +75,7 @@ def test_every_source_is_registered_with_a_uniform_signature(data_dir):
 
 
 def test_gsm8k_natalia_example_becomes_calls_results_and_a_final_answer():
-  conversation = cv.gsm8k_conversation(NATALIA_QUESTION, NATALIA_ANSWER)
+  conversation = cv.gsm8k_conversation(NATALIA)
   assert conversation == [
       {'role': 'user', 'content': NATALIA_QUESTION},
       {'role': 'assistant', 'content': [
@@ -87,7 +89,7 @@ def test_gsm8k_natalia_example_becomes_calls_results_and_a_final_answer():
 
 
 def test_gsm8k_source_starts_with_natalia(data_dir):
-  assert next(cv.gsm8k(data_dir, 0)) == cv.gsm8k_conversation(NATALIA_QUESTION, NATALIA_ANSWER)
+  assert next(cv.gsm8k(data_dir, 0)) == cv.gsm8k_conversation(NATALIA)
 
 
 def test_gsm8k_tool_results_are_the_calculators_output(data_dir):
@@ -104,12 +106,12 @@ def test_gsm8k_tool_results_are_the_calculators_output(data_dir):
 
 
 def test_gsm8k_drops_wrong_annotations_and_cleans_repeated_numbers():
-  assert cv.gsm8k_conversation('q', 'It is 2+2 = <<2+2=5>>5.\n#### 5') is None
-  assert cv.gsm8k_conversation('q', 'It is <<2+x=4>>4.\n#### 4') is None
-  assert cv.gsm8k_conversation('q', 'It is 4 apples.') is None  # no final answer
-  reply = cv.gsm8k_conversation(
+  assert cv.gsm8k_conversation(gsm8k.parse('q', 'It is 2+2 = <<2+2=5>>5.\n#### 5')) is None
+  assert cv.gsm8k_conversation(gsm8k.parse('q', 'It is <<2+x=4>>4.\n#### 4')) is None
+  assert cv.gsm8k_conversation(gsm8k.parse('q', 'It is <<2+2>>4.\n#### 4')) is None  # no result
+  reply = cv.gsm8k_conversation(gsm8k.parse(
       'q', 'He pays 0.2 x 50 = $<<0.2 x 50=10>>10 and 150*150 = <<150*150=22500>>22,500 '
-      'apples.\n#### 22,500')[-1]['content']
+      'apples.\n#### 22,500'))[-1]['content']
   assert [p['text'] for p in reply] == [
       'He pays 0.2 x 50 = $', 'calculator: 0.2 * 50', '10', ' and 150*150 = ',
       'calculator: 150*150', '22500', ' apples.\nThe answer is 22500.']
@@ -281,7 +283,7 @@ def test_load_mixture_with_max_tokens(data_dir, tok):
 
 
 def test_mask_is_one_exactly_on_what_the_assistant_produces(tok):
-  conversation = cv.gsm8k_conversation(NATALIA_QUESTION, NATALIA_ANSWER)
+  conversation = cv.gsm8k_conversation(NATALIA)
   ids, mask = chat_template.render(tok, conversation)
   sp, enc = tok.special_id, tok.encode
   expected = ([(tok.bos_id, 0), (sp('<|user|>'), 0)] + [(t, 0) for t in enc(NATALIA_QUESTION)]

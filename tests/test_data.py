@@ -89,9 +89,18 @@ def test_text_file_and_jsonl_readers(tmp_path):
   with gzip.open(tmp_path / 'docs.jsonl.gz', 'wt', encoding='utf-8') as f:
     f.write(lines)
   for name in ('docs.jsonl', 'docs.jsonl.gz'):
-    assert list(sources.read_jsonl(tmp_path / name, 'text')) == ['first', 'sécond 🙂']
-  with pytest.raises(ValueError, match=r"docs.jsonl:1 has no string field 'body'.*jsonl_field"):
-    list(sources.read_jsonl(tmp_path / 'docs.jsonl', 'body'))
+    assert list(sources.read_jsonl(tmp_path / name)) == records
+    assert list(sources.read_jsonl_field(tmp_path / name, 'text')) == ['first', 'sécond 🙂']
+  with pytest.raises(ValueError, match=r"docs.jsonl: record 1 has no string field 'body'.*jsonl_field"):
+    list(sources.read_jsonl_field(tmp_path / 'docs.jsonl', 'body'))
+
+
+@pytest.mark.parametrize('line, message', [('{"text": "a"', 'is not valid JSON'),
+                                           ('["a", "b"]', 'holds a list, not a JSON object')])
+def test_jsonl_reader_names_the_bad_line(tmp_path, line, message):
+  (tmp_path / 'docs.jsonl').write_text('{"text": "fine"}\n\n' + line + '\n')
+  with pytest.raises(ValueError, match=rf'docs.jsonl:3 {message}'):
+    list(sources.read_jsonl(tmp_path / 'docs.jsonl'))
 
 
 def test_read_documents_drops_empty_documents(tmp_path):

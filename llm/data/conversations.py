@@ -8,10 +8,8 @@ sources ignore the seed; generated ones (arithmetic, identity) are deterministic
 load_mixture() loads named sources, fits each conversation into the model's context (cutting
 long dialogues after an assistant turn) and splits each source into train and val by content hash.
 """
-import gzip
 import itertools
 import json
-import math
 import random
 import re
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 from absl import logging
 
 from llm import chat_template
+from llm.data import gsm8k as gsm8k_data
 from llm.data import sources
 from llm.tools import calculator
 
@@ -59,39 +58,14 @@ def _dialogue(turns: Iterable[str]) -> Conversation | None:
 
 
 def _require(path: Path, source: str) -> Path:
-  if not path.exists():
-    raise FileNotFoundError(f'{path} not found: source {source!r} reads it from the data dir; '
-                            'point --config.data.dir at the folder holding the shared data')
-  return path
-
-
-def _jsonl_records(path: Path) -> Iterator[dict]:
-  opener = gzip.open if path.suffix == '.gz' else open
-  with opener(path, 'rt', encoding='utf-8') as lines:
-    for line in lines:
-      if line.strip():
-        yield json.loads(line)
+  return sources.require(path, f'source {source!r}')
 
 
 # ---------------------------------------------------------------------------------------------
 # GSM8K: worked solutions whose <<expr=result>> annotations become calculator calls
 # ---------------------------------------------------------------------------------------------
 
-_ANNOTATION = re.compile(r'<<(.*?)>>')
-# The number a solution repeats right after an annotation ('<<48/2=24>>24'), maybe with commas.
-_REPEATED_NUMBER = re.compile(r'-?(?:\d[\d,]*)?\.?\d+')
-# 'x' between operands means times in GSM8K's prose ('0.2 x 50'); the calculator wants '*'.
-_TIMES_X = re.compile(r'(?<=[\d)\s])[x\u00d7](?=[\s\d(])')
-
-
-def _same_number(a: str, b: str) -> bool:
-  try:
-    return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-9)
-  except ValueError:  # an 'error: ...' from the calculator, or an annotation that is no number
-    return False
-
-
-def gsm8k_conversation(question: str, answer: str) -> Conversation | None:
+def gsm8k_conversation(item: gsm8k_data.Item) -> Conversation | None:
   """One GSM8K item as a tool-using conversation; None when an annotation does not check out.
 
   'Natalia sold 48/2 = <<48/2=24>>24 clips' becomes the text 'Natalia sold 48/2 = ', the call
@@ -99,46 +73,38 @@ def gsm8k_conversation(question: str, answer: str) -> Conversation | None:
   after the annotation is dropped, since the tool result supplies it. '#### 72' becomes
   'The answer is 72.'.
   """
-  solution, marker, final = answer.rpartition('####')
-  if not marker:
+  steps = gsm8k_data.annotations(item.solution)
+  if steps is None:
     return None
   parts, text_start = [], 0
-  for annotation in _ANNOTATION.finditer(solution):
-    expression, equals, annotated_result = annotation.group(1).rpartition('=')
-    if not equals:
+  for step in steps:
+    result = calculator(step.expression)
+    if not gsm8k_data.same_number(result, step.result):
       return None
-    expression = _TIMES_X.sub('*', expression.strip())
-    result = calculator(expression)
-    if not _same_number(result, annotated_result):
-      return None
-    parts += [_text(solution[text_start:annotation.start()]), _tool_call(expression),
+    parts += [_text(item.solution[text_start:step.start]), _tool_call(step.expression),
               _tool_result(result)]
-    text_start = annotation.end()
-    repeated = _REPEATED_NUMBER.match(solution, text_start)
-    if repeated and _same_number(repeated.group().replace(',', ''), result):
-      text_start = repeated.end()
-  final_answer = final.strip().replace(',', '')
-  parts.append(_text(f'{solution[text_start:]}The answer is {final_answer}.'))
-  return [{'role': 'user', 'content': question.strip()},
+    text_start = step.end
+  parts.append(_text(f'{item.solution[text_start:]}The answer is {item.final_answer}.'))
+  return [{'role': 'user', 'content': item.question},
           {'role': 'assistant', 'content': [p for p in parts if p['text']]}]
 
 
-def _gsm8k_file(data_dir: Path, name: str, source: str) -> Iterator[Conversation]:
-  for record in _jsonl_records(_require(Path(data_dir) / 'gsm8k' / name, source)):
-    conversation = gsm8k_conversation(record['question'], record['answer'])
+def _gsm8k_split(data_dir: Path, split: str) -> Iterator[Conversation]:
+  for item in gsm8k_data.read(data_dir, split):
+    conversation = gsm8k_conversation(item)
     if conversation:
       yield conversation
 
 
 def gsm8k(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
-  return _gsm8k_file(data_dir, 'train.jsonl', 'gsm8k')
+  return _gsm8k_split(data_dir, 'train')
 
 
 def gsm8k_test(data_dir: Path, seed: int) -> Iterator[Conversation]:
   """Held out: for evaluation, never for training."""
   del seed
-  return _gsm8k_file(data_dir, 'test.jsonl', 'gsm8k_test')
+  return _gsm8k_split(data_dir, 'test')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,7 +114,7 @@ def gsm8k_test(data_dir: Path, seed: int) -> Iterator[Conversation]:
 def self_instruct(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
   path = Path(data_dir) / 'self_instruct_user_oriented' / 'user_oriented_instructions.jsonl'
-  for record in _jsonl_records(_require(path, 'self_instruct')):
+  for record in sources.read_jsonl(_require(path, 'self_instruct')):
     for instance in record['instances']:
       request = record['instruction'].strip()
       if instance['input'].strip():
@@ -184,7 +150,7 @@ def hh_dialogue(text: str) -> Conversation | None:
 def hh_chosen(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
   path = Path(data_dir) / 'hh_rlhf_harmless_base' / 'test.jsonl.gz'
-  for record in _jsonl_records(_require(path, 'hh_chosen')):
+  for record in sources.read_jsonl(_require(path, 'hh_chosen')):
     conversation = hh_dialogue(record['chosen'])
     if conversation:
       yield conversation

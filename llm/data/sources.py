@@ -67,19 +67,43 @@ def read_text_file(path: Path, separator: str) -> Iterator[str]:
   yield from text.split(separator) if separator else [text]
 
 
-def read_jsonl(path: Path, field: str) -> Iterator[str]:
-  """The string `field` of each line of a .jsonl or .jsonl.gz file."""
+def read_jsonl(path: Path) -> Iterator[dict]:
+  """The JSON object on each non-blank line of a .jsonl or .jsonl.gz file: the one JSONL reader
+  of the pretraining corpora and the conversation, GSM8K and RL sources alike."""
   path = Path(path)
   opener = gzip.open if path.suffix == '.gz' else open
+  # errors='replace': a stray undecodable byte costs one character, not the whole corpus.
   with opener(path, 'rt', encoding='utf-8', errors='replace') as lines:
     for line_number, line in enumerate(lines, 1):
       if not line.strip():
         continue
-      record = json.loads(line)
-      if not isinstance(record.get(field), str):
-        raise ValueError(f'{path}:{line_number} has no string field {field!r} (keys: '
-                         f'{sorted(record)}); set --config.data.jsonl_field to one of them')
-      yield record[field]
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f'{path}:{line_number} is not valid JSON ({e.msg}, column {e.colno}); a '
+                         '.jsonl file holds one JSON object per line') from None
+      if not isinstance(record, dict):
+        raise ValueError(f'{path}:{line_number} holds a {type(record).__name__}, not a JSON '
+                         'object; a .jsonl file holds one JSON object per line')
+      yield record
+
+
+def read_jsonl_field(path: Path, field: str) -> Iterator[str]:
+  """The string `field` of each record of a .jsonl or .jsonl.gz file: one document each."""
+  for number, record in enumerate(read_jsonl(path), 1):
+    if not isinstance(record.get(field), str):
+      raise ValueError(f'{path}: record {number} has no string field {field!r} (keys: '
+                       f'{sorted(record)}); set --config.data.jsonl_field to one of them')
+    yield record[field]
+
+
+def require(path: Path, what: str) -> Path:
+  """path, a file or folder of the data dir that holds `what` ("source 'hh_chosen'"), if it exists."""
+  path = Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'{path} ({what}) not found; point --config.data.dir at the folder '
+                            'holding the shared data')
+  return path
 
 
 def source_path(data_dir: Path, cfg) -> Path:
@@ -105,7 +129,7 @@ def read_documents(data_dir: Path, cfg) -> Iterator[str]:
   elif cfg.format == 'text_file':
     docs = read_text_file(path, cfg.doc_separator)
   elif cfg.format == 'jsonl':
-    docs = read_jsonl(path, cfg.jsonl_field)
+    docs = read_jsonl_field(path, cfg.jsonl_field)
   else:
     raise ValueError(f'config.data.format={cfg.format!r} is unknown; use one of {FORMATS}')
   return _non_empty(docs, f'corpus {path} (config.data.format={cfg.format!r})')

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
 from llm import chat_template
-from llm.data import conversations
+from llm.data import conversations, gsm8k
 from llm.tools import calculator
 
 
@@ -191,14 +191,9 @@ class ArithmeticTask:
 # ---------------------------------------------------------------------------------------------
 
 def _gsm8k_problems(data_dir: Path, split: str) -> list[Problem]:
-  path = conversations._require(Path(data_dir) / 'gsm8k' / f'{split}.jsonl', f'gsm8k {split}')
-  problems = []
-  for index, record in enumerate(conversations._jsonl_records(path)):
-    final = record['answer'].rpartition('####')[2]  # '#### 1,234' ends every solution
-    meta = dict(source='gsm8k', split=split, index=index)
-    problems.append(Problem(_user_prompt(record['question'].strip()),
-                            conversations.extract_answer(final), meta))
-  return problems
+  return [Problem(_user_prompt(item.question), conversations.extract_answer(item.final_answer),
+                  dict(source='gsm8k', split=split, index=index))
+          for index, item in enumerate(gsm8k.read(data_dir, split))]
 
 
 class GSM8KTask:
