@@ -10,7 +10,7 @@ N counts non-embedding parameters (Kaplan et al.: with them, small models follow
 as large ones); C counts model FLOPs as llm.model.flops_per_token does (6N, plus the tied
 lm-head and causal attention), so a point's C is the compute it really spends.
 
-Rules, from N and D (stated once here, tested in tests/test_scaling_config.py):
+Rules, from N and D (stated once here, tested in tests/test_sweep.py):
 - shape: modern style (RoPE, RMSNorm, SwiGLU, QK-norm), 32-wide heads, no GQA. Depth from a
   width/depth aspect ratio of 64 (Kaplan et al. find the loss flat over a wide range of it),
   width the nearest multiple of the head width, and the MLP width set so N comes out as asked;
@@ -27,6 +27,7 @@ import math
 
 import ml_collections
 
+from llm import model as model_lib
 from llm.config import base_config
 
 ASPECT = 64  # width / depth
@@ -61,10 +62,25 @@ def shape_for(n: float) -> dict:
   return dict(num_layers=num_layers, dim=dim, mlp_dim=mlp_dim)
 
 
-def flops_per_token(num_layers: int, dim: int, mlp_dim: int) -> float:
-  """As llm.model.flops_per_token for this shape (tied lm-head, SEQ_LEN context)."""
-  n = non_embedding_params(num_layers, dim, mlp_dim)
-  return 6 * (n + VOCAB * dim) + 6 * num_layers * SEQ_LEN * dim
+def model_config(shape: dict) -> ml_collections.ConfigDict:
+  """config.model of a point of this shape: modern style, HEAD_DIM-wide heads, no GQA."""
+  model = base_config().model
+  model.position = 'rope'
+  model.norm = 'rmsnorm'
+  model.mlp = 'swiglu'
+  model.qk_norm = True
+  model.num_layers = shape['num_layers']
+  model.dim = shape['dim']
+  model.mlp_dim = shape['mlp_dim']
+  model.num_heads = model.num_kv_heads = shape['dim'] // HEAD_DIM
+  model.max_seq_len = SEQ_LEN
+  return model
+
+
+def flops_per_token(shape: dict) -> float:
+  """Model FLOPs per token of a point of this shape, counted as training counts them."""
+  cfg = model_lib.ModelConfig.from_config(model_config(shape), VOCAB)
+  return model_lib.flops_per_token(cfg, non_embedding_params(**shape), SEQ_LEN)
 
 
 def parse_point(arg: str) -> dict:
@@ -87,10 +103,10 @@ def parse_point(arg: str) -> dict:
   shape = shape_for(n)
   if 'd' in fields:
     d = float(fields['d'])
-    c = d * flops_per_token(**shape)
+    c = d * flops_per_token(shape)
   else:
     c = float(fields['c'])
-    d = c / flops_per_token(**shape)
+    d = c / flops_per_token(shape)
   return dict(n=n, d=d, c=c, shape=shape)
 
 
@@ -105,15 +121,7 @@ def get_config(arg=None):
   point = parse_point(arg)
   shape = point['shape']
   c = base_config()
-  c.model.position = 'rope'
-  c.model.norm = 'rmsnorm'
-  c.model.mlp = 'swiglu'
-  c.model.qk_norm = True
-  c.model.num_layers = shape['num_layers']
-  c.model.dim = shape['dim']
-  c.model.mlp_dim = shape['mlp_dim']
-  c.model.num_heads = c.model.num_kv_heads = shape['dim'] // HEAD_DIM
-  c.model.max_seq_len = SEQ_LEN
+  c.model = model_config(shape)
   c.tokenizer.vocab_size = VOCAB
 
   tokens_per_step = BATCH * SEQ_LEN
