@@ -35,14 +35,14 @@ def grpo_defaults() -> ml_collections.ConfigDict:
   g.group_size = 8  # completions sampled per problem (the group of GRPO)
   g.mu = 1  # optimizer steps on each batch of rollouts
   g.max_new_tokens = 96  # completion length cap
-  g.temperature = 1.0  # rollout sampling
-  g.top_k = 0  # rollout top-k (0 = off)
-  g.top_p = 1.0  # rollout nucleus mass (1.0 = off)
+  g.temperature = 1.0  # rollout sampling; the objective's log-probs are of softmax(logits / temperature) too
+  g.top_k = 0  # rollout top-k: must stay 0 (off), the objective's log-probs are of the untruncated distribution
+  g.top_p = 1.0  # rollout nucleus mass: must stay 1.0 (off), as top_k
   g.epsilon = 0.2  # clip ratio below 1 - epsilon ...
   g.epsilon_high = 0.28  # ... and above 1 + epsilon_high (DAPO clip-higher; = epsilon for PPO)
   g.beta = 0.0  # KL penalty to the reference (the init_from model); 0 skips its forward pass
-  g.normalize_std = True  # divide advantages by the group std (False: Dr. GRPO, mean only)
-  g.aggregation = 'token'  # 'token' mean over all completion tokens, or 'sequence' mean
+  g.normalize_std = True  # divide advantages by the group std (False: mean only, as Dr. GRPO)
+  g.aggregation = 'token'  # 'token' mean, 'sequence' mean of means, 'dr_grpo' sum / (batch x max_new_tokens): Dr. GRPO with normalize_std=False
   g.rewards = ml_collections.ConfigDict(dict(correctness=1.0, format=0.1, length_penalty=0.0))
   g.length_target = 64  # length_penalty starts beyond this many tokens ...
   g.length_scale = 64.0  # ... and costs 1 per this many tokens more

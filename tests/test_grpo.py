@@ -3,13 +3,16 @@ in the training loop."""
 import json
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from conftest import ROOT, kill_then_resume, losses_by_step
+from conftest import ROOT, kill_then_resume, losses_by_step, tiny_config
+from tiny_config import tiny_grpo_config
 from llm.rl import grpo
 
 
@@ -56,15 +59,117 @@ def test_kl_is_zero_when_the_policy_is_the_reference_and_positive_otherwise():
   assert float(other['kl'][0]) > 0.0
 
 
-def test_sequence_aggregation_weighs_each_completion_equally():
-  logp = jnp.zeros((2, 4))
-  mask = jnp.array([[1, 1, 1, 1], [1, 0, 0, 0]], jnp.float32)
-  adv = jnp.array([1.0, 1.0])
-  tok_sum, tok_w, _ = grpo.objective(logp, logp, adv, mask, 0.2, 0.2, aggregation='token')
-  seq_sum, seq_w, _ = grpo.objective(logp, logp, adv, mask, 0.2, 0.2, aggregation='sequence')
-  assert float(tok_w) == 5 and float(seq_w) == 2
-  np.testing.assert_allclose(tok_sum / tok_w, -1.0)
-  np.testing.assert_allclose(seq_sum / seq_w, -1.0)
+def test_kl_enters_the_loss_with_its_sign_and_size():
+  """Advantage 0: the loss is beta x k3, k3 = exp(ref - logp) - (ref - logp) - 1 = e^0.3 - 1.3 per
+  token, and raising logp towards a higher reference lowers it."""
+  logp = jnp.log(jnp.array([[0.2, 0.5, 0.9]]))
+  mask = jnp.ones_like(logp)
+  f = lambda lp: grpo.objective(lp, logp, jnp.zeros(1), mask, 0.2, 0.2, beta=0.1, ref_logp_BxT=logp + 0.3)
+  loss_sum, weight, _ = f(logp)
+  np.testing.assert_allclose(loss_sum / weight, 0.1 * (np.exp(0.3) - 1.3), rtol=1e-5)
+  grad = jax.grad(lambda lp: f(lp)[0])(logp)
+  np.testing.assert_allclose(grad, 0.1 * (1 - np.exp(0.3)) * np.ones((1, 3)), rtol=1e-5)
+
+
+def test_aggregations_on_uneven_lengths():
+  """Ratio 1 (logp = old), so a token's loss is -A. Completions of 4 and 1 tokens with A = 1, -1:
+  token mean (-4 + 1) / 5, sequence mean (-1 + 1) / 2, Dr. GRPO (-4 + 1) / (2 x 6)."""
+  logp = jnp.zeros((2, 6))
+  mask = jnp.array([[0, 1, 1, 1, 1, 0], [0, 0, 1, 0, 0, 0]], jnp.float32)
+  adv = jnp.array([1.0, -1.0])
+  means = {}
+  for aggregation in ('token', 'sequence', 'dr_grpo'):
+    loss_sum, weight, _ = grpo.objective(logp, logp, adv, mask, 0.2, 0.2, aggregation=aggregation,
+                                         max_completion_len=6)
+    means[aggregation] = float(loss_sum / weight)
+  np.testing.assert_allclose([means['token'], means['sequence'], means['dr_grpo']], [-3 / 5, 0.0, -3 / 12],
+                             atol=1e-7)
+
+
+def test_masked_positions_cannot_turn_the_loss_into_nan():
+  """At a prompt position the log-ratio (and the reference's) may be huge: exp() would overflow to
+  inf, and inf x mask 0 is NaN. The loss must be that of the unmasked tokens alone."""
+  logp = jnp.zeros((1, 3))
+  junk = jnp.array([[-200.0, 0.0, 0.0]])
+  mask = jnp.array([[0.0, 1.0, 1.0]])
+  kw = dict(epsilon=0.2, epsilon_high=0.2, beta=0.1)
+  f = lambda lp, old, ref: grpo.objective(lp, old, -jnp.ones(1), mask, ref_logp_BxT=ref, **kw)[0]
+  assert float(f(logp, junk, -junk)) == float(f(logp, logp, logp)) == 2.0
+  assert np.isfinite(jax.grad(f)(logp, junk, -junk)).all()
+
+
+class _FixedLogits:
+  """A 'model' whose logits are its parameters."""
+
+  def apply(self, variables, inputs):
+    del inputs
+    return variables['params']
+
+
+def _grpo_cfg(**kw):
+  from configs.grpo_arith import grpo_defaults
+  g = grpo_defaults()
+  g.update(kw)
+  return g
+
+
+def test_log_probs_are_those_of_the_sampling_temperature():
+  """Rollouts sample softmax(logits / T): the objective's log-probs must be of that distribution,
+  so on the first pass over a batch (old_logp from the same parameters) the ratio is exactly 1
+  and the loss is minus the token mean of the advantages."""
+  T = 0.5
+  logits = jax.random.normal(jax.random.key(0), (2, 3, 7)) * 3
+  batch = {'inputs': jnp.zeros((2, 3), jnp.int32), 'targets': jnp.array([[1, 4, 6], [0, 2, 2]]),
+           'loss_mask': jnp.array([[0, 1, 1], [1, 1, 1]]), 'advantages': jnp.array([1.5, -0.5])}
+  z = np.asarray(logits, np.float64) / T
+  by_hand = z - np.log(np.exp(z).sum(-1, keepdims=True))
+  by_hand = np.take_along_axis(by_hand, np.asarray(batch['targets'])[..., None], -1)[..., 0]
+  old_logp, _ = grpo.policy_logprobs(_FixedLogits(), logits, batch, T)  # what the rollouts store
+  np.testing.assert_allclose(old_logp, by_hand, rtol=1e-5)
+  loss_fn = grpo.make_loss_fn(_grpo_cfg(temperature=T))
+  loss_sum, weight, aux = loss_fn(_FixedLogits(), logits, {**batch, 'old_logp': old_logp})
+  np.testing.assert_allclose(loss_sum / weight, -(2 * 1.5 + 3 * -0.5) / 5, rtol=1e-6)
+  assert float(aux['clip_fraction'][0]) == 0.0
+
+
+def test_mu_passes_train_on_one_batch_of_rollouts(monkeypatch):
+  """mu = 2: steps 1 and 2 get the batch rolled out at step 1 (its old log-probs included), step 3
+  a new one from the next prompts."""
+  from llm.tasks import grpo as grpo_task
+  rollouts = []
+
+  def fake_rollout(config, setup, params, state, start, step):
+    rollouts.append((start, step))
+    return {'old_logp': np.full((2, 3), float(step))}, {}
+
+  monkeypatch.setattr(grpo_task, '_rollout', fake_rollout)
+  config = tiny_config()
+  config.grpo = _grpo_cfg(mu=2)
+  next_batch = grpo_task.make_next_batch(config)
+  data = types.SimpleNamespace(heldout={'rollouts': grpo_task._Rollouts(task=None, tokenizer=None)},
+                               train_iter=iter(range(0, 100, 8)))
+  train_state = types.SimpleNamespace(params=None)
+  batches = [next_batch(data, None, train_state, step)[0] for step in (1, 2, 3, 4)]
+  assert rollouts == [(0, 1), (8, 3)]
+  assert batches[1] is batches[0] and batches[3] is batches[2]
+  assert float(batches[1]['old_logp'][0, 0]) == 1.0 and float(batches[3]['old_logp'][0, 0]) == 3.0
+
+
+@pytest.mark.parametrize('override, message', [
+    ({'grpo.top_k': 50}, 'top_k=50'), ({'grpo.top_p': 0.9}, 'top_p=0.9'),
+    ({'grpo.temperature': 0.0}, 'temperature=0.0')])
+def test_grpo_refuses_samplers_whose_log_probs_it_does_not_compute(override, message):
+  from llm.tasks import grpo as grpo_task
+  with pytest.raises(ValueError, match=message):
+    grpo_task._config_check(tiny_grpo_config(**override))
+
+
+def test_grpo_refuses_several_processes(monkeypatch):
+  """Every process would roll out the whole batch and feed it as its own rows."""
+  from llm.tasks import grpo as grpo_task
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  with pytest.raises(ValueError, match='one process'):
+    grpo_task._config_check(tiny_grpo_config())
 
 
 def test_grpo_raises_the_reward_on_a_bandit():
@@ -110,7 +215,7 @@ def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
               'clip_fraction', 'entropy', 'response_tokens', 'tool_call_rate'):
     assert key in step_row, key
   summary = json.loads((straight / 'summary.json').read_text())
-  assert 0 <= summary['heldout_pass_at_1'] <= summary['heldout_pass_at_2'] <= 1
+  assert {'heldout_pass_at_1', 'heldout_pass_at_2'} <= set(summary)
   assert (straight / 'grpo_curves.png').stat().st_size > 1000
 
 

@@ -8,6 +8,7 @@ sampled, group-relative advantages, and the sampling policy's log-probabilities 
 reference's, when beta > 0). The loss is llm/rl/grpo.py's clipped objective.
 """
 import dataclasses
+import functools
 import itertools
 import json
 from pathlib import Path
@@ -16,19 +17,19 @@ import grain
 import jax
 import numpy as np
 
-from llm import chat_template, engine as engine_lib, tokenizer as tokenizer_lib, tools
+from llm import chat_template, inference, init_from, tokenizer as tokenizer_lib, tools
 from llm.data import sources
 from llm.rl import grpo, rewards as rewards_lib, tasks as rl_tasks
 from llm.tasks import Task, TaskData
-from llm.tasks.sft import _check_same_model, _base_run, base_params, init_state
 
 
 @dataclasses.dataclass
 class _Rollouts:
-  """What next_batch keeps between calls (host side, rebuilt on resume)."""
-  task: object
-  tokenizer: object
-  engine: engine_lib.Engine | None = None
+  """What the task keeps between calls (host side, rebuilt on resume): make_task makes one per
+  run, data() fills in the task and tokenizer, next_batch and the evals share it."""
+  task: object = None
+  tokenizer: object = None
+  engine: inference.Engine | None = None
   ref_params: object = None
   problems: object = None  # iterator over the training problems
   position: int = 0  # index of the next problem that iterator yields
@@ -40,6 +41,13 @@ class _Rollouts:
 
 def _config_check(config):
   g = config.grpo
+  if jax.process_count() > 1:
+    raise ValueError(f'GRPO runs in one process ({jax.process_count()} here): each process would sample the '
+                     'whole rollout batch and feed it as its own rows; run it without jax.distributed')
+  if g.temperature <= 0 or g.top_k or g.top_p < 1.0:
+    raise ValueError(f'grpo.temperature={g.temperature}, top_k={g.top_k}, top_p={g.top_p}: the objective '
+                     'needs the log-probs of the distribution the rollouts sample, softmax(logits / temperature); '
+                     'use temperature > 0, top_k=0 and top_p=1.0')
   if config.train.batch_size != g.prompts_per_step * g.group_size:
     raise ValueError(f'train.batch_size={config.train.batch_size} must equal grpo.prompts_per_step x '
                      f'grpo.group_size = {g.prompts_per_step * g.group_size}')
@@ -48,10 +56,10 @@ def _config_check(config):
                      f'grpo.mu={g.mu}, so a resumed run starts at a fresh batch of rollouts')
 
 
-def data(config, workdir) -> TaskData:
+def data(config, workdir, rollouts: _Rollouts) -> TaskData:
   _config_check(config)
-  base = _base_run(config)
-  _check_same_model(config, base)
+  base = init_from.base_run(config)
+  init_from.check_same_model(config, base)
   tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
   task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir),
                             **config.grpo.task_options.to_dict())
@@ -59,9 +67,8 @@ def data(config, workdir) -> TaskData:
   # other, so a resumed run takes up the very next prompts.
   n = config.grpo.prompts_per_step
   index_iter = iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset())
-  state = _Rollouts(task=task, tokenizer=tok, workdir=Path(workdir))
-  return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={}, heldout={'rollouts': state},
-                  facts={'grpo_task': config.grpo.task})
+  rollouts.task, rollouts.tokenizer, rollouts.workdir = task, tok, Path(workdir)
+  return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={}, facts={'grpo_task': config.grpo.task})
 
 
 def _problems(state: _Rollouts, start: int, count: int, seed: int) -> list:
@@ -74,16 +81,16 @@ def _problems(state: _Rollouts, start: int, count: int, seed: int) -> list:
 
 def _engine(config, setup, params, state: _Rollouts):
   if state.engine is None:  # one engine: its compiled decode loop is reused every step
-    state.engine = engine_lib.Engine(setup, params, state.tokenizer, tools=tools.make_registry())
+    state.engine = inference.Engine(setup.model_cfg, params, state.tokenizer, setup.mesh, rules=setup.rules,
+                                    tools=tools.make_registry())
   state.engine.params = params
   return state.engine
 
 
-def make_next_batch(config):
+def make_next_batch(config, state: _Rollouts):
   g = config.grpo
 
   def next_batch(data, setup, train_state, step):
-    state: _Rollouts = data.heldout['rollouts']
     if (step - 1) % g.mu == 0 or state.batch is None:
       start = next(data.train_iter)
       state.batch, state.metrics = _rollout(config, setup, train_state.params, state, start, step)
@@ -120,13 +127,12 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
   batch = {'inputs': tokens[:, :-1], 'targets': tokens[:, 1:], 'loss_mask': mask[:, 1:],
            'advantages': advantages.astype(np.float32)}
   if state.logp_fn is None:
-    state.logp_fn = jax.jit(lambda p, b: grpo.token_logprobs(setup.model.apply({'params': p}, b['inputs']),
-                                                             b['targets']))
+    state.logp_fn = jax.jit(lambda p, b: grpo.policy_logprobs(setup.model, p, b, g.temperature)[0])
   with setup.context():
     batch['old_logp'] = np.asarray(state.logp_fn(params, batch))
     if g.beta > 0:
       if state.ref_params is None:
-        state.ref_params = base_params(config, setup.abstract_state)
+        state.ref_params = init_from.base_params(config, setup.abstract_state.params)
       batch['ref_logp'] = np.asarray(state.logp_fn(state.ref_params, batch))
 
   groups = total.reshape(-1, g.group_size)
@@ -138,9 +144,10 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
   return batch, metrics
 
 
-def pass_at_k(config, setup, params, data) -> dict:
+def pass_at_k(config, setup, params, data, state: _Rollouts) -> dict:
   """Held-out pass@1 (mean over k samples) and pass@k, fixed sampler settings and seeds."""
-  g, state = config.grpo, data.heldout['rollouts']
+  del data
+  g = config.grpo
   tok = state.tokenizer
   problems = state.task.heldout(g.eval_problems)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
@@ -157,13 +164,13 @@ def pass_at_k(config, setup, params, data) -> dict:
           f'heldout_pass_at_{g.eval_samples}': float(correct.any(1).mean())}
 
 
-def plot(config, setup, params, data) -> dict:
+def plot(config, setup, params, data, state: _Rollouts) -> dict:
   """DIR/grpo_curves.png: training reward and held-out pass@1 against step."""
-  del config, setup, params
+  del config, setup, params, data
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  workdir = data.heldout['rollouts'].workdir
+  workdir = state.workdir
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   reward = [(r['step'], r['reward_mean']) for r in rows if 'reward_mean' in r]
   heldout = [(r['step'], r['heldout_pass_at_1']) for r in rows if 'heldout_pass_at_1' in r]
@@ -181,6 +188,10 @@ def plot(config, setup, params, data) -> dict:
 
 
 def make_task(config) -> Task:
-  """The loss and the rollouts depend on config.grpo, so the task is built per config."""
-  return Task(data=data, loss_fn=grpo.make_loss_fn(config.grpo), init_state=init_state,
-              next_batch=make_next_batch(config), periodic_eval=pass_at_k, evaluate=plot)
+  """The loss and the rollouts depend on config.grpo, so the task is built per config; the
+  rollout state it keeps lives here, with the task, not in its data."""
+  rollouts = _Rollouts()
+  return Task(data=functools.partial(data, rollouts=rollouts), loss_fn=grpo.make_loss_fn(config.grpo),
+              init_state=init_from.init_state, next_batch=make_next_batch(config, rollouts),
+              periodic_eval=functools.partial(pass_at_k, state=rollouts),
+              evaluate=functools.partial(plot, state=rollouts))
