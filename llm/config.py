@@ -4,7 +4,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = 'pretrain'  # which stage runs: a key of llm.tasks.TASKS
+  c.task = 'pretrain'  # which stage runs: a key of llm.tasks._MODULES (pretrain, sft, grpo)
   c.seed = 0  # parameter init and per-step randomness
   c.init_from = ''  # a finished run's DIR whose parameters this run starts from (sft, grpo)
 
