@@ -148,6 +148,15 @@ def test_find_data_dir_search_order(tmp_path, monkeypatch):
     sources.find_data_dir(str(tmp_path / 'missing'))
 
 
+def test_data_dir_from_the_environment_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
+  """A mistyped LLM_DATA_DIR must not quietly train on ./data or ../shared/data instead."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / 'data').mkdir()
+  monkeypatch.setenv('LLM_DATA_DIR', str(tmp_path / 'typo'))
+  with pytest.raises(FileNotFoundError, match=r'typo \(\$LLM_DATA_DIR\) does not exist'):
+    sources.find_data_dir('')
+
+
 def test_split_is_deterministic_and_independent_of_order():
   docs = [f'document number {i}' for i in range(400)]
   train, val = sources.split_documents(docs, 0.1, seed=0)

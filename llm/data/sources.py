@@ -24,14 +24,21 @@ _GUTENBERG_END = re.compile(r'^[ \t]*(\*\*\*[ \t]*END OF|End of (the )?Project G
 
 
 def find_data_dir(configured: str) -> Path:
-  """configured if set, else the first of $LLM_DATA_DIR, ./data, ../shared/data that exists."""
+  """configured if set, else $LLM_DATA_DIR if set, else the first of ./data, ../shared/data that
+  exists. An explicit setting that does not exist is an error, never a silent fallback."""
   if configured:
     path = Path(configured).expanduser()
     if not path.is_dir():
       raise FileNotFoundError(f'data dir {path} (config.data.dir) does not exist; '
                               'fix --config.data.dir=... or set it to "" to search the defaults')
     return path
-  candidates = [Path(p) for p in (os.environ.get('LLM_DATA_DIR'), 'data', '../shared/data') if p]
+  if os.environ.get('LLM_DATA_DIR'):
+    path = Path(os.environ['LLM_DATA_DIR']).expanduser()
+    if not path.is_dir():
+      raise FileNotFoundError(f'data dir {path} ($LLM_DATA_DIR) does not exist; fix LLM_DATA_DIR or unset it '
+                              'to search ./data and ../shared/data')
+    return path
+  candidates = [Path(p) for p in ('data', '../shared/data')]
   for path in candidates:
     if path.is_dir():
       return path
