@@ -29,7 +29,7 @@ def get_config(arg=None):
 
 def grpo_defaults() -> ml_collections.ConfigDict:
   g = ml_collections.ConfigDict()
-  g.task = 'arithmetic'  # a key of llm.rl.tasks (arithmetic, gsm8k)
+  g.task = 'arithmetic'  # a name llm.rl.tasks.make_task knows (arithmetic, gsm8k)
   g.task_options = ml_collections.ConfigDict()  # the task's knobs, e.g. digits=(2, 3), ops=(1, 2)
   g.prompts_per_step = 8  # distinct problems per batch of rollouts
   g.group_size = 8  # completions sampled per problem (the group of GRPO)
