@@ -20,6 +20,14 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # Control symbols, not user-defined ones: SentencePiece never produces them from text, so the
 # literal string '<|user|>' inside a document or a tool's output cannot forge a turn boundary.
 # Only code that builds token sequences (the chat template) can emit them, via special_id().
+# Their ids follow eos in this order (<|system|> is 4), before the byte and learned pieces.
+# '<|tool|>' is reserved: the chat template keeps tool calls and results inside the assistant
+# turn, so nothing emits it yet; it is there for a turn of the tool role (OpenAI's role 'tool'
+# messages, which a server receives), and dropping it would cost more than it saves. Any change
+# to this tuple changes every tokenizer's cache key (it is in _TRAINER_OPTIONS), so each is
+# retrained on next use and every token cache rebuilt (keyed by the tokenizer's content); the
+# pieces after the specials all move, so new runs no longer share token ids with earlier ones
+# (a run keeps its own tokenizer.model and finds specials by name, so it still loads).
 SPECIAL_TOKENS = ('<|system|>', '<|user|>', '<|assistant|>', '<|tool|>', '<|end|>',
                   '<|tool_call|>', '<|/tool_call|>', '<|tool_result|>', '<|/tool_result|>')
 

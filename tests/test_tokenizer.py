@@ -2,6 +2,8 @@ import ml_collections
 import numpy as np
 import pytest
 
+from llm import tokenizer as tokenizer_lib
+from llm.data import cache
 from llm.tokenizer import SPECIAL_TOKENS, Tokenizer, get_or_train_tokenizer, train_tokenizer
 from tiny_config import SHARED_DATA
 
@@ -103,6 +105,22 @@ def test_cached_tokenizer_is_reused_without_retraining(tmp_path):
 
   other = get_or_train_tokenizer(tokenizer_config(), docs, tmp_path, fingerprint='corpus-b')
   assert len(calls) == 2 and other.path != first.path
+
+
+def test_changed_special_tokens_retrain_the_tokenizer_and_rebuild_its_caches(tmp_path, monkeypatch):
+  # What dropping '<|tool|>' would do (see the comment on SPECIAL_TOKENS): the cached tokenizer
+  # is not reused, the ids after it move, and the token cache gets a new key.
+  docs = lambda: [training_text()]
+  kept = get_or_train_tokenizer(tokenizer_config(), docs, tmp_path, fingerprint='corpus')
+  without_tool = [name for name in SPECIAL_TOKENS if name != '<|tool|>']
+  monkeypatch.setattr(tokenizer_lib, '_TRAINER_OPTIONS',
+                      dict(tokenizer_lib._TRAINER_OPTIONS, control_symbols=without_tool))
+  dropped = get_or_train_tokenizer(tokenizer_config(), docs, tmp_path, fingerprint='corpus')
+  assert dropped.path != kept.path and dropped.fingerprint != kept.fingerprint
+  assert (kept.id_to_piece(8), dropped.id_to_piece(7)) == ('<|end|>', '<|end|>')
+  caches = [cache.get_or_build_cache(lambda: ['some text'], t, tmp_path, 'corpus', 'val')
+            for t in (kept, dropped)]
+  assert caches[0] != caches[1]
 
 
 def test_configured_path_is_loaded_as_is(tok, tmp_path):
