@@ -28,7 +28,7 @@ def median_seconds(fn, repeats: int = 3) -> float:
 
 def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64) -> dict:
   """config: the benchmark model (llm.bench.bench_config) with seq = the context length."""
-  from llm import engine as engine_lib, sharding, train
+  from llm import inference, sharding, train
   context = config.model.max_seq_len
   setup = train.build(config, vocab, sharding.make_mesh(config.mesh))
   with setup.context():
@@ -38,7 +38,7 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64) -> dict:
     eos_id = bos_id = 2
     special_id = staticmethod(lambda name: 3)
 
-  engine = engine_lib.Engine(setup, params, _Tok(), cache_len=context)
+  engine = inference.Engine(setup.model_cfg, params, _Tok(), setup.mesh, rules=setup.rules, cache_len=context)
   rng = np.random.default_rng(0)
   m = config.model
   result = {'impl': 'jax-decode', 'context': context, 'new_tokens': new_tokens, 'layers': m.num_layers,

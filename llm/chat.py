@@ -47,9 +47,12 @@ class Printer:
 
 def main(argv):
   del argv
-  from llm import chat_template, engine as engine_lib, run_dir, tools
-  _, tok, setup, params = run_dir.load(_WORKDIR.value)
-  engine = engine_lib.Engine(setup, params, tok, tools=tools.make_registry(_SEARCH.value))
+  from llm import chat_template, inference, tools
+  try:
+    run = inference.load(_WORKDIR.value)
+  except inference.RunError as e:
+    sys.exit(f'llm.chat: {e}')
+  tok, engine = run.tokenizer, run.engine(tools=tools.make_registry(_SEARCH.value))
   system = [{'role': 'system', 'content': _SYSTEM.value}] if _SYSTEM.value else []
   messages, seed = list(system), _SEED.value
   print(f'chatting with {_WORKDIR.value} ({engine.cache_len}-token context); /reset, /quit')

@@ -13,8 +13,13 @@ text, tool results with their delimiters).
 A message is {'role': 'system' | 'user' | 'assistant', 'content': str | list of parts}, where an
 assistant's parts are {'type': 'text' | 'tool_call' | 'tool_result', 'text': str}.
 """
+from llm import tools
+
 ROLES = ('system', 'user', 'assistant')
 PART_TYPES = ('text', 'tool_call', 'tool_result')
+# Longest tool result in tokens, delimiters included: the engine force-feeds a result from a
+# queue this long, and training renders results cut the same way, so both see the same tokens.
+MAX_TOOL_RESULT_TOKENS = 256
 
 
 def _parts(message) -> list[dict]:
@@ -47,9 +52,22 @@ def render(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
       elif kind == 'tool_call':
         add([sp('<|tool_call|>')] + body + [sp('<|/tool_call|>')], True)
       else:
-        add([sp('<|tool_result|>')] + body + [sp('<|/tool_result|>')], False)
+        add(tool_result_ids(tokenizer, part['text']), False)
     add([sp('<|end|>')], is_assistant)
   return ids, mask
+
+
+def tool_result_ids(tokenizer, text: str) -> list[int]:
+  """<|tool_result|> text <|/tool_result|>, the text cut to MAX_TOOL_RESULT_TOKENS in all with a
+  visible marker (llm.tools.TRUNCATED) where it is longer: the one place results are cut, for
+  the engine and for training alike."""
+  sp = tokenizer.special_id
+  body = tokenizer.encode(text)
+  room = MAX_TOOL_RESULT_TOKENS - 2
+  if len(body) > room:
+    marker = tokenizer.encode(tools.TRUNCATED)
+    body = body[:room - len(marker)] + marker
+  return [sp('<|tool_result|>')] + body + [sp('<|/tool_result|>')]
 
 
 def render_prompt(tokenizer, messages: list[dict]) -> list[int]:

@@ -21,12 +21,20 @@ _STOP = flags.DEFINE_string('stop', '', 'Cut each sample at the first occurrence
 
 def main(argv):
   del argv
-  from llm import engine as engine_lib, run_dir
-  prompt = open(_PROMPT_FILE.value).read() if _PROMPT_FILE.value else _PROMPT.value
-  config, tok, setup, params = run_dir.load(_WORKDIR.value)
-  engine = engine_lib.Engine(setup, params, tok)
-  prompt_ids = [tok.bos_id] + tok.encode(prompt)
-  max_new = min(_MAX_NEW.value, engine.cache_len - len(prompt_ids))
+  from llm import inference
+  try:
+    prompt = open(_PROMPT_FILE.value).read() if _PROMPT_FILE.value else _PROMPT.value
+    run = inference.load(_WORKDIR.value)
+  except (OSError, inference.RunError) as e:
+    sys.exit(f'llm.sample: {e}')
+  tok, engine = run.tokenizer, run.engine()
+  prompt_ids, max_new, dropped = inference.fit_prompt([tok.bos_id] + tok.encode(prompt), engine.cache_len,
+                                                      _MAX_NEW.value)
+  if dropped:
+    print(f'llm.sample: the prompt is {len(prompt_ids) + dropped} tokens and the context {engine.cache_len}: '
+          f'keeping its last {len(prompt_ids) - 1} (and bos) to leave room for {max_new} new tokens',
+          file=sys.stderr)
+    prompt = tok.decode(prompt_ids)
   stream = None
   if _NUM.value == 1 and not _STOP.value:
     sys.stdout.write(prompt)

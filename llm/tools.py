@@ -322,7 +322,7 @@ def _cut_at_word(text: str, max_chars: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 MAX_TOOL_OUTPUT_CHARS = 2000
-_TRUNCATED = ' ...[truncated]'
+TRUNCATED = ' ...[truncated]'  # ends a cut tool result (here by characters, llm.chat_template by tokens)
 _TOOL_NAME = re.compile(r'[A-Za-z_]\w*')
 
 # Every special-token string, as in llm.tokenizer, plus SentencePiece's default piece names.
@@ -374,5 +374,5 @@ def sanitize_tool_output(text: str, max_chars: int = MAX_TOOL_OUTPUT_CHARS) -> s
   text = _TOKEN_START.sub('<' + _ZERO_WIDTH_SPACE, str(text))
   if len(text) > max_chars:
     # Cutting a clean string cannot create a token, and the marker starts with a space.
-    text = text[:max(max_chars - len(_TRUNCATED), 0)] + _TRUNCATED
+    text = text[:max(max_chars - len(TRUNCATED), 0)] + TRUNCATED
   return text

@@ -1,6 +1,4 @@
 """The inference engine: cached decoding is exact, rows are independent, stops, tools."""
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -8,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from llm import chat_template, engine as engine_lib, tools
+from llm import chat_template, inference, tools
 from llm.data import prepare
 from test_model import init, small_config
 
@@ -38,7 +36,7 @@ def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style):
 
 def _engine(tokenizer, style='modern', **kw):
   setup, state = init(small_config(style, max_seq_len=96), vocab=tokenizer.vocab_size)
-  return engine_lib.Engine(setup, state.params, tokenizer, **kw)
+  return inference.Engine(setup.model_cfg, state.params, tokenizer, setup.mesh, rules=setup.rules, **kw)
 
 
 def test_a_batch_gives_each_row_what_it_gets_alone(tokenizer):
@@ -59,9 +57,9 @@ def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer):
   prompt = [2, 40, 41, 42]
   out = engine.generate([prompt], max_new_tokens=6, temperature=0.0, stop_ids=[])[0].tokens
   seq = list(prompt)
-  with engine.setup.context():
+  with engine.context():
     for _ in range(6):
-      logits = engine.setup.model.apply({'params': engine.params}, jnp.asarray([seq]))
+      logits = engine.model.apply({'params': engine.params}, jnp.asarray([seq]))
       seq.append(int(jnp.argmax(logits[0, -1])))
   assert out == seq[len(prompt):]
 
@@ -95,8 +93,8 @@ def _scripted_engine(tokenizer, prompt, reply, registry):
   """An engine whose model writes `reply` after `prompt`, whatever it is fed."""
   real_setup, _ = init(small_config('gpt2', max_seq_len=160), vocab=tokenizer.vocab_size)
   script = [0] * (len(prompt) - 1) + reply + [tokenizer.eos_id] * 10
-  setup = dataclasses.replace(real_setup, model=Scripted(tuple(script), tokenizer.vocab_size))
-  return engine_lib.Engine(setup, {}, tokenizer, tools=registry)
+  return inference.Engine(real_setup.model_cfg, {}, tokenizer, real_setup.mesh, tools=registry,
+                          model=Scripted(tuple(script), tokenizer.vocab_size))
 
 
 def test_tool_call_runs_and_its_result_is_force_fed_and_marked(tokenizer):
@@ -142,14 +140,14 @@ import json, sys
 sys.path.insert(0, 'tests')
 import jax
 from test_model import init, small_config
-from llm import engine as engine_lib
+from llm import inference
 
 class Tok:
   eos_id = bos_id = 2
   special_id = staticmethod(lambda name: 3)
 
 setup, state = init(small_config('modern', max_seq_len=64))
-engine = engine_lib.Engine(setup, state.params, Tok())
+engine = inference.Engine(setup.model_cfg, state.params, Tok(), setup.mesh, rules=setup.rules)
 prompts = [[2] + list(range(10, 10 + n)) for n in (3, 9, 1, 5, 12, 2, 7, 4)]
 out = engine.generate(prompts, max_new_tokens=10, temperature=1.0, seed=list(range(8)), stop_ids=[])
 print(json.dumps({'devices': jax.device_count(), 'tokens': [c.tokens for c in out]}))

@@ -145,9 +145,8 @@ def test_mu_passes_train_on_one_batch_of_rollouts(monkeypatch):
   monkeypatch.setattr(grpo_task, '_rollout', fake_rollout)
   config = tiny_config()
   config.grpo = _grpo_cfg(mu=2)
-  next_batch = grpo_task.make_next_batch(config)
-  data = types.SimpleNamespace(heldout={'rollouts': grpo_task._Rollouts(task=None, tokenizer=None)},
-                               train_iter=iter(range(0, 100, 8)))
+  next_batch = grpo_task.make_next_batch(config, grpo_task._Rollouts())
+  data = types.SimpleNamespace(train_iter=iter(range(0, 100, 8)))
   train_state = types.SimpleNamespace(params=None)
   batches = [next_batch(data, None, train_state, step)[0] for step in (1, 2, 3, 4)]
   assert rollouts == [(0, 1), (8, 3)]

@@ -1,36 +1,16 @@
 """Supervised fine-tuning: a pretrained base model trained on conversations, the loss on the
 assistant's tokens only (llm/chat_template.py decides which), conversations packed whole into
 windows (llm/data/pipeline.pack_conversations)."""
-import json
 import random
-from pathlib import Path
 
 from absl import logging
 import jax
 import numpy as np
 
-from llm import checkpoint, losses, tokenizer as tokenizer_lib
+from llm import init_from, losses, tokenizer as tokenizer_lib
 from llm.chat_template import render
 from llm.data import conversations, pipeline, sources
 from llm.tasks import Task, TaskData, sft_eval
-
-
-def _base_run(config) -> Path:
-  base = Path(config.init_from)
-  if not config.init_from or not (base / 'tokenizer.model').exists():
-    raise FileNotFoundError(f'init_from={config.init_from!r} is not a finished pretraining run '
-                            '(no tokenizer.model); train one first or set --config.init_from=DIR')
-  return base
-
-
-def _check_same_model(config, base: Path):
-  """The SFT model must be the pretrained one: a mismatch would fail deep inside the restore."""
-  base_model = json.loads((base / 'config.json').read_text())['model']
-  ours = json.loads(config.model.to_json_best_effort())
-  differ = sorted(k for k in ours if ours[k] != base_model.get(k))
-  if differ:
-    raise ValueError(f'config.model differs from {base}/config.json in {differ}; copy those '
-                     'fields from the pretraining run')
 
 
 def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
@@ -42,8 +22,8 @@ def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
 
 def data(config, workdir) -> TaskData:
   del workdir
-  base = _base_run(config)
-  _check_same_model(config, base)
+  base = init_from.base_run(config)
+  init_from.check_same_model(config, base)
   tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
   tc, sc = config.train, config.sft
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
@@ -81,26 +61,9 @@ def _eval_batches(rendered, tc, pad_id) -> list[dict]:
           for i in range(0, count * tc.batch_size, tc.batch_size)]
 
 
-def base_params(config, abstract_state):
-  """The pretrained parameters of config.init_from (its latest checkpoint)."""
-  base = _base_run(config)
-  ckpt = checkpoint.Checkpointer(base / 'checkpoints', keep=1)
-  step = ckpt.latest_step()
-  if step is None:
-    raise FileNotFoundError(f'{base}/checkpoints holds no checkpoint to start from')
-  params = ckpt.restore_state_only(step, abstract_state).params
-  ckpt.close()
-  logging.info('sft: pretrained parameters from %s step %d', base, step)
-  return params
-
-
-def init_state(config, state, abstract_state):
-  """Starts from the pretrained parameters; the optimizer state starts fresh."""
-  return state.replace(params=base_params(config, abstract_state))
-
-
 def evaluate(config, setup, params, data) -> dict:
-  return sft_eval.evaluate(config, setup, params, data, base_params(config, setup.abstract_state))
+  return sft_eval.evaluate(config, setup, params, data,
+                           init_from.base_params(config, setup.abstract_state.params))
 
 
-TASK = Task(data=data, loss_fn=losses.lm_loss, init_state=init_state, evaluate=evaluate)
+TASK = Task(data=data, loss_fn=losses.lm_loss, init_state=init_from.init_state, evaluate=evaluate)

@@ -9,7 +9,7 @@ Greedy decoding throughout, so the numbers are repeatable.
 """
 import random
 
-from llm import chat_template, engine as engine_lib, tools
+from llm import chat_template, inference, tools
 from llm.data import conversations
 
 _FEWSHOT = [('What is 23 + 45?', '68'), ('Compute 12 * 11.', '132'), ('What is 90 - 37?', '53')]
@@ -37,12 +37,16 @@ def _answers(tok, completions) -> list[str | None]:
   return [conversations.extract_answer(t) for t in texts]
 
 
+def _engine(setup, params, tok, **kwargs) -> inference.Engine:
+  return inference.Engine(setup.model_cfg, params, tok, setup.mesh, rules=setup.rules, **kwargs)
+
+
 def evaluate(config, setup, params, data, base_params) -> dict:
   """params: the SFT model; base_params: the pretrained model it started from."""
   tok, sc = data.tokenizer, config.sft
   end = tok.special_id('<|end|>')
-  with_tools = engine_lib.Engine(setup, params, tok, tools=tools.make_registry())
-  no_tools = engine_lib.Engine(setup, params, tok)
+  with_tools = _engine(setup, params, tok, tools=tools.make_registry())
+  no_tools = _engine(setup, params, tok)
   room = lambda prompts: [with_tools.cache_len - len(p) for p in prompts]
   out = {}
 
@@ -80,7 +84,7 @@ def _accuracy(answers, gold) -> float:
 
 def _base_fewshot(setup, base_params, tok, problems) -> float:
   """The pretrained model, before SFT, prompted with three solved examples."""
-  engine = engine_lib.Engine(setup, base_params, tok)
+  engine = _engine(setup, base_params, tok)
   shots = ''.join(f'Question: {q}\nAnswer: {a}\n\n' for q, a in _FEWSHOT)
   prompts = [[tok.bos_id] + tok.encode(f'{shots}Question: {q}\nAnswer:') for q, _ in problems]
   # A prompt the context cannot hold with room to answer counts as a miss.

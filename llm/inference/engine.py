@@ -1,27 +1,33 @@
 """Inference engine: jitted prefill, a jitted decode loop over a preallocated KV cache, and
 tool calls run inside generation.
 
-One call generates for a batch of prompts of different lengths. Each row has its own seed,
-stop tokens and token budget, and its sampling randomness depends only on (seed, how many
-tokens it has produced), so a row's tokens do not depend on which other rows share its batch.
+Built from what inference needs and nothing of training: a model config, its parameters, a
+tokenizer and a mesh (llm.inference.load reads all four from a run). One call generates for a
+batch of prompts of different lengths. Each row has its own seed, stop tokens and token budget,
+and its sampling randomness depends only on (seed, how many tokens it has produced), so a row's
+tokens do not depend on which other rows share its batch. Temperature, top-k and top-p are
+traced: changing them does not recompile. The KV cache stays allocated between calls and is
+reused whenever the batch size repeats.
 
 Tools: when a row writes <|/tool_call|>, the decode loop pauses that row and returns to the
 host, which decodes the call, runs the tool, and queues <|tool_result|> result <|/tool_result|>
-for the row; the loop then feeds those queued tokens instead of sampling (marking them forced,
-so training stages can keep them out of the loss) and the model goes on.
+(llm.chat_template.tool_result_ids, as training renders it) for the row; the loop then feeds
+those queued tokens instead of sampling (marking them forced, so training stages can keep them
+out of the loss) and the model goes on.
 """
 import dataclasses
-import functools
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from llm import sampling, sharding, tools as tools_lib
+from llm import chat_template, config as config_lib, model as model_lib, sharding, tools as tools_lib
+from llm.inference import sampling
 
-_PROMPT_BUCKET = 64  # prompts are padded up to a multiple of this: few compiled shapes
-_QUEUE = 256  # longest tool result (tokens) force-fed at once
+_PROMPT_BUCKET = 64  # prompts (and output buffers) are padded up to a multiple of this: few compiled shapes
+_QUEUE = chat_template.MAX_TOOL_RESULT_TOKENS  # a whole tool result is force-fed from one queue
 
 
 @dataclasses.dataclass
@@ -32,27 +38,39 @@ class Completion:
   tool_calls: int
 
 
+def _bucket(n: int) -> int:
+  return -(-max(n, 1) // _PROMPT_BUCKET) * _PROMPT_BUCKET
+
+
 class Engine:
 
-  def __init__(self, setup, params, tokenizer, tools: dict[str, Callable[[str], str]] | None = None,
-               cache_len: int | None = None):
-    """setup: llm.train.Setup (model + mesh); tools: name -> fn(args) -> str (llm.tools)."""
-    self.setup, self.params, self.tokenizer = setup, params, tokenizer
+  def __init__(self, model_cfg: model_lib.ModelConfig, params, tokenizer, mesh, *, rules=None,
+               tools: dict[str, Callable[[str], str]] | None = None, cache_len: int | None = None,
+               model: nn.Module | None = None):
+    """params: laid out on mesh; rules: logical-axis rules (default: llm.config's);
+    tools: name -> fn(args) -> str (llm.tools); model: a stand-in for Transformer(model_cfg)."""
+    self.model_cfg, self.params, self.tokenizer, self.mesh = model_cfg, params, tokenizer, mesh
+    self.rules = sharding.logical_rules(config_lib.base_config().mesh.rules) if rules is None else rules
+    self.model = model_lib.Transformer(model_cfg) if model is None else model
     self.tools = tools or {}
-    self.cache_len = cache_len or setup.model_cfg.max_seq_len
+    self.cache_len = cache_len or model_cfg.max_seq_len
     sp = tokenizer.special_id
     self._call_open, self._call_close = sp('<|tool_call|>'), sp('<|/tool_call|>')
-    self._result_open, self._result_close = sp('<|tool_result|>'), sp('<|/tool_result|>')
+    self._cache = None  # kept between generate() calls, reused for the same batch size
+    self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
+    self._decode = jax.jit(self._decode_impl, donate_argnums=1)
+
+  def context(self):
+    """Scope in which the model may be traced (mesh + logical rules)."""
+    return sharding.mesh_context(self.mesh, self.rules)
 
   # ---- jitted pieces -------------------------------------------------------------------------
 
-  @functools.partial(jax.jit, static_argnums=(0,))
-  def _prefill(self, params, cache, tokens_BxP):
-    _, cache = self.setup.model.apply({'params': params}, tokens_BxP, cache=cache)
-    return cache
+  def _prefill_impl(self, params, cache, tokens_BxP, lengths_B):
+    _, cache = self.model.apply({'params': params}, tokens_BxP, cache=dict(cache, lengths=jnp.zeros_like(lengths_B)))
+    return dict(cache, lengths=lengths_B)
 
-  @functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6), donate_argnums=(2,))
-  def _decode(self, params, state, budget: int, temperature: float, top_k: int, top_p: float):
+  def _decode_impl(self, params, state, budget, temperature, top_k, top_p):
     """Decodes until every row is done or waiting for a tool, or `budget` steps have run."""
     call_close = self._call_close if self.tools else -1
 
@@ -65,12 +83,11 @@ class Engine:
     def body(s):
       act_B = active(s)
       cache = dict(s['cache'])
-      logits_Bx1xV, new_cache = self.setup.model.apply({'params': params}, s['token'][:, None], cache=cache)
+      logits_Bx1xV, new_cache = self.model.apply({'params': params}, s['token'][:, None], cache=cache)
       # Rows that are done or paused keep their cache length: their pending token is fed later.
       new_cache['lengths'] = jnp.where(act_B, new_cache['lengths'], cache['lengths'])
       keys_B = jax.vmap(lambda seed, n: jax.random.fold_in(jax.random.key(seed), n))(s['seeds'], s['n_out'])
-      sampled_B = jax.vmap(lambda k, l: sampling.sample_logits(k, l[None], temperature, top_k, top_p)[0])(
-          keys_B, logits_Bx1xV[:, 0])
+      sampled_B = sampling.sample_logits(keys_B, logits_Bx1xV[:, 0], temperature, top_k, top_p)
       forced_B = s['queue_pos'] < s['queue_len']
       queued_B = jnp.take_along_axis(s['queue'], jnp.minimum(s['queue_pos'], _QUEUE - 1)[:, None], 1)[:, 0]
       next_B = jnp.where(forced_B, queued_B, sampled_B)
@@ -96,11 +113,21 @@ class Engine:
 
   def init_cache(self, batch: int) -> dict:
     """Preallocated for the whole generation and laid out over the mesh (llm.sharding)."""
-    cfg = self.setup.model_cfg
+    cfg = self.model_cfg
     shape = (cfg.num_layers, batch, self.cache_len, cfg.num_kv_heads, cfg.head_dim)
-    kv = sharding.kv_cache_sharding(self.setup.mesh, batch, cfg.num_kv_heads)
+    kv = sharding.kv_cache_sharding(self.mesh, batch, cfg.num_kv_heads)
     zeros = jax.jit(lambda: jnp.zeros(shape, cfg.dtype), out_shardings=kv)
     return {'k': zeros(), 'v': zeros(), 'lengths': jnp.zeros((batch,), jnp.int32)}
+
+  def _take_cache(self, batch: int) -> dict:
+    """The kept cache if it has this batch size (its stale contents lie beyond every row's
+    length, where attention never looks), else a new one. The kept one is handed over: the
+    jitted calls donate it."""
+    cache, self._cache = self._cache, None
+    if cache is None or cache['lengths'].shape[0] != batch:
+      cache = None  # free the old one before allocating
+      cache = self.init_cache(batch)
+    return cache
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int] = 128,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -131,29 +158,30 @@ class Engine:
                        f'cache ({self.cache_len} tokens); shorten them or raise cache_len')
 
     # Prefill all but each prompt's last token; the decode loop feeds that one and samples.
-    P = -(-max(longest - 1, 1) // _PROMPT_BUCKET) * _PROMPT_BUCKET
-    P = min(P, self.cache_len)
+    P = min(_bucket(longest - 1), self.cache_len)
     tokens_BxP = np.zeros((B, P), np.int32)
     for i, p in enumerate(prompts):
       tokens_BxP[i, :len(p) - 1] = p[:-1]
-    with self.setup.context():
-      cache = self._prefill(self.params, self.init_cache(B), jnp.asarray(tokens_BxP))
-    cache['lengths'] = jnp.asarray([len(p) - 1 for p in prompts], jnp.int32)
+    with self.context():
+      cache = self._prefill(self.params, self._take_cache(B), jnp.asarray(tokens_BxP),
+                            jnp.asarray([len(p) - 1 for p in prompts], jnp.int32))
     n_stop = max(len(s) for s in stops)
+    out_len = min(_bucket(max(max_new)), self.cache_len)
     state = dict(
         cache=cache, token=jnp.asarray([p[-1] for p in prompts], jnp.int32),
-        out=jnp.zeros((B, max(max_new)), jnp.int32), out_forced=jnp.zeros((B, max(max_new)), bool),
+        out=jnp.zeros((B, out_len), jnp.int32), out_forced=jnp.zeros((B, out_len), bool),
         n_out=jnp.zeros((B,), jnp.int32), max_new=jnp.asarray(max_new, jnp.int32),
         seeds=jnp.asarray(seeds, jnp.uint32),
         stop_ids=jnp.asarray([list(s) + [-1] * (n_stop - len(s)) for s in stops], jnp.int32),
         queue=jnp.zeros((B, _QUEUE), jnp.int32), queue_pos=jnp.zeros((B,), jnp.int32),
         queue_len=jnp.zeros((B,), jnp.int32), done=jnp.zeros((B,), bool), stopped=jnp.zeros((B,), bool),
         paused=jnp.zeros((B,), bool))
-    budget = stream_every if stream else max(max_new) + 1
+    knobs = (jnp.float32(temperature), jnp.int32(top_k), jnp.float32(top_p))
+    budget = jnp.int32(stream_every if stream else max(max_new) + 1)
     tool_calls, shown = [0] * B, [0] * B
     while True:
-      with self.setup.context():
-        state = self._decode(self.params, state, budget, float(temperature), int(top_k), float(top_p))
+      with self.context():
+        state = self._decode(self.params, state, budget, *knobs)
       n_out, paused = np.asarray(state['n_out']), np.asarray(state['paused'])
       if stream:
         out = np.asarray(state['out'])
@@ -165,6 +193,7 @@ class Engine:
         state = self._run_tools(state, paused, tool_calls)
       elif np.asarray(state['done']).all():
         break
+    self._cache = state['cache']
     out, forced = np.asarray(state['out']), np.asarray(state['out_forced'])
     stopped = np.asarray(state['stopped'])
     return [Completion(out[i, :n_out[i]].tolist(), forced[i, :n_out[i]].tolist(),
@@ -178,8 +207,7 @@ class Engine:
       row = out[i, :n_out[i] - 1].tolist()  # without the closing <|/tool_call|>
       start = len(row) - row[::-1].index(self._call_open) if self._call_open in row else len(row)
       call_text = self.tokenizer.decode(row[start:])
-      result = tools_lib.sanitize_tool_output(tools_lib.run_tool(self.tools, call_text))
-      ids = [self._result_open] + self.tokenizer.encode(result)[:_QUEUE - 2] + [self._result_close]
+      ids = chat_template.tool_result_ids(self.tokenizer, tools_lib.run_tool(self.tools, call_text))
       queue[i, :len(ids)] = ids
       queue_len[i] = len(ids)
       tool_calls[i] += 1

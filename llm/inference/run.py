@@ -1,0 +1,91 @@
+"""A training run read back for inference: its config, tokenizer and parameters, nothing else.
+
+Only the parameters subtree of the orbax checkpoint is restored (partial_restore): the Adam
+moments, twice the parameters' size, are neither read nor allocated, and no optimizer, train
+state or training setup is built.
+"""
+import dataclasses
+import json
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from llm import checkpoint, model as model_lib, sharding, tokenizer as tokenizer_lib
+from llm.inference.engine import Engine
+
+
+class RunError(ValueError):
+  """A directory that cannot be read as a run; the message says what is missing and where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  workdir: Path
+  config: ml_collections.ConfigDict  # the run's resolved config.json
+  tokenizer: tokenizer_lib.Tokenizer
+  model_cfg: model_lib.ModelConfig
+  params: dict  # laid out over mesh by the config's logical-axis rules
+  step: int  # the checkpoint the parameters come from
+  mesh: jax.sharding.Mesh
+  rules: tuple
+
+  def engine(self, **kwargs) -> Engine:
+    """An Engine over this run's model; kwargs as Engine's (tools, cache_len)."""
+    return Engine(self.model_cfg, self.params, self.tokenizer, self.mesh, rules=self.rules, **kwargs)
+
+
+def _require(path: Path, what: str):
+  if not path.exists():
+    raise RunError(f'{path} is missing: {what}')
+
+
+def read_config(workdir: Path | str) -> ml_collections.ConfigDict:
+  workdir = Path(workdir)
+  _require(workdir / 'config.json', f'is {workdir} a training run (python -m llm.main --workdir=...)?')
+  return ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+
+
+def abstract_params(model_cfg: model_lib.ModelConfig, mesh, rules):
+  """The parameters' shapes and dtypes, with the shardings the logical-axis rules give them."""
+  model = model_lib.Transformer(model_cfg)
+  with sharding.mesh_context(mesh, rules):
+    boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params'])
+    shardings = sharding.logical_to_sharding(boxed, mesh, rules)
+  return checkpoint.abstract_like(nn.unbox(boxed), shardings)
+
+
+def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -> tuple[dict, int]:
+  """(params, step) from the latest (or the given) checkpoint under `checkpoints`, reading only
+  the train state's 'params' subtree into abstract's shapes and shardings."""
+  checkpoints = Path(checkpoints)
+  _require(checkpoints, 'the run has no checkpoints/ folder')
+  manager = ocp.CheckpointManager(checkpoints.absolute(), item_handlers={'state': ocp.PyTreeCheckpointHandler()},
+                                  options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+  try:
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+      raise RunError(f'{checkpoints} holds no checkpoint {"yet" if step is None else f"of step {step}"}')
+    item = {'params': abstract}
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
+  finally:
+    manager.close()
+  return restored['state']['params'], step
+
+
+def load(workdir: Path | str, step: int | None = None, mesh=None) -> Run:
+  """The run in workdir: config.json, tokenizer.model and the latest (or given) checkpoint's
+  parameters, on `mesh` (default: the run's own mesh config on this host's devices)."""
+  workdir = Path(workdir)
+  config = read_config(workdir)
+  _require(workdir / 'tokenizer.model', f'{workdir} has no tokenizer; copy the one it was trained with there')
+  tok = tokenizer_lib.Tokenizer.load(workdir / 'tokenizer.model')
+  model_cfg = model_lib.ModelConfig.from_config(config.model, tok.vocab_size)
+  mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
+  rules = sharding.logical_rules(config.mesh.rules)
+  params, step = restore_params(workdir / 'checkpoints', abstract_params(model_cfg, mesh, rules), step)
+  return Run(workdir, config, tok, model_cfg, params, step, mesh, rules)
