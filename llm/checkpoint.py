@@ -44,6 +44,11 @@ class Checkpointer:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
     return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
+  def saved_param_shapes(self, step: int) -> dict[str, tuple]:
+    """{parameter path: shape} of the checkpoint at step, read from its metadata (no arrays)."""
+    params = self._manager.item_metadata(step)['state']['params']
+    return {jax.tree_util.keystr(path): tuple(m.shape) for path, m in jax.tree_util.tree_leaves_with_path(params)}
+
   def wait(self):
     self._manager.wait_until_finished()
 

@@ -42,8 +42,9 @@ def main(argv):
   try:
     sharding.maybe_initialize_distributed(config.mesh.distributed)
     train.run(config, _WORKDIR.value)
-  except (ValueError, FileNotFoundError, FloatingPointError) as e:
-    # Bad input or a diverged run: one line that says what and how to fix it, no traceback.
+  except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError) as e:
+    # Bad input or a diverged run: one line that says what and how to fix it, no traceback (other
+    # exceptions are bugs, and keep theirs).
     sys.exit(f'llm: {type(e).__name__}: {e}')
 
 

@@ -1,4 +1,5 @@
 """AdamW with weight decay on matrices only, learning-rate schedules, gradient clipping."""
+from absl import logging
 import jax
 import optax
 
@@ -6,6 +7,18 @@ import optax
 # by name because scanned layers give every parameter an extra leading axis, so ndim cannot
 # tell a stacked norm scale from a matrix.
 _UNDECAYED_NAMES = ('scale',)
+
+
+def fit_warmup(train_cfg):
+  """--config.train.steps=N is how a run's length is set, so a warmup the run cannot hold (a
+  shipped config's, on a short trial run) is cut to a tenth of the run, in place, with a log line.
+  Evaluation and checkpoint cadences need no fitting: the last step always does both."""
+  if train_cfg.warmup_steps >= train_cfg.steps:
+    fitted = train_cfg.steps // 10
+    logging.warning('train.steps=%d is no longer than train.warmup_steps=%d: warmup fitted to %d steps (a tenth '
+                    'of the run); the last step evaluates and saves a checkpoint', train_cfg.steps,
+                    train_cfg.warmup_steps, fitted)
+    train_cfg.warmup_steps = fitted
 
 
 def schedule(train_cfg) -> optax.Schedule:

@@ -176,8 +176,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
 
   The vocabulary can come out smaller than vocab_size on a tiny corpus; .vocab_size tells.
   """
+  sentences = _training_sentences(texts, max_chars)
+  first = next(sentences, None)
+  if first is None:  # SentencePiece would stop on an internal check, '!sentences_.empty()'
+    raise ValueError('no text to train the tokenizer on: the training documents are empty; check '
+                     'config.data.source, or set config.tokenizer.path to an existing .model')
   model = io.BytesIO()
-  spm.SentencePieceTrainer.train(sentence_iterator=_training_sentences(texts, max_chars),
+  spm.SentencePieceTrainer.train(sentence_iterator=itertools.chain([first], sentences),
                                  model_writer=model, vocab_size=vocab_size,
                                  num_threads=os.cpu_count(), **_TRAINER_OPTIONS)
   _write_atomically(Path(out_path), model.getvalue())

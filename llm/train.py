@@ -147,6 +147,26 @@ def _write_config(config, workdir: Path):
   path.write_text(json.dumps(resolved, indent=2) + '\n')
 
 
+def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, workdir: Path):
+  """A resumed run's model must be the one its checkpoint holds: checked before anything is
+  written into workdir, so a mistyped --config.model.* leaves the run as it was."""
+  saved = ckpt.saved_param_shapes(step)
+  ours = {jax.tree_util.keystr(path): tuple(x.shape)
+          for path, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
+  if saved == ours:
+    return
+  ckpt.close()
+  path = next(p for p in sorted(set(saved) | set(ours)) if saved.get(p) != ours.get(p))
+  before = json.loads((workdir / 'config.json').read_text()) if (workdir / 'config.json').exists() else {}
+  now = json.loads(config.to_json_best_effort())
+  fields = [f'{section}.{k}={before[section][k]!r} -> {now[section][k]!r}' for section, keys in
+            (('model', now['model']), ('tokenizer', ('vocab_size',)))
+            for k in keys if k in before.get(section, {}) and before[section][k] != now[section][k]]
+  raise ValueError(f'{workdir} holds a checkpoint of another model ({"".join(f + "; " for f in fields)}'
+                   f'params{path}: {saved.get(path)} there, {ours.get(path)} here); resume with the run\'s own '
+                   'model settings, or give a new --workdir')
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   model: model_lib.Transformer
@@ -187,11 +207,12 @@ def run(config, workdir: str) -> dict:
   """Trains config.task in workdir, resuming from its latest checkpoint. Returns the summary."""
   t_start = time.time()
   workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise NotADirectoryError(f'--workdir={workdir} is a file; a run directory is a folder (new, or a run to resume)')
   workdir.mkdir(parents=True, exist_ok=True)
+  optim.fit_warmup(config.train)
   if config.train.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', config.train.compilation_cache)
-  if jax.process_index() == 0:
-    _write_config(config, workdir)
   task = tasks.get(config)
   mesh = sharding.make_mesh(config.mesh)
   tc = config.train
@@ -202,14 +223,17 @@ def run(config, workdir: str) -> dict:
 
   with sharding.process_zero_first('prepare data'):
     data = task.data(config, workdir)
-  if jax.process_index() == 0:
-    shutil.copyfile(data.tokenizer.path, workdir / 'tokenizer.model')
   setup = build(config, data.tokenizer.vocab_size, mesh)
   model_cfg, state_sh = setup.model_cfg, setup.state_sharding
 
   with setup.context():
     ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', tc.keep_checkpoints)
     start = ckpt.latest_step()
+    if start is not None:
+      _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
+    if jax.process_index() == 0:
+      _write_config(config, workdir)
+      shutil.copyfile(data.tokenizer.path, workdir / 'tokenizer.model')
     if start is not None:
       logging.info('resuming %s from step %d', workdir, start)
       state = ckpt.restore(start, setup.abstract_state, data.train_iter)

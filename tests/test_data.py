@@ -385,3 +385,9 @@ def test_prepare_without_data(tmp_path, monkeypatch):
   monkeypatch.delenv('LLM_DATA_DIR', raising=False)
   with pytest.raises(FileNotFoundError, match='no data dir found'):
     data_lib.prepare(small_config('', tmp_path), tmp_path)
+
+
+def test_a_one_document_corpus_leaves_no_validation_and_says_so():
+  with pytest.raises(ValueError, match='one document, which leaves none for validation'):
+    sources.split_documents(['the whole corpus'], 0.02, seed=0)
+  assert sources.split_documents(['the whole corpus'], 0.0, seed=0) == (['the whole corpus'], [])

@@ -139,3 +139,9 @@ def test_token_bytes_of_byte_tokens_are_one(tok):
   token_bytes = tok.token_bytes()
   byte_ids = [i for i in range(tok.vocab_size) if tok.id_to_piece(i).startswith('<0x')]
   assert len(byte_ids) == 256 and np.all(token_bytes[byte_ids] == 1)
+
+
+def test_no_training_text_is_named_not_a_sentencepiece_check(tmp_path):
+  with pytest.raises(ValueError, match='no text to train the tokenizer on'):
+    train_tokenizer([], 512, tmp_path / 'tok.model', max_chars=10**6)
+  assert not (tmp_path / 'tok.model').exists()

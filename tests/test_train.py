@@ -93,6 +93,58 @@ def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, mess
   assert 'Traceback' not in result.stderr
 
 
+@pytest.mark.parametrize('case', ['workdir_is_a_file', 'one_document_corpus'])
+def test_bad_input_without_data_gives_one_clear_line(tmp_path, python_env, case):
+  (tmp_path / 'corpus').mkdir()
+  (tmp_path / 'corpus' / 'book.txt').write_bytes('Caf\xe9 na\xefve\n\nr\xe9sum\xe9\n'.encode('latin-1') * 500)
+  (tmp_path / 'a_file').write_text('not a run')
+  workdir, overrides, message = {
+      'workdir_is_a_file': (tmp_path / 'a_file', [], 'is a file'),
+      'one_document_corpus': (tmp_path / 'run', [f'--config.data.dir={tmp_path}', '--config.data.source=corpus',
+                                                 '--config.data.format=text_folder'], 'one document'),
+  }[case]
+  cmd, env = _main(workdir, python_env, *overrides)
+  result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  last = result.stderr.strip().splitlines()[-1]
+  assert result.returncode == 1 and last.startswith('llm: ') and message in last, result.stderr[-2000:]
+  assert 'Traceback' not in result.stderr
+  assert (tmp_path / 'a_file').read_text() == 'not a run'
+
+
+def test_resuming_with_another_model_shape_is_refused_before_anything_is_written(tmp_path, cache_dir):
+  short = {'train.steps': 2, 'train.warmup_steps': 1}
+  train.run(tiny_config(cache_dir, **short), tmp_path)
+  files = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json')
+  before = {name: (tmp_path / name).read_bytes() for name in files}
+  with pytest.raises(ValueError, match=r'another model \(model\.dim=64 -> 32; model\.mlp_dim=256 -> 128; params'):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'model.dim': 32, 'model.mlp_dim': 128}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)  # the run resumes as it was
+  assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize('schedule', ['cosine', 'wsd'])
+def test_warmup_is_fitted_to_a_short_run(schedule):
+  from llm import optim
+  from llm.config import base_config
+  tc = base_config().train
+  tc.update(dict(steps=10, warmup_steps=100, schedule=schedule))
+  optim.fit_warmup(tc)
+  assert tc.warmup_steps == 1
+  lr = optim.make_optimizer(tc)[1]
+  assert float(lr(1)) == pytest.approx(tc.lr)
+  tc.update(dict(steps=1000, warmup_steps=100))
+  optim.fit_warmup(tc)
+  assert tc.warmup_steps == 100  # a warmup the run holds is left alone
+
+
+def test_a_run_shorter_than_the_warmup_fits_the_warmup(tmp_path, cache_dir):
+  """--config.train.steps=N sets a run's length whatever the config's warmup (5 here)."""
+  train.run(tiny_config(cache_dir, **{'train.steps': 3}), tmp_path)
+  assert json.loads((tmp_path / 'config.json').read_text())['train']['warmup_steps'] == 0
+  assert sorted(losses_by_step(tmp_path)) == [1, 2, 3]
+
+
 def test_empty_corpus_is_named(tmp_path, cache_dir):
   (tmp_path / 'corpus').mkdir()
   (tmp_path / 'corpus' / 'empty.txt').write_text('\n\n   \n')

@@ -169,6 +169,9 @@ def split_documents(docs: Iterable[str], val_fraction: float,
     raise ValueError(f'config.data.val_fraction={val_fraction} must be in [0, 1)')
   threshold = val_fraction * 2**64
   ranked = sorted((_split_hash(doc, seed), doc) for doc in docs)
+  if val_fraction > 0 and len(ranked) == 1:
+    raise ValueError('the corpus is one document, which leaves none for validation: split it into documents '
+                     "(data.format='text_file' with a data.doc_separator such as '\\n\\n') or add files")
   num_val = sum(h < threshold for h, _ in ranked)
   if val_fraction > 0 and len(ranked) >= 2:
     num_val = min(max(num_val, 1), len(ranked) - 1)  # both sides non-empty
