@@ -4,8 +4,9 @@
 
 Three implementations on the same float32 q, k, v [batch, seq, heads, head_dim], each timed as a
 jitted (or eager, for torch) forward + backward with the median of several calls:
-- the compiled kernel the model trains with on CPU (llm/kernels/cpu_attention.cc);
-- the model's XLA path: blocks of 64 queries, hand-written backward (model.attention);
+- the compiled kernel (model.attention=cpu_kernel, llm/kernels/cpu_attention.cc);
+- the XLA path on the CPU (model.attention=xla): blocks of 64 queries, hand-written backward
+  (llm/kernels/cpu_xla_attention.py);
 - yardstick: torch.nn.functional.scaled_dot_product_attention(is_causal=True), the fused
   attention the PyTorch reference trains with, with as many threads as the reference.
 """
@@ -38,8 +39,7 @@ def _torch_s(q, k, v, dout) -> float | None:
 
 
 def run(batch: int, seq: int, heads: int, head_dim: int) -> dict:
-  from llm import model as model_lib
-  from llm.kernels import cpu_attention
+  from llm.kernels import cpu_attention, cpu_xla_attention
   rng = np.random.default_rng(0)
   q, k, v, dout = (jnp.asarray(rng.standard_normal((batch, seq, heads, head_dim)), jnp.float32)
                    for _ in range(4))
@@ -50,9 +50,9 @@ def run(batch: int, seq: int, heads: int, head_dim: int) -> dict:
 
   tokens = batch * seq
   result = {'shape': dict(batch=batch, seq=seq, heads=heads, head_dim=head_dim)}
-  timings = {'xla': median_seconds(fwd_bwd(lambda q, k, v: model_lib.attention(q, k, v, q_block=64)), _REPEATS)}
+  timings = {'xla': median_seconds(fwd_bwd(cpu_xla_attention.causal_attention), _REPEATS)}
   if cpu_attention.available():
-    timings['cpu_kernel'] = median_seconds(fwd_bwd(lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)), _REPEATS)
+    timings['cpu_kernel'] = median_seconds(fwd_bwd(cpu_attention.causal_attention), _REPEATS)
   torch_s = _torch_s(q, k, v, dout)
   if torch_s is not None:
     timings['torch_sdpa'] = torch_s

@@ -41,6 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.remat = 'none'  # activation recomputation: 'none' | 'full' | 'dots'
   c.model.scan_layers = True  # nn.scan over blocks: compile time independent of depth
   c.model.init_std = 0.02  # std of the normal init of matrices
+  c.model.attention = 'auto'  # causal attention (llm/attention): 'auto' | 'xla' | 'cudnn' | 'splash' | 'cpu_kernel'
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # total optimizer steps
@@ -63,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_at_start = True  # also evaluate the starting parameters (step 0)
   c.train.checkpoint_every = 200  # steps between checkpoints (the last step is always saved)
   c.train.keep_checkpoints = 3  # newest checkpoints kept on disk
-  c.train.peak_flops_per_device = 0.0  # for MFU; 0 = look up by device kind
+  c.train.peak_flops_per_device = 0.0  # for MFU; 0 = an accelerator's datasheet peak, a CPU's measured one (llm/hostinfo.py)
   c.train.progress_bar = True  # tqdm bar on the console
   c.train.compilation_cache = ''  # persistent XLA cache dir ('' = off)
 

@@ -6,14 +6,15 @@ names (`embed`, `mlp`, `heads`, `kv_heads`, `head_dim`, `vocab`, `layers`); `llm
 maps them onto the mesh with the rules in the config.
 """
 import dataclasses
-import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llm.kernels import cpu_attention
+from llm import attention as attention_lib
+from llm.attention import reference
+from llm.kernels.cpu_matmul import matmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ModelConfig:
   remat: str  # 'none', 'full' or 'dots' (save matmul outputs, recompute the rest)
   scan_layers: bool
   init_std: float
+  attention: str = 'auto'  # causal attention implementation (llm/attention): an execution choice, not a weight
 
   @property
   def head_dim(self) -> int:
@@ -43,7 +45,8 @@ class ModelConfig:
   @classmethod
   def from_config(cls, model_cfg, vocab_size: int) -> 'ModelConfig':
     fields = {f.name for f in dataclasses.fields(cls)} - {'vocab_size'}
-    kwargs = {k: model_cfg[k] for k in fields}
+    # Fields with a default may be missing from an older run's config.json.
+    kwargs = {k: model_cfg[k] for k in fields if k in model_cfg}
     cfg = cls(vocab_size=vocab_size, **kwargs)
     cfg.validate()
     return cfg
@@ -58,7 +61,7 @@ class ModelConfig:
       raise ValueError(f'rope needs an even head width, got dim/heads={self.head_dim}')
     for name, allowed in (('position', ('learned', 'rope')), ('norm', ('layernorm', 'rmsnorm')),
                           ('mlp', ('gelu', 'swiglu')), ('remat', ('none', 'full', 'dots')),
-                          ('dtype', ('float32', 'bfloat16'))):
+                          ('dtype', ('float32', 'bfloat16')), ('attention', attention_lib.IMPLEMENTATIONS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f'model.{name}={getattr(self, name)!r}; choose one of {allowed}')
 
@@ -71,49 +74,6 @@ def _weight(module, name, shape, axes, std, dtype):
   """A float32 'kernel'-style matrix with logical axis names, cast to the compute dtype."""
   init = nn.with_logical_partitioning(_dense_init(std), axes)
   return module.param(name, init, shape).astype(dtype)
-
-
-def _rows_contracted(a_RxM, b_RxN):
-  """a^T b, the weight-gradient product: both operands contract over their rows."""
-  return jax.lax.dot_general(a_RxM, b_RxN, (((0,), (0,)), ((), ())))
-
-
-@jax.custom_vjp
-def _cpu_matmul(x_RxK, w_KxN):
-  return x_RxK @ w_KxN
-
-
-def _cpu_matmul_fwd(x_RxK, w_KxN):
-  return x_RxK @ w_KxN, (x_RxK, w_KxN)
-
-
-def _cpu_matmul_bwd(residuals, dy_RxN):
-  """The weight gradient in whichever orientation XLA's CPU dot runs fast.
-
-  XLA's CPU backend runs a rows-contracting dot 1.4-1.6x slower when its output has more rows
-  than columns (measured on one core: dE of the 4096x256 tied lm-head 47 -> 30 ms, the MLP
-  down-projection 10.5 -> 7.4 ms). Then dW^T = dy^T x is computed and transposed; the barrier
-  stops XLA folding the transpose back into the slow dot. Every weight-gradient dot gets one,
-  so a transpose taken by the caller (the tied lm-head's w = E^T) stays a plain copy too.
-  """
-  x_RxK, w_KxN = residuals
-  dx_RxK = dy_RxN @ w_KxN.T
-  if x_RxK.shape[1] > dy_RxN.shape[1]:
-    dw_KxN = jax.lax.optimization_barrier(_rows_contracted(dy_RxN, x_RxK)).T
-  else:
-    dw_KxN = jax.lax.optimization_barrier(_rows_contracted(x_RxK, dy_RxN))
-  return dx_RxK, dw_KxN
-
-
-_cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
-
-
-def matmul(x_RxK, w_KxN):
-  """x @ w for 2-D operands; on CPU with the weight gradient computed as _cpu_matmul_bwd says.
-  Accelerators keep the plain product, whose gradient their compilers lay out themselves."""
-  if jax.default_backend() == 'cpu':
-    return _cpu_matmul(x_RxK, w_KxN)
-  return x_RxK @ w_KxN
 
 
 def project(x, w, contract: int = 1):
@@ -155,133 +115,6 @@ def rope(x_BxTxNxDh, positions_BxT, theta: float):
   return out.astype(x_BxTxNxDh.dtype)
 
 
-def _masked_softmax_attention(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, mask):
-  """Output and float32 probabilities of softmax attention over the keys that `mask` allows."""
-  logits_BxKxGxTxS = jnp.einsum('bkgtd,bksd->bkgts', q_BxKxGxTxDh, k_BxKxSxDh,
-                                preferred_element_type=jnp.float32)
-  logits_BxKxGxTxS = jnp.where(mask, logits_BxKxGxTxS, -1e30)
-  probs_BxKxGxTxS = jax.nn.softmax(logits_BxKxGxTxS, axis=-1)
-  out_BxKxGxTxDh = jnp.einsum('bkgts,bksd->bkgtd', probs_BxKxGxTxS.astype(v_BxKxSxDh.dtype), v_BxKxSxDh)
-  return out_BxKxGxTxDh, probs_BxKxGxTxS
-
-
-def _query_blocks(T: int, q_block: int):
-  """(start, end) of each block of queries; block i attends to keys [0, end)."""
-  return [(start, min(T, start + q_block)) for start in range(0, T, q_block)]
-
-
-def _causal_blocks_forward(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, q_block):
-  outs, probs = [], []
-  for start, end in _query_blocks(q_BxKxGxTxDh.shape[3], q_block):
-    causal_TqxS = jnp.arange(start, end)[:, None] >= jnp.arange(end)[None, :]
-    out, p = _masked_softmax_attention(q_BxKxGxTxDh[:, :, :, start:end], k_BxKxSxDh[:, :, :end],
-                                       v_BxKxSxDh[:, :, :end], causal_TqxS)
-    outs.append(out)
-    probs.append(p)
-  return jnp.concatenate(outs, axis=3), probs
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _causal_blocks(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, q_block):
-  """Causal attention in blocks of q_block queries, each reading only the keys up to its own
-  last position, with a hand-written backward (_causal_blocks_bwd)."""
-  return _causal_blocks_forward(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, q_block)[0]
-
-
-def _causal_blocks_fwd(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, q_block):
-  out_BxKxGxTxDh, probs = _causal_blocks_forward(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, q_block)
-  return out_BxKxGxTxDh, (q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, out_BxKxGxTxDh, probs)
-
-
-def _causal_blocks_bwd(q_block, residuals, dout_BxKxGxTxDh):
-  """The softmax backward as FlashAttention-2 writes it: dS = P * (dP - delta) with
-  delta = rowsum(dO * O), one reduction over the head width for all blocks instead of
-  rowsum(dP * P) per block over the keys. Autodiff's version, as XLA's CPU backend compiles it,
-  spent ~6 of the 18 ms of a layer's attention on those per-block row sums."""
-  q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, out_BxKxGxTxDh, probs = residuals
-  f32 = jnp.float32
-  delta_BxKxGxTx1 = (dout_BxKxGxTxDh.astype(f32) * out_BxKxGxTxDh.astype(f32)).sum(-1, keepdims=True)
-  dq_blocks = []
-  dk_BxKxSxDh = jnp.zeros(k_BxKxSxDh.shape, f32)
-  dv_BxKxSxDh = jnp.zeros(v_BxKxSxDh.shape, f32)
-  for (start, end), probs_BxKxGxTqxS in zip(_query_blocks(q_BxKxGxTxDh.shape[3], q_block), probs, strict=True):
-    dout_blk = dout_BxKxGxTxDh[:, :, :, start:end]
-    dprobs = jnp.einsum('bkgtd,bksd->bkgts', dout_blk, v_BxKxSxDh[:, :, :end], preferred_element_type=f32)
-    dlogits = (probs_BxKxGxTqxS * (dprobs - delta_BxKxGxTx1[:, :, :, start:end])).astype(q_BxKxGxTxDh.dtype)
-    dq_blocks.append(jnp.einsum('bkgts,bksd->bkgtd', dlogits, k_BxKxSxDh[:, :, :end],
-                                preferred_element_type=f32))
-    dk_BxKxSxDh = dk_BxKxSxDh.at[:, :, :end].add(
-        jnp.einsum('bkgts,bkgtd->bksd', dlogits, q_BxKxGxTxDh[:, :, :, start:end], preferred_element_type=f32))
-    dv_BxKxSxDh = dv_BxKxSxDh.at[:, :, :end].add(
-        jnp.einsum('bkgts,bkgtd->bksd', probs_BxKxGxTqxS.astype(dout_blk.dtype), dout_blk,
-                   preferred_element_type=f32))
-  return (jnp.concatenate(dq_blocks, axis=3).astype(q_BxKxGxTxDh.dtype), dk_BxKxSxDh.astype(k_BxKxSxDh.dtype),
-          dv_BxKxSxDh.astype(v_BxKxSxDh.dtype))
-
-
-_causal_blocks.defvjp(_causal_blocks_fwd, _causal_blocks_bwd)
-
-
-def attention(q_BxTxHxDh, k_BxSxKxDh, v_BxSxKxDh, mask_BxTxS=None, q_block: int = 0):
-  """Softmax attention; K key/value heads serve H = K * G query heads (GQA); softmax in float32.
-
-  mask_BxTxS=None means causal with S == T. Then the queries go in blocks of q_block rows
-  (0 = one block) and block i reads only the keys up to its own last position, so most of the
-  masked upper triangle is never computed: on T=256 four blocks do 10/16 of the work. The
-  blocks' hand-written backward (_causal_blocks_bwd) takes one layer's attention, forward +
-  backward at B=8, T=256 and 4 heads of 64, from 18 to ~10-12 ms on this project's 2-core CPU.
-  Training on CPU in float32 uses the compiled kernel instead (llm/kernels/cpu_attention.cc,
-  ~6.2 ms there); this path serves bfloat16, hosts without a C++ compiler and the decode mask.
-  """
-  B, T, H, Dh = q_BxTxHxDh.shape
-  K = k_BxSxKxDh.shape[2]
-  # Heads-major layouts once, so that every block's matmuls read contiguous slices.
-  q_BxKxGxTxDh = (q_BxTxHxDh * Dh ** -0.5).reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  k_BxKxSxDh = k_BxSxKxDh.transpose(0, 2, 1, 3)
-  v_BxKxSxDh = v_BxSxKxDh.transpose(0, 2, 1, 3)
-  if mask_BxTxS is None:
-    out_BxKxGxTxDh = _causal_blocks(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh, q_block or T)
-  else:
-    out_BxKxGxTxDh, _ = _masked_softmax_attention(q_BxKxGxTxDh, k_BxKxSxDh, v_BxKxSxDh,
-                                                  mask_BxTxS[:, None, None])
-  return out_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
-
-
-def _kernel_shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
-  """(q spec, k/v spec) of the activations' shards on `mesh`, or None where the kernel cannot run
-  per shard: a dimension that does not split evenly, or a split sequence."""
-  specs = (nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'heads', 'head_dim')),
-           nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'kv_heads', 'head_dim')))
-  for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs, strict=True):
-    for size, axes in zip(x.shape, tuple(spec) + (None,) * (x.ndim - len(spec)), strict=True):
-      axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
-      if size % math.prod(mesh.shape[a] for a in axes):
-        return None
-  return None if specs[0][1] is not None else specs
-
-
-def cpu_causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
-  """Causal self-attention on the CPU backend: the compiled kernel (llm/kernels/cpu_attention.cc)
-  where it applies (float32, a C++ compiler), else the XLA path's blocks of 64 queries.
-
-  XLA cannot partition a custom call (it would gather every shard to each device), so under a
-  multi-device mesh the kernel runs per shard in shard_map: batch and heads split, sequence whole.
-  """
-  kernel = lambda q, k, v: cpu_attention.causal_attention(q, k, v, 64)
-  mesh = jax.sharding.get_abstract_mesh()
-  if not cpu_attention.applies(q_BxTxHxDh):
-    return attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
-  if mesh.empty or mesh.size == 1:
-    return kernel(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
-  specs = _kernel_shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh)
-  if specs is None:
-    return attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block=64)
-  q_spec, kv_spec = specs
-  # check_vma=False: the FFI call's outputs carry no varying-axes types to check.
-  return jax.shard_map(kernel, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
-                       check_vma=False)(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
-
-
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -301,13 +134,8 @@ class Attention(nn.Module):
     if cfg.position == 'rope':
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
-    if kv_cache is None and jax.default_backend() != 'cpu':
-      # On accelerators: jax.nn.dot_product_attention, K < H heads natively (GQA). In jax 0.10
-      # its default is the XLA path; cuDNN flash attention needs implementation='cudnn' (bf16),
-      # not enabled yet: untested without a GPU.
-      out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True)
-    elif kv_cache is None:
-      out_BxTxHxDh = cpu_causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+    if kv_cache is None:
+      out_BxTxHxDh = attention_lib.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cfg.attention)
     else:
       # Row b's T new keys go to cache slots lengths_B[b]...; each query sees the slots up to its own.
       write = jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0)))
@@ -317,7 +145,8 @@ class Attention(nn.Module):
       S, T = k_BxSxKxDh.shape[1], x_BxTxD.shape[1]
       query_pos_BxT = lengths_B[:, None] + jnp.arange(T)
       mask_BxTxS = jnp.arange(S)[None, None, :] <= query_pos_BxT[:, :, None]
-      out_BxTxHxDh = attention(q_BxTxHxDh, k_BxSxKxDh.astype(dtype), v_BxSxKxDh.astype(dtype), mask_BxTxS)
+      out_BxTxHxDh = reference.masked_attention(q_BxTxHxDh, k_BxSxKxDh.astype(dtype), v_BxSxKxDh.astype(dtype),
+                                                mask_BxTxS)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)

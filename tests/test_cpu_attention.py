@@ -1,5 +1,7 @@
-"""The compiled CPU attention kernel against the model's XLA attention, and its fallback."""
+"""The compiled CPU attention kernel against the reference attention, its fallback, and the
+measurement that decides whether `auto` takes it."""
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -9,7 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from llm import model as model_lib
+from llm import attention as attention_lib
+from llm.attention import reference
 from llm.kernels import cpu_attention
 
 needs_compiler = pytest.mark.skipif(cpu_attention._compiler() is None, reason='no C++ compiler here')
@@ -27,20 +30,12 @@ def test_kernel_matches_masked_attention_and_its_gradients(B, T, H, K, Dh, q_blo
   assert cpu_attention.available()
   rng = np.random.default_rng(0)
   q, k, v, dout = (jnp.asarray(rng.standard_normal((B, T, n, Dh)), jnp.float32) for n in (H, K, K, H))
-  causal = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (B, T, T))
   got, vjp_got = jax.vjp(lambda q, k, v: cpu_attention.causal_attention(q, k, v, q_block), q, k, v)
-  want, vjp_want = jax.vjp(lambda q, k, v: model_lib.attention(q, k, v, causal), q, k, v)
+  want, vjp_want = jax.vjp(lambda q, k, v: reference.masked_attention(q, k, v, reference.causal_mask(B, T)),
+                           q, k, v)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
   for g, w in zip(vjp_got(dout), vjp_want(dout), strict=True):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
-
-
-@needs_compiler
-def test_the_kernel_takes_float32_on_the_cpu():
-  """So the in-process model tests (CPU, float32) run through the kernel."""
-  x = jnp.zeros((1, 8, 2, 16))
-  assert cpu_attention.applies(x)
-  assert not cpu_attention.applies(x.astype(jnp.bfloat16))
 
 
 @needs_compiler
@@ -60,10 +55,39 @@ def test_without_a_compiler_the_model_keeps_the_xla_path(monkeypatch, caplog):
   assert 'using the XLA path' in caplog.text
 
 
-def test_llm_cpu_attention_xla_turns_the_kernel_off(monkeypatch):
-  monkeypatch.setenv('LLM_CPU_ATTENTION', 'xla')
-  assert not cpu_attention.available()
-  assert not cpu_attention.applies(jnp.zeros((1, 8, 2, 16)))
+def test_auto_takes_the_kernel_only_where_it_was_measured_faster(monkeypatch, tmp_path):
+  """The timing is kept on disk: a host where the kernel lost keeps the XLA path, one where it
+  won takes the kernel, and neither times again."""
+  if not cpu_attention.available():
+    pytest.skip('no C++ compiler here')
+  monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
+  (tmp_path / 'kernels').mkdir()
+  lib = Path(cpu_attention._library()._name).stem
+  q_shape, k_shape = (2, 32, 4, 16), (2, 32, 2, 16)
+  timed = []
+  monkeypatch.setattr(cpu_attention, '_time_both', lambda *shape: timed.append(shape) or (1.0, 2.0))
+  for kernel_ms, xla_ms, want in ((3.0, 2.0, 'xla'), (1.0, 2.0, 'cpu_kernel')):
+    (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({f'{lib}:2x32x4x2x16': [kernel_ms, xla_ms]}))
+    cpu_attention.faster_than_xla.cache_clear()
+    assert attention_lib.select('auto', q_shape, k_shape, jnp.float32) == want
+  assert not timed
+  cpu_attention.faster_than_xla.cache_clear()
+  assert attention_lib.select('auto', (2, 48, 4, 16), (2, 48, 2, 16), jnp.float32) == 'cpu_kernel'
+  assert timed == [(2, 48, 4, 2, 16)]  # a new shape is timed once, and kept
+  assert f'{lib}:2x48x4x2x16' in json.loads((tmp_path / 'kernels' / 'choices.json').read_text())
+  cpu_attention.faster_than_xla.cache_clear()
+
+
+@needs_compiler
+def test_the_timing_runs_eagerly_while_the_model_is_traced(monkeypatch, tmp_path):
+  """faster_than_xla is called during tracing; its timing must run, not be staged into the trace."""
+  monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
+  cpu_attention.faster_than_xla.cache_clear()
+  x = jnp.ones((1, 16, 2, 8))
+  jax.jit(lambda x: attention_lib.causal_attention(x, x, x, 'auto'))(x)
+  (choice,) = json.loads((tmp_path / 'kernels' / 'choices.json').read_text()).values()
+  assert all(ms > 0 for ms in choice)
+  cpu_attention.faster_than_xla.cache_clear()
 
 
 _SHARDED_STEP = '''
@@ -75,6 +99,7 @@ for mesh in [(1, 1, 1), (2, 2, 2), (1, 8, 1)]:
   c = base_config()
   c.model.update(dict(num_layers=2, num_heads=4, num_kv_heads=2, dim=32, mlp_dim=64, max_seq_len=16,
                       position='rope', norm='rmsnorm', mlp='swiglu'))
+  c.model.attention = 'cpu_kernel'  # not 'auto': the choice must not depend on a timing here
   c.train.update(dict(seq_len=16, batch_size=8, steps=10, warmup_steps=2))
   c.mesh.update(dict(zip(('data', 'fsdp', 'tensor'), mesh)))
   setup = train.build(c, 64, sharding.make_mesh(c.mesh, jax.devices()[:int(np.prod(mesh))]))

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from llm import model as model_lib, sharding, train
+from llm.attention import reference
+from llm.kernels import cpu_matmul, cpu_xla_attention
 from llm.losses import lm_loss
 from llm.config import base_config
 
@@ -68,9 +70,9 @@ def test_blocked_causal_attention_matches_masked_attention_and_its_gradients(T, 
   softmax over all keys; GQA, a last block shorter than the others, and bf16 included."""
   rng = np.random.default_rng(0)
   q, k, v, dout = (jnp.asarray(rng.standard_normal((2, T, n, 16)), dtype) for n in (H, K, K, H))
-  causal = jnp.broadcast_to(jnp.tril(jnp.ones((T, T), bool)), (2, T, T))
-  blocked, vjp_blocked = jax.vjp(lambda q, k, v: model_lib.attention(q, k, v, q_block=q_block), q, k, v)
-  masked, vjp_masked = jax.vjp(lambda q, k, v: model_lib.attention(q, k, v, causal), q, k, v)
+  blocked, vjp_blocked = jax.vjp(lambda q, k, v: cpu_xla_attention.causal_attention(q, k, v, q_block), q, k, v)
+  masked, vjp_masked = jax.vjp(lambda q, k, v: reference.masked_attention(q, k, v, reference.causal_mask(2, T)),
+                               q, k, v)
   tol = dict(rtol=2e-2, atol=2e-2) if dtype == 'bfloat16' else dict(rtol=1e-5, atol=1e-5)
   f32 = lambda x: np.asarray(x, np.float32)
   np.testing.assert_allclose(f32(blocked), f32(masked), **tol)
@@ -81,11 +83,11 @@ def test_blocked_causal_attention_matches_masked_attention_and_its_gradients(T, 
 
 @pytest.mark.parametrize('shape', [(64, 48, 16), (64, 16, 48)])
 def test_matmul_gradients_match_the_plain_product(shape):
-  """model.matmul's CPU backward computes the weight gradient transposed when that runs faster."""
+  """cpu_matmul.matmul's backward computes the weight gradient transposed when that runs faster."""
   R, K, N = shape
   rng = np.random.default_rng(0)
   x, w, dy = (jnp.asarray(rng.standard_normal(s), jnp.float32) for s in ((R, K), (K, N), (R, N)))
-  y, vjp = jax.vjp(model_lib.matmul, x, w)
+  y, vjp = jax.vjp(cpu_matmul.matmul, x, w)
   y_ref, vjp_ref = jax.vjp(jnp.matmul, x, w)
   np.testing.assert_allclose(y, y_ref, rtol=1e-6)
   for got, want in zip(vjp(dy), vjp_ref(dy), strict=True):

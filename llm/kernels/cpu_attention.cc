@@ -31,31 +31,47 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-// 16 floats; aligned(4) makes loads and stores through it unaligned-safe. The compiler maps it
-// to one AVX-512 register, two AVX2 ones or four NEON ones.
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
+// The GEMM's register tile is kRows x kCols floats, kCols = two native vectors, sized to the
+// instruction set's register file: 2 * kRows accumulators + 2 B vectors + 1 broadcast must fit,
+// or the accumulators spill to the stack on every k step (an 8 x 32 tile needs the 32 registers
+// of AVX-512; on a 16-register AVX2 build it ran at half the speed of XLA's attention).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kRows = 8;  // 32 zmm: 16 accumulators
+#elif defined(__AVX__)
+constexpr int kLanes = 8, kRows = 6;   // 16 ymm: 12 accumulators (AVX, AVX2)
+#elif defined(__aarch64__)
+constexpr int kLanes = 4, kRows = 8;   // 32 NEON q registers: 16 accumulators
+#else
+constexpr int kLanes = 4, kRows = 6;   // 16 xmm (SSE2)
+#endif
+constexpr int kCols = 2 * kLanes;
+// One native vector of kLanes floats; aligned(4) makes loads and stores through it unaligned-safe.
+// Every vector op in this file uses it: a wider generic vector (64 bytes on a 32-byte AVX2 unit)
+// compiles its integer shifts and selects into slow split sequences.
+typedef float vf __attribute__((vector_size(4 * kLanes), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
 
-inline v16 load16(const float* p) { return *reinterpret_cast<const v16*>(p); }
-inline void store16(float* p, v16 x) { *reinterpret_cast<v16*>(p) = x; }
+inline vf loadv(const float* p) { return *reinterpret_cast<const vf*>(p); }
+inline void storev(float* p, vf x) { *reinterpret_cast<vf*>(p) = x; }
 
-// C[MR x 32] (+)= A[MR x K] B[K x 32], row-major with leading dimensions, or A^T B when A is
-// stored transposed ([K x MR]); the MR x 32 tile of C lives in 2 * MR registers for the whole K loop.
+// C[MR x kCols] (+)= A[MR x K] B[K x kCols], row-major with leading dimensions, or A^T B when A
+// is stored transposed ([K x MR]); the tile of C lives in 2 * MR registers for the whole K loop.
 template <int MR, bool kTransA>
 inline void tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                  int64_t ldc, bool accumulate) {
-  v16 c0[MR], c1[MR];
+  vf c0[MR], c1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
     if (accumulate) {
-      c0[r] = load16(C + r * ldc);
-      c1[r] = load16(C + r * ldc + 16);
+      c0[r] = loadv(C + r * ldc);
+      c1[r] = loadv(C + r * ldc + kLanes);
     } else {
-      c0[r] = v16{};
-      c1[r] = v16{};
+      c0[r] = vf{};
+      c1[r] = vf{};
     }
   }
   for (int64_t k = 0; k < K; ++k) {
-    const v16 b0 = load16(B + k * ldb), b1 = load16(B + k * ldb + 16);
+    const vf b0 = loadv(B + k * ldb), b1 = loadv(B + k * ldb + kLanes);
 #pragma GCC unroll 8
     for (int r = 0; r < MR; ++r) {
       const float a = kTransA ? A[k * lda + r] : A[r * lda + k];
@@ -65,8 +81,8 @@ inline void tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t
   }
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
-    store16(C + r * ldc, c0[r]);
-    store16(C + r * ldc + 16, c1[r]);
+    storev(C + r * ldc, c0[r]);
+    storev(C + r * ldc + kLanes, c1[r]);
   }
 }
 
@@ -80,27 +96,26 @@ void rows_tile(int64_t rows, int64_t K, const float* A, int64_t lda, const float
   }
 }
 
-constexpr int64_t kRows = 8;     // rows of a register tile
-constexpr int64_t kDepth = 256;  // K per pass, so a 32-column panel of B stays in L1
+constexpr int64_t kDepth = 256;  // K per pass, so a kCols-column panel of B stays in L1
 
 // C[M x N] (+)= A[M x K] B[K x N], row-major with leading dimensions; with kTransA, A is stored
 // as its transpose [K x M] (the backward's P^T dO and dS^T q, without transposing P or dS).
 template <bool kTransA = false>
 void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
           int64_t ldb, float* C, int64_t ldc, bool accumulate) {
-  const int64_t n32 = N - N % 32;
+  const int64_t n_tiled = N - N % kCols;
   for (int64_t k0 = 0; k0 < K; k0 += kDepth) {
     const int64_t depth = std::min(kDepth, K - k0);
     const bool acc = accumulate || k0 > 0;
-    for (int64_t j = 0; j < n32; j += 32) {
+    for (int64_t j = 0; j < n_tiled; j += kCols) {
       for (int64_t i = 0; i < M; i += kRows) {
         const float* a = kTransA ? A + k0 * lda + i : A + i * lda + k0;
-        rows_tile<kRows, kTransA>(std::min(kRows, M - i), depth, a, lda, B + k0 * ldb + j, ldb,
+        rows_tile<kRows, kTransA>(std::min<int64_t>(kRows, M - i), depth, a, lda, B + k0 * ldb + j, ldb,
                                   C + i * ldc + j, ldc, acc);
       }
     }
-    for (int64_t i = 0; i < M; ++i) {  // the columns past the last multiple of 32
-      for (int64_t j = n32; j < N; ++j) {
+    for (int64_t i = 0; i < M; ++i) {  // the columns past the last multiple of kCols
+      for (int64_t j = n_tiled; j < N; ++j) {
         float sum = acc ? C[i * ldc + j] : 0.0f;
         for (int64_t k = k0; k < k0 + depth; ++k) {
           sum += (kTransA ? A[k * lda + i] : A[i * lda + k]) * B[k * ldb + j];
@@ -125,68 +140,66 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t ld_src, flo
   }
 }
 
-typedef int32_t vi16 __attribute__((vector_size(64)));
+inline vf splat(float x) { return vf{} + x; }
 
-inline v16 splat(float x) { return v16{} + x; }
-
-// exp(x) for x <= 0 (every argument here is a logit minus its row's max or log-sum-exp), 16 at a
-// time: 2^n * p(r), n rounded by the 1.5 * 2^23 trick, p of degree 6; relative error ~2e-7.
-inline v16 exp16(v16 x) {
+// exp(x) for x <= 0 (every argument here is a logit minus its row's max or log-sum-exp), kLanes at
+// a time: 2^n * p(r), n rounded by the 1.5 * 2^23 trick, p of degree 6; relative error ~2e-7.
+inline vf expv(vf x) {
   x = x < -87.0f ? splat(-87.0f) : x;
-  const v16 n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const v16 r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
-  v16 p = splat(1.0f / 720);
+  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const vf r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
+  vf p = splat(1.0f / 720);
   p = p * r + 1.0f / 120;
   p = p * r + 1.0f / 24;
   p = p * r + 1.0f / 6;
   p = p * r + 0.5f;
   p = p * r + 1.0f;
   p = p * r + 1.0f;
-  return reinterpret_cast<v16>(reinterpret_cast<vi16>(p) + (__builtin_convertvector(n, vi16) << 23));
+  return reinterpret_cast<vf>(reinterpret_cast<vi>(p) + (__builtin_convertvector(n, vi) << 23));
 }
 
-inline float exp1(float x) { return exp16(splat(x))[0]; }
+inline float exp1(float x) { return expv(splat(x))[0]; }
 
-inline float hmax(v16 x) {
+inline float hmax(vf x) {
   float m = x[0];
-  for (int i = 1; i < 16; ++i) m = std::max(m, x[i]);
+  for (int i = 1; i < kLanes; ++i) m = std::max(m, x[i]);
   return m;
 }
 
-inline float hsum(v16 x) {
+inline float hsum(vf x) {
   float s = 0;
-  for (int i = 0; i < 16; ++i) s += x[i];
+  for (int i = 0; i < kLanes; ++i) s += x[i];
   return s;
 }
 
 inline float dot(const float* x, const float* y, int64_t n) {
-  const int64_t n16 = n - n % 16;
-  v16 acc{};
-  for (int64_t i = 0; i < n16; i += 16) acc += load16(x + i) * load16(y + i);
+  const int64_t nv = n - n % kLanes;
+  vf acc{};
+  for (int64_t i = 0; i < nv; i += kLanes) acc += loadv(x + i) * loadv(y + i);
   float sum = hsum(acc);
-  for (int64_t i = n16; i < n; ++i) sum += x[i] * y[i];
+  for (int64_t i = nv; i < n; ++i) sum += x[i] * y[i];
   return sum;
 }
 
 // Softmax of row[0, n) scaled by `scale`, in place; returns the row's log-sum-exp.
 float softmax_row(float* row, int64_t n, float scale) {
-  const int64_t n16 = n - n % 16;
-  v16 vmax = splat(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < n16; j += 16) {
-    const v16 x = load16(row + j);
+  const int64_t nv = n - n % kLanes;
+  vf vmax = splat(-std::numeric_limits<float>::infinity());
+  for (int64_t j = 0; j < nv; j += kLanes) {
+    const vf x = loadv(row + j);
     vmax = x > vmax ? x : vmax;
   }
   float max = hmax(vmax);
-  for (int64_t j = n16; j < n; ++j) max = std::max(max, row[j]);
+  for (int64_t j = nv; j < n; ++j) max = std::max(max, row[j]);
   max *= scale;  // scale > 0
-  v16 vsum{};
-  for (int64_t j = 0; j < n16; j += 16) {
-    const v16 e = exp16(load16(row + j) * scale - max);
-    store16(row + j, e);
+  vf vsum{};
+  for (int64_t j = 0; j < nv; j += kLanes) {
+    const vf e = expv(loadv(row + j) * scale - max);
+    storev(row + j, e);
     vsum += e;
   }
   float sum = hsum(vsum);
-  for (int64_t j = n16; j < n; ++j) sum += (row[j] = exp1(row[j] * scale - max));
+  for (int64_t j = nv; j < n; ++j) sum += (row[j] = exp1(row[j] * scale - max));
   const float inv = 1.0f / sum;
   for (int64_t j = 0; j < n; ++j) row[j] *= inv;
   return max + std::log(sum);
@@ -196,13 +209,13 @@ float softmax_row(float* row, int64_t n, float scale) {
 // and dS = scale * P * (dP - delta) into dsrow.
 void softmax_backward_row(float* prow, float* dsrow, int64_t n, float scale, float lse,
                           float delta) {
-  const int64_t n16 = n - n % 16;
-  for (int64_t j = 0; j < n16; j += 16) {
-    const v16 p = exp16(load16(prow + j) * scale - lse);
-    store16(prow + j, p);
-    store16(dsrow + j, p * (load16(dsrow + j) - delta) * scale);
+  const int64_t nv = n - n % kLanes;
+  for (int64_t j = 0; j < nv; j += kLanes) {
+    const vf p = expv(loadv(prow + j) * scale - lse);
+    storev(prow + j, p);
+    storev(dsrow + j, p * (loadv(dsrow + j) - delta) * scale);
   }
-  for (int64_t j = n16; j < n; ++j) {
+  for (int64_t j = nv; j < n; ++j) {
     prow[j] = exp1(prow[j] * scale - lse);
     dsrow[j] = prow[j] * (dsrow[j] - delta) * scale;
   }

@@ -1,25 +1,34 @@
 """Causal attention for the CPU backend as a compiled XLA FFI kernel (cpu_attention.cc).
 
-Built on first use with the host's C++ compiler for this machine's vector units, cached under
+Built on first use with the host's C++ compiler for this machine's vector units (LLM_CPU_MARCH
+overrides -march=native, e.g. `haswell` for an AVX2 build on an AVX-512 host), cached under
 $LLM_CACHE_DIR/kernels (else ~/.cache/llm/kernels) by a hash of the source, flags, compiler, jax
 version and CPU, and registered as two FFI targets. Where it cannot be built (no compiler),
-`available()` says False once with the reason and the model keeps its XLA path;
-LLM_CPU_ATTENTION=xla forces that path, for A/B runs.
+`available()` says False once with the reason and the model keeps its XLA path.
+
+A kernel tuned on one host can lose to XLA on another, so model.attention='auto' takes it only
+where faster_than_xla() measured it faster on this host for the shape at hand (once; the timings
+are kept beside the built library).
 """
+import concurrent.futures
 import ctypes
 import functools
 import hashlib
+import json
 import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from llm.kernels import cpu_xla_attention
 
 _SOURCE = Path(__file__).with_name('cpu_attention.cc')
 _TARGETS = {'llm_causal_attention_fwd': 'LlmCausalAttentionForward',
@@ -39,13 +48,22 @@ def _cpu() -> str:
   return platform.machine() + (flags[0] if flags else platform.processor())
 
 
+def _target_flag() -> str:
+  """This machine's vector units, or the instruction set LLM_CPU_MARCH names (e.g. `haswell`, an
+  AVX2 build on an AVX-512 host); Arm compilers (Apple clang among them) spell it -mcpu."""
+  arm = platform.machine().lower() in ('arm64', 'aarch64')
+  return f"-{'mcpu' if arm else 'march'}={os.environ.get('LLM_CPU_MARCH') or 'native'}"
+
+
+def _cache_root() -> Path:
+  return Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser() / 'kernels'
+
+
 def _build(cxx: str) -> Path:
-  # This machine's vector units; Arm compilers (Apple clang among them) spell it -mcpu.
-  native = '-mcpu=native' if platform.machine().lower() in ('arm64', 'aarch64') else '-march=native'
-  flags = ['-O3', native, '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', f'-I{jax.ffi.include_dir()}']
+  flags = ['-O3', _target_flag(), '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', f'-I{jax.ffi.include_dir()}']
   version = subprocess.run([cxx, '--version'], capture_output=True, text=True, check=True).stdout
   key = hashlib.sha256('\n'.join([_SOURCE.read_text(), *flags, version, jax.__version__, _cpu()]).encode())
-  root = Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser() / 'kernels'
+  root = _cache_root()
   lib = root / f'cpu_attention-{key.hexdigest()[:16]}.so'
   if not lib.exists():
     root.mkdir(parents=True, exist_ok=True)
@@ -79,15 +97,15 @@ def _library() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-  """Whether the kernel can run here: built, and not turned off by LLM_CPU_ATTENTION=xla."""
-  return os.environ.get('LLM_CPU_ATTENTION', '') != 'xla' and _library() is not None
+  """Whether the kernel can run here (it builds)."""
+  return _library() is not None
 
 
 def _registered():
   """Builds and registers the kernel on first use, or says in one line why it cannot run."""
   if _library() is None:
     raise RuntimeError('the CPU attention kernel could not be built here (the warning above says why); '
-                       'call llm.model.attention instead, or install a C++ compiler')
+                       'use model.attention=xla instead, or install a C++ compiler')
 
 
 def _forward(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block):
@@ -121,6 +139,62 @@ def _bwd(q_block, residuals, dout_BxTxHxDh):
 causal_attention.defvjp(_fwd, _bwd)
 
 
-def applies(q_BxTxHxDh) -> bool:
-  """Whether causal attention on q can go to the kernel: float32 on the CPU backend."""
-  return jax.default_backend() == 'cpu' and q_BxTxHxDh.dtype == jnp.float32 and available()
+_TIMING_BATCH = 8  # rows the timing runs with: enough work items for every core, a second or two
+_TIMING_REPEATS = 5
+
+
+@functools.cache
+def faster_than_xla(q_shape: tuple, k_shape: tuple) -> bool:
+  """Whether the kernel's forward + backward beat the XLA path's (llm/kernels/cpu_xla_attention.py)
+  on this host for q [B, T, H, Dh] and k [B, T, K, Dh] (the batch capped at _TIMING_BATCH).
+
+  Timed once per library build (source, flags, compiler, CPU) and shape, and kept in
+  choices.json beside the library, so every later run on this host reuses the answer. Under
+  several processes, process 0's answer is taken by all, so they compile the same program.
+  """
+  B, T, H, Dh = q_shape
+  shape = (min(B, _TIMING_BATCH), T, H, k_shape[2], Dh)
+  key = f"{Path(_library()._name).stem}:{'x'.join(map(str, shape))}"
+  path = _cache_root() / 'choices.json'
+  choices = json.loads(path.read_text()) if path.exists() else {}
+  if key not in choices:
+    # A thread of its own: called while the model is being traced, the timing must run eagerly,
+    # outside the caller's trace and mesh contexts.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      choices[key] = pool.submit(_time_both, *shape).result()
+    _write_json(path, {**(json.loads(path.read_text()) if path.exists() else {}), key: choices[key]})
+    logging.info('CPU attention at %s: kernel %.2f ms, XLA path %.2f ms (forward + backward)', shape,
+                 *choices[key])
+  kernel_ms, xla_ms = choices[key]
+  faster = kernel_ms < xla_ms
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    faster = bool(multihost_utils.broadcast_one_to_all(np.int32(faster)))
+  return faster
+
+
+def _time_both(B, T, H, K, Dh) -> tuple[float, float]:
+  """Median ms of the kernel's and the XLA path's jitted forward + backward, interleaved."""
+  rng = np.random.default_rng(0)
+  q, dout = (jnp.asarray(rng.standard_normal((B, T, H, Dh)), jnp.float32) for _ in range(2))
+  k, v = (jnp.asarray(rng.standard_normal((B, T, K, Dh)), jnp.float32) for _ in range(2))
+  steps = [jax.jit(lambda q, k, v, d, f=f: jax.vjp(f, q, k, v)[1](d))
+           for f in (causal_attention, cpu_xla_attention.causal_attention)]
+  times = [[], []]
+  for step in steps:
+    jax.block_until_ready(step(q, k, v, dout))  # compile
+  for _ in range(_TIMING_REPEATS):
+    for i, step in enumerate(steps):
+      start = time.perf_counter()
+      jax.block_until_ready(step(q, k, v, dout))
+      times[i].append(time.perf_counter() - start)
+  return tuple(round(float(np.median(t)) * 1e3, 3) for t in times)
+
+
+def _write_json(path: Path, obj):
+  """Atomically: another process reading it never sees half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix='.json', dir=path.parent)
+  with os.fdopen(fd, 'w') as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)

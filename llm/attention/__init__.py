@@ -1,0 +1,129 @@
+"""Causal self-attention behind one function; the implementation is a config choice
+(config.model.attention), resolved per call shape and platform by select().
+
+  'xla'         plain XLA ops. On the CPU in causal query blocks with a hand-written backward
+                (llm/kernels/cpu_xla_attention.py); elsewhere jax.nn.dot_product_attention's XLA path.
+  'cudnn'       cuDNN flash attention, jax.nn.dot_product_attention(implementation='cudnn'):
+                GPUs, bfloat16 / float16.
+  'splash'      the Pallas splash kernel (llm/attention/splash.py): TPUs; elsewhere it runs in
+                Pallas interpret mode (slow; how the tests check it on a CPU).
+  'cpu_kernel'  the C++ kernel behind an XLA FFI call (llm/kernels/cpu_attention.cc): CPUs, float32.
+  'auto'        as MaxText's `autoselected`: cuDNN on a GPU and splash on a TPU for sequences of at
+                least FLASH_MIN_SEQ, the CPU kernel where it is measured faster than the XLA path on
+                this host for this shape (once, cached per CPU; llm/kernels/cpu_attention.py), and
+                the XLA path for everything else: short sequences, shapes the kernels do not take.
+
+Decoding and prefill over a KV cache always take reference.masked_attention (a mask per query).
+"""
+import functools
+import math
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from llm.attention import reference, splash
+from llm.kernels import cpu_attention, cpu_xla_attention
+
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'cpu_kernel')
+FLASH_MIN_SEQ = 128  # below this the XLA path is as fast as a fused kernel (MaxText uses 128 too)
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def platform() -> str:
+  """'cpu', 'gpu' or 'tpu': the backend the model is traced for (a function, so tests can mock it)."""
+  return jax.default_backend()
+
+
+def _cudnn_takes(T: int, Dh: int, dtype) -> bool:
+  # cuDNN's fused attention: half precision, head width a multiple of 8 up to 128 (256 on Hopper
+  # for the forward only; kept at 128 so the backward runs fused too).
+  return jnp.dtype(dtype) in _HALF and Dh % 8 == 0 and Dh <= 128 and T >= FLASH_MIN_SEQ
+
+
+def select(requested: str, q_shape: tuple, k_shape: tuple, dtype) -> str:
+  """The implementation that runs for causal attention on q [B, T, H, Dh], k [B, T, K, Dh]:
+  `requested` itself (checked that it can run here), or what 'auto' picks."""
+  if requested not in IMPLEMENTATIONS:
+    raise ValueError(f'model.attention={requested!r}; choose one of {IMPLEMENTATIONS}')
+  B, T, H, Dh = q_shape
+  where = platform()
+  if requested == 'auto':
+    return _auto(where, q_shape, k_shape, dtype)
+  if requested == 'cudnn' and (where != 'gpu' or not _cudnn_takes(T, Dh, dtype)):
+    raise ValueError(f'model.attention=cudnn needs a GPU, bfloat16/float16, head width a multiple of 8 '
+                     f'<= 128 and seq >= {FLASH_MIN_SEQ}; got {where}, {jnp.dtype(dtype).name}, '
+                     f'head width {Dh}, seq {T}: use model.attention=auto')
+  if requested == 'cpu_kernel':
+    if where != 'cpu' or jnp.dtype(dtype) != jnp.float32 or not cpu_attention.available():
+      raise ValueError(f'model.attention=cpu_kernel needs the CPU backend, float32 and a C++ compiler; '
+                       f'got {where}, {jnp.dtype(dtype).name}, compiler '
+                       f'{"found" if cpu_attention.available() else "missing"}: use model.attention=auto')
+  return requested
+
+
+def _auto(where: str, q_shape, k_shape, dtype) -> str:
+  B, T, H, Dh = q_shape
+  if where == 'gpu':
+    return 'cudnn' if _cudnn_takes(T, Dh, dtype) else 'xla'
+  if where == 'tpu':
+    return 'splash' if splash.supports(T) else 'xla'
+  if where == 'cpu' and jnp.dtype(dtype) == jnp.float32:
+    if cpu_attention.available() and cpu_attention.faster_than_xla(q_shape, k_shape):
+      return 'cpu_kernel'
+  return 'xla'
+
+
+@functools.cache
+def _log_choice(requested, chosen, q_shape, dtype_name):
+  logging.info('attention: %s -> %s for q %s %s on %s', requested, chosen, q_shape, dtype_name, platform())
+
+
+def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, implementation: str = 'auto'):
+  """softmax(q k^T / sqrt(Dh), causal) v with K key/value heads serving H = K * G query heads."""
+  chosen = select(implementation, q_BxTxHxDh.shape, k_BxTxKxDh.shape, q_BxTxHxDh.dtype)
+  _log_choice(implementation, chosen, q_BxTxHxDh.shape, jnp.dtype(q_BxTxHxDh.dtype).name)
+  if chosen == 'cudnn':
+    return jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True,
+                                        implementation='cudnn')
+  if chosen == 'splash':
+    return _per_shard(splash.causal_attention, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  if chosen == 'cpu_kernel':
+    return _per_shard(cpu_attention.causal_attention, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+
+
+def _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+  if platform() == 'cpu':
+    return cpu_xla_attention.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  return jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True, implementation='xla')
+
+
+def _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
+  """(q spec, k/v spec) of the activations' shards on `mesh` from the logical rules, or None where
+  a kernel cannot run per shard: a dimension that does not split evenly, or a split sequence."""
+  specs = (nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'heads', 'head_dim')),
+           nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'kv_heads', 'head_dim')))
+  for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs, strict=True):
+    for size, axes in zip(x.shape, tuple(spec) + (None,) * (x.ndim - len(spec)), strict=True):
+      axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+      if size % math.prod(mesh.shape[a] for a in axes):
+        return None
+  return None if specs[0][1] is not None else specs
+
+
+def _per_shard(kernel, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+  """A custom call (FFI or Pallas) under a multi-device mesh runs per shard in shard_map: XLA
+  cannot partition it and would gather every shard to each device. Batch and heads split, the
+  sequence stays whole; where the shards do not split evenly the XLA path runs instead."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or mesh.size == 1:
+    return kernel(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  specs = _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh)
+  if specs is None:
+    return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  q_spec, kv_spec = specs
+  # check_vma=False: the custom call's outputs carry no varying-axes types to check.
+  return jax.shard_map(kernel, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
+                       check_vma=False)(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
