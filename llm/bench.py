@@ -12,56 +12,14 @@ betas 0.9/0.95, lr 6e-4 constant) with global-norm clipping at 1.0. Both train o
 random batch and synchronise on the loss every step. The step is built by llm.train.build and
 llm.train.make_train_step, jitted with the training loop's shardings and donation.
 
-Measured 2026-11-23 on this project's 2-core Xeon (AVX-512) CPU, no GPU, default shape, 20 timed
-steps; eighteen rounds on an idle machine, each running ours (as llm.main runs) and then
-`../shared/bench/torch_gpt_reference.py --steps 20` (`python -m llm.bench --reference`):
-
-    ours              5,948-7,681 tokens/s (median 7,365; ~197 model GFLOP/s)  final_loss 3.7824
-    torch 2.13 (cpu)  6,244-7,642 tokens/s (median 6,624)
-    ratio             0.88-1.20 (median 1.08; 14 of 18 rounds >= 1.0)
-    ours, LLM_CPU_ATTENTION=xla (4 rounds in between): 5,132-6,823 tokens/s (median 6,292)
-
-Other jobs on the machine swing single runs by 2x: check it is idle first. Before the CPU work
-the same step ran 2,565 tokens/s (0.36x of torch here) with the same loss after 23 steps. Where
-the time went, and what fixed it (ms/step):
-- 3-D einsum projections: XLA's CPU backend copied every activation gradient into a transposed
-  layout before the weight-gradient dot (1/3 of the step). 2-D (rows, in) @ (in, out) matmuls
-  (model.project): ~750 -> ~500.
-- jax.nn.dot_product_attention materialises the full masked TxT scores: causal blocks of 64
-  queries that only read their keys (model.attention): -45.
-- nn.scan's while loop zero-fills and copies the stacked residuals: unrolled on CPU: -90.
-- glibc maps and unmaps XLA's 357 MB per-step temporary block, so every step page-faulted it
-  back in: llm/cpu_memory.py keeps freed memory (2.3M -> 0.5M page faults over a benchmark run,
-  RSS 1.2 -> 2.2 GB): -50 (LLM_KEEP_MALLOC=1 turns it off: 0.76x). The torch reference pays a
-  smaller version of this cost.
-- Autodiff of the blocked attention recomputed rowsum(dP * P) per block, as slow YNN reductions
-  (6 of a layer's 18 ms): a hand-written backward with FlashAttention-2's delta = rowsum(dO * O)
-  (model._causal_blocks_bwd): ~-20.
-- XLA's CPU dot runs a rows-contracting (weight-gradient) product 1.4-1.6x slower when its output
-  has more rows than columns: the tied lm-head's dE and the MLP down-projection's dW are computed
-  transposed behind an optimization barrier (model._cpu_matmul_bwd): ~-15.
-- XLA runs a batched dot on one thread, at ~77 GFLOP/s for the 64-query attention blocks against
-  ~148 for a 2-D matmul, and as long again in the small ops around them: 4 layers of attention
-  cost ~99 ms of one core's work against torch's fused flash kernel's ~72. A C++ kernel behind
-  an XLA FFI custom call (llm/kernels/cpu_attention.cc: one (row, head) per task on XLA's thread
-  pool, 8x32 register-tiled GEMMs at ~180 GFLOP/s per core, packed operands, a vectorised exp)
-  takes one layer's forward + backward from ~10-12 to ~6.2 ms (forward 5 -> 1.9 ms): ~-30.
-On one core the dense matmuls take the same time in both (~376 ms at ~140 GFLOP/s; MKL's kernels
-are ~6% faster, XLA's transposed weight-gradient dots ~20% slower).
-Tried without gain: XLA_FLAGS fast-math, vector width 512, oneDNN, XNNPACK, the old runtime
-(YNN dot fusions, the default, are needed: off costs +17%), turning YNN's eltwise or reduce
-fusions off (+3%, +10%); one fused QKV matmul (+5%); a GELU or norm with a hand-written VJP;
-query blocks of 32, 128 or 256 (+3%, +2%, +9%); K kept transposed or the backward's dK/dV
-summed without a chain (no change); the batch split in two for concurrency (no change); two
-XLA CPU devices in data parallel (slower); scan_layers=False (same as the unrolled scan);
-glibc huge pages for malloc (no change). A packed, register-tiled GEMM of our own for the dense
-layers (the attention kernel's tile, 12 rows x 32 columns) reached 107-175 GFLOP/s on one core
-over the step's nine matmul shapes against XLA's 101-165, faster on 3 and slower on 5 of them:
-not worth replacing XLA's dots.
-Occasional ~0.7 s steps (2 or 3 per 60, either attention path) come with ~0.5 s of kernel
-time in vmstat and no Python GC pass: the VM's memory management, not the step.
+Every result carries its host (llm/hostinfo.py: CPU model, instruction-set class, cores, devices):
+a CPU speed claim holds for a host class, not for one machine. To measure the AVX2 class on an
+AVX-512 host, build the attention kernel and cap XLA's code generation there:
+LLM_CPU_MARCH=haswell XLA_FLAGS=--xla_cpu_max_isa=AVX2 python -m llm.bench --reference.
+What was measured, on which hosts, and what was tried: docs/performance.md.
 """
 import json
+import os
 import subprocess
 import sys
 import time
@@ -82,6 +40,8 @@ _DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/be
 _CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.')
 _ATTENTION = flags.DEFINE_bool('attention', False, 'Benchmark one layer of causal attention instead '
                                '(llm/bench_attention.py): forward + backward at batch x seq x heads.')
+_IMPL = flags.DEFINE_string('attention_impl', 'auto', 'model.attention for the train step and --attention '
+                             '(llm/attention): auto | xla | cpu_kernel | splash | cudnn.')
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
@@ -89,13 +49,13 @@ REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'benc
 SHAPE_FLAGS = ('layers', 'heads', 'dim', 'seq', 'batch', 'vocab', 'steps', 'warmup')
 
 
-def bench_config(layers, heads, dim, seq, batch, steps, warmup):
+def bench_config(layers, heads, dim, seq, batch, steps, warmup, attention='auto'):
   """base_config() with the reference's model and optimizer."""
   from llm.config import base_config
   c = base_config()
   c.model.update(dict(num_layers=layers, num_heads=heads, num_kv_heads=heads, dim=dim, mlp_dim=4 * dim,
                       max_seq_len=seq, position='learned', norm='layernorm', mlp='gelu', qk_norm=False,
-                      tied_embeddings=True, dtype='float32', remat='none'))
+                      tied_embeddings=True, dtype='float32', remat='none', attention=attention))
   c.train.update(dict(seq_len=seq, batch_size=batch, grad_accum=1, steps=warmup + steps + 1,
                       lr=6e-4, min_lr_ratio=1.0, warmup_steps=0, weight_decay=0.1, b1=0.9, b2=0.95,
                       eps=1e-8, grad_clip=1.0))
@@ -104,9 +64,8 @@ def bench_config(layers, heads, dim, seq, batch, steps, warmup):
 
 def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
   import jax
+  from llm import attention as attention_lib, hostinfo, losses, model as model_lib, sharding, train
   import numpy as np
-  from llm import losses, model as model_lib, sharding, train
-  from llm.kernels import cpu_attention
 
   mesh = sharding.make_mesh(config.mesh)
   setup = train.build(config, vocab, mesh)
@@ -131,15 +90,28 @@ def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
       loss = float(metrics['loss'])  # synchronise every step, as the reference does (loss.item())
     dt = (time.perf_counter() - t0) / steps
 
-  # Which causal attention the step ran: the compiled CPU kernel, or XLA (LLM_CPU_ATTENTION=xla).
-  attention = 'cpu_kernel' if cpu_attention.applies(np.zeros(1, config.model.dtype)) else 'xla'
+  m = config.model
+  attention = attention_lib.select(m.attention, (tc.batch_size, tc.seq_len, m.num_heads, m.dim // m.num_heads),
+                                   (tc.batch_size, tc.seq_len, m.num_kv_heads, m.dim // m.num_heads), m.dtype)
   counts = model_lib.count_params(state.params)
   flops_tok = model_lib.flops_per_token(setup.model_cfg, counts['non_embedding'], tc.seq_len)
   tokens = tc.batch_size * tc.seq_len
+  peak = hostinfo.peak_flops_per_device() * jax.device_count()
   return {'impl': 'jax-llm', 'params_non_embedding': counts['non_embedding'], 'params_total': counts['total'],
           'tokens_per_s': round(tokens / dt, 1), 'ms_per_step': round(dt * 1e3, 2),
           'model_gflops_per_s': round(flops_tok * tokens / dt / 1e9, 2), 'final_loss': round(loss, 4),
-          'devices': jax.device_count(), 'attention': attention}
+          'attention': attention, 'peak_gflops_per_s': round(peak / 1e9, 1),
+          'mfu': round(flops_tok * tokens / dt / peak, 3), 'host': hostinfo.describe()}
+
+
+def reference_env() -> dict:
+  """The environment for a torch yardstick: on an AVX-512 host emulating the AVX2 class
+  (hostinfo.isa_class), torch's own kernels, oneDNN and MKL are capped at AVX2 as well."""
+  from llm import hostinfo
+  env = dict(os.environ)
+  if hostinfo.isa_class() == 'AVX2' and 'avx512f' in hostinfo.cpu_flags():
+    env.update(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_ENABLE_INSTRUCTIONS='AVX2')
+  return env
 
 
 def run_reference(shape: dict) -> dict | None:
@@ -153,7 +125,7 @@ def run_reference(shape: dict) -> dict | None:
     print(f'reference skipped: {REFERENCE_SCRIPT} not found')
     return None
   cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=reference_env()).stdout.strip().splitlines()
   return json.loads(out[-1])
 
 
@@ -165,7 +137,7 @@ def main(argv):
   shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}
   if _DECODE.value:
     from llm import bench_decode
-    config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0)
+    config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0, _IMPL.value)
     print(json.dumps(bench_decode.run(config, shape['vocab'])))
     return
   if _ATTENTION.value:
@@ -179,7 +151,7 @@ def main(argv):
     print(json.dumps(bench_data.run(pretrain_small.get_config())))
     return
   config = bench_config(shape['layers'], shape['heads'], shape['dim'], shape['seq'], shape['batch'],
-                        shape['steps'], shape['warmup'])
+                        shape['steps'], shape['warmup'], _IMPL.value)
   ours = run_bench(config, shape['vocab'], shape['steps'], shape['warmup'])
   print(json.dumps(ours), flush=True)
   if _REFERENCE.value:

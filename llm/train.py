@@ -20,29 +20,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llm import checkpoint, losses, model as model_lib, optim, sharding, tasks
+from llm import checkpoint, hostinfo, losses, model as model_lib, optim, sharding, tasks
 from llm.metrics_log import MetricsLog
-
-# Dense bf16 peak per device (datasheets), for MFU. CPU: this project's 2-core AVX-512 machine,
-# whose best fp32 matmul measured 284 (XLA), 309 (numpy) and 339 (torch/MKL) GFLOP/s at 2k-4k
-# squares; elsewhere set train.peak_flops_per_device.
-PEAK_FLOPS = {'h100': 989e12, 'h200': 989e12, 'a100': 312e12, 'tpu v4': 275e12, 'tpu v5 lite': 197e12,
-              'tpu v5e': 197e12, 'tpu v5p': 459e12, 'tpu v6': 918e12, 'cpu': 340e9}
-
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
   params: dict
   opt_state: optax.OptState
-
-
-def peak_flops_per_device(configured: float) -> float:
-  if configured:
-    return configured
-  kind = jax.devices()[0].device_kind.lower()
-  kind = 'cpu' if jax.devices()[0].platform == 'cpu' else kind
-  return next((v for k, v in PEAK_FLOPS.items() if k in kind), float('nan'))
 
 
 def make_train_step(model, tx, lr_fn, loss_fn, grad_accum: int):
@@ -244,7 +229,7 @@ def run(config, workdir: str) -> dict:
 
     counts = model_lib.count_params(state.params)
     flops_tok = model_lib.flops_per_token(model_cfg, counts['non_embedding'], tc.seq_len)
-    peak = peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()
+    peak = hostinfo.peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()
     tokens_per_step = tc.batch_size * tc.seq_len
     logging.info('params %s; mesh %s; %.3g model FLOPs/token', counts, dict(mesh.shape), flops_tok)
 

@@ -1,0 +1,134 @@
+"""What machine a number was measured on, and its peak FLOP/s for MFU.
+
+Accelerators: their datasheets' dense bf16 peaks by device kind. CPUs differ by 2x between hosts
+of one class (an AVX2 EPYC's best fp32 matmul is about half an AVX-512 Xeon's), so a CPU's peak
+is measured on the host: the best of a large float32 matmul through XLA and through numpy's BLAS,
+once, kept in $LLM_CACHE_DIR/host_peaks.json (else ~/.cache/llm) under the host's fingerprint.
+"""
+import functools
+import hashlib
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense bf16 FLOP/s per device from the datasheets (H100 SXM: 989 TFLOP/s; measured ~790).
+ACCELERATOR_PEAKS = {'h100': 989e12, 'h200': 989e12, 'a100': 312e12, 'tpu v4': 275e12,
+                     'tpu v5 lite': 197e12, 'tpu v5e': 197e12, 'tpu v5p': 459e12, 'tpu v6': 918e12}
+_ISA_FLAGS = ('avx512f', 'avx512_bf16', 'amx_tile', 'avx2', 'fma', 'avx', 'sse4_2', 'asimd', 'sve')
+_PEAK_SIZE = 2048  # square float32 matmul for the CPU peak: large enough to be compute-bound
+
+
+@functools.cache
+def _cpuinfo() -> dict:
+  """/proc/cpuinfo's first processor as {field: value} (empty where there is none, e.g. macOS)."""
+  try:
+    text = Path('/proc/cpuinfo').read_text()
+  except OSError:
+    return {}
+  fields = {}
+  for line in text.split('\n\n')[0].splitlines():
+    key, _, value = line.partition(':')
+    fields[key.strip()] = value.strip()
+  return fields
+
+
+def cpu_model() -> str:
+  info = _cpuinfo()
+  return info.get('model name') or info.get('Model') or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+  """The instruction-set extensions of _ISA_FLAGS this CPU has."""
+  flags = set((_cpuinfo().get('flags') or _cpuinfo().get('Features') or '').split())
+  return [f for f in _ISA_FLAGS if f in flags]
+
+
+def isa_class() -> str:
+  """'AVX-512', 'AVX2', 'NEON' or the machine name: the class a CPU speed claim holds for. An
+  XLA_FLAGS --xla_cpu_max_isa or LLM_CPU_MARCH=haswell run is reported as the class it emulates."""
+  flags = cpu_flags()
+  emulated = 'AVX2' in os.environ.get('XLA_FLAGS', '') or os.environ.get('LLM_CPU_MARCH') == 'haswell'
+  if 'avx512f' in flags and not emulated:
+    return 'AVX-512'
+  if 'avx2' in flags:
+    return 'AVX2'
+  return 'NEON' if 'asimd' in flags else platform.machine()
+
+
+def cores() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def describe() -> dict:
+  """The host and devices, for benchmark JSON and reports."""
+  device = jax.devices()[0]
+  return {'cpu': cpu_model(), 'isa': isa_class(), 'cpu_flags': cpu_flags(), 'cores': cores(),
+          'platform': device.platform, 'device_kind': device.device_kind, 'devices': jax.device_count(),
+          'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
+          'cpu_march': os.environ.get('LLM_CPU_MARCH', 'native')}
+
+
+def _fingerprint() -> str:
+  parts = [cpu_model(), ' '.join(sorted((_cpuinfo().get('flags') or '').split())), str(cores()),
+           os.environ.get('XLA_FLAGS', ''), jax.__version__]
+  return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
+
+
+def _best_seconds(fn, repeats: int = 5) -> float:
+  fn()
+  best = float('inf')
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+def _measure_cpu_peak() -> float:
+  """FLOP/s of the best of XLA's and numpy's float32 matmul at _PEAK_SIZE squared."""
+  n = _PEAK_SIZE
+  a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+  flops = 2 * n ** 3
+  cpu = jax.devices('cpu')[0]
+  x = jax.device_put(a, cpu)
+  xla_matmul = jax.jit(jnp.matmul)
+  xla_s = _best_seconds(lambda: xla_matmul(x, x).block_until_ready())
+  numpy_s = _best_seconds(lambda: a @ a)
+  return flops / min(xla_s, numpy_s)
+
+
+@functools.cache
+def cpu_peak_flops() -> float:
+  """This host's measured float32 matmul FLOP/s (all its cores), measured once per host."""
+  root = Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser()
+  path = root / 'host_peaks.json'
+  key = _fingerprint()
+  peaks = json.loads(path.read_text()) if path.exists() else {}
+  if key not in peaks:
+    root.mkdir(parents=True, exist_ok=True)
+    peaks = {**peaks, key: {'cpu': cpu_model(), 'isa': isa_class(), 'cores': cores(),
+                            'flops': _measure_cpu_peak()}}
+    fd, tmp = tempfile.mkstemp(suffix='.json', dir=root)
+    with os.fdopen(fd, 'w') as f:
+      json.dump(peaks, f, indent=1)
+    os.replace(tmp, path)
+  return peaks[key]['flops']
+
+
+def peak_flops_per_device(configured: float = 0.0) -> float:
+  """`configured` if set; else the datasheet peak of this accelerator, or the CPU's measured peak
+  shared among the host's (possibly fake) CPU devices; NaN for an unknown accelerator."""
+  if configured:
+    return configured
+  device = jax.devices()[0]
+  if device.platform == 'cpu':
+    return cpu_peak_flops() / jax.local_device_count()
+  kind = device.device_kind.lower()
+  return next((v for k, v in ACCELERATOR_PEAKS.items() if k in kind), float('nan'))
