@@ -6,8 +6,6 @@ The kernel works per example on heads-major q [H, T, Dh] and k, v [K, T, Dh] wit
 applies no 1/sqrt(Dh) scale of its own, and tiles the sequence in blocks that are multiples of
 128 (NUM_LANES): T must be one.
 """
-import functools
-
 import jax
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
@@ -19,7 +17,6 @@ def supports(T: int) -> bool:
   return T >= LANES and T % LANES == 0
 
 
-@functools.cache
 def _kernel(T: int, H: int, interpret: bool):
   block = next(b for b in (512, 256, 128) if T % b == 0)
   sizes = splash.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
@@ -35,6 +32,8 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
   if not supports(T):
     raise ValueError(f'splash attention needs a sequence length that is a multiple of {LANES}, '
                      f'got {T}; use model.attention=xla (or auto)')
+  # Built per trace, as MaxText does: the kernel holds its block masks as arrays, which a kernel
+  # cached across traces would leak from the first trace into the next.
   kernel = _kernel(T, H, jax.default_backend() != 'tpu')
   q_BxHxTxDh = (q_BxTxHxDh * Dh ** -0.5).transpose(0, 2, 1, 3)
   out_BxHxTxDh = jax.vmap(kernel)(q_BxHxTxDh, k_BxTxKxDh.transpose(0, 2, 1, 3), v_BxTxKxDh.transpose(0, 2, 1, 3))
