@@ -68,7 +68,7 @@ class Engine:
 
   def _prefill_impl(self, params, cache, tokens_BxP, lengths_B):
     _, cache = self.model.apply({'params': params}, tokens_BxP, cache=dict(cache, lengths=jnp.zeros_like(lengths_B)))
-    return dict(cache, lengths=lengths_B)
+    return self._laid_out(dict(cache, lengths=lengths_B))
 
   def _decode_impl(self, params, state, budget, temperature, top_k, top_p):
     """Decodes until every row is done or waiting for a tool, or `budget` steps have run."""
@@ -86,6 +86,7 @@ class Engine:
       logits_Bx1xV, new_cache = self.model.apply({'params': params}, s['token'][:, None], cache=cache)
       # Rows that are done or paused keep their cache length: their pending token is fed later.
       new_cache['lengths'] = jnp.where(act_B, new_cache['lengths'], cache['lengths'])
+      new_cache = self._laid_out(new_cache)
       keys_B = jax.vmap(lambda seed, n: jax.random.fold_in(jax.random.key(seed), n))(s['seeds'], s['n_out'])
       sampled_B = sampling.sample_logits(keys_B, logits_Bx1xV[:, 0], temperature, top_k, top_p)
       forced_B = s['queue_pos'] < s['queue_len']
@@ -111,13 +112,22 @@ class Engine:
 
   # ---- host side -----------------------------------------------------------------------------
 
+  def _cache_shardings(self, batch: int) -> dict:
+    kv = sharding.kv_cache_sharding(self.mesh, batch, self.model_cfg.num_kv_heads)
+    return {'k': kv, 'v': kv, 'lengths': sharding.replicated(self.mesh)}
+
+  def _laid_out(self, cache: dict) -> dict:
+    """The cache kept in init_cache's layout through prefill and decode (left to itself, XLA may
+    return it replicated), so a kept cache is laid out as a new one and compiles the same."""
+    return jax.lax.with_sharding_constraint(cache, self._cache_shardings(cache['lengths'].shape[0]))
+
   def init_cache(self, batch: int) -> dict:
     """Preallocated for the whole generation and laid out over the mesh (llm.sharding)."""
     cfg = self.model_cfg
     shape = (cfg.num_layers, batch, self.cache_len, cfg.num_kv_heads, cfg.head_dim)
-    kv = sharding.kv_cache_sharding(self.mesh, batch, cfg.num_kv_heads)
-    zeros = jax.jit(lambda: jnp.zeros(shape, cfg.dtype), out_shardings=kv)
-    return {'k': zeros(), 'v': zeros(), 'lengths': jnp.zeros((batch,), jnp.int32)}
+    zeros = lambda: {'k': jnp.zeros(shape, cfg.dtype), 'v': jnp.zeros(shape, cfg.dtype),
+                     'lengths': jnp.zeros((batch,), jnp.int32)}
+    return jax.jit(zeros, out_shardings=self._cache_shardings(batch))()
 
   def _take_cache(self, batch: int) -> dict:
     """The kept cache if it has this batch size (its stale contents lie beyond every row's
@@ -126,8 +136,10 @@ class Engine:
     cache, self._cache = self._cache, None
     if cache is None or cache['lengths'].shape[0] != batch:
       cache = None  # free the old one before allocating
-      cache = self.init_cache(batch)
-    return cache
+      return self.init_cache(batch)
+    # On one device XLA hands the layout back as P(): relabelled (no copy), the prefill compiled
+    # for a new cache serves it.
+    return jax.device_put(cache, self._cache_shardings(batch))
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int] = 128,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

@@ -1,0 +1,210 @@
+"""llm.inference without the data: a run read back with its parameters only, the sampler's traced
+knobs, the kept KV cache, prompts fitted to the context, tool results cut once for both sides."""
+import json
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from llm import chat_template, checkpoint, inference, tools
+from llm.inference import sampling
+from llm.tokenizer import train_tokenizer
+from test_engine import Scripted
+from test_model import init, small_config
+
+
+@pytest.fixture(scope='module')
+def synthetic_tok(tmp_path_factory):
+  """A small BPE tokenizer trained on made-up words: no data needed."""
+  rng = random.Random(0)
+  words = [''.join(rng.choice('abcdefghij') for _ in range(rng.randint(2, 7))) for _ in range(300)]
+  text = '\n\n'.join(' '.join(rng.choice(words) for _ in range(40)) for _ in range(300))
+  return train_tokenizer([text], 400, tmp_path_factory.mktemp('tok') / 'tokenizer.model', 10**6)
+
+
+def _opt_bytes_and_save(setup, state, directory: Path, step: int) -> int:
+  """Saves state as training does, with Adam moments of random values (fresh zeros would
+  compress to nothing); returns their size in bytes."""
+  moments = jax.tree.map(lambda x: jax.random.normal(jax.random.key(1), x.shape, x.dtype) if x.ndim else x,
+                         state.opt_state)
+  state = state.replace(opt_state=moments)
+  ckpt = checkpoint.Checkpointer(directory, keep=2)
+  ckpt.save(step, state, iter(grain.MapDataset.range(4).to_iter_dataset()))
+  ckpt.wait()
+  ckpt.close()
+  return sum(x.nbytes for x in jax.tree.leaves(moments))
+
+
+@pytest.fixture(scope='module')
+def run_dir(tmp_path_factory, synthetic_tok):
+  """A run directory as llm.main leaves it: config.json, tokenizer.model, checkpoints/."""
+  workdir = tmp_path_factory.mktemp('run')
+  config = small_config('modern', max_seq_len=64)
+  setup, state = init(config, vocab=synthetic_tok.vocab_size)
+  (workdir / 'config.json').write_text(json.dumps(json.loads(config.to_json_best_effort())))
+  shutil.copyfile(synthetic_tok.path, workdir / 'tokenizer.model')
+  _opt_bytes_and_save(setup, state, workdir / 'checkpoints', 5)
+  return workdir, setup, state
+
+
+def _bytes_read() -> int:
+  return int(dict(line.split(': ') for line in Path('/proc/self/io').read_text().splitlines())['rchar'])
+
+
+@pytest.mark.skipif(not Path('/proc/self/io').exists(), reason='counts bytes read through /proc/self/io')
+def test_parameters_load_without_reading_the_optimizer_state(tmp_path):
+  setup, state = init(small_config('gpt2', num_layers=4, dim=128, mlp_dim=512), vocab=2048)
+  opt_bytes = _opt_bytes_and_save(setup, state, tmp_path, 3)
+  param_bytes = sum(x.nbytes for x in jax.tree.leaves(state.params))
+  assert opt_bytes > 1.9 * param_bytes  # the Adam moments: what must not be read
+  before = _bytes_read()
+  params, step = inference.restore_params(tmp_path, setup.abstract_state.params)
+  read = _bytes_read() - before
+  assert step == 3
+  jax.tree.map(np.testing.assert_array_equal, params, state.params)
+  assert read < param_bytes + 0.25 * opt_bytes, (read, param_bytes, opt_bytes)
+
+
+def test_a_run_loads_for_sampling_and_samples_like_its_training_model(run_dir):
+  workdir, setup, state = run_dir
+  run = inference.load(workdir)
+  assert run.step == 5 and run.model_cfg == setup.model_cfg
+  jax.tree.map(np.testing.assert_array_equal, run.params, state.params)
+  prompt = [run.tokenizer.bos_id, 40, 41]
+  out = run.engine().generate([prompt], max_new_tokens=5, temperature=0.0, stop_ids=[])[0].tokens
+  seq = list(prompt)
+  with setup.context():
+    for _ in range(5):
+      seq.append(int(jnp.argmax(setup.model.apply({'params': state.params}, jnp.asarray([seq]))[0, -1])))
+  assert out == seq[len(prompt):]
+
+
+def _engine(tok, **kwargs):
+  setup, state = init(small_config('modern', max_seq_len=96), vocab=tok.vocab_size)
+  return inference.Engine(setup.model_cfg, state.params, tok, setup.mesh, rules=setup.rules, **kwargs)
+
+
+def test_new_sampling_knobs_reuse_the_compiled_decode_loop(synthetic_tok):
+  engine = _engine(synthetic_tok)
+  prompts = [[2, 50, 51], [2, 60]]
+  outs = [engine.generate(prompts, max_new_tokens=n, temperature=t, top_k=k, top_p=p, seed=[1, 2])
+          for n, t, k, p in ((6, 1.0, 0, 1.0), (9, 0.5, 5, 1.0), (5, 1.7, 0, 0.8), (7, 0.0, 3, 0.5))]
+  assert engine._decode._cache_size() == 1
+  assert engine._prefill._cache_size() == 1
+  assert [len(o[0].tokens) for o in outs] == [6, 9, 5, 7]
+
+
+def test_a_kept_cache_gives_what_a_fresh_one_gives(synthetic_tok, monkeypatch):
+  engine = _engine(synthetic_tok)
+  allocations = []
+  init_cache = engine.init_cache
+  monkeypatch.setattr(engine, 'init_cache', lambda b: allocations.append(b) or init_cache(b))
+  kw = dict(max_new_tokens=8, temperature=1.0, top_k=20, seed=[3, 4], stop_ids=[])
+  engine.generate([[2] + list(range(10, 80)), [2] + list(range(20, 70))], **kw)  # fills the cache far
+  again = engine.generate([[2, 50, 51], [2, 70]], **kw)
+  fresh = _engine(synthetic_tok).generate([[2, 50, 51], [2, 70]], **kw)
+  assert [c.tokens for c in again] == [c.tokens for c in fresh]
+  assert allocations == [2]  # one cache for both calls
+  engine.generate([[2, 50]], **dict(kw, seed=[3]))
+  assert allocations == [2, 1]  # another batch size gets its own
+
+
+def _old_sample_logits(rng, logits_BxV, temperature, top_k=0, top_p=1.0):
+  """The sampler before its knobs were traced (static Python values), kept as the reference."""
+  if temperature == 0:
+    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+  logits_BxV = logits_BxV.astype(jnp.float32) / temperature
+  if top_k:
+    kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
+    logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
+  if top_p < 1.0:
+    sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
+    cum_BxV = jnp.cumsum(jax.nn.softmax(sorted_BxV, axis=-1), axis=-1)
+    keep_BxV = (cum_BxV - jax.nn.softmax(sorted_BxV, axis=-1)) < top_p
+    cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
+    logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, -jnp.inf, logits_BxV)
+  return jax.random.categorical(rng, logits_BxV, axis=-1).astype(jnp.int32)
+
+
+@pytest.mark.parametrize('temperature,top_k,top_p', [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 5, 1.0),
+                                                     (1.3, 0, 0.6), (0.9, 8, 0.8), (1.0, 1, 1.0)])
+def test_traced_sampler_draws_what_the_static_one_drew(temperature, top_k, top_p):
+  logits_BxV = 3 * jax.random.normal(jax.random.key(0), (64, 50))
+  keys_B = jax.random.split(jax.random.key(1), 64)
+  new = jax.jit(sampling.sample_logits)(keys_B, logits_BxV, temperature, top_k, top_p)
+  old = jax.vmap(lambda k, l: _old_sample_logits(k, l[None], temperature, top_k, top_p)[0])(keys_B, logits_BxV)
+  np.testing.assert_array_equal(new, old)
+  assert len(set(new.tolist())) > 1
+
+
+def test_a_prompt_longer_than_the_context_keeps_bos_and_its_latest_tokens():
+  ids = [1] + list(range(100, 190))  # 91 tokens
+  assert inference.fit_prompt(ids, 64, 20) == ([1] + list(range(147, 190)), 20, 47)
+  assert inference.fit_prompt(ids, 64, 200) == ([1] + list(range(159, 190)), 32, 59)  # room: half the context
+  assert inference.fit_prompt(ids[:30], 64, 20) == (ids[:30], 20, 0)
+  assert inference.fit_prompt(ids[:30], 64, 100) == (ids[:30], 34, 0)  # fits: the budget shrinks instead
+
+
+def test_a_long_tool_result_is_cut_with_a_marker_the_same_for_engine_and_training(synthetic_tok):
+  tok = synthetic_tok
+  sp = tok.special_id
+  long_result = ' '.join(['abc', 'defg', 'hij'] * 400)
+  prompt = chat_template.render_prompt(tok, [{'role': 'user', 'content': 'abc'}])
+  call = [sp('<|tool_call|>')] + tok.encode('echo: x') + [sp('<|/tool_call|>')]
+  script = [0] * (len(prompt) - 1) + call + [7] * 300 + [sp('<|end|>')] + [tok.eos_id] * 10
+  setup, _ = init(small_config('gpt2', max_seq_len=512), vocab=tok.vocab_size)
+  engine = inference.Engine(setup.model_cfg, {}, tok, setup.mesh, tools={'echo': lambda args: long_result},
+                            model=Scripted(tuple(script), tok.vocab_size))
+  out = engine.generate([prompt], max_new_tokens=400, temperature=0.0)[0]
+  fed = [t for t, f in zip(out.tokens, out.forced) if f]
+  assert len(fed) == chat_template.MAX_TOOL_RESULT_TOKENS
+  assert tok.decode(fed).endswith(tools.TRUNCATED.strip()) and fed[-1] == sp('<|/tool_result|>')
+  trained, mask = chat_template.render(tok, [
+      {'role': 'user', 'content': 'abc'},
+      {'role': 'assistant', 'content': [{'type': 'tool_call', 'text': 'echo: x'},
+                                        {'type': 'tool_result', 'text': long_result}]}])
+  start = trained.index(sp('<|tool_result|>'))
+  assert trained[start:start + len(fed)] == fed and not any(mask[start:start + len(fed)])
+
+
+_CLI = [('llm.sample', ['--prompt=abc']), ('llm.chat', [])]
+
+
+@pytest.mark.parametrize('module,args', _CLI)
+def test_cli_on_a_folder_that_is_not_a_run_says_so_in_one_line(module, args, tmp_path, python_env):
+  out = subprocess.run([sys.executable, '-m', module, f'--workdir={tmp_path}', *args], env=python_env, cwd=ROOT,
+                       capture_output=True, text=True, input='')
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (f'{module}: {tmp_path / "config.json"} is missing: is {tmp_path} '
+                                                 'a training run (python -m llm.main --workdir=...)?')
+
+
+@pytest.mark.parametrize('module,args', _CLI)
+def test_cli_on_a_run_without_its_tokenizer_says_so_in_one_line(module, args, run_dir, tmp_path, python_env):
+  workdir = tmp_path / 'run'
+  shutil.copytree(run_dir[0], workdir)
+  (workdir / 'tokenizer.model').unlink()
+  out = subprocess.run([sys.executable, '-m', module, f'--workdir={workdir}', *args], env=python_env, cwd=ROOT,
+                       capture_output=True, text=True, input='')
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith(f'{module}: {workdir / "tokenizer.model"} is missing')
+
+
+def test_sample_keeps_the_end_of_a_prompt_longer_than_the_context(run_dir, tmp_path, python_env):
+  workdir = run_dir[0]
+  prompt = ' '.join(['abc', 'defg', 'hij'] * 60)
+  out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={workdir}', f'--prompt={prompt}',
+                        '--max_new_tokens=10', '--temperature=0'], env=python_env, cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  warning = [l for l in out.stderr.splitlines() if l.startswith('llm.sample: the prompt is')]
+  assert len(warning) == 1 and 'context 64: keeping its last 53 (and bos)' in warning[0]
+  assert not out.stdout.startswith(prompt) and prompt[-40:] in out.stdout
