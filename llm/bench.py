@@ -5,6 +5,7 @@
     python -m llm.bench --decode --context=512 # KV-cache decoding against recomputation, batch 1 and 32
     python -m llm.bench --data                # the grain pipeline against plain numpy slicing
     python -m llm.bench --attention           # one layer's causal attention against torch's fused SDPA
+    python -m llm.bench --peak                # re-measure this CPU's fp32 matmul peak (MFU's denominator)
 
 The model is the one `../shared/bench/torch_gpt_reference.py` builds: learned positions,
 LayerNorm without bias, 4x GELU MLP, tied embeddings, float32; AdamW (decay on matrices only,
@@ -38,10 +39,15 @@ _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one 
 _REFERENCE = flags.DEFINE_bool('reference', False, 'Also run the PyTorch reference on the same shape.')
 _DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/bench_decode.py).')
 _CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.')
+_DECODE_BATCHES = flags.DEFINE_list('decode_batches', ['1', '32'], 'With --decode: batch sizes to time.')
 _ATTENTION = flags.DEFINE_bool('attention', False, 'Benchmark one layer of causal attention instead '
                                '(llm/bench_attention.py): forward + backward at batch x seq x heads.')
-_IMPL = flags.DEFINE_string('attention_impl', 'auto', 'model.attention for the train step and --attention '
-                             '(llm/attention): auto | xla | cpu_kernel | splash | cudnn.')
+_IMPL = flags.DEFINE_string('attention_impl', 'auto', 'model.attention (llm/attention): auto | xla | '
+                             'cpu_kernel | splash | cudnn.')
+_DTYPE = flags.DEFINE_string('dtype', 'float32', 'model.dtype: float32 (the reference\'s) or bfloat16.')
+_REMAT = flags.DEFINE_string('remat', 'none', 'model.remat: none | full | dots.')
+_PEAK = flags.DEFINE_bool('peak', False, 'Re-measure this host\'s fp32 matmul peak (the MFU denominator, '
+                          'llm/hostinfo.py) and print it; run it on an idle machine.')
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
@@ -49,13 +55,14 @@ REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'benc
 SHAPE_FLAGS = ('layers', 'heads', 'dim', 'seq', 'batch', 'vocab', 'steps', 'warmup')
 
 
-def bench_config(layers, heads, dim, seq, batch, steps, warmup, attention='auto'):
+def bench_config(layers, heads, dim, seq, batch, steps, warmup, attention='auto', dtype='float32',
+                 remat='none'):
   """base_config() with the reference's model and optimizer."""
   from llm.config import base_config
   c = base_config()
   c.model.update(dict(num_layers=layers, num_heads=heads, num_kv_heads=heads, dim=dim, mlp_dim=4 * dim,
                       max_seq_len=seq, position='learned', norm='layernorm', mlp='gelu', qk_norm=False,
-                      tied_embeddings=True, dtype='float32', remat='none', attention=attention))
+                      tied_embeddings=True, dtype=dtype, remat=remat, attention=attention))
   c.train.update(dict(seq_len=seq, batch_size=batch, grad_accum=1, steps=warmup + steps + 1,
                       lr=6e-4, min_lr_ratio=1.0, warmup_steps=0, weight_decay=0.1, b1=0.9, b2=0.95,
                       eps=1e-8, grad_clip=1.0))
@@ -135,10 +142,15 @@ def main(argv):
   from llm import cpu_memory
   cpu_memory.keep_freed_memory()  # as llm.main does
   shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}
+  if _PEAK.value:
+    from llm import hostinfo
+    print(json.dumps({'peak_gflops_per_s': round(hostinfo.cpu_peak_flops(remeasure=True) / 1e9, 1),
+                      'host': hostinfo.describe()}))
+    return
   if _DECODE.value:
     from llm import bench_decode
     config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0, _IMPL.value)
-    print(json.dumps(bench_decode.run(config, shape['vocab'])))
+    print(json.dumps(bench_decode.run(config, shape['vocab'], batches=[int(b) for b in _DECODE_BATCHES.value])))
     return
   if _ATTENTION.value:
     from llm import bench_attention
@@ -151,7 +163,7 @@ def main(argv):
     print(json.dumps(bench_data.run(pretrain_small.get_config())))
     return
   config = bench_config(shape['layers'], shape['heads'], shape['dim'], shape['seq'], shape['batch'],
-                        shape['steps'], shape['warmup'], _IMPL.value)
+                        shape['steps'], shape['warmup'], _IMPL.value, _DTYPE.value, _REMAT.value)
   ours = run_bench(config, shape['vocab'], shape['steps'], shape['warmup'])
   print(json.dumps(ours), flush=True)
   if _REFERENCE.value:
