@@ -149,7 +149,8 @@ def main(argv):
     return
   if _DECODE.value:
     from llm import bench_decode
-    config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0, _IMPL.value)
+    config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0, _IMPL.value,
+                          _DTYPE.value)
     print(json.dumps(bench_decode.run(config, shape['vocab'], batches=[int(b) for b in _DECODE_BATCHES.value])))
     return
   if _ATTENTION.value:
