@@ -61,8 +61,8 @@ def test_real_source_yields_well_formed_conversations(data_dir, name):
 
 
 @pytest.mark.parametrize('name', cv.GENERATED)
-def test_generated_source_yields_well_formed_conversations(data_dir, name):
-  conversations = list(itertools.islice(cv.SOURCES[name](data_dir, 0), 500))
+def test_generated_source_yields_well_formed_conversations(tmp_path, name):
+  conversations = list(itertools.islice(cv.SOURCES[name](tmp_path, 0), 500))
   assert len(conversations) >= 100
   for conversation in conversations:
     assert_well_formed(conversation)
@@ -135,8 +135,8 @@ def test_topical_chat_merges_turns_and_drops_a_trailing_user_turn():
   assert cv.topical_chat_dialogue(messages[:2]) is None
 
 
-def test_identity_states_the_facts(data_dir):
-  conversations = list(cv.identity(data_dir, 0))
+def test_identity_states_the_facts(tmp_path):
+  conversations = list(cv.identity(tmp_path, 0))
   answers = {c[0]['content']: set() for c in conversations}
   for question, reply in conversations:
     answers[question['content']].add(reply['content'])
@@ -146,7 +146,7 @@ def test_identity_states_the_facts(data_dir):
   assert any(cv.PARAMETERS in a for a in answers['How big are you?'])
   assert any(cv.PRETRAINING_DATA in a for a in answers['What were you trained on?'])
   assert len(answers['Who are you?']) >= 2  # several phrasings of each answer
-  assert sorted(map(str, conversations)) == sorted(map(str, cv.identity(data_dir, 1)))
+  assert sorted(map(str, conversations)) == sorted(map(str, cv.identity(tmp_path, 1)))
 
 
 # --- arithmetic ------------------------------------------------------------------------------
@@ -172,8 +172,8 @@ def test_arithmetic_problems_are_correct(digits, ops):
       assert str(n) in question, (question, expression)
 
 
-def test_arithmetic_conversation_calls_the_calculator_and_states_the_answer(data_dir):
-  for conversation in itertools.islice(cv.arithmetic(data_dir, 0), 300):
+def test_arithmetic_conversation_calls_the_calculator_and_states_the_answer(tmp_path):
+  for conversation in itertools.islice(cv.arithmetic(tmp_path, 0), 300):
     reply = parts(conversation[-1])
     assert [p['type'] for p in reply] == ['text', 'tool_call', 'tool_result', 'text']
     expression = reply[1]['text'].removeprefix('calculator: ')
@@ -183,17 +183,17 @@ def test_arithmetic_conversation_calls_the_calculator_and_states_the_answer(data
     assert cv.extract_answer(assistant_text(conversation)) == reply[2]['text']
 
 
-def test_arithmetic_is_deterministic_per_seed_and_varies_across_seeds(data_dir):
+def test_arithmetic_is_deterministic_per_seed_and_varies_across_seeds(tmp_path):
   def first(seed):
-    return list(itertools.islice(cv.arithmetic(data_dir, seed), 100))
+    return list(itertools.islice(cv.arithmetic(tmp_path, seed), 100))
   assert first(0) == first(0)
   assert first(0) != first(1)
   assert cv.arithmetic_problem(random.Random(5), 3, 2) == cv.arithmetic_problem(random.Random(5), 3, 2)
 
 
-def test_arithmetic_has_many_phrasings(data_dir):
+def test_arithmetic_has_many_phrasings(tmp_path):
   shapes = collections.Counter()
-  for conversation in itertools.islice(cv.arithmetic(data_dir, 0), 2000):
+  for conversation in itertools.islice(cv.arithmetic(tmp_path, 0), 2000):
     question = conversation[0]['content']
     for word in cv._NAMES + cv._ITEMS:
       question = re.sub(rf'\b{word}\b', 'X', question)

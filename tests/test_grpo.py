@@ -205,7 +205,7 @@ def _grpo_cmd(workdir, pretrained, *extra):
 def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretrained, subprocess_env):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   subprocess.run(_grpo_cmd(straight, pretrained), env=subprocess_env, check=True, capture_output=True)
-  kill_then_resume(_grpo_cmd(resumed, pretrained), subprocess_env, resumed, kill_after=3, total=8)
+  kill_then_resume(_grpo_cmd(resumed, pretrained), subprocess_env, resumed, kill_after_checkpoint=2, total=8)
   assert losses_by_step(straight) == losses_by_step(resumed)
   assert sorted(losses_by_step(resumed)) == list(range(1, 9))
   rows = [json.loads(l) for l in (straight / 'metrics.jsonl').read_text().splitlines()]

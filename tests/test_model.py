@@ -140,15 +140,24 @@ def test_golden_one_step():
 
 
 def test_gradient_accumulation_matches_one_big_batch():
+  """Micro-batches of rows (0, 2) and (1, 3) hold 25 and 7 loss tokens: the step must weigh every
+  token alike (a mean of the micro-batch means would not), and the parameters after two steps at
+  a non-zero rate must agree."""
   rng = np.random.default_rng(0)
   batch = {k: rng.integers(0, 64, (4, 16)).astype(np.int32) for k in ('inputs', 'targets')}
+  batch['loss_mask'] = (np.arange(16) < np.array([[16], [2], [9], [5]])).astype(np.int32)
   results = []
   for accum in (1, 2):
-    setup, state = init(small_config('gpt2'))
+    config = small_config('gpt2')
+    config.train.warmup_steps = 0  # the first step already moves the parameters
+    setup, initial = init(config)
     step = jax.jit(train.make_train_step(setup.model, setup.tx, setup.lr_fn, lm_loss, accum))
     with setup.context():
-      state, m = step(state, batch)
-    results.append((m, state.params))
+      state, first = step(initial, batch)
+      state, _ = step(state, batch)
+    results.append((first, state.params))
+  assert float(results[0][0]['lr']) > 0
+  assert not np.allclose(initial.params['embed']['embedding'], results[0][1]['embed']['embedding'])
   np.testing.assert_allclose(results[0][0]['loss'], results[1][0]['loss'], rtol=1e-6)
   np.testing.assert_allclose(results[0][0]['grad_norm'], results[1][0]['grad_norm'], rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), results[0][1], results[1][1])
