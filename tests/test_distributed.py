@@ -9,10 +9,12 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from conftest import ROOT, losses_by_step
 from llm import checkpoint
 from llm.data import pipeline
+from llm.kernels import cpu_attention
 
 TIMEOUT_S = 120  # a hung collective or barrier fails the test instead of blocking CI
 
@@ -75,8 +77,41 @@ def _wait_all(procs: dict):
         proc.wait()
 
 
+_AGREE = '''
+import json, os, sys
+from pathlib import Path
+import jax
+jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from llm.kernels import cpu_attention
+lib = Path(cpu_attention._library()._name).stem
+kernel_ms = {0: 1.0, 1: 3.0}[jax.process_index()]  # process 0 timed the kernel faster, process 1 slower
+(Path(os.environ['LLM_CACHE_DIR']) / 'kernels' / 'choices.json').write_text(
+    json.dumps({f'{lib}:2x32x4x2x16': [kernel_ms, 2.0]}))
+print(json.dumps(cpu_attention.faster_than_xla((2, 32, 4, 16), (2, 32, 2, 16))))
+'''
+
+
+def test_processes_that_timed_the_attention_kernel_differently_take_process_zeros_choice(tmp_path, python_env):
+  """Otherwise they would compile different programs for one SPMD job (and hang or diverge)."""
+  if cpu_attention._compiler() is None:
+    pytest.skip('no C++ compiler here')
+  address = f'localhost:{_free_port()}'
+  procs = []
+  for i in (0, 1):
+    (tmp_path / str(i) / 'kernels').mkdir(parents=True)
+    env = dict(python_env, LLM_CACHE_DIR=str(tmp_path / str(i)), XLA_FLAGS='--xla_force_host_platform_device_count=1')
+    procs.append(subprocess.Popen([sys.executable, '-c', _AGREE, address, str(i)], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+  outs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
+  assert [out.strip().splitlines()[-1] for out in outs] == ['true', 'true'], outs
+
+
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path, subprocess_env, cache_dir):
   pair, single = tmp_path / 'pair', tmp_path / 'single'
+  # One attention implementation for both layouts: `auto` would time the CPU kernel once per
+  # cache directory, and these use two, so they could choose differently.
+  attention = f"--config.model.attention={'cpu_kernel' if cpu_attention._compiler() else 'xla'}"
   # A cache of its own, empty: the two processes would race to build the tokenizer and token
   # caches, unless process 0 builds them first.
   pair_env = dict(subprocess_env, LLM_CACHE_DIR=str(tmp_path / 'cache'), JAX_NUM_PROCESSES='2',
@@ -84,9 +119,9 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, subproc
                   XLA_FLAGS='--xla_force_host_platform_device_count=1')
   single_env = dict(subprocess_env, LLM_CACHE_DIR=str(cache_dir),
                     XLA_FLAGS='--xla_force_host_platform_device_count=2')
-  procs = {f'process {i}': (_start(pair, dict(pair_env, JAX_PROCESS_ID=str(i)), tmp_path / f'{i}.log'),
+  procs = {f'process {i}': (_start(pair, dict(pair_env, JAX_PROCESS_ID=str(i)), tmp_path / f'{i}.log', attention),
                             tmp_path / f'{i}.log') for i in (0, 1)}
-  procs['single process'] = (_start(single, single_env, tmp_path / 'single.log'), tmp_path / 'single.log')
+  procs['single process'] = (_start(single, single_env, tmp_path / 'single.log', attention), tmp_path / 'single.log')
   _wait_all(procs)
 
   # Process 0 alone writes the run's files: one line per logged step, one summary.
@@ -121,7 +156,8 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, subproc
   # step 3, each from its own data position, and redo steps 4-6 exactly.
   shutil.rmtree(pair / 'checkpoints' / '6')
   (pair / 'summary.json').unlink()
-  _wait_all({f'resumed process {i}': (_start(pair, dict(pair_env, JAX_PROCESS_ID=str(i)), tmp_path / f'r{i}.log'),
+  _wait_all({f'resumed process {i}': (_start(pair, dict(pair_env, JAX_PROCESS_ID=str(i)), tmp_path / f'r{i}.log',
+                                             attention),
                                       tmp_path / f'r{i}.log') for i in (0, 1)})
   assert 'resuming' in (tmp_path / 'r0.log').read_text()
   resumed = losses_by_step(pair)

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -154,21 +155,25 @@ def faster_than_xla(q_shape: tuple, k_shape: tuple) -> bool:
   """
   B, T, H, Dh = q_shape
   shape = (min(B, _TIMING_BATCH), T, H, k_shape[2], Dh)
+  # A thread of its own: this is called while the model is traced, and the timing (and the
+  # processes' agreement) must run as computations of their own, outside the caller's trace and
+  # mesh contexts, not be staged into the caller's program.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(_decide, shape).result()
+
+
+def _decide(shape: tuple) -> bool:
   key = f"{Path(_library()._name).stem}:{'x'.join(map(str, shape))}"
   path = _cache_root() / 'choices.json'
   choices = json.loads(path.read_text()) if path.exists() else {}
   if key not in choices:
-    # A thread of its own: called while the model is being traced, the timing must run eagerly,
-    # outside the caller's trace and mesh contexts.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-      choices[key] = pool.submit(_time_both, *shape).result()
+    choices[key] = _time_both(*shape)
     _write_json(path, {**(json.loads(path.read_text()) if path.exists() else {}), key: choices[key]})
     logging.info('CPU attention at %s: kernel %.2f ms, XLA path %.2f ms (forward + backward)', shape,
                  *choices[key])
   kernel_ms, xla_ms = choices[key]
   faster = kernel_ms < xla_ms
   if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
     faster = bool(multihost_utils.broadcast_one_to_all(np.int32(faster)))
   return faster
 
