@@ -5,6 +5,7 @@ of one class (an AVX2 EPYC's best fp32 matmul is about half an AVX-512 Xeon's), 
 is measured on the host: the best of a large float32 matmul through XLA and through numpy's BLAS,
 once, kept in $LLM_CACHE_DIR/host_peaks.json (else ~/.cache/llm) under the host's fingerprint.
 """
+import concurrent.futures
 import functools
 import hashlib
 import json
@@ -114,8 +115,10 @@ def cpu_peak_flops(remeasure: bool = False) -> float:
   peaks = json.loads(path.read_text()) if path.exists() else {}
   if key not in peaks or remeasure:
     root.mkdir(parents=True, exist_ok=True)
-    peaks = {**peaks, key: {'cpu': cpu_model(), 'isa': isa_class(), 'cores': cores(),
-                            'flops': _measure_cpu_peak()}}
+    # A thread of its own, so the measurement runs outside any mesh or trace the caller is in.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+      flops = pool.submit(_measure_cpu_peak).result()
+    peaks = {**peaks, key: {'cpu': cpu_model(), 'isa': isa_class(), 'cores': cores(), 'flops': flops}}
     fd, tmp = tempfile.mkstemp(suffix='.json', dir=root)
     with os.fdopen(fd, 'w') as f:
       json.dump(peaks, f, indent=1)
