@@ -13,16 +13,21 @@ attempt") redid it: L(N, D) = E + A/N^alpha + B/D^beta, fitted by minimising the
 Huber_1e-3(LSE(a - alpha log N, b - beta log D, e) - log L), A = exp(a), B = exp(b), E = exp(e), with
 L-BFGS from their grid of initialisations, and 5-95% intervals from refits to bootstrap resamples.
 
-Conventions: N counts non-embedding parameters (--params=total: all of them), D the tokens trained on,
-L the final validation loss in nats/token. The compute-optimal allocation uses C = 6 N D. IsoFLOP
-slices are the runs sharing config scaling.c, whose C counts model FLOPs as llm.model.flops_per_token
-does (lm-head and attention included), so their D_opt is C / flops_per_token(N_opt), not C / 6 N_opt.
+Conventions: N counts non-embedding parameters, D the tokens trained on, L the final validation loss
+in nats/token. C counts model FLOPs as the study's runs spend them (llm.model.flops_per_token: 6N plus
+the lm-head and attention), the same amount in both approaches: the compute-optimal model is, of the
+models configs/scaling.py's shape rules build, the one of least L(N, C / its FLOPs per token), and an
+IsoFLOP slice (the runs sharing config scaling.c) has D_opt = C / FLOPs per token of the model nearest
+N_opt. Bootstrap refits that fail (no convergence, or an exponent <= 0; for the IsoFLOP exponents,
+whose resamples redraw the parabolas' residuals, a slice without a minimum inside its sizes) are
+counted in the report and left out of the intervals.
 
 Writes fit.json, runs.csv (each run's summary numbers), loss_vs_tokens.png and isoflop.png to --out
 and prints a report.
 """
 import collections
 import dataclasses
+import functools
 import itertools
 import json
 import os
@@ -45,9 +50,8 @@ INIT_GRID = np.array(list(itertools.product(np.arange(0, 26, 5.), np.arange(0, 2
                                             np.arange(0, 2.01, .5), np.arange(0, 2.01, .5))))
 # L-BFGS from all 4500 costs ~30 s on a busy 2-core machine. On five synthetic studies (0.1-2% noise) the
 # grid point of lowest objective, or the next, already reached the best of the 4500 optima, so the 16
-# lowest (~0.25 s) leave a wide margin.
+# lowest (~0.25 s) leave a wide margin. Resamples get as many (and the full fit's optimum besides).
 GRID_STARTS = 16
-BOOTSTRAP_GRID_STARTS = 2  # a resample also starts from the full fit's optimum
 INTERVAL = (5, 95)  # bootstrap percentiles
 
 
@@ -156,6 +160,10 @@ def _grid_objective(grid, log_n, log_d, log_loss, weights):
 def fit_law(n, d, loss, weights=None, init=None, grid_starts: int = GRID_STARTS) -> Law:
   """The law minimising the Huber objective: L-BFGS from the grid_starts best points of INIT_GRID
   (and from init, rows of theta, if given), keeping the best optimum. weights count each run."""
+  return Law.from_theta(_best_optimum(n, d, loss, weights, init, grid_starts).x)
+
+
+def _best_optimum(n, d, loss, weights, init, grid_starts) -> optimize.OptimizeResult:
   log_n, log_d, log_loss = np.log(n), np.log(d), np.log(loss)
   weights = np.ones_like(log_n) if weights is None else np.asarray(weights, float)
   args = (log_n, log_d, log_loss, weights)
@@ -164,58 +172,89 @@ def fit_law(n, d, loss, weights=None, init=None, grid_starts: int = GRID_STARTS)
     starts = np.vstack([init, starts])
   # Tight tolerances: the objective is ~1e-5, and the defaults stop L-BFGS early (Besiroglu et al.).
   options = dict(ftol=1e-14, gtol=1e-11, maxiter=2000)
-  best = min((optimize.minimize(_objective, x0, args=args, jac=True, method='L-BFGS-B', options=options)
+  return min((optimize.minimize(_objective, x0, args=args, jac=True, method='L-BFGS-B', options=options)
               for x0 in starts), key=lambda res: res.fun)
-  return Law.from_theta(best.x)
 
 
-def bootstrap(n, d, loss, law: Law, samples: int, seed: int = 0) -> list[Law]:
-  """Refits to `samples` resamples of the runs with replacement (as integer weights per run)."""
+def resample_counts(num_runs: int, samples: int, seed: int = 0) -> np.ndarray:
+  """samples x num_runs: how often each run is drawn in each bootstrap resample (with replacement)."""
   rng = np.random.default_rng(seed)
-  counts = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=samples)
-  return [fit_law(n, d, loss, weights=c, init=law.theta[None], grid_starts=BOOTSTRAP_GRID_STARTS) for c in counts]
+  return rng.multinomial(num_runs, np.full(num_runs, 1 / num_runs), size=samples)
+
+
+def bootstrap(n, d, loss, law: Law, counts) -> tuple[list[Law], int]:
+  """Refits to each resample (a row of counts, integer weights per run), from the full fit's optimum
+  and GRID_STARTS grid points. Returns the refits that converged to exponents > 0, and how many did not."""
+  laws = []
+  for c in counts:
+    best = _best_optimum(n, d, loss, c, law.theta[None], GRID_STARTS)
+    refit = Law.from_theta(best.x)
+    if best.success and np.isfinite(best.x).all() and refit.alpha > 0 and refit.beta > 0:
+      laws.append(refit)
+  return laws, len(counts) - len(laws)
 
 
 def exponents(law: Law) -> dict:
-  """N_opt = G (C/6)^a and D_opt = (C/6)^b / G under C = 6 N D (Hoffmann et al., eq. 4)."""
-  alpha, beta = law.alpha, law.beta
-  with np.errstate(invalid='ignore'):  # a resample may fit a negative exponent: NaN, which the intervals skip
-    g = np.float64(alpha * law.A / (beta * law.B)) ** (1 / (alpha + beta))
-  return {'a': beta / (alpha + beta), 'b': alpha / (alpha + beta), 'G': float(g)}
+  """N_opt ~ C^a and D_opt ~ C^b where FLOPs per token grow as N (large N: Hoffmann et al., eq. 4)."""
+  return {'a': law.beta / (law.alpha + law.beta), 'b': law.alpha / (law.alpha + law.beta)}
 
 
-def compute_optimal(law: Law, budgets) -> dict:
-  """N_opt, D_opt, tokens per parameter and the loss at each budget C (FLOPs, C = 6 N D)."""
+@functools.cache
+def study_models() -> tuple[np.ndarray, np.ndarray]:
+  """(N, model FLOPs per token) of every model configs/scaling.py's shape rules build between 2e4 and
+  1e11 non-embedding parameters, by N: the models a compute-optimal row can name."""
+  from configs import scaling as study
+  shapes = {tuple(study.shape_for(n).items()) for n in np.geomspace(2e4, 1e11, 20_001)}
+  rows = sorted((study.non_embedding_params(**dict(s)), study.flops_per_token(dict(s))) for s in shapes)
+  return tuple(np.array(column, float) for column in zip(*rows))
+
+
+def nearest_flops_per_token(models, n) -> np.ndarray:
+  """FLOPs per token of the model of `models` nearest to each N (in log N)."""
+  sizes, flops = models
+  i = np.clip(np.searchsorted(sizes, n), 1, len(sizes) - 1)
+  nearer_below = np.log(n) - np.log(sizes[i - 1]) < np.log(sizes[i]) - np.log(n)
+  return flops[np.where(nearer_below, i - 1, i)]
+
+
+def compute_optimal(law: Law, budgets, models) -> dict:
+  """N_opt, D_opt, tokens per parameter and the loss at each budget C of model FLOPs: of the
+  candidate models (N, FLOPs per token), the one the law gives the least loss with D = C / its
+  FLOPs per token. Their FLOPs per token are not proportional to N (the lm-head and attention)."""
   c = np.asarray(budgets, float)
-  x = exponents(law)
-  n_opt = x['G'] * (c / 6) ** x['a']
-  d_opt = c / (6 * n_opt)
+  sizes, flops = models
+  with np.errstate(over='ignore'):  # a bootstrap law may overflow at the ends: loss inf, never the least
+    k = np.argmin(law.loss(sizes[None], c[:, None] / flops[None]), axis=1)
+  n_opt, d_opt = sizes[k], c / flops[k]
   return {'C': c, 'N_opt': n_opt, 'D_opt': d_opt, 'tokens_per_param': d_opt / n_opt, 'loss': law.loss(n_opt, d_opt)}
 
 
 # --- Approach 2: IsoFLOP slices ---------------------------------------------------------------------
 
-def isoflop_minima(runs: list[Run]) -> list[dict]:
-  """Per slice of >= 3 runs sharing a budget: the minimum of a parabola of loss in log N.
-  D_opt = C / flops_per_token(N_opt), flops_per_token interpolated as a power law of N over the slice."""
+def _slices(runs: list[Run]) -> dict[float, list[Run]]:
   slices = collections.defaultdict(list)
   for run in runs:
     if run.budget is not None:
       slices[run.budget].append(run)
+  return dict(sorted(slices.items()))
+
+
+def isoflop_minima(runs: list[Run], models) -> list[dict]:
+  """Per slice of >= 3 distinct runs sharing a budget: the minimum of a parabola of loss in log N
+  (runs listed twice count twice), if convex. D_opt = C / FLOPs per token of the model of `models`
+  (N, FLOPs per token) nearest N_opt."""
   minima = []
-  for c, group in sorted(slices.items()):
-    if len(group) < 3:
+  for c, group in _slices(runs).items():
+    if len({r.n for r in group}) < 3:
       continue
     x = np.log([r.n for r in group])
     k2, k1, k0 = np.polyfit(x, [r.loss for r in group], 2)
     if k2 <= 0:
-      print(f'warning: IsoFLOP slice C={c:.3g}: loss is not convex in log N, no minimum; add runs on both '
-            'sides of the best one', file=sys.stderr)
       continue
     x_opt = -k1 / (2 * k2)
-    slope, intercept = np.polyfit(x, np.log([r.flops_per_token for r in group]), 1)
     minima.append({'C': c, 'runs': len(group), 'N_opt': float(np.exp(x_opt)),
-                   'D_opt': float(c / np.exp(intercept + slope * x_opt)), 'loss': float(k0 - k1**2 / (4 * k2)),
+                   'D_opt': float(c / nearest_flops_per_token(models, np.exp(x_opt))),
+                   'loss': float(k0 - k1**2 / (4 * k2)),
                    'parabola': [float(k2), float(k1), float(k0)], 'inside': bool(x.min() <= x_opt <= x.max())})
   return minima
 
@@ -227,6 +266,33 @@ def isoflop_exponents(minima: list[dict]) -> dict | None:
   log_c = np.log([m['C'] for m in minima])
   return {'a': float(np.polyfit(log_c, np.log([m['N_opt'] for m in minima]), 1)[0]),
           'b': float(np.polyfit(log_c, np.log([m['D_opt'] for m in minima]), 1)[0])}
+
+
+def isoflop_bootstrap(runs: list[Run], samples: int, models, seed: int = 0) -> tuple[list[dict], int]:
+  """IsoFLOP exponents of `samples` residual-bootstrap resamples: every run keeps its N and budget, its
+  loss becomes its slice parabola's value plus a residual drawn from all slices' (each scaled by
+  sqrt(runs / (runs - 3)) for the parabola's 3 fitted coefficients). A resample fails when a slice's
+  parabola is not convex or has its minimum beyond the slice's sizes: returns the exponents of the
+  others, and how many failed."""
+  minima = isoflop_minima(runs, models)
+  slices = {c: group for c, group in _slices(runs).items() if c in {m['C'] for m in minima}}
+  parabolas = {m['C']: m['parabola'] for m in minima}
+  members = [r for group in slices.values() for r in group]
+  fitted = np.array([np.polyval(parabolas[r.budget], np.log(r.n)) for r in members])
+  scale = np.array([np.sqrt(len(slices[r.budget]) / max(len(slices[r.budget]) - 3, 1e-9)) for r in members])
+  residuals = ((np.array([r.loss for r in members]) - fitted) * scale)[[len(slices[r.budget]) > 3 for r in members]]
+  if len(minima) < 2 or not len(residuals):
+    return [], samples
+  rng = np.random.default_rng(seed)
+  results = []
+  for _ in range(samples):
+    losses = fitted + rng.choice(residuals, len(members))
+    drawn = [dataclasses.replace(r, loss=float(l)) for r, l in zip(members, losses)]
+    found = [m for m in isoflop_minima(drawn, models)
+             if min(r.n for r in slices[m['C']]) <= m['N_opt'] <= max(r.n for r in slices[m['C']])]
+    if len(found) == len(slices):
+      results.append(isoflop_exponents(found))
+  return results, samples - len(results)
 
 
 # --- plots ------------------------------------------------------------------------------------------
@@ -322,8 +388,15 @@ def _interval(value, samples) -> dict:
 
 
 def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, params: str = 'non_embedding',
-              seed: int = 0) -> dict:
-  """Fits, bootstraps and plots the runs under run_roots; writes fit.json and the plots to out."""
+              seed: int = 0, models=None) -> dict:
+  """Fits, bootstraps and plots the runs under run_roots; writes fit.json and the plots to out.
+  models: (N, model FLOPs per token) of the models a compute-optimal row may name; None: the
+  study's (configs/scaling.py's shape rules, N non-embedding)."""
+  if models is None:
+    if params != 'non_embedding':
+      raise StudyError(f'--params={params}: C counts FLOPs per token of configs/scaling.py\'s models, whose N is '
+                       'non-embedding; use --params=non_embedding')
+    models = study_models()
   holdout = load_runs(holdout_roots, params)
   runs = load_runs(run_roots, params, exclude=[r.path for r in holdout])
   if not runs:
@@ -335,19 +408,29 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
   runs = sorted(runs, key=lambda r: (r.n, r.d))
   n, d, loss = (np.array([getattr(r, k) for r in runs]) for k in ('n', 'd', 'loss'))
   law = fit_law(n, d, loss)
-  laws = bootstrap(n, d, loss, law, samples, seed) if samples else [law]
+  laws, failed = bootstrap(n, d, loss, law, resample_counts(len(runs), samples, seed)) if samples else ([law], 0)
+  if not laws:
+    raise StudyError(f'all {samples} bootstrap refits failed (no convergence, or an exponent <= 0): the runs do not '
+                     'pin the law down; add runs, or pass --bootstrap=0 for the fit alone')
   if not budgets:
     slices = sorted({r.budget for r in runs if r.budget is not None})
     top = max(slices) if slices else max(r.flops for r in runs)
     budgets = slices + [top * 10, top * 100]
-  optimal = compute_optimal(law, budgets)
-  optimal_samples = [compute_optimal(sample, budgets) for sample in laws]
-  minima = isoflop_minima(runs)
+  optimal = compute_optimal(law, budgets, models)
+  optimal_samples = [compute_optimal(sample, budgets, models) for sample in laws]
+  minima = isoflop_minima(runs, models)
+  for c, group in _slices(runs).items():
+    if len({r.n for r in group}) >= 3 and c not in {m['C'] for m in minima}:
+      print(f'warning: IsoFLOP slice C={c:.3g}: loss is not convex in log N, no minimum; add runs on both '
+            'sides of the best one', file=sys.stderr)
+  iso_exponents = isoflop_exponents(minima)
+  iso_samples, iso_failed = isoflop_bootstrap(runs, samples, models, seed) if samples else ([], 0)
   report = {
       'conventions': {'N': f'{params} parameters', 'D': 'tokens trained on', 'L': 'final val_loss, nats/token',
-                      'compute_optimal': 'C = 6 N D',
+                      'compute_optimal': 'C = flops_per_token(N) D in model FLOPs, N one of the study\'s models',
                       'isoflop': 'slices share config scaling.c (model FLOPs); D_opt = C / flops_per_token(N_opt)',
                       'intervals': f'{INTERVAL[0]}-{INTERVAL[1]}% percentiles over {samples} bootstrap resamples'},
+      'bootstrap': {'samples': samples, 'failed': failed, 'isoflop_failed': iso_failed},
       'law': {k: _interval(v, [getattr(s, k) for s in laws]) for k, v in law._asdict().items()},
       'exponents': {k: _interval(v, [exponents(s)[k] for s in laws]) for k, v in exponents(law).items()},
       'huber_objective': float(_objective(law.theta, np.log(n), np.log(d), np.log(loss), np.ones_like(n))[0]),
@@ -357,14 +440,15 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
                    'predicted': _interval(law.loss(r.n, r.d), [s.loss(r.n, r.d) for s in laws])} for r in holdout],
       'compute_optimal': [{k: (float(v[i]) if k == 'C' else _interval(v[i], [s[k][i] for s in optimal_samples]))
                            for k, v in optimal.items()} for i in range(len(budgets))],
-      'isoflop': {'minima': minima, 'exponents': isoflop_exponents(minima)},
+      'isoflop': {'minima': minima, 'exponents': iso_exponents and {
+          k: _interval(v, [e[k] for e in iso_samples] or [v]) for k, v in iso_exponents.items()}},
   }
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   (out / 'fit.json').write_text(json.dumps(report, indent=2) + '\n')
   write_runs_csv(runs, holdout, out / 'runs.csv')
   plot_loss_vs_tokens(runs, holdout, law, out / 'loss_vs_tokens.png')
-  plot_isoflop(runs, minima, report['isoflop']['exponents'], out / 'isoflop.png')
+  plot_isoflop(runs, minima, iso_exponents, out / 'isoflop.png')
   return report
 
 
@@ -377,11 +461,14 @@ def format_report(report: dict) -> str:
     return f'{_si(x["value"])} [{_si(x["lo"])}, {_si(x["hi"])}]'
 
   conv = report['conventions']
+  boot = report['bootstrap']
   lines = [f'L(N, D) = E + A/N^alpha + B/D^beta over {len(report["runs"])} runs; N = {conv["N"]}, D = tokens, '
-           f'L = val_loss (nats/token); intervals: {conv["intervals"]}']
+           f'L = val_loss (nats/token); intervals: {conv["intervals"]} ({boot["failed"]} refits failed and are '
+           f'left out; IsoFLOP: {boot["isoflop_failed"]})']
   lines += [f'  {k:<6}{iv(v, ".4g")}' for k, v in report['law'].items()]
   x = report['exponents']
-  lines.append(f'  N_opt ~ C^a, a = beta/(alpha+beta) = {iv(x["a"])};  D_opt ~ C^b, b = {iv(x["b"])}')
+  lines.append(f'  where FLOPs per token grow as N: N_opt ~ C^a, a = beta/(alpha+beta) = {iv(x["a"])};  '
+               f'D_opt ~ C^b, b = {iv(x["b"])}')
   lines.append(f'\n{"run":<28}{"N":>8}{"D":>8}{"C":>9}{"loss":>8}{"fitted":>8}{"resid":>8}')
   for r in report['runs']:
     c = '-' if r['C'] is None else f'{r["C"]:.3g}'
@@ -407,7 +494,7 @@ def format_report(report: dict) -> str:
     lines.append(f'  C={m["C"]:<10.3g}{m["runs"]} runs  N_opt {_si(m["N_opt"])}  D_opt {_si(m["D_opt"])}  '
                  f'D/N {m["D_opt"] / m["N_opt"]:.3g}  loss {m["loss"]:.4f}{where}')
   if iso['exponents']:
-    lines.append(f'  N_opt ~ C^{iso["exponents"]["a"]:.3f}, D_opt ~ C^{iso["exponents"]["b"]:.3f}')
+    lines.append(f'  N_opt ~ C^a, a = {iv(iso["exponents"]["a"])};  D_opt ~ C^b, b = {iv(iso["exponents"]["b"])}')
   return '\n'.join(lines)
 
 
