@@ -23,6 +23,8 @@ def fit_warmup(train_cfg):
 
 def schedule(train_cfg) -> optax.Schedule:
   peak, steps, warmup = train_cfg.lr, train_cfg.steps, train_cfg.warmup_steps
+  if steps < 1:
+    raise ValueError(f'train.steps={steps}: a run needs at least one optimizer step')
   if warmup >= steps:
     raise ValueError(f'train.warmup_steps={warmup} must be below train.steps={steps}')
   final = peak * train_cfg.min_lr_ratio

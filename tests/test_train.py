@@ -100,6 +100,7 @@ def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
     ('--config.data.dir=/nonexistent/corpus', '/nonexistent/corpus'),
     ('--config.data.source=no_such_folder', 'no_such_folder'),
     ('--config.model.num_kv_heads=3', 'num_kv_heads'),
+    ('--config.train.steps=0', 'train.steps=0: a run needs at least one optimizer step'),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, message):
   cmd, env = _main(tmp_path / 'run', subprocess_env, override)
