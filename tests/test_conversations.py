@@ -24,6 +24,8 @@ NATALIA_QUESTION = ('Natalia sold clips to 48 of her friends in April, and then 
 NATALIA_ANSWER = ('Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = '
                   '<<48+24=72>>72 clips altogether in April and May.\n#### 72')
 NATALIA = gsm8k.parse(NATALIA_QUESTION, NATALIA_ANSWER)
+FACTS = cv.IdentityFacts(parameters='about 124 million', context_tokens=1024, pretraining_data='web pages',
+                         tools='a calculator')
 
 
 
@@ -62,7 +64,7 @@ def test_real_source_yields_well_formed_conversations(data_dir, name):
 
 @pytest.mark.parametrize('name', cv.GENERATED)
 def test_generated_source_yields_well_formed_conversations(tmp_path, name):
-  conversations = list(itertools.islice(cv.SOURCES[name](tmp_path, 0), 500))
+  conversations = list(itertools.islice(cv.SOURCES[name](tmp_path, 0, **_facts(name)), 500))
   assert len(conversations) >= 100
   for conversation in conversations:
     assert_well_formed(conversation)
@@ -71,7 +73,12 @@ def test_generated_source_yields_well_formed_conversations(tmp_path, name):
 def test_every_source_is_registered_with_a_uniform_signature(data_dir):
   assert set(cv.SOURCES) == set(REAL_SOURCE_COUNTS) | set(cv.GENERATED)
   for name, source in cv.SOURCES.items():
-    assert next(source(data_dir, 3)), name
+    assert next(source(data_dir, 3, **_facts(name))), name
+
+
+def _facts(source: str) -> dict:
+  """The identity source also needs the facts of the model it describes."""
+  return {'facts': FACTS} if source == 'identity' else {}
 
 
 def test_gsm8k_natalia_example_becomes_calls_results_and_a_final_answer():
@@ -135,18 +142,22 @@ def test_topical_chat_merges_turns_and_drops_a_trailing_user_turn():
   assert cv.topical_chat_dialogue(messages[:2]) is None
 
 
-def test_identity_states_the_facts(tmp_path):
-  conversations = list(cv.identity(tmp_path, 0))
+def test_identity_states_the_facts_it_is_given(tmp_path):
+  conversations = list(cv.identity(tmp_path, 0, FACTS))
   answers = {c[0]['content']: set() for c in conversations}
   for question, reply in conversations:
     answers[question['content']].add(reply['content'])
   assert {'Who are you?', 'What can you do?', 'Who made you?', 'Can you browse the internet?',
           'How big are you?', 'What were you trained on?', 'who are you'} <= set(answers)
   assert all(a.startswith('No') for a in answers['Can you browse the internet?'])
-  assert any(cv.PARAMETERS in a for a in answers['How big are you?'])
-  assert any(cv.PRETRAINING_DATA in a for a in answers['What were you trained on?'])
+  assert any('about 124 million parameters' in a for a in answers['How big are you?'])
+  assert any('1024 tokens' in a for a in answers['How much can you remember?'])
+  assert any('web pages' in a for a in answers['What were you trained on?'])
+  assert not any(re.search(r'\b4 million', a) for group in answers.values() for a in group)
   assert len(answers['Who are you?']) >= 2  # several phrasings of each answer
-  assert sorted(map(str, conversations)) == sorted(map(str, cv.identity(tmp_path, 1)))
+  assert sorted(map(str, conversations)) == sorted(map(str, cv.identity(tmp_path, 1, FACTS)))
+  with pytest.raises(ValueError, match='identity_facts'):
+    next(cv.identity(tmp_path, 0))
 
 
 # --- arithmetic ------------------------------------------------------------------------------
@@ -234,7 +245,8 @@ def test_load_mixture_counts_and_splits(data_dir):
   assert set(splits) == {'self_instruct', 'arithmetic'}
   assert sum(map(len, splits['self_instruct'])) == REAL_SOURCE_COUNTS['self_instruct']
   assert sum(map(len, splits['arithmetic'])) == cv.DEFAULT_GENERATED
-  capped = cv.load_mixture(data_dir, {'gsm8k': 1.0, 'identity': 1.0}, 0.2, 0, max_per_source=40)
+  capped = cv.load_mixture(data_dir, {'gsm8k': 1.0, 'identity': 1.0}, 0.2, 0, max_per_source=40,
+                           identity_facts=FACTS)
   assert sum(map(len, capped['gsm8k'])) == 40
   assert sum(map(len, capped['identity'])) == 40
   assert capped['gsm8k'][1], 'validation split is empty'
@@ -247,7 +259,7 @@ def test_load_mixture_errors_name_the_problem(data_dir, tmp_path):
     cv.load_mixture(tmp_path, {'gsm8k': 1.0}, 0.1, 0)
   with pytest.raises(FileNotFoundError, match=r'topical_chat.*data\.dir'):
     cv.load_mixture(tmp_path, {'topical_chat': 1.0}, 0.1, 0)
-  assert cv.load_mixture(tmp_path, {'identity': 1.0}, 0.1, 0)['identity'][0]  # needs no files
+  assert cv.load_mixture(tmp_path, {'identity': 1.0}, 0.1, 0, identity_facts=FACTS)['identity'][0]  # no files
 
 
 # --- fitting into the context and the loss mask ----------------------------------------------
@@ -266,7 +278,7 @@ def test_fit_keeps_the_first_exchanges_of_a_long_dialogue(data_dir, tok):
 
 
 def test_fit_drops_what_cannot_fit_and_keeps_what_does(data_dir, tok):
-  short = next(cv.identity(data_dir, 0))
+  short = next(cv.identity(data_dir, 0, FACTS))
   assert cv.fit(short, tok, 256) == short
   assert cv.fit(short, tok, rendered_length(tok, short)) == short
   assert cv.fit(short, tok, rendered_length(tok, short) - 1) is None

@@ -95,7 +95,7 @@ def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, sub
   assert sorted(b) == list(range(1, 41)) and a == b
   summary = json.loads((straight / 'summary.json').read_text())
   for key in ('val_loss', 'val_arithmetic_loss', 'val_identity_loss', 'well_formed_rate',
-              'arith_accuracy_tool', 'arith_accuracy_no_tool', 'arith_tool_call_rate', 'base_fewshot_accuracy'):
+              'arith_acc_tool', 'arith_acc_no_tool', 'arith_tool_call_rate', 'arith_copy_acc', 'base_fewshot_arith_acc'):
     assert key in summary, key
 
 

@@ -30,6 +30,13 @@ class Prepared:
   val_bytes_per_token: float  # UTF-8 bytes of validation text per (non-bos) token
 
 
+def split_corpus(data_dir: Path, data_cfg) -> tuple[list[str], list[str]]:
+  """(train, val) documents of config.data, split as every run of it splits them."""
+  docs = sources.read_documents(data_dir, data_cfg)
+  return sources.split_documents(itertools.islice(docs, data_cfg.max_docs or None), data_cfg.val_fraction,
+                                 _SPLIT_SEED)
+
+
 def prepare(config, cache_dir: Path) -> Prepared:
   """Finds, splits, tokenizes and caches config.data; reuses every cached step."""
   data_cfg = config.data
@@ -40,9 +47,7 @@ def prepare(config, cache_dir: Path) -> Prepared:
   @functools.cache
   def split() -> tuple[list[str], list[str]]:
     start = time.perf_counter()
-    docs = sources.read_documents(data_dir, data_cfg)
-    train, val = sources.split_documents(
-        itertools.islice(docs, data_cfg.max_docs or None), data_cfg.val_fraction, _SPLIT_SEED)
+    train, val = split_corpus(data_dir, data_cfg)
     logging.info('data: read %d train + %d val documents in %.1fs', len(train), len(val),
                  time.perf_counter() - start)
     return train, val

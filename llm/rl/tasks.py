@@ -88,7 +88,7 @@ def question_of(problem: Problem) -> str:
 
 PHRASINGS = ('mixed', 'word', 'plain')
 # Seeds of their own, far from the integer seeds of the SFT generator (random.Random(seed)) and
-# of sft_eval.arithmetic_heldout (random.Random(10_000 + seed)). A str seed is hashed with
+# of llm.evals.heldout.arithmetic (random.Random(10_000 + seed)). A str seed is hashed with
 # SHA-512, so these streams are the same on every machine and in every process.
 _HELDOUT_SEED = 'rl/arithmetic/heldout'
 _TRAIN_SEED = 'rl/arithmetic/train/{seed}'

@@ -17,8 +17,9 @@ import grain
 import jax
 import numpy as np
 
-from llm import chat_template, inference, init_from, tokenizer as tokenizer_lib, tools
+from llm import chat_template, evals, inference, init_from, tokenizer as tokenizer_lib, tools
 from llm.data import sources
+from llm.evals import rl_pass_at_k
 from llm.rl import grpo, rewards as rewards_lib, tasks as rl_tasks
 from llm.tasks import Task, TaskData
 
@@ -145,23 +146,12 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
 
 
 def pass_at_k(config, setup, params, data, state: _Rollouts) -> dict:
-  """Held-out pass@1 (mean over k samples) and pass@k, fixed sampler settings and seeds."""
+  """Held-out pass@1 (mean over k samples) and pass@k, fixed sampler settings and seeds: the rl
+  suite's evaluator (llm/evals/rl_pass_at_k.py) on the current parameters and this task's engine."""
   del data
-  g = config.grpo
-  tok = state.tokenizer
-  problems = state.task.heldout(g.eval_problems)
-  prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
-  engine = _engine(config, setup, params, state)
-  end = tok.special_id('<|end|>')
-  rows = [p for p in prompts for _ in range(g.eval_samples)]
-  max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for p in rows]
-  completions = engine.generate(rows, max_new, g.eval_temperature, g.top_k, g.top_p,
-                                seed=list(range(len(rows))), stop_ids=[end, tok.eos_id])
-  correct = np.array([state.task.verify(rl_tasks.assistant_text(tok, c.tokens), problems[i // g.eval_samples])
-                      for i, c in enumerate(completions)])
-  correct = correct.reshape(len(problems), g.eval_samples)
-  return {'heldout_pass_at_1': float(correct.mean()),
-          f'heldout_pass_at_{g.eval_samples}': float(correct.any(1).mean())}
+  ctx = evals.Context.from_setup(config, setup, params, state.tokenizer,
+                                 engines={True: _engine(config, setup, params, state)})
+  return rl_pass_at_k.measure(ctx, state.task, config.grpo.eval_problems)
 
 
 def plot(config, setup, params, data, state: _Rollouts) -> dict:

@@ -7,9 +7,10 @@ from absl import logging
 import jax
 import numpy as np
 
-from llm import init_from, losses, tokenizer as tokenizer_lib
+from llm import init_from, losses, model as model_lib, tokenizer as tokenizer_lib
 from llm.chat_template import render
 from llm.data import conversations, pipeline, sources
+from llm.evals import identity
 from llm.tasks import Task, TaskData, sft_eval
 
 
@@ -26,8 +27,10 @@ def data(config, workdir) -> TaskData:
   init_from.check_same_model(config, base)
   tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
   tc, sc = config.train, config.sft
+  facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tok.vocab_size))
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
-                                      sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1)
+                                      sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1,
+                                      identity_facts=facts)
   rng = random.Random(config.seed)
   epoch = []
   for name, weight in sc.mixture.items():

@@ -1,0 +1,62 @@
+"""Bits per byte on held-out text: the training corpus's validation split (bpb_val) and each
+--corpus, a text file or a folder of *.txt files (bpb_<its name>).
+
+As training's validation: documents become one stream of [bos] + tokens, cut into windows of
+the model's context; every target token is scored once; the loss of the tokens that decode to
+text (special tokens carry no bytes), over ln 2, over their UTF-8 bytes. Tokenizers of any
+vocabulary compare. --limit scores the first N windows of each corpus.
+"""
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from llm import data as data_lib
+from llm.data import sources
+
+
+def documents_bpb(ctx, documents) -> float:
+  tok = ctx.tokenizer
+  stream = []
+  for ids in tok.encode_batch(list(documents)):
+    stream += [tok.bos_id] + ids
+  L = ctx.max_len
+  starts = range(0, max(len(stream) - 1, 1), L - 1)  # window i predicts stream[i(L-1)+1 : (i+1)(L-1)+1]
+  if ctx.limit:
+    starts = starts[:ctx.limit]
+  rows = [stream[s:s + L] for s in starts]
+  token_bytes_V = tok.token_bytes()
+  loss, n_bytes = 0.0, 0
+  for row, loss_T in zip(rows, ctx.score(rows)):
+    bytes_T = token_bytes_V[np.asarray(row[1:])]
+    loss += float(loss_T[bytes_T > 0].sum())
+    n_bytes += int(bytes_T.sum())
+  if not n_bytes:
+    raise ValueError('bits per byte of text that holds no bytes; give a corpus with text in it')
+  return loss / math.log(2) / n_bytes
+
+
+def read_corpus(path: Path) -> list[str]:
+  """A text file (one document) or a folder (each *.txt below it one document)."""
+  path = Path(path)
+  if not path.exists():
+    raise FileNotFoundError(f'--corpus={path} does not exist; give a text file or a folder of *.txt files')
+  docs = list(sources.read_text_folder(path)) if path.is_dir() else [path.read_text(encoding='utf-8', errors='replace')]
+  if not any(d.strip() for d in docs):
+    raise ValueError(f'--corpus={path} holds no text (a folder is read for *.txt files)')
+  return docs
+
+
+def corpus_name(path: Path) -> str:
+  """tinystories_val_sample/ -> tinystories_val_sample; notes/moby.txt -> moby."""
+  path = Path(path)
+  return re.sub(r'\W+', '_', path.name if path.is_dir() else path.stem).strip('_').lower()
+
+
+def evaluate(ctx) -> dict:
+  _, val = data_lib.split_corpus(ctx.data_dir(), ctx.config.data)
+  out = {'bpb_val': documents_bpb(ctx, val)}
+  for path in ctx.corpora:
+    out[f'bpb_{corpus_name(path)}'] = documents_bpb(ctx, read_corpus(path))
+  return out

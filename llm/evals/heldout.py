@@ -1,0 +1,78 @@
+"""Held-out problems, disjoint from what training generates by content, not only by seed.
+
+A different seed does not make a different problem: the arithmetic generator draws from a
+finite space ('What is 12 + 5?' comes out of many seeds), so every held-out set here drops the
+items whose question text a training generator of the run produces:
+
+- arithmetic: the SFT source `arithmetic` (conversations.arithmetic) of this run's seed and of
+  every SFT run up its init_from chain, for as many conversations as those runs draw (twice
+  that: fitting to the context may skip a few), and the RL task's training stream is already
+  kept off the RL held-out set by the task itself (llm/rl/tasks.py);
+- GSM8K: the test split minus any question that is also in the train split.
+"""
+import functools
+import itertools
+import json
+import random
+from pathlib import Path
+
+import ml_collections
+
+from llm.data import conversations, gsm8k as gsm8k_data
+from llm.rl import tasks as rl_tasks
+
+_SEED_OFFSET = 10_000  # held-out draws start far from the training generator's seeds
+
+
+@functools.cache
+def generated_questions(seed: int, count: int) -> frozenset[str]:
+  """The questions of the first `count` conversations conversations.arithmetic(seed) yields."""
+  return frozenset(c[0]['content'] for c in itertools.islice(conversations.arithmetic(None, seed), count))
+
+
+def _sft_draws(config) -> tuple[int, int]:
+  """(seed, conversations drawn, with slack) of the arithmetic source of an SFT run of config."""
+  per_source = (config.get('sft') or {}).get('max_per_source', 0)
+  return config.seed, 2 * max(per_source, conversations.DEFAULT_GENERATED)
+
+
+def training_questions(config) -> frozenset[str]:
+  """Arithmetic questions SFT trained (or would train) on, for this run and its init_from chain."""
+  questions, seen, visited = set(), set(), set()
+  while config is not None:
+    draws = _sft_draws(config)
+    if draws not in seen:
+      seen.add(draws)
+      questions |= generated_questions(*draws)
+    parent = Path(config.get('init_from') or '.').resolve()
+    path = parent / 'config.json'
+    done = not config.get('init_from') or parent in visited or not path.exists()
+    visited.add(parent)
+    config = None if done else ml_collections.ConfigDict(json.loads(path.read_text()))
+  return frozenset(questions)
+
+
+def arithmetic(count: int, seed: int, exclude: frozenset[str]) -> list[tuple[str, str]]:
+  """(question, answer) pairs, 2- and 3-digit, one and two operations in turn, none of whose
+  questions is in exclude or repeats an earlier one."""
+  rng = random.Random(_SEED_OFFSET + seed)
+  problems, seen = [], set(exclude)
+  for i in itertools.count():
+    if len(problems) == count:
+      return problems
+    question, _, answer = conversations.arithmetic_problem(rng, digits=2 + i % 2, ops=1 + (i // 2) % 2)
+    if question not in seen:
+      seen.add(question)
+      problems.append((question, answer))
+
+
+def without(problems: list, exclude: frozenset[str]) -> list:
+  """RL problems (rl.tasks.Problem) whose question is not in exclude."""
+  return [p for p in problems if rl_tasks.question_of(p) not in exclude]
+
+
+def gsm8k_test(data_dir: Path, count: int) -> list[rl_tasks.Problem]:
+  """The first `count` GSM8K test problems whose question is not in the train split."""
+  train = frozenset(item.question for item in gsm8k_data.read(data_dir, 'train'))
+  test_size = sum(1 for _ in gsm8k_data.read(data_dir, 'test'))
+  return without(rl_tasks.make_task('gsm8k', data_dir).heldout(test_size), train)[:count]

@@ -1,0 +1,67 @@
+"""HellaSwag, zero-shot: which of four endings continues a context; the ending the model finds
+least surprising wins.
+
+- hellaswag_acc: the lowest sum of the ending's token losses;
+- hellaswag_acc_norm: the lowest loss per UTF-8 byte of the ending (the standard length
+  normalisation, lm-evaluation-harness's acc_norm: per character there, per byte here);
+- hellaswag_centered: (acc - 0.25) / 0.75, chance at 0 and perfect at 1, as CORE (DCLM) centres
+  its tasks.
+
+The file (../shared/data/hellaswag_val/hellaswag_val_full.txt.bz2) is bzip2 text, six lines an
+item: 'activity label: context', the gold ending's index (0-3), then the four endings. Each
+row is [bos] + context + ' ' + ending, the context tokenized once for all four; a row longer
+than the model's context keeps its most recent tokens.
+"""
+import bz2
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from llm.data import sources
+
+PATH = 'hellaswag_val/hellaswag_val_full.txt.bz2'
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  context: str
+  endings: tuple[str, ...]
+  label: int
+
+
+def read(path: Path) -> list[Item]:
+  path = sources.require(path, 'HellaSwag validation items')
+  lines = bz2.decompress(path.read_bytes()).decode('utf-8').split('\n')
+  if lines and not lines[-1]:
+    lines.pop()
+  if len(lines) % 6 or not all(lines[i].strip() in ('0', '1', '2', '3') for i in range(1, len(lines), 6)):
+    raise ValueError(f'{path} is not six lines an item (context, gold index 0-3, four endings); '
+                     'restore it from the shared data')
+  return [Item(lines[i], tuple(lines[i + 2:i + 6]), int(lines[i + 1])) for i in range(0, len(lines), 6)]
+
+
+def choose(ctx, items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
+  """(by_sum, by_byte): the ending each item's lowest summed / per-byte loss picks."""
+  tok = ctx.tokenizer
+  contexts = tok.encode_batch([it.context for it in items])
+  endings = tok.encode_batch([' ' + e for it in items for e in it.endings])
+  rows, lengths = [], []
+  for i, context in enumerate(contexts):
+    for ending in endings[4 * i:4 * i + 4]:
+      row = [tok.bos_id] + context + ending
+      rows.append(row[:1] + row[1:][-(ctx.max_len - 1):])
+      lengths.append(len(ending))
+  sums = np.array([loss_T[len(loss_T) - n:].sum() for loss_T, n in zip(ctx.score(rows), lengths)])
+  sums = sums.reshape(len(items), 4)
+  ending_bytes = np.array([len((' ' + e).encode()) for it in items for e in it.endings]).reshape(len(items), 4)
+  return sums.argmin(1), (sums / ending_bytes).argmin(1)
+
+
+def evaluate(ctx) -> dict:
+  items = read(ctx.data_dir() / PATH)[:ctx.count(10**9)]
+  by_sum, by_byte = choose(ctx, items)
+  labels = np.array([it.label for it in items])
+  acc, acc_norm = float((by_sum == labels).mean()), float((by_byte == labels).mean())
+  return {'hellaswag_acc': acc, 'hellaswag_acc_norm': acc_norm, 'hellaswag_centered': (acc - 0.25) / 0.75,
+          'hellaswag_items': len(items)}

@@ -1,0 +1,72 @@
+"""The talks' demonstrations of what a language model cannot do in its head, one key each
+(share right, greedy), with the calculator available (`_tool`) where it could help:
+
+- probe_count_letter: 'How many times does the letter r appear in strawberry?' (tokens hide
+  letters; no tool of ours counts them);
+- probe_spell: 'Spell the word strawberry letter by letter.' (the letters, in order, in the reply);
+- probe_compare_decimals, probe_compare_decimals_tool: 'Which is larger, 9.11 or 9.9?' (the reply's
+  last number is the larger one);
+- probe_multistep_direct, probe_multistep_steps, probe_multistep_tool: a two-step word problem
+  answered at once ('answer with the number only'), step by step, and step by step with the
+  calculator ("models need tokens to think").
+"""
+import random
+import re
+
+from llm.data import conversations
+from llm.evals import heldout
+from llm.evals.context import assistant_text, mean
+
+WORDS = ('strawberry', 'banana', 'mississippi', 'bookkeeper', 'committee', 'balloon', 'address', 'necessary',
+         'pepper', 'coffee', 'assessment', 'parallel', 'tomorrow', 'occurrence', 'millennium', 'letter')
+DECIMALS = (('9.11', '9.9'), ('3.8', '3.75'), ('2.15', '2.5'), ('7.09', '7.1'), ('0.45', '0.5'), ('12.3', '12.25'),
+            ('5.6', '5.55'), ('1.01', '1.1'), ('8.7', '8.65'), ('4.125', '4.2'))
+DEFAULT_COUNT = 32
+MAX_NEW_TOKENS = 96
+
+
+def letter_items(count: int) -> list[tuple[str, str]]:
+  """(question, count as text): each word with each of its letters, in a fixed order."""
+  items = [(f'How many times does the letter {letter} appear in the word {word}?', str(word.count(letter)))
+           for word in WORDS for letter in sorted(set(word))]
+  random.Random(0).shuffle(items)
+  return items[:count]
+
+
+def spelled(word: str, reply: str) -> bool:
+  """Whether the reply's letters, separators dropped, spell the word."""
+  return re.sub(r'[^a-z]', '', reply.lower()) == word or ' '.join(word) in reply.lower() or '-'.join(word) in reply.lower()
+
+
+def decimal_items(count: int) -> list[tuple[str, str]]:
+  items = []
+  for a, b in DECIMALS:
+    for first, second in ((a, b), (b, a)):
+      items.append((f'Which is larger, {first} or {second}?', max(a, b, key=float)))
+  return items[:count]
+
+
+def _right(answers: list[str], gold: list[str]) -> float:
+  return mean(conversations.extract_answer(a) == conversations.extract_answer(g) for a, g in zip(answers, gold))
+
+
+def evaluate(ctx) -> dict:
+  tok, n = ctx.tokenizer, ctx.count(DEFAULT_COUNT)
+  ask = lambda questions, tools=False: [assistant_text(tok, c) for c in ctx.chat(questions, MAX_NEW_TOKENS, tools)]
+  out = {}
+  letters = letter_items(n)
+  out['probe_count_letter'] = _right(ask([q for q, _ in letters]), [a for _, a in letters])
+  words = WORDS[:n]
+  out['probe_spell'] = mean(spelled(w, a) for w, a in zip(words, ask([f'Spell the word {w} letter by letter.'
+                                                                       for w in words])))
+  decimals = decimal_items(n)
+  for suffix, tools in (('', False), ('_tool', True)):
+    out[f'probe_compare_decimals{suffix}'] = _right(ask([q for q, _ in decimals], tools), [a for _, a in decimals])
+  problems = [(q, a) for q, a in heldout.arithmetic(2 * n, ctx.config.seed, heldout.training_questions(ctx.config))
+              if len(re.findall(r'\d+', q)) >= 3][:n]  # two-step: three numbers
+  gold = [a for _, a in problems]
+  for key, suffix, tools in (('direct', ' Answer with the number only.', False),
+                             ('steps', ' Work it out step by step, then give the answer.', False),
+                             ('tool', ' Work it out step by step, then give the answer.', True)):
+    out[f'probe_multistep_{key}'] = _right(ask([q + suffix for q, _ in problems], tools), gold)
+  return out

@@ -1,0 +1,45 @@
+"""well_formed_rate (and well_formed_rate_<source>): held-out prompts of each conversation source
+answered with an assistant turn that ends in <|end|> (greedy, calculator on).
+
+The held-out conversations are the validation split of the SFT mixture (by content hash, never
+trained on): the run's own config.sft, or, for a run that has none, DEFAULT_MIXTURE's sources.
+"""
+from llm import chat_template
+from llm.data import conversations
+
+DEFAULT_MIXTURE = ('arithmetic', 'gsm8k', 'identity', 'self_instruct', 'alpaca_gpt4', 'hh_chosen', 'topical_chat')
+DEFAULT_COUNT = 100  # prompts per source
+
+
+def heldout_conversations(ctx) -> dict[str, list]:
+  sft = ctx.config.get('sft') or {}
+  mixture = dict(sft.get('mixture') or dict.fromkeys(DEFAULT_MIXTURE, 1.0))
+  splits = conversations.load_mixture(ctx.data_dir(), mixture, sft.get('val_fraction', 0.05), ctx.config.seed,
+                                      sft.get('max_per_source', 0), ctx.tokenizer, ctx.model_cfg.max_seq_len + 1,
+                                      identity_facts=ctx.identity_facts())
+  return {name: val for name, (_, val) in splits.items()}
+
+
+def rates(ctx, heldout: dict[str, list], count: int) -> dict:
+  """From the conversations of each source, the first `count` prompts (up to the first assistant turn)."""
+  tok = ctx.tokenizer
+  end = tok.special_id('<|end|>')
+  out, formed, total = {}, 0, 0
+  for name, held in heldout.items():
+    prompts = []
+    for c in held[:count]:
+      first = next(i for i, m in enumerate(c) if m['role'] == 'assistant')
+      prompts.append(chat_template.render_prompt(tok, c[:first]))
+    prompts = [p for p in prompts if len(p) < ctx.model_cfg.max_seq_len - 16]
+    if not prompts:
+      continue
+    outs = ctx.generate(prompts, ctx.model_cfg.max_seq_len, tools=True, temperature=0.0, stop_ids=[end, tok.eos_id])
+    ok = sum(c.finish_reason == 'stop' and c.tokens[-1] == end for c in outs)
+    out[f'well_formed_rate_{name}'] = ok / len(outs)
+    formed, total = formed + ok, total + len(outs)
+  out['well_formed_rate'] = formed / max(total, 1)
+  return out
+
+
+def evaluate(ctx) -> dict:
+  return rates(ctx, heldout_conversations(ctx), ctx.count(DEFAULT_COUNT))

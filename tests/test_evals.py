@@ -1,0 +1,309 @@
+"""Evaluators on tiny fixtures with scripted models whose right scores are known, held-out sets
+disjoint from the training generators, and `python -m llm.eval` end to end."""
+import bz2
+import json
+import math
+import re
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import ROOT, tiny_config
+from llm import chat_template, inference
+from llm.data import conversations
+from llm.evals import (Context, arithmetic, bpb, heldout, hellaswag, identity, pass_at_k, probes, well_formed)
+from llm.rl import tasks as rl_tasks
+from llm.tokenizer import train_tokenizer
+from llm.tools import calculator
+from test_model import init, small_config
+
+TEXT = ('The little girl opened the door and saw a garden full of roses. What is 12 + 5? It is 17. '
+        'Once upon a time there was a king who had three daughters; the youngest was the fairest. ') * 40
+
+
+@pytest.fixture(scope='module')
+def tok(tmp_path_factory):
+  """A SentencePiece tokenizer trained on a few sentences: no shared data needed."""
+  return train_tokenizer([TEXT], 320, tmp_path_factory.mktemp('tok') / 'tok.model', 10**6)
+
+
+class Constant(nn.Module):
+  """A stand-in model whose next-token logits are `logits_V` at every position."""
+  logits_V: tuple
+
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+    return jnp.broadcast_to(jnp.asarray(self.logits_V, jnp.float32), (*tokens_BxT.shape, len(self.logits_V)))
+
+
+def make_ctx(tok, model=None, config=None, **kwargs) -> Context:
+  setup, _ = init(small_config('gpt2', max_seq_len=64), vocab=tok.vocab_size)
+  return Context(setup.model_cfg, {}, tok, setup.mesh, setup.rules, config or tiny_config(), model=model, **kwargs)
+
+
+# ---- bits per byte ------------------------------------------------------------------------------
+
+def test_bpb_of_a_uniform_model_is_log2_vocab_times_tokens_per_byte(tok):
+  V = tok.vocab_size
+  ctx = make_ctx(tok, Constant((0.0,) * V))
+  docs = [TEXT[:900], 'What is 12 + 5?', TEXT[100:700] + ' é ü 你好']  # several windows of 65, bytes over 1/char
+  tokens = sum(len(tok.encode(d)) for d in docs)
+  n_bytes = sum(len(d.encode()) for d in docs)
+  assert tokens > 3 * ctx.max_len
+  assert bpb.documents_bpb(ctx, docs) == pytest.approx(math.log2(V) * tokens / n_bytes, rel=1e-5)
+
+
+def test_bpb_corpus_names_and_errors(tmp_path):
+  (tmp_path / 'stories').mkdir()
+  (tmp_path / 'stories' / 'a.txt').write_text('Once upon a time.')
+  (tmp_path / 'Moby Dick.txt').write_text('Call me Ishmael.')
+  assert bpb.corpus_name(tmp_path / 'stories') == 'stories'
+  assert bpb.corpus_name(tmp_path / 'Moby Dick.txt') == 'moby_dick'
+  assert bpb.read_corpus(tmp_path / 'stories') == ['Once upon a time.']
+  with pytest.raises(FileNotFoundError, match='--corpus=.*does not exist'):
+    bpb.read_corpus(tmp_path / 'nope')
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match='holds no text'):
+    bpb.read_corpus(tmp_path / 'empty')
+
+
+# ---- HellaSwag ----------------------------------------------------------------------------------
+
+def write_hellaswag(data_dir, items):
+  path = data_dir / hellaswag.PATH
+  path.parent.mkdir(parents=True)
+  lines = [line for context, label, endings in items for line in (context, str(label), *endings)]
+  path.write_bytes(bz2.compress(('\n'.join(lines) + '\n').encode()))
+
+
+def test_a_model_that_always_picks_the_first_ending_scores_the_share_of_label_0(tok, tmp_path):
+  labels = [0, 2, 0, 3, 1, 0, 2]
+  endings = ('the roses', 'a king who', 'three daughters', 'the youngest was')
+  items = [(f'Item {i}: The little girl opened the door and saw', label, endings) for i, label in enumerate(labels)]
+  write_hellaswag(tmp_path, items)
+  favoured = set(tok.encode(' ' + endings[0]))  # the first ending's tokens are likely, every other one is not
+  model = Constant(tuple(5.0 if i in favoured else 0.0 for i in range(tok.vocab_size)))
+  config = tiny_config(**{'data.dir': str(tmp_path)})
+  out = hellaswag.evaluate(make_ctx(tok, model, config))
+  share = labels.count(0) / len(labels)
+  assert out['hellaswag_acc'] == pytest.approx(share) and out['hellaswag_acc_norm'] == pytest.approx(share)
+  assert out['hellaswag_centered'] == pytest.approx((share - 0.25) / 0.75)
+  assert out['hellaswag_items'] == len(labels)
+
+
+def test_hellaswag_sum_and_per_byte_normalisation_differ_as_they_should(tok):
+  """Under a uniform model an ending costs log V per token: the sum picks the ending of fewest
+  tokens, the per-byte mean the one of most bytes per token."""
+  endings = ('a', 'the youngest was the fairest', 'king who', 'xq zv jk wp qx vj xq zv jk wp qx vj xq zv jk wp')
+  item = hellaswag.Item(TEXT[:300], endings, 0)  # a long context: scoring it too would favour long endings
+  by_sum, by_byte = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [item])
+  n_tokens = [len(tok.encode(' ' + e)) for e in endings]
+  per_byte = [n / len((' ' + e).encode()) for n, e in zip(n_tokens, endings)]
+  assert by_sum[0] == int(np.argmin(n_tokens)) == 0 and by_byte[0] == int(np.argmin(per_byte)) == 1
+
+
+def test_hellaswag_reader_checks_the_six_line_format(tmp_path):
+  write_hellaswag(tmp_path, [('ctx', 1, ('a', 'b', 'c', 'd'))])
+  assert hellaswag.read(tmp_path / hellaswag.PATH) == [hellaswag.Item('ctx', ('a', 'b', 'c', 'd'), 1)]
+  (tmp_path / hellaswag.PATH).write_bytes(bz2.compress(b'ctx\n7\na\nb\nc\nd\n'))
+  with pytest.raises(ValueError, match='six lines an item'):
+    hellaswag.read(tmp_path / hellaswag.PATH)
+  with pytest.raises(FileNotFoundError, match='HellaSwag'):
+    hellaswag.read(tmp_path / 'missing.bz2')
+
+
+# ---- chat evaluators, with a scripted assistant -------------------------------------------------
+
+class ScriptedChat(Context):
+  """A Context whose assistant replies are written by respond(question, tools, seed) -> parts."""
+
+  def __init__(self, tok, respond, **kwargs):
+    base = make_ctx(tok, **kwargs)
+    super().__init__(**{f: getattr(base, f) for f in base.__dataclass_fields__})
+    self.respond = respond
+
+  def generate(self, prompts, max_new_tokens, tools=False, **kwargs):
+    seeds = kwargs.get('seed', list(range(len(prompts))))
+    out = []
+    for prompt, seed in zip(prompts, seeds):
+      parts = self.respond(self.tokenizer.decode(prompt), tools, seed)
+      if isinstance(parts, str):
+        parts = [{'type': 'text', 'text': parts}]
+      ids, mask = chat_template.render(self.tokenizer, [{'role': 'assistant', 'content': parts}])
+      calls = sum(p['type'] == 'tool_call' for p in parts)
+      out.append(inference.Completion(ids[2:], [not m for m in mask[2:]], 'stop', calls))
+    return out
+
+
+def test_arithmetic_with_and_without_the_calculator_and_copy_accuracy(tok):
+  problems = [('What is 12 + 30?', '42'), ('What is 7 * 6?', '42'), ('Compute 90 - 37.', '53'), ('What is 8 + 8?', '16')]
+  order = {q: i for i, (q, _) in enumerate(problems)}
+  answer = dict(problems)
+
+  def respond(question, tools, seed):
+    i = order[question]
+    if not tools:  # right on the first problem only
+      return f'It is {answer[question] if i == 0 else 1}.'
+    a, b = re.findall(r'\d+', question)
+    # Problems 0 and 1: operands copied, right answer; 2: a wrong operand; 3: no call.
+    if i == 3:
+      return 'The answer is 16.'
+    expression = f'{a} + {b if i < 2 else 99}'
+    return [{'type': 'tool_call', 'text': f'calculator: {expression}'},
+            {'type': 'tool_result', 'text': calculator(expression)},
+            {'type': 'text', 'text': f'The answer is {answer[question] if i < 2 else calculator(expression)}.'}]
+
+  out = arithmetic.measure(ScriptedChat(tok, respond), problems)
+  assert out['arith_acc_no_tool'] == 0.25
+  assert out['arith_acc_tool'] == 0.75  # 0, 1 and 3 (3 without a call)
+  assert out['arith_tool_call_rate'] == 0.75
+  assert out['arith_copy_acc'] == pytest.approx(2 / 3)
+
+
+def test_operands_copied():
+  assert arithmetic.operands_copied('calculator: 1,234 * 4', 'What is 1,234 times 4?')
+  assert arithmetic.operands_copied('calculator: (12 + 3) * 4', 'A bus has 12 ... 3 ... 4 rows')
+  assert not arithmetic.operands_copied('calculator: 12 * 5', 'What is 12 times 4?')
+  assert not arithmetic.operands_copied('calculator: 1.5 + 2', 'What is 15 + 2?')
+
+
+def test_pass_at_k_counts_samples_and_problems(tok):
+  problems = [rl_tasks.Problem([{'role': 'user', 'content': f'Problem {i}?'}], str(10 + i), {}) for i in range(3)]
+  # Problem 0: every sample right; problem 1: only its second sample; problem 2: none.
+  right = {(0, s) for s in range(4)} | {(1, 1)}
+
+  def respond(question, tools, seed):
+    i, sample = divmod(seed, 4)
+    assert tools and question == f'Problem {i}?'
+    return f'The answer is {10 + i if (i, sample) in right else 0}.'
+
+  task = rl_tasks.make_task('arithmetic', None, digits=(1,), ops=(1,), phrasing='plain', heldout_size=5)
+  out = pass_at_k.pass_at_k(ScriptedChat(tok, respond), problems, task.verify, 4, 1.0, 16)
+  assert out == {'pass_at_1': pytest.approx(5 / 12), 'pass_at_4': pytest.approx(2 / 3)}
+
+
+def test_well_formed_rate_per_source(tok):
+  heldout_sets = {'a': [[{'role': 'user', 'content': f'good {i}'}, {'role': 'assistant', 'content': 'x'}]
+                        for i in range(3)],
+                  'b': [[{'role': 'user', 'content': 'bad'}, {'role': 'assistant', 'content': 'x'}],
+                        [{'role': 'user', 'content': 'good'}, {'role': 'assistant', 'content': 'x'}]]}
+  end = tok.special_id('<|end|>')
+
+  class Cut(ScriptedChat):
+    def generate(self, prompts, max_new_tokens, tools=False, **kwargs):
+      outs = super().generate(prompts, max_new_tokens, tools, **kwargs)
+      for prompt, c in zip(prompts, outs):  # a 'bad' prompt's reply never ends its turn
+        if 'bad' in tok.decode(prompt):
+          c.tokens, c.finish_reason = [t for t in c.tokens if t != end], 'length'
+      return outs
+
+  out = well_formed.rates(Cut(tok, lambda q, tools, seed: 'Sure.'), heldout_sets, count=10)
+  assert out == {'well_formed_rate_a': 1.0, 'well_formed_rate_b': 0.5, 'well_formed_rate': 0.8}
+
+
+def test_identity_facts_come_from_the_run_and_truthfulness_is_checked_against_them(tok):
+  ctx = make_ctx(tok)
+  params = identity.param_count(ctx.model_cfg)
+  _, state = init(small_config('gpt2', max_seq_len=64), vocab=tok.vocab_size)
+  assert params == sum(x.size for x in jax.tree.leaves(state.params))
+  facts = ctx.identity_facts()
+  assert facts.context_tokens == 64 and facts.parameters == identity.about(params)
+  assert facts.pretraining_data == 'the works of Shakespeare'  # tiny_config trains on tinyshakespeare
+  assert identity.about(4_194_304) == 'about 4.19 million' and identity.about(124_000_000) == 'about 124 million'
+
+  # Trained on the facts of conversations.identity, a truthful model answers with them.
+  truthful = {q['content']: a['content'] for q, a in conversations.identity(None, 0, facts)}
+  assert identity.evaluate(ScriptedChat(tok, lambda q, tools, seed: truthful[q]))['identity_truthful'] == 1.0
+  # One that learnt constants ('about 4 million', 256 tokens) misstates this run.
+  wrong = conversations.IdentityFacts('about 4 million', 256, 'public-domain books from Project Gutenberg', 'a calculator')
+  stale = {q['content']: a['content'] for q, a in conversations.identity(None, 0, wrong)}
+  result = identity.evaluate(ScriptedChat(tok, lambda q, tools, seed: stale[q]))
+  assert result['identity_parameters'] == 0.0 and result['identity_context'] == 0.0
+  assert result['identity_data'] == 0.0 and result['identity_tools'] == 1.0 and result['identity_internet'] == 1.0
+
+
+def test_probes_score_a_model_that_counts_spells_and_thinks_in_steps(tok):
+  def respond(question, tools, seed):
+    if m := re.match(r'How many times does the letter (\w) appear in the word (\w+)\?', question):
+      return f'{m[2].count(m[1])}'
+    if m := re.match(r'Spell the word (\w+) letter by letter\.', question):
+      return '-'.join(m[1])
+    if m := re.match(r'Which is larger, ([\d.]+) or ([\d.]+)\?', question):
+      # With the calculator it compares the numbers; without, it takes the one of more digits (9.11).
+      return max(m[1], m[2], key=float if tools else len)
+    if question.endswith('step by step, then give the answer.'):
+      return f'The answer is {gold[question.rsplit(" Work", 1)[0]]}.'
+    return '0'  # answered directly: wrong
+
+  ctx = ScriptedChat(tok, respond, limit=8)
+  gold = dict(heldout.arithmetic(16, ctx.config.seed, heldout.training_questions(ctx.config)))
+  out = probes.evaluate(ctx)
+  assert out == {'probe_count_letter': 1.0, 'probe_spell': 1.0, 'probe_compare_decimals': 0.0,
+                 'probe_compare_decimals_tool': 1.0, 'probe_multistep_direct': 0.0, 'probe_multistep_steps': 1.0,
+                 'probe_multistep_tool': 1.0}
+
+
+# ---- held-out sets are disjoint from the training generators by content ------------------------
+
+def test_heldout_arithmetic_never_holds_a_question_sft_trains_on():
+  config = tiny_config()
+  trained = heldout.generated_questions(config.seed, conversations.DEFAULT_GENERATED)
+  unfiltered = heldout.arithmetic(2000, config.seed, frozenset())
+  assert any(q in trained for q, _ in unfiltered), 'the seeds differ, yet some problems are the same'
+  problems = heldout.arithmetic(2000, config.seed, heldout.training_questions(config))
+  assert len(problems) == 2000 and len({q for q, _ in problems}) == 2000
+  assert not any(q in trained for q, _ in problems)
+
+
+def test_training_questions_follow_the_init_from_chain(tmp_path):
+  sft = tiny_config(seed=7)
+  sft.sft = ml_collections.ConfigDict(dict(max_per_source=100))
+  (tmp_path / 'sft').mkdir()
+  (tmp_path / 'sft' / 'config.json').write_text(sft.to_json())
+  rl = tiny_config(seed=3, init_from=str(tmp_path / 'sft'))
+  questions = heldout.training_questions(rl)
+  assert heldout.generated_questions(7, 2 * conversations.DEFAULT_GENERATED) <= questions
+  assert heldout.generated_questions(3, 2 * conversations.DEFAULT_GENERATED) <= questions
+  rl_task = rl_tasks.make_task('arithmetic', None)
+  kept = heldout.without(rl_task.heldout(500), questions)
+  assert kept and not any(rl_tasks.question_of(p) in questions for p in kept)
+
+
+# ---- the command line ---------------------------------------------------------------------------
+
+def _eval(workdir, *flags, env):
+  return subprocess.run([sys.executable, '-m', 'llm.eval', f'--workdir={workdir}', *flags], env=env,
+                        capture_output=True, text=True, cwd=ROOT)
+
+
+def test_eval_cli_end_to_end_on_a_tiny_run(pretrained, subprocess_env, data_dir):
+  result = _eval(pretrained, '--suite=base', '--limit=8', f'--corpus={data_dir / "tinystories_val_sample"}',
+                 env=subprocess_env)
+  assert result.returncode == 0, result.stderr[-2000:]
+  out = json.loads((pretrained / 'eval' / 'base.json').read_text())
+  assert {'bpb_val', 'bpb_tinystories_val_sample', 'hellaswag_acc', 'hellaswag_acc_norm', 'hellaswag_centered',
+          'fewshot_arith_acc', 'fewshot_translation_acc', 'step'} <= set(out)
+  assert out['hellaswag_items'] == 8 and out['step'] == 10
+  summary = json.loads((pretrained / 'summary.json').read_text())
+  assert out['bpb_val'] == pytest.approx(summary['val_bpb'], rel=0.05)  # the training loop's measure, other windows
+  assert 'hellaswag_acc_norm' in result.stdout
+
+
+def test_eval_cli_errors_are_one_line_naming_the_fix(tmp_path, pretrained, python_env):
+  def last_line(result):
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+  assert 'choose one of base, chat, rl' in last_line(_eval(pretrained, '--suite=nope', env=python_env))
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'config.json').write_text((pretrained / 'config.json').read_text())
+  (tmp_path / 'run' / 'tokenizer.model').write_bytes((pretrained / 'tokenizer.model').read_bytes())
+  assert 'no checkpoints/ folder' in last_line(_eval(tmp_path / 'run', env=python_env))
+  (tmp_path / 'data').mkdir()
+  line = last_line(_eval(pretrained, f'--data_dir={tmp_path / "data"}', env=python_env))
+  assert 'not found' in line and '--data_dir' in line
