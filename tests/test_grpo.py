@@ -204,8 +204,9 @@ def _grpo_cmd(workdir, pretrained, *extra):
 
 def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretrained, subprocess_env):
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
-  subprocess.run(_grpo_cmd(straight, pretrained), env=subprocess_env, check=True, capture_output=True)
-  kill_then_resume(_grpo_cmd(resumed, pretrained), subprocess_env, resumed, kill_after_checkpoint=2, total=8)
+  hot = '--config.grpo.temperature=0.7'  # rollouts, old and current log-probs all at this temperature
+  subprocess.run(_grpo_cmd(straight, pretrained, hot), env=subprocess_env, check=True, capture_output=True)
+  kill_then_resume(_grpo_cmd(resumed, pretrained, hot), subprocess_env, resumed, kill_after_checkpoint=2, total=8)
   assert losses_by_step(straight) == losses_by_step(resumed)
   assert sorted(losses_by_step(resumed)) == list(range(1, 9))
   rows = [json.loads(l) for l in (straight / 'metrics.jsonl').read_text().splitlines()]
@@ -213,6 +214,8 @@ def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
   for key in ('reward_mean', 'reward_std', 'reward_correctness', 'reward_format', 'zero_variance_groups',
               'clip_fraction', 'entropy', 'response_tokens', 'tool_call_rate'):
     assert key in step_row, key
+  # mu = 1: every step is the first pass over its rollouts, where the ratio is 1 and nothing is clipped.
+  assert [r['clip_fraction'] for r in rows if 'clip_fraction' in r] == [0.0] * 8
   summary = json.loads((straight / 'summary.json').read_text())
   assert {'heldout_pass_at_1', 'heldout_pass_at_2'} <= set(summary)
   assert (straight / 'grpo_curves.png').stat().st_size > 1000
