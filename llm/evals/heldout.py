@@ -15,6 +15,7 @@ import itertools
 import json
 import random
 from pathlib import Path
+from typing import Iterator
 
 import ml_collections
 
@@ -36,20 +37,21 @@ def _sft_draws(config) -> tuple[int, int]:
   return config.seed, 2 * max(per_source, conversations.DEFAULT_GENERATED)
 
 
-def training_questions(config) -> frozenset[str]:
-  """Arithmetic questions SFT trained (or would train) on, for this run and its init_from chain."""
-  questions, seen, visited = set(), set(), set()
+def lineage(config) -> Iterator:
+  """The run's config, then that of the run it started from (init_from), and so on up the chain."""
+  visited = set()
   while config is not None:
-    draws = _sft_draws(config)
-    if draws not in seen:
-      seen.add(draws)
-      questions |= generated_questions(*draws)
+    yield config
     parent = Path(config.get('init_from') or '.').resolve()
     path = parent / 'config.json'
     done = not config.get('init_from') or parent in visited or not path.exists()
     visited.add(parent)
     config = None if done else ml_collections.ConfigDict(json.loads(path.read_text()))
-  return frozenset(questions)
+
+
+def training_questions(config) -> frozenset[str]:
+  """Arithmetic questions SFT trained (or would train) on, for this run and its init_from chain."""
+  return frozenset().union(*(generated_questions(*draws) for draws in {_sft_draws(c) for c in lineage(config)}))
 
 
 def arithmetic(count: int, seed: int, exclude: frozenset[str]) -> list[tuple[str, str]]:

@@ -2,17 +2,19 @@
 answered with an assistant turn that ends in <|end|> (greedy, calculator on).
 
 The held-out conversations are the validation split of the SFT mixture (by content hash, never
-trained on): the run's own config.sft, or, for a run that has none, DEFAULT_MIXTURE's sources.
+trained on): the config.sft of the run or of the nearest run up its init_from chain (an RL run's
+SFT run), else DEFAULT_MIXTURE's sources.
 """
 from llm import chat_template
 from llm.data import conversations
+from llm.evals import heldout
 
 DEFAULT_MIXTURE = ('arithmetic', 'gsm8k', 'identity', 'self_instruct', 'alpaca_gpt4', 'hh_chosen', 'topical_chat')
 DEFAULT_COUNT = 100  # prompts per source
 
 
 def heldout_conversations(ctx) -> dict[str, list]:
-  sft = ctx.config.get('sft') or {}
+  sft = next((c.sft for c in heldout.lineage(ctx.config) if c.get('sft')), {})
   mixture = dict(sft.get('mixture') or dict.fromkeys(DEFAULT_MIXTURE, 1.0))
   splits = conversations.load_mixture(ctx.data_dir(), mixture, sft.get('val_fraction', 0.05), ctx.config.seed,
                                       sft.get('max_per_source', 0), ctx.tokenizer, ctx.model_cfg.max_seq_len + 1,
