@@ -1,0 +1,156 @@
+"""The report card of a pipeline: one page for every stage's run and a table across stages.
+
+    python -m llm.report --runs=runs/pretrain_small,runs/sft_small,runs/grpo_arith --out=results/report_cpu
+
+writes OUT/report.md and one OUT/<stage>_curves.png per stage: for each run its config, parameters,
+tokens, wall time, loss (and reward) curves from metrics.jsonl and its evaluations from
+eval/*.json (python -m llm.eval); then a `| metric | BASE | SFT | RL |` summary, the host (CPU,
+devices), the git commit and the date. Runs may also follow --runs as separate arguments.
+"""
+import datetime
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+_RUNS = flags.DEFINE_list('runs', [], 'Run directories, in pipeline order (comma-separated).')
+_OUT = flags.DEFINE_string('out', None, 'Folder for report.md and its PNGs.', required=True)
+
+STAGES = {'pretrain': 'BASE', 'sft': 'SFT', 'grpo': 'RL'}
+# From summary.json, shown first in the summary table.
+SUMMARY_KEYS = ('params', 'tokens_seen', 'steps', 'wall_s', 'val_loss', 'val_bpb')
+# Curves: (metrics.jsonl key, label); a stage plots those its metrics hold.
+CURVES = (('loss', 'training loss'), ('val_loss', 'validation loss'), ('reward_mean', 'reward (mean)'),
+          ('heldout_pass_at_1', 'held-out pass@1'))
+
+
+class RunMissing(ValueError):
+  pass
+
+
+def read_run(workdir: Path) -> dict:
+  """config, summary, metrics rows and evals (suite -> results) of one run directory."""
+  if not (workdir / 'config.json').exists():
+    raise RunMissing(f'{workdir} holds no config.json: is it a run (python -m llm.main --workdir=...)?')
+  read = lambda p: json.loads(p.read_text()) if p.exists() else {}
+  metrics = workdir / 'metrics.jsonl'
+  rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+  evals = {p.stem: read(p) for p in sorted((workdir / 'eval').glob('*.json'))}
+  return {'dir': workdir, 'config': read(workdir / 'config.json'), 'summary': read(workdir / 'summary.json'),
+          'metrics': rows, 'evals': evals}
+
+
+def stage_names(runs: list[dict]) -> list[str]:
+  """BASE, SFT, RL from each run's task; a repeated one gets its directory's name."""
+  names = [STAGES.get(r['config'].get('task'), r['config'].get('task', '?').upper()) for r in runs]
+  return [f'{n} ({r["dir"].name})' if names.count(n) > 1 else n for n, r in zip(names, runs)]
+
+
+def fmt(value) -> str:
+  if value is None:
+    return '-'
+  if isinstance(value, bool) or not isinstance(value, (int, float)):
+    return str(value)
+  if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1000:
+    return f'{int(value):,}'
+  return f'{value:.4g}'
+
+
+def metric_rows(run: dict) -> dict:
+  """The run's numbers for the summary table: summary keys, then every eval key (suite order)."""
+  out = {k: run['summary'].get(k) for k in SUMMARY_KEYS}
+  for results in run['evals'].values():
+    out.update({k: v for k, v in results.items() if k not in ('step', 'eval_wall_s')})
+  return out
+
+
+def plot_curves(run: dict, path: Path) -> bool:
+  """PNG of the run's curves against step; False when its metrics hold none."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  series = [(label, [(r['step'], r[key]) for r in run['metrics'] if key in r]) for key, label in CURVES]
+  series = [(label, points) for label, points in series if points]
+  if not series:
+    return False
+  losses = [(l, p) for l, p in series if 'loss' in l]
+  rewards = [(l, p) for l, p in series if 'loss' not in l]
+  fig, axes = plt.subplots(1, 1 + bool(rewards and losses), figsize=(11 if rewards and losses else 7, 4),
+                           squeeze=False)
+  for ax, group in zip(axes[0], [g for g in (losses, rewards) if g]):
+    for label, points in group:
+      ax.plot(*zip(*points), marker='.' if len(points) < 30 else None, label=label)
+    ax.set_xlabel('step')
+    ax.legend()
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
+def git_commit() -> str:
+  root = Path(__file__).resolve().parents[1]
+  run = lambda *args: subprocess.run(['git', *args], cwd=root, capture_output=True, text=True).stdout.strip()
+  commit = run('rev-parse', '--short', 'HEAD') or 'unknown'
+  return commit + (' (uncommitted changes)' if run('status', '--porcelain', '--untracked-files=no') else '')
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+  return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + ['| ' + ' | '.join(r) + ' |' for r in rows]
+
+
+def write(runs: list[Path], out: Path, host: dict) -> Path:
+  """OUT/report.md (and PNGs) for the runs; returns the report's path."""
+  data = [read_run(Path(r)) for r in runs]
+  names = stage_names(data)
+  out.mkdir(parents=True, exist_ok=True)
+  per_stage = [metric_rows(r) for r in data]
+  keys = list(dict.fromkeys(k for rows in per_stage for k in rows))
+  total_wall = sum((r['summary'].get('wall_s') or 0) + sum(e.get('eval_wall_s', 0) for e in r['evals'].values())
+                   for r in data)
+  lines = ['# Report card', '',
+           f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, git {git_commit()}; host: '
+           f'{host.get("cpu")} ({host.get("cores")} cores, {host.get("isa")}), {host.get("devices")} x '
+           f'{host.get("device_kind")} ({host.get("platform")}), jax {host.get("jax")}. '
+           f'Wall time of the stages and their evaluations: {total_wall / 60:.1f} min.', '',
+           '## Summary', '']
+  lines += _table(['metric', *names], [[k, *(fmt(rows.get(k)) for rows in per_stage)] for k in keys])
+  for name, run in zip(names, data):
+    c, s = run['config'], run['summary']
+    lines += ['', f'## {name}: `{run["dir"]}`', '',
+              f'task `{c.get("task")}`' + (f', from `{c["init_from"]}`' if c.get('init_from') else '') +
+              f'; {fmt(s.get("params"))} parameters; {fmt(s.get("tokens_seen"))} tokens in {fmt(s.get("steps"))} '
+              f'steps; wall time {fmt(s.get("wall_s"))} s' + ('' if s else ' (no summary.json: unfinished?)'), '']
+    model, train = c.get('model', {}), c.get('train', {})
+    lines += _table(['config', 'value'], [[f'model.{k}', fmt(v)] for k, v in model.items()] +
+                    [[f'train.{k}', fmt(train.get(k))] for k in ('steps', 'batch_size', 'seq_len', 'lr', 'schedule')
+                     if k in train] + [['data.source', fmt(c.get('data', {}).get('source'))]])
+    png = re.sub(r'\W+', '_', name.lower()).strip('_') + '_curves.png'
+    if plot_curves(run, out / png):
+      lines += ['', f'![{name} curves]({png})']
+    for suite, results in run['evals'].items():
+      lines += ['', f'Evaluation `{suite}` (checkpoint step {fmt(results.get("step"))}):', '']
+      lines += _table(['metric', 'value'], [[k, fmt(v)] for k, v in results.items() if k != 'step'])
+  path = out / 'report.md'
+  path.write_text('\n'.join(lines) + '\n')
+  return path
+
+
+def main(argv):
+  runs = list(_RUNS.value) + argv[1:]
+  if not runs:
+    sys.exit('llm.report: no runs given; pass --runs=DIR[,DIR...] (pretraining, SFT, RL in order)')
+  from llm import hostinfo
+  try:
+    path = write([Path(r) for r in runs], Path(_OUT.value), hostinfo.describe())
+  except RunMissing as e:
+    sys.exit(f'llm.report: {e}')
+  print(f'wrote {path}')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,62 @@
+"""The report card from tiny runs: the summary across stages, per-stage pages, curves, errors."""
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+from llm import report
+
+HOST = {'cpu': 'Test CPU', 'cores': 2, 'isa': 'AVX2', 'devices': 1, 'device_kind': 'cpu', 'platform': 'cpu',
+        'jax': '0'}
+
+
+def make_run(path, task, summary, evals, metrics):
+  path.mkdir(parents=True)
+  (path / 'config.json').write_text(json.dumps({'task': task, 'model': {'dim': 64}, 'train': {'steps': 3},
+                                                'data': {'source': 'books'}}))
+  (path / 'summary.json').write_text(json.dumps(summary))
+  (path / 'metrics.jsonl').write_text(''.join(json.dumps(m) + '\n' for m in metrics))
+  (path / 'eval').mkdir()
+  for suite, results in evals.items():
+    (path / 'eval' / f'{suite}.json').write_text(json.dumps(results))
+  return path
+
+
+def test_report_has_one_column_per_stage_and_each_stage_page(tmp_path):
+  losses = [{'step': s, 'loss': 5.0 - s} for s in (1, 2, 3)] + [{'step': 3, 'val_loss': 2.5}]
+  base = make_run(tmp_path / 'base', 'pretrain', {'params': 4_200_000, 'wall_s': 60.0, 'val_bpb': 1.8},
+                  {'base': {'step': 3, 'hellaswag_acc': 0.26, 'eval_wall_s': 30.0}}, losses)
+  sft = make_run(tmp_path / 'sft', 'sft', {'params': 4_200_000, 'wall_s': 120.0},
+                 {'chat': {'step': 3, 'arith_acc_tool': 0.95, 'eval_wall_s': 30.0},
+                  'base': {'step': 3, 'hellaswag_acc': 0.25}}, losses)
+  rl = make_run(tmp_path / 'rl', 'grpo', {'params': 4_200_000, 'wall_s': 60.0},
+                {'rl': {'step': 3, 'heldout_pass_at_1': 0.8}},
+                [{'step': s, 'loss': 0.1, 'reward_mean': 0.5 + s / 10} for s in (1, 2, 3)])
+  path = report.write([base, sft, rl], tmp_path / 'out', HOST)
+  text = path.read_text()
+  assert '| metric | BASE | SFT | RL |' in text
+  assert '| params | 4,200,000 | 4,200,000 | 4,200,000 |' in text
+  assert '| hellaswag_acc | 0.26 | 0.25 | - |' in text
+  assert '| arith_acc_tool | - | 0.95 | - |' in text
+  assert '| heldout_pass_at_1 | - | - | 0.8 |' in text
+  assert 'eval_wall_s |' not in text.split('## BASE')[0]  # a suite's time is not a metric of the model
+  assert 'Wall time of the stages and their evaluations: 5.0 min' in text  # 240 s of training + 60 s of evals
+  assert 'Test CPU (2 cores, AVX2)' in text and 'git ' in text
+  for stage in ('base', 'sft', 'rl'):
+    assert (tmp_path / 'out' / f'{stage}_curves.png').stat().st_size > 1000
+    assert f'![{stage.upper()} curves]({stage}_curves.png)' in text
+  assert text.index('## BASE') < text.index('## SFT') < text.index('## RL')
+
+
+def test_report_cli_runs_as_arguments_and_refuses_a_missing_run(tmp_path, python_env):
+  make_run(tmp_path / 'base', 'pretrain', {'params': 10}, {}, [{'step': 1, 'loss': 3.0}])
+  make_run(tmp_path / 'base2', 'pretrain', {'params': 20}, {}, [{'step': 1, 'loss': 3.0}])
+  cmd = [sys.executable, '-m', 'llm.report', f'--out={tmp_path / "out"}']
+  ok = subprocess.run(cmd + [f'--runs={tmp_path / "base"}', str(tmp_path / 'base2')], env=python_env, cwd=ROOT,
+                      capture_output=True, text=True)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert '| metric | BASE (base) | BASE (base2) |' in (tmp_path / 'out' / 'report.md').read_text()
+  assert (tmp_path / 'out' / 'base_base_curves.png').exists() and (tmp_path / 'out' / 'base_base2_curves.png').exists()
+  bad = subprocess.run(cmd + [f'--runs={tmp_path / "nope"}'], env=python_env, cwd=ROOT, capture_output=True, text=True)
+  assert bad.returncode != 0 and 'Traceback' not in bad.stderr
+  assert 'holds no config.json' in bad.stderr.strip().splitlines()[-1]
