@@ -1,18 +1,28 @@
-"""Decode benchmark: KV-cache engine against recomputing the whole sequence every token.
+"""Decode benchmark: the engine's KV-cache decoding against the PyTorch reference decoder
+(`../shared/bench/torch_decode_reference.py`, same shape, run as a child process in the same
+run) and against recomputing the whole sequence every token.
 
     python -m llm.bench --decode --context=512     # batch 1 and batch 32, one JSON line
 
 Same model shape flags as the training benchmark (GPT-2 style, fp32, random weights). Each row
-starts from a prompt of context - new_tokens tokens and generates new_tokens, so the last tokens
-attend over `context` positions. The engine's decode rate excludes the prefill (timed apart);
-the recompute baseline runs the full forward over a context-long buffer per new token, the
-plain decoding llm.sample used before the engine.
+starts from a prompt of context - new_tokens tokens and generates new_tokens greedily, so the
+last tokens attend over `context` positions; decode tokens/s = batch x (new_tokens - 1) /
+(time for new_tokens - time for 1), medians over `repeats` calls, as the reference measures.
+The two alternate, `rounds` times per batch size, so load from other jobs hits both alike;
+every ratio is from the same round. The recompute baseline runs the full forward over a
+context-long buffer per new token (the plain decoding llm.sample used before the engine).
 """
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'bench' / 'torch_decode_reference.py'
 
 
 def median_seconds(fn, repeats: int = 3) -> float:
@@ -26,7 +36,22 @@ def median_seconds(fn, repeats: int = 3) -> float:
   return float(np.median(times))
 
 
-def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64) -> dict:
+def _reference(shape: dict) -> dict | None:
+  """The PyTorch decoder's JSON line, or None (and a line saying why) when it cannot run."""
+  try:
+    import torch  # noqa: F401  (only to know whether the child can run)
+  except ImportError:
+    print('decode reference skipped: torch is not importable (pip install torch==2.13.0)', file=sys.stderr)
+    return None
+  if not REFERENCE_SCRIPT.exists():
+    print(f'decode reference skipped: {REFERENCE_SCRIPT} not found', file=sys.stderr)
+    return None
+  cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
+  return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int = 3, repeats: int = 5,
+        reference: bool = True) -> dict:
   """config: the benchmark model (llm.bench.bench_config) with seq = the context length."""
   from llm import inference, sharding, train
   context = config.model.max_seq_len
@@ -42,7 +67,7 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64) -> dict:
   rng = np.random.default_rng(0)
   m = config.model
   result = {'impl': 'jax-decode', 'context': context, 'new_tokens': new_tokens, 'layers': m.num_layers,
-            'heads': m.num_heads, 'dim': m.dim, 'vocab': vocab}
+            'heads': m.num_heads, 'dim': m.dim, 'vocab': vocab, 'rounds': rounds}
 
   @jax.jit
   def recompute_step(params, buf_BxS, last_B):
@@ -52,17 +77,30 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64) -> dict:
   for batch in batches:
     prompts = rng.integers(4, vocab, (batch, context - new_tokens)).tolist()
     gen = lambda n: engine.generate(prompts, max_new_tokens=n, temperature=0.0, stop_ids=[])
-    t_prefill = median_seconds(lambda: gen(1))
-    t_all = median_seconds(lambda: gen(new_tokens))
-    decode_tps = batch * (new_tokens - 1) / (t_all - t_prefill)
+    shape = dict(layers=m.num_layers, heads=m.num_heads, dim=m.dim, vocab=vocab, context=context, batch=batch,
+                 new_tokens=new_tokens, repeats=repeats)
+    ours, torch_tps, prefill = [], [], []
+    for _ in range(rounds):
+      t_prefill = median_seconds(lambda: gen(1), repeats)
+      t_all = median_seconds(lambda: gen(new_tokens), repeats)
+      ours.append(batch * (new_tokens - 1) / (t_all - t_prefill))
+      prefill.append(t_prefill)
+      ref = _reference(shape) if reference else None
+      if ref is not None:
+        torch_tps.append(ref['decode_tokens_per_s'])
+    result[f'b{batch}_kv_tokens_per_s'] = round(float(np.median(ours)), 1)
+    result[f'b{batch}_prefill_s'] = round(float(np.median(prefill)), 4)
+    if torch_tps:
+      ratios = [a / b for a, b in zip(ours, torch_tps)]
+      result[f'b{batch}_torch_tokens_per_s'] = round(float(np.median(torch_tps)), 1)
+      result[f'b{batch}_ratio_to_torch'] = round(float(np.median(ratios)), 2)
+      result[f'b{batch}_ratio_to_torch_rounds'] = [round(r, 2) for r in ratios]
     buf = jnp.asarray(rng.integers(4, vocab, (batch, context)), jnp.int32)
     last = jnp.full((batch,), context - 1, jnp.int32)
     with setup.context():
       steps = 4
       t_recompute = median_seconds(lambda: [recompute_step(params, buf, last).block_until_ready() for _ in range(steps)])
     recompute_tps = batch * steps / t_recompute
-    result[f'b{batch}_kv_tokens_per_s'] = round(decode_tps, 1)
-    result[f'b{batch}_prefill_s'] = round(t_prefill, 4)
     result[f'b{batch}_recompute_tokens_per_s'] = round(recompute_tps, 1)
-    result[f'b{batch}_speedup'] = round(decode_tps / recompute_tps, 2)
+    result[f'b{batch}_speedup'] = round(result[f'b{batch}_kv_tokens_per_s'] / recompute_tps, 2)
   return result

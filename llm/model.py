@@ -115,12 +115,45 @@ def rope(x_BxTxNxDh, positions_BxT, theta: float):
   return out.astype(x_BxTxNxDh.dtype)
 
 
+def _cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache, lengths_B):
+  """Row b's T new keys and values written to cache slots lengths_B[b]..., then each query
+  attending to the slots up to its own position. Returns (out_BxTxHxDh, updated kv_cache).
+
+  Decoding reads the whole cache every token, so it must not copy it. The cache is heads-major
+  with the keys transposed, k [B, K, Dh, S] and v [B, K, S, Dh]: both products are plain
+  (rows, inner) @ (inner, cols) matmuls over the cache as it lies (with keys [S, Dh], XLA's CPU
+  dot copied every layer's keys into a transposed layout each token). It is written by one
+  scatter per tensor, in place: a vmapped dynamic_update_slice compiles to a select that
+  rewrites the whole cache; a scatter of a single slot (batch 1, one token) is turned into a
+  dynamic_update_slice that XLA fuses into each of its readers, each working on a copy of the
+  cache, so that slot is written twice (the same values) to keep it a scatter.
+  """
+  k_BxKxDhxS, v_BxKxSxDh = kv_cache
+  B, T, H, Dh = q_BxTxHxDh.shape
+  K, S = v_BxKxSxDh.shape[1], v_BxKxSxDh.shape[2]
+  dtype = q_BxTxHxDh.dtype
+  rows_Bx1, slots_BxT = jnp.arange(B)[:, None], lengths_B[:, None] + jnp.arange(T)
+  writes = [(rows_Bx1, slots_BxT, k_BxTxKxDh, v_BxTxKxDh)] * (2 if B * T == 1 else 1)
+  rows_Nx1, slots_NxT, k_NxTxKxDh, v_NxTxKxDh = (jnp.concatenate(z) for z in zip(*writes, strict=True))
+  k_BxKxDhxS = k_BxKxDhxS.at[rows_Nx1, :, :, slots_NxT].set(k_NxTxKxDh.astype(k_BxKxDhxS.dtype),
+                                                             mode='promise_in_bounds')
+  v_BxKxSxDh = v_BxKxSxDh.at[rows_Nx1, :, slots_NxT].set(v_NxTxKxDh.astype(v_BxKxSxDh.dtype),
+                                                         mode='promise_in_bounds')
+  q_BxKxGxTxDh = (q_BxTxHxDh * Dh ** -0.5).reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  logits_BxKxGxTxS = jnp.einsum('bkgtd,bkds->bkgts', q_BxKxGxTxDh, k_BxKxDhxS.astype(dtype),
+                                preferred_element_type=jnp.float32)
+  mask_Bx1x1xTxS = (jnp.arange(S) <= slots_BxT[:, :, None])[:, None, None]
+  probs_BxKxGxTxS = jax.nn.softmax(jnp.where(mask_Bx1x1xTxS, logits_BxKxGxTxS, -1e30), axis=-1)
+  out_BxKxGxTxDh = jnp.einsum('bkgts,bksd->bkgtd', probs_BxKxGxTxS.astype(dtype), v_BxKxSxDh.astype(dtype))
+  return reference.tokens_major(out_BxKxGxTxDh), (k_BxKxDhxS, v_BxKxSxDh)
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
-    """kv_cache: None (training) or this layer's (k_BxSxKxDh, v_BxSxKxDh) of a decode cache,
+    """kv_cache: None (training) or this layer's (k_BxKxDhxS, v_BxKxSxDh) of a decode cache,
     holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache)."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
@@ -137,16 +170,7 @@ class Attention(nn.Module):
     if kv_cache is None:
       out_BxTxHxDh = attention_lib.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cfg.attention)
     else:
-      # Row b's T new keys go to cache slots lengths_B[b]...; each query sees the slots up to its own.
-      write = jax.vmap(lambda c, x, i: jax.lax.dynamic_update_slice(c, x.astype(c.dtype), (i, 0, 0)))
-      k_BxSxKxDh = write(kv_cache[0], k_BxTxKxDh, lengths_B)
-      v_BxSxKxDh = write(kv_cache[1], v_BxTxKxDh, lengths_B)
-      kv_cache = (k_BxSxKxDh, v_BxSxKxDh)
-      S, T = k_BxSxKxDh.shape[1], x_BxTxD.shape[1]
-      query_pos_BxT = lengths_B[:, None] + jnp.arange(T)
-      mask_BxTxS = jnp.arange(S)[None, None, :] <= query_pos_BxT[:, :, None]
-      out_BxTxHxDh = reference.masked_attention(q_BxTxHxDh, k_BxSxKxDh.astype(dtype), v_BxSxKxDh.astype(dtype),
-                                                mask_BxTxS)
+      out_BxTxHxDh, kv_cache = _cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache, lengths_B)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)
@@ -200,9 +224,9 @@ class Transformer(nn.Module):
   def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
     """Returns float32 logits_BxTxV for next-token prediction.
 
-    With cache={'k': k_LxBxSxKxDh, 'v': ..., 'lengths': lengths_B} (llm/engine.py), the tokens
-    continue each row at position lengths_B[b]; returns (logits, cache with the new keys and
-    values written and lengths advanced by T).
+    With a decode cache (cache_shapes; llm/inference/engine.py), the tokens continue each row
+    at position lengths_B[b]; returns (logits, cache with the new keys and values written and
+    lengths advanced by T). The engine decodes with per-layer parameters (unstack_layers).
     """
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     lengths_B = None if cache is None else cache['lengths']
@@ -232,15 +256,17 @@ class Transformer(nn.Module):
       stack = nn.scan(block(ScannedBlock), variable_axes={'params': 0}, split_rngs={'params': True},
                       in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_layers, unroll=unroll,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
-      kv_LxBxSxKxDh = None if cache is None else (cache['k'], cache['v'])
-      x_BxTxD, kv_LxBxSxKxDh = stack(cfg, name='layers')(x_BxTxD, positions_BxT, kv_LxBxSxKxDh, lengths_B)
+      # A cache goes through the scan stacked on a leading layers axis (copied in and out:
+      # correct, not fast; the engine decodes unstacked, see unstack_layers).
+      stacked_kv = None if cache is None else (jnp.stack(cache['k']), jnp.stack(cache['v']))
+      x_BxTxD, stacked_kv = stack(cfg, name='layers')(x_BxTxD, positions_BxT, stacked_kv, lengths_B)
+      layer_kv = None if cache is None else list(zip(*stacked_kv, strict=True))
     else:
       layer_kv = []
       for i in range(cfg.num_layers):
         kv = None if cache is None else (cache['k'][i], cache['v'][i])
         x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B)
         layer_kv.append(kv)
-      kv_LxBxSxKxDh = None if cache is None else tuple(jnp.stack(z) for z in zip(*layer_kv, strict=True))
 
     x_BxTxD = Norm(cfg.norm, dtype, name='final_norm')(x_BxTxD)
     if cfg.tied_embeddings:
@@ -253,8 +279,29 @@ class Transformer(nn.Module):
     logits_BxTxV = logits_BxTxV.astype(jnp.float32)
     if cache is None:
       return logits_BxTxV
-    k, v = kv_LxBxSxKxDh
+    k, v = zip(*layer_kv, strict=True)
     return logits_BxTxV, {'k': k, 'v': v, 'lengths': lengths_B + tokens_BxT.shape[1]}
+
+
+def cache_shapes(cfg: ModelConfig, batch: int, length: int) -> dict:
+  """A decode cache for `batch` rows of up to `length` positions: per layer (one buffer each,
+  updated in place) keys [B, K, Dh, S] and values [B, K, S, Dh] in the compute dtype
+  (_cached_attention says why), and each row's length."""
+  B, K, S, Dh, L = batch, cfg.num_kv_heads, length, cfg.head_dim, cfg.num_layers
+  dtype = jnp.dtype(cfg.dtype)
+  return {'k': (jax.ShapeDtypeStruct((B, K, Dh, S), dtype),) * L,
+          'v': (jax.ShapeDtypeStruct((B, K, S, Dh), dtype),) * L,
+          'lengths': jax.ShapeDtypeStruct((B,), jnp.int32)}
+
+
+def unstack_layers(params, num_layers: int) -> dict:
+  """scan_layers=True parameters (stacked on a 'layers' axis) in the layout of scan_layers=False
+  (layer_0, layer_1, ...), which decodes faster: each step reads every weight in place, where
+  the stacked layout copies each layer's slice out first."""
+  unrolled = {k: v for k, v in params.items() if k != 'layers'}
+  for i in range(num_layers):
+    unrolled[f'layer_{i}'] = jax.tree.map(lambda x, i=i: x[i], params['layers'])
+  return unrolled
 
 
 def count_params(params) -> dict:

@@ -85,12 +85,13 @@ def batch_sharding(mesh) -> NamedSharding:
 
 
 def kv_cache_sharding(mesh, batch: int, kv_heads: int) -> NamedSharding:
-  """Decode cache k/v [layers, batch, seq, kv_heads, head_dim]: rows over the data axes and
-  heads over 'tensor', each only where it divides evenly (a batch of 1 stays whole)."""
+  """A layer's decode cache, k [batch, kv_heads, head_dim, seq] or v [batch, kv_heads, seq,
+  head_dim]: rows over the data axes and heads over 'tensor', each only where it divides
+  evenly (a batch of 1 stays whole)."""
   data = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
   rows = BATCH_AXES if batch % data == 0 else None
   heads = 'tensor' if kv_heads % mesh.shape['tensor'] == 0 else None
-  return NamedSharding(mesh, P(None, rows, None, heads, None))
+  return NamedSharding(mesh, P(rows, heads, None, None))
 
 
 def replicated(mesh) -> NamedSharding:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from llm import chat_template, inference, tools
+from llm import chat_template, inference, model as model_lib, tools
 from llm.data import prepare
 from test_model import init, small_config
 
@@ -17,12 +17,11 @@ def tokenizer(cache_dir):
 
 
 @pytest.mark.parametrize('style', ['gpt2', 'modern'])
-def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style):
-  setup, state = init(small_config(style, max_seq_len=32))
-  cfg = setup.model_cfg
+@pytest.mark.parametrize('scan_layers', [True, False])
+def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style, scan_layers):
+  setup, state = init(small_config(style, max_seq_len=32, scan_layers=scan_layers))
   tokens = jax.random.randint(jax.random.key(3), (3, 20), 0, 64)
-  shape = (cfg.num_layers, 3, 32, cfg.num_kv_heads, cfg.head_dim)
-  cache = {'k': jnp.zeros(shape), 'v': jnp.zeros(shape), 'lengths': jnp.zeros(3, jnp.int32)}
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), model_lib.cache_shapes(setup.model_cfg, 3, 32))
   with setup.context():
     full = setup.model.apply({'params': state.params}, tokens)
     logits, cache = setup.model.apply({'params': state.params}, tokens[:, :12], cache=cache)

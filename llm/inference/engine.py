@@ -49,9 +49,13 @@ class Engine:
                model: nn.Module | None = None):
     """params: laid out on mesh; rules: logical-axis rules (default: llm.config's);
     tools: name -> fn(args) -> str (llm.tools); model: a stand-in for Transformer(model_cfg)."""
-    self.model_cfg, self.params, self.tokenizer, self.mesh = model_cfg, params, tokenizer, mesh
+    self.model_cfg, self.tokenizer, self.mesh = model_cfg, tokenizer, mesh
     self.rules = sharding.logical_rules(config_lib.base_config().mesh.rules) if rules is None else rules
-    self.model = model_lib.Transformer(model_cfg) if model is None else model
+    # Stacked (scanned) layers decode with their parameters unstacked: model_lib.unstack_layers.
+    self._unstack = model is None and model_cfg.scan_layers
+    decode_cfg = dataclasses.replace(model_cfg, scan_layers=False)
+    self.model = model_lib.Transformer(decode_cfg) if model is None else model
+    self.params = params
     self.tools = tools or {}
     self.cache_len = cache_len or model_cfg.max_seq_len
     sp = tokenizer.special_id
@@ -60,6 +64,15 @@ class Engine:
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._decode = jax.jit(self._decode_impl, donate_argnums=1)
 
+  @property
+  def params(self):
+    return self._params
+
+  @params.setter
+  def params(self, params):
+    """New parameters (e.g. GRPO's after each update), in the training layout."""
+    self._params = model_lib.unstack_layers(params, self.model_cfg.num_layers) if self._unstack else params
+
   def context(self):
     """Scope in which the model may be traced (mesh + logical rules)."""
     return sharding.mesh_context(self.mesh, self.rules)
@@ -67,7 +80,9 @@ class Engine:
   # ---- jitted pieces -------------------------------------------------------------------------
 
   def _prefill_impl(self, params, cache, tokens_BxP, lengths_B):
-    _, cache = self.model.apply({'params': params}, tokens_BxP, cache=dict(cache, lengths=jnp.zeros_like(lengths_B)))
+    """cache: empty (lengths 0, as data: a constant 0 would have XLA fold the whole masked-out
+    cache part of the attention at compile time, seconds per layer)."""
+    _, cache = self.model.apply({'params': params}, tokens_BxP, cache=cache)
     return self._laid_out(dict(cache, lengths=lengths_B))
 
   def _decode_impl(self, params, state, budget, temperature, top_k, top_p):
@@ -113,7 +128,7 @@ class Engine:
   # ---- host side -----------------------------------------------------------------------------
 
   def _cache_shardings(self, batch: int) -> dict:
-    kv = sharding.kv_cache_sharding(self.mesh, batch, self.model_cfg.num_kv_heads)
+    kv = (sharding.kv_cache_sharding(self.mesh, batch, self.model_cfg.num_kv_heads),) * self.model_cfg.num_layers
     return {'k': kv, 'v': kv, 'lengths': sharding.replicated(self.mesh)}
 
   def _laid_out(self, cache: dict) -> dict:
@@ -123,22 +138,21 @@ class Engine:
 
   def init_cache(self, batch: int) -> dict:
     """Preallocated for the whole generation and laid out over the mesh (llm.sharding)."""
-    cfg = self.model_cfg
-    shape = (cfg.num_layers, batch, self.cache_len, cfg.num_kv_heads, cfg.head_dim)
-    zeros = lambda: {'k': jnp.zeros(shape, cfg.dtype), 'v': jnp.zeros(shape, cfg.dtype),
-                     'lengths': jnp.zeros((batch,), jnp.int32)}
+    shapes = model_lib.cache_shapes(self.model_cfg, batch, self.cache_len)
+    zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
     return jax.jit(zeros, out_shardings=self._cache_shardings(batch))()
 
   def _take_cache(self, batch: int) -> dict:
-    """The kept cache if it has this batch size (its stale contents lie beyond every row's
-    length, where attention never looks), else a new one. The kept one is handed over: the
-    jitted calls donate it."""
+    """An empty cache: the kept one if it has this batch size (its stale contents lie beyond
+    every row's length, where attention never looks), else a new one. The kept one is handed
+    over: the jitted calls donate it."""
     cache, self._cache = self._cache, None
     if cache is None or cache['lengths'].shape[0] != batch:
       cache = None  # free the old one before allocating
       return self.init_cache(batch)
     # On one device XLA hands the layout back as P(): relabelled (no copy), the prefill compiled
     # for a new cache serves it.
+    cache = dict(cache, lengths=jnp.zeros((batch,), jnp.int32))
     return jax.device_put(cache, self._cache_shardings(batch))
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int] = 128,
