@@ -90,11 +90,14 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int =
         torch_tps.append(ref['decode_tokens_per_s'])
     result[f'b{batch}_kv_tokens_per_s'] = round(float(np.median(ours)), 1)
     result[f'b{batch}_prefill_s'] = round(float(np.median(prefill)), 4)
-    if torch_tps:
-      ratios = [a / b for a, b in zip(ours, torch_tps)]
-      result[f'b{batch}_torch_tokens_per_s'] = round(float(np.median(torch_tps)), 1)
+    # A round where load made either side's difference of medians non-positive has no rate.
+    valid = [(a, b) for a, b in zip(ours, torch_tps) if a > 0 and b > 0]
+    if valid:
+      ratios = [a / b for a, b in valid]
+      result[f'b{batch}_torch_tokens_per_s'] = round(float(np.median([b for _, b in valid])), 1)
       result[f'b{batch}_ratio_to_torch'] = round(float(np.median(ratios)), 2)
       result[f'b{batch}_ratio_to_torch_rounds'] = [round(r, 2) for r in ratios]
+      result[f'b{batch}_rounds_without_a_rate'] = len(torch_tps) - len(valid)
     buf = jnp.asarray(rng.integers(4, vocab, (batch, context)), jnp.int32)
     last = jnp.full((batch,), context - 1, jnp.int32)
     with setup.context():
