@@ -2,6 +2,7 @@
 
     python -m llm.bench                       # GPT-2 style, layers=4 heads=4 dim=256 seq=256 batch=8 vocab=4096
     python -m llm.bench --reference           # then the PyTorch yardstick on the same shape, and the ratio
+    python -m llm.bench --rounds=4            # auto, XLA attention and the yardstick alternating, 4 rounds
     python -m llm.bench --decode --context=512 # KV-cache decoding against recomputation, batch 1 and 32
     python -m llm.bench --data                # the grain pipeline against plain numpy slicing
     python -m llm.bench --attention           # one layer's causal attention against torch's fused SDPA
@@ -37,6 +38,8 @@ _VOCAB = flags.DEFINE_integer('vocab', 4096, 'Vocabulary size.')
 _STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps.')
 _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one compiles).')
 _REFERENCE = flags.DEFINE_bool('reference', False, 'Also run the PyTorch reference on the same shape.')
+_ROUNDS = flags.DEFINE_integer('rounds', 0, 'Alternate ours (attention auto, then xla) and the reference this many '
+                               'rounds, each run a fresh process (llm/bench_rounds.py).')
 _DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/bench_decode.py).')
 _CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.')
 _DECODE_BATCHES = flags.DEFINE_list('decode_batches', ['1', '32'], 'With --decode: batch sizes to time.')
@@ -162,6 +165,10 @@ def main(argv):
     from configs import pretrain_small
     from llm import bench_data
     print(json.dumps(bench_data.run(pretrain_small.get_config())))
+    return
+  if _ROUNDS.value:
+    from llm import bench_rounds
+    print(json.dumps(bench_rounds.run(_ROUNDS.value, shape, run_reference)))
     return
   config = bench_config(shape['layers'], shape['heads'], shape['dim'], shape['seq'], shape['batch'],
                         shape['steps'], shape['warmup'], _IMPL.value, _DTYPE.value, _REMAT.value)
