@@ -1,39 +1,44 @@
 """Turning next-token logits into tokens: greedy, temperature, top-k, top-p (nucleus).
 
 The knobs are traced values, not static arguments: one compiled decode loop serves every
-temperature, k and p. lax.cond on the (unbatched) knobs skips the work a setting does not need:
-greedy decoding never draws, and the sort that top-k and top-p share runs only when one is on.
+temperature, k and p. They are scalars or one per row ([B]: a server's rows belong to different
+requests). lax.cond on whether any row needs it skips the work a setting does not need: greedy
+decoding never draws, and the sort that top-k and top-p share runs only when one is on.
 """
 import jax
 import jax.numpy as jnp
 
 
-def _filtered(logits_BxV, top_k, top_p):
-  """logits with everything outside the top-k and then outside the top-p mass set to -inf."""
+def _filtered(logits_BxV, top_k_B, top_p_B):
+  """logits with everything outside each row's top-k and then outside its top-p mass set to -inf."""
   V = logits_BxV.shape[-1]
   sorted_BxV = -jnp.sort(-logits_BxV, axis=-1)
-  kth_Bx1 = jnp.take(sorted_BxV, jnp.clip(top_k - 1, 0, V - 1), axis=-1)[:, None]
-  kth_Bx1 = jnp.where(top_k > 0, kth_Bx1, -jnp.inf)
+  kth_Bx1 = jnp.take_along_axis(sorted_BxV, jnp.clip(top_k_B - 1, 0, V - 1)[:, None], axis=-1)
+  kth_Bx1 = jnp.where(top_k_B[:, None] > 0, kth_Bx1, -jnp.inf)
   # Sorting is monotone, so the sorted top-k-filtered logits are the sorted logits filtered.
   sorted_BxV = jnp.where(sorted_BxV < kth_Bx1, -jnp.inf, sorted_BxV)
   probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
   # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is < top_p.
-  keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < jnp.where(top_p < 1.0, top_p, jnp.inf)
+  keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < jnp.where(top_p_B < 1.0, top_p_B, jnp.inf)[:, None]
   cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(logits_BxV < jnp.maximum(kth_Bx1, cutoff_Bx1), -jnp.inf, logits_BxV)
 
 
 def sample_logits(keys_B, logits_BxV, temperature, top_k, top_p):
   """One token per row, row b drawn with keys_B[b]. temperature 0 is greedy; top_k 0 and
-  top_p 1.0 switch those filters off. The knobs are scalars (Python or traced). Returns int32[B]."""
-  temperature = jnp.asarray(temperature, jnp.float32)
-  top_k, top_p = jnp.asarray(top_k, jnp.int32), jnp.asarray(top_p, jnp.float32)
+  top_p 1.0 switch those filters off. The knobs are scalars or [B] (Python or traced).
+  Returns int32[B]."""
+  B = logits_BxV.shape[0]
+  per_row = lambda x, dtype: jnp.broadcast_to(jnp.asarray(x, dtype), (B,))
+  temperature_B, top_k_B, top_p_B = per_row(temperature, jnp.float32), per_row(top_k, jnp.int32), per_row(
+      top_p, jnp.float32)
+  greedy = lambda logits_BxV: jnp.argmax(logits_BxV, axis=-1)
 
   def draw(logits_BxV):
-    logits_BxV = logits_BxV.astype(jnp.float32) / temperature
-    logits_BxV = jax.lax.cond((top_k > 0) | (top_p < 1.0), _filtered, lambda l, k, p: l,
-                              logits_BxV, top_k, top_p)
-    return jax.vmap(lambda key, l: jax.random.categorical(key, l[None], axis=-1)[0])(keys_B, logits_BxV)
+    scaled_BxV = logits_BxV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B, 1.0)[:, None]
+    scaled_BxV = jax.lax.cond(jnp.any((top_k_B > 0) | (top_p_B < 1.0)), _filtered, lambda l, k, p: l,
+                              scaled_BxV, top_k_B, top_p_B)
+    drawn_B = jax.vmap(lambda key, l: jax.random.categorical(key, l[None], axis=-1)[0])(keys_B, scaled_BxV)
+    return jnp.where(temperature_B > 0, drawn_B, greedy(logits_BxV))
 
-  greedy = lambda logits_BxV: jnp.argmax(logits_BxV, axis=-1)
-  return jax.lax.cond(temperature > 0, draw, greedy, logits_BxV).astype(jnp.int32)
+  return jax.lax.cond(jnp.any(temperature_B > 0), draw, greedy, logits_BxV).astype(jnp.int32)

@@ -1,0 +1,38 @@
+"""python -m llm.serve --workdir=DIR [--host=127.0.0.1] [--port=8000] [--search_folder=...]"""
+import logging
+import sys
+from pathlib import Path
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (an SFT model for chat).', required=True)
+_HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (loopback by default).')
+_PORT = flags.DEFINE_integer('port', 8000, 'Port to listen on.')
+_SLOTS = flags.DEFINE_integer('slots', 32, 'Requests decoded together at most (rows of the KV cache).')
+_QUEUE = flags.DEFINE_integer('queue', 64, 'Requests that may wait for a slot; beyond that a 429.')
+_STEPS = flags.DEFINE_integer('steps_per_call', 8, 'Decode steps between visits to the host (streaming grain).')
+_MAX_MESSAGES = flags.DEFINE_integer('max_messages', 64, 'Messages one chat request may hold.')
+_SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')
+
+
+def main(argv):
+  del argv
+  import uvicorn
+  from llm import inference, tools
+  from llm.serve.app import create_app
+  from llm.serve.batcher import Batcher
+  if min(_SLOTS.value, _QUEUE.value, _STEPS.value) < 1:
+    sys.exit('llm.serve: --slots, --queue and --steps_per_call must be >= 1')
+  try:
+    run = inference.load(_WORKDIR.value)
+  except inference.RunError as e:
+    sys.exit(f'llm.serve: {e}')
+  engine = run.engine(tools=tools.make_registry(_SEARCH.value))
+  batcher = Batcher(engine, max_slots=_SLOTS.value, max_queue=_QUEUE.value, steps_per_call=_STEPS.value)
+  api = create_app(batcher, run.tokenizer, Path(_WORKDIR.value).resolve().name, max_messages=_MAX_MESSAGES.value)
+  logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
+  uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level='warning')
+
+
+if __name__ == '__main__':
+  app.run(main)

@@ -1,0 +1,271 @@
+"""The HTTP side: OpenAI's /v1/chat/completions and /v1/completions (with server-sent events
+when stream is set), /v1/models, /health, and the chat page at /.
+
+Every request is checked before it reaches the batcher; anything wrong with it is a 400 whose
+message says what and how to fix it, in OpenAI's error shape, so clients raise it as they would
+OpenAI's. A client that goes away has its row freed (the batcher drops cancelled requests).
+"""
+import asyncio
+import json
+import secrets
+import time
+from pathlib import Path
+
+import fastapi
+from fastapi import exceptions, responses
+
+from llm import chat_template
+from llm.serve import schema
+from llm.serve.batcher import Batcher, QueueFull, Request
+from llm.serve.text import TextStream, parse_parts
+
+PAGE = Path(__file__).with_name('static') / 'index.html'
+
+
+class ApiError(Exception):
+  """A request refused with a message for the client, in OpenAI's error shape (400 unless said)."""
+
+  def __init__(self, message: str, status: int = 400, kind: str = 'invalid_request_error'):
+    super().__init__(message)
+    self.status, self.kind = status, kind
+
+
+def _error(status: int, message: str, kind: str = 'invalid_request_error') -> responses.JSONResponse:
+  return responses.JSONResponse({'error': {'message': message, 'type': kind, 'param': None, 'code': None}},
+                                status_code=status)
+
+
+def _is_branch(part) -> bool:
+  """Whether a location part names a branch of a union type (str, list[str]) rather than a field."""
+  return isinstance(part, str) and (not part.isidentifier() or part in ('str', 'int', 'float', 'bool'))
+
+
+def _describe(errors: list[dict]) -> str:
+  """pydantic's validation errors as a sentence: the first one, with every branch of a union it
+  failed (stop: 'Input should be a valid string or List should have at most 4 items')."""
+  error = errors[0]
+  loc = [x for x in error['loc'] if x != 'body']
+  if loc and _is_branch(loc[-1]):
+    loc = loc[:-1]
+    msgs = [e['msg'] for e in errors if [x for x in e['loc'] if x != 'body'][:-1] == loc and _is_branch(e['loc'][-1])]
+    error = dict(error, msg=' or '.join(msgs))
+  where = '.'.join(str(x) for x in loc)
+  if error['type'] == 'json_invalid':
+    return f'the request body is not valid JSON ({error.get("ctx", {}).get("error", error["msg"])})'
+  if error['type'] == 'extra_forbidden':
+    return f'unknown field {where!r}: this server takes OpenAI\'s fields (see the README\'s Serving section)'
+  if error['type'] == 'missing':
+    return f'field {where!r} is required'
+  if not where:
+    return f'the request body must be a JSON object ({error["msg"]})'
+  return f'{where}: {error["msg"]}'
+
+
+class _BodyLimit:
+  """Refuses a body whose Content-Length is over the limit before reading it. Plain ASGI: a
+  BaseHTTPMiddleware would hide the client's disconnect from the endpoints."""
+
+  def __init__(self, app, limit: int):
+    self.app, self.limit = app, limit
+
+  async def __call__(self, scope, receive, send):
+    size = dict(scope.get('headers', ())).get(b'content-length', b'0').decode('latin-1')
+    if scope['type'] == 'http' and (not size.isdigit() or int(size) > self.limit):
+      response = _error(400, f'the request body is {size} bytes; the limit is {self.limit}')
+      return await response(scope, receive, send)
+    await self.app(scope, receive, send)
+
+
+def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int = 64,
+               max_body_bytes: int = 1 << 20) -> fastapi.FastAPI:
+  """The app over a batcher (started and stopped with the app) whose engine serves model_id."""
+  context = batcher.engine.cache_len
+  end_ids = (tokenizer.eos_id, tokenizer.special_id('<|end|>'))
+  page = PAGE.read_text()
+
+  async def lifespan(app):
+    batcher.start()
+    yield
+    batcher.close()
+
+  app = fastapi.FastAPI(title='llm', lifespan=lifespan)
+
+  @app.exception_handler(exceptions.RequestValidationError)
+  async def invalid(request, exc):
+    return _error(400, _describe(exc.errors()))
+
+  @app.exception_handler(ApiError)
+  async def bad(request, exc):
+    return _error(exc.status, str(exc), exc.kind)
+
+  app.add_middleware(_BodyLimit, limit=max_body_bytes)
+
+  @app.get('/', response_class=responses.HTMLResponse)
+  async def index():
+    return page
+
+  @app.get('/health')
+  async def health():
+    return {'status': 'ok', 'model': model_id, 'context': context, 'slots': batcher.max_slots,
+            'running': batcher.active, 'waiting': batcher.waiting.qsize(), 'finished': dict(batcher.finished)}
+
+  @app.get('/v1/models')
+  async def models():
+    return {'object': 'list', 'data': [{'id': model_id, 'object': 'model', 'created': 0, 'owned_by': 'llm'}]}
+
+  def check_model(body):
+    if body.model not in (None, model_id):
+      raise ApiError(f'model {body.model!r} is not served here; GET /v1/models lists {model_id!r}', 404,
+                     'not_found_error')
+
+  def budget(prompt: list[int], asked: int | None) -> int:
+    if len(prompt) >= context:
+      raise ApiError(f'the prompt is {len(prompt)} tokens and this model\'s context is {context}: shorten the '
+                     'messages (or start a new chat)')
+    room = context - len(prompt)
+    if asked is not None and asked > room:
+      raise ApiError(f'this model\'s context is {context} tokens, and {len(prompt) + asked} were asked for '
+                     f'({len(prompt)} in the prompt, {asked} in the completion): set max_tokens to at most '
+                     f'{room} or shorten the prompt')
+    return room if asked is None else asked
+
+  def chat_prompt(body: schema.ChatRequest) -> list[int]:
+    if len(body.messages) > max_messages:
+      raise ApiError(f'{len(body.messages)} messages; at most {max_messages} are taken: drop the oldest')
+    messages = []
+    for m in body.messages:
+      role = 'system' if m.role == 'developer' else m.role
+      messages.append({'role': role, 'content': parse_parts(m.text()) if role == 'assistant' else m.text()})
+    try:
+      return chat_template.render_prompt(tokenizer, messages)
+    except ValueError as e:
+      raise ApiError(f'messages: {e}') from None
+
+  async def run(http: fastapi.Request, body, prompt: list[int], max_new: int, stop_ids, kind: str):
+    loop, events = asyncio.get_running_loop(), asyncio.Queue()
+
+    def emit(event):  # from the batcher's thread
+      try:
+        loop.call_soon_threadsafe(events.put_nowait, event)
+      except RuntimeError:  # the event loop has closed: the server is shutting down
+        pass
+
+    seed = secrets.randbelow(2**31) if body.seed is None else body.seed
+    request = Request(prompt, max_new, TextStream(tokenizer, body.stops(), stop_ids), emit,
+                      temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=seed, stop_ids=stop_ids)
+    try:
+      batcher.submit(request)
+    except QueueFull as e:
+      raise ApiError(f'the server is busy: {e}', 429, 'rate_limit_error') from None
+    reply, received = _Reply(kind, model_id), _until_gone(http, request, events)
+    if body.stream:
+      include_usage = bool(body.stream_options and body.stream_options.include_usage)
+      return responses.StreamingResponse(_sse(received, reply, include_usage), media_type='text/event-stream',
+                                         headers={'Cache-Control': 'no-cache'})
+    text = []
+    async for event in received:
+      if 'error' in event:
+        return _error(500, event['error'], 'server_error')
+      if 'text' in event:
+        text.append(event['text'])
+      else:
+        return reply.whole(''.join(text), event['finish'], event['usage'])
+
+  @app.post('/v1/chat/completions')
+  async def chat(body: schema.ChatRequest, http: fastapi.Request):
+    check_model(body)
+    prompt = chat_prompt(body)
+    max_new = budget(prompt, body.max_completion_tokens or body.max_tokens)
+    return await run(http, body, prompt, max_new, end_ids, 'chat')
+
+  @app.post('/v1/completions')
+  async def complete(body: schema.CompletionRequest, http: fastapi.Request):
+    check_model(body)
+    prompt = [tokenizer.bos_id] + tokenizer.encode(body.prompt)
+    max_new = budget(prompt, body.max_tokens)
+    return await run(http, body, prompt, max_new, (tokenizer.eos_id,), 'text')
+
+  return app
+
+
+class _Reply:
+  """OpenAI's response and chunk objects for one request ('chat' or 'text' completion)."""
+
+  def __init__(self, kind: str, model_id: str):
+    self.kind, self.model = kind, model_id
+    self.id = ('chatcmpl-' if kind == 'chat' else 'cmpl-') + secrets.token_hex(12)
+    self.created = int(time.time())
+
+  def _object(self, suffix: str, choices: list, usage=None) -> dict:
+    obj = {'id': self.id, 'object': ('chat.completion' if self.kind == 'chat' else 'text_completion') + suffix,
+           'created': self.created, 'model': self.model, 'choices': choices}
+    if usage is not None:
+      obj['usage'] = usage
+    return obj
+
+  def _choice(self, text: str | None, finish: str | None, delta: bool) -> dict:
+    if self.kind == 'text':
+      return {'index': 0, 'text': text or '', 'finish_reason': finish, 'logprobs': None}
+    content = {} if text is None else {'content': text}
+    if delta:
+      return {'index': 0, 'delta': content, 'finish_reason': finish, 'logprobs': None}
+    return {'index': 0, 'message': {'role': 'assistant', **content}, 'finish_reason': finish, 'logprobs': None}
+
+  def whole(self, text: str, finish: str, usage: dict) -> dict:
+    return self._object('', [self._choice(text, finish, False)], _usage(usage))
+
+  def chunk(self, text: str | None, finish: str | None = None) -> dict:
+    return self._object('.chunk' if self.kind == 'chat' else '', [self._choice(text, finish, True)])
+
+  def opening(self) -> dict:
+    """A chat stream's first chunk, which names the role."""
+    return self._object('.chunk', [{'index': 0, 'delta': {'role': 'assistant', 'content': ''}, 'finish_reason': None,
+                                    'logprobs': None}])
+
+  def usage_chunk(self, usage: dict) -> dict:
+    return self._object('.chunk' if self.kind == 'chat' else '', [], _usage(usage))
+
+
+def _usage(usage: dict) -> dict:
+  return {k: usage[k] for k in ('prompt_tokens', 'completion_tokens', 'total_tokens')}
+
+
+async def _until_gone(http: fastapi.Request, request: Request, events: asyncio.Queue):
+  """The request's events up to its last; if the client disconnects first (checked every half
+  second), the request is cancelled and its row freed."""
+  checked = time.monotonic()
+  try:
+    while True:
+      try:
+        event = await asyncio.wait_for(events.get(), 0.5)
+      except asyncio.TimeoutError:
+        event = None
+      if time.monotonic() - checked > 0.5:
+        if await http.is_disconnected():
+          return
+        checked = time.monotonic()
+      if event is None:
+        continue
+      yield event
+      if 'text' not in event:
+        return
+  finally:
+    request.cancel()  # no-op for a finished request
+
+
+async def _sse(received, reply: _Reply, include_usage: bool):
+  """data: {chunk} lines, then data: [DONE]."""
+  data = lambda obj: f'data: {json.dumps(obj)}\n\n'
+  if reply.kind == 'chat':
+    yield data(reply.opening())
+  async for event in received:
+    if 'error' in event:
+      yield data({'error': {'message': event['error'], 'type': 'server_error', 'param': None, 'code': None}})
+      return
+    if 'text' in event:
+      yield data(reply.chunk(event['text']))
+    else:
+      yield data(reply.chunk(None, event['finish']))
+      if include_usage:
+        yield data(reply.usage_chunk(event['usage']))
+  yield 'data: [DONE]\n\n'

@@ -1,0 +1,244 @@
+"""Continuous batching: requests join and leave one running decode loop.
+
+One thread owns the engine. Each pass it (1) takes waiting requests into free rows, (2) runs the
+engine's jitted decode loop for a few steps over every row at once, (3) hands each request its
+new text, runs the tools of rows that wrote a tool call (the engine's own tool step) and frees
+the rows that finished or whose client went away. A new request is prefilled alone into a
+one-row cache and that row is copied into its slot of the running cache, so the rows already
+decoding never recompute anything.
+
+The running batch (its KV cache and per-row state) has a power-of-two number of slots, the
+smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
+32 clients at batch 32. It grows at once and shrinks after a few passes; a resize moves the
+live rows (their cache rows and state) into a batch of the new size in one jitted gather. Requests beyond max_slots wait in a bounded queue;
+a full queue refuses new ones at once (QueueFull).
+"""
+import collections
+import dataclasses
+import logging
+import queue
+import threading
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from llm.inference import engine as engine_lib
+from llm.serve.text import TextStream
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+  """Every slot is busy and the queue is full."""
+
+
+@dataclasses.dataclass
+class Request:
+  prompt: list[int]  # ids, bos included
+  max_new: int
+  stream: TextStream
+  emit: Callable[[dict], None]  # called from the batcher's thread: {'text'} or {'finish', 'usage'}
+  temperature: float = 1.0
+  top_k: int = 0
+  top_p: float = 1.0
+  seed: int = 0
+  stop_ids: tuple[int, ...] = ()
+  cancelled: bool = False  # set by the client's side (it went away); the row is freed next pass
+
+  def cancel(self):
+    self.cancelled = True
+
+
+# Per-row fields of the engine's decode state (Engine.generate builds the same dict), kept on the
+# host between decode calls; the cache and the output buffer stay on the device.
+_HOST_FIELDS = ('token', 'n_out', 'max_new', 'seeds', 'stop_ids', 'queue', 'queue_pos', 'queue_len', 'done',
+                'stopped', 'paused')
+_STOPS = 2  # stop ids per row: eos and <|end|> for chat, eos for plain completions
+_SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
+
+
+def _slots_for(n: int, max_slots: int) -> int:
+  return min(1 << max(n - 1, 0).bit_length(), max_slots)
+
+
+class Batcher:
+
+  def __init__(self, engine: engine_lib.Engine, max_slots: int = 32, max_queue: int = 64,
+               steps_per_call: int = 8):
+    """steps_per_call: decode steps between visits to the host (new text, new rows, tools)."""
+    if max_slots < 1 or max_queue < 1 or steps_per_call < 1:
+      raise ValueError(f'max_slots ({max_slots}), max_queue ({max_queue}) and steps_per_call ({steps_per_call}) '
+                       'must be >= 1')
+    self.engine, self.max_slots, self.steps = engine, max_slots, steps_per_call
+    self.waiting: queue.Queue[Request] = queue.Queue(max_queue)
+    self.rows: list[Request | None] = []  # the request in each slot of the running batch
+    self.state = None  # the engine's decode state for len(self.rows) slots
+    self.knobs = None  # per-row temperature, top_k, top_p
+    self.shown: list[int] = []  # tokens of each row already handed to its request
+    self.tool_calls: list[int] = []
+    self.batch_sizes = collections.Counter()  # decode calls per batch size
+    self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._loop, name='batcher', daemon=True)
+    self._row_cache = None  # a one-row cache for prefilling newcomers, reused
+    self._fits_smaller = 0  # consecutive passes whose rows fit a smaller batch
+    self._resize = jax.jit(self._resize_impl)
+    self._insert = jax.jit(self._insert_impl, donate_argnums=0)
+
+  # ---- what the server calls -----------------------------------------------------------------
+
+  def start(self):
+    self._thread.start()
+
+  def close(self):
+    self._stop.set()
+    self._thread.join()
+
+  def submit(self, request: Request):
+    try:
+      self.waiting.put_nowait(request)
+    except queue.Full:
+      raise QueueFull(f'{self.max_slots} requests running and {self.waiting.maxsize} waiting; retry later') from None
+
+  @property
+  def active(self) -> int:
+    return sum(r is not None for r in self.rows)
+
+  # ---- the loop ------------------------------------------------------------------------------
+
+  def _loop(self):
+    while not self._stop.is_set():
+      try:
+        if self._admit():
+          self._step()
+      except Exception:  # a bug must not take the server down: fail the rows in flight, go on
+        log.exception('batcher pass failed; ending the requests in flight')
+        for r in self.rows:
+          if r is not None:
+            r.emit({'error': 'internal error while generating'})
+        self.rows, self.state, self._row_cache = [], None, None
+
+  def _admit(self) -> bool:
+    """Takes waiting requests into free rows (waiting a little when nothing runs); resizes the
+    batch to the rows in flight. Returns whether any row runs."""
+    new, free = [], self.max_slots - self.active
+    while len(new) < free:
+      try:
+        r = self.waiting.get(timeout=0.1) if not new and not self.active else self.waiting.get_nowait()
+      except queue.Empty:
+        break
+      if r.cancelled:  # its client left while it waited
+        self.finished['cancelled'] += 1
+      else:
+        new.append(r)
+    live = [i for i, r in enumerate(self.rows) if r is not None]
+    size = _slots_for(len(live) + len(new), self.max_slots)
+    if not live and not new:
+      return False  # the batch stays allocated for the next request
+    # Grow at once; shrink once the rows have fit the smaller batch for a few passes, so requests
+    # that end together and are followed by new ones do not shrink and regrow the batch.
+    self._fits_smaller = self._fits_smaller + 1 if size < len(self.rows) else 0
+    if size > len(self.rows) or self._fits_smaller > _SHRINK_AFTER:
+      self._regroup(live, size)
+      self._fits_smaller = 0
+    free_rows = [i for i, r in enumerate(self.rows) if r is None][:len(new)]
+    for i, r in zip(free_rows, new):
+      self.rows[i], self.shown[i], self.tool_calls[i] = r, 0, 0  # from here a failure reaches r
+    for i, r in zip(free_rows, new):
+      self._start_row(i, r)
+    return True
+
+  def _regroup(self, live: list[int], size: int):
+    """The live rows moved to slots 0..len(live)-1 of a batch of `size` slots."""
+    index = np.full((size,), -1, np.int32)
+    index[:len(live)] = live
+    if self.state is None:
+      self.state = self._empty_state(size)
+      self.knobs = (np.zeros(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
+    else:
+      with self.engine.context():
+        device = self._resize({k: self.state[k] for k in ('cache', 'out', 'out_forced')}, jnp.asarray(index))
+      take = lambda x: np.where(index.reshape((-1,) + (1,) * (x.ndim - 1)) >= 0, x[np.maximum(index, 0)],
+                                np.zeros((), x.dtype))
+      host = {k: take(np.asarray(self.state[k])) for k in _HOST_FIELDS}
+      host['done'] = np.where(index >= 0, host['done'], True)
+      self.state = dict(device, **host)
+      self.knobs = tuple(take(k) for k in self.knobs)
+    keep = lambda xs, empty: [xs[i] if i >= 0 else empty for i in index]
+    self.rows, self.shown, self.tool_calls = keep(self.rows, None), keep(self.shown, 0), keep(self.tool_calls, 0)
+
+  def _resize_impl(self, device, index_N):
+    taken = jax.tree.map(lambda x: jnp.take(x, jnp.maximum(index_N, 0), axis=0), device)
+    cache = dict(taken['cache'], lengths=jnp.where(index_N >= 0, taken['cache']['lengths'], 0))
+    return dict(taken, cache=self.engine._laid_out(cache))
+
+  def _empty_state(self, size: int) -> dict:
+    """Every row done (an empty slot); laid out as Engine.generate's state."""
+    B, Q = size, engine_lib._QUEUE
+    zeros = lambda *shape, dtype=np.int32: np.zeros(shape, dtype)
+    out_len = self.engine.cache_len
+    return dict(cache=self.engine.init_cache(B), out=jnp.zeros((B, out_len), jnp.int32),
+                out_forced=jnp.zeros((B, out_len), bool), token=zeros(B), n_out=zeros(B), max_new=zeros(B),
+                seeds=zeros(B, dtype=np.uint32), stop_ids=np.full((B, _STOPS), -1, np.int32), queue=zeros(B, Q),
+                queue_pos=zeros(B), queue_len=zeros(B), done=np.ones(B, bool), stopped=zeros(B, dtype=bool),
+                paused=zeros(B, dtype=bool))
+
+  def _insert_impl(self, cache, row_cache, slot):
+    """row_cache's only row written into `slot` of cache, in place."""
+    put = lambda big, row: jax.lax.dynamic_update_index_in_dim(big, row[0], slot, axis=0)
+    return self.engine._laid_out(jax.tree.map(put, cache, row_cache))
+
+  def _start_row(self, i: int, r: Request):
+    """Prefills r's prompt (all but its last token, which the decode loop feeds) into row i."""
+    eng, p = self.engine, r.prompt
+    P = min(engine_lib._bucket(len(p) - 1), eng.cache_len)  # the engine's prompt buckets: few compiled shapes
+    tokens_1xP = np.zeros((1, P), np.int32)
+    tokens_1xP[0, :len(p) - 1] = p[:-1]
+    with eng.context():
+      row_cache = eng.init_cache(1) if self._row_cache is None else self._row_cache
+      # Emptied: the prefill writes from each row's length on (stale keys beyond it are never read).
+      row_cache, self._row_cache = dict(row_cache, lengths=jnp.zeros((1,), jnp.int32)), None  # donated below
+      row_cache = eng._prefill(eng.params, row_cache, jnp.asarray(tokens_1xP), jnp.asarray([len(p) - 1], jnp.int32))
+      self.state['cache'] = self._insert(self.state['cache'], row_cache, jnp.int32(i))
+    self._row_cache = row_cache
+    s = self.state
+    s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = p[-1], 0, r.max_new, r.seed
+    s['stop_ids'][i] = list(r.stop_ids) + [-1] * (_STOPS - len(r.stop_ids))
+    s['queue_pos'][i] = s['queue_len'][i] = 0
+    s['done'][i] = s['stopped'][i] = s['paused'][i] = False
+    for knob, value in zip(self.knobs, (r.temperature, r.top_k, r.top_p)):
+      knob[i] = value
+
+  def _step(self):
+    eng = self.engine
+    self.batch_sizes[len(self.rows)] += 1
+    with eng.context():
+      state = eng._decode(eng.params, self.state, jnp.int32(self.steps), *map(jnp.asarray, self.knobs))
+    device = {k: state[k] for k in ('cache', 'out', 'out_forced')}
+    host = {k: np.array(state[k]) for k in _HOST_FIELDS}
+    out, n_out = np.asarray(state['out']), host['n_out']
+    for i, r in enumerate(self.rows):
+      if r is None:
+        continue
+      text = r.stream.feed(out[i, self.shown[i]:n_out[i]].tolist())
+      self.shown[i] = int(n_out[i])
+      if text:
+        r.emit({'text': text})
+      if r.cancelled or r.stream.stopped or host['done'][i]:
+        reason = 'stop' if r.stream.stopped or host['stopped'][i] else 'length'
+        tail = r.stream.finish()
+        if tail:
+          r.emit({'text': tail})
+        reason = 'cancelled' if r.cancelled else reason
+        self.finished[reason] += 1
+        r.emit({'finish': reason,
+                'usage': dict(prompt_tokens=len(r.prompt), completion_tokens=int(n_out[i]),
+                              total_tokens=len(r.prompt) + int(n_out[i]), tool_calls=self.tool_calls[i])})
+        host['done'][i], self.rows[i] = True, None
+    self.state = dict(device, **host)
+    paused = host['paused'] & ~host['done']
+    if paused.any():
+      self.state = eng._run_tools(self.state, paused, self.tool_calls)
+      self.state.update({k: np.array(self.state[k]) for k in _HOST_FIELDS})

@@ -1,0 +1,59 @@
+"""OpenAI's request bodies for chat and plain completions, as pydantic models.
+
+Unknown fields are refused (extra='forbid'), so a misspelt knob is a 400 naming it rather than
+silently ignored. Fields of OpenAI's schema that this server cannot honour accept only their
+neutral value (n=1). top_k is an addition (as vLLM has it).
+"""
+from typing import Annotated, Literal
+
+import pydantic
+from pydantic import Field
+
+
+class _Strict(pydantic.BaseModel):
+  model_config = pydantic.ConfigDict(extra='forbid')
+
+
+class TextPart(_Strict):
+  type: Literal['text']
+  text: str
+
+
+class Message(_Strict):
+  role: Literal['system', 'developer', 'user', 'assistant']  # developer: OpenAI's newer name for system
+  content: str | list[TextPart]
+  name: str | None = None
+
+  def text(self) -> str:
+    return self.content if isinstance(self.content, str) else ''.join(p.text for p in self.content)
+
+
+class StreamOptions(_Strict):
+  include_usage: bool = False  # a last chunk with the token counts
+
+
+class _Sampling(_Strict):
+  model: str | None = None  # the served model's id (GET /v1/models); omitted means that one
+  max_tokens: int | None = Field(None, ge=1)
+  temperature: float = Field(1.0, ge=0.0, le=2.0)  # 0 is greedy
+  top_p: float = Field(1.0, gt=0.0, le=1.0)
+  top_k: int = Field(0, ge=0)  # 0: off
+  stop: str | Annotated[list[str], Field(max_length=4)] | None = None  # the text ends before the first one
+  seed: int | None = Field(None, ge=0, lt=2**32)  # None: a random one
+  stream: bool = False
+  stream_options: StreamOptions | None = None
+  n: Literal[1] = 1
+  user: str | None = None
+
+  def stops(self) -> list[str]:
+    return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+
+
+class ChatRequest(_Sampling):
+  messages: list[Message] = Field(min_length=1)
+  max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
+
+
+class CompletionRequest(_Sampling):
+  prompt: str
+  max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions

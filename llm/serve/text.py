@@ -1,0 +1,88 @@
+"""Generated ids -> the text a client sees, piece by piece, and that text back into parts.
+
+Tool activity is shown inline, in the content itself, so any OpenAI client sees it and a
+conversation sent back keeps it: the engine's tool call and its result appear as
+<tool_call>calculator: 48/2</tool_call><tool_result>24</tool_result>. In an assistant message
+that a client sends back, these tags are read as the tool_call and tool_result parts that
+llm.chat_template renders, so the model sees what it was trained on.
+"""
+import re
+
+TAGS = {'<|tool_call|>': '<tool_call>', '<|/tool_call|>': '</tool_call>',
+        '<|tool_result|>': '<tool_result>', '<|/tool_result|>': '</tool_result>'}
+_PART = re.compile(r'<(tool_call|tool_result)>(.*?)</\1>', re.DOTALL)
+
+
+class TextStream:
+  """Turns ids into text deltas as they become final.
+
+  A character whose UTF-8 bytes are split over tokens (byte fallback) is held back until it is
+  complete, and so is any tail that may be the start of a stop string; when a stop string
+  appears the text ends before it (stopped is set).
+  """
+
+  def __init__(self, tokenizer, stop: list[str] = (), end_ids: tuple[int, ...] | None = None):
+    """end_ids: the ids that end generation (default eos and <|end|>, as the engine's)."""
+    self.tok, self.stop = tokenizer, [s for s in stop if s]
+    sp = tokenizer.special_id
+    self.tags = {sp(token): tag for token, tag in TAGS.items()}
+    self.ends = set((tokenizer.eos_id, sp('<|end|>')) if end_ids is None else end_ids)
+    self.run: list[int] = []  # ids of the current stretch of plain text
+    self.run_used = 0  # characters of that stretch already in self.text
+    self.text, self.sent = '', 0  # final text so far, and how much of it was handed out
+    self.stopped = self.ended = False
+
+  def feed(self, ids: list[int]) -> str:
+    """The next ids; returns the text that became final with them."""
+    for t in ids:
+      if self.stopped or self.ended:
+        break
+      if t in self.ends:
+        self.ended = True
+      elif t in self.tags:
+        self._take_run(final=True)
+        self.run, self.run_used = [], 0
+        self.text += self.tags[t]
+      else:
+        self.run.append(t)
+    self._take_run(final=self.ended)
+    return self._deliver(final=self.ended)
+
+  def finish(self) -> str:
+    """Everything still held back (an incomplete character shows as U+FFFD)."""
+    if not self.stopped:
+      self._take_run(final=True)
+    return self._deliver(final=True)
+
+  def _take_run(self, final: bool):
+    decoded = self.tok.decode(self.run)
+    if not final:
+      decoded = decoded.rstrip('\ufffd')  # maybe the first bytes of a character still to come
+    self.text += decoded[self.run_used:]
+    self.run_used = max(self.run_used, len(decoded))
+
+  def _deliver(self, final: bool) -> str:
+    hits = [i for i in (self.text.find(s, max(self.sent - len(s) + 1, 0)) for s in self.stop) if i >= 0]
+    if hits:
+      self.text, self.stopped, final = self.text[:min(hits)], True, True
+    end = len(self.text) if final else len(self.text) - self._stop_prefix()
+    delta = self.text[self.sent:max(end, self.sent)]
+    self.sent += len(delta)
+    return delta
+
+  def _stop_prefix(self) -> int:
+    """Length of the longest tail of the text that begins some stop string."""
+    return max([n for s in self.stop for n in range(1, len(s)) if self.text.endswith(s[:n])], default=0)
+
+
+def parse_parts(content: str) -> list[dict]:
+  """An assistant's annotated content -> llm.chat_template parts (text, tool_call, tool_result)."""
+  parts, at = [], 0
+  for m in _PART.finditer(content):
+    if m.start() > at:
+      parts.append({'type': 'text', 'text': content[at:m.start()]})
+    parts.append({'type': m.group(1), 'text': m.group(2)})
+    at = m.end()
+  if at < len(content) or not parts:
+    parts.append({'type': 'text', 'text': content[at:]})
+  return parts

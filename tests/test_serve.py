@@ -1,0 +1,308 @@
+"""llm.serve without the data: a real server (uvicorn on 127.0.0.1) over a run with random
+parameters, talked to by the official openai client and by raw HTTP."""
+import concurrent.futures
+import contextlib
+import json
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import jax
+import numpy as np
+import openai
+import pytest
+import uvicorn
+
+from llm import chat_template, inference, tools
+from llm.inference import sampling
+from llm.serve import text as text_lib
+from llm.serve.app import create_app
+from llm.serve.batcher import Batcher, QueueFull, Request
+from test_engine import _scripted_engine
+from test_inference import run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
+
+MAX_MESSAGES = 8
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(engine, tokenizer, **batcher_options):
+  """A uvicorn server on a free loopback port, in a thread; yields (url, batcher)."""
+  batcher = Batcher(engine, **batcher_options)
+  app = create_app(batcher, tokenizer, 'tiny', max_messages=MAX_MESSAGES)
+  port = free_port()
+  srv = uvicorn.Server(uvicorn.Config(app, host='127.0.0.1', port=port, log_level='warning'))
+  thread = threading.Thread(target=srv.run, daemon=True)
+  thread.start()
+  deadline = time.time() + 60
+  while not srv.started:
+    assert thread.is_alive() and time.time() < deadline, 'the server did not start'
+    time.sleep(0.05)
+  try:
+    yield f'http://127.0.0.1:{port}', batcher
+  finally:
+    srv.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope='module')
+def server(run_dir):
+  run = inference.load(run_dir[0])
+  engine = run.engine(tools=tools.make_registry())
+  with serving(engine, run.tokenizer, max_slots=4, max_queue=32, steps_per_call=4) as (url, batcher):
+    yield SimpleNamespace(url=url, run=run, engine=engine, batcher=batcher)
+
+
+@pytest.fixture
+def client(server):
+  return openai.OpenAI(base_url=server.url + '/v1', api_key='unused', max_retries=0)
+
+
+def _chat(content: str) -> list[dict]:
+  return [{'role': 'user', 'content': content}]
+
+
+def _expected_reply(server, prompt_ids: list[int], max_new: int, stop_ids=None):
+  """What Engine.generate (the batch-at-once path, not the server's) makes of the prompt at
+  temperature 0, written as the server shows it; and the engine's Completion."""
+  tok = server.run.tokenizer
+  out = server.engine.generate([prompt_ids], max_new, temperature=0.0, stop_ids=stop_ids)[0]
+  tags = {tok.special_id(token): tag for token, tag in text_lib.TAGS.items()}
+  ends = stop_ids or [tok.eos_id, tok.special_id('<|end|>')]
+  pieces, run = [], []
+  for t in out.tokens:  # each tool token as its tag, the text between decoded whole
+    if t in ends:
+      break
+    if t in tags:
+      pieces += [tok.decode(run), tags[t]]
+      run = []
+    else:
+      run.append(t)
+  return ''.join(pieces) + tok.decode(run), out
+
+
+def _post(server, path: str, body, **kwargs) -> httpx.Response:
+  content = body if isinstance(body, (str, bytes)) else json.dumps(body)
+  return httpx.post(server.url + path, content=content, headers={'Content-Type': 'application/json'},
+                    timeout=60, **kwargs)
+
+
+def _still_answering(server):
+  assert httpx.get(server.url + '/health', timeout=10).json()['status'] == 'ok'
+  r = _post(server, '/v1/chat/completions', {'messages': _chat('still there?'), 'max_tokens': 2})
+  assert r.status_code == 200, r.text
+  assert r.json()['usage']['completion_tokens'] >= 1
+
+
+def test_openai_client_chats_with_and_without_streaming(server, client):
+  messages = _chat('abc hij')
+  prompt = chat_template.render_prompt(server.run.tokenizer, messages)
+  expected, out = _expected_reply(server, prompt, 20)
+  n = len(out.tokens)
+  whole = client.chat.completions.create(model='tiny', messages=messages, max_tokens=20, temperature=0)
+  assert whole.choices[0].message.content == expected
+  assert whole.choices[0].message.role == 'assistant'
+  assert whole.usage.prompt_tokens == len(prompt) and whole.usage.completion_tokens == n
+  assert whole.choices[0].finish_reason == out.finish_reason
+  chunks = list(client.chat.completions.create(model='tiny', messages=messages, max_tokens=20, temperature=0,
+                                               stream=True, stream_options={'include_usage': True}))
+  streamed = ''.join(c.choices[0].delta.content or '' for c in chunks if c.choices)
+  assert streamed == expected
+  assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == whole.choices[0].finish_reason
+  assert chunks[-1].usage.completion_tokens == n
+
+
+def test_completions_for_a_base_model(server, client):
+  tok = server.run.tokenizer
+  expected, out = _expected_reply(server, [tok.bos_id] + tok.encode('cab dij'), 12, stop_ids=[tok.eos_id])
+  whole = client.completions.create(model='tiny', prompt='cab dij', max_tokens=12, temperature=0)
+  assert whole.choices[0].text == expected and whole.usage.completion_tokens == len(out.tokens)
+  streamed = client.completions.create(model='tiny', prompt='cab dij', max_tokens=12, temperature=0, stream=True)
+  assert ''.join(c.choices[0].text for c in streamed) == expected
+
+
+def test_stream_is_server_sent_events_ending_in_done(server):
+  with httpx.stream('POST', server.url + '/v1/chat/completions', timeout=60,
+                    json={'messages': _chat('ab'), 'max_tokens': 6, 'stream': True}) as r:
+    assert r.headers['content-type'].startswith('text/event-stream')
+    events = [line for line in r.iter_lines() if line]
+  assert all(e.startswith('data: ') for e in events)
+  assert events[-1] == 'data: [DONE]'
+  assert json.loads(events[0][6:])['choices'][0]['delta']['role'] == 'assistant'
+
+
+def test_models_health_and_a_page_that_fetches_nothing_from_elsewhere(server):
+  assert [m['id'] for m in httpx.get(server.url + '/v1/models').json()['data']] == ['tiny']
+  health = httpx.get(server.url + '/health').json()
+  assert health['status'] == 'ok' and health['context'] == server.engine.cache_len
+  page = httpx.get(server.url + '/')
+  assert page.status_code == 200 and '/v1/chat/completions' in page.text
+  assert not any(ref in page.text for ref in ('http:', 'https:', 'src=', 'href=', '@import'))
+
+
+def test_concurrent_requests_each_equal_their_single_request_output(server):
+  prompts = [_chat(' '.join(['abc', 'de', 'fgh', 'ij'][i % 4] for _ in range(1 + i % 5)) + f' {i}') for i in range(16)]
+  body = lambda m: {'messages': m, 'max_tokens': 20 + (m[0]['content'].count(' ') * 4), 'temperature': 0}
+  alone = [_post(server, '/v1/chat/completions', body(m)).json() for m in prompts]
+  before = sum(n for b, n in server.batcher.batch_sizes.items() if b > 1)
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    together = list(pool.map(lambda m: _post(server, '/v1/chat/completions', body(m)).json(), prompts))
+  assert sum(n for b, n in server.batcher.batch_sizes.items() if b > 1) > before  # they did share batches
+  for a, t in zip(alone, together):
+    assert t['choices'][0]['message']['content'] == a['choices'][0]['message']['content']
+    assert t['usage'] == a['usage']
+  assert len({a['choices'][0]['message']['content'] for a in alone}) > 1  # the prompts give different replies
+
+
+def test_seeded_sampling_repeats_and_stop_strings_cut_the_text(server):
+  body = {'messages': _chat('abc'), 'max_tokens': 30, 'temperature': 1.0, 'seed': 7}
+  first, again = (_post(server, '/v1/chat/completions', body).json() for _ in range(2))
+  text = first['choices'][0]['message']['content']
+  assert again['choices'][0]['message']['content'] == text
+  assert len(text) > 4, text
+  stop = text[2:4]
+  cut = _post(server, '/v1/chat/completions', dict(body, stop=[stop])).json()['choices'][0]
+  assert cut['message']['content'] == text[:text.index(stop)] and cut['finish_reason'] == 'stop'
+
+
+def _long_text(words: int) -> str:
+  return ' '.join(['abcdef', 'ghij', 'jihg'][i % 3] for i in range(words))
+
+
+BAD = {
+    'bad JSON': ('{"messages": [', 'not valid JSON'),
+    'not an object': ('[1, 2]', 'JSON object'),
+    'unknown field': ({'messages': _chat('a'), 'temperture': 0.5}, "unknown field 'temperture'"),
+    'no messages': ({'messages': []}, 'messages'),
+    'too many messages': ({'messages': _chat('a') * (MAX_MESSAGES + 1)}, f'at most {MAX_MESSAGES}'),
+    'oversize prompt': ({'messages': _chat(_long_text(200))}, "this model's context is 64"),
+    'max_tokens beyond the context': ({'messages': _chat('a'), 'max_tokens': 1000}, 'set max_tokens to at most'),
+    'assistant turn last': ({'messages': [{'role': 'assistant', 'content': 'a'}]}, 'must end with a user'),
+    'unknown role': ({'messages': [{'role': 'robot', 'content': 'a'}]}, 'messages.0.role'),
+    'temperature out of range': ({'messages': _chat('a'), 'temperature': 5}, 'temperature'),
+    'n above 1': ({'messages': _chat('a'), 'n': 2}, 'n:'),
+    'body over the limit': ('{"messages": "' + 'a' * (1 << 20) + '"}', 'the limit is'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD))
+def test_bad_input_is_a_400_naming_the_problem_and_the_server_goes_on(server, case):
+  body, says = BAD[case]
+  r = _post(server, '/v1/chat/completions', body)
+  assert r.status_code == 400, r.text
+  assert says in r.json()['error']['message'], r.json()
+  _still_answering(server)
+
+
+def test_an_unknown_model_is_a_404_and_completions_check_the_context_too(server):
+  r = _post(server, '/v1/chat/completions', {'model': 'gpt-4', 'messages': _chat('a')})
+  assert r.status_code == 404 and "'tiny'" in r.json()['error']['message']
+  r = _post(server, '/v1/completions', {'prompt': _long_text(200)})
+  assert r.status_code == 400 and "context is 64" in r.json()['error']['message']
+  _still_answering(server)
+
+
+@pytest.fixture
+def slow_steps(server, monkeypatch):
+  """Every decode call of the batcher (4 tokens) takes 0.2 s longer, so a client can leave mid-reply."""
+  step = server.batcher._step
+  monkeypatch.setattr(server.batcher, '_step', lambda: (time.sleep(0.2), step()))
+
+
+def _wait_for_cancel(server, before: int):
+  deadline = time.time() + 20
+  while server.batcher.finished['cancelled'] == before or server.batcher.active:
+    assert time.time() < deadline, f'the row was not freed: {httpx.get(server.url + "/health").json()}'
+    time.sleep(0.05)
+
+
+@pytest.mark.usefixtures('slow_steps')
+def test_a_client_that_leaves_a_stream_frees_its_row(server):
+  before = server.batcher.finished['cancelled']
+  with httpx.stream('POST', server.url + '/v1/chat/completions', timeout=60,
+                    json={'messages': _chat('a'), 'max_tokens': 50, 'stream': True, 'temperature': 0}) as r:
+    next(r.iter_lines())  # the first chunk arrived; then the connection closes
+  _wait_for_cancel(server, before)
+  _still_answering(server)
+
+
+@pytest.mark.usefixtures('slow_steps')
+def test_a_client_that_stops_waiting_for_a_whole_reply_frees_its_row(server):
+  before = server.batcher.finished['cancelled']
+  with pytest.raises(httpx.TimeoutException):
+    httpx.post(server.url + '/v1/chat/completions', timeout=0.3,
+               json={'messages': _chat('a'), 'max_tokens': 50, 'temperature': 0})
+  _wait_for_cancel(server, before)
+  _still_answering(server)
+
+
+def test_tool_calls_run_inside_generation_show_in_the_content_and_read_back(synthetic_tok):
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  messages = _chat('What is 6 times 7?')
+  prompt = chat_template.render_prompt(tok, messages)
+  call = [sp('<|tool_call|>')] + tok.encode('calculator: 6*7') + [sp('<|/tool_call|>')]
+  answer = tok.encode('It is 42.') + [sp('<|end|>')]
+  result_len = len(chat_template.tool_result_ids(tok, '42'))
+  engine = _scripted_engine(tok, prompt, call + [7] * result_len + answer, tools.make_registry())
+  with serving(engine, tok, max_slots=2, steps_per_call=3) as (url, _):
+    r = httpx.post(url + '/v1/chat/completions', timeout=60, json={'messages': messages, 'temperature': 0})
+    content = r.json()['choices'][0]['message']['content']
+    assert content == '<tool_call>calculator: 6*7</tool_call><tool_result>42</tool_result>It is 42.'
+    # Sent back, the tags are the parts they stand for: the prompt is the conversation as trained.
+    turn = messages + [{'role': 'assistant', 'content': content}] + _chat('and 6 times 8?')
+    r = httpx.post(url + '/v1/chat/completions', timeout=60, json={'messages': turn, 'max_tokens': 1})
+    parts = text_lib.parse_parts(content)
+    assert r.json()['usage']['prompt_tokens'] == len(chat_template.render_prompt(
+        tok, messages + [{'role': 'assistant', 'content': parts}] + _chat('and 6 times 8?')))
+
+
+def test_a_full_queue_refuses_at_once(server):
+  batcher = Batcher(server.engine, max_slots=1, max_queue=2)  # not started: nothing leaves the queue
+  request = lambda: Request([1, 2], 4, text_lib.TextStream(server.run.tokenizer), lambda event: None)
+  batcher.submit(request())
+  batcher.submit(request())
+  with pytest.raises(QueueFull, match='2 waiting'):
+    batcher.submit(request())
+
+
+def test_streamed_text_holds_back_split_characters_and_stop_prefixes(synthetic_tok):
+  text = 'abc déjà 😀 fgh 中文 ij'
+  ids = synthetic_tok.encode(text)
+  assert len(ids) > len(text.split())  # the accents, the emoji and the CJK come as several byte tokens
+  stream = text_lib.TextStream(synthetic_tok)
+  deltas = [stream.feed([t]) for t in ids] + [stream.finish()]
+  assert not any('\ufffd' in d for d in deltas)
+  assert ''.join(deltas) == synthetic_tok.decode(ids) == text
+  stream = text_lib.TextStream(synthetic_tok, stop=['fgh 中'])
+  deltas = [stream.feed([t]) for t in ids]
+  assert ''.join(deltas) == 'abc déjà 😀 ' and stream.stopped
+  assert stream.finish() == ''
+
+
+def test_annotated_content_reads_back_as_the_parts_it_came_from():
+  parts = [{'type': 'text', 'text': 'Let me see. '}, {'type': 'tool_call', 'text': 'calculator: 2*3'},
+           {'type': 'tool_result', 'text': '6'}, {'type': 'text', 'text': 'It is 6.'}]
+  content = 'Let me see. <tool_call>calculator: 2*3</tool_call><tool_result>6</tool_result>It is 6.'
+  assert text_lib.parse_parts(content) == parts
+  assert text_lib.parse_parts('plain <b>text</b>') == [{'type': 'text', 'text': 'plain <b>text</b>'}]
+
+
+def test_per_row_sampling_knobs_equal_each_row_sampled_alone():
+  B = 12
+  logits_BxV = jax.random.normal(jax.random.key(0), (B, 50)) * 3
+  keys_B = jax.random.split(jax.random.key(1), B)
+  temperature = np.array([0.0, 0.7, 1.3, 1.0] * 3, np.float32)
+  top_k = np.array([0, 5, 0, 3, 1, 0] * 2, np.int32)
+  top_p = np.array([1.0, 1.0, 0.5, 0.9, 0.2, 1.0] * 2, np.float32)
+  together = jax.jit(sampling.sample_logits)(keys_B, logits_BxV, temperature, top_k, top_p)
+  alone = [int(sampling.sample_logits(keys_B[i:i + 1], logits_BxV[i:i + 1], float(temperature[i]), int(top_k[i]),
+                                      float(top_p[i]))[0]) for i in range(B)]
+  assert together.tolist() == alone
+  assert alone[0] == int(np.argmax(logits_BxV[0]))

@@ -1,0 +1,63 @@
+"""The chat page in a real browser: Debian's headless Chromium driven by selenium (nothing downloads
+a browser). Skips without chromium and chromedriver, unless LLM_BROWSER_TESTS=require (.ci/run
+installs both and sets it). LLM_SCREENSHOT=path keeps the screenshot there."""
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from test_inference import run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
+from test_serve import server  # noqa: F401  (a real server on 127.0.0.1)
+
+webdriver = pytest.importorskip('selenium.webdriver')
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = shutil.which('chromium'), shutil.which('chromedriver')
+
+
+@pytest.fixture(scope='module')
+def browser():
+  if not (CHROMIUM and CHROMEDRIVER):
+    message = 'needs Debian\'s chromium and chromium-driver (apt-get install chromium chromium-driver)'
+    if os.environ.get('LLM_BROWSER_TESTS') == 'require':
+      pytest.fail(message)
+    pytest.skip(message)
+  os.environ['SE_OFFLINE'] = 'true'  # selenium must not look for (or fetch) a driver of its own
+  options = webdriver.ChromeOptions()
+  options.binary_location = CHROMIUM
+  for arg in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--window-size=1000,700'):
+    options.add_argument(arg)
+  driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+  yield driver
+  driver.quit()
+
+
+def test_the_page_streams_a_reply_and_shows_tools_apart(server, browser, tmp_path):
+  browser.get(server.url + '/')
+  wait = WebDriverWait(browser, 60)
+  wait.until(lambda d: d.find_element(By.ID, 'model').text == 'tiny')  # it asked /v1/models
+  browser.execute_script("const t = document.getElementById('temperature'); t.value = '0';"
+                         "t.dispatchEvent(new Event('input'));")
+  browser.find_element(By.ID, 'input').send_keys('abc hij')
+  browser.find_element(By.ID, 'send').click()
+  reply = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.msg.assistant[data-done="true"]'))[0]
+  expected = httpx.post(server.url + '/v1/chat/completions', timeout=60, json={
+      'messages': [{'role': 'user', 'content': 'abc hij'}], 'temperature': 0}).json()['choices'][0]['message']
+  assert reply.text.strip() and reply.get_attribute('data-content') == expected['content']
+  assert int(reply.get_attribute('data-chunks')) > 1  # it arrived in pieces
+  assert not browser.find_elements(By.CSS_SELECTOR, '.msg.error')
+
+  # The page's renderer on a reply with a tool call: the call and the result get boxes of their own.
+  browser.execute_script("render(bubble('assistant'), 'I will compute. <tool_call>calculator: 2*3</tool_call>"
+                         "<tool_result>6</tool_result>It is 6.')")
+  assert browser.find_elements(By.CSS_SELECTOR, '.tool.call')[-1].text == 'calculator: 2*3'
+  assert browser.find_elements(By.CSS_SELECTOR, '.tool.result')[-1].text == '6'
+  shot = Path(os.environ.get('LLM_SCREENSHOT') or tmp_path / 'chat.png')
+  assert browser.save_screenshot(str(shot))
+  assert shot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+  browser.find_element(By.ID, 'new-chat').click()
+  assert not browser.find_elements(By.CSS_SELECTOR, '.msg')
