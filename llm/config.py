@@ -42,6 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.scan_layers = True  # nn.scan over blocks: compile time independent of depth
   c.model.init_std = 0.02  # std of the normal init of matrices
   c.model.attention = 'auto'  # causal attention (llm/attention): 'auto' | 'xla' | 'cudnn' | 'splash' | 'cpu_kernel'
+  c.model.bias = False  # biases in attention / MLP projections and LayerNorm (imported GPT-2 checkpoints)
+  c.model.norm_eps = 1e-6  # epsilon of every norm (GPT-2 1e-5; a Llama's rms_norm_eps)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # total optimizer steps

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from llm import attention as attention_lib
-from llm.attention import reference
 from llm.kernels.cpu_matmul import matmul
 
 
@@ -37,6 +36,8 @@ class ModelConfig:
   scan_layers: bool
   init_std: float
   attention: str = 'auto'  # causal attention implementation (llm/attention): an execution choice, not a weight
+  bias: bool = False  # biases in the attention and MLP projections and in LayerNorm (GPT-2 checkpoints)
+  norm_eps: float = 1e-6  # added to the variance in every norm (GPT-2: 1e-5; Llama: its rms_norm_eps)
 
   @property
   def head_dim(self) -> int:
@@ -76,6 +77,16 @@ def _weight(module, name, shape, axes, std, dtype):
   return module.param(name, init, shape).astype(dtype)
 
 
+def _dense(module, x, name, shape, axes, cfg, std=None, contract: int = 1):
+  """x projected by the weight `name` (see project), plus `name`_bias when cfg.bias."""
+  dtype = jnp.dtype(cfg.dtype)
+  y = project(x, _weight(module, name, shape, axes, cfg.init_std if std is None else std, dtype), contract)
+  if not cfg.bias:
+    return y
+  init = nn.with_logical_partitioning(nn.initializers.zeros, axes[contract:])
+  return y + module.param(f'{name}_bias', init, shape[contract:]).astype(dtype)
+
+
 def project(x, w, contract: int = 1):
   """Contracts the last `contract` dims of x with the first ones of w, as one 2-D matmul.
 
@@ -92,6 +103,8 @@ def project(x, w, contract: int = 1):
 class Norm(nn.Module):
   kind: str
   dtype: jnp.dtype
+  eps: float = 1e-6
+  bias: bool = False  # LayerNorm only: RMSNorm has no bias
 
   @nn.compact
   def __call__(self, x):
@@ -100,8 +113,14 @@ class Norm(nn.Module):
     x32 = x.astype(jnp.float32)
     if self.kind == 'layernorm':
       x32 = x32 - x32.mean(-1, keepdims=True)
-    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + 1e-6)
-    return (y * scale).astype(self.dtype)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps) * scale
+    if self.bias and self.kind == 'layernorm':
+      y = y + self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('norm',)), (x.shape[-1],))
+    return y.astype(self.dtype)
+
+
+def _norm(cfg: ModelConfig, name: str) -> Norm:
+  return Norm(cfg.norm, jnp.dtype(cfg.dtype), cfg.norm_eps, cfg.bias, name=name)
 
 
 def rope(x_BxTxNxDh, positions_BxT, theta: float):
@@ -115,39 +134,6 @@ def rope(x_BxTxNxDh, positions_BxT, theta: float):
   return out.astype(x_BxTxNxDh.dtype)
 
 
-def _cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache, lengths_B):
-  """Row b's T new keys and values written to cache slots lengths_B[b]..., then each query
-  attending to the slots up to its own position. Returns (out_BxTxHxDh, updated kv_cache).
-
-  Decoding reads the whole cache every token, so it must not copy it. The cache is heads-major
-  with the keys transposed, k [B, K, Dh, S] and v [B, K, S, Dh]: both products are plain
-  (rows, inner) @ (inner, cols) matmuls over the cache as it lies (with keys [S, Dh], XLA's CPU
-  dot copied every layer's keys into a transposed layout each token). It is written by one
-  scatter per tensor, in place: a vmapped dynamic_update_slice compiles to a select that
-  rewrites the whole cache; a scatter of a single slot (batch 1, one token) is turned into a
-  dynamic_update_slice that XLA fuses into each of its readers, each working on a copy of the
-  cache, so that slot is written twice (the same values) to keep it a scatter.
-  """
-  k_BxKxDhxS, v_BxKxSxDh = kv_cache
-  B, T, H, Dh = q_BxTxHxDh.shape
-  K, S = v_BxKxSxDh.shape[1], v_BxKxSxDh.shape[2]
-  dtype = q_BxTxHxDh.dtype
-  rows_Bx1, slots_BxT = jnp.arange(B)[:, None], lengths_B[:, None] + jnp.arange(T)
-  writes = [(rows_Bx1, slots_BxT, k_BxTxKxDh, v_BxTxKxDh)] * (2 if B * T == 1 else 1)
-  rows_Nx1, slots_NxT, k_NxTxKxDh, v_NxTxKxDh = (jnp.concatenate(z) for z in zip(*writes, strict=True))
-  k_BxKxDhxS = k_BxKxDhxS.at[rows_Nx1, :, :, slots_NxT].set(k_NxTxKxDh.astype(k_BxKxDhxS.dtype),
-                                                             mode='promise_in_bounds')
-  v_BxKxSxDh = v_BxKxSxDh.at[rows_Nx1, :, slots_NxT].set(v_NxTxKxDh.astype(v_BxKxSxDh.dtype),
-                                                         mode='promise_in_bounds')
-  q_BxKxGxTxDh = (q_BxTxHxDh * Dh ** -0.5).reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  logits_BxKxGxTxS = jnp.einsum('bkgtd,bkds->bkgts', q_BxKxGxTxDh, k_BxKxDhxS.astype(dtype),
-                                preferred_element_type=jnp.float32)
-  mask_Bx1x1xTxS = (jnp.arange(S) <= slots_BxT[:, :, None])[:, None, None]
-  probs_BxKxGxTxS = jax.nn.softmax(jnp.where(mask_Bx1x1xTxS, logits_BxKxGxTxS, -1e30), axis=-1)
-  out_BxKxGxTxDh = jnp.einsum('bkgts,bksd->bkgtd', probs_BxKxGxTxS.astype(dtype), v_BxKxSxDh.astype(dtype))
-  return reference.tokens_major(out_BxKxGxTxDh), (k_BxKxDhxS, v_BxKxSxDh)
-
-
 class Attention(nn.Module):
   cfg: ModelConfig
 
@@ -157,24 +143,24 @@ class Attention(nn.Module):
     holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache)."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
-    w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
-    q_BxTxHxDh = project(x_BxTxD, w('query', (D, H, Dh), ('embed', 'heads', 'head_dim')))
-    k_BxTxKxDh = project(x_BxTxD, w('key', (D, K, Dh), ('embed', 'kv_heads', 'head_dim')))
-    v_BxTxKxDh = project(x_BxTxD, w('value', (D, K, Dh), ('embed', 'kv_heads', 'head_dim')))
+    q_BxTxHxDh = _dense(self, x_BxTxD, 'query', (D, H, Dh), ('embed', 'heads', 'head_dim'), cfg)
+    k_BxTxKxDh = _dense(self, x_BxTxD, 'key', (D, K, Dh), ('embed', 'kv_heads', 'head_dim'), cfg)
+    v_BxTxKxDh = _dense(self, x_BxTxD, 'value', (D, K, Dh), ('embed', 'kv_heads', 'head_dim'), cfg)
     if cfg.qk_norm:
-      q_BxTxHxDh = Norm('rmsnorm', dtype, name='query_norm')(q_BxTxHxDh)
-      k_BxTxKxDh = Norm('rmsnorm', dtype, name='key_norm')(k_BxTxKxDh)
+      q_BxTxHxDh = Norm('rmsnorm', dtype, cfg.norm_eps, name='query_norm')(q_BxTxHxDh)
+      k_BxTxKxDh = Norm('rmsnorm', dtype, cfg.norm_eps, name='key_norm')(k_BxTxKxDh)
     if cfg.position == 'rope':
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
     if kv_cache is None:
       out_BxTxHxDh = attention_lib.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cfg.attention)
     else:
-      out_BxTxHxDh, kv_cache = _cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache, lengths_B)
+      out_BxTxHxDh, kv_cache = attention_lib.cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache,
+                                                              lengths_B)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
-    w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)
-    return project(out_BxTxHxDh, w_out, contract=2), kv_cache
+    out_BxTxD = _dense(self, out_BxTxHxDh, 'out', (H, Dh, D), ('heads', 'head_dim', 'embed'), cfg, out_std, contract=2)
+    return out_BxTxD, kv_cache
 
 
 class Mlp(nn.Module):
@@ -182,16 +168,15 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD):
-    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    cfg = self.cfg
     D, F = cfg.dim, cfg.mlp_dim
-    w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
-    up_BxTxF = project(x_BxTxD, w('up', (D, F), ('embed', 'mlp')))
+    up_BxTxF = _dense(self, x_BxTxD, 'up', (D, F), ('embed', 'mlp'), cfg)
     if cfg.mlp == 'swiglu':
-      h_BxTxF = nn.silu(project(x_BxTxD, w('gate', (D, F), ('embed', 'mlp')))) * up_BxTxF
+      h_BxTxF = nn.silu(_dense(self, x_BxTxD, 'gate', (D, F), ('embed', 'mlp'), cfg)) * up_BxTxF
     else:
-      h_BxTxF = nn.gelu(up_BxTxF)
+      h_BxTxF = nn.gelu(up_BxTxF)  # tanh approximation, as GPT-2's gelu_new
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
-    return project(h_BxTxF, w('down', (F, D), ('mlp', 'embed'), out_std))
+    return _dense(self, h_BxTxF, 'down', (F, D), ('mlp', 'embed'), cfg, out_std)
 
 
 class Block(nn.Module):
@@ -199,12 +184,11 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
-    dtype = jnp.dtype(self.cfg.dtype)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('act_batch', 'act_seq', 'act_embed'))
-    h_BxTxD = Norm(self.cfg.norm, dtype, name='attn_norm')(x_BxTxD)
+    h_BxTxD = _norm(self.cfg, 'attn_norm')(x_BxTxD)
     attn_BxTxD, kv_cache = Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT, kv_cache, lengths_B)
     x_BxTxD = x_BxTxD + attn_BxTxD
-    h_BxTxD = Norm(self.cfg.norm, dtype, name='mlp_norm')(x_BxTxD)
+    h_BxTxD = _norm(self.cfg, 'mlp_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name='mlp')(h_BxTxD)
     return x_BxTxD, kv_cache
 
@@ -268,7 +252,7 @@ class Transformer(nn.Module):
         x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B)
         layer_kv.append(kv)
 
-    x_BxTxD = Norm(cfg.norm, dtype, name='final_norm')(x_BxTxD)
+    x_BxTxD = _norm(cfg, 'final_norm')(x_BxTxD)
     if cfg.tied_embeddings:
       # embed.attend's product, through matmul for its CPU weight gradient.
       table_VxD = embed.embedding.astype(dtype)
@@ -286,7 +270,7 @@ class Transformer(nn.Module):
 def cache_shapes(cfg: ModelConfig, batch: int, length: int) -> dict:
   """A decode cache for `batch` rows of up to `length` positions: per layer (one buffer each,
   updated in place) keys [B, K, Dh, S] and values [B, K, S, Dh] in the compute dtype
-  (_cached_attention says why), and each row's length."""
+  (llm/attention/kv_cache.py says why), and each row's length."""
   B, K, S, Dh, L = batch, cfg.num_kv_heads, length, cfg.head_dim, cfg.num_layers
   dtype = jnp.dtype(cfg.dtype)
   return {'k': (jax.ShapeDtypeStruct((B, K, Dh, S), dtype),) * L,

@@ -3,10 +3,10 @@ from absl import logging
 import jax
 import optax
 
-# Weight matrices and embedding tables are decayed; norm scales ('scale') are not. Matched
-# by name because scanned layers give every parameter an extra leading axis, so ndim cannot
-# tell a stacked norm scale from a matrix.
-_UNDECAYED_NAMES = ('scale',)
+# Weight matrices and embedding tables are decayed; norm scales ('scale') and biases ('bias',
+# 'query_bias', ...) are not. Matched by name because scanned layers give every parameter an
+# extra leading axis, so ndim cannot tell a stacked norm scale from a matrix.
+_UNDECAYED_NAMES = ('scale', 'bias')
 
 
 def fit_warmup(train_cfg):
@@ -46,7 +46,7 @@ def schedule(train_cfg) -> optax.Schedule:
 
 def decay_mask(params):
   def is_decayed(path, _):
-    return not any(getattr(k, 'key', None) in _UNDECAYED_NAMES for k in path)
+    return not any(str(getattr(k, 'key', '')).rsplit('_', 1)[-1] in _UNDECAYED_NAMES for k in path)
   return jax.tree_util.tree_map_with_path(is_decayed, params)
 
 
