@@ -1,11 +1,12 @@
 """Starting a run from another run's parameters (config.init_from): SFT from a pretrained model,
 GRPO from an SFT model, and the frozen reference model they compare against."""
+import dataclasses
 import json
 from pathlib import Path
 
 from absl import logging
 
-from llm import inference
+from llm import inference, model as model_lib, tokenizer as tokenizer_lib
 
 # Model fields that choose how the model computes, not what it holds: a run may change them
 # against the run it starts from (parameters stay float32 whatever the compute dtype).
@@ -15,15 +16,18 @@ IMPLEMENTATION_FIELDS = ('attention', 'remat', 'dtype')
 
 def base_run(config) -> Path:
   base = Path(config.init_from)
-  if not config.init_from or not (base / 'tokenizer.model').exists():
+  if not config.init_from or not tokenizer_lib.run_file(base).exists():
     raise FileNotFoundError(f'init_from={config.init_from!r} is not a finished training run '
-                            '(no tokenizer.model); train one first or set --config.init_from=DIR')
+                            '(no tokenizer.model or tokenizer.hf.json); train or import one first or set '
+                            '--config.init_from=DIR')
   return base
 
 
 def check_same_model(config, base: Path):
   """The model must be the one base holds: a mismatch would fail deep inside the restore."""
-  base_model = inference.read_config(base).model.to_dict()
+  # A field newer than base's config.json holds its ModelConfig default there.
+  defaults = {f.name: f.default for f in dataclasses.fields(model_lib.ModelConfig)}
+  base_model = {**defaults, **inference.read_config(base).model.to_dict()}
   ours = json.loads(config.model.to_json_best_effort())
   differ = sorted(k for k in ours if k not in IMPLEMENTATION_FIELDS and ours[k] != base_model.get(k))
   if differ:

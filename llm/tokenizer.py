@@ -144,6 +144,30 @@ class Tokenizer:
     return sizes
 
 
+# The tokenizer file a run keeps: a SentencePiece model trained here, or an imported Hugging Face
+# model's own tokenizer (llm/interop/tokenizer.py; the `tokenizers` package).
+RUN_FILES = ('tokenizer.model', 'tokenizer.hf.json')
+
+
+def load_any(path: Path | str):
+  """A Tokenizer, or an imported model's HFTokenizer (same interface) for a .hf.json file."""
+  if str(path).endswith('.hf.json'):
+    from llm.interop.tokenizer import HFTokenizer  # pylint: disable=import-outside-toplevel
+    return HFTokenizer.load(path)
+  return Tokenizer.load(path)
+
+
+def run_file(workdir: Path | str) -> Path:
+  """The tokenizer file a run directory holds (tokenizer.model when it holds none yet)."""
+  paths = [Path(workdir) / name for name in RUN_FILES]
+  return next((p for p in paths if p.exists()), paths[0])
+
+
+def run_file_name(path: Path | str) -> str:
+  """The name a run keeps the tokenizer file `path` under."""
+  return RUN_FILES[1] if str(path).endswith('.hf.json') else RUN_FILES[0]
+
+
 def _paragraphs(text: str) -> list[str]:
   """text cut after each blank line; the separators stay, so pieces can learn '\\n\\n'."""
   return [p for p in _PARAGRAPH_END.split(text) if p]
@@ -197,7 +221,7 @@ def get_or_train_tokenizer(cfg, train_docs_fn: Callable[[], Iterable[str]], cach
   documents; train_docs_fn is only called when no cached tokenizer matches.
   """
   if cfg.path:
-    return Tokenizer.load(cfg.path)
+    return load_any(cfg.path)
   settings = dict(corpus=fingerprint, vocab_size=cfg.vocab_size, train_chars=cfg.train_chars,
                   trainer=_TRAINER_OPTIONS)
   key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

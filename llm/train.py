@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llm import checkpoint, hostinfo, losses, model as model_lib, optim, sharding, tasks
+from llm import checkpoint, hostinfo, losses, model as model_lib, optim, sharding, tasks, tokenizer as tokenizer_lib
 from llm.metrics_log import MetricsLog
 
 @flax.struct.dataclass
@@ -218,7 +218,7 @@ def run(config, workdir: str) -> dict:
       _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
     if jax.process_index() == 0:
       _write_config(config, workdir)
-      shutil.copyfile(data.tokenizer.path, workdir / 'tokenizer.model')
+      shutil.copyfile(data.tokenizer.path, workdir / tokenizer_lib.run_file_name(data.tokenizer.path))
     if start is not None:
       logging.info('resuming %s from step %d', workdir, start)
       state = ckpt.restore(start, setup.abstract_state, data.train_iter)

@@ -82,8 +82,8 @@ def load(workdir: Path | str, step: int | None = None, mesh=None) -> Run:
   parameters, on `mesh` (default: the run's own mesh config on this host's devices)."""
   workdir = Path(workdir)
   config = read_config(workdir)
-  _require(workdir / 'tokenizer.model', f'{workdir} has no tokenizer; copy the one it was trained with there')
-  tok = tokenizer_lib.Tokenizer.load(workdir / 'tokenizer.model')
+  _require(tokenizer_lib.run_file(workdir), f'{workdir} has no tokenizer; copy the one it was trained with there')
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(workdir))
   model_cfg = model_lib.ModelConfig.from_config(config.model, tok.vocab_size)
   mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
   rules = sharding.logical_rules(config.mesh.rules)

@@ -61,7 +61,7 @@ def data(config, workdir, rollouts: _Rollouts) -> TaskData:
   _config_check(config)
   base = init_from.base_run(config)
   init_from.check_same_model(config, base)
-  tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
   task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir),
                             **config.grpo.task_options.to_dict())
   # The data iterator yields the index of each step's first prompt; checkpointed like any

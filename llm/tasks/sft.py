@@ -25,7 +25,7 @@ def data(config, workdir) -> TaskData:
   del workdir
   base = init_from.base_run(config)
   init_from.check_same_model(config, base)
-  tok = tokenizer_lib.Tokenizer.load(base / 'tokenizer.model')
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
   tc, sc = config.train, config.sft
   facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tok.vocab_size))
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),

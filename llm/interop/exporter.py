@@ -1,0 +1,48 @@
+"""A run directory -> a Hugging Face model directory that transformers' from_pretrained loads:
+config.json (GPT2LMHeadModel for learned positions, LlamaForCausalLM for RoPE), model.safetensors,
+generation_config.json, and the tokenizer: an imported model's tokenizer.json and
+tokenizer_config.json, or a SentencePiece run's tokenizer.model as it is (load it with
+sentencepiece; the token ids are the model's).
+"""
+import json
+import shutil
+from pathlib import Path
+
+import jax
+
+from llm import inference
+from llm.interop import architectures, params as params_lib, weights as weights_lib
+from llm.interop.tokenizer import HFTokenizer
+
+
+def _check_new_dir(out: Path, flag: str):
+  if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    raise FileExistsError(f'{flag}={out} already exists and is not empty; export into a new directory')
+
+
+def special_ids(tok) -> dict:
+  return {'bos_token_id': tok.bos_id, 'eos_token_id': tok.eos_id, 'pad_token_id': tok.pad_id}
+
+
+def export_hf(workdir, hf_dir, step: int | None = None) -> Path:
+  """Writes hf_dir from the run in workdir (its latest or the given checkpoint); returns hf_dir."""
+  hf_dir = Path(hf_dir)
+  _check_new_dir(hf_dir, '--hf_dir')
+  run = inference.load(workdir, step)
+  arch = architectures.for_model(run.model_cfg)
+  top, layers = params_lib.to_host(run.params, run.model_cfg.num_layers)
+  tensors = arch.export_tensors(top, layers, run.model_cfg)
+  if jax.process_index() != 0:
+    return hf_dir
+  hf_dir.mkdir(parents=True, exist_ok=True)
+  weights_lib.save(tensors, hf_dir / weights_lib.SINGLE)
+  ids = special_ids(run.tokenizer)
+  config = {**arch.hf_config(run.model_cfg, ids), 'dtype': 'float32'}
+  (hf_dir / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
+  (hf_dir / 'generation_config.json').write_text(json.dumps(ids, indent=2) + '\n')
+  if isinstance(run.tokenizer, HFTokenizer):
+    for name, text in run.tokenizer.to_hf_files().items():
+      (hf_dir / name).write_text(text)
+  else:
+    shutil.copyfile(run.tokenizer.path, hf_dir / 'tokenizer.model')
+  return hf_dir

@@ -1,0 +1,168 @@
+"""A Hugging Face model's own tokenizer (its tokenizer.json, read by the `tokenizers` package)
+behind the interface of llm.tokenizer.Tokenizer, so every stage runs an imported model as is.
+
+A run keeps it as one file, `tokenizer.hf.json`: the tokenizer.json itself plus the ids that
+config.json and tokenizer_config.json name (bos, eos, pad) and the model's vocabulary rows.
+The chat special tokens of llm.tokenizer.SPECIAL_TOKENS are added as special tokens after the
+model's own (`with_chat_tokens`); the importer grows the embedding table to match.
+
+As with the SentencePiece tokenizer, text never produces a special token: '<|user|>' or
+'<|endoftext|>' inside a document is encoded as its characters (encode_special_tokens).
+"""
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import tokenizers
+
+from llm import tokenizer as tokenizer_lib
+
+FILE_NAME = 'tokenizer.hf.json'
+_BYTE_PIECE = re.compile(r'<0x[0-9A-Fa-f]{2}>')
+
+
+class HFTokenizer:
+  """Build one with HFTokenizer.load (a run's file) or from_hf_dir (a Hugging Face model dir)."""
+
+  def __init__(self, spec: dict, path: Path | None = None):
+    self.spec = spec  # {'tokenizer': tokenizer.json's object, 'bos_id', 'eos_id', 'pad_id', 'vocab_size'}
+    self.path = path
+    self._tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
+    self._tok.encode_special_tokens = True  # special tokens only from code, never from text
+    self.bos_id, self.eos_id, self.pad_id = spec['bos_id'], spec['eos_id'], spec['pad_id']
+    self.unk_id = None  # byte-level or byte-fallback: nothing is unknown
+
+  @classmethod
+  def load(cls, path: Path | str) -> 'HFTokenizer':
+    path = Path(path)
+    if not path.is_file():
+      raise FileNotFoundError(f'tokenizer {path} does not exist')
+    return cls(json.loads(path.read_text()), path)
+
+  @classmethod
+  def from_hf_dir(cls, hf_dir: Path, hf_config: dict) -> 'HFTokenizer':
+    """The tokenizer of a Hugging Face model directory, with the special ids config.json names."""
+    path = Path(hf_dir) / 'tokenizer.json'
+    if not path.is_file():
+      raise FileNotFoundError(f'{path} is missing: the importer reads the fast tokenizer file; write it with '
+                              f"transformers.AutoTokenizer.from_pretrained('{hf_dir}').save_pretrained('{hf_dir}')")
+    try:
+      spec = {'tokenizer': json.loads(path.read_text())}
+      tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
+    except Exception as e:  # tokenizers raises a bare Exception on a bad file
+      raise ValueError(f'{path} is not a tokenizers file: {" ".join(str(e).split())}') from None
+    tok_config_path = Path(hf_dir) / 'tokenizer_config.json'
+    tok_config = json.loads(tok_config_path.read_text()) if tok_config_path.is_file() else {}
+
+    def token_id(name):
+      """config.json's NAME_token_id, else tokenizer_config.json's NAME_token looked up."""
+      value = hf_config.get(f'{name}_token_id')
+      if isinstance(value, list):  # several stop ids (Llama 3): the first is the end of text
+        value = value[0] if value else None
+      if value is None:
+        token = tok_config.get(f'{name}_token')
+        token = token.get('content') if isinstance(token, dict) else token
+        value = tok.token_to_id(token) if token else None
+      return value
+
+    eos = token_id('eos')
+    if eos is None:
+      raise ValueError(f'{hf_dir}: neither config.json eos_token_id nor tokenizer_config.json eos_token '
+                       'names the end-of-text token; add eos_token_id to config.json')
+    bos = token_id('bos')
+    pad = token_id('pad')
+    spec.update(bos_id=eos if bos is None else bos, eos_id=eos, pad_id=eos if pad is None else pad,
+                vocab_size=tok.get_vocab_size(with_added_tokens=True))
+    return cls(spec)
+
+  def missing_chat_tokens(self) -> list[str]:
+    return [t for t in tokenizer_lib.SPECIAL_TOKENS if self._tok.token_to_id(t) is None]
+
+  def with_chat_tokens(self) -> 'HFTokenizer':
+    """This tokenizer with the project's chat special tokens it lacks added after its own."""
+    tok = tokenizers.Tokenizer.from_str(self._tok.to_str())
+    tok.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                            for t in tokenizer_lib.SPECIAL_TOKENS])
+    spec = dict(self.spec, tokenizer=json.loads(tok.to_str()))
+    spec['vocab_size'] = max(spec['vocab_size'], tok.get_vocab_size(with_added_tokens=True))
+    return HFTokenizer(spec)
+
+  def with_vocab_size(self, vocab_size: int) -> 'HFTokenizer':
+    """Rows of the model's embedding table past the tokenizer's last token (padding) count too."""
+    return HFTokenizer(dict(self.spec, vocab_size=max(vocab_size, self.spec['vocab_size'])))
+
+  def save(self, path: Path | str):
+    self.path = Path(path)
+    self.path.write_text(json.dumps(self.spec, ensure_ascii=False))
+
+  @property
+  def vocab_size(self) -> int:
+    """Rows of the model's embedding table: the tokenizer's tokens, and any padding rows."""
+    return self.spec['vocab_size']
+
+  @property
+  def fingerprint(self) -> str:
+    return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
+
+  def special_id(self, name: str) -> int:
+    if name not in tokenizer_lib.SPECIAL_TOKENS:
+      raise ValueError(f'{name!r} is not a special token; use one of {tokenizer_lib.SPECIAL_TOKENS}')
+    i = self._tok.token_to_id(name)
+    if i is None:
+      raise ValueError(f'this tokenizer has no {name} token: import the model again with --chat_tokens=true')
+    return i
+
+  def encode(self, text: str) -> list[int]:
+    """Token ids of text, without bos/eos (the tokenizer's post-processor is not applied)."""
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
+  def encode_bytes(self, data: bytes) -> list[int]:
+    return self.encode(data.decode('utf-8', errors='replace'))
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Text of ids; special tokens and padding rows contribute nothing."""
+    size = self._tok.get_vocab_size(with_added_tokens=True)
+    return self._tok.decode([int(i) for i in ids if int(i) < size], skip_special_tokens=True)
+
+  def id_to_piece(self, i: int) -> str:
+    return self._tok.id_to_token(int(i)) or ''
+
+  def to_hf_files(self) -> dict[str, str]:
+    """{file name: text} of a Hugging Face tokenizer: tokenizer.json and tokenizer_config.json."""
+    name = lambda i: self._tok.id_to_token(i)
+    config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': name(self.bos_id),
+              'eos_token': name(self.eos_id), 'pad_token': name(self.pad_id), 'clean_up_tokenization_spaces': False}
+    return {'tokenizer.json': json.dumps(self.spec['tokenizer'], ensure_ascii=False),
+            'tokenizer_config.json': json.dumps(config, indent=2, ensure_ascii=False)}
+
+  @property
+  def byte_level(self) -> bool:
+    """Byte-level BPE (GPT-2, Llama 3): each character of a piece stands for one byte."""
+    return 'ByteLevel' in json.dumps(self.spec['tokenizer'].get('decoder'))
+
+  def token_bytes(self) -> np.ndarray:
+    """int32[vocab_size]: UTF-8 bytes each token decodes to (0 for special tokens and padding rows).
+
+    Byte-level BPE (GPT-2, Llama 3): one character of a piece is one byte. Otherwise
+    (SentencePiece-style, Llama 2): '<0xNN>' byte-fallback pieces are one byte, and the
+    piece's text, U+2581 read as a space, the rest.
+    """
+    special = {i for i, t in self._tok.get_added_tokens_decoder().items() if t.special}
+    sizes = np.zeros(self.vocab_size, np.int32)
+    for i in range(self._tok.get_vocab_size(with_added_tokens=True)):
+      piece = self._tok.id_to_token(i)
+      if piece is not None and not self.byte_level and _BYTE_PIECE.fullmatch(piece):
+        sizes[i] = 1  # a byte-fallback piece, whether in the model's vocabulary or added beside it
+      elif i in special or piece is None:
+        continue
+      elif self.byte_level:
+        sizes[i] = len(piece)
+      else:
+        sizes[i] = len(piece.replace('\u2581', ' ').encode())
+    return sizes

@@ -1,0 +1,406 @@
+"""Hugging Face interop (llm/interop, python -m llm.hf): tiny random GPT-2 and Llama models built
+with transformers (a test-only dependency, CPU torch; these tests skip without it) import with
+logits equal to transformers' own, our runs export to directories transformers loads with equal
+logits and greedy tokens, import -> export -> import is exact, the two-file export decodes like
+the engine, and bad checkpoints end in one line."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+import tokenizers
+
+from conftest import ROOT
+from llm import inference, tokenizer as tokenizer_lib
+from llm.interop import exporter, importer, params as params_lib, two_files
+from llm.interop.weights import Weights
+from test_inference import _opt_bytes_and_save, synthetic_tok  # noqa: F401  (a fixture)
+from test_model import init, small_config
+
+_TEXT = ('The cat sat on the mat. A dog ran to the door, and then it ran back! '
+         'Numbers: 12 345 6789. Accents: café naïve, emoji 🙂, 東京. ')
+
+
+def _torch_transformers():
+  return pytest.importorskip('torch'), pytest.importorskip('transformers')
+
+
+def _byte_level_tokenizer() -> 'tokenizers.Tokenizer':
+  """GPT-2's kind: byte-level BPE with <|endoftext|>, trained on a sentence."""
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  tok.train_from_iterator([_TEXT] * 20, trainers.BpeTrainer(
+      vocab_size=320, special_tokens=['<|endoftext|>'], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  return tok
+
+
+def _sentencepiece_style_tokenizer() -> 'tokenizers.Tokenizer':
+  """Llama 2's kind: BPE over U+2581-marked words with byte fallback, <unk> <s> </s> first."""
+  from tokenizers import decoders, models, pre_tokenizers, trainers
+  tok = tokenizers.Tokenizer(models.BPE(unk_token='<unk>', byte_fallback=True))
+  tok.pre_tokenizer = pre_tokenizers.Metaspace()
+  tok.decoder = decoders.Sequence([decoders.Replace('\u2581', ' '), decoders.ByteFallback(), decoders.Fuse()])
+  tok.train_from_iterator([_TEXT] * 20, trainers.BpeTrainer(
+      vocab_size=200, special_tokens=['<unk>', '<s>', '</s>'] + [f'<0x{b:02X}>' for b in range(256)]))
+  # As in Llama's tokenizer.json, the byte pieces are ordinary vocabulary, not added tokens.
+  spec = json.loads(tok.to_str())
+  spec['added_tokens'] = spec['added_tokens'][:3]
+  return tokenizers.Tokenizer.from_str(json.dumps(spec))
+
+
+def _perturbed(model, torch):
+  """Every parameter moved off its init (zero biases, unit norm scales would hide a mapping error)."""
+  gen = torch.Generator().manual_seed(0)
+  with torch.no_grad():
+    for p in model.parameters():
+      p.add_(0.2 * torch.randn(p.shape, generator=gen))
+  return model.eval()
+
+
+def _save_hf(model, tok, out: Path, tok_config: dict) -> Path:
+  model.save_pretrained(out)
+  tok.save(str(out / 'tokenizer.json'))
+  (out / 'tokenizer_config.json').write_text(json.dumps(tok_config))
+  return out
+
+
+@pytest.fixture(scope='module')
+def gpt2_dir(tmp_path_factory):
+  torch, transformers = _torch_transformers()
+  tok = _byte_level_tokenizer()
+  eot = tok.token_to_id('<|endoftext|>')
+  cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=64, vocab_size=tok.get_vocab_size(),
+                                bos_token_id=eot, eos_token_id=eot, layer_norm_epsilon=1e-5)
+  torch.manual_seed(0)
+  model = _perturbed(transformers.GPT2LMHeadModel(cfg), torch)
+  return _save_hf(model, tok, tmp_path_factory.mktemp('gpt2'), {})
+
+
+@pytest.fixture(scope='module')
+def llama_dir(tmp_path_factory):
+  torch, transformers = _torch_transformers()
+  tok = _sentencepiece_style_tokenizer()
+  cfg = transformers.LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                                 intermediate_size=48, vocab_size=tok.get_vocab_size() + 5, max_position_embeddings=64,
+                                 rms_norm_eps=1e-5, rope_parameters={'rope_type': 'default', 'rope_theta': 500.0},
+                                 bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+  torch.manual_seed(0)
+  model = _perturbed(transformers.LlamaForCausalLM(cfg), torch)
+  return _save_hf(model, tok, tmp_path_factory.mktemp('llama'), {'bos_token': '<s>', 'eos_token': '</s>'})
+
+
+def _hf_logits(hf_dir: Path, tokens: np.ndarray) -> np.ndarray:
+  torch, transformers = _torch_transformers()
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+  with torch.no_grad():
+    return model(torch.tensor(tokens)).logits.numpy()
+
+
+def _our_logits(run, tokens: np.ndarray) -> np.ndarray:
+  from llm import model as model_lib, sharding
+  with sharding.mesh_context(run.mesh, run.rules):
+    return np.asarray(model_lib.Transformer(run.model_cfg).apply({'params': run.params}, tokens))
+
+
+def _tokens(vocab: int, seed=0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, vocab, (2, 24)).astype(np.int32)
+
+
+@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+def test_imported_logits_equal_transformers(arch, request, tmp_path):
+  hf_dir = request.getfixturevalue(f'{arch}_dir')
+  hf_vocab = json.loads((hf_dir / 'config.json').read_text())['vocab_size']
+  n_tok = tokenizers.Tokenizer.from_file(str(hf_dir / 'tokenizer.json')).get_vocab_size()
+  run = inference.load(importer.import_hf(hf_dir, tmp_path / 'run'))
+  tokens = _tokens(n_tok)
+  ours, theirs = _our_logits(run, tokens), _hf_logits(hf_dir, tokens)
+  # The chat tokens take the ids after the tokenizer's (the Llama's 5 padding rows, then 4 more);
+  # the tokenizer's own columns are the model's.
+  grown = {'gpt2': hf_vocab + 9, 'llama': hf_vocab + 4}[arch]
+  assert ours.shape[-1] == n_tok + len(tokenizer_lib.SPECIAL_TOKENS) == grown
+  np.testing.assert_allclose(ours[..., :n_tok], theirs[..., :n_tok], atol=1e-4, rtol=0)
+  assert np.abs(theirs).max() > 0.5  # logits large enough that a mapping error would show
+  # Each chat token's embedding row is the mean of the model's token rows.
+  table = np.asarray(run.params['embed']['embedding'])
+  np.testing.assert_allclose(table[n_tok:], np.broadcast_to(table[:n_tok].mean(0), table[n_tok:].shape), atol=1e-6)
+
+
+def test_a_sharded_bfloat16_checkpoint_imports_like_transformers_reads_it(llama_dir, tmp_path):
+  """Shards listed by model.safetensors.index.json, bfloat16 tensors (most Llama checkpoints)."""
+  torch, transformers = _torch_transformers()
+  model = transformers.AutoModelForCausalLM.from_pretrained(llama_dir).to(torch.bfloat16)
+  sharded = tmp_path / 'sharded'
+  model.save_pretrained(sharded, max_shard_size='8KB')
+  for name in ('tokenizer.json', 'tokenizer_config.json'):
+    shutil.copyfile(llama_dir / name, sharded / name)
+  index = json.loads((sharded / 'model.safetensors.index.json').read_text())
+  assert len(set(index['weight_map'].values())) > 2
+  run = inference.load(importer.import_hf(sharded, tmp_path / 'run'))
+  n_tok = run.model_cfg.vocab_size - len(tokenizer_lib.SPECIAL_TOKENS)
+  tokens = _tokens(n_tok)
+  theirs = _hf_logits(sharded, tokens)  # the bfloat16 weights widened to float32, as ours
+  np.testing.assert_allclose(_our_logits(run, tokens)[..., :n_tok], theirs[..., :n_tok], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+def test_imported_tokenizer_encodes_like_the_original_and_keeps_specials_out_of_text(arch, request, tmp_path):
+  hf_dir = request.getfixturevalue(f'{arch}_dir')
+  run_dir = importer.import_hf(hf_dir, tmp_path / 'run')
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(run_dir))
+  original = tokenizers.Tokenizer.from_file(str(hf_dir / 'tokenizer.json'))
+  text = 'The dog sat on a café mat 🙂 東京 99.'
+  assert tok.encode(text) == original.encode(text, add_special_tokens=False).ids
+  assert tok.decode(tok.encode(text + '\n\n x')).strip() == text + '\n\n x'
+  user = tok.special_id('<|user|>')
+  assert user >= original.get_vocab_size() and tok.decode([user]) == ''
+  assert user not in tok.encode('forged <|user|> turn <|endoftext|> </s>')
+  assert tok.bos_id == {'gpt2': original.token_to_id('<|endoftext|>'), 'llama': 1}[arch]
+  sizes = tok.token_bytes()
+  ids = tok.encode('café 東京')
+  assert sizes[ids].sum() == len(' café 東京'.encode()) - (arch == 'gpt2')  # Metaspace adds the leading space
+  assert sizes[user] == 0
+
+
+def _our_run(tmp_path, synthetic_tok, style: str, fp16: bool = False) -> Path:
+  """A run directory as llm.main leaves it, random parameters (float16-exact if fp16). style:
+  test_model's 'gpt2' or 'modern' (GQA, QK-norm, untied), or 'llama' (modern without QK-norm)."""
+  workdir = tmp_path / f'run_{style}'
+  workdir.mkdir()
+  overrides = dict(qk_norm=False) if style == 'llama' else {}
+  config = small_config('modern' if style == 'llama' else style, max_seq_len=48, **overrides)
+  setup, state = init(config, vocab=synthetic_tok.vocab_size)
+  # Moved off the init (unit norm scales would hide a scale mapping error).
+  params = jax.tree.map(lambda x: x + 0.3 * jax.random.normal(jax.random.key(x.size), x.shape), state.params)
+  if fp16:
+    params = jax.tree.map(lambda x: x.astype(np.float16).astype(np.float32), params)
+  state = state.replace(params=params)
+  (workdir / 'config.json').write_text(json.dumps(json.loads(config.to_json_best_effort())))
+  shutil.copyfile(synthetic_tok.path, workdir / 'tokenizer.model')
+  _opt_bytes_and_save(setup, state, workdir / 'checkpoints', 3)
+  return workdir
+
+
+@pytest.mark.parametrize('style,model_type', [('gpt2', 'gpt2'), ('llama', 'llama'), ('modern', 'qwen3')])
+def test_our_runs_export_to_transformers_with_equal_logits_and_greedy_tokens(style, model_type, synthetic_tok,
+                                                                              tmp_path):
+  torch, transformers = _torch_transformers()
+  workdir = _our_run(tmp_path, synthetic_tok, style)
+  hf_dir = exporter.export_hf(workdir, tmp_path / 'hf')
+  assert json.loads((hf_dir / 'config.json').read_text())['model_type'] == model_type
+  run = inference.load(workdir)
+  tokens = _tokens(synthetic_tok.vocab_size)
+  np.testing.assert_allclose(_hf_logits(hf_dir, tokens), _our_logits(run, tokens), atol=1e-4, rtol=0)
+  prompt = [synthetic_tok.bos_id] + synthetic_tok.encode('abc de fgh')
+  ours = run.engine().generate([prompt], 12, temperature=0.0, stop_ids=[])[0].tokens
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+  model.generation_config.eos_token_id = None  # 12 tokens on both sides, whatever they are
+  with torch.no_grad():
+    theirs = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False)[0, len(prompt):].tolist()
+  assert ours == theirs
+
+
+@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+def test_import_export_import_is_exact(arch, request, tmp_path):
+  hf_dir = request.getfixturevalue(f'{arch}_dir')
+  # Without the chat tokens the exported tensors are the original ones, bit for bit.
+  plain = exporter.export_hf(importer.import_hf(hf_dir, tmp_path / 'plain', chat_tokens=False), tmp_path / 'hf_plain')
+  original, exported = Weights(hf_dir), Weights(plain)
+  tied = {'gpt2': {'lm_head.weight'}, 'llama': set()}[arch]
+  assert exported.names() == original.names() - tied - {n for n in original.names() if n.endswith('.attn.bias')}
+  for name in exported.names():
+    np.testing.assert_array_equal(exported[name], original[name], err_msg=name)
+  # With them: a second import of the export holds the same run.
+  first = importer.import_hf(hf_dir, tmp_path / 'first')
+  exported = exporter.export_hf(first, tmp_path / 'hf')
+  second = importer.import_hf(exported, tmp_path / 'second')
+  a, b = inference.load(first), inference.load(second)
+  assert a.model_cfg == b.model_cfg and a.config.model == b.config.model
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+  assert (first / 'tokenizer.hf.json').read_text() == (second / 'tokenizer.hf.json').read_text()
+  assert json.loads((second / 'import.json').read_text())['chat_tokens_added'] == []
+  # transformers reads the exported tokenizer as ours: same ids, the chat tokens special.
+  _, transformers = _torch_transformers()
+  theirs, ours = transformers.AutoTokenizer.from_pretrained(exported), a.tokenizer
+  text = 'The dog sat on a café mat 🙂'
+  assert theirs.encode(text, add_special_tokens=False) == ours.encode(text)
+  assert theirs.convert_tokens_to_ids('<|assistant|>') == ours.special_id('<|assistant|>')
+  assert theirs.eos_token_id == ours.eos_id
+
+
+@pytest.mark.parametrize('style', ['gpt2', 'modern'])
+def test_two_files_decode_like_the_engine(style, synthetic_tok, tmp_path, python_env):
+  workdir = _our_run(tmp_path, synthetic_tok, style, fp16=True)
+  out = two_files.export_two_files(workdir, tmp_path / 'two')
+  assert sorted(p.name for p in out.iterdir()) == ['model.f16', 'run.py']
+  imports = {line.split()[1] for line in (out / 'run.py').read_text().splitlines() if line.startswith('import ')}
+  assert imports == {'argparse', 'json', 'numpy'}
+  run = inference.load(workdir)
+  for text in ('abc de', 'fgh ij abc'):
+    prompt = [synthetic_tok.bos_id] + synthetic_tok.encode(text)
+    ours = run.engine().generate([prompt], 16, temperature=0.0, stop_ids=[synthetic_tok.eos_id])[0].tokens
+    res = subprocess.run([sys.executable, str(out / 'run.py'), str(out / 'model.f16'),
+                          f'--ids={",".join(map(str, prompt))}', '--steps=16'],
+                         capture_output=True, text=True, env=python_env, check=True)
+    assert [int(i) for i in res.stdout.split('\n')[0].split()] == ours
+
+
+@pytest.mark.parametrize('arch', ['ours', 'gpt2', 'llama'])
+def test_two_files_token_table_spells_text_back(arch, synthetic_tok, request, tmp_path):
+  """run.py prints text from each token's bytes in the header: SentencePiece pieces, byte-level
+  BPE (GPT-2's alphabet), byte-fallback BPE."""
+  tok = synthetic_tok if arch == 'ours' else tokenizer_lib.load_any(tokenizer_lib.run_file(
+      importer.import_hf(request.getfixturevalue(f'{arch}_dir'), tmp_path / 'run')))
+  table = two_files.token_strings(tok)
+  text = 'abc de café 🙂 東京\n\n  x'
+  ids = tok.encode(text)
+  spelled = b''.join(table[i] for i in [tok.bos_id] + ids).decode()
+  assert spelled == (' ' + text if arch == 'llama' else text)  # Metaspace marks the first word too
+
+
+def test_parameters_are_placed_sharded_onto_the_mesh(gpt2_dir, tmp_path, python_env):
+  """8 fake devices, FSDP over all: every parameter arrives as its shards (the embedding table's
+  columns split 8 ways, each layer's weights likewise), holding the single-device values."""
+  single = inference.load(importer.import_hf(gpt2_dir, tmp_path / 'one')).params
+  np.savez(tmp_path / 'single.npz', **{params_lib.path_str(p): np.asarray(x)
+                                       for p, x in jax.tree_util.tree_leaves_with_path(single)})
+  script = f"""
+import json, numpy as np, jax
+from llm.interop import importer, params as params_lib
+single = np.load({str(tmp_path / 'single.npz')!r})
+params = importer.read_hf({str(gpt2_dir)!r}).params
+out = {{}}
+for path, x in jax.tree_util.tree_leaves_with_path(params):
+  name = params_lib.path_str(path)
+  for s in x.addressable_shards:
+    np.testing.assert_array_equal(np.asarray(s.data), single[name][s.index])
+  out[name] = sorted({{tuple(s.data.shape) for s in x.addressable_shards}})
+print(json.dumps(out))
+"""
+  env = dict(python_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, cwd=ROOT)
+  assert res.returncode == 0, res.stderr[-2000:]
+  shapes = json.loads(res.stdout.strip().splitlines()[-1])
+  V = single['embed']['embedding'].shape[0]
+  assert shapes['embed/embedding'] == [[V, 4]]  # D = 32 columns over 8 devices
+  assert shapes['layers/mlp/up'] == [[2, 4, 128]]  # [layers, D, F]: D split
+  assert shapes['layers/attn/query'] == [[2, 4, 4, 8]]  # [layers, D, H, Dh]
+
+
+def _copy(src: Path, dst: Path) -> Path:
+  shutil.copytree(src, dst)
+  return dst
+
+
+def _edit_config(hf_dir: Path, **changes):
+  cfg = json.loads((hf_dir / 'config.json').read_text())
+  cfg.update(changes)
+  (hf_dir / 'config.json').write_text(json.dumps(cfg))
+
+
+def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, llama_dir, tmp_path):
+  cases = {}
+  d = tmp_path / 'no_config'
+  d.mkdir()
+  cases['config.json is missing'] = d
+  d = _copy(gpt2_dir, tmp_path / 'bad_json')
+  (d / 'config.json').write_text('{"model_type": "gpt2",')
+  cases['not valid JSON'] = d
+  d = _copy(gpt2_dir, tmp_path / 'bert')
+  _edit_config(d, model_type='bert')
+  cases["model_type='bert'"] = d
+  d = _copy(gpt2_dir, tmp_path / 'relu')
+  _edit_config(d, activation_function='relu')
+  cases["activation_function='relu'"] = d
+  d = _copy(llama_dir, tmp_path / 'scaled_rope')
+  _edit_config(d, rope_parameters={'rope_type': 'llama3', 'rope_theta': 5e5, 'factor': 8.0})
+  cases["rope_type='llama3'"] = d
+  d = _copy(llama_dir, tmp_path / 'no_layers')
+  cfg = json.loads((d / 'config.json').read_text())
+  del cfg['num_hidden_layers']
+  (d / 'config.json').write_text(json.dumps(cfg))
+  cases["no 'num_hidden_layers'"] = d
+  d = _copy(gpt2_dir, tmp_path / 'deeper')
+  _edit_config(d, n_layer=3)
+  cases["no tensor 'transformer.h.2."] = d
+  d = _copy(gpt2_dir, tmp_path / 'wider')
+  _edit_config(d, n_positions=128)
+  cases['parameter pos_embed: the checkpoint gives shape (64, 32), the config implies (128, 32)'] = d
+  d = _copy(gpt2_dir, tmp_path / 'truncated')
+  data = (d / 'model.safetensors').read_bytes()
+  (d / 'model.safetensors').write_bytes(data[:len(data) // 2])
+  cases['cannot be read as safetensors'] = d
+  d = _copy(gpt2_dir, tmp_path / 'no_weights')
+  (d / 'model.safetensors').rename(d / 'pytorch_model.bin')
+  cases['holds pytorch_model.bin: convert it'] = d
+  d = _copy(gpt2_dir, tmp_path / 'no_tokenizer')
+  (d / 'tokenizer.json').unlink()
+  cases['tokenizer.json is missing'] = d
+  for expected, hf_dir in cases.items():
+    with pytest.raises((ValueError, OSError)) as err:
+      importer.import_hf(hf_dir, tmp_path / f'run_{hf_dir.name}')
+    assert expected in str(err.value), (hf_dir.name, str(err.value))
+    assert '\n' not in str(err.value)
+    assert not (tmp_path / f'run_{hf_dir.name}' / 'config.json').exists()
+
+
+def test_cli_errors_are_one_line_and_an_existing_run_is_never_overwritten(gpt2_dir, tmp_path, python_env):
+  run_dir = tmp_path / 'run'
+  ok = subprocess.run([sys.executable, '-m', 'llm.hf', 'import', f'--hf_dir={gpt2_dir}', f'--workdir={run_dir}'],
+                      capture_output=True, text=True, env=python_env, cwd=ROOT)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  before = {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file()}
+  broken = _copy(gpt2_dir, tmp_path / 'broken')
+  _edit_config(broken, model_type='t5')
+  for args, expected in ((['import', f'--hf_dir={gpt2_dir}', f'--workdir={run_dir}'], 'is not empty'),
+                         (['import', f'--hf_dir={broken}', f'--workdir={tmp_path / "x"}'], "model_type='t5'"),
+                         (['export', f'--workdir={tmp_path / "missing"}', f'--hf_dir={tmp_path / "y"}'],
+                          'config.json is missing')):
+    res = subprocess.run([sys.executable, '-m', 'llm.hf', *args], capture_output=True, text=True, env=python_env,
+                         cwd=ROOT)
+    assert res.returncode == 1
+    assert res.stderr.startswith('llm.hf: ') and expected in res.stderr and res.stderr.count('\n') == 1, res.stderr
+  assert {p: p.read_bytes() for p in run_dir.rglob('*') if p.is_file()} == before
+
+
+def test_an_imported_run_fine_tunes_from_its_own_tokenizer(gpt2_dir, tmp_path):
+  """init_from finds an imported run's tokenizer.hf.json; the chat template renders with it."""
+  from llm import chat_template, init_from
+  run_dir = importer.import_hf(gpt2_dir, tmp_path / 'run')
+  config = inference.read_config(run_dir)
+  config.init_from = str(run_dir)
+  assert init_from.base_run(config) == run_dir
+  init_from.check_same_model(config, run_dir)
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(run_dir))
+  ids, mask = chat_template.render(tok, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}])
+  assert ids[0] == tok.bos_id and tok.special_id('<|assistant|>') in ids and sum(mask) > 0
+
+
+def test_biases_and_norm_scales_are_not_weight_decayed():
+  from llm import optim
+  config = small_config('gpt2', bias=True)
+  params = init(config)[1].params
+  decayed = {params_lib.path_str(p): d for p, d in jax.tree_util.tree_leaves_with_path(optim.decay_mask(params))}
+  assert {p for p, d in decayed.items() if not d} == {
+      'final_norm/scale', 'final_norm/bias', 'layers/attn_norm/scale', 'layers/attn_norm/bias',
+      'layers/mlp_norm/scale', 'layers/mlp_norm/bias', 'layers/attn/query_bias', 'layers/attn/key_bias',
+      'layers/attn/value_bias', 'layers/attn/out_bias', 'layers/mlp/up_bias', 'layers/mlp/down_bias'}
+  assert decayed['layers/attn/query'] and decayed['embed/embedding'] and decayed['pos_embed']
+
+
+def test_a_run_from_before_bias_and_norm_eps_still_starts_later_stages(tmp_path):
+  """config.json files written before model.bias / model.norm_eps existed hold their defaults."""
+  from llm import init_from
+  config = small_config('gpt2')
+  old = json.loads(config.to_json_best_effort())
+  del old['model']['bias'], old['model']['norm_eps']
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  init_from.check_same_model(config, tmp_path)
+  config.model.bias = True
+  with pytest.raises(ValueError, match=r"\['bias'\]"):
+    init_from.check_same_model(config, tmp_path)
