@@ -13,7 +13,7 @@
                 this host for this shape (once, cached per CPU; llm/kernels/cpu_attention.py), and
                 the XLA path for everything else: short sequences, shapes the kernels do not take.
 
-Decoding and prefill over a KV cache always take reference.masked_attention (a mask per query).
+Decoding and prefill over a KV cache take cached_attention (llm/attention/kv_cache.py), XLA ops.
 """
 import functools
 import math
@@ -23,7 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llm.attention import reference, splash
+from llm.attention import splash
+from llm.attention.kv_cache import cached_attention
 from llm.kernels import cpu_attention, cpu_xla_attention
 
 IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'cpu_kernel')
