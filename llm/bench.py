@@ -5,6 +5,7 @@
     python -m llm.bench --rounds=4            # auto, XLA attention and the yardstick alternating, 4 rounds
     python -m llm.bench --decode --context=512 # KV-cache decoding against recomputation, batch 1 and 32
     python -m llm.bench --data                # the grain pipeline against plain numpy slicing
+    python -m llm.bench --serve --clients=1,8,32  # llm.serve under concurrent clients vs one client
     python -m llm.bench --attention           # one layer's causal attention against torch's fused SDPA
     python -m llm.bench --peak                # re-measure this CPU's fp32 matmul peak (MFU's denominator)
 
@@ -51,6 +52,9 @@ _DTYPE = flags.DEFINE_string('dtype', 'float32', 'model.dtype: float32 (the refe
 _REMAT = flags.DEFINE_string('remat', 'none', 'model.remat: none | full | dots.')
 _PEAK = flags.DEFINE_bool('peak', False, 'Re-measure this host\'s fp32 matmul peak (the MFU denominator, '
                           'llm/hostinfo.py) and print it; run it on an idle machine.')
+_SERVE = flags.DEFINE_bool('serve', False, 'Benchmark serving instead (llm/bench_serve.py): a real server on '
+                           '127.0.0.1 under concurrent clients.')
+_CLIENTS = flags.DEFINE_list('clients', ['1', '8', '32'], 'With --serve: concurrent clients per level.')
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
@@ -155,6 +159,10 @@ def main(argv):
     config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0, _IMPL.value,
                           _DTYPE.value)
     print(json.dumps(bench_decode.run(config, shape['vocab'], batches=[int(b) for b in _DECODE_BATCHES.value])))
+    return
+  if _SERVE.value:
+    from llm import bench_serve
+    bench_serve.run([int(c) for c in _CLIENTS.value])
     return
   if _ATTENTION.value:
     from llm import bench_attention

@@ -1,0 +1,131 @@
+"""Serving benchmark: a real `python -m llm.serve` on 127.0.0.1 under 1, 8, 32, ... concurrent
+clients, against sequential serving (one client).
+
+    python -m llm.bench --serve --clients=1,8,32
+
+The served run has configs/pretrain_small.py's model (the CPU chat model's shape: 4 layers,
+width 256, 256-token context, vocabulary 4096) with random parameters and a tokenizer trained on
+made-up words, written to a temporary directory, so the benchmark needs no data and no training.
+Each client sends chat requests one after another (a short user message, max_tokens new tokens at
+temperature 1, a seed per request); a random model almost never writes <|end|>, so nearly every
+reply is max_tokens long, and the token counts come from each response's usage. Per level:
+requests/s and completion tokens/s over the level's wall time, p50/p99 request latency, and
+tokens/s over one client's. Each level first runs one untimed round (the batch sizes it reaches
+compile then). The clients run in this process (one asyncio loop) on the same cores as the server.
+"""
+import asyncio
+import json
+import logging
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write_random_run(workdir: Path, vocab: int = 4096) -> Path:
+  """A run directory as llm.main leaves it (config.json, tokenizer.model, checkpoints/), with
+  configs/pretrain_small.py's model at random parameters."""
+  import grain
+  import jax
+  from configs import pretrain_small
+  from llm import checkpoint, sharding, train
+  from llm.tokenizer import train_tokenizer
+  rng = random.Random(0)
+  words = [''.join(rng.choice('abcdefghijklmnopqrstuvwxyz') for _ in range(rng.randint(2, 9))) for _ in range(20000)]
+  text = '\n\n'.join(' '.join(rng.choice(words) for _ in range(60)) for _ in range(3000))
+  tok = train_tokenizer([text], vocab, workdir / 'tokenizer.model', 2_000_000)
+  config = pretrain_small.get_config()
+  (workdir / 'config.json').write_text(config.to_json_best_effort())
+  setup = train.build(config, tok.vocab_size, sharding.make_mesh(config.mesh))
+  with setup.context():
+    state = setup.init(jax.random.key(0))
+  ckpt = checkpoint.Checkpointer(workdir / 'checkpoints', keep=1)
+  ckpt.save(0, state, iter(grain.MapDataset.range(1).to_iter_dataset()))
+  ckpt.wait()
+  ckpt.close()
+  return workdir
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+async def _level(url: str, clients: int, rounds: int, max_tokens: int, temperature: float, seed0: int) -> dict:
+  """clients concurrent clients, each sending `rounds` requests back to back."""
+  import httpx
+  latencies, tokens = [], []
+
+  async def client(http, c):
+    for r in range(rounds):
+      seed = seed0 + c * rounds + r
+      body = {'messages': [{'role': 'user', 'content': f'question {seed}: how far is it to town?'}],
+              'max_tokens': max_tokens, 'temperature': temperature, 'seed': seed}
+      start = time.perf_counter()
+      response = await http.post(url + '/v1/chat/completions', json=body)
+      response.raise_for_status()
+      latencies.append(time.perf_counter() - start)
+      tokens.append(response.json()['usage']['completion_tokens'])
+
+  limits = httpx.Limits(max_connections=clients)
+  async with httpx.AsyncClient(timeout=600, limits=limits) as http:
+    start = time.perf_counter()
+    await asyncio.gather(*(client(http, c) for c in range(clients)))
+    wall = time.perf_counter() - start
+  return {'clients': clients, 'requests': len(latencies), 'wall_s': round(wall, 2),
+          'requests_per_s': round(len(latencies) / wall, 2), 'tokens_per_s': round(sum(tokens) / wall, 1),
+          'mean_tokens': round(float(np.mean(tokens)), 1),
+          'p50_latency_s': round(float(np.percentile(latencies, 50)), 3),
+          'p99_latency_s': round(float(np.percentile(latencies, 99)), 3)}
+
+
+def run(clients: list[int], max_tokens: int = 64, min_requests: int = 64, temperature: float = 1.0,
+        steps_per_call: int = 8, workdir: str | None = None) -> list[dict]:
+  """One result per level (clients), each with its tokens/s over the first level's."""
+  import httpx
+  logging.getLogger('httpx').setLevel(logging.WARNING)  # a line per request otherwise
+  tmp = Path(tempfile.mkdtemp(prefix='bench_serve_'))
+  server = None
+  try:
+    run_dir = Path(workdir) if workdir else write_random_run(tmp / 'run')
+    port = _free_port()
+    url = f'http://127.0.0.1:{port}'
+    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    server = subprocess.Popen([sys.executable, '-m', 'llm.serve', f'--workdir={run_dir}', f'--port={port}',
+                               f'--slots={max(clients)}', f'--queue={max(clients)}',
+                               f'--steps_per_call={steps_per_call}'], env=env,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp / 'server.log', 'w'))
+    deadline = time.time() + 600
+    while True:
+      if server.poll() is not None:
+        raise RuntimeError(f'the server exited ({server.returncode}): {(tmp / "server.log").read_text()[-2000:]}')
+      try:
+        if httpx.get(url + '/health', timeout=5).status_code == 200:
+          break
+      except httpx.TransportError:
+        pass
+      if time.time() > deadline:
+        raise RuntimeError('the server did not answer /health within 600 s')
+      time.sleep(0.5)
+    results = []
+    for i, c in enumerate(clients):
+      rounds = max(2, -(-min_requests // c))
+      asyncio.run(_level(url, c, 1, max_tokens, temperature, seed0=10**6 * (i + 1)))  # untimed: compiles shapes
+      result = asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=0))
+      result['tokens_per_s_vs_first'] = round(result['tokens_per_s'] / (results or [result])[0]['tokens_per_s'], 2)
+      print(json.dumps(result), flush=True)
+      results.append(result)
+    return results
+  finally:
+    if server is not None:
+      server.terminate()
+      server.wait(timeout=60)
+    shutil.rmtree(tmp, ignore_errors=True)
