@@ -10,8 +10,8 @@ Each client sends chat requests one after another (a short user message, max_tok
 temperature 1, a seed per request); a random model almost never writes <|end|>, so nearly every
 reply is max_tokens long, and the token counts come from each response's usage. Per level:
 requests/s and completion tokens/s over the level's wall time, p50/p99 request latency, and
-tokens/s over one client's. Each level first runs one untimed round (the batch sizes it reaches
-compile then). The clients run in this process (one asyncio loop) on the same cores as the server.
+tokens/s over one client's. Each level first runs untimed, the same way with other seeds (the
+batch and prefill shapes it reaches compile then). The clients run in this process (one asyncio loop) on the same cores as the server.
 """
 import asyncio
 import json
@@ -118,7 +118,7 @@ def run(clients: list[int], max_tokens: int = 64, min_requests: int = 64, temper
     results = []
     for i, c in enumerate(clients):
       rounds = max(2, -(-min_requests // c))
-      asyncio.run(_level(url, c, 1, max_tokens, temperature, seed0=10**6 * (i + 1)))  # untimed: compiles shapes
+      asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=10**6 * (i + 1)))  # untimed: compiles
       result = asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=0))
       result['tokens_per_s_vs_first'] = round(result['tokens_per_s'] / (results or [result])[0]['tokens_per_s'], 2)
       print(json.dumps(result), flush=True)

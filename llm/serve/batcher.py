@@ -3,9 +3,9 @@
 One thread owns the engine. Each pass it (1) takes waiting requests into free rows, (2) runs the
 engine's jitted decode loop for a few steps over every row at once, (3) hands each request its
 new text, runs the tools of rows that wrote a tool call (the engine's own tool step) and frees
-the rows that finished or whose client went away. New requests are prefilled together into a
-cache of their own, whose rows are then copied into free slots of the running cache, so the
-rows already decoding never recompute anything.
+the rows that finished or whose client went away. A new request is prefilled alone into a
+one-row cache and that row is copied into its slot of the running cache, so the rows already
+decoding never recompute anything.
 
 The running batch (its KV cache and per-row state) has a power-of-two number of slots, the
 smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
@@ -82,7 +82,7 @@ class Batcher:
     self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name='batcher', daemon=True)
-    self._new_caches = {}  # batch size -> a cache for prefilling that many newcomers, reused
+    self._row_cache = None  # a one-row cache for prefilling newcomers, reused
     self._fits_smaller = 0  # consecutive passes whose rows fit a smaller batch
     self._resize = jax.jit(self._resize_impl)
     self._insert = jax.jit(self._insert_impl, donate_argnums=0)
@@ -118,7 +118,7 @@ class Batcher:
         for r in self.rows:
           if r is not None:
             r.emit({'error': 'internal error while generating'})
-        self.rows, self.state, self._new_caches = [], None, {}
+        self.rows, self.state, self._row_cache = [], None, None
 
   def _admit(self) -> bool:
     """Takes waiting requests into free rows (waiting a little when nothing runs); resizes the
@@ -146,11 +146,8 @@ class Batcher:
     free_rows = [i for i, r in enumerate(self.rows) if r is None][:len(new)]
     for i, r in zip(free_rows, new):
       self.rows[i], self.shown[i], self.tool_calls[i] = r, 0, 0  # from here a failure reaches r
-    by_bucket = {}
     for i, r in zip(free_rows, new):
-      by_bucket.setdefault(self._prompt_bucket(r), []).append((i, r))
-    for group in by_bucket.values():
-      self._start_rows(group)
+      self._start_row(i, r)
     return True
 
   def _regroup(self, live: list[int], size: int):
@@ -188,40 +185,31 @@ class Batcher:
                 queue_pos=zeros(B), queue_len=zeros(B), done=np.ones(B, bool), stopped=zeros(B, dtype=bool),
                 paused=zeros(B, dtype=bool))
 
-  def _insert_impl(self, cache, new_cache, slots_N):
-    """new_cache's rows written into the slots slots_N of cache, in place (a slot of -1: not written)."""
-    slots_N = jnp.where(slots_N >= 0, slots_N, cache['lengths'].shape[0])  # out of range: dropped
-    put = lambda big, rows: big.at[slots_N].set(rows, mode='drop')
-    return self.engine._laid_out(jax.tree.map(put, cache, new_cache))
+  def _insert_impl(self, cache, row_cache, slot):
+    """row_cache's only row written into `slot` of cache, in place."""
+    put = lambda big, row: jax.lax.dynamic_update_index_in_dim(big, row[0], slot, axis=0)
+    return self.engine._laid_out(jax.tree.map(put, cache, row_cache))
 
-  def _prompt_bucket(self, r: Request) -> int:
-    """The engine's prompt buckets (all but the last token is prefilled): few compiled shapes."""
-    return min(engine_lib._bucket(len(r.prompt) - 1), self.engine.cache_len)
-
-  def _start_rows(self, group: list[tuple[int, Request]]):
-    """Prefills the prompts of `group` ((row, request) pairs of one prompt bucket) together, all
-    but each one's last token (which the decode loop feeds), and copies them into their rows."""
-    eng, P = self.engine, self._prompt_bucket(group[0][1])
-    N = _slots_for(len(group), self.max_slots)
-    tokens_NxP, lengths_N, slots_N = np.zeros((N, P), np.int32), np.zeros((N,), np.int32), np.full((N,), -1, np.int32)
-    for n, (i, r) in enumerate(group):
-      tokens_NxP[n, :len(r.prompt) - 1] = r.prompt[:-1]
-      lengths_N[n], slots_N[n] = len(r.prompt) - 1, i
+  def _start_row(self, i: int, r: Request):
+    """Prefills r's prompt (all but its last token, which the decode loop feeds) into row i."""
+    eng, p = self.engine, r.prompt
+    P = min(engine_lib._bucket(len(p) - 1), eng.cache_len)  # the engine's prompt buckets: few compiled shapes
+    tokens_1xP = np.zeros((1, P), np.int32)
+    tokens_1xP[0, :len(p) - 1] = p[:-1]
     with eng.context():
-      new_cache = self._new_caches.pop(N, None) or eng.init_cache(N)
+      row_cache = eng.init_cache(1) if self._row_cache is None else self._row_cache
       # Emptied: the prefill writes from each row's length on (stale keys beyond it are never read).
-      new_cache = dict(new_cache, lengths=jnp.zeros((N,), jnp.int32))
-      new_cache = eng._prefill(eng.params, new_cache, jnp.asarray(tokens_NxP), jnp.asarray(lengths_N))
-      self.state['cache'] = self._insert(self.state['cache'], new_cache, jnp.asarray(slots_N))
-    self._new_caches[N] = new_cache  # kept for the next newcomers of this count
+      row_cache, self._row_cache = dict(row_cache, lengths=jnp.zeros((1,), jnp.int32)), None  # donated below
+      row_cache = eng._prefill(eng.params, row_cache, jnp.asarray(tokens_1xP), jnp.asarray([len(p) - 1], jnp.int32))
+      self.state['cache'] = self._insert(self.state['cache'], row_cache, jnp.int32(i))
+    self._row_cache = row_cache
     s = self.state
-    for i, r in group:
-      s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = r.prompt[-1], 0, r.max_new, r.seed
-      s['stop_ids'][i] = list(r.stop_ids) + [-1] * (_STOPS - len(r.stop_ids))
-      s['queue_pos'][i] = s['queue_len'][i] = 0
-      s['done'][i] = s['stopped'][i] = s['paused'][i] = False
-      for knob, value in zip(self.knobs, (r.temperature, r.top_k, r.top_p)):
-        knob[i] = value
+    s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = p[-1], 0, r.max_new, r.seed
+    s['stop_ids'][i] = list(r.stop_ids) + [-1] * (_STOPS - len(r.stop_ids))
+    s['queue_pos'][i] = s['queue_len'][i] = 0
+    s['done'][i] = s['stopped'][i] = s['paused'][i] = False
+    for knob, value in zip(self.knobs, (r.temperature, r.top_k, r.top_p)):
+      knob[i] = value
 
   def _step(self):
     eng = self.engine
