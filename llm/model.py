@@ -36,6 +36,8 @@ class ModelConfig:
   scan_layers: bool
   init_std: float
   attention: str = 'auto'  # causal attention implementation (llm/attention): an execution choice, not a weight
+  bias: bool = False  # biases in the attention and MLP projections and in LayerNorm (GPT-2 checkpoints)
+  norm_eps: float = 1e-6  # added to the variance in every norm (GPT-2: 1e-5; Llama: its rms_norm_eps)
 
   @property
   def head_dim(self) -> int:
@@ -75,6 +77,16 @@ def _weight(module, name, shape, axes, std, dtype):
   return module.param(name, init, shape).astype(dtype)
 
 
+def _dense(module, x, name, shape, axes, cfg, std=None, contract: int = 1):
+  """x projected by the weight `name` (see project), plus `name`_bias when cfg.bias."""
+  dtype = jnp.dtype(cfg.dtype)
+  y = project(x, _weight(module, name, shape, axes, cfg.init_std if std is None else std, dtype), contract)
+  if not cfg.bias:
+    return y
+  init = nn.with_logical_partitioning(nn.initializers.zeros, axes[contract:])
+  return y + module.param(f'{name}_bias', init, shape[contract:]).astype(dtype)
+
+
 def project(x, w, contract: int = 1):
   """Contracts the last `contract` dims of x with the first ones of w, as one 2-D matmul.
 
@@ -91,6 +103,8 @@ def project(x, w, contract: int = 1):
 class Norm(nn.Module):
   kind: str
   dtype: jnp.dtype
+  eps: float = 1e-6
+  bias: bool = False  # LayerNorm only: RMSNorm has no bias
 
   @nn.compact
   def __call__(self, x):
@@ -99,8 +113,14 @@ class Norm(nn.Module):
     x32 = x.astype(jnp.float32)
     if self.kind == 'layernorm':
       x32 = x32 - x32.mean(-1, keepdims=True)
-    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + 1e-6)
-    return (y * scale).astype(self.dtype)
+    y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps) * scale
+    if self.bias and self.kind == 'layernorm':
+      y = y + self.param('bias', nn.with_logical_partitioning(nn.initializers.zeros, ('norm',)), (x.shape[-1],))
+    return y.astype(self.dtype)
+
+
+def _norm(cfg: ModelConfig, name: str) -> Norm:
+  return Norm(cfg.norm, jnp.dtype(cfg.dtype), cfg.norm_eps, cfg.bias, name=name)
 
 
 def rope(x_BxTxNxDh, positions_BxT, theta: float):
@@ -123,13 +143,12 @@ class Attention(nn.Module):
     holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache)."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
-    w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
-    q_BxTxHxDh = project(x_BxTxD, w('query', (D, H, Dh), ('embed', 'heads', 'head_dim')))
-    k_BxTxKxDh = project(x_BxTxD, w('key', (D, K, Dh), ('embed', 'kv_heads', 'head_dim')))
-    v_BxTxKxDh = project(x_BxTxD, w('value', (D, K, Dh), ('embed', 'kv_heads', 'head_dim')))
+    q_BxTxHxDh = _dense(self, x_BxTxD, 'query', (D, H, Dh), ('embed', 'heads', 'head_dim'), cfg)
+    k_BxTxKxDh = _dense(self, x_BxTxD, 'key', (D, K, Dh), ('embed', 'kv_heads', 'head_dim'), cfg)
+    v_BxTxKxDh = _dense(self, x_BxTxD, 'value', (D, K, Dh), ('embed', 'kv_heads', 'head_dim'), cfg)
     if cfg.qk_norm:
-      q_BxTxHxDh = Norm('rmsnorm', dtype, name='query_norm')(q_BxTxHxDh)
-      k_BxTxKxDh = Norm('rmsnorm', dtype, name='key_norm')(k_BxTxKxDh)
+      q_BxTxHxDh = Norm('rmsnorm', dtype, cfg.norm_eps, name='query_norm')(q_BxTxHxDh)
+      k_BxTxKxDh = Norm('rmsnorm', dtype, cfg.norm_eps, name='key_norm')(k_BxTxKxDh)
     if cfg.position == 'rope':
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
@@ -140,8 +159,8 @@ class Attention(nn.Module):
                                                               lengths_B)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
-    w_out = w('out', (H, Dh, D), ('heads', 'head_dim', 'embed'), out_std)
-    return project(out_BxTxHxDh, w_out, contract=2), kv_cache
+    out_BxTxD = _dense(self, out_BxTxHxDh, 'out', (H, Dh, D), ('heads', 'head_dim', 'embed'), cfg, out_std, contract=2)
+    return out_BxTxD, kv_cache
 
 
 class Mlp(nn.Module):
@@ -149,16 +168,15 @@ class Mlp(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD):
-    cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
+    cfg = self.cfg
     D, F = cfg.dim, cfg.mlp_dim
-    w = lambda name, shape, axes, std=cfg.init_std: _weight(self, name, shape, axes, std, dtype)
-    up_BxTxF = project(x_BxTxD, w('up', (D, F), ('embed', 'mlp')))
+    up_BxTxF = _dense(self, x_BxTxD, 'up', (D, F), ('embed', 'mlp'), cfg)
     if cfg.mlp == 'swiglu':
-      h_BxTxF = nn.silu(project(x_BxTxD, w('gate', (D, F), ('embed', 'mlp')))) * up_BxTxF
+      h_BxTxF = nn.silu(_dense(self, x_BxTxD, 'gate', (D, F), ('embed', 'mlp'), cfg)) * up_BxTxF
     else:
-      h_BxTxF = nn.gelu(up_BxTxF)
+      h_BxTxF = nn.gelu(up_BxTxF)  # tanh approximation, as GPT-2's gelu_new
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
-    return project(h_BxTxF, w('down', (F, D), ('mlp', 'embed'), out_std))
+    return _dense(self, h_BxTxF, 'down', (F, D), ('mlp', 'embed'), cfg, out_std)
 
 
 class Block(nn.Module):
@@ -166,12 +184,11 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
-    dtype = jnp.dtype(self.cfg.dtype)
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('act_batch', 'act_seq', 'act_embed'))
-    h_BxTxD = Norm(self.cfg.norm, dtype, name='attn_norm')(x_BxTxD)
+    h_BxTxD = _norm(self.cfg, 'attn_norm')(x_BxTxD)
     attn_BxTxD, kv_cache = Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT, kv_cache, lengths_B)
     x_BxTxD = x_BxTxD + attn_BxTxD
-    h_BxTxD = Norm(self.cfg.norm, dtype, name='mlp_norm')(x_BxTxD)
+    h_BxTxD = _norm(self.cfg, 'mlp_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name='mlp')(h_BxTxD)
     return x_BxTxD, kv_cache
 
@@ -235,7 +252,7 @@ class Transformer(nn.Module):
         x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B)
         layer_kv.append(kv)
 
-    x_BxTxD = Norm(cfg.norm, dtype, name='final_norm')(x_BxTxD)
+    x_BxTxD = _norm(cfg, 'final_norm')(x_BxTxD)
     if cfg.tied_embeddings:
       # embed.attend's product, through matmul for its CPU weight gradient.
       table_VxD = embed.embedding.astype(dtype)
