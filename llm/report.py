@@ -16,9 +16,6 @@ from pathlib import Path
 
 from absl import app, flags
 
-_RUNS = flags.DEFINE_list('runs', [], 'Run directories, in pipeline order (comma-separated).')
-_OUT = flags.DEFINE_string('out', None, 'Folder for report.md and its PNGs.', required=True)
-
 STAGES = {'pretrain': 'BASE', 'sft': 'SFT', 'grpo': 'RL'}
 # From summary.json, shown first in the summary table.
 SUMMARY_KEYS = ('params', 'tokens_seen', 'steps', 'wall_s', 'val_loss', 'val_bpb')
@@ -153,4 +150,8 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined only when run as a program: imported (tests, notebooks) beside llm.scaling, whose
+  # --runs and --out mean something else, the flags would collide.
+  _RUNS = flags.DEFINE_list('runs', [], 'Run directories, in pipeline order (comma-separated).')
+  _OUT = flags.DEFINE_string('out', None, 'Folder for report.md and its PNGs.', required=True)
   app.run(main)
