@@ -19,6 +19,9 @@ def get_config(arg=None):
       arithmetic=2.0, gsm8k=1.0, identity=4.0, self_instruct=1.0, alpaca_gpt4=1.0,
       hh_chosen=0.3, topical_chat=0.3))
   c.sft.val_fraction = 0.05  # held out per source, by content hash
+  # Each packed conversation attends only to itself, as in a chat (False: attention crosses
+  # conversations, as in pretraining windows); see results/sft_recipe.
+  c.sft.isolate_conversations = True
   c.sft.max_per_source = 0  # cap per source (0 = all real data, 5000 generated)
   c.sft.eval_prompts = 100  # held-out prompts per source for the well-formed-turn rate
   c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator)

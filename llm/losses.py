@@ -16,9 +16,17 @@ def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
   return (loss_BxT * weight_BxT).sum(), weight_BxT.sum(), loss_BxT
 
 
+def batch_logits(model, params, batch):
+  """The model on batch['inputs']; packed batches also carry 'positions' and 'segment_ids'
+  (llm/data/pipeline.segment_batch), which keep each packed sequence to itself."""
+  return model.apply({'params': params}, batch['inputs'], batch.get('positions'),
+                     segment_ids_BxT=batch.get('segment_ids'))
+
+
 def lm_loss(model, params, batch):
-  """Task loss for pretraining and SFT: batch holds inputs, targets and optionally loss_mask.
-  Returns (loss_sum, weight, aux) as llm.train.make_train_step expects."""
-  logits = model.apply({'params': params}, batch['inputs'])
+  """Task loss for pretraining and SFT: batch holds inputs, targets and optionally loss_mask
+  (and segment ids, see batch_logits). Returns (loss_sum, weight, aux) as
+  llm.train.make_train_step expects."""
+  logits = batch_logits(model, params, batch)
   loss_sum, weight, _ = next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
   return loss_sum, weight, {}

@@ -138,9 +138,10 @@ class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None, segment_ids_BxT=None):
     """kv_cache: None (training) or this layer's (k_BxKxDhxS, v_BxKxSxDh) of a decode cache,
-    holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache)."""
+    holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache).
+    segment_ids_BxT (training only): packed sequences, each attending only to itself."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
     q_BxTxHxDh = _dense(self, x_BxTxD, 'query', (D, H, Dh), ('embed', 'heads', 'head_dim'), cfg)
@@ -153,7 +154,8 @@ class Attention(nn.Module):
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
     if kv_cache is None:
-      out_BxTxHxDh = attention_lib.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cfg.attention)
+      out_BxTxHxDh = attention_lib.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cfg.attention,
+                                                    segment_ids_BxT)
     else:
       out_BxTxHxDh, kv_cache = attention_lib.cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache,
                                                               lengths_B)
@@ -183,10 +185,11 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None):
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None, segment_ids_BxT=None):
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('act_batch', 'act_seq', 'act_embed'))
     h_BxTxD = _norm(self.cfg, 'attn_norm')(x_BxTxD)
-    attn_BxTxD, kv_cache = Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT, kv_cache, lengths_B)
+    attn_BxTxD, kv_cache = Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT, kv_cache, lengths_B,
+                                                            segment_ids_BxT)
     x_BxTxD = x_BxTxD + attn_BxTxD
     h_BxTxD = _norm(self.cfg, 'mlp_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name='mlp')(h_BxTxD)
@@ -197,16 +200,19 @@ class ScannedBlock(Block):
   """Block with the (carry, xs) -> (carry, ys) signature that nn.scan wants: the residual
   stream is carried, each layer's slice of the KV cache goes in and comes out."""
 
-  def __call__(self, x_BxTxD, positions_BxT, kv_cache, lengths_B):
-    return super().__call__(x_BxTxD, positions_BxT, kv_cache, lengths_B)
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache, lengths_B, segment_ids_BxT):
+    return super().__call__(x_BxTxD, positions_BxT, kv_cache, lengths_B, segment_ids_BxT)
 
 
 class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, segment_ids_BxT=None):
     """Returns float32 logits_BxTxV for next-token prediction.
+
+    Packed training windows pass segment_ids_BxT (one id per packed sequence) and positions_BxT
+    counted from each sequence's start: every sequence is then computed as if it were alone.
 
     With a decode cache (cache_shapes; llm/inference/engine.py), the tokens continue each row
     at position lengths_B[b]; returns (logits, cache with the new keys and values written and
@@ -238,18 +244,19 @@ class Transformer(nn.Module):
       # whose prevent_cse=False is only safe inside a loop.
       unroll = cfg.num_layers if jax.default_backend() == 'cpu' and cfg.remat == 'none' else 1
       stack = nn.scan(block(ScannedBlock), variable_axes={'params': 0}, split_rngs={'params': True},
-                      in_axes=(nn.broadcast, 0, nn.broadcast), length=cfg.num_layers, unroll=unroll,
+                      in_axes=(nn.broadcast, 0, nn.broadcast, nn.broadcast), length=cfg.num_layers, unroll=unroll,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
       # A cache goes through the scan stacked on a leading layers axis (copied in and out:
       # correct, not fast; the engine decodes unstacked, see unstack_layers).
       stacked_kv = None if cache is None else (jnp.stack(cache['k']), jnp.stack(cache['v']))
-      x_BxTxD, stacked_kv = stack(cfg, name='layers')(x_BxTxD, positions_BxT, stacked_kv, lengths_B)
+      x_BxTxD, stacked_kv = stack(cfg, name='layers')(x_BxTxD, positions_BxT, stacked_kv, lengths_B,
+                                                      segment_ids_BxT)
       layer_kv = None if cache is None else list(zip(*stacked_kv, strict=True))
     else:
       layer_kv = []
       for i in range(cfg.num_layers):
         kv = None if cache is None else (cache['k'][i], cache['v'][i])
-        x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B)
+        x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B, segment_ids_BxT)
         layer_kv.append(kv)
 
     x_BxTxD = _norm(cfg, 'final_norm')(x_BxTxD)

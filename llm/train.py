@@ -75,7 +75,7 @@ def make_eval_step(model, token_bytes_V):
   token_bytes_V = jnp.asarray(token_bytes_V, jnp.float32)
 
   def eval_step(params, batch):
-    logits = model.apply({'params': params}, batch['inputs'])
+    logits = losses.batch_logits(model, params, batch)
     loss_sum, weight, loss_BxT = losses.next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
     mask_BxT = jnp.ones_like(loss_BxT) if 'loss_mask' not in batch else batch['loss_mask']
     bytes_BxT = token_bytes_V[batch['targets']] * mask_BxT

@@ -72,13 +72,26 @@ def test_loss_ignores_masked_targets():
 
 def test_packing_keeps_conversations_whole_and_masks_padding():
   rendered = [([2] + [10 + i] * n, [0] + [1] * n) for i, n in enumerate([30, 50, 20, 60, 10])]
-  windows, mask = pipeline.pack_conversations(rendered, seq_len=64, pad_id=0)
+  windows, mask, segments = pipeline.pack_conversations(rendered, seq_len=64, pad_id=0)
   assert windows.shape[1] == 65
   for ids, _ in rendered:  # each conversation sits whole, contiguous, in exactly one window
-    hits = [w for w in windows if ids[1] in w]
-    assert len(hits) == 1 and (hits[0] == ids[1]).sum() == len(ids) - 1
-  assert mask[windows == 0].sum() == 0
+    hits = [(w, s) for w, s in zip(windows, segments) if ids[1] in w]
+    assert len(hits) == 1 and (hits[0][0] == ids[1]).sum() == len(ids) - 1
+    # ... and makes one segment of its own: ids 1, 2, ... in the order packed, 0 on padding
+    window, segment = hits[0]
+    at = np.flatnonzero(window == ids[1])
+    assert len(set(segment[at])) == 1 and (segment == segment[at[0]]).sum() == len(ids)
+  assert mask[windows == 0].sum() == 0 and (segments[windows == 0] == 0).all()
   assert mask.sum() == sum(sum(m) for _, m in rendered)
+  # first fit, by hand: 31 + 21 + 11 tokens share window 0, 51 and 61 get a window each
+  np.testing.assert_array_equal(segments[:, :64].max(axis=1), [3, 1, 1])
+
+
+def test_segment_batch_counts_positions_from_each_segment_start():
+  segments = np.array([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
+  batch = pipeline.segment_batch(segments)
+  np.testing.assert_array_equal(batch['positions'], [[0, 1, 2, 0, 1, 0, 0, 1], [0, 1, 2, 3, 4, 5, 6, 7]])
+  np.testing.assert_array_equal(batch['segment_ids'], segments)
 
 
 def _sft_cmd(workdir, pretrained, *extra):

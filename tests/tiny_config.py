@@ -59,7 +59,8 @@ def tiny_sft_config(cache_dir='', **overrides):
   c.task = 'sft'
   c.sft = ml_collections.ConfigDict(dict(
       mixture=ml_collections.ConfigDict(dict(arithmetic=1.0, identity=1.0)),
-      val_fraction=0.1, max_per_source=300, eval_prompts=4, eval_arithmetic=4))
+      val_fraction=0.1, max_per_source=300, eval_prompts=4, eval_arithmetic=4,
+      isolate_conversations=True))
   c.train.steps = 20
   return _override(c, overrides)
 

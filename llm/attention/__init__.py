@@ -13,6 +13,10 @@
                 this host for this shape (once, cached per CPU; llm/kernels/cpu_attention.py), and
                 the XLA path for everything else: short sequences, shapes the kernels do not take.
 
+Packed sequences pass segment_ids_BxT (one id per packed sequence): a query then attends only to
+earlier keys of its own segment, as it would with the sequence alone. The XLA path, cuDNN (as a
+mask) and splash take them; the CPU kernel does not, so 'auto' takes the XLA path there.
+
 Decoding and prefill over a KV cache take cached_attention (llm/attention/kv_cache.py), XLA ops.
 """
 import functools
@@ -43,20 +47,24 @@ def _cudnn_takes(T: int, Dh: int, dtype) -> bool:
   return jnp.dtype(dtype) in _HALF and Dh % 8 == 0 and Dh <= 128 and T >= FLASH_MIN_SEQ
 
 
-def select(requested: str, q_shape: tuple, k_shape: tuple, dtype) -> str:
-  """The implementation that runs for causal attention on q [B, T, H, Dh], k [B, T, K, Dh]:
-  `requested` itself (checked that it can run here), or what 'auto' picks."""
+def select(requested: str, q_shape: tuple, k_shape: tuple, dtype, segmented: bool = False) -> str:
+  """The implementation that runs for causal attention on q [B, T, H, Dh], k [B, T, K, Dh]
+  (with segment ids when `segmented`): `requested` itself (checked that it can run here), or
+  what 'auto' picks."""
   if requested not in IMPLEMENTATIONS:
     raise ValueError(f'model.attention={requested!r}; choose one of {IMPLEMENTATIONS}')
   B, T, H, Dh = q_shape
   where = platform()
   if requested == 'auto':
-    return _auto(where, q_shape, k_shape, dtype)
+    return _auto(where, q_shape, k_shape, dtype, segmented)
   if requested == 'cudnn' and (where != 'gpu' or not _cudnn_takes(T, Dh, dtype)):
     raise ValueError(f'model.attention=cudnn needs a GPU, bfloat16/float16, head width a multiple of 8 '
                      f'<= 128 and seq >= {FLASH_MIN_SEQ}; got {where}, {jnp.dtype(dtype).name}, '
                      f'head width {Dh}, seq {T}: use model.attention=auto')
   if requested == 'cpu_kernel':
+    if segmented:
+      raise ValueError('model.attention=cpu_kernel does not take segment ids (packed SFT sequences); '
+                       'use model.attention=auto or xla')
     if where != 'cpu' or jnp.dtype(dtype) != jnp.float32 or not cpu_attention.available():
       raise ValueError(f'model.attention=cpu_kernel needs the CPU backend, float32 and a C++ compiler; '
                        f'got {where}, {jnp.dtype(dtype).name}, compiler '
@@ -64,41 +72,52 @@ def select(requested: str, q_shape: tuple, k_shape: tuple, dtype) -> str:
   return requested
 
 
-def _auto(where: str, q_shape, k_shape, dtype) -> str:
+def _auto(where: str, q_shape, k_shape, dtype, segmented: bool) -> str:
   B, T, H, Dh = q_shape
   if where == 'gpu':
     return 'cudnn' if _cudnn_takes(T, Dh, dtype) else 'xla'
   if where == 'tpu':
     return 'splash' if splash.supports(T) else 'xla'
-  if where == 'cpu' and jnp.dtype(dtype) == jnp.float32:
+  if where == 'cpu' and jnp.dtype(dtype) == jnp.float32 and not segmented:
     if cpu_attention.available() and cpu_attention.faster_than_xla(q_shape, k_shape):
       return 'cpu_kernel'
   return 'xla'
 
 
 @functools.cache
-def _log_choice(requested, chosen, q_shape, dtype_name):
-  logging.info('attention: %s -> %s for q %s %s on %s', requested, chosen, q_shape, dtype_name, platform())
+def _log_choice(requested, chosen, q_shape, dtype_name, segmented):
+  logging.info('attention: %s -> %s for q %s %s%s on %s', requested, chosen, q_shape, dtype_name,
+               ' with segment ids' if segmented else '', platform())
 
 
-def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, implementation: str = 'auto'):
-  """softmax(q k^T / sqrt(Dh), causal) v with K key/value heads serving H = K * G query heads."""
-  chosen = select(implementation, q_BxTxHxDh.shape, k_BxTxKxDh.shape, q_BxTxHxDh.dtype)
-  _log_choice(implementation, chosen, q_BxTxHxDh.shape, jnp.dtype(q_BxTxHxDh.dtype).name)
+def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, implementation: str = 'auto', segment_ids_BxT=None):
+  """softmax(q k^T / sqrt(Dh), causal) v with K key/value heads serving H = K * G query heads;
+  with segment_ids_BxT, each query sees only the keys of its own segment."""
+  segmented = segment_ids_BxT is not None
+  chosen = select(implementation, q_BxTxHxDh.shape, k_BxTxKxDh.shape, q_BxTxHxDh.dtype, segmented)
+  _log_choice(implementation, chosen, q_BxTxHxDh.shape, jnp.dtype(q_BxTxHxDh.dtype).name, segmented)
   if chosen == 'cudnn':
-    return jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True,
-                                        implementation='cudnn')
+    return jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=_same_segment(segment_ids_BxT),
+                                        is_causal=True, implementation='cudnn')
   if chosen == 'splash':
-    return _per_shard(splash.causal_attention, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+    return _per_shard(splash.causal_attention, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT)
   if chosen == 'cpu_kernel':
     return _per_shard(cpu_attention.causal_attention, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
-  return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT)
 
 
-def _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+def _same_segment(segment_ids_BxT):
+  """The [B, 1, T, S] mask of key positions in each query's segment (None without segments)."""
+  if segment_ids_BxT is None:
+    return None
+  return (segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :])[:, None]
+
+
+def _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT=None):
   if platform() == 'cpu':
-    return cpu_xla_attention.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
-  return jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, is_causal=True, implementation='xla')
+    return cpu_xla_attention.causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT)
+  return jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=_same_segment(segment_ids_BxT),
+                                      is_causal=True, implementation='xla')
 
 
 def _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
@@ -114,17 +133,19 @@ def _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
   return None if specs[0][1] is not None else specs
 
 
-def _per_shard(kernel, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+def _per_shard(kernel, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT=None):
   """A custom call (FFI or Pallas) under a multi-device mesh runs per shard in shard_map: XLA
   cannot partition it and would gather every shard to each device. Batch and heads split, the
-  sequence stays whole; where the shards do not split evenly the XLA path runs instead."""
+  sequence stays whole; where the shards do not split evenly the XLA path runs instead.
+  Segment ids, when given, go to the kernel as a fourth argument split by batch."""
+  args = (q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh) + (() if segment_ids_BxT is None else (segment_ids_BxT,))
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or mesh.size == 1:
-    return kernel(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+    return kernel(*args)
   specs = _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh)
   if specs is None:
-    return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+    return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT)
   q_spec, kv_spec = specs
+  in_specs = (q_spec, kv_spec, kv_spec) + ((jax.P(q_spec[0], None),) if segment_ids_BxT is not None else ())
   # check_vma=False: the custom call's outputs carry no varying-axes types to check.
-  return jax.shard_map(kernel, in_specs=(q_spec, kv_spec, kv_spec), out_specs=q_spec,
-                       check_vma=False)(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
+  return jax.shard_map(kernel, in_specs=in_specs, out_specs=q_spec, check_vma=False)(*args)

@@ -27,7 +27,8 @@ def _kernel(T: int, H: int, interpret: bool):
                                 interpret=interpret)
 
 
-def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
+def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT=None):
+  """With segment_ids_BxT, each query attends only to keys of its own segment (splash's SegmentIds)."""
   B, T, H, Dh = q_BxTxHxDh.shape
   if not supports(T):
     raise ValueError(f'splash attention needs a sequence length that is a multiple of {LANES}, '
@@ -36,5 +37,11 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh):
   # cached across traces would leak from the first trace into the next.
   kernel = _kernel(T, H, jax.default_backend() != 'tpu')
   q_BxHxTxDh = (q_BxTxHxDh * Dh ** -0.5).transpose(0, 2, 1, 3)
-  out_BxHxTxDh = jax.vmap(kernel)(q_BxHxTxDh, k_BxTxKxDh.transpose(0, 2, 1, 3), v_BxTxKxDh.transpose(0, 2, 1, 3))
+  k_BxKxTxDh, v_BxKxTxDh = k_BxTxKxDh.transpose(0, 2, 1, 3), v_BxTxKxDh.transpose(0, 2, 1, 3)
+  if segment_ids_BxT is None:
+    out_BxHxTxDh = jax.vmap(kernel)(q_BxHxTxDh, k_BxKxTxDh, v_BxKxTxDh)
+  else:
+    segments = splash.SegmentIds(q=segment_ids_BxT, kv=segment_ids_BxT)
+    out_BxHxTxDh = jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=s))(q_BxHxTxDh, k_BxKxTxDh,
+                                                                               v_BxKxTxDh, segments)
   return out_BxHxTxDh.transpose(0, 2, 1, 3)

@@ -50,16 +50,19 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
 
 
 def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,
-                           process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+                           process_index: int = 0, process_count: int = 1,
+                           segments_NxW: np.ndarray | None = None) -> grain.IterDataset:
   """Like train_dataset, over prebuilt windows (e.g. packed conversations, see
-  pack_conversations) with a loss mask: batches {'inputs', 'targets', 'loss_mask'}."""
+  pack_conversations) with a loss mask: batches {'inputs', 'targets', 'loss_mask'}, and with
+  segments_NxW also the inputs' 'segment_ids' and 'positions' (segment_batch)."""
   if len(windows_NxW) < global_batch:
     raise ValueError(f'{len(windows_NxW)} packed windows are fewer than one batch of {global_batch}; '
                      'lower train.batch_size or add data')
 
   def read(ids):
-    return {'inputs': windows_NxW[ids, :-1].astype(np.int32), 'targets': windows_NxW[ids, 1:].astype(np.int32),
-            'loss_mask': mask_NxW[ids, 1:].astype(np.int32)}
+    batch = {'inputs': windows_NxW[ids, :-1].astype(np.int32), 'targets': windows_NxW[ids, 1:].astype(np.int32),
+             'loss_mask': mask_NxW[ids, 1:].astype(np.int32)}
+    return batch if segments_NxW is None else {**batch, **segment_batch(segments_NxW[ids, :-1])}
 
   return _shuffled_batches(len(windows_NxW), read, global_batch, seed, process_index, process_count)
 
@@ -80,39 +83,54 @@ def _shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, pro
 
 
 def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int,
-                       pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+                       pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Packs whole (ids, mask) sequences into windows of seq_len + 1 tokens, first fit.
 
   A conversation is never split across windows (its second half would lose the question it
   answers); the unused tail of a window is pad with mask 0. Compared with one conversation per
-  window this wastes far less compute on padding; attention may cross from one conversation to
-  the next inside a window, as in pretraining, with bos marking each start.
-  Returns (windows_NxW, mask_NxW), W = seq_len + 1.
+  window this wastes far less compute on padding. segments_NxW numbers the conversations of
+  each window 1, 2, ... (0 = padding): with them the model can keep each conversation's
+  attention to itself (segment_batch); without, attention crosses from one to the next.
+  Returns (windows_NxW, mask_NxW, segments_NxW), W = seq_len + 1.
   """
   width = seq_len + 1
   too_long = [len(ids) for ids, _ in rendered if len(ids) > width]
   if too_long:
     raise ValueError(f'{len(too_long)} sequences are longer than seq_len + 1 = {width} tokens '
                      f'(longest {max(too_long)}); fit them first (llm.data.conversations.fit)')
-  windows, masks, free = [], [], []  # free[i]: tokens left in window i
+  windows, masks, segments, free = [], [], [], []  # free[i]: tokens left in window i
   open_windows = []  # indices of windows with room; capped so packing stays linear
   for ids, mask in rendered:
     slot = next((i for i in open_windows if free[i] >= len(ids)), None)
     if slot is None:
-      windows.append([]), masks.append([]), free.append(width)
+      windows.append([]), masks.append([]), segments.append([]), free.append(width)
       slot = len(windows) - 1
       open_windows.append(slot)
       if len(open_windows) > 64:
         open_windows.pop(0)
     windows[slot].extend(ids)
     masks[slot].extend(mask)
+    segments[slot].extend([(segments[slot][-1] if segments[slot] else 0) + 1] * len(ids))
     free[slot] -= len(ids)
   tokens_NxW = np.full((len(windows), width), pad_id, np.int32)
   mask_NxW = np.zeros((len(windows), width), np.int8)
-  for i, (ids, mask) in enumerate(zip(windows, masks)):
+  segments_NxW = np.zeros((len(windows), width), np.int32)
+  for i, (ids, mask, segment) in enumerate(zip(windows, masks, segments)):
     tokens_NxW[i, :len(ids)] = ids
     mask_NxW[i, :len(mask)] = mask
-  return tokens_NxW, mask_NxW
+    segments_NxW[i, :len(segment)] = segment
+  return tokens_NxW, mask_NxW, segments_NxW
+
+
+def segment_batch(segments_BxT: np.ndarray) -> dict:
+  """{'segment_ids', 'positions'} of packed inputs: each token's segment and its position counted
+  from the start of its segment, so a packed sequence sees the positions it would see alone."""
+  B, T = segments_BxT.shape
+  index_BxT = np.broadcast_to(np.arange(T), (B, T))
+  starts_BxT = np.ones((B, T), bool)
+  starts_BxT[:, 1:] = segments_BxT[:, 1:] != segments_BxT[:, :-1]
+  start_index_BxT = np.maximum.accumulate(np.where(starts_BxT, index_BxT, 0), axis=1)
+  return {'segment_ids': segments_BxT.astype(np.int32), 'positions': (index_BxT - start_index_BxT).astype(np.int32)}
 
 
 def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,

@@ -36,12 +36,14 @@ def data(config, workdir) -> TaskData:
   for name, weight in sc.mixture.items():
     epoch += _weighted_epoch(splits[name][0], weight, rng)
   rng.shuffle(epoch)
-  windows, mask = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
+  windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
                len(epoch), len(windows), 100 * mask.mean())
+  isolate = sc.isolate_conversations
   train = pipeline.masked_windows_dataset(windows, mask, tc.batch_size, config.data.seed,
-                                          jax.process_index(), jax.process_count())
-  eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id)
+                                          jax.process_index(), jax.process_count(),
+                                          segments if isolate else None)
+  eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id, isolate)
                for name, (_, val) in splits.items() if val}
   facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
            'sft_windows_per_epoch': len(windows)}
@@ -49,19 +51,23 @@ def data(config, workdir) -> TaskData:
                   heldout={name: val for name, (_, val) in splits.items()})
 
 
-def _eval_batches(rendered, tc, pad_id) -> list[dict]:
-  """All of a source's validation conversations, packed; the last batch is padded with
-  windows whose mask is 0, so every conversation counts once."""
-  windows, mask = pipeline.pack_conversations(rendered, tc.seq_len, pad_id)
+def _eval_batches(rendered, tc, pad_id, isolate: bool) -> list[dict]:
+  """All of a source's validation conversations, packed as in training; the last batch is
+  padded with windows whose mask is 0, so every conversation counts once."""
+  windows, mask, segments = pipeline.pack_conversations(rendered, tc.seq_len, pad_id)
   count = -(-len(windows) // tc.batch_size)
   if tc.eval_batches:
     count = min(count, tc.eval_batches)
   pad = count * tc.batch_size - len(windows)
   windows = np.concatenate([windows, np.full((max(pad, 0), windows.shape[1]), pad_id, windows.dtype)])
   mask = np.concatenate([mask, np.zeros((max(pad, 0), mask.shape[1]), mask.dtype)])
-  return [{'inputs': windows[i:i + tc.batch_size, :-1], 'targets': windows[i:i + tc.batch_size, 1:],
-           'loss_mask': mask[i:i + tc.batch_size, 1:].astype(np.int32)}
-          for i in range(0, count * tc.batch_size, tc.batch_size)]
+  segments = np.concatenate([segments, np.zeros((max(pad, 0), segments.shape[1]), segments.dtype)])
+  batches = []
+  for i in range(0, count * tc.batch_size, tc.batch_size):
+    rows = slice(i, i + tc.batch_size)
+    batch = {'inputs': windows[rows, :-1], 'targets': windows[rows, 1:], 'loss_mask': mask[rows, 1:].astype(np.int32)}
+    batches.append({**batch, **pipeline.segment_batch(segments[rows, :-1])} if isolate else batch)
+  return batches
 
 
 def evaluate(config, setup, params, data) -> dict:
