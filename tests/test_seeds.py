@@ -1,0 +1,45 @@
+"""Results over seeds (llm/seeds.py): mean, sample spread, evals over summaries, missing keys refused."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm import seeds
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(path, summary, evals=None):
+  path.mkdir()
+  (path / 'summary.json').write_text(json.dumps(summary))
+  if evals:
+    (path / 'eval').mkdir()
+    (path / 'eval' / 'chat.json').write_text(json.dumps(evals))
+  return path
+
+
+def test_mean_and_sample_std_over_seeds_with_evals_taking_precedence(tmp_path):
+  runs = [_run(tmp_path / f's{i}', {'acc': 0.0, 'steps': 600}, {'acc': a}) for i, a in enumerate([0.9, 0.8, 1.0])]
+  stats = seeds.aggregate({'r': runs}, ['acc', 'steps'])['r']
+  assert stats['acc']['values'] == [0.9, 0.8, 1.0]
+  assert stats['acc']['mean'] == pytest.approx(0.9)
+  assert stats['acc']['std'] == pytest.approx(0.1)  # sqrt((0.01 + 0.01) / 2)
+  assert (stats['acc']['min'], stats['acc']['max']) == (0.8, 1.0)
+  assert stats['steps']['std'] == 0.0
+
+
+def test_cli_writes_the_table_and_refuses_a_missing_key_in_one_line(tmp_path):
+  a = _run(tmp_path / 'a', {'acc': 0.5})
+  b = _run(tmp_path / 'b', {'other': 1})
+  out = tmp_path / 'out'
+  ok = subprocess.run([sys.executable, '-m', 'llm.seeds', f'--group=g={a}', '--keys=acc', f'--out={out}'],
+                      cwd=ROOT, capture_output=True, text=True)
+  assert ok.returncode == 0, ok.stderr
+  assert '| g | 1 | 50.0 ± 0.0 [50.0, 50.0] |' in (out / 'table.md').read_text()
+  assert (out / 'acc.png').stat().st_size > 0
+  bad = subprocess.run([sys.executable, '-m', 'llm.seeds', f'--group=g={a},{b}', '--keys=acc'],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert bad.returncode != 0 and 'Traceback' not in bad.stderr
+  assert f"'acc' is not a number in {b}" in bad.stderr.strip().splitlines()[-1]
