@@ -3,7 +3,10 @@ with transformers (a test-only dependency, CPU torch; these tests skip without i
 logits equal to transformers' own, our runs export to directories transformers loads with equal
 logits and greedy tokens, import -> export -> import is exact, the two-file export decodes like
 the engine, and bad checkpoints end in one line."""
+import io
 import json
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +26,25 @@ from test_model import init, small_config
 
 _TEXT = ('The cat sat on the mat. A dog ran to the door, and then it ran back! '
          'Numbers: 12 345 6789. Accents: café naïve, emoji 🙂, 東京. ')
+# What a tokenizer conversion can get wrong: digits, runs of spaces and tabs, blank lines (our
+# tokenizer cuts text after each), leading and trailing space, unicode, a literal U+2581 (the
+# SentencePiece space mark), special-token look-alikes.
+_VARIED = ['', ' ', 'Numbers: 12 345 6789, 3.14159 and -42.', 'a  b   c    d\t\te \t x', '  leading and trailing  ',
+           'line one\nline two\n\nparagraph\n\n\n\nfar  \n \n\n x\n', 'café naïve Ångström ﬁ ①, 東京 🙂🙂',
+           'the \u2581 mark \u2581\u2581x\u2581', '\r\n\r\n', 'forged <|user|> turn <s> </s> <unk> <0x41>', _TEXT]
+_ALPHABET = [*'abcTh .,!?0123456789', '  ', '   ', '\n', '\n\n', '\t', '\r', 'é', '東', '🙂', '\u2581', '\xa0',
+             'the ', ' the', '<s>', '<|user|>']
+
+
+def _texts(n: int = 2000, seed: int = 0) -> list[str]:
+  """_VARIED and n random strings of _ALPHABET's pieces."""
+  rng = random.Random(seed)
+  return _VARIED + [''.join(rng.choice(_ALPHABET) for _ in range(rng.randint(1, 40))) for _ in range(n)]
+
+
+def _training_text(seed: int) -> list[str]:
+  """Sentences for a tokenizer that learns pieces for space runs, blank lines and the rest."""
+  return ['\n\n'.join(_texts(40, seed * 1000 + i)) for i in range(100)]
 
 
 def _torch_transformers():
@@ -52,6 +74,20 @@ def _sentencepiece_style_tokenizer() -> 'tokenizers.Tokenizer':
   spec = json.loads(tok.to_str())
   spec['added_tokens'] = spec['added_tokens'][:3]
   return tokenizers.Tokenizer.from_str(json.dumps(spec))
+
+
+def _llama_sentencepiece(path: Path, **changes):
+  """A Llama tokenizer.model in miniature: SentencePiece BPE, byte fallback, a dummy prefix, digits
+  split, <unk> <s> </s> first; trained here. Returns sentencepiece's processor for it."""
+  import sentencepiece as spm
+  model = io.BytesIO()
+  options = dict(model_type='bpe', byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
+                 normalization_rule_name='identity', remove_extra_whitespaces=False, unk_id=0, bos_id=1, eos_id=2,
+                 pad_id=-1, minloglevel=2)
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(_training_text(seed=1)), model_writer=model, vocab_size=400,
+                                 **(options | changes))
+  path.write_bytes(model.getvalue())
+  return spm.SentencePieceProcessor(model_file=str(path))
 
 
 def _perturbed(model, torch):
@@ -93,6 +129,20 @@ def llama_dir(tmp_path_factory):
   torch.manual_seed(0)
   model = _perturbed(transformers.LlamaForCausalLM(cfg), torch)
   return _save_hf(model, tok, tmp_path_factory.mktemp('llama'), {'bos_token': '<s>', 'eos_token': '</s>'})
+
+
+@pytest.fixture(scope='module')
+def llama_sp_dir(tmp_path_factory):
+  """A Llama as many on the Hub ship it: no tokenizer.json, only the SentencePiece tokenizer.model."""
+  torch, transformers = _torch_transformers()
+  out = tmp_path_factory.mktemp('llama_sp')
+  sp = _llama_sentencepiece(out / 'tokenizer.model')
+  cfg = transformers.LlamaConfig(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, hidden_size=32,
+                                 intermediate_size=40, vocab_size=sp.get_piece_size(), max_position_embeddings=64,
+                                 rms_norm_eps=1e-6, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True)
+  torch.manual_seed(1)
+  _perturbed(transformers.LlamaForCausalLM(cfg), torch).save_pretrained(out)
+  return out
 
 
 def _hf_logits(hf_dir: Path, tokens: np.ndarray) -> np.ndarray:
@@ -167,6 +217,27 @@ def test_imported_tokenizer_encodes_like_the_original_and_keeps_specials_out_of_
   assert sizes[user] == 0
 
 
+def test_a_llama_with_only_a_sentencepiece_model_imports_with_its_ids_and_logits(llama_sp_dir, tmp_path):
+  import sentencepiece as spm
+  sp = spm.SentencePieceProcessor(model_file=str(llama_sp_dir / 'tokenizer.model'))
+  assert not (llama_sp_dir / 'tokenizer.json').exists()
+  run = inference.load(importer.import_hf(llama_sp_dir, tmp_path / 'run'))
+  tok, n = run.tokenizer, sp.get_piece_size()
+  for text in _texts():
+    ids = tok.encode(text)
+    assert ids == sp.encode(text), repr(text)
+    assert tok.decode(ids) == sp.decode(ids), repr(text)
+  assert (tok.bos_id, tok.eos_id) == (sp.bos_id(), sp.eos_id())
+  # The chat tokens take the ids after the model's, and the embedding table grew by as many rows.
+  chat = [tok.special_id(t) for t in tokenizer_lib.SPECIAL_TOKENS]
+  assert chat == list(range(n, n + len(chat))) and run.model_cfg.vocab_size == n + len(chat)
+  assert not set(chat) & set(tok.encode('forged <|user|> turn <|end|>'))
+  tokens = np.array([[sp.bos_id()] + sp.encode(text)[:23] for text in (_TEXT, _VARIED[5] * 3)], np.int32)
+  theirs = _hf_logits(llama_sp_dir, tokens)
+  np.testing.assert_allclose(_our_logits(run, tokens)[..., :n], theirs, atol=1e-4, rtol=0)
+  assert np.abs(theirs).max() > 0.5
+
+
 def _our_run(tmp_path, synthetic_tok, style: str, fp16: bool = False) -> Path:
   """A run directory as llm.main leaves it, random parameters (float16-exact if fp16). style:
   test_model's 'gpt2' or 'modern' (GQA, QK-norm, untied), or 'llama' (modern without QK-norm)."""
@@ -205,13 +276,76 @@ def test_our_runs_export_to_transformers_with_equal_logits_and_greedy_tokens(sty
   assert ours == theirs
 
 
-@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+@pytest.fixture(scope='module', params=['trained', 'uncut'])
+def varied_tok(request, tmp_path_factory):
+  """Our tokenizer with pieces for space runs, digits and accents: trained here (llm.tokenizer
+  cuts the text after blank lines, so no piece spans one), or trained with the same options on
+  text left whole, as a tokenizer.path made elsewhere may be, so that pieces span blank lines
+  and encoding depends on our Tokenizer's cut."""
+  path = tmp_path_factory.mktemp('tok') / 'tokenizer.model'
+  if request.param == 'trained':
+    return tokenizer_lib.train_tokenizer(_training_text(seed=2), 500, path, 10**6)
+  import sentencepiece as spm
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(_training_text(seed=2)), model_writer=model, vocab_size=500,
+                                 **tokenizer_lib._TRAINER_OPTIONS)  # pylint: disable=protected-access
+  path.write_bytes(model.getvalue())
+  tok = tokenizer_lib.Tokenizer.load(path)
+  assert '\n\n\n' in {tok.id_to_piece(i) for i in range(tok.vocab_size)}  # a piece our Tokenizer's cut splits
+  return tok
+
+
+def _with_specials_as_text(tok, text: str) -> list[int]:
+  """How transformers encodes text: each special token's string is that token, text between is
+  encoded on its own."""
+  specials = {tok.id_to_piece(i): i for i in (tok.pad_id, tok.unk_id, tok.bos_id, tok.eos_id)}
+  specials |= {t: tok.special_id(t) for t in tokenizer_lib.SPECIAL_TOKENS}
+  parts = re.split('(' + '|'.join(map(re.escape, specials)) + ')', text)
+  return [i for part in parts for i in ([specials[part]] if part in specials else tok.encode(part))]
+
+
+def test_our_tokenizer_exports_to_one_transformers_encodes_alike(varied_tok, tmp_path):
+  """transformers' AutoTokenizer reads the exported tokenizer.json as ours: same ids on every
+  text, tokenizer(prompt) starts with bos as our prompts do, and greedy decoding from it is the
+  engine's; importing the export again gives the same ids too."""
+  torch, transformers = _torch_transformers()
+  tok = varied_tok
+  workdir = _our_run(tmp_path, tok, 'llama')
+  hf_dir = exporter.export_hf(workdir, tmp_path / 'hf')
+  theirs = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  reimported = tokenizer_lib.load_any(tokenizer_lib.run_file(importer.import_hf(hf_dir, tmp_path / 'again')))
+  pieces = {tok.id_to_piece(i).replace('\u2581', ' ') for i in range(tok.vocab_size)}
+  assert {'   ', '\t\t', ' \n', '.\n', ' the'} <= pieces  # merges the conversion must get right
+  for text in _texts():
+    ids = tok.encode(text)
+    assert theirs.encode(text, add_special_tokens=False) == _with_specials_as_text(tok, text), repr(text)
+    assert reimported.encode(text) == ids, repr(text)
+    assert theirs.decode(ids) == reimported.decode(ids) == text, repr(text)
+  prompt = 'Numbers: 12  345\n\nx'
+  ids = theirs(prompt)['input_ids']
+  assert ids == [tok.bos_id] + tok.encode(prompt)
+  model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+  model.generation_config.eos_token_id = None
+  with torch.no_grad():
+    out = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+  assert out == inference.load(workdir).engine().generate([ids], 12, temperature=0.0, stop_ids=[])[0].tokens
+
+
+def test_a_run_tokenizer_the_conversion_would_not_match_is_refused(tmp_path):
+  """Our Tokenizer cuts text into paragraphs: with a dummy prefix each would get its own."""
+  from llm.interop.tokenizer import HFTokenizer
+  _llama_sentencepiece(tmp_path / 'tokenizer.model')
+  with pytest.raises(ValueError, match='add_dummy_prefix=True cannot be mapped'):
+    HFTokenizer.from_ours(tokenizer_lib.Tokenizer.load(tmp_path / 'tokenizer.model'))
+
+
+@pytest.mark.parametrize('arch', ['gpt2', 'llama', 'llama_sp'])
 def test_import_export_import_is_exact(arch, request, tmp_path):
   hf_dir = request.getfixturevalue(f'{arch}_dir')
   # Without the chat tokens the exported tensors are the original ones, bit for bit.
   plain = exporter.export_hf(importer.import_hf(hf_dir, tmp_path / 'plain', chat_tokens=False), tmp_path / 'hf_plain')
   original, exported = Weights(hf_dir), Weights(plain)
-  tied = {'gpt2': {'lm_head.weight'}, 'llama': set()}[arch]
+  tied = {'gpt2': {'lm_head.weight'}, 'llama': set(), 'llama_sp': {'lm_head.weight'}}[arch]
   assert exported.names() == original.names() - tied - {n for n in original.names() if n.endswith('.attn.bias')}
   for name in exported.names():
     np.testing.assert_array_equal(exported[name], original[name], err_msg=name)
@@ -250,7 +384,7 @@ def test_two_files_decode_like_the_engine(style, synthetic_tok, tmp_path, python
     assert [int(i) for i in res.stdout.split('\n')[0].split()] == ours
 
 
-@pytest.mark.parametrize('arch', ['ours', 'gpt2', 'llama'])
+@pytest.mark.parametrize('arch', ['ours', 'gpt2', 'llama', 'llama_sp'])
 def test_two_files_token_table_spells_text_back(arch, synthetic_tok, request, tmp_path):
   """run.py prints text from each token's bytes in the header: SentencePiece pieces, byte-level
   BPE (GPT-2's alphabet), byte-fallback BPE."""
@@ -260,7 +394,7 @@ def test_two_files_token_table_spells_text_back(arch, synthetic_tok, request, tm
   text = 'abc de café 🙂 東京\n\n  x'
   ids = tok.encode(text)
   spelled = b''.join(table[i] for i in [tok.bos_id] + ids).decode()
-  assert spelled == (' ' + text if arch == 'llama' else text)  # Metaspace marks the first word too
+  assert spelled == (' ' + text if arch.startswith('llama') else text)  # the dummy prefix marks the first word too
 
 
 def test_parameters_are_placed_sharded_onto_the_mesh(gpt2_dir, tmp_path, python_env):
@@ -303,7 +437,7 @@ def _edit_config(hf_dir: Path, **changes):
   (hf_dir / 'config.json').write_text(json.dumps(cfg))
 
 
-def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, llama_dir, tmp_path):
+def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, llama_dir, llama_sp_dir, tmp_path):
   cases = {}
   d = tmp_path / 'no_config'
   d.mkdir()
@@ -341,6 +475,17 @@ def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, ll
   d = _copy(gpt2_dir, tmp_path / 'no_tokenizer')
   (d / 'tokenizer.json').unlink()
   cases['tokenizer.json is missing'] = d
+  d = _copy(llama_sp_dir, tmp_path / 'bad_sentencepiece')
+  (d / 'tokenizer.model').write_bytes(b'not a model')
+  cases['tokenizer.model is not a SentencePiece model'] = d
+  # SentencePiece models a tokenizer.json would not encode exactly like (see sentencepiece_json.py).
+  for name, changes in {"model_type='UNIGRAM'": dict(model_type='unigram'),
+                        "normalization='nmt_nfkc'": dict(normalization_rule_name='nmt_nfkc'),
+                        'remove_extra_whitespaces=True': dict(remove_extra_whitespaces=True),
+                        "piece='<x>'": dict(user_defined_symbols=['<x>'])}.items():
+    d = _copy(llama_sp_dir, tmp_path / name.split('=')[0].strip("'<>"))
+    _llama_sentencepiece(d / 'tokenizer.model', **changes)
+    cases[name] = d
   for expected, hf_dir in cases.items():
     with pytest.raises((ValueError, OSError)) as err:
       importer.import_hf(hf_dir, tmp_path / f'run_{hf_dir.name}')

@@ -1,11 +1,11 @@
 """A run directory -> a Hugging Face model directory that transformers' from_pretrained loads:
 config.json (GPT2LMHeadModel for learned positions, LlamaForCausalLM for RoPE), model.safetensors,
-generation_config.json, and the tokenizer: an imported model's tokenizer.json and
-tokenizer_config.json, or a SentencePiece run's tokenizer.model as it is (load it with
-sentencepiece; the token ids are the model's).
+generation_config.json, and the tokenizer as tokenizer.json and tokenizer_config.json: an
+imported model's own, or a SentencePiece run's converted to encode every text to the same ids
+(sentencepiece_json.py; transformers' own conversion of a tokenizer.model would not: it knows
+neither our cut after blank lines nor our U+2581 in bytes).
 """
 import json
-import shutil
 from pathlib import Path
 
 import jax
@@ -30,6 +30,7 @@ def export_hf(workdir, hf_dir, step: int | None = None) -> Path:
   _check_new_dir(hf_dir, '--hf_dir')
   run = inference.load(workdir, step)
   arch = architectures.for_model(run.model_cfg)
+  tok = run.tokenizer if isinstance(run.tokenizer, HFTokenizer) else HFTokenizer.from_ours(run.tokenizer)
   top, layers = params_lib.to_host(run.params, run.model_cfg.num_layers)
   tensors = arch.export_tensors(top, layers, run.model_cfg)
   if jax.process_index() != 0:
@@ -40,9 +41,6 @@ def export_hf(workdir, hf_dir, step: int | None = None) -> Path:
   config = {**arch.hf_config(run.model_cfg, ids), 'dtype': 'float32'}
   (hf_dir / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
   (hf_dir / 'generation_config.json').write_text(json.dumps(ids, indent=2) + '\n')
-  if isinstance(run.tokenizer, HFTokenizer):
-    for name, text in run.tokenizer.to_hf_files().items():
-      (hf_dir / name).write_text(text)
-  else:
-    shutil.copyfile(run.tokenizer.path, hf_dir / 'tokenizer.model')
+  for name, text in tok.to_hf_files().items():
+    (hf_dir / name).write_text(text, encoding='utf-8')
   return hf_dir

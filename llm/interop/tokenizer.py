@@ -1,5 +1,7 @@
-"""A Hugging Face model's own tokenizer (its tokenizer.json, read by the `tokenizers` package)
-behind the interface of llm.tokenizer.Tokenizer, so every stage runs an imported model as is.
+"""A Hugging Face model's own tokenizer (its tokenizer.json, read by the `tokenizers` package, or a
+SentencePiece tokenizer.model alone, converted exactly by sentencepiece_json.py) behind the
+interface of llm.tokenizer.Tokenizer, so every stage runs an imported model as is. The exporter
+writes our own runs' SentencePiece tokenizer through it too (from_ours).
 
 A run keeps it as one file, `tokenizer.hf.json`: the tokenizer.json itself plus the ids that
 config.json and tokenizer_config.json name (bos, eos, pad) and the model's vocabulary rows.
@@ -19,13 +21,15 @@ import numpy as np
 import tokenizers
 
 from llm import tokenizer as tokenizer_lib
+from llm.interop import sentencepiece_json
 
 FILE_NAME = 'tokenizer.hf.json'
 _BYTE_PIECE = re.compile(r'<0x[0-9A-Fa-f]{2}>')
 
 
 class HFTokenizer:
-  """Build one with HFTokenizer.load (a run's file) or from_hf_dir (a Hugging Face model dir)."""
+  """Build one with HFTokenizer.load (a run's file), from_hf_dir (a Hugging Face model dir) or
+  from_ours (our SentencePiece tokenizer, for export)."""
 
   def __init__(self, spec: dict, path: Path | None = None):
     self.spec = spec  # {'tokenizer': tokenizer.json's object, 'bos_id', 'eos_id', 'pad_id', 'vocab_size'}
@@ -40,22 +44,38 @@ class HFTokenizer:
     path = Path(path)
     if not path.is_file():
       raise FileNotFoundError(f'tokenizer {path} does not exist')
-    return cls(json.loads(path.read_text()), path)
+    return cls(json.loads(path.read_text(encoding='utf-8')), path)
+
+  @classmethod
+  def from_ours(cls, tok: tokenizer_lib.Tokenizer) -> 'HFTokenizer':
+    """Our SentencePiece tokenizer as one that encodes every text to the same ids."""
+    spec = sentencepiece_json.to_tokenizer_json(Path(tok.path).read_bytes(), str(tok.path), ours=True)
+    return cls({'tokenizer': spec, 'bos_id': tok.bos_id, 'eos_id': tok.eos_id, 'pad_id': tok.pad_id,
+                'vocab_size': tok.vocab_size})
+
+  @staticmethod
+  def _read_hf_dir(hf_dir: Path) -> dict:
+    """tokenizer.json's object, else that of the SentencePiece tokenizer.model converted."""
+    path, sp_path = hf_dir / 'tokenizer.json', hf_dir / 'tokenizer.model'
+    if path.is_file():
+      try:
+        spec = json.loads(path.read_text(encoding='utf-8'))
+        tokenizers.Tokenizer.from_str(json.dumps(spec))
+      except Exception as e:  # tokenizers raises a bare Exception on a bad file
+        raise ValueError(f'{path} is not a tokenizers file: {" ".join(str(e).split())}') from None
+      return spec
+    if sp_path.is_file():
+      return sentencepiece_json.to_tokenizer_json(sp_path.read_bytes(), str(sp_path), ours=False)
+    raise FileNotFoundError(f'{path} is missing, and so is a SentencePiece tokenizer.model: write tokenizer.json with '
+                            f"transformers.AutoTokenizer.from_pretrained('{hf_dir}').save_pretrained('{hf_dir}')")
 
   @classmethod
   def from_hf_dir(cls, hf_dir: Path, hf_config: dict) -> 'HFTokenizer':
     """The tokenizer of a Hugging Face model directory, with the special ids config.json names."""
-    path = Path(hf_dir) / 'tokenizer.json'
-    if not path.is_file():
-      raise FileNotFoundError(f'{path} is missing: the importer reads the fast tokenizer file; write it with '
-                              f"transformers.AutoTokenizer.from_pretrained('{hf_dir}').save_pretrained('{hf_dir}')")
-    try:
-      spec = {'tokenizer': json.loads(path.read_text())}
-      tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
-    except Exception as e:  # tokenizers raises a bare Exception on a bad file
-      raise ValueError(f'{path} is not a tokenizers file: {" ".join(str(e).split())}') from None
+    spec = {'tokenizer': cls._read_hf_dir(Path(hf_dir))}
+    tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
     tok_config_path = Path(hf_dir) / 'tokenizer_config.json'
-    tok_config = json.loads(tok_config_path.read_text()) if tok_config_path.is_file() else {}
+    tok_config = json.loads(tok_config_path.read_text(encoding='utf-8')) if tok_config_path.is_file() else {}
 
     def token_id(name):
       """config.json's NAME_token_id, else tokenizer_config.json's NAME_token looked up."""
@@ -96,7 +116,7 @@ class HFTokenizer:
 
   def save(self, path: Path | str):
     self.path = Path(path)
-    self.path.write_text(json.dumps(self.spec, ensure_ascii=False))
+    self.path.write_text(json.dumps(self.spec, ensure_ascii=False), encoding='utf-8')
 
   @property
   def vocab_size(self) -> int:
