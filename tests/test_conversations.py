@@ -262,6 +262,18 @@ def test_load_mixture_errors_name_the_problem(data_dir, tmp_path):
   assert cv.load_mixture(tmp_path, {'identity': 1.0}, 0.1, 0, identity_facts=FACTS)['identity'][0]  # no files
 
 
+def test_an_endless_source_that_never_fits_is_refused_not_searched_forever(tmp_path):
+  """arithmetic never ends: in a context no conversation of it fits in, load_mixture looped forever."""
+  from llm.tokenizer import train_tokenizer
+  rng = random.Random(0)
+  text = '\n\n'.join(str(cv.arithmetic_conversation(rng, 2, 1)) for _ in range(200))
+  tok = train_tokenizer([text], 600, tmp_path / 'tok.model', 10**6)
+  with pytest.raises(ValueError, match=r"'arithmetic': 1000 conversations in a row do not fit in 8 tokens.*seq_len"):
+    cv.load_mixture(tmp_path, {'arithmetic': 1.0}, 0.1, 0, tokenizer=tok, max_tokens=8)
+  fitted = cv.load_mixture(tmp_path, {'arithmetic': 1.0}, 0.1, 0, max_per_source=20, tokenizer=tok, max_tokens=512)
+  assert sum(map(len, fitted['arithmetic'])) == 20
+
+
 # --- fitting into the context and the loss mask ----------------------------------------------
 
 def rendered_length(tok, conversation) -> int:

@@ -466,6 +466,23 @@ def split(conversations: Iterable[Conversation], val_fraction: float,
   return [by_text[t] for t in train], [by_text[t] for t in val]
 
 
+_FIT_TRIES = 1000  # conversations in a row an endless source may fail to fit before it is refused
+
+
+def _fitted(name: str, conversations: Iterable[Conversation], tokenizer, max_tokens: int) -> Iterator[Conversation]:
+  """fit() of each conversation, those that do not fit dropped; a generated source whose next
+  _FIT_TRIES conversations all fail to fit is refused rather than searched forever (arithmetic never ends)."""
+  misses = 0
+  for conversation in conversations:
+    fitted = fit(conversation, tokenizer, max_tokens)
+    misses = 0 if fitted else misses + 1
+    if fitted:
+      yield fitted
+    elif misses == _FIT_TRIES and name in GENERATED:
+      raise ValueError(f'conversation source {name!r}: {_FIT_TRIES} conversations in a row do not fit in {max_tokens} '
+                       f'tokens; raise config.train.seq_len (or drop {name!r} from the mixture)')
+
+
 def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float, seed: int,
                  max_per_source: int = 0, tokenizer=None,
                  max_tokens: int = 0, identity_facts: IdentityFacts | None = None
@@ -486,7 +503,7 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
     source = functools.partial(identity, facts=identity_facts) if name == 'identity' else SOURCES[name]
     conversations = source(Path(data_dir), seed)
     if tokenizer is not None and max_tokens:
-      conversations = (fit(c, tokenizer, max_tokens) for c in conversations)
+      conversations = _fitted(name, conversations, tokenizer, max_tokens)
     kept = (c for c in conversations if c)
     limit = max_per_source or (DEFAULT_GENERATED if name in GENERATED else None)
     train, val = split(itertools.islice(kept, limit), val_fraction, _SPLIT_SEED)
