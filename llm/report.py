@@ -6,6 +6,8 @@ writes OUT/report.md and one OUT/<stage>_curves.png per stage: for each run its 
 tokens, wall time, loss (and reward) curves from metrics.jsonl and its evaluations from
 eval/*.json (python -m llm.eval); then a `| metric | BASE | SFT | RL |` summary, the host (CPU,
 devices), the git commit and the date. Runs may also follow --runs as separate arguments.
+With --seeds=NAME=RUN,RUN,... (repeatable) and --seed_keys, a section "Over seeds" gives each
+group's mean ± std [min, max] (llm/seeds.py): a headline number is a mean over seeds, not one run.
 """
 import datetime
 import json
@@ -15,6 +17,8 @@ import sys
 from pathlib import Path
 
 from absl import app, flags
+
+from llm import seeds
 
 STAGES = {'pretrain': 'BASE', 'sft': 'SFT', 'grpo': 'RL'}
 # From summary.json, shown first in the summary table.
@@ -100,8 +104,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
   return ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)] + ['| ' + ' | '.join(r) + ' |' for r in rows]
 
 
-def write(runs: list[Path], out: Path, host: dict) -> Path:
-  """OUT/report.md (and PNGs) for the runs; returns the report's path."""
+def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = None, seed_keys=()) -> Path:
+  """OUT/report.md (and PNGs) for the runs, and the seed groups' table; returns the report's path."""
   data = [read_run(Path(r)) for r in runs]
   names = stage_names(data)
   out.mkdir(parents=True, exist_ok=True)
@@ -132,6 +136,9 @@ def write(runs: list[Path], out: Path, host: dict) -> Path:
     for suite, results in run['evals'].items():
       lines += ['', f'Evaluation `{suite}` (checkpoint step {fmt(results.get("step"))}):', '']
       lines += _table(['metric', 'value'], [[k, fmt(v)] for k, v in results.items() if k != 'step'])
+  if seed_groups:
+    lines += ['', '## Over seeds', '', seeds.table(seeds.aggregate(seed_groups, list(seed_keys)), seed_groups,
+                                                  list(seed_keys))]
   path = out / 'report.md'
   path.write_text('\n'.join(lines) + '\n')
   return path
@@ -143,8 +150,11 @@ def main(argv):
     sys.exit('llm.report: no runs given; pass --runs=DIR[,DIR...] (pretraining, SFT, RL in order)')
   from llm import hostinfo
   try:
-    path = write([Path(r) for r in runs], Path(_OUT.value), hostinfo.describe())
-  except RunMissing as e:
+    groups = dict(seeds.parse_group(g) for g in _SEEDS.value)
+    if groups and not _SEED_KEYS.value:
+      raise ValueError('--seeds needs --seed_keys=KEY,... (the numbers to average over seeds)')
+    path = write([Path(r) for r in runs], Path(_OUT.value), hostinfo.describe(), groups, _SEED_KEYS.value)
+  except ValueError as e:
     sys.exit(f'llm.report: {e}')
   print(f'wrote {path}')
 
@@ -154,4 +164,6 @@ if __name__ == '__main__':
   # --runs and --out mean something else, the flags would collide.
   _RUNS = flags.DEFINE_list('runs', [], 'Run directories, in pipeline order (comma-separated).')
   _OUT = flags.DEFINE_string('out', None, 'Folder for report.md and its PNGs.', required=True)
+  _SEEDS = flags.DEFINE_multi_string('seeds', [], 'NAME=RUN[,RUN...]: one run per seed, for the "Over seeds" table.')
+  _SEED_KEYS = flags.DEFINE_list('seed_keys', [], 'Numbers averaged over seeds (summary.json / eval keys).')
   app.run(main)

@@ -60,3 +60,12 @@ def test_report_cli_runs_as_arguments_and_refuses_a_missing_run(tmp_path, python
   bad = subprocess.run(cmd + [f'--runs={tmp_path / "nope"}'], env=python_env, cwd=ROOT, capture_output=True, text=True)
   assert bad.returncode != 0 and 'Traceback' not in bad.stderr
   assert 'holds no config.json' in bad.stderr.strip().splitlines()[-1]
+
+
+def test_report_adds_the_mean_over_seeds_of_each_group(tmp_path):
+  runs = [make_run(tmp_path / f'sft{i}', 'sft', {'wall_s': 1.0}, {'chat': {'arith_acc_tool': acc}}, [])
+          for i, acc in enumerate([0.90, 0.96, 0.93])]
+  text = report.write(runs[:1], tmp_path / 'out', HOST, {'SFT': runs}, ['arith_acc_tool']).read_text()
+  over_seeds = text.split('## Over seeds')[1]
+  assert '| SFT | 3 | 93.0 ± 3.0 [90.0, 96.0] |' in over_seeds  # sample std of 90, 96, 93 by hand
+  assert f'| SFT | {runs[1]} | 96.0 |' in over_seeds
