@@ -1,6 +1,7 @@
 """Evaluators on tiny fixtures with scripted models whose right scores are known, held-out sets
 disjoint from the training generators, and `python -m llm.eval` end to end."""
 import bz2
+import itertools
 import json
 import math
 import re
@@ -17,7 +18,8 @@ import pytest
 from conftest import ROOT, tiny_config
 from llm import chat_template, inference
 from llm.data import conversations
-from llm.evals import (Context, arithmetic, bpb, heldout, hellaswag, identity, pass_at_k, probes, well_formed)
+from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, heldout, hellaswag, identity, pass_at_k, probes,
+                       well_formed)
 from llm.rl import tasks as rl_tasks
 from llm.tokenizer import train_tokenizer
 from llm.tools import calculator
@@ -165,6 +167,31 @@ def test_arithmetic_with_and_without_the_calculator_and_copy_accuracy(tok):
   assert out['arith_copy_acc'] == pytest.approx(2 / 3)
 
 
+def _phrasing_regex(template: str) -> re.Pattern:
+  return re.compile(re.escape(template).replace(r'\{a\}', r'\d+').replace(r'\{b\}', r'\d+')
+                    .replace(r'\{c\}', r'\d+').replace(r'\{name\}', r'\w+') + '$')
+
+
+def test_heldout_phrasings_are_never_generated_and_their_answers_are_right():
+  held_out = [_phrasing_regex(q) for _, q in arithmetic_phrasing.PHRASINGS]
+  for seed in (0, 1, 2):  # no question the training generator writes reads like a held-out phrasing
+    for conversation in itertools.islice(conversations.arithmetic(None, seed), 3000):
+      assert not any(r.match(conversation[0]['content']) for r in held_out), conversation[0]['content']
+  problems = arithmetic_phrasing.problems(40, seed=0)
+  ops = {'+': lambda x, y: x + y, '-': lambda x, y: x - y, '*': lambda x, y: x * y, '/': lambda x, y: x // y}
+  for (expression, template), (question, answer) in zip(arithmetic_phrasing.PHRASINGS * 4, problems, strict=True):
+    assert _phrasing_regex(template).match(question)
+    numbers = dict(zip('abc', map(int, re.findall(r'\d+', question))))
+    if template.index('{b}') < template.index('{a}'):  # 'Subtract {b} from {a}'
+      numbers['a'], numbers['b'] = numbers['b'], numbers['a']
+    symbols = expression.split()
+    value = ops[symbols[1]](numbers['a'], numbers['b'])
+    if len(symbols) == 5:
+      value = ops[symbols[3]](value, numbers['c'])
+    assert int(answer) == value >= 0
+    assert len(str(numbers['b'])) == 2 + (problems.index((question, answer)) // 10) % 2  # 2 digits, then 3
+
+
 def test_operands_copied():
   assert arithmetic.operands_copied('calculator: 1,234 * 4', 'What is 1,234 times 4?')
   assert arithmetic.operands_copied('calculator: (12 + 3) * 4', 'A bus has 12 ... 3 ... 4 rows')
@@ -229,10 +256,18 @@ def test_identity_facts_come_from_the_run_and_truthfulness_is_checked_against_th
 
 def test_probes_score_a_model_that_counts_spells_and_thinks_in_steps(tok):
   def respond(question, tools, seed):
+    # It counts and spells right only through the python tool, and what counts is its own text.
     if m := re.match(r'How many times does the letter (\w) appear in the word (\w+)\?', question):
-      return f'{m[2].count(m[1])}'
+      count = m[2].count(m[1])
+      if tools != 'python':
+        return f'{count + 1}'
+      return [{'type': 'tool_call', 'text': f'python: print(" {m[2]}".count("{m[1]}"))'},
+              {'type': 'tool_result', 'text': f'{count}'}, {'type': 'text', 'text': f'It appears {count} times.'}]
     if m := re.match(r'Spell the word (\w+) letter by letter\.', question):
-      return '-'.join(m[1])
+      if tools != 'python':
+        return 'I cannot.'
+      return [{'type': 'tool_call', 'text': f'python: print(*" {m[1]}".strip())'},
+              {'type': 'tool_result', 'text': ' '.join(m[1])}, {'type': 'text', 'text': '-'.join(m[1])}]
     if m := re.match(r'Which is larger, ([\d.]+) or ([\d.]+)\?', question):
       # With the calculator it compares the numbers; without, it takes the one of more digits (9.11).
       return max(m[1], m[2], key=float if tools else len)
@@ -243,7 +278,8 @@ def test_probes_score_a_model_that_counts_spells_and_thinks_in_steps(tok):
   ctx = ScriptedChat(tok, respond, limit=8)
   gold = dict(heldout.arithmetic(16, ctx.config.seed, heldout.training_questions(ctx.config)))
   out = probes.evaluate(ctx)
-  assert out == {'probe_count_letter': 1.0, 'probe_spell': 1.0, 'probe_compare_decimals': 0.0,
+  assert out == {'probe_count_letter': 0.0, 'probe_count_letter_python': 1.0, 'probe_spell': 0.0,
+                 'probe_spell_python': 1.0, 'probe_compare_decimals': 0.0,
                  'probe_compare_decimals_tool': 1.0, 'probe_multistep_direct': 0.0, 'probe_multistep_steps': 1.0,
                  'probe_multistep_tool': 1.0}
 
@@ -299,7 +335,7 @@ def test_eval_cli_errors_are_one_line_naming_the_fix(tmp_path, pretrained, pytho
     assert result.returncode != 0 and 'Traceback' not in result.stderr
     return result.stderr.strip().splitlines()[-1]
 
-  assert 'choose one of base, chat, rl' in last_line(_eval(pretrained, '--suite=nope', env=python_env))
+  assert 'choose a suite (base, chat, rl) or one evaluator' in last_line(_eval(pretrained, '--suite=nope', env=python_env))
   (tmp_path / 'run').mkdir()
   (tmp_path / 'run' / 'config.json').write_text((pretrained / 'config.json').read_text())
   (tmp_path / 'run' / 'tokenizer.model').write_bytes((pretrained / 'tokenizer.model').read_bytes())

@@ -243,7 +243,8 @@ def _draw(rng: random.Random, digits: int) -> int:
   return rng.randrange(10 ** (digits - 1), 10 ** digits)
 
 
-def _numbers(rng: random.Random, expression: str, digits: int) -> dict:
+def numbers_for(rng: random.Random, expression: str, digits: int) -> dict:
+  """a, b, c of `digits` digits for an expression pattern; a is a multiple of b in a division."""
   a, b, c = (_draw(rng, digits) for _ in range(3))
   if '{a} / {b}' in expression:
     a = b * _draw(rng, digits)  # an exact division
@@ -273,7 +274,7 @@ def arithmetic_problem(rng: random.Random, digits: int, ops: int) -> tuple[str, 
     pattern = _plain_expression(rng, ops)
     question = rng.choice(_PLAIN_QUESTIONS + (_PLAIN_WORD_QUESTIONS if ops == 1 else ()))
   while True:  # redraw until a story's answer is not negative (a few tries at most)
-    numbers = _numbers(rng, pattern, digits)
+    numbers = numbers_for(rng, pattern, digits)
     expression = pattern.format(**numbers)
     answer = calculator(expression)
     if not (story and answer.startswith('-')):

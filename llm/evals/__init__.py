@@ -11,10 +11,10 @@ import time
 from llm.evals.context import Context
 
 EVALUATORS = ('bpb', 'hellaswag', 'fewshot_arithmetic', 'fewshot_translation', 'well_formed', 'arithmetic',
-              'gsm8k', 'identity', 'probes', 'rl_pass_at_k')
+              'arithmetic_phrasing', 'gsm8k', 'identity', 'probes', 'rl_pass_at_k')
 SUITES = {
     'base': ('bpb', 'hellaswag', 'fewshot_arithmetic', 'fewshot_translation'),
-    'chat': ('well_formed', 'arithmetic', 'gsm8k', 'identity', 'probes'),
+    'chat': ('well_formed', 'arithmetic', 'arithmetic_phrasing', 'gsm8k', 'identity', 'probes'),
     'rl': ('rl_pass_at_k',),
 }
 
@@ -27,8 +27,12 @@ def get(name: str):
 
 
 def suite(name: str) -> tuple[str, ...]:
+  """The evaluators of a suite; an evaluator's own name is the suite of that one evaluator."""
+  if name in EVALUATORS:
+    return (name,)
   if name not in SUITES:
-    raise ValueError(f'--suite={name} is unknown; choose one of {", ".join(SUITES)}')
+    raise ValueError(f'--suite={name} is unknown; choose a suite ({", ".join(SUITES)}) or one evaluator '
+                     f'({", ".join(EVALUATORS)})')
   return SUITES[name]
 
 
