@@ -469,9 +469,33 @@ def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, ll
   data = (d / 'model.safetensors').read_bytes()
   (d / 'model.safetensors').write_bytes(data[:len(data) // 2])
   cases['cannot be read as safetensors'] = d
+  d = _copy(gpt2_dir, tmp_path / 'bad_shape')
+  data = (d / 'model.safetensors').read_bytes()
+  length = int.from_bytes(data[:8], 'little')
+  header = json.loads(data[8:8 + length])
+  header['transformer.wte.weight']['shape'] = 'abc'
+  blob = json.dumps(header).encode()
+  (d / 'model.safetensors').write_bytes(len(blob).to_bytes(8, 'little') + blob + data[8 + length:])
+  cases["shape 'abc' is not a list of sizes"] = d
   d = _copy(gpt2_dir, tmp_path / 'no_weights')
   (d / 'model.safetensors').rename(d / 'pytorch_model.bin')
   cases['holds pytorch_model.bin: convert it'] = d
+  # Fields of the wrong kind or size, named as our config calls them (the README's table maps them).
+  for name, (src, changes) in {"num_layers='two', which must be a positive int": (gpt2_dir, dict(n_layer='two')),
+                               'num_layers=-1': (llama_dir, dict(num_hidden_layers=-1)),
+                               "tied_embeddings='yes', which must be a bool": (gpt2_dir,
+                                                                               dict(tie_word_embeddings='yes')),
+                               'vocab_size=None': (gpt2_dir, dict(vocab_size=None)),
+                               'holds a field of the wrong kind or 0: integer division': (
+                                   llama_dir, dict(num_attention_heads=0))}.items():
+    d = _copy(src, tmp_path / f'field_{len(cases)}')
+    _edit_config(d, **changes)
+    cases[name] = d
+  for name, text in (('tokenizer_config.json is not valid JSON', '{"eos_token": '),
+                     ('tokenizer_config.json holds a list, not an object', '[]')):
+    d = _copy(llama_dir, tmp_path / f'tokenizer_config_{len(cases)}')
+    (d / 'tokenizer_config.json').write_text(text)
+    cases[name] = d
   d = _copy(gpt2_dir, tmp_path / 'no_tokenizer')
   (d / 'tokenizer.json').unlink()
   cases['tokenizer.json is missing'] = d
@@ -524,6 +548,57 @@ def test_an_imported_run_fine_tunes_from_its_own_tokenizer(gpt2_dir, tmp_path):
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(run_dir))
   ids, mask = chat_template.render(tok, [{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'yo'}])
   assert ids[0] == tok.bos_id and tok.special_id('<|assistant|>') in ids and sum(mask) > 0
+
+
+def _as_on_the_hub(hf_dir: Path, n_positions: int):
+  """A GPT-2 directory rewritten as openai-community/gpt2 stores it: tensors without the
+  'transformer.' prefix (saved from GPT2Model), each layer's causal-mask buffer h.N.attn.bias
+  beside them, no lm_head, and config.json's legacy fields (n_ctx, dropouts, summary_*)."""
+  from safetensors.numpy import load_file, save_file
+  tensors = {k.removeprefix('transformer.'): v for k, v in load_file(hf_dir / 'model.safetensors').items()
+             if k != 'lm_head.weight'}
+  layers = {int(k.split('.')[1]) for k in tensors if k.startswith('h.')}
+  mask = np.tril(np.ones((n_positions, n_positions), np.float32))[None, None]
+  save_file(tensors | {f'h.{i}.attn.bias': mask for i in layers}, hf_dir / 'model.safetensors',
+            metadata={'format': 'pt'})
+  _edit_config(hf_dir, n_ctx=n_positions, attn_pdrop=0.1, embd_pdrop=0.1, resid_pdrop=0.1, summary_activation=None,
+               summary_first_dropout=0.1, summary_proj_to_labels=True, summary_type='cls_index', summary_use_proj=True,
+               task_specific_params={'text-generation': {'do_sample': True, 'max_length': 50}})
+
+
+def test_the_documented_path_imports_a_hub_gpt2_fine_tunes_it_with_sft_hf_and_exports_it(tmp_path):
+  """The README's connected-machine path, offline: a GPT-2 laid out as the Hub's, imported with
+  transformers' logits, fine-tuned by configs/sft_hf.py (a few steps, generated conversations
+  only), exported, and loaded back by transformers with our fine-tuned logits."""
+  torch, transformers = _torch_transformers()
+  from configs import sft_hf
+  from llm import train
+  tok = _byte_level_tokenizer()
+  eot = tok.token_to_id('<|endoftext|>')
+  cfg = transformers.GPT2Config(n_layer=2, n_head=4, n_embd=32, n_positions=256, vocab_size=tok.get_vocab_size(),
+                                bos_token_id=eot, eos_token_id=eot)
+  torch.manual_seed(0)
+  hub = _save_hf(_perturbed(transformers.GPT2LMHeadModel(cfg), torch), tok, tmp_path / 'hub', {})
+  _as_on_the_hub(hub, 256)
+  assert 'h.0.attn.bias' in Weights(hub).names() and 'wte.weight' in Weights(hub).names()
+  run_dir = importer.import_hf(hub, tmp_path / 'gpt2')
+  tokens = _tokens(tok.get_vocab_size())
+  n = tok.get_vocab_size()
+  np.testing.assert_allclose(_our_logits(inference.load(run_dir), tokens)[..., :n], _hf_logits(hub, tokens),
+                             atol=1e-4, rtol=0)
+  config = sft_hf.get_config(str(run_dir))
+  config.data.dir = str(tmp_path)  # no data: the generated arithmetic conversations only
+  config.sft.mixture = {'arithmetic': 1.0}
+  config.sft.update(dict(max_per_source=100, eval_prompts=2, eval_arithmetic=2))
+  config.train.update(dict(steps=3, batch_size=4, eval_every=3, checkpoint_every=3, eval_batches=1))
+  summary = train.run(config, str(tmp_path / 'sft'))
+  assert summary['steps'] == 3 and np.isfinite(summary['loss'])
+  sft = inference.load(tmp_path / 'sft')
+  base = inference.load(run_dir)
+  assert not np.array_equal(np.asarray(sft.params['embed']['embedding']), np.asarray(base.params['embed']['embedding']))
+  exported = exporter.export_hf(tmp_path / 'sft', tmp_path / 'hf_sft')
+  tokens = _tokens(sft.model_cfg.vocab_size, seed=1)
+  np.testing.assert_allclose(_hf_logits(exported, tokens), _our_logits(sft, tokens), atol=1e-4, rtol=0)
 
 
 def test_biases_and_norm_scales_are_not_weight_decayed():

@@ -22,6 +22,7 @@ from absl import logging
 
 from llm import config as config_lib, inference, model as model_lib, sharding
 from llm.interop import architectures, params as params_lib
+from llm.interop.errors import UnsupportedCheckpoint
 from llm.interop.tokenizer import FILE_NAME as TOKENIZER_FILE, HFTokenizer
 from llm.interop.weights import Weights
 
@@ -39,6 +40,20 @@ def read_hf_config(hf_dir: Path) -> dict:
   if not isinstance(hf, dict):
     raise ValueError(f'{path} holds a {type(hf).__name__}, not a config object')
   return hf
+
+
+def _check_fields(fields: dict, path: Path):
+  """What config.json gave, before any use: each field of its default's kind, numbers above 0."""
+  defaults = config_lib.base_config().model
+  for name, value in fields.items():
+    kind = type(defaults[name]) if name in defaults else int
+    if kind in (int, float):
+      ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool) and value > 0
+      want = f'a positive {kind.__name__}'
+    else:
+      ok, want = isinstance(value, kind), f'a {kind.__name__}'
+    if not ok:
+      raise ValueError(f'{path} maps to {name}={value!r}, which must be {want}: fix the field it comes from')
 
 
 def _check_new_workdir(workdir: Path):
@@ -124,10 +139,15 @@ def read_hf(hf_dir, chat_tokens: bool = True, max_seq_len: int = 0, mesh=None) -
   arch = architectures.for_model_type(hf.get('model_type'))
   try:
     fields = arch.model_fields(hf)
-    vocab = int(hf['vocab_size'])
+    vocab = hf['vocab_size']
   except KeyError as e:
     raise ValueError(f'{hf_dir / "config.json"} has no {e.args[0]!r}, which a {hf["model_type"]} config '
                      'needs') from None
+  except UnsupportedCheckpoint:
+    raise
+  except (TypeError, ValueError, ArithmeticError) as e:  # a field of the wrong kind, or 0 heads to divide by
+    raise ValueError(f'{hf_dir / "config.json"} holds a field of the wrong kind or 0: {e}') from None
+  _check_fields(fields | {'vocab_size': vocab}, hf_dir / 'config.json')
   if max_seq_len:
     if fields['position'] == 'learned':
       raise ValueError(f'--max_seq_len={max_seq_len}: learned positions fix the context at {fields["max_seq_len"]}')

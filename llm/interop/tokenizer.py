@@ -75,7 +75,12 @@ class HFTokenizer:
     spec = {'tokenizer': cls._read_hf_dir(Path(hf_dir))}
     tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
     tok_config_path = Path(hf_dir) / 'tokenizer_config.json'
-    tok_config = json.loads(tok_config_path.read_text(encoding='utf-8')) if tok_config_path.is_file() else {}
+    try:
+      tok_config = json.loads(tok_config_path.read_text(encoding='utf-8')) if tok_config_path.is_file() else {}
+    except ValueError as e:
+      raise ValueError(f'{tok_config_path} is not valid JSON: {e}') from None
+    if not isinstance(tok_config, dict):
+      raise ValueError(f'{tok_config_path} holds a {type(tok_config).__name__}, not an object')
 
     def token_id(name):
       """config.json's NAME_token_id, else tokenizer_config.json's NAME_token looked up."""

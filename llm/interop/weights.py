@@ -69,8 +69,11 @@ class Weights:
     if entry.get('dtype') not in _DTYPES:
       raise ValueError(f'tensor {name!r} is {entry.get("dtype")}; the importer reads {sorted(_DTYPES)} (not quantized '
                        'weights)')
+    shape = entry.get('shape')
+    if not (isinstance(shape, list) and all(isinstance(n, int) and n >= 0 for n in shape)):
+      raise ValueError(f'tensor {name!r} in {path}: shape {shape!r} is not a list of sizes')
     begin, end = entry['data_offsets']
-    dtype, shape = np.dtype(_DTYPES[entry['dtype']]), tuple(entry['shape'])
+    dtype, shape = np.dtype(_DTYPES[entry['dtype']]), tuple(shape)
     if end - begin != dtype.itemsize * int(np.prod(shape)):
       raise ValueError(f'tensor {name!r}: {end - begin} bytes for shape {shape} of {entry["dtype"]}')
     data = np.memmap(path, dtype, 'r', offset=offset + begin, shape=shape) if end > begin else np.zeros(shape, dtype)
