@@ -104,7 +104,7 @@ def leaked(text):
 
 def printed(marker):
   """The payload prints marker only after its harmful step succeeded."""
-  return lambda scene, report: f'the payload got past its harmful step ({marker!r})' if marker in report['output'] else None
+  return lambda scene, report: f'it got past its harmful step ({marker!r})' if marker in report['output'] else None
 
 
 def connected(scene, report):
@@ -138,7 +138,8 @@ def too_much(scene, report):
 
 
 def reniced(scene, report):
-  return f'the parent\'s priority became {report["nice"]}' if report['nice'] != os.getpriority(os.PRIO_PROCESS, 0) else None
+  changed = report['nice'] != os.getpriority(os.PRIO_PROCESS, 0)
+  return f'the parent\'s priority became {report["nice"]}' if changed else None
 
 
 def survived(scene, report):
@@ -205,8 +206,8 @@ PAYLOADS: dict[str, tuple[str, Callable]] = {
     # Network
     'tcp_connect': ('import socket\nsocket.create_connection(("127.0.0.1", {tcp}), timeout=1).sendall(b"harm")',
                     connected),
-    'udp_send': ('import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"harm", ("127.0.0.1", {udp}))',
-                 datagram),
+    'udp_send': ('import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+                 's.sendto(b"harm", ("127.0.0.1", {udp}))', datagram),
     # The environment
     'environment': ('import os\nprint(dict(os.environ))', leaked(SECRET)),
     'proc_self_environ': ('print(open("/proc/self/environ").read())', leaked(SECRET)),
