@@ -1,7 +1,8 @@
 """Chat with a model in the terminal: python -m llm.chat --workdir=DIR
 
 Turns are rendered with llm.chat_template (the same renderer SFT trains on); the assistant may
-call tools (calculator, and search when --search_folder is set), shown as they run.
+call tools (calculator, search when --search_folder is set, python with --python_tool), shown as
+they run.
 Commands: /reset starts over, /quit (or Ctrl-D) leaves.
 """
 import sys
@@ -11,6 +12,7 @@ from absl import app, flags
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (an SFT model).', required=True)
 _SYSTEM = flags.DEFINE_string('system', '', 'Optional system message.')
 _SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')
+_PYTHON = flags.DEFINE_bool('python_tool', False, 'Offer the python tool (model-written code, run in llm/sandbox).')
 _TEMPERATURE = flags.DEFINE_float('temperature', 0.6, '0 = greedy.')
 _TOP_P = flags.DEFINE_float('top_p', 0.9, 'Nucleus sampling mass.')
 _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens.')
@@ -52,7 +54,7 @@ def main(argv):
     run = inference.load(_WORKDIR.value)
   except inference.RunError as e:
     sys.exit(f'llm.chat: {e}')
-  tok, engine = run.tokenizer, run.engine(tools=tools.make_registry(_SEARCH.value))
+  tok, engine = run.tokenizer, run.engine(tools=tools.make_registry(_SEARCH.value, _PYTHON.value))
   system = [{'role': 'system', 'content': _SYSTEM.value}] if _SYSTEM.value else []
   messages, seed = list(system), _SEED.value
   print(f'chatting with {_WORKDIR.value} ({engine.cache_len}-token context); /reset, /quit')

@@ -1,4 +1,5 @@
-"""Tools the model can call during generation: a calculator, a local text search, and dispatch.
+"""Tools the model can call during generation: a calculator, a local text search, Python in a
+sandbox (llm/sandbox), and dispatch.
 
 The model writes `<|tool_call|>name: arguments<|/tool_call|>`; the engine hands the text between
 the tokens to run_tool(), which returns a string to feed back between `<|tool_result|>` and
@@ -17,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from llm import sandbox
 from llm.tokenizer import SPECIAL_TOKENS
 
 ToolRegistry = dict[str, Callable[[str], str]]
@@ -318,6 +320,18 @@ def _cut_at_word(text: str, max_chars: int) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Python
+# ---------------------------------------------------------------------------------------------
+
+def python(code: str) -> str:
+  """Runs code in a fresh sandboxed interpreter (llm/sandbox: no files, network, processes or
+  signals; sandbox.Limits bounds CPU, memory, wall time and output). Returns what it printed
+  (stdout and stderr, a last expression's repr, an exception's last lines) and, when a limit
+  stopped it, an 'error: ...' line saying which."""
+  return sandbox.run(code).text(MAX_TOOL_OUTPUT_CHARS)
+
+
+# ---------------------------------------------------------------------------------------------
 # Registry, dispatch and sanitizing
 # ---------------------------------------------------------------------------------------------
 
@@ -332,11 +346,14 @@ _TOKEN_START = re.compile(r'<(?=\||/?s>|pad>|unk>)')
 _ZERO_WIDTH_SPACE = '\u200b'
 
 
-def make_registry(search_folder: str | Path | None = None) -> ToolRegistry:
-  """The tools available to the model: the calculator, and search when a folder is given."""
+def make_registry(search_folder: str | Path | None = None, python_tool: bool = False) -> ToolRegistry:
+  """The tools available to the model: the calculator, search when a folder is given, and python
+  when python_tool (off by default: it runs model-written code, though sandboxed)."""
   registry: ToolRegistry = {'calculator': calculator}
   if search_folder is not None:
     registry['search'] = functools.partial(search, folder=search_folder)
+  if python_tool:
+    registry['python'] = python
   return registry
 
 

@@ -98,16 +98,19 @@ class Context:
 
   # ---- generation --------------------------------------------------------------------------
 
-  def engine(self, tools: bool = False) -> inference.Engine:
-    """The engine with the calculator (tools=True) or without any tool; one of each, kept."""
-    if tools not in self.engines:
-      registry = tools_lib.make_registry() if tools else None
-      self.engines[tools] = inference.Engine(self.model_cfg, self.params, self.tokenizer, self.mesh,
-                                             rules=self.rules, tools=registry, model=self.model)
-    self.engines[tools].params = self.params
-    return self.engines[tools]
+  def engine(self, tools: bool | str = False) -> inference.Engine:
+    """The engine with the calculator (tools=True), the calculator and python (tools='python'),
+    or without any tool. Two are kept, with tools and without: which tools only matters on the
+    host, so the python registry reuses the calculator's compiled engine."""
+    registry = tools_lib.make_registry(python_tool=tools == 'python') if tools else {}
+    if bool(tools) not in self.engines:
+      self.engines[bool(tools)] = inference.Engine(self.model_cfg, self.params, self.tokenizer, self.mesh,
+                                                   rules=self.rules, tools=registry, model=self.model)
+    engine = self.engines[bool(tools)]
+    engine.tools, engine.params = registry, self.params
+    return engine
 
-  def generate(self, prompts: list[list[int]], max_new_tokens: int, tools: bool = False, **kwargs):
+  def generate(self, prompts: list[list[int]], max_new_tokens: int, tools: bool | str = False, **kwargs):
     """engine.generate over GENERATE_BATCH rows at a time; each row's budget is cut to the room
     its prompt leaves. A prompt that leaves no room gets None (the caller counts it a miss)."""
     engine = self.engine(tools)
@@ -122,7 +125,7 @@ class Context:
         out[i] = completion
     return out
 
-  def chat(self, questions: list[str], max_new_tokens: int, tools: bool = False, **kwargs):
+  def chat(self, questions: list[str], max_new_tokens: int, tools: bool | str = False, **kwargs):
     """Each question as one user turn; the assistant's completions (None where it cannot fit).
     Greedy unless kwargs say otherwise; stops at <|end|>."""
     tok = self.tokenizer

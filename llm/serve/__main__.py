@@ -1,4 +1,4 @@
-"""python -m llm.serve --workdir=DIR [--host=127.0.0.1] [--port=8000] [--search_folder=...]"""
+"""python -m llm.serve --workdir=DIR [--host=127.0.0.1] [--port=8000] [--search_folder=...] [--python_tool]"""
 import logging
 import sys
 from pathlib import Path
@@ -13,6 +13,7 @@ _QUEUE = flags.DEFINE_integer('queue', 64, 'Requests that may wait for a slot; b
 _STEPS = flags.DEFINE_integer('steps_per_call', 8, 'Decode steps between visits to the host (streaming grain).')
 _MAX_MESSAGES = flags.DEFINE_integer('max_messages', 64, 'Messages one chat request may hold.')
 _SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')
+_PYTHON = flags.DEFINE_bool('python_tool', False, 'Offer the python tool (model-written code, run in llm/sandbox).')
 
 
 def main(argv):
@@ -27,7 +28,7 @@ def main(argv):
     run = inference.load(_WORKDIR.value)
   except inference.RunError as e:
     sys.exit(f'llm.serve: {e}')
-  engine = run.engine(tools=tools.make_registry(_SEARCH.value))
+  engine = run.engine(tools=tools.make_registry(_SEARCH.value, _PYTHON.value))
   batcher = Batcher(engine, max_slots=_SLOTS.value, max_queue=_QUEUE.value, steps_per_call=_STEPS.value)
   api = create_app(batcher, run.tokenizer, Path(_WORKDIR.value).resolve().name, max_messages=_MAX_MESSAGES.value)
   logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
