@@ -21,6 +21,7 @@ from absl import logging
 
 from llm import chat_template
 from llm.data import gsm8k as gsm8k_data
+from llm.data import letters
 from llm.data import sources
 from llm.tools import calculator
 
@@ -431,8 +432,9 @@ SOURCES: dict[str, Source] = {
     'topical_chat': topical_chat,
     'arithmetic': arithmetic,
     'identity': identity,
+    'python_letters': letters.python_letters,  # letter counting and spelling with the python tool
 }
-GENERATED = ('arithmetic', 'identity')  # need a count: arithmetic never ends
+GENERATED = ('arithmetic', 'identity', 'python_letters')  # need a count: arithmetic never ends
 
 
 # ---------------------------------------------------------------------------------------------
