@@ -1,9 +1,12 @@
 """The talks' demonstrations of what a language model cannot do in its head, one key each
-(share right, greedy), with the calculator available (`_tool`) where it could help:
+(share right, greedy), with the calculator available (`_tool`) or the python tool (`_python`)
+where it could help:
 
-- probe_count_letter: 'How many times does the letter r appear in strawberry?' (tokens hide
-  letters; no tool of ours counts them);
-- probe_spell: 'Spell the word strawberry letter by letter.' (the letters, in order, in the reply);
+- probe_count_letter, probe_count_letter_python: 'How many times does the letter r appear in
+  strawberry?' (tokens hide letters; the calculator cannot count them, python can);
+- probe_spell, probe_spell_python: 'Spell the word strawberry letter by letter.' (the letters, in
+  order, in the reply's own text). The words are held out of the python_letters SFT source
+  (llm/data/letters.py), with and without the tool alike;
 - probe_compare_decimals, probe_compare_decimals_tool: 'Which is larger, 9.11 or 9.9?' (the reply's
   last number is the larger one);
 - probe_multistep_direct, probe_multistep_steps, probe_multistep_tool: a two-step word problem
@@ -13,12 +16,11 @@
 import random
 import re
 
-from llm.data import conversations
+from llm.data import conversations, letters as letters_data
 from llm.evals import heldout
 from llm.evals.context import assistant_text, mean
 
-WORDS = ('strawberry', 'banana', 'mississippi', 'bookkeeper', 'committee', 'balloon', 'address', 'necessary',
-         'pepper', 'coffee', 'assessment', 'parallel', 'tomorrow', 'occurrence', 'millennium', 'letter')
+WORDS = letters_data.PROBE_WORDS
 DECIMALS = (('9.11', '9.9'), ('3.8', '3.75'), ('2.15', '2.5'), ('7.09', '7.1'), ('0.45', '0.5'), ('12.3', '12.25'),
             ('5.6', '5.55'), ('1.01', '1.1'), ('8.7', '8.65'), ('4.125', '4.2'))
 DEFAULT_COUNT = 32
@@ -54,11 +56,11 @@ def evaluate(ctx) -> dict:
   tok, n = ctx.tokenizer, ctx.count(DEFAULT_COUNT)
   ask = lambda questions, tools=False: [assistant_text(tok, c) for c in ctx.chat(questions, MAX_NEW_TOKENS, tools)]
   out = {}
-  letters = letter_items(n)
-  out['probe_count_letter'] = _right(ask([q for q, _ in letters]), [a for _, a in letters])
-  words = WORDS[:n]
-  out['probe_spell'] = mean(spelled(w, a) for w, a in zip(words, ask([f'Spell the word {w} letter by letter.'
-                                                                       for w in words])))
+  letters, words = letter_items(n), WORDS[:n]
+  for suffix, tools in (('', False), ('_python', 'python')):
+    out[f'probe_count_letter{suffix}'] = _right(ask([q for q, _ in letters], tools), [a for _, a in letters])
+    replies = ask([f'Spell the word {w} letter by letter.' for w in words], tools)
+    out[f'probe_spell{suffix}'] = mean(spelled(w, a) for w, a in zip(words, replies))
   decimals = decimal_items(n)
   for suffix, tools in (('', False), ('_tool', True)):
     out[f'probe_compare_decimals{suffix}'] = _right(ask([q for q, _ in decimals], tools), [a for _, a in decimals])

@@ -1,0 +1,16 @@
+"""sft_small plus the python tool: letter counting and spelling answered with sandboxed code.
+
+    python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small   # first
+    python -m llm.main --config=configs/sft_python.py --workdir=runs/sft_python
+    python -m llm.eval --workdir=runs/sft_python --suite=chat    # probe_count_letter(_python), probe_spell(_python)
+    python -m llm.chat --workdir=runs/sft_python --python_tool
+"""
+from configs import sft_small
+
+
+def get_config(arg=None):
+  c = sft_small.get_config(arg)
+  # Conversations that call `python: print(" word".count("r"))` (llm/data/letters.py), weighted as
+  # the calculator's arithmetic is; the probes' words are held out of them.
+  c.sft.mixture.python_letters = 2.0
+  return c
