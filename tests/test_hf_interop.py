@@ -264,6 +264,9 @@ def test_our_runs_export_to_transformers_with_equal_logits_and_greedy_tokens(sty
   workdir = _our_run(tmp_path, synthetic_tok, style)
   hf_dir = exporter.export_hf(workdir, tmp_path / 'hf')
   assert json.loads((hf_dir / 'config.json').read_text())['model_type'] == model_type
+  text = 'abc  de\n\n\nfgh \u2581 ij 12'
+  hf_tok = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  assert hf_tok.encode(text) == [synthetic_tok.bos_id] + synthetic_tok.encode(text)
   run = inference.load(workdir)
   tokens = _tokens(synthetic_tok.vocab_size)
   np.testing.assert_allclose(_hf_logits(hf_dir, tokens), _our_logits(run, tokens), atol=1e-4, rtol=0)

@@ -33,7 +33,8 @@ _SPACE_MARK = '\u2581'
 # after the first two newlines of a run and after each one past them.
 _PARAGRAPH_END = r'(?<=\n\n)\n|\n\n'
 _PIECE = model_pb2.ModelProto.SentencePiece
-_FALLBACK = "; save a tokenizer.json beside it with transformers' AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)"
+_FALLBACK = ("; save a tokenizer.json beside it with transformers' "
+             'AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)')
 
 
 def _read_model(data: bytes, where: str):
