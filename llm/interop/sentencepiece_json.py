@@ -6,7 +6,10 @@ SentencePiece's BPE (bpe_model.cc) starts from the characters of the whole norma
 split into words) and repeatedly merges the adjacent pair whose concatenation is a piece, the
 highest-scored first, the leftmost among equals. A `tokenizers` BPE does the same when every
 split of every piece into two pieces is a merge ranked by that piece's score (BPE pieces' scores
-are distinct: the order they were learned in), as below. Pieces
+are distinct: the order they were learned in), as below. One tie could still part them: two
+different pairs making the same piece at overlapping places (x+y = y+z), which SentencePiece
+breaks by position and tokenizers by the pairs' ranks; none showed in the tests' 2,011 texts nor
+in 2,000 windows of tiny Shakespeare with 3,000-piece models. Pieces
 hold a space where SentencePiece writes U+2581, so a literal U+2581 in text is not a piece:
 
 - sentencepiece as is (ours=False): U+2581 in text reads as a space, as in SentencePiece, and
