@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, tiny_config
 from llm import chat_template, inference
 from llm.data import conversations
-from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, heldout, hellaswag, identity, pass_at_k, probes,
+from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, copying, heldout, hellaswag, identity, pass_at_k, probes,
                        well_formed)
 from llm.rl import tasks as rl_tasks
 from llm.tokenizer import train_tokenizer
@@ -46,6 +46,29 @@ class Constant(nn.Module):
 def make_ctx(tok, model=None, config=None, **kwargs) -> Context:
   setup, _ = init(small_config('gpt2', max_seq_len=64), vocab=tok.vocab_size)
   return Context(setup.model_cfg, {}, tok, setup.mesh, setup.rules, config or tiny_config(), model=model, **kwargs)
+
+
+class CopyBack(nn.Module):
+  """A perfect copier of a known period: it predicts that token t+1 is token t + 1 - period."""
+  period: int
+  vocab: int
+
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+    T = tokens_BxT.shape[1]
+    source = jnp.arange(T) + 1 - self.period
+    copied_BxT = jnp.where(source >= 0, tokens_BxT[:, jnp.clip(source, 0)], -1)
+    return 30.0 * jax.nn.one_hot(copied_BxT, self.vocab)  # -1: no token, uniform logits
+
+
+def test_copying_scores_the_second_copy_against_the_first(tok):
+  V = tok.vocab_size
+  uniform = copying.evaluate(make_ctx(tok, Constant((0.0,) * V), limit=4))
+  assert all(v == pytest.approx(1 / V) for v in uniform.values()) and len(uniform) == 3
+  rng = np.random.default_rng(0)
+  halves = [list(rng.integers(5, V, 20)) for _ in range(3)]
+  period = 20 + len(tok.encode('\n'))
+  second, first = copying._second_copy_prob(make_ctx(tok, CopyBack(period, V)), halves)
+  assert second > 0.99 and first < 0.01
 
 
 # ---- bits per byte ------------------------------------------------------------------------------

@@ -10,10 +10,10 @@ import time
 
 from llm.evals.context import Context
 
-EVALUATORS = ('bpb', 'hellaswag', 'fewshot_arithmetic', 'fewshot_translation', 'well_formed', 'arithmetic',
+EVALUATORS = ('bpb', 'hellaswag', 'copying', 'fewshot_arithmetic', 'fewshot_translation', 'well_formed', 'arithmetic',
               'arithmetic_phrasing', 'gsm8k', 'identity', 'probes', 'rl_pass_at_k')
 SUITES = {
-    'base': ('bpb', 'hellaswag', 'fewshot_arithmetic', 'fewshot_translation'),
+    'base': ('bpb', 'hellaswag', 'copying', 'fewshot_arithmetic', 'fewshot_translation'),
     'chat': ('well_formed', 'arithmetic', 'arithmetic_phrasing', 'gsm8k', 'identity', 'probes'),
     'rl': ('rl_pass_at_k',),
 }
