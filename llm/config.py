@@ -4,7 +4,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.task = 'pretrain'  # which stage runs: a key of llm.tasks._MODULES (pretrain, sft, grpo)
+  c.task = 'pretrain'  # which stage runs: a key of llm.tasks._MODULES (pretrain, sft, grpo, reward_model, rlhf)
   c.seed = 0  # parameter init and per-step randomness
   c.init_from = ''  # a finished run's DIR whose parameters this run starts from (sft, grpo)
 
@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.attention = 'auto'  # causal attention (llm/attention): 'auto' | 'xla' | 'cudnn' | 'splash' | 'cpu_kernel'
   c.model.bias = False  # biases in attention / MLP projections and LayerNorm (imported GPT-2 checkpoints)
   c.model.norm_eps = 1e-6  # epsilon of every norm (GPT-2 1e-5; a Llama's rms_norm_eps)
+  c.model.head = 'lm'  # 'lm' (next-token logits) or 'scalar' (a reward model's score; task=reward_model)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # total optimizer steps

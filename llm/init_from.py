@@ -12,6 +12,9 @@ from llm import inference, model as model_lib, tokenizer as tokenizer_lib
 # against the run it starts from (parameters stay float32 whatever the compute dtype).
 # scan_layers is not one: it decides the parameters' layout (stacked or one subtree per layer).
 IMPLEMENTATION_FIELDS = ('attention', 'remat', 'dtype')
+# The output head may differ too: a reward model (head 'scalar') starts from a language model's
+# trunk, its new head initialised fresh (init_state restores only the parameters both hold).
+HEAD_FIELDS = ('head',)
 
 
 def base_run(config) -> Path:
@@ -29,7 +32,7 @@ def check_same_model(config, base: Path):
   defaults = {f.name: f.default for f in dataclasses.fields(model_lib.ModelConfig)}
   base_model = {**defaults, **inference.read_config(base).model.to_dict()}
   ours = json.loads(config.model.to_json_best_effort())
-  differ = sorted(k for k in ours if k not in IMPLEMENTATION_FIELDS and ours[k] != base_model.get(k))
+  differ = sorted(k for k in ours if k not in IMPLEMENTATION_FIELDS + HEAD_FIELDS and ours[k] != base_model.get(k))
   if differ:
     raise ValueError(f'config.model differs from {base}/config.json in {differ}; copy those '
                      'fields from that run')

@@ -16,6 +16,9 @@ from llm import attention as attention_lib
 from llm.kernels.cpu_matmul import matmul
 
 
+HEADS = ('lm', 'scalar')
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   vocab_size: int
@@ -38,6 +41,7 @@ class ModelConfig:
   attention: str = 'auto'  # causal attention implementation (llm/attention): an execution choice, not a weight
   bias: bool = False  # biases in the attention and MLP projections and in LayerNorm (GPT-2 checkpoints)
   norm_eps: float = 1e-6  # added to the variance in every norm (GPT-2: 1e-5; Llama: its rms_norm_eps)
+  head: str = 'lm'  # 'lm': next-token logits_BxTxV; 'scalar': a reward model's score per position, values_BxT
 
   @property
   def head_dim(self) -> int:
@@ -62,7 +66,8 @@ class ModelConfig:
       raise ValueError(f'rope needs an even head width, got dim/heads={self.head_dim}')
     for name, allowed in (('position', ('learned', 'rope')), ('norm', ('layernorm', 'rmsnorm')),
                           ('mlp', ('gelu', 'swiglu')), ('remat', ('none', 'full', 'dots')),
-                          ('dtype', ('float32', 'bfloat16')), ('attention', attention_lib.IMPLEMENTATIONS)):
+                          ('dtype', ('float32', 'bfloat16')), ('attention', attention_lib.IMPLEMENTATIONS),
+                          ('head', HEADS)):
       if getattr(self, name) not in allowed:
         raise ValueError(f'model.{name}={getattr(self, name)!r}; choose one of {allowed}')
 
@@ -209,7 +214,8 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, cache=None, segment_ids_BxT=None):
-    """Returns float32 logits_BxTxV for next-token prediction.
+    """Returns float32 logits_BxTxV for next-token prediction (head 'scalar': float32
+    values_BxT, a score read after each position; the trunk is the same either way).
 
     Packed training windows pass segment_ids_BxT (one id per packed sequence) and positions_BxT
     counted from each sequence's start: every sequence is then computed as if it were alone.
@@ -260,6 +266,13 @@ class Transformer(nn.Module):
         layer_kv.append(kv)
 
     x_BxTxD = _norm(cfg, 'final_norm')(x_BxTxD)
+    if cfg.head == 'scalar':
+      # A reward model: one fresh D -> 1 projection in place of the lm head (as Hugging Face's
+      # ...ForSequenceClassification 'score'); the caller reads it at the position it scores.
+      if cache is not None:
+        raise ValueError("a head='scalar' model scores whole sequences; it does not decode with a cache")
+      return project(x_BxTxD, _weight(self, 'reward_head', (cfg.dim, 1), ('embed', None), cfg.init_std,
+                                      dtype))[..., 0].astype(jnp.float32)
     if cfg.tied_embeddings:
       # embed.attend's product, through matmul for its CPU weight gradient.
       table_VxD = embed.embedding.astype(dtype)
@@ -309,5 +322,5 @@ def flops_per_token(cfg: ModelConfig, non_embedding_params: int, seq_len: int) -
   GFLOP/s compare across implementations. For a tied model the lm-head is the embedding
   table, which the non-embedding count excludes; untied, it is already included.
   """
-  head = cfg.vocab_size * cfg.dim if cfg.tied_embeddings else 0
+  head = cfg.vocab_size * cfg.dim if cfg.tied_embeddings and cfg.head == 'lm' else 0
   return 6 * (non_embedding_params + head) + 6 * cfg.num_layers * seq_len * cfg.dim

@@ -78,6 +78,20 @@ def tiny_grpo_config(cache_dir='', **overrides):
   return _override(c, overrides)
 
 
+def tiny_reward_model_config(cache_dir='', **overrides):
+  """A reward model (scalar head) on gold-labelled pairs, from a tiny_config model pretrained with
+  seq_len 128 (init_from set by the caller)."""
+  from configs.reward_model_gold import reward_model_defaults
+  c = tiny_config(cache_dir, **{'model.max_seq_len': 128, 'train.seq_len': 128})
+  c.task = 'reward_model'
+  c.model.head = 'scalar'
+  c.reward_model = reward_model_defaults()
+  c.reward_model.update(dict(gold_pairs=200, gold_val_pairs=24))
+  c.train.update(dict(batch_size=8, steps=8, lr=1e-3, warmup_steps=1, eval_every=4, checkpoint_every=2))
+  return _override(c, overrides)
+
+
 def get_config(arg=None):
-  """tests/tiny_config.py (pretraining), tests/tiny_config.py:sft or :grpo."""
-  return {'sft': tiny_sft_config, 'grpo': tiny_grpo_config}.get(arg, tiny_config)()
+  """tests/tiny_config.py (pretraining), tests/tiny_config.py:sft, :grpo or :reward_model."""
+  return {'sft': tiny_sft_config, 'grpo': tiny_grpo_config,
+          'reward_model': tiny_reward_model_config}.get(arg, tiny_config)()

@@ -423,6 +423,13 @@ def identity(data_dir: Path, seed: int, facts: IdentityFacts | None = None) -> I
   return iter(conversations)
 
 
+def gold_topics(data_dir: Path, seed: int) -> Iterator[Conversation]:
+  """The gold setting's conversations (llm/rl/gold.py): the RLHF study's SFT policy learns these."""
+  del data_dir
+  from llm.rl import gold  # here: llm.rl imports this module
+  return gold.conversations(seed)
+
+
 SOURCES: dict[str, Source] = {
     'gsm8k': gsm8k,
     'gsm8k_test': gsm8k_test,
@@ -433,8 +440,9 @@ SOURCES: dict[str, Source] = {
     'arithmetic': arithmetic,
     'identity': identity,
     'python_letters': letters.python_letters,  # letter counting and spelling with the python tool
+    'gold_topics': gold_topics,  # the controlled RLHF setting's prompts and responses (llm/rl/gold.py)
 }
-GENERATED = ('arithmetic', 'identity', 'python_letters')  # need a count: arithmetic never ends
+GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics')  # need a count: arithmetic never ends
 
 
 # ---------------------------------------------------------------------------------------------

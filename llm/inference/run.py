@@ -55,7 +55,11 @@ def abstract_params(model_cfg: model_lib.ModelConfig, mesh, rules):
   with sharding.mesh_context(mesh, rules):
     boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))['params'])
     shardings = sharding.logical_to_sharding(boxed, mesh, rules)
-  return checkpoint.abstract_like(nn.unbox(boxed), shardings)
+  # Unboxed without a sharding constraint (shapes only): nn.unbox would apply one whenever a mesh
+  # is in scope, e.g. when a training task loads another run (rlhf's reward model).
+  unboxed = jax.tree.map(lambda x: x.unbox(apply_constraint=False), boxed,
+                         is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+  return checkpoint.abstract_like(unboxed, shardings)
 
 
 def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -> tuple[dict, int]:

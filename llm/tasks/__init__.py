@@ -7,7 +7,8 @@ import dataclasses
 import importlib
 from typing import Any, Callable, Iterator
 
-_MODULES = {'pretrain': 'llm.tasks.pretrain', 'sft': 'llm.tasks.sft', 'grpo': 'llm.tasks.grpo'}
+_MODULES = {'pretrain': 'llm.tasks.pretrain', 'sft': 'llm.tasks.sft', 'grpo': 'llm.tasks.grpo',
+            'reward_model': 'llm.tasks.reward_model'}
 
 
 @dataclasses.dataclass

@@ -1,0 +1,115 @@
+"""Preference pairs for reward models: (chosen, rejected) conversations that share a prompt.
+
+Sources:
+  hh_rlhf_harmless_base       Anthropic's human harmlessness judgements (whole dialogues);
+  alpaca_eval_ai_preferences  GPT-4-Turbo's judgements of two models' answers to one instruction;
+  gold                        the controlled setting (llm/rl/gold.py): generated responses
+                              labelled by the gold rubric, gold_pairs of them, gold_noise flipped.
+Real pairs are split by a hash of their content (identical pairs land on the same side, the
+order of the file does not matter); gold pairs have their own held-out topics. Every pair is
+rendered with the chat template and scored at its final <|end|>; a pair either side of which
+does not fit in seq_len tokens is dropped (and counted).
+"""
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from llm import chat_template
+from llm.data import conversations, sources
+from llm.rl import gold, reward_model
+
+SOURCES = ('hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences', 'gold')
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+  chosen: list[dict]  # a conversation ending with the preferred assistant turn
+  rejected: list[dict]  # the same prompt, ending with the other assistant turn
+  margin: float = 0.0  # how much better chosen is, where the source knows (gold's gap); 0 otherwise
+
+
+def hh_pairs(data_dir: Path) -> list[Pair]:
+  path = sources.require(Path(data_dir) / 'hh_rlhf_harmless_base' / 'test.jsonl.gz', 'preference source hh')
+  out = []
+  for record in sources.read_jsonl(path):
+    chosen, rejected = conversations.hh_dialogue(record['chosen']), conversations.hh_dialogue(record['rejected'])
+    if chosen and rejected and chosen != rejected:
+      out.append(Pair(chosen, rejected))
+  return out
+
+
+def alpaca_pairs(data_dir: Path) -> list[Pair]:
+  """preference 1 means output_1 won, 2 output_2; ties (1.5) and unjudged records are skipped."""
+  root = sources.require(Path(data_dir) / 'alpaca_eval_ai_preferences', 'preference source alpaca_eval')
+  out = []
+  for path in sorted(root.glob('*/annotations.json')):
+    for record in json.loads(path.read_text()):
+      if record.get('preference') in (None, '') or not record.get('output_1') or not record.get('output_2'):
+        continue
+      preference = float(record['preference'])
+      if preference == 1.5:
+        continue
+      first, second = record['output_1'].strip(), record['output_2'].strip()
+      won, lost = (first, second) if preference < 1.5 else (second, first)
+      user = {'role': 'user', 'content': record['instruction'].strip()}
+      out.append(Pair([user, {'role': 'assistant', 'content': won}], [user, {'role': 'assistant', 'content': lost}]))
+  return out
+
+
+def _gold_pair(p: gold.Pair) -> Pair:
+  return Pair(p.prompt + [{'role': 'assistant', 'content': p.chosen}],
+              p.prompt + [{'role': 'assistant', 'content': p.rejected}], p.gold_margin)
+
+
+def split(pairs: list[Pair], val_fraction: float) -> tuple[list[Pair], list[Pair]]:
+  """(train, val) by content hash (llm.data.sources.split_documents), duplicates removed."""
+  by_text = {json.dumps(dataclasses.asdict(p), sort_keys=True): p for p in pairs}
+  train, val = sources.split_documents(list(by_text), val_fraction, 0)
+  return [by_text[t] for t in train], [by_text[t] for t in val]
+
+
+def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold_pairs: int = 0,
+         gold_noise: float = 0.0, gold_val_pairs: int = 1000) -> tuple[list[Pair], list[Pair]]:
+  """(train, val) pairs of one source. Gold validation pairs are never noisy, so held-out
+  accuracy there is agreement with the truth."""
+  if source == 'gold':
+    if gold_pairs <= 0:
+      raise ValueError('reward_model.source=gold needs reward_model.gold_pairs > 0 (e.g. 1000, 4000, 16000)')
+    return ([_gold_pair(p) for p in gold.pairs(gold_pairs, seed, gold_noise)],
+            [_gold_pair(p) for p in gold.pairs(gold_val_pairs, 10**6 + seed, heldout=True)])
+  readers = {'hh_rlhf_harmless_base': hh_pairs, 'alpaca_eval_ai_preferences': alpaca_pairs}
+  if source not in readers:
+    raise ValueError(f'reward_model.source={source!r} is unknown; choose one of {SOURCES}')
+  return split(readers[source](Path(data_dir)), val_fraction)
+
+
+def render(pairs: list[Pair], tokenizer, seq_len: int) -> tuple[dict, int]:
+  """Pairs -> arrays {chosen, rejected: [N, seq_len] ids; chosen_end, rejected_end: [N] scoring
+  positions; chosen_len, rejected_len: [N] tokens in the final assistant turn; margin: [N]}, and how many
+  pairs were dropped for not fitting."""
+  end_id = tokenizer.special_id('<|end|>')
+  kept = {'chosen': [], 'rejected': [], 'chosen_len': [], 'rejected_len': [], 'margin': []}
+  dropped = 0
+  for p in pairs:
+    sides = [chat_template.render(tokenizer, c)[0] for c in (p.chosen, p.rejected)]
+    if max(len(s) for s in sides) > seq_len:
+      dropped += 1
+      continue
+    kept['margin'].append(p.margin)
+    for name, conv, ids in zip(('chosen', 'rejected'), (p.chosen, p.rejected), sides):
+      kept[name].append(ids)
+      kept[f'{name}_len'].append(len(tokenizer.encode(conv[-1]['content'])))
+  out = {}
+  for name in ('chosen', 'rejected'):
+    out[name], out[f'{name}_end'] = reward_model.pad_rows(kept[name], seq_len, tokenizer.pad_id, end_id)
+    out[f'{name}_len'] = np.asarray(kept[f'{name}_len'], np.int32)
+  out['margin'] = np.asarray(kept['margin'], np.float32)
+  return out, dropped
+
+
+def length_baseline(rendered: dict) -> float:
+  """Pairwise accuracy of 'the longer response (in tokens) is the chosen one'; a tie counts half."""
+  c, r = rendered['chosen_len'], rendered['rejected_len']
+  return float(np.mean((c > r) + 0.5 * (c == r))) if len(c) else float('nan')

@@ -1,0 +1,86 @@
+"""Reward model training in the shared loop: the Transformer with a scalar head (model.head =
+'scalar'), its trunk from config.init_from (an SFT run), its head fresh, trained with the
+Bradley-Terry loss on preference pairs (llm/rl/reward_model.py, llm/data/preferences.py).
+
+Every eval point logs held-out pairwise accuracy, mean margin and loss to metrics.jsonl
+(rm_val_*); summary.json adds the same at the end and the length-only baseline on the same
+held-out pairs (rm_val_length_baseline), the bar a reward model has to clear.
+"""
+import functools
+
+import jax
+import numpy as np
+
+from llm import init_from, sharding, tokenizer as tokenizer_lib
+from llm.data import pipeline, preferences, sources
+from llm.rl import reward_model
+from llm.tasks import Task, TaskData
+
+_PAIR_KEYS = ('chosen', 'rejected', 'chosen_end', 'rejected_end', 'margin')
+
+
+def _config_check(config):
+  if config.model.head != 'scalar':
+    raise ValueError(f"task=reward_model needs --config.model.head=scalar (got {config.model.head!r})")
+  rm = config.reward_model
+  if rm.use_margin and rm.source != 'gold':
+    raise ValueError(f'reward_model.use_margin needs per-pair margins, which only source=gold has '
+                     f'(source={rm.source!r}); set use_margin=False')
+
+
+def data(config, workdir) -> TaskData:
+  del workdir
+  _config_check(config)
+  base = init_from.base_run(config)
+  init_from.check_same_model(config, base)
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
+  rm, tc = config.reward_model, config.train
+  train_pairs, val_pairs = preferences.load(rm.source, sources.find_data_dir(config.data.dir), rm.val_fraction,
+                                            config.seed, rm.gold_pairs, rm.gold_noise, rm.gold_val_pairs)
+  train, train_dropped = preferences.render(train_pairs, tok, tc.seq_len)
+  val, val_dropped = preferences.render(val_pairs, tok, tc.seq_len)
+  if len(train['chosen']) < tc.batch_size or not len(val['chosen']):
+    raise ValueError(f'{rm.source}: {len(train["chosen"])} training and {len(val["chosen"])} held-out pairs fit in '
+                     f'train.seq_len={tc.seq_len} tokens; raise seq_len or lower train.batch_size')
+  train_iter = pipeline._shuffled_batches(  # pylint: disable=protected-access
+      len(train['chosen']), lambda ids: {k: train[k][ids] for k in _PAIR_KEYS}, tc.batch_size,
+      config.data.seed, jax.process_index(), jax.process_count())
+  facts = {'rm_source': rm.source, 'rm_train_pairs': len(train['chosen']), 'rm_val_pairs': len(val['chosen']),
+           'rm_dropped_too_long': train_dropped + val_dropped,
+           'rm_val_length_baseline': preferences.length_baseline(val)}
+  return TaskData(tokenizer=tok, train_iter=iter(train_iter), eval_sets={}, facts=facts, heldout={'pairs': val})
+
+
+def init_state(config, state, abstract_state):
+  """The trunk from config.init_from (its lm head, if any, left there); the scalar head fresh."""
+  trunk = {k: v for k, v in abstract_state.params.items() if k != 'reward_head'}
+  return state.replace(params={**state.params, **init_from.base_params(config, trunk)})
+
+
+def heldout_metrics(config, setup, params, data, cache: dict) -> dict:
+  """Pairwise accuracy (ties wrong), mean margin r_c - r_r and BT loss on every held-out pair, in
+  blocks of train.batch_size pairs (the last one padded, the padding not counted)."""
+  val, B = data.heldout['pairs'], config.train.batch_size
+  if 'fn' not in cache:
+    cache['fn'] = jax.jit(lambda p, b: reward_model.pair_scores(setup.model, p, b),
+                          out_shardings=sharding.replicated(setup.mesh))
+  n = len(val['chosen'])
+  pad = -n % B
+  diffs = []
+  with setup.context():
+    for i in range(0, n + pad, B):
+      rows = np.minimum(np.arange(i, i + B), n - 1)
+      block = sharding.global_batch({k: val[k][rows] for k in _PAIR_KEYS}, setup.mesh)
+      r_c, r_r = cache['fn'](params, block)
+      diffs.append(np.asarray(r_c) - np.asarray(r_r))
+  diff = np.concatenate(diffs)[:n]
+  return {'rm_val_accuracy': float((diff > 0).mean()), 'rm_val_margin': float(diff.mean()),
+          'rm_val_loss': float(np.logaddexp(0.0, -diff).mean())}
+
+
+def make_task(config) -> Task:
+  cache = {}  # the compiled held-out forward, shared by every eval point
+  metrics = functools.partial(heldout_metrics, cache=cache)
+  return Task(data=data, loss_fn=reward_model.make_loss_fn(config.reward_model), init_state=init_state,
+              periodic_eval=metrics, evaluate=metrics)
+

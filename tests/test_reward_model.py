@@ -1,0 +1,199 @@
+"""Reward models: the Bradley-Terry loss, learning a toy preference, the gold rubric and pairs, the
+preference readers, and task=reward_model in the training loop (sharded, killed, resumed)."""
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from conftest import ROOT, kill_then_resume, losses_by_step
+from llm import model as model_lib, train
+from llm.data import preferences
+from llm.rl import gold, reward_model
+
+
+def test_bradley_terry_gradient_pushes_chosen_above_rejected():
+  r_c, r_r = jnp.array([0.0, 1.0, -2.0]), jnp.array([0.0, 2.0, -1.0])
+  loss = lambda c, r: reward_model.bradley_terry(c, r)[0]
+  g_c, g_r = jax.grad(loss, argnums=(0, 1))(r_c, r_r)
+  assert (g_c < 0).all() and (g_r > 0).all()  # descent raises chosen, lowers rejected
+  # d/d r_c of -log sigmoid(r_c - r_r) is -(1 - sigmoid(r_c - r_r)): -0.5 at a tie.
+  np.testing.assert_allclose(g_c, -(1 - jax.nn.sigmoid(r_c - r_r)), rtol=1e-6)
+  np.testing.assert_allclose(loss(r_c[:1], r_r[:1]), np.log(2), rtol=1e-6)
+  # Gradient steps on the scores alone widen the gap until every pair is ranked right.
+  for _ in range(50):
+    g_c, g_r = jax.grad(loss, argnums=(0, 1))(r_c, r_r)
+    r_c, r_r = r_c - 0.5 * g_c, r_r - 0.5 * g_r
+  assert (r_c > r_r).all()
+  _, _, aux = reward_model.bradley_terry(r_c, r_r)
+  assert float(aux['accuracy'][0]) == 3.0
+
+
+def test_margin_and_centring_enter_the_loss_as_trl_defines_them():
+  r_c, r_r = jnp.array([2.0]), jnp.array([1.0])
+  with_margin, n, _ = reward_model.bradley_terry(r_c, r_r, margin_B=jnp.array([1.0]))
+  np.testing.assert_allclose(with_margin / n, np.log(2), rtol=1e-6)  # -log sigmoid(2 - 1 - 1)
+  centred, _, _ = reward_model.bradley_terry(r_c, r_r, center_coefficient=0.1)
+  np.testing.assert_allclose(centred, np.log1p(np.exp(-1.0)) + 0.1 * 9.0, rtol=1e-6)
+  # The centring term pulls a shared offset back to 0 without changing the ranking term.
+  g = jax.grad(lambda o: reward_model.bradley_terry(r_c + o, r_r + o, center_coefficient=0.1)[0])(0.0)
+  np.testing.assert_allclose(g, 0.1 * 2 * 3.0 * 2, rtol=1e-6)
+
+
+def _tiny_scalar_model(vocab=16, T=8):
+  cfg = model_lib.ModelConfig(vocab_size=vocab, num_layers=1, num_heads=2, num_kv_heads=2, dim=32, mlp_dim=64,
+                              max_seq_len=T, position='learned', norm='layernorm', mlp='gelu', qk_norm=False,
+                              tied_embeddings=True, rope_theta=1e4, dtype='float32', remat='none',
+                              scan_layers=False, init_std=0.02, head='scalar')
+  return model_lib.Transformer(cfg)
+
+
+def _toy_pairs(rng, n, T=8):
+  """Rows of random tokens 3..15 ending in token 2 (the scoring position); the chosen row holds a 1
+  somewhere, the rejected one a 0: separable by the presence of one token."""
+  def rows(mark):
+    tokens = rng.integers(3, 16, size=(n, T))
+    tokens[np.arange(n), rng.integers(0, T - 1, size=n)] = mark
+    tokens[:, -1] = 2
+    return tokens.astype(np.int32)
+  end = np.full(n, T - 1, np.int32)
+  return {'chosen': rows(1), 'rejected': rows(0), 'chosen_end': end, 'rejected_end': end}
+
+
+def test_a_reward_model_learns_a_separable_toy_preference():
+  model = _tiny_scalar_model()
+  rng = np.random.default_rng(0)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))['params']
+  assert 'reward_head' in params and 'lm_head' not in params
+  tx = optax.adam(3e-3)
+  cfg = ml_collections.ConfigDict(dict(use_margin=False, center_rewards_coefficient=0.0))
+  step = jax.jit(train.make_train_step(model, tx, lambda s: 3e-3, reward_model.make_loss_fn(cfg), grad_accum=1))
+  state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  heldout = _toy_pairs(np.random.default_rng(1), 256)
+  score = jax.jit(lambda p, b: reward_model.pair_scores(model, p, b))
+  before = np.mean(np.subtract(*score(params, heldout)) > 0)
+  for _ in range(150):
+    state, metrics = step(state, _toy_pairs(rng, 32))
+  r_c, r_r = score(state.params, heldout)
+  assert 0.2 < before < 0.8  # chance at the start
+  assert np.mean(np.asarray(r_c) > np.asarray(r_r)) > 0.97
+  assert float(metrics['accuracy']) > 0.9 and float(metrics['margin']) > 1.0
+
+
+def test_scores_are_read_at_the_end_of_turn():
+  """The score of a row is the head's value at its last <|end|>: a token after it changes nothing."""
+  model = _tiny_scalar_model()
+  params = model.init(jax.random.key(1), jnp.zeros((1, 8), jnp.int32))['params']
+  tokens = np.array([[5, 6, 7, 2, 0, 0, 0, 0], [5, 6, 7, 2, 9, 9, 9, 9]], np.int32)
+  _, end = reward_model.pad_rows([list(t) for t in tokens], 8, 0, end_id=2)
+  assert end.tolist() == [3, 3]
+  r = reward_model.scores_at(model.apply({'params': params}, tokens), jnp.asarray(end))
+  assert float(r[0]) == float(r[1])
+  cut, end = reward_model.pad_rows([[5, 6, 7, 8, 9, 10, 11, 12, 13]], 8, 0, end_id=2)
+  assert end.tolist() == [7] and cut.shape == (1, 8)  # cut short: scored at its last token
+
+
+def test_gold_rubric_on_hand_written_responses():
+  on = 'The river is old. The river is cold.'
+  assert gold.components('river', on) == {'relevance': 1.0, 'length': 8 / 30, 'repetition': 0.0}
+  half = gold.components('river', 'The river is old. The horse is cold.')
+  assert half['relevance'] == 0.5
+  # 'river' as a word only: 'rivers' and 'riverbank' do not count.
+  assert gold.components('river', 'The riverbank is old.')['relevance'] == 0.0
+  repeated = gold.components('river', 'The river is old. The river is old. The river is old.')
+  assert repeated['repetition'] == pytest.approx(-1.5 * 2 / 3)
+  long = ' '.join(['The river is very old and cold today.'] * 1) + ' ' + ' '.join(
+      f'Word{i} number {i} here.' for i in range(15))
+  words = len(long.split())
+  assert words > gold.MAX_GOOD_WORDS
+  assert gold.components('river', long)['length'] == pytest.approx(1 - (words - 45) / 15)
+  assert gold.gold_reward('river', '') == 0.0
+  # Gold peaks in length: 30-45 words beat 10, and rambling to 75 words is worse than 10.
+  ten, forty, seventy_five = (' '.join(['The river is good.'] * 1 + [f'A{i} b c d.' for i in range(k)])
+                              for k in (1, 9, 18))
+  assert gold.gold_reward('river', forty) > gold.gold_reward('river', ten) > gold.gold_reward('river', seventy_five)
+
+
+def test_gold_pairs_are_labelled_by_gold_and_noise_flips_a_quarter():
+  clean = gold.pairs(400, seed=3)
+  assert all(gold.gold_reward(gold.topic_of(p.prompt), p.chosen) - gold.gold_reward(gold.topic_of(p.prompt), p.rejected)
+             == pytest.approx(p.gold_margin) and p.gold_margin >= 0.1 for p in clean)
+  noisy = gold.pairs(2000, seed=3, noise=0.25)
+  flipped = [p for p in noisy if p.flipped]
+  assert 0.21 < len(flipped) / len(noisy) < 0.29
+  assert all(gold.gold_reward(gold.topic_of(p.prompt), p.chosen) < gold.gold_reward(gold.topic_of(p.prompt), p.rejected)
+             for p in flipped)
+  heldout = gold.pairs(100, seed=3, noise=0.25, heldout=True)
+  assert not any(p.flipped for p in heldout)
+  assert {gold.topic_of(p.prompt) for p in heldout} <= set(gold.HELDOUT_TOPICS)
+  assert not {gold.topic_of(p.prompt) for p in clean} & set(gold.HELDOUT_TOPICS)
+
+
+def test_length_baseline_counts_ties_half():
+  rendered = {'chosen_len': np.array([5, 3, 4, 1]), 'rejected_len': np.array([2, 3, 9, 0])}
+  assert preferences.length_baseline(rendered) == (1 + 0.5 + 0 + 1) / 4
+
+
+def test_real_preference_pairs_are_read_and_split_by_content(data_dir):
+  hh = preferences.hh_pairs(data_dir)
+  assert len(hh) > 2000
+  assert all(p.chosen[-1]['role'] == p.rejected[-1]['role'] == 'assistant' and p.chosen != p.rejected for p in hh[:50])
+  alpaca = preferences.alpaca_pairs(data_dir)
+  assert len(alpaca) > 2000
+  train, val = preferences.split(hh, 0.1)
+  again_train, again_val = preferences.split(list(reversed(hh)), 0.1)
+  assert val == again_val and 0.05 < len(val) / len(hh) < 0.15
+  assert not {json.dumps(p.chosen) + json.dumps(p.rejected) for p in train} & {
+      json.dumps(p.chosen) + json.dumps(p.rejected) for p in val}
+
+
+def _rm_cmd(workdir, pretrained, *extra):
+  return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:reward_model',
+          f'--workdir={workdir}', f'--config.init_from={pretrained}', *extra]
+
+
+def test_reward_model_shards_over_eight_devices_and_resumes_after_a_kill(tmp_path, pretrained, subprocess_env):
+  """The same run on one device straight through and on 8 (data 4 x fsdp 2), killed after its
+  checkpoint of step 4 and resumed: the same losses, and held-out accuracy in metrics.jsonl."""
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  subprocess.run(_rm_cmd(straight, pretrained), env=subprocess_env, check=True, capture_output=True)
+  eight = dict(subprocess_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  kill_then_resume(_rm_cmd(resumed, pretrained, '--config.mesh.data=4', '--config.mesh.fsdp=2'), eight, resumed,
+                   kill_after_checkpoint=4, total=8)
+  a, b = losses_by_step(straight), losses_by_step(resumed)
+  assert sorted(b) == list(range(1, 9))
+  np.testing.assert_allclose([a[s] for s in range(1, 9)], [b[s] for s in range(1, 9)], rtol=2e-4)
+  rows = [json.loads(l) for l in (resumed / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows if 'rm_val_accuracy' in r] == [0, 4, 8]
+  assert all('accuracy' in r and 'margin' in r for r in rows if 'loss' in r)
+  summary = json.loads((resumed / 'summary.json').read_text())
+  assert summary['devices'] == 8 and 0 <= summary['rm_val_accuracy'] <= 1
+  assert summary['rm_train_pairs'] == 200 and 0 < summary['rm_val_length_baseline'] < 1
+
+
+def test_init_state_takes_the_trunk_from_init_from_and_keeps_the_fresh_head(pretrained, cache_dir):
+  from tiny_config import tiny_reward_model_config
+  from llm import init_from, sharding
+  from llm.tasks import reward_model as rm_task
+  config = tiny_reward_model_config(cache_dir, init_from=str(pretrained))
+  setup = train.build(config, 512, sharding.make_mesh(config.mesh))
+  with setup.context():
+    fresh = setup.init(jax.random.key(7))
+    head = np.asarray(fresh.params['reward_head'])
+    state = rm_task.init_state(config, fresh, setup.abstract_state)
+    lm = init_from.base_params(config.copy_and_resolve_references(), {
+        k: v for k, v in setup.abstract_state.params.items() if k != 'reward_head'})
+  jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in state.params.items() if k != 'reward_head'}, lm)
+  np.testing.assert_array_equal(state.params['reward_head'], head)
+  assert not np.array_equal(np.asarray(state.params['embed']['embedding']), np.asarray(fresh.params['embed']['embedding']))
+
+
+def test_reward_model_refuses_a_language_model_head(tmp_path, pretrained, subprocess_env):
+  result = subprocess.run(_rm_cmd(tmp_path, pretrained, '--config.model.head=lm'), env=subprocess_env,
+                          capture_output=True, text=True)
+  assert result.returncode != 0 and 'model.head=scalar' in result.stderr.splitlines()[-1]
