@@ -91,7 +91,19 @@ def tiny_reward_model_config(cache_dir='', **overrides):
   return _override(c, overrides)
 
 
+def tiny_rlhf_config(cache_dir='', **overrides):
+  """RLHF of a tiny_config model pretrained with seq_len 128 against a tiny reward model (init_from
+  and rlhf.proxy set by the caller)."""
+  from configs.rlhf_gold import rlhf_defaults
+  c = tiny_grpo_config(cache_dir)
+  c.task = 'rlhf'
+  c.grpo.update(dict(task='', beta=0.05, max_new_tokens=16))
+  c.rlhf = rlhf_defaults()
+  c.rlhf.update(dict(eval_prompts=2, hacking_tolerance=0.0))
+  return _override(c, overrides)
+
+
 def get_config(arg=None):
-  """tests/tiny_config.py (pretraining), tests/tiny_config.py:sft, :grpo or :reward_model."""
-  return {'sft': tiny_sft_config, 'grpo': tiny_grpo_config,
-          'reward_model': tiny_reward_model_config}.get(arg, tiny_config)()
+  """tests/tiny_config.py (pretraining), tests/tiny_config.py:sft, :grpo, :reward_model or :rlhf."""
+  return {'sft': tiny_sft_config, 'grpo': tiny_grpo_config, 'reward_model': tiny_reward_model_config,
+          'rlhf': tiny_rlhf_config}.get(arg, tiny_config)()

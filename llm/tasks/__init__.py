@@ -8,7 +8,7 @@ import importlib
 from typing import Any, Callable, Iterator
 
 _MODULES = {'pretrain': 'llm.tasks.pretrain', 'sft': 'llm.tasks.sft', 'grpo': 'llm.tasks.grpo',
-            'reward_model': 'llm.tasks.reward_model'}
+            'reward_model': 'llm.tasks.reward_model', 'rlhf': 'llm.tasks.rlhf'}
 
 
 @dataclasses.dataclass

@@ -88,20 +88,42 @@ def _engine(config, setup, params, state: _Rollouts):
   return state.engine
 
 
-def make_next_batch(config, state: _Rollouts):
-  g = config.grpo
+def make_next_batch(config, state: _Rollouts, rollout=None):
+  """next_batch for the loop: a fresh batch of rollout(config, setup, params, state, start, step)
+  -> (batch, metrics) every grpo.mu steps (default: this task's, scored by the verifier)."""
+  g, rollout = config.grpo, rollout or _rollout
 
   def next_batch(data, setup, train_state, step):
     if (step - 1) % g.mu == 0 or state.batch is None:
       start = next(data.train_iter)
-      state.batch, state.metrics = _rollout(config, setup, train_state.params, state, start, step)
+      state.batch, state.metrics = rollout(config, setup, train_state.params, state, start, step)
     return state.batch, state.metrics
 
   return next_batch
 
 
 def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
-  g, tok, T = config.grpo, state.tokenizer, config.train.seq_len
+  g, tok = config.grpo, state.tokenizer
+  problems, rows, completions = sample_groups(config, setup, params, state, start, step)
+  end = tok.special_id('<|end|>')
+  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens),
+             c.finish_reason == 'stop' and c.tokens[-1] == end) for c in completions]
+  total, components = rewards_lib.compute_rewards(
+      scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
+  batch = rollout_batch(config, setup, params, state, rows, completions, total)
+  groups = total.reshape(-1, g.group_size)
+  metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
+             'zero_variance_groups': float((groups.std(axis=1) == 0).mean()),
+             'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
+             'tool_call_rate': float(np.mean([c.tool_calls > 0 for c in completions])),
+             **{f'reward_{k}': float(v.mean()) for k, v in components.items()}}
+  return batch, metrics
+
+
+def sample_groups(config, setup, params, state: _Rollouts, start: int, step: int):
+  """(problems, rows, completions): grpo.group_size completions of each of the step's problems;
+  rows[j] = (index of its problem, prompt ids) for completions[j]."""
+  g, tok = config.grpo, state.tokenizer
   problems = _problems(state, start, g.prompts_per_step, config.seed)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
   rows = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(g.group_size)]
@@ -111,13 +133,16 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
   seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
   completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
                                 stop_ids=[end, tok.eos_id])
-  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens),
-             c.finish_reason == 'stop' and c.tokens[-1] == end) for c in completions]
-  total, components = rewards_lib.compute_rewards(
-      scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
-  advantages = grpo.group_advantages(total.reshape(-1, g.group_size), g.normalize_std).reshape(-1)
+  return problems, rows, completions
 
-  # Rows: prompt + completion, cut to seq_len + 1; the loss on sampled completion tokens only.
+
+def rollout_batch(config, setup, params, state: _Rollouts, rows, completions, total: np.ndarray,
+                  with_ref: bool = False) -> dict:
+  """The training batch of scored rollouts: prompt + completion rows cut to seq_len + 1, the
+  loss on sampled completion tokens only, group-relative advantages of `total`, the sampling
+  policy's log-probs and (beta > 0 or with_ref) the frozen reference's."""
+  g, tok, T = config.grpo, state.tokenizer, config.train.seq_len
+  advantages = grpo.group_advantages(total.reshape(-1, g.group_size), g.normalize_std).reshape(-1)
   tokens = np.full((len(rows), T + 1), tok.pad_id, np.int32)
   mask = np.zeros((len(rows), T + 1), np.int32)
   for r, ((_, prompt), c) in enumerate(zip(rows, completions)):
@@ -131,18 +156,11 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
     state.logp_fn = jax.jit(lambda p, b: grpo.policy_logprobs(setup.model, p, b, g.temperature)[0])
   with setup.context():
     batch['old_logp'] = np.asarray(state.logp_fn(params, batch))
-    if g.beta > 0:
+    if g.beta > 0 or with_ref:
       if state.ref_params is None:
         state.ref_params = init_from.base_params(config, setup.abstract_state.params)
       batch['ref_logp'] = np.asarray(state.logp_fn(state.ref_params, batch))
-
-  groups = total.reshape(-1, g.group_size)
-  metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
-             'zero_variance_groups': float((groups.std(axis=1) == 0).mean()),
-             'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
-             'tool_call_rate': float(np.mean([c.tool_calls > 0 for c in completions])),
-             **{f'reward_{k}': float(v.mean()) for k, v in components.items()}}
-  return batch, metrics
+  return batch
 
 
 def pass_at_k(config, setup, params, data, state: _Rollouts) -> dict:

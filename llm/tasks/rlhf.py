@@ -1,0 +1,164 @@
+"""RLHF in the shared loop: the policy (from config.init_from, an SFT run) optimised against a
+frozen proxy reward model with GRPO's machinery (llm/tasks/grpo.py's sampling and batches,
+llm/rl/grpo.py's group advantages, clipped objective and beta x KL to the SFT reference).
+
+The reward of a rollout is the proxy's score, one batched forward on the device
+(llm/rl/reward_model.Scorer; an ensemble of proxies with rlhf.ensemble = 'mean' or 'min'),
+minus rlhf.missing_end_penalty when the response never ends its turn. Every eval point samples
+the held-out prompts and logs, to metrics.jsonl: rlhf_proxy, rlhf_gold (where the prompts
+have a gold reward, llm/rl/gold.py), rlhf_kl = KL(pi || pi_init) estimated from those samples and
+rlhf_d = sqrt(KL), and the hacking monitor's rlhf_hacking (1 when gold fell below its best
+while the proxy rose; also a warning in the log); DIR/rlhf_samples.jsonl keeps the samples
+with their scores (what hacked responses look like). The final evaluate plots gold and proxy
+against d into DIR/rlhf_curves.png.
+"""
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import grain
+import jax
+import numpy as np
+
+from llm import chat_template, init_from, tokenizer as tokenizer_lib
+from llm.rl import gold as gold_lib, grpo, hacking, reward_model
+from llm.rl import tasks as rl_tasks
+from llm.tasks import Task, TaskData, grpo as grpo_task
+
+PROMPTS = {'gold_topics': gold_lib.GoldTopicsTask}
+
+
+@dataclasses.dataclass
+class _State(grpo_task._Rollouts):  # pylint: disable=protected-access
+  proxy: object = None  # reward_model.Scorer or Ensemble, loaded on first use (it needs the mesh)
+  monitor: hacking.HackingMonitor | None = None
+  step: int = 0  # the step of the latest rollout: the eval points' step
+
+
+def _config_check(config):
+  grpo_task._config_check(config)  # pylint: disable=protected-access
+  r = config.rlhf
+  if not r.proxy:
+    raise ValueError('rlhf.proxy is empty; give a task=reward_model run DIR (or DIR1,DIR2,... for an ensemble)')
+  if r.prompts not in PROMPTS:
+    raise ValueError(f'rlhf.prompts={r.prompts!r} is unknown; choose one of {sorted(PROMPTS)}')
+
+
+def data(config, workdir, state: _State) -> TaskData:
+  _config_check(config)
+  base = init_from.base_run(config)
+  init_from.check_same_model(config, base)
+  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
+  n = config.grpo.prompts_per_step
+  index_iter = iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset())
+  state.task, state.tokenizer, state.workdir = PROMPTS[config.rlhf.prompts](), tok, Path(workdir)
+  state.monitor = hacking.HackingMonitor(config.rlhf.hacking_tolerance)
+  state.monitor.load(Path(workdir) / 'metrics.jsonl')
+  return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
+                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy': config.rlhf.proxy})
+
+
+def _proxy(config, setup, state: _State):
+  if state.proxy is None:
+    state.proxy = reward_model.load_proxy(config.rlhf.proxy.split(','), config.rlhf.ensemble,
+                                          config.train.seq_len, config.train.batch_size, setup.mesh)
+    scorers = getattr(state.proxy, 'scorers', [state.proxy])
+    if any(s.tokenizer.vocab_size != state.tokenizer.vocab_size or s.end_id != state.tokenizer.special_id('<|end|>')
+           for s in scorers):
+      raise ValueError(f'rlhf.proxy={config.rlhf.proxy} has another tokenizer than init_from={config.init_from}; '
+                       'train the reward model from the same SFT run')
+  return state.proxy
+
+
+def _score(config, setup, state: _State, problems, prompts, completions):
+  """(proxy reward, gold reward or None, finished) per completion."""
+  tok = state.tokenizer
+  end = tok.special_id('<|end|>')
+  finished = np.array([c.finish_reason == 'stop' and bool(c.tokens) and c.tokens[-1] == end for c in completions])
+  proxy = _proxy(config, setup, state).score([p + c.tokens for p, c in zip(prompts, completions)])
+  gold = None
+  if hasattr(state.task, 'gold'):
+    gold = np.array([state.task.gold(rl_tasks.assistant_text(tok, c.tokens), problem)
+                     for problem, c in zip(problems, completions)], np.float32)
+  return proxy, gold, finished
+
+
+def _rollout(config, setup, params, state: _State, start: int, step: int):
+  state.step = step
+  problems, rows, completions = grpo_task.sample_groups(config, setup, params, state, start, step)
+  proxy, gold, finished = _score(config, setup, state, [problems[i] for i, _ in rows], [p for _, p in rows],
+                                 completions)
+  total = proxy - config.rlhf.missing_end_penalty * (~finished)
+  batch = grpo_task.rollout_batch(config, setup, params, state, rows, completions, total, with_ref=True)
+  kl = hacking.sequence_kl(batch['old_logp'], batch['ref_logp'], batch['loss_mask'])
+  metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
+             'proxy_mean': float(proxy.mean()), 'finished_rate': float(finished.mean()),
+             'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
+             'rollout_kl': kl, 'rollout_d': hacking.distance(kl)}
+  if gold is not None:
+    metrics['gold_mean'] = float(gold.mean())
+  return batch, metrics
+
+
+def heldout_eval(config, setup, params, data, state: _State) -> dict:
+  """Proxy, gold and KL(pi || pi_init) on rlhf.eval_prompts held-out prompts x grpo.group_size
+  samples (fixed seeds), the hacking monitor's verdict, and the samples into rlhf_samples.jsonl."""
+  del data
+  g, r, tok = config.grpo, config.rlhf, state.tokenizer
+  problems = state.task.heldout(r.eval_prompts)
+  prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(g.group_size)]
+  problems = [p for p in problems for _ in range(g.group_size)]
+  engine = grpo_task._engine(config, setup, params, state)  # pylint: disable=protected-access
+  max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for p in prompts]
+  completions = engine.generate(prompts, max_new, g.temperature, seed=list(range(len(prompts))),
+                                stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+  proxy, gold, finished = _score(config, setup, state, problems, prompts, completions)
+  batch = grpo_task.rollout_batch(config, setup, params, state, list(enumerate(prompts)), completions,
+                                  np.zeros(len(prompts), np.float32), with_ref=True)
+  kl = hacking.sequence_kl(batch['old_logp'], batch['ref_logp'], batch['loss_mask'])
+  out = {'rlhf_proxy': float(proxy.mean()), 'rlhf_kl': kl, 'rlhf_d': hacking.distance(kl),
+         'rlhf_finished_rate': float(finished.mean()),
+         'rlhf_response_tokens': float(np.mean([len(c.tokens) for c in completions]))}
+  if gold is not None:
+    out['rlhf_gold'] = float(gold.mean())
+    out.update({f'rlhf_{k}': v for k, v in state.monitor.update(state.step, out['rlhf_gold'], out['rlhf_proxy']).items()})
+  if jax.process_index() == 0:
+    with (state.workdir / 'rlhf_samples.jsonl').open('a') as f:
+      for i, (p, c) in enumerate(zip(problems, completions)):
+        f.write(json.dumps({'step': state.step, 'prompt': p.prompt_messages[-1]['content'],
+                            'response': rl_tasks.assistant_text(tok, c.tokens), 'proxy': float(proxy[i]),
+                            'gold': None if gold is None else float(gold[i])}) + '\n')
+  return out
+
+
+def plot(config, setup, params, data, state: _State) -> dict:
+  """DIR/rlhf_curves.png: held-out gold and proxy against d = sqrt(KL)."""
+  del config, setup, params, data
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  rows = [json.loads(l) for l in (state.workdir / 'metrics.jsonl').read_text().splitlines()]
+  rows = [row for row in rows if 'rlhf_d' in row]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key in ('rlhf_proxy', 'rlhf_gold'):
+    points = sorted((row['rlhf_d'], row[key]) for row in rows if key in row)
+    if points:
+      ax.plot(*zip(*points), marker='.', label=key.removeprefix('rlhf_'))
+  ax.set_xlabel('d = sqrt(KL(pi || pi_init))')
+  ax.set_ylabel('reward (held-out prompts)')
+  ax.legend()
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(state.workdir / 'rlhf_curves.png', dpi=120)
+  plt.close(fig)
+  return {}
+
+
+def make_task(config) -> Task:
+  state = _State()
+  return Task(data=functools.partial(data, state=state), loss_fn=grpo.make_loss_fn(config.grpo),
+              init_state=init_from.init_state,
+              next_batch=grpo_task.make_next_batch(config, state, _rollout),
+              periodic_eval=functools.partial(heldout_eval, state=state),
+              evaluate=functools.partial(plot, state=state))

@@ -1,0 +1,137 @@
+"""RLHF and reward hacking: KL_bon, the KL estimate, Gao et al.'s fits, the hacking monitor,
+best-of-n selection, proxy ensembles, and task=rlhf in the training loop."""
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from llm.rl import best_of_n, hacking, reward_model
+
+
+@pytest.mark.parametrize('n', [1, 2, 4, 16, 64])
+def test_kl_bon_matches_the_best_of_n_distribution_of_a_fine_grid(n):
+  """Best-of-n over M equally likely distinct outcomes picks outcome i with probability
+  ((i + 1) / M)^n - (i / M)^n; its KL to the uniform tends to log n - (n - 1) / n."""
+  M = 200_000
+  cdf = (np.arange(M + 1) / M) ** n
+  p = np.diff(cdf)
+  kl = float(np.sum(np.where(p > 0, p * np.log(np.maximum(p, 1e-300) * M), 0.0)))
+  assert hacking.kl_bon(n) == pytest.approx(kl, abs=1e-3)
+  assert hacking.distance(hacking.kl_bon(n)) == pytest.approx(math.sqrt(kl), abs=1e-2)
+
+
+def test_kl_bon_refuses_n_below_one():
+  with pytest.raises(ValueError, match='n >= 1'):
+    hacking.kl_bon(0)
+
+
+def test_sequence_kl_estimates_the_kl_of_two_known_distributions():
+  """Sequences of 3 tokens drawn from pi (each token from one categorical); the sample estimate
+  of KL(pi || ref) is 3 x the closed form."""
+  rng = np.random.default_rng(0)
+  pi, ref = np.array([0.7, 0.2, 0.1]), np.array([0.3, 0.3, 0.4])
+  tokens = rng.choice(3, p=pi, size=(20_000, 3))
+  mask = np.ones((20_000, 4))
+  mask[:, 0] = 0  # a prompt position: never counted
+  logp = np.concatenate([np.full((20_000, 1), 5.0), np.log(pi)[tokens]], 1)
+  ref_logp = np.concatenate([np.full((20_000, 1), -5.0), np.log(ref)[tokens]], 1)
+  exact = 3 * float(np.sum(pi * np.log(pi / ref)))
+  assert hacking.sequence_kl(logp, ref_logp, mask) == pytest.approx(exact, rel=0.03)
+
+
+@pytest.mark.parametrize('form, alpha, beta', [('bon', 0.8, 0.25), ('rl', 0.5, 0.3)])
+def test_gao_fits_recover_known_coefficients(form, alpha, beta):
+  rng = np.random.default_rng(1)
+  d = np.linspace(0.05, 4.0, 40)
+  f = {'bon': lambda x: x * (alpha - beta * x), 'rl': lambda x: x * (alpha - beta * np.log(x))}[form]
+  fitted = hacking.fit(form, d, f(d) + rng.normal(0, 0.01, d.shape))
+  assert fitted.alpha == pytest.approx(alpha, rel=0.05) and fitted.beta == pytest.approx(beta, rel=0.05)
+  peak = alpha / (2 * beta) if form == 'bon' else math.exp(alpha / beta - 1)
+  assert fitted.peak_d == pytest.approx(peak, rel=0.1)
+  assert fitted.rmse < 0.02
+
+
+def test_hacking_monitor_fires_when_gold_falls_while_proxy_rises(tmp_path):
+  monitor = hacking.HackingMonitor(tolerance=0.05)
+  script = [(0, 0.0, 0.0), (10, 0.3, 0.5), (20, 0.5, 1.0), (30, 0.52, 1.4), (40, 0.3, 2.0), (50, 0.1, 2.5)]
+  fired = [monitor.update(step, g, p)['hacking'] for step, g, p in script]
+  assert fired == [0, 0, 0, 0, 1, 1]
+  # Gold measured against its best so far, not the last point: a slow slide past the tolerance counts.
+  slide = hacking.HackingMonitor(tolerance=0.05)
+  steps = [(0, 0.0, 0.0), (1, 0.5, 1.0), (2, 0.46, 1.2), (3, 0.42, 1.4)]
+  assert [slide.update(s, g, p)['hacking'] for s, g, p in steps] == [0, 0, 0, 1]
+  # Both falling (the policy got worse at everything) is not hacking; nor is a dip within tolerance.
+  both = hacking.HackingMonitor(tolerance=0.05)
+  assert [both.update(s, g, p)['hacking'] for s, g, p in [(0, 0.5, 1.0), (1, 0.2, 0.5)]] == [0, 0]
+  small = hacking.HackingMonitor(tolerance=0.05)
+  assert [small.update(s, g, p)['hacking'] for s, g, p in [(0, 0.5, 1.0), (1, 0.47, 2.0)]] == [0, 0]
+  # A resumed run rebuilds the history from metrics.jsonl (a step logged twice counts once).
+  rows = [{'step': s, 'rlhf_gold': g, 'rlhf_proxy': p} for s, g, p in script[:4]] + [{'step': 20, 'loss': 1.0}]
+  (tmp_path / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows + rows[2:4]))
+  resumed = hacking.HackingMonitor(tolerance=0.05)
+  resumed.load(tmp_path / 'metrics.jsonl')
+  assert [h[0] for h in resumed.history] == [0, 10, 20, 30]
+  assert resumed.update(40, 0.3, 2.0) == {'hacking': 1.0, 'gold_below_best': pytest.approx(0.22)}
+
+
+def test_best_of_n_picks_the_proxy_best_of_each_group():
+  proxy = np.array([[0.1, 0.9, 0.5, 0.2]])
+  gold = np.array([[1.0, -1.0, 0.5, 0.0]])
+  assert best_of_n.select(proxy, gold, 1) == pytest.approx((0.425, 0.125))
+  assert best_of_n.select(proxy, gold, 2) == pytest.approx(((0.9 + 0.5) / 2, (-1.0 + 0.5) / 2))
+  assert best_of_n.select(proxy, gold, 4) == pytest.approx((0.9, -1.0))
+  rows = best_of_n.curve(proxy, gold, [1, 4])
+  assert [r['kl_bon'] for r in rows] == [0.0, pytest.approx(math.log(4) - 0.75)]
+  with pytest.raises(ValueError, match='divisible'):
+    best_of_n.select(proxy, gold, 3)
+
+
+class _Fixed:
+  def __init__(self, scores):
+    self.scores = np.asarray(scores, np.float32)
+
+  def score(self, sequences):
+    return self.scores[:len(sequences)]
+
+
+def test_ensemble_mean_and_worst_case():
+  members = [_Fixed([1.0, 5.0]), _Fixed([3.0, -1.0])]
+  np.testing.assert_allclose(reward_model.Ensemble(members, 'mean').score([[1], [2]]), [2.0, 2.0])
+  np.testing.assert_allclose(reward_model.Ensemble(members, 'min').score([[1], [2]]), [1.0, -1.0])
+  with pytest.raises(ValueError, match="'mean' or 'min'"):
+    reward_model.Ensemble(members, 'max')
+
+
+def test_rlhf_runs_in_the_training_loop_against_a_reward_model(tmp_path, pretrained, subprocess_env):
+  rm, rl = tmp_path / 'rm', tmp_path / 'rl'
+  subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:reward_model',
+                  f'--workdir={rm}', f'--config.init_from={pretrained}', '--config.train.steps=2'],
+                 env=subprocess_env, check=True, capture_output=True)
+  subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf', f'--workdir={rl}',
+                  f'--config.init_from={pretrained}', f'--config.rlhf.proxy={rm}', '--config.train.steps=4',
+                  '--config.train.eval_every=2', '--config.train.lr=1e-2'],
+                 env=subprocess_env, check=True, capture_output=True)
+  rows = [json.loads(l) for l in (rl / 'metrics.jsonl').read_text().splitlines()]
+  evals = [r for r in rows if 'rlhf_gold' in r]
+  assert [r['step'] for r in evals] == [0, 2, 4]
+  for key in ('rlhf_proxy', 'rlhf_kl', 'rlhf_d', 'rlhf_hacking', 'rlhf_gold_below_best'):
+    assert all(key in r for r in evals), key
+  assert evals[0]['rlhf_kl'] == pytest.approx(0.0, abs=1e-5)  # the policy is its reference at step 0
+  steps = [r for r in rows if 'loss' in r]
+  assert all('kl' in r and 'proxy_mean' in r and 'gold_mean' in r for r in steps)  # beta > 0: the KL term is on
+  # With a learning rate this high the policy has moved: the estimated KL to the SFT policy is positive.
+  assert steps[-1]['rollout_kl'] > 0
+  samples = [json.loads(l) for l in (rl / 'rlhf_samples.jsonl').read_text().splitlines()]
+  assert len(samples) == 3 * 2 * 4 and {'prompt', 'response', 'proxy', 'gold'} <= set(samples[0])
+  assert (rl / 'rlhf_curves.png').stat().st_size > 1000
+
+
+def test_rlhf_needs_a_proxy(tmp_path, pretrained, subprocess_env):
+  result = subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf',
+                           f'--workdir={tmp_path}', f'--config.init_from={pretrained}'],
+                          env=subprocess_env, capture_output=True, text=True)
+  assert result.returncode != 0 and 'rlhf.proxy is empty' in result.stderr.splitlines()[-1]
