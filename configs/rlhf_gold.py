@@ -37,7 +37,7 @@ def get_config(arg=None):
   c.rlhf.proxy = f"runs/{point['proxy']}"
   c.train.batch_size = c.grpo.prompts_per_step * c.grpo.group_size
   c.train.seq_len = 128
-  c.train.steps = 60
+  c.train.steps = 40
   c.train.lr = 1e-4
   c.train.warmup_steps = 5
   c.train.min_lr_ratio = 1.0
@@ -54,6 +54,6 @@ def rlhf_defaults() -> ml_collections.ConfigDict:
   r.proxy = ''  # reward model run DIR, or DIR1,DIR2,... for an ensemble
   r.ensemble = 'mean'  # how an ensemble's scores combine: 'mean' or 'min' (worst case)
   r.missing_end_penalty = 1.0  # subtracted from a response that never ends its turn
-  r.eval_prompts = 16  # held-out prompts per eval point (x grpo.group_size samples)
+  r.eval_prompts = 8  # held-out prompts per eval point (x grpo.group_size samples)
   r.hacking_tolerance = 0.05  # the monitor warns past this drop in gold and rise in proxy
   return r

@@ -135,3 +135,32 @@ def test_rlhf_needs_a_proxy(tmp_path, pretrained, subprocess_env):
                            f'--workdir={tmp_path}', f'--config.init_from={pretrained}'],
                           env=subprocess_env, capture_output=True, text=True)
   assert result.returncode != 0 and 'rlhf.proxy is empty' in result.stderr.splitlines()[-1]
+
+
+def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
+  """A best-of-n file and an RL run whose gold follows Gao et al.'s forms exactly (offset by the
+  starting gold): the report recovers alpha and beta, says where gold peaks, and plots."""
+  from llm.rl import hacking_report
+  ns = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+  d = [hacking.distance(hacking.kl_bon(n)) for n in ns]
+  curve = [{'n': n, 'd': x, 'kl_bon': x * x, 'gold': 0.3 + x * (1.0 - 0.5 * x), 'proxy': 0.1 + x} for n, x in zip(ns, d)]
+  (tmp_path / 'bon_a.json').write_text(json.dumps({'curve': curve}))
+  run = tmp_path / 'rlhf_a'
+  run.mkdir()
+  rl_d = [0.0, 0.2, 0.5, 1.0, 1.5, 2.0, 3.0]
+  rows = [{'step': 5 * i, 'rlhf_d': x, 'rlhf_gold': 0.3 + x * (0.4 - 0.3 * np.log(max(x, 1e-12))),
+           'rlhf_proxy': x, 'rlhf_hacking': float(x >= 2.0)} for i, x in enumerate(rl_d)]
+  (run / 'metrics.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in rows))
+  bon = hacking_report.fitted('bon', hacking_report.bon_curve(tmp_path / 'bon_a.json'))
+  rl_curve = hacking_report.rl_curve(run)
+  rl = hacking_report.fitted('rl', rl_curve)
+  assert bon['alpha'] == pytest.approx(1.0, rel=1e-3) and bon['beta'] == pytest.approx(0.5, rel=1e-3)
+  assert bon['fit_peak_d'] == pytest.approx(1.0, rel=1e-3) and bon['peaks_inside']
+  assert rl['alpha'] == pytest.approx(0.4, rel=1e-3) and rl['beta'] == pytest.approx(0.3, rel=1e-3)
+  assert rl['fit_peak_d'] == pytest.approx(math.exp(0.4 / 0.3 - 1), rel=1e-3)
+  assert rl_curve['hacking_steps'] == [25, 30]
+  text = hacking_report.table([], [dict(hacking_report.bon_curve(tmp_path / 'bon_a.json'), fit=bon)],
+                              [dict(rl_curve, fit=rl)])
+  assert '| bon_a | 1.000 | 0.500 |' in text and '| rlhf_a | 0.400 | 0.300 |' in text
+  hacking_report.plot([dict(rl_curve, fit=rl)], 'rl', tmp_path / 'rl.png')
+  assert (tmp_path / 'rl.png').stat().st_size > 1000

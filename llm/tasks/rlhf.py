@@ -56,7 +56,7 @@ def data(config, workdir, state: _State) -> TaskData:
   state.monitor = hacking.HackingMonitor(config.rlhf.hacking_tolerance)
   state.monitor.load(Path(workdir) / 'metrics.jsonl')
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
-                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy': config.rlhf.proxy})
+                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy})
 
 
 def _proxy(config, setup, state: _State):

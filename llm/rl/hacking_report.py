@@ -1,0 +1,122 @@
+"""The reward hacking study's report: reward model accuracies, and gold and proxy against
+d = sqrt(KL) for best-of-n and RL, with Gao et al.'s forms fitted to each gold curve.
+
+    python -m llm.rl.hacking_report --rm=runs/rm_gold_1k,runs/rm_gold_4k \
+        --bon=results/reward_hacking/bon_1k.json,results/reward_hacking/bon_4k.json \
+        --rl=runs/rlhf_4k_b0.02,runs/rlhf_4k_b0 --out=results/reward_hacking
+
+writes OUT/table.md, OUT/fits.json, OUT/bon.png and OUT/rl.png. Gold is taken relative to the
+starting policy's (n = 1; the RL run's step 0), as the forms assume R(0) = 0.
+"""
+import json
+from pathlib import Path
+
+from absl import app, flags
+import numpy as np
+
+from llm.rl import hacking
+
+
+def bon_curve(path: Path) -> dict:
+  data = json.loads(Path(path).read_text())
+  rows = data['curve']
+  return {'name': Path(path).stem, 'd': [r['d'] for r in rows], 'gold': [r['gold'] for r in rows],
+          'proxy': [r['proxy'] for r in rows]}
+
+
+def rl_curve(workdir: Path) -> dict:
+  """Held-out eval points of a task=rlhf run, in step order."""
+  rows = [json.loads(l) for l in (Path(workdir) / 'metrics.jsonl').read_text().splitlines()]
+  by_step = {r['step']: r for r in rows if 'rlhf_gold' in r}  # a step evaluated again after a resume: the last
+  points = [by_step[s] for s in sorted(by_step)]
+  if not points or points[0]['step'] != 0:
+    raise ValueError(f'{workdir}: no held-out evaluation at step 0 (train.eval_at_start) to measure gold from')
+  return {'name': Path(workdir).name, 'd': [p['rlhf_d'] for p in points], 'gold': [p['rlhf_gold'] for p in points],
+          'proxy': [p['rlhf_proxy'] for p in points], 'hacking_steps': [p['step'] for p in points if p.get('rlhf_hacking')]}
+
+
+def fitted(form: str, curve: dict) -> dict:
+  d, gold = np.asarray(curve['d']), np.asarray(curve['gold']) - curve['gold'][0]
+  try:
+    f = hacking.fit(form, d, gold)
+  except RuntimeError as e:  # scipy found no fit: reported, not fatal
+    return {'error': str(e)}
+  best = int(np.argmax(curve['gold']))
+  return {'alpha': f.alpha, 'beta': f.beta, 'fit_peak_d': f.peak_d, 'fit_peak_kl': f.peak_d ** 2, 'rmse': f.rmse,
+          'measured_peak_d': float(d[best]), 'measured_peak_kl': float(d[best] ** 2),
+          'peaks_inside': bool(0 < best < len(d) - 1), 'max_d': float(d.max())}
+
+
+def plot(curves: list[dict], form: str, path: Path):
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  f = {'bon': hacking.r_bon, 'rl': hacking.r_rl}[form]
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for i, c in enumerate(curves):
+    color = f'C{i}'
+    ax.plot(c['d'], np.asarray(c['gold']) - c['gold'][0], marker='o', color=color, label=f"{c['name']} gold")
+    ax.plot(c['d'], np.asarray(c['proxy']) - c['proxy'][0], ls=':', marker='.', color=color, label=f"{c['name']} proxy")
+    if 'alpha' in c['fit']:
+      grid = np.linspace(1e-3, max(c['d']), 100)
+      ax.plot(grid, f(grid, c['fit']['alpha'], c['fit']['beta']), ls='--', color=color, alpha=0.6)
+  ax.set_xlabel('d = sqrt(KL(pi || pi_init))')
+  ax.set_ylabel('reward - reward of the initial policy')
+  ax.set_title({'bon': 'best-of-n (dashed: d (alpha - beta d))', 'rl': 'RL (dashed: d (alpha - beta log d))'}[form])
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def table(rms: list[Path], bon: list[dict], rl: list[dict]) -> str:
+  lines = ['| reward model | pairs | held-out accuracy | length-only baseline |', '|---|---|---|---|']
+  for run in rms:
+    s = json.loads((Path(run) / 'summary.json').read_text())
+    lines.append(f"| {Path(run).name} | {s['rm_train_pairs']} | {s['rm_val_accuracy']:.3f} | "
+                 f"{s['rm_val_length_baseline']:.3f} |")
+  for title, curves in (('best-of-n', bon), ('RL', rl)):
+    lines += ['', f'| {title} | alpha | beta | fitted peak KL | measured peak KL | peaks inside | max KL | rmse |',
+              '|---|---|---|---|---|---|---|---|']
+    for c in curves:
+      f = c['fit']
+      if 'alpha' not in f:
+        lines.append(f"| {c['name']} | no fit: {f['error']} | | | | | | |")
+        continue
+      lines.append(f"| {c['name']} | {f['alpha']:.3f} | {f['beta']:.3f} | {f['fit_peak_kl']:.3g} | "
+                   f"{f['measured_peak_kl']:.3g} | {'yes' if f['peaks_inside'] else 'no'} | {f['max_d'] ** 2:.3g} | "
+                   f"{f['rmse']:.3f} |")
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  f = flags.FLAGS
+  split = lambda s: [x for x in s.split(',') if x]
+  bon = [dict(c, fit=fitted('bon', c)) for c in map(bon_curve, split(f.bon))]
+  rl = [dict(c, fit=fitted('rl', c)) for c in map(rl_curve, split(f.rl))]
+  text = table(split(f.rm), bon, rl)
+  print(text)
+  out = Path(f.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / 'table.md').write_text(text)
+  (out / 'fits.json').write_text(json.dumps({'bon': bon, 'rl': rl}, indent=1) + '\n')
+  for curves, form in ((bon, 'bon'), (rl, 'rl')):
+    if curves:
+      plot(curves, form, out / f'{form}.png')
+
+
+if __name__ == '__main__':
+  flags.DEFINE_string('rm', '', 'comma-separated task=reward_model runs')
+  flags.DEFINE_string('bon', '', 'comma-separated llm.rl.best_of_n JSON files')
+  flags.DEFINE_string('rl', '', 'comma-separated task=rlhf runs')
+  flags.DEFINE_string('out', 'results/reward_hacking', 'folder for table.md, fits.json and the plots')
+
+  def _run(argv):
+    try:
+      main(argv)
+    except ValueError as e:
+      raise SystemExit(f'llm.rl.hacking_report: {e}') from None
+
+  app.run(_run)
