@@ -1,5 +1,6 @@
 """Reward models: the Bradley-Terry loss, learning a toy preference, the gold rubric and pairs, the
 preference readers, and task=reward_model in the training loop (sharded, killed, resumed)."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -197,3 +198,33 @@ def test_reward_model_refuses_a_language_model_head(tmp_path, pretrained, subpro
   result = subprocess.run(_rm_cmd(tmp_path, pretrained, '--config.model.head=lm'), env=subprocess_env,
                           capture_output=True, text=True)
   assert result.returncode != 0 and 'model.head=scalar' in result.stderr.splitlines()[-1]
+
+
+class _Tok:
+  pad_id = 0
+  vocab_size = 16
+
+  @staticmethod
+  def special_id(name):
+    assert name == '<|end|>'
+    return 2
+
+
+def test_scorer_scores_in_fixed_blocks_as_one_row_at_a_time():
+  """Seven sequences of different lengths through blocks of 4 rows (the last padded) score as each
+  would alone, at its last <|end|>."""
+  from llm import config as config_lib, sharding
+  model = _tiny_scalar_model()
+  params = model.init(jax.random.key(2), jnp.zeros((1, 8), jnp.int32))['params']
+  mesh_cfg = config_lib.base_config().mesh
+  scorer = reward_model.Scorer(model.cfg, params, _Tok(), sharding.make_mesh(mesh_cfg),
+                               sharding.logical_rules(mesh_cfg.rules), seq_len=8, batch=4)
+  rng = np.random.default_rng(3)
+  sequences = [list(rng.integers(3, 16, size=k)) + [2] + list(rng.integers(3, 16, size=7 - k)) for k in range(7)]
+  scores = scorer.score(sequences)
+  alone = [float(model.apply({'params': params}, jnp.asarray([s]))[0, s.index(2)]) for s in sequences]
+  np.testing.assert_allclose(scores, alone, rtol=1e-5, atol=1e-6)
+  assert scorer.score([]).shape == (0,)
+  with pytest.raises(ValueError, match="head='scalar'"):
+    reward_model.Scorer(dataclasses.replace(model.cfg, head='lm'), params, _Tok(), sharding.make_mesh(mesh_cfg),
+                        sharding.logical_rules(mesh_cfg.rules), seq_len=8, batch=4)
