@@ -344,3 +344,19 @@ def test_show_prints_the_conversation_with_untrained_spans_bracketed(data_dir, t
       '<|/tool_call|>[[<|tool_result|>72<|/tool_result|>]] clips altogether in April '
       'and May.\nThe answer is 72.<|end|>\n')
   assert shown.startswith('gsm8k[0]: ')
+
+
+def test_copy_numbers_answers_with_the_numbers_of_the_question_in_order():
+  import re
+  from llm.data import copy_numbers
+  rng = random.Random(0)
+  counts = set()
+  for _ in range(500):
+    user, assistant = copy_numbers.copy_conversation(rng)
+    in_question = re.findall(r'\d+', user['content'])
+    assert assistant['content'].split() == in_question
+    assert all(1 <= len(n) <= 4 for n in in_question)
+    counts.add(len(in_question))
+  assert counts == {2, 4, 6}
+  first = next(cv.SOURCES['copy_numbers'](None, 3))
+  assert first == copy_numbers.copy_conversation(random.Random(3)) and 'copy_numbers' in cv.GENERATED

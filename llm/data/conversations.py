@@ -21,7 +21,7 @@ from absl import logging
 
 from llm import chat_template
 from llm.data import gsm8k as gsm8k_data
-from llm.data import letters
+from llm.data import copy_numbers, letters
 from llm.data import sources
 from llm.tools import calculator
 
@@ -441,8 +441,10 @@ SOURCES: dict[str, Source] = {
     'identity': identity,
     'python_letters': letters.python_letters,  # letter counting and spelling with the python tool
     'gold_topics': gold_topics,  # the controlled RLHF setting's prompts and responses (llm/rl/gold.py)
+    'copy_numbers': copy_numbers.copy_numbers,  # the numbers of a text, copied exactly
 }
-GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics')  # need a count: arithmetic never ends
+# Endless sources: they need a count (DEFAULT_GENERATED unless max_per_source says otherwise).
+GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers')
 
 
 # ---------------------------------------------------------------------------------------------
