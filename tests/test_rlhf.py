@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, kill_then_resume, losses_by_step
 from llm.rl import best_of_n, hacking, reward_model
 
 
@@ -106,28 +106,46 @@ def test_ensemble_mean_and_worst_case():
     reward_model.Ensemble(members, 'max')
 
 
-def test_rlhf_runs_in_the_training_loop_against_a_reward_model(tmp_path, pretrained, subprocess_env):
-  rm, rl = tmp_path / 'rm', tmp_path / 'rl'
+@pytest.fixture(scope='module')
+def tiny_proxy(tmp_path_factory, pretrained, python_env, cache_dir):
+  """A 2-step tiny reward model run, the proxy of the loop tests."""
+  workdir = tmp_path_factory.mktemp('proxy')
   subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:reward_model',
-                  f'--workdir={rm}', f'--config.init_from={pretrained}', '--config.train.steps=2'],
-                 env=subprocess_env, check=True, capture_output=True)
-  subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf', f'--workdir={rl}',
-                  f'--config.init_from={pretrained}', f'--config.rlhf.proxy={rm}', '--config.train.steps=4',
-                  '--config.train.eval_every=2', '--config.train.lr=1e-2'],
-                 env=subprocess_env, check=True, capture_output=True)
-  rows = [json.loads(l) for l in (rl / 'metrics.jsonl').read_text().splitlines()]
+                  f'--workdir={workdir}', f'--config.init_from={pretrained}', '--config.train.steps=2'],
+                 env=dict(python_env, LLM_CACHE_DIR=str(cache_dir)), check=True, capture_output=True)
+  return workdir
+
+
+def _rlhf_cmd(workdir, pretrained, proxy, *extra):
+  return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf', f'--workdir={workdir}',
+          f'--config.init_from={pretrained}', f'--config.rlhf.proxy={proxy}', '--config.train.steps=4',
+          '--config.train.eval_every=2', '--config.train.lr=1e-2', *extra]
+
+
+def test_rlhf_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretrained, tiny_proxy, subprocess_env):
+  straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+  subprocess.run(_rlhf_cmd(straight, pretrained, tiny_proxy), env=subprocess_env, check=True, capture_output=True)
+  kill_then_resume(_rlhf_cmd(resumed, pretrained, tiny_proxy), subprocess_env, resumed, kill_after_checkpoint=2,
+                   total=4)
+  assert losses_by_step(straight) == losses_by_step(resumed)
+  rows = [json.loads(l) for l in (straight / 'metrics.jsonl').read_text().splitlines()]
   evals = [r for r in rows if 'rlhf_gold' in r]
   assert [r['step'] for r in evals] == [0, 2, 4]
   for key in ('rlhf_proxy', 'rlhf_kl', 'rlhf_d', 'rlhf_hacking', 'rlhf_gold_below_best'):
     assert all(key in r for r in evals), key
   assert evals[0]['rlhf_kl'] == pytest.approx(0.0, abs=1e-5)  # the policy is its reference at step 0
+  resumed_evals = {r['step']: r for r in map(json.loads, (resumed / 'metrics.jsonl').read_text().splitlines())
+                   if 'rlhf_gold' in r}
+  assert resumed_evals[4] == evals[-1]  # the same held-out samples and scores after the resume
   steps = [r for r in rows if 'loss' in r]
   assert all('kl' in r and 'proxy_mean' in r and 'gold_mean' in r for r in steps)  # beta > 0: the KL term is on
   # With a learning rate this high the policy has moved: the estimated KL to the SFT policy is positive.
   assert steps[-1]['rollout_kl'] > 0
-  samples = [json.loads(l) for l in (rl / 'rlhf_samples.jsonl').read_text().splitlines()]
+  samples = [json.loads(l) for l in (straight / 'rlhf_samples.jsonl').read_text().splitlines()]
   assert len(samples) == 3 * 2 * 4 and {'prompt', 'response', 'proxy', 'gold'} <= set(samples[0])
-  assert (rl / 'rlhf_curves.png').stat().st_size > 1000
+  summary = json.loads((straight / 'summary.json').read_text())
+  assert summary['rlhf_proxy'] == evals[-1]['rlhf_proxy'] and summary['rlhf_proxy_runs'] == str(tiny_proxy)
+  assert (straight / 'rlhf_curves.png').stat().st_size > 1000
 
 
 def test_rlhf_needs_a_proxy(tmp_path, pretrained, subprocess_env):
