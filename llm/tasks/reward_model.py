@@ -78,9 +78,21 @@ def heldout_metrics(config, setup, params, data, cache: dict) -> dict:
           'rm_val_loss': float(np.logaddexp(0.0, -diff).mean())}
 
 
+def final_metrics(config, setup, params, data, cache: dict) -> dict:
+  """The held-out metrics for summary.json: those of the last eval point when it evaluated these
+  very parameters (the loop always evaluates the last step), else measured now (a finished run
+  resumed)."""
+  last_params, last = cache.get('last', (None, None))
+  return last if last_params is params else heldout_metrics(config, setup, params, data, cache)
+
+
 def make_task(config) -> Task:
-  cache = {}  # the compiled held-out forward, shared by every eval point
-  metrics = functools.partial(heldout_metrics, cache=cache)
+  cache = {}  # the compiled held-out forward, and the last eval point's (params, metrics)
+
+  def periodic(config, setup, params, data):
+    cache['last'] = (params, heldout_metrics(config, setup, params, data, cache))
+    return cache['last'][1]
+
   return Task(data=data, loss_fn=reward_model.make_loss_fn(config.reward_model), init_state=init_state,
-              periodic_eval=metrics, evaluate=metrics)
+              periodic_eval=periodic, evaluate=functools.partial(final_metrics, cache=cache))
 
