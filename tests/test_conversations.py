@@ -1,5 +1,6 @@
 import collections
 import itertools
+import pathlib
 import random
 import re
 import subprocess
@@ -360,3 +361,8 @@ def test_copy_numbers_answers_with_the_numbers_of_the_question_in_order():
   assert counts == {2, 4, 6}
   first = next(cv.SOURCES['copy_numbers'](None, 3))
   assert first == copy_numbers.copy_conversation(random.Random(3)) and 'copy_numbers' in cv.GENERATED
+
+
+def test_a_source_of_weight_zero_is_off():
+  splits = cv.load_mixture(pathlib.Path('.'), {'arithmetic': 1.0, 'copy_numbers': 0.0}, 0.1, seed=0, max_per_source=20)
+  assert list(splits) == ['arithmetic'] and len(splits['arithmetic'][0]) + len(splits['arithmetic'][1]) == 20

@@ -500,7 +500,8 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
                  max_per_source: int = 0, tokenizer=None,
                  max_tokens: int = 0, identity_facts: IdentityFacts | None = None
                  ) -> dict[str, tuple[list[Conversation], list[Conversation]]]:
-  """{source name: (train, val)} for each source named in mixture (its weight is for the caller).
+  """{source name: (train, val)} for each source named in mixture with a weight above 0 (the
+  weight itself is for the caller; 0 turns a source off).
 
   With a tokenizer and max_tokens, every conversation is fitted (see fit()) and dropped when it
   does not fit. max_per_source caps the conversations kept per source, after fitting (0 = all
@@ -512,7 +513,7 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
   if unknown:
     raise ValueError(f'unknown conversation sources {unknown}; known: {sorted(SOURCES)}')
   splits = {}
-  for name in mixture:
+  for name in [name for name, weight in mixture.items() if weight > 0]:
     source = functools.partial(identity, facts=identity_facts) if name == 'identity' else SOURCES[name]
     conversations = source(Path(data_dir), seed)
     if tokenizer is not None and max_tokens:

@@ -33,8 +33,8 @@ def data(config, workdir) -> TaskData:
                                       identity_facts=facts)
   rng = random.Random(config.seed)
   epoch = []
-  for name, weight in sc.mixture.items():
-    epoch += _weighted_epoch(splits[name][0], weight, rng)
+  for name, (train, _) in splits.items():
+    epoch += _weighted_epoch(train, sc.mixture[name], rng)
   rng.shuffle(epoch)
   windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
