@@ -191,7 +191,8 @@ def test_init_state_takes_the_trunk_from_init_from_and_keeps_the_fresh_head(pret
         k: v for k, v in setup.abstract_state.params.items() if k != 'reward_head'})
   jax.tree.map(np.testing.assert_array_equal, {k: v for k, v in state.params.items() if k != 'reward_head'}, lm)
   np.testing.assert_array_equal(state.params['reward_head'], head)
-  assert not np.array_equal(np.asarray(state.params['embed']['embedding']), np.asarray(fresh.params['embed']['embedding']))
+  assert not np.array_equal(np.asarray(state.params['embed']['embedding']),
+                            np.asarray(fresh.params['embed']['embedding']))
 
 
 def test_reward_model_refuses_a_language_model_head(tmp_path, pretrained, subprocess_env):

@@ -161,7 +161,8 @@ def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   from llm.rl import hacking_report
   ns = [1, 2, 4, 8, 16, 32, 64, 128, 256]
   d = [hacking.distance(hacking.kl_bon(n)) for n in ns]
-  curve = [{'n': n, 'd': x, 'kl_bon': x * x, 'gold': 0.3 + x * (1.0 - 0.5 * x), 'proxy': 0.1 + x} for n, x in zip(ns, d)]
+  curve = [{'n': n, 'd': x, 'kl_bon': x * x, 'gold': 0.3 + x * (1.0 - 0.5 * x), 'proxy': 0.1 + x}
+           for n, x in zip(ns, d)]
   (tmp_path / 'bon_a.json').write_text(json.dumps({'curve': curve}))
   run = tmp_path / 'rlhf_a'
   run.mkdir()

@@ -57,7 +57,8 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
                       np.float32).reshape(prompts, samples)
   best = proxy_PxN.argmax(1)
   examples = [{'prompt': problems[p].prompt_messages[-1]['content'], 'response': texts[p * samples + best[p]],
-               'proxy': float(proxy_PxN[p, best[p]]), 'gold': float(gold_PxN[p, best[p]])} for p in range(min(prompts, 8))]
+               'proxy': float(proxy_PxN[p, best[p]]), 'gold': float(gold_PxN[p, best[p]])}
+              for p in range(min(prompts, 8))]
   return proxy_PxN, gold_PxN, examples
 
 

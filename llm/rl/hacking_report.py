@@ -32,7 +32,8 @@ def rl_curve(workdir: Path) -> dict:
   if not points or points[0]['step'] != 0:
     raise ValueError(f'{workdir}: no held-out evaluation at step 0 (train.eval_at_start) to measure gold from')
   return {'name': Path(workdir).name, 'd': [p['rlhf_d'] for p in points], 'gold': [p['rlhf_gold'] for p in points],
-          'proxy': [p['rlhf_proxy'] for p in points], 'hacking_steps': [p['step'] for p in points if p.get('rlhf_hacking')]}
+          'proxy': [p['rlhf_proxy'] for p in points],
+          'hacking_steps': [p['step'] for p in points if p.get('rlhf_hacking')]}
 
 
 def fitted(form: str, curve: dict) -> dict:

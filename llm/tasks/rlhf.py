@@ -122,7 +122,8 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
          'rlhf_response_tokens': float(np.mean([len(c.tokens) for c in completions]))}
   if gold is not None:
     out['rlhf_gold'] = float(gold.mean())
-    out.update({f'rlhf_{k}': v for k, v in state.monitor.update(state.step, out['rlhf_gold'], out['rlhf_proxy']).items()})
+    verdict = state.monitor.update(state.step, out['rlhf_gold'], out['rlhf_proxy'])
+    out.update({f'rlhf_{k}': v for k, v in verdict.items()})
   if jax.process_index() == 0:
     with (state.workdir / 'rlhf_samples.jsonl').open('a') as f:
       for i, (p, c) in enumerate(zip(problems, completions)):

@@ -49,7 +49,7 @@ main --config=configs/rlhf_gold.py:proxy=rm_gold_4k,beta=0.02 --config.rlhf.prox
 
 # 6. The report: accuracies, fitted coefficients, plots (and rlhf_samples.jsonl in each RL run
 #    holds the hacked responses with their proxy and gold scores).
-python -m llm.rl.hacking_report --rm=runs/rm_gold_1k,runs/rm_gold_4k,runs/rm_gold_16k,runs/rm_gold_4k_noisy,runs/rm_hh,runs/rm_alpaca \
-    --bon=$OUT/bon_1k.json,$OUT/bon_4k.json,$OUT/bon_16k.json,$OUT/bon_4k_noisy.json,$OUT/bon_4k_ensemble_min.json \
-    --rl=runs/rlhf_1k_b0.02,runs/rlhf_4k_b0.02,runs/rlhf_16k_b0.02,runs/rlhf_4k_b0,runs/rlhf_4k_b0.1,runs/rlhf_4k_ens_min \
-    --out=$OUT
+rms=runs/rm_gold_1k,runs/rm_gold_4k,runs/rm_gold_16k,runs/rm_gold_4k_noisy,runs/rm_hh,runs/rm_alpaca
+bons=$OUT/bon_1k.json,$OUT/bon_4k.json,$OUT/bon_16k.json,$OUT/bon_4k_noisy.json,$OUT/bon_4k_ensemble_min.json
+rls=runs/rlhf_1k_b0.02,runs/rlhf_4k_b0.02,runs/rlhf_16k_b0.02,runs/rlhf_4k_b0,runs/rlhf_4k_b0.1,runs/rlhf_4k_ens_min
+python -m llm.rl.hacking_report --rm=$rms --bon=$bons --rl=$rls --out=$OUT
