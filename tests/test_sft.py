@@ -112,6 +112,21 @@ def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, sub
     assert key in summary, key
 
 
+@pytest.mark.parametrize('isolate', [True, False])
+def test_sft_batches_carry_segments_only_when_conversations_are_isolated(isolate, pretrained, cache_dir):
+  from llm.tasks import sft
+  import tiny_config
+  config = tiny_config.tiny_sft_config(cache_dir, init_from=str(pretrained), **{'sft.isolate_conversations': isolate})
+  data = sft.data(config, None)
+  batch = next(data.train_iter)
+  assert ('segment_ids' in batch) == isolate and ('positions' in batch) == isolate
+  for eval_batch in (b for batches in data.eval_sets.values() for b in batches):
+    assert ('segment_ids' in eval_batch) == isolate
+  if isolate:  # a conversation starts (bos, position 0) wherever its segment starts
+    starts = batch['positions'] == 0
+    assert (batch['inputs'][starts & (batch['segment_ids'] > 0)] == data.tokenizer.bos_id).all() and starts[:, 0].all()
+
+
 @pytest.mark.parametrize('stage', ['sft', 'grpo'])
 def test_later_stages_start_from_the_init_from_parameters(stage, pretrained, cache_dir):
   from llm import checkpoint, sharding, tasks
