@@ -118,7 +118,7 @@ def tiny_proxy(tmp_path_factory, pretrained, python_env, cache_dir):
 
 def _rlhf_cmd(workdir, pretrained, proxy, *extra):
   return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf', f'--workdir={workdir}',
-          f'--config.init_from={pretrained}', f'--config.rlhf.proxy={proxy}', '--config.train.steps=4',
+          f'--config.init_from={pretrained}', f'--config.rlhf.proxy={proxy}', '--config.train.steps=6',
           '--config.train.eval_every=2', '--config.train.lr=1e-2', *extra]
 
 
@@ -126,23 +126,23 @@ def test_rlhf_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   subprocess.run(_rlhf_cmd(straight, pretrained, tiny_proxy), env=subprocess_env, check=True, capture_output=True)
   kill_then_resume(_rlhf_cmd(resumed, pretrained, tiny_proxy), subprocess_env, resumed, kill_after_checkpoint=2,
-                   total=4)
+                   total=6)
   assert losses_by_step(straight) == losses_by_step(resumed)
   rows = [json.loads(l) for l in (straight / 'metrics.jsonl').read_text().splitlines()]
   evals = [r for r in rows if 'rlhf_gold' in r]
-  assert [r['step'] for r in evals] == [0, 2, 4]
+  assert [r['step'] for r in evals] == [0, 2, 4, 6]
   for key in ('rlhf_proxy', 'rlhf_kl', 'rlhf_d', 'rlhf_hacking', 'rlhf_gold_below_best'):
     assert all(key in r for r in evals), key
   assert evals[0]['rlhf_kl'] == pytest.approx(0.0, abs=1e-5)  # the policy is its reference at step 0
   resumed_evals = {r['step']: r for r in map(json.loads, (resumed / 'metrics.jsonl').read_text().splitlines())
                    if 'rlhf_gold' in r}
-  assert resumed_evals[4] == evals[-1]  # the same held-out samples and scores after the resume
+  assert resumed_evals[6] == evals[-1]  # the same held-out samples and scores after the resume
   steps = [r for r in rows if 'loss' in r]
   assert all('kl' in r and 'proxy_mean' in r and 'gold_mean' in r for r in steps)  # beta > 0: the KL term is on
   # With a learning rate this high the policy has moved: the estimated KL to the SFT policy is positive.
   assert steps[-1]['rollout_kl'] > 0
   samples = [json.loads(l) for l in (straight / 'rlhf_samples.jsonl').read_text().splitlines()]
-  assert len(samples) == 3 * 2 * 4 and {'prompt', 'response', 'proxy', 'gold'} <= set(samples[0])
+  assert len(samples) == 4 * 2 * 4 and {'prompt', 'response', 'proxy', 'gold'} <= set(samples[0])
   summary = json.loads((straight / 'summary.json').read_text())
   assert summary['rlhf_proxy'] == evals[-1]['rlhf_proxy'] and summary['rlhf_proxy_runs'] == str(tiny_proxy)
   assert (straight / 'rlhf_curves.png').stat().st_size > 1000
