@@ -52,6 +52,7 @@ def reward_model_defaults() -> ml_collections.ConfigDict:
   rm.gold_pairs = 4000  # gold: training pairs (the study: 1000, 4000, 16000)
   rm.gold_noise = 0.0  # gold: share of training labels flipped (Coste et al.: 0.25)
   rm.gold_val_pairs = 1000  # gold: held-out pairs (held-out topics, true labels)
+  rm.truncate = False  # a pair longer than train.seq_len: dropped (False) or its responses cut to fit (True)
   rm.use_margin = False  # -log sigmoid(r_c - r_r - margin), gold's gap as the margin (TRL's margin column)
   rm.center_rewards_coefficient = 0.01  # + coefficient x mean((r_c + r_r)^2): scores near 0 (TRL)
   return rm

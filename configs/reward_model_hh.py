@@ -4,8 +4,10 @@ judgements (default) or AlpacaEval's GPT-4-Turbo judgements (:alpaca).
     python -m llm.main --config=configs/reward_model_hh.py --workdir=runs/rm_hh
     python -m llm.main --config=configs/reward_model_hh.py:alpaca --workdir=runs/rm_alpaca
 
-Pairs too long for train.seq_len are dropped (rm_dropped_too_long in summary.json); held-out
-accuracy (rm_val_accuracy) is reported beside the length-only baseline (rm_val_length_baseline).
+Responses too long for train.seq_len are cut to fit, the turn closed with <|end|> (a pair whose
+prompt alone does not fit is dropped: rm_dropped_too_long in summary.json); held-out accuracy
+(rm_val_accuracy) is reported beside the length-only baseline on the whole responses
+(rm_val_length_baseline).
 """
 from configs import reward_model_gold, sft_small
 
@@ -21,6 +23,7 @@ def get_config(arg=None):
   c.model.head = 'scalar'
   c.reward_model = reward_model_gold.reward_model_defaults()
   c.reward_model.source = sources[arg]
+  c.reward_model.truncate = True  # long answers (most of alpaca_eval's) cut to fit, not dropped
   c.train.seq_len = 256
   c.train.batch_size = 16
   c.train.steps = 100

@@ -229,3 +229,34 @@ def test_scorer_scores_in_fixed_blocks_as_one_row_at_a_time():
   with pytest.raises(ValueError, match="head='scalar'"):
     reward_model.Scorer(dataclasses.replace(model.cfg, head='lm'), params, _Tok(), sharding.make_mesh(mesh_cfg),
                         sharding.logical_rules(mesh_cfg.rules), seq_len=8, batch=4)
+
+
+class _CharTok(_Tok):
+  """One id per character (3 + ord % 10), bos 1, <|end|> 2, every other special token 0."""
+  bos_id = 1
+
+  @staticmethod
+  def special_id(name):
+    return 2 if name == '<|end|>' else 0
+
+  @staticmethod
+  def encode(text):
+    return [3 + ord(ch) % 10 for ch in text]
+
+
+def test_long_responses_are_dropped_or_cut_to_fit_with_their_turn_closed():
+  user = {'role': 'user', 'content': 'hi'}
+  pair = preferences.Pair([user, {'role': 'assistant', 'content': 'x' * 30}],
+                          [user, {'role': 'assistant', 'content': 'ok'}])
+  # bos, <|user|>, 'hi', <|end|>, <|assistant|> = a 6-token prompt; the long side renders to 37 tokens.
+  dropped, n = preferences.render([pair], _CharTok(), 16)
+  assert n == 1 and len(dropped['chosen']) == 0
+  cut, n = preferences.render([pair], _CharTok(), 16, truncate=True)
+  assert n == 0
+  hi, x = [3 + ord('h') % 10, 3 + ord('i') % 10], 3 + ord('x') % 10
+  assert cut['chosen'][0].tolist() == [1, 0] + hi + [2, 0] + [x] * 9 + [2]
+  assert cut['chosen_end'].tolist() == [15] and cut['rejected_end'].tolist() == [8]
+  assert cut['chosen_len'].tolist() == [30]  # the length baseline sees the whole response
+  long_prompt = preferences.Pair([{'role': 'user', 'content': 'q' * 20}, pair.chosen[1]],
+                                 [{'role': 'user', 'content': 'q' * 20}, pair.rejected[1]])
+  assert preferences.render([long_prompt], _CharTok(), 16, truncate=True)[1] == 1  # no room for a response

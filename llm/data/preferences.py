@@ -8,7 +8,8 @@ Sources:
 Real pairs are split by a hash of their content (identical pairs land on the same side, the
 order of the file does not matter); gold pairs have their own held-out topics. Every pair is
 rendered with the chat template and scored at its final <|end|>; a pair either side of which
-does not fit in seq_len tokens is dropped (and counted).
+does not fit in seq_len tokens is dropped (and counted), or with truncate its long responses are
+cut to fit, the turn closed with <|end|>.
 """
 import dataclasses
 import json
@@ -85,16 +86,28 @@ def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold
   return split(readers[source](Path(data_dir)), val_fraction)
 
 
-def render(pairs: list[Pair], tokenizer, seq_len: int) -> tuple[dict, int]:
+def _fitted(tokenizer, conversation: list[dict], seq_len: int, truncate: bool) -> list[int] | None:
+  """The conversation's ids when they fit; else, with truncate, its final response cut so that the
+  whole fits, the turn closed with <|end|> (the prompt whole, at least one response token); else None."""
+  ids = chat_template.render(tokenizer, conversation)[0]
+  if len(ids) <= seq_len:
+    return ids
+  if not truncate or len(chat_template.render_prompt(tokenizer, conversation[:-1])) + 2 > seq_len:
+    return None
+  return ids[:seq_len - 1] + [tokenizer.special_id('<|end|>')]
+
+
+def render(pairs: list[Pair], tokenizer, seq_len: int, truncate: bool = False) -> tuple[dict, int]:
   """Pairs -> arrays {chosen, rejected: [N, seq_len] ids; chosen_end, rejected_end: [N] scoring
-  positions; chosen_len, rejected_len: [N] tokens in the final assistant turn; margin: [N]}, and how many
-  pairs were dropped for not fitting."""
+  positions; chosen_len, rejected_len: [N] tokens in the final assistant turn (whole, before any
+  cut); margin: [N]}, and how many pairs were dropped for not fitting. A pair longer than seq_len
+  is dropped, or with truncate its longer responses are cut to fit (a prompt too long is dropped)."""
   end_id = tokenizer.special_id('<|end|>')
   kept = {'chosen': [], 'rejected': [], 'chosen_len': [], 'rejected_len': [], 'margin': []}
   dropped = 0
   for p in pairs:
-    sides = [chat_template.render(tokenizer, c)[0] for c in (p.chosen, p.rejected)]
-    if max(len(s) for s in sides) > seq_len:
+    sides = [_fitted(tokenizer, c, seq_len, truncate) for c in (p.chosen, p.rejected)]
+    if None in sides:
       dropped += 1
       continue
     kept['margin'].append(p.margin)

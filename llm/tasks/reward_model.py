@@ -37,8 +37,8 @@ def data(config, workdir) -> TaskData:
   rm, tc = config.reward_model, config.train
   train_pairs, val_pairs = preferences.load(rm.source, sources.find_data_dir(config.data.dir), rm.val_fraction,
                                             config.seed, rm.gold_pairs, rm.gold_noise, rm.gold_val_pairs)
-  train, train_dropped = preferences.render(train_pairs, tok, tc.seq_len)
-  val, val_dropped = preferences.render(val_pairs, tok, tc.seq_len)
+  train, train_dropped = preferences.render(train_pairs, tok, tc.seq_len, rm.truncate)
+  val, val_dropped = preferences.render(val_pairs, tok, tc.seq_len, rm.truncate)
   if len(train['chosen']) < tc.batch_size or not len(val['chosen']):
     raise ValueError(f'{rm.source}: {len(train["chosen"])} training and {len(val["chosen"])} held-out pairs fit in '
                      f'train.seq_len={tc.seq_len} tokens; raise seq_len or lower train.batch_size')
