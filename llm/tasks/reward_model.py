@@ -64,12 +64,12 @@ def heldout_metrics(config, setup, params, data, cache: dict) -> dict:
   if 'fn' not in cache:
     cache['fn'] = jax.jit(lambda p, b: reward_model.pair_scores(setup.model, p, b),
                           out_shardings=sharding.replicated(setup.mesh))
-  n = len(val['chosen'])
+  n, procs, me = len(val['chosen']), jax.process_count(), jax.process_index()
   pad = -n % B
   diffs = []
   with setup.context():
     for i in range(0, n + pad, B):
-      rows = np.minimum(np.arange(i, i + B), n - 1)
+      rows = np.minimum(np.arange(i, i + B), n - 1)[me * B // procs:(me + 1) * B // procs]  # this process's share
       block = sharding.global_batch({k: val[k][rows] for k in _PAIR_KEYS}, setup.mesh)
       r_c, r_r = cache['fn'](params, block)
       diffs.append(np.asarray(r_c) - np.asarray(r_r))
