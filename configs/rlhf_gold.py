@@ -50,7 +50,7 @@ def get_config(arg=None):
 
 def rlhf_defaults() -> ml_collections.ConfigDict:
   r = ml_collections.ConfigDict()
-  r.prompts = 'gold_topics'  # the prompt set (llm.tasks.rlhf.PROMPTS)
+  r.prompts = 'gold_topics'  # 'gold_topics' (has a gold reward), 'hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences'
   r.proxy = ''  # reward model run DIR, or DIR1,DIR2,... for an ensemble
   r.ensemble = 'mean'  # how an ensemble's scores combine: 'mean' or 'min' (worst case)
   r.missing_end_penalty = 1.0  # subtracted from a response that never ends its turn

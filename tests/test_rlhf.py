@@ -1,5 +1,6 @@
 """RLHF and reward hacking: KL_bon, the KL estimate, Gao et al.'s fits, the hacking monitor,
 best-of-n selection, proxy ensembles, and task=rlhf in the training loop."""
+import itertools
 import json
 import math
 import subprocess
@@ -183,3 +184,20 @@ def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   assert '| bon_a | 1.000 | 0.500 |' in text and '| rlhf_a | 0.400 | 0.300 |' in text
   hacking_report.plot([dict(rl_curve, fit=rl)], 'rl', tmp_path / 'rl.png')
   assert (tmp_path / 'rl.png').stat().st_size > 1000
+
+
+def test_real_preference_prompts_are_the_pairs_prompts_split_as_the_reward_models(data_dir, tok):
+  from llm import chat_template
+  from llm.data import preferences
+  task = preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=256, room=64)
+  train_pairs, val_pairs = preferences.load('hh_rlhf_harmless_base', data_dir, 0.1, 0)
+  held = task.heldout(10**6)
+  assert held and all(p.prompt_messages[-1]['role'] == 'user' for p in held)
+  assert {json.dumps(p.prompt_messages) for p in held} <= {json.dumps(p.chosen[:-1]) for p in val_pairs}
+  first = list(itertools.islice(task.train_problems(5), 300))
+  assert [p.prompt_messages for p in first[:20]] == [p.prompt_messages for p in
+                                                     itertools.islice(task.train_problems(5), 20)]
+  assert {json.dumps(p.prompt_messages) for p in first} <= {json.dumps(p.chosen[:-1]) for p in train_pairs}
+  assert all(len(chat_template.render_prompt(tok, p.prompt_messages)) + 64 <= 256 for p in first + held)
+  with pytest.raises(ValueError, match='no prompt leaves'):
+    preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=16, room=8)

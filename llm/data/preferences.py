@@ -20,6 +20,7 @@ import numpy as np
 from llm import chat_template
 from llm.data import conversations, sources
 from llm.rl import gold, reward_model
+from llm.rl.tasks import Problem
 
 SOURCES = ('hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences', 'gold')
 
@@ -126,3 +127,32 @@ def length_baseline(rendered: dict) -> float:
   """Pairwise accuracy of 'the longer response (in tokens) is the chosen one'; a tie counts half."""
   c, r = rendered['chosen_len'], rendered['rejected_len']
   return float(np.mean((c > r) + 0.5 * (c == r))) if len(c) else float('nan')
+
+
+class PromptTask:
+  """A real preference source's prompts (each pair's conversation before the judged response) as an
+  RL task for task=rlhf (llm.rl.tasks.RLTask): training prompts from the training pairs, held-out
+  ones from the held-out pairs of the same split the reward model uses. Prompts that leave fewer
+  than `room` tokens of seq_len for the response are skipped. No verifier and no gold: RLHF on
+  them is measured by the proxy and the KL only."""
+
+  def __init__(self, source: str, data_dir, tokenizer, seq_len: int, room: int, val_fraction: float = 0.1):
+    self.name = source
+    fits = lambda messages: len(chat_template.render_prompt(tokenizer, messages)) + room <= seq_len
+    train, val = load(source, data_dir, val_fraction, 0)
+    self._train, self._val = ([p.chosen[:-1] for p in pairs if fits(p.chosen[:-1])] for pairs in (train, val))
+    if not self._train or not self._val:
+      raise ValueError(f'{source}: no prompt leaves {room} tokens of train.seq_len={seq_len} for the response; '
+                       'raise train.seq_len or lower grpo.max_new_tokens')
+
+  def train_problems(self, seed: int):
+    rng = np.random.default_rng(seed)
+    while True:
+      for i in rng.permutation(len(self._train)):
+        yield Problem(self._train[i], answer='', meta={})
+
+  def heldout(self, count: int) -> list:
+    return [Problem(m, answer='', meta={}) for m in self._val[:count]]
+
+  def verify(self, completion_text: str, problem) -> bool:
+    raise NotImplementedError(f'{self.name} has no verifiable answer; rlhf scores it with a reward model')

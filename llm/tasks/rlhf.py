@@ -22,11 +22,20 @@ import jax
 import numpy as np
 
 from llm import chat_template, init_from, tokenizer as tokenizer_lib
+from llm.data import preferences, sources
 from llm.rl import gold as gold_lib, grpo, hacking, reward_model
 from llm.rl import tasks as rl_tasks
 from llm.tasks import Task, TaskData, grpo as grpo_task
 
-PROMPTS = {'gold_topics': gold_lib.GoldTopicsTask}
+PROMPTS = ('gold_topics', 'hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences')
+
+
+def _prompt_task(config, tok):
+  """rlhf.prompts as an RL task: its prompts, and gold() where the truth is known (gold_topics)."""
+  if config.rlhf.prompts == 'gold_topics':
+    return gold_lib.GoldTopicsTask()
+  return preferences.PromptTask(config.rlhf.prompts, sources.find_data_dir(config.data.dir), tok,
+                                config.train.seq_len, config.grpo.max_new_tokens)
 
 
 @dataclasses.dataclass
@@ -42,7 +51,7 @@ def _config_check(config):
   if not r.proxy:
     raise ValueError('rlhf.proxy is empty; give a task=reward_model run DIR (or DIR1,DIR2,... for an ensemble)')
   if r.prompts not in PROMPTS:
-    raise ValueError(f'rlhf.prompts={r.prompts!r} is unknown; choose one of {sorted(PROMPTS)}')
+    raise ValueError(f'rlhf.prompts={r.prompts!r} is unknown; choose one of {PROMPTS}')
 
 
 def data(config, workdir, state: _State) -> TaskData:
@@ -52,7 +61,7 @@ def data(config, workdir, state: _State) -> TaskData:
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
   n = config.grpo.prompts_per_step
   index_iter = iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset())
-  state.task, state.tokenizer, state.workdir = PROMPTS[config.rlhf.prompts](), tok, Path(workdir)
+  state.task, state.tokenizer, state.workdir = _prompt_task(config, tok), tok, Path(workdir)
   state.monitor = hacking.HackingMonitor(config.rlhf.hacking_tolerance)
   state.monitor.load(Path(workdir) / 'metrics.jsonl')
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
