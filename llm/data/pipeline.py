@@ -17,16 +17,30 @@ def num_windows(num_tokens: int, seq_len: int) -> int:
   return max(num_tokens - 1, 0) // seq_len
 
 
-def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int) -> dict:
+def repeated_windows(window_ids: np.ndarray, fraction: float) -> np.ndarray:
+  """Which windows repeat their first half (repeat_fraction): a fixed pseudo-random share of
+  window ids (Knuth's multiplicative hash), so a resumed run repeats the same ones."""
+  return (window_ids.astype(np.uint64) * np.uint64(2654435761) % np.uint64(2 ** 32)) < fraction * 2 ** 32
+
+
+def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0) -> dict:
   windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids])
   windows = windows.astype(np.int32)
+  if repeat_fraction:
+    # The second half of a chosen window is its first half again: its targets can only be
+    # predicted by copying from the context, which teaches the in-context copying (induction
+    # heads) that a few million tokens of books do not (llm/evals/copying.py measures it).
+    half = windows.shape[1] // 2
+    rows = repeated_windows(np.asarray(window_ids), repeat_fraction)
+    windows[rows, half:] = windows[rows, :windows.shape[1] - half]
   return {'inputs': np.ascontiguousarray(windows[:, :-1]),
           'targets': np.ascontiguousarray(windows[:, 1:])}
 
 
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
-                  process_index: int = 0, process_count: int = 1) -> grain.IterDataset:
+                  process_index: int = 0, process_count: int = 1, repeat_fraction: float = 0.0) -> grain.IterDataset:
   """Endless shuffled batches {'inputs', 'targets'}: int32[global_batch // process_count, seq_len].
+  A repeat_fraction share of windows repeat their first half in their second (repeated_windows).
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
@@ -45,7 +59,7 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
     raise ValueError(f'{len(tokens)} training tokens make {windows} windows of seq_len '
                      f'{seq_len} + 1, fewer than one batch of {global_batch}; lower '
                      'train.seq_len or train.batch_size, or use more data')
-  return _shuffled_batches(windows, lambda ids: _read_windows(tokens, ids, seq_len), global_batch,
+  return _shuffled_batches(windows, lambda ids: _read_windows(tokens, ids, seq_len, repeat_fraction), global_batch,
                            seed, process_index, process_count)
 
 
