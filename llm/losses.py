@@ -19,8 +19,9 @@ def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
 def batch_logits(model, params, batch):
   """The model on batch['inputs']; packed batches also carry 'positions' and 'segment_ids'
   (llm/data/pipeline.segment_batch), which keep each packed sequence to itself."""
-  return model.apply({'params': params}, batch['inputs'], batch.get('positions'),
-                     segment_ids_BxT=batch.get('segment_ids'))
+  if 'segment_ids' not in batch:
+    return model.apply({'params': params}, batch['inputs'])
+  return model.apply({'params': params}, batch['inputs'], batch['positions'], segment_ids_BxT=batch['segment_ids'])
 
 
 def lm_loss(model, params, batch):
