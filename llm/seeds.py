@@ -53,7 +53,8 @@ def aggregate(groups: dict[str, list[Path]], keys: list[str]) -> dict:
 
 def table(stats: dict, groups: dict[str, list[Path]], keys: list[str]) -> str:
   pct = lambda x: f'{100 * x:.1f}'
-  looks_like_rate = lambda key: all(0 <= v <= 1 for g in stats.values() for v in g[key]['values'])
+  looks_like_rate = lambda key: (('acc' in key or 'rate' in key or 'prob' in key)
+                                 and all(0 <= v <= 1 for g in stats.values() for v in g[key]['values']))
   unit = {k: pct if looks_like_rate(k) else (lambda x: f'{x:.4g}') for k in keys}
   lines = ['| group | runs | ' + ' | '.join(f'{k}{" (%)" if unit[k] is pct else ""}: mean ± std [min, max]'
                                               for k in keys) + ' |',
