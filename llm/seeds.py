@@ -102,8 +102,7 @@ def main(argv):
     out = Path(f.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / 'table.md').write_text(text)
-    (out / 'stats.json').write_text(json.dumps(
-        {name: {k: s for k, s in by_key.items()} for name, by_key in stats.items()}, indent=1) + '\n')
+    (out / 'stats.json').write_text(json.dumps(stats, indent=1) + '\n')
     plot(stats, keys[0], out / f'{keys[0]}.png')
 
 
