@@ -14,6 +14,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from llm import cli
+
 
 def run_numbers(workdir: Path) -> dict:
   """Flat numbers of one finished run: summary.json, then eval/<suite>.json (later ones win)."""
@@ -111,10 +113,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('keys', '', 'comma-separated numbers to aggregate (summary.json and eval/*.json keys)')
   flags.DEFINE_string('out', '', 'folder for table.md, stats.json and <first key>.png (optional)')
 
-  def _run(argv):
-    try:
-      main(argv)
-    except ValueError as e:
-      raise SystemExit(f'llm.seeds: {e}') from None
-
-  app.run(_run)
+  cli.run(main, 'llm.seeds')

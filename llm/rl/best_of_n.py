@@ -12,10 +12,10 @@ than one draw of n). A proxy of several runs (DIR1,DIR2) is an ensemble (--ensem
 import json
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
-from llm import chat_template, inference, tools
+from llm import chat_template, cli, inference, tools
 from llm.rl import gold as gold_lib, hacking, reward_model, tasks as rl_tasks
 
 
@@ -91,10 +91,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('seed', 0, 'sampling seed')
   flags.DEFINE_string('out', '', 'JSON file for the curve and the proxy-best examples')
 
-  def _run(argv):
-    try:
-      main(argv)
-    except ValueError as e:
-      raise SystemExit(f'llm.rl.best_of_n: {e}') from None
-
-  app.run(_run)
+  cli.run(main, 'llm.rl.best_of_n')

@@ -11,9 +11,10 @@ starting policy's (n = 1; the RL run's step 0), as the forms assume R(0) = 0.
 import json
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 import numpy as np
 
+from llm import cli
 from llm.rl import hacking
 
 
@@ -114,10 +115,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('rl', '', 'comma-separated task=rlhf runs')
   flags.DEFINE_string('out', 'results/reward_hacking', 'folder for table.md, fits.json and the plots')
 
-  def _run(argv):
-    try:
-      main(argv)
-    except ValueError as e:
-      raise SystemExit(f'llm.rl.hacking_report: {e}') from None
-
-  app.run(_run)
+  cli.run(main, 'llm.rl.hacking_report')

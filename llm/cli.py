@@ -1,0 +1,17 @@
+"""The one way a command-line program ends on bad input: one line naming the program and the fix."""
+from absl import app
+
+
+def run(main, program: str):
+  """app.run(main), where bad input ends the program with one line 'program: message' instead of a
+  traceback: a ValueError (its message says what is wrong), or a file that is not there."""
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except ValueError as e:
+      raise SystemExit(f'{program}: {e}') from None
+    except FileNotFoundError as e:
+      raise SystemExit(f'{program}: {e.filename} does not exist: check the paths given in the flags') from None
+
+  app.run(guarded)

@@ -1,0 +1,29 @@
+"""llm.cli.run: bad input ends a program in one line naming it, never a traceback."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _program(tmp_path, body):
+  code = f'from llm import cli\ndef main(argv):\n  {body}\ncli.run(main, "prog")\n'
+  return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('body, last_line', [
+    ("raise ValueError('--n must be positive, not -1')", 'prog: --n must be positive, not -1'),
+    ("open('{missing}')", 'prog: {missing} does not exist: check the paths given in the flags'),
+])
+def test_bad_input_ends_in_one_line_naming_the_program(tmp_path, body, last_line):
+  missing = tmp_path / 'runs' / 'summary.json'
+  r = _program(tmp_path, body.format(missing=missing))
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines()[-1] == last_line.format(missing=missing)
+
+
+def test_other_errors_keep_their_traceback(tmp_path):
+  r = _program(tmp_path, "raise KeyError('a bug, not bad input')")
+  assert r.returncode == 1 and 'Traceback' in r.stderr and 'KeyError' in r.stderr
