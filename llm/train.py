@@ -206,6 +206,8 @@ def run(config, workdir: str) -> dict:
   if tc.seq_len > config.model.max_seq_len:
     raise ValueError(f'train.seq_len={tc.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}')
 
+  # Before the data pipeline starts: its prefetch threads would share the cores with the measurement.
+  peak = hostinfo.peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()
   with sharding.process_zero_first('prepare data'):
     data = task.data(config, workdir)
   setup = build(config, data.tokenizer.vocab_size, mesh)
@@ -229,7 +231,6 @@ def run(config, workdir: str) -> dict:
 
     counts = model_lib.count_params(state.params)
     flops_tok = model_lib.flops_per_token(model_cfg, counts['non_embedding'], tc.seq_len)
-    peak = hostinfo.peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()
     tokens_per_step = tc.batch_size * tc.seq_len
     logging.info('params %s; mesh %s; %.3g model FLOPs/token', counts, dict(mesh.shape), flops_tok)
 
@@ -243,9 +244,10 @@ def run(config, workdir: str) -> dict:
     log = MetricsLog(workdir, tc.steps, start, tc.progress_bar)
     pending = None  # (step, device metrics, host metrics): fetched one step late, the next step queued
     window_t, window_steps, last_eval, last_metrics = time.time(), 0, {}, {}
+    peak_warned = False
 
     def flush_pending():
-      nonlocal pending, window_t, window_steps, last_metrics
+      nonlocal pending, window_t, window_steps, last_metrics, peak_warned
       if pending is None:
         return
       step, dev_metrics, host_metrics = pending
@@ -254,10 +256,16 @@ def run(config, workdir: str) -> dict:
       _check_finite(step, metrics, ckpt)
       last_metrics = metrics
       if step % tc.log_every == 0 or step == tc.steps:
-        dt = time.time() - window_t
-        tok_s = window_steps * tokens_per_step / dt
-        log.write(step, {**metrics, 'tokens_seen': step * tokens_per_step, 'tokens_per_s': tok_s,
-                         'mfu': tok_s * flops_tok / peak})
+        row = {**metrics, 'tokens_seen': step * tokens_per_step}
+        if window_steps:  # none when only the compiling first step ran since the window opened
+          tok_s = window_steps * tokens_per_step / (time.time() - window_t)
+          row.update(tokens_per_s=tok_s, mfu=tok_s * flops_tok / peak)
+          if row['mfu'] > 1 and not peak_warned:
+            peak_warned = True
+            logging.warning('MFU %.2f > 1: the peak of %.3g FLOP/s this run divides by is too low (a CPU '
+                            'peak measured while other jobs ran); re-measure it with python -m llm.bench '
+                            '--peak, or set train.peak_flops_per_device', row['mfu'], peak)
+        log.write(step, row)
         window_t, window_steps = time.time(), 0
 
     if start == 0 and tc.eval_at_start:  # where training starts from, measured the same way as every later eval

@@ -163,6 +163,17 @@ def test_a_run_shorter_than_the_warmup_fits_the_warmup(tmp_path, cache_dir):
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3]
 
 
+def test_an_mfu_above_one_warns_once_that_the_peak_is_too_low(tmp_path, cache_dir, caplog):
+  """A CPU peak measured while other jobs ran is too low; the MFU it gives is impossible."""
+  config = tiny_config(cache_dir, **{'train.steps': 3, 'train.log_every': 1, 'train.peak_flops_per_device': 1.0})
+  with caplog.at_level('WARNING'):
+    train.run(config, tmp_path)
+  rates = [row for row in read_metrics(tmp_path) if 'loss' in row]
+  assert 'mfu' not in rates[0]  # step 1 compiles: no rate, rather than 0 tokens/s
+  assert all(row['mfu'] > 1 for row in rates[1:])
+  assert sum('python -m llm.bench --peak' in r.getMessage() for r in caplog.records) == 1
+
+
 def test_empty_corpus_is_named(tmp_path, cache_dir):
   (tmp_path / 'corpus').mkdir()
   (tmp_path / 'corpus' / 'empty.txt').write_text('\n\n   \n')
