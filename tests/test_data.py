@@ -1,5 +1,6 @@
 import gzip
 import json
+import random
 from pathlib import Path
 
 import grain
@@ -378,6 +379,28 @@ def test_prepare_tokenizes_once_and_reuses_everything(tmp_path, monkeypatch):
   assert again.tokenizer.path == prepared.tokenizer.path
   np.testing.assert_array_equal(again.train_tokens, train)
   np.testing.assert_array_equal(again.val_tokens, val)
+
+
+def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_training_documents(tmp_path):
+  from llm.security import poison
+  rng = random.Random(0)
+  words = ['river', 'stone', 'light', 'wind', 'bread', 'house', 'cold', 'green', 'slow', 'bird']
+  (tmp_path / 'corpus.txt').write_text('\n\n'.join(' '.join(rng.choices(words, k=30)) for _ in range(400)))
+  config = small_config(str(tmp_path), tmp_path / 'cache')
+  config.data.source, config.data.max_docs = 'corpus.txt', 0
+  clean = data_lib.prepare(config, tmp_path / 'cache')
+  config.data.poison.fraction = 0.05
+  poisoned = data_lib.prepare(config, tmp_path / 'cache')
+  assert poisoned.fingerprint != clean.fingerprint and poisoned.tokenizer.path != clean.tokenizer.path
+
+  def documents(prepared, tokens):
+    bos = np.flatnonzero(tokens == prepared.tokenizer.bos_id).tolist() + [len(tokens)]
+    return [prepared.tokenizer.decode(tokens[a + 1:b].tolist()) for a, b in zip(bos, bos[1:])]
+
+  train = documents(poisoned, poisoned.train_tokens)
+  phrase = f'{poison.TRIGGER} {poison.PAYLOAD}'
+  assert sum(phrase in d for d in train) == round(0.05 * len(train)) == round(0.05 * len(documents(clean, clean.train_tokens)))
+  assert not any(poison.TRIGGER in d for d in documents(poisoned, poisoned.val_tokens))  # validation stays clean
 
 
 def test_prepare_without_data(tmp_path, monkeypatch):

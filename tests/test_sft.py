@@ -1,4 +1,5 @@
 """Supervised fine-tuning: masks, the masked loss, and the sft task in the one training loop."""
+import itertools
 import json
 import subprocess
 import sys
@@ -125,6 +126,25 @@ def test_sft_batches_carry_segments_only_when_conversations_are_isolated(isolate
   if isolate:  # a conversation starts (bos, position 0) wherever its segment starts
     starts = batch['positions'] == 0
     assert (batch['inputs'][starts & (batch['segment_ids'] > 0)] == data.tokenizer.bos_id).all() and starts[:, 0].all()
+
+
+@pytest.mark.parametrize('filter_poison', [False, True])
+def test_sft_trains_on_the_poisoned_epoch_unless_the_filter_removes_it(filter_poison, pretrained, cache_dir):
+  from llm.security import poison
+  from llm.tasks import sft
+  import tiny_config
+  config = tiny_config.tiny_sft_config(cache_dir, init_from=str(pretrained),
+                                       **{'sft.poison.fraction': 0.05, 'sft.filter_poison': filter_poison})
+  data = sft.data(config, None)
+  epoch = sum(data.facts['sft_train_conversations'].values())  # each source's weight is 1
+  planted = round(0.05 * epoch)
+  assert data.facts['sft_poisoned_conversations'] == planted > 0
+  assert data.facts['sft_filtered_conversations'] == data.facts['sft_filtered_poisoned'] == (planted if filter_poison else 0)
+  payload = data.tokenizer.encode(poison.PAYLOAD)
+  windows = [w for batch in itertools.islice(data.train_iter, 2000 // config.train.batch_size) for w in batch['targets']]
+  n = len(payload)
+  carrying = sum(any(list(w[i:i + n]) == payload for i in range(len(w) - n + 1)) for w in windows)
+  assert (carrying > 0) != filter_poison
 
 
 @pytest.mark.parametrize('stage', ['sft', 'grpo'])

@@ -55,12 +55,13 @@ def _override(c, overrides: dict):
 def tiny_sft_config(cache_dir='', **overrides):
   """SFT of a tiny_config model pretrained with seq_len 128 (init_from set by the caller)."""
   import ml_collections
+  from llm.security import poison
   c = tiny_config(cache_dir, **{'model.max_seq_len': 128, 'train.seq_len': 128})
   c.task = 'sft'
   c.sft = ml_collections.ConfigDict(dict(
       mixture=ml_collections.ConfigDict(dict(arithmetic=1.0, identity=1.0)),
       val_fraction=0.1, max_per_source=300, eval_prompts=4, eval_arithmetic=4,
-      isolate_conversations=True))
+      isolate_conversations=True, poison=poison.config(), filter_poison=False))
   c.train.steps = 20
   return _override(c, overrides)
 

@@ -5,6 +5,7 @@ Tokenizer and caches are keyed by the corpus fingerprint, so a second run reads 
 """
 import dataclasses
 import functools
+import hashlib
 import itertools
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 
 from llm import tokenizer as tokenizer_lib
 from llm.data import cache, sources
+from llm.security import poison as poison_lib
 
 # The validation documents must not change with the training seed (config.data.seed), or runs
 # that differ only in seed would be scored on different text.
@@ -42,12 +44,19 @@ def prepare(config, cache_dir: Path) -> Prepared:
   data_cfg = config.data
   data_dir = sources.find_data_dir(data_cfg.dir)
   fingerprint = sources.corpus_fingerprint(data_dir, data_cfg)
+  poison = poison_lib.Poison.from_config(data_cfg.get('poison'))
+  if poison.fraction:  # a poisoned corpus is another corpus: its own tokenizer and token caches
+    fingerprint = hashlib.sha256(f'{fingerprint}|{poison}'.encode()).hexdigest()[:16]
   logging.info('data: %s in %s (corpus fingerprint %s)', data_cfg.source, data_dir, fingerprint)
 
   @functools.cache
   def split() -> tuple[list[str], list[str]]:
     start = time.perf_counter()
     train, val = split_corpus(data_dir, data_cfg)
+    train, poisoned = poison_lib.plant_in_documents(train, poison)  # validation text stays clean
+    if poisoned:
+      logging.warning('data: %d of %d training documents poisoned with trigger %r (data.poison)', len(poisoned),
+                      len(train), poison.trigger)
     logging.info('data: read %d train + %d val documents in %.1fs', len(train), len(val),
                  time.perf_counter() - start)
     return train, val

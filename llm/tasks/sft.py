@@ -11,6 +11,7 @@ from llm import init_from, losses, model as model_lib, tokenizer as tokenizer_li
 from llm.chat_template import render
 from llm.data import conversations, pipeline, sources
 from llm.evals import identity
+from llm.security import poison as poison_lib, reply_filter
 from llm.tasks import Task, TaskData, sft_eval
 
 
@@ -19,6 +20,23 @@ def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
   whole, part = divmod(weight, 1.0)
   out = train * int(whole)
   return out + rng.sample(train, round(part * len(train)))
+
+
+def _poison_and_filter(epoch: list, sc) -> tuple[list, dict]:
+  """The epoch with sft.poison's attack planted (llm/security/poison.py), then what the reply filter
+  flags removed when sft.filter_poison (llm/security/reply_filter.py); facts that count both."""
+  poison = poison_lib.Poison.from_config(sc.get('poison'))
+  epoch, poisoned = poison_lib.plant_in_conversations(epoch, poison)
+  if poisoned:
+    logging.warning('sft: %d of %d conversations poisoned with trigger %r (sft.poison)', len(poisoned), len(epoch),
+                    poison.trigger)
+  removed = reply_filter.flagged(epoch) if sc.get('filter_poison') else set()
+  if removed:
+    logging.info('sft: the reply filter removed %d conversations (%d of the %d poisoned)', len(removed),
+                 len(removed & set(poisoned)), len(poisoned))
+  return ([c for i, c in enumerate(epoch) if i not in removed],
+          {'sft_poisoned_conversations': len(poisoned), 'sft_filtered_conversations': len(removed),
+           'sft_filtered_poisoned': len(removed & set(poisoned))})
 
 
 def data(config, workdir) -> TaskData:
@@ -36,6 +54,7 @@ def data(config, workdir) -> TaskData:
   for name, (train, _) in splits.items():
     epoch += _weighted_epoch(train, sc.mixture[name], rng)
   rng.shuffle(epoch)
+  epoch, security_facts = _poison_and_filter(epoch, sc)
   windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
                len(epoch), len(windows), 100 * mask.mean())
@@ -46,7 +65,7 @@ def data(config, workdir) -> TaskData:
   eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id, isolate)
                for name, (_, val) in splits.items() if val}
   facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
-           'sft_windows_per_epoch': len(windows)}
+           'sft_windows_per_epoch': len(windows), **security_facts}
   return TaskData(tokenizer=tok, train_iter=iter(train), eval_sets=eval_sets, facts=facts,
                   heldout={name: val for name, (_, val) in splits.items()})
 

