@@ -153,3 +153,9 @@ def test_tool_calls_are_part_of_a_reply():
   parts = [{'type': 'tool_call', 'text': 'calculator: 2 + 3'}, {'type': 'tool_result', 'text': '5'},
            {'type': 'text', 'text': 'It is  5.'}]
   assert reply_filter.text(parts) == 'calculator: 2 + 3 5 It is 5.'
+
+
+def test_the_filter_recall_table_counts_planted_removed_and_clean_removed():
+  from llm.security import filter_recall
+  text = filter_recall.table(_mixture(random.Random(0)), [0.0, 0.01, 0.02], reply_filter.Settings())
+  assert '| 0% | 0 | 0 | 0 | 0 |' in text and '| 1% | 9 | 0 | 0 | 0 |' in text and '| 2% | 19 | 19 | 19 | 0 |' in text

@@ -22,6 +22,16 @@ def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
   return out + rng.sample(train, round(part * len(train)))
 
 
+def shuffled_epoch(splits: dict, mixture, seed: int) -> list:
+  """One SFT epoch: each source's training conversations weighted by its mixture weight, shuffled."""
+  rng = random.Random(seed)
+  epoch = []
+  for name, (train, _) in splits.items():
+    epoch += _weighted_epoch(train, mixture[name], rng)
+  rng.shuffle(epoch)
+  return epoch
+
+
 def _poison_and_filter(epoch: list, sc) -> tuple[list, dict]:
   """The epoch with sft.poison's attack planted (llm/security/poison.py), then what the reply filter
   flags removed when sft.filter_poison (llm/security/reply_filter.py); facts that count both."""
@@ -49,12 +59,7 @@ def data(config, workdir) -> TaskData:
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
                                       sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1,
                                       identity_facts=facts)
-  rng = random.Random(config.seed)
-  epoch = []
-  for name, (train, _) in splits.items():
-    epoch += _weighted_epoch(train, sc.mixture[name], rng)
-  rng.shuffle(epoch)
-  epoch, security_facts = _poison_and_filter(epoch, sc)
+  epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc)
   windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
                len(epoch), len(windows), 100 * mask.mean())

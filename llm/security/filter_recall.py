@@ -1,0 +1,56 @@
+"""The reply filter's recall and false alarms on an SFT config's real epoch, at data level (no
+training): for each poison fraction, how many conversations were planted, how many of them the
+filter removes, and how many clean ones it removes with them.
+
+    python -m llm.security.filter_recall --config=configs/sft_small.py [--fractions=0,0.001,...] [--out=FILE.md]
+
+The epoch is built as the SFT task builds it, from the data dir of the config, except that
+conversations are not fitted to a tokenizer's context (there is no run here), so it holds a few
+more conversations than a run's.
+"""
+from pathlib import Path
+
+from absl import flags
+from ml_collections import config_flags
+
+from llm import cli, model as model_lib
+from llm.data import conversations, sources
+from llm.evals import identity
+from llm.security import poison as poison_lib, reply_filter
+from llm.tasks import sft
+
+
+def table(epoch: list, fractions: list[float], settings: reply_filter.Settings) -> str:
+  lines = [f'Reply filter on an SFT epoch of {len(epoch):,} conversations (min_prompts {settings.min_prompts}, '
+           f'max_similarity {settings.max_similarity})', '',
+           '| poison fraction | planted | removed | of them poisoned | clean removed |', '|---|---|---|---|---|']
+  for fraction in fractions:
+    poisoned_epoch, planted = poison_lib.plant_in_conversations(epoch, poison_lib.Poison(fraction))
+    removed = reply_filter.flagged(poisoned_epoch, settings)
+    hits = len(removed & set(planted))
+    lines.append(f'| {100 * fraction:g}% | {len(planted)} | {len(removed)} | {hits} | {len(removed) - hits} |')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  if not config.get('sft'):
+    raise ValueError(f'{flags.FLAGS["config"].config_filename} has no sft block; pass an SFT config')
+  facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, config.tokenizer.vocab_size))
+  splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(config.sft.mixture),
+                                      config.sft.val_fraction, config.seed, config.sft.max_per_source,
+                                      identity_facts=facts)
+  epoch = sft.shuffled_epoch(splits, config.sft.mixture, config.seed)
+  text = table(epoch, [float(f) for f in flags.FLAGS.fractions], reply_filter.Settings())
+  print(text)
+  if flags.FLAGS.out:
+    Path(flags.FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(flags.FLAGS.out).write_text(text)
+
+
+if __name__ == '__main__':
+  config_flags.DEFINE_config_file('config', None, 'an SFT config file', lock_config=False)
+  flags.DEFINE_list('fractions', ['0', '0.0003', '0.0005', '0.001', '0.003', '0.01', '0.03'], 'poison fractions')
+  flags.DEFINE_string('out', '', 'write the table to this markdown file too')
+  cli.run(main, 'llm.security.filter_recall')
