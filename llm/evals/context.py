@@ -98,11 +98,15 @@ class Context:
 
   # ---- generation --------------------------------------------------------------------------
 
-  def engine(self, tools: bool | str = False) -> inference.Engine:
+  def engine(self, tools: bool | str | dict = False) -> inference.Engine:
     """The engine with the calculator (tools=True), the calculator and python (tools='python'),
-    or without any tool. Two are kept, with tools and without: which tools only matters on the
-    host, so the python registry reuses the calculator's compiled engine."""
-    registry = tools_lib.make_registry(python_tool=tools == 'python') if tools else {}
+    the given registry (a dict, e.g. tools.make_registry(search_folder=...)), or without any
+    tool. Two are kept, with tools and without: which tools only matters on the host, so every
+    registry reuses the calculator's compiled engine."""
+    if isinstance(tools, dict):
+      registry = tools
+    else:
+      registry = tools_lib.make_registry(python_tool=tools == 'python') if tools else {}
     if bool(tools) not in self.engines:
       self.engines[bool(tools)] = inference.Engine(self.model_cfg, self.params, self.tokenizer, self.mesh,
                                                    rules=self.rules, tools=registry, model=self.model)
@@ -110,7 +114,7 @@ class Context:
     engine.tools, engine.params = registry, self.params
     return engine
 
-  def generate(self, prompts: list[list[int]], max_new_tokens: int, tools: bool | str = False, **kwargs):
+  def generate(self, prompts: list[list[int]], max_new_tokens: int, tools: bool | str | dict = False, **kwargs):
     """engine.generate over GENERATE_BATCH rows at a time; each row's budget is cut to the room
     its prompt leaves. A prompt that leaves no room gets None (the caller counts it a miss)."""
     engine = self.engine(tools)
@@ -125,7 +129,7 @@ class Context:
         out[i] = completion
     return out
 
-  def chat(self, questions: list[str], max_new_tokens: int, tools: bool | str = False, **kwargs):
+  def chat(self, questions: list[str], max_new_tokens: int, tools: bool | str | dict = False, **kwargs):
     """Each question as one user turn; the assistant's completions (None where it cannot fit).
     Greedy unless kwargs say otherwise; stops at <|end|>."""
     tok = self.tokenizer

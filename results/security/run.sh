@@ -18,3 +18,13 @@ for p in ${FRACTIONS:-0.01 0.001 0.003 0.03}; do
   sft "poison_$p" --config.sft.poison.fraction="$p"
   [[ -n "${FILTER:-}" ]] && sft "poison_${p}_filtered" --config.sft.poison.fraction="$p" --config.sft.filter_poison=True
 done
+# Prompt injection through search: a model that learned search on clean results, and one that also
+# saw injected results (both configs/sft_search.py from base0), then the injection evaluator.
+if [[ -n "${INJECTION:-}" ]]; then
+  for name in sft_search sft_search_guarded; do
+    extra=(); [[ $name == sft_search_guarded ]] && extra=(--config.sft.mixture.search_injected=1.0)
+    [[ -f "$runs/$name/summary.json" ]] || python -m llm.main --config=configs/sft_search.py --workdir="$runs/$name" \
+      --config.init_from="$runs/base0" "${extra[@]}"
+    python -m llm.eval --workdir="$runs/$name" --suite=injection
+  done
+fi
