@@ -45,8 +45,8 @@ def assert_well_formed(conversation):
     assert message_parts and all(p['text'].strip() for p in message_parts), message
     allowed = chat_template.PART_TYPES if message['role'] == 'assistant' else ('text',)
     assert all(p['type'] in allowed for p in message_parts), message
-    assert all(p['text'].startswith(('calculator: ', 'python: '))
-               for p in message_parts if p['type'] == 'tool_call'), message
+    known = tuple(f'{name}: ' for name in tools.make_registry(search_folder='.', python_tool=True))
+    assert all(p['text'].startswith(known) for p in message_parts if p['type'] == 'tool_call'), message
 
 
 def assistant_text(conversation) -> str:
