@@ -17,7 +17,8 @@ from llm.data import gsm8k
 # upstream): everything but hh-rlhf's 12 malformed dialogues and GSM8K test's one annotation
 # that is no number ('<<3/4=3/4>>').
 REAL_SOURCE_COUNTS = {'gsm8k': 7473, 'gsm8k_test': 1318, 'self_instruct': 252,
-                      'alpaca_gpt4': 805, 'hh_chosen': 2300, 'topical_chat': 2156}
+                      'alpaca_gpt4': 805, 'hh_chosen': 2300, 'topical_chat': 2156,
+                      'refusals': 1718}  # 2,178 distinct red-team requests less a held-out fifth (test_jailbreak)
 
 NATALIA_QUESTION = ('Natalia sold clips to 48 of her friends in April, and then she sold half as '
                     'many clips in May. How many clips did Natalia sell altogether in April and '

@@ -23,7 +23,7 @@ from llm import chat_template
 from llm.data import gsm8k as gsm8k_data
 from llm.data import copy_numbers, letters
 from llm.data import sources
-from llm.security import injection
+from llm.security import injection, jailbreak
 from llm.tools import calculator
 
 Conversation = list[dict]
@@ -445,6 +445,7 @@ SOURCES: dict[str, Source] = {
     'copy_numbers': copy_numbers.copy_numbers,  # the numbers of a text, copied exactly
     'search_facts': injection.search_facts,  # questions about made-up people answered through search
     'search_injected': injection.search_injected,  # ... whose search results carry instructions, ignored
+    'refusals': jailbreak.refusals,  # red-team requests (hh_rlhf_harmless_base) refused, a fifth held out
 }
 # Endless sources: they need a count (DEFAULT_GENERATED unless max_per_source says otherwise).
 GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'search_facts',

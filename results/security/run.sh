@@ -28,3 +28,9 @@ if [[ -n "${INJECTION:-}" ]]; then
     python -m llm.eval --workdir="$runs/$name" --suite=injection
   done
 fi
+# Jailbreaks: a model taught refusals (configs/sft_refusals.py), and sft_small (hh_chosen's replies) beside it.
+if [[ -n "${JAILBREAK:-}" ]]; then
+  [[ -f "$runs/sft_refusals/summary.json" ]] || python -m llm.main --config=configs/sft_refusals.py \
+    --workdir="$runs/sft_refusals" --config.init_from="$runs/base0"
+  for name in sft_refusals sft_isolated_1200_steps_s0; do python -m llm.eval --workdir="$runs/$name" --suite=jailbreak; done
+fi
