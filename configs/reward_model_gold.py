@@ -10,20 +10,11 @@ metrics.jsonl and summary.json, beside rm_val_length_baseline.
 import ml_collections
 
 from configs import sft_gold
-
-
-def parse(arg: str | None) -> dict:
-  fields = {'pairs': 4000, 'noise': 0.0, 'seed': 0}
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if not sep or key not in fields:
-      raise ValueError(f'reward_model_gold:{arg!r}: write pairs=N[,noise=F][,seed=S]')
-    fields[key] = type(fields[key])(value)
-  return fields
+from llm.config import parse_arg
 
 
 def get_config(arg=None):
-  point = parse(arg)
+  point = parse_arg(arg, {'pairs': 4000, 'noise': 0.0, 'seed': 0}, 'pairs=N[,noise=F][,seed=S]')
   c = sft_gold.get_config()
   del c['sft']
   c.task = 'reward_model'

@@ -9,20 +9,11 @@ model (runs/PROXY), beta x KL to the SFT policy; gold and proxy logged at every 
 import ml_collections
 
 from configs import grpo_arith, sft_gold
-
-
-def parse(arg: str | None) -> dict:
-  fields = {'proxy': 'rm_gold_4k', 'beta': 0.02}
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if not sep or key not in fields:
-      raise ValueError(f'rlhf_gold:{arg!r}: write proxy=RUN_NAME[,beta=F]')
-    fields[key] = type(fields[key])(value)
-  return fields
+from llm.config import parse_arg
 
 
 def get_config(arg=None):
-  point = parse(arg)
+  point = parse_arg(arg, {'proxy': 'rm_gold_4k', 'beta': 0.02}, 'proxy=RUN_NAME[,beta=F]')
   c = sft_gold.get_config()
   del c['sft']
   c.task = 'rlhf'

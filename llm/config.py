@@ -98,3 +98,15 @@ def base_config() -> ml_collections.ConfigDict:
       norm=None,
   ))
   return c
+
+
+def parse_arg(arg: str | None, defaults: dict, usage: str) -> dict:
+  """A config file's argument 'key=value,key=value' (configs/NAME.py:ARG) over defaults, each value
+  converted to its default's type; an unknown key or a missing '=' is an error showing usage."""
+  fields = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in fields:
+      raise ValueError(f'config argument {arg!r}: write {usage}')
+    fields[key] = type(fields[key])(value)
+  return fields

@@ -260,3 +260,14 @@ def test_long_responses_are_dropped_or_cut_to_fit_with_their_turn_closed():
   long_prompt = preferences.Pair([{'role': 'user', 'content': 'q' * 20}, pair.chosen[1]],
                                  [{'role': 'user', 'content': 'q' * 20}, pair.rejected[1]])
   assert preferences.render([long_prompt], _CharTok(), 16, truncate=True)[1] == 1  # no room for a response
+
+
+def test_the_gold_configs_take_typed_arguments_and_name_the_usage():
+  from configs import reward_model_gold, rlhf_gold
+  c = reward_model_gold.get_config('pairs=1000,noise=0.25')
+  assert (c.reward_model.gold_pairs, c.reward_model.gold_noise, c.seed) == (1000, 0.25, 0)
+  c = rlhf_gold.get_config('beta=0.1')
+  assert (c.rlhf.proxy, c.grpo.beta) == ('runs/rm_gold_4k', 0.1)
+  for bad in ('pairs', 'pears=10'):
+    with pytest.raises(ValueError, match=r'write pairs=N\[,noise=F\]\[,seed=S\]'):
+      reward_model_gold.get_config(bad)
