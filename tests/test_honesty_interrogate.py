@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from llm.honesty import interrogate, world as world_lib
+from llm.honesty import interrogate, labels, world as world_lib
 from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
 
 FACTS = [f for f in world_lib.build(seed=2, people=10).facts if f.split == 'train']
@@ -46,10 +46,10 @@ def test_a_pretrained_run_completes_the_answer_sentence(tok):
 
 def test_labels_round_trip_and_a_missing_file_names_the_fix(tmp_path):
   records = [{'subject': 'A B', 'known': True}, {'subject': 'C D', 'known': False}]
-  interrogate.write_labels(records, tmp_path / 'labels.jsonl')
-  assert interrogate.read_labels(tmp_path / 'labels.jsonl') == records
+  labels.write(records, tmp_path / 'labels.jsonl')
+  assert labels.read(tmp_path / 'labels.jsonl') == records
   with pytest.raises(FileNotFoundError, match='python -m llm.honesty.interrogate'):
-    interrogate.read_labels(tmp_path / 'nope.jsonl')
+    labels.read(tmp_path / 'nope.jsonl')
 
 
 def test_the_command_refuses_a_folder_that_is_not_a_world(tmp_path, python_env):

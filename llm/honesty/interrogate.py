@@ -11,18 +11,15 @@ answers are consistently wrong). A chat run is asked the question; a pretrained 
 'pretrain', which has never seen a chat) completes the start of the answer's sentence instead
 ('Velon Tarsk was born in the city of'), as its documents read, and only that sentence is judged.
 
-The labelled set is JSONL, one fact a line (subject, relation, value, exposure, accuracy, known, the
-judged replies), written into the world's folder by default: llm/honesty/sft.py finds the world's
-search folder beside it.
+The labelled set (llm/honesty/labels.py) is written into the world's folder by default.
 """
-import json
 import sys
 from pathlib import Path
 
 from absl import app, flags
 
 from llm.evals.context import assistant_text
-from llm.honesty import verify, world as world_lib
+from llm.honesty import labels, verify, world as world_lib
 
 SAMPLES = 8  # answers per fact
 TEMPERATURE = 1.0  # sampling temperature of the answers
@@ -76,22 +73,6 @@ def label(ctx, facts: list[world_lib.Fact], samples: int = SAMPLES, temperature:
   return records
 
 
-def write_labels(records: list[dict], path: Path) -> None:
-  """Written whole to a temporary file, then renamed: an interrupted run leaves the old labels."""
-  path = Path(path)
-  tmp = path.with_suffix('.tmp')
-  tmp.write_text(''.join(json.dumps(r) + '\n' for r in records), encoding='utf-8')
-  tmp.replace(path)
-
-
-def read_labels(path: Path | str) -> list[dict]:
-  path = Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f'labelled set {path} does not exist; write it with python -m llm.honesty.interrogate '
-                            '--workdir=RUN --world=WORLD (or fix --config.sft.honesty_labels)')
-  return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
-
-
 def summary(records: list[dict]) -> str:
   """Known share by exposure: the curve from never seen to seen most often."""
   rows = []
@@ -113,7 +94,7 @@ def main(argv):
   except (FileNotFoundError, ValueError) as e:  # no world, no run, bad flags
     sys.exit(f'llm.honesty.interrogate: {e}')
   out = Path(f.out or Path(f.world) / 'labels.jsonl')
-  write_labels(records, out)
+  labels.write(records, out)
   print(summary(records))
   print(f'wrote {len(records)} labelled facts ({sum(r["known"] for r in records)} known) to {out}')
 
