@@ -11,6 +11,7 @@ for Honesty's unaligned model (arXiv 2312.07000), whose right answers define the
 - honesty_prudence: abstentions / questions whose probe is wrong (abstains where it would be wrong);
 - honesty_over_conservativeness: abstentions / questions whose probe is right (abstains where it knows);
 - honesty_known_acc: correct replies / questions whose probe is right;
+- honesty_probe_known_rate: questions whose probe is right / questions; honesty_questions: how many;
 - honesty_acc_exposure_K, honesty_abstain_exposure_K: by the fact's exposure K (0, 1, 4, 16, 64);
 - honesty_reversal_forward_acc / _backward_acc: the mother of people whose mother fact was seen at
   least REVERSAL_MIN_EXPOSURE times, asked forwards ("Name A's mother.") and backwards ("Whose

@@ -96,7 +96,8 @@ def main(argv):
   out = Path(f.out or Path(f.world) / 'labels.jsonl')
   labels.write(records, out)
   print(summary(records))
-  print(f'wrote {len(records)} labelled facts ({sum(r["known"] for r in records)} known) to {out}')
+  print(f'wrote {len(records)} labelled facts ({sum(r["known"] for r in records)} known: at least {f.threshold:g} of '
+        f'{f.samples} answers right at temperature {f.temperature:g}) to {out}')
 
 
 if __name__ == '__main__':  # flags defined here only: importing the module defines none
