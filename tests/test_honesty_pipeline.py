@@ -2,12 +2,16 @@
 size): continued pretraining on a world starts from the base run, interrogation runs on the real
 engine, the SFT task reads the labelled set from config.sft.honesty_labels, and the evaluator finds
 the world from the SFT run."""
+import inspect
 import json
+from pathlib import Path
 
 import jax
 import pytest
 
+from configs import pretrain_world, sft_honesty, sft_honesty_search
 from llm import evals, inference, train
+from llm.data import conversations
 from llm.honesty import interrogate, labels, world as world_lib
 from tiny_config import tiny_config, tiny_sft_config
 
@@ -59,3 +63,14 @@ def test_interrogate_then_sft_then_evaluate(pretrained, cache_dir, world, tmp_pa
 
   out = evals.get('honesty')(evals.Context.from_run(inference.load(tmp_path / 'sft'), limit=5))
   assert out['honesty_questions'] == 5 and all(0 <= v <= 1 for k, v in out.items() if k != 'honesty_questions')
+
+
+def test_the_configs_agree_with_the_world_and_each_other():
+  base, refusals, search = pretrain_world.get_config(), sft_honesty.get_config(), sft_honesty_search.get_config()
+  # Exposures are exact in training only under the val_fraction the world was written for.
+  assert base.data.val_fraction == inspect.signature(world_lib.build).parameters['val_fraction'].default
+  assert refusals.init_from == 'runs/pretrain_world' and base.tokenizer.path.startswith(base.init_from + '/')
+  for c in (refusals, search):  # the labelled set sits in the world the base was pretrained on
+    assert Path(c.sft.honesty_labels).parent == Path(base.data.dir) and set(c.sft.mixture) <= set(conversations.SOURCES)
+  assert [k for k, w in refusals.sft.mixture.items() if w] == ['honesty_refusals']
+  assert [k for k, w in search.sft.mixture.items() if w] == ['honesty_search']
