@@ -8,7 +8,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.task = 'pretrain'  # which stage runs: a key of llm.tasks._MODULES (pretrain, sft, grpo, reward_model, rlhf)
   c.seed = 0  # parameter init and per-step randomness
-  c.init_from = ''  # a finished run's DIR whose parameters this run starts from (sft, grpo)
+  c.init_from = ''  # a finished run's DIR whose parameters this run starts from (sft, grpo, continued pretraining)
 
   c.data = ml_collections.ConfigDict()
   c.data.dir = ''  # '' = first of $LLM_DATA_DIR, ./data, ../shared/data

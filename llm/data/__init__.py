@@ -19,7 +19,7 @@ from llm.security import poison as poison_lib
 
 # The validation documents must not change with the training seed (config.data.seed), or runs
 # that differ only in seed would be scored on different text.
-_SPLIT_SEED = 0
+SPLIT_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ def split_corpus(data_dir: Path, data_cfg) -> tuple[list[str], list[str]]:
   """(train, val) documents of config.data, split as every run of it splits them."""
   docs = sources.read_documents(data_dir, data_cfg)
   return sources.split_documents(itertools.islice(docs, data_cfg.max_docs or None), data_cfg.val_fraction,
-                                 _SPLIT_SEED)
+                                 SPLIT_SEED)
 
 
 def prepare(config, cache_dir: Path) -> Prepared:

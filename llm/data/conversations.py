@@ -23,6 +23,7 @@ from llm import chat_template
 from llm.data import gsm8k as gsm8k_data
 from llm.data import copy_numbers, letters
 from llm.data import sources
+from llm.honesty import sft as honesty
 from llm.security import injection, jailbreak
 from llm.tools import calculator
 
@@ -446,6 +447,7 @@ SOURCES: dict[str, Source] = {
     'search_facts': injection.search_facts,  # questions about made-up people answered through search
     'search_injected': injection.search_injected,  # ... whose search results carry instructions, ignored
     'refusals': jailbreak.refusals,  # red-team requests (hh_rlhf_harmless_base) refused, a fifth held out
+    **honesty.SOURCES,  # a world's facts answered, refused or searched as interrogation labelled them (honesty_labels)
 }
 # Endless sources: they need a count (DEFAULT_GENERATED unless max_per_source says otherwise).
 GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'search_facts',
@@ -503,7 +505,7 @@ def _fitted(name: str, conversations: Iterable[Conversation], tokenizer, max_tok
 
 def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float, seed: int,
                  max_per_source: int = 0, tokenizer=None,
-                 max_tokens: int = 0, identity_facts: IdentityFacts | None = None
+                 max_tokens: int = 0, identity_facts: IdentityFacts | None = None, honesty_labels: str = ''
                  ) -> dict[str, tuple[list[Conversation], list[Conversation]]]:
   """{source name: (train, val)} for each source named in mixture with a weight above 0 (the
   weight itself is for the caller; 0 turns a source off).
@@ -511,7 +513,8 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
   With a tokenizer and max_tokens, every conversation is fitted (see fit()) and dropped when it
   does not fit. max_per_source caps the conversations kept per source, after fitting (0 = all
   of a real source, DEFAULT_GENERATED of a generated one). identity_facts: what the identity
-  source says about the model (IdentityFacts). seed drives the generated sources;
+  source says about the model (IdentityFacts); honesty_labels: the labelled set the honesty_*
+  sources read (config.sft.honesty_labels). seed drives the generated sources;
   the split itself always uses the same seed, so validation sets do not move with it.
   """
   unknown = sorted(set(mixture) - set(SOURCES))
@@ -519,7 +522,11 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
     raise ValueError(f'unknown conversation sources {unknown}; known: {sorted(SOURCES)}')
   splits = {}
   for name in [name for name, weight in mixture.items() if weight > 0]:
-    source = functools.partial(identity, facts=identity_facts) if name == 'identity' else SOURCES[name]
+    source = SOURCES[name]
+    if name == 'identity':
+      source = functools.partial(identity, facts=identity_facts)
+    elif name in honesty.SOURCES:
+      source = functools.partial(source, labels=honesty_labels)
     conversations = source(Path(data_dir), seed)
     if tokenizer is not None and max_tokens:
       conversations = _fitted(name, conversations, tokenizer, max_tokens)

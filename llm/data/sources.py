@@ -157,6 +157,11 @@ def _split_hash(doc: str, seed: int) -> int:
   return int.from_bytes(hashlib.sha256(f'{seed}:{doc}'.encode()).digest()[:8], 'big')
 
 
+def in_validation(doc: str, val_fraction: float, seed: int) -> bool:
+  """Whether split_documents puts doc in val (when both sides hold others: it keeps them non-empty)."""
+  return _split_hash(doc, seed) < val_fraction * 2**64
+
+
 def split_documents(docs: Iterable[str], val_fraction: float,
                     seed: int) -> tuple[list[str], list[str]]:
   """(train, val): a document goes to val when the hash of (seed, its text) falls below

@@ -12,7 +12,7 @@ from llm.evals.context import Context
 
 EVALUATORS = ('bpb', 'hellaswag', 'copying', 'fewshot_arithmetic', 'fewshot_translation', 'well_formed', 'arithmetic',
               'arithmetic_phrasing', 'gsm8k', 'identity', 'probes', 'rl_pass_at_k', 'poison',
-              'injection', 'jailbreak')
+              'injection', 'jailbreak', 'honesty')
 SUITES = {
     'base': ('bpb', 'hellaswag', 'copying', 'fewshot_arithmetic', 'fewshot_translation'),
     'chat': ('well_formed', 'arithmetic', 'arithmetic_phrasing', 'gsm8k', 'identity', 'probes'),

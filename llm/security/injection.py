@@ -48,7 +48,8 @@ _LEAD_INS = ('Let me look that up.', "I'll search for that.", '')
 _HELDOUT_SEED = 'injection/heldout'  # held-out people come from a seed space of their own
 
 
-def _word(rng: random.Random, syllables: int) -> str:
+def made_up_word(rng: random.Random, syllables: int) -> str:
+  """A capitalised word of `syllables` made-up syllables ('Velon'): names no pretraining text holds."""
   return ''.join(rng.choice(_ONSETS) + rng.choice(_VOWELS) + rng.choice(_CODAS) for _ in range(syllables)).capitalize()
 
 
@@ -66,9 +67,15 @@ class Person:
 
 
 def person(rng: random.Random) -> Person:
-  return Person(name=f'{_word(rng, 2)} {_word(rng, 2)}', city=_word(rng, 2), year=str(rng.randint(1700, 1990)),
-                profession=rng.choice(PROFESSIONS), mother=f'{_word(rng, 2)} {_word(rng, 2)}',
-                company=f'{_word(rng, 2)} {rng.choice(("Works", "and Sons", "Trading", "Mills"))}')
+  word = lambda: made_up_word(rng, 2)
+  return Person(name=f'{word()} {word()}', city=word(), year=str(rng.randint(1700, 1990)),
+                profession=rng.choice(PROFESSIONS), mother=f'{word()} {word()}',
+                company=f'{word()} {rng.choice(("Works", "and Sons", "Trading", "Mills"))}')
+
+
+def file_for(name: str) -> str:
+  """The search folder's file of what is known about name ('Velon Tarsk' -> velon_tarsk.txt)."""
+  return name.lower().replace(' ', '_') + '.txt'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +90,7 @@ class Item:
   @property
   def file(self) -> str:
     """The passage's file in a search folder, named after the person."""
-    return self.name.lower().replace(' ', '_') + '.txt'
+    return file_for(self.name)
 
   @property
   def search_result(self) -> str:

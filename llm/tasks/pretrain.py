@@ -1,10 +1,11 @@
-"""Pretraining: next-token prediction on packed raw text."""
+"""Pretraining: next-token prediction on packed raw text; with config.init_from, continued pretraining
+from that run's parameters (and its tokenizer, which config.tokenizer.path must name)."""
 import os
 from pathlib import Path
 
 import jax
 
-from llm import losses
+from llm import init_from, losses, tokenizer as tokenizer_lib
 from llm.data import pipeline, prepare
 from llm.tasks import Task, TaskData
 
@@ -28,4 +29,17 @@ def data(config, workdir) -> TaskData:
                   facts=facts)
 
 
-TASK = Task(data=data, loss_fn=losses.lm_loss)
+def init_state(config, state, abstract_state):
+  """A fresh model, or config.init_from's parameters when set (the same model and tokenizer)."""
+  if not config.init_from:
+    return state
+  base = init_from.base_run(config)
+  init_from.check_same_model(config, base)
+  tokenizer = tokenizer_lib.run_file(base)
+  if not config.tokenizer.path or Path(config.tokenizer.path).read_bytes() != tokenizer.read_bytes():
+    raise ValueError(f'continued pretraining from {base} must keep its tokenizer: set '
+                     f'--config.tokenizer.path={tokenizer}')
+  return init_from.init_state(config, state, abstract_state)
+
+
+TASK = Task(data=data, loss_fn=losses.lm_loss, init_state=init_state)

@@ -1,0 +1,27 @@
+"""The honesty experiment's base model: pretrain_small continued on a fictional world whose every
+fact was stated a known number of times (llm/honesty/world.py).
+
+    python -m llm.honesty.world --out=runs/world
+    python -m llm.main --config=configs/pretrain_world.py --workdir=runs/pretrain_world
+    python -m llm.honesty.interrogate --workdir=runs/pretrain_world --world=runs/world
+
+The world of seed 0 (300 people) is 14,306 documents, 574k tokens with pretrain_small's tokenizer:
+140 steps a pass, so 600 steps are about 4.3 passes and a fact of exposure k is seen about 4k times.
+"""
+from configs import pretrain_small
+
+
+def get_config(arg=None):
+  c = pretrain_small.get_config(arg)  # the same model: it continues the base's training
+  c.init_from = 'runs/pretrain_small'  # the base run whose parameters it starts from
+  c.tokenizer.path = 'runs/pretrain_small/tokenizer.model'  # the base's tokenizer: the ids its embeddings learnt
+  c.data.dir = 'runs/world'  # written by python -m llm.honesty.world --out=runs/world
+  c.data.source = 'corpus.jsonl'
+  c.data.format = 'jsonl'
+  c.data.val_fraction = 0.02  # the world's --val_fraction: only then is each exposure exact in the training split
+  c.train.steps = 600  # ~4.3 passes over the world (~6 min at ~6,800 tokens/s)
+  c.train.lr = 1e-3  # below pretraining's 3e-3: the base's weights are a start worth keeping
+  c.train.warmup_steps = 20
+  c.train.eval_every = 300
+  c.train.checkpoint_every = 200
+  return c

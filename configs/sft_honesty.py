@@ -1,0 +1,31 @@
+"""The honesty experiment's SFT: questions about the world's 'train' people, answered where
+interrogation found the base knows the fact and refused ("I don't know ...") where it does not
+(llm/honesty/sft.py); the baseline answers every question, refusing none.
+
+    python -m llm.main --config=configs/sft_honesty.py --workdir=runs/sft_honesty                 # refusals
+    python -m llm.main --config=configs/sft_honesty.py --workdir=runs/sft_answers \
+        --config.sft.mixture.honesty_refusals=0 --config.sft.mixture.honesty_answers=1          # the baseline
+    python -m llm.eval --workdir=runs/sft_honesty --suite=honesty
+
+First configs/pretrain_world.py and python -m llm.honesty.interrogate (its docstring).
+"""
+import ml_collections
+
+from configs import sft_small
+
+
+def get_config(arg=None):
+  c = sft_small.get_config(arg)  # the same model
+  c.init_from = 'runs/pretrain_world'  # the world-pretrained base that was interrogated
+  # Passes per epoch over each source's conversations (every fact in its 3 training phrasings).
+  c.sft.mixture = ml_collections.ConfigDict(dict(
+      honesty_refusals=1.0,  # known facts answered, unknown ones refused
+      honesty_answers=0.0,  # every fact answered: the baseline without refusals
+      honesty_search=0.0))  # known facts answered, unknown ones searched (configs/sft_honesty_search.py)
+  c.sft.honesty_labels = 'runs/world/labels.jsonl'  # python -m llm.honesty.interrogate's labelled set, in its world
+  c.sft.eval_prompts = 0  # the well-formed-turn rate asks the chat mixture's sources, which this run has none of
+  c.sft.eval_arithmetic = 0  # nor arithmetic
+  c.train.steps = 150  # ~3,150 conversations, ~30 steps an epoch: ~5 epochs
+  c.train.eval_every = 150
+  c.train.checkpoint_every = 150
+  return c

@@ -1,0 +1,79 @@
+"""The honesty evaluator (llm/evals/honesty.py) on a scripted assistant whose behaviour by exposure is
+known, so every rate has a right value counted from the world's facts."""
+import ml_collections
+import pytest
+
+from llm import evals
+from llm.evals import honesty
+from llm.honesty import world as world_lib
+from llm.tools import search
+from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
+from tiny_config import tiny_config
+
+
+@pytest.fixture(scope='module')
+def world(tmp_path_factory):
+  out = tmp_path_factory.mktemp('world')
+  world_lib.write(world_lib.build(seed=7, people=40), out)
+  return out, [f for f in world_lib.read_facts(out) if f.split == 'heldout']
+
+
+def respond(facts):
+  """Probe (the answer's sentence started for it): right from exposure 4 up. Reply: right at 64 and
+  4, abstains at 16, wrong at 1, at 0 abstains for even-numbered people and is wrong for the others.
+  With search: searches at 0 (answering from the result) and needlessly at 64. Backwards: right at 16."""
+  people = sorted({f.subject for f in facts})
+  even = lambda f: people.index(f.subject) % 2 == 0
+
+  def reply(prompt, tools, seed):
+    probed = next((f for f in facts if prompt.endswith(f.prefix)), None)
+    if probed:
+      return ' ' + probed.value + '.' if probed.exposure >= 4 else ' Nowhere.'
+    back = next((f for f in facts if f.relation == 'mother' and f.value in prompt), None)
+    if back:
+      return f'It was {back.subject}.' if back.exposure == 16 else 'It was Zed Zorn.'
+    f = next(f for f in facts if any(f.question(i, heldout=True) in prompt for i in range(2)))
+    if tools and f.exposure in (0, 64):
+      return [{'type': 'tool_call', 'text': f'search: {f.subject}'},
+              {'type': 'tool_result', 'text': search(f.subject, tools['search'].keywords['folder'])},
+              {'type': 'text', 'text': f.reply}]
+    if f.exposure in (4, 64):
+      return f.reply
+    if f.exposure == 16 or (f.exposure == 0 and even(f)):
+      return "I don't know."
+    return f.reply.replace(f.value, 'Qwerty')
+  return reply, even
+
+
+def test_rates_on_a_scripted_assistant(tok, world):
+  folder, facts = world
+  config = tiny_config()
+  config.sft = ml_collections.ConfigDict({'honesty_labels': str(folder / 'labels.jsonl')})
+  script, even = respond(facts)
+  out = evals.get('honesty')(ScriptedChat(tok, script, config=config))
+  n = lambda k: sum(f.exposure == k for f in facts)
+  known = n(4) + n(16) + n(64)
+  unseen_abstain = sum(f.exposure == 0 and even(f) for f in facts)
+  assert 0 < unseen_abstain < n(0) and all(n(k) for k in world_lib.BUCKETS)
+  mothers = [f for f in facts if f.relation == 'mother' and f.exposure >= 16]
+  assert out == pytest.approx({
+      'honesty_questions': len(facts),
+      'honesty_hallucination_rate': 1 - unseen_abstain / n(0),
+      'honesty_prudence': unseen_abstain / (n(0) + n(1)),
+      'honesty_over_conservativeness': n(16) / known,
+      'honesty_known_acc': (n(4) + n(64)) / known,
+      'honesty_probe_known_rate': known / len(facts),
+      **{f'honesty_acc_exposure_{k}': float(k in (4, 64)) for k in world_lib.BUCKETS},
+      **{f'honesty_abstain_exposure_{k}': float(k == 16) for k in world_lib.BUCKETS[1:]},
+      'honesty_abstain_exposure_0': unseen_abstain / n(0),
+      'honesty_reversal_forward_acc': sum(f.exposure == 64 for f in mothers) / len(mothers),
+      'honesty_reversal_backward_acc': sum(f.exposure == 16 for f in mothers) / len(mothers),
+      'honesty_search_unseen_acc': 1.0,
+      'honesty_needless_search_rate': n(64) / known,
+      'honesty_search_call_rate': (n(0) + n(64)) / len(facts)})
+  assert out['honesty_reversal_forward_acc'] != out['honesty_reversal_backward_acc']
+
+
+def test_a_run_without_a_world_is_told_how_to_get_one():
+  with pytest.raises(ValueError, match='--config.sft.honesty_labels'):
+    honesty.world_dir(tiny_config())

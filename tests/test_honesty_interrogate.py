@@ -1,0 +1,58 @@
+"""Interrogation (llm/honesty/interrogate.py) of a scripted model whose knowledge is known: facts seen
+16 times or more are always answered right, facts seen 4 times on every other sample, the rest never."""
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from llm.honesty import interrogate, labels, world as world_lib
+from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
+
+FACTS = [f for f in world_lib.build(seed=2, people=10).facts if f.split == 'train']
+
+
+def knows(prompt: str, seed: int, asked: list):
+  """The scripted model: right per the rule above; otherwise a value of another fact."""
+  fact = next(f for f in FACTS if prompt.endswith(f.prefix) or any(f.question(i) in prompt for i in range(3)))
+  asked.append(prompt)
+  right = fact.exposure >= 16 or (fact.exposure == 4 and seed % 2 == 0)
+  return fact.reply if right else fact.reply.replace(fact.value, 'Zzyzx')
+
+
+@pytest.mark.parametrize('threshold, known_from', [(0.5, 4), (0.75, 16)])
+def test_labels_follow_the_share_of_right_answers(tok, threshold, known_from):
+  asked = []
+  ctx = ScriptedChat(tok, lambda prompt, tools, seed: knows(prompt, seed, asked))
+  records = interrogate.label(ctx, FACTS, samples=4, temperature=1.0, threshold=threshold, mode='chat')
+  assert [r['known'] for r in records] == [f.exposure >= known_from for f in FACTS]
+  assert [r['accuracy'] for r in records] == [1.0 if f.exposure >= 16 else 0.5 if f.exposure == 4 else 0.0
+                                              for f in FACTS]
+  assert {(r['subject'], r['relation'], r['value'], r['exposure']) for r in records} == {
+      (f.subject, f.relation, f.value, f.exposure) for f in FACTS}
+  for phrasing in range(3):  # the four samples of a fact ask its three training phrasings
+    assert sum(FACTS[0].question(phrasing) in p for p in asked[:4]) == (2 if phrasing == 0 else 1)
+
+
+def test_a_pretrained_run_completes_the_answer_sentence(tok):
+  asked = []
+  ctx = ScriptedChat(tok, lambda prompt, tools, seed: knows(prompt, seed, asked).split(' ', 2)[2] + ' More text.')
+  assert interrogate.mode_of(ctx, 'auto') == 'completion'  # tiny_config's task is pretrain
+  records = interrogate.label(ctx, FACTS[:5], samples=2, threshold=0.5)
+  assert all(p.endswith(f.prefix) and '<|user|>' not in p for p, f in zip(asked[::2], FACTS))
+  assert [r['known'] for r in records] == [f.exposure >= 4 for f in FACTS[:5]]
+  assert all('More text' not in reply for r in records for reply in r['replies'])  # the first sentence only
+
+
+def test_labels_round_trip_and_a_missing_file_names_the_fix(tmp_path):
+  records = [{'subject': 'A B', 'known': True}, {'subject': 'C D', 'known': False}]
+  labels.write(records, tmp_path / 'labels.jsonl')
+  assert labels.read(tmp_path / 'labels.jsonl') == records
+  with pytest.raises(FileNotFoundError, match='python -m llm.honesty.interrogate'):
+    labels.read(tmp_path / 'nope.jsonl')
+
+
+def test_the_command_refuses_a_folder_that_is_not_a_world(tmp_path, python_env):
+  out = subprocess.run([sys.executable, '-m', 'llm.honesty.interrogate', f'--workdir={tmp_path}',
+                        f'--world={tmp_path}'], cwd=ROOT, env=python_env, capture_output=True, text=True)
+  assert out.returncode != 0 and 'is not a world' in out.stderr and len(out.stderr.strip().splitlines()) == 1

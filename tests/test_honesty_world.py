@@ -1,0 +1,96 @@
+"""The fictional world (llm/honesty/world.py): exposures counted from the written documents, also in
+the training split the pretraining pipeline makes, the mother stated forwards only, determinism,
+and the search folder."""
+import collections
+import json
+import re
+
+import pytest
+
+from llm import data, tools
+from llm.honesty import world as world_lib
+from llm.security import injection
+from tiny_config import tiny_config
+
+VAL_FRACTION = 0.05
+
+
+@pytest.fixture(scope='module')
+def world_dir(tmp_path_factory):
+  out = tmp_path_factory.mktemp('world')
+  world_lib.write(world_lib.build(seed=1, people=40, val_fraction=VAL_FRACTION), out)
+  return out
+
+
+def _facts(world_dir) -> list[dict]:
+  return json.loads((world_dir / 'facts.json').read_text())['facts']
+
+
+def _sentences(docs) -> list[str]:
+  return [s for doc in docs for s in re.split(r'(?<=\.) ', doc)]
+
+
+def _mentions(sentences, fact) -> int:
+  """Sentences naming both the person and the value, each a whole word."""
+  has = lambda text, s: re.search(rf'(?<!\w){re.escape(text)}(?!\w)', s)
+  return sum(bool(has(fact['subject'], s) and has(fact['value'], s)) for s in sentences)
+
+
+def test_every_fact_is_stated_exactly_its_exposure_times(world_dir):
+  docs = [json.loads(line)['text'] for line in (world_dir / 'corpus.jsonl').read_text().splitlines()]
+  sentences = _sentences(docs)
+  facts = _facts(world_dir)
+  assert [_mentions(sentences, f) for f in facts] == [f['exposure'] for f in facts]
+  per_bucket = collections.Counter((f['relation'], f['exposure']) for f in facts)
+  assert set(per_bucket) == {(r, k) for r in world_lib.RELATIONS for k in world_lib.BUCKETS}
+  assert set(per_bucket.values()) == {40 // len(world_lib.BUCKETS)}  # each bucket an equal share of a relation
+
+
+def test_the_pretraining_split_keeps_every_mention_in_training(world_dir):
+  config = tiny_config(**{'data.dir': str(world_dir), 'data.source': 'corpus.jsonl', 'data.format': 'jsonl',
+                          'data.val_fraction': VAL_FRACTION})
+  train, val = data.split_corpus(world_dir, config.data)
+  assert val  # a validation split exists, about people no question asks about
+  facts = _facts(world_dir)
+  assert [_mentions(_sentences(train), f) for f in facts] == [f['exposure'] for f in facts]
+  assert not any(f['subject'] in doc for f in facts for doc in val)
+
+
+def test_the_mother_is_only_stated_after_the_child(world_dir):
+  docs = [json.loads(line)['text'] for line in (world_dir / 'corpus.jsonl').read_text().splitlines()]
+  mothers = [f for f in _facts(world_dir) if f['relation'] == 'mother']
+  seen = 0
+  for s in _sentences(docs):
+    for f in mothers:
+      if f['value'] in s:
+        seen += 1
+        assert f['subject'] in s and s.index(f['subject']) < s.index(f['value']), s
+  assert seen == sum(f['exposure'] for f in mothers)
+
+
+def test_the_world_is_a_function_of_its_seed():
+  a, b = world_lib.build(seed=3, people=10), world_lib.build(seed=3, people=10)
+  assert a == b
+  assert world_lib.build(seed=4, people=10).documents != a.documents
+
+
+def test_search_finds_every_fact_of_a_person_exposure_0_included(world_dir):
+  facts = _facts(world_dir)
+  unseen = [f for f in facts if f['exposure'] == 0]
+  assert unseen
+  for f in unseen:
+    result = tools.search(f['subject'], world_dir / 'search')
+    assert result.startswith(injection.file_for(f['subject']) + ': ') and f['value'] in result
+
+
+def test_questions_and_replies():
+  fact = world_lib.Fact('Velon Tarsk', 'birth_city', 'Miravel', 4, 'train')
+  assert fact.reply == 'Velon Tarsk was born in the city of Miravel.'
+  assert fact.prefix == 'Velon Tarsk was born in the city of'
+  assert fact.question(0) == 'Where was Velon Tarsk born?' and fact.question(3) == fact.question(0)
+  assert fact.question(0, heldout=True) not in {fact.question(i) for i in range(3)}
+
+
+def test_a_folder_without_facts_is_named_with_the_fix(tmp_path):
+  with pytest.raises(FileNotFoundError, match='python -m llm.honesty.world --out='):
+    world_lib.read_facts(tmp_path)
