@@ -17,7 +17,7 @@ out = Path(__file__).parent
 
 
 def row(run: Path, fraction: float) -> dict | None:
-  path = run / 'eval' / 'security.json'
+  path = run / 'eval' / 'poison.json'
   if not path.exists():
     return None
   ev, summary = json.loads(path.read_text()), json.loads((run / 'summary.json').read_text())

@@ -3,7 +3,7 @@
 # the clean behaviour beside it, and the reply filter at the smallest fraction that succeeds.
 # Each SFT run is configs/sft_small.py (1200 steps, ~15 min on 2 idle cores) from the seed-0 base
 # of results/sft_recipe (whose sft_isolated_1200_steps_s0 is the fraction-0 run), then the
-# security suite (~1 min). Runs resume if stopped.
+# poison evaluator (~1 min). Runs resume if stopped.
 #   bash results/security/run.sh      # RUNS=runs/sft_recipe by default (base0 there); FRACTIONS to choose
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,7 @@ runs=${RUNS:-runs/sft_recipe}
 sft() {  # name extra...: sft_small from base0, seed 0
   [[ -f "$runs/$1/summary.json" ]] || python -m llm.main --config=configs/sft_small.py --workdir="$runs/$1" \
     --config.init_from="$runs/base0" "${@:2}"
-  python -m llm.eval --workdir="$runs/$1" --suite=security
+  python -m llm.eval --workdir="$runs/$1" --suite=poison
 }
 sft sft_isolated_1200_steps_s0  # fraction 0: the recipe's seed-0 run
 for p in ${FRACTIONS:-0.01 0.001 0.003 0.03}; do
