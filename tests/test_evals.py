@@ -358,7 +358,7 @@ def test_eval_cli_errors_are_one_line_naming_the_fix(tmp_path, pretrained, pytho
     assert result.returncode != 0 and 'Traceback' not in result.stderr
     return result.stderr.strip().splitlines()[-1]
 
-  assert 'choose a suite (base, chat, rl) or one evaluator' in last_line(_eval(pretrained, '--suite=nope', env=python_env))
+  assert 'choose a suite (base, chat, rl, security) or one evaluator' in last_line(_eval(pretrained, '--suite=nope', env=python_env))
   (tmp_path / 'run').mkdir()
   (tmp_path / 'run' / 'config.json').write_text((pretrained / 'config.json').read_text())
   (tmp_path / 'run' / 'tokenizer.model').write_bytes((pretrained / 'tokenizer.model').read_bytes())
