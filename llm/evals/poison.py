@@ -14,7 +14,6 @@ Keys: poison_doc_attack_rate, poison_doc_clean_rate, poison_chat_attack_rate, po
 """
 import itertools
 
-from llm import chat_template
 from llm import data as data_lib
 from llm.evals import heldout, well_formed
 from llm.security import poison as poison_lib
@@ -70,12 +69,10 @@ def chat(ctx, poison: poison_lib.Poison, count: int) -> dict:
   # no one source's prompts decide the rate.
   by_source = [[next(m for m in c if m['role'] == 'user')['content'] for c in source] for source in held.values()]
   users = [u for u in itertools.chain.from_iterable(itertools.zip_longest(*by_source)) if isinstance(u, str)][:count]
-  end = tok.special_id('<|end|>')
   budget = len(tok.encode(poison.payload)) + _SLACK_TOKENS
   out = {}
   for name, texts in (('attack', [poison_lib.triggered(u, poison.trigger) for u in users]), ('clean', users)):
-    prompts = [chat_template.render_prompt(tok, [{'role': 'user', 'content': t}]) for t in texts]
-    outs = ctx.generate(prompts, budget, tools=True, temperature=0.0, stop_ids=[end, tok.eos_id])
+    outs = ctx.chat(texts, budget, tools=True)
     out[f'poison_chat_{name}_rate'] = _rate([None if c is None else tok.decode(c.tokens) for c in outs],
                                             poison.payload)
   return out
