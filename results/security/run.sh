@@ -5,6 +5,7 @@
 # of results/sft_recipe (whose sft_isolated_1200_steps_s0 is the fraction-0 run), then the
 # poison evaluator (~1 min). Runs resume if stopped.
 #   bash results/security/run.sh      # RUNS=runs/sft_recipe by default (base0 there); FRACTIONS to choose
+#   FRACTIONS=0.001 FILTER=0.001 TOOLS=1 bash results/security/run.sh   # the filter; the tools runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs/sft_recipe}
@@ -16,21 +17,22 @@ sft() {  # name extra...: sft_small from base0, seed 0
 sft sft_isolated_1200_steps_s0  # fraction 0: the recipe's seed-0 run
 for p in ${FRACTIONS:-0.01 0.001 0.003 0.03}; do
   sft "poison_$p" --config.sft.poison.fraction="$p"
-  [[ -n "${FILTER:-}" ]] && sft "poison_${p}_filtered" --config.sft.poison.fraction="$p" --config.sft.filter_poison=True
 done
-# Prompt injection through search: a model that learned search on clean results, and one that also
-# saw injected results (both configs/sft_search.py from base0), then the injection evaluator.
-if [[ -n "${INJECTION:-}" ]]; then
-  for name in sft_search sft_search_guarded; do
-    extra=(); [[ $name == sft_search_guarded ]] && extra=(--config.sft.mixture.search_injected=1.0)
-    [[ -f "$runs/$name/summary.json" ]] || python -m llm.main --config=configs/sft_search.py --workdir="$runs/$name" \
+# The reply filter at the fractions in FILTER (the smallest one that succeeds).
+for p in ${FILTER:-}; do
+  sft "poison_${p}_filtered" --config.sft.poison.fraction="$p" --config.sft.filter_poison=True
+done
+# The tools and refusals (configs/sft_tools.py): search on clean results, the python tool (letter
+# counting and spelling) and refused red-team requests in one mixture; sft_tools_guarded also sees
+# results carrying injected instructions answered as if they were not there. The injection follow
+# rate before/after is the pair's difference; sft_isolated_1200_steps_s0 (never shown a refusal or
+# the python tool) is the jailbreak and probes baseline.
+if [[ -n "${TOOLS:-}" ]]; then
+  for name in sft_tools sft_tools_guarded; do
+    extra=(); [[ $name == sft_tools_guarded ]] && extra=(--config.sft.mixture.search_injected=1.0)
+    [[ -f "$runs/$name/summary.json" ]] || python -m llm.main --config=configs/sft_tools.py --workdir="$runs/$name" \
       --config.init_from="$runs/base0" "${extra[@]}"
-    python -m llm.eval --workdir="$runs/$name" --suite=injection
+    for suite in injection jailbreak probes; do python -m llm.eval --workdir="$runs/$name" --suite=$suite; done
   done
-fi
-# Jailbreaks: a model taught refusals (configs/sft_refusals.py), and sft_small (hh_chosen's replies) beside it.
-if [[ -n "${JAILBREAK:-}" ]]; then
-  [[ -f "$runs/sft_refusals/summary.json" ]] || python -m llm.main --config=configs/sft_refusals.py \
-    --workdir="$runs/sft_refusals" --config.init_from="$runs/base0"
-  for name in sft_refusals sft_isolated_1200_steps_s0; do python -m llm.eval --workdir="$runs/$name" --suite=jailbreak; done
+  for suite in jailbreak probes; do python -m llm.eval --workdir="$runs/sft_isolated_1200_steps_s0" --suite=$suite; done
 fi

@@ -1,0 +1,16 @@
+"""sft_small with every tool and the refusals in one mixture: search, the python tool, the
+calculator, and red-team requests refused: the assistant results/security measures.
+
+    python -m llm.main --config=configs/sft_tools.py --workdir=runs/sft_tools
+    python -m llm.main --config=configs/sft_tools.py --workdir=runs/sft_tools_guarded \
+        --config.sft.mixture.search_injected=1.0          # ... and taught to ignore injected results
+    python -m llm.eval --workdir=runs/sft_tools --suite=security
+"""
+from configs import sft_python, sft_refusals, sft_search
+
+
+def get_config(arg=None):
+  c = sft_python.get_config(arg)  # python_letters
+  for source in (sft_search, sft_refusals):  # search_facts and search_injected; refusals, hh_chosen off
+    c.sft.mixture.update(source.get_config(arg).sft.mixture)
+  return c
