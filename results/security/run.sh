@@ -12,10 +12,13 @@ runs=${RUNS:-runs/sft_recipe}
 sft() {  # name extra...: sft_small from base0, seed 0
   [[ -f "$runs/$1/summary.json" ]] || python -m llm.main --config=configs/sft_small.py --workdir="$runs/$1" \
     --config.init_from="$runs/base0" "${@:2}"
-  python -m llm.eval --workdir="$runs/$1" --suite=poison
+  evaluate "$1" poison
+}
+evaluate() {  # name suite: once per run
+  [[ -f "$runs/$1/eval/$2.json" ]] || python -m llm.eval --workdir="$runs/$1" --suite="$2"
 }
 sft sft_isolated_1200_steps_s0  # fraction 0: the recipe's seed-0 run
-for p in ${FRACTIONS:-0.01 0.001 0.003 0.03}; do
+for p in ${FRACTIONS-0.01 0.001 0.003 0.03}; do
   sft "poison_$p" --config.sft.poison.fraction="$p"
 done
 # The reply filter at the fractions in FILTER (the smallest one that succeeds).
@@ -32,7 +35,7 @@ if [[ -n "${TOOLS:-}" ]]; then
     extra=(); [[ $name == sft_tools_guarded ]] && extra=(--config.sft.mixture.search_injected=1.0)
     [[ -f "$runs/$name/summary.json" ]] || python -m llm.main --config=configs/sft_tools.py --workdir="$runs/$name" \
       --config.init_from="$runs/base0" "${extra[@]}"
-    for suite in injection jailbreak probes; do python -m llm.eval --workdir="$runs/$name" --suite=$suite; done
+    for suite in injection jailbreak probes; do evaluate $name $suite; done
   done
-  for suite in jailbreak probes; do python -m llm.eval --workdir="$runs/sft_isolated_1200_steps_s0" --suite=$suite; done
+  for suite in jailbreak probes; do evaluate sft_isolated_1200_steps_s0 $suite; done
 fi
