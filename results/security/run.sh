@@ -14,8 +14,8 @@ sft() {  # name extra...: sft_small from base0, seed 0
     --config.init_from="$runs/base0" "${@:2}"
   evaluate "$1" poison
 }
-evaluate() {  # name suite: once per run
-  [[ -f "$runs/$1/eval/$2.json" ]] || python -m llm.eval --workdir="$runs/$1" --suite="$2"
+evaluate() {  # name suite [flags]: once per run
+  [[ -f "$runs/$1/eval/$2.json" ]] || python -m llm.eval --workdir="$runs/$1" --suite="$2" "${@:3}"
 }
 sft sft_isolated_1200_steps_s0  # fraction 0: the recipe's seed-0 run
 for p in ${FRACTIONS-0.01 0.001 0.003 0.03}; do
@@ -35,7 +35,8 @@ if [[ -n "${TOOLS:-}" ]]; then
     extra=(); [[ $name == sft_tools_guarded ]] && extra=(--config.sft.mixture.search_injected=1.0)
     [[ -f "$runs/$name/summary.json" ]] || python -m llm.main --config=configs/sft_tools.py --workdir="$runs/$name" \
       --config.init_from="$runs/base0" "${extra[@]}"
-    for suite in injection jailbreak probes; do evaluate $name $suite; done
+    evaluate $name injection; evaluate $name jailbreak
+    evaluate $name probes --limit=100  # 100 letter-counting questions over the 16 held-out words
   done
-  for suite in jailbreak probes; do evaluate sft_isolated_1200_steps_s0 $suite; done
+  evaluate sft_isolated_1200_steps_s0 jailbreak; evaluate sft_isolated_1200_steps_s0 probes --limit=100
 fi
