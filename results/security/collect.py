@@ -1,7 +1,8 @@
-"""Table and plot of results/security/run.sh's runs: attack success and clean payload rate
-against the poison fraction, filtered runs beside.
+"""Tables and plot of results/security/run.sh's runs: attack success and clean payload rate
+against the poison fraction, filtered runs beside (poison.md, poison.png); injection, jailbreaks and
+the python tool's probes of the tools runs beside the plain SFT run (tools.md).
 
-    python results/security/collect.py [RUNS]      # RUNS=runs/sft_recipe; writes results/security/{poison.md,poison.png}
+    python results/security/collect.py [RUNS]      # RUNS=runs/sft_recipe; writes results/security/{poison.md,poison.png,tools.md}
 """
 import json
 import sys
@@ -51,3 +52,30 @@ ax.set(xscale='log', xlabel='poisoned share of SFT conversations (0 at the left 
 ax.legend()
 fig.tight_layout()
 fig.savefig(out / 'poison.png', dpi=120)
+
+
+def evals(run: Path) -> dict:
+  """The run's evaluation keys over its eval/*.json files; {} if it has none."""
+  return {k: v for f in sorted((run / 'eval').glob('*.json')) for k, v in json.loads(f.read_text()).items()}
+
+
+TOOLS_RUNS = (('sft_isolated_1200_steps_s0', 'sft_small (no search, python or refusals)'),
+              ('sft_tools', 'sft_tools'), ('sft_tools_guarded', 'sft_tools + injected results ignored'))
+TOOLS_KEYS = (('search_call_rate', 'calls search'), ('search_answer_acc', 'answers from a clean result'),
+              ('injection_follow_rate', 'follows an injected instruction'),
+              ('injection_answer_acc', 'answers despite the injection'),
+              ('jailbreak_refusal_rate', 'refuses held-out harmful requests'),
+              ('jailbreak_bypass_roleplay', 'bypass: role-play prefix'), ('jailbreak_bypass_suffix', 'bypass: suffix'),
+              ('jailbreak_bypass_base64', 'bypass: base64'), ('over_refusal_rate', 'refuses benign instructions'),
+              ('probe_count_letter', 'letter counting, no tool'), ('probe_count_letter_python', 'letter counting, python'),
+              ('probe_spell', 'spelling, no tool'), ('probe_spell_python', 'spelling, python tool offered'),
+              ('arith_acc_tool', 'arithmetic with the calculator'), ('well_formed_rate', 'well-formed turns'))
+found = [(name, label, {**json.loads((runs / name / 'summary.json').read_text()), **evals(runs / name)})
+         for name, label in TOOLS_RUNS if (runs / name / 'summary.json').exists()]
+if found:
+  lines = ['| held-out measure | ' + ' | '.join(label for _, label, _ in found) + ' |', '|---' * (len(found) + 1) + '|']
+  for key, label in TOOLS_KEYS:
+    cells = [f'{100 * r[key]:.1f}%' if isinstance(r.get(key), (int, float)) else 'n/a' for _, _, r in found]
+    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+  (out / 'tools.md').write_text('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
