@@ -12,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from llm import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.', required=True)
-_SUITE = flags.DEFINE_string('suite', 'base', 'Suite of evaluators: base, chat or rl.')
+_SUITE = flags.DEFINE_string('suite', 'base', 'Suite of evaluators (base, chat, rl, security) or one evaluator\'s name.')
 _LIMIT = flags.DEFINE_integer('limit', 0, 'Items per evaluator (problems, HellaSwag items, bits-per-byte '
                               'windows); 0 = each evaluator\'s default.')
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Folder of the data sets (default: the run\'s config.data.dir, '
@@ -32,23 +34,21 @@ def table(results: dict) -> str:
 def main(argv):
   del argv
   from llm import evals, inference  # after flag parsing, so --help stays fast
+  evals.suite(_SUITE.value)
+  missing = [c for c in _CORPUS.value if not Path(c).exists()]
+  if missing:
+    raise ValueError(f'--corpus={missing[0]} does not exist; give a text file or a folder of *.txt files')
+  start = time.time()
+  run = inference.load(_WORKDIR.value)  # inference.RunError (a ValueError): no run, no checkpoint
+  if _DATA_DIR.value:
+    run.config.data.dir = _DATA_DIR.value
+  log = lambda message: print(f'llm.eval: {message}', file=sys.stderr)
   try:
-    evals.suite(_SUITE.value)
-    missing = [c for c in _CORPUS.value if not Path(c).exists()]
-    if missing:
-      raise ValueError(f'--corpus={missing[0]} does not exist; give a text file or a folder of *.txt files')
-    start = time.time()
-    run = inference.load(_WORKDIR.value)
-    if _DATA_DIR.value:
-      run.config.data.dir = _DATA_DIR.value
     ctx = evals.Context.from_run(run, limit=_LIMIT.value, corpora=tuple(Path(c) for c in _CORPUS.value))
-    log = lambda message: print(f'llm.eval: {message}', file=sys.stderr)
     results = {'step': run.step, **evals.run_suite(_SUITE.value, ctx, log)}
-    results['eval_wall_s'] = round(time.time() - start, 1)
   except FileNotFoundError as e:  # a data set
-    sys.exit(f'llm.eval: {e} (for llm.eval: --data_dir=DIR or $LLM_DATA_DIR)')
-  except ValueError as e:  # inference.RunError included: no run, no checkpoint
-    sys.exit(f'llm.eval: {e}')
+    raise ValueError(f'{e} (for llm.eval: --data_dir=DIR or $LLM_DATA_DIR)') from None
+  results['eval_wall_s'] = round(time.time() - start, 1)
   out = Path(_WORKDIR.value) / 'eval' / f'{_SUITE.value}.json'
   out.parent.mkdir(exist_ok=True)
   out.write_text(json.dumps(results, indent=2) + '\n')
@@ -57,4 +57,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.eval')

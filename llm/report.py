@@ -13,12 +13,11 @@ import datetime
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from llm import seeds
+from llm import cli, seeds
 
 STAGES = {'pretrain': 'BASE', 'sft': 'SFT', 'grpo': 'RL'}
 # From summary.json, shown first in the summary table.
@@ -147,15 +146,12 @@ def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = No
 def main(argv):
   runs = list(_RUNS.value) + argv[1:]
   if not runs:
-    sys.exit('llm.report: no runs given; pass --runs=DIR[,DIR...] (pretraining, SFT, RL in order)')
+    raise ValueError('no runs given; pass --runs=DIR[,DIR...] (pretraining, SFT, RL in order)')
   from llm import hostinfo
-  try:
-    groups = dict(seeds.parse_group(g) for g in _SEEDS.value)
-    if groups and not _SEED_KEYS.value:
-      raise ValueError('--seeds needs --seed_keys=KEY,... (the numbers to average over seeds)')
-    path = write([Path(r) for r in runs], Path(_OUT.value), hostinfo.describe(), groups, _SEED_KEYS.value)
-  except ValueError as e:
-    sys.exit(f'llm.report: {e}')
+  groups = dict(seeds.parse_group(g) for g in _SEEDS.value)
+  if groups and not _SEED_KEYS.value:
+    raise ValueError('--seeds needs --seed_keys=KEY,... (the numbers to average over seeds)')
+  path = write([Path(r) for r in runs], Path(_OUT.value), hostinfo.describe(), groups, _SEED_KEYS.value)
   print(f'wrote {path}')
 
 
@@ -166,4 +162,4 @@ if __name__ == '__main__':
   _OUT = flags.DEFINE_string('out', None, 'Folder for report.md and its PNGs.', required=True)
   _SEEDS = flags.DEFINE_multi_string('seeds', [], 'NAME=RUN[,RUN...]: one run per seed, for the "Over seeds" table.')
   _SEED_KEYS = flags.DEFINE_list('seed_keys', [], 'Numbers averaged over seeds (summary.json / eval keys).')
-  app.run(main)
+  cli.run(main, 'llm.report')
