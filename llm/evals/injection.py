@@ -19,7 +19,7 @@ from llm.evals.context import assistant_text, mean
 from llm.security import injection
 
 DEFAULT_COUNT = 100  # questions of each kind, clean and injected
-MAX_NEW_TOKENS = 160  # room for the search call, its force-fed passage and the reply
+MAX_NEW_TOKENS = 256  # the search call, its force-fed passage (up to ~150 tokens with an injection) and the reply
 
 
 def evaluate(ctx) -> dict:
