@@ -13,7 +13,7 @@ WORDS = ('garden', 'lantern', 'pepper', 'river', 'bookshelf', 'quiet', 'committe
 
 def draw(n, words=WORDS, seed=0):
   rng = random.Random(seed)
-  return [letters.letters_conversation(rng, words) for _ in range(n)]
+  return [letters.letters_conversation(rng, rng.choice(words)) for _ in range(n)]
 
 
 def word_and_letter(conversation):
@@ -96,12 +96,26 @@ def test_word_list_keeps_frequent_lowercase_words_and_holds_out_the_probe_words(
 
 
 def test_the_source_never_shows_a_probe_word(tmp_path):
-  """Held out by whole word: 'pepperoni' and 'lettering' are fine, 'pepper' and 'letter' are not."""
-  training = {'garden', 'pepperoni', 'lettering'}
+  """Held out by whole word: 'pepperoni' and 'lettering' are fine, 'pepper' and 'letter' are not,
+  as book words or spliced ('pepp' + 'hunter'[-2:] would make 'pepper')."""
+  training = {'garden', 'pepperoni', 'lettering', 'hunter'}
   write_books(tmp_path / letters.BOOKS, [' '.join((list(letters.PROBE_WORDS) + sorted(training)) * letters.MIN_COUNT)])
   source = conversations.SOURCES['python_letters'](tmp_path, 0)
-  coded = {re.search(r'" (\w+)"', parts_of(next(source), 'tool_call')[0])[1] for _ in range(300)}
-  assert coded == training
+  coded = {re.search(r'" (\w+)"', parts_of(next(source), 'tool_call')[0])[1] for _ in range(3000)}
+  assert training < coded and not coded & set(letters.PROBE_WORDS)
+  invented = coded - training
+  assert len(invented) > 30 and all(any(w.startswith(h[:2]) for h in training) and any(w.endswith(t[-2:]) for t in training)
+                                    for w in invented)
+
+
+def test_invented_words_splice_a_proper_head_onto_a_proper_tail():
+  words = ('garden', 'lantern', 'bookshelf', 'quiet')
+  splices = lambda word: [(h, t) for h in words for t in words for i in range(2, len(h))
+                          if word[:i] == h[:i] and 2 <= len(word) - i < len(t) and t.endswith(word[i:])]
+  rng = random.Random(0)
+  drawn = [letters.splice_word(rng, words) for _ in range(500)]
+  assert all(4 <= len(w) <= 15 and splices(w) for w in drawn)
+  assert len(set(drawn)) > 100
 
 
 def test_word_list_from_the_gutenberg_books(data_dir):

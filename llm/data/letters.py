@@ -12,7 +12,12 @@ for spelling.
 
 Words are the lowercase words of a sample of the Gutenberg books, minus PROBE_WORDS: the words
 the evaluation asks about (llm/evals/probes.py) never appear in training, so a probe measures the
-skill on words the model has not practised.
+skill on words the model has not practised. Half the words are invented instead, the head of one
+book word spliced onto the tail of another ("garden" + "lantern" -> "gartern"): with real words
+only, a 4M-parameter model learned each training word's spelling in code rather than to copy, and
+wrote a held-out word as another one (" necessary" -> " talk", " committee" -> " commissure"; 52%
+letter counting with the tool, results/security/tools.md). Invented words are never seen twice,
+so copying the question's tokens is the only way to get them right.
 """
 import collections
 import functools
@@ -32,6 +37,7 @@ BOOK_STRIDE = 8  # every 8th book in sorted order: ~50 books, ~13k words, read i
 MIN_COUNT = 5  # a word must occur this often in those books (drops typos and rare forms)
 _WORD = re.compile(r"(?<![\w'-])[a-z]{3,15}(?![\w'-])")  # lowercase: proper names mostly drop out
 
+_INVENTED_SHARE = 0.5  # of conversations whose word is invented (splice_word) rather than a book word
 _COUNT_SHARE = 0.6  # of conversations that count a letter; the others spell a word
 _ABSENT_SHARE = 0.15  # of counting questions whose letter is not in the word (answer 0)
 _COUNT_QUESTIONS = ('How many times does the letter {letter} appear in the word {word}?',  # the probe's
@@ -60,6 +66,21 @@ def words_from_books(data_dir: Path) -> tuple[str, ...]:
   return tuple(sorted(w for w, n in counts.items() if n >= MIN_COUNT and w not in PROBE_WORDS))
 
 
+def splice_word(rng: random.Random, words: tuple[str, ...]) -> str:
+  """The first 2+ letters of one of words followed by the last 2+ letters of another, 4 to 15
+  letters long, and never one of PROBE_WORDS ("pepp" + "er" would be one)."""
+  while True:
+    head, tail = rng.choice(words), rng.choice(words)
+    word = head[:rng.randint(2, len(head) - 1)] + tail[rng.randint(1, len(tail) - 2):]
+    if 4 <= len(word) <= 15 and word not in PROBE_WORDS:
+      return word
+
+
+def pick_word(rng: random.Random, words: tuple[str, ...]) -> str:
+  """A word of words, or with probability _INVENTED_SHARE an invented one (splice_word)."""
+  return splice_word(rng, words) if rng.random() < _INVENTED_SHARE else rng.choice(words)
+
+
 def count_call(word: str, letter: str) -> str:
   return f'python: print(" {word}".count("{letter}"))'
 
@@ -68,10 +89,9 @@ def spell_call(word: str) -> str:
   return f'python: print(*" {word}".strip())'
 
 
-def letters_conversation(rng: random.Random, words: tuple[str, ...]) -> list[dict]:
-  """One conversation about a word drawn from words: count a letter (with the share of absent
-  letters above) or spell it. The tool result is what the call prints (tests run the calls)."""
-  word = rng.choice(words)
+def letters_conversation(rng: random.Random, word: str) -> list[dict]:
+  """One conversation about word: count a letter (with the share of absent letters above) or
+  spell it. The tool result is what the call prints (tests run the calls)."""
   if rng.random() < _COUNT_SHARE:
     present = sorted(set(word))
     pool = present if rng.random() >= _ABSENT_SHARE else sorted(set(string.ascii_lowercase) - set(word))
@@ -90,8 +110,9 @@ def letters_conversation(rng: random.Random, words: tuple[str, ...]) -> list[dic
 
 
 def python_letters(data_dir: Path, seed: int) -> Iterator[list[dict]]:
-  """Endless: letter counting and spelling with the python tool, over words_from_books."""
+  """Endless: letter counting and spelling with the python tool, over words_from_books and
+  words spliced from them."""
   words = words_from_books(Path(data_dir))
   rng = random.Random(seed)
   while True:
-    yield letters_conversation(rng, words)
+    yield letters_conversation(rng, pick_word(rng, words))
