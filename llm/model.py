@@ -163,7 +163,7 @@ class Attention(nn.Module):
                                                     segment_ids_BxT)
     else:
       out_BxTxHxDh, kv_cache = attention_lib.cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache,
-                                                              lengths_B)
+                                                              lengths_B, cfg.attention)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     out_BxTxD = _dense(self, out_BxTxHxDh, 'out', (H, Dh, D), ('heads', 'head_dim', 'embed'), cfg, out_std, contract=2)

@@ -67,14 +67,14 @@ def test_auto_takes_the_kernel_only_where_it_was_measured_faster(monkeypatch, tm
   timed = []
   monkeypatch.setattr(cpu_attention, '_time_both', lambda *shape: timed.append(shape) or (1.0, 2.0))
   for kernel_ms, xla_ms, want in ((3.0, 2.0, 'xla'), (1.0, 2.0, 'cpu_kernel')):
-    (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({f'{lib}:2x32x4x2x16': [kernel_ms, xla_ms]}))
+    (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({f'{lib}:causal:2x32x4x2x16': [kernel_ms, xla_ms]}))
     cpu_attention.faster_than_xla.cache_clear()
     assert attention_lib.select('auto', q_shape, k_shape, jnp.float32) == want
   assert not timed
   cpu_attention.faster_than_xla.cache_clear()
   assert attention_lib.select('auto', (2, 48, 4, 16), (2, 48, 2, 16), jnp.float32) == 'cpu_kernel'
   assert timed == [(2, 48, 4, 2, 16)]  # a new shape is timed once, and kept
-  assert f'{lib}:2x48x4x2x16' in json.loads((tmp_path / 'kernels' / 'choices.json').read_text())
+  assert f'{lib}:causal:2x48x4x2x16' in json.loads((tmp_path / 'kernels' / 'choices.json').read_text())
   cpu_attention.faster_than_xla.cache_clear()
 
 

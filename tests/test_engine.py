@@ -8,6 +8,7 @@ import pytest
 from conftest import tiny_config
 from llm import chat_template, inference, model as model_lib, tools
 from llm.data import prepare
+from llm.kernels import cpu_attention
 from test_model import init, small_config
 
 
@@ -18,8 +19,10 @@ def tokenizer(cache_dir):
 
 @pytest.mark.parametrize('style', ['gpt2', 'modern'])
 @pytest.mark.parametrize('scan_layers', [True, False])
-def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style, scan_layers):
-  setup, state = init(small_config(style, max_seq_len=32, scan_layers=scan_layers))
+@pytest.mark.parametrize('attention', ['xla'] + (['cpu_kernel'] if cpu_attention._compiler() else []))
+def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style, scan_layers, attention):
+  """With the XLA products and with the CPU decode kernel (llm/kernels/cpu_cached_attention.cc)."""
+  setup, state = init(small_config(style, max_seq_len=32, scan_layers=scan_layers, attention=attention))
   tokens = jax.random.randint(jax.random.key(3), (3, 20), 0, 64)
   cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), model_lib.cache_shapes(setup.model_cfg, 3, 32))
   with setup.context():

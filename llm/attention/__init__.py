@@ -17,7 +17,9 @@ Packed sequences pass segment_ids_BxT (one id per packed sequence): a query then
 earlier keys of its own segment, as it would with the sequence alone. The XLA path, cuDNN (as a
 mask) and splash take them; the CPU kernel does not, so 'auto' takes the XLA path there.
 
-Decoding and prefill over a KV cache take cached_attention (llm/attention/kv_cache.py), XLA ops.
+Decoding and prefill over a KV cache take cached_attention: the cache written in place, then
+XLA's products over it (llm/attention/kv_cache.py), or for a decode step on a CPU under 'auto'
+or 'cpu_kernel' the kernel llm/kernels/cpu_cached_attention.cc, where 'auto' measured it faster.
 """
 import functools
 import math
@@ -28,8 +30,8 @@ import jax
 import jax.numpy as jnp
 
 from llm.attention import splash
-from llm.attention.kv_cache import cached_attention
-from llm.kernels import cpu_attention, cpu_xla_attention
+from llm.attention import kv_cache
+from llm.kernels import cpu_attention, cpu_cached_attention, cpu_xla_attention
 
 IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash', 'cpu_kernel')
 FLASH_MIN_SEQ = 128  # below this the XLA path is as fast as a fused kernel (MaxText uses 128 too)
@@ -104,6 +106,27 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, implementation: str = '
   if chosen == 'cpu_kernel':
     return _per_shard(cpu_attention.causal_attention, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh)
   return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT)
+
+
+def cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cache_pair, lengths_B, implementation: str = 'auto'):
+  """Row b's T new keys and values written to its cache slots lengths_B[b]..., then each query
+  attending to the slots up to its own position. Returns (out_BxTxHxDh, updated cache_pair)."""
+  cache_pair = kv_cache.write(k_BxTxKxDh, v_BxTxKxDh, cache_pair, lengths_B)
+  if _cached_kernel(implementation, q_BxTxHxDh, cache_pair[0]):
+    return cpu_cached_attention.cached_attention(q_BxTxHxDh, cache_pair, lengths_B), cache_pair
+  return kv_cache.attend(q_BxTxHxDh, cache_pair, lengths_B), cache_pair
+
+
+def _cached_kernel(implementation: str, q_BxTxHxDh, k_BxKxDhxS) -> bool:
+  """Whether a decode step (one query per row) takes the CPU kernel: float32 on the CPU, one
+  device (a custom call is not partitioned), and under 'auto' measured faster on this host.
+  Prefill (many queries per row) keeps XLA's batched products."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if (implementation not in ('auto', 'cpu_kernel') or platform() != 'cpu' or q_BxTxHxDh.shape[1] != 1
+      or {jnp.dtype(q_BxTxHxDh.dtype), jnp.dtype(k_BxKxDhxS.dtype)} != {jnp.dtype(jnp.float32)}
+      or not (mesh.empty or mesh.size == 1) or not cpu_attention.available()):
+    return False
+  return implementation == 'cpu_kernel' or cpu_cached_attention.faster_than_xla(q_BxTxHxDh.shape, k_BxKxDhxS.shape)
 
 
 def _same_segment(segment_ids_BxT):

@@ -25,34 +25,30 @@
 #include <thread>
 #include <vector>
 
+#include "parallel_for.h"
+#include "vec.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
-// The GEMM's register tile is kRows x kCols floats, kCols = two native vectors, sized to the
-// instruction set's register file: 2 * kRows accumulators + 2 B vectors + 1 broadcast must fit,
-// or the accumulators spill to the stack on every k step (an 8 x 32 tile needs the 32 registers
-// of AVX-512; on a 16-register AVX2 build it ran at half the speed of XLA's attention).
+using namespace llm_kernels;
+
+// The GEMM's register tile is kRows x kCols floats, kCols = two native vectors (vec.h), sized to
+// the instruction set's register file: 2 * kRows accumulators + 2 B vectors + 1 broadcast must
+// fit, or the accumulators spill to the stack on every k step (an 8 x 32 tile needs the 32
+// registers of AVX-512; on a 16-register AVX2 build it ran at half the speed of XLA's attention).
 #if defined(__AVX512F__)
-constexpr int kLanes = 16, kRows = 8;  // 32 zmm: 16 accumulators
+constexpr int kRows = 8;  // 32 zmm: 16 accumulators
 #elif defined(__AVX__)
-constexpr int kLanes = 8, kRows = 6;   // 16 ymm: 12 accumulators (AVX, AVX2)
+constexpr int kRows = 6;  // 16 ymm: 12 accumulators (AVX, AVX2)
 #elif defined(__aarch64__)
-constexpr int kLanes = 4, kRows = 8;   // 32 NEON q registers: 16 accumulators
+constexpr int kRows = 8;  // 32 NEON q registers: 16 accumulators
 #else
-constexpr int kLanes = 4, kRows = 6;   // 16 xmm (SSE2)
+constexpr int kRows = 6;  // 16 xmm (SSE2)
 #endif
 constexpr int kCols = 2 * kLanes;
-// One native vector of kLanes floats; aligned(4) makes loads and stores through it unaligned-safe.
-// Every vector op in this file uses it: a wider generic vector (64 bytes on a 32-byte AVX2 unit)
-// compiles its integer shifts and selects into slow split sequences.
-typedef float vf __attribute__((vector_size(4 * kLanes), aligned(4)));
-typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
-
-inline vf loadv(const float* p) { return *reinterpret_cast<const vf*>(p); }
-inline void storev(float* p, vf x) { *reinterpret_cast<vf*>(p) = x; }
 
 // C[MR x kCols] (+)= A[MR x K] B[K x kCols], row-major with leading dimensions, or A^T B when A
 // is stored transposed ([K x MR]); the tile of C lives in 2 * MR registers for the whole K loop.
@@ -140,71 +136,6 @@ void transpose(int64_t rows, int64_t cols, const float* src, int64_t ld_src, flo
   }
 }
 
-inline vf splat(float x) { return vf{} + x; }
-
-// exp(x) for x <= 0 (every argument here is a logit minus its row's max or log-sum-exp), kLanes at
-// a time: 2^n * p(r), n rounded by the 1.5 * 2^23 trick, p of degree 6; relative error ~2e-7.
-inline vf expv(vf x) {
-  x = x < -87.0f ? splat(-87.0f) : x;
-  const vf n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  const vf r = x - n * 0.693145751953125f - n * 1.428606765330187045e-06f;
-  vf p = splat(1.0f / 720);
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  return reinterpret_cast<vf>(reinterpret_cast<vi>(p) + (__builtin_convertvector(n, vi) << 23));
-}
-
-inline float exp1(float x) { return expv(splat(x))[0]; }
-
-inline float hmax(vf x) {
-  float m = x[0];
-  for (int i = 1; i < kLanes; ++i) m = std::max(m, x[i]);
-  return m;
-}
-
-inline float hsum(vf x) {
-  float s = 0;
-  for (int i = 0; i < kLanes; ++i) s += x[i];
-  return s;
-}
-
-inline float dot(const float* x, const float* y, int64_t n) {
-  const int64_t nv = n - n % kLanes;
-  vf acc{};
-  for (int64_t i = 0; i < nv; i += kLanes) acc += loadv(x + i) * loadv(y + i);
-  float sum = hsum(acc);
-  for (int64_t i = nv; i < n; ++i) sum += x[i] * y[i];
-  return sum;
-}
-
-// Softmax of row[0, n) scaled by `scale`, in place; returns the row's log-sum-exp.
-float softmax_row(float* row, int64_t n, float scale) {
-  const int64_t nv = n - n % kLanes;
-  vf vmax = splat(-std::numeric_limits<float>::infinity());
-  for (int64_t j = 0; j < nv; j += kLanes) {
-    const vf x = loadv(row + j);
-    vmax = x > vmax ? x : vmax;
-  }
-  float max = hmax(vmax);
-  for (int64_t j = nv; j < n; ++j) max = std::max(max, row[j]);
-  max *= scale;  // scale > 0
-  vf vsum{};
-  for (int64_t j = 0; j < nv; j += kLanes) {
-    const vf e = expv(loadv(row + j) * scale - max);
-    storev(row + j, e);
-    vsum += e;
-  }
-  float sum = hsum(vsum);
-  for (int64_t j = nv; j < n; ++j) sum += (row[j] = exp1(row[j] * scale - max));
-  const float inv = 1.0f / sum;
-  for (int64_t j = 0; j < n; ++j) row[j] *= inv;
-  return max + std::log(sum);
-}
-
 // From the raw scores in prow[0, n) and dP in dsrow[0, n): P = exp(scale * s - lse) into prow
 // and dS = scale * P * (dP - delta) into dsrow.
 void softmax_backward_row(float* prow, float* dsrow, int64_t n, float scale, float lse,
@@ -226,27 +157,6 @@ float* scratch(int slot, size_t floats) {
   thread_local std::vector<float> buffers[5];
   if (buffers[slot].size() < floats) buffers[slot].resize(floats);
   return buffers[slot].data();
-}
-
-// Runs fn(0..n-1) on the calling thread and up to num_threads - 1 pool tasks. The caller waits
-// only for the items, never for a task to start, so it cannot deadlock on a busy pool; tasks
-// that start late find no items left and touch nothing but the shared counters.
-template <typename Fn>
-void parallel_for(ffi::ThreadPool& pool, int64_t n, const Fn& fn) {
-  struct Counters {
-    std::atomic<int64_t> next{0}, done{0};
-  };
-  auto counters = std::make_shared<Counters>();
-  auto work = [counters, n, &fn] {
-    for (int64_t i; (i = counters->next.fetch_add(1)) < n;) {
-      fn(i);
-      counters->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  const int64_t tasks = std::min<int64_t>(pool.num_threads(), n) - 1;
-  for (int64_t t = 0; t < tasks; ++t) pool.Schedule([work] { work(); });
-  work();
-  while (counters->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
 struct Shape {

@@ -1,9 +1,10 @@
-"""Causal attention for the CPU backend as a compiled XLA FFI kernel (cpu_attention.cc).
+"""Causal attention for the CPU backend as a compiled XLA FFI kernel (cpu_attention.cc), and the
+library of this folder's CPU kernels (with cpu_cached_attention.cc, the decode step's).
 
 Built on first use with the host's C++ compiler for this machine's vector units (LLM_CPU_MARCH
 overrides -march=native, e.g. `haswell` for an AVX2 build on an AVX-512 host), cached under
 $LLM_CACHE_DIR/kernels (else ~/.cache/llm/kernels) by a hash of the source, flags, compiler, jax
-version and CPU, and registered as two FFI targets. Where it cannot be built (no compiler),
+version and CPU, and registered as FFI targets. Where it cannot be built (no compiler),
 `available()` says False once with the reason and the model keeps its XLA path.
 
 A kernel tuned on one host can lose to XLA on another, so model.attention='auto' takes it only
@@ -31,9 +32,12 @@ import numpy as np
 
 from llm.kernels import cpu_xla_attention
 
-_SOURCE = Path(__file__).with_name('cpu_attention.cc')
+_FOLDER = Path(__file__).parent
+_SOURCES = ('cpu_attention.cc', 'cpu_cached_attention.cc')  # one library
+_HEADERS = ('parallel_for.h', 'vec.h')
 _TARGETS = {'llm_causal_attention_fwd': 'LlmCausalAttentionForward',
-            'llm_causal_attention_bwd': 'LlmCausalAttentionBackward'}
+            'llm_causal_attention_bwd': 'LlmCausalAttentionBackward',
+            'llm_cached_attention': 'LlmCachedAttention'}
 
 
 def _compiler() -> str | None:
@@ -61,9 +65,11 @@ def _cache_root() -> Path:
 
 
 def _build(cxx: str) -> Path:
-  flags = ['-O3', _target_flag(), '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', f'-I{jax.ffi.include_dir()}']
+  flags = ['-O3', _target_flag(), '-std=c++17', '-shared', '-fPIC', '-fno-math-errno', f'-I{jax.ffi.include_dir()}',
+           f'-I{_FOLDER}']
   version = subprocess.run([cxx, '--version'], capture_output=True, text=True, check=True).stdout
-  key = hashlib.sha256('\n'.join([_SOURCE.read_text(), *flags, version, jax.__version__, _cpu()]).encode())
+  texts = [(_FOLDER / name).read_text() for name in _SOURCES + _HEADERS]
+  key = hashlib.sha256('\n'.join([*texts, *flags[:-1], version, jax.__version__, _cpu()]).encode())
   root = _cache_root()
   lib = root / f'cpu_attention-{key.hexdigest()[:16]}.so'
   if not lib.exists():
@@ -72,7 +78,8 @@ def _build(cxx: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix='.so', dir=root)
     os.close(fd)
     try:
-      subprocess.run([cxx, *flags, str(_SOURCE), '-o', tmp], capture_output=True, text=True, check=True)
+      subprocess.run([cxx, *flags, *(str(_FOLDER / name) for name in _SOURCES), '-o', tmp], capture_output=True,
+                     text=True, check=True)
       os.replace(tmp, lib)
     finally:
       Path(tmp).unlink(missing_ok=True)
@@ -147,30 +154,33 @@ _TIMING_REPEATS = 5
 @functools.cache
 def faster_than_xla(q_shape: tuple, k_shape: tuple) -> bool:
   """Whether the kernel's forward + backward beat the XLA path's (llm/kernels/cpu_xla_attention.py)
-  on this host for q [B, T, H, Dh] and k [B, T, K, Dh] (the batch capped at _TIMING_BATCH).
+  on this host for q [B, T, H, Dh] and k [B, T, K, Dh] (the batch capped at _TIMING_BATCH)."""
+  B, T, H, Dh = q_shape
+  return measured_faster('causal', (min(B, _TIMING_BATCH), T, H, k_shape[2], Dh), _time_both)
 
-  Timed once per library build (source, flags, compiler, CPU) and shape, and kept in
+
+def measured_faster(kernel: str, shape: tuple, time_both) -> bool:
+  """Whether time_both(*shape) -> (kernel ms, XLA ms) finds the kernel faster on this host.
+
+  Timed once per library build (sources, flags, compiler, CPU), kernel and shape, and kept in
   choices.json beside the library, so every later run on this host reuses the answer. Under
   several processes, process 0's answer is taken by all, so they compile the same program.
   """
-  B, T, H, Dh = q_shape
-  shape = (min(B, _TIMING_BATCH), T, H, k_shape[2], Dh)
   # A thread of its own: this is called while the model is traced, and the timing (and the
   # processes' agreement) must run as computations of their own, outside the caller's trace and
   # mesh contexts, not be staged into the caller's program.
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
-    return pool.submit(_decide, shape).result()
+    return pool.submit(_decide, kernel, shape, time_both).result()
 
 
-def _decide(shape: tuple) -> bool:
-  key = f"{Path(_library()._name).stem}:{'x'.join(map(str, shape))}"
+def _decide(kernel: str, shape: tuple, time_both) -> bool:
+  key = f"{Path(_library()._name).stem}:{kernel}:{'x'.join(map(str, shape))}"
   path = _cache_root() / 'choices.json'
   choices = json.loads(path.read_text()) if path.exists() else {}
   if key not in choices:
-    choices[key] = _time_both(*shape)
+    choices[key] = time_both(*shape)
     _write_json(path, {**(json.loads(path.read_text()) if path.exists() else {}), key: choices[key]})
-    logging.info('CPU attention at %s: kernel %.2f ms, XLA path %.2f ms (forward + backward)', shape,
-                 *choices[key])
+    logging.info('CPU %s attention at %s: kernel %.2f ms, XLA path %.2f ms', kernel, shape, *choices[key])
   kernel_ms, xla_ms = choices[key]
   faster = kernel_ms < xla_ms
   if jax.process_count() > 1:
@@ -185,13 +195,18 @@ def _time_both(B, T, H, K, Dh) -> tuple[float, float]:
   k, v = (jnp.asarray(rng.standard_normal((B, T, K, Dh)), jnp.float32) for _ in range(2))
   steps = [jax.jit(lambda q, k, v, d, f=f: jax.vjp(f, q, k, v)[1](d))
            for f in (causal_attention, cpu_xla_attention.causal_attention)]
-  times = [[], []]
-  for step in steps:
-    jax.block_until_ready(step(q, k, v, dout))  # compile
-  for _ in range(_TIMING_REPEATS):
-    for i, step in enumerate(steps):
+  return median_ms(steps, (q, k, v, dout))
+
+
+def median_ms(fns, args, repeats: int = _TIMING_REPEATS) -> tuple[float, ...]:
+  """Median ms of each jitted fn(*args), compiled first, timed interleaved."""
+  times = [[] for _ in fns]
+  for fn in fns:
+    jax.block_until_ready(fn(*args))  # compile
+  for _ in range(repeats):
+    for i, fn in enumerate(fns):
       start = time.perf_counter()
-      jax.block_until_ready(step(q, k, v, dout))
+      jax.block_until_ready(fn(*args))
       times[i].append(time.perf_counter() - start)
   return tuple(round(float(np.median(t)) * 1e3, 3) for t in times)
 

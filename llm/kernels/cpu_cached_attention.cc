@@ -1,0 +1,108 @@
+// Attention of a few new queries per row over a KV cache, on the CPU, as an XLA FFI custom call:
+// the decode step of llm/attention/kv_cache.py (the cache is written there, by XLA, before this
+// runs).
+//
+// Why a kernel: a decode step is a memory-bound read of the whole cache, and XLA's CPU backend
+// runs each batched attention product on one thread (about half of a batch-32 step at context
+// 512; docs/performance.md). Here one work item is one (batch row, key/value head), spread over
+// XLA's intra-op thread pool, and each item reads only the slots its row has filled, not the
+// cache's whole length.
+//
+// Layouts are the cache's: q, out [B, T, H, Dh]; k [B, K, Dh, S] (keys transposed), v [B, K, S,
+// Dh]; lengths [B] int32, the slots each row held before these T queries' keys were written. Query
+// t of row b attends to slots 0 .. lengths[b] + t (capped at S), as the XLA path's mask does.
+//
+// Built into one library with cpu_attention.cc by llm/kernels/cpu_attention.py.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "parallel_for.h"
+#include "vec.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using namespace llm_kernels;
+
+// logits[0..n) = sum_d q[d] k[d, 0..n): four key rows per pass over logits, so each logit is
+// loaded and stored Dh / 4 times instead of Dh.
+void scores(const float* __restrict q, const float* __restrict k, int64_t ldk, int64_t Dh, int64_t n,
+            float* __restrict logits) {
+  std::fill(logits, logits + n, 0.0f);
+  int64_t d = 0;
+  for (; d + 4 <= Dh; d += 4) {
+    const float q0 = q[d], q1 = q[d + 1], q2 = q[d + 2], q3 = q[d + 3];
+    const float *k0 = k + d * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
+    for (int64_t s = 0; s < n; ++s) logits[s] += q0 * k0[s] + q1 * k1[s] + q2 * k2[s] + q3 * k3[s];
+  }
+  for (; d < Dh; ++d) {
+    const float qd = q[d];
+    const float* kd = k + d * ldk;
+    for (int64_t s = 0; s < n; ++s) logits[s] += qd * kd[s];
+  }
+}
+
+// out[0..Dh) = sum_s p[s] v[s, 0..Dh), the value rows contiguous (Dh apart).
+void weighted_values(const float* __restrict p, const float* __restrict v, int64_t Dh, int64_t n,
+                     float* __restrict out) {
+  std::fill(out, out + Dh, 0.0f);
+  for (int64_t s = 0; s < n; ++s) {
+    const float ps = p[s];
+    const float* vs = v + s * Dh;
+    for (int64_t d = 0; d < Dh; ++d) out[d] += ps * vs[d];
+  }
+}
+
+ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                           ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> out,
+                           float scale) {
+  auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions(), ld = lengths.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || vd.size() != 4 || ld.size() != 1) {
+    return ffi::Error::InvalidArgument(
+        "cpu cached attention: q [B, T, H, Dh], k [B, K, Dh, S], v [B, K, S, Dh], lengths [B]");
+  }
+  const int64_t B = qd[0], T = qd[1], H = qd[2], Dh = qd[3], K = kd[1], S = kd[3];
+  if (kd[0] != B || kd[2] != Dh || vd[0] != B || vd[1] != K || vd[2] != S || vd[3] != Dh || ld[0] != B ||
+      K == 0 || H % K != 0) {
+    return ffi::Error::InvalidArgument(
+        "cpu cached attention: k must be [B, K, Dh, S] and v [B, K, S, Dh] with K dividing H, lengths [B]");
+  }
+  const int64_t G = H / K;
+  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+  const int32_t* lp = lengths.typed_data();
+  float* op = out->typed_data();
+  parallel_for(pool, B * K, [&](int64_t item) {
+    const int64_t b = item / K, kvh = item % K;
+    const float* kc = kp + (b * K + kvh) * Dh * S;
+    const float* vc = vp + (b * K + kvh) * S * Dh;
+    thread_local std::vector<float> scratch;
+    if (static_cast<int64_t>(scratch.size()) < S) scratch.resize(S);
+    float* p = scratch.data();
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t n = std::clamp<int64_t>(static_cast<int64_t>(lp[b]) + t + 1, 1, S);
+      for (int64_t h = kvh * G; h < (kvh + 1) * G; ++h) {
+        const int64_t at = ((b * T + t) * H + h) * Dh;
+        scores(qp + at, kc, S, Dh, n, p);
+        softmax_row(p, n, scale);
+        weighted_values(p, vc, Dh, n, op + at);
+      }
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LlmCachedAttention, CachedAttention,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // q [B, T, H, Dh]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // k [B, K, Dh, S]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // v [B, K, S, Dh]
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // lengths [B]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // out [B, T, H, Dh]
+                                  .Attr<float>("scale"));
