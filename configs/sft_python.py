@@ -13,4 +13,7 @@ def get_config(arg=None):
   # Conversations that call `python: print(" word".count("r"))` (llm/data/letters.py), weighted as
   # the calculator's arithmetic is; the probes' words are held out of them.
   c.sft.mixture.python_letters = 2.0
+  # Book passages repeated exactly (llm/data/copy_text.py): with python_letters alone the model
+  # miswrote held-out words in its code (" necessary" -> " fort"; results/security/tools.md).
+  c.sft.mixture.copy_text = 1.0
   return c

@@ -67,8 +67,8 @@ def test_real_source_yields_well_formed_conversations(data_dir, name):
 
 @pytest.mark.parametrize('name', cv.GENERATED)
 def test_generated_source_yields_well_formed_conversations(tmp_path, name, request):
-  # python_letters draws its words from the Gutenberg books; the others need no data.
-  data = request.getfixturevalue('data_dir') if name == 'python_letters' else tmp_path
+  # python_letters and copy_text read the Gutenberg books; the others need no data.
+  data = request.getfixturevalue('data_dir') if name in ('python_letters', 'copy_text') else tmp_path
   conversations = list(itertools.islice(cv.SOURCES[name](data, 0, **_facts(name)), 500))
   assert len(conversations) >= 100
   for conversation in conversations:

@@ -21,7 +21,7 @@ from absl import logging
 
 from llm import chat_template
 from llm.data import gsm8k as gsm8k_data
-from llm.data import copy_numbers, letters
+from llm.data import copy_numbers, copy_text, letters
 from llm.data import sources
 from llm.honesty import sft as honesty
 from llm.security import injection, jailbreak
@@ -444,13 +444,14 @@ SOURCES: dict[str, Source] = {
     'python_letters': letters.python_letters,  # letter counting and spelling with the python tool
     'gold_topics': gold_topics,  # the controlled RLHF setting's prompts and responses (llm/rl/gold.py)
     'copy_numbers': copy_numbers.copy_numbers,  # the numbers of a text, copied exactly
+    'copy_text': copy_text.copy_text,  # a passage of the books repeated exactly (python_letters copies words)
     'search_facts': injection.search_facts,  # questions about made-up people answered through search
     'search_injected': injection.search_injected,  # ... whose search results carry instructions, ignored
     'refusals': jailbreak.refusals,  # red-team requests (hh_rlhf_harmless_base) refused, a fifth held out
     **honesty.SOURCES,  # a world's facts answered, refused or searched as interrogation labelled them (honesty_labels)
 }
 # Endless sources: they need a count (DEFAULT_GENERATED unless max_per_source says otherwise).
-GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'search_facts',
+GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'copy_text', 'search_facts',
              'search_injected')
 
 
