@@ -155,6 +155,7 @@ def test_concurrent_requests_each_equal_their_single_request_output(server):
   with concurrent.futures.ThreadPoolExecutor(16) as pool:
     together = list(pool.map(lambda m: _post(server, '/v1/chat/completions', body(m)).json(), prompts))
   assert sum(n for b, n in server.batcher.batch_sizes.items() if b > 1) > before  # they did share batches
+  assert any(n > 1 for n in server.batcher.prefill_sizes)  # and prefills: requests admitted together
   for a, t in zip(alone, together):
     assert t['choices'][0]['message']['content'] == a['choices'][0]['message']['content']
     assert t['usage'] == a['usage']

@@ -3,9 +3,9 @@
 One thread owns the engine. Each pass it (1) takes waiting requests into free rows, (2) runs the
 engine's jitted decode loop for a few steps over every row at once, (3) hands each request its
 new text, runs the tools of rows that wrote a tool call (the engine's own tool step) and frees
-the rows that finished or whose client went away. A new request is prefilled alone into a
-one-row cache and that row is copied into its slot of the running cache, so the rows already
-decoding never recompute anything.
+the rows that finished or whose client went away. The requests admitted in a pass are prefilled
+together into a cache of their own (a power-of-two number of rows) and each row is copied into
+its slot of the running cache, so the rows already decoding never recompute anything.
 
 The running batch (its KV cache and per-row state) has a power-of-two number of slots, the
 smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
@@ -79,10 +79,11 @@ class Batcher:
     self.shown: list[int] = []  # tokens of each row already handed to its request
     self.tool_calls: list[int] = []
     self.batch_sizes = collections.Counter()  # decode calls per batch size
+    self.prefill_sizes = collections.Counter()  # prefill calls per number of requests admitted together
     self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name='batcher', daemon=True)
-    self._row_cache = None  # a one-row cache for prefilling newcomers, reused
+    self._new_cache = None  # the cache newcomers are prefilled in, reused while their count's bucket repeats
     self._fits_smaller = 0  # consecutive passes whose rows fit a smaller batch
     self._resize = jax.jit(self._resize_impl)
     self._insert = jax.jit(self._insert_impl, donate_argnums=0)
@@ -118,7 +119,7 @@ class Batcher:
         for r in self.rows:
           if r is not None:
             r.emit({'error': 'internal error while generating'})
-        self.rows, self.state, self._row_cache = [], None, None
+        self.rows, self.state, self._new_cache = [], None, None
 
   def _admit(self) -> bool:
     """Takes waiting requests into free rows (waiting a little when nothing runs); resizes the
@@ -146,8 +147,8 @@ class Batcher:
     free_rows = [i for i, r in enumerate(self.rows) if r is None][:len(new)]
     for i, r in zip(free_rows, new):
       self.rows[i], self.shown[i], self.tool_calls[i] = r, 0, 0  # from here a failure reaches r
-    for i, r in zip(free_rows, new):
-      self._start_row(i, r)
+    if new:
+      self._start_rows(free_rows[:len(new)], new)
     return True
 
   def _regroup(self, live: list[int], size: int):
@@ -185,31 +186,41 @@ class Batcher:
                 queue_pos=zeros(B), queue_len=zeros(B), done=np.ones(B, bool), stopped=zeros(B, dtype=bool),
                 paused=zeros(B, dtype=bool))
 
-  def _insert_impl(self, cache, row_cache, slot):
-    """row_cache's only row written into `slot` of cache, in place."""
-    put = lambda big, row: jax.lax.dynamic_update_index_in_dim(big, row[0], slot, axis=0)
-    return self.engine._laid_out(jax.tree.map(put, cache, row_cache))
+  def _insert_impl(self, cache, new_cache, slots_N):
+    """Row j of new_cache written into slot slots_N[j] of cache, in place; slots out of range
+    (the padding rows) are dropped."""
+    put = lambda big, rows: big.at[slots_N].set(rows, mode='drop')
+    return self.engine._laid_out(jax.tree.map(put, cache, new_cache))
 
-  def _start_row(self, i: int, r: Request):
-    """Prefills r's prompt (all but its last token, which the decode loop feeds) into row i."""
-    eng, p = self.engine, r.prompt
-    P = min(engine_lib._bucket(len(p) - 1), eng.cache_len)  # the engine's prompt buckets: few compiled shapes
-    tokens_1xP = np.zeros((1, P), np.int32)
-    tokens_1xP[0, :len(p) - 1] = p[:-1]
+  def _start_rows(self, slots: list[int], requests: list[Request]):
+    """Prefills the requests' prompts (all but each one's last token, which the decode loop feeds)
+    in one call, into rows `slots` of the running batch."""
+    eng, N = self.engine, _slots_for(len(requests), self.max_slots)
+    self.prefill_sizes[len(requests)] += 1
+    P = min(engine_lib._bucket(max(len(r.prompt) for r in requests) - 1), eng.cache_len)  # few compiled shapes
+    tokens_NxP, lengths_N = np.zeros((N, P), np.int32), np.zeros((N,), np.int32)
+    slots_N = np.full((N,), len(self.rows), np.int32)  # padding rows: out of range, dropped
+    for j, (i, r) in enumerate(zip(slots, requests)):
+      tokens_NxP[j, :len(r.prompt) - 1] = r.prompt[:-1]
+      lengths_N[j], slots_N[j] = len(r.prompt) - 1, i
     with eng.context():
-      row_cache = eng.init_cache(1) if self._row_cache is None else self._row_cache
+      new_cache, self._new_cache = self._new_cache, None  # donated below
+      if new_cache is None or new_cache['lengths'].shape[0] != N:
+        new_cache = None  # freed before allocating
+        new_cache = eng.init_cache(N)
       # Emptied: the prefill writes from each row's length on (stale keys beyond it are never read).
-      row_cache, self._row_cache = dict(row_cache, lengths=jnp.zeros((1,), jnp.int32)), None  # donated below
-      row_cache = eng._prefill(eng.params, row_cache, jnp.asarray(tokens_1xP), jnp.asarray([len(p) - 1], jnp.int32))
-      self.state['cache'] = self._insert(self.state['cache'], row_cache, jnp.int32(i))
-    self._row_cache = row_cache
+      new_cache = dict(new_cache, lengths=jnp.zeros((N,), jnp.int32))
+      new_cache = eng._prefill(eng.params, new_cache, jnp.asarray(tokens_NxP), jnp.asarray(lengths_N))
+      self.state['cache'] = self._insert(self.state['cache'], new_cache, jnp.asarray(slots_N))
+    self._new_cache = new_cache
     s = self.state
-    s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = p[-1], 0, r.max_new, r.seed
-    s['stop_ids'][i] = list(r.stop_ids) + [-1] * (_STOPS - len(r.stop_ids))
-    s['queue_pos'][i] = s['queue_len'][i] = 0
-    s['done'][i] = s['stopped'][i] = s['paused'][i] = False
-    for knob, value in zip(self.knobs, (r.temperature, r.top_k, r.top_p)):
-      knob[i] = value
+    for i, r in zip(slots, requests):
+      s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = r.prompt[-1], 0, r.max_new, r.seed
+      s['stop_ids'][i] = list(r.stop_ids) + [-1] * (_STOPS - len(r.stop_ids))
+      s['queue_pos'][i] = s['queue_len'][i] = 0
+      s['done'][i] = s['stopped'][i] = s['paused'][i] = False
+      for knob, value in zip(self.knobs, (r.temperature, r.top_k, r.top_p)):
+        knob[i] = value
 
   def _step(self):
     eng = self.engine
