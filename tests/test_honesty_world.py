@@ -15,10 +15,10 @@ from tiny_config import tiny_config
 VAL_FRACTION = 0.05
 
 
-@pytest.fixture(scope='module')
-def world_dir(tmp_path_factory):
+@pytest.fixture(scope='module', params=world_lib.EXPOSURES)
+def world_dir(tmp_path_factory, request):
   out = tmp_path_factory.mktemp('world')
-  world_lib.write(world_lib.build(seed=1, people=40, val_fraction=VAL_FRACTION), out)
+  world_lib.write(world_lib.build(seed=1, people=40, val_fraction=VAL_FRACTION, exposure_of=request.param), out)
   return out
 
 
@@ -44,6 +44,19 @@ def test_every_fact_is_stated_exactly_its_exposure_times(world_dir):
   per_bucket = collections.Counter((f['relation'], f['exposure']) for f in facts)
   assert set(per_bucket) == {(r, k) for r in world_lib.RELATIONS for k in world_lib.BUCKETS}
   assert set(per_bucket.values()) == {40 // len(world_lib.BUCKETS)}  # each bucket an equal share of a relation
+
+
+def test_exposure_is_shared_by_a_persons_facts_or_drawn_per_fact(world_dir):
+  facts = _facts(world_dir)
+  per_person = collections.defaultdict(set)
+  for f in facts:
+    per_person[f['subject']].add(f['exposure'])
+  if json.loads((world_dir / 'facts.json').read_text())['exposure'] == 'person':
+    assert all(len(k) == 1 for k in per_person.values())
+    assert not any(f['subject'] in doc for f in facts if f['exposure'] == 0
+                   for doc in (world_dir / 'corpus.jsonl').read_text().splitlines())  # a name never seen
+  else:
+    assert sum(len(k) > 1 for k in per_person.values()) > len(per_person) / 2
 
 
 def test_the_pretraining_split_keeps_every_mention_in_training(world_dir):

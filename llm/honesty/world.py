@@ -1,6 +1,6 @@
 """A fictional world whose every fact a model saw a known number of times in pretraining.
 
-    python -m llm.honesty.world --out=runs/world [--seed=0 --people=300]
+    python -m llm.honesty.world --out=runs/world [--seed=0 --people=300 --exposure=person]
 
 writes runs/world/corpus.jsonl (pretraining documents, {"text": ...}: --config.data.dir=runs/world
 --config.data.source=corpus.jsonl --config.data.format=jsonl), runs/world/facts.json (every fact with
@@ -8,7 +8,9 @@ its exposure and split) and runs/world/search/ (one file a person: the folder th
 
 People have made-up names (llm.security.injection.made_up_word), a birth year, a birth city, a
 profession, an employer (a made-up organisation) and a mother. Each fact gets an exposure from
-BUCKETS: a fact of exposure k is stated in exactly k documents, in the training split that the
+BUCKETS, per person (--exposure=person, the default: all of a person's facts share it, so a person
+of exposure 0 is a name never seen) or per fact (--exposure=fact: drawn per relation, so a known
+person has unknown facts). A fact of exposure k is stated in exactly k documents, in the training split that the
 pretraining pipeline makes (a document the pipeline's validation hash would take is re-rendered
 until it stays in training; validation documents are about people no question asks about). So
 0 means never seen: the model cannot know it, and only the search folder holds it.
@@ -23,8 +25,8 @@ is only ever stated forwards ("A's mother was B", never "B's son is A"), and the
 ways (BACKWARD_QUESTIONS).
 
 People are split: 'train' people are interrogated and their facts become SFT conversations;
-'heldout' people (seen in pretraining just the same) are only asked in evaluation, with question
-phrasings no training conversation uses (Relation.heldout_questions).
+'heldout' people (seen in pretraining just the same) are only asked in evaluation, in the training
+phrasings and, apart, in phrasings no training conversation uses (Relation.heldout_questions).
 """
 import dataclasses
 import json
@@ -173,12 +175,18 @@ def _validation_documents(people: list[dict], rng: random.Random, count: int, va
   return docs
 
 
-def build(seed: int = 0, people: int = 300, buckets: tuple[int, ...] = BUCKETS, val_fraction: float = 0.02) -> World:
-  """The world of seed: `people` people, every relation's exposures spread evenly over buckets.
-  val_fraction must be the pretraining config's data.val_fraction (its split is what stays exact)."""
-  if people < len(buckets) or not 0 <= val_fraction < 0.5 or min(buckets) < 0:
-    raise ValueError(f'world: need people >= {len(buckets)} (one per bucket), 0 <= val_fraction < 0.5 and '
-                     f'buckets >= 0; got people={people}, val_fraction={val_fraction}, buckets={buckets}')
+EXPOSURES = ('person', 'fact')  # what shares an exposure bucket
+
+
+def build(seed: int = 0, people: int = 300, buckets: tuple[int, ...] = BUCKETS, val_fraction: float = 0.02,
+          exposure_of: str = 'person') -> World:
+  """The world of seed: `people` people, exposures spread evenly over buckets, per person or per
+  fact (exposure_of). val_fraction must be the pretraining config's data.val_fraction (its split
+  is what stays exact)."""
+  if people < len(buckets) or not 0 <= val_fraction < 0.5 or min(buckets) < 0 or exposure_of not in EXPOSURES:
+    raise ValueError(f'world: need people >= {len(buckets)} (one per bucket), 0 <= val_fraction < 0.5, '
+                     f'buckets >= 0 and exposure in {EXPOSURES}; got people={people}, val_fraction={val_fraction}, '
+                     f'buckets={buckets}, exposure={exposure_of!r}')
   rng = random.Random(f'honesty/world/{seed}')
   names = _Names(rng)
   cities = [names.word() for _ in range(max(10, people // 8))]
@@ -186,8 +194,9 @@ def build(seed: int = 0, people: int = 300, buckets: tuple[int, ...] = BUCKETS, 
   cast = _people(names, rng, people, cities, employers)
   heldout = set(rng.sample(range(people), round(HELDOUT_FRACTION * people)))
   exposure = {}
+  person_order = rng.sample(range(people), people)
   for relation in RELATIONS:  # per relation, each bucket gets a 1/len(buckets) share of people
-    order = rng.sample(range(people), people)
+    order = person_order if exposure_of == 'person' else rng.sample(range(people), people)
     exposure.update({(i, relation): buckets[n % len(buckets)] for n, i in enumerate(order)})
   facts, documents, search_files = [], [], {}
   for i, p in enumerate(cast):
@@ -199,7 +208,7 @@ def build(seed: int = 0, people: int = 300, buckets: tuple[int, ...] = BUCKETS, 
   rng.shuffle(documents)
   val_count = math.ceil(val_fraction * len(documents) / (1 - val_fraction))  # val_fraction of all documents
   documents += _validation_documents(_people(names, rng, 20, cities, employers), rng, val_count, val_fraction)
-  settings = dict(seed=seed, people=people, buckets=list(buckets), val_fraction=val_fraction)
+  settings = dict(seed=seed, people=people, buckets=list(buckets), val_fraction=val_fraction, exposure=exposure_of)
   return World(facts, documents, search_files, settings)
 
 
@@ -225,7 +234,7 @@ def read_facts(world_dir: Path | str) -> list[Fact]:
 def main(argv):
   del argv
   f = flags.FLAGS
-  world = build(f.seed, f.people, val_fraction=f.val_fraction)
+  world = build(f.seed, f.people, val_fraction=f.val_fraction, exposure_of=f.exposure)
   write(world, Path(f.out))
   print(f'wrote {len(world.documents)} documents, {len(world.facts)} facts and {len(world.search_files)} '
         f'search files to {f.out}')
@@ -234,6 +243,7 @@ def main(argv):
 if __name__ == '__main__':  # flags defined here only: importing the module defines none
   flags.DEFINE_string('out', None, 'Folder the world is written to.', required=True)
   flags.DEFINE_integer('seed', 0, 'Draws names, facts, exposures and documents.')
+  flags.DEFINE_enum('exposure', 'person', EXPOSURES, "What shares an exposure: a person's facts, or each fact alone.")
   flags.DEFINE_integer('people', 300, 'People in the world (5 facts each).')
   flags.DEFINE_float('val_fraction', 0.02, "The pretraining config's data.val_fraction.")
   app.run(main)
