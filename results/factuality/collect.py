@@ -20,6 +20,7 @@ ROWS = (('honesty_hallucination_rate', 'hallucination rate (wrong / unseen facts
         ('honesty_prudence', 'prudence (abstains where its probe is wrong)'),
         ('honesty_over_conservativeness', 'over-conservativeness (abstains where its probe is right)'),
         ('honesty_known_acc', 'accuracy on known facts (probe right)'),
+        ('honesty_new_phrasing_known_acc', '... asked in phrasings no training used'),
         ('honesty_reversal_forward_acc', 'reversal: forward accuracy'),
         ('honesty_reversal_backward_acc', 'reversal: backward accuracy'),
         ('honesty_search_unseen_acc', 'with search: accuracy on unseen facts'),
