@@ -117,11 +117,9 @@ def test_a_kept_cache_gives_what_a_fresh_one_gives(synthetic_tok, monkeypatch):
   assert allocations == [2, 1]  # another batch size gets its own
 
 
-def _old_sample_logits(rng, logits_BxV, temperature, top_k=0, top_p=1.0):
-  """The sampler before its knobs were traced (static Python values), kept as the reference."""
-  if temperature == 0:
-    return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
-  logits_BxV = logits_BxV.astype(jnp.float32) / temperature
+def _static_filter(logits_BxV, top_k=0, top_p=1.0):
+  """The sampler's top-k / top-p filter before its knobs were traced (static Python values), kept
+  as the reference."""
   if top_k:
     kth_Bx1 = jax.lax.top_k(logits_BxV, top_k)[0][:, -1:]
     logits_BxV = jnp.where(logits_BxV < kth_Bx1, -jnp.inf, logits_BxV)
@@ -131,18 +129,39 @@ def _old_sample_logits(rng, logits_BxV, temperature, top_k=0, top_p=1.0):
     keep_BxV = (cum_BxV - jax.nn.softmax(sorted_BxV, axis=-1)) < top_p
     cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
     logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, -jnp.inf, logits_BxV)
-  return jax.random.categorical(rng, logits_BxV, axis=-1).astype(jnp.int32)
+  return logits_BxV
 
 
-@pytest.mark.parametrize('temperature,top_k,top_p', [(0.0, 0, 1.0), (1.0, 0, 1.0), (0.7, 5, 1.0),
-                                                     (1.3, 0, 0.6), (0.9, 8, 0.8), (1.0, 1, 1.0)])
-def test_traced_sampler_draws_what_the_static_one_drew(temperature, top_k, top_p):
+@pytest.mark.parametrize('temperature,top_k,top_p', [(1.0, 0, 1.0), (0.7, 3, 1.0), (1.3, 0, 0.6), (0.9, 4, 0.8),
+                                                     (1.0, 1, 1.0)])
+def test_draws_follow_the_filtered_softmax(temperature, top_k, top_p):
+  """Frequencies over 40,000 draws (each its own key) against softmax(filtered logits / T): a
+  token outside top-k / top-p is never drawn, the others within 4 standard errors."""
+  logits_V = jnp.array([2.0, 1.5, 0.3, 0.0, -0.5, -1.0, 1.0, -2.0])
+  n = 40_000
+  keys = jax.random.split(jax.random.key(7), n)
+  draw = jax.jit(jax.vmap(lambda k: sampling.sample_logits(k[None], logits_V[None], temperature, top_k, top_p)[0]))
+  counts = np.bincount(np.asarray(draw(keys)), minlength=len(logits_V))
+  want = np.asarray(jax.nn.softmax(_static_filter(logits_V[None] / temperature, top_k, top_p)[0]))
+  assert (counts[want == 0] == 0).all() and (want == 0).any() == bool(top_k or top_p < 1.0)
+  se = np.sqrt(want * (1 - want) / n)
+  np.testing.assert_array_less(np.abs(counts / n - want), 4 * se + 1e-9)
+
+
+@pytest.mark.parametrize('top_k,top_p', [(0, 1.0), (5, 1.0), (0, 0.6), (8, 0.8), (1, 1.0), (0, 0.0)])
+def test_traced_filter_is_the_static_one(top_k, top_p):
+  logits_BxV = 3 * jax.random.normal(jax.random.key(0), (64, 50))
+  B = logits_BxV.shape[0]
+  traced = jax.jit(sampling._filtered)(logits_BxV, jnp.full((B,), top_k), jnp.full((B,), top_p))
+  np.testing.assert_array_equal(traced, _static_filter(logits_BxV, top_k, top_p))
+
+
+def test_greedy_is_the_argmax_and_rows_draw_apart():
   logits_BxV = 3 * jax.random.normal(jax.random.key(0), (64, 50))
   keys_B = jax.random.split(jax.random.key(1), 64)
-  new = jax.jit(sampling.sample_logits)(keys_B, logits_BxV, temperature, top_k, top_p)
-  old = jax.vmap(lambda k, l: _old_sample_logits(k, l[None], temperature, top_k, top_p)[0])(keys_B, logits_BxV)
-  np.testing.assert_array_equal(new, old)
-  assert len(set(new.tolist())) > 1
+  greedy = jax.jit(sampling.sample_logits)(keys_B, logits_BxV, 0.0, 0, 1.0)
+  np.testing.assert_array_equal(greedy, jnp.argmax(logits_BxV, axis=-1))
+  assert len(set(jax.jit(sampling.sample_logits)(keys_B, logits_BxV, 1.0, 0, 1.0).tolist())) > 1
 
 
 def test_a_prompt_longer_than_the_context_keeps_bos_and_its_latest_tokens():

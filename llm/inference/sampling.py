@@ -4,6 +4,10 @@ The knobs are traced values, not static arguments: one compiled decode loop serv
 temperature, k and p. They are scalars or one per row ([B]: a server's rows belong to different
 requests). lax.cond on whether any row needs it skips the work a setting does not need: greedy
 decoding never draws, and the sort that top-k and top-p share runs only when one is on.
+
+A draw is by inverse CDF: one uniform number per row against the cumulative softmax. The Gumbel
+trick of jax.random.categorical draws a number and takes two logarithms per vocabulary entry: at
+batch 32 over 4,096 entries that was 3.4 ms of a 9.1 ms CPU decode step (docs/performance.md).
 """
 import jax
 import jax.numpy as jnp
@@ -24,6 +28,14 @@ def _filtered(logits_BxV, top_k_B, top_p_B):
   return jnp.where(logits_BxV < jnp.maximum(kth_Bx1, cutoff_Bx1), -jnp.inf, logits_BxV)
 
 
+def _inverse_cdf(keys_B, logits_BxV):
+  """Row b's token drawn from softmax(logits) with keys_B[b]: the first whose cumulative mass
+  reaches u * total for u uniform in (0, 1], so a token of zero mass (filtered out) is never drawn."""
+  u_B = 1.0 - jax.vmap(jax.random.uniform)(keys_B)
+  cdf_BxV = jnp.cumsum(jax.nn.softmax(logits_BxV, axis=-1), axis=-1)
+  return jnp.sum(cdf_BxV < u_B[:, None] * cdf_BxV[:, -1:], axis=-1)
+
+
 def sample_logits(keys_B, logits_BxV, temperature, top_k, top_p):
   """One token per row, row b drawn with keys_B[b]. temperature 0 is greedy; top_k 0 and
   top_p 1.0 switch those filters off. The knobs are scalars or [B] (Python or traced).
@@ -38,7 +50,6 @@ def sample_logits(keys_B, logits_BxV, temperature, top_k, top_p):
     scaled_BxV = logits_BxV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B, 1.0)[:, None]
     scaled_BxV = jax.lax.cond(jnp.any((top_k_B > 0) | (top_p_B < 1.0)), _filtered, lambda l, k, p: l,
                               scaled_BxV, top_k_B, top_p_B)
-    drawn_B = jax.vmap(lambda key, l: jax.random.categorical(key, l[None], axis=-1)[0])(keys_B, scaled_BxV)
-    return jnp.where(temperature_B > 0, drawn_B, greedy(logits_BxV))
+    return jnp.where(temperature_B > 0, _inverse_cdf(keys_B, scaled_BxV), greedy(logits_BxV))
 
   return jax.lax.cond(jnp.any(temperature_B > 0), draw, greedy, logits_BxV).astype(jnp.int32)
