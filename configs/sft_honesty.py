@@ -25,10 +25,12 @@ def get_config(arg=None):
   c.sft.honesty_labels = 'runs/world/labels.jsonl'  # python -m llm.honesty.interrogate's labelled set, in its world
   c.sft.eval_prompts = 0  # the well-formed-turn rate asks the chat mixture's sources, which this run has none of
   c.sft.eval_arithmetic = 0  # nor arithmetic
-  c.train.steps = 150  # ~3,150 conversations, ~30 steps an epoch: ~5 epochs
+  # ~3,150 conversations, ~30 steps an epoch: ~15 epochs. At 150 steps the refusal run refused
+  # 99% of everything, its own training people too (results/factuality).
+  c.train.steps = 450
   # sft_small's 1e-3 erased what the base knew of the held-out people (their exposure-64 facts
-  # completed right 97% before, 31% after); 1e-4 keeps it (results/factuality).
-  c.train.lr = 1e-4
-  c.train.eval_every = 150
+  # completed right 97% before, 31% after); 1e-4 kept more but taught too little in 150 steps.
+  c.train.lr = 3e-4
+  c.train.eval_every = 450
   c.train.checkpoint_every = 150
   return c
