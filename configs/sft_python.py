@@ -10,11 +10,10 @@ from configs import sft_small
 
 def get_config(arg=None):
   c = sft_small.get_config(arg)
-  # Conversations that call `python: print(" word".count("r"))` (llm/data/letters.py); the probes'
-  # words are held out of them. 3.0 and copy_text 2.0: at 2.0 and 1.0 the model still miswrote
-  # held-out words in its code (77% of letter counts right; results/security/tools.md).
-  c.sft.mixture.python_letters = 3.0
+  # Conversations that call `python: print(" word".count("r"))` (llm/data/letters.py), weighted as
+  # the calculator's arithmetic is; the probes' words are held out of them.
+  c.sft.mixture.python_letters = 2.0
   # Book passages repeated exactly (llm/data/copy_text.py): with python_letters alone the model
   # miswrote held-out words in its code (" necessary" -> " fort"; results/security/tools.md).
-  c.sft.mixture.copy_text = 2.0
+  c.sft.mixture.copy_text = 1.0
   return c

@@ -14,23 +14,15 @@ def write_book(folder, text):
 
 
 def test_the_reply_is_the_passage_of_the_question_exactly(tmp_path):
-  """Consecutive words of the book, or (about RANDOM_SHARE of them) strings of random letters."""
-  text = ' '.join(f'Q{i},' if i % 3 == 0 else f'Q{i}' for i in range(1000))
+  text = ' '.join(f'w{i},' if i % 3 == 0 else f'w{i}' for i in range(1000))
   write_book(tmp_path, text)
   words = text.split()
-  kinds = []
-  for conversation in [next(copy_text.copy_text(tmp_path, seed)) for seed in range(200)]:
+  for conversation in [next(copy_text.copy_text(tmp_path, seed)) for seed in range(50)]:
     user, assistant = conversation
     reply = assistant['content']
-    assert reply in user['content']
-    if reply.startswith('Q'):
-      first = words.index(reply.split()[0])
-      assert 3 <= len(reply.split()) <= 12 and words[first:first + len(reply.split())] == reply.split()
-      kinds.append('book')
-    else:
-      assert re.fullmatch(r'[a-z]{2,9}( [a-z]{2,9}){1,5}', reply)
-      kinds.append('random')
-  assert 0.15 < kinds.count('random') / len(kinds) < 0.45
+    assert reply in user['content'] and 3 <= len(reply.split()) <= 12
+    first = words.index(reply.split()[0])
+    assert words[first:first + len(reply.split())] == reply.split()  # consecutive words of the book
 
 
 def test_no_passage_holds_a_probe_word(tmp_path):

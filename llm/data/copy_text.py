@@ -9,20 +9,17 @@ Trained on python_letters alone, the model copied training words and miswrote he
 (" necessary" -> " fort", results/security/tools.md): the token of a one-token word it never
 wrote in code was never an output there. Passages are 3 to 12 consecutive words of the books
 python_letters reads, never one holding a probe word (letters.PROBE_WORDS), so the probes still
-ask about words the model never wrote; a share of them are strings of random letters instead,
-which tokenize into rare pieces no language prior predicts, so only copying gets them right.
+ask about words the model never wrote.
 """
 import functools
 import random
 import re
-import string
 from pathlib import Path
 from typing import Iterator
 
 from llm.data import letters, sources
 
 WORDS_PER_BOOK = 20_000  # the first words of each book (after the Gutenberg header): ~1M words in all
-RANDOM_SHARE = 0.3  # of passages made of random-letter strings instead of book text
 _ASKS = ('Repeat this exactly: {text}', 'Copy the following text: {text}', 'Say back exactly what I write: {text}',
          '{text}\nRepeat the line above word for word.', 'Echo this: {text}')
 _PROBES = frozenset(letters.PROBE_WORDS)
@@ -43,21 +40,12 @@ def holds_a_probe_word(passage: str) -> bool:
   return any(w in _PROBES for w in re.findall(r'[a-z]+', passage.lower()))
 
 
-def random_letters(rng: random.Random) -> str:
-  """2 to 6 strings of 2 to 9 random lowercase letters."""
-  return ' '.join(''.join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9)))
-                  for _ in range(rng.randint(2, 6)))
-
-
 def copy_conversation(rng: random.Random, words: tuple[str, ...]) -> list[dict]:
   """One conversation: a passage without a probe word, asked back and repeated."""
   while True:
-    if rng.random() < RANDOM_SHARE:
-      passage = random_letters(rng)
-    else:
-      n = rng.randint(3, 12)
-      start = rng.randrange(len(words) - n)
-      passage = ' '.join(words[start:start + n])
+    n = rng.randint(3, 12)
+    start = rng.randrange(len(words) - n)
+    passage = ' '.join(words[start:start + n])
     if not holds_a_probe_word(passage):
       return [{'role': 'user', 'content': rng.choice(_ASKS).format(text=passage)},
               {'role': 'assistant', 'content': passage}]
