@@ -60,7 +60,8 @@ def evals(run: Path) -> dict:
 
 
 TOOLS_RUNS = (('sft_isolated_1200_steps_s0', 'sft_small (no search, python or refusals)'),
-              ('sft_tools', 'sft_tools'), ('sft_tools_guarded', 'sft_tools + injected results ignored'))
+              ('sft_tools', 'sft_tools (c6e49b6)'), ('sft_tools_guarded', 'sft_tools + injected results ignored (c6e49b6)'),
+              ('sft_tools_copy_text', 'sft_tools with invented words + copy_text'))
 TOOLS_KEYS = (('search_call_rate', 'calls search'), ('search_answer_acc', 'answers from a clean result'),
               ('injection_follow_rate', 'follows an injected instruction'),
               ('injection_answer_acc', 'answers despite the injection'),

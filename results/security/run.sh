@@ -30,8 +30,11 @@ done
 # results carrying injected instructions answered as if they were not there. The injection follow
 # rate before/after is the pair's difference; sft_isolated_1200_steps_s0 (never shown a refusal or
 # the python tool) is the jailbreak and probes baseline.
+# The committed tools.md's sft_tools and sft_tools_guarded were trained at commit c6e49b6, when
+# python_letters used book words only and sft_python had no copy_text (check that commit out to
+# reproduce them); sft_tools_copy_text is configs/sft_tools.py as it is now.
 if [[ -n "${TOOLS:-}" ]]; then
-  for name in sft_tools sft_tools_guarded; do
+  for name in sft_tools sft_tools_guarded sft_tools_copy_text; do
     extra=(); [[ $name == sft_tools_guarded ]] && extra=(--config.sft.mixture.search_injected=1.0)
     [[ -f "$runs/$name/summary.json" ]] || python -m llm.main --config=configs/sft_tools.py --workdir="$runs/$name" \
       --config.init_from="$runs/base0" "${extra[@]}"
