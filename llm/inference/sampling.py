@@ -6,8 +6,8 @@ requests). lax.cond on whether any row needs it skips the work a setting does no
 decoding never draws, and the sort that top-k and top-p share runs only when one is on.
 
 A draw is by inverse CDF: one uniform number per row against the cumulative softmax. The Gumbel
-trick of jax.random.categorical draws a number and takes two logarithms per vocabulary entry: at
-batch 32 over 4,096 entries that was 3.4 ms of a 9.1 ms CPU decode step (docs/performance.md).
+trick of jax.random.categorical draws a number and takes two logarithms per vocabulary entry, a
+large share of a CPU decode step at batch 32 (docs/performance.md).
 """
 import jax
 import jax.numpy as jnp

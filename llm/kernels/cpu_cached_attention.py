@@ -36,9 +36,8 @@ def faster_than_xla(q_shape: tuple, k_cache_shape: tuple) -> bool:
 
 def _time_both(B, T, H, K, Dh, S) -> tuple[float, float]:
   """Median ms of a decode step's attention as the decode loop runs it: the new keys and values
-  written into a donated cache, then the kernel or the XLA products over it. (The products alone
-  timed even on this host's AVX-512 build, 1.90 against 1.88 ms at batch 32, context 512; in the
-  decode loop the kernel made the whole step 1.5x faster: XLA copies the cache it just wrote.)"""
+  written into a donated cache, then the kernel or the XLA products over it: XLA copies a cache it
+  has just written, so timing the products alone undercounts its cost (docs/performance.md)."""
   rng = np.random.default_rng(0)
   q = jnp.asarray(rng.standard_normal((B, T, H, Dh)), jnp.float32)
   new_kv = jnp.asarray(rng.standard_normal((B, T, K, Dh)), jnp.float32)
