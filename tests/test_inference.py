@@ -117,6 +117,26 @@ def test_a_kept_cache_gives_what_a_fresh_one_gives(synthetic_tok, monkeypatch):
   assert allocations == [2, 1]  # another batch size gets its own
 
 
+def test_a_cache_of_a_batch_size_seen_before_allocates_without_compiling(synthetic_tok):
+  engine = _engine(synthetic_tok)
+  compiles = []
+
+  def listener(name, _seconds, **_):
+    if name == '/jax/core/compile/backend_compile_duration':
+      compiles.append(name)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    with engine.context():
+      engine.init_cache(3)
+      assert len(compiles) == 1  # the listener sees compilations
+      caches = [engine.init_cache(3), engine.init_cache(3)]
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert len(compiles) == 1
+  assert all(c['k'][0].shape[0] == 3 and not c['k'][0].any() and not c['lengths'].any() for c in caches)
+
+
 def _static_filter(logits_BxV, top_k=0, top_p=1.0):
   """The sampler's top-k / top-p filter before its knobs were traced (static Python values), kept
   as the reference."""
