@@ -184,6 +184,23 @@ def test_greedy_is_the_argmax_and_rows_draw_apart():
   assert len(set(jax.jit(sampling.sample_logits)(keys_B, logits_BxV, 1.0, 0, 1.0).tolist())) > 1
 
 
+@pytest.mark.parametrize('used', [[1, 1, 1, 1, 1, 1], [0, 1, 1, 0, 1, 1], [1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]])
+def test_rows_left_out_do_not_change_the_used_rows_tokens(used):
+  """A server's empty slots (used_B False) may hold any knobs: the used rows draw as they would
+  in a batch of their own, greedy rows included, whichever of the sampler's branches runs."""
+  logits_BxV = 3 * jax.random.normal(jax.random.key(0), (6, 50))
+  keys_B = jax.random.split(jax.random.key(1), 6)
+  temperature = np.array([0.0, 1.0, 0.8, 0.0, 1.2, 1.0], np.float32)
+  used_B = np.array(used, bool)
+  tokens = jax.jit(sampling.sample_logits)(keys_B, logits_BxV, temperature, 0, 1.0, jnp.asarray(used_B))
+  rows = np.flatnonzero(used_B)
+  alone = [int(sampling.sample_logits(keys_B[i:i + 1], logits_BxV[i:i + 1], float(temperature[i]), 0, 1.0)[0])
+           for i in rows]
+  assert np.asarray(tokens)[rows].tolist() == alone
+  greedy = [i for i in rows if temperature[i] == 0]
+  assert np.asarray(tokens)[greedy].tolist() == np.argmax(np.asarray(logits_BxV)[greedy], axis=-1).tolist()
+
+
 def test_a_prompt_longer_than_the_context_keeps_bos_and_its_latest_tokens():
   ids = [1] + list(range(100, 190))  # 91 tokens
   assert inference.fit_prompt(ids, 64, 20) == ([1] + list(range(147, 190)), 20, 47)
