@@ -61,7 +61,7 @@ class Engine:
     sp = tokenizer.special_id
     self._call_open, self._call_close = sp('<|tool_call|>'), sp('<|/tool_call|>')
     self._cache = None  # kept between generate() calls, reused for the same batch size
-    self._allocate = {}  # batch size -> the jitted function that allocates an empty cache
+    self._allocate = {}  # (batch, length) -> the jitted function that allocates an empty cache
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._decode = jax.jit(self._decode_impl, donate_argnums=1)
 
@@ -104,7 +104,7 @@ class Engine:
       new_cache['lengths'] = jnp.where(act_B, new_cache['lengths'], cache['lengths'])
       new_cache = self._laid_out(new_cache)
       keys_B = jax.vmap(lambda seed, n: jax.random.fold_in(jax.random.key(seed), n))(s['seeds'], s['n_out'])
-      sampled_B = sampling.sample_logits(keys_B, logits_Bx1xV[:, 0], temperature, top_k, top_p)
+      sampled_B = sampling.sample_logits(keys_B, logits_Bx1xV[:, 0], temperature, top_k, top_p, act_B)
       forced_B = s['queue_pos'] < s['queue_len']
       queued_B = jnp.take_along_axis(s['queue'], jnp.minimum(s['queue_pos'], _QUEUE - 1)[:, None], 1)[:, 0]
       next_B = jnp.where(forced_B, queued_B, sampled_B)
@@ -137,15 +137,17 @@ class Engine:
     return it replicated), so a kept cache is laid out as a new one and compiles the same."""
     return jax.lax.with_sharding_constraint(cache, self._cache_shardings(cache['lengths'].shape[0]))
 
-  def init_cache(self, batch: int) -> dict:
-    """Preallocated for the whole generation and laid out over the mesh (llm.sharding). The
-    allocation is compiled once per batch size: a server allocates at every change of the number
-    of requests it admits at once, and a new jit each time compiled each time (~50 ms on a CPU)."""
-    if batch not in self._allocate:
-      shapes = model_lib.cache_shapes(self.model_cfg, batch, self.cache_len)
+  def init_cache(self, batch: int, length: int | None = None) -> dict:
+    """Preallocated for the whole generation (length: cache_len) and laid out over the mesh
+    (llm.sharding). The allocation is compiled once per shape: a server allocates whenever the
+    number of requests it admits at once changes, and a new jit each time compiled each time
+    (~50 ms on a CPU)."""
+    length = length or self.cache_len
+    if (batch, length) not in self._allocate:
+      shapes = model_lib.cache_shapes(self.model_cfg, batch, length)
       zeros = lambda: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-      self._allocate[batch] = jax.jit(zeros, out_shardings=self._cache_shardings(batch))
-    return self._allocate[batch]()
+      self._allocate[batch, length] = jax.jit(zeros, out_shardings=self._cache_shardings(batch))
+    return self._allocate[batch, length]()
 
   def _take_cache(self, batch: int) -> dict:
     """An empty cache: the kept one if it has this batch size (its stale contents lie beyond

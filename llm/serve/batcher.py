@@ -4,8 +4,10 @@ One thread owns the engine. Each pass it (1) takes waiting requests into free ro
 engine's jitted decode loop for a few steps over every row at once, (3) hands each request its
 new text, runs the tools of rows that wrote a tool call (the engine's own tool step) and frees
 the rows that finished or whose client went away. The requests admitted in a pass are prefilled
-together into a cache of their own (a power-of-two number of rows) and each row is copied into
-its slot of the running cache, so the rows already decoding never recompute anything.
+together into a cache of their own, as long as their longest prompt (a power of two, few
+compiled shapes) and a power-of-two number of rows, and each row is copied into its slot of the
+running cache, so the rows already decoding never recompute anything and a short prompt's
+prefill attends over its own length, not the whole context.
 
 The running batch (its KV cache and per-row state) has a power-of-two number of slots, the
 smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
@@ -56,11 +58,13 @@ class Request:
 _HOST_FIELDS = ('token', 'n_out', 'max_new', 'seeds', 'stop_ids', 'queue', 'queue_pos', 'queue_len', 'done',
                 'stopped', 'paused')
 _STOPS = 2  # stop ids per row: eos and <|end|> for chat, eos for plain completions
+_MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its compiled shape
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
 
 
-def _slots_for(n: int, max_slots: int) -> int:
-  return min(1 << max(n - 1, 0).bit_length(), max_slots)
+def _power_of_two(n: int, cap: int) -> int:
+  """The smallest power of two >= n, at most cap: batch sizes and prompt lengths, few compiled shapes."""
+  return min(1 << max(n - 1, 0).bit_length(), cap)
 
 
 class Batcher:
@@ -83,7 +87,6 @@ class Batcher:
     self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name='batcher', daemon=True)
-    self._new_cache = None  # the cache newcomers are prefilled in, reused while their count's bucket repeats
     self._fits_smaller = 0  # consecutive passes whose rows fit a smaller batch
     self._resize = jax.jit(self._resize_impl)
     self._insert = jax.jit(self._insert_impl, donate_argnums=0)
@@ -119,7 +122,7 @@ class Batcher:
         for r in self.rows:
           if r is not None:
             r.emit({'error': 'internal error while generating'})
-        self.rows, self.state, self._new_cache = [], None, None
+        self.rows, self.state = [], None
 
   def _admit(self) -> bool:
     """Takes waiting requests into free rows (waiting a little when nothing runs); resizes the
@@ -135,7 +138,7 @@ class Batcher:
       else:
         new.append(r)
     live = [i for i, r in enumerate(self.rows) if r is not None]
-    size = _slots_for(len(live) + len(new), self.max_slots)
+    size = _power_of_two(len(live) + len(new), self.max_slots)
     if not live and not new:
       return False  # the batch stays allocated for the next request
     # Grow at once; shrink once the rows have fit the smaller batch for a few passes, so requests
@@ -187,32 +190,29 @@ class Batcher:
                 paused=zeros(B, dtype=bool))
 
   def _insert_impl(self, cache, new_cache, slots_N):
-    """Row j of new_cache written into slot slots_N[j] of cache, in place; slots out of range
-    (the padding rows) are dropped."""
-    put = lambda big, rows: big.at[slots_N].set(rows, mode='drop')
-    return self.engine._laid_out(jax.tree.map(put, cache, new_cache))
+    """Row j of new_cache (P positions) written into the first P positions of slot slots_N[j] of
+    cache, in place; slots out of range (the padding rows) are dropped."""
+    P = new_cache['k'][0].shape[-1]
+    put_k = lambda big, rows: big.at[slots_N, :, :, :P].set(rows, mode='drop')  # [B, K, Dh, S]
+    put_v = lambda big, rows: big.at[slots_N, :, :P].set(rows, mode='drop')  # [B, K, S, Dh]
+    return self.engine._laid_out({
+        'k': tuple(map(put_k, cache['k'], new_cache['k'])), 'v': tuple(map(put_v, cache['v'], new_cache['v'])),
+        'lengths': cache['lengths'].at[slots_N].set(new_cache['lengths'], mode='drop')})
 
   def _start_rows(self, slots: list[int], requests: list[Request]):
     """Prefills the requests' prompts (all but each one's last token, which the decode loop feeds)
     in one call, into rows `slots` of the running batch."""
-    eng, N = self.engine, _slots_for(len(requests), self.max_slots)
+    eng, N = self.engine, _power_of_two(len(requests), self.max_slots)
     self.prefill_sizes[len(requests)] += 1
-    P = min(engine_lib._bucket(max(len(r.prompt) for r in requests) - 1), eng.cache_len)  # few compiled shapes
+    P = min(max(_MIN_PREFILL, _power_of_two(max(len(r.prompt) for r in requests) - 1, eng.cache_len)), eng.cache_len)
     tokens_NxP, lengths_N = np.zeros((N, P), np.int32), np.zeros((N,), np.int32)
     slots_N = np.full((N,), len(self.rows), np.int32)  # padding rows: out of range, dropped
     for j, (i, r) in enumerate(zip(slots, requests)):
       tokens_NxP[j, :len(r.prompt) - 1] = r.prompt[:-1]
       lengths_N[j], slots_N[j] = len(r.prompt) - 1, i
     with eng.context():
-      new_cache, self._new_cache = self._new_cache, None  # donated below
-      if new_cache is None or new_cache['lengths'].shape[0] != N:
-        new_cache = None  # freed before allocating
-        new_cache = eng.init_cache(N)
-      # Emptied: the prefill writes from each row's length on (stale keys beyond it are never read).
-      new_cache = dict(new_cache, lengths=jnp.zeros((N,), jnp.int32))
-      new_cache = eng._prefill(eng.params, new_cache, jnp.asarray(tokens_NxP), jnp.asarray(lengths_N))
+      new_cache = eng._prefill(eng.params, eng.init_cache(N, P), jnp.asarray(tokens_NxP), jnp.asarray(lengths_N))
       self.state['cache'] = self._insert(self.state['cache'], new_cache, jnp.asarray(slots_N))
-    self._new_cache = new_cache
     s = self.state
     for i, r in zip(slots, requests):
       s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = r.prompt[-1], 0, r.max_new, r.seed
