@@ -55,6 +55,8 @@ _PEAK = flags.DEFINE_bool('peak', False, 'Re-measure this host\'s fp32 matmul pe
 _SERVE = flags.DEFINE_bool('serve', False, 'Benchmark serving instead (llm/bench_serve.py): a real server on '
                            '127.0.0.1 under concurrent clients.')
 _CLIENTS = flags.DEFINE_list('clients', ['1', '8', '32'], 'With --serve: concurrent clients per level.')
+_REQUESTS = flags.DEFINE_integer('requests', 256, 'With --serve: requests per level (at least 2 per client); '
+                                 'fewer and the 32-client level is one wave, its ramp and first compiles.')
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
@@ -162,7 +164,7 @@ def main(argv):
     return
   if _SERVE.value:
     from llm import bench_serve
-    bench_serve.run([int(c) for c in _CLIENTS.value])
+    bench_serve.run([int(c) for c in _CLIENTS.value], min_requests=_REQUESTS.value)
     return
   if _ATTENTION.value:
     from llm import bench_attention
