@@ -264,6 +264,34 @@ def test_tool_calls_run_inside_generation_show_in_the_content_and_read_back(synt
         tok, messages + [{'role': 'assistant', 'content': parts}] + _chat('and 6 times 8?')))
 
 
+def test_after_warm_up_requests_of_any_count_and_length_compile_nothing(server):
+  engine = server.run.engine()  # jitted functions of its own: nothing compiled yet
+  batcher = Batcher(engine, max_slots=4, max_queue=32, steps_per_call=4)
+  jitted = lambda: {'decode': engine._decode._cache_size(), 'prefill': engine._prefill._cache_size(),
+                    'insert': batcher._insert._cache_size(), 'resize': batcher._resize._cache_size(),
+                    'allocate': sorted(engine._allocate)}
+  batcher.warm_up()
+  warm, done = jitted(), threading.Semaphore(0)
+  assert warm['prefill'] == 3 * 3  # 1, 2 or 4 newcomers; prefills of 16, 32, 64 positions
+
+  def request(length: int, seed: int) -> Request:
+    prompt = [1] + [(7 * i + seed) % 40 + 3 for i in range(length - 1)]
+    return Request(prompt, 6, text_lib.TextStream(server.run.tokenizer), lambda e: 'finish' in e and done.release(),
+                   temperature=1.0, seed=seed)
+
+  batcher.start()
+  try:
+    for count, length in ((1, 3), (3, 20), (4, 40), (2, 57), (1, 58)):  # 1-4 rows, prefills of 16 to 64
+      for i in range(count):
+        batcher.submit(request(length, seed=count * 100 + i))
+      for _ in range(count):
+        assert done.acquire(timeout=60)
+  finally:
+    batcher.close()
+  assert sum(batcher.prefill_sizes.values()) >= 5 and set(batcher.batch_sizes) >= {1, 4}
+  assert jitted() == warm
+
+
 def test_a_full_queue_refuses_at_once(server):
   batcher = Batcher(server.engine, max_slots=1, max_queue=2)  # not started: nothing leaves the queue
   request = lambda: Request([1, 2], 4, text_lib.TextStream(server.run.tokenizer), lambda event: None)

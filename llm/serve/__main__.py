@@ -1,6 +1,8 @@
-"""python -m llm.serve --workdir=DIR [--host=127.0.0.1] [--port=8000] [--search_folder=...] [--python_tool]"""
+"""python -m llm.serve --workdir=DIR [--host=127.0.0.1] [--port=8000] [--search_folder=...] [--python_tool]
+[--nowarmup]"""
 import logging
 import sys
+import time
 from pathlib import Path
 
 from absl import app, flags
@@ -14,6 +16,8 @@ _STEPS = flags.DEFINE_integer('steps_per_call', 8, 'Decode steps between visits 
 _MAX_MESSAGES = flags.DEFINE_integer('max_messages', 64, 'Messages one chat request may hold.')
 _SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')
 _PYTHON = flags.DEFINE_bool('python_tool', False, 'Offer the python tool (model-written code, run in llm/sandbox).')
+_WARMUP = flags.DEFINE_bool('warmup', True, 'Compile every batch size and prompt-length shape before serving, '
+                            'so no request waits on a compilation (--nowarmup: start at once).')
 
 
 def main(argv):
@@ -30,6 +34,10 @@ def main(argv):
     sys.exit(f'llm.serve: {e}')
   engine = run.engine(tools=tools.make_registry(_SEARCH.value, _PYTHON.value))
   batcher = Batcher(engine, max_slots=_SLOTS.value, max_queue=_QUEUE.value, steps_per_call=_STEPS.value)
+  if _WARMUP.value:
+    start = time.perf_counter()
+    batcher.warm_up()
+    logging.getLogger('llm.serve').info('compiled every shape in %.1f s', time.perf_counter() - start)
   api = create_app(batcher, run.tokenizer, Path(_WORKDIR.value).resolve().name, max_messages=_MAX_MESSAGES.value)
   logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
   uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level='warning')

@@ -57,6 +57,7 @@ class Request:
 # host between decode calls; the cache and the output buffer stay on the device.
 _HOST_FIELDS = ('token', 'n_out', 'max_new', 'seeds', 'stop_ids', 'queue', 'queue_pos', 'queue_len', 'done',
                 'stopped', 'paused')
+_DEVICE_FIELDS = ('cache', 'out', 'out_forced')  # the rest of the decode state: on the device throughout
 _STOPS = 2  # stop ids per row: eos and <|end|> for chat, eos for plain completions
 _MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its compiled shape
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
@@ -105,6 +106,55 @@ class Batcher:
       self.waiting.put_nowait(request)
     except queue.Full:
       raise QueueFull(f'{self.max_slots} requests running and {self.waiting.maxsize} waiting; retry later') from None
+
+  def warm_up(self):
+    """Compiles, before the first request, every shape the loop can reach: per batch size its
+    decode loop and its resizes to the other sizes, and the prefill and insert of each number of
+    newcomers (up to that size) and prompt length. Otherwise each new shape compiles when a
+    request first needs it, while every request in flight waits (0.3-0.5 s a shape on a 2-core
+    CPU). Call it before start()."""
+    eng, sizes = self.engine, self._sizes()
+    lengths = sorted({self._prefill_len(n) for n in range(eng.cache_len)})
+    with eng.context():
+      states = {}
+      for size in sizes:
+        knobs = (np.ones(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
+        decode = lambda state: self._on_host(self._decode(state, knobs))  # as _step leaves it
+        # Every row done: each decode call compiles and returns at once. The arrays' layouts as a
+        # new batch, a decoded one and a prefilled one differ, and each is a compiled variant:
+        # the calls follow a batch's first pass (prefill into a new batch, decode) and later ones.
+        state = self._empty_state(size)
+        for _ in range(2):
+          for n in (n for n in sizes if n <= size):
+            for P in lengths:  # slots out of range: nothing is written
+              state['cache'] = self._prefill_rows(state['cache'], np.zeros((n, P), np.int32),
+                                                  np.zeros(n, np.int32), np.full(n, size, np.int32))
+          state = decode(decode(state))
+        states[size] = state
+      for size, state in states.items():
+        for other in sizes:
+          if other != size:
+            knobs = (np.ones(other, np.float32), np.zeros(other, np.int32), np.ones(other, np.float32))
+            for newcomers in (False, True):
+              resized = dict(states[other], **self._resize({k: state[k] for k in _DEVICE_FIELDS},
+                                                           jnp.asarray(np.full(other, -1, np.int32))))
+              if newcomers:
+                resized['cache'] = self._prefill_rows(resized['cache'], np.zeros((1, lengths[0]), np.int32),
+                                                      np.zeros(1, np.int32), np.full(1, other, np.int32))
+              jax.block_until_ready(self._decode(resized, knobs))
+    # The loop goes on from a decoded batch of the smallest size, every row empty: a layout
+    # compiled above (a new batch's would be one more variant).
+    size = sizes[0]
+    self.state, self.rows, self.shown, self.tool_calls = states[size], [None] * size, [0] * size, [0] * size
+    self.knobs = (np.zeros(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
+
+  def _sizes(self) -> list[int]:
+    """The batch sizes the running batch may have (and the numbers of newcomers prefilled together)."""
+    return sorted({_power_of_two(n, self.max_slots) for n in range(1, self.max_slots + 1)})
+
+  def _prefill_len(self, positions: int) -> int:
+    """The prefill length (compiled shape) for prompts of up to `positions` prefilled positions."""
+    return min(max(_MIN_PREFILL, _power_of_two(positions, self.engine.cache_len)), self.engine.cache_len)
 
   @property
   def active(self) -> int:
@@ -163,7 +213,7 @@ class Batcher:
       self.knobs = (np.zeros(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
     else:
       with self.engine.context():
-        device = self._resize({k: self.state[k] for k in ('cache', 'out', 'out_forced')}, jnp.asarray(index))
+        device = self._resize({k: self.state[k] for k in _DEVICE_FIELDS}, jnp.asarray(index))
       take = lambda x: np.where(index.reshape((-1,) + (1,) * (x.ndim - 1)) >= 0, x[np.maximum(index, 0)],
                                 np.zeros((), x.dtype))
       host = {k: take(np.asarray(self.state[k])) for k in _HOST_FIELDS}
@@ -204,15 +254,14 @@ class Batcher:
     in one call, into rows `slots` of the running batch."""
     eng, N = self.engine, _power_of_two(len(requests), self.max_slots)
     self.prefill_sizes[len(requests)] += 1
-    P = min(max(_MIN_PREFILL, _power_of_two(max(len(r.prompt) for r in requests) - 1, eng.cache_len)), eng.cache_len)
+    P = self._prefill_len(max(len(r.prompt) for r in requests) - 1)
     tokens_NxP, lengths_N = np.zeros((N, P), np.int32), np.zeros((N,), np.int32)
     slots_N = np.full((N,), len(self.rows), np.int32)  # padding rows: out of range, dropped
     for j, (i, r) in enumerate(zip(slots, requests)):
       tokens_NxP[j, :len(r.prompt) - 1] = r.prompt[:-1]
       lengths_N[j], slots_N[j] = len(r.prompt) - 1, i
     with eng.context():
-      new_cache = eng._prefill(eng.params, eng.init_cache(N, P), jnp.asarray(tokens_NxP), jnp.asarray(lengths_N))
-      self.state['cache'] = self._insert(self.state['cache'], new_cache, jnp.asarray(slots_N))
+      self.state['cache'] = self._prefill_rows(self.state['cache'], tokens_NxP, lengths_N, slots_N)
     s = self.state
     for i, r in zip(slots, requests):
       s['token'][i], s['n_out'][i], s['max_new'][i], s['seeds'][i] = r.prompt[-1], 0, r.max_new, r.seed
@@ -222,13 +271,30 @@ class Batcher:
       for knob, value in zip(self.knobs, (r.temperature, r.top_k, r.top_p)):
         knob[i] = value
 
+  def _prefill_rows(self, cache, tokens_NxP, lengths_N, slots_N):
+    """The prompts prefilled into a cache of their own, row j then copied into slot slots_N[j] of
+    `cache` (numpy arguments, the way warm_up compiles them)."""
+    eng = self.engine
+    new_cache = eng._prefill(eng.params, eng.init_cache(*tokens_NxP.shape), jnp.asarray(tokens_NxP),
+                             jnp.asarray(lengths_N))
+    return self._insert(cache, new_cache, jnp.asarray(slots_N))
+
+  @staticmethod
+  def _on_host(state) -> dict:
+    """The decode state with its per-row fields fetched to the host (numpy)."""
+    return dict({k: state[k] for k in _DEVICE_FIELDS}, **{k: np.array(state[k]) for k in _HOST_FIELDS})
+
+  def _decode(self, state, knobs):
+    eng = self.engine
+    return eng._decode(eng.params, state, jnp.int32(self.steps), *map(jnp.asarray, knobs))
+
   def _step(self):
     eng = self.engine
     self.batch_sizes[len(self.rows)] += 1
     with eng.context():
-      state = eng._decode(eng.params, self.state, jnp.int32(self.steps), *map(jnp.asarray, self.knobs))
-    device = {k: state[k] for k in ('cache', 'out', 'out_forced')}
-    host = {k: np.array(state[k]) for k in _HOST_FIELDS}
+      state = self._decode(self.state, self.knobs)
+    state = self._on_host(state)
+    device, host = {k: state[k] for k in _DEVICE_FIELDS}, {k: state[k] for k in _HOST_FIELDS}
     out, n_out = np.asarray(state['out']), host['n_out']
     for i, r in enumerate(self.rows):
       if r is None:
