@@ -315,6 +315,22 @@ def test_streamed_text_holds_back_split_characters_and_stop_prefixes(synthetic_t
   assert stream.finish() == ''
 
 
+def test_a_whole_reply_decoded_once_is_the_streamed_text(synthetic_tok):
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  ids = (tok.encode('abc déjà 😀') + [sp('<|tool_call|>')] + tok.encode('calculator: 2*3') + [sp('<|/tool_call|>')]
+         + tok.encode('fgh 中文') + [sp('<|end|>')] + tok.encode('after the end'))
+  chunks = [ids[i:i + 3] for i in range(0, len(ids), 3)]
+  streamed = text_lib.TextStream(tok)
+  whole = text_lib.TextStream(tok, incremental=False)
+  expected = ''.join([streamed.feed(c) for c in chunks] + [streamed.finish()])
+  assert [whole.feed(c) for c in chunks] == [''] * len(chunks) and whole.ended
+  assert whole.finish() == expected == 'abc déjà 😀<tool_call>calculator: 2*3</tool_call>fgh 中文'
+  # Stop strings need watching as the text comes: such a stream stays incremental.
+  stopping = text_lib.TextStream(tok, stop=['fgh'], incremental=False)
+  assert ''.join(stopping.feed(c) for c in chunks) == 'abc déjà 😀<tool_call>calculator: 2*3</tool_call>'
+  assert stopping.stopped
+
+
 def test_annotated_content_reads_back_as_the_parts_it_came_from():
   parts = [{'type': 'text', 'text': 'Let me see. '}, {'type': 'tool_call', 'text': 'calculator: 2*3'},
            {'type': 'tool_result', 'text': '6'}, {'type': 'text', 'text': 'It is 6.'}]

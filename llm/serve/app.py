@@ -157,7 +157,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
         pass
 
     seed = secrets.randbelow(2**31) if body.seed is None else body.seed
-    request = Request(prompt, max_new, TextStream(tokenizer, body.stops(), stop_ids), emit,
+    request = Request(prompt, max_new, TextStream(tokenizer, body.stops(), stop_ids, incremental=bool(body.stream)), emit,
                       temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=seed, stop_ids=stop_ids)
     try:
       batcher.submit(request)

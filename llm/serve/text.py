@@ -21,9 +21,13 @@ class TextStream:
   appears the text ends before it (stopped is set).
   """
 
-  def __init__(self, tokenizer, stop: list[str] = (), end_ids: tuple[int, ...] | None = None):
-    """end_ids: the ids that end generation (default eos and <|end|>, as the engine's)."""
+  def __init__(self, tokenizer, stop: list[str] = (), end_ids: tuple[int, ...] | None = None,
+               incremental: bool = True):
+    """end_ids: the ids that end generation (default eos and <|end|>, as the engine's).
+    incremental=False (a reply sent whole): without stop strings to watch for, the text is
+    decoded once, by finish(), instead of on every feed."""
     self.tok, self.stop = tokenizer, [s for s in stop if s]
+    self.incremental = incremental or bool(self.stop)
     sp = tokenizer.special_id
     self.tags = {sp(token): tag for token, tag in TAGS.items()}
     self.ends = set((tokenizer.eos_id, sp('<|end|>')) if end_ids is None else end_ids)
@@ -45,6 +49,8 @@ class TextStream:
         self.text += self.tags[t]
       else:
         self.run.append(t)
+    if not self.incremental:
+      return ''
     self._take_run(final=self.ended)
     return self._deliver(final=self.ended)
 
