@@ -135,6 +135,19 @@ def test_gold_pairs_are_labelled_by_gold_and_noise_flips_a_quarter():
   assert not {gold.topic_of(p.prompt) for p in clean} & set(gold.HELDOUT_TOPICS)
 
 
+def test_seen_topic_pairs_are_training_topics_never_trained_on():
+  first = preferences.gold_seen_topic_pairs([], 200, seed=0)
+  train = [preferences.Pair(p.rejected, p.chosen, p.margin) for p in first[:50]]  # trained on, label flipped
+  seen = preferences.gold_seen_topic_pairs(train, 200, seed=0)
+  key = lambda p: frozenset((json.dumps(p.chosen), json.dumps(p.rejected)))
+  assert len(seen) == 200 and not {key(p) for p in seen} & {key(p) for p in train}
+  assert {key(p) for p in seen} >= {key(p) for p in first[50:]}  # only the trained-on ones left out
+  topics = {gold.topic_of(p.chosen[:1]) for p in seen}
+  assert topics <= set(gold.TOPICS) - set(gold.HELDOUT_TOPICS) and len(topics) > 20
+  assert all(gold.gold_reward(gold.topic_of(p.chosen[:1]), p.chosen[1]['content'])
+             > gold.gold_reward(gold.topic_of(p.chosen[:1]), p.rejected[1]['content']) for p in seen)  # true labels
+
+
 def test_length_baseline_counts_ties_half():
   rendered = {'chosen_len': np.array([5, 3, 4, 1]), 'rejected_len': np.array([2, 3, 9, 0])}
   assert preferences.length_baseline(rendered) == (1 + 0.5 + 0 + 1) / 4
@@ -171,10 +184,12 @@ def test_reward_model_shards_over_eight_devices_and_resumes_after_a_kill(tmp_pat
   np.testing.assert_allclose([a[s] for s in range(1, 9)], [b[s] for s in range(1, 9)], rtol=2e-4)
   rows = [json.loads(l) for l in (resumed / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'rm_val_accuracy' in r] == [0, 4, 8]
+  assert [r['step'] for r in rows if 'rm_val_seen_topics_accuracy' in r] == [0, 4, 8]
   assert all('accuracy' in r and 'margin' in r for r in rows if 'loss' in r)
   summary = json.loads((resumed / 'summary.json').read_text())
   assert summary['devices'] == 8 and 0 <= summary['rm_val_accuracy'] <= 1
   assert summary['rm_train_pairs'] == 200 and 0 < summary['rm_val_length_baseline'] < 1
+  assert 0 <= summary['rm_val_seen_topics_accuracy'] <= 1 and 0 < summary['rm_val_seen_topics_length_baseline'] < 1
 
 
 def test_init_state_takes_the_trunk_from_init_from_and_keeps_the_fresh_head(pretrained, cache_dir):

@@ -87,6 +87,15 @@ def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold
   return split(readers[source](Path(data_dir)), val_fraction)
 
 
+def gold_seen_topic_pairs(train: list[Pair], count: int, seed: int) -> list[Pair]:
+  """count gold-labelled pairs about the training topics that are not among `train` (true labels):
+  held out in the usual sense, where load()'s gold validation also holds the topics out."""
+  responses = lambda p: frozenset((json.dumps(p.chosen), json.dumps(p.rejected)))  # a flipped label is the same pair
+  trained = {responses(p) for p in train}
+  fresh = [_gold_pair(p) for p in gold.pairs(2 * count, 2 * 10**6 + seed)]
+  return [p for p in fresh if responses(p) not in trained][:count]
+
+
 def _fitted(tokenizer, conversation: list[dict], seq_len: int, truncate: bool) -> list[int] | None:
   """The conversation's ids when they fit; else, with truncate, its final response cut so that the
   whole fits, the turn closed with <|end|> (the prompt whole, at least one response token); else None."""

@@ -73,11 +73,14 @@ def plot(curves: list[dict], form: str, path: Path):
 
 
 def table(rms: list[Path], bon: list[dict], rl: list[dict]) -> str:
-  lines = ['| reward model | pairs | held-out accuracy | length-only baseline |', '|---|---|---|---|']
+  lines = ['| reward model | pairs | held-out accuracy | length-only baseline | held-out pairs, training topics '
+           '(baseline) |', '|---|---|---|---|---|']
   for run in rms:
     s = json.loads((Path(run) / 'summary.json').read_text())
+    seen = (f"{s['rm_val_seen_topics_accuracy']:.3f} ({s['rm_val_seen_topics_length_baseline']:.3f})"
+            if 'rm_val_seen_topics_accuracy' in s else '')  # gold runs only
     lines.append(f"| {Path(run).name} | {s['rm_train_pairs']} | {s['rm_val_accuracy']:.3f} | "
-                 f"{s['rm_val_length_baseline']:.3f} |")
+                 f"{s['rm_val_length_baseline']:.3f} | {seen} |")
   for title, curves in (('best-of-n', bon), ('RL', rl)):
     lines += ['', f'| {title} | alpha | beta | fitted peak KL | measured peak KL | peaks inside | max KL | rmse |',
               '|---|---|---|---|---|---|---|---|']

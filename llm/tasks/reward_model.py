@@ -3,8 +3,10 @@
 Bradley-Terry loss on preference pairs (llm/rl/reward_model.py, llm/data/preferences.py).
 
 Every eval point logs held-out pairwise accuracy, mean margin and loss to metrics.jsonl
-(rm_val_*); summary.json adds the same at the end and the length-only baseline on the same
-held-out pairs (rm_val_length_baseline), the bar a reward model has to clear.
+(rm_val_*; the gold setting also rm_val_seen_topics_*, held-out pairs about the training topics,
+where rm_val_* holds the topics out too); summary.json adds the same at the end and the
+length-only baseline on the same held-out pairs (*_length_baseline), the bar a reward model has
+to clear.
 """
 import functools
 
@@ -39,6 +41,10 @@ def data(config, workdir) -> TaskData:
                                             config.seed, rm.gold_pairs, rm.gold_noise, rm.gold_val_pairs)
   train, train_dropped = preferences.render(train_pairs, tok, tc.seq_len, rm.truncate)
   val, val_dropped = preferences.render(val_pairs, tok, tc.seq_len, rm.truncate)
+  heldout = {'rm_val': val}
+  if rm.source == 'gold':  # also held-out pairs of the training topics (gold's validation holds topics out)
+    seen = preferences.gold_seen_topic_pairs(train_pairs, rm.gold_val_pairs, config.seed)
+    heldout['rm_val_seen_topics'] = preferences.render(seen, tok, tc.seq_len, rm.truncate)[0]
   if len(train['chosen']) < tc.batch_size or not len(val['chosen']):
     raise ValueError(f'{rm.source}: {len(train["chosen"])} training and {len(val["chosen"])} held-out pairs fit in '
                      f'train.seq_len={tc.seq_len} tokens; raise seq_len or lower train.batch_size')
@@ -47,8 +53,8 @@ def data(config, workdir) -> TaskData:
       config.data.seed, jax.process_index(), jax.process_count())
   facts = {'rm_source': rm.source, 'rm_train_pairs': len(train['chosen']), 'rm_val_pairs': len(val['chosen']),
            'rm_dropped_too_long': train_dropped + val_dropped,
-           'rm_val_length_baseline': preferences.length_baseline(val)}
-  return TaskData(tokenizer=tok, train_iter=iter(train_iter), eval_sets={}, facts=facts, heldout={'pairs': val})
+           **{f'{name}_length_baseline': preferences.length_baseline(pairs) for name, pairs in heldout.items()}}
+  return TaskData(tokenizer=tok, train_iter=iter(train_iter), eval_sets={}, facts=facts, heldout=heldout)
 
 
 def init_state(config, state, abstract_state):
@@ -58,9 +64,22 @@ def init_state(config, state, abstract_state):
 
 
 def heldout_metrics(config, setup, params, data, cache: dict) -> dict:
-  """Pairwise accuracy (ties wrong), mean margin r_c - r_r and BT loss on every held-out pair, in
-  blocks of train.batch_size pairs (the last one padded, the padding not counted)."""
-  val, B = data.heldout['pairs'], config.train.batch_size
+  """Pairwise accuracy (ties wrong), mean margin r_c - r_r and BT loss on every pair of each
+  held-out set (rm_val_*; gold also rm_val_seen_topics_*)."""
+  metrics = {}
+  for name, val in data.heldout.items():
+    if not len(val['chosen']):
+      continue
+    diff = _score_differences(config, setup, params, val, cache)
+    metrics.update({f'{name}_accuracy': float((diff > 0).mean()), f'{name}_margin': float(diff.mean()),
+                    f'{name}_loss': float(np.logaddexp(0.0, -diff).mean())})
+  return metrics
+
+
+def _score_differences(config, setup, params, val: dict, cache: dict) -> np.ndarray:
+  """r_chosen - r_rejected of every pair, in blocks of train.batch_size pairs (the last one
+  padded, the padding not counted)."""
+  B = config.train.batch_size
   if 'fn' not in cache:
     cache['fn'] = jax.jit(lambda p, b: reward_model.pair_scores(setup.model, p, b),
                           out_shardings=sharding.replicated(setup.mesh))
@@ -73,9 +92,7 @@ def heldout_metrics(config, setup, params, data, cache: dict) -> dict:
       block = sharding.global_batch({k: val[k][rows] for k in _PAIR_KEYS}, setup.mesh)
       r_c, r_r = cache['fn'](params, block)
       diffs.append(np.asarray(r_c) - np.asarray(r_r))
-  diff = np.concatenate(diffs)[:n]
-  return {'rm_val_accuracy': float((diff > 0).mean()), 'rm_val_margin': float(diff.mean()),
-          'rm_val_loss': float(np.logaddexp(0.0, -diff).mean())}
+  return np.concatenate(diffs)[:n]
 
 
 def final_metrics(config, setup, params, data, cache: dict) -> dict:
