@@ -1,6 +1,7 @@
 #!/bin/bash
-# The reward hacking study (issue 16) on a 2-core CPU, in order. NOT YET RUN: the step times in
-# the comments are estimates from the configs' sizes, not measurements.
+# The reward hacking study (issue 16) on a 2-core CPU, in order. Stages 1-2 ran on 2026-12-02
+# (README.md here: their measured times and accuracies); the step times in the comments of the
+# later stages are estimates from the configs' sizes, not measurements.
 #
 #   bash results/reward_hacking/run_study.sh            # from the repository root
 #
