@@ -63,6 +63,11 @@ _MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
 
 
+def _knobs(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Per-row temperature, top_k and top_p of an empty batch (greedy, no filters)."""
+  return np.zeros(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32)
+
+
 def _power_of_two(n: int, cap: int) -> int:
   """The smallest power of two >= n, at most cap: batch sizes and prompt lengths, few compiled shapes."""
   return min(1 << max(n - 1, 0).bit_length(), cap)
@@ -118,8 +123,7 @@ class Batcher:
     with eng.context():
       states = {}
       for size in sizes:
-        knobs = (np.ones(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
-        decode = lambda state: self._on_host(self._decode(state, knobs))  # as _step leaves it
+        decode = lambda state, knobs=_knobs(size): self._on_host(self._decode(state, knobs))  # as _step leaves it
         # Every row done: each decode call compiles and returns at once. The arrays' layouts as a
         # new batch, a decoded one and a prefilled one differ, and each is a compiled variant:
         # the calls follow a batch's first pass (prefill into a new batch, decode) and later ones.
@@ -134,19 +138,18 @@ class Batcher:
       for size, state in states.items():
         for other in sizes:
           if other != size:
-            knobs = (np.ones(other, np.float32), np.zeros(other, np.int32), np.ones(other, np.float32))
             for newcomers in (False, True):
               resized = dict(states[other], **self._resize({k: state[k] for k in _DEVICE_FIELDS},
                                                            jnp.asarray(np.full(other, -1, np.int32))))
               if newcomers:
                 resized['cache'] = self._prefill_rows(resized['cache'], np.zeros((1, lengths[0]), np.int32),
                                                       np.zeros(1, np.int32), np.full(1, other, np.int32))
-              jax.block_until_ready(self._decode(resized, knobs))
+              jax.block_until_ready(self._decode(resized, _knobs(other)))
     # The loop goes on from a decoded batch of the smallest size, every row empty: a layout
     # compiled above (a new batch's would be one more variant).
     size = sizes[0]
     self.state, self.rows, self.shown, self.tool_calls = states[size], [None] * size, [0] * size, [0] * size
-    self.knobs = (np.zeros(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
+    self.knobs = _knobs(size)
 
   def _sizes(self) -> list[int]:
     """The batch sizes the running batch may have (and the numbers of newcomers prefilled together)."""
@@ -210,7 +213,7 @@ class Batcher:
     index[:len(live)] = live
     if self.state is None:
       self.state = self._empty_state(size)
-      self.knobs = (np.zeros(size, np.float32), np.zeros(size, np.int32), np.ones(size, np.float32))
+      self.knobs = _knobs(size)
     else:
       with self.engine.context():
         device = self._resize({k: self.state[k] for k in _DEVICE_FIELDS}, jnp.asarray(index))
