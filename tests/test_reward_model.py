@@ -148,6 +148,14 @@ def test_seen_topic_pairs_are_training_topics_never_trained_on():
              > gold.gold_reward(gold.topic_of(p.chosen[:1]), p.rejected[1]['content']) for p in seen)  # true labels
 
 
+def test_accuracy_by_gap_buckets_pairs_by_their_gold_gap():
+  from llm.tasks import reward_model as rm_task
+  diff = np.array([0.5, -0.1, 0.0, 2.0, 1.0, -3.0, 0.2])
+  gap = np.array([0.1, 0.15, 0.19, 0.3, 0.9, 1.5, 5.0])
+  # [0.1, 0.2): 1 of 3 right (a tie is wrong); [0.2, 0.4): 1 of 1; nothing in [0.4, 0.8); [0.8, inf): 2 of 3
+  assert rm_task.accuracy_by_gap(diff, gap) == {0.1: pytest.approx(1 / 3), 0.2: 1.0, 0.8: pytest.approx(2 / 3)}
+
+
 def test_length_baseline_counts_ties_half():
   rendered = {'chosen_len': np.array([5, 3, 4, 1]), 'rejected_len': np.array([2, 3, 9, 0])}
   assert preferences.length_baseline(rendered) == (1 + 0.5 + 0 + 1) / 4
@@ -185,6 +193,7 @@ def test_reward_model_shards_over_eight_devices_and_resumes_after_a_kill(tmp_pat
   rows = [json.loads(l) for l in (resumed / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'rm_val_accuracy' in r] == [0, 4, 8]
   assert [r['step'] for r in rows if 'rm_val_seen_topics_accuracy' in r] == [0, 4, 8]
+  assert all(any(k.startswith('rm_val_seen_topics_accuracy_gap_') for k in r) for r in rows if 'rm_val_accuracy' in r)
   assert all('accuracy' in r and 'margin' in r for r in rows if 'loss' in r)
   summary = json.loads((resumed / 'summary.json').read_text())
   assert summary['devices'] == 8 and 0 <= summary['rm_val_accuracy'] <= 1

@@ -73,7 +73,20 @@ def heldout_metrics(config, setup, params, data, cache: dict) -> dict:
     diff = _score_differences(config, setup, params, val, cache)
     metrics.update({f'{name}_accuracy': float((diff > 0).mean()), f'{name}_margin': float(diff.mean()),
                     f'{name}_loss': float(np.logaddexp(0.0, -diff).mean())})
+    if np.any(val['margin'] > 0):  # gold: how accuracy grows with the pair's gold gap
+      metrics.update({f'{name}_accuracy_gap_{lo}': acc for lo, acc in accuracy_by_gap(diff, val['margin']).items()})
   return metrics
+
+
+GAP_EDGES = (0.1, 0.2, 0.4, 0.8)  # lower edges of the gold-gap buckets (gold pairs have gaps >= 0.1)
+
+
+def accuracy_by_gap(diff_N, gap_N) -> dict:
+  """Pairwise accuracy (ties wrong) of the pairs whose gold gap lies in [edge, next edge), per
+  lower edge; a bucket with no pairs is left out. Near-ties are where a proxy errs."""
+  upper = GAP_EDGES[1:] + (np.inf,)
+  return {lo: float((diff_N[(gap_N >= lo) & (gap_N < hi)] > 0).mean())
+          for lo, hi in zip(GAP_EDGES, upper) if np.any((gap_N >= lo) & (gap_N < hi))}
 
 
 def _score_differences(config, setup, params, val: dict, cache: dict) -> np.ndarray:
