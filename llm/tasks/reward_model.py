@@ -84,9 +84,8 @@ GAP_EDGES = (0.1, 0.2, 0.4, 0.8)  # lower edges of the gold-gap buckets (gold pa
 def accuracy_by_gap(diff_N, gap_N) -> dict:
   """Pairwise accuracy (ties wrong) of the pairs whose gold gap lies in [edge, next edge), per
   lower edge; a bucket with no pairs is left out. Near-ties are where a proxy errs."""
-  upper = GAP_EDGES[1:] + (np.inf,)
-  return {lo: float((diff_N[(gap_N >= lo) & (gap_N < hi)] > 0).mean())
-          for lo, hi in zip(GAP_EDGES, upper) if np.any((gap_N >= lo) & (gap_N < hi))}
+  buckets = {lo: (gap_N >= lo) & (gap_N < hi) for lo, hi in zip(GAP_EDGES, GAP_EDGES[1:] + (np.inf,))}
+  return {lo: float((diff_N[inside] > 0).mean()) for lo, inside in buckets.items() if inside.any()}
 
 
 def _score_differences(config, setup, params, val: dict, cache: dict) -> np.ndarray:
