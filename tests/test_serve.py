@@ -1,5 +1,6 @@
 """llm.serve without the data: a real server (uvicorn on 127.0.0.1) over a run with random
 parameters, talked to by the official openai client and by raw HTTP."""
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -15,7 +16,7 @@ import openai
 import pytest
 import uvicorn
 
-from llm import chat_template, inference, tools
+from llm import bench_serve, chat_template, inference, tools
 from llm.inference import sampling
 from llm.serve import text as text_lib
 from llm.serve.app import create_app
@@ -290,6 +291,25 @@ def test_after_warm_up_requests_of_any_count_and_length_compile_nothing(server):
     batcher.close()
   assert sum(batcher.prefill_sizes.values()) >= 5 and set(batcher.batch_sizes) >= {1, 4}
   assert jitted() == warm
+
+
+def test_the_benchmark_clients_read_what_the_server_answers(server):
+  """llm.bench --serve's hand-written HTTP/1.1 clients (kept-alive connections): the tokens they
+  count are the usage httpx reads for the same requests, and a refused request raises."""
+  level = asyncio.run(bench_serve._level(server.url, clients=3, rounds=2, max_tokens=5, temperature=1.0, seed0=40))
+  usage = [_post(server, '/v1/chat/completions', bench_serve._body(seed, 5, 1.0)).json()['usage']['completion_tokens']
+           for seed in range(40, 46)]
+  assert level['requests'] == 6 and level['mean_tokens'] == round(float(np.mean(usage)), 1)
+
+  async def refused():
+    reader, writer = await asyncio.open_connection(*server.url.removeprefix('http://').split(':'))
+    try:
+      await bench_serve._post(reader, writer, 'x', '/v1/chat/completions', bench_serve._body(0, -1, 1.0))
+    finally:
+      writer.close()
+  with pytest.raises(RuntimeError, match='answered 400.*max_tokens'):
+    asyncio.run(refused())
+  _still_answering(server)
 
 
 def test_a_full_queue_refuses_at_once(server):
