@@ -1,7 +1,6 @@
 """The compiled CPU attention kernel against the reference attention, its fallback, and the
 measurement that decides whether `auto` takes it."""
 import json
-from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -62,19 +61,18 @@ def test_auto_takes_the_kernel_only_where_it_was_measured_faster(monkeypatch, tm
     pytest.skip('no C++ compiler here')
   monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
   (tmp_path / 'kernels').mkdir()
-  lib = Path(cpu_attention._library()._name).stem
   q_shape, k_shape = (2, 32, 4, 16), (2, 32, 2, 16)
   timed = []
   monkeypatch.setattr(cpu_attention, '_time_both', lambda *shape: timed.append(shape) or (1.0, 2.0))
   for kernel_ms, xla_ms, want in ((3.0, 2.0, 'xla'), (1.0, 2.0, 'cpu_kernel')):
-    (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({f'{lib}:causal:2x32x4x2x16': [kernel_ms, xla_ms]}))
+    (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({cpu_attention.choice_key('causal', (2, 32, 4, 2, 16)): [kernel_ms, xla_ms]}))
     cpu_attention.faster_than_xla.cache_clear()
     assert attention_lib.select('auto', q_shape, k_shape, jnp.float32) == want
   assert not timed
   cpu_attention.faster_than_xla.cache_clear()
   assert attention_lib.select('auto', (2, 48, 4, 16), (2, 48, 2, 16), jnp.float32) == 'cpu_kernel'
   assert timed == [(2, 48, 4, 2, 16)]  # a new shape is timed once, and kept
-  assert f'{lib}:causal:2x48x4x2x16' in json.loads((tmp_path / 'kernels' / 'choices.json').read_text())
+  assert cpu_attention.choice_key('causal', (2, 48, 4, 2, 16)) in json.loads((tmp_path / 'kernels' / 'choices.json').read_text())
   cpu_attention.faster_than_xla.cache_clear()
 
 

@@ -1,7 +1,6 @@
 """The decode step's CPU kernel (llm/kernels/cpu_cached_attention.cc) against attention written
 out in numpy, what it reads, and when the model takes it."""
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -82,8 +81,8 @@ def test_auto_takes_the_kernel_for_a_decode_step_only_where_measured_faster(monk
                                                                            xla_ms, want):
   monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
   (tmp_path / 'kernels').mkdir()
-  lib = Path(cpu_attention._library()._name).stem
-  (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({f'{lib}:cached:8x1x4x2x16x64': [kernel_ms, xla_ms]}))
+  key = cpu_attention.choice_key('cached', (8, 1, 4, 2, 16, 64))
+  (tmp_path / 'kernels' / 'choices.json').write_text(json.dumps({key: [kernel_ms, xla_ms]}))
   timed = []
   monkeypatch.setattr(cpu_cached_attention, '_time_both', lambda *shape: timed.append(shape) or (1.0, 2.0))
   cpu_cached_attention.faster_than_xla.cache_clear()

@@ -35,7 +35,7 @@ def faster_than_xla(q_shape: tuple, k_cache_shape: tuple) -> bool:
 
 
 def _time_both(B, T, H, K, Dh, S) -> tuple[float, float]:
-  """Median ms of a decode step's attention as the decode loop runs it: the new keys and values
+  """ms of a decode step's attention as the decode loop runs it (cpu_attention.best_ms): the new keys and values
   written into a donated cache, then the kernel or the XLA products over it: XLA copies a cache it
   has just written, so timing the products alone undercounts its cost (docs/performance.md)."""
   rng = np.random.default_rng(0)
@@ -56,4 +56,4 @@ def _time_both(B, T, H, K, Dh, S) -> tuple[float, float]:
       return out
     return call
 
-  return cpu_attention.median_ms([step(cached_attention), step(kv_cache.attend)], ())
+  return cpu_attention.best_ms([step(cached_attention), step(kv_cache.attend)], ())
