@@ -17,11 +17,22 @@ pytestmark = pytest.mark.skipif(not cpu_attention._compiler(), reason='no C++ co
 def random_case(B, T, H, K, Dh, S, seed=0):
   rng = np.random.default_rng(seed)
   q = rng.standard_normal((B, T, H, Dh)).astype(np.float32)
+  new_k, new_v = (rng.standard_normal((B, T, K, Dh)).astype(np.float32) for _ in range(2))
   k = rng.standard_normal((B, K, Dh, S)).astype(np.float32)
   v = rng.standard_normal((B, K, S, Dh)).astype(np.float32)
   lengths = rng.integers(0, S - T + 1, B).astype(np.int32)
   lengths[0], lengths[-1] = 0, S - T  # an empty row and a full one
-  return q, k, v, lengths
+  return q, new_k, new_v, k, v, lengths
+
+
+def numpy_write(new_k, new_v, k, v, lengths):
+  """Row b's T new keys and values at slots lengths[b]...: copies of the cache."""
+  k, v = k.copy(), v.copy()
+  for b in range(k.shape[0]):
+    for t in range(new_k.shape[1]):
+      k[b, :, :, lengths[b] + t] = new_k[b, t]
+      v[b, :, lengths[b] + t] = new_v[b, t]
+  return k, v
 
 
 def numpy_attention(q, k, v, lengths):
@@ -40,24 +51,29 @@ def numpy_attention(q, k, v, lengths):
 
 
 @pytest.mark.parametrize('B,T,H,K,Dh,S', [(3, 1, 4, 4, 64, 96), (2, 3, 4, 2, 16, 40), (5, 1, 6, 3, 24, 33)])
-def test_the_kernel_is_attention_over_each_rows_filled_slots(B, T, H, K, Dh, S):
+def test_the_kernel_writes_the_new_keys_and_attends_over_each_rows_filled_slots(B, T, H, K, Dh, S):
   """One query (decode) and several; grouped-query heads; head widths that are not a multiple
-  of the vector width; rows empty, partly filled and full."""
-  q, k, v, lengths = random_case(B, T, H, K, Dh, S)
-  got = jax.jit(cpu_cached_attention.cached_attention)(q, (k, v), lengths)
-  want = numpy_attention(q, k, v, lengths)
+  of the vector width; rows empty, partly filled and full. The cache comes back written as
+  numpy writes it, every other slot untouched, and the attention reads the new keys."""
+  q, new_k, new_v, k, v, lengths = random_case(B, T, H, K, Dh, S)
+  got, (got_k, got_v) = jax.jit(cpu_cached_attention.cached_attention)(q, new_k, new_v, (k, v), lengths)
+  want_k, want_v = numpy_write(new_k, new_v, k, v, lengths)
+  np.testing.assert_array_equal(got_k, want_k)
+  np.testing.assert_array_equal(got_v, want_v)
+  want = numpy_attention(q, want_k, want_v, lengths)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(got, kv_cache.attend(q, (k, v), lengths), rtol=1e-5, atol=1e-5)
+  xla_cache = kv_cache.write(*map(jnp.asarray, (new_k, new_v)), (jnp.asarray(k), jnp.asarray(v)), jnp.asarray(lengths))
+  np.testing.assert_allclose(got, kv_cache.attend(q, xla_cache, lengths), rtol=1e-5, atol=1e-5)
 
 
 def test_the_kernel_never_reads_past_a_rows_slots():
   """Slots beyond lengths[b] + t hold stale keys in a reused cache: NaN there changes nothing."""
-  q, k, v, lengths = random_case(4, 1, 4, 2, 32, 64)
-  want = cpu_cached_attention.cached_attention(q, (k, v), lengths)
+  q, new_k, new_v, k, v, lengths = random_case(4, 1, 4, 2, 32, 64)
+  want, _ = cpu_cached_attention.cached_attention(q, new_k, new_v, (k, v), lengths)
   for b, n in enumerate(lengths + 1):
     k[b, :, :, n:] = np.nan
     v[b, :, n:] = np.nan
-  got = cpu_cached_attention.cached_attention(q, (k, v), lengths)
+  got, _ = cpu_cached_attention.cached_attention(q, new_k, new_v, (k, v), lengths)
   assert np.isfinite(got).all()
   np.testing.assert_array_equal(got, want)
 
@@ -65,7 +81,8 @@ def test_the_kernel_never_reads_past_a_rows_slots():
 def _decode_choice(monkeypatch, implementation, q_shape, k_shape, dtype=jnp.float32):
   """What the model's cached attention runs for these shapes: 'kernel' or 'xla'."""
   ran = []
-  monkeypatch.setattr(cpu_cached_attention, 'cached_attention', lambda *a: ran.append('kernel') or jnp.zeros(q_shape))
+  monkeypatch.setattr(cpu_cached_attention, 'cached_attention',
+                      lambda *a: ran.append('kernel') or (jnp.zeros(q_shape), a[3]))
   monkeypatch.setattr(kv_cache, 'attend', lambda *a: ran.append('xla') or jnp.zeros(q_shape))
   B, T, H, Dh = q_shape
   K, S = k_shape[1], k_shape[3]

@@ -111,9 +111,9 @@ def causal_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, implementation: str = '
 def cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cache_pair, lengths_B, implementation: str = 'auto'):
   """Row b's T new keys and values written to its cache slots lengths_B[b]..., then each query
   attending to the slots up to its own position. Returns (out_BxTxHxDh, updated cache_pair)."""
+  if _cached_kernel(implementation, q_BxTxHxDh, cache_pair[0]):  # writes the cache itself
+    return cpu_cached_attention.cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, cache_pair, lengths_B)
   cache_pair = kv_cache.write(k_BxTxKxDh, v_BxTxKxDh, cache_pair, lengths_B)
-  if _cached_kernel(implementation, q_BxTxHxDh, cache_pair[0]):
-    return cpu_cached_attention.cached_attention(q_BxTxHxDh, cache_pair, lengths_B), cache_pair
   return kv_cache.attend(q_BxTxHxDh, cache_pair, lengths_B), cache_pair
 
 

@@ -1,6 +1,8 @@
 // Attention of a few new queries per row over a KV cache, on the CPU, as an XLA FFI custom call:
-// the decode step of llm/attention/kv_cache.py (the cache is written there, by XLA, before this
-// runs).
+// the decode step of llm/attention/kv_cache.py, the new keys and values written into the cache
+// here too (the cache buffers are aliased in and out, so the write is in place). As XLA ops, the
+// write was two scatters per layer, 15% of a batch-32 decode step at context 512
+// (docs/performance.md).
 //
 // Why a kernel: a decode step is a memory-bound read of the whole cache, and XLA's CPU backend
 // runs each batched attention product on one thread (about half of a batch-32 step at context
@@ -8,9 +10,10 @@
 // XLA's intra-op thread pool, and each item reads only the slots its row has filled, not the
 // cache's whole length.
 //
-// Layouts are the cache's: q, out [B, T, H, Dh]; k [B, K, Dh, S] (keys transposed), v [B, K, S,
-// Dh]; lengths [B] int32, the slots each row held before these T queries' keys were written. Query
-// t of row b attends to slots 0 .. lengths[b] + t (capped at S), as the XLA path's mask does.
+// Layouts are the cache's: q, out [B, T, H, Dh]; new_k, new_v [B, T, K, Dh]; k [B, K, Dh, S] (keys
+// transposed), v [B, K, S, Dh]; lengths [B] int32, the slots each row held before these T keys.
+// The new keys and values go to slots lengths[b] .. lengths[b] + T - 1 (those past S are dropped),
+// and query t of row b attends to slots 0 .. lengths[b] + t (capped at S), as the XLA path does.
 //
 // Built into one library with cpu_attention.cc by llm/kernels/cpu_attention.py.
 #include <algorithm>
@@ -57,28 +60,43 @@ void weighted_values(const float* __restrict p, const float* __restrict v, int64
   }
 }
 
-ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                           ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> out,
-                           float scale) {
-  auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions(), ld = lengths.dimensions();
-  if (qd.size() != 4 || kd.size() != 4 || vd.size() != 4 || ld.size() != 1) {
+ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> new_k,
+                           ffi::Buffer<ffi::F32> new_v, ffi::Buffer<ffi::F32> k_in, ffi::Buffer<ffi::F32> v_in,
+                           ffi::Buffer<ffi::S32> lengths, ffi::ResultBuffer<ffi::F32> out,
+                           ffi::ResultBuffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> v, float scale) {
+  auto qd = q.dimensions(), nd = new_k.dimensions(), kd = k_in.dimensions(), vd = v_in.dimensions(),
+       ld = lengths.dimensions();
+  if (qd.size() != 4 || nd.size() != 4 || new_v.dimensions().size() != 4 || kd.size() != 4 || vd.size() != 4 ||
+      ld.size() != 1) {
     return ffi::Error::InvalidArgument(
-        "cpu cached attention: q [B, T, H, Dh], k [B, K, Dh, S], v [B, K, S, Dh], lengths [B]");
+        "cpu cached attention: q [B, T, H, Dh], new k and v [B, T, K, Dh], k [B, K, Dh, S], v [B, K, S, Dh], "
+        "lengths [B]");
   }
   const int64_t B = qd[0], T = qd[1], H = qd[2], Dh = qd[3], K = kd[1], S = kd[3];
   if (kd[0] != B || kd[2] != Dh || vd[0] != B || vd[1] != K || vd[2] != S || vd[3] != Dh || ld[0] != B ||
-      K == 0 || H % K != 0) {
+      nd[0] != B || nd[1] != T || nd[2] != K || nd[3] != Dh || K == 0 || H % K != 0) {
     return ffi::Error::InvalidArgument(
-        "cpu cached attention: k must be [B, K, Dh, S] and v [B, K, S, Dh] with K dividing H, lengths [B]");
+        "cpu cached attention: k must be [B, K, Dh, S], v [B, K, S, Dh], new k and v [B, T, K, Dh] with K "
+        "dividing H, lengths [B]");
   }
   const int64_t G = H / K;
-  const float *qp = q.typed_data(), *kp = k.typed_data(), *vp = v.typed_data();
+  const float *qp = q.typed_data(), *nkp = new_k.typed_data(), *nvp = new_v.typed_data();
+  // The results alias the cache arguments (input_output_aliases): the same buffers, read and written.
+  float *kp = k->typed_data(), *vp = v->typed_data();
   const int32_t* lp = lengths.typed_data();
   float* op = out->typed_data();
   parallel_for(pool, B * K, [&](int64_t item) {
     const int64_t b = item / K, kvh = item % K;
-    const float* kc = kp + (b * K + kvh) * Dh * S;
-    const float* vc = vp + (b * K + kvh) * S * Dh;
+    float* kc = kp + (b * K + kvh) * Dh * S;
+    float* vc = vp + (b * K + kvh) * S * Dh;
+    for (int64_t t = 0; t < T; ++t) {  // this item's own slots: no other item touches them
+      const int64_t slot = static_cast<int64_t>(lp[b]) + t;
+      if (slot < 0 || slot >= S) continue;
+      const float* nk = nkp + ((b * T + t) * K + kvh) * Dh;
+      const float* nv = nvp + ((b * T + t) * K + kvh) * Dh;
+      for (int64_t d = 0; d < Dh; ++d) kc[d * S + slot] = nk[d];
+      std::copy(nv, nv + Dh, vc + slot * Dh);
+    }
     thread_local std::vector<float> scratch;
     if (static_cast<int64_t>(scratch.size()) < S) scratch.resize(S);
     float* p = scratch.data();
@@ -101,8 +119,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LlmCachedAttention, CachedAttention,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::Buffer<ffi::F32>>()  // q [B, T, H, Dh]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // new k [B, T, K, Dh]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // new v [B, T, K, Dh]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // k [B, K, Dh, S]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // v [B, K, S, Dh]
                                   .Arg<ffi::Buffer<ffi::S32>>()  // lengths [B]
                                   .Ret<ffi::Buffer<ffi::F32>>()  // out [B, T, H, Dh]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // k, written (aliases the k argument)
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // v, written (aliases the v argument)
                                   .Attr<float>("scale"));
