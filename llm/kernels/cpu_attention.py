@@ -153,7 +153,8 @@ _TIMING_CALLS = 5  # back to back in each sample, as a decode or training loop m
 # Part of each kept choice's key, so a host times again when the method changes. v2: the best of
 # 7 samples of 5 calls; v1 (the median of 5 single calls) picked XLA for the batch-32 decode step
 # at context 512 when one slow sample timed the kernel at 5.1 ms against 2.1 (1.4-2.2 ms after).
-_TIMING_METHOD = 'v2'
+# v3: decode steps timed at half the cache filled (cpu_cached_attention._TIMING_FILL).
+_TIMING_METHOD = 'v3'
 
 
 @functools.cache
