@@ -18,7 +18,7 @@ from llm.kernels import cpu_attention
 # Share of the cache the timing's rows have filled: a generation's average (its rows fill the
 # cache from the prompt up). At 0.9 the kernel, which reads only filled slots, and XLA's products
 # over the whole cache tied for a server's batch of 32 (0.36-0.48 against 0.40-0.43 ms), and the
-# choice flipped between hosts' timings, where in the server the kernel made decoding ~20% faster.
+# choice flipped from one timing to the next, where in the server the kernel was ~20% faster.
 _TIMING_FILL = 0.5
 
 
