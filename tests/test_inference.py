@@ -205,6 +205,14 @@ def test_traced_filter_is_the_static_one(top_k, top_p):
   np.testing.assert_array_equal(traced, _static_filter(logits_BxV, top_k, top_p))
 
 
+def test_greedy_takes_the_first_of_tied_maxima_as_argmax_does():
+  rng = np.random.default_rng(0)
+  logits_BxV = rng.integers(0, 4, (64, 300)).astype(np.float32)  # many ties for the maximum
+  logits_BxV[1] = -np.inf
+  got = jax.jit(sampling._first_argmax)(jnp.asarray(logits_BxV))
+  np.testing.assert_array_equal(got, np.argmax(logits_BxV, axis=-1))
+
+
 def test_greedy_is_the_argmax_and_rows_draw_apart():
   logits_BxV = 3 * jax.random.normal(jax.random.key(0), (64, 50))
   keys_B = jax.random.split(jax.random.key(1), 64)

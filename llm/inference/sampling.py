@@ -30,6 +30,15 @@ def _filtered(logits_BxV, top_k_B, top_p_B):
   return jnp.where(logits_BxV < jnp.maximum(kth_Bx1, cutoff_Bx1), -jnp.inf, logits_BxV)
 
 
+def _first_argmax(logits_BxV):
+  """jnp.argmax over the last axis (the first of tied maxima) as two plain reductions, a max and a
+  min of the indices holding it: XLA's CPU backend runs argmax as one variadic reduce, ~6x slower
+  at [32, 4096] (docs/performance.md). A row of NaN gives its last index, never one out of range."""
+  V = logits_BxV.shape[-1]
+  at_max_BxV = logits_BxV == jnp.max(logits_BxV, axis=-1, keepdims=True)
+  return jnp.minimum(jnp.min(jnp.where(at_max_BxV, jnp.arange(V, dtype=jnp.int32), V), axis=-1), V - 1)
+
+
 def _inverse_cdf(keys_B, logits_BxV):
   """Row b's token drawn from softmax(logits) with keys_B[b] (_first_reaching, u uniform in (0, 1])."""
   u_B = 1.0 - jax.vmap(jax.random.uniform)(keys_B)
@@ -69,7 +78,7 @@ def sample_logits(keys_B, logits_BxV, temperature, top_k, top_p, used_B=None):
   temperature_B, top_k_B, top_p_B = per_row(temperature, jnp.float32), per_row(top_k, jnp.int32), per_row(
       top_p, jnp.float32)
   used_B = jnp.ones((B,), bool) if used_B is None else used_B
-  greedy = lambda logits_BxV: jnp.argmax(logits_BxV, axis=-1)
+  greedy = _first_argmax
 
   def draw(logits_BxV):
     scaled_BxV = logits_BxV.astype(jnp.float32) / jnp.where(temperature_B > 0, temperature_B, 1.0)[:, None]
