@@ -27,7 +27,7 @@ def get_config(arg=None):
   c.reward_model.gold_noise = point['noise']
   c.train.seq_len = 96  # prompt + the longest generated response fit
   c.train.batch_size = 32  # pairs per step
-  c.train.steps = min(max(point['pairs'] // c.train.batch_size, 150), 500)  # about one epoch, 150-500 steps
+  c.train.steps = min(max(point['pairs'] // c.train.batch_size, 150), 2000)  # about one epoch, 150-2000 steps
   c.train.lr = 3e-4
   c.train.warmup_steps = 20
   c.train.eval_every = 50
@@ -40,7 +40,7 @@ def reward_model_defaults() -> ml_collections.ConfigDict:
   rm = ml_collections.ConfigDict()
   rm.source = 'gold'  # 'gold' | 'hh_rlhf_harmless_base' | 'alpaca_eval_ai_preferences' (llm/data/preferences.py)
   rm.val_fraction = 0.1  # real sources: share of pairs held out, by content hash
-  rm.gold_pairs = 4000  # gold: training pairs (the study: 1000, 4000, 16000)
+  rm.gold_pairs = 4000  # gold: training pairs (the study: 1000, 4000, 16000, 32000, 64000)
   rm.gold_noise = 0.0  # gold: share of training labels flipped (Coste et al.: 0.25)
   rm.gold_val_pairs = 1000  # gold: held-out pairs (held-out topics, true labels)
   rm.truncate = False  # a pair longer than train.seq_len: dropped (False) or its responses cut to fit (True)

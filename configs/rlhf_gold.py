@@ -34,7 +34,7 @@ def get_config(arg=None):
   c.train.min_lr_ratio = 1.0
   c.train.weight_decay = 0.0
   c.train.log_every = 1
-  c.train.eval_every = 5
+  c.train.eval_every = 2  # a point on the gold/proxy-vs-KL curve every 2 steps
   c.train.checkpoint_every = 10
   return c
 
@@ -45,6 +45,6 @@ def rlhf_defaults() -> ml_collections.ConfigDict:
   r.proxy = ''  # reward model run DIR, or DIR1,DIR2,... for an ensemble
   r.ensemble = 'mean'  # how an ensemble's scores combine: 'mean' or 'min' (worst case)
   r.missing_end_penalty = 1.0  # subtracted from a response that never ends its turn
-  r.eval_prompts = 8  # held-out prompts per eval point (x grpo.group_size samples)
+  r.eval_prompts = 16  # held-out prompts per eval point (x grpo.group_size samples)
   r.hacking_tolerance = 0.05  # the monitor warns past this drop in gold and rise in proxy
   return r

@@ -182,6 +182,17 @@ def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   text = hacking_report.table([], [dict(hacking_report.bon_curve(tmp_path / 'bon_a.json'), fit=bon)],
                               [dict(rl_curve, fit=rl)])
   assert '| bon_a | 1.000 | 0.500 |' in text and '| rlhf_a | 0.400 | 0.300 |' in text
+  # the monitor fired first at step 25 (d = 2): gold's best before it is at d = 1.5, step 20
+  best = 0.3 + 1.5 * (0.4 - 0.3 * math.log(1.5))
+  lowest, end = 0.3 + 2.0 * (0.4 - 0.3 * math.log(2.0)), 0.3 + 3.0 * (0.4 - 0.3 * math.log(3.0))
+  assert f'| rlhf_a | 0.300 | {best:.3f} (step 20, KL 2.25) | step 25 | {end:.3f} | {end:.3f} | 0.00 -> 3.00 | 9 |' in text
+  assert lowest > end
+  # a run that recovers after the monitor fired: the peak is the one before, not the later best
+  back = {'steps': [0, 2, 4, 6, 8], 'd': [0.0, 1.0, 2.0, 3.0, 2.0], 'gold': [0.5, 0.8, 0.4, 0.3, 0.9],
+          'proxy': [0.0, 1.0, 2.0, 3.0, 4.0], 'hacking_steps': [4, 6]}
+  assert hacking_report.course(back) == {'peak_step': 2, 'peak_kl': 1.0, 'peak_gold': 0.8, 'first_hacking_step': 4,
+                                         'lowest_gold_after': 0.3, 'end_gold': 0.9, 'start_proxy': 0.0,
+                                         'end_proxy': 4.0, 'max_kl': 9.0}
   hacking_report.plot([dict(rl_curve, fit=rl)], 'rl', tmp_path / 'rl.png')
   assert (tmp_path / 'rl.png').stat().st_size > 1000
 

@@ -6,9 +6,12 @@ d = sqrt(KL) for best-of-n and RL, with Gao et al.'s forms fitted to each gold c
         --rl=runs/rlhf_4k_b0.02,runs/rlhf_4k_b0 --out=results/reward_hacking
 
 writes OUT/table.md, OUT/fits.json, OUT/bon.png and OUT/rl.png. Gold is taken relative to the
-starting policy's (n = 1; the RL run's step 0), as the forms assume R(0) = 0.
+starting policy's (n = 1; the RL run's step 0), as the forms assume R(0) = 0. An RL run moves back
+and forth in KL, so the table also gives its course by step: gold's best before the hacking
+monitor first fired, the lowest gold after, and gold and proxy at the end.
 """
 import json
+import math
 from pathlib import Path
 
 from absl import flags
@@ -32,9 +35,23 @@ def rl_curve(workdir: Path) -> dict:
   points = [by_step[s] for s in sorted(by_step)]
   if not points or points[0]['step'] != 0:
     raise ValueError(f'{workdir}: no held-out evaluation at step 0 (train.eval_at_start) to measure gold from')
-  return {'name': Path(workdir).name, 'd': [p['rlhf_d'] for p in points], 'gold': [p['rlhf_gold'] for p in points],
-          'proxy': [p['rlhf_proxy'] for p in points],
+  return {'name': Path(workdir).name, 'steps': [p['step'] for p in points], 'd': [p['rlhf_d'] for p in points],
+          'gold': [p['rlhf_gold'] for p in points], 'proxy': [p['rlhf_proxy'] for p in points],
           'hacking_steps': [p['step'] for p in points if p.get('rlhf_hacking')]}
+
+
+def course(curve: dict) -> dict:
+  """An RL run's course in a few numbers: gold's best before the monitor first fired (the peak
+  that hacking then passes), the lowest gold after it, and gold and proxy at the end."""
+  first = curve['hacking_steps'][0] if curve['hacking_steps'] else math.inf
+  before = [i for i, s in enumerate(curve['steps']) if s < first]
+  peak = max(before, key=lambda i: curve['gold'][i])
+  after = [i for i, s in enumerate(curve['steps']) if s >= first]
+  return {'peak_step': curve['steps'][peak], 'peak_kl': curve['d'][peak] ** 2, 'peak_gold': curve['gold'][peak],
+          'first_hacking_step': None if first == math.inf else first,
+          'lowest_gold_after': min(curve['gold'][i] for i in after) if after else None,
+          'end_gold': curve['gold'][-1], 'start_proxy': curve['proxy'][0], 'end_proxy': curve['proxy'][-1],
+          'max_kl': max(curve['d']) ** 2}
 
 
 def fitted(form: str, curve: dict) -> dict:
@@ -92,6 +109,15 @@ def table(rms: list[Path], bon: list[dict], rl: list[dict]) -> str:
       lines.append(f"| {c['name']} | {f['alpha']:.3f} | {f['beta']:.3f} | {f['fit_peak_kl']:.3g} | "
                    f"{f['measured_peak_kl']:.3g} | {'yes' if f['peaks_inside'] else 'no'} | {f['max_d'] ** 2:.3g} | "
                    f"{f['rmse']:.3f} |")
+  lines += ['', '| RL | gold at start | best gold before the monitor fires (step, KL) | monitor first fires | '
+            'lowest gold after | gold at end | proxy start -> end | max KL |', '|---|---|---|---|---|---|---|---|']
+  for c in rl:
+    k = course(c)
+    fmt = lambda x: '-' if x is None else f'{x:.3f}'
+    lines.append(f"| {c['name']} | {c['gold'][0]:.3f} | {k['peak_gold']:.3f} (step {k['peak_step']}, KL "
+                 f"{k['peak_kl']:.2f}) | {'never' if k['first_hacking_step'] is None else 'step %d' % k['first_hacking_step']} | "
+                 f"{fmt(k['lowest_gold_after'])} | {k['end_gold']:.3f} | {k['start_proxy']:.2f} -> {k['end_proxy']:.2f} | "
+                 f"{k['max_kl']:.3g} |")
   return '\n'.join(lines) + '\n'
 
 
