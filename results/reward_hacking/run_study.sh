@@ -1,7 +1,7 @@
 #!/bin/bash
-# The reward hacking study (issue 16) on a 2-core CPU, in order. Stages 1-2 ran on 2026-12-02
-# (README.md here: their measured times and accuracies); the step times in the comments of the
-# later stages are estimates from the configs' sizes, not measurements.
+# The reward hacking study (issue 16) on a 2-core CPU, in order; every stage ran on 2026-12-02
+# (README.md here: the results and measured times; about 100 minutes from an existing base).
+# The largest proxy (64k pairs, ~30 min) is run apart: see README.md.
 #
 #   bash results/reward_hacking/run_study.sh            # from the repository root
 #
@@ -15,11 +15,13 @@ main() { python -m llm.main "$@"; }
 [ -f runs/pretrain_small/summary.json ] || main --config=configs/pretrain_small.py --workdir=runs/pretrain_small
 main --config=configs/sft_gold.py --workdir=runs/sft_gold
 
-# 2. Proxy reward models on 1k / 4k / 16k gold-labelled pairs, and 4k with 25% of labels flipped
-#    (~3, 3, 10, 3 min). Held-out accuracy against gold: rm_val_accuracy in each summary.json.
+# 2. Proxy reward models on 1k / 4k / 16k / 32k gold-labelled pairs, and 4k with 25% of labels
+#    flipped (measured alone: ~3, 3, 8, 15, 3 min). Held-out accuracy against gold:
+#    rm_val_seen_topics_accuracy (training topics) and rm_val_accuracy (held-out topics).
 main --config=configs/reward_model_gold.py:pairs=1000 --workdir=runs/rm_gold_1k
 main --config=configs/reward_model_gold.py:pairs=4000 --workdir=runs/rm_gold_4k
 main --config=configs/reward_model_gold.py:pairs=16000 --workdir=runs/rm_gold_16k
+main --config=configs/reward_model_gold.py:pairs=32000 --workdir=runs/rm_gold_32k
 main --config=configs/reward_model_gold.py:pairs=4000,noise=0.25 --workdir=runs/rm_gold_4k_noisy
 main --config=configs/reward_model_gold.py:pairs=4000,seed=1 --workdir=runs/rm_gold_4k_s1  # an ensemble's second member
 
@@ -30,17 +32,17 @@ main --config=configs/reward_model_hh.py --config.init_from=$chat --workdir=runs
 main --config=configs/reward_model_hh.py:alpaca --config.init_from=$chat --workdir=runs/rm_alpaca
 
 # 4. Best-of-n against each proxy: 32 held-out prompts x 64 samples, proxy and gold of the
-#    proxy-best at KL_bon = log n - (n-1)/n (~2 min each; the same samples for every proxy).
-for rm in 1k 4k 16k 4k_noisy; do
+#    proxy-best at KL_bon = log n - (n-1)/n (~1 min each; the same samples for every proxy).
+for rm in 1k 4k 16k 32k 4k_noisy; do
   python -m llm.rl.best_of_n --policy=runs/sft_gold --proxy=runs/rm_gold_$rm --n=1,2,4,8,16,32,64 --prompts=32 \
       --out=$OUT/bon_$rm.json
 done
 python -m llm.rl.best_of_n --policy=runs/sft_gold --proxy=runs/rm_gold_4k,runs/rm_gold_4k_s1 --ensemble=min \
     --n=1,2,4,8,16,32,64 --prompts=32 --out=$OUT/bon_4k_ensemble_min.json
 
-# 5. RL against the proxies (GRPO + beta x KL to the SFT policy, 40 steps, ~6 min each): the
+# 5. RL against the proxies (GRPO + beta x KL to the SFT policy, 40 steps, ~4 min each): the
 #    proxy budget at beta 0.02, the KL coefficient on the 4k proxy, and the worst-case ensemble.
-for rm in 1k 4k 16k; do
+for rm in 1k 4k 16k 32k; do
   main --config=configs/rlhf_gold.py:proxy=rm_gold_$rm,beta=0.02 --workdir=runs/rlhf_${rm}_b0.02
 done
 main --config=configs/rlhf_gold.py:proxy=rm_gold_4k,beta=0.0 --workdir=runs/rlhf_4k_b0
@@ -50,7 +52,12 @@ main --config=configs/rlhf_gold.py:proxy=rm_gold_4k,beta=0.02 --config.rlhf.prox
 
 # 6. The report: accuracies, fitted coefficients, plots (and rlhf_samples.jsonl in each RL run
 #    holds the hacked responses with their proxy and gold scores).
-rms=runs/rm_gold_1k,runs/rm_gold_4k,runs/rm_gold_16k,runs/rm_gold_4k_noisy,runs/rm_hh,runs/rm_alpaca
-bons=$OUT/bon_1k.json,$OUT/bon_4k.json,$OUT/bon_16k.json,$OUT/bon_4k_noisy.json,$OUT/bon_4k_ensemble_min.json
-rls=runs/rlhf_1k_b0.02,runs/rlhf_4k_b0.02,runs/rlhf_16k_b0.02,runs/rlhf_4k_b0,runs/rlhf_4k_b0.1,runs/rlhf_4k_ens_min
+rms=runs/rm_gold_1k,runs/rm_gold_4k,runs/rm_gold_16k,runs/rm_gold_32k,runs/rm_gold_4k_noisy,runs/rm_gold_4k_s1
+rms=$rms,runs/rm_hh,runs/rm_alpaca
+bons=$OUT/bon_1k.json,$OUT/bon_4k.json,$OUT/bon_16k.json,$OUT/bon_32k.json,$OUT/bon_4k_noisy.json
+bons=$bons,$OUT/bon_4k_ensemble_min.json
+rls=runs/rlhf_1k_b0.02,runs/rlhf_4k_b0.02,runs/rlhf_16k_b0.02,runs/rlhf_32k_b0.02,runs/rlhf_4k_b0,runs/rlhf_4k_b0.1
+rls=$rls,runs/rlhf_4k_ens_min
 python -m llm.rl.hacking_report --rm=$rms --bon=$bons --rl=$rls --out=$OUT
+# Where the largest proxies err, by the rubric part that decides each held-out pair:
+python -m results.reward_hacking.errors_by_component runs/rm_gold_16k runs/rm_gold_32k > $OUT/errors_by_component.md
