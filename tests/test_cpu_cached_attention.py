@@ -50,7 +50,8 @@ def numpy_attention(q, k, v, lengths):
   return out
 
 
-@pytest.mark.parametrize('B,T,H,K,Dh,S', [(3, 1, 4, 4, 64, 96), (2, 3, 4, 2, 16, 40), (5, 1, 6, 3, 24, 33)])
+@pytest.mark.parametrize('B,T,H,K,Dh,S', [(3, 1, 4, 4, 64, 96), (2, 3, 4, 2, 16, 40), (5, 1, 6, 3, 24, 33),
+                                         (3, 2, 4, 2, 128, 301)])  # several slot blocks, a row ending mid-vector
 def test_the_kernel_writes_the_new_keys_and_attends_over_each_rows_filled_slots(B, T, H, K, Dh, S):
   """One query (decode) and several; grouped-query heads; head widths that are not a multiple
   of the vector width; rows empty, partly filled and full. The cache comes back written as

@@ -31,27 +31,69 @@ namespace {
 
 using namespace llm_kernels;
 
-// logits[0..n) = sum_d q[d] k[d, 0..n): four key rows per pass over logits, so each logit is
-// loaded and stored Dh / 4 times instead of Dh.
+constexpr int64_t kLine = 64 / sizeof(float);  // floats per cache line
+constexpr int kBlockVecs = 4;                  // vectors of slots whose scores stay in registers
+constexpr int64_t kBlock = kBlockVecs * kLanes;
+constexpr int64_t kAheadBlocks = 2;            // key blocks requested ahead of the one computed
+
+// The first key block of every row and the first value rows, requested together at an item's start.
+void prefetch_start(const float* k, int64_t ldk, const float* v, int64_t Dh, int64_t n) {
+  const int64_t width = std::min(n, kAheadBlocks * kBlock);
+  for (int64_t d = 0; d < Dh; ++d)
+    for (int64_t j = 0; j < width; j += kLine) __builtin_prefetch(k + d * ldk + j);
+  for (int64_t i = 0; i < std::min<int64_t>(n, 8) * Dh; i += kLine) __builtin_prefetch(v + i);
+}
+
+// logits[0..n) = sum_d q[d] k[d, 0..n), the key rows ldk apart (keys transposed). kBlock slots at a
+// time, their sums held in registers over all Dh rows; while a block is computed the lines of the
+// block kAheadBlocks on are requested: the Dh rows are as many short streams, more than the hardware
+// prefetcher follows (docs/performance.md). Past n, whole vectors run on while they stay inside the
+// row (their logits are never read), so only a row ending mid-vector has a scalar tail.
 void scores(const float* __restrict q, const float* __restrict k, int64_t ldk, int64_t Dh, int64_t n,
             float* __restrict logits) {
-  std::fill(logits, logits + n, 0.0f);
-  int64_t d = 0;
-  for (; d + 4 <= Dh; d += 4) {
-    const float q0 = q[d], q1 = q[d + 1], q2 = q[d + 2], q3 = q[d + 3];
-    const float *k0 = k + d * ldk, *k1 = k0 + ldk, *k2 = k1 + ldk, *k3 = k2 + ldk;
-    for (int64_t s = 0; s < n; ++s) logits[s] += q0 * k0[s] + q1 * k1[s] + q2 * k2[s] + q3 * k3[s];
+  int64_t s = 0;
+  for (; s + kBlock <= n; s += kBlock) {
+    vf acc[kBlockVecs] = {};
+    const int64_t ahead = s + kAheadBlocks * kBlock;
+    for (int64_t d = 0; d < Dh; ++d) {
+      const float* row = k + d * ldk + s;
+      if (ahead < n)
+        for (int64_t j = 0; j < kBlock; j += kLine) __builtin_prefetch(row + kAheadBlocks * kBlock + j);
+      const vf qd = splat(q[d]);
+      for (int j = 0; j < kBlockVecs; ++j) acc[j] += qd * loadv(row + j * kLanes);
+    }
+    for (int j = 0; j < kBlockVecs; ++j) storev(logits + s + j * kLanes, acc[j]);
   }
-  for (; d < Dh; ++d) {
-    const float qd = q[d];
-    const float* kd = k + d * ldk;
-    for (int64_t s = 0; s < n; ++s) logits[s] += qd * kd[s];
+  for (; s < n && s + kLanes <= ldk; s += kLanes) {
+    vf acc{};
+    for (int64_t d = 0; d < Dh; ++d) acc += splat(q[d]) * loadv(k + d * ldk + s);
+    storev(logits + s, acc);
+  }
+  for (; s < n; ++s) {
+    float acc = 0.0f;
+    for (int64_t d = 0; d < Dh; ++d) acc += q[d] * k[d * ldk + s];
+    logits[s] = acc;
   }
 }
 
-// out[0..Dh) = sum_s p[s] v[s, 0..Dh), the value rows contiguous (Dh apart).
+// out[0..DH) = sum_s p[s] v[s, 0..DH), the value rows contiguous; the sums in registers.
+template <int64_t DH>
+void weighted_values_fixed(const float* __restrict p, const float* __restrict v, int64_t n, float* __restrict out) {
+  constexpr int kVecs = DH / kLanes;
+  vf acc[kVecs] = {};
+  for (int64_t s = 0; s < n; ++s) {
+    const float* vs = v + s * DH;
+    for (int64_t j = 0; j < DH; j += kLine) __builtin_prefetch(vs + 8 * DH + j);
+    const vf ps = splat(p[s]);
+    for (int j = 0; j < kVecs; ++j) acc[j] += ps * loadv(vs + j * kLanes);
+  }
+  for (int j = 0; j < kVecs; ++j) storev(out + j * kLanes, acc[j]);
+}
+
 void weighted_values(const float* __restrict p, const float* __restrict v, int64_t Dh, int64_t n,
                      float* __restrict out) {
+  if (Dh == 64) return weighted_values_fixed<64>(p, v, n, out);
+  if (Dh == 128) return weighted_values_fixed<128>(p, v, n, out);
   std::fill(out, out + Dh, 0.0f);
   for (int64_t s = 0; s < n; ++s) {
     const float ps = p[s];
@@ -97,6 +139,7 @@ ffi::Error CachedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::B
       for (int64_t d = 0; d < Dh; ++d) kc[d * S + slot] = nk[d];
       std::copy(nv, nv + Dh, vc + slot * Dh);
     }
+    prefetch_start(kc, S, vc, Dh, std::clamp<int64_t>(static_cast<int64_t>(lp[b]) + T, 1, S));
     thread_local std::vector<float> scratch;
     if (static_cast<int64_t>(scratch.size()) < S) scratch.resize(S);
     float* p = scratch.data();
