@@ -120,16 +120,6 @@ def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
           'mfu': round(flops_tok * tokens / dt / peak, 3), 'host': hostinfo.describe()}
 
 
-def reference_env() -> dict:
-  """The environment for a torch yardstick: on an AVX-512 host emulating the AVX2 class
-  (hostinfo.isa_class), torch's own kernels, oneDNN and MKL are capped at AVX2 as well."""
-  from llm import hostinfo
-  env = dict(os.environ)
-  if hostinfo.isa_class() == 'AVX2' and 'avx512f' in hostinfo.cpu_flags():
-    env.update(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_ENABLE_INSTRUCTIONS='AVX2')
-  return env
-
-
 def run_reference(shape: dict) -> dict | None:
   """The PyTorch yardstick in a child process; None (and a line saying why) if it cannot run."""
   try:
@@ -140,8 +130,9 @@ def run_reference(shape: dict) -> dict | None:
   if not REFERENCE_SCRIPT.exists():
     print(f'reference skipped: {REFERENCE_SCRIPT} not found')
     return None
+  from llm import hostinfo
   cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=reference_env()).stdout.strip().splitlines()
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=hostinfo.torch_env()).stdout.strip().splitlines()
   return json.loads(out[-1])
 
 

@@ -46,8 +46,11 @@ def _reference(shape: dict) -> dict | None:
   if not REFERENCE_SCRIPT.exists():
     print(f'decode reference skipped: {REFERENCE_SCRIPT} not found', file=sys.stderr)
     return None
+  from llm import hostinfo
   cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
-  return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+  # hostinfo.torch_env: under an emulated AVX2 build, torch is capped at AVX2 too.
+  out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=hostinfo.torch_env()).stdout
+  return json.loads(out.strip().splitlines()[-1])
 
 
 def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int = 3, repeats: int = 5,

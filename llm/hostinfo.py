@@ -63,6 +63,15 @@ def isa_class() -> str:
   return 'NEON' if 'asimd' in flags else platform.machine()
 
 
+def torch_env() -> dict:
+  """The environment for a torch yardstick: on an AVX-512 host emulating the AVX2 class
+  (isa_class), torch's own kernels, oneDNN and MKL are capped at AVX2 as well."""
+  env = dict(os.environ)
+  if isa_class() == 'AVX2' and 'avx512f' in cpu_flags():
+    env.update(ATEN_CPU_CAPABILITY='avx2', ONEDNN_MAX_CPU_ISA='AVX2', MKL_ENABLE_INSTRUCTIONS='AVX2')
+  return env
+
+
 def cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 

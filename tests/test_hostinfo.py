@@ -60,3 +60,33 @@ def test_an_avx2_build_on_an_avx512_host_reports_the_avx2_class(monkeypatch):
   monkeypatch.setattr(hostinfo, 'cpu_flags', lambda: ['avx2', 'fma'])
   monkeypatch.setenv('XLA_FLAGS', '')
   assert hostinfo.isa_class() == 'AVX2'
+
+
+def test_the_torch_yardstick_of_an_emulated_avx2_build_is_capped_at_avx2(monkeypatch):
+  """Both benchmarks' yardsticks (llm.bench, llm.bench_decode) run torch in this environment."""
+  monkeypatch.setattr(hostinfo, 'cpu_flags', lambda: ['avx2', 'avx512f'])
+  monkeypatch.delenv('XLA_FLAGS', raising=False)
+  monkeypatch.delenv('LLM_CPU_MARCH', raising=False)
+  assert 'ATEN_CPU_CAPABILITY' not in hostinfo.torch_env()  # the host's own class: torch as it is
+  monkeypatch.setenv('LLM_CPU_MARCH', 'haswell')
+  env = hostinfo.torch_env()
+  assert (env['ATEN_CPU_CAPABILITY'], env['ONEDNN_MAX_CPU_ISA'], env['MKL_ENABLE_INSTRUCTIONS']) == ('avx2', 'AVX2', 'AVX2')
+  assert env['LLM_CPU_MARCH'] == 'haswell'  # the rest of the environment goes along
+
+
+@pytest.mark.parametrize('module', ['bench', 'bench_decode'])
+def test_both_benchmarks_run_their_yardstick_in_that_environment(monkeypatch, tmp_path, module):
+  pytest.importorskip('torch')
+  import importlib
+  import subprocess
+  bench_module = importlib.import_module(f'llm.{module}')
+  script = tmp_path / 'reference.py'
+  script.write_text('')
+  monkeypatch.setattr(bench_module, 'REFERENCE_SCRIPT', script)
+  monkeypatch.setattr(hostinfo, 'torch_env', lambda: {'MARK': 'capped'})
+  seen = []
+  monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: seen.append(kw.get('env')) or subprocess.CompletedProcess(
+      cmd, 0, stdout='{"tokens_per_s": 1}\n'))
+  run = bench_module.run_reference if module == 'bench' else bench_module._reference
+  assert run({'batch': 1}) == {'tokens_per_s': 1}
+  assert seen == [{'MARK': 'capped'}]
