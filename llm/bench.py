@@ -22,7 +22,6 @@ LLM_CPU_MARCH=haswell XLA_FLAGS=--xla_cpu_max_isa=AVX2 python -m llm.bench --ref
 What was measured, on which hosts, and what was tried: docs/performance.md.
 """
 import json
-import os
 import subprocess
 import sys
 import time
