@@ -18,6 +18,7 @@ from pathlib import Path
 from absl import flags
 
 from llm import cli, seeds
+from llm.data import sources
 
 STAGES = {'pretrain': 'BASE', 'sft': 'SFT', 'grpo': 'RL'}
 # From summary.json, shown first in the summary table.
@@ -37,7 +38,7 @@ def read_run(workdir: Path) -> dict:
     raise RunMissing(f'{workdir} holds no config.json: is it a run (python -m llm.main --workdir=...)?')
   read = lambda p: json.loads(p.read_text()) if p.exists() else {}
   metrics = workdir / 'metrics.jsonl'
-  rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] if metrics.exists() else []
+  rows = list(sources.read_jsonl(metrics)) if metrics.exists() else []
   evals = {p.stem: read(p) for p in sorted((workdir / 'eval').glob('*.json'))}
   return {'dir': workdir, 'config': read(workdir / 'config.json'), 'summary': read(workdir / 'summary.json'),
           'metrics': rows, 'evals': evals}

@@ -8,6 +8,8 @@ llm/honesty/sft.py read the world's search folder beside it.
 import json
 from pathlib import Path
 
+from llm.data import sources
+
 
 def write(records: list[dict], path: Path | str) -> None:
   """Written whole to a temporary file, then renamed: an interrupted run leaves the old labels."""
@@ -22,7 +24,7 @@ def read(path: Path | str) -> list[dict]:
   if not path.is_file():
     raise FileNotFoundError(f'labelled set {path} does not exist; write it with python -m llm.honesty.interrogate '
                             '--workdir=RUN --world=WORLD (or fix --config.sft.honesty_labels)')
-  return [json.loads(line) for line in path.read_text(encoding='utf-8').splitlines() if line.strip()]
+  return list(sources.read_jsonl(path))
 
 
 def search_folder(path: Path | str) -> Path:

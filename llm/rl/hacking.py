@@ -8,12 +8,13 @@ gold curve; and a monitor that warns when gold falls while the proxy rises.
 R is gold reward relative to the initial policy's (R(0) = 0).
 """
 import dataclasses
-import json
 import math
 from pathlib import Path
 
 from absl import logging
 import numpy as np
+
+from llm.data import sources
 
 
 def kl_bon(n: int) -> float:
@@ -78,8 +79,7 @@ class HackingMonitor:
     """The evaluations a run already logged (before a resume), in step order."""
     self.history = []
     if Path(metrics_path).exists():
-      for line in Path(metrics_path).read_text().splitlines():
-        row = json.loads(line)
+      for row in sources.read_jsonl(metrics_path):
         if self.gold_key in row and self.proxy_key in row:
           self.history = [h for h in self.history if h[0] < row['step']]  # a step logged again after a resume
           self.history.append((row['step'], row[self.gold_key], row[self.proxy_key]))
