@@ -5,6 +5,8 @@
     python -m llm.eval --workdir=runs/sft_python --suite=chat    # probe_count_letter(_python), probe_spell(_python)
     python -m llm.chat --workdir=runs/sft_python --python_tool
 """
+import ml_collections
+
 from configs import sft_small
 
 
@@ -13,6 +15,8 @@ def get_config(arg=None):
   # Conversations that call `python: print(" word".count("r"))` (llm/data/letters.py), weighted as
   # the calculator's arithmetic is; the probes' words are held out of them.
   c.sft.mixture.python_letters = 2.0
+  # Distinct python_letters conversations drawn (the default for a generated source is 5000).
+  c.sft.generated = ml_collections.ConfigDict(dict(python_letters=5000))
   # Book passages repeated exactly (llm/data/copy_text.py): with python_letters alone the model
   # miswrote held-out words in its code (" necessary" -> " fort"; results/security/tools.md).
   c.sft.mixture.copy_text = 1.0

@@ -256,6 +256,10 @@ def test_load_mixture_counts_and_splits(data_dir):
   assert sum(map(len, capped['gsm8k'])) == 40
   assert sum(map(len, capped['identity'])) == 40
   assert capped['gsm8k'][1], 'validation split is empty'
+  # sft.generated sets one generated source's count; the others and the real sources keep theirs.
+  counted = cv.load_mixture(data_dir, {'arithmetic': 1.0, 'identity': 1.0, 'gsm8k': 1.0}, 0.1, 0, max_per_source=40,
+                            identity_facts=FACTS, generated={'arithmetic': 70})
+  assert [sum(map(len, counted[n])) for n in ('arithmetic', 'identity', 'gsm8k')] == [70, 40, 40]
 
 
 def test_load_mixture_errors_name_the_problem(data_dir, tmp_path):
@@ -266,6 +270,8 @@ def test_load_mixture_errors_name_the_problem(data_dir, tmp_path):
   with pytest.raises(FileNotFoundError, match=r'topical_chat.*data\.dir'):
     cv.load_mixture(tmp_path, {'topical_chat': 1.0}, 0.1, 0)
   assert cv.load_mixture(tmp_path, {'identity': 1.0}, 0.1, 0, identity_facts=FACTS)['identity'][0]  # no files
+  with pytest.raises(ValueError, match=r"sft.generated names \['gsm8k'\], which are not generated"):
+    cv.load_mixture(data_dir, {'gsm8k': 1.0}, 0.1, 0, generated={'gsm8k': 10})
 
 
 def test_an_endless_source_that_never_fits_is_refused_not_searched_forever(tmp_path):

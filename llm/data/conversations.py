@@ -506,14 +506,15 @@ def _fitted(name: str, conversations: Iterable[Conversation], tokenizer, max_tok
 
 def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float, seed: int,
                  max_per_source: int = 0, tokenizer=None,
-                 max_tokens: int = 0, identity_facts: IdentityFacts | None = None, honesty_labels: str = ''
-                 ) -> dict[str, tuple[list[Conversation], list[Conversation]]]:
+                 max_tokens: int = 0, identity_facts: IdentityFacts | None = None, honesty_labels: str = '',
+                 generated: dict[str, int] | None = None) -> dict[str, tuple[list[Conversation], list[Conversation]]]:
   """{source name: (train, val)} for each source named in mixture with a weight above 0 (the
   weight itself is for the caller; 0 turns a source off).
 
   With a tokenizer and max_tokens, every conversation is fitted (see fit()) and dropped when it
   does not fit. max_per_source caps the conversations kept per source, after fitting (0 = all
-  of a real source, DEFAULT_GENERATED of a generated one). identity_facts: what the identity
+  of a real source, DEFAULT_GENERATED of a generated one); `generated`, {source name:
+  conversations}, sets the count of a generated source instead. identity_facts: what the identity
   source says about the model (IdentityFacts); honesty_labels: the labelled set the honesty_*
   sources read (config.sft.honesty_labels). seed drives the generated sources;
   the split itself always uses the same seed, so validation sets do not move with it.
@@ -521,6 +522,10 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
   unknown = sorted(set(mixture) - set(SOURCES))
   if unknown:
     raise ValueError(f'unknown conversation sources {unknown}; known: {sorted(SOURCES)}')
+  generated = dict(generated or {})
+  not_endless = sorted(set(generated) - set(GENERATED))
+  if not_endless:
+    raise ValueError(f'sft.generated names {not_endless}, which are not generated sources; those are {list(GENERATED)}')
   splits = {}
   for name in [name for name, weight in mixture.items() if weight > 0]:
     source = SOURCES[name]
@@ -532,7 +537,7 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
     if tokenizer is not None and max_tokens:
       conversations = _fitted(name, conversations, tokenizer, max_tokens)
     kept = (c for c in conversations if c)
-    limit = max_per_source or (DEFAULT_GENERATED if name in GENERATED else None)
+    limit = generated.get(name) or max_per_source or (DEFAULT_GENERATED if name in GENERATED else None)
     train, val = split(itertools.islice(kept, limit), val_fraction, _SPLIT_SEED)
     logging.info('conversations: %s %d train + %d val', name, len(train), len(val))
     splits[name] = (train, val)

@@ -33,7 +33,8 @@ def generated_questions(seed: int, count: int) -> frozenset[str]:
 
 def _sft_draws(config) -> tuple[int, int]:
   """(seed, conversations drawn, with slack) of the arithmetic source of an SFT run of config."""
-  per_source = (config.get('sft') or {}).get('max_per_source', 0)
+  sft = config.get('sft') or {}
+  per_source = (sft.get('generated') or {}).get('arithmetic') or sft.get('max_per_source', 0)
   return config.seed, 2 * max(per_source, conversations.DEFAULT_GENERATED)
 
 

@@ -18,7 +18,8 @@ def heldout_conversations(ctx) -> dict[str, list]:
   mixture = dict(sft.get('mixture') or dict.fromkeys(DEFAULT_MIXTURE, 1.0))
   splits = conversations.load_mixture(ctx.data_dir(), mixture, sft.get('val_fraction', 0.05), ctx.config.seed,
                                       sft.get('max_per_source', 0), ctx.tokenizer, ctx.model_cfg.max_seq_len + 1,
-                                      identity_facts=ctx.identity_facts(), honesty_labels=sft.get('honesty_labels', ''))
+                                      identity_facts=ctx.identity_facts(), honesty_labels=sft.get('honesty_labels', ''),
+                                      generated=dict(sft.get('generated') or {}))
   return {name: val for name, (_, val) in splits.items()}
 
 

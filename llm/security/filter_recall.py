@@ -40,7 +40,8 @@ def main(argv):
   facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, config.tokenizer.vocab_size))
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(config.sft.mixture),
                                       config.sft.val_fraction, config.seed, config.sft.max_per_source,
-                                      identity_facts=facts, honesty_labels=config.sft.get('honesty_labels', ''))
+                                      identity_facts=facts, honesty_labels=config.sft.get('honesty_labels', ''),
+                                      generated=dict(config.sft.get('generated') or {}))
   epoch = sft.shuffled_epoch(splits, config.sft.mixture, config.seed)
   text = table(epoch, [float(f) for f in flags.FLAGS.fractions], reply_filter.Settings())
   print(text)

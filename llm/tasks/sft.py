@@ -58,7 +58,8 @@ def data(config, workdir) -> TaskData:
   facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tok.vocab_size))
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
                                       sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1,
-                                      identity_facts=facts, honesty_labels=sc.get('honesty_labels', ''))
+                                      identity_facts=facts, honesty_labels=sc.get('honesty_labels', ''),
+                                      generated=dict(sc.get('generated') or {}))
   epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc)
   windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
