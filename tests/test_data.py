@@ -416,19 +416,27 @@ def test_a_one_document_corpus_leaves_no_validation_and_says_so():
   assert sources.split_documents(['the whole corpus'], 0.0, seed=0) == (['the whole corpus'], [])
 
 
-def test_repeated_windows_copy_their_first_half_in_a_fixed_share_of_windows():
-  tokens = np.arange(20_000, dtype=np.uint16)
-  seq_len = 16  # windows of 17 tokens: 8 kept, then those 8 again, then the 9th
+def test_repeated_windows_copy_their_start_at_varied_lengths_in_a_fixed_share_of_windows():
+  tokens = np.arange(60_000, dtype=np.uint16)
+  seq_len = 64  # windows of 65 tokens: the first p again after them, p in [8, 32], then the rest
   batch = next(iter(pipeline.train_dataset(tokens, seq_len, 400, seed=0, repeat_fraction=0.25)))
   windows = np.concatenate([batch['inputs'], batch['targets'][:, -1:]], axis=1)
   starts = windows[:, 0].astype(np.int64)
-  natural = starts[:, None] + np.arange(17)
+  natural = starts[:, None] + np.arange(65)
   repeated = (windows != natural).any(axis=1)
   assert 0.15 < repeated.mean() < 0.35  # 25% of 400 windows, give or take the hash
-  np.testing.assert_array_equal(windows[repeated, 8:16], windows[repeated, :8])
-  np.testing.assert_array_equal(windows[repeated, 16], natural[repeated, 8])
-  # the same window ids repeat in every epoch and after a resume: the choice is by window id
-  np.testing.assert_array_equal(repeated, pipeline.repeated_windows(starts // seq_len, 0.25))
+  lengths = []
+  for window, plain in zip(windows[repeated], natural[repeated]):
+    p = int(np.argmax(window != plain))  # where the natural text stops
+    assert 8 <= p <= 32
+    np.testing.assert_array_equal(window[p:2 * p], window[:p])
+    np.testing.assert_array_equal(window[2 * p:], plain[2 * p:])
+    lengths.append(p)
+  assert len(set(lengths)) > 10  # one fixed distance could be copied by position alone
+  # the same windows repeat the same spans in every epoch and after a resume: chosen by window id
+  expected = pipeline.repeat_lengths(starts // seq_len, 0.25, 65)
+  np.testing.assert_array_equal(expected > 0, repeated)
+  np.testing.assert_array_equal(expected[repeated], lengths)
   plain = next(iter(pipeline.train_dataset(tokens, seq_len, 400, seed=0)))
   assert (np.concatenate([plain['inputs'], plain['targets'][:, -1:]], axis=1)
-          == plain['inputs'][:, :1] + np.arange(17)).all()
+          == plain['inputs'][:, :1] + np.arange(65)).all()

@@ -17,22 +17,32 @@ def num_windows(num_tokens: int, seq_len: int) -> int:
   return max(num_tokens - 1, 0) // seq_len
 
 
-def repeated_windows(window_ids: np.ndarray, fraction: float) -> np.ndarray:
-  """Which windows repeat their first half (repeat_fraction): a fixed pseudo-random share of
-  window ids (Knuth's multiplicative hash), so a resumed run repeats the same ones."""
-  return (window_ids.astype(np.uint64) * np.uint64(2654435761) % np.uint64(2 ** 32)) < fraction * 2 ** 32
+MIN_REPEAT = 8  # shortest span a repeated window repeats (tokens)
+
+
+def repeat_lengths(window_ids: np.ndarray, fraction: float, window_len: int) -> np.ndarray:
+  """Per window id, how many of its first tokens it repeats right after them (0: none). A fixed
+  pseudo-random share of ids repeat (Knuth's multiplicative hash), so a resumed run repeats the
+  same ones, each its own length in [MIN_REPEAT, window_len // 2] (a second hash): with one fixed
+  length the model learned to attend that many positions back, which copies nothing at any other
+  distance (a base trained so scored no better on llm/evals/copying.py than one without repeats),
+  while varied lengths leave copying by content (induction heads) as the only way to predict them."""
+  ids = np.asarray(window_ids).astype(np.uint64)
+  chosen = ids * np.uint64(2654435761) % np.uint64(2 ** 32) < fraction * 2 ** 32
+  spread = np.uint64(window_len // 2 - MIN_REPEAT + 1)
+  lengths = MIN_REPEAT + (ids * np.uint64(0x9E3779B97F4A7C15) >> np.uint64(40)) % spread
+  return np.where(chosen, lengths, 0).astype(np.int64)
 
 
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0) -> dict:
   windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids])
   windows = windows.astype(np.int32)
   if repeat_fraction:
-    # The second half of a chosen window is its first half again: its targets can only be
+    # A chosen window's first tokens come again right after them: those targets can only be
     # predicted by copying from the context, which teaches the in-context copying (induction
     # heads) that a few million tokens of books do not (llm/evals/copying.py measures it).
-    half = windows.shape[1] // 2
-    rows = repeated_windows(np.asarray(window_ids), repeat_fraction)
-    windows[rows, half:] = windows[rows, :windows.shape[1] - half]
+    for row, length in enumerate(repeat_lengths(window_ids, repeat_fraction, windows.shape[1])):
+      windows[row, length:2 * length] = windows[row, :length]
   return {'inputs': np.ascontiguousarray(windows[:, :-1]),
           'targets': np.ascontiguousarray(windows[:, 1:])}
 
@@ -40,7 +50,7 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, repeat_fraction: float = 0.0) -> grain.IterDataset:
   """Endless shuffled batches {'inputs', 'targets'}: int32[global_batch // process_count, seq_len].
-  A repeat_fraction share of windows repeat their first half in their second (repeated_windows).
+  A repeat_fraction share of windows repeat their first tokens right after them (repeat_lengths).
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
