@@ -1,7 +1,7 @@
 """sft_small plus the python tool: letter counting and spelling answered with sandboxed code.
 
     python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small   # first
-    python -m llm.main --config=configs/sft_python.py --workdir=runs/sft_python
+    python -m llm.main --config=configs/sft_python.py --workdir=runs/sft_python   # ~30 min
     python -m llm.eval --workdir=runs/sft_python --suite=chat    # probe_count_letter(_python), probe_spell(_python)
     python -m llm.chat --workdir=runs/sft_python --python_tool
 """
@@ -20,4 +20,7 @@ def get_config(arg=None):
   # Book passages repeated exactly (llm/data/copy_text.py): with python_letters alone the model
   # miswrote held-out words in its code (" necessary" -> " fort"; results/security/tools.md).
   c.sft.mixture.copy_text = 1.0
+  # Twice sft_small's steps (~30 min on 2 cores): copying held-out words into the code kept
+  # improving (letter counting with python 77.1% at 1200 steps, 84.3% at 2400; README).
+  c.train.steps = 2400
   return c
