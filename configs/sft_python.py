@@ -20,10 +20,6 @@ def get_config(arg=None):
   # Book passages repeated exactly (llm/data/copy_text.py): with python_letters alone the model
   # miswrote held-out words in its code (" necessary" -> " fort"; results/security/tools.md).
   c.sft.mixture.copy_text = 1.0
-  # Made-up words of the tokenizer's pieces repeated exactly (copy_text.copy_pieces): copying
-  # learned on book text alone stayed token by token, and the probe words whose tokens no passage
-  # held stayed miswritten at 3600 steps (README).
-  c.sft.mixture.copy_pieces = 1.0
   # Twice sft_small's steps (~30 min on 2 cores): copying held-out words into the code kept
   # improving (letter counting with python 77.1% at 1200 steps, 84.3% at 2400; README).
   c.train.steps = 2400

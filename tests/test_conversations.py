@@ -69,19 +69,17 @@ def test_real_source_yields_well_formed_conversations(data_dir, name):
 def test_generated_source_yields_well_formed_conversations(tmp_path, name, request):
   # python_letters and copy_text read the Gutenberg books; the others need no data.
   data = request.getfixturevalue('data_dir') if name in ('python_letters', 'copy_text') else tmp_path
-  extra = {'tokenizer': request.getfixturevalue('tok')} if name == 'copy_pieces' else _facts(name)
-  conversations = list(itertools.islice(cv.SOURCES[name](data, 0, **extra), 500))
+  conversations = list(itertools.islice(cv.SOURCES[name](data, 0, **_facts(name)), 500))
   assert len(conversations) >= 100
   for conversation in conversations:
     assert_well_formed(conversation)
 
 
-def test_every_source_is_registered_with_a_uniform_signature(data_dir, tok):
+def test_every_source_is_registered_with_a_uniform_signature(data_dir):
   assert set(cv.SOURCES) == set(REAL_SOURCE_COUNTS) | set(cv.GENERATED) | set(honesty_sft.SOURCES)
   for name, source in cv.SOURCES.items():
     if name not in honesty_sft.SOURCES:  # those read a labelled set: tests/test_honesty_sft.py
-      extra = {'tokenizer': tok} if name == 'copy_pieces' else _facts(name)
-      assert next(source(data_dir, 3, **extra)), name
+      assert next(source(data_dir, 3, **_facts(name))), name
 
 
 def _facts(source: str) -> dict:

@@ -1,6 +1,5 @@
 """The copy_text SFT source (llm/data/copy_text.py): a book passage asked back and repeated
 exactly, never one holding a word the letter probes ask about."""
-import itertools
 import random
 import re
 
@@ -48,43 +47,3 @@ def test_deterministic_given_the_seed(tmp_path):
 def test_missing_books_name_the_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match=f'{letters.BOOKS}.*copy_text'):
     next(conversations.SOURCES['copy_text'](tmp_path, 0))
-
-
-# --- copy_pieces: made-up words of the tokenizer's own pieces ---------------------------------
-
-@pytest.fixture(scope='module')
-def piece_tok(tmp_path_factory):
-  """A small BPE over varied words and the probe words, so that probe pieces exist."""
-  from llm.tokenizer import train_tokenizer
-  rng = random.Random(0)
-  syllables = ['ka', 'lo', 'mi', 'ster', 'ven', 'dra', 'po', 'lith', 'ou', 'grim', 'sa', 'tu', 'wen']
-  words = [''.join(rng.choice(syllables) for _ in range(rng.randint(1, 3))) for _ in range(400)]
-  text = '\n'.join(' '.join(rng.choice(words + list(letters.PROBE_WORDS)) for _ in range(12)) for _ in range(3000))
-  return train_tokenizer([text], 400, tmp_path_factory.mktemp('pieces') / 'tok.model', 10**9)
-
-
-def test_copy_pieces_replies_repeat_the_question_and_never_hold_a_probe_piece(piece_tok):
-  held_out = copy_text.probe_pieces(piece_tok)
-  assert {piece_tok.id_to_piece(i) for i in piece_tok.encode(' necessary')} <= held_out
-  source = copy_text.copy_pieces(None, 0, piece_tok)
-  replies = []
-  for _ in range(500):
-    user, assistant = next(source)
-    assert assistant['content'] in user['content'] and 2 <= len(assistant['content'].split()) <= 6
-    replies.append(assistant['content'])
-  copied = {piece_tok.id_to_piece(i) for r in replies for i in piece_tok.encode(r)}
-  assert not copied & held_out
-  assert not any(copy_text.holds_a_probe_word(r) for r in replies)
-  starts, tails = copy_text.word_pieces(piece_tok)
-  # Vocabulary-wide: most word-like pieces that are not probe pieces get copied, word starts and
-  # continuations alike.
-  assert len(copied & {'\u2581' + s for s in starts}) >= 0.8 * len(starts)
-  assert len(copied & set(tails)) >= 0.8 * len(tails)
-
-
-def test_copy_pieces_is_deterministic_and_needs_the_tokenizer(piece_tok):
-  take = lambda seed: list(itertools.islice(copy_text.copy_pieces(None, seed, piece_tok), 3))
-  assert take(1) == take(1) and take(1) != take(2)
-  assert 'copy_pieces' in conversations.GENERATED
-  with pytest.raises(ValueError, match="copy_pieces.*tokenizer"):
-    next(copy_text.copy_pieces(None, 0, None))

@@ -445,14 +445,13 @@ SOURCES: dict[str, Source] = {
     'gold_topics': gold_topics,  # the controlled RLHF setting's prompts and responses (llm/rl/gold.py)
     'copy_numbers': copy_numbers.copy_numbers,  # the numbers of a text, copied exactly
     'copy_text': copy_text.copy_text,  # a passage of the books repeated exactly (python_letters copies words)
-    'copy_pieces': copy_text.copy_pieces,  # made-up words of the vocabulary's pieces repeated exactly (needs the tokenizer)
     'search_facts': injection.search_facts,  # questions about made-up people answered through search
     'search_injected': injection.search_injected,  # ... whose search results carry instructions, ignored
     'refusals': jailbreak.refusals,  # red-team requests (hh_rlhf_harmless_base) refused, a fifth held out
     **honesty.SOURCES,  # a world's facts answered, refused or searched as interrogation labelled them (honesty_labels)
 }
 # Endless sources: they need a count (DEFAULT_GENERATED unless max_per_source says otherwise).
-GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'copy_text', 'copy_pieces', 'search_facts',
+GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'copy_text', 'search_facts',
              'search_injected')
 
 
@@ -534,8 +533,6 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
       source = functools.partial(identity, facts=identity_facts)
     elif name in honesty.SOURCES:
       source = functools.partial(source, labels=honesty_labels)
-    elif name == 'copy_pieces':
-      source = functools.partial(source, tokenizer=tokenizer)
     conversations = source(Path(data_dir), seed)
     if tokenizer is not None and max_tokens:
       conversations = _fitted(name, conversations, tokenizer, max_tokens)
