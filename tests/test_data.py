@@ -440,3 +440,27 @@ def test_repeated_windows_copy_their_start_at_varied_lengths_in_a_fixed_share_of
   plain = next(iter(pipeline.train_dataset(tokens, seq_len, 400, seed=0)))
   assert (np.concatenate([plain['inputs'], plain['targets'][:, -1:]], axis=1)
           == plain['inputs'][:, :1] + np.arange(65)).all()
+
+
+def test_random_repeats_copy_a_span_drawn_from_the_stream_the_same_in_every_epoch():
+  tokens = np.arange(60_000, dtype=np.uint16)  # token i at position i: a window's id is in its last token
+  seq_len = 64
+  first, again = (next(iter(pipeline.train_dataset(tokens, seq_len, 400, seed=0, repeat_fraction=0.25,
+                                                    repeat_random=True))) for _ in range(2))
+  np.testing.assert_array_equal(first['inputs'], again['inputs'])  # a resumed run sees the same spans
+  windows = np.concatenate([first['inputs'], first['targets'][:, -1:]], axis=1)
+  ids = windows[:, -1].astype(np.int64) // seq_len - 1  # spans end before 2 * 32 < 65: the last token is natural
+  lengths = pipeline.repeat_lengths(ids, 0.25, 65)
+  assert 0.15 < (lengths > 0).mean() < 0.35
+  for window, i, p in zip(windows, ids, lengths):
+    plain = tokens[i * seq_len:i * seq_len + 65]
+    if not p:
+      np.testing.assert_array_equal(window, plain)
+      continue
+    span = window[:p]
+    assert (span != plain[:p]).mean() > 0.9  # not the window's own text: random positions of the stream
+    assert len(set(np.diff(span.astype(np.int64)))) > 1  # nor any other run of consecutive text
+    np.testing.assert_array_equal(window[p:2 * p], span)
+    np.testing.assert_array_equal(window[2 * p:], plain[2 * p:])
+  spans = [tuple(w[:8]) for w, p in zip(windows, lengths) if p]
+  assert len(set(spans)) == len(spans)  # each window its own span
