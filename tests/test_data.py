@@ -464,3 +464,18 @@ def test_random_repeats_copy_a_span_drawn_from_the_stream_the_same_in_every_epoc
     np.testing.assert_array_equal(window[2 * p:], plain[2 * p:])
   spans = [tuple(w[:8]) for w, p in zip(windows, lengths) if p]
   assert len(set(spans)) == len(spans)  # each window its own span
+
+
+def test_random_repeats_can_draw_from_the_most_frequent_tokens_only():
+  np.testing.assert_array_equal(pipeline.frequent_tokens(np.array([5, 5, 5, 2, 2, 9, 1, 1, 1, 1], np.uint16), 3),
+                                [1, 5, 2])
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(100, 4000, size=60_000).astype(np.uint16)
+  tokens[::3] = np.arange(20_000) % 8  # ids 0..7: a third of the stream, the eight most frequent
+  def starts(repeat_vocab):  # every window's first MIN_REPEAT tokens (each repeat is at least that long)
+    ds = pipeline.train_dataset(tokens, 64, 200, seed=0, repeat_fraction=1.0, repeat_random=True,
+                                repeat_vocab=repeat_vocab)
+    return next(iter(ds))['inputs'][:, :pipeline.MIN_REPEAT]
+  frequent = starts(8)
+  assert (frequent < 8).all() and len(np.unique(frequent)) == 8
+  assert (starts(0) >= 8).mean() > 0.5  # unigram draws: two thirds of the stream lies outside 0..7

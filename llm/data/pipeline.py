@@ -34,15 +34,23 @@ def repeat_lengths(window_ids: np.ndarray, fraction: float, window_len: int) -> 
   return np.where(chosen, lengths, 0).astype(np.int64)
 
 
-def random_span(tokens: np.ndarray, window_id: int, length: int) -> np.ndarray:
+def random_span(tokens: np.ndarray, window_id: int, length: int, pool: np.ndarray | None = None) -> np.ndarray:
   """`length` tokens drawn from random positions of the stream (its unigram distribution, so no
-  token the data never holds), the same for a window id in every epoch and after a resume."""
+  token the data never holds), or uniformly from `pool`; the same for a window id in every epoch
+  and after a resume."""
   rng = np.random.default_rng(int(window_id))
+  if pool is not None:
+    return pool[rng.integers(0, len(pool), size=length)]
   return tokens[rng.integers(0, len(tokens), size=length)]
 
 
+def frequent_tokens(tokens: np.ndarray, count: int) -> np.ndarray:
+  """The stream's `count` most frequent token ids, most frequent first."""
+  return np.argsort(-np.bincount(tokens), kind='stable')[:count].astype(tokens.dtype)
+
+
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False) -> dict:
+                  repeat_random: bool = False, pool: np.ndarray | None = None) -> dict:
   windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids])
   windows = windows.astype(np.int32)
   if repeat_fraction:
@@ -53,7 +61,7 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
     # without copying, which leaves little gradient for copying; random tokens leave none else.
     for row, length in enumerate(repeat_lengths(window_ids, repeat_fraction, windows.shape[1])):
       if length and repeat_random:
-        windows[row, :length] = random_span(tokens, window_ids[row], length)
+        windows[row, :length] = random_span(tokens, window_ids[row], length, pool)
       windows[row, length:2 * length] = windows[row, :length]
   return {'inputs': np.ascontiguousarray(windows[:, :-1]),
           'targets': np.ascontiguousarray(windows[:, 1:])}
@@ -61,10 +69,11 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
 
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False) -> grain.IterDataset:
+                  repeat_random: bool = False, repeat_vocab: int = 0) -> grain.IterDataset:
   """Endless shuffled batches {'inputs', 'targets'}: int32[global_batch // process_count, seq_len].
   A repeat_fraction share of windows repeat their first tokens right after them (repeat_lengths);
-  with repeat_random those first tokens are first replaced by a random_span.
+  with repeat_random those first tokens are first replaced by a random_span, drawn uniformly from
+  the repeat_vocab most frequent tokens when repeat_vocab > 0.
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
@@ -83,8 +92,9 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
     raise ValueError(f'{len(tokens)} training tokens make {windows} windows of seq_len '
                      f'{seq_len} + 1, fewer than one batch of {global_batch}; lower '
                      'train.seq_len or train.batch_size, or use more data')
-  return _shuffled_batches(windows, lambda ids: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random), global_batch,
-                           seed, process_index, process_count)
+  pool = frequent_tokens(tokens, repeat_vocab) if repeat_random and repeat_vocab else None
+  read = lambda ids: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool)
+  return _shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
 
 
 def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,

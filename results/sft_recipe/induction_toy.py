@@ -1,39 +1,53 @@
 """Can the model learn to copy by content? Random tokens, then the first L of them again at a random
-distance (L 8..63, so no fixed offset predicts them); prints the loss on the second copy and on
-the other tokens every 250 steps. A toy for results/sft_recipe/induction.md:
+distance (L 8..T/2-1, so no fixed offset predicts them); prints the loss on the second copy and on
+the other tokens every 250 steps. The defaults are the toy of README's "The SFT recipe across
+bases"; the flags move it towards configs/pretrain_small.py one property at a time:
 
-    python results/sft_recipe/induction_toy.py ATTENTION QK_NORM STEPS [LR] [LAYERS]
-    python results/sft_recipe/induction_toy.py xla 1 2000
+    python results/sft_recipe/induction_toy.py --steps=2000                     # 2 layers, dim 128, vocab 255
+    python results/sft_recipe/induction_toy.py --steps=1750 --vocab=4096        # the tokenizer's vocabulary size
+    python results/sft_recipe/induction_toy.py --steps=1750 --layers=4 --dim=256 --mlp_dim=768 --kv_heads=2 --tied
 """
-import sys, time
+import argparse, sys, time
 from pathlib import Path
 import jax, jax.numpy as jnp, numpy as np, optax
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from llm import model as M
 
-attention, qk_norm, steps = sys.argv[1], sys.argv[2] == '1', int(sys.argv[3])
-lr = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-3
-layers = int(sys.argv[5]) if len(sys.argv) > 5 else 2
-cfg = M.ModelConfig(vocab_size=256, num_layers=layers, num_heads=4, num_kv_heads=4, dim=128, mlp_dim=512, max_seq_len=128,
-                    position='rope', norm='rmsnorm', mlp='swiglu', qk_norm=qk_norm, tied_embeddings=False,
-                    rope_theta=10000.0, dtype='float32', remat='none', scan_layers=False, init_std=0.02,
-                    attention=attention)
+ap = argparse.ArgumentParser()
+ap.add_argument('--steps', type=int, default=2000)
+ap.add_argument('--attention', default='xla')  # llm/attention's choice: xla | cpu_kernel | auto
+ap.add_argument('--no_qk_norm', action='store_true')
+ap.add_argument('--lr', type=float, default=1e-3)  # constant AdamW, no weight decay
+ap.add_argument('--layers', type=int, default=2)
+ap.add_argument('--dim', type=int, default=128)
+ap.add_argument('--mlp_dim', type=int, default=512)
+ap.add_argument('--heads', type=int, default=4)
+ap.add_argument('--kv_heads', type=int, default=4)
+ap.add_argument('--tied', action='store_true')  # tie the lm head to the embedding (pretrain_small does)
+ap.add_argument('--vocab', type=int, default=256)  # tokens drawn uniformly from 1..vocab-1
+ap.add_argument('--seq', type=int, default=128)
+ap.add_argument('--batch', type=int, default=32)
+a = ap.parse_args()
+cfg = M.ModelConfig(vocab_size=a.vocab, num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads, dim=a.dim,
+                    mlp_dim=a.mlp_dim, max_seq_len=a.seq, position='rope', norm='rmsnorm', mlp='swiglu',
+                    qk_norm=not a.no_qk_norm, tied_embeddings=a.tied, rope_theta=10000.0, dtype='float32',
+                    remat='none', scan_layers=False, init_std=0.02, attention=a.attention)
 model = M.Transformer(cfg)
 rng = np.random.default_rng(0)
-def batch(B=32, T=128):
-  """Each row: random tokens, then its first L (8..63) tokens again at a random offset: the second
-  copy is predictable only by content. mask marks the second copy's targets after its first token."""
-  w = rng.integers(1, 256, size=(B, T + 1))
+def batch(B=a.batch, T=a.seq):
+  """Each row: random tokens, then its first L tokens again at a random offset: the second copy is
+  predictable only by content. mask marks the second copy's targets after its first token."""
+  w = rng.integers(1, a.vocab, size=(B, T + 1))
   mask = np.zeros((B, T), np.float32)
   for b in range(B):
-    L = rng.integers(8, 64); start = rng.integers(L, T + 1 - L)
+    L = rng.integers(8, T // 2); start = rng.integers(L, T + 1 - L)
     w[b, start:start + L] = w[b, :L]
     mask[b, start:start + L - 1] = 1  # targets w[start+1 .. start+L-1]
   return jnp.asarray(w[:, :-1]), jnp.asarray(w[:, 1:]), jnp.asarray(mask)
 x, y, m = batch()
 params = model.init(jax.random.key(0), x)
 params = jax.tree.map(lambda p: p.value if hasattr(p, 'value') else p, params, is_leaf=lambda p: hasattr(p, 'value'))
-tx = optax.adamw(lr, weight_decay=0.0)
+tx = optax.adamw(a.lr, weight_decay=0.0)
 opt = tx.init(params)
 def loss_fn(p, x, y, m):
   logits = model.apply(p, x)
@@ -45,8 +59,9 @@ def step(p, o, x, y, m):
   u, o = tx.update(g, o, p)
   return optax.apply_updates(p, u), o, l, first
 t = time.time()
-for i in range(steps + 1):
+for i in range(a.steps + 1):
   x, y, m = batch()
   params, opt, l, first = step(params, opt, x, y, m)
   if i % 250 == 0:
-    print(f'{attention} qk_norm={qk_norm} lr={lr} L={layers} step {i}: second-copy loss {float(l):.3f}, other tokens {float(first):.3f} (chance {np.log(255):.2f})  {time.time()-t:.0f}s', flush=True)
+    print(f'{vars(a)} step {i}: second-copy loss {float(l):.3f}, other tokens {float(first):.3f} '
+          f'(chance {np.log(a.vocab - 1):.2f})  {time.time()-t:.0f}s', flush=True)
