@@ -479,3 +479,28 @@ def test_random_repeats_can_draw_from_the_most_frequent_tokens_only():
   frequent = starts(8)
   assert (frequent < 8).all() and len(np.unique(frequent)) == 8
   assert (starts(0) >= 8).mean() > 0.5  # unigram draws: two thirds of the stream lies outside 0..7
+
+
+def test_copy_task_windows_are_frequent_tokens_whose_start_comes_again_at_varied_distances():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(300, 4000, size=60_000).astype(np.uint16)
+  tokens[::2] = np.arange(30_000) % 200  # ids 0..199: half the stream, the 200 most frequent
+  def batch():
+    return next(iter(pipeline.train_dataset(tokens, 64, 300, seed=0, repeat_vocab=200, copy_task=True)))
+  first, again = batch(), batch()
+  np.testing.assert_array_equal(first['inputs'], again['inputs'])  # a resumed run sees the same windows
+  windows = np.concatenate([first['inputs'], first['targets'][:, -1:]], axis=1)
+  assert (windows < 200).all() and len(np.unique(windows)) == 200  # uniform over the pool, nothing else
+  starts, lengths = [], []
+  for window in windows:  # where the window's start comes again: the longest match of its prefix
+    match = [next((k for k in range(65 - s) if window[s + k] != window[k]), 65 - s) for s in range(1, 65)]
+    start = 1 + int(np.argmax(match))
+    assert match[start - 1] >= pipeline.MIN_REPEAT
+    starts.append(start), lengths.append(match[start - 1])
+  starts, lengths = np.array(starts), np.array(lengths)
+  assert len(np.unique(lengths)) > 10  # no fixed length,
+  assert (starts > lengths + 2).mean() > 0.5  # the copy mostly not right after its original,
+  assert len(np.unique(starts - lengths)) > 10  # at no fixed distance
+  assert len({tuple(w[:8]) for w in windows}) == len(windows)  # each window its own tokens
+  with pytest.raises(ValueError, match='repeat_vocab'):
+    pipeline.train_dataset(tokens, 64, 300, seed=0, copy_task=True)

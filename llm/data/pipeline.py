@@ -44,16 +44,33 @@ def random_span(tokens: np.ndarray, window_id: int, length: int, pool: np.ndarra
   return tokens[rng.integers(0, len(tokens), size=length)]
 
 
+def copy_task_window(window_id: int, width: int, pool: np.ndarray) -> np.ndarray:
+  """The induction task as one window of `width` tokens: tokens drawn uniformly from `pool`, then
+  its first L again starting at a random distance (L in [MIN_REPEAT, width // 2), no fixed offset
+  predicts the copy), so nothing but copying by content predicts anything beyond the unigram.
+  The same for a window id in every epoch and after a resume. At pretrain_small's shape this task
+  forms induction heads within ~1,250 steps where text with repeats did not in 2,100
+  (results/sft_recipe/induction_toy.py; README, "The SFT recipe across bases")."""
+  rng = np.random.default_rng(int(window_id))
+  window = pool[rng.integers(0, len(pool), size=width)]
+  length = int(rng.integers(MIN_REPEAT, width // 2))
+  start = int(rng.integers(length, width + 1 - length))
+  window[start:start + length] = window[:length]
+  return window
+
+
 def frequent_tokens(tokens: np.ndarray, count: int) -> np.ndarray:
   """The stream's `count` most frequent token ids, most frequent first."""
   return np.argsort(-np.bincount(tokens), kind='stable')[:count].astype(tokens.dtype)
 
 
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False, pool: np.ndarray | None = None) -> dict:
-  windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids])
-  windows = windows.astype(np.int32)
-  if repeat_fraction:
+                  repeat_random: bool = False, pool: np.ndarray | None = None, copy_task: bool = False) -> dict:
+  if copy_task:
+    windows = np.stack([copy_task_window(i, seq_len + 1, pool) for i in window_ids]).astype(np.int32)
+  else:
+    windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids]).astype(np.int32)
+  if repeat_fraction and not copy_task:
     # A chosen window's first tokens come again right after them: those targets can only be
     # predicted by copying from the context, which teaches the in-context copying (induction
     # heads) that a few million tokens of books do not (llm/evals/copying.py measures it).
@@ -70,11 +87,13 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
 
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False, repeat_vocab: int = 0) -> grain.IterDataset:
+                  repeat_random: bool = False, repeat_vocab: int = 0, copy_task: bool = False) -> grain.IterDataset:
   """Endless shuffled batches {'inputs', 'targets'}: int32[global_batch // process_count, seq_len].
   A repeat_fraction share of windows repeat their first tokens right after them (repeat_lengths);
   with repeat_random those first tokens are first replaced by a random_span, drawn uniformly from
-  the repeat_vocab most frequent tokens when repeat_vocab > 0.
+  the repeat_vocab most frequent tokens when repeat_vocab > 0. With copy_task every window is
+  instead a copy_task_window over the repeat_vocab most frequent tokens (the text only sets
+  that pool and the number of windows an epoch has).
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
@@ -93,8 +112,11 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
     raise ValueError(f'{len(tokens)} training tokens make {windows} windows of seq_len '
                      f'{seq_len} + 1, fewer than one batch of {global_batch}; lower '
                      'train.seq_len or train.batch_size, or use more data')
-  pool = frequent_tokens(tokens, repeat_vocab) if repeat_random and repeat_vocab else None
-  read = lambda ids: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool)
+  if copy_task and repeat_vocab < 2:
+    raise ValueError(f'data.copy_task draws its tokens from the data.repeat_vocab most frequent ones, '
+                     f'which is {repeat_vocab}; set --config.data.repeat_vocab (e.g. 255)')
+  pool = frequent_tokens(tokens, repeat_vocab) if (repeat_random or copy_task) and repeat_vocab else None
+  read = lambda ids: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task)
   return _shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
 
 
