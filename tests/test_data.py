@@ -486,7 +486,7 @@ def test_copy_task_windows_are_frequent_tokens_whose_start_comes_again_at_varied
   tokens = rng.integers(300, 4000, size=60_000).astype(np.uint16)
   tokens[::2] = np.arange(30_000) % 200  # ids 0..199: half the stream, the 200 most frequent
   def batch():
-    return next(iter(pipeline.train_dataset(tokens, 64, 300, seed=0, repeat_vocab=200, copy_task=True)))
+    return next(iter(pipeline.train_dataset(tokens, 64, 300, seed=0, repeat_vocab=200, copy_task=1.0)))
   first, again = batch(), batch()
   np.testing.assert_array_equal(first['inputs'], again['inputs'])  # a resumed run sees the same windows
   windows = np.concatenate([first['inputs'], first['targets'][:, -1:]], axis=1)
@@ -503,4 +503,22 @@ def test_copy_task_windows_are_frequent_tokens_whose_start_comes_again_at_varied
   assert len(np.unique(starts - lengths)) > 10  # at no fixed distance
   assert len({tuple(w[:8]) for w in windows}) == len(windows)  # each window its own tokens
   with pytest.raises(ValueError, match='repeat_vocab'):
-    pipeline.train_dataset(tokens, 64, 300, seed=0, copy_task=True)
+    pipeline.train_dataset(tokens, 64, 300, seed=0, copy_task=1.0)
+
+
+def test_a_copy_task_share_of_windows_replaces_text_the_same_windows_in_every_epoch():
+  tokens = (np.arange(60_000) % 3000 + 200).astype(np.uint16)  # ids >= 200: the text, never in the pool
+  tokens[::2] = np.arange(30_000) % 200  # ids 0..199: the 200 most frequent
+  seq_len = 64
+  def windows():
+    batch = next(iter(pipeline.train_dataset(tokens, seq_len, 400, seed=0, repeat_vocab=200, copy_task=0.3)))
+    return np.concatenate([batch['inputs'], batch['targets'][:, -1:]], axis=1)
+  first, again = windows(), windows()
+  np.testing.assert_array_equal(first, again)
+  task = (first < 200).all(axis=1)  # only pool tokens: a copy_task window (text windows are half text ids)
+  assert 0.2 < task.mean() < 0.4  # 30% of 400, give or take the hash
+  for window in first[~task]:  # the rest are the stream's own windows, untouched
+    start = np.flatnonzero((tokens[:-64] == window[0]) & (tokens[1:-63] == window[1]) & (tokens[2:-62] == window[2]))
+    assert any((tokens[s:s + 65] == window).all() for s in start)
+  with pytest.raises(ValueError, match='share of windows'):
+    pipeline.train_dataset(tokens, seq_len, 400, seed=0, repeat_vocab=200, copy_task=1.5)

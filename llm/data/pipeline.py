@@ -48,9 +48,8 @@ def copy_task_window(window_id: int, width: int, pool: np.ndarray) -> np.ndarray
   """The induction task as one window of `width` tokens: tokens drawn uniformly from `pool`, then
   its first L again starting at a random distance (L in [MIN_REPEAT, width // 2), no fixed offset
   predicts the copy), so nothing but copying by content predicts anything beyond the unigram.
-  The same for a window id in every epoch and after a resume. At pretrain_small's shape this task
-  forms induction heads within ~1,250 steps where text with repeats did not in 2,100
-  (results/sft_recipe/induction_toy.py; README, "The SFT recipe across bases")."""
+  The same for a window id in every epoch and after a resume. Measured in README, "The SFT recipe
+  across bases" (results/sft_recipe/copy_task_loss.py)."""
   rng = np.random.default_rng(int(window_id))
   window = pool[rng.integers(0, len(pool), size=width)]
   length = int(rng.integers(MIN_REPEAT, width // 2))
@@ -59,18 +58,25 @@ def copy_task_window(window_id: int, width: int, pool: np.ndarray) -> np.ndarray
   return window
 
 
+def copy_task_chosen(window_ids: np.ndarray, fraction: float) -> np.ndarray:
+  """Per window id, whether it is a copy_task window: a fixed pseudo-random share of ids (a hash
+  of its own, independent of repeat_lengths' choice), the same in every epoch and after a resume."""
+  ids = np.asarray(window_ids).astype(np.uint64)
+  return (ids * np.uint64(0xD1B54A32D192ED03) >> np.uint64(32)) % np.uint64(2 ** 32) < fraction * 2 ** 32
+
+
 def frequent_tokens(tokens: np.ndarray, count: int) -> np.ndarray:
   """The stream's `count` most frequent token ids, most frequent first."""
   return np.argsort(-np.bincount(tokens), kind='stable')[:count].astype(tokens.dtype)
 
 
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False, pool: np.ndarray | None = None, copy_task: bool = False) -> dict:
-  if copy_task:
-    windows = np.stack([copy_task_window(i, seq_len + 1, pool) for i in window_ids]).astype(np.int32)
-  else:
-    windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids]).astype(np.int32)
-  if repeat_fraction and not copy_task:
+                  repeat_random: bool = False, pool: np.ndarray | None = None, copy_task: float = 0.0) -> dict:
+  windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids]).astype(np.int32)
+  task = copy_task_chosen(window_ids, copy_task)
+  for row in np.flatnonzero(task):
+    windows[row] = copy_task_window(window_ids[row], seq_len + 1, pool)
+  if repeat_fraction:
     # A chosen window's first tokens come again right after them: those targets can only be
     # predicted by copying from the context, which teaches the in-context copying (induction
     # heads) that a few million tokens of books do not (llm/evals/copying.py measures it).
@@ -78,6 +84,8 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
     # predicts (text's is half predictable without it). Neither formed copying in pretrain_small
     # within 2,100 steps (README, "The SFT recipe across bases").
     for row, length in enumerate(repeat_lengths(window_ids, repeat_fraction, windows.shape[1])):
+      if task[row]:
+        continue
       if length and repeat_random:
         windows[row, :length] = random_span(tokens, window_ids[row], length, pool)
       windows[row, length:2 * length] = windows[row, :length]
@@ -87,13 +95,13 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
 
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False, repeat_vocab: int = 0, copy_task: bool = False) -> grain.IterDataset:
+                  repeat_random: bool = False, repeat_vocab: int = 0, copy_task: float = 0.0) -> grain.IterDataset:
   """Endless shuffled batches {'inputs', 'targets'}: int32[global_batch // process_count, seq_len].
   A repeat_fraction share of windows repeat their first tokens right after them (repeat_lengths);
   with repeat_random those first tokens are first replaced by a random_span, drawn uniformly from
-  the repeat_vocab most frequent tokens when repeat_vocab > 0. With copy_task every window is
-  instead a copy_task_window over the repeat_vocab most frequent tokens (the text only sets
-  that pool and the number of windows an epoch has).
+  the repeat_vocab most frequent tokens when repeat_vocab > 0. A copy_task share of windows
+  (copy_task_chosen) is instead a copy_task_window over the repeat_vocab most frequent tokens
+  (at 1.0 the text only sets that pool and the number of windows an epoch has).
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
@@ -112,6 +120,8 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
     raise ValueError(f'{len(tokens)} training tokens make {windows} windows of seq_len '
                      f'{seq_len} + 1, fewer than one batch of {global_batch}; lower '
                      'train.seq_len or train.batch_size, or use more data')
+  if not 0.0 <= copy_task <= 1.0:
+    raise ValueError(f'data.copy_task={copy_task} is a share of windows; give a value in [0, 1]')
   if copy_task and repeat_vocab < 2:
     raise ValueError(f'data.copy_task draws its tokens from the data.repeat_vocab most frequent ones, '
                      f'which is {repeat_vocab}; set --config.data.repeat_vocab (e.g. 255)')
