@@ -6,6 +6,7 @@ bases"; the flags move it towards configs/pretrain_small.py one property at a ti
     python results/sft_recipe/induction_toy.py --steps=2000                     # 2 layers, dim 128, vocab 255
     python results/sft_recipe/induction_toy.py --steps=1750 --vocab=4096        # the tokenizer's vocabulary size
     python results/sft_recipe/induction_toy.py --steps=1750 --layers=4 --dim=256 --mlp_dim=768 --kv_heads=2 --tied
+    ... --model_vocab=4096                # 255 tokens drawn, the tokenizer's 4096 in the model
 """
 import argparse, sys, time
 from pathlib import Path
@@ -25,10 +26,12 @@ ap.add_argument('--heads', type=int, default=4)
 ap.add_argument('--kv_heads', type=int, default=4)
 ap.add_argument('--tied', action='store_true')  # tie the lm head to the embedding (pretrain_small does)
 ap.add_argument('--vocab', type=int, default=256)  # tokens drawn uniformly from 1..vocab-1
+ap.add_argument('--model_vocab', type=int, default=0)  # the model's vocabulary, if larger than --vocab (0: the same)
+ap.add_argument('--b2', type=float, default=0.999)  # Adam beta2 (optax's default; the training loop's is 0.95)
 ap.add_argument('--seq', type=int, default=128)
 ap.add_argument('--batch', type=int, default=32)
 a = ap.parse_args()
-cfg = M.ModelConfig(vocab_size=a.vocab, num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads, dim=a.dim,
+cfg = M.ModelConfig(vocab_size=max(a.vocab, a.model_vocab), num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads, dim=a.dim,
                     mlp_dim=a.mlp_dim, max_seq_len=a.seq, position='rope', norm='rmsnorm', mlp='swiglu',
                     qk_norm=not a.no_qk_norm, tied_embeddings=a.tied, rope_theta=10000.0, dtype='float32',
                     remat='none', scan_layers=False, init_std=0.02, attention=a.attention)
@@ -47,7 +50,7 @@ def batch(B=a.batch, T=a.seq):
 x, y, m = batch()
 params = model.init(jax.random.key(0), x)
 params = jax.tree.map(lambda p: p.value if hasattr(p, 'value') else p, params, is_leaf=lambda p: hasattr(p, 'value'))
-tx = optax.adamw(a.lr, weight_decay=0.0)
+tx = optax.adamw(a.lr, b2=a.b2, weight_decay=0.0)
 opt = tx.init(params)
 def loss_fn(p, x, y, m):
   logits = model.apply(p, x)
