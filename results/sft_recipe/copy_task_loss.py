@@ -1,4 +1,4 @@
-"""How far a run has learned the induction task (`--config.data.copy_task=True`): the loss on the
+"""How far a run has learned the induction task (`--config.data.copy_task=1.0`): the loss on the
 second copy of held-out copy_task windows (its first token left out, which nothing predicts)
 against the loss on the other tokens, where chance is log(pool size). Induction heads show as the
 second copy's loss falling far below chance while the rest stays there.
@@ -9,7 +9,6 @@ Windows are drawn for ids no training run reaches (2**40 + i), from the pool cop
 the --pool most frequent tokens of the run's training stream (llm/data/pipeline.py).
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,9 +23,9 @@ from llm.tasks.pretrain import cache_dir  # noqa: E402
 ap = argparse.ArgumentParser()
 ap.add_argument('--workdir', required=True)
 ap.add_argument('--steps', default='')  # comma-separated checkpoint steps ('' = the latest)
-ap.add_argument('--pool', type=int, default=255)  # data.repeat_vocab of the run
-ap.add_argument('--windows', type=int, default=256)
-ap.add_argument('--width', type=int, default=129)  # train.seq_len + 1 of the run
+ap.add_argument('--pool', type=int, default=255)  # the copy-task run's data.repeat_vocab
+ap.add_argument('--windows', type=int, default=256)  # held-out windows scored
+ap.add_argument('--width', type=int, default=129)  # train.seq_len + 1 of the copy-task run
 a = ap.parse_args()
 
 run = inference.load(a.workdir)
