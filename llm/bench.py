@@ -22,10 +22,7 @@ LLM_CPU_MARCH=haswell XLA_FLAGS=--xla_cpu_max_isa=AVX2 python -m llm.bench --ref
 What was measured, on which hosts, and what was tried: docs/performance.md.
 """
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 from absl import app, flags
 
@@ -59,7 +56,6 @@ _REQUESTS = flags.DEFINE_integer('requests', 256, 'With --serve: requests per le
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
-REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'bench' / 'torch_gpt_reference.py'
 SHAPE_FLAGS = ('layers', 'heads', 'dim', 'seq', 'batch', 'vocab', 'steps', 'warmup')
 
 
@@ -120,19 +116,10 @@ def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
 
 
 def run_reference(shape: dict) -> dict | None:
-  """The PyTorch yardstick in a child process; None (and a line saying why) if it cannot run."""
-  try:
-    import torch  # noqa: F401  (only to know whether the child can run)
-  except ImportError:
-    print('reference skipped: torch is not importable (pip install torch==2.13.0)')
-    return None
-  if not REFERENCE_SCRIPT.exists():
-    print(f'reference skipped: {REFERENCE_SCRIPT} not found')
-    return None
-  from llm import hostinfo
-  cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=hostinfo.torch_env()).stdout.strip().splitlines()
-  return json.loads(out[-1])
+  """The PyTorch yardstick on the same shape (llm/torch_yardstick.py: on the GPU when JAX is)."""
+  import jax
+  from llm import torch_yardstick
+  return torch_yardstick.run('torch_gpt_reference.py', shape, on_gpu=jax.default_backend() == 'gpu')
 
 
 def main(argv):

@@ -12,17 +12,11 @@ The two alternate, `rounds` times per batch size, so load from other jobs hits b
 every ratio is from the same round. The recompute baseline runs the full forward over a
 context-long buffer per new token (the plain decoding llm.sample used before the engine).
 """
-import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-REFERENCE_SCRIPT = Path(__file__).resolve().parents[1].parent / 'shared' / 'bench' / 'torch_decode_reference.py'
 
 
 def median_seconds(fn, repeats: int = 3) -> float:
@@ -37,20 +31,9 @@ def median_seconds(fn, repeats: int = 3) -> float:
 
 
 def _reference(shape: dict) -> dict | None:
-  """The PyTorch decoder's JSON line, or None (and a line saying why) when it cannot run."""
-  try:
-    import torch  # noqa: F401  (only to know whether the child can run)
-  except ImportError:
-    print('decode reference skipped: torch is not importable (pip install torch==2.13.0)', file=sys.stderr)
-    return None
-  if not REFERENCE_SCRIPT.exists():
-    print(f'decode reference skipped: {REFERENCE_SCRIPT} not found', file=sys.stderr)
-    return None
-  from llm import hostinfo
-  cmd = [sys.executable, str(REFERENCE_SCRIPT)] + [f'--{k}={v}' for k, v in shape.items()]
-  # hostinfo.torch_env: under an emulated AVX2 build, torch is capped at AVX2 too.
-  out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=hostinfo.torch_env()).stdout
-  return json.loads(out.strip().splitlines()[-1])
+  """The PyTorch decoder's JSON line (llm/torch_yardstick.py: on the GPU when JAX is), or None."""
+  from llm import torch_yardstick
+  return torch_yardstick.run('torch_decode_reference.py', shape, on_gpu=jax.default_backend() == 'gpu')
 
 
 def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int = 3, repeats: int = 5,

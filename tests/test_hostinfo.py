@@ -79,14 +79,57 @@ def test_both_benchmarks_run_their_yardstick_in_that_environment(monkeypatch, tm
   pytest.importorskip('torch')
   import importlib
   import subprocess
+  from llm import torch_yardstick
   bench_module = importlib.import_module(f'llm.{module}')
-  script = tmp_path / 'reference.py'
-  script.write_text('')
-  monkeypatch.setattr(bench_module, 'REFERENCE_SCRIPT', script)
+  for name in ('torch_gpt_reference.py', 'torch_decode_reference.py'):
+    (tmp_path / name).write_text('')
+  monkeypatch.setattr(torch_yardstick, 'SHARED_BENCH', tmp_path)
   monkeypatch.setattr(hostinfo, 'torch_env', lambda: {'MARK': 'capped'})
   seen = []
-  monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: seen.append(kw.get('env')) or subprocess.CompletedProcess(
-      cmd, 0, stdout='{"tokens_per_s": 1}\n'))
+  monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: seen.append((cmd, kw.get('env'))) or
+                      subprocess.CompletedProcess(cmd, 0, stdout='{"tokens_per_s": 1}\n'))
   run = bench_module.run_reference if module == 'bench' else bench_module._reference
   assert run({'batch': 1}) == {'tokens_per_s': 1}
-  assert seen == [{'MARK': 'capped'}]
+  (cmd, env), = seen
+  assert env == {'MARK': 'capped'}
+  script = 'torch_gpt_reference.py' if module == 'bench' else 'torch_decode_reference.py'
+  assert cmd[1:] == [str(tmp_path / script), '--batch=1']  # on the CPU: the script as written
+
+
+def test_on_a_gpu_host_the_yardstick_runs_through_the_cuda_child(monkeypatch, tmp_path):
+  torch = pytest.importorskip('torch')
+  import subprocess
+  from llm import torch_yardstick
+  (tmp_path / 'torch_gpt_reference.py').write_text('')
+  monkeypatch.setattr(torch_yardstick, 'SHARED_BENCH', tmp_path)
+  seen = []
+  monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: seen.append(cmd) or
+                      subprocess.CompletedProcess(cmd, 0, stdout='{"tokens_per_s": 1}\n'))
+  monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+  assert torch_yardstick.run('torch_gpt_reference.py', {'batch': 1}, on_gpu=True) is None  # no CUDA torch
+  assert seen == []
+  monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+  monkeypatch.setattr(torch.cuda, 'get_device_name', lambda: 'NVIDIA H200')
+  result = torch_yardstick.run('torch_gpt_reference.py', {'batch': 1}, on_gpu=True)
+  assert result == {'tokens_per_s': 1, 'device': 'NVIDIA H200', 'dtype': 'bfloat16 autocast'}
+  assert seen[0][1:] == ['-m', 'llm.torch_yardstick', str(tmp_path / 'torch_gpt_reference.py'), '--batch=1']
+
+
+def test_the_cuda_child_waits_for_the_gpu_at_every_timer_read(monkeypatch, tmp_path, capsys):
+  """The scripts time with time.perf_counter(); on a GPU that must include the queued kernels."""
+  torch = pytest.importorskip('torch')
+  import sys
+  import time
+  from llm import torch_yardstick
+  events = []
+  monkeypatch.setattr(torch, 'set_default_device', lambda device: events.append(('device', device)))
+  monkeypatch.setattr(torch.cuda, 'synchronize', lambda: events.append('sync'))
+  monkeypatch.setattr(time, 'perf_counter', time.perf_counter)  # restored after the test
+  script = tmp_path / 'reference.py'
+  script.write_text('import sys, time\nimport torch\n'
+                    'print(sys.argv[1:], torch.is_autocast_enabled("cuda"), time.perf_counter() > 0)\n')
+  monkeypatch.setattr(sys, 'argv', ['llm.torch_yardstick', str(script), '--batch=4'])
+  with pytest.warns(UserWarning, match='CUDA'):  # autocast on a torch without CUDA disables itself
+    torch_yardstick._main_on_gpu(str(script))
+  assert events == [('device', 'cuda'), 'sync']
+  assert capsys.readouterr().out.startswith("['--batch=4']")  # the script sees its own flags
