@@ -1,4 +1,5 @@
 import gzip
+import itertools
 import json
 import random
 from pathlib import Path
@@ -506,7 +507,28 @@ def test_copy_task_windows_are_frequent_tokens_whose_start_comes_again_at_varied
     pipeline.train_dataset(tokens, 64, 300, seed=0, copy_task=1.0)
 
 
-def test_a_copy_task_share_of_windows_replaces_text_the_same_windows_in_every_epoch():
+def test_copy_task_windows_draw_new_tokens_every_epoch_and_resume_exactly():
+  """A small corpus repeats for many epochs: the same copy windows every epoch get memorised."""
+  tokens = (np.arange(8_000) % 3000 + 200).astype(np.uint16)
+  tokens[::2] = np.arange(4_000) % 200
+  seq_len, batch = 64, 40  # 124 windows: 3 batches an epoch
+  def epochs(it, n):
+    return [np.concatenate([b['inputs'], b['targets'][:, -1:]], axis=1) for b in itertools.islice(it, n)]
+  it = iter(pipeline.train_dataset(tokens, seq_len, batch, seed=0, repeat_vocab=200, copy_task=1.0))
+  first = epochs(it, 3)
+  state = it.get_state()
+  second = epochs(it, 3)
+  seen = {tuple(w) for b in first for w in b}
+  assert not any(tuple(w) in seen for b in second for w in b)  # no window comes back in epoch 2
+  for b in second:
+    assert (b < 200).all()  # still the copy task over the same pool
+  resumed = iter(pipeline.train_dataset(tokens, seq_len, batch, seed=0, repeat_vocab=200, copy_task=1.0))
+  resumed.set_state(state)
+  for want, got in zip(second, epochs(resumed, 3)):
+    np.testing.assert_array_equal(want, got)
+
+
+def test_a_copy_task_share_of_windows_replaces_text_the_same_windows_in_every_iteration():
   tokens = (np.arange(60_000) % 3000 + 200).astype(np.uint16)  # ids >= 200: the text, never in the pool
   tokens[::2] = np.arange(30_000) % 200  # ids 0..199: the 200 most frequent
   seq_len = 64

@@ -48,7 +48,8 @@ def copy_task_window(window_id: int, width: int, pool: np.ndarray) -> np.ndarray
   """The induction task as one window of `width` tokens: tokens drawn uniformly from `pool`, then
   its first L again starting at a random distance (L in [MIN_REPEAT, width // 2), no fixed offset
   predicts the copy), so nothing but copying by content predicts anything beyond the unigram.
-  The same for a window id in every epoch and after a resume. Measured in README, "The SFT recipe
+  The same for a window id after a resume; train_dataset numbers windows across epochs, so each
+  epoch draws new ones. Measured in README, "The SFT recipe
   across bases" (results/sft_recipe/copy_task_loss.py)."""
   rng = np.random.default_rng(int(window_id))
   window = pool[rng.integers(0, len(pool), size=width)]
@@ -71,11 +72,14 @@ def frequent_tokens(tokens: np.ndarray, count: int) -> np.ndarray:
 
 
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False, pool: np.ndarray | None = None, copy_task: float = 0.0) -> dict:
+                  repeat_random: bool = False, pool: np.ndarray | None = None, copy_task: float = 0.0,
+                  epoch: int = 0) -> dict:
   windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids]).astype(np.int32)
   task = copy_task_chosen(window_ids, copy_task)
   for row in np.flatnonzero(task):
-    windows[row] = copy_task_window(window_ids[row], seq_len + 1, pool)
+    # Fresh tokens every epoch (a window's number in the whole stream): the same ones each epoch
+    # are memorised instead of copied once a small corpus repeats (README, "The SFT recipe across bases").
+    windows[row] = copy_task_window(window_ids[row] + epoch * num_windows(len(tokens), seq_len), seq_len + 1, pool)
   if repeat_fraction:
     # A chosen window's first tokens come again right after them: those targets can only be
     # predicted by copying from the context, which teaches the in-context copying (induction
@@ -101,7 +105,8 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
   with repeat_random those first tokens are first replaced by a random_span, drawn uniformly from
   the repeat_vocab most frequent tokens when repeat_vocab > 0. A copy_task share of windows
   (copy_task_chosen) is instead a copy_task_window over the repeat_vocab most frequent tokens
-  (at 1.0 the text only sets that pool and the number of windows an epoch has).
+  (at 1.0 the text only sets that pool and the number of windows an epoch has); which windows
+  are copy_task ones is fixed per window id, their tokens are new every epoch.
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
@@ -126,7 +131,7 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
     raise ValueError(f'data.copy_task draws its tokens from the data.repeat_vocab most frequent ones, '
                      f'which is {repeat_vocab}; set --config.data.repeat_vocab (e.g. 255)')
   pool = frequent_tokens(tokens, repeat_vocab) if (repeat_random or copy_task) and repeat_vocab else None
-  read = lambda ids: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task)
+  read = lambda ids, epoch: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task, epoch)
   return _shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
 
 
@@ -140,7 +145,8 @@ def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global
     raise ValueError(f'{len(windows_NxW)} packed windows are fewer than one batch of {global_batch}; '
                      'lower train.batch_size or add data')
 
-  def read(ids):
+  def read(ids, epoch):
+    del epoch  # the same windows every epoch
     batch = {'inputs': windows_NxW[ids, :-1].astype(np.int32), 'targets': windows_NxW[ids, 1:].astype(np.int32),
              'loss_mask': mask_NxW[ids, 1:].astype(np.int32)}
     return batch if segments_NxW is None else {**batch, **segment_batch(segments_NxW[ids, :-1])}
@@ -155,11 +161,12 @@ def _shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, pro
                      'processes; make train.batch_size a multiple of the process count')
   local_batch = global_batch // process_count
   rows = slice(process_index * local_batch, (process_index + 1) * local_batch)
+  batches_per_epoch = num_windows_ // global_batch
   return (grain.MapDataset.range(num_windows_)
           .shuffle(seed=seed)
           .batch(global_batch, drop_remainder=True, batch_fn=np.asarray)  # window ids
-          .map(lambda window_ids: read(window_ids[rows]))
           .repeat()  # a new shuffle each epoch
+          .map_with_index(lambda i, window_ids: read(window_ids[rows], i // batches_per_epoch))
           .to_iter_dataset(_READ_OPTIONS))
 
 
