@@ -132,7 +132,7 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
                      f'which is {repeat_vocab}; set --config.data.repeat_vocab (e.g. 255)')
   pool = frequent_tokens(tokens, repeat_vocab) if (repeat_random or copy_task) and repeat_vocab else None
   read = lambda ids, epoch: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task, epoch)
-  return _shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
+  return shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
 
 
 def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,
@@ -151,11 +151,13 @@ def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global
              'loss_mask': mask_NxW[ids, 1:].astype(np.int32)}
     return batch if segments_NxW is None else {**batch, **segment_batch(segments_NxW[ids, :-1])}
 
-  return _shuffled_batches(len(windows_NxW), read, global_batch, seed, process_index, process_count)
+  return shuffled_batches(len(windows_NxW), read, global_batch, seed, process_index, process_count)
 
 
-def _shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, process_index: int,
-                      process_count: int) -> grain.IterDataset:
+def shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, process_index: int,
+                     process_count: int) -> grain.IterDataset:
+  """Endless batches read(ids, epoch) of this process's rows of each global batch of item ids, each
+  epoch in its own seeded order; resumable through the iterator's state (see train_dataset)."""
   if global_batch % process_count:
     raise ValueError(f'global batch {global_batch} does not split evenly over {process_count} '
                      'processes; make train.batch_size a multiple of the process count')

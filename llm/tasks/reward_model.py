@@ -48,8 +48,8 @@ def data(config, workdir) -> TaskData:
   if len(train['chosen']) < tc.batch_size or not len(val['chosen']):
     raise ValueError(f'{rm.source}: {len(train["chosen"])} training and {len(val["chosen"])} held-out pairs fit in '
                      f'train.seq_len={tc.seq_len} tokens; raise seq_len or lower train.batch_size')
-  train_iter = pipeline._shuffled_batches(  # pylint: disable=protected-access
-      len(train['chosen']), lambda ids: {k: train[k][ids] for k in _PAIR_KEYS}, tc.batch_size,
+  train_iter = pipeline.shuffled_batches(
+      len(train['chosen']), lambda ids, epoch: {k: train[k][ids] for k in _PAIR_KEYS}, tc.batch_size,
       config.data.seed, jax.process_index(), jax.process_count())
   facts = {'rm_source': rm.source, 'rm_train_pairs': len(train['chosen']), 'rm_val_pairs': len(val['chosen']),
            'rm_dropped_too_long': train_dropped + val_dropped,
