@@ -49,8 +49,8 @@ def copy_task_window(window_id: int, width: int, pool: np.ndarray) -> np.ndarray
   its first L again starting at a random distance (L in [MIN_REPEAT, width // 2), no fixed offset
   predicts the copy), so nothing but copying by content predicts anything beyond the unigram.
   The same for a window id after a resume; train_dataset numbers windows across epochs, so each
-  epoch draws new ones. Measured in README, "The SFT recipe
-  across bases" (results/sft_recipe/copy_task_loss.py)."""
+  epoch draws new ones. Measured in README, "The SFT recipe across bases"
+  (results/sft_recipe/copy_task_loss.py)."""
   rng = np.random.default_rng(int(window_id))
   window = pool[rng.integers(0, len(pool), size=width)]
   length = int(rng.integers(MIN_REPEAT, width // 2))
