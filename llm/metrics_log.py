@@ -2,11 +2,28 @@
 import json
 import math
 from pathlib import Path
+import sys
 
 from absl import logging
 import jax
-import tensorboardX
 import tqdm
+
+
+def _import_tensorboardx():
+  """tensorboardX without torch: its writer imports torch, where installed, only to accept torch
+  tensors (2.5 s at every start of a run; we log floats). A later `import torch` is unaffected."""
+  hide_torch = 'torch' not in sys.modules
+  if hide_torch:
+    sys.modules['torch'] = None  # makes `import torch` raise ImportError, which tensorboardX expects
+  try:
+    import tensorboardX
+  finally:
+    if hide_torch:
+      del sys.modules['torch']
+  return tensorboardX
+
+
+tensorboardX = _import_tensorboardx()
 
 
 class MetricsLog:

@@ -1,0 +1,46 @@
+"""Where metrics go: metrics.jsonl and TensorBoard scalars, and what logging costs a run's start."""
+import json
+import struct
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+
+def test_starting_a_run_does_not_import_torch_and_torch_still_imports_after(python_env):
+  """tensorboardX imports torch where it is installed (2.5 s at every start of a run here); the
+  training loop must not pay for it, and a later `import torch` in the same process must work."""
+  pytest.importorskip('torch')
+  code = ('import sys, llm.train, llm.metrics_log; print("torch" in sys.modules); '
+          'import torch; print(torch.ones(2).sum().item())')
+  out = subprocess.run([sys.executable, '-c', code], env=python_env, cwd=ROOT, capture_output=True, text=True,
+                       check=True).stdout.split()
+  assert out == ['False', '2.0']
+
+
+def _scalars(folder, tag):
+  """(step, value) of tag in the TFRecord event files under folder: 8-byte length, 4-byte CRC, the
+  Event proto, 4-byte CRC per record."""
+  from tensorboardX.proto import event_pb2
+  found = []
+  for path in sorted(folder.iterdir()):
+    data, at = path.read_bytes(), 0
+    while at < len(data):
+      (length,) = struct.unpack('<Q', data[at:at + 8])
+      event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+      at += 12 + length + 4
+      found += [(event.step, round(v.simple_value, 4)) for v in event.summary.value if v.tag == tag]
+  return found
+
+
+def test_metrics_go_to_jsonl_and_tensorboard_and_a_resume_forgets_later_steps(tmp_path):
+  from llm import metrics_log
+  log = metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=0, progress_bar=False)
+  for step in (1, 2, 3):
+    log.write(step, {'loss': 1.0 / step, 'note': 'x'})
+  log.close()
+  assert _scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.3333)]
+  metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False).close()
+  assert [json.loads(l)['step'] for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()] == [1, 2]
