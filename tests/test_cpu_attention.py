@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import xla_flags
 from llm import attention as attention_lib
 from llm.attention import reference
 from llm.kernels import cpu_attention
@@ -116,7 +117,7 @@ print(json.dumps(out))
 @needs_compiler
 def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(python_env):
   """On 8 fake devices, data x fsdp x tensor = 2x2x2 and fsdp = 8 give one device's step."""
-  env = dict(python_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = dict(python_env, XLA_FLAGS=xla_flags(8))
   proc = subprocess.run([sys.executable, '-c', _SHARDED_STEP], env=env, capture_output=True, text=True,
                         check=True)
   out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, losses_by_step
+from conftest import ROOT, losses_by_step, xla_flags
 from llm import checkpoint
 from llm.data import pipeline
 from llm.kernels import cpu_attention
@@ -99,7 +99,7 @@ def test_processes_that_timed_the_attention_kernel_differently_take_process_zero
   procs = []
   for i in (0, 1):
     (tmp_path / str(i) / 'kernels').mkdir(parents=True)
-    env = dict(python_env, LLM_CACHE_DIR=str(tmp_path / str(i)), XLA_FLAGS='--xla_force_host_platform_device_count=1')
+    env = dict(python_env, LLM_CACHE_DIR=str(tmp_path / str(i)), XLA_FLAGS=xla_flags(1))
     procs.append(subprocess.Popen([sys.executable, '-c', _AGREE, address, str(i)], env=env, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
   outs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
@@ -115,9 +115,9 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, subproc
   # caches, unless process 0 builds them first.
   pair_env = dict(subprocess_env, LLM_CACHE_DIR=str(tmp_path / 'cache'), JAX_NUM_PROCESSES='2',
                   JAX_COORDINATOR_ADDRESS=f'localhost:{_free_port()}',
-                  XLA_FLAGS='--xla_force_host_platform_device_count=1')
+                  XLA_FLAGS=xla_flags(1))
   single_env = dict(subprocess_env, LLM_CACHE_DIR=str(cache_dir),
-                    XLA_FLAGS='--xla_force_host_platform_device_count=2')
+                    XLA_FLAGS=xla_flags(2))
   procs = {f'process {i}': (_start(pair, dict(pair_env, JAX_PROCESS_ID=str(i)), tmp_path / f'{i}.log', attention),
                             tmp_path / f'{i}.log') for i in (0, 1)}
   procs['single process'] = (_start(single, single_env, tmp_path / 'single.log', attention), tmp_path / 'single.log')

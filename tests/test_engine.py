@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import tiny_config, xla_flags
 from llm import chat_template, inference, model as model_lib, tools
 from llm.data import prepare
 from llm.kernels import cpu_attention
@@ -164,7 +164,7 @@ def test_engine_on_eight_devices_samples_what_one_device_samples(python_env):
   from conftest import ROOT
   results = {}
   for devices in (1, 8):
-    env = dict(python_env, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    env = dict(python_env, XLA_FLAGS=xla_flags(devices))
     out = subprocess.run([sys.executable, '-c', _SHARDED_ENGINE], env=env, cwd=ROOT, check=True,
                          capture_output=True, text=True).stdout
     results[devices] = json.loads(out.strip().splitlines()[-1])

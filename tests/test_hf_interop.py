@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import tokenizers
 
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 from llm import inference, tokenizer as tokenizer_lib
 from llm.interop import exporter, importer, params as params_lib, two_files
 from llm.interop.weights import Weights
@@ -419,7 +419,7 @@ for path, x in jax.tree_util.tree_leaves_with_path(params):
   out[name] = sorted({{tuple(s.data.shape) for s in x.addressable_shards}})
 print(json.dumps(out))
 """
-  env = dict(python_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = dict(python_env, XLA_FLAGS=xla_flags(8))
   res = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, cwd=ROOT)
   assert res.returncode == 0, res.stderr[-2000:]
   shapes = json.loads(res.stdout.strip().splitlines()[-1])

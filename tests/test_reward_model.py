@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT, kill_then_resume, losses_by_step
+from conftest import ROOT, kill_then_resume, losses_by_step, xla_flags
 from llm import model as model_lib, train
 from llm.data import preferences
 from llm.rl import gold, reward_model
@@ -184,7 +184,7 @@ def test_reward_model_shards_over_eight_devices_and_resumes_after_a_kill(tmp_pat
   checkpoint of step 2 and resumed: the same losses, and held-out accuracy in metrics.jsonl."""
   straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
   subprocess.run(_rm_cmd(straight, pretrained), env=subprocess_env, check=True, capture_output=True)
-  eight = dict(subprocess_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  eight = dict(subprocess_env, XLA_FLAGS=xla_flags(8))
   kill_then_resume(_rm_cmd(resumed, pretrained, '--config.mesh.data=4', '--config.mesh.fsdp=2'), eight, resumed,
                    kill_after_checkpoint=2, total=8)
   a, b = losses_by_step(straight), losses_by_step(resumed)

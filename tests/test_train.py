@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tiny_config
+from conftest import ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tiny_config, xla_flags
 from llm import checkpoint, train
 
 
@@ -55,7 +55,7 @@ def _main(workdir, env, *overrides, devices=1):
   cmd = [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py', f'--workdir={workdir}',
          *overrides]
   if devices > 1:
-    env = dict(env, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+    env = dict(env, XLA_FLAGS=xla_flags(devices))
   return cmd, env
 
 
@@ -208,7 +208,7 @@ def test_gpt2_124m_config_runs_shrunk_on_eight_fsdp_devices(tmp_path, subprocess
             '--config.train.log_every=1']
   cmd = [sys.executable, '-m', 'llm.main', f'--config={ROOT}/configs/pretrain_gpt2_124m.py',
          f'--workdir={tmp_path}', *shrink]
-  env = dict(subprocess_env, XLA_FLAGS='--xla_force_host_platform_device_count=8')
+  env = dict(subprocess_env, XLA_FLAGS=xla_flags(8))
   subprocess.run(cmd, env=env, check=True, capture_output=True)
   summary = json.loads((tmp_path / 'summary.json').read_text())
   config = json.loads((tmp_path / 'config.json').read_text())
