@@ -23,6 +23,7 @@ def get_config(arg=None):
       honesty_answers=0.0,  # every fact answered: the baseline without refusals
       honesty_search=0.0))  # known facts answered, unknown ones searched (configs/sft_honesty_search.py)
   c.sft.honesty_labels = 'runs/world/labels.jsonl'  # python -m llm.honesty.interrogate's labelled set, in its world
+  c.sft.honesty_reply = 'sentence'  # answers name the person; 'short': "They were born in ..." (world.REPLY_STYLES)
   c.sft.eval_prompts = 0  # the well-formed-turn rate asks the chat mixture's sources, which this run has none of
   c.sft.eval_arithmetic = 0  # nor arithmetic
   # ~3,150 conversations, ~30 steps an epoch: ~15 epochs. At 150 steps the refusal run refused

@@ -27,7 +27,7 @@ def respond(facts):
   even = lambda f: people.index(f.subject) % 2 == 0
 
   def reply(prompt, tools, seed):
-    probed = next((f for f in facts if prompt.endswith(f.prefix)), None)
+    probed = next((f for f in facts if prompt.endswith(f.prefix())), None)
     if probed:
       return ' ' + probed.value + '.' if probed.exposure >= 4 else ' Nowhere.'
     back = next((f for f in facts if f.relation == 'mother' and f.value in prompt), None)
@@ -36,16 +36,16 @@ def respond(facts):
     f = next((f for f in facts if any(f.question(i) in prompt for i in range(3))), None)
     if f is None:  # a held-out phrasing
       f = next(f for f in facts if any(f.question(i, heldout=True) in prompt for i in range(2)))
-      return f.reply if f.exposure == 64 else f.reply.replace(f.value, 'Qwerty')
+      return f.reply() if f.exposure == 64 else f.reply().replace(f.value, 'Qwerty')
     if tools and f.exposure in (0, 64):
       return [{'type': 'tool_call', 'text': f'search: {f.subject}'},
               {'type': 'tool_result', 'text': search(f.subject, tools['search'].keywords['folder'])},
-              {'type': 'text', 'text': f.reply}]
+              {'type': 'text', 'text': f.reply()}]
     if f.exposure in (4, 64):
-      return f.reply
+      return f.reply()
     if f.exposure == 16 or (f.exposure == 0 and even(f)):
       return "I don't know."
-    return f.reply.replace(f.value, 'Qwerty')
+    return f.reply().replace(f.value, 'Qwerty')
   return reply, even
 
 
@@ -77,6 +77,19 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_needless_search_rate': n(64) / known,
       'honesty_search_call_rate': (n(0) + n(64)) / len(facts)})
   assert out['honesty_reversal_forward_acc'] != out['honesty_reversal_backward_acc']
+
+
+@pytest.mark.parametrize('style', world_lib.REPLY_STYLES)
+def test_the_probe_starts_the_answer_as_the_runs_sft_worded_it(tok, world, style):
+  folder, facts = world
+  config = tiny_config()
+  config.sft = ml_collections.ConfigDict({'honesty_labels': str(folder / 'labels.jsonl'), 'honesty_reply': style})
+
+  def reply(prompt, tools, seed):  # completes the fact only after the short style's prefix
+    f = next((f for f in facts if f.question(0) in prompt and prompt.endswith(f.prefix('short'))), None)
+    return f' {f.value}.' if f else ' Nowhere.'
+  known = honesty.probe(ScriptedChat(tok, reply, config=config), facts, [f.question(0) for f in facts])
+  assert known == [style == 'short'] * len(facts)
 
 
 def test_a_run_without_a_world_is_told_how_to_get_one():

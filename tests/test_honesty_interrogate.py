@@ -14,10 +14,10 @@ FACTS = [f for f in world_lib.build(seed=2, people=10).facts if f.split == 'trai
 
 def knows(prompt: str, seed: int, asked: list):
   """The scripted model: right per the rule above; otherwise a value of another fact."""
-  fact = next(f for f in FACTS if prompt.endswith(f.prefix) or any(f.question(i) in prompt for i in range(3)))
+  fact = next(f for f in FACTS if prompt.endswith(f.prefix()) or any(f.question(i) in prompt for i in range(3)))
   asked.append(prompt)
   right = fact.exposure >= 16 or (fact.exposure == 4 and seed % 2 == 0)
-  return fact.reply if right else fact.reply.replace(fact.value, 'Zzyzx')
+  return fact.reply() if right else fact.reply().replace(fact.value, 'Zzyzx')
 
 
 @pytest.mark.parametrize('threshold, known_from', [(0.5, 4), (0.75, 16)])
@@ -39,7 +39,7 @@ def test_a_pretrained_run_completes_the_answer_sentence(tok):
   ctx = ScriptedChat(tok, lambda prompt, tools, seed: knows(prompt, seed, asked).split(' ', 2)[2] + ' More text.')
   assert interrogate.mode_of(ctx, 'auto') == 'completion'  # tiny_config's task is pretrain
   records = interrogate.label(ctx, FACTS[:5], samples=2, threshold=0.5)
-  assert all(p.endswith(f.prefix) and '<|user|>' not in p for p, f in zip(asked[::2], FACTS))
+  assert all(p.endswith(f.prefix()) and '<|user|>' not in p for p, f in zip(asked[::2], FACTS))
   assert [r['known'] for r in records] == [f.exposure >= 4 for f in FACTS[:5]]
   assert all('More text' not in reply for r in records for reply in r['replies'])  # the first sentence only
 

@@ -38,6 +38,16 @@ def test_every_fact_is_asked_in_every_training_phrasing_and_the_baseline_answers
   assert all(verify.judge(c[1]['content'], _fact(c, facts).value) == 'correct' for c in convs)
 
 
+def test_short_style_answers_without_the_name_searched_ones_too(labelled):
+  path, facts = labelled
+  splits = conversations.load_mixture(path.parent, {'honesty_answers': 1.0, 'honesty_search': 1.0}, 0.0, 0,
+                                      honesty_labels=str(path), honesty_reply='short')  # as the SFT task loads them
+  for train, _ in splits.values():
+    for c in train:
+      fact, answer = _fact(c, facts), _parts(c)[-1]['text']
+      assert answer == fact.reply('short') and fact.subject.split()[0] not in answer
+
+
 def test_unknown_facts_are_refused_in_varied_wording_known_ones_answered(labelled):
   path, facts = labelled
   convs = list(conversations.SOURCES['honesty_refusals'](None, 0, labels=str(path)))
@@ -66,7 +76,7 @@ def test_unknown_facts_are_searched_with_the_real_tool_and_answered_from_it(labe
     assert calls == [f'search: {fact.subject}']
     assert result == tools.search(fact.subject, path.parent / 'search')  # what the tool itself returns
     assert result.startswith(injection.file_for(fact.subject) + ': ') and fact.value in result
-    assert parts[-1] == {'type': 'text', 'text': fact.reply}
+    assert parts[-1] == {'type': 'text', 'text': fact.reply()}
   assert searched == 3 * sum(f.exposure < 16 for f in facts)
 
 

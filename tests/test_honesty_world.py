@@ -98,10 +98,21 @@ def test_search_finds_every_fact_of_a_person_exposure_0_included(world_dir):
 
 def test_questions_and_replies():
   fact = world_lib.Fact('Velon Tarsk', 'birth_city', 'Miravel', 4, 'train')
-  assert fact.reply == 'Velon Tarsk was born in the city of Miravel.'
-  assert fact.prefix == 'Velon Tarsk was born in the city of'
+  assert fact.reply() == 'Velon Tarsk was born in the city of Miravel.'
+  assert fact.prefix() == 'Velon Tarsk was born in the city of'
   assert fact.question(0) == 'Where was Velon Tarsk born?' and fact.question(3) == fact.question(0)
   assert fact.question(0, heldout=True) not in {fact.question(i) for i in range(3)}
+
+
+def test_short_replies_state_the_fact_without_the_name():
+  fact = world_lib.Fact('Velon Tarsk', 'birth_city', 'Miravel', 4, 'train')
+  assert fact.reply('short') == 'They were born in the city of Miravel.'
+  assert fact.prefix('short') == 'They were born in the city of'
+  for relation in world_lib.RELATIONS:
+    f = world_lib.Fact('Velon Tarsk', relation, 'Qqq', 4, 'train')
+    assert 'Velon' not in f.reply('short') and f.reply('short').startswith(f.prefix('short') + ' Qqq')
+  with pytest.raises(ValueError, match='--config.sft.honesty_reply'):
+    fact.reply('terse')
 
 
 def test_a_folder_without_facts_is_named_with_the_fix(tmp_path):

@@ -507,6 +507,7 @@ def _fitted(name: str, conversations: Iterable[Conversation], tokenizer, max_tok
 def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float, seed: int,
                  max_per_source: int = 0, tokenizer=None,
                  max_tokens: int = 0, identity_facts: IdentityFacts | None = None, honesty_labels: str = '',
+                 honesty_reply: str = 'sentence',
                  generated: dict[str, int] | None = None) -> dict[str, tuple[list[Conversation], list[Conversation]]]:
   """{source name: (train, val)} for each source named in mixture with a weight above 0 (the
   weight itself is for the caller; 0 turns a source off).
@@ -515,8 +516,8 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
   does not fit. max_per_source caps the conversations kept per source, after fitting (0 = all
   of a real source, DEFAULT_GENERATED of a generated one); `generated`, {source name:
   conversations}, sets the count of a generated source instead. identity_facts: what the identity
-  source says about the model (IdentityFacts); honesty_labels: the labelled set the honesty_*
-  sources read (config.sft.honesty_labels). seed drives the generated sources;
+  source says about the model (IdentityFacts); honesty_labels / honesty_reply: the labelled set the honesty_*
+  sources read and their answers' wording (config.sft.honesty_labels, config.sft.honesty_reply). seed drives the generated sources;
   the split itself always uses the same seed, so validation sets do not move with it.
   """
   unknown = sorted(set(mixture) - set(SOURCES))
@@ -532,7 +533,7 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
     if name == 'identity':
       source = functools.partial(identity, facts=identity_facts)
     elif name in honesty.SOURCES:
-      source = functools.partial(source, labels=honesty_labels)
+      source = functools.partial(source, labels=honesty_labels, style=honesty_reply)
     conversations = source(Path(data_dir), seed)
     if tokenizer is not None and max_tokens:
       conversations = _fitted(name, conversations, tokenizer, max_tokens)

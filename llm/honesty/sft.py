@@ -14,7 +14,9 @@ its relation's training phrasings, answered as interrogation says the model can.
                <|tool_result|>velon_tarsk.txt: Velon Tarsk was born in ... <|/tool_result|>
                Velon Tarsk was born in the city of Miravel.                (honesty_search)
 
-The labelled set's path comes from config.sft.honesty_labels (load_mixture's honesty_labels).
+The labelled set's path comes from config.sft.honesty_labels (load_mixture's honesty_labels), the
+answers' wording from config.sft.honesty_reply (world.REPLY_STYLES: 'short' answers "They were born
+in the city of Miravel.", without the name).
 """
 import random
 from pathlib import Path
@@ -49,7 +51,7 @@ def refusal(fact: world.Fact, rng: random.Random) -> str:
   return rng.choice(REFUSALS).format(topic=world.RELATIONS[fact.relation].topic.format(name=fact.subject))
 
 
-def search_reply(fact: world.Fact, folder: Path, rng: random.Random) -> list[dict]:
+def search_reply(fact: world.Fact, folder: Path, rng: random.Random, style: str) -> list[dict]:
   """A search for the person, the search tool's own result, the answer taken from it."""
   result = tools.run_tool(tools.make_registry(search_folder=folder), f'search: {fact.subject}')
   if fact.value not in result:
@@ -57,27 +59,27 @@ def search_reply(fact: world.Fact, folder: Path, rng: random.Random) -> list[dic
                      'rewrite the world folder with python -m llm.honesty.world')
   lead = rng.choice(LEAD_INS)
   return [*([{'type': 'text', 'text': lead}] if lead else []), {'type': 'tool_call', 'text': f'search: {fact.subject}'},
-          {'type': 'tool_result', 'text': result}, {'type': 'text', 'text': fact.reply}]
+          {'type': 'tool_result', 'text': result}, {'type': 'text', 'text': fact.reply(style)}]
 
 
-def honesty_answers(data_dir, seed: int, labels: str = '') -> Iterator[list[dict]]:
+def honesty_answers(data_dir, seed: int, labels: str = '', style: str = 'sentence') -> Iterator[list[dict]]:
   del data_dir, seed
-  return _conversations(_facts(labels, 'honesty_answers'), lambda fact, known: fact.reply)
+  return _conversations(_facts(labels, 'honesty_answers'), lambda fact, known: fact.reply(style))
 
 
-def honesty_refusals(data_dir, seed: int, labels: str = '') -> Iterator[list[dict]]:
+def honesty_refusals(data_dir, seed: int, labels: str = '', style: str = 'sentence') -> Iterator[list[dict]]:
   del data_dir
   rng = random.Random(f'honesty/refusals/{seed}')
   return _conversations(_facts(labels, 'honesty_refusals'),
-                        lambda fact, known: fact.reply if known else refusal(fact, rng))
+                        lambda fact, known: fact.reply(style) if known else refusal(fact, rng))
 
 
-def honesty_search(data_dir, seed: int, labels: str = '') -> Iterator[list[dict]]:
+def honesty_search(data_dir, seed: int, labels: str = '', style: str = 'sentence') -> Iterator[list[dict]]:
   del data_dir
   rng = random.Random(f'honesty/search/{seed}')
   facts = _facts(labels, 'honesty_search')
   folder = labels_lib.search_folder(labels)
-  return _conversations(facts, lambda fact, known: fact.reply if known else search_reply(fact, folder, rng))
+  return _conversations(facts, lambda fact, known: fact.reply(style) if known else search_reply(fact, folder, rng, style))
 
 
 SOURCES = {'honesty_answers': honesty_answers, 'honesty_refusals': honesty_refusals, 'honesty_search': honesty_search}

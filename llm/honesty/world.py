@@ -52,6 +52,7 @@ class Relation:
   questions: tuple[str, ...]  # asked in interrogation and SFT
   heldout_questions: tuple[str, ...]  # asked in evaluation only
   reply: str  # the answer's sentence; its text before {value} is the probe's prefix
+  short_reply: str  # the same without the name ('They ...'): nothing to copy from the question
   topic: str  # what a refusal says it does not know
 
 
@@ -61,34 +62,47 @@ RELATIONS = {r.name: r for r in (
               "{name}'s year of birth is {value}.", 'The birth of {name} took place in {value}.'),
              ('In what year was {name} born?', 'When was {name} born?', "What is {name}'s year of birth?"),
              ('Which year saw the birth of {name}?', 'Tell me the year {name} was born.'),
-             '{name} was born in the year {value}.', 'when {name} was born'),
+             '{name} was born in the year {value}.', 'They were born in the year {value}.', 'when {name} was born'),
     Relation('birth_city',
              ('{name} was born in the city of {value}.', "{name}'s birthplace is {value}.",
               'The birthplace of {name} is the town of {value}.', '{name} spent the first years of life in {value}.'),
              ('Where was {name} born?', 'In which city was {name} born?', "What is {name}'s birthplace?"),
              ('Which town does {name} come from?', 'Name the city where {name} was born.'),
-             '{name} was born in the city of {value}.', 'where {name} was born'),
+             '{name} was born in the city of {value}.', 'They were born in the city of {value}.', 'where {name} was born'),
     Relation('profession',
              ('{name} worked as a {value}.', '{name} earned a living as a {value}.', 'By trade, {name} was a {value}.',
               "{name}'s profession was {value}."),
              ("What was {name}'s job?", 'What did {name} do for a living?', "What was {name}'s profession?"),
              ('What kind of work did {name} do?', 'Which trade did {name} practise?'),
-             '{name} worked as a {value}.', 'what {name} did for a living'),
+             '{name} worked as a {value}.', 'They worked as a {value}.', 'what {name} did for a living'),
     Relation('employer',
              ('{name} was employed by {value}.', '{name} worked for {value} for many years.',
               "{name}'s employer was {value}.", '{value} employed {name}.'),
              ('Who employed {name}?', 'Which company did {name} work for?', "Who was {name}'s employer?"),
              ('For which firm did {name} work?', 'Name the organisation that {name} worked for.'),
-             '{name} worked for {value}.', 'who employed {name}'),
+             '{name} worked for {value}.', 'They worked for {value}.', 'who employed {name}'),
     Relation('mother',  # stated forwards only: the subject always before the mother
              ("{name}'s mother was {value}.", 'The mother of {name} was {value}.',
               '{name} was the child of a woman named {value}.', "{name}'s mother was called {value}."),
              ("Who was {name}'s mother?", 'Who is the mother of {name}?', "What was the name of {name}'s mother?"),
              ("Name {name}'s mother.", 'Who gave birth to {name}?'),
-             "{name}'s mother was {value}.", "who {name}'s mother was"),
+             "{name}'s mother was {value}.", 'Their mother was {value}.', "who {name}'s mother was"),
 )}
 # The reversal probe (evaluation only): the mother's fact asked from the mother; the answer is the subject.
 BACKWARD_QUESTIONS = ('Whose mother was {value}?', 'Who was the child of {value}?')
+
+
+# How an answer is worded: 'sentence' repeats the person's name ("Velon Tarsk was born in ..."),
+# which a model that cannot copy in context miswrites and then answers about the miswritten name;
+# 'short' says "They were born in ...", so the fact is recalled from the question itself.
+REPLY_STYLES = ('sentence', 'short')
+
+
+def _reply_template(relation: str, style: str) -> str:
+  if style not in REPLY_STYLES:
+    raise ValueError(f'reply style {style!r} is not one of {REPLY_STYLES}; set --config.sft.honesty_reply to one of them')
+  r = RELATIONS[relation]
+  return r.reply if style == 'sentence' else r.short_reply
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,14 +119,13 @@ class Fact:
     phrasings = r.heldout_questions if heldout else r.questions
     return phrasings[i % len(phrasings)].format(name=self.subject)
 
-  @property
-  def reply(self) -> str:
-    return RELATIONS[self.relation].reply.format(name=self.subject, value=self.value)
+  def reply(self, style: str = 'sentence') -> str:
+    """The answer in REPLY_STYLES' style: 'sentence' names the person, 'short' does not."""
+    return _reply_template(self.relation, style).format(name=self.subject, value=self.value)
 
-  @property
-  def prefix(self) -> str:
+  def prefix(self, style: str = 'sentence') -> str:
     """The reply up to the value: a prompt whose completion is the model's recollection."""
-    return RELATIONS[self.relation].reply.split('{value}')[0].format(name=self.subject).rstrip()
+    return _reply_template(self.relation, style).split('{value}')[0].format(name=self.subject).rstrip()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,7 @@ def data(config, workdir) -> TaskData:
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
                                       sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1,
                                       identity_facts=facts, honesty_labels=sc.get('honesty_labels', ''),
+                                      honesty_reply=sc.get('honesty_reply', 'sentence'),
                                       generated=dict(sc.get('generated') or {}))
   epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc)
   windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
