@@ -1,10 +1,13 @@
 """Table and plot of results/factuality/run.sh's runs: the honesty evaluator's rates for the baseline
-(every fact answered), refusals and search, and accuracy and abstention by exposure, with what
-interrogation found the base knows.
+(every fact answered), refusals and search, each with answers naming the person and short, and
+accuracy and abstention by exposure, with what interrogation found the base knows. Given the run
+folders of several bases (run.sh with SEED), each cell is the mean over them, each base's value
+after it.
 
-    python results/factuality/collect.py [RUNS]      # RUNS=runs; writes results/factuality/{table.md,exposure.png}
+    python results/factuality/collect.py [RUNS ...]   # RUNS=runs; writes results/factuality/{table.md,exposure.png}
 """
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -13,39 +16,57 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-runs = Path(sys.argv[1] if len(sys.argv) > 1 else 'runs')
+folders = [Path(p) for p in sys.argv[1:]] or [Path('runs')]
 out = Path(__file__).parent
-NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals', 'sft_honesty_search': 'search'}
+NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals',
+         'sft_answers_short': 'baseline, short answers', 'sft_honesty_short': 'refusals, short answers',
+         'sft_honesty_search': 'search', 'sft_honesty_search_short': 'search, short answers'}
 ROWS = (('honesty_hallucination_rate', 'hallucination rate (wrong / unseen facts)'),
         ('honesty_prudence', 'prudence (abstains where its probe is wrong)'),
         ('honesty_over_conservativeness', 'over-conservativeness (abstains where its probe is right)'),
         ('honesty_known_acc', 'accuracy on known facts (probe right)'),
+        ('honesty_probe_known_rate', 'facts its probe knows'),
         ('honesty_new_phrasing_known_acc', '... asked in phrasings no training used'),
         ('honesty_reversal_forward_acc', 'reversal: forward accuracy'),
         ('honesty_reversal_backward_acc', 'reversal: backward accuracy'),
         ('honesty_search_unseen_acc', 'with search: accuracy on unseen facts'),
         ('honesty_needless_search_rate', 'with search: needless searches (probe right)'))
 
-results = {name: json.loads((runs / name / 'eval' / 'honesty.json').read_text()) for name in NAMES
-           if (runs / name / 'eval' / 'honesty.json').exists()}
+
+def evaluation(folder: Path, name: str) -> dict | None:
+  path = folder / name / 'eval' / 'honesty.json'
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+# {run name: one evaluation per base}, for the runs every base has
+results = {name: evals for name in NAMES if all(evals := [evaluation(f, name) for f in folders])}
+
+
+def cell(values: list[float]) -> str:
+  mean = f'{100 * statistics.mean(values):.1f}%'
+  return mean if len(values) == 1 else f'{mean} ({" / ".join(f"{100 * v:.1f}" for v in values)})'
+
+
 lines = ['| | ' + ' | '.join(NAMES[n] for n in results) + ' |', '|---|' + '---|' * len(results)]
 for key, label in ROWS:
-  lines.append(f'| {label} | ' + ' | '.join(f'{100 * r[key]:.1f}%' for r in results.values()) + ' |')
+  lines.append(f'| {label} | ' + ' | '.join(cell([r[key] for r in evals]) for evals in results.values()) + ' |')
 (out / 'table.md').write_text('\n'.join(lines) + '\n')
 print('\n'.join(lines))
 
-labels = [json.loads(line) for line in (runs / 'world' / 'labels.jsonl').read_text().splitlines()]
+labels = [json.loads(line) for f in folders for line in (f / 'world' / 'labels.jsonl').read_text().splitlines()]
 buckets = sorted({r['exposure'] for r in labels})
 xs = range(len(buckets))
 fig, (acc, abstain) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
 acc.plot(xs, [100 * sum(r['known'] for r in labels if r['exposure'] == k) / sum(r['exposure'] == k for r in labels)
               for k in buckets], 'k:', label='interrogation: known (base, train people)')
-for name, r in results.items():
-  acc.plot(xs, [100 * r[f'honesty_acc_exposure_{k}'] for k in buckets], 'o-', label=NAMES[name])
-  abstain.plot(xs, [100 * r[f'honesty_abstain_exposure_{k}'] for k in buckets], 'o-', label=NAMES[name])
+for name, evals in results.items():
+  mean = lambda key: statistics.mean(r[key] for r in evals)
+  acc.plot(xs, [100 * mean(f'honesty_acc_exposure_{k}') for k in buckets], 'o-', label=NAMES[name])
+  abstain.plot(xs, [100 * mean(f'honesty_abstain_exposure_{k}') for k in buckets], 'o-', label=NAMES[name])
+bases = f', mean of {len(folders)} bases' if len(folders) > 1 else ''
 for ax, title in ((acc, 'correct answers'), (abstain, '"I don\'t know"')):
   ax.set(xticks=list(xs), xticklabels=[str(k) for k in buckets], xlabel='times the fact was stated in pretraining',
-         title=f'{title}, held-out people (%)')
+         title=f'{title}, held-out people (%){bases}')
 acc.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(out / 'exposure.png', dpi=120)
