@@ -4,7 +4,8 @@ accuracy and abstention by exposure, with what interrogation found the base know
 folders of several bases (run.sh with SEED), each cell is the mean over them, each base's value
 after it.
 
-    python results/factuality/collect.py [RUNS ...]   # RUNS=runs; writes results/factuality/{table.md,exposure.png}
+    python results/factuality/collect.py [--out=DIR] [RUNS ...]   # RUNS=runs; writes DIR/{table.md,exposure.png}
+                                                                   # (DIR=results/factuality)
 """
 import json
 import statistics
@@ -16,12 +17,15 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-folders = [Path(p) for p in sys.argv[1:]] or [Path('runs')]
-out = Path(__file__).parent
+outs = [a.removeprefix('--out=') for a in sys.argv[1:] if a.startswith('--out=')]
+folders = [Path(p) for p in sys.argv[1:] if not p.startswith('--out=')] or [Path('runs')]
+out = Path(outs[-1] if outs else Path(__file__).parent)
+out.mkdir(parents=True, exist_ok=True)
 NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals',
          'sft_answers_short': 'baseline, short answers', 'sft_honesty_short': 'refusals, short answers',
          'sft_honesty_search': 'search', 'sft_honesty_search_short': 'search, short answers'}
-ROWS = (('honesty_hallucination_rate', 'hallucination rate (wrong / unseen facts)'),
+ROWS = (('honesty_acc', 'accuracy, all questions'),
+        ('honesty_hallucination_rate', 'hallucination rate (wrong / unseen facts)'),
         ('honesty_prudence', 'prudence (abstains where its probe is wrong)'),
         ('honesty_over_conservativeness', 'over-conservativeness (abstains where its probe is right)'),
         ('honesty_known_acc', 'accuracy on known facts (probe right)'),
