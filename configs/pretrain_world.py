@@ -5,8 +5,9 @@ fact was stated a known number of times (llm/honesty/world.py).
     python -m llm.main --config=configs/pretrain_world.py --workdir=runs/pretrain_world
     python -m llm.honesty.interrogate --workdir=runs/pretrain_world --world=runs/world
 
-The world of seed 0 (300 people) is 14,306 documents, 574k tokens with pretrain_small's tokenizer:
-140 steps a pass, so 600 steps are about 4.3 passes and a fact of exposure k is seen about 4k times.
+The world of seed 0 (300 people) is 5,205 documents, 532k training tokens with pretrain_small's
+tokenizer: 130 steps a pass, so 600 steps are about 4.6 passes and a fact of exposure k is seen
+about 4.6k times (a world of 1,000 people: --people=1000 and 2,000 steps for as many passes).
 """
 from configs import pretrain_small
 
@@ -19,7 +20,7 @@ def get_config(arg=None):
   c.data.source = 'corpus.jsonl'
   c.data.format = 'jsonl'
   c.data.val_fraction = 0.02  # the world's --val_fraction: only then is each exposure exact in the training split
-  c.train.steps = 600  # ~4.3 passes over the world (~6 min at ~6,800 tokens/s)
+  c.train.steps = 600  # ~4.6 passes over the world (~7 min on 2 cores)
   c.train.lr = 1e-3  # below pretraining's 3e-3: the base's weights are a start worth keeping
   c.train.warmup_steps = 20
   c.train.eval_every = 300
