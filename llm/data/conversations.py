@@ -516,9 +516,10 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
   does not fit. max_per_source caps the conversations kept per source, after fitting (0 = all
   of a real source, DEFAULT_GENERATED of a generated one); `generated`, {source name:
   conversations}, sets the count of a generated source instead. identity_facts: what the identity
-  source says about the model (IdentityFacts); honesty_labels / honesty_reply: the labelled set the honesty_*
-  sources read and their answers' wording (config.sft.honesty_labels, config.sft.honesty_reply). seed drives the generated sources;
-  the split itself always uses the same seed, so validation sets do not move with it.
+  source says about the model (IdentityFacts); honesty_labels / honesty_reply: the labelled set
+  the honesty_* sources read and their answers' wording (config.sft.honesty_labels and
+  honesty_reply). seed drives the generated sources; the split itself always uses the same
+  seed, so validation sets do not move with it.
   """
   unknown = sorted(set(mixture) - set(SOURCES))
   if unknown:
