@@ -7,16 +7,18 @@
 #   bash results/factuality/run.sh        # RUNS=runs by default; then results/factuality/{table.md,exposure.png}
 #   SEED=1 RUNS=runs_s1 ARMS="answers_short honesty_short" bash results/factuality/run.sh   # another base, two arms
 # SEED seeds every training run (pretrain_small, pretrain_world, SFT); the world is the same (seed 0).
+# WORLD_FLAGS go to llm.honesty.world, PRETRAIN_WORLD_FLAGS to pretrain_world's run, e.g. a world 3.3x
+# larger with as many passes over it: WORLD_FLAGS=--people=1000 PRETRAIN_WORLD_FLAGS=--config.train.steps=2000
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs}
 seed=(--config.seed="${SEED:-0}" --config.data.seed="${SEED:-0}")
 [[ -f "$runs/pretrain_small/summary.json" ]] || python -m llm.main --config=configs/pretrain_small.py \
   --workdir="$runs/pretrain_small" "${seed[@]}"
-[[ -f "$runs/world/facts.json" ]] || python -m llm.honesty.world --out="$runs/world"
+[[ -f "$runs/world/facts.json" ]] || python -m llm.honesty.world --out="$runs/world" ${WORLD_FLAGS:-}
 [[ -f "$runs/pretrain_world/summary.json" ]] || python -m llm.main --config=configs/pretrain_world.py \
   --workdir="$runs/pretrain_world" --config.init_from="$runs/pretrain_small" \
-  --config.tokenizer.path="$runs/pretrain_small/tokenizer.model" --config.data.dir="$runs/world" "${seed[@]}"
+  --config.tokenizer.path="$runs/pretrain_small/tokenizer.model" --config.data.dir="$runs/world" "${seed[@]}" ${PRETRAIN_WORLD_FLAGS:-}
 [[ -f "$runs/world/labels.jsonl" ]] || python -m llm.honesty.interrogate --workdir="$runs/pretrain_world" \
   --world="$runs/world"
 answers=(--config.sft.mixture.honesty_refusals=0 --config.sft.mixture.honesty_answers=1)
