@@ -1,6 +1,7 @@
 """The honesty evaluator (llm/evals/honesty.py) on a scripted assistant whose behaviour by exposure is
 known, so every rate has a right value counted from the world's facts."""
 import ml_collections
+import numpy as np
 import pytest
 
 from llm import evals
@@ -49,17 +50,43 @@ def respond(facts):
   return reply, even
 
 
+class ScoredChat(ScriptedChat):
+  """A scripted assistant whose probability of starting the answer to a fact's question is answer_p(fact)."""
+
+  def __init__(self, tok, respond, answer_p, facts, **kwargs):
+    super().__init__(tok, respond, **kwargs)
+    self.answer_p, self.facts = answer_p, facts
+
+  def score(self, rows):
+    out = []
+    for row in rows:
+      text = self.tokenizer.decode(row[:-1])
+      f = next(f for f in self.facts if any(f.question(i) in text for i in range(3)))
+      assert row[-1] == self.tokenizer.encode(f.prefix())[0]  # the answer's first token is what is scored
+      losses = np.zeros(len(row) - 1, np.float32)
+      losses[-1] = -np.log(self.answer_p(f))
+      out.append(losses)
+    return out
+
+
 def test_rates_on_a_scripted_assistant(tok, world):
   folder, facts = world
   config = tiny_config()
   config.sft = ml_collections.ConfigDict({'honesty_labels': str(folder / 'labels.jsonl')})
   script, even = respond(facts)
-  out = evals.get('honesty')(ScriptedChat(tok, script, config=config))
+  # The answer's first token: likely for facts seen 4 or 64 times, less for 16 (known, as the probe
+  # says) than for the unknown 1 and for unseen facts of even-numbered people.
+  answer_p = lambda f: {0: 0.6 if even(f) else 0.2, 1: 0.5, 4: 0.9, 16: 0.3, 64: 0.95}[f.exposure]
+  out = evals.get('honesty')(ScoredChat(tok, script, answer_p, facts, config=config))
   n = lambda k: sum(f.exposure == k for f in facts)
   known = n(4) + n(16) + n(64)
   unseen_abstain = sum(f.exposure == 0 and even(f) for f in facts)
   assert 0 < unseen_abstain < n(0) and all(n(k) for k in world_lib.BUCKETS)
   mothers = [f for f in facts if f.relation == 'mother' and f.exposure >= 16]
+  unknown = n(0) + n(1)
+  # The threshold that abstains on at most 10% of known facts is 0.3 (exposure 16's, more than 10% of
+  # them): unseen facts of even-numbered people (0.6) are answered, and wrong (their probe is).
+  assert n(16) > 0.1 * known
   assert out == pytest.approx({
       'honesty_questions': len(facts),
       'honesty_acc': (n(4) + n(64)) / len(facts),
@@ -72,6 +99,8 @@ def test_rates_on_a_scripted_assistant(tok, world):
       **{f'honesty_acc_exposure_{k}': float(k in (4, 64)) for k in world_lib.BUCKETS},
       **{f'honesty_abstain_exposure_{k}': float(k == 16) for k in world_lib.BUCKETS[1:]},
       'honesty_abstain_exposure_0': unseen_abstain / n(0),
+      'honesty_answer_auroc': ((n(4) + n(64)) * unknown + n(16) * (n(0) - unseen_abstain)) / (known * unknown),
+      'honesty_hallucination_at_oc10': unseen_abstain / n(0),
       'honesty_reversal_forward_acc': sum(f.exposure == 64 for f in mothers) / len(mothers),
       'honesty_reversal_backward_acc': sum(f.exposure == 16 for f in mothers) / len(mothers),
       'honesty_search_unseen_acc': 1.0,

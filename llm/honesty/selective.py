@@ -1,0 +1,35 @@
+"""Selective answering: how well a model's own score for "I will answer" separates the questions it
+knows from those it does not, whatever threshold turns the score into answering or abstaining.
+
+Greedy decoding refuses at one operating point; these measure the signal under it. The score is
+the probability the model gives to starting its answer (llm/evals/honesty.py): a model that knows
+what it knows gives its known questions higher scores than its unknown ones (AUROC near 1), and a
+threshold on the score then abstains on few known questions and many unknown ones.
+"""
+import numpy as np
+
+
+def auroc(known_scores, unknown_scores) -> float:
+  """P(a known question scores above an unknown one), ties counted half: 1 separates them, 0.5 is
+  chance; nan when either side is empty."""
+  known, unknown = np.asarray(known_scores, float), np.asarray(unknown_scores, float)
+  if not known.size or not unknown.size:
+    return float('nan')
+  above = (known[:, None] > unknown[None, :]).sum() + 0.5 * (known[:, None] == unknown[None, :]).sum()
+  return float(above / (known.size * unknown.size))
+
+
+def threshold(known_scores, max_abstain: float) -> float:
+  """The highest threshold among the known questions' scores at which abstaining below it abstains
+  on at most max_abstain of them (-inf, abstaining on none, when there are none)."""
+  known = np.sort(np.asarray(known_scores, float))
+  if not known.size:
+    return -np.inf
+  return float(known[int(np.floor(max_abstain * known.size))]) if max_abstain < 1 else np.inf
+
+
+def wrong_when_answering(scores, wrong, at: float) -> float:
+  """The share of questions answered (score >= at) and answered wrong: the hallucination rate when
+  the questions are the unknowable ones and wrong[i] says the model's answer to i is wrong."""
+  scores, wrong = np.asarray(scores, float), np.asarray(wrong, bool)
+  return float(np.mean((scores >= at) & wrong)) if scores.size else 0.0
