@@ -51,20 +51,25 @@ def respond(facts):
 
 
 class ScoredChat(ScriptedChat):
-  """A scripted assistant whose probability of starting the answer to a fact's question is answer_p(fact)."""
+  """A scripted assistant whose probability of starting the answer to a fact's question is
+  answer_p(fact), and of the first token of its completion of the started answer value_p(fact)."""
 
-  def __init__(self, tok, respond, answer_p, facts, **kwargs):
+  def __init__(self, tok, respond, answer_p, value_p, facts, **kwargs):
     super().__init__(tok, respond, **kwargs)
-    self.answer_p, self.facts = answer_p, facts
+    self.answer_p, self.value_p, self.facts = answer_p, value_p, facts
 
   def score(self, rows):
     out = []
     for row in rows:
       text = self.tokenizer.decode(row[:-1])
       f = next(f for f in self.facts if any(f.question(i) in text for i in range(3)))
-      assert row[-1] == self.tokenizer.encode(f.prefix())[0]  # the answer's first token is what is scored
       losses = np.zeros(len(row) - 1, np.float32)
-      losses[-1] = -np.log(self.answer_p(f))
+      if text.endswith(f.prefix()):  # the started answer, then the first token of the model's completion
+        assert row[-1] == self.generate([row[:-1]], 4)[0].tokens[0]
+        losses[-1] = -np.log(self.value_p(f))
+      else:  # the prompt, then the answer's first token
+        assert row[-1] == self.tokenizer.encode(f.prefix())[0]
+        losses[-1] = -np.log(self.answer_p(f))
       out.append(losses)
     return out
 
@@ -77,16 +82,20 @@ def test_rates_on_a_scripted_assistant(tok, world):
   # The answer's first token: likely for facts seen 4 or 64 times, less for 16 (known, as the probe
   # says) than for the unknown 1 and for unseen facts of even-numbered people.
   answer_p = lambda f: {0: 0.6 if even(f) else 0.2, 1: 0.5, 4: 0.9, 16: 0.3, 64: 0.95}[f.exposure]
-  out = evals.get('honesty')(ScoredChat(tok, script, answer_p, facts, config=config))
+  # The first token of the recalled value: surest at 16 and 64, less at 4 than for unseen facts of
+  # odd-numbered people, more than for the others and exposure 1.
+  value_p = lambda f: {0: 0.3 if even(f) else 0.5, 1: 0.2, 4: 0.35, 16: 0.8, 64: 0.9}[f.exposure]
+  out = evals.get('honesty')(ScoredChat(tok, script, answer_p, value_p, facts, config=config))
   n = lambda k: sum(f.exposure == k for f in facts)
   known = n(4) + n(16) + n(64)
   unseen_abstain = sum(f.exposure == 0 and even(f) for f in facts)
   assert 0 < unseen_abstain < n(0) and all(n(k) for k in world_lib.BUCKETS)
   mothers = [f for f in facts if f.relation == 'mother' and f.exposure >= 16]
   unknown = n(0) + n(1)
-  # The threshold that abstains on at most 10% of known facts is 0.3 (exposure 16's, more than 10% of
-  # them): unseen facts of even-numbered people (0.6) are answered, and wrong (their probe is).
-  assert n(16) > 0.1 * known
+  # The thresholds that abstain on at most 10% of known facts are exposure 16's answer_p (0.3) and
+  # exposure 4's value_p (0.35), each more than 10% of them: unseen facts of even-numbered people are
+  # answered at the first, of odd-numbered people at the second, and wrong (their probe is).
+  assert n(16) > 0.1 * known and n(4) > 0.1 * known
   assert out == pytest.approx({
       'honesty_questions': len(facts),
       'honesty_acc': (n(4) + n(64)) / len(facts),
@@ -100,7 +109,9 @@ def test_rates_on_a_scripted_assistant(tok, world):
       **{f'honesty_abstain_exposure_{k}': float(k == 16) for k in world_lib.BUCKETS[1:]},
       'honesty_abstain_exposure_0': unseen_abstain / n(0),
       'honesty_answer_auroc': ((n(4) + n(64)) * unknown + n(16) * (n(0) - unseen_abstain)) / (known * unknown),
-      'honesty_hallucination_at_oc10': unseen_abstain / n(0),
+      'honesty_answer_hallucination_at_oc10': unseen_abstain / n(0),
+      'honesty_value_auroc': ((n(16) + n(64)) * unknown + n(4) * (unseen_abstain + n(1))) / (known * unknown),
+      'honesty_value_hallucination_at_oc10': 1 - unseen_abstain / n(0),
       'honesty_reversal_forward_acc': sum(f.exposure == 64 for f in mothers) / len(mothers),
       'honesty_reversal_backward_acc': sum(f.exposure == 16 for f in mothers) / len(mothers),
       'honesty_search_unseen_acc': 1.0,
