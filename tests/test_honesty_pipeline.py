@@ -4,6 +4,7 @@ engine, the SFT task reads the labelled set from config.sft.honesty_labels, and 
 the world from the SFT run."""
 import inspect
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -62,7 +63,9 @@ def test_interrogate_then_sft_then_evaluate(pretrained, cache_dir, world, tmp_pa
   assert all(0.8 * 3 * len(facts) <= n < 3 * len(facts) for n in counts.values())  # a tenth held out
 
   out = evals.get('honesty')(evals.Context.from_run(inference.load(tmp_path / 'sft'), limit=5))
-  assert out['honesty_questions'] == 5 and all(0 <= v <= 1 for k, v in out.items() if k != 'honesty_questions')
+  assert out['honesty_questions'] == 5
+  # rates in [0, 1]; an AUROC is undefined (nan) where the 5 questions are all known or all unknown
+  assert all(0 <= v <= 1 or (k.endswith('_auroc') and math.isnan(v)) for k, v in out.items() if k != 'honesty_questions')
 
 
 def test_the_configs_agree_with_the_world_and_each_other():
