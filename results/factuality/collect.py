@@ -34,7 +34,12 @@ ROWS = (('honesty_acc', 'accuracy, all questions'),
         ('honesty_reversal_forward_acc', 'reversal: forward accuracy'),
         ('honesty_reversal_backward_acc', 'reversal: backward accuracy'),
         ('honesty_search_unseen_acc', 'with search: accuracy on unseen facts'),
-        ('honesty_needless_search_rate', 'with search: needless searches (probe right)'))
+        ('honesty_needless_search_rate', 'with search: needless searches (probe right)'),
+        ('honesty_answer_auroc', 'AUROC, known vs unknown: P(starting the answer)'),
+        ('honesty_value_auroc', 'AUROC, known vs unknown: P(the recollection)'),
+        ('honesty_selective_acc', 'selective answering (half the people): accuracy, all questions'),
+        ('honesty_selective_hallucination_rate', 'selective answering: hallucination rate'),
+        ('honesty_selective_over_conservativeness', 'selective answering: over-conservativeness'))
 
 
 def evaluation(folder: Path, name: str) -> dict | None:
@@ -46,14 +51,19 @@ def evaluation(folder: Path, name: str) -> dict | None:
 results = {name: evals for name in NAMES if all(evals := [evaluation(f, name) for f in folders])}
 
 
-def cell(values: list[float]) -> str:
-  mean = f'{100 * statistics.mean(values):.1f}%'
-  return mean if len(values) == 1 else f'{mean} ({" / ".join(f"{100 * v:.1f}" for v in values)})'
+def cell(values: list[float], key: str) -> str:
+  """The mean, then each base's value: AUROCs as they are, rates in %; '-' for an evaluation made
+  before the metric existed."""
+  if any(v is None for v in values):
+    return '-'
+  show = (lambda v: f'{v:.2f}') if key.endswith('_auroc') else (lambda v: f'{100 * v:.1f}')
+  mean = show(statistics.mean(values)) + ('' if key.endswith('_auroc') else '%')
+  return mean if len(values) == 1 else f'{mean} ({" / ".join(map(show, values))})'
 
 
 lines = ['| | ' + ' | '.join(NAMES[n] for n in results) + ' |', '|---|' + '---|' * len(results)]
 for key, label in ROWS:
-  lines.append(f'| {label} | ' + ' | '.join(cell([r[key] for r in evals]) for evals in results.values()) + ' |')
+  lines.append(f'| {label} | ' + ' | '.join(cell([r.get(key) for r in evals], key) for evals in results.values()) + ' |')
 (out / 'table.md').write_text('\n'.join(lines) + '\n')
 print('\n'.join(lines))
 
