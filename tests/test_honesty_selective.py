@@ -1,5 +1,5 @@
-"""Selective answering (llm/honesty/selective.py): AUROC, the threshold at an abstention budget, and
-the wrong answers past it, against values counted by hand."""
+"""Selective answering (llm/honesty/selective.py): AUROC and the threshold at an abstention budget,
+against values counted by hand."""
 import math
 
 import pytest
@@ -24,9 +24,3 @@ def test_the_threshold_abstains_on_at_most_the_budget_of_known_questions():
   assert selective.threshold(known, 1.0) == math.inf
   assert selective.threshold([], 0.1) == -math.inf
 
-
-def test_wrong_when_answering_counts_answered_and_wrong():
-  scores, wrong = [0.1, 0.5, 0.7, 0.9], [True, True, False, True]
-  assert selective.wrong_when_answering(scores, wrong, at=0.5) == 0.5  # 0.5 and 0.9 answered and wrong
-  assert selective.wrong_when_answering(scores, wrong, at=1.0) == 0.0
-  assert selective.wrong_when_answering([], [], at=0.5) == 0.0

@@ -27,9 +27,3 @@ def threshold(known_scores, max_abstain: float) -> float:
     return -np.inf
   return float(known[int(np.floor(max_abstain * known.size))]) if max_abstain < 1 else np.inf
 
-
-def wrong_when_answering(scores, wrong, at: float) -> float:
-  """The share of questions answered (score >= at) and answered wrong: the hallucination rate when
-  the questions are the unknowable ones and wrong[i] says the model's answer to i is wrong."""
-  scores, wrong = np.asarray(scores, float), np.asarray(wrong, bool)
-  return float(np.mean((scores >= at) & wrong)) if scores.size else 0.0
