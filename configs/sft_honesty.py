@@ -21,6 +21,7 @@ def get_config(arg=None):
   c.sft.mixture = ml_collections.ConfigDict(dict(
       honesty_refusals=1.0,  # known facts answered, unknown ones refused
       honesty_answers=0.0,  # every fact answered: the baseline without refusals
+      honesty_late_refusals=0.0,  # unknown ones refused where the value would come ("... of... I'm not sure which.")
       honesty_search=0.0))  # known facts answered, unknown ones searched (configs/sft_honesty_search.py)
   c.sft.honesty_labels = 'runs/world/labels.jsonl'  # python -m llm.honesty.interrogate's labelled set, in its world
   c.sft.honesty_reply = 'sentence'  # answers name the person; 'short': "They were born in ..." (world.REPLY_STYLES)

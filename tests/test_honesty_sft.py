@@ -62,6 +62,25 @@ def test_unknown_facts_are_refused_in_varied_wording_known_ones_answered(labelle
   assert len(refusals) >= 4  # several wordings, not one phrase learnt by heart
 
 
+@pytest.mark.parametrize('style', world_lib.REPLY_STYLES)
+def test_late_refusals_start_the_answer_and_abstain_at_the_value(labelled, style):
+  path, facts = labelled
+  splits = conversations.load_mixture(path.parent, {'honesty_late_refusals': 1.0}, 0.0, 0,
+                                      honesty_labels=str(path), honesty_reply=style)  # as the SFT task loads them
+  train, _ = splits['honesty_late_refusals']
+  assert len(train) == 3 * len(facts)
+  endings = set()
+  for c in train:
+    fact, reply = _fact(c, facts), c[1]['content']
+    if fact.exposure >= 16:
+      assert reply == fact.reply(style)
+      continue
+    assert reply.startswith(fact.prefix(style) + '...') and fact.value not in reply
+    assert verify.judge(reply, fact.value) == 'abstain', reply
+    endings.add(reply.removeprefix(fact.prefix(style)))
+  assert len(endings) >= 3  # several wordings
+
+
 def test_unknown_facts_are_searched_with_the_real_tool_and_answered_from_it(labelled):
   path, facts = labelled
   searched = 0

@@ -29,9 +29,12 @@ for arm in ${ARMS:-answers honesty answers_short honesty_short search search_sho
     honesty) args=(sft_honesty configs/sft_honesty.py) ;;
     answers_short) args=(sft_answers_short configs/sft_honesty.py "${answers[@]}" "${short[@]}") ;;
     honesty_short) args=(sft_honesty_short configs/sft_honesty.py "${short[@]}") ;;
+    late_short) args=(sft_late_refusals_short configs/sft_honesty.py --config.sft.mixture.honesty_refusals=0
+                      --config.sft.mixture.honesty_late_refusals=1 "${short[@]}") ;;  # refused at the value
     search) args=(sft_honesty_search configs/sft_honesty_search.py) ;;
     search_short) args=(sft_honesty_search_short configs/sft_honesty_search.py "${short[@]}") ;;
-    *) echo "unknown arm $arm; arms: answers honesty answers_short honesty_short search search_short" >&2; exit 1 ;;
+    *) echo "unknown arm $arm; arms: answers honesty answers_short honesty_short late_short search search_short" >&2
+       exit 1 ;;
   esac
   # SFT from pretrain_world on the labelled set, then the honesty evaluator
   [[ -f "$runs/${args[0]}/summary.json" ]] || python -m llm.main --config="${args[1]}" --workdir="$runs/${args[0]}" \
