@@ -9,6 +9,7 @@
 # SEED seeds every training run (pretrain_small, pretrain_world, SFT); the world is the same (seed 0).
 # WORLD_FLAGS go to llm.honesty.world, PRETRAIN_WORLD_FLAGS to pretrain_world's run, e.g. a world 3.3x
 # larger with as many passes over it: WORLD_FLAGS=--people=1000 PRETRAIN_WORLD_FLAGS=--config.train.steps=2000
+# OUT: where collect.py writes table.md and exposure.png (default results/factuality, the committed pair).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs}
@@ -42,4 +43,4 @@ for arm in ${ARMS:-answers honesty answers_short honesty_short search search_sho
     "${args[@]:2}"
   [[ -f "$runs/${args[0]}/eval/honesty.json" ]] || python -m llm.eval --workdir="$runs/${args[0]}" --suite=honesty
 done
-python results/factuality/collect.py "$runs"
+python results/factuality/collect.py --out="${OUT:-results/factuality}" "$runs"
