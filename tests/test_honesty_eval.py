@@ -145,3 +145,38 @@ def test_the_probe_starts_the_answer_as_the_runs_sft_worded_it(tok, world, style
 def test_a_run_without_a_world_is_told_how_to_get_one():
   with pytest.raises(ValueError, match='--config.sft.honesty_labels'):
     honesty.world_dir(tiny_config())
+
+
+class PhrasedScores(ScriptedChat):
+  """Scores a recollection by its fact's exposure and by which training phrasing asked the question."""
+
+  def __init__(self, tok, respond, p, facts, **kwargs):
+    super().__init__(tok, respond, **kwargs)
+    self.p, self.facts = p, facts
+
+  def score(self, rows):
+    out = []
+    for row in rows:
+      text = self.tokenizer.decode(row)
+      f, j = next((f, j) for f in self.facts for j in range(3) if f.question(j) in text)
+      losses = np.zeros(len(row) - 1, np.float32)
+      losses[-2:] = -np.log(self.p(f, j)) / 2  # the recollection's sentence (' Miravel.') is at least 2 tokens
+      out.append(losses)
+    return out
+
+
+def test_paraphrase_probability_averages_the_recollection_over_the_phrasings(tok, world):
+  folder, facts = world
+  facts = facts[:12]
+  assert {f.exposure >= 4 for f in facts} == {True, False}
+  config = tiny_config()
+  config.sft = ml_collections.ConfigDict({'honesty_labels': str(folder / 'labels.jsonl')})
+  script, _ = respond(facts)
+  # Known (exposure >= 4) the same in every phrasing; a guess sure in the first phrasing only.
+  p = lambda f, j: 0.8 if f.exposure >= 4 else (0.9 if j == 0 else 0.06)
+  ctx = PhrasedScores(tok, script, p, facts, config=config)
+  questions = [f.question(i) for i, f in enumerate(facts)]
+  recalled = honesty.recall(ctx, facts, questions)
+  assert honesty.value_probability(ctx, recalled) == pytest.approx([p(f, i % 3) for i, f in enumerate(facts)])
+  assert honesty.paraphrase_probability(ctx, facts, recalled) == pytest.approx(
+      [0.8 if f.exposure >= 4 else 0.34 for f in facts])

@@ -113,9 +113,28 @@ def _first_sentence_length(tok, tokens: list[int]) -> int:
 def value_probability(ctx, recalled) -> list[float]:
   """The probability of the first sentence of the model's own completion of each started answer (the
   value it recalls, 'Miravel.'): how sure it is of what it would answer (0 where it wrote nothing)."""
+  return _recollection_probability(ctx, [started for started, _ in recalled], recalled)
+
+
+def paraphrase_probability(ctx, facts: list[world_lib.Fact], recalled) -> list[float]:
+  """value_probability averaged over the relation's training phrasings of each question (the i-th
+  question's recollection scored after phrasings i, i + 1, ...): what a model knows it recalls
+  whatever the wording, where a guess may follow the wording (results/factuality/operating_points.py)."""
+  pairs = [(i, j) for i, f in enumerate(facts) for j in range(len(world_lib.RELATIONS[f.relation].questions))]
+  started = _started_answers(ctx, [facts[i] for i, _ in pairs], [facts[i].question(i + j) for i, j in pairs])
+  p = _recollection_probability(ctx, [prompt + prefix for prompt, prefix in started], [recalled[i] for i, _ in pairs])
+  per_fact = [[] for _ in facts]
+  for (i, _), q in zip(pairs, p):
+    per_fact[i].append(q)
+  return [float(np.mean(q)) for q in per_fact]
+
+
+def _recollection_probability(ctx, started: list[list[int]], recalled) -> list[float]:
+  """The probability of the first sentence of each recollection (recalled's completions) after
+  started[i] (0 where it wrote nothing)."""
   spans = {i: c.tokens[:_first_sentence_length(ctx.tokenizer, c.tokens)]
            for i, (_, c) in enumerate(recalled) if c is not None and c.tokens}
-  scored = ctx.score([recalled[i][0] + span for i, span in spans.items()])
+  scored = ctx.score([started[i] + span for i, span in spans.items()])
   p = {i: float(np.exp(-losses[-len(span):].sum())) for (i, span), losses in zip(spans.items(), scored)}
   return [p.get(i, 0.0) for i in range(len(recalled))]
 
