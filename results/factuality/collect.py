@@ -4,8 +4,9 @@ accuracy and abstention by exposure, with what interrogation found the base know
 folders of several bases (run.sh with SEED), each cell is the mean over them, each base's value
 after it.
 
-    python results/factuality/collect.py [--out=DIR] [RUNS ...]   # RUNS=runs; writes DIR/{table.md,exposure.png}
-                                                                   # (DIR=results/factuality)
+    python results/factuality/collect.py [--out=DIR] [--suffix=S] [RUNS ...]
+        # RUNS=runs; writes DIR/{table.md,exposure.png} (DIR=results/factuality); S: the runs' names
+        # end in it (run.sh's SUFFIX)
 """
 import json
 import statistics
@@ -18,7 +19,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 outs = [a.removeprefix('--out=') for a in sys.argv[1:] if a.startswith('--out=')]
-folders = [Path(p) for p in sys.argv[1:] if not p.startswith('--out=')] or [Path('runs')]
+suffix = ''.join(a.removeprefix('--suffix=') for a in sys.argv[1:] if a.startswith('--suffix='))
+folders = [Path(p) for p in sys.argv[1:] if not p.startswith(('--out=', '--suffix='))] or [Path('runs')]
 out = Path(outs[-1] if outs else Path(__file__).parent)
 out.mkdir(parents=True, exist_ok=True)
 NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals',
@@ -44,7 +46,7 @@ ROWS = (('honesty_acc', 'accuracy, all questions'),
 
 
 def evaluation(folder: Path, name: str) -> dict | None:
-  path = folder / name / 'eval' / 'honesty.json'
+  path = folder / (name + suffix) / 'eval' / 'honesty.json'
   return json.loads(path.read_text()) if path.exists() else None
 
 

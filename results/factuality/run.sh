@@ -10,6 +10,8 @@
 # WORLD_FLAGS go to llm.honesty.world, PRETRAIN_WORLD_FLAGS to pretrain_world's run, e.g. a world 3.3x
 # larger with as many passes over it: WORLD_FLAGS=--people=1000 PRETRAIN_WORLD_FLAGS=--config.train.steps=2000
 # OUT: where collect.py writes table.md and exposure.png (default results/factuality, the committed pair).
+# SFT_FLAGS go to every SFT run, whose names then end in SUFFIX, e.g. shorter SFT beside the default:
+# SFT_FLAGS=--config.train.steps=150 SUFFIX=_150 OUT=DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs}
@@ -38,9 +40,10 @@ for arm in ${ARMS:-answers honesty answers_short honesty_short search search_sho
        exit 1 ;;
   esac
   # SFT from pretrain_world on the labelled set, then the honesty evaluator
-  [[ -f "$runs/${args[0]}/summary.json" ]] || python -m llm.main --config="${args[1]}" --workdir="$runs/${args[0]}" \
+  run="$runs/${args[0]}${SUFFIX:-}"
+  [[ -f "$run/summary.json" ]] || python -m llm.main --config="${args[1]}" --workdir="$run" \
     --config.init_from="$runs/pretrain_world" --config.sft.honesty_labels="$runs/world/labels.jsonl" "${seed[@]}" \
-    "${args[@]:2}"
-  [[ -f "$runs/${args[0]}/eval/honesty.json" ]] || python -m llm.eval --workdir="$runs/${args[0]}" --suite=honesty
+    "${args[@]:2}" ${SFT_FLAGS:-}
+  [[ -f "$run/eval/honesty.json" ]] || python -m llm.eval --workdir="$run" --suite=honesty
 done
-python results/factuality/collect.py --out="${OUT:-results/factuality}" "$runs"
+python results/factuality/collect.py --out="${OUT:-results/factuality}" --suffix="${SUFFIX:-}" "$runs"
