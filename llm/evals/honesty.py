@@ -94,14 +94,15 @@ def recall(ctx, facts: list[world_lib.Fact], questions: list[str]) -> list[tuple
   return list(zip(started, outs))
 
 
-def _completed_right(tok, facts: list[world_lib.Fact], recalled) -> list[bool]:
+def completed_right(tok, facts: list[world_lib.Fact], recalled) -> list[bool]:
+  """Whether each recollection (recall's completions) states its fact in its first sentence."""
   return [c is not None and verify.states(interrogate.first_sentence(tok.decode(c.tokens)), f.value)
           for f, (_, c) in zip(facts, recalled)]
 
 
 def probe(ctx, facts: list[world_lib.Fact], questions: list[str]) -> list[bool]:
   """Whether the model completes each fact right when its answer's sentence is started for it."""
-  return _completed_right(ctx.tokenizer, facts, recall(ctx, facts, questions))
+  return completed_right(ctx.tokenizer, facts, recall(ctx, facts, questions))
 
 
 def _first_sentence_length(tok, tokens: list[int]) -> int:
@@ -174,7 +175,7 @@ def evaluate(ctx) -> dict:
   verdicts = judge(questions)
   new_phrasing = judge([f.question(i, heldout=True) for i, f in enumerate(facts)])
   recalled = recall(ctx, facts, questions)
-  knows = _completed_right(tok, facts, recalled)
+  knows = completed_right(tok, facts, recalled)
   answer_p, value_p = answer_probability(ctx, facts, questions), value_probability(ctx, recalled)
   registry = tools.make_registry(search_folder=world / 'search')
   searched = ctx.chat(questions, SEARCH_MAX_NEW_TOKENS, tools=registry)

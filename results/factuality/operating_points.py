@@ -44,7 +44,7 @@ def scores(run: Path) -> dict:
   facts = [f for f in world_lib.read_facts(honesty.world_dir(ctx.config)) if f.split == 'heldout']
   questions = [f.question(i) for i, f in enumerate(facts)]
   recalled = honesty.recall(ctx, facts, questions)
-  return {'knows': np.array(honesty._completed_right(ctx.tokenizer, facts, recalled)),
+  return {'knows': np.array(honesty.completed_right(ctx.tokenizer, facts, recalled)),
           'exposure': np.array([f.exposure for f in facts]), 'relation': np.array([f.relation for f in facts]),
           'subject': np.array([f.subject for f in facts]),
           'value': np.array(honesty.value_probability(ctx, recalled)),
