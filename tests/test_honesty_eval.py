@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from llm import evals
+from llm import chat_template, evals, tools
 from llm.evals import honesty
 from llm.honesty import world as world_lib
 from llm.tools import search
@@ -23,8 +23,10 @@ def world(tmp_path_factory):
 def respond(facts):
   """Probe (the answer's sentence started for it): right from exposure 4 up. Reply: right at 64 and
   4, abstains at 16, wrong at 1, at 0 abstains for even-numbered people and is wrong for the others.
-  In a held-out phrasing: right at 64 only. With search: searches at 0 (answering from the result)
-  and needlessly at 64. Backwards: right at 16."""
+  In a held-out phrasing: right at 64 only. With search: searches at 0 and needlessly at 64; at 0
+  the even-numbered people by their name, the others by a name not in the world; answers right from
+  a search by the right name except birth cities. Given the right search and its result: right on
+  birth years only. Backwards: right at 16."""
   people = sorted({f.subject for f in facts})
   even = lambda f: people.index(f.subject) % 2 == 0
 
@@ -32,6 +34,10 @@ def respond(facts):
     probed = next((f for f in facts if prompt.endswith(f.prefix())), None)
     if probed:
       return ' ' + probed.value + '. Surely.' if probed.exposure >= 4 else ' Nowhere. Surely.'
+    asked = lambda f: any(f.question(i) in prompt for i in range(3))
+    given = next((f for f in facts if f'search: {f.subject}' in prompt and asked(f)), None)
+    if given:  # the right search call and its result given
+      return given.reply() if given.relation == 'birth_year' else given.reply().replace(given.value, 'Qwerty')
     back = next((f for f in facts if f.relation == 'mother' and f.value in prompt), None)
     if back:
       return f'It was {back.subject}.' if back.exposure == 16 else 'It was Zed Zorn.'
@@ -40,9 +46,11 @@ def respond(facts):
       f = next(f for f in facts if any(f.question(i, heldout=True) in prompt for i in range(2)))
       return f.reply() if f.exposure == 64 else f.reply().replace(f.value, 'Qwerty')
     if tools and f.exposure in (0, 64):
-      return [{'type': 'tool_call', 'text': f'search: {f.subject}'},
-              {'type': 'tool_result', 'text': search(f.subject, tools['search'].keywords['folder'])},
-              {'type': 'text', 'text': f.reply()}]
+      right = f.exposure == 64 or even(f)
+      query = f.subject if right else 'Zed Zorn'
+      return [{'type': 'tool_call', 'text': f'search: {query}'},
+              {'type': 'tool_result', 'text': search(query, tools['search'].keywords['folder'])},
+              {'type': 'text', 'text': f.reply() if right and f.relation != 'birth_city' else 'Qwerty.'}]
     if f.exposure in (4, 64):
       return f.reply()
     if f.exposure == 16 or (f.exposure == 0 and even(f)):
@@ -123,9 +131,12 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_selective_over_conservativeness': 0.0,
       'honesty_reversal_forward_acc': sum(f.exposure == 64 for f in mothers) / len(mothers),
       'honesty_reversal_backward_acc': sum(f.exposure == 16 for f in mothers) / len(mothers),
-      'honesty_search_unseen_acc': 1.0,
+      'honesty_search_unseen_acc': sum(f.exposure == 0 and even(f) and f.relation != 'birth_city'
+                                       for f in facts) / n(0),
       'honesty_needless_search_rate': n(64) / known,
-      'honesty_search_call_rate': (n(0) + n(64)) / len(facts)})
+      'honesty_search_call_rate': (n(0) + n(64)) / len(facts),
+      'honesty_search_query_acc': unseen_abstain / n(0),
+      'honesty_search_read_acc': sum(f.exposure == 0 and f.relation == 'birth_year' for f in facts) / n(0)})
   assert out['honesty_reversal_forward_acc'] != out['honesty_reversal_backward_acc']
 
 
@@ -180,3 +191,16 @@ def test_paraphrase_probability_averages_the_recollection_over_the_phrasings(tok
   assert honesty.value_probability(ctx, recalled) == pytest.approx([p(f, i % 3) for i, f in enumerate(facts)])
   assert honesty.paraphrase_probability(ctx, facts, recalled) == pytest.approx(
       [0.8 if f.exposure >= 4 else 0.34 for f in facts])
+
+
+def test_the_read_probe_stops_after_the_right_searchs_result(tok, world):
+  folder, facts = world
+  registry = tools.make_registry(search_folder=folder / 'search')
+  for f in facts[:5]:
+    ids = honesty.searched_for(tok, registry, f, f.question(1))
+    assert ids[-1] == tok.special_id('<|/tool_result|>')  # the model writes the answer next
+    reply = ids.index(tok.special_id('<|assistant|>')) + 1
+    assert tok.decode(ids[:reply - 1]).endswith(f.question(1))
+    call, result = chat_template.parse_assistant(tok, ids[reply:])
+    assert call == {'type': 'tool_call', 'text': f'search: {f.subject}'}
+    assert result['type'] == 'tool_result' and f.value in result['text']
