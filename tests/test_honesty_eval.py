@@ -136,7 +136,8 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_needless_search_rate': n(64) / known,
       'honesty_search_call_rate': (n(0) + n(64)) / len(facts),
       'honesty_search_query_acc': unseen_abstain / n(0),
-      'honesty_search_read_acc': sum(f.exposure == 0 and f.relation == 'birth_year' for f in facts) / n(0)})
+      'honesty_search_read_acc': sum(f.exposure == 0 and f.relation == 'birth_year' for f in facts) / n(0),
+      **{f'honesty_search_read_acc_{r}': float(r == 'birth_year') for r in world_lib.RELATIONS}})
   assert out['honesty_reversal_forward_acc'] != out['honesty_reversal_backward_acc']
 
 
