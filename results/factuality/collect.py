@@ -66,8 +66,13 @@ def cell(values: list[float], key: str) -> str:
   return mean if len(values) == 1 else f'{mean} ({" / ".join(map(show, values))})'
 
 
+# the read-the-result probe by relation, after its total, for the relations the evaluations hold
+read = 'honesty_search_read_acc_'
+by_relation = [(k, '... ' + k.removeprefix(read)) for k in sorted({k for evals in results.values() for r in evals
+                                                                  for k in r if k.startswith(read)})]
+at = next(i for i, (key, _) in enumerate(ROWS) if key == 'honesty_search_read_acc') + 1
 lines = ['| | ' + ' | '.join(NAMES[n] for n in results) + ' |', '|---|' + '---|' * len(results)]
-for key, label in ROWS:
+for key, label in (*ROWS[:at], *by_relation, *ROWS[at:]):
   lines.append(f'| {label} | ' + ' | '.join(cell([r.get(key) for r in evals], key) for evals in results.values()) + ' |')
 (out / 'table.md').write_text('\n'.join(lines) + '\n')
 print('\n'.join(lines))
