@@ -10,7 +10,8 @@
 # on a GPU, hours on 2 CPU cores.
 #   bash results/sft_recipe/copy_base_chain.sh                       # RUNS=runs/copy_base, SEEDS="0 1"
 #   COPY_STEPS=4 BOOK_STEPS=4 SFT_STEPS=4 RM_STEPS=4 bash results/sft_recipe/copy_base_chain.sh   # a smoke run
-# DATA_DIR: a data root holding gutenberg_pd_books/ (default: ../shared/data); every run resumes.
+# DATA_DIR: a data root holding gutenberg_pd_books/ (default: ../shared/data); every run resumes. The copy stage
+# checkpoints every 250 steps and keeps them all, so a stop loses little and copy_task_loss.py can draw its curve.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs/copy_base}
@@ -24,7 +25,8 @@ for s in ${SEEDS:-0 1}; do
   main --config=configs/pretrain_small.py --workdir="$runs/copy_s$s" --config.seed=$s --config.data.seed=$s \
     --config.data.copy_task=1.0 --config.data.repeat_vocab=255 --config.train.seq_len=128 --config.train.batch_size=32 \
     --config.train.lr=1e-3 --config.train.weight_decay=0.0 --config.train.schedule=wsd --config.train.decay_fraction=0.1 \
-    --config.train.steps=$COPY_STEPS --config.train.eval_every=$COPY_STEPS --config.train.checkpoint_every=1000
+    --config.train.steps=$COPY_STEPS --config.train.eval_every=$COPY_STEPS --config.train.checkpoint_every=250 \
+    --config.train.keep_checkpoints=60
   main --config=configs/pretrain_small.py --workdir="$runs/base_copy_s$s" --config.init_from="$runs/copy_s$s" "${tok[@]}" \
     --config.seed=$s --config.data.seed=$s --config.data.copy_task=0.25 --config.data.repeat_vocab=255 \
     --config.train.lr=1e-3 --config.train.steps=$BOOK_STEPS
