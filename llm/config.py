@@ -52,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.bias = False  # biases in attention / MLP projections and LayerNorm (imported GPT-2 checkpoints)
   c.model.norm_eps = 1e-6  # epsilon of every norm (GPT-2 1e-5; a Llama's rms_norm_eps)
   c.model.head = 'lm'  # 'lm' (next-token logits) or 'scalar' (a reward model's score; task=reward_model)
+  c.model.smear_keys = False  # mix each key with the previous position's (Olsson et al. 2022): one-layer induction
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1000  # total optimizer steps

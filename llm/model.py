@@ -42,6 +42,7 @@ class ModelConfig:
   bias: bool = False  # biases in the attention and MLP projections and in LayerNorm (GPT-2 checkpoints)
   norm_eps: float = 1e-6  # added to the variance in every norm (GPT-2: 1e-5; Llama: its rms_norm_eps)
   head: str = 'lm'  # 'lm': next-token logits_BxTxV; 'scalar': a reward model's score per position, values_BxT
+  smear_keys: bool = False  # each key mixed with the previous position's (smear_keys below)
 
   @property
   def head_dim(self) -> int:
@@ -139,13 +140,29 @@ def rope(x_BxTxNxDh, positions_BxT, theta: float):
   return out.astype(x_BxTxNxDh.dtype)
 
 
+def smear_keys(k_BxTxKxDh, gate_K, before_BxKxDh, starts_BxT=None):
+  """Olsson et al. 2022 ("In-context Learning and Induction Heads", the smeared-key model): key t
+  becomes gate * k_t + (1 - gate) * k_(t-1), one learnt gate per key head. A key that carries its
+  previous token lets one layer match "the token after an earlier A" to a query at A, the
+  induction head that otherwise needs two layers composing (README, "The SFT recipe across
+  bases", measures what it changes). before_BxKxDh: the key before position 0 (zeros at a
+  sequence's start); starts_BxT: where a packed sequence starts, which smears nothing in."""
+  prev_BxTxKxDh = jnp.concatenate([before_BxKxDh[:, None], k_BxTxKxDh[:, :-1]], axis=1)
+  if starts_BxT is not None:
+    prev_BxTxKxDh = jnp.where(starts_BxT[:, :, None, None], 0, prev_BxTxKxDh)
+  gate_K = gate_K.astype(k_BxTxKxDh.dtype)[:, None]
+  return gate_K * k_BxTxKxDh + (1 - gate_K) * prev_BxTxKxDh
+
+
 class Attention(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None, segment_ids_BxT=None):
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None, segment_ids_BxT=None, advance_B=None):
     """kv_cache: None (training) or this layer's (k_BxKxDhxS, v_BxKxSxDh) of a decode cache,
-    holding lengths_B valid positions per row; returns (out_BxTxD, updated kv_cache).
+    holding lengths_B valid positions per row, + with smear_keys the last real position's key
+    before smearing (k_prev_BxKxDh, taken at advance_B - 1: the tokens that count per row);
+    returns (out_BxTxD, updated kv_cache).
     segment_ids_BxT (training only): packed sequences, each attending only to itself."""
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     H, K, Dh, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.dim
@@ -155,6 +172,23 @@ class Attention(nn.Module):
     if cfg.qk_norm:
       q_BxTxHxDh = Norm('rmsnorm', dtype, cfg.norm_eps, name='query_norm')(q_BxTxHxDh)
       k_BxTxKxDh = Norm('rmsnorm', dtype, cfg.norm_eps, name='key_norm')(k_BxTxKxDh)
+    if cfg.smear_keys:
+      # sigmoid(0): half the previous key at the start; the gate is learnt from there.
+      gate_K = jax.nn.sigmoid(self.param('key_smear', nn.with_logical_partitioning(nn.initializers.zeros, ('kv_heads',)),
+                                         (K,), jnp.float32))
+      raw_BxTxKxDh = k_BxTxKxDh
+      if kv_cache is None:
+        starts_BxT = None if segment_ids_BxT is None else jnp.concatenate(
+            [jnp.ones_like(segment_ids_BxT[:, :1], bool), segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
+        k_BxTxKxDh = smear_keys(raw_BxTxKxDh, gate_K, jnp.zeros_like(raw_BxTxKxDh[:, 0]), starts_BxT)
+      else:
+        kv_cache, k_prev_BxKxDh = kv_cache[:2], kv_cache[2]
+        # A row at length 0 starts a sequence: a reused cache's stale key is not its past.
+        before_BxKxDh = jnp.where((lengths_B == 0)[:, None, None], 0, k_prev_BxKxDh).astype(dtype)
+        k_BxTxKxDh = smear_keys(raw_BxTxKxDh, gate_K, before_BxKxDh)
+        last_BxKxDh = jnp.take_along_axis(raw_BxTxKxDh, jnp.maximum(advance_B - 1, 0)[:, None, None, None], 1)[:, 0]
+        k_prev_BxKxDh = jnp.where((advance_B > 0)[:, None, None], last_BxKxDh.astype(k_prev_BxKxDh.dtype),
+                                  k_prev_BxKxDh)
     if cfg.position == 'rope':
       q_BxTxHxDh = rope(q_BxTxHxDh, positions_BxT, cfg.rope_theta)
       k_BxTxKxDh = rope(k_BxTxKxDh, positions_BxT, cfg.rope_theta)
@@ -164,6 +198,8 @@ class Attention(nn.Module):
     else:
       out_BxTxHxDh, kv_cache = attention_lib.cached_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, kv_cache,
                                                               lengths_B, cfg.attention)
+      if cfg.smear_keys:
+        kv_cache = (*kv_cache, k_prev_BxKxDh)
     # Residual-branch output projections get a smaller init (GPT-2: std / sqrt(2 * layers)).
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     out_BxTxD = _dense(self, out_BxTxHxDh, 'out', (H, Dh, D), ('heads', 'head_dim', 'embed'), cfg, out_std, contract=2)
@@ -190,11 +226,11 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None, segment_ids_BxT=None):
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache=None, lengths_B=None, segment_ids_BxT=None, advance_B=None):
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ('act_batch', 'act_seq', 'act_embed'))
     h_BxTxD = _norm(self.cfg, 'attn_norm')(x_BxTxD)
     attn_BxTxD, kv_cache = Attention(self.cfg, name='attn')(h_BxTxD, positions_BxT, kv_cache, lengths_B,
-                                                            segment_ids_BxT)
+                                                            segment_ids_BxT, advance_B)
     x_BxTxD = x_BxTxD + attn_BxTxD
     h_BxTxD = _norm(self.cfg, 'mlp_norm')(x_BxTxD)
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name='mlp')(h_BxTxD)
@@ -205,15 +241,15 @@ class ScannedBlock(Block):
   """Block with the (carry, xs) -> (carry, ys) signature that nn.scan wants: the residual
   stream is carried, each layer's slice of the KV cache goes in and comes out."""
 
-  def __call__(self, x_BxTxD, positions_BxT, kv_cache, lengths_B, segment_ids_BxT):
-    return super().__call__(x_BxTxD, positions_BxT, kv_cache, lengths_B, segment_ids_BxT)
+  def __call__(self, x_BxTxD, positions_BxT, kv_cache, lengths_B, segment_ids_BxT, advance_B):
+    return super().__call__(x_BxTxD, positions_BxT, kv_cache, lengths_B, segment_ids_BxT, advance_B)
 
 
 class Transformer(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, segment_ids_BxT=None):
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, segment_ids_BxT=None, advance_B=None):
     """Returns float32 logits_BxTxV for next-token prediction (head 'scalar': float32
     values_BxT, a score read after each position; the trunk is the same either way).
 
@@ -222,10 +258,15 @@ class Transformer(nn.Module):
 
     With a decode cache (cache_shapes; llm/inference/engine.py), the tokens continue each row
     at position lengths_B[b]; returns (logits, cache with the new keys and values written and
-    lengths advanced by T). The engine decodes with per-layer parameters (unstack_layers).
+    lengths advanced by advance_B: how many of the T tokens each row really adds, T unless given;
+    the engine's padded prompts and its rows that wait give fewer). The engine decodes with
+    per-layer parameters (unstack_layers).
     """
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     lengths_B = None if cache is None else cache['lengths']
+    if cache is not None and advance_B is None:
+      advance_B = jnp.full(lengths_B.shape, tokens_BxT.shape[1], jnp.int32)
+    kv_names = ('k', 'v', 'k_prev') if cfg.smear_keys else ('k', 'v')
     if positions_BxT is None:
       start_Bx1 = 0 if cache is None else lengths_B[:, None]
       positions_BxT = start_Bx1 + jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1]), tokens_BxT.shape)
@@ -250,19 +291,21 @@ class Transformer(nn.Module):
       # whose prevent_cse=False is only safe inside a loop.
       unroll = cfg.num_layers if jax.default_backend() == 'cpu' and cfg.remat == 'none' else 1
       stack = nn.scan(block(ScannedBlock), variable_axes={'params': 0}, split_rngs={'params': True},
-                      in_axes=(nn.broadcast, 0, nn.broadcast, nn.broadcast), length=cfg.num_layers, unroll=unroll,
+                      in_axes=(nn.broadcast, 0, nn.broadcast, nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                      unroll=unroll,
                       metadata_params={nn.PARTITION_NAME: 'layers'})
       # A cache goes through the scan stacked on a leading layers axis (copied in and out:
       # correct, not fast; the engine decodes unstacked, see unstack_layers).
-      stacked_kv = None if cache is None else (jnp.stack(cache['k']), jnp.stack(cache['v']))
+      stacked_kv = None if cache is None else tuple(jnp.stack(cache[n]) for n in kv_names)
       x_BxTxD, stacked_kv = stack(cfg, name='layers')(x_BxTxD, positions_BxT, stacked_kv, lengths_B,
-                                                      segment_ids_BxT)
+                                                      segment_ids_BxT, advance_B)
       layer_kv = None if cache is None else list(zip(*stacked_kv, strict=True))
     else:
       layer_kv = []
       for i in range(cfg.num_layers):
-        kv = None if cache is None else (cache['k'][i], cache['v'][i])
-        x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B, segment_ids_BxT)
+        kv = None if cache is None else tuple(cache[n][i] for n in kv_names)
+        x_BxTxD, kv = block(Block)(cfg, name=f'layer_{i}')(x_BxTxD, positions_BxT, kv, lengths_B, segment_ids_BxT,
+                                                           advance_B)
         layer_kv.append(kv)
 
     x_BxTxD = _norm(cfg, 'final_norm')(x_BxTxD)
@@ -283,19 +326,22 @@ class Transformer(nn.Module):
     logits_BxTxV = logits_BxTxV.astype(jnp.float32)
     if cache is None:
       return logits_BxTxV
-    k, v = zip(*layer_kv, strict=True)
-    return logits_BxTxV, {'k': k, 'v': v, 'lengths': lengths_B + tokens_BxT.shape[1]}
+    return logits_BxTxV, dict(zip(kv_names, zip(*layer_kv, strict=True)), lengths=lengths_B + advance_B)
 
 
 def cache_shapes(cfg: ModelConfig, batch: int, length: int) -> dict:
   """A decode cache for `batch` rows of up to `length` positions: per layer (one buffer each,
   updated in place) keys [B, K, Dh, S] and values [B, K, S, Dh] in the compute dtype
-  (llm/attention/kv_cache.py says why), and each row's length."""
+  (llm/attention/kv_cache.py says why), and each row's length; with smear_keys also each
+  layer's unsmeared key of the row's last position, k_prev [B, K, Dh]."""
   B, K, S, Dh, L = batch, cfg.num_kv_heads, length, cfg.head_dim, cfg.num_layers
   dtype = jnp.dtype(cfg.dtype)
-  return {'k': (jax.ShapeDtypeStruct((B, K, Dh, S), dtype),) * L,
-          'v': (jax.ShapeDtypeStruct((B, K, S, Dh), dtype),) * L,
-          'lengths': jax.ShapeDtypeStruct((B,), jnp.int32)}
+  shapes = {'k': (jax.ShapeDtypeStruct((B, K, Dh, S), dtype),) * L,
+            'v': (jax.ShapeDtypeStruct((B, K, S, Dh), dtype),) * L,
+            'lengths': jax.ShapeDtypeStruct((B,), jnp.int32)}
+  if cfg.smear_keys:
+    shapes['k_prev'] = (jax.ShapeDtypeStruct((B, K, Dh), dtype),) * L
+  return shapes
 
 
 def unstack_layers(params, num_layers: int) -> dict:

@@ -84,14 +84,15 @@ def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
-def kv_cache_sharding(mesh, batch: int, kv_heads: int) -> NamedSharding:
+def kv_cache_sharding(mesh, batch: int, kv_heads: int, ndim: int = 4) -> NamedSharding:
   """A layer's decode cache, k [batch, kv_heads, head_dim, seq] or v [batch, kv_heads, seq,
-  head_dim]: rows over the data axes and heads over 'tensor', each only where it divides
-  evenly (a batch of 1 stays whole)."""
+  head_dim] (or a smeared-key model's previous key [batch, kv_heads, head_dim], ndim 3): rows
+  over the data axes and heads over 'tensor', each only where it divides evenly (a batch of 1
+  stays whole)."""
   data = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
   rows = BATCH_AXES if batch % data == 0 else None
   heads = 'tensor' if kv_heads % mesh.shape['tensor'] == 0 else None
-  return NamedSharding(mesh, P(rows, heads, None, None))
+  return NamedSharding(mesh, P(rows, heads, *[None] * (ndim - 2)))
 
 
 def replicated(mesh) -> NamedSharding:

@@ -17,7 +17,7 @@ def tokenizer(cache_dir):
   return prepare(tiny_config(cache_dir), cache_dir).tokenizer
 
 
-@pytest.mark.parametrize('style', ['gpt2', 'modern'])
+@pytest.mark.parametrize('style', ['gpt2', 'modern', 'smear'])
 @pytest.mark.parametrize('scan_layers', [True, False])
 @pytest.mark.parametrize('attention', ['xla'] + (['cpu_kernel'] if cpu_attention._compiler() else []))
 def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style, scan_layers, attention):
@@ -36,13 +36,36 @@ def test_cached_decoding_gives_the_logits_of_a_full_forward_pass(style, scan_lay
   assert cache['lengths'].tolist() == [20, 20, 20]
 
 
+@pytest.mark.parametrize('style', ['modern', 'smear'])
+def test_a_padded_prefill_continues_each_row_from_its_own_last_token(style):
+  """Rows of 3, 9 and 12 real tokens prefilled in one call padded to 12 (advance_B: what each row
+  really adds), then decoded a token at a time: each row's logits are its own full forward pass's."""
+  setup, state = init(small_config(style, max_seq_len=32, scan_layers=False))
+  tokens = jax.random.randint(jax.random.key(4), (3, 20), 1, 64)
+  real = [3, 9, 12]
+  padded = jnp.asarray([list(tokens[i, :n]) + [0] * (12 - n) for i, n in enumerate(real)])
+  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), model_lib.cache_shapes(setup.model_cfg, 3, 32))
+  with setup.context():
+    _, cache = setup.model.apply({'params': state.params}, padded, cache=cache, advance_B=jnp.asarray(real))
+    for t in range(5):
+      step = jnp.asarray([[tokens[i, n + t]] for i, n in enumerate(real)])
+      logits, cache = setup.model.apply({'params': state.params}, step, cache=cache)
+      for i, n in enumerate(real):
+        full = setup.model.apply({'params': state.params}, tokens[i:i + 1, :n + t + 1])
+        np.testing.assert_allclose(logits[i, 0], full[0, -1], atol=2e-5)
+  assert cache['lengths'].tolist() == [n + 5 for n in real]
+
+
 def _engine(tokenizer, style='modern', **kw):
   setup, state = init(small_config(style, max_seq_len=96), vocab=tokenizer.vocab_size)
   return inference.Engine(setup.model_cfg, state.params, tokenizer, setup.mesh, rules=setup.rules, **kw)
 
 
-def test_a_batch_gives_each_row_what_it_gets_alone(tokenizer):
-  engine = _engine(tokenizer)
+@pytest.mark.parametrize('style', ['modern', 'smear'])
+def test_a_batch_gives_each_row_what_it_gets_alone(tokenizer, style):
+  """Prompts of different lengths prefilled together (padded), then a kept cache reused: the
+  smeared-key model's previous key comes from each row's own last token, never a stale one."""
+  engine = _engine(tokenizer, style)
   prompts = [[2, 50, 51], [2] + list(range(60, 80)), [2, 90]]
   kw = dict(max_new_tokens=[12, 7, 10], temperature=1.0, top_k=20, top_p=0.9, stop_ids=[])
   together = engine.generate(prompts, seed=[5, 6, 7], **kw)
@@ -83,12 +106,12 @@ class Scripted(nn.Module):
   script: tuple
   vocab: int
 
-  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, advance_B=None):
     T = tokens_BxT.shape[1]
     pos_BxT = cache['lengths'][:, None] + jnp.arange(T)
     next_BxT = jnp.asarray(self.script)[jnp.minimum(pos_BxT, len(self.script) - 1)]
     logits = jnp.where(jax.nn.one_hot(next_BxT, self.vocab) > 0, 0.0, -1e9)
-    return logits, dict(cache, lengths=cache['lengths'] + T)
+    return logits, dict(cache, lengths=cache['lengths'] + (T if advance_B is None else advance_B))
 
 
 def _scripted_engine(tokenizer, prompt, reply, registry):

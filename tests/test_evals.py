@@ -39,7 +39,7 @@ class Constant(nn.Module):
   """A stand-in model whose next-token logits are `logits_V` at every position."""
   logits_V: tuple
 
-  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, advance_B=None):
     return jnp.broadcast_to(jnp.asarray(self.logits_V, jnp.float32), (*tokens_BxT.shape, len(self.logits_V)))
 
 
@@ -53,7 +53,7 @@ class CopyBack(nn.Module):
   period: int
   vocab: int
 
-  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, advance_B=None):
     T = tokens_BxT.shape[1]
     source = jnp.arange(T) + 1 - self.period
     copied_BxT = jnp.where(source >= 0, tokens_BxT[:, jnp.clip(source, 0)], -1)

@@ -334,6 +334,13 @@ def test_our_tokenizer_exports_to_one_transformers_encodes_alike(varied_tok, tmp
   assert out == inference.load(workdir).engine().generate([ids], 12, temperature=0.0, stop_ids=[])[0].tokens
 
 
+def test_a_smeared_key_run_is_refused_by_the_hugging_face_export(synthetic_tok, tmp_path):
+  workdir = _our_run(tmp_path, synthetic_tok, 'smear')
+  with pytest.raises(ValueError, match='model.smear_keys=True cannot be mapped'):
+    exporter.export_hf(workdir, tmp_path / 'hf')
+  assert not (tmp_path / 'hf').exists()  # refused before anything was written
+
+
 def test_a_run_tokenizer_the_conversion_would_not_match_is_refused(tmp_path):
   """Our Tokenizer cuts text into paragraphs: with a dummy prefix each would get its own."""
   from llm.interop.tokenizer import HFTokenizer
@@ -370,7 +377,7 @@ def test_import_export_import_is_exact(arch, request, tmp_path):
   assert theirs.eos_token_id == ours.eos_id
 
 
-@pytest.mark.parametrize('style', ['gpt2', 'modern'])
+@pytest.mark.parametrize('style', ['gpt2', 'modern', 'smear'])
 def test_two_files_decode_like_the_engine(style, synthetic_tok, tmp_path, python_env):
   workdir = _our_run(tmp_path, synthetic_tok, style, fp16=True)
   out = two_files.export_two_files(workdir, tmp_path / 'two')

@@ -14,6 +14,9 @@ STYLES = {
     'gpt2': {},
     'modern': dict(position='rope', norm='rmsnorm', mlp='swiglu', num_kv_heads=1, qk_norm=True,
                    tied_embeddings=False),
+    # modern with each key mixed with the previous position's (model.smear_keys)
+    'smear': dict(position='rope', norm='rmsnorm', mlp='swiglu', num_kv_heads=1, qk_norm=True,
+                  tied_embeddings=False, smear_keys=True),
 }
 
 

@@ -46,13 +46,14 @@ def test_auto_takes_a_path_with_segment_ids_and_the_cpu_kernel_refuses_them():
     attention_lib.select('cpu_kernel', shape, shape, jnp.float32, segmented=True)
 
 
-@pytest.mark.parametrize('position', ['rope', 'learned'])
-def test_packed_window_gives_each_sequence_its_logits_alone(position):
+@pytest.mark.parametrize('position,smear_keys', [('rope', False), ('learned', False), ('rope', True)])
+def test_packed_window_gives_each_sequence_its_logits_alone(position, smear_keys):
   """Through the model: a window packed from three sequences, with segment ids and positions
-  from segment_batch, yields for each sequence the logits it gets alone at positions 0..n-1."""
+  from segment_batch, yields for each sequence the logits it gets alone at positions 0..n-1
+  (with smeared keys: a sequence's first key takes nothing from the sequence before it)."""
   c = base_config()
   c.model.update(dict(num_layers=2, num_heads=2, num_kv_heads=1, dim=32, mlp_dim=64, max_seq_len=128,
-                      position=position))
+                      position=position, smear_keys=smear_keys))
   c.train.update(dict(seq_len=128, batch_size=1))
   setup = train.build(c, 64, sharding.make_mesh(c.mesh))
   rng = np.random.default_rng(1)

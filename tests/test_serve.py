@@ -4,6 +4,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import shutil
 import socket
 import threading
 import time
@@ -22,7 +23,8 @@ from llm.serve import text as text_lib
 from llm.serve.app import create_app
 from llm.serve.batcher import Batcher, QueueFull, Request
 from test_engine import _scripted_engine
-from test_inference import run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
+from test_inference import _opt_bytes_and_save, run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
+from test_model import init, small_config
 
 MAX_MESSAGES = 8
 
@@ -161,6 +163,31 @@ def test_concurrent_requests_each_equal_their_single_request_output(server):
     assert t['choices'][0]['message']['content'] == a['choices'][0]['message']['content']
     assert t['usage'] == a['usage']
   assert len({a['choices'][0]['message']['content'] for a in alone}) > 1  # the prompts give different replies
+
+
+def test_a_smeared_key_model_serves_concurrent_requests_as_each_alone(synthetic_tok, tmp_path):
+  """The batcher copies each newcomer's prefilled cache into its slot: with model.smear_keys that
+  includes the previous key, without which a row's first decoded token smears in another's."""
+  config = small_config('smear', max_seq_len=64)
+  setup, state = init(config, vocab=synthetic_tok.vocab_size)
+  (tmp_path / 'config.json').write_text(json.dumps(json.loads(config.to_json_best_effort())))
+  shutil.copyfile(synthetic_tok.path, tmp_path / 'tokenizer.model')
+  _opt_bytes_and_save(setup, state, tmp_path / 'checkpoints', 1)
+  run = inference.load(tmp_path)
+  engine = run.engine()
+  prompts = [_chat(' '.join(['abc', 'de', 'fgh', 'ij'][i % 4] for _ in range(1 + i % 3)) + f' {i}') for i in range(6)]
+  with serving(engine, run.tokenizer, max_slots=4, max_queue=8, steps_per_call=2) as (url, batcher):
+    srv = SimpleNamespace(url=url)
+    body = lambda m: {'messages': m, 'max_tokens': 12, 'temperature': 0}
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+      together = list(pool.map(lambda m: _post(srv, '/v1/chat/completions', body(m)).json(), prompts))
+    assert any(n > 1 for n in batcher.batch_sizes)  # they shared batches
+  for m, t in zip(prompts, together):
+    ids = chat_template.render_prompt(run.tokenizer, m)
+    alone = engine.generate([ids], 12, temperature=0.0)[0].tokens
+    ends = [run.tokenizer.eos_id, run.tokenizer.special_id('<|end|>')]
+    alone = alone[:min([alone.index(e) for e in ends if e in alone], default=len(alone))]
+    assert t['choices'][0]['message']['content'] == run.tokenizer.decode(alone)
 
 
 def test_seeded_sampling_repeats_and_stop_strings_cut_the_text(server):

@@ -83,8 +83,8 @@ class Engine:
   def _prefill_impl(self, params, cache, tokens_BxP, lengths_B):
     """cache: empty (lengths 0, as data: a constant 0 would have XLA fold the whole masked-out
     cache part of the attention at compile time, seconds per layer)."""
-    _, cache = self.model.apply({'params': params}, tokens_BxP, cache=cache)
-    return self._laid_out(dict(cache, lengths=lengths_B))
+    _, cache = self.model.apply({'params': params}, tokens_BxP, cache=cache, advance_B=lengths_B)
+    return self._laid_out(cache)
 
   def _decode_impl(self, params, state, budget, temperature, top_k, top_p):
     """Decodes until every row is done or waiting for a tool, or `budget` steps have run."""
@@ -99,9 +99,9 @@ class Engine:
     def body(s):
       act_B = active(s)
       cache = dict(s['cache'])
-      logits_Bx1xV, new_cache = self.model.apply({'params': params}, s['token'][:, None], cache=cache)
-      # Rows that are done or paused keep their cache length: their pending token is fed later.
-      new_cache['lengths'] = jnp.where(act_B, new_cache['lengths'], cache['lengths'])
+      # Rows that are done or paused advance nothing: their pending token is fed later.
+      logits_Bx1xV, new_cache = self.model.apply({'params': params}, s['token'][:, None], cache=cache,
+                                                 advance_B=act_B.astype(jnp.int32))
       new_cache = self._laid_out(new_cache)
       keys_B = jax.vmap(lambda seed, n: jax.random.fold_in(jax.random.key(seed), n))(s['seeds'], s['n_out'])
       sampled_B = sampling.sample_logits(keys_B, logits_Bx1xV[:, 0], temperature, top_k, top_p, act_B)
@@ -129,8 +129,12 @@ class Engine:
   # ---- host side -----------------------------------------------------------------------------
 
   def _cache_shardings(self, batch: int) -> dict:
-    kv = (sharding.kv_cache_sharding(self.mesh, batch, self.model_cfg.num_kv_heads),) * self.model_cfg.num_layers
-    return {'k': kv, 'v': kv, 'lengths': sharding.replicated(self.mesh)}
+    cfg = self.model_cfg
+    kv = (sharding.kv_cache_sharding(self.mesh, batch, cfg.num_kv_heads),) * cfg.num_layers
+    shardings = {'k': kv, 'v': kv, 'lengths': sharding.replicated(self.mesh)}
+    if cfg.smear_keys:
+      shardings['k_prev'] = (sharding.kv_cache_sharding(self.mesh, batch, cfg.num_kv_heads, ndim=3),) * cfg.num_layers
+    return shardings
 
   def _laid_out(self, cache: dict) -> dict:
     """The cache kept in init_cache's layout through prefill and decode (left to itself, XLA may

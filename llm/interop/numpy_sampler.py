@@ -73,6 +73,11 @@ def forward(tokens_T, start, cache, p, cfg):
     if cfg['qk_norm']:
       q_TxHxDh = norm(q_TxHxDh, p, l + 'attn/query_norm', dict(cfg, norm='rmsnorm'))
       k_TxKxDh = norm(k_TxKxDh, p, l + 'attn/key_norm', dict(cfg, norm='rmsnorm'))
+    if cfg.get('smear_keys'):  # each key mixed with the one before it, by a gate per key head
+      gate_Kx1 = 1 / (1 + np.exp(-p[l + 'attn/key_smear']))[:, None]
+      before_1xKxDh = layer_cache.get('k_raw_last', np.zeros_like(k_TxKxDh[:1]))
+      layer_cache['k_raw_last'] = k_TxKxDh[-1:]
+      k_TxKxDh = gate_Kx1 * k_TxKxDh + (1 - gate_Kx1) * np.concatenate([before_1xKxDh, k_TxKxDh[:-1]])
     if cfg['position'] == 'rope':
       q_TxHxDh, k_TxKxDh = (rope(z, positions_T, cfg['rope_theta']) for z in (q_TxHxDh, k_TxKxDh))
     layer_cache['k'] = np.concatenate([layer_cache['k'], k_TxKxDh]) if 'k' in layer_cache else k_TxKxDh

@@ -15,7 +15,7 @@ _FP16_MAX = float(np.finfo(np.float16).max)
 _BYTE_PIECE = re.compile(r'<0x([0-9A-Fa-f]{2})>')
 # The model fields the script reads (the rest say how to train or run it here, not what it is).
 _FIELDS = ('vocab_size', 'num_layers', 'num_heads', 'num_kv_heads', 'dim', 'mlp_dim', 'max_seq_len', 'position',
-           'norm', 'mlp', 'qk_norm', 'tied_embeddings', 'rope_theta', 'bias', 'norm_eps')
+           'norm', 'mlp', 'qk_norm', 'tied_embeddings', 'rope_theta', 'bias', 'norm_eps', 'smear_keys')
 
 
 def _byte_level_decoder() -> dict[str, int]:
