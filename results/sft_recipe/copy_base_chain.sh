@@ -10,6 +10,8 @@
 # on a GPU, hours on 2 CPU cores.
 #   bash results/sft_recipe/copy_base_chain.sh                       # RUNS=runs/copy_base, SEEDS="0 1"
 #   COPY_STEPS=4 BOOK_STEPS=4 SFT_STEPS=4 RM_STEPS=4 bash results/sft_recipe/copy_base_chain.sh   # a smoke run
+# MODEL_FLAGS: model overrides for every stage, e.g. --config.model.smear_keys=True (README: the copy
+# stage then changes phase within ~500 steps, so COPY_STEPS=1500 is plenty).
 # DATA_DIR: a data root holding gutenberg_pd_books/ (default: ../shared/data); every run resumes. The copy stage
 # checkpoints every 250 steps and keeps them all, so a stop loses little and copy_task_loss.py can draw its curve.
 set -euo pipefail
@@ -19,7 +21,7 @@ COPY_STEPS=${COPY_STEPS:-15000}
 BOOK_STEPS=${BOOK_STEPS:-700}
 SFT_STEPS=${SFT_STEPS:-150}
 RM_PAIRS=${RM_PAIRS:-16000}
-main() { python -m llm.main "$@" --config.data.dir="${DATA_DIR:-}"; }
+main() { python -m llm.main "$@" --config.data.dir="${DATA_DIR:-}" ${MODEL_FLAGS:-}; }
 for s in ${SEEDS:-0 1}; do
   tok=(--config.tokenizer.path="$runs/copy_s$s/tokenizer.model")
   main --config=configs/pretrain_small.py --workdir="$runs/copy_s$s" --config.seed=$s --config.data.seed=$s \

@@ -7,6 +7,7 @@ bases"; the flags move it towards configs/pretrain_small.py one property at a ti
     python results/sft_recipe/induction_toy.py --steps=1750 --vocab=4096        # the tokenizer's vocabulary size
     python results/sft_recipe/induction_toy.py --steps=1750 --layers=4 --dim=256 --mlp_dim=768 --kv_heads=2 --tied
     ... --model_vocab=4096                # 255 tokens drawn, the tokenizer's 4096 in the model
+    ... --smear_keys                      # keys smeared with the previous position's (Olsson et al.)
 """
 import argparse, sys, time
 from pathlib import Path
@@ -29,12 +30,15 @@ ap.add_argument('--vocab', type=int, default=256)  # tokens drawn uniformly from
 ap.add_argument('--model_vocab', type=int, default=0)  # the model's vocabulary, if larger than --vocab (0: the same)
 ap.add_argument('--b2', type=float, default=0.999)  # Adam beta2 (optax's default; the training loop's is 0.95)
 ap.add_argument('--seq', type=int, default=128)
+ap.add_argument('--smear_keys', action='store_true')  # model.smear_keys: each key mixed with the one before
+ap.add_argument('--every', type=int, default=250)  # print the losses every this many steps
 ap.add_argument('--batch', type=int, default=32)
 a = ap.parse_args()
 cfg = M.ModelConfig(vocab_size=max(a.vocab, a.model_vocab), num_layers=a.layers, num_heads=a.heads, num_kv_heads=a.kv_heads, dim=a.dim,
                     mlp_dim=a.mlp_dim, max_seq_len=a.seq, position='rope', norm='rmsnorm', mlp='swiglu',
                     qk_norm=not a.no_qk_norm, tied_embeddings=a.tied, rope_theta=10000.0, dtype='float32',
-                    remat='none', scan_layers=False, init_std=0.02, attention=a.attention)
+                    remat='none', scan_layers=False, init_std=0.02, attention=a.attention,
+                    smear_keys=a.smear_keys)
 model = M.Transformer(cfg)
 rng = np.random.default_rng(0)
 def batch(B=a.batch, T=a.seq):
@@ -65,6 +69,6 @@ t = time.time()
 for i in range(a.steps + 1):
   x, y, m = batch()
   params, opt, l, first = step(params, opt, x, y, m)
-  if i % 250 == 0:
+  if i % a.every == 0:
     print(f'{vars(a)} step {i}: second-copy loss {float(l):.3f}, other tokens {float(first):.3f} '
           f'(chance {np.log(a.vocab - 1):.2f})  {time.time()-t:.0f}s', flush=True)
