@@ -140,16 +140,16 @@ def rope(x_BxTxNxDh, positions_BxT, theta: float):
   return out.astype(x_BxTxNxDh.dtype)
 
 
-def smear_keys(k_BxTxKxDh, gate_K, before_BxKxDh, starts_BxT=None):
+def smear_keys(k_BxTxKxDh, gate_K, before_BxKxDh, starts_BxT):
   """Olsson et al. 2022 ("In-context Learning and Induction Heads", the smeared-key model): key t
   becomes gate * k_t + (1 - gate) * k_(t-1), one learnt gate per key head. A key that carries its
   previous token lets one layer match "the token after an earlier A" to a query at A, the
   induction head that otherwise needs two layers composing (README, "The SFT recipe across
-  bases", measures what it changes). before_BxKxDh: the key before position 0 (zeros at a
-  sequence's start); starts_BxT: where a packed sequence starts, which smears nothing in."""
+  bases", measures what it changes). before_BxKxDh: the key before the first of the T (a decode
+  cache's last); starts_BxT: where a sequence starts (position 0, also of each packed sequence),
+  which smears nothing in."""
   prev_BxTxKxDh = jnp.concatenate([before_BxKxDh[:, None], k_BxTxKxDh[:, :-1]], axis=1)
-  if starts_BxT is not None:
-    prev_BxTxKxDh = jnp.where(starts_BxT[:, :, None, None], 0, prev_BxTxKxDh)
+  prev_BxTxKxDh = jnp.where(starts_BxT[:, :, None, None], 0, prev_BxTxKxDh)
   gate_K = gate_K.astype(k_BxTxKxDh.dtype)[:, None]
   return gate_K * k_BxTxKxDh + (1 - gate_K) * prev_BxTxKxDh
 
@@ -176,16 +176,12 @@ class Attention(nn.Module):
       # sigmoid(0): half the previous key at the start; the gate is learnt from there.
       gate_K = jax.nn.sigmoid(self.param('key_smear', nn.with_logical_partitioning(nn.initializers.zeros, ('kv_heads',)),
                                          (K,), jnp.float32))
-      raw_BxTxKxDh = k_BxTxKxDh
+      raw_BxTxKxDh, starts_BxT = k_BxTxKxDh, positions_BxT == 0  # a reused cache's stale key is no past
       if kv_cache is None:
-        starts_BxT = None if segment_ids_BxT is None else jnp.concatenate(
-            [jnp.ones_like(segment_ids_BxT[:, :1], bool), segment_ids_BxT[:, 1:] != segment_ids_BxT[:, :-1]], axis=1)
         k_BxTxKxDh = smear_keys(raw_BxTxKxDh, gate_K, jnp.zeros_like(raw_BxTxKxDh[:, 0]), starts_BxT)
       else:
         kv_cache, k_prev_BxKxDh = kv_cache[:2], kv_cache[2]
-        # A row at length 0 starts a sequence: a reused cache's stale key is not its past.
-        before_BxKxDh = jnp.where((lengths_B == 0)[:, None, None], 0, k_prev_BxKxDh).astype(dtype)
-        k_BxTxKxDh = smear_keys(raw_BxTxKxDh, gate_K, before_BxKxDh)
+        k_BxTxKxDh = smear_keys(raw_BxTxKxDh, gate_K, k_prev_BxKxDh.astype(dtype), starts_BxT)
         last_BxKxDh = jnp.take_along_axis(raw_BxTxKxDh, jnp.maximum(advance_B - 1, 0)[:, None, None, None], 1)[:, 0]
         k_prev_BxKxDh = jnp.where((advance_B > 0)[:, None, None], last_BxKxDh.astype(k_prev_BxKxDh.dtype),
                                   k_prev_BxKxDh)
