@@ -129,12 +129,11 @@ class Engine:
   # ---- host side -----------------------------------------------------------------------------
 
   def _cache_shardings(self, batch: int) -> dict:
-    cfg = self.model_cfg
-    kv = (sharding.kv_cache_sharding(self.mesh, batch, cfg.num_kv_heads),) * cfg.num_layers
-    shardings = {'k': kv, 'v': kv, 'lengths': sharding.replicated(self.mesh)}
-    if cfg.smear_keys:
-      shardings['k_prev'] = (sharding.kv_cache_sharding(self.mesh, batch, cfg.num_kv_heads, ndim=3),) * cfg.num_layers
-    return shardings
+    """Every per-layer buffer of model_lib.cache_shapes split as kv_cache_sharding says; lengths replicated."""
+    kv_heads = self.model_cfg.num_kv_heads
+    per_buffer = lambda s: (sharding.kv_cache_sharding(self.mesh, batch, kv_heads, s.ndim) if s.ndim > 1
+                            else sharding.replicated(self.mesh))
+    return jax.tree.map(per_buffer, model_lib.cache_shapes(self.model_cfg, batch, 1))
 
   def _laid_out(self, cache: dict) -> dict:
     """The cache kept in init_cache's layout through prefill and decode (left to itself, XLA may

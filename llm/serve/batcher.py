@@ -248,11 +248,10 @@ class Batcher:
     P = new_cache['k'][0].shape[-1]
     put_k = lambda big, rows: big.at[slots_N, :, :, :P].set(rows, mode='drop')  # [B, K, Dh, S]
     put_v = lambda big, rows: big.at[slots_N, :, :P].set(rows, mode='drop')  # [B, K, S, Dh]
-    put_row = lambda big, rows: big.at[slots_N].set(rows, mode='drop')  # lengths [B]; k_prev [B, K, Dh]
-    return self.engine._laid_out({
-        'k': tuple(map(put_k, cache['k'], new_cache['k'])), 'v': tuple(map(put_v, cache['v'], new_cache['v'])),
-        'lengths': put_row(cache['lengths'], new_cache['lengths']),
-        **({'k_prev': tuple(map(put_row, cache['k_prev'], new_cache['k_prev']))} if 'k_prev' in cache else {})})
+    put_row = lambda big, rows: big.at[slots_N].set(rows, mode='drop')  # lengths [B], a smeared k_prev [B, K, Dh]
+    put = {'k': put_k, 'v': put_v}
+    return self.engine._laid_out({name: jax.tree.map(put.get(name, put_row), cache[name], new_cache[name])
+                                  for name in cache})
 
   def _start_rows(self, slots: list[int], requests: list[Request]):
     """Prefills the requests' prompts (all but each one's last token, which the decode loop feeds)
