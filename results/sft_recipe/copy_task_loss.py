@@ -24,13 +24,14 @@ ap = argparse.ArgumentParser()
 ap.add_argument('--workdir', required=True)
 ap.add_argument('--steps', default='')  # comma-separated checkpoint steps ('' = the latest)
 ap.add_argument('--pool', type=int, default=255)  # the copy-task run's data.repeat_vocab
+ap.add_argument('--alphabet_min', type=int, default=0)  # its data.copy_alphabet_min
 ap.add_argument('--windows', type=int, default=256)  # held-out windows scored
 ap.add_argument('--width', type=int, default=129)  # train.seq_len + 1 of the copy-task run
 a = ap.parse_args()
 
 run = inference.load(a.workdir)
 pool = pipeline.frequent_tokens(prepare(run.config, cache_dir(run.config)).train_tokens, a.pool)
-windows = [pipeline.copy_task_window(2 ** 40 + i, a.width, pool) for i in range(a.windows)]
+windows = [pipeline.copy_task_window(2 ** 40 + i, a.width, pool, a.alphabet_min) for i in range(a.windows)]
 # Where each window's copy sits: the longest later match of its own prefix (as the data test finds it).
 second_BxT = np.zeros((a.windows, a.width - 1), bool)  # second_BxT[b, t]: target t + 1 is in the second copy
 for b, w in enumerate(windows):
