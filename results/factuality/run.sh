@@ -12,16 +12,21 @@
 # OUT: where collect.py writes table.md and exposure.png (default results/factuality, the committed pair).
 # SFT_FLAGS go to every SFT run, whose names then end in SUFFIX, e.g. shorter SFT beside the default:
 # SFT_FLAGS=--config.train.steps=150 SUFFIX=_150 OUT=DIR
+# BASE: a finished base run to continue on the world instead of training pretrain_small (e.g. a copying
+# base, results/sft_recipe/copy_base_chain.sh); MODEL_FLAGS: model overrides every stage needs to load
+# it, e.g. --config.model.smear_keys=True.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs}
+base=${BASE:-$runs/pretrain_small}
 seed=(--config.seed="${SEED:-0}" --config.data.seed="${SEED:-0}")
-[[ -f "$runs/pretrain_small/summary.json" ]] || python -m llm.main --config=configs/pretrain_small.py \
-  --workdir="$runs/pretrain_small" "${seed[@]}"
+[[ -f "$base/summary.json" ]] || python -m llm.main --config=configs/pretrain_small.py \
+  --workdir="$base" "${seed[@]}" ${MODEL_FLAGS:-}
 [[ -f "$runs/world/facts.json" ]] || python -m llm.honesty.world --out="$runs/world" ${WORLD_FLAGS:-}
 [[ -f "$runs/pretrain_world/summary.json" ]] || python -m llm.main --config=configs/pretrain_world.py \
-  --workdir="$runs/pretrain_world" --config.init_from="$runs/pretrain_small" \
-  --config.tokenizer.path="$runs/pretrain_small/tokenizer.model" --config.data.dir="$runs/world" "${seed[@]}" ${PRETRAIN_WORLD_FLAGS:-}
+  --workdir="$runs/pretrain_world" --config.init_from="$base" \
+  --config.tokenizer.path="$base/tokenizer.model" --config.data.dir="$runs/world" "${seed[@]}" ${MODEL_FLAGS:-} \
+  ${PRETRAIN_WORLD_FLAGS:-}
 [[ -f "$runs/world/labels.jsonl" ]] || python -m llm.honesty.interrogate --workdir="$runs/pretrain_world" \
   --world="$runs/world"
 answers=(--config.sft.mixture.honesty_refusals=0 --config.sft.mixture.honesty_answers=1)
@@ -43,7 +48,7 @@ for arm in ${ARMS:-answers honesty answers_short honesty_short search search_sho
   run="$runs/${args[0]}${SUFFIX:-}"
   [[ -f "$run/summary.json" ]] || python -m llm.main --config="${args[1]}" --workdir="$run" \
     --config.init_from="$runs/pretrain_world" --config.sft.honesty_labels="$runs/world/labels.jsonl" "${seed[@]}" \
-    "${args[@]:2}" ${SFT_FLAGS:-}
+    "${args[@]:2}" ${MODEL_FLAGS:-} ${SFT_FLAGS:-}
   [[ -f "$run/eval/honesty.json" ]] || python -m llm.eval --workdir="$run" --suite=honesty
 done
 python results/factuality/collect.py --out="${OUT:-results/factuality}" --suffix="${SUFFIX:-}" "$runs"
