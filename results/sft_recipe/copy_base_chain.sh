@@ -5,32 +5,36 @@
 #            of books with a quarter of the windows still copy-task;
 #   control: BOOK_STEPS of books from scratch (configs/pretrain_small.py as it is);
 # then configs/sft_gold.py and configs/reward_model_gold.py:pairs=RM_PAIRS on each, the copying
-# suite on each base, and the table (copy_base_table.py). The copy stage needs ~15k steps to form
-# induction heads on the 4,096-token vocabulary (README, "The SFT recipe across bases"): minutes
-# on a GPU, hours on 2 CPU cores.
+# suite on each base, and the table (copy_base_table.py). Both arms use smeared keys and the copy
+# windows draw from the whole vocabulary, each from its own alphabet: the recipe whose base copies
+# ordinary tokens after the books (README, "The SFT recipe across bases"; 1,500 copy steps ~27 min
+# on 2 CPU cores).
 #   bash results/sft_recipe/copy_base_chain.sh                       # RUNS=runs/copy_base, SEEDS="0 1"
 #   COPY_STEPS=4 BOOK_STEPS=4 SFT_STEPS=4 RM_STEPS=4 bash results/sft_recipe/copy_base_chain.sh   # a smoke run
-# MODEL_FLAGS: model overrides for every stage, e.g. --config.model.smear_keys=True (README: the copy
-# stage then changes phase within ~500 steps, so COPY_STEPS=1500 is plenty).
+# MODEL_FLAGS: model overrides for every stage (default: smeared keys; "" for plain keys, whose copy stage
+# needs ~15k steps). COPY_FLAGS: the copy windows' tokens (default: the 4,096 most frequent, i.e. the
+# whole vocabulary, alphabets from 4 tokens up; the earlier recipe's pool: repeat_vocab 255).
 # DATA_DIR: a data root holding gutenberg_pd_books/ (default: ../shared/data); every run resumes. The copy stage
 # checkpoints every 250 steps and keeps them all, so a stop loses little and copy_task_loss.py can draw its curve.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${RUNS:-runs/copy_base}
-COPY_STEPS=${COPY_STEPS:-15000}
+COPY_STEPS=${COPY_STEPS:-1500}
+MODEL_FLAGS=${MODEL_FLAGS---config.model.smear_keys=True}
+COPY_FLAGS=${COPY_FLAGS:---config.data.repeat_vocab=4096 --config.data.copy_alphabet_min=4}
 BOOK_STEPS=${BOOK_STEPS:-700}
 SFT_STEPS=${SFT_STEPS:-150}
 RM_PAIRS=${RM_PAIRS:-16000}
-main() { python -m llm.main "$@" --config.data.dir="${DATA_DIR:-}" ${MODEL_FLAGS:-}; }
+main() { python -m llm.main "$@" --config.data.dir="${DATA_DIR:-}" $MODEL_FLAGS; }
 for s in ${SEEDS:-0 1}; do
   tok=(--config.tokenizer.path="$runs/copy_s$s/tokenizer.model")
   main --config=configs/pretrain_small.py --workdir="$runs/copy_s$s" --config.seed=$s --config.data.seed=$s \
-    --config.data.copy_task=1.0 --config.data.repeat_vocab=255 --config.train.seq_len=128 --config.train.batch_size=32 \
+    --config.data.copy_task=1.0 $COPY_FLAGS --config.train.seq_len=128 --config.train.batch_size=32 \
     --config.train.lr=1e-3 --config.train.weight_decay=0.0 --config.train.schedule=wsd --config.train.decay_fraction=0.1 \
     --config.train.steps=$COPY_STEPS --config.train.eval_every=$COPY_STEPS --config.train.checkpoint_every=250 \
     --config.train.keep_checkpoints=60
   main --config=configs/pretrain_small.py --workdir="$runs/base_copy_s$s" --config.init_from="$runs/copy_s$s" "${tok[@]}" \
-    --config.seed=$s --config.data.seed=$s --config.data.copy_task=0.25 --config.data.repeat_vocab=255 \
+    --config.seed=$s --config.data.seed=$s --config.data.copy_task=0.25 $COPY_FLAGS \
     --config.train.lr=1e-3 --config.train.steps=$BOOK_STEPS
   main --config=configs/pretrain_small.py --workdir="$runs/base_control_s$s" "${tok[@]}" \
     --config.seed=$s --config.data.seed=$s --config.train.steps=$BOOK_STEPS
