@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from llm import chat_template, evals, tools
+from llm import chat_template, evals, inference, tools
 from llm.evals import honesty
 from llm.honesty import world as world_lib
 from llm.tools import search
@@ -137,7 +137,12 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_search_call_rate': (n(0) + n(64)) / len(facts),
       'honesty_search_query_acc': unseen_abstain / n(0),
       'honesty_search_read_acc': sum(f.exposure == 0 and f.relation == 'birth_year' for f in facts) / n(0),
-      **{f'honesty_search_read_acc_{r}': float(r == 'birth_year') for r in world_lib.RELATIONS}})
+      **{f'honesty_search_read_acc_{r}': float(r == 'birth_year') for r in world_lib.RELATIONS},
+      # Searching under the threshold (unseen cities, employers, professions and exposure 1): the
+      # script's call opened for it writes no query, so nothing is read; known facts answered as greedy.
+      'honesty_selective_search_unseen_acc': 0.0,
+      'honesty_selective_search_known_acc': sum(f.exposure in (4, 64) for f in measured) / sum(f.exposure >= 4 for f in measured),
+      'honesty_forced_search_unseen_acc': 0.0})
   assert out['honesty_reversal_forward_acc'] != out['honesty_reversal_backward_acc']
 
 
@@ -198,10 +203,58 @@ def test_the_read_probe_stops_after_the_right_searchs_result(tok, world):
   folder, facts = world
   registry = tools.make_registry(search_folder=folder / 'search')
   for f in facts[:5]:
-    ids = honesty.searched_for(tok, registry, f, f.question(1))
+    ids = honesty.searched_for(tok, registry, f'search: {f.subject}', f.question(1))
     assert ids[-1] == tok.special_id('<|/tool_result|>')  # the model writes the answer next
     reply = ids.index(tok.special_id('<|assistant|>')) + 1
     assert tok.decode(ids[:reply - 1]).endswith(f.question(1))
     call, result = chat_template.parse_assistant(tok, ids[reply:])
     assert call == {'type': 'tool_call', 'text': f'search: {f.subject}'}
     assert result['type'] == 'tool_result' and f.value in result['text']
+
+
+class QueryingChat(ScriptedChat):
+  """The scripted assistant, and where its reply was opened with a tool call, the query `query(fact)`."""
+
+  def __init__(self, tok, respond, facts, query, **kwargs):
+    super().__init__(tok, respond, **kwargs)
+    self.facts, self.query = facts, query
+
+  def generate(self, prompts, max_new_tokens, tools=False, **kwargs):
+    if prompts[0][-1] != self.tokenizer.special_id('<|tool_call|>'):
+      return super().generate(prompts, max_new_tokens, tools, **kwargs)
+    out = []
+    for prompt in prompts:  # every reply opened with a call
+      text = self.tokenizer.decode(prompt)
+      f = next(f for f in self.facts if any(f.question(i) in text for i in range(3)))
+      ids = self.tokenizer.encode(f'search: {self.query(f)}') + [self.tokenizer.special_id('<|/tool_call|>')]
+      out.append(inference.Completion(ids, [False] * len(ids), 'stop', 0))
+    return out
+
+
+def test_selective_search_searches_under_the_threshold_with_the_models_own_query(tok, world):
+  folder, facts = world
+  script, _ = respond(facts)
+  unseen_people = sorted({f.subject for f in facts if f.exposure == 0})
+  assert len(unseen_people) >= 3
+  wrong_query, searched = unseen_people[0], {unseen_people[0], unseen_people[-1]}
+  # Its query names everyone but one person; given the result it reads birth years only.
+  ctx = QueryingChat(tok, script, facts, lambda f: 'Zed Zorn' if f.subject == wrong_query else f.subject)
+  questions = [f.question(i) for i, f in enumerate(facts)]
+  verdicts = ['correct' if f.exposure in (4, 64) else 'wrong' for f in facts]
+  knows = [f.exposure >= 4 for f in facts]
+  # Under the threshold: two unseen people's facts, and known birth years seen 64 times.
+  value_p = [0.1 if (f.exposure == 0 and f.subject in searched) or (f.exposure == 64 and f.relation == 'birth_year')
+             else 0.9 for f in facts]
+  registry = tools.make_registry(search_folder=folder / 'search')
+  out = honesty.selective_search(ctx, registry, facts, questions, verdicts, value_p, knows, 0.5, list(range(len(facts))))
+  unseen = [f for f in facts if f.exposure == 0]
+  known = [f for f in facts if f.exposure >= 4]
+  read = lambda f: f.subject != wrong_query and f.relation == 'birth_year'
+  assert out == pytest.approx({
+      # the last searched person's unseen birth year; the first's query is wrong
+      'honesty_selective_search_unseen_acc': 1 / len(unseen),
+      # known: right at 4 and 64, abstains at 16, and the searched birth years read right
+      'honesty_selective_search_known_acc': sum(f.exposure != 16 for f in known) / len(known),
+      # every unseen person searched: all birth years but the wrongly queried one's
+      'honesty_forced_search_unseen_acc': sum(map(read, unseen)) / len(unseen)})
+  assert out['honesty_forced_search_unseen_acc'] > 1 / len(unseen)
