@@ -44,7 +44,11 @@ ROWS = (('honesty_acc', 'accuracy, all questions'),
         ('honesty_value_auroc', 'AUROC, known vs unknown: P(the recollection)'),
         ('honesty_selective_acc', 'selective answering (half the people): accuracy, all questions'),
         ('honesty_selective_hallucination_rate', 'selective answering: hallucination rate'),
-        ('honesty_selective_over_conservativeness', 'selective answering: over-conservativeness'))
+        ('honesty_selective_over_conservativeness', 'selective answering: over-conservativeness'),
+        ('honesty_selective_search_unseen_acc', 'selective search (searches where selective answering abstains): '
+                                                'accuracy on unseen facts'),
+        ('honesty_selective_search_known_acc', 'selective search: accuracy on known facts'),
+        ('honesty_forced_search_unseen_acc', 'every unseen fact searched, its own query: accuracy'))
 
 
 def evaluation(folder: Path, name: str) -> dict | None:
