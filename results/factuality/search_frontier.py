@@ -4,7 +4,9 @@ selective answering's, set on half the held-out people). Here every question of 
 searched as it would be (the reply opened with a search call; the model's own query, then its reading
 of the result), so every threshold on the recollection's probability can be read off: searched below
 it, answered from memory (the greedy reply) above it. The curve is read on the measured half itself,
-a description of what the model can reach, not a threshold fixed in advance.
+a description of what the model can reach, not a threshold fixed in advance. The threshold fixed in
+advance is set on the evaluator's calibration half, searched the same way: the lowest at which its
+unseen facts reach the target, then measured on the other half.
 
     python -m results.factuality.search_frontier --out=DIR [--run=sft_honesty_search_short] RUNS_FOLDER [...]
         # each folder of run.sh (a base) with its search arm; writes DIR/search_frontier.{md,png}
@@ -27,8 +29,9 @@ TARGET = 0.8  # the issue's accuracy on facts only the search corpus holds
 
 
 def per_question(run: Path) -> dict:
-  """For the measured half's questions: the recollection's probability, whether the probe knows the
-  fact, whether the fact is unseen, whether the greedy reply is right, and whether searching is."""
+  """For every held-out question: the recollection's probability, whether the probe knows the fact,
+  whether the fact is unseen, whether the greedy reply is right, whether searching is, and whether
+  it is in the measured half (the rest set the evaluator's threshold)."""
   ctx = evals.Context.from_run(inference.load(run))
   tok, world = ctx.tokenizer, honesty.world_dir(ctx.config)
   registry = tools.make_registry(search_folder=world / 'search')
@@ -38,13 +41,18 @@ def per_question(run: Path) -> dict:
   recalled = honesty.recall(ctx, facts, questions)
   knows, value_p = honesty.completed_right(tok, facts, recalled), honesty.value_probability(ctx, recalled)
   at, rows = honesty.calibrated_threshold(facts, knows, value_p)
-  calls = honesty.own_searches(ctx, [questions[i] for i in rows])
-  read = ctx.generate([honesty.searched_for(tok, registry, call, questions[i]) for i, call in zip(rows, calls)],
+  calls = honesty.own_searches(ctx, questions)
+  read = ctx.generate([honesty.searched_for(tok, registry, call, q) for q, call in zip(questions, calls)],
                       honesty.MAX_NEW_TOKENS, temperature=0.0, stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
-  return {'threshold': at, 'p': np.array([value_p[i] for i in rows]), 'knows': np.array([knows[i] for i in rows]),
-          'unseen': np.array([facts[i].exposure == 0 for i in rows]),
-          'memory': np.array([verify.judge(assistant_text(tok, replies[i]), facts[i].value) == 'correct' for i in rows]),
-          'search': np.array([verify.states(assistant_text(tok, c), facts[i].value) for i, c in zip(rows, read)])}
+  return {'threshold': at, 'p': np.array(value_p), 'knows': np.array(knows),
+          'unseen': np.array([f.exposure == 0 for f in facts]), 'measured': np.isin(np.arange(len(facts)), rows),
+          'memory': np.array([verify.judge(assistant_text(tok, r), f.value) == 'correct' for f, r in zip(facts, replies)]),
+          'search': np.array([verify.states(assistant_text(tok, c), f.value) for f, c in zip(facts, read)])}
+
+
+def half(q: dict, measured: bool) -> dict:
+  keep = q['measured'] == measured
+  return {k: v[keep] if isinstance(v, np.ndarray) else v for k, v in q.items()}
 
 
 def curve(q: dict, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -52,6 +60,19 @@ def curve(q: dict, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
   below = q['p'][None, :] < thresholds[:, None]
   right = np.where(below, q['search'][None, :], q['memory'][None, :])
   return below[:, q['knows']].mean(1), right[:, q['unseen']].mean(1), right[:, q['knows']].mean(1)
+
+
+def candidates(q: dict) -> np.ndarray:
+  """Every threshold that splits q's questions differently, in increasing order."""
+  return np.concatenate([[0.0], np.unique(q['p']), [np.inf]])
+
+
+def reaching(q: dict, target: float) -> float:
+  """The lowest threshold at which searching below it gets q's unseen facts to the target (searching
+  everything where none does)."""
+  thresholds = candidates(q)
+  met = curve(q, thresholds)[1] >= target
+  return thresholds[np.argmax(met)] if met.any() else np.inf
 
 
 def main():
@@ -63,19 +84,22 @@ def main():
   out = Path(a.out)
   out.mkdir(parents=True, exist_ok=True)
   lines = ['| base | at the evaluator\'s threshold: needless; unseen; known | every question searched: unseen; known '
-           f'| fewest needless searches reaching {TARGET:.0%} on unseen (its known accuracy) |', '|---|---|---|---|']
+           f'| fewest needless searches reaching {TARGET:.0%} on unseen (its known accuracy) '
+           f'| threshold set on the calibration half for {TARGET:.0%}: needless; unseen; known |', '|---|---|---|---|---|']
   for folder in a.folders:
-    q = per_question(Path(folder) / a.run)
-    thresholds = np.concatenate([[0.0], np.unique(q['p']), [np.inf]])
-    needless, unseen, known = curve(q, thresholds)
+    everyone = per_question(Path(folder) / a.run)
+    q = half(everyone, measured=True)
+    needless, unseen, known = curve(q, candidates(q))
     at = curve(q, np.array([q['threshold']]))
     reach = [k for k in np.argsort(needless, kind='stable') if unseen[k] >= TARGET]
     met = f'{needless[reach[0]]:.1%} ({known[reach[0]]:.1%})' if reach else 'never'
+    fixed = curve(q, np.array([reaching(half(everyone, measured=False), TARGET)]))
     lines.append(f'| {Path(folder).name} | {at[0][0]:.1%}; {at[1][0]:.1%}; {at[2][0]:.1%} | {unseen[-1]:.1%}; '
-                 f'{known[-1]:.1%} | {met} |')
+                 f'{known[-1]:.1%} | {met} | {fixed[0][0]:.1%}; {fixed[1][0]:.1%}; {fixed[2][0]:.1%} |')
     plt.plot(needless, unseen, label=f'{Path(folder).name}: unseen facts')
     plt.plot(needless, known, '--', label=f'{Path(folder).name}: known facts')
     plt.scatter(at[0], at[1], marker='o')
+    plt.scatter(fixed[0], fixed[1], marker='x')
   plt.axhline(TARGET, color='grey', lw=0.5)
   plt.xlabel('needless searches (known facts searched)')
   plt.ylabel('accuracy')
