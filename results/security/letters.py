@@ -1,6 +1,6 @@
 """Letter counting with the python tool on words the model never practised, per run:
 
-    python results/security/letters.py RUN [RUN ...] > results/security/letters.md
+    python -m results.security.letters RUN [RUN ...] > results/security/letters.md
 
 - probe: the chat suite's probe_count_letter_python questions, all 83 (each of the 16 held-out
   words of llm/data/letters.py with each of its letters);
