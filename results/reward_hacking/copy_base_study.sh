@@ -21,10 +21,10 @@ mkdir -p "$out"
 for rm in 1k 4k 16k; do
   python -m llm.rl.best_of_n --policy=$policy --proxy=${proxy[$rm]} --n=1,2,4,8,16,32,64 --prompts=32 --seed=$s \
       --out=$out/bon_$rm.json
-  main --config=configs/rlhf_gold.py:proxy=x,beta=0.02 --config.rlhf.proxy=${proxy[$rm]} --config.init_from=$policy \
+  main --config=configs/rlhf_gold.py:beta=0.02 --config.rlhf.proxy=${proxy[$rm]} --config.init_from=$policy \
       --config.seed=$s --workdir=$runs/rlhf_copy_${rm}_b0.02_s$s
 done
-main --config=configs/rlhf_gold.py:proxy=x,beta=0.1 --config.rlhf.proxy=${proxy[4k]} --config.init_from=$policy \
+main --config=configs/rlhf_gold.py:beta=0.1 --config.rlhf.proxy=${proxy[4k]} --config.init_from=$policy \
     --config.seed=$s --workdir=$runs/rlhf_copy_4k_b0.1_s$s
 python -m llm.rl.hacking_report --rm=${proxy[1k]},${proxy[4k]},${proxy[16k]} \
     --bon=$out/bon_1k.json,$out/bon_4k.json,$out/bon_16k.json \
