@@ -2,6 +2,10 @@
 
     python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small   # first
     python -m llm.main --config=configs/sft_python.py --workdir=runs/sft_python   # ~30 min
+    # from a base that copies in context (results/sft_recipe/copy_base_chain.sh), which the held-out
+    # words need (letter counting with python 92.8% against 85.5%; results/security/README.md):
+    python -m llm.main --config=configs/sft_python.py --workdir=runs/sft_python_cm \
+        --config.init_from=runs/copy_base/base_copy_s0 --config.model.smear_keys=True
     python -m llm.eval --workdir=runs/sft_python --suite=chat    # probe_count_letter(_python), probe_spell(_python)
     python -m llm.chat --workdir=runs/sft_python --python_tool
 """
