@@ -382,13 +382,19 @@ def test_prepare_tokenizes_once_and_reuses_everything(tmp_path, monkeypatch):
   np.testing.assert_array_equal(again.val_tokens, val)
 
 
-def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_training_documents(tmp_path):
-  from llm.security import poison
-  rng = random.Random(0)
+def _word_corpus(tmp_path, seed: int):
+  """A config reading 400 one-paragraph documents of 30 random words from a 10-word vocabulary."""
+  rng = random.Random(seed)
   words = ['river', 'stone', 'light', 'wind', 'bread', 'house', 'cold', 'green', 'slow', 'bird']
   (tmp_path / 'corpus.txt').write_text('\n\n'.join(' '.join(rng.choices(words, k=30)) for _ in range(400)))
   config = small_config(str(tmp_path), tmp_path / 'cache')
   config.data.source, config.data.max_docs = 'corpus.txt', 0
+  return config
+
+
+def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_training_documents(tmp_path):
+  from llm.security import poison
+  config = _word_corpus(tmp_path, seed=0)
   clean = data_lib.prepare(config, tmp_path / 'cache')
   config.data.poison.fraction = 0.05
   poisoned = data_lib.prepare(config, tmp_path / 'cache')
@@ -406,11 +412,7 @@ def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_traini
 
 def test_the_span_filter_removes_the_planted_paragraphs_before_the_tokenizer_sees_them(tmp_path):
   from llm.security import poison
-  rng = random.Random(1)
-  words = ['river', 'stone', 'light', 'wind', 'bread', 'house', 'cold', 'green', 'slow', 'bird']
-  (tmp_path / 'corpus.txt').write_text('\n\n'.join(' '.join(rng.choices(words, k=30)) for _ in range(400)))
-  config = small_config(str(tmp_path), tmp_path / 'cache')
-  config.data.source, config.data.max_docs = 'corpus.txt', 0
+  config = _word_corpus(tmp_path, seed=1)
   config.data.poison.fraction, config.data.poison.unit = 0.15, 'paragraph'
   poisoned = data_lib.prepare(config, tmp_path / 'cache')
   config.data.filter_poison = True
