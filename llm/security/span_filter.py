@@ -88,18 +88,12 @@ def find(documents: list[str], settings: Settings = Settings()) -> Finding:
 def remove(documents: list[str], paragraphs: list[int]) -> list[str]:
   """The documents without those paragraphs (each with the break after it); a document left
   blank is dropped."""
-  drop = set(paragraphs)
-  out, k = [], 0
-  for doc in documents:
-    kept = []
-    parts = poison_lib.paragraph_parts(doc)
-    for j in range(0, len(parts), 2):
-      if parts[j].strip():
-        k += 1
-        if k - 1 in drop:
-          continue
-      kept.append(parts[j] + (parts[j + 1] if j + 1 < len(parts) else ''))
-    text = ''.join(kept)
+  where = poison_lib.paragraphs(documents)
+  drop = {where[k] for k in paragraphs}
+  out = []
+  for i, doc in enumerate(documents):
+    parts = poison_lib.paragraph_parts(doc) + ['']  # a last paragraph has no break after it
+    text = ''.join(parts[j] + parts[j + 1] for j in range(0, len(parts) - 1, 2) if (i, j) not in drop)
     if text.strip():
       out.append(text)
   return out
