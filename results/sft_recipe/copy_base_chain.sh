@@ -14,6 +14,8 @@
 # MODEL_FLAGS: model overrides for every stage (default: smeared keys; "" for plain keys, whose copy stage
 # needs ~15k steps). COPY_FLAGS: the copy windows' tokens (default: the 4,096 most frequent, i.e. the
 # whole vocabulary, alphabets from 4 tokens up; the earlier recipe's pool: repeat_vocab 255).
+# ARMS: which bases to train and carry through SFT and the reward model (default "copy control"; "copy" alone
+# makes what results/reward_hacking/copy_base_study.sh and results/factuality/run.sh's BASE need).
 # DATA_DIR: a data root holding gutenberg_pd_books/ (default: ../shared/data); every run resumes. The copy stage
 # checkpoints every 250 steps and keeps them all, so a stop loses little and copy_task_loss.py can draw its curve.
 set -euo pipefail
@@ -25,6 +27,7 @@ COPY_FLAGS=${COPY_FLAGS:---config.data.repeat_vocab=4096 --config.data.copy_alph
 BOOK_STEPS=${BOOK_STEPS:-700}
 SFT_STEPS=${SFT_STEPS:-150}
 RM_PAIRS=${RM_PAIRS:-16000}
+ARMS=${ARMS:-copy control}
 main() { python -m llm.main "$@" --config.data.dir="${DATA_DIR:-}" $MODEL_FLAGS; }
 for s in ${SEEDS:-0 1}; do
   tok=(--config.tokenizer.path="$runs/copy_s$s/tokenizer.model")
@@ -36,9 +39,9 @@ for s in ${SEEDS:-0 1}; do
   main --config=configs/pretrain_small.py --workdir="$runs/base_copy_s$s" --config.init_from="$runs/copy_s$s" "${tok[@]}" \
     --config.seed=$s --config.data.seed=$s --config.data.copy_task=0.25 $COPY_FLAGS \
     --config.train.lr=1e-3 --config.train.steps=$BOOK_STEPS
-  main --config=configs/pretrain_small.py --workdir="$runs/base_control_s$s" "${tok[@]}" \
-    --config.seed=$s --config.data.seed=$s --config.train.steps=$BOOK_STEPS
-  for b in copy control; do
+  [[ " $ARMS " != *" control "* ]] || main --config=configs/pretrain_small.py --workdir="$runs/base_control_s$s" \
+    "${tok[@]}" --config.seed=$s --config.data.seed=$s --config.train.steps=$BOOK_STEPS
+  for b in $ARMS; do
     python -m llm.eval --workdir="$runs/base_${b}_s$s" --suite=copying
     main --config=configs/sft_gold.py --workdir="$runs/sft_${b}_s$s" --config.init_from="$runs/base_${b}_s$s" \
       --config.seed=$s --config.data.seed=$s --config.train.steps=$SFT_STEPS --config.train.eval_every=$SFT_STEPS
@@ -46,4 +49,4 @@ for s in ${SEEDS:-0 1}; do
       --config.init_from="$runs/sft_${b}_s$s" ${RM_STEPS:+--config.train.steps=$RM_STEPS}
   done
 done
-python results/sft_recipe/copy_base_table.py "$runs"
+[[ " $ARMS " != *" control "* ]] || python results/sft_recipe/copy_base_table.py "$runs"
