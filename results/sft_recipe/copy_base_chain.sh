@@ -28,6 +28,7 @@ BOOK_STEPS=${BOOK_STEPS:-700}
 SFT_STEPS=${SFT_STEPS:-150}
 RM_PAIRS=${RM_PAIRS:-16000}
 ARMS=${ARMS:-copy control}
+for b in $ARMS; do [[ $b == copy || $b == control ]] || { echo "ARMS: unknown base '$b'; use copy and/or control" >&2; exit 1; }; done
 main() { python -m llm.main "$@" --config.data.dir="${DATA_DIR:-}" $MODEL_FLAGS; }
 for s in ${SEEDS:-0 1}; do
   tok=(--config.tokenizer.path="$runs/copy_s$s/tokenizer.model")
