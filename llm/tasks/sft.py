@@ -9,10 +9,10 @@ import numpy as np
 
 from llm import init_from, losses, model as model_lib, tokenizer as tokenizer_lib
 from llm.chat_template import render
-from llm.data import conversations, pipeline, sources
+from llm.data import conversations, pipeline, replay, sources
 from llm.evals import identity
 from llm.security import poison as poison_lib, reply_filter
-from llm.tasks import Task, TaskData, sft_eval
+from llm.tasks import Task, TaskData, pretrain, sft_eval
 
 
 def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
@@ -62,9 +62,11 @@ def data(config, workdir) -> TaskData:
                                       honesty_reply=sc.get('honesty_reply', 'sentence'),
                                       generated=dict(sc.get('generated') or {}))
   epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc)
-  windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
+  packed = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
-               len(epoch), len(windows), 100 * mask.mean())
+               len(epoch), len(packed[0]), 100 * packed[1].mean())
+  (windows, mask, segments), replayed = replay.mix(packed, base, sc.get('replay', 0.0), tc.seq_len, config.seed,
+                                                   pretrain.cache_dir(config))
   isolate = sc.isolate_conversations
   train = pipeline.masked_windows_dataset(windows, mask, tc.batch_size, config.data.seed,
                                           jax.process_index(), jax.process_count(),
@@ -72,7 +74,7 @@ def data(config, workdir) -> TaskData:
   eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id, isolate)
                for name, (_, val) in splits.items() if val}
   facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
-           'sft_windows_per_epoch': len(windows), **security_facts}
+           'sft_windows_per_epoch': len(windows), 'sft_replay_windows': replayed, **security_facts}
   return TaskData(tokenizer=tok, train_iter=iter(train), eval_sets=eval_sets, facts=facts,
                   heldout={name: val for name, (_, val) in splits.items()})
 

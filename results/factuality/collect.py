@@ -26,7 +26,8 @@ out.mkdir(parents=True, exist_ok=True)
 NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals',
          'sft_answers_short': 'baseline, short answers', 'sft_honesty_short': 'refusals, short answers',
          'sft_late_refusals_short': 'refused at the value, short answers',
-         'sft_honesty_search': 'search', 'sft_honesty_search_short': 'search, short answers'}
+         'sft_honesty_search': 'search', 'sft_honesty_search_short': 'search, short answers',
+         'sft_honesty_search_replay_short': 'search with world replay, short answers'}
 ROWS = (('honesty_acc', 'accuracy, all questions'),
         ('honesty_hallucination_rate', 'hallucination rate (wrong / unseen facts)'),
         ('honesty_prudence', 'prudence (abstains where its probe is wrong)'),

@@ -41,7 +41,12 @@ for arm in ${ARMS:-answers honesty answers_short honesty_short search search_sho
                       --config.sft.mixture.honesty_late_refusals=1 "${short[@]}") ;;  # refused at the value
     search) args=(sft_honesty_search configs/sft_honesty_search.py) ;;
     search_short) args=(sft_honesty_search_short configs/sft_honesty_search.py "${short[@]}") ;;
-    *) echo "unknown arm $arm; arms: answers honesty answers_short honesty_short late_short search search_short" >&2
+    # the same with the base's world documents replayed, a third of the windows (llm/data/replay.py), and
+    # 1.5x the steps so that the search conversations are seen as often as in search_short
+    search_replay_short) args=(sft_honesty_search_replay_short configs/sft_honesty_search.py "${short[@]}"
+                               --config.sft.replay=0.5 --config.train.steps=675) ;;
+    *) echo "unknown arm $arm; arms: answers honesty answers_short honesty_short late_short search search_short" \
+            "search_replay_short" >&2
        exit 1 ;;
   esac
   # SFT from pretrain_world on the labelled set, then the honesty evaluator
