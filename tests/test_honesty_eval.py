@@ -1,5 +1,7 @@
 """The honesty evaluator (llm/evals/honesty.py) on a scripted assistant whose behaviour by exposure is
 known, so every rate has a right value counted from the world's facts."""
+import types
+
 import ml_collections
 import numpy as np
 import pytest
@@ -258,3 +260,13 @@ def test_selective_search_searches_under_the_threshold_with_the_models_own_query
       # every unseen person searched: all birth years but the wrongly queried one's
       'honesty_forced_search_unseen_acc': sum(map(read, unseen)) / len(unseen)})
   assert out['honesty_forced_search_unseen_acc'] > 1 / len(unseen)
+
+
+def test_the_calibration_half_aims_inside_the_ceiling_by_the_margin():
+  # 1,000 people with one known fact each, scored by their number / 1,000: every other person by name
+  # (the even numbers) sets the threshold. Their 500 known facts allow 10% less 1.645 * sqrt(2 * 0.1 *
+  # 0.9 / 500) = 3.1 points, 6.9%: 34 abstentions, so the threshold is the 35th even score, 0.068.
+  facts = [types.SimpleNamespace(subject=f'P{i:03d}') for i in range(1000)]
+  at, measured = honesty.calibrated_threshold(facts, [True] * 1000, [i / 1000 for i in range(1000)])
+  assert at == pytest.approx(0.068)
+  assert measured == list(range(1, 1000, 2))

@@ -36,3 +36,23 @@ def test_halves_split_every_per_question_array(questions):
   measured, calibration = search_frontier.half(questions, True), search_frontier.half(questions, False)
   assert measured['p'].tolist() == [0.1, 0.2, 0.3] and calibration['p'].tolist() == [0.4, 0.8, 0.9]
   assert calibration['unseen'].tolist() == [True, False, False] and calibration['threshold'] == 0.5
+
+
+def test_the_threshold_fixed_in_advance_aims_past_the_target_by_the_margin():
+  # 100 unseen facts, p = 0.01 ... 1.00, each found by search and missed from memory: searching below
+  # t finds the facts under t. 80% plus the margin, 1.645 * sqrt(2 * 0.8 * 0.2 / 100) = 9.3 points,
+  # needs 90 searched: the threshold is the 91st score, where aiming at 80% itself takes the 81st.
+  # One known fact, answered from memory, far above them all.
+  unseen = np.arange(101) < 100
+  calibration = {'p': np.append(np.arange(1, 101) / 100, 2.0), 'knows': ~unseen, 'unseen': unseen,
+                 'memory': ~unseen, 'search': np.ones(101, bool)}
+  assert search_frontier.reaching(calibration, 0.8) == pytest.approx(0.81)
+  assert search_frontier.fixed_in_advance(calibration) == pytest.approx(0.91)
+  # One unseen fact is no evidence: the margin passes 100%, and everything is searched.
+  assert search_frontier.fixed_in_advance(search_frontier.half(questions_of_one_unseen(), False)) == np.inf
+
+
+def questions_of_one_unseen():
+  return {'threshold': 0.5, 'p': np.array([0.1, 0.4, 0.8]), 'knows': np.array([False, False, True]),
+          'unseen': np.array([False, True, False]), 'memory': np.array([False, False, True]),
+          'search': np.array([True, True, True]), 'measured': np.array([False, False, False])}

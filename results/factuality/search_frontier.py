@@ -6,7 +6,8 @@ of the result), so every threshold on the recollection's probability can be read
 it, answered from memory (the greedy reply) above it. The curve is read on the measured half itself,
 a description of what the model can reach, not a threshold fixed in advance. The threshold fixed in
 advance is set on the evaluator's calibration half, searched the same way: the lowest at which its
-unseen facts reach the target, then measured on the other half.
+unseen facts reach the target plus a margin for the other half's sampling (selective.margin; aimed at
+the target itself it lands under it half the time), then measured on the other half.
 
     python -m results.factuality.search_frontier --out=DIR [--run=sft_honesty_search_short] RUNS_FOLDER [...]
         # each folder of run.sh (a base) with its search arm; writes DIR/search_frontier.{md,png}
@@ -23,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from llm import evals, inference, tools  # noqa: E402
 from llm.evals import honesty  # noqa: E402
 from llm.evals.context import assistant_text  # noqa: E402
-from llm.honesty import verify, world as world_lib  # noqa: E402
+from llm.honesty import selective, verify, world as world_lib  # noqa: E402
 
 TARGET = 0.8  # the issue's accuracy on facts only the search corpus holds
 
@@ -75,6 +76,12 @@ def reaching(q: dict, target: float) -> float:
   return thresholds[np.argmax(met)] if met.any() else np.inf
 
 
+def fixed_in_advance(calibration: dict) -> float:
+  """The threshold set on the calibration half: the lowest reaching TARGET plus selective.margin on
+  its unseen facts, so that the measured half reaches TARGET with probability ~95%."""
+  return reaching(calibration, TARGET + selective.margin(TARGET, int(calibration['unseen'].sum())))
+
+
 def main():
   ap = argparse.ArgumentParser()
   ap.add_argument('--out', required=True)
@@ -85,7 +92,7 @@ def main():
   out.mkdir(parents=True, exist_ok=True)
   lines = ['| base | at the evaluator\'s threshold: needless; unseen; known | every question searched: unseen; known '
            f'| fewest needless searches reaching {TARGET:.0%} on unseen (its known accuracy) '
-           f'| threshold set on the calibration half for {TARGET:.0%}: needless; unseen; known |', '|---|---|---|---|---|']
+           f'| threshold set on the calibration half for {TARGET:.0%} and a margin: needless; unseen; known |', '|---|---|---|---|---|']
   for folder in a.folders:
     everyone = per_question(Path(folder) / a.run)
     q = half(everyone, measured=True)
@@ -93,7 +100,7 @@ def main():
     at = curve(q, np.array([q['threshold']]))
     reach = [k for k in np.argsort(needless, kind='stable') if unseen[k] >= TARGET]
     met = f'{needless[reach[0]]:.1%} ({known[reach[0]]:.1%})' if reach else 'never'
-    fixed = curve(q, np.array([reaching(half(everyone, measured=False), TARGET)]))
+    fixed = curve(q, np.array([fixed_in_advance(half(everyone, measured=False))]))
     lines.append(f'| {Path(folder).name} | {at[0][0]:.1%}; {at[1][0]:.1%}; {at[2][0]:.1%} | {unseen[-1]:.1%}; '
                  f'{known[-1]:.1%} | {met} | {fixed[0][0]:.1%}; {fixed[1][0]:.1%}; {fixed[2][0]:.1%} |')
     plt.plot(needless, unseen, label=f'{Path(folder).name}: unseen facts')
