@@ -6,6 +6,8 @@
         --budget=1e15 --budget=1e16 --bootstrap=200 --params=non_embedding
 
 --runs and --holdout take run directories, or folders searched for them; repeat either flag for more.
+Runs of one point (N, D) under several folders, e.g. the seeds of one sweep, are fitted as separate
+runs, and the report sets their spread beside the fit's residuals (seed_spread).
 Holdout runs are left out of every fit: the report sets the fit's prediction against their loss.
 
 Approach 3 follows Hoffmann et al. 2022 as Besiroglu et al. 2024 ("Chinchilla Scaling: A replication
@@ -61,7 +63,7 @@ class StudyError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  name: str  # the run's path relative to the folder it was found in
+  name: str  # the run's path relative to the folder it was found in (of several: to their common folder)
   path: Path
   n: float  # parameters, as --params counts them
   d: float  # tokens trained on
@@ -103,8 +105,12 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
   """Finished runs under each root (a run directory or a folder holding some); unfinished ones are
   skipped with a warning line, and directories in `exclude` left out."""
   excluded = {Path(p).resolve() for p in exclude}
+  roots = list(map(Path, roots))
+  # Several roots (say the seeds of one sweep) may hold runs of the same name: name them from the
+  # roots' common folder instead.
+  common = Path(os.path.commonpath([r.resolve() for r in roots])) if len(roots) > 1 else None
   runs = []
-  for root in map(Path, roots):
+  for root in roots:
     if not root.is_dir():
       raise StudyError(f'{root}: not a directory; pass a run directory or a folder of runs')
     for path in _run_dirs(root):
@@ -120,7 +126,11 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
                          'and rewrites summary.json with the current training code), or move it out of --runs')
       config = json.loads((path / 'config.json').read_text()) if (path / 'config.json').exists() else {}
       budget = config.get('scaling', {}).get('c')
-      runs.append(Run(name=str(path.relative_to(root)) if path != root else path.name, path=path,
+      if common is not None and path.resolve() != common:
+        name = str(path.resolve().relative_to(common))
+      else:
+        name = str(path.relative_to(root)) if path != root else path.name
+      runs.append(Run(name=name, path=path,
                       n=float(summary['params_non_embedding' if params == 'non_embedding' else 'params']),
                       d=float(summary['tokens_seen']), loss=float(summary['val_loss']), flops=float(summary['flops']),
                       flops_per_token=float(summary['flops_per_token']),
@@ -380,6 +390,32 @@ def write_runs_csv(runs: list[Run], holdout: list[Run], path: Path):
   path.write_text(''.join(','.join(map(str, row)) + '\n' for row in rows))
 
 
+# --- seeds ------------------------------------------------------------------------------------------
+
+def seed_spread(runs: list[Run], holdout: list[Run], law: Law) -> dict | None:
+  """Where a point (N, D) was run more than once (other seeds): the runs' spread, pooled over points,
+  beside the fit's residuals. The pooled spread is the noise no law can fit; residuals far above it
+  mean the law's form misses something. None without repeated points."""
+  def groups(rs):
+    by_point = collections.defaultdict(list)
+    for r in rs:
+      by_point[r.n, r.d].append(r)
+    return [g for g in by_point.values() if len(g) > 1]
+
+  repeated = groups(runs)
+  if not repeated:
+    return None
+  log_dev = [np.log(r.loss) - np.mean(np.log([x.loss for x in g])) for g in repeated for r in g]
+  dof = sum(len(g) - 1 for g in repeated)
+  residuals = [np.log(r.loss / law.loss(r.n, r.d)) for r in runs]
+  point = lambda g: {'N': g[0].n, 'D': g[0].d, 'runs': [r.name for r in g], 'losses': [r.loss for r in g],
+                     'mean': float(np.mean([r.loss for r in g])), 'sd': float(np.std([r.loss for r in g], ddof=1))}
+  return {'points': [point(g) for g in repeated],
+          'pooled_sd_log': float(np.sqrt(np.sum(np.square(log_dev)) / dof)),
+          'residual_rms_log': float(np.sqrt(np.mean(np.square(residuals)))),
+          'holdout': [{**point(g), 'predicted': float(law.loss(g[0].n, g[0].d))} for g in groups(holdout)]}
+
+
 # --- the study --------------------------------------------------------------------------------------
 
 def _interval(value, samples) -> dict:
@@ -442,6 +478,7 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
                            for k, v in optimal.items()} for i in range(len(budgets))],
       'isoflop': {'minima': minima, 'exponents': iso_exponents and {
           k: _interval(v, [e[k] for e in iso_samples] or [v]) for k, v in iso_exponents.items()}},
+      'seeds': seed_spread(runs, holdout, law),
   }
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
@@ -480,6 +517,13 @@ def format_report(report: dict) -> str:
       p = r['predicted']
       lines.append(f'{r["name"][-27:]:<28}{_si(r["N"]):>8}{_si(r["D"]):>8}{r["loss"]:>8.4f}  {iv(p, ".4f"):<26}'
                    f'{p["value"] / r["loss"] - 1:>+8.2%}')
+  if report['seeds']:
+    seeds = report['seeds']
+    lines.append(f'\n{len(seeds["points"])} points run more than once (other seeds): their spread in log-loss, pooled, '
+                 f'sd {seeds["pooled_sd_log"]:.4f}; the fit\'s residuals over all runs, rms {seeds["residual_rms_log"]:.4f}')
+    for p in seeds['holdout']:
+      lines.append(f'  holdout N={_si(p["N"])} D={_si(p["D"])}: {len(p["losses"])} runs, mean {p["mean"]:.4f} '
+                   f'(sd {p["sd"]:.4f}); predicted {p["predicted"]:.4f}: {p["predicted"] / p["mean"] - 1:+.2%}')
   lines.append(f'\ncompute-optimal, {conv["compute_optimal"]}\n{"C":>9}  {"N_opt [5-95%]":<24}{"D_opt [5-95%]":<24}'
                f'{"D/N [5-95%]":<28}loss')
   for row in report['compute_optimal']:

@@ -269,3 +269,48 @@ def test_errors_name_the_fix(tmp_path):
   (tmp_path / 'old' / 'summary.json').write_text(json.dumps(summary))
   with pytest.raises(scaling.StudyError, match='lacks flops: rerun its llm.main command'):
     scaling.load_runs([tmp_path])
+
+
+def test_seed_spread_sets_seed_noise_beside_the_residuals(tmp_path):
+  # Two seeds of each point, their losses exp(+-0.01) around the true law: each pair's log-losses
+  # lie 0.01 either side of their mean, two squared deviations over one degree of freedom, so the
+  # pooled sd is sqrt(2) x 0.01. No law comes closer to a pair than its middle, so the residuals' rms
+  # is at least 0.01 (Huber, nearly L1 at these residuals, may settle anywhere between a pair's runs).
+  sizes = np.geomspace(1e5, 4e6, 7)
+  for seed, sign in ((0, 1), (1, -1)):
+    for i, c in enumerate((4e12, 1e13, 2.5e13)):
+      for n in sizes[i:i + 4]:
+        write_run(tmp_path / f'seed{seed}' / f'n{n:.3g}_c{c:g}', n, c, TRUE.loss(n, c / (8 * n)) * np.exp(sign * 0.01))
+    held_loss = TRUE.loss(6.4e6, 6e13 / (8 * 6.4e6))
+    write_run(tmp_path / f'held{seed}' / 'xxl', 6.4e6, 6e13, held_loss * np.exp(sign * 0.02))
+  report = scaling.fit_study([tmp_path / 'seed0', tmp_path / 'seed1'], tmp_path / 'out',
+                             holdout_roots=[tmp_path / 'held0', tmp_path / 'held1'], samples=0)
+  names = [r['name'] for r in report['runs']]
+  assert len(set(names)) == 24 and sum(name.startswith('seed1/n') for name in names) == 12
+  seeds = report['seeds']
+  assert len(seeds['points']) == 12 and all(len(p['losses']) == 2 for p in seeds['points'])
+  assert sorted(seeds['points'][0]['runs'])[0].startswith('seed0/')
+  assert seeds['pooled_sd_log'] == pytest.approx(np.sqrt(2) * 0.01, rel=1e-9)
+  by_hand = np.sqrt(np.mean([np.log(r['loss'] / r['fitted']) ** 2 for r in report['runs']]))
+  assert seeds['residual_rms_log'] == pytest.approx(by_hand, rel=1e-9) and 0.01 <= by_hand < 0.02
+  (held,) = seeds['holdout']
+  assert held['mean'] == pytest.approx(held_loss * np.cosh(0.02), rel=1e-9)
+  assert held['sd'] == pytest.approx(held_loss * np.sinh(0.02) * np.sqrt(2), rel=1e-9)
+  assert held['predicted'] == report['holdout'][0]['predicted']['value'] == report['holdout'][1]['predicted']['value']
+  text = scaling.format_report(report)
+  assert '12 points run more than once' in text
+  assert f'holdout N=6.4M D=1.17M: 2 runs, mean {held["mean"]:.4f}' in text
+  assert f'{held["predicted"] / held["mean"] - 1:+.2%}' in text.split('holdout N=6.4M')[1].splitlines()[0]
+  # One seed alone repeats no point: no seed section.
+  assert scaling.fit_study([tmp_path / 'seed0'], tmp_path / 'out0', samples=0)['seeds'] is None
+
+
+def test_runs_of_several_roots_are_named_from_their_common_folder(tmp_path):
+  for seed in (0, 1):
+    write_run(tmp_path / 'sweep' / f'seed{seed}' / 'n1e+06_c1e+13', 1e6, 1e13, 4.0)
+    write_run(tmp_path / 'held' / f'seed{seed}' / 'xxl', 6.4e6, 6e13, 3.5)
+  runs = scaling.load_runs([tmp_path / 'sweep' / 'seed0', tmp_path / 'sweep' / 'seed1'])
+  assert [r.name for r in runs] == ['seed0/n1e+06_c1e+13', 'seed1/n1e+06_c1e+13']
+  held = scaling.load_runs([tmp_path / 'held' / 'seed0' / 'xxl', tmp_path / 'held' / 'seed1' / 'xxl'])
+  assert [r.name for r in held] == ['seed0/xxl', 'seed1/xxl']
+  assert [r.name for r in scaling.load_runs([tmp_path / 'sweep' / 'seed1'])] == ['n1e+06_c1e+13']
