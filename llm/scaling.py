@@ -539,6 +539,12 @@ def format_report(report: dict) -> str:
                  f'D/N {m["D_opt"] / m["N_opt"]:.3g}  loss {m["loss"]:.4f}{where}')
   if iso['exponents']:
     lines.append(f'  N_opt ~ C^a, a = {iv(iso["exponents"]["a"])};  D_opt ~ C^b, b = {iv(iso["exponents"]["b"])}')
+    kept = boot['samples'] - boot['isoflop_failed']
+    if boot['isoflop_failed']:  # the interval is conditional on the resamples that kept every minimum inside
+      lines.append(f'  (intervals over the {kept} of {boot["samples"]} resamples whose minima all stayed inside their '
+                   'slices\' sizes)')
+    if not all(m['inside'] for m in iso['minima']):
+      lines.append('  a slice\'s minimum lies outside its sampled sizes: these exponents extrapolate; add runs beyond it')
   return '\n'.join(lines)
 
 

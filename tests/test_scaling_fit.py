@@ -314,3 +314,25 @@ def test_runs_of_several_roots_are_named_from_their_common_folder(tmp_path):
   held = scaling.load_runs([tmp_path / 'held' / 'seed0' / 'xxl', tmp_path / 'held' / 'seed1' / 'xxl'])
   assert [r.name for r in held] == ['seed0/xxl', 'seed1/xxl']
   assert [r.name for r in scaling.load_runs([tmp_path / 'sweep' / 'seed1'])] == ['n1e+06_c1e+13']
+
+
+@pytest.mark.parametrize('vertex_of_first_slice', [2e5, 3e4])
+def test_report_says_when_an_isoflop_minimum_is_extrapolated(tmp_path, vertex_of_first_slice):
+  # Each slice's loss is a parabola in log N around a chosen vertex, plus a little noise; the first
+  # slice's vertex is inside its sizes (1e5-8e5) or below them.
+  rng = np.random.default_rng(0)
+  for c, vertex, sizes in ((4e12, vertex_of_first_slice, (1e5, 2e5, 4e5, 8e5)), (1e13, 4e5, (1e5, 3e5, 9e5, 2.7e6)),
+                           (2.5e13, 8e5, (2e5, 6e5, 1.8e6, 5.4e6))):
+    for n in sizes:
+      write_run(tmp_path / f'n{n:g}_c{c:g}', n, c, 4 + 0.1 * np.log(n / vertex) ** 2 + 0.003 * rng.normal())
+  report = scaling.fit_study([tmp_path], tmp_path / 'out', samples=20)
+  text = scaling.format_report(report)
+  inside = [m['inside'] for m in report['isoflop']['minima']]
+  failed = report['bootstrap']['isoflop_failed']
+  if vertex_of_first_slice < 1e5:
+    assert inside == [False, True, True] and failed > 0
+    assert 'these exponents extrapolate' in text
+  else:
+    assert inside == [True, True, True] and 'extrapolate' not in text
+  kept_line = f'(intervals over the {20 - failed} of 20 resamples whose minima all stayed inside'
+  assert (kept_line in text) == (failed > 0)
