@@ -519,8 +519,9 @@ def format_report(report: dict) -> str:
                    f'{p["value"] / r["loss"] - 1:>+8.2%}')
   if report['seeds']:
     seeds = report['seeds']
-    lines.append(f'\n{len(seeds["points"])} points run more than once (other seeds): their spread in log-loss, pooled, '
-                 f'sd {seeds["pooled_sd_log"]:.4f}; the fit\'s residuals over all runs, rms {seeds["residual_rms_log"]:.4f}')
+    lines.append(f'\n{len(seeds["points"])} points run more than once (other seeds): their spread in log-loss, '
+                 f'pooled, sd {seeds["pooled_sd_log"]:.4f}; the fit\'s residuals over all runs, rms '
+                 f'{seeds["residual_rms_log"]:.4f}')
     for p in seeds['holdout']:
       lines.append(f'  holdout N={_si(p["N"])} D={_si(p["D"])}: {len(p["losses"])} runs, mean {p["mean"]:.4f} '
                    f'(sd {p["sd"]:.4f}); predicted {p["predicted"]:.4f}: {p["predicted"] / p["mean"] - 1:+.2%}')
@@ -544,7 +545,8 @@ def format_report(report: dict) -> str:
       lines.append(f'  (intervals over the {kept} of {boot["samples"]} resamples whose minima all stayed inside their '
                    'slices\' sizes)')
     if not all(m['inside'] for m in iso['minima']):
-      lines.append('  a slice\'s minimum lies outside its sampled sizes: these exponents extrapolate; add runs beyond it')
+      lines.append('  a slice\'s minimum lies outside its sampled sizes: these exponents extrapolate; '
+                   'add runs beyond it')
   return '\n'.join(lines)
 
 
