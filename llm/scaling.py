@@ -278,6 +278,16 @@ def isoflop_exponents(minima: list[dict]) -> dict | None:
           'b': float(np.polyfit(log_c, np.log([m['D_opt'] for m in minima]), 1)[0])}
 
 
+def isoflop_caveats(runs: list[Run], minima: list[dict]) -> list[str]:
+  """What makes the IsoFLOP exponents weaker than they look: slices with no minimum, minima outside
+  their slices' sizes."""
+  slices = len(_slices(runs))
+  caveats = [f'{len(minima)} of {slices} slices have a minimum'] if len(minima) < slices else []
+  if not all(m['inside'] for m in minima):
+    caveats.append('a minimum lies outside its slice\'s sizes: the exponents extrapolate; add runs beyond it')
+  return caveats
+
+
 def isoflop_bootstrap(runs: list[Run], samples: int, models, seed: int = 0) -> tuple[list[dict], int]:
   """IsoFLOP exponents of `samples` residual-bootstrap resamples: every run keeps its N and budget, its
   loss becomes its slice parabola's value plus a residual drawn from all slices' (each scaled by
@@ -351,7 +361,7 @@ def plot_loss_vs_tokens(runs: list[Run], holdout: list[Run], law: Law, path: Pat
   plt.close(fig)
 
 
-def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | None, path: Path):
+def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | None, caveats: list[str], path: Path):
   """Loss against N per compute budget, with each slice's parabola and its minimum."""
   plt, fig, ax = _figure()
   budgets = sorted({r.budget for r in runs if r.budget is not None})
@@ -368,6 +378,8 @@ def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | N
   title = 'IsoFLOP slices (X: parabola minimum)'
   if fitted_exponents:
     title += f'; N_opt ~ C^{fitted_exponents["a"]:.2f}, D_opt ~ C^{fitted_exponents["b"]:.2f}'
+    if caveats:
+      title += '\n(' + '; '.join(c.split(':')[0] for c in caveats) + ')'
   if not budgets:
     ax.text(0.5, 0.5, 'no runs with config scaling.c', ha='center', transform=ax.transAxes)
   ax.set(xscale='log', xlabel='N, parameters', ylabel='validation loss, nats/token', title=title)
@@ -476,7 +488,7 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
                    'predicted': _interval(law.loss(r.n, r.d), [s.loss(r.n, r.d) for s in laws])} for r in holdout],
       'compute_optimal': [{k: (float(v[i]) if k == 'C' else _interval(v[i], [s[k][i] for s in optimal_samples]))
                            for k, v in optimal.items()} for i in range(len(budgets))],
-      'isoflop': {'minima': minima, 'exponents': iso_exponents and {
+      'isoflop': {'minima': minima, 'caveats': isoflop_caveats(runs, minima), 'exponents': iso_exponents and {
           k: _interval(v, [e[k] for e in iso_samples] or [v]) for k, v in iso_exponents.items()}},
       'seeds': seed_spread(runs, holdout, law),
   }
@@ -485,7 +497,7 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
   (out / 'fit.json').write_text(json.dumps(report, indent=2) + '\n')
   write_runs_csv(runs, holdout, out / 'runs.csv')
   plot_loss_vs_tokens(runs, holdout, law, out / 'loss_vs_tokens.png')
-  plot_isoflop(runs, minima, iso_exponents, out / 'isoflop.png')
+  plot_isoflop(runs, minima, iso_exponents, report['isoflop']['caveats'], out / 'isoflop.png')
   return report
 
 
@@ -544,9 +556,7 @@ def format_report(report: dict) -> str:
     if boot['isoflop_failed']:  # the interval is conditional on the resamples that kept every minimum inside
       lines.append(f'  (intervals over the {kept} of {boot["samples"]} resamples whose minima all stayed inside their '
                    'slices\' sizes)')
-    if not all(m['inside'] for m in iso['minima']):
-      lines.append('  a slice\'s minimum lies outside its sampled sizes: these exponents extrapolate; '
-                   'add runs beyond it')
+    lines += [f'  {caveat}' for caveat in iso['caveats']]
   return '\n'.join(lines)
 
 

@@ -331,8 +331,19 @@ def test_report_says_when_an_isoflop_minimum_is_extrapolated(tmp_path, vertex_of
   failed = report['bootstrap']['isoflop_failed']
   if vertex_of_first_slice < 1e5:
     assert inside == [False, True, True] and failed > 0
-    assert 'these exponents extrapolate' in text
+    assert 'the exponents extrapolate' in text
   else:
     assert inside == [True, True, True] and 'extrapolate' not in text
   kept_line = f'(intervals over the {20 - failed} of 20 resamples whose minima all stayed inside'
   assert (kept_line in text) == (failed > 0)
+
+
+def test_report_says_when_a_slice_has_no_minimum(tmp_path):
+  # Two slices with a convex minimum inside, and a third whose loss falls all the way to its smallest size.
+  for c, losses in ((4e12, (4.0, 4.5, 4.9, 5.2)), (1e13, (4.2, 4.0, 4.1, 4.4)), (2.5e13, (3.9, 3.7, 3.75, 4.0))):
+    for n, loss in zip((1e5, 3e5, 9e5, 2.7e6), losses):
+      write_run(tmp_path / f'n{n:g}_c{c:g}', n, c, loss)
+  report = scaling.fit_study([tmp_path], tmp_path / 'out', samples=0)
+  assert [m['C'] for m in report['isoflop']['minima']] == [1e13, 2.5e13]
+  assert report['isoflop']['caveats'] == ['2 of 3 slices have a minimum']
+  assert '  2 of 3 slices have a minimum' in scaling.format_report(report).splitlines()
