@@ -155,8 +155,8 @@ def sweep(grid: str) -> list[str]:
     return [f'size={s},c={c:g}' for i, c in enumerate((2e12, 6e12, 2e13)) for s in names[i:i + 5]]
   if grid == 'holdout_cpu':  # a larger model than any above, predicted by their fit
     return ['size=xxl,c=6e13']
-  if grid == 'isoflop_cpu_below':  # under the first slice's smallest size, where two seeds put its minimum
-    return ['n=25e3,c=2e12']
+  if grid == 'isoflop_cpu_below':  # one size under each slice's smallest, so every minimum can be bracketed
+    return ['n=25e3,c=2e12', 'size=xxxs,c=6e12', 'size=xxs,c=2e13']
   if grid == 'chinchilla_tpu':  # IsoFLOP slices at accelerator scale (one point per VM)
     return [f'n={n:g},c={c:g}' for c in (1e18, 3e18, 1e19) for n in (20e6, 40e6, 80e6, 160e6, 320e6)]
   raise ValueError(f'unknown sweep grid {grid!r}; one of isoflop_cpu, holdout_cpu, isoflop_cpu_below, chinchilla_tpu')
