@@ -1,7 +1,7 @@
 #!/bin/bash
-# The CPU scaling study over three seeds (parameter init and data order): the 15 IsoFLOP points, the
-# point under the first slice (isoflop_cpu_below) and the held-out larger point, per seed; then one
-# fit per seed and one over all three. Rerunning continues where it stopped (llm.sweep skips
+# The CPU scaling study over three seeds (parameter init and data order): the 15 IsoFLOP points, one
+# size under each slice's smallest (isoflop_cpu_below) and the held-out larger point, per seed; then
+# one fit per seed, one over all three, and one over all three with N counting every parameter. Rerunning continues where it stopped (llm.sweep skips
 # finished points and resumes interrupted ones).
 #   ROOT=runs/scaling_seeds bash results/scaling_cpu_seeds/run.sh      # ~2 hours on 2 CPU cores
 set -euo pipefail
@@ -22,3 +22,6 @@ for s in $SEEDS; do
 done
 mkdir -p $OUT/all_seeds
 python -m llm.scaling fit "${all_runs[@]}" "${all_holdout[@]}" --out=$OUT/all_seeds | tee $OUT/all_seeds/report.txt
+mkdir -p $OUT/all_seeds_total
+python -m llm.scaling fit "${all_runs[@]}" "${all_holdout[@]}" --params=total --out=$OUT/all_seeds_total \
+  | tee $OUT/all_seeds_total/report.txt
