@@ -50,6 +50,10 @@ def non_embedding_params(num_layers: int, dim: int, mlp_dim: int) -> int:
   return num_layers * layer_params(dim, mlp_dim) + dim  # + the final norm
 
 
+def total_params(num_layers: int, dim: int, mlp_dim: int) -> int:
+  return non_embedding_params(num_layers, dim, mlp_dim) + VOCAB * dim  # + the token table (tied head; RoPE)
+
+
 def shape_for(n: float) -> dict:
   """num_layers, dim, mlp_dim whose non-embedding parameter count is closest to n."""
   if n < 2e4:

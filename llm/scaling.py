@@ -210,12 +210,14 @@ def exponents(law: Law) -> dict:
 
 
 @functools.cache
-def study_models() -> tuple[np.ndarray, np.ndarray]:
+def study_models(params: str = 'non_embedding') -> tuple[np.ndarray, np.ndarray]:
   """(N, model FLOPs per token) of every model configs/scaling.py's shape rules build between 2e4 and
-  1e11 non-embedding parameters, by N: the models a compute-optimal row can name."""
+  1e11 non-embedding parameters, by N: the models a compute-optimal row can name. N counts the
+  `params` ('non_embedding' or 'total') parameters, as the fit's runs do."""
   from configs import scaling as study
+  count = study.non_embedding_params if params == 'non_embedding' else study.total_params
   shapes = {tuple(study.shape_for(n).items()) for n in np.geomspace(2e4, 1e11, 20_001)}
-  rows = sorted((study.non_embedding_params(**dict(s)), study.flops_per_token(dict(s))) for s in shapes)
+  rows = sorted((count(**dict(s)), study.flops_per_token(dict(s))) for s in shapes)
   return tuple(np.array(column, float) for column in zip(*rows))
 
 
@@ -439,12 +441,9 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
               seed: int = 0, models=None) -> dict:
   """Fits, bootstraps and plots the runs under run_roots; writes fit.json and the plots to out.
   models: (N, model FLOPs per token) of the models a compute-optimal row may name; None: the
-  study's (configs/scaling.py's shape rules, N non-embedding)."""
+  study's (configs/scaling.py's shape rules, N counted as `params`)."""
   if models is None:
-    if params != 'non_embedding':
-      raise StudyError(f'--params={params}: C counts FLOPs per token of configs/scaling.py\'s models, whose N is '
-                       'non-embedding; use --params=non_embedding')
-    models = study_models()
+    models = study_models(params)
   holdout = load_runs(holdout_roots, params)
   runs = load_runs(run_roots, params, exclude=[r.path for r in holdout])
   if not runs:

@@ -32,6 +32,7 @@ def test_derived_model_has_the_requested_size(n):
   got = _counted(f'n={n:g},d=1e6')
   assert got['non_embedding'] == pytest.approx(n, rel=0.03)
   assert got['non_embedding'] == scaling.non_embedding_params(**scaling.shape_for(n))
+  assert got['total'] == scaling.total_params(**scaling.shape_for(n))
 
 
 def test_compute_budget_sets_tokens_and_the_schedule_matches_them():
