@@ -555,7 +555,7 @@ def format_report(report: dict) -> str:
     if boot['isoflop_failed']:  # the interval is conditional on the resamples that kept every minimum inside
       lines.append(f'  (intervals over the {kept} of {boot["samples"]} resamples whose minima all stayed inside their '
                    'slices\' sizes)')
-    lines += [f'  {caveat}' for caveat in iso['caveats']]
+  lines += [f'  {caveat}' for caveat in iso['caveats']]  # also when too few minima are left for an exponent
   return '\n'.join(lines)
 
 

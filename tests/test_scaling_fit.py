@@ -347,3 +347,13 @@ def test_report_says_when_a_slice_has_no_minimum(tmp_path):
   assert [m['C'] for m in report['isoflop']['minima']] == [1e13, 2.5e13]
   assert report['isoflop']['caveats'] == ['2 of 3 slices have a minimum']
   assert '  2 of 3 slices have a minimum' in scaling.format_report(report).splitlines()
+
+
+def test_report_says_when_one_slice_alone_has_a_minimum(tmp_path):
+  # No exponent can be fitted from one minimum; the report must still say why.
+  for c, losses in ((4e12, (4.0, 4.5, 4.9, 5.2)), (1e13, (3.6, 4.2, 4.6, 4.8)), (2.5e13, (3.9, 3.7, 3.75, 4.0))):
+    for n, loss in zip((1e5, 3e5, 9e5, 2.7e6), losses):
+      write_run(tmp_path / f'n{n:g}_c{c:g}', n, c, loss)
+  report = scaling.fit_study([tmp_path], tmp_path / 'out', samples=0)
+  assert [m['C'] for m in report['isoflop']['minima']] == [2.5e13] and report['isoflop']['exponents'] is None
+  assert '  1 of 3 slices have a minimum' in scaling.format_report(report).splitlines()
