@@ -83,6 +83,8 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int =
       result[f'b{batch}_torch_tokens_per_s'] = round(float(np.median([b for _, b in valid])), 1)
       result[f'b{batch}_ratio_to_torch'] = round(float(np.median(ratios)), 2)
       result[f'b{batch}_ratio_to_torch_rounds'] = [round(r, 2) for r in ratios]
+      # Both sides per round, so a round's ratio can be traced to the side that moved.
+      result[f'b{batch}_rounds_tokens_per_s'] = [[round(a, 1), round(b, 1)] for a, b in valid]
       result[f'b{batch}_rounds_without_a_rate'] = len(torch_tps) - len(valid)
     buf = jnp.asarray(rng.integers(4, vocab, (batch, context)), jnp.int32)
     last = jnp.full((batch,), context - 1, jnp.int32)
