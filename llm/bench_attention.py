@@ -39,6 +39,7 @@ def _torch_s(q, k, v, dout) -> float | None:
 
 
 def run(batch: int, seq: int, heads: int, head_dim: int) -> dict:
+  from llm import hostinfo
   from llm.kernels import cpu_attention, cpu_xla_attention
   rng = np.random.default_rng(0)
   q, k, v, dout = (jnp.asarray(rng.standard_normal((batch, seq, heads, head_dim)), jnp.float32)
@@ -49,7 +50,7 @@ def run(batch: int, seq: int, heads: int, head_dim: int) -> dict:
     return lambda: jax.block_until_ready(vjp(q, k, v, dout))
 
   tokens = batch * seq
-  result = {'shape': dict(batch=batch, seq=seq, heads=heads, head_dim=head_dim)}
+  result = {'shape': dict(batch=batch, seq=seq, heads=heads, head_dim=head_dim), 'host': hostinfo.describe()}
   timings = {'xla': median_seconds(fwd_bwd(cpu_xla_attention.causal_attention), _REPEATS)}
   if cpu_attention.available():
     timings['cpu_kernel'] = median_seconds(fwd_bwd(cpu_attention.causal_attention), _REPEATS)

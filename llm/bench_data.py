@@ -1,6 +1,6 @@
 """Data-loading benchmark: the grain training pipeline over a real token cache.
 
-    python -m llm.bench --data --config=configs/pretrain_small.py   # one JSON line
+    python -m llm.bench --data     # over configs/pretrain_small.py's token cache; one JSON line
 
 Yardstick, measured in the same run: plain numpy slicing of the same memory-mapped windows
 (the least any loader must do). The loader only has to outrun the train step, whose
@@ -12,6 +12,7 @@ import numpy as np
 
 
 def run(config, batches: int = 2000) -> dict:
+  from llm import hostinfo
   from llm.data import pipeline, prepare
   from llm.tasks.pretrain import cache_dir
   tc = config.train
@@ -36,4 +37,4 @@ def run(config, batches: int = 2000) -> dict:
   return {'impl': 'grain-pipeline', 'batch': tc.batch_size, 'seq': tc.seq_len,
           'tokens_per_s': round(batches * per_batch / grain_s),
           'numpy_slicing_tokens_per_s': round(batches * per_batch / numpy_s),
-          'ratio_to_numpy': round(numpy_s / grain_s, 3)}
+          'ratio_to_numpy': round(numpy_s / grain_s, 3), 'host': hostinfo.describe()}

@@ -39,7 +39,7 @@ def _reference(shape: dict) -> dict | None:
 def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int = 3, repeats: int = 5,
         reference: bool = True) -> dict:
   """config: the benchmark model (llm.bench.bench_config) with seq = the context length."""
-  from llm import inference, sharding, train
+  from llm import hostinfo, inference, sharding, train
   context = config.model.max_seq_len
   setup = train.build(config, vocab, sharding.make_mesh(config.mesh))
   with setup.context():
@@ -53,7 +53,7 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int =
   rng = np.random.default_rng(0)
   m = config.model
   result = {'impl': 'jax-decode', 'context': context, 'new_tokens': new_tokens, 'layers': m.num_layers,
-            'heads': m.num_heads, 'dim': m.dim, 'vocab': vocab, 'rounds': rounds}
+            'heads': m.num_heads, 'dim': m.dim, 'vocab': vocab, 'rounds': rounds, 'host': hostinfo.describe()}
 
   @jax.jit
   def recompute_step(params, buf_BxS, last_B):

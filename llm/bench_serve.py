@@ -114,6 +114,7 @@ def run(clients: list[int], max_tokens: int = 64, min_requests: int = 64, temper
         steps_per_call: int = 8, workdir: str | None = None) -> list[dict]:
   """One result per level (clients), each with its tokens/s over the first level's."""
   import httpx
+  from llm import hostinfo
   logging.getLogger('httpx').setLevel(logging.WARNING)  # a line per request otherwise
   tmp = Path(tempfile.mkdtemp(prefix='bench_serve_'))
   server = None
@@ -144,6 +145,7 @@ def run(clients: list[int], max_tokens: int = 64, min_requests: int = 64, temper
       asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=10**6 * (i + 1)))  # untimed: compiles
       result = asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=0))
       result['tokens_per_s_vs_first'] = round(result['tokens_per_s'] / (results or [result])[0]['tokens_per_s'], 2)
+      result['host'] = hostinfo.describe()
       print(json.dumps(result), flush=True)
       results.append(result)
     return results

@@ -130,6 +130,7 @@ def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(python_env):
 
 @needs_compiler
 def test_attention_benchmark_times_the_kernel_and_the_xla_path():
-  from llm import bench_attention
+  from llm import bench_attention, hostinfo
   result = bench_attention.run(batch=1, seq=64, heads=2, head_dim=16)
   assert result['xla']['tokens_per_s'] > 0 and result['cpu_kernel']['tokens_per_s'] > 0
+  assert result['host'] == hostinfo.describe()  # the JSON says where it was measured

@@ -1,0 +1,59 @@
+"""The benchmarks' JSON: every result names the host it was measured on, and the decode
+benchmark's ratios are ours over the yardstick's rate of the same round."""
+import types
+
+import numpy as np
+import pytest
+
+from llm import bench, bench_data, bench_decode, bench_serve, hostinfo
+
+
+def test_decode_ratios_are_each_rounds_rate_over_the_yardsticks_and_name_the_host(monkeypatch):
+  yardstick = iter([100.0, 50.0])  # one rate per round, as the torch decoder's JSON gives it
+  monkeypatch.setattr(bench_decode, '_reference', lambda shape: {'decode_tokens_per_s': next(yardstick)})
+  # Each round times 1 token then 4 (seconds below); the recompute baseline takes the last time.
+  seconds = iter([0.1, 0.5, 0.1, 0.3, 2.0])
+  monkeypatch.setattr(bench_decode, 'median_seconds', lambda fn, repeats=3: (fn(), next(seconds))[1])
+  config = bench.bench_config(layers=1, heads=2, dim=32, seq=16, batch=1, steps=1, warmup=0)
+  result = bench_decode.run(config, vocab=64, batches=(2,), new_tokens=4, rounds=2, repeats=1)
+  assert result['host'] == hostinfo.describe()
+  # batch 2 x 3 tokens after the first, over 0.4 s and 0.2 s: 15 and 30 tokens/s.
+  assert result['b2_rounds_tokens_per_s'] == [[15.0, 100.0], [30.0, 50.0]]
+  assert result['b2_ratio_to_torch_rounds'] == [0.15, 0.6]
+  medians = result['b2_kv_tokens_per_s'], result['b2_torch_tokens_per_s'], result['b2_ratio_to_torch']
+  assert medians == (22.5, 75.0, 0.38)
+  assert result['b2_recompute_tokens_per_s'] == 4.0  # 2 rows x 4 steps in 2 s
+
+
+def test_the_data_benchmark_names_the_host(monkeypatch, tmp_path):
+  from configs import pretrain_small
+  from llm import data
+  config = pretrain_small.get_config()
+  config.train.update(batch_size=2, seq_len=8)
+  tokens = np.arange(10_000, dtype=np.uint16)
+  monkeypatch.setattr(data, 'prepare', lambda config, cache: types.SimpleNamespace(train_tokens=tokens))
+  monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
+  result = bench_data.run(config, batches=5)
+  assert result['host'] == hostinfo.describe()
+  assert result['tokens_per_s'] > 0 and result['numpy_slicing_tokens_per_s'] > 0
+
+
+def test_every_serving_level_names_the_host(monkeypatch, tmp_path):
+  """bench_serve.run with its server and clients stood in for: the levels it prints carry the host."""
+  httpx = pytest.importorskip('httpx')
+
+  class _Server:
+    returncode = None
+    poll = staticmethod(lambda: None)
+    terminate = staticmethod(lambda: None)
+    wait = staticmethod(lambda timeout: 0)
+
+  async def level(url, clients, rounds, max_tokens, temperature, seed0):
+    return {'clients': clients, 'tokens_per_s': 10.0 * clients}
+
+  monkeypatch.setattr(bench_serve.subprocess, 'Popen', lambda *a, **kw: _Server())
+  monkeypatch.setattr(httpx, 'get', lambda *a, **kw: types.SimpleNamespace(status_code=200))
+  monkeypatch.setattr(bench_serve, '_level', level)
+  levels = bench_serve.run([1, 4], workdir=str(tmp_path))
+  assert [r['tokens_per_s_vs_first'] for r in levels] == [1.0, 4.0]
+  assert all(r['host'] == hostinfo.describe() for r in levels)
