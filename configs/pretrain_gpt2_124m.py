@@ -1,7 +1,8 @@
 """GPT-2 small (124M) on FineWeb-Edu, for GPUs and TPU pod slices, in bf16 with FSDP.
 
-On a connected machine, fetch the corpus first (each shard ~1B tokens):
-    python -m llm.data.download --dataset=fineweb_edu --out=data/fineweb_edu --shards=4
+On a connected machine, fetch the corpus first (FineWeb-Edu's 10B-token sample, 14 shards of
+~0.7B tokens; the 19k steps below read it about once; --shards=N fetches the first N only):
+    python -m llm.data.download --dataset=fineweb_edu --out=data/fineweb_edu
 Then, on one GPU host or on every worker of a TPU VM (see launch/):
     python -m llm.main --config=configs/pretrain_gpt2_124m.py --workdir=runs/gpt2_124m
 

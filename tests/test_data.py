@@ -105,6 +105,45 @@ def test_jsonl_reader_names_the_bad_line(tmp_path, line, message):
     list(sources.read_jsonl(tmp_path / 'docs.jsonl'))
 
 
+def test_jsonl_reads_a_folder_of_shards_in_order(tmp_path):
+  shards = tmp_path / 'shards'
+  (shards / 'raw').mkdir(parents=True)
+  (shards / '001.jsonl').write_text('{"text": "c"}\n')
+  with gzip.open(shards / '000.jsonl.gz', 'wt', encoding='utf-8') as f:
+    f.write('{"text": "a"}\n{"text": "b"}\n')
+  (shards / '002.jsonl.gz.partial').write_text('{"text": "an unfinished download"}\n')
+  (shards / 'raw' / '000.parquet').write_bytes(b'PAR1')
+  assert list(sources.read_documents(tmp_path, data_config(source='shards', format='jsonl'))) == ['a', 'b', 'c']
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(ValueError, match=r"empty holds no \*.jsonl or \*.jsonl.gz files"):
+    list(sources.read_documents(tmp_path, data_config(source='empty', format='jsonl')))
+
+
+def test_fineweb_downloads_into_what_the_124m_config_reads(tmp_path):
+  """llm.data.download from a file:// mirror, then the documents as configs/pretrain_gpt2_124m.py
+  reads them: the command pair its docstring gives."""
+  pq = pytest.importorskip('pyarrow.parquet')
+  import pyarrow as pa
+  from configs import pretrain_gpt2_124m
+  from llm.data import download
+  mirror = tmp_path / 'mirror'
+  mirror.mkdir()
+  rows = [['first shard, one', 'first shard, two'], ['second shard']]
+  for i, texts in enumerate(rows):
+    pq.write_table(pa.table({'text': texts, 'id': list(range(len(texts)))}), mirror / f'{i:03d}_00000.parquet')
+  out = tmp_path / 'data' / 'fineweb_edu'
+  written = download.download('fineweb_edu', out, shards=2, base_url=mirror.as_uri())
+  assert [p.name for p in written] == ['000_00000.jsonl.gz', '001_00000.jsonl.gz']
+  files = sorted(out.rglob('*'))
+  assert [p.relative_to(out).as_posix() for p in files] == [
+      '000_00000.jsonl.gz', '001_00000.jsonl.gz', 'raw', 'raw/000_00000.parquet', 'raw/001_00000.parquet']
+  stamps = [p.stat().st_mtime_ns for p in files]
+  download.download('fineweb_edu', out, shards=2, base_url=mirror.as_uri())  # a rerun: nothing redone
+  assert [p.stat().st_mtime_ns for p in files] == stamps
+  cfg = pretrain_gpt2_124m.get_config().data
+  assert list(sources.read_documents(tmp_path / 'data', cfg)) == [t for texts in rows for t in texts]
+
+
 def test_read_documents_drops_empty_documents(tmp_path):
   (tmp_path / 'corpus.txt').write_text('a\n\n \n\nb')
   cfg = data_config(source='corpus.txt', format='text_file')

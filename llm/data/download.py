@@ -1,10 +1,10 @@
 """Fetch a large pretraining corpus on a connected machine, into the layout llm.data reads.
 
-    python -m llm.data.download --dataset=fineweb_edu --out=data/fineweb_edu --shards=8
+    python -m llm.data.download --dataset=fineweb_edu --out=data/fineweb_edu --shards=2   # 2 of 14, ~1.4B tokens
     python -m llm.data.download --dataset=tinystories --out=data/tinystories
 
-Then train with --config.data.dir=data --config.data.source=fineweb_edu (format 'jsonl',
-field 'text'), or source=tinystories/train.txt (format 'text_file', separator
+Then train with --config.data.dir=data --config.data.source=fineweb_edu (format 'jsonl' reads the
+folder's shards, field 'text'; configs/pretrain_gpt2_124m.py sets these), or source=tinystories/train.txt (format 'text_file', separator
 '<|endoftext|>'). Downloads resume: finished files are skipped, partial ones are redone.
 `--base_url` points at a mirror (or a file:// folder, which is how the tests run it).
 """

@@ -95,13 +95,28 @@ def read_jsonl(path: Path) -> Iterator[dict]:
       yield record
 
 
+def jsonl_files(path: Path) -> list[Path]:
+  """path itself if it is a file, else the *.jsonl and *.jsonl.gz files below it in sorted order
+  (a folder of shards, as llm.data.download writes FineWeb-Edu)."""
+  path = Path(path)
+  if not path.is_dir():
+    return [path]
+  files = sorted(f for f in path.rglob('*') if f.is_file() and f.name.endswith(('.jsonl', '.jsonl.gz')))
+  if not files:
+    raise ValueError(f'{path} holds no *.jsonl or *.jsonl.gz files; config.data.format=\'jsonl\' reads one such '
+                     'file or a folder of them')
+  return files
+
+
 def read_jsonl_field(path: Path, field: str) -> Iterator[str]:
-  """The string `field` of each record of a .jsonl or .jsonl.gz file: one document each."""
-  for number, record in enumerate(read_jsonl(path), 1):
-    if not isinstance(record.get(field), str):
-      raise ValueError(f'{path}: record {number} has no string field {field!r} (keys: '
-                       f'{sorted(record)}); set --config.data.jsonl_field to one of them')
-    yield record[field]
+  """The string `field` of each record of a .jsonl or .jsonl.gz file, or of every such file in a
+  folder: one document each."""
+  for file in jsonl_files(path):
+    for number, record in enumerate(read_jsonl(file), 1):
+      if not isinstance(record.get(field), str):
+        raise ValueError(f'{file}: record {number} has no string field {field!r} (keys: '
+                         f'{sorted(record)}); set --config.data.jsonl_field to one of them')
+      yield record[field]
 
 
 def require(path: Path, what: str) -> Path:
@@ -128,9 +143,9 @@ def read_documents(data_dir: Path, cfg) -> Iterator[str]:
   A missing source or an unknown format fails here; an empty corpus when iteration ends.
   """
   path = source_path(data_dir, cfg)
-  if cfg.format in FORMATS and (cfg.format == 'text_folder') != path.is_dir():
-    raise ValueError(f'config.data.format={cfg.format!r} reads a '
-                     f'{"folder" if cfg.format == "text_folder" else "file"}, but {path} is not one')
+  wants = {'text_folder': 'folder', 'text_file': 'file'}.get(cfg.format)  # jsonl: a file or a folder
+  if wants and (wants == 'folder') != path.is_dir():
+    raise ValueError(f'config.data.format={cfg.format!r} reads a {wants}, but {path} is not one')
   if cfg.format == 'text_folder':
     docs = read_text_folder(path)
   elif cfg.format == 'text_file':
