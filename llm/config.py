@@ -108,11 +108,19 @@ def base_config() -> ml_collections.ConfigDict:
 
 def parse_arg(arg: str | None, defaults: dict, usage: str) -> dict:
   """A config file's argument 'key=value,key=value' (configs/NAME.py:ARG) over defaults, each value
-  converted to its default's type; an unknown key or a missing '=' is an error showing usage."""
+  converted to its default's type; an unknown key, a missing '=' or a value of the wrong type is an
+  error showing usage."""
   fields = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep or key not in fields:
       raise ValueError(f'config argument {arg!r}: write {usage}')
-    fields[key] = type(fields[key])(value)
+    kind = type(fields[key])
+    if kind is bool and value not in ('True', 'False'):  # bool('False') would be True
+      raise ValueError(f'config argument {arg!r}: {key}={value!r} is not True or False; write {usage}')
+    try:
+      fields[key] = value == 'True' if kind is bool else kind(value)
+    except ValueError:
+      raise ValueError(f'config argument {arg!r}: {key}={value!r} is not a valid {kind.__name__}; '
+                       f'write {usage}') from None
   return fields

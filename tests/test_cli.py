@@ -27,3 +27,18 @@ def test_bad_input_ends_in_one_line_naming_the_program(tmp_path, body, last_line
 def test_other_errors_keep_their_traceback(tmp_path):
   r = _program(tmp_path, "raise KeyError('a bug, not bad input')")
   assert r.returncode == 1 and 'Traceback' in r.stderr and 'KeyError' in r.stderr
+
+
+def test_a_config_argument_is_typed_by_its_default_and_a_bad_one_names_key_and_usage():
+  from llm.config import parse_arg
+  defaults = {'pairs': 4000, 'beta': 0.02, 'proxy': 'rm', 'greedy': False}
+  usage = 'pairs=N[,beta=F]'
+  assert parse_arg('beta=0.5,pairs=16,greedy=True', defaults, usage) == {
+      'pairs': 16, 'beta': 0.5, 'proxy': 'rm', 'greedy': True}
+  assert parse_arg('greedy=False', defaults, usage)['greedy'] is False
+  assert parse_arg(None, defaults, usage) == defaults
+  for arg, wrong in [('pairs=4k', "pairs='4k' is not a valid int"), ('beta=high', "beta='high' is not a valid float"),
+                     ('greedy=no', "greedy='no' is not True or False"), ('pair=4', ''), ('pairs', '')]:
+    with pytest.raises(ValueError) as e:
+      parse_arg(arg, defaults, usage)
+    assert str(e.value) == f'config argument {arg!r}: ' + (f'{wrong}; ' if wrong else '') + f'write {usage}'
