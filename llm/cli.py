@@ -12,6 +12,8 @@ def run(main, program: str):
     except ValueError as e:
       raise SystemExit(f'{program}: {e}') from None
     except FileNotFoundError as e:
+      if e.filename is None:  # raised with a message of its own, which names the fix
+        raise SystemExit(f'{program}: {e}') from None
       raise SystemExit(f'{program}: {e.filename} does not exist: check the paths given in the flags') from None
 
   app.run(guarded)

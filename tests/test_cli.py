@@ -16,6 +16,7 @@ def _program(tmp_path, body):
 @pytest.mark.parametrize('body, last_line', [
     ("raise ValueError('--n must be positive, not -1')", 'prog: --n must be positive, not -1'),
     ("open('{missing}')", 'prog: {missing} does not exist: check the paths given in the flags'),
+    ("raise FileNotFoundError('no world at x; write one first')", 'prog: no world at x; write one first'),
 ])
 def test_bad_input_ends_in_one_line_naming_the_program(tmp_path, body, last_line):
   missing = tmp_path / 'runs' / 'summary.json'

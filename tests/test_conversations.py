@@ -356,6 +356,23 @@ def test_show_prints_the_conversation_with_untrained_spans_bracketed(data_dir, t
   assert shown.startswith('gsm8k[0]: ')
 
 
+def test_show_ends_bad_input_in_one_line_naming_its_own_flags(tmp_path, tok, subprocess_env):
+  """Not llm.main's --config.* flags, which llm.data.show does not have."""
+  def last_line(*flags):
+    r = subprocess.run([sys.executable, '-m', 'llm.data.show', *flags], env=subprocess_env, capture_output=True,
+                       text=True)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+    return r.stderr.strip().splitlines()[-1]
+
+  missing = tmp_path / 'missing'
+  assert last_line(f'--tokenizer={missing}.model') == (
+      f"llm.data.show: --tokenizer={missing}.model is not a file; give a SentencePiece .model, such as a run's "
+      'DIR/tokenizer.model')
+  assert last_line(f'--tokenizer={tok.path}', f'--data_dir={missing}') == (
+      f'llm.data.show: data dir {missing} (--data_dir) does not exist; fix --data_dir=... or set it to "" to '
+      'search the defaults')
+
+
 def test_copy_numbers_answers_with_the_numbers_of_the_question_in_order():
   import re
   from llm.data import copy_numbers

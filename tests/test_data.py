@@ -187,6 +187,8 @@ def test_find_data_dir_search_order(tmp_path, monkeypatch):
   assert sources.find_data_dir(str(tmp_path)) == tmp_path
   with pytest.raises(FileNotFoundError, match='missing.*config.data.dir'):
     sources.find_data_dir(str(tmp_path / 'missing'))
+  with pytest.raises(FileNotFoundError, match=r'missing \(--data_dir\) does not exist; fix --data_dir=\.\.\.'):
+    sources.find_data_dir(str(tmp_path / 'missing'), flag='--data_dir')  # a CLI with a flag of its own
 
 
 def test_data_dir_from_the_environment_that_does_not_exist_is_an_error(tmp_path, monkeypatch):

@@ -14,7 +14,9 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from absl import app, flags, logging
+from absl import flags, logging
+
+from llm import cli
 
 DATASETS = {
     # FineWeb-Edu, 10B-token sample: parquet shards of ~2 GB, column 'text'.
@@ -88,4 +90,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['dataset', 'out'])
-  app.run(main)
+  cli.run(main, 'llm.data.download')

@@ -8,10 +8,11 @@ tokens print by name. --tokens lists every token with its id and mask instead.
 """
 import itertools
 import sys
+from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from llm import chat_template
+from llm import chat_template, cli
 from llm.data import conversations, sources
 from llm.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -61,13 +62,16 @@ def format_spans(runs: list[tuple[str, int]], color: bool) -> str:
 def main(argv):
   del argv
   if _SOURCE.value not in conversations.SOURCES:
-    raise app.UsageError(f'--source={_SOURCE.value!r}; known: {sorted(conversations.SOURCES)}')
+    raise ValueError(f'--source={_SOURCE.value!r} is unknown; use one of {sorted(conversations.SOURCES)}')
+  if not Path(_TOKENIZER.value).is_file():
+    raise ValueError(f'--tokenizer={_TOKENIZER.value} is not a file; give a SentencePiece .model, such as a run\'s '
+                     'DIR/tokenizer.model')
   tokenizer = Tokenizer.load(_TOKENIZER.value)
-  data_dir = sources.find_data_dir(_DATA_DIR.value)
+  data_dir = sources.find_data_dir(_DATA_DIR.value, flag='--data_dir')
   stream = conversations.SOURCES[_SOURCE.value](data_dir, _SEED.value)
   conversation = next(itertools.islice(stream, _INDEX.value, None), None)
   if conversation is None:
-    raise app.UsageError(f'--index={_INDEX.value}: source {_SOURCE.value} has fewer conversations')
+    raise ValueError(f'--index={_INDEX.value}: source {_SOURCE.value} has fewer conversations; give a smaller index')
   if _MAX_TOKENS.value:
     conversation = conversations.fit(conversation, tokenizer, _MAX_TOKENS.value)
     if conversation is None:
@@ -83,4 +87,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.data.show')

@@ -23,14 +23,15 @@ _GUTENBERG_END = re.compile(r'^[ \t]*(\*\*\*[ \t]*END OF|End of (the )?Project G
                             re.M | re.I)
 
 
-def find_data_dir(configured: str) -> Path:
-  """configured if set, else $LLM_DATA_DIR if set, else the first of ./data, ../shared/data that
-  exists. An explicit setting that does not exist is an error, never a silent fallback."""
+def find_data_dir(configured: str, flag: str = '--config.data.dir') -> Path:
+  """configured (the value of `flag`) if set, else $LLM_DATA_DIR if set, else the first of ./data,
+  ../shared/data that exists. An explicit setting that does not exist is an error, never a silent
+  fallback."""
   if configured:
     path = Path(configured).expanduser()
     if not path.is_dir():
-      raise FileNotFoundError(f'data dir {path} (config.data.dir) does not exist; '
-                              'fix --config.data.dir=... or set it to "" to search the defaults')
+      raise FileNotFoundError(f'data dir {path} ({flag}) does not exist; '
+                              f'fix {flag}=... or set it to "" to search the defaults')
     return path
   if os.environ.get('LLM_DATA_DIR'):
     path = Path(os.environ['LLM_DATA_DIR']).expanduser()
@@ -43,8 +44,7 @@ def find_data_dir(configured: str) -> Path:
     if path.is_dir():
       return path
   looked = ', '.join(str(p.absolute()) for p in candidates)
-  raise FileNotFoundError(f'no data dir found (looked in {looked}); '
-                          'pass --config.data.dir=... or set LLM_DATA_DIR')
+  raise FileNotFoundError(f'no data dir found (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR')
 
 
 def strip_gutenberg(text: str) -> str:

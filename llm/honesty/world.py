@@ -34,9 +34,9 @@ import math
 import random
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from llm import data
+from llm import cli, data
 from llm.data import sources
 from llm.security import injection
 
@@ -259,4 +259,4 @@ if __name__ == '__main__':  # flags defined here only: importing the module defi
   flags.DEFINE_enum('exposure', 'person', EXPOSURES, "What shares an exposure: a person's facts, or each fact alone.")
   flags.DEFINE_integer('people', 300, 'People in the world (5 facts each).')
   flags.DEFINE_float('val_fraction', 0.02, "The pretraining config's data.val_fraction.")
-  app.run(main)
+  cli.run(main, 'llm.honesty.world')
