@@ -1,8 +1,9 @@
 """GRPO on GSM8K for GPUs/TPUs: the grpo_arith recipe on grade-school math, from a larger SFT
-model (init_from a chat model fine-tuned from configs/pretrain_gpt2_124m.py).
+model. The three runs, base to reasoning model (configs/sft_hf.py fine-tunes any run's model):
 
-    python -m llm.main --config=configs/grpo_gsm8k.py --workdir=runs/grpo_gsm8k \\
-        --config.init_from=runs/sft_gpt2_124m
+    python -m llm.main --config=configs/pretrain_gpt2_124m.py --workdir=runs/gpt2_124m
+    python -m llm.main --config=configs/sft_hf.py:runs/gpt2_124m --workdir=runs/sft_gpt2_124m
+    python -m llm.main --config=configs/grpo_gsm8k.py --workdir=runs/grpo_gsm8k
 """
 from configs import pretrain_gpt2_124m
 from configs.grpo_arith import grpo_defaults
@@ -11,7 +12,7 @@ from configs.grpo_arith import grpo_defaults
 def get_config(arg=None):
   c = pretrain_gpt2_124m.get_config(arg)
   c.task = 'grpo'
-  c.init_from = 'runs/sft_gpt2_124m'
+  c.init_from = 'runs/sft_gpt2_124m'  # the SFT run of the docstring's second command
   c.grpo = grpo_defaults()
   c.grpo.task = 'gsm8k'
   c.grpo.prompts_per_step = 32

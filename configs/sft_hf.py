@@ -1,5 +1,6 @@
-"""SFT of a model imported from Hugging Face (python -m llm.hf import): the chat mixture of
-configs/sft_small.py, the model read from the imported run, a fine-tuning learning rate.
+"""SFT of a model imported from Hugging Face (python -m llm.hf import), or of any pretraining run
+(configs/pretrain_gpt2_124m.py's: configs/sft_hf.py:runs/gpt2_124m): the chat mixture of
+configs/sft_small.py, the model and tokenizer read from that run, a fine-tuning learning rate.
 
     python -m llm.hf import --hf_dir=hf/gpt2 --workdir=runs/gpt2
     python -m llm.main --config=configs/sft_hf.py:runs/gpt2 --workdir=runs/sft_gpt2
