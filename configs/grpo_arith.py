@@ -43,6 +43,7 @@ def grpo_defaults() -> ml_collections.ConfigDict:
   g.beta = 0.0  # KL penalty to the reference (the init_from model); 0 skips its forward pass
   g.normalize_std = True  # divide advantages by the group std (False: mean only, as Dr. GRPO)
   g.aggregation = 'token'  # 'token' mean, 'sequence' mean of means, 'dr_grpo' sum / (batch x max_new_tokens): Dr. GRPO with normalize_std=False
+  # Weights of the reward terms (llm/rl/rewards.py): a right answer, a well-formed one, length over target.
   g.rewards = ml_collections.ConfigDict(dict(correctness=1.0, format=0.1, length_penalty=0.0))
   g.length_target = 64  # length_penalty starts beyond this many tokens ...
   g.length_scale = 64.0  # ... and costs 1 per this many tokens more

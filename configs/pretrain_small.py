@@ -1,4 +1,5 @@
-"""Small modern-style base model on the Gutenberg books, sized for 2 CPU cores in ~15 minutes.
+"""Small modern-style base model on the Gutenberg books, sized for 2 CPU cores: 7-15 minutes by host
+(README: the first command).
 
     python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small
 """
@@ -18,7 +19,7 @@ def get_config(arg=None):
   c.model.dim = 256
   c.model.mlp_dim = 768
   c.model.max_seq_len = 256
-  c.train.steps = 700  # 2.9M tokens: ~10 minutes on 2 cores
+  c.train.steps = 700  # 2.9M tokens
   c.train.batch_size = 16
   c.train.seq_len = 256
   c.train.lr = 3e-3

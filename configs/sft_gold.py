@@ -11,7 +11,7 @@ from configs import sft_small
 
 def get_config(arg=None):
   c = sft_small.get_config(arg)  # the same model and base run
-  c.sft.mixture = ml_collections.ConfigDict(dict(gold_topics=1.0))
+  c.sft.mixture = ml_collections.ConfigDict(dict(gold_topics=1.0))  # only the gold-topic conversations
   c.sft.max_per_source = 20_000  # generated conversations per epoch
   c.sft.eval_prompts = 0  # the chat suite's well-formed-turn rate asks other sources
   c.sft.eval_arithmetic = 0

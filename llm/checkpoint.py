@@ -32,10 +32,6 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(data_iter)))
     return restored['state']
 
-  def restore_state_only(self, step: int, abstract_state):
-    return self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state)))['state']
-
   def restore_raw(self, step: int) -> dict:
     """The saved train state as a plain tree of arrays on this process's first device, without
     knowing its structure first, whatever devices and processes saved it."""

@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 
 from llm import sandbox
-from llm.tokenizer import SPECIAL_TOKENS
 
 ToolRegistry = dict[str, Callable[[str], str]]
 
@@ -339,9 +338,8 @@ MAX_TOOL_OUTPUT_CHARS = 2000
 TRUNCATED = ' ...[truncated]'  # ends a cut tool result (here by characters, llm.chat_template by tokens)
 _TOOL_NAME = re.compile(r'[A-Za-z_]\w*')
 
-# Every special-token string, as in llm.tokenizer, plus SentencePiece's default piece names.
-FORBIDDEN_STRINGS = (*SPECIAL_TOKENS, '<s>', '</s>', '<pad>', '<unk>')
-# A '<' that starts any of them, and any '<|' at all, so tokens added later are covered too.
+# A '<' that starts a special-token string (llm.tokenizer's SPECIAL_TOKENS, all '<|...|>', and
+# SentencePiece's <s>, </s>, <pad>, <unk>), and any '<|' at all, so tokens added later are covered too.
 _TOKEN_START = re.compile(r'<(?=\||/?s>|pad>|unk>)')
 _ZERO_WIDTH_SPACE = '\u200b'
 

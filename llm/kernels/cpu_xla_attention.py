@@ -1,5 +1,5 @@
 """Causal attention in plain XLA ops, laid out for XLA's CPU backend: the `xla` implementation
-on the CPU (llm/attention.py), and the CPU kernel's yardstick.
+on the CPU (llm/attention/), and the CPU kernel's yardstick.
 
 Queries go in blocks of q_block rows and block i reads only the keys up to its own last
 position, so most of the masked upper triangle is never computed (on T=256 four blocks of 64 do
