@@ -145,7 +145,7 @@ def test_mu_passes_train_on_one_batch_of_rollouts(monkeypatch):
   monkeypatch.setattr(grpo_task, '_rollout', fake_rollout)
   config = tiny_config()
   config.grpo = _grpo_cfg(mu=2)
-  next_batch = grpo_task.make_next_batch(config, grpo_task._Rollouts())
+  next_batch = grpo_task.make_next_batch(config, grpo_task.Rollouts())
   data = types.SimpleNamespace(train_iter=iter(range(0, 100, 8)))
   train_state = types.SimpleNamespace(params=None)
   batches = [next_batch(data, None, train_state, step)[0] for step in (1, 2, 3, 4)]
@@ -160,7 +160,7 @@ def test_mu_passes_train_on_one_batch_of_rollouts(monkeypatch):
 def test_grpo_refuses_samplers_whose_log_probs_it_does_not_compute(override, message):
   from llm.tasks import grpo as grpo_task
   with pytest.raises(ValueError, match=message):
-    grpo_task._config_check(tiny_grpo_config(**override))
+    grpo_task.check_config(tiny_grpo_config(**override))
 
 
 def test_grpo_refuses_several_processes(monkeypatch):
@@ -168,7 +168,7 @@ def test_grpo_refuses_several_processes(monkeypatch):
   from llm.tasks import grpo as grpo_task
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   with pytest.raises(ValueError, match='one process'):
-    grpo_task._config_check(tiny_grpo_config())
+    grpo_task.check_config(tiny_grpo_config())
 
 
 def test_grpo_raises_the_reward_on_a_bandit():

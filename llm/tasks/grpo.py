@@ -10,7 +10,6 @@ reference's, when beta > 0). The loss is llm/rl/grpo.py's clipped objective.
 import dataclasses
 import functools
 import itertools
-import json
 from pathlib import Path
 
 import grain
@@ -25,7 +24,7 @@ from llm.tasks import Task, TaskData
 
 
 @dataclasses.dataclass
-class _Rollouts:
+class Rollouts:
   """What the task keeps between calls (host side, rebuilt on resume): make_task makes one per
   run, data() fills in the task and tokenizer, next_batch and the evals share it."""
   task: object = None
@@ -40,7 +39,7 @@ class _Rollouts:
   workdir: Path | None = None
 
 
-def _config_check(config):
+def check_config(config):
   g = config.grpo
   if jax.process_count() > 1:
     raise ValueError(f'GRPO runs in one process ({jax.process_count()} here): each process would sample the '
@@ -57,22 +56,27 @@ def _config_check(config):
                      f'grpo.mu={g.mu}, so a resumed run starts at a fresh batch of rollouts')
 
 
-def data(config, workdir, rollouts: _Rollouts) -> TaskData:
-  _config_check(config)
+def policy_start(config):
+  """(tokenizer, index iterator) of an RL run on init_from's model (GRPO here, RLHF too): the base
+  run's tokenizer, and an iterator of each step's first prompt index, checkpointed like any data
+  iterator, so a resumed run takes up the very next prompts."""
   base = init_from.base_run(config)
   init_from.check_same_model(config, base)
-  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
+  n = config.grpo.prompts_per_step
+  return (tokenizer_lib.load_any(tokenizer_lib.run_file(base)),
+          iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset()))
+
+
+def data(config, workdir, rollouts: Rollouts) -> TaskData:
+  check_config(config)
+  tok, index_iter = policy_start(config)
   task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir),
                             **config.grpo.task_options.to_dict())
-  # The data iterator yields the index of each step's first prompt; checkpointed like any
-  # other, so a resumed run takes up the very next prompts.
-  n = config.grpo.prompts_per_step
-  index_iter = iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset())
   rollouts.task, rollouts.tokenizer, rollouts.workdir = task, tok, Path(workdir)
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={}, facts={'grpo_task': config.grpo.task})
 
 
-def _problems(state: _Rollouts, start: int, count: int, seed: int) -> list:
+def _problems(state: Rollouts, start: int, count: int, seed: int) -> list:
   if state.problems is None or start < state.position:
     state.problems, state.position = state.task.train_problems(seed), 0
   batch = list(itertools.islice(state.problems, start - state.position, start - state.position + count))
@@ -80,7 +84,7 @@ def _problems(state: _Rollouts, start: int, count: int, seed: int) -> list:
   return batch
 
 
-def _engine(config, setup, params, state: _Rollouts):
+def rollout_engine(config, setup, params, state: Rollouts):
   if state.engine is None:  # one engine: its compiled decode loop is reused every step
     state.engine = inference.Engine(setup.model_cfg, params, state.tokenizer, setup.mesh, rules=setup.rules,
                                     tools=tools.make_registry())
@@ -88,7 +92,7 @@ def _engine(config, setup, params, state: _Rollouts):
   return state.engine
 
 
-def make_next_batch(config, state: _Rollouts, rollout=None):
+def make_next_batch(config, state: Rollouts, rollout=None):
   """next_batch for the loop: a fresh batch of rollout(config, setup, params, state, start, step)
   -> (batch, metrics) every grpo.mu steps (default: this task's, scored by the verifier)."""
   g, rollout = config.grpo, rollout or _rollout
@@ -102,7 +106,7 @@ def make_next_batch(config, state: _Rollouts, rollout=None):
   return next_batch
 
 
-def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
+def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   g, tok = config.grpo, state.tokenizer
   problems, rows, completions = sample_groups(config, setup, params, state, start, step)
   end = tok.special_id('<|end|>')
@@ -120,14 +124,14 @@ def _rollout(config, setup, params, state: _Rollouts, start: int, step: int):
   return batch, metrics
 
 
-def sample_groups(config, setup, params, state: _Rollouts, start: int, step: int):
+def sample_groups(config, setup, params, state: Rollouts, start: int, step: int):
   """(problems, rows, completions): grpo.group_size completions of each of the step's problems;
   rows[j] = (index of its problem, prompt ids) for completions[j]."""
   g, tok = config.grpo, state.tokenizer
   problems = _problems(state, start, g.prompts_per_step, config.seed)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
   rows = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(g.group_size)]
-  engine = _engine(config, setup, params, state)
+  engine = rollout_engine(config, setup, params, state)
   end = tok.special_id('<|end|>')
   max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for _, p in rows]
   seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
@@ -136,7 +140,7 @@ def sample_groups(config, setup, params, state: _Rollouts, start: int, step: int
   return problems, rows, completions
 
 
-def rollout_batch(config, setup, params, state: _Rollouts, rows, completions, total: np.ndarray,
+def rollout_batch(config, setup, params, state: Rollouts, rows, completions, total: np.ndarray,
                   with_ref: bool = False) -> dict:
   """The training batch of scored rollouts: prompt + completion rows cut to seq_len + 1, the
   loss on sampled completion tokens only, group-relative advantages of `total`, the sampling
@@ -163,23 +167,23 @@ def rollout_batch(config, setup, params, state: _Rollouts, rows, completions, to
   return batch
 
 
-def pass_at_k(config, setup, params, data, state: _Rollouts) -> dict:
+def pass_at_k(config, setup, params, data, state: Rollouts) -> dict:
   """Held-out pass@1 (mean over k samples) and pass@k, fixed sampler settings and seeds: the rl
   suite's evaluator (llm/evals/rl_pass_at_k.py) on the current parameters and this task's engine."""
   del data
   ctx = evals.Context.from_setup(config, setup, params, state.tokenizer,
-                                 engines={True: _engine(config, setup, params, state)})
+                                 engines={True: rollout_engine(config, setup, params, state)})
   return rl_pass_at_k.measure(ctx, state.task, config.grpo.eval_problems)
 
 
-def plot(config, setup, params, data, state: _Rollouts) -> dict:
+def plot(config, setup, params, data, state: Rollouts) -> dict:
   """DIR/grpo_curves.png: training reward and held-out pass@1 against step."""
   del config, setup, params, data
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   workdir = state.workdir
-  rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  rows = list(sources.read_jsonl(workdir / 'metrics.jsonl'))
   reward = [(r['step'], r['reward_mean']) for r in rows if 'reward_mean' in r]
   heldout = [(r['step'], r['heldout_pass_at_1']) for r in rows if 'heldout_pass_at_1' in r]
   fig, ax = plt.subplots(figsize=(7, 4))
@@ -198,7 +202,7 @@ def plot(config, setup, params, data, state: _Rollouts) -> dict:
 def make_task(config) -> Task:
   """The loss and the rollouts depend on config.grpo, so the task is built per config; the
   rollout state it keeps lives here, with the task, not in its data."""
-  rollouts = _Rollouts()
+  rollouts = Rollouts()
   return Task(data=functools.partial(data, rollouts=rollouts), loss_fn=grpo.make_loss_fn(config.grpo),
               init_state=init_from.init_state, next_batch=make_next_batch(config, rollouts),
               periodic_eval=functools.partial(pass_at_k, state=rollouts),

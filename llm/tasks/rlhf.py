@@ -17,11 +17,10 @@ import functools
 import json
 from pathlib import Path
 
-import grain
 import jax
 import numpy as np
 
-from llm import chat_template, init_from, tokenizer as tokenizer_lib
+from llm import chat_template, init_from
 from llm.data import preferences, sources
 from llm.rl import gold as gold_lib, grpo, hacking, reward_model
 from llm.rl import tasks as rl_tasks
@@ -39,14 +38,14 @@ def _prompt_task(config, tok):
 
 
 @dataclasses.dataclass
-class _State(grpo_task._Rollouts):  # pylint: disable=protected-access
+class _State(grpo_task.Rollouts):
   proxy: object = None  # reward_model.Scorer or Ensemble, loaded on first use (it needs the mesh)
   monitor: hacking.HackingMonitor | None = None
   step: int = 0  # the step of the latest rollout: the eval points' step
 
 
 def _config_check(config):
-  grpo_task._config_check(config)  # pylint: disable=protected-access
+  grpo_task.check_config(config)
   r = config.rlhf
   if not r.proxy:
     raise ValueError('rlhf.proxy is empty; give a task=reward_model run DIR (or DIR1,DIR2,... for an ensemble)')
@@ -56,11 +55,7 @@ def _config_check(config):
 
 def data(config, workdir, state: _State) -> TaskData:
   _config_check(config)
-  base = init_from.base_run(config)
-  init_from.check_same_model(config, base)
-  tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
-  n = config.grpo.prompts_per_step
-  index_iter = iter(grain.MapDataset.range(10**9).map(lambda i: i * n).to_iter_dataset())
+  tok, index_iter = grpo_task.policy_start(config)
   state.task, state.tokenizer, state.workdir = _prompt_task(config, tok), tok, Path(workdir)
   state.monitor = hacking.HackingMonitor(config.rlhf.hacking_tolerance)
   state.monitor.load(Path(workdir) / 'metrics.jsonl')
@@ -118,7 +113,7 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
   problems = state.task.heldout(r.eval_prompts)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(g.group_size)]
   problems = [p for p in problems for _ in range(g.group_size)]
-  engine = grpo_task._engine(config, setup, params, state)  # pylint: disable=protected-access
+  engine = grpo_task.rollout_engine(config, setup, params, state)
   max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for p in prompts]
   completions = engine.generate(prompts, max_new, g.temperature, seed=list(range(len(prompts))),
                                 stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
@@ -148,8 +143,7 @@ def plot(config, setup, params, data, state: _State) -> dict:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  rows = [json.loads(l) for l in (state.workdir / 'metrics.jsonl').read_text().splitlines()]
-  rows = [row for row in rows if 'rlhf_d' in row]
+  rows = [row for row in sources.read_jsonl(state.workdir / 'metrics.jsonl') if 'rlhf_d' in row]
   fig, ax = plt.subplots(figsize=(6, 4))
   for key in ('rlhf_proxy', 'rlhf_gold'):
     points = sorted((row['rlhf_d'], row[key]) for row in rows if key in row)
