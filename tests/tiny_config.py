@@ -106,5 +106,8 @@ def tiny_rlhf_config(cache_dir='', **overrides):
 
 def get_config(arg=None):
   """tests/tiny_config.py (pretraining), tests/tiny_config.py:sft, :grpo, :reward_model or :rlhf."""
-  return {'sft': tiny_sft_config, 'grpo': tiny_grpo_config, 'reward_model': tiny_reward_model_config,
-          'rlhf': tiny_rlhf_config}.get(arg, tiny_config)()
+  variants = {None: tiny_config, '': tiny_config, 'sft': tiny_sft_config, 'grpo': tiny_grpo_config,
+              'reward_model': tiny_reward_model_config, 'rlhf': tiny_rlhf_config}
+  if arg not in variants:  # a typo must not quietly pretrain instead
+    raise ValueError(f'tests/tiny_config.py:{arg} is unknown; use one of sft, grpo, reward_model, rlhf (or none)')
+  return variants[arg]()
