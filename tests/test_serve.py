@@ -197,8 +197,25 @@ def test_seeded_sampling_repeats_and_stop_strings_cut_the_text(server):
   assert again['choices'][0]['message']['content'] == text
   assert len(text) > 4, text
   stop = text[2:4]
-  cut = _post(server, '/v1/chat/completions', dict(body, stop=[stop])).json()['choices'][0]
-  assert cut['message']['content'] == text[:text.index(stop)] and cut['finish_reason'] == 'stop'
+  cut = _post(server, '/v1/chat/completions', dict(body, stop=[stop])).json()
+  assert cut['choices'][0]['message']['content'] == text[:text.index(stop)]
+  assert cut['choices'][0]['finish_reason'] == 'stop'
+
+
+def test_a_stop_string_ends_the_usage_count_at_the_token_that_completed_it(server):
+  """Greedy, so the engine's own generate gives the tokens: the count is the fewest of them whose
+  text holds the stop string, whatever else the server's decode call (4 tokens here) made."""
+  messages = _chat('abc hij')
+  prompt = chat_template.render_prompt(server.run.tokenizer, messages)
+  expected, out = _expected_reply(server, prompt, 30)
+  assert len(expected) > 8, expected
+  stop = expected[5:7]
+  completes = next(k for k in range(1, len(out.tokens) + 1)
+                   if stop in _expected_reply(server, prompt, k)[0])
+  r = _post(server, '/v1/chat/completions', {'messages': messages, 'max_tokens': 30, 'temperature': 0,
+                                             'stop': [stop]}).json()
+  assert r['choices'][0]['message']['content'] == expected[:expected.index(stop)]
+  assert r['usage']['completion_tokens'] == completes < len(out.tokens)
 
 
 def _long_text(words: int) -> str:
@@ -217,6 +234,7 @@ BAD = {
     'unknown role': ({'messages': [{'role': 'robot', 'content': 'a'}]}, 'messages.0.role'),
     'temperature out of range': ({'messages': _chat('a'), 'temperature': 5}, 'temperature'),
     'n above 1': ({'messages': _chat('a'), 'n': 2}, 'n:'),
+    'top_k beyond int32': ({'messages': _chat('a'), 'top_k': 2**32}, 'top_k'),
     'body over the limit': ('{"messages": "' + 'a' * (1 << 20) + '"}', 'the limit is'),
 }
 
@@ -227,6 +245,22 @@ def test_bad_input_is_a_400_naming_the_problem_and_the_server_goes_on(server, ca
   r = _post(server, '/v1/chat/completions', body)
   assert r.status_code == 400, r.text
   assert says in r.json()['error']['message'], r.json()
+  _still_answering(server)
+
+
+def test_a_chunked_body_is_held_to_the_limit_too(server):
+  """No Content-Length to check first: the bytes are counted as they come."""
+  def chunked(body: bytes):
+    yield from (body[i:i + 4096] for i in range(0, len(body), 4096))
+
+  big = ('{"messages": "' + 'a' * (1 << 20) + '"}').encode()
+  r = httpx.post(server.url + '/v1/chat/completions', content=chunked(big), timeout=60,
+                 headers={'Content-Type': 'application/json'})
+  assert r.status_code == 400 and 'the limit is' in r.json()['error']['message'], r.text
+  small = json.dumps({'messages': _chat('a'), 'max_tokens': 2, 'temperature': 0}).encode()
+  r = httpx.post(server.url + '/v1/chat/completions', content=chunked(small), timeout=60,
+                 headers={'Content-Type': 'application/json'})
+  assert r.status_code == 200 and r.json()['usage']['completion_tokens'] >= 1, r.text
   _still_answering(server)
 
 
@@ -360,6 +394,22 @@ def test_streamed_text_holds_back_split_characters_and_stop_prefixes(synthetic_t
   deltas = [stream.feed([t]) for t in ids]
   assert ''.join(deltas) == 'abc déjà 😀 ' and stream.stopped
   assert stream.finish() == ''
+
+
+def test_a_stopped_reply_counts_the_tokens_up_to_its_stop_string_only(synthetic_tok):
+  """A decode call yields several tokens at once: those after the stop string are not the reply's."""
+  tok = synthetic_tok
+  ids = tok.encode('abc déjà fgh 中文 ij klm nop')
+  completes = next(k for k in range(1, len(ids) + 1) if 'fgh 中' in tok.decode(ids[:k]))
+  assert completes < len(ids) - 2
+  for chunk in (len(ids), 4, 1):  # the whole reply in one call, in calls of 4, token by token
+    stream = text_lib.TextStream(tok, stop=['fgh 中'])
+    for i in range(0, len(ids), chunk):
+      stream.feed(ids[i:i + chunk])
+    assert stream.stopped and stream.tokens_used() == completes, chunk
+  plain = text_lib.TextStream(tok, stop=['not in it'])
+  plain.feed(ids)
+  assert not plain.stopped and plain.tokens_used() == len(ids)
 
 
 def test_a_whole_reply_decoded_once_is_the_streamed_text(synthetic_tok):

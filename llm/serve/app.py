@@ -62,18 +62,45 @@ def _describe(errors: list[dict]) -> str:
 
 
 class _BodyLimit:
-  """Refuses a body whose Content-Length is over the limit before reading it. Plain ASGI: a
-  BaseHTTPMiddleware would hide the client's disconnect from the endpoints."""
+  """Refuses a body over the limit: by its Content-Length before reading it, or, sent chunked
+  (no Content-Length), once the bytes read pass the limit; a chunked body within it is handed on
+  whole. Plain ASGI: a BaseHTTPMiddleware would hide the client's disconnect from the endpoints."""
 
   def __init__(self, app, limit: int):
     self.app, self.limit = app, limit
 
   async def __call__(self, scope, receive, send):
-    size = dict(scope.get('headers', ())).get(b'content-length', b'0').decode('latin-1')
-    if scope['type'] == 'http' and (not size.isdigit() or int(size) > self.limit):
-      response = _error(400, f'the request body is {size} bytes; the limit is {self.limit}')
-      return await response(scope, receive, send)
+    if scope['type'] != 'http':
+      return await self.app(scope, receive, send)
+    size = dict(scope.get('headers', ())).get(b'content-length')
+    if size is not None:
+      size = size.decode('latin-1')
+      if not size.isdigit() or int(size) > self.limit:
+        return await _error(400, f'the request body is {size} bytes; the limit is {self.limit}')(scope, receive, send)
+    elif scope['method'] not in ('GET', 'HEAD', 'OPTIONS'):
+      body = bytearray()
+      while True:
+        message = await receive()
+        if message['type'] != 'http.request':
+          return  # the client left before its body ended
+        body += message.get('body', b'')
+        if len(body) > self.limit:
+          return await _error(400, f'the request body is over {self.limit} bytes (sent chunked); the limit is '
+                                   f'{self.limit}')(scope, receive, send)
+        if not message.get('more_body'):
+          break
+      receive = _replay(bytes(body), receive)
     await self.app(scope, receive, send)
+
+
+def _replay(body: bytes, receive):
+  """An ASGI receive that hands out `body` first, then whatever comes (the client's disconnect)."""
+  pending = [{'type': 'http.request', 'body': body, 'more_body': False}]
+
+  async def replayed():
+    return pending.pop() if pending else await receive()
+
+  return replayed
 
 
 def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int = 64,

@@ -314,9 +314,10 @@ class Batcher:
           r.emit({'text': tail})
         reason = 'cancelled' if r.cancelled else reason
         self.finished[reason] += 1
+        completion = r.stream.tokens_used() if r.stream.stopped else int(n_out[i])
         r.emit({'finish': reason,
-                'usage': dict(prompt_tokens=len(r.prompt), completion_tokens=int(n_out[i]),
-                              total_tokens=len(r.prompt) + int(n_out[i]), tool_calls=self.tool_calls[i])})
+                'usage': dict(prompt_tokens=len(r.prompt), completion_tokens=completion,
+                              total_tokens=len(r.prompt) + completion, tool_calls=self.tool_calls[i])})
         host['done'][i], self.rows[i] = True, None
     self.state = dict(device, **host)
     paused = host['paused'] & ~host['done']

@@ -37,7 +37,7 @@ class _Sampling(_Strict):
   max_tokens: int | None = Field(None, ge=1)
   temperature: float = Field(1.0, ge=0.0, le=2.0)  # 0 is greedy
   top_p: float = Field(1.0, gt=0.0, le=1.0)
-  top_k: int = Field(0, ge=0)  # 0: off
+  top_k: int = Field(0, ge=0, lt=2**31)  # 0: off; the batch holds it as int32
   stop: str | Annotated[list[str], Field(max_length=4)] | None = None  # the text ends before the first one
   seed: int | None = Field(None, ge=0, lt=2**32)  # None: a random one
   stream: bool = False

@@ -35,12 +35,14 @@ class TextStream:
     self.run_used = 0  # characters of that stretch already in self.text
     self.text, self.sent = '', 0  # final text so far, and how much of it was handed out
     self.stopped = self.ended = False
+    self.ids: list[int] = []  # every id taken, for tokens_used
 
   def feed(self, ids: list[int]) -> str:
     """The next ids; returns the text that became final with them."""
     for t in ids:
       if self.stopped or self.ended:
         break
+      self.ids.append(t)
       if t in self.ends:
         self.ended = True
       elif t in self.tags:
@@ -59,6 +61,23 @@ class TextStream:
     if not self.stopped:
       self._take_run(final=True)
     return self._deliver(final=True)
+
+  def tokens_used(self) -> int:
+    """The ids the reply consumed: all taken, or after a stop string the fewest that hold it (the
+    ids decoded after it in the same call are not part of the reply, nor of its usage)."""
+    if not self.stopped:
+      return len(self.ids)
+
+    def holds_a_stop(n: int) -> bool:
+      plain = TextStream(self.tok, end_ids=tuple(self.ends))
+      text = plain.feed(self.ids[:n]) + plain.finish()
+      return any(s in text for s in self.stop)
+
+    low, high = 1, len(self.ids)  # holds_a_stop(high); a prefix that holds one, longer ones hold it too
+    while low < high:
+      mid = (low + high) // 2
+      low, high = (low, mid) if holds_a_stop(mid) else (mid + 1, high)
+    return high
 
   def _take_run(self, final: bool):
     decoded = self.tok.decode(self.run)
