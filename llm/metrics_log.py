@@ -1,6 +1,7 @@
 """Where metrics go: DIR/metrics.jsonl, TensorBoard event files, the console."""
 import json
 import math
+import os
 from pathlib import Path
 import sys
 
@@ -36,7 +37,11 @@ class MetricsLog:
       return
     _drop_lines_after(self._path, start_step)
     self._file = self._path.open('a')
-    self._tb = tensorboardX.SummaryWriter(str(Path(workdir) / 'tensorboard'))
+    # A resumed run reruns the steps after its checkpoint: TensorBoard hides their earlier events.
+    # The file's name ends in the start step: a resume within the same second as the start would
+    # otherwise get the same name and overwrite it.
+    self._tb = tensorboardX.SummaryWriter(str(Path(workdir) / 'tensorboard'), filename_suffix=f'.{start_step}',
+                                          purge_step=start_step + 1 if start_step else None)
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                           disable=not progress_bar)
 
@@ -76,8 +81,23 @@ def _short(v):
 
 
 def _drop_lines_after(path: Path, step: int):
-  """On resume, forget metrics logged after the checkpoint we resume from: those steps rerun."""
+  """On resume, forget metrics logged after the checkpoint we resume from: those steps rerun.
+  A last line cut short by a kill is dropped too; the file is replaced whole, never half written."""
   if not path.exists():
     return
-  kept = [l for l in path.read_text().splitlines() if l and json.loads(l)['step'] <= step]
-  path.write_text(''.join(l + '\n' for l in kept))
+  lines = [l for l in path.read_text().splitlines() if l]
+  kept = []
+  for number, line in enumerate(lines, 1):
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      if number == len(lines):  # the run was killed while writing it
+        logging.warning('%s: dropping its last line, cut short: %r', path, line[:80])
+        break
+      raise ValueError(f'{path}:{number} is not valid JSON and not the last line; the file is damaged: '
+                       'repair or remove that line') from None
+    if row['step'] <= step:
+      kept.append(line)
+  partial = path.with_name(path.name + '.partial')
+  partial.write_text(''.join(l + '\n' for l in kept))
+  os.replace(partial, path)

@@ -21,8 +21,9 @@ def test_starting_a_run_does_not_import_torch_and_torch_still_imports_after(pyth
 
 
 def _scalars(folder, tag):
-  """(step, value) of tag in the TFRecord event files under folder: 8-byte length, 4-byte CRC, the
-  Event proto, 4-byte CRC per record."""
+  """(step, value) of tag in the TFRecord event files under folder (8-byte length, 4-byte CRC, the
+  Event proto, 4-byte CRC per record), as TensorBoard shows them: a session START event at step s
+  (a restart) purges the points at s and after that came before it."""
   from tensorboardX.proto import event_pb2
   found = []
   for path in sorted(folder.iterdir()):
@@ -31,6 +32,8 @@ def _scalars(folder, tag):
       (length,) = struct.unpack('<Q', data[at:at + 8])
       event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
       at += 12 + length + 4
+      if event.HasField('session_log') and event.session_log.status == event.session_log.START:
+        found = [(step, value) for step, value in found if step < event.step]
       found += [(event.step, round(v.simple_value, 4)) for v in event.summary.value if v.tag == tag]
   return found
 
@@ -42,5 +45,21 @@ def test_metrics_go_to_jsonl_and_tensorboard_and_a_resume_forgets_later_steps(tm
     log.write(step, {'loss': 1.0 / step, 'note': 'x'})
   log.close()
   assert _scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.3333)]
-  metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False).close()
+  resumed = metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False)
   assert [json.loads(l)['step'] for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()] == [1, 2]
+  resumed.write(3, {'loss': 0.25})  # step 3 rerun: TensorBoard shows it once, with its new value
+  resumed.close()
+  assert _scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.25)]
+
+
+def test_a_resume_drops_a_last_line_cut_short_by_a_kill_and_refuses_a_damaged_middle(tmp_path):
+  from llm import metrics_log
+  path = tmp_path / 'metrics.jsonl'
+  path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
+  metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False).close()
+  assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
+  assert not (tmp_path / 'metrics.jsonl.partial').exists()
+  path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
+  with pytest.raises(ValueError, match=r'metrics.jsonl:2 is not valid JSON and not the last line'):
+    metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False)
+  assert path.read_text().count('\n') == 3  # left as it was
