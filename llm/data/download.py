@@ -27,11 +27,6 @@ DATASETS = {
                         files=['TinyStoriesV2-GPT4-train.txt', 'TinyStoriesV2-GPT4-valid.txt']),
 }
 
-_DATASET = flags.DEFINE_enum('dataset', None, list(DATASETS), 'Which corpus.')
-_OUT = flags.DEFINE_string('out', None, 'Destination folder.')
-_SHARDS = flags.DEFINE_integer('shards', 0, 'Download only the first N files (0 = all).')
-_BASE_URL = flags.DEFINE_string('base_url', None, 'Override the source URL (mirror or file://).')
-
 
 def fetch(url: str, dest: Path):
   """Downloads to dest via a .partial file, so an interrupted download never looks finished."""
@@ -84,10 +79,14 @@ def _local_name(name: str) -> str:
 
 def main(argv):
   del argv
-  for path in download(_DATASET.value, Path(_OUT.value), _SHARDS.value, _BASE_URL.value):
+  f = flags.FLAGS
+  for path in download(f.dataset, Path(f.out), f.shards, f.base_url):
     print(path)
 
 
-if __name__ == '__main__':
-  flags.mark_flags_as_required(['dataset', 'out'])
+if __name__ == '__main__':  # flags defined here only: importing the module (the tests do) defines none
+  flags.DEFINE_enum('dataset', None, list(DATASETS), 'Which corpus.', required=True)
+  flags.DEFINE_string('out', None, 'Destination folder.', required=True)
+  flags.DEFINE_integer('shards', 0, 'Download only the first N files (0 = all).')
+  flags.DEFINE_string('base_url', None, 'Override the source URL (mirror or file://).')
   cli.run(main, 'llm.data.download')
