@@ -91,12 +91,16 @@ def test_scores_are_read_at_the_end_of_turn():
   model = _tiny_scalar_model()
   params = model.init(jax.random.key(1), jnp.zeros((1, 8), jnp.int32))['params']
   tokens = np.array([[5, 6, 7, 2, 0, 0, 0, 0], [5, 6, 7, 2, 9, 9, 9, 9]], np.int32)
-  _, end = reward_model.pad_rows([list(t) for t in tokens], 8, 0, end_id=2)
+  _, end = reward_model.pad_rows([list(t) for t in tokens], 8, 0, end_id=2, assistant_id=4)
   assert end.tolist() == [3, 3]
   r = reward_model.scores_at(model.apply({'params': params}, tokens), jnp.asarray(end))
   assert float(r[0]) == float(r[1])
-  cut, end = reward_model.pad_rows([[5, 6, 7, 8, 9, 10, 11, 12, 13]], 8, 0, end_id=2)
+  cut, end = reward_model.pad_rows([[5, 6, 7, 8, 9, 10, 11, 12, 13]], 8, 0, end_id=2, assistant_id=4)
   assert end.tolist() == [7] and cut.shape == (1, 8)  # cut short: scored at its last token
+  # A response that never closed its turn (user turn, <|end|>, assistant turn 4, the response):
+  # scored at its last token, not at the user turn's <|end|>, so what it says counts.
+  _, end = reward_model.pad_rows([[3, 5, 2, 4, 6, 7], [3, 5, 2, 4, 6, 7, 2]], 8, 0, end_id=2, assistant_id=4)
+  assert end.tolist() == [5, 6]
 
 
 def test_gold_rubric_on_hand_written_responses():
@@ -231,8 +235,7 @@ class _Tok:
 
   @staticmethod
   def special_id(name):
-    assert name == '<|end|>'
-    return 2
+    return {'<|end|>': 2, '<|assistant|>': 1}[name]
 
 
 def test_scorer_scores_in_fixed_blocks_as_one_row_at_a_time():

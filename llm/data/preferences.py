@@ -126,7 +126,8 @@ def render(pairs: list[Pair], tokenizer, seq_len: int, truncate: bool = False) -
       kept[f'{name}_len'].append(len(tokenizer.encode(conv[-1]['content'])))
   out = {}
   for name in ('chosen', 'rejected'):
-    out[name], out[f'{name}_end'] = reward_model.pad_rows(kept[name], seq_len, tokenizer.pad_id, end_id)
+    out[name], out[f'{name}_end'] = reward_model.pad_rows(kept[name], seq_len, tokenizer.pad_id, end_id,
+                                                          tokenizer.special_id('<|assistant|>'))
     out[f'{name}_len'] = np.asarray(kept[f'{name}_len'], np.int32)
   out['margin'] = np.asarray(kept['margin'], np.float32)
   return out, dropped

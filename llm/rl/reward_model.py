@@ -54,24 +54,28 @@ def make_loss_fn(rm_cfg):
   return loss_fn
 
 
-def end_index(tokens: list[int], end_id: int) -> int:
-  """Where a rendered conversation is scored: its last <|end|> (the response's end of turn),
-  else its last token (a response cut short)."""
+def end_index(tokens: list[int], end_id: int, assistant_id: int) -> int:
+  """Where a rendered conversation is scored: the <|end|> that closes its last assistant turn,
+  else its last token (a response cut short). Never an earlier turn's <|end|>: a response that
+  does not end would otherwise be scored on the prompt alone."""
   for i in range(len(tokens) - 1, -1, -1):
     if tokens[i] == end_id:
       return i
+    if tokens[i] == assistant_id:  # the last turn opened and never closed
+      break
   return len(tokens) - 1
 
 
-def pad_rows(sequences: list[list[int]], length: int, pad_id: int, end_id: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(sequences: list[list[int]], length: int, pad_id: int, end_id: int,
+             assistant_id: int) -> tuple[np.ndarray, np.ndarray]:
   """(tokens_NxT, end_N): each sequence cut to `length` tokens (a cut one is scored at its last
-  token) and padded; end_N is each row's scoring position."""
+  token) and padded; end_N is each row's scoring position (end_index)."""
   tokens = np.full((len(sequences), length), pad_id, np.int32)
   end = np.zeros(len(sequences), np.int32)
   for i, seq in enumerate(sequences):
     seq = seq[:length]
     tokens[i, :len(seq)] = seq
-    end[i] = end_index(seq, end_id)
+    end[i] = end_index(seq, end_id, assistant_id)
   return tokens, end
 
 
@@ -88,7 +92,7 @@ class Scorer:
                        'task=reward_model run')
     self.params, self.tokenizer, self.mesh, self.rules = params, tokenizer, mesh, rules
     self.seq_len, self.batch = seq_len, batch
-    self.end_id = tokenizer.special_id('<|end|>')
+    self.end_id, self.assistant_id = tokenizer.special_id('<|end|>'), tokenizer.special_id('<|assistant|>')
     model = model_lib.Transformer(model_cfg)
     self._forward = jax.jit(lambda p, b: scores_at(model.apply({'params': p}, b['tokens']), b['end']),
                             out_shardings=sharding.replicated(mesh))
@@ -102,7 +106,7 @@ class Scorer:
 
   def score(self, sequences: list[list[int]]) -> np.ndarray:
     """float32 rewards of rendered conversations (token ids), one per sequence."""
-    tokens, end = pad_rows(sequences, self.seq_len, self.tokenizer.pad_id, self.end_id)
+    tokens, end = pad_rows(sequences, self.seq_len, self.tokenizer.pad_id, self.end_id, self.assistant_id)
     pad = -len(tokens) % self.batch
     tokens = np.concatenate([tokens, np.full((pad, self.seq_len), self.tokenizer.pad_id, np.int32)])
     end = np.concatenate([end, np.zeros(pad, np.int32)])
