@@ -41,7 +41,7 @@ class MetricsLog:
     # The file's name ends in the start step: a resume within the same second as the start would
     # otherwise get the same name and overwrite it.
     self._tb = tensorboardX.SummaryWriter(str(Path(workdir) / 'tensorboard'), filename_suffix=f'.{start_step}',
-                                          purge_step=start_step + 1 if start_step else None)
+                                          purge_step=start_step + 1 if start_step else 0)
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                           disable=not progress_bar)
 
@@ -81,8 +81,9 @@ def _short(v):
 
 
 def _drop_lines_after(path: Path, step: int):
-  """On resume, forget metrics logged after the checkpoint we resume from: those steps rerun.
-  A last line cut short by a kill is dropped too; the file is replaced whole, never half written."""
+  """On resume, forget metrics logged after the checkpoint we resume from: those steps rerun (all
+  of them from step 0, the evaluation at the start included, when there was no checkpoint). A last
+  line cut short by a kill is dropped too; the file is replaced whole, never half written."""
   if not path.exists():
     return
   lines = [l for l in path.read_text().splitlines() if l]
@@ -96,7 +97,7 @@ def _drop_lines_after(path: Path, step: int):
         break
       raise ValueError(f'{path}:{number} is not valid JSON and not the last line; the file is damaged: '
                        'repair or remove that line') from None
-    if row['step'] <= step:
+    if step and row['step'] <= step:  # from step 0 every row reruns
       kept.append(line)
   partial = path.with_name(path.name + '.partial')
   partial.write_text(''.join(l + '\n' for l in kept))

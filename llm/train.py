@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from llm import checkpoint, hostinfo, losses, model as model_lib, optim, sharding, tasks, tokenizer as tokenizer_lib
+from llm.data import sources
 from llm.metrics_log import MetricsLog
 
 @flax.struct.dataclass
@@ -188,6 +189,18 @@ def build(config, vocab_size: int, mesh) -> Setup:
   return Setup(model, model_cfg, tx, lr_fn, state_sh, abstract_state, init, mesh, rules)
 
 
+def _trained_figures(workdir: Path) -> dict:
+  """The last logged training loss, and the wall time of the summary.json a finished run already has."""
+  figures = {}
+  if (workdir / 'metrics.jsonl').exists():
+    losses_logged = [row['loss'] for row in sources.read_jsonl(workdir / 'metrics.jsonl') if 'loss' in row]
+    if losses_logged:
+      figures['loss'] = losses_logged[-1]
+  if (workdir / 'summary.json').exists():
+    figures['wall_s'] = json.loads((workdir / 'summary.json').read_text()).get('wall_s')
+  return {k: v for k, v in figures.items() if v is not None}
+
+
 def run(config, workdir: str) -> dict:
   """Trains config.task in workdir, resuming from its latest checkpoint. Returns the summary."""
   t_start = time.time()
@@ -205,6 +218,9 @@ def run(config, workdir: str) -> dict:
     raise ValueError(f'train.batch_size={tc.batch_size} must be divisible by train.grad_accum={tc.grad_accum}')
   if tc.seq_len > config.model.max_seq_len:
     raise ValueError(f'train.seq_len={tc.seq_len} exceeds model.max_seq_len={config.model.max_seq_len}')
+  for name in ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
+    if tc[name] < 1:  # keep_checkpoints=0 would have orbax delete every checkpoint, the last one too
+      raise ValueError(f'train.{name}={tc[name]} must be at least 1')
 
   # Before the data pipeline starts: its prefetch threads would share the cores with the measurement.
   peak = hostinfo.peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()
@@ -304,7 +320,11 @@ def run(config, workdir: str) -> dict:
              'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,
              'flops': flops_tok * tc.steps * tokens_per_step,
              'wall_s': round(time.time() - t_start, 1), 'devices': jax.device_count()}
+  if start >= tc.steps:  # a finished run rerun: no step ran, so the training figures are the first run's
+    summary.update(_trained_figures(workdir))
   if jax.process_index() == 0:
-    (workdir / 'summary.json').write_text(json.dumps(summary, indent=2) + '\n')
+    partial = workdir / 'summary.json.partial'  # llm.sweep takes an existing summary.json for a finished run
+    partial.write_text(json.dumps(summary, indent=2) + '\n')
+    partial.replace(workdir / 'summary.json')
   logging.info('summary %s', summary)
   return summary

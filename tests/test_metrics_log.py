@@ -52,6 +52,17 @@ def test_metrics_go_to_jsonl_and_tensorboard_and_a_resume_forgets_later_steps(tm
   assert _scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.25)]
 
 
+def test_a_restart_without_a_checkpoint_reruns_every_row_and_a_resume_keeps_the_start(tmp_path):
+  from llm import metrics_log
+  path = tmp_path / 'metrics.jsonl'
+  rows = '{"step": 0, "val_loss": 5.0}\n{"step": 10, "loss": 4.0}\n{"step": 20, "loss": 3.0}\n'
+  path.write_text(rows)
+  metrics_log.MetricsLog(tmp_path, total_steps=30, start_step=10, progress_bar=False).close()
+  assert path.read_text() == rows[:rows.index('{"step": 20')]  # the evaluation at the start stays
+  metrics_log.MetricsLog(tmp_path, total_steps=30, start_step=0, progress_bar=False).close()
+  assert path.read_text() == ''  # killed before its first checkpoint: step 0 on is logged again
+
+
 def test_a_resume_drops_a_last_line_cut_short_by_a_kill_and_refuses_a_damaged_middle(tmp_path):
   from llm import metrics_log
   path = tmp_path / 'metrics.jsonl'

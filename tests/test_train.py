@@ -31,6 +31,11 @@ def test_loss_falls_and_run_dir_holds_the_contract(tmp_path, cache_dir):
   assert {'val_loss', 'val_bpb', 'tokens_seen', 'params', 'wall_s'} <= set(on_disk)
   assert on_disk['tokens_seen'] == 40 * 8 * 64
   assert json.loads((tmp_path / 'config.json').read_text())['train']['steps'] == 40
+  # The same command again on the finished run: no step runs, its training figures stay.
+  again = train.run(config, tmp_path)
+  assert again['loss'] == losses[40] and again['wall_s'] == on_disk['wall_s']
+  assert again['val_loss'] == pytest.approx(on_disk['val_loss'], rel=1e-5)
+  assert json.loads((tmp_path / 'summary.json').read_text()) == json.loads(json.dumps(again))
 
 
 def test_bits_per_byte_by_hand():
@@ -101,6 +106,8 @@ def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
     ('--config.data.source=no_such_folder', 'no_such_folder'),
     ('--config.model.num_kv_heads=3', 'num_kv_heads'),
     ('--config.train.steps=0', 'train.steps=0: a run needs at least one optimizer step'),
+    ('--config.train.keep_checkpoints=0', 'train.keep_checkpoints=0 must be at least 1'),
+    ('--config.train.eval_every=0', 'train.eval_every=0 must be at least 1'),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, message):
   cmd, env = _main(tmp_path / 'run', subprocess_env, override)
