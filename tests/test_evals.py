@@ -256,6 +256,26 @@ def test_well_formed_rate_per_source(tok):
   assert out == {'well_formed_rate_a': 1.0, 'well_formed_rate_b': 0.5, 'well_formed_rate': 0.8}
 
 
+def test_held_out_conversations_are_the_sft_runs_split_whoever_asks(tok, tmp_path, monkeypatch):
+  """An RL run (another seed, no sft block) evaluates on the validation split its SFT run held out:
+  the same generated conversations, fitted to the SFT run's train.seq_len, worded as it worded them."""
+  from tiny_config import tiny_sft_config
+  sft_config = tiny_sft_config(**{'seed': 3, 'train.seq_len': 100})
+  sft_config.sft.mixture = ml_collections.ConfigDict(dict(arithmetic=1.0))
+  sft_config.sft.honesty_reply = 'short'
+  (tmp_path / 'sft').mkdir()
+  (tmp_path / 'sft' / 'config.json').write_text(sft_config.to_json())
+  rl_config = tiny_config(**{'seed': 7})
+  rl_config.init_from = str(tmp_path / 'sft')
+  of_sft = well_formed.heldout_conversations(make_ctx(tok, config=sft_config))['arithmetic']
+  of_rl = well_formed.heldout_conversations(make_ctx(tok, config=rl_config))['arithmetic']
+  assert of_rl == of_sft and len(of_rl) > 5
+  asked = {}
+  monkeypatch.setattr(conversations, 'load_mixture', lambda *args, **kwargs: asked.update(args=args, **kwargs) or {})
+  well_formed.heldout_conversations(make_ctx(tok, config=rl_config))
+  assert asked['args'][3] == 3 and asked['args'][6] == 100 + 1 and asked['honesty_reply'] == 'short'
+
+
 def test_identity_facts_come_from_the_run_and_truthfulness_is_checked_against_them(tok):
   ctx = make_ctx(tok)
   params = identity.param_count(ctx.model_cfg)

@@ -14,11 +14,18 @@ DEFAULT_COUNT = 100  # prompts per source
 
 
 def heldout_conversations(ctx) -> dict[str, list]:
-  sft = next((c.sft for c in heldout.lineage(ctx.config) if c.get('sft')), {})
+  """The validation split as the SFT run made it: a conversation's side of the split hangs on its
+  text (replies worded by honesty_reply, fitted to that run's train.seq_len) and, for a generated
+  source, on that run's seed."""
+  sft_run = next((c for c in heldout.lineage(ctx.config) if c.get('sft')), None)
+  sft = sft_run.sft if sft_run else {}
+  seq_len = sft_run.train.seq_len if sft_run else ctx.model_cfg.max_seq_len
   mixture = dict(sft.get('mixture') or dict.fromkeys(DEFAULT_MIXTURE, 1.0))
-  splits = conversations.load_mixture(ctx.data_dir(), mixture, sft.get('val_fraction', 0.05), ctx.config.seed,
-                                      sft.get('max_per_source', 0), ctx.tokenizer, ctx.model_cfg.max_seq_len + 1,
-                                      identity_facts=ctx.identity_facts(), honesty_labels=sft.get('honesty_labels', ''),
+  splits = conversations.load_mixture(ctx.data_dir(), mixture, sft.get('val_fraction', 0.05),
+                                      sft_run.seed if sft_run else ctx.config.seed, sft.get('max_per_source', 0),
+                                      ctx.tokenizer, seq_len + 1, identity_facts=ctx.identity_facts(),
+                                      honesty_labels=sft.get('honesty_labels', ''),
+                                      honesty_reply=sft.get('honesty_reply', 'sentence'),
                                       generated=dict(sft.get('generated') or {}))
   return {name: val for name, (_, val) in splits.items()}
 
