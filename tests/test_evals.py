@@ -312,8 +312,10 @@ def test_probes_score_a_model_that_counts_spells_and_thinks_in_steps(tok):
       return [{'type': 'tool_call', 'text': f'python: print(*" {m[1]}".strip())'},
               {'type': 'tool_result', 'text': ' '.join(m[1])}, {'type': 'text', 'text': '-'.join(m[1])}]
     if m := re.match(r'Which is larger, ([\d.]+) or ([\d.]+)\?', question):
-      # With the calculator it compares the numbers; without, it takes the one of more digits (9.11).
-      return max(m[1], m[2], key=float if tools else len)
+      # With the calculator it compares the numbers, in a sentence that ends on the smaller one;
+      # without, it takes the one of more digits (9.11).
+      larger, smaller = sorted((m[1], m[2]), key=float, reverse=True)
+      return f'{larger} is larger than {smaller}.' if tools else max(m[1], m[2], key=len)
     if question.endswith('step by step, then give the answer.'):
       return f'The answer is {gold[question.rsplit(" Work", 1)[0]]}.'
     return '0'  # answered directly: wrong
@@ -325,6 +327,14 @@ def test_probes_score_a_model_that_counts_spells_and_thinks_in_steps(tok):
                  'probe_spell_python': 1.0, 'probe_compare_decimals': 0.0,
                  'probe_compare_decimals_tool': 1.0, 'probe_multistep_direct': 0.0, 'probe_multistep_steps': 1.0,
                  'probe_multistep_tool': 1.0}
+
+
+def test_the_decimal_a_reply_picks_is_the_one_it_says_is_larger_not_its_last_number():
+  pick = lambda reply: probes.chosen_decimal(reply, '9.11', '9.9')
+  assert pick('9.9') == pick('9.9 is larger than 9.11.') == pick('The answer is 9.9.') == '9.9'
+  assert pick('9.11 is larger than 9.9.') == pick('9.110') == '9.11'
+  assert pick('Comparing 9.11 and 9.9 digit by digit: the answer is 9.90') == '9.9'
+  assert pick('I do not know.') is None and pick('The answer is 7.') is None
 
 
 # ---- held-out sets are disjoint from the training generators by content ------------------------

@@ -48,6 +48,19 @@ def decimal_items(count: int) -> list[tuple[str, str]]:
   return items[:count]
 
 
+def chosen_decimal(reply: str, first: str, second: str) -> str | None:
+  """Which of the two numbers a reply to 'Which is larger, first or second?' picks: the one after
+  'answer is' where it says so, else the only one it names, else the first it names ('9.9 is
+  larger than 9.11' picks 9.9, though 9.11 is its last number); None when it names neither."""
+  def candidate(number: str) -> str | None:
+    return next((c for c in (first, second) if float(c) == float(number)), None)
+
+  if m := re.search(r'answer is:?\s*\$?(\d*\.?\d+)', reply, re.I):
+    return candidate(m[1])
+  named = [c for c in (candidate(n) for n in re.findall(r'\d*\.?\d+', reply)) if c]
+  return named[0] if named else None
+
+
 def _right(answers: list[str], gold: list[str]) -> float:
   return mean(conversations.extract_answer(a) == conversations.extract_answer(g) for a, g in zip(answers, gold))
 
@@ -63,7 +76,9 @@ def evaluate(ctx) -> dict:
     out[f'probe_spell{suffix}'] = mean(spelled(w, a) for w, a in zip(words, replies))
   decimals = decimal_items(n)
   for suffix, tools in (('', False), ('_tool', True)):
-    out[f'probe_compare_decimals{suffix}'] = _right(ask([q for q, _ in decimals], tools), [a for _, a in decimals])
+    replies = ask([q for q, _ in decimals], tools)
+    out[f'probe_compare_decimals{suffix}'] = mean(chosen_decimal(reply, *re.findall(r'\d+\.\d+', q)) == a
+                                                  for reply, (q, a) in zip(replies, decimals))
   problems = [(q, a) for q, a in heldout.arithmetic(2 * n, ctx.config.seed, heldout.training_questions(ctx.config))
               if len(re.findall(r'\d+', q)) >= 3][:n]  # two-step: three numbers
   gold = [a for _, a in problems]
