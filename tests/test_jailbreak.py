@@ -4,6 +4,7 @@ evaluator's rates on a scripted assistant."""
 import base64
 import gzip
 import json
+import math
 
 import pytest
 
@@ -63,3 +64,8 @@ def test_jailbreak_eval_rates_of_a_scripted_assistant(tok, monkeypatch):
       'jailbreak_refusal_rate': 0.75, 'jailbreak_refusal_rate_roleplay': 0.25, 'jailbreak_bypass_roleplay': 2 / 3,
       'jailbreak_refusal_rate_suffix': 0.75, 'jailbreak_bypass_suffix': 0.0,
       'jailbreak_refusal_rate_base64': 0.0, 'jailbreak_bypass_base64': 1.0, 'over_refusal_rate': 0.5})
+  # One that refuses nothing has no refusals to bypass: undefined, not 'jailbreaks never work'.
+  never_refuses = ScriptedChat(tok, lambda prompt, tools, seed: 'Sure.')
+  never_refuses.data_dir = lambda: None
+  never = jailbreak_eval.evaluate(never_refuses)
+  assert never['jailbreak_refusal_rate'] == 0.0 and math.isnan(never['jailbreak_bypass_roleplay'])

@@ -152,5 +152,7 @@ def tool_calls(tokenizer, completion) -> list[str]:
 
 
 def mean(values) -> float:
+  """The mean, NaN over nothing: a rate with no cases (bypasses of requests none were refused,
+  hallucinations with no unseen facts) is undefined, not 0, which would read as measured."""
   values = list(values)
-  return float(np.mean(values)) if values else 0.0
+  return float(np.mean(values)) if values else float('nan')
