@@ -153,6 +153,17 @@ def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, work
                    'model settings, or give a new --workdir')
 
 
+def _check_same_tokenizer(ckpt, tokenizer_path, workdir: Path):
+  """A resumed run keeps the tokenizer it trained with: a corpus changed since it started would
+  train a new one of the same size, whose ids the embeddings do not mean, and replace the run's."""
+  kept = workdir / tokenizer_lib.run_file_name(tokenizer_path)
+  if kept.exists() and kept.read_bytes() != Path(tokenizer_path).read_bytes():
+    ckpt.close()
+    raise ValueError(f'{workdir} trained with the tokenizer {kept}, and this run\'s data settings give another '
+                     f'({tokenizer_path}): the corpus or config.tokenizer changed since the run started; restore '
+                     'them, or give a new --workdir')
+
+
 @dataclasses.dataclass(frozen=True)
 class Setup:
   model: model_lib.Transformer
@@ -234,6 +245,7 @@ def run(config, workdir: str) -> dict:
     start = ckpt.latest_step()
     if start is not None:
       _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
+      _check_same_tokenizer(ckpt, data.tokenizer.path, workdir)
     if jax.process_index() == 0:
       _write_config(config, workdir)
       shutil.copyfile(data.tokenizer.path, workdir / tokenizer_lib.run_file_name(data.tokenizer.path))

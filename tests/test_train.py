@@ -144,6 +144,11 @@ def test_resuming_with_another_model_shape_is_refused_before_anything_is_written
   with pytest.raises(ValueError, match=r'another model \(model\.dim=64 -> 32; model\.mlp_dim=256 -> 128; params'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'model.dim': 32, 'model.mlp_dim': 128}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # Another tokenizer of the same size (trained on less text): the shapes agree, the ids do not.
+  with pytest.raises(ValueError, match=r'trained with the tokenizer .*tokenizer.model, and this run.s data settings '
+                                       r'give another'):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'tokenizer.train_chars': 200_000}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
   train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)  # the run resumes as it was
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
 
