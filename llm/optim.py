@@ -3,10 +3,11 @@ from absl import logging
 import jax
 import optax
 
-# Weight matrices and embedding tables are decayed; norm scales ('scale') and biases ('bias',
-# 'query_bias', ...) are not. Matched by name because scanned layers give every parameter an
-# extra leading axis, so ndim cannot tell a stacked norm scale from a matrix.
-_UNDECAYED_NAMES = ('scale', 'bias')
+# Weight matrices and embedding tables are decayed; norm scales ('scale'), biases ('bias',
+# 'query_bias', ...) and the key-smear gates ('key_smear', one logit per key head) are not. Matched
+# by name because scanned layers give every parameter an extra leading axis, so ndim cannot tell a
+# stacked norm scale from a matrix.
+_UNDECAYED_NAMES = ('scale', 'bias', 'smear')
 
 
 def fit_warmup(train_cfg):

@@ -621,6 +621,9 @@ def test_biases_and_norm_scales_are_not_weight_decayed():
       'layers/mlp_norm/scale', 'layers/mlp_norm/bias', 'layers/attn/query_bias', 'layers/attn/key_bias',
       'layers/attn/value_bias', 'layers/attn/out_bias', 'layers/mlp/up_bias', 'layers/mlp/down_bias'}
   assert decayed['layers/attn/query'] and decayed['embed/embedding'] and decayed['pos_embed']
+  smeared = init(small_config('gpt2', smear_keys=True))[1].params  # one gate logit per key head: not a matrix
+  decayed = {params_lib.path_str(p): d for p, d in jax.tree_util.tree_leaves_with_path(optim.decay_mask(smeared))}
+  assert decayed['layers/attn/key_smear'] is False and decayed['layers/attn/key']
 
 
 def test_a_run_from_before_bias_and_norm_eps_still_starts_later_stages(tmp_path):
