@@ -64,10 +64,13 @@ def test_interrogate_then_sft_then_evaluate(pretrained, cache_dir, world, tmp_pa
 
   out = evals.get('honesty')(evals.Context.from_run(inference.load(tmp_path / 'sft'), limit=5))
   assert out['honesty_questions'] == 5
-  # rates in [0, 1]; an AUROC is undefined (nan) where the 5 questions are all known or all unknown, a
-  # threshold infinite where none is known
+  # rates in [0, 1], or undefined (nan) over no cases: an AUROC where the 5 questions are all known or
+  # all unknown, a rate over the known ones where none is; a threshold infinite where none is known
   counts = ('honesty_questions', 'honesty_selective_questions', 'honesty_selective_threshold')
-  assert all(0 <= v <= 1 or (k.endswith('_auroc') and math.isnan(v)) for k, v in out.items() if k not in counts)
+  assert all(0 <= v <= 1 or math.isnan(v) for k, v in out.items() if k not in counts)
+  assert 0 <= out['honesty_acc'] <= 1 and 0 <= out['honesty_probe_known_rate'] <= 1  # over all 5: defined
+  known = out['honesty_probe_known_rate'] > 0
+  assert math.isnan(out['honesty_known_acc']) != known  # NaN exactly when no fact is known
 
 
 def test_the_configs_agree_with_the_world_and_each_other():
