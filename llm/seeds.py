@@ -6,9 +6,12 @@
 writes OUT/table.md (`| group | key: mean ± std [min, max] |`, then each run's value) and
 OUT/<first key>.png (each seed a dot, the mean a bar), and prints the table. A run's numbers are
 its summary.json and its eval/*.json (python -m llm.eval); a key missing from a run is an error
-naming the run, never a silent gap in a mean. std is the sample standard deviation (n - 1).
+naming the run, never a silent gap in a mean. std is the sample standard deviation (n - 1). A
+value a run holds as NaN (an eval's rate over no cases) is undefined there: the statistics are over
+the seeds where it is defined, and the table says how many those are.
 """
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -35,8 +38,18 @@ def parse_group(text: str) -> tuple[str, list[Path]]:
   return name.strip(), [Path(r) for r in runs.split(',') if r]
 
 
+def describe(values: list[float]) -> dict:
+  """{'values', 'defined', 'mean', 'std', 'min', 'max'}: the statistics over the defined (not NaN)
+  values, NaN where none is."""
+  defined = [v for v in values if not math.isnan(v)]
+  nan = float('nan')
+  return {'values': values, 'defined': len(defined), 'mean': statistics.fmean(defined) if defined else nan,
+          'std': statistics.stdev(defined) if len(defined) > 1 else (0.0 if defined else nan),
+          'min': min(defined, default=nan), 'max': max(defined, default=nan)}
+
+
 def aggregate(groups: dict[str, list[Path]], keys: list[str]) -> dict:
-  """{group: {key: {'values': [...], 'mean', 'std', 'min', 'max'}}}, values in run order."""
+  """{group: {key: describe(values)}}, values in run order."""
   out = {}
   for name, runs in groups.items():
     numbers = [run_numbers(r) for r in runs]
@@ -46,23 +59,22 @@ def aggregate(groups: dict[str, list[Path]], keys: list[str]) -> dict:
       if missing:
         raise ValueError(f'group {name!r}: {key!r} is not a number in {", ".join(missing)}; '
                          'evaluate those runs first (python -m llm.eval) or drop the key')
-      values = [float(n[key]) for n in numbers]
-      out[name][key] = {'values': values, 'mean': statistics.fmean(values),
-                        'std': statistics.stdev(values) if len(values) > 1 else 0.0,
-                        'min': min(values), 'max': max(values)}
+      out[name][key] = describe([float(n[key]) for n in numbers])
   return out
 
 
 def table(stats: dict, groups: dict[str, list[Path]], keys: list[str]) -> str:
   pct = lambda x: f'{100 * x:.1f}'
   looks_like_rate = lambda key: (('acc' in key or 'rate' in key or 'prob' in key)
-                                 and all(0 <= v <= 1 for g in stats.values() for v in g[key]['values']))
+                                 and all(0 <= v <= 1 for g in stats.values() for v in g[key]['values']
+                                         if not math.isnan(v)))
   unit = {k: pct if looks_like_rate(k) else (lambda x: f'{x:.4g}') for k in keys}
   lines = ['| group | runs | ' + ' | '.join(f'{k}{" (%)" if unit[k] is pct else ""}: mean ± std [min, max]'
                                               for k in keys) + ' |',
            '|---|---|' + '---|' * len(keys)]
   for name, by_key in stats.items():
     cells = [f'{unit[k](s["mean"])} ± {unit[k](s["std"])} [{unit[k](s["min"])}, {unit[k](s["max"])}]'
+             + (f' ({s["defined"]} of {len(s["values"])} defined)' if s['defined'] < len(s['values']) else '')
              for k, s in by_key.items()]
     lines.append(f'| {name} | {len(groups[name])} | ' + ' | '.join(cells) + ' |')
   lines += ['', '| group | run | ' + ' | '.join(keys) + ' |', '|---|---|' + '---|' * len(keys)]

@@ -1,5 +1,6 @@
 """Results over seeds (llm/seeds.py): mean, sample spread, evals over summaries, missing keys refused."""
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,18 @@ def test_mean_and_sample_std_over_seeds_with_evals_taking_precedence(tmp_path):
   assert stats['acc']['std'] == pytest.approx(0.1)  # sqrt((0.01 + 0.01) / 2)
   assert (stats['acc']['min'], stats['acc']['max']) == (0.8, 1.0)
   assert stats['steps']['std'] == 0.0
+
+
+def test_a_seed_where_a_rate_is_undefined_is_left_out_and_counted(tmp_path):
+  nan = float('nan')
+  runs = [_run(tmp_path / f's{i}', {'rate': r}) for i, r in enumerate([nan, 0.5, 0.7])]
+  stats = seeds.aggregate({'r': runs}, ['rate'])
+  s = stats['r']['rate']
+  assert s['defined'] == 2 and s['mean'] == pytest.approx(0.6) and (s['min'], s['max']) == (0.5, 0.7)
+  assert s['std'] == pytest.approx(0.1414, abs=1e-4)
+  assert '| r | 3 | 60.0 ± 14.1 [50.0, 70.0] (2 of 3 defined) |' in seeds.table(stats, {'r': runs}, ['rate'])
+  none = seeds.aggregate({'r': runs[:1]}, ['rate'])['r']['rate']
+  assert none['defined'] == 0 and math.isnan(none['mean']) and math.isnan(none['min'])
 
 
 def test_cli_writes_the_table_and_refuses_a_missing_key_in_one_line(tmp_path):
