@@ -238,12 +238,13 @@ def test_a_llama_with_only_a_sentencepiece_model_imports_with_its_ids_and_logits
   assert np.abs(theirs).max() > 0.5
 
 
-def _our_run(tmp_path, synthetic_tok, style: str, fp16: bool = False) -> Path:
+def _our_run(tmp_path, synthetic_tok, style: str, fp16: bool = False, **overrides) -> Path:
   """A run directory as llm.main leaves it, random parameters (float16-exact if fp16). style:
-  test_model's 'gpt2' or 'modern' (GQA, QK-norm, untied), or 'llama' (modern without QK-norm)."""
+  test_model's 'gpt2' or 'modern' (GQA, QK-norm, untied), or 'llama' (modern without QK-norm);
+  overrides: other model fields."""
   workdir = tmp_path / f'run_{style}'
   workdir.mkdir()
-  overrides = dict(qk_norm=False) if style == 'llama' else {}
+  overrides = dict(qk_norm=False, **overrides) if style == 'llama' else overrides
   config = small_config('modern' if style == 'llama' else style, max_seq_len=48, **overrides)
   setup, state = init(config, vocab=synthetic_tok.vocab_size)
   # Moved off the init (unit norm scales would hide a scale mapping error).
@@ -339,6 +340,16 @@ def test_a_smeared_key_run_is_refused_by_the_hugging_face_export(synthetic_tok, 
   with pytest.raises(ValueError, match='model.smear_keys=True cannot be mapped'):
     exporter.export_hf(workdir, tmp_path / 'hf')
   assert not (tmp_path / 'hf').exists()  # refused before anything was written
+
+
+def test_a_reward_model_is_refused_by_both_exports(synthetic_tok, tmp_path):
+  """Its scalar head would be dropped and the embedding read back as an LM head without a word."""
+  workdir = _our_run(tmp_path, synthetic_tok, 'gpt2', head='scalar')
+  with pytest.raises(ValueError, match="model.head='scalar' cannot be mapped"):
+    exporter.export_hf(workdir, tmp_path / 'hf')
+  with pytest.raises(ValueError, match="model.head='scalar': the two files hold a language model"):
+    two_files.export_two_files(workdir, tmp_path / 'two')
+  assert not (tmp_path / 'hf').exists() and not (tmp_path / 'two').exists()
 
 
 def test_a_run_tokenizer_the_conversion_would_not_match_is_refused(tmp_path):

@@ -15,6 +15,8 @@ def for_model_type(model_type):
 
 def for_model(cfg):
   """GPT-2 for learned positions, Llama for RoPE; each refuses what else it cannot hold."""
+  if cfg.head != 'lm':
+    refuse('model.head', cfg.head, 'a reward model\'s scalar head has no place in a causal LM checkpoint')
   if cfg.smear_keys:
     refuse('model.smear_keys', True, 'neither GPT-2 nor Llama smears its keys (the two-file export does)')
   module = gpt2 if cfg.position == 'learned' else llama

@@ -49,6 +49,9 @@ def export_two_files(workdir, out_dir, step: int | None = None) -> Path:
   out_dir = Path(out_dir)
   if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
     raise FileExistsError(f'--out_dir={out_dir} already exists and is not empty; export into a new directory')
+  head = inference.read_config(workdir).model.get('head', 'lm')
+  if head != 'lm':
+    raise ValueError(f"model.head={head!r}: the two files hold a language model's sampler; a reward model has none")
   run = inference.load(workdir, step)
   cfg = run.model_cfg
   top, layers = params_lib.to_host(run.params, cfg.num_layers)
