@@ -134,6 +134,37 @@ def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
   assert code != 0 and 'give the training flags after --' in err
 
 
+def test_run_tpu_sh_needs_python_3_11_and_keeps_its_venv_outside_the_code(tmp_path):
+  """launch/run_tpu.sh on a worker whose python3 is 3.10 (the default image's) and where none newer
+  can be installed, then with a python3.11 and the venv of these requirements already made."""
+  import hashlib
+  import shutil
+  tools = tmp_path / 'bin'
+  tools.mkdir()
+  for name in ('sha256sum', 'cut', 'grep', 'hostname', 'rm', 'touch', 'dirname'):
+    (tools / name).symlink_to(shutil.which(name))
+  (tools / 'python3').write_text('#!/bin/sh\necho Python 3.10.12\n')
+  (tools / 'sudo').write_text('#!/bin/sh\nexit 1\n')  # no apt here
+  for stub in ('python3', 'sudo'):
+    (tools / stub).chmod(0o755)
+  env = {'PATH': str(tools), 'HOME': str(tmp_path / 'home')}
+  run = lambda: subprocess.run(['/bin/bash', 'launch/run_tpu.sh', '--config=x.py'], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=120)
+  refused = run()
+  assert refused.returncode == 1 and 'no Python >= 3.11' in refused.stderr and 'Python 3.10.12' in refused.stderr
+  (tools / 'python3.11').symlink_to(sys.executable)
+  key = hashlib.sha256((ROOT / 'requirements.txt').read_bytes()).hexdigest()[:12]
+  venv = tmp_path / 'home' / f'.venv-llm-{key}'
+  (venv / 'bin').mkdir(parents=True)
+  (venv / '.installed').touch()
+  (venv / 'bin' / 'python').write_text('#!/bin/sh\necho "$@"\n')
+  (venv / 'bin' / 'python').chmod(0o755)
+  started = run()
+  assert started.returncode == 0, started.stderr
+  assert started.stdout.strip() == '-m llm.main --config=x.py --config.mesh.distributed=True'
+  assert sorted(os.listdir(venv)) == ['.installed', 'bin']  # the made venv reused as it was
+
+
 @pytest.mark.parametrize('config, message', [
     ('configs/scaling.py:n=1e6', 'give n (or size) and exactly one of d and c'),
     ('configs/no_such_config.py', "No such file or directory: 'configs/no_such_config.py'"),
