@@ -19,37 +19,9 @@ _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (advanced every turn).')
 
 
-class Printer:
-  """Streams a reply, showing tool calls and results on their own lines."""
-
-  def __init__(self, tokenizer):
-    self.tok = tokenizer
-    sp = tokenizer.special_id
-    self.marks = {sp('<|tool_call|>'): '\n  [tool call] ', sp('<|/tool_call|>'): '\n',
-                  sp('<|tool_result|>'): '  [tool result] ', sp('<|/tool_result|>'): '\n'}
-    self.text_ids = []
-
-  def __call__(self, row, ids):
-    for t in ids:
-      if t in self.marks:
-        self.flush()
-        sys.stdout.write(self.marks[t])
-      else:
-        self.text_ids.append(t)
-    self.flush()
-
-  def flush(self):
-    # Decode whole runs so multi-byte characters split across tokens print correctly.
-    text = self.tok.decode(self.text_ids)
-    if '\ufffd' not in text[-1:]:
-      sys.stdout.write(text)
-      self.text_ids = []
-    sys.stdout.flush()
-
-
 def main(argv):
   del argv
-  from llm import chat_template, inference, tools
+  from llm import chat_template, inference, terminal, tools
   try:
     run = inference.load(_WORKDIR.value)
   except inference.RunError as e:
@@ -68,13 +40,14 @@ def main(argv):
     if line == '/reset' or not line:
       messages = list(system) if line else messages
       continue
-    messages.append({'role': 'user', 'content': line})
-    prompt = chat_template.render_prompt(tok, messages)
-    while len(prompt) + 16 > engine.cache_len and len(messages) > 1:  # forget the oldest turns
-      messages.pop(len(system))
-      prompt = chat_template.render_prompt(tok, messages)
+    try:  # the oldest exchanges are forgotten to make room
+      messages, prompt = terminal.fit_history(tok, messages + [{'role': 'user', 'content': line}], len(system),
+                                              engine.cache_len)
+    except ValueError as e:
+      print(f'llm.chat: {e}')
+      continue
     sys.stdout.write('assistant> ')
-    printer = Printer(tok)
+    printer = terminal.Printer(tok)
     out = engine.generate([prompt], min(_MAX_NEW.value, engine.cache_len - len(prompt)),
                           _TEMPERATURE.value, top_p=_TOP_P.value, seed=seed, stream=printer)[0]
     printer.flush()

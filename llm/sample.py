@@ -21,7 +21,7 @@ _STOP = flags.DEFINE_string('stop', '', 'Cut each sample at the first occurrence
 
 def main(argv):
   del argv
-  from llm import inference
+  from llm import inference, terminal
   try:
     prompt = open(_PROMPT_FILE.value).read() if _PROMPT_FILE.value else _PROMPT.value
     run = inference.load(_WORKDIR.value)
@@ -38,14 +38,15 @@ def main(argv):
   stream = None
   if _NUM.value == 1 and not _STOP.value:
     sys.stdout.write(prompt)
-    stream = lambda row, ids: (sys.stdout.write(tok.decode(ids)), sys.stdout.flush())
+    stream = terminal.Printer(tok)
   # bos separates documents in training, so it ends a sample too.
   outs = engine.generate([prompt_ids] * _NUM.value, max_new, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value,
                          seed=_SEED.value, stop_ids=[tok.bos_id, tok.eos_id], stream=stream)
   if stream:
+    stream.flush()
     sys.stdout.write('\n')
     return
-  stop = _STOP.value.encode().decode('unicode_escape')
+  stop = terminal.unescape(_STOP.value)
   for i, out in enumerate(outs):
     text = tok.decode(out.tokens)
     text = text.split(stop)[0] if stop else text
