@@ -11,13 +11,14 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from llm import files
 
 # Dense bf16 FLOP/s per device from the datasheets (H100 SXM: 989 TFLOP/s; measured ~790).
 ACCELERATOR_PEAKS = {'h100': 989e12, 'h200': 989e12, 'a100': 312e12, 'tpu v4': 275e12,
@@ -128,10 +129,7 @@ def cpu_peak_flops(remeasure: bool = False) -> float:
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
       flops = pool.submit(_measure_cpu_peak).result()
     peaks = {**peaks, key: {'cpu': cpu_model(), 'isa': isa_class(), 'cores': cores(), 'flops': flops}}
-    fd, tmp = tempfile.mkstemp(suffix='.json', dir=root)
-    with os.fdopen(fd, 'w') as f:
-      json.dump(peaks, f, indent=1)
-    os.replace(tmp, path)
+    files.write_atomically(path, json.dumps(peaks, indent=1))
   return peaks[key]['flops']
 
 

@@ -1,13 +1,14 @@
 """Where metrics go: DIR/metrics.jsonl, TensorBoard event files, the console."""
 import json
 import math
-import os
 from pathlib import Path
 import sys
 
 from absl import logging
 import jax
 import tqdm
+
+from llm import files
 
 
 def _import_tensorboardx():
@@ -99,6 +100,4 @@ def _drop_lines_after(path: Path, step: int):
                        'repair or remove that line') from None
     if step and row['step'] <= step:  # from step 0 every row reruns
       kept.append(line)
-  partial = path.with_name(path.name + '.partial')
-  partial.write_text(''.join(l + '\n' for l in kept))
-  os.replace(partial, path)
+  files.write_atomically(path, ''.join(l + '\n' for l in kept))

@@ -15,6 +15,8 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from llm import files
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 # Control symbols, not user-defined ones: SentencePiece never produces them from text, so the
@@ -186,14 +188,6 @@ def _training_sentences(texts: Iterable[str], max_chars: int) -> Iterator[str]:
           return
 
 
-def _write_atomically(path: Path, data: bytes):
-  """A killed process leaves either no file or the whole file, never half of one."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  tmp.write_bytes(data)
-  os.replace(tmp, path)
-
-
 def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
                     max_chars: int) -> Tokenizer:
   """Trains BPE on the first max_chars characters of texts and writes out_path (.model).
@@ -209,7 +203,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
   spm.SentencePieceTrainer.train(sentence_iterator=itertools.chain([first], sentences),
                                  model_writer=model, vocab_size=vocab_size,
                                  num_threads=os.cpu_count(), **_TRAINER_OPTIONS)
-  _write_atomically(Path(out_path), model.getvalue())
+  files.write_atomically(out_path, model.getvalue())
   return Tokenizer.load(out_path)
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llm import checkpoint, hostinfo, losses, model as model_lib, optim, sharding, tasks, tokenizer as tokenizer_lib
+from llm import checkpoint, files, hostinfo, losses, model as model_lib, optim, sharding, tasks, tokenizer as tokenizer_lib
 from llm.data import sources
 from llm.metrics_log import MetricsLog
 
@@ -335,8 +335,7 @@ def run(config, workdir: str) -> dict:
   if start >= tc.steps:  # a finished run rerun: no step ran, so the training figures are the first run's
     summary.update(_trained_figures(workdir))
   if jax.process_index() == 0:
-    partial = workdir / 'summary.json.partial'  # llm.sweep takes an existing summary.json for a finished run
-    partial.write_text(json.dumps(summary, indent=2) + '\n')
-    partial.replace(workdir / 'summary.json')
+    # Whole or not at all: llm.sweep takes an existing summary.json for a finished run.
+    files.write_atomically(workdir / 'summary.json', json.dumps(summary, indent=2) + '\n')
   logging.info('summary %s', summary)
   return summary

@@ -69,7 +69,7 @@ def test_a_resume_drops_a_last_line_cut_short_by_a_kill_and_refuses_a_damaged_mi
   path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n{"step": 3, "lo')
   metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False).close()
   assert path.read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n'
-  assert not (tmp_path / 'metrics.jsonl.partial').exists()
+  assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ['metrics.jsonl']  # no temporary file left
   path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo\n{"step": 3, "loss": 1.0}\n')
   with pytest.raises(ValueError, match=r'metrics.jsonl:2 is not valid JSON and not the last line'):
     metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False)

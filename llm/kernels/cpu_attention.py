@@ -30,6 +30,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
+from llm import files
 from llm.kernels import cpu_xla_attention
 
 _FOLDER = Path(__file__).parent
@@ -227,9 +228,4 @@ def best_ms(fns, args) -> tuple[float, ...]:
 
 
 def _write_json(path: Path, obj):
-  """Atomically: another process reading it never sees half a file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix='.json', dir=path.parent)
-  with os.fdopen(fd, 'w') as f:
-    json.dump(obj, f, indent=1)
-  os.replace(tmp, path)
+  files.write_atomically(path, json.dumps(obj, indent=1))
