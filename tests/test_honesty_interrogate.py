@@ -3,11 +3,15 @@
 import subprocess
 import sys
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from conftest import ROOT
 from llm.honesty import interrogate, labels, world as world_lib
-from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
+from test_evals import ScriptedChat, make_ctx, tok  # noqa: F401 (tok is a fixture)
 
 FACTS = [f for f in world_lib.build(seed=2, people=10).facts if f.split == 'train']
 
@@ -56,3 +60,29 @@ def test_the_command_refuses_a_folder_that_is_not_a_world(tmp_path, python_env):
   out = subprocess.run([sys.executable, '-m', 'llm.honesty.interrogate', f'--workdir={tmp_path}',
                         f'--world={tmp_path}'], cwd=ROOT, env=python_env, capture_output=True, text=True)
   assert out.returncode != 0 and 'is not a world' in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+class Bigram(nn.Module):
+  """A stand-in model whose next token is a function of the current one: `follows` (id, next id)
+  pairs, eos after any other token."""
+  follows: tuple
+  vocab: int
+  eos: int
+
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, advance_B=None):
+    table_V = np.full(self.vocab, self.eos)
+    table_V[[a for a, _ in self.follows]] = [b for _, b in self.follows]
+    logits_BxTxV = 30.0 * jax.nn.one_hot(jnp.asarray(table_V)[tokens_BxT], self.vocab)
+    return logits_BxTxV, dict(cache, lengths=cache['lengths'] + advance_B)
+
+
+def test_a_completion_that_ends_its_document_is_not_judged_on_the_next_one(tok):
+  """A pretrained run ends a document with the next one's bos; what follows it is another document
+  (which may well state the value), not this completion's answer."""
+  def chain(fact):
+    return [tok.encode(fact.prefix())[-1], tok.bos_id] + tok.encode(' ' + fact.value + '.')
+
+  fact = next(f for f in FACTS if len(set(chain(f))) == len(chain(f)))  # a chain, not a loop
+  ctx = make_ctx(tok, Bigram(tuple(zip(chain(fact), chain(fact)[1:])), tok.vocab_size, tok.eos_id))
+  [record] = interrogate.label(ctx, [fact], samples=1, temperature=0.0, threshold=0.5)
+  assert record['replies'] == [''] and not record['known']

@@ -47,7 +47,9 @@ def answers(ctx, facts: list[world_lib.Fact], samples: int, temperature: float, 
     texts = [assistant_text(tok, c) for c in outs]
   else:
     prompts = [[tok.bos_id] + tok.encode(f.prefix()) for f in facts for _ in range(samples)]
-    outs = ctx.generate(prompts, MAX_NEW_TOKENS, temperature=temperature, seed=seeds, stop_ids=[tok.eos_id])
+    # bos starts the next document: what follows it is not this completion's answer.
+    outs = ctx.generate(prompts, MAX_NEW_TOKENS, temperature=temperature, seed=seeds,
+                        stop_ids=[tok.bos_id, tok.eos_id])
     texts = ['' if c is None else first_sentence(tok.decode(c.tokens)) for c in outs]
   return [texts[i * samples:(i + 1) * samples] for i in range(len(facts))]
 
