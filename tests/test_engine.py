@@ -140,6 +140,23 @@ def test_tool_call_runs_and_its_result_is_force_fed_and_marked(tokenizer):
                    {'type': 'text', 'text': 'It is 42.'}]
 
 
+def test_a_close_without_an_open_call_runs_nothing(tokenizer):
+  """After an answered call the model writes '+1<|/tool_call|>': no call is open, so the earlier
+  call must not run again with the new text glued on."""
+  sp = tokenizer.special_id
+  prompt = chat_template.render_prompt(tokenizer, [{'role': 'user', 'content': 'What is 6 times 7?'}])
+  seen = []
+  registry = {'calculator': lambda args: seen.append(args) or tools.calculator(args)}
+  call = [sp('<|tool_call|>')] + tokenizer.encode('calculator: 6*7') + [sp('<|/tool_call|>')]
+  result = [sp('<|tool_result|>')] + tokenizer.encode('42') + [sp('<|/tool_result|>')]
+  stray = tokenizer.encode('+1') + [sp('<|/tool_call|>')]
+  engine = _scripted_engine(tokenizer, prompt, call + [7] * len(result) + stray + [7] * 40 + [sp('<|end|>')], registry)
+  out = engine.generate([prompt], max_new_tokens=120, temperature=0.0)[0]
+  assert seen == ['6*7']
+  results = [p['text'] for p in chat_template.parse_assistant(tokenizer, out.tokens) if p['type'] == 'tool_result']
+  assert results == ['42', inference.engine.NO_OPEN_CALL]
+
+
 def test_special_token_strings_in_tool_output_stay_text(tokenizer):
   sp = tokenizer.special_id
   prompt = [tokenizer.bos_id, sp('<|user|>')] + tokenizer.encode('hi') + [sp('<|end|>'), sp('<|assistant|>')]

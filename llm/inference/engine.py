@@ -30,6 +30,9 @@ _PROMPT_BUCKET = 64  # prompts (and output buffers) are padded up to a multiple 
 _QUEUE = chat_template.MAX_TOOL_RESULT_TOKENS  # a whole tool result is force-fed from one queue
 
 
+NO_OPEN_CALL = 'error: no tool call is open; a call starts with the tool-call token, then "name: arguments"'
+
+
 @dataclasses.dataclass
 class Completion:
   tokens: list[int]  # generated ids (forced ones included), without the prompt
@@ -235,15 +238,21 @@ class Engine:
     return [Completion(out[i, :n_out[i]].tolist(), forced[i, :n_out[i]].tolist(),
                        'stop' if stopped[i] else 'length', tool_calls[i]) for i in range(B)]
 
+  def _open_call(self, row: list[int]) -> list[int] | None:
+    """The tokens of the call the row's last <|tool_call|> opened, or None when no call is open:
+    a close after an answered call must not run that call again with the new text glued on."""
+    opened = max((k for k, t in enumerate(row) if t == self._call_open), default=-1)
+    closed = max((k for k, t in enumerate(row) if t == self._call_close), default=-1)
+    return row[opened + 1:] if opened > closed else None
+
   def _run_tools(self, state, paused_B, tool_calls):
     """Runs each paused row's tool call and queues the result tokens for the decode loop."""
     out, n_out = np.asarray(state['out']), np.asarray(state['n_out'])
     queue, queue_len = np.asarray(state['queue']).copy(), np.asarray(state['queue_len']).copy()
     for i in np.flatnonzero(paused_B):
-      row = out[i, :n_out[i] - 1].tolist()  # without the closing <|/tool_call|>
-      start = len(row) - row[::-1].index(self._call_open) if self._call_open in row else len(row)
-      call_text = self.tokenizer.decode(row[start:])
-      ids = chat_template.tool_result_ids(self.tokenizer, tools_lib.run_tool(self.tools, call_text))
+      call = self._open_call(out[i, :n_out[i] - 1].tolist())  # without the closing <|/tool_call|>
+      result = NO_OPEN_CALL if call is None else tools_lib.run_tool(self.tools, self.tokenizer.decode(call))
+      ids = chat_template.tool_result_ids(self.tokenizer, result)
       queue[i, :len(ids)] = ids
       queue_len[i] = len(ids)
       tool_calls[i] += 1
