@@ -59,14 +59,15 @@ def render(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
 
 def tool_result_ids(tokenizer, text: str) -> list[int]:
   """<|tool_result|> text <|/tool_result|>, the text cut to MAX_TOOL_RESULT_TOKENS in all with a
-  visible marker (llm.tools.TRUNCATED) where it is longer: the one place results are cut, for
-  the engine and for training alike."""
+  visible marker (llm.tools.TRUNCATED) before its last line where it is longer: the one place
+  results are cut, for the engine and for training alike."""
   sp = tokenizer.special_id
   body = tokenizer.encode(text)
   room = MAX_TOOL_RESULT_TOKENS - 2
   if len(body) > room:
-    marker = tokenizer.encode(tools.TRUNCATED)
-    body = body[:room - len(marker)] + marker
+    head, last_line = tools.split_last_line(text)
+    body = tools.cut_keeping_last_line(tokenizer.encode(head), tokenizer.encode(last_line), room,
+                                       tokenizer.encode(tools.TRUNCATED))
   return [sp('<|tool_result|>')] + body + [sp('<|/tool_result|>')]
 
 

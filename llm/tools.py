@@ -7,10 +7,12 @@ the tokens to run_tool(), which returns a string to feed back between `<|tool_re
 string rather than an exception: the model reads the error and can try again.
 """
 import ast
+import decimal
 import functools
 import math
 import os
 import re
+import textwrap
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ _BINARY_OPERATORS = {
     ast.Add: lambda a, b: a + b,
     ast.Sub: lambda a, b: a - b,
     ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b,
+    ast.Div: lambda a, b: _divide(a, b),
     ast.FloorDiv: lambda a, b: a // b,
     ast.Mod: lambda a, b: a % b,
     ast.Pow: None,  # _power(): its size is checked before computing
@@ -153,15 +155,26 @@ def _checked(value) -> int | float:
   return value
 
 
+def _divide(a: int | float, b: int | float) -> int | float:
+  """a / b, exact for integers that divide: through a float, 10**20/2 would come out rounded
+  (and 123456789012345678/1 off by 2)."""
+  if type(a) is int and type(b) is int and b and a % b == 0:
+    return a // b
+  return a / b
+
+
 def _format_number(value: int | float) -> str:
-  """Integers as plain digits; floats to 15 significant digits, without a trailing '.0'.
+  """Integers as plain digits; floats to 15 significant digits, in plain notation without a
+  trailing '.0'.
 
   15 digits is what a double holds exactly, so binary noise disappears (0.1+0.2 -> '0.3') while
-  small values keep their digits (1e-12 stays '1e-12', where round(x, 10) would print 0).
+  small values keep their digits (1e-12 -> '0.000000000001', where round(x, 10) would print 0).
+  Never an exponent: answers are read as digits (conversations.extract_answer would take
+  '5e+19' for 19).
   """
   if isinstance(value, int):
     return str(value)
-  return format(value + 0.0, '.15g')  # + 0.0 turns -0.0 into 0.0
+  return format(decimal.Decimal(format(value + 0.0, '.15g')), 'f')  # + 0.0 turns -0.0 into 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,10 +383,16 @@ def run_tool(registry: ToolRegistry, call_text: str) -> str:
     result = f'error: unknown tool {name[:40]!r}; available: {", ".join(sorted(registry))}'
   else:
     try:
-      result = str(registry[name](arguments.strip()))
+      result = str(registry[name](_dedented(arguments)))
     except Exception as e:  # a tool's bug must not end generation; the model sees the error
       result = f'error: {name} failed: {type(e).__name__}: {e}'
   return sanitize_tool_output(result)
+
+
+def _dedented(arguments: str) -> str:
+  """The arguments without blank lines before them, common indentation or surrounding space: code
+  that starts on the line after 'python:' may be an indented block."""
+  return textwrap.dedent(re.sub(r'\A(?:[ \t]*\n)+', '', arguments)).strip()
 
 
 def sanitize_tool_output(text: str, max_chars: int = MAX_TOOL_OUTPUT_CHARS) -> str:
@@ -384,10 +403,26 @@ def sanitize_tool_output(text: str, max_chars: int = MAX_TOOL_OUTPUT_CHARS) -> s
   special-token string (and of every '<|'), so none survives while the text still reads the
   same. Escaping, unlike deleting, cannot join the pieces around a removed string into a new
   token ('<|us<|user|>er|>'), and one pass suffices: an insertion only changes what follows a
-  matched '<'. The result is at most max_chars long, cut with a ' ...[truncated]' marker.
+  matched '<'. The result is at most max_chars long, cut with a ' ...[truncated]' marker before its
+  last line.
   """
   text = _TOKEN_START.sub('<' + _ZERO_WIDTH_SPACE, str(text))
   if len(text) > max_chars:
     # Cutting a clean string cannot create a token, and the marker starts with a space.
-    text = text[:max(max_chars - len(TRUNCATED), 0)] + TRUNCATED
+    text = cut_keeping_last_line(*split_last_line(text), max_chars, TRUNCATED)
   return text
+
+
+def split_last_line(text: str) -> tuple[str, str]:
+  """(text before its last line, '\n' + the last line); (text, '') for a single line."""
+  head, newline, last = text.rpartition('\n')
+  return (head, newline + last) if newline else (text, '')
+
+
+def cut_keeping_last_line(head, last_line, room: int, marker):
+  """head + last_line (strings, or token lists) cut to `room` with `marker` where head gives way:
+  the last line stays whole when it takes at most half the room, since that is where a program's
+  error, or the limit that stopped it (llm/sandbox), is written."""
+  if len(last_line) > room // 2:
+    head, last_line = head + last_line, last_line[:0]
+  return head[:max(room - len(marker) - len(last_line), 0)] + marker + last_line

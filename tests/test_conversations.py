@@ -222,6 +222,10 @@ def test_arithmetic_has_many_phrasings(tmp_path):
 def test_arithmetic_problem_rejects_unsupported_shapes():
   with pytest.raises(ValueError, match='ops'):
     cv.arithmetic_problem(random.Random(0), 2, 3)
+  rng = random.Random(0)
+  with pytest.raises(ValueError, match='beyond the calculator'):  # a product of two 60-digit numbers
+    for _ in range(50):
+      cv.arithmetic_problem(rng, 60, 1)
 
 
 @pytest.mark.parametrize('text,expected', [

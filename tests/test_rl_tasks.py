@@ -114,6 +114,12 @@ def test_arithmetic_prompt_renders(tok, arithmetic):
   assert ids[-1] == tok.special_id('<|assistant|>')
 
 
+def test_operands_too_long_for_the_calculator_are_refused_with_the_limit():
+  with pytest.raises(ValueError, match='at most 25 digits'):
+    tasks.ArithmeticTask(digits=(2, 40), ops=(3,), heldout_size=10)
+  tasks.ArithmeticTask(digits=(25,), ops=(3,), heldout_size=10)  # the longest that always fits
+
+
 @pytest.mark.parametrize('digits', [1, 2, 4])
 def test_digits_knob_sets_operand_lengths(digits):
   task = tasks.ArithmeticTask(digits=(digits,), heldout_size=10)

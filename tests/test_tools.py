@@ -21,7 +21,11 @@ VALID = [
     ('123456789*987654321', '121932631112635269'),  # exact, not a float
     ('0.1+0.2', '0.3'),  # binary noise hidden by 15 significant digits
     ('1/3', '0.333333333333333'),
-    ('1e-12*1', '1e-12'),  # small values keep their digits
+    ('1e-12*1', '0.000000000001'),  # small values keep their digits, in digits (no exponent to misread)
+    ('10**20/2', '50000000000000000000'),  # an exact division of integers stays an exact integer
+    ('123456789012345678/1', '123456789012345678'),
+    ('-10**20/4', '-25000000000000000000'),
+    ('2.5e20*1', '250000000000000000000'),  # a large float: 15 significant digits, then zeros
     ('-0.0', '0'),
     (' +-2 * (3 - 5) ', '4'),
     ('1,234 + 5', '1239'),  # thousands separators

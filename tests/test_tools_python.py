@@ -26,6 +26,7 @@ def test_run_tool_runs_python():
   registry = tools.make_registry(python_tool=True)
   assert tools.run_tool(registry, 'python: print(" strawberry".count("r"))') == '3'
   assert tools.run_tool(registry, 'python: x = 2\nx ** 10') == '1024'  # code may span lines
+  assert tools.run_tool(registry, 'python:\n    x = 6\n    print(x * 7)\n') == '42'  # an indented block
   assert tools.run_tool(registry, 'python: print(*" banana".strip())') == 'b a n a n a'
   assert tools.run_tool(registry, 'python: 1 / 0').endswith('ZeroDivisionError: division by zero')
   assert tools.run_tool(tools.make_registry(), 'python: 1').startswith("error: unknown tool 'python'")
@@ -71,3 +72,16 @@ def test_eval_context_offers_python_only_when_asked_and_compiles_one_engine_for_
     results[tools_arg] = chat_template.parse_assistant(tokenizer, completion.tokens)[1]['text']
   assert results['python'] == '3' and results[True].startswith("error: unknown tool 'python'")
   assert ctx.engine('python') is ctx.engine(True) is not ctx.engine(False)
+
+
+def test_the_limit_that_stopped_the_code_is_what_the_model_reads_last(tokenizer):  # noqa: F811
+  """A flood of output (escaped special-token strings grow when sanitized) and a CPU limit: the
+  status line survives the cut by characters and the cut by tokens the engine feeds."""
+  registry = tools.make_registry(python_tool=True)
+  for code, status in (('while True: print("The answer is 12345")', '(the output limit)'),
+                       ('print("<|" * 900)\nwhile True: pass', '(the CPU limit)')):
+    text = tools.run_tool(registry, f'python: {code}')
+    assert len(text) <= tools.MAX_TOOL_OUTPUT_CHARS and text.endswith(status)
+    fed = chat_template.tool_result_ids(tokenizer, text)
+    assert len(fed) <= chat_template.MAX_TOOL_RESULT_TOKENS
+    assert tokenizer.decode(fed).endswith(status) and tools.TRUNCATED.strip() in tokenizer.decode(fed)

@@ -279,13 +279,22 @@ def arithmetic_problem(rng: random.Random, digits: int, ops: int) -> tuple[str, 
   while True:  # redraw until a story's answer is not negative (a few tries at most)
     numbers = numbers_for(rng, pattern, digits)
     expression = pattern.format(**numbers)
-    answer = calculator(expression)
+    answer = calculated(expression)
     if not (story and answer.startswith('-')):
       break
   words = ' '.join(_OPERATOR_WORDS.get(token, token) for token in expression.split())
   question = question.format(**numbers, expression=expression, words=words,
                              name=rng.choice(_NAMES), item=rng.choice(_ITEMS))
   return question, expression, answer
+
+
+def calculated(expression: str) -> str:
+  """The calculator's result of a generated problem, which must be a number: an 'error: ...'
+  (a result past its 1e100) would become the reference answer."""
+  answer = calculator(expression)
+  if answer.startswith('error'):
+    raise ValueError(f'{expression} is beyond the calculator ({answer}); draw problems with fewer digits')
+  return answer
 
 
 def arithmetic_conversation(rng: random.Random, digits: int, ops: int) -> Conversation:

@@ -15,9 +15,8 @@ import re
 from pathlib import Path
 from typing import Iterator, Protocol, runtime_checkable
 
-from llm import chat_template
+from llm import chat_template, tools
 from llm.data import conversations, gsm8k
-from llm.tools import calculator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +111,7 @@ def _three_op_problem(rng: random.Random, digits: int) -> tuple[str, str, str]:
   operators = [rng.choice('+-*') for _ in range(3)]
   expression = ' '.join([str(numbers[0])] + [f'{op} {n}' for op, n in zip(operators, numbers[1:])])
   question = rng.choice(_THREE_OP_QUESTIONS).format(expression=expression)
-  return question, expression, calculator(expression)
+  return question, expression, conversations.calculated(expression)
 
 
 class ArithmeticTask:
@@ -135,6 +134,10 @@ class ArithmeticTask:
       raise ValueError(f'ops={ops}: need one or more numbers of operations, each 1, 2 or 3')
     if phrasing not in PHRASINGS:
       raise ValueError(f'phrasing={phrasing!r}; choose one of {PHRASINGS}')
+    longest = tools.MAX_DIGITS // (max(self.ops) + 1)  # a product of every operand stays within the calculator
+    if max(self.digits) > longest:
+      raise ValueError(f'digits={digits} with ops={ops}: operands of at most {longest} digits keep every '
+                       f'answer within the calculator (1e{tools.MAX_DIGITS})')
     if phrasing == 'word' and 3 in self.ops:
       raise ValueError('three-operation problems are plain arithmetic only; drop 3 from ops or '
                        "choose phrasing 'mixed' or 'plain'")
