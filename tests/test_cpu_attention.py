@@ -94,8 +94,9 @@ import json, jax, numpy as np
 from llm import losses, sharding, train
 from llm.config import base_config
 out = {}
-for mesh in [(1, 1, 1), (2, 2, 2), (1, 8, 1)]:
+for mesh, kv_heads in [((1, 1, 1), 'tensor'), ((2, 2, 2), 'tensor'), ((1, 8, 1), 'tensor'), ((1, 1, 2), None)]:
   c = base_config()
+  c.mesh.rules.kv_heads = kv_heads  # None: query heads split over tensor, key/value heads whole
   c.model.update(dict(num_layers=2, num_heads=4, num_kv_heads=2, dim=32, mlp_dim=64, max_seq_len=16,
                       position='rope', norm='rmsnorm', mlp='swiglu'))
   c.model.attention = 'cpu_kernel'  # not 'auto': the choice must not depend on a timing here
@@ -108,7 +109,7 @@ for mesh in [(1, 1, 1), (2, 2, 2), (1, 8, 1)]:
     step = jax.jit(train.make_train_step(setup.model, setup.tx, setup.lr_fn, losses.lm_loss, 1))
     hlo = step.lower(state, batch).as_text()
     _, m = step(state, batch)
-  out[str(mesh)] = dict(loss=float(m['loss']), grad_norm=float(m['grad_norm']),
+  out[f'{mesh} kv_heads={kv_heads}'] = dict(loss=float(m['loss']), grad_norm=float(m['grad_norm']),
                         kernel='llm_causal_attention_bwd' in hlo)
 print(json.dumps(out))
 '''
@@ -116,14 +117,16 @@ print(json.dumps(out))
 
 @needs_compiler
 def test_the_kernel_runs_per_shard_on_a_mesh_and_matches_one_device(python_env):
-  """On 8 fake devices, data x fsdp x tensor = 2x2x2 and fsdp = 8 give one device's step."""
+  """On 8 fake devices, data x fsdp x tensor = 2x2x2 and fsdp = 8 give one device's step. Query
+  heads split over tensor with the key/value heads whole: a shard's local head would be paired
+  with the wrong key/value head, so the XLA path runs, and the step is still one device's."""
   env = dict(python_env, XLA_FLAGS=xla_flags(8))
   proc = subprocess.run([sys.executable, '-c', _SHARDED_STEP], env=env, capture_output=True, text=True,
                         check=True)
   out = json.loads(proc.stdout.strip().splitlines()[-1])
-  one = out.pop('(1, 1, 1)')
+  one = out.pop('(1, 1, 1) kv_heads=tensor')
   for mesh, got in out.items():
-    assert got['kernel'] and one['kernel'], mesh
+    assert got['kernel'] == ('None' not in mesh) and one['kernel'], mesh
     assert got['loss'] == pytest.approx(one['loss'], rel=1e-5), mesh
     assert got['grad_norm'] == pytest.approx(one['grad_norm'], rel=1e-5), mesh
 

@@ -145,7 +145,9 @@ def _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT=None):
 
 def _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
   """(q spec, k/v spec) of the activations' shards on `mesh` from the logical rules, or None where
-  a kernel cannot run per shard: a dimension that does not split evenly, or a split sequence."""
+  a kernel cannot run per shard: a dimension that does not split evenly, a split sequence, or
+  query heads split otherwise than the key/value heads (a shard's query head j would attend with
+  its local key/value head j // G, not the global one)."""
   specs = (nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'heads', 'head_dim')),
            nn.logical_to_mesh_axes(('act_batch', 'act_seq', 'kv_heads', 'head_dim')))
   for x, spec in zip((q_BxTxHxDh, k_BxTxKxDh), specs, strict=True):
@@ -153,7 +155,7 @@ def _shard_specs(q_BxTxHxDh, k_BxTxKxDh, mesh):
       axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
       if size % math.prod(mesh.shape[a] for a in axes):
         return None
-  return None if specs[0][1] is not None else specs
+  return None if specs[0][1] is not None or specs[0][2] != specs[1][2] else specs
 
 
 def _per_shard(kernel, q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT=None):
