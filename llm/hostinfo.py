@@ -86,7 +86,9 @@ def describe() -> dict:
           'cpu_march': os.environ.get('LLM_CPU_MARCH', 'native')}
 
 
-def _fingerprint() -> str:
+def fingerprint() -> str:
+  """What a timing on this host depends on: CPU, its flags, the cores this process may use, XLA's
+  flags and JAX's version (the key of the kept peak and of the attention kernels' kept timings)."""
   parts = [cpu_model(), ' '.join(sorted((_cpuinfo().get('flags') or '').split())), str(cores()),
            os.environ.get('XLA_FLAGS', ''), jax.__version__]
   return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
@@ -121,7 +123,7 @@ def cpu_peak_flops(remeasure: bool = False) -> float:
   measurement taken while other jobs ran is too low, so `python -m llm.bench --peak` re-measures."""
   root = Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser()
   path = root / 'host_peaks.json'
-  key = _fingerprint()
+  key = fingerprint()
   peaks = json.loads(path.read_text()) if path.exists() else {}
   if key not in peaks or remeasure:
     root.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """The compiled CPU attention kernel against the reference attention, its fallback, and the
 measurement that decides whether `auto` takes it."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -137,3 +138,25 @@ def test_attention_benchmark_times_the_kernel_and_the_xla_path():
   result = bench_attention.run(batch=1, seq=64, heads=2, head_dim=16)
   assert result['xla']['tokens_per_s'] > 0 and result['cpu_kernel']['tokens_per_s'] > 0
   assert result['host'] == hostinfo.describe()  # the JSON says where it was measured
+
+
+@needs_compiler
+def test_a_build_that_fails_with_a_compiler_present_is_not_called_a_missing_compiler(python_env, tmp_path):
+  code = ('import jax.numpy as jnp\nfrom llm import attention\n'
+          "attention.select('cpu_kernel', (1, 16, 2, 8), (1, 16, 2, 8), jnp.float32)")
+  env = dict(python_env, LLM_CPU_MARCH='notanarch', LLM_CACHE_DIR=str(tmp_path))
+  proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+  assert proc.returncode != 0
+  error = proc.stderr.strip().splitlines()[-1]
+  assert 'did not build' in error and 'missing' not in error, error
+
+
+@needs_compiler
+def test_a_kept_timing_is_kept_per_core_count_and_xla_flags(monkeypatch):
+  from llm import hostinfo
+  shape = (2, 32, 4, 2, 16)
+  key = cpu_attention.choice_key('causal', shape)
+  monkeypatch.setenv('XLA_FLAGS', os.environ.get('XLA_FLAGS', '') + ' --xla_cpu_max_isa=AVX2')
+  avx2 = cpu_attention.choice_key('causal', shape)
+  monkeypatch.setattr(hostinfo, 'cores', lambda: hostinfo.os.cpu_count() + 7)
+  assert len({key, avx2, cpu_attention.choice_key('causal', shape)}) == 3

@@ -68,9 +68,10 @@ def select(requested: str, q_shape: tuple, k_shape: tuple, dtype, segmented: boo
       raise ValueError('model.attention=cpu_kernel does not take segment ids (packed SFT sequences); '
                        'use model.attention=auto or xla')
     if where != 'cpu' or jnp.dtype(dtype) != jnp.float32 or not cpu_attention.available():
-      raise ValueError(f'model.attention=cpu_kernel needs the CPU backend, float32 and a C++ compiler; '
-                       f'got {where}, {jnp.dtype(dtype).name}, compiler '
-                       f'{"found" if cpu_attention.available() else "missing"}: use model.attention=auto')
+      raise ValueError(f'model.attention=cpu_kernel needs the CPU backend, float32 and the kernel built; '
+                       f'got {where}, {jnp.dtype(dtype).name}, kernel '
+                       f'{"built" if cpu_attention.available() else "did not build (the warning above says why)"}: '
+                       'use model.attention=auto')
   return requested
 
 

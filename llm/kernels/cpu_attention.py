@@ -30,7 +30,7 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from llm import files
+from llm import files, hostinfo
 from llm.kernels import cpu_xla_attention
 
 _FOLDER = Path(__file__).parent
@@ -114,7 +114,7 @@ def _registered():
   """Builds and registers the kernel on first use, or says in one line why it cannot run."""
   if _library() is None:
     raise RuntimeError('the CPU attention kernel could not be built here (the warning above says why); '
-                       'use model.attention=xla instead, or install a C++ compiler')
+                       'use model.attention=xla instead, or fix what it names (a C++ compiler, LLM_CPU_MARCH)')
 
 
 def _forward(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, q_block):
@@ -181,8 +181,11 @@ def measured_faster(kernel: str, shape: tuple, time_both) -> bool:
 
 
 def choice_key(kernel: str, shape: tuple) -> str:
-  """The key of a kept timing in choices.json: library build, timing method, kernel, shape."""
-  return f"{Path(_library()._name).stem}:{_TIMING_METHOD}:{kernel}:{'x'.join(map(str, shape))}"
+  """The key of a kept timing in choices.json: library build, timing method, host (cores and XLA
+  flags included: a timing on 16 cores, or with XLA's AVX-512 code, says little about 2 cores or
+  an AVX2 run), kernel, shape."""
+  return (f"{Path(_library()._name).stem}:{_TIMING_METHOD}:{hostinfo.fingerprint()}:{kernel}:"
+          f"{'x'.join(map(str, shape))}")
 
 
 def _decide(kernel: str, shape: tuple, time_both) -> bool:
