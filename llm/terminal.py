@@ -8,6 +8,12 @@ from llm import chat_template
 MIN_NEW_TOKENS = 16  # room a chat prompt leaves for the reply, at least
 
 
+# How a tool call and its result show in a streamed reply (a model imported without the chat
+# tokens has none of them).
+_MARKS = {'<|tool_call|>': '\n  [tool call] ', '<|/tool_call|>': '\n',
+          '<|tool_result|>': '  [tool result] ', '<|/tool_result|>': '\n'}
+
+
 class Printer:
   """Streams a reply (Engine.generate's stream=), each tool call and result on its own line. A
   character whose bytes come in separate tokens (byte fallback), or separate stream calls, is
@@ -15,9 +21,7 @@ class Printer:
 
   def __init__(self, tokenizer, out=None):
     self.tok, self.out = tokenizer, out or sys.stdout
-    sp = tokenizer.special_id
-    self.marks = {sp('<|tool_call|>'): '\n  [tool call] ', sp('<|/tool_call|>'): '\n',
-                  sp('<|tool_result|>'): '  [tool result] ', sp('<|/tool_result|>'): '\n'}
+    self.marks = {tokenizer.special_id(name): mark for name, mark in _MARKS.items() if tokenizer.has_special(name)}
     self.text_ids = []
 
   def __call__(self, row, ids):

@@ -89,6 +89,10 @@ class Tokenizer:
     """Short hash of the model's content: token caches built with it are keyed by this."""
     return hashlib.sha256(self._sp.serialized_model_proto()).hexdigest()[:16]
 
+  def has_special(self, name: str) -> bool:
+    """Whether special_id(name) has an id: always, for a SPECIAL_TOKENS name (trained in)."""
+    return name in SPECIAL_TOKENS
+
   def special_id(self, name: str) -> int:
     if name not in SPECIAL_TOKENS:
       raise ValueError(f'{name!r} is not a special token; use one of {SPECIAL_TOKENS}')

@@ -648,3 +648,27 @@ def test_a_run_from_before_bias_and_norm_eps_still_starts_later_stages(tmp_path)
   config.model.bias = True
   with pytest.raises(ValueError, match=r"\['bias'\]"):
     init_from.check_same_model(config, tmp_path)
+
+
+def test_a_model_imported_without_the_chat_tokens_samples(gpt2_dir, tmp_path, python_env):
+  """--chat_tokens=false keeps the vocabulary 'for sampling and export': llm.sample must run on it
+  (the engine looked up the tool-call tokens, and the printer its marks, whatever the model)."""
+  workdir = importer.import_hf(gpt2_dir, tmp_path / 'plain', chat_tokens=False)
+  for stream in (['--num_samples=1'], ['--num_samples=2']):  # streamed through the printer, and not
+    proc = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={workdir}', '--prompt=The dog',
+                           '--max_new_tokens=4', '--temperature=0', *stream],
+                          capture_output=True, text=True, env=python_env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith('The dog') or '--- sample 0\nThe dog' in proc.stdout
+
+
+@pytest.mark.parametrize('chat_tokens', [False, True])
+def test_an_embedding_table_smaller_than_the_vocabulary_is_refused(gpt2_dir, tmp_path, chat_tokens):
+  """config.json's vocab_size 20 rows past the checkpoint's table: the missing rows were zero-filled
+  (transformers refuses the same folder)."""
+  hf_dir = tmp_path / 'hf'
+  shutil.copytree(gpt2_dir, hf_dir)
+  config = json.loads((hf_dir / 'config.json').read_text())
+  (hf_dir / 'config.json').write_text(json.dumps(dict(config, vocab_size=config['vocab_size'] + 20)))
+  with pytest.raises(ValueError, match=f'has {config["vocab_size"]} vocabulary rows'):
+    importer.import_hf(hf_dir, tmp_path / 'run', chat_tokens=chat_tokens)

@@ -61,8 +61,9 @@ class Engine:
     self.params = params
     self.tools = tools or {}
     self.cache_len = cache_len or model_cfg.max_seq_len
+    # Looked up only with tools: a model imported without the chat tokens has none to look up.
     sp = tokenizer.special_id
-    self._call_open, self._call_close = sp('<|tool_call|>'), sp('<|/tool_call|>')
+    self._call_open, self._call_close = (sp('<|tool_call|>'), sp('<|/tool_call|>')) if self.tools else (-1, -1)
     self._cache = None  # kept between generate() calls, reused for the same batch size
     self._allocate = {}  # (batch, length) -> the jitted function that allocates an empty cache
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
@@ -91,7 +92,6 @@ class Engine:
 
   def _decode_impl(self, params, state, budget, temperature, top_k, top_p):
     """Decodes until every row is done or waiting for a tool, or `budget` steps have run."""
-    call_close = self._call_close if self.tools else -1
 
     def active(s):
       return ~s['done'] & ~s['paused']
@@ -124,7 +124,7 @@ class Engine:
                   queue_pos=s['queue_pos'] + (act_B & forced_B),
                   done=s['done'] | (act_B & (stop_B | length_B)),
                   stopped=s['stopped'] | (act_B & stop_B),
-                  paused=s['paused'] | (act_B & ~forced_B & (next_B == call_close) & ~stop_B & ~length_B),
+                  paused=s['paused'] | (act_B & ~forced_B & (next_B == self._call_close) & ~stop_B & ~length_B),
                   steps=s['steps'] + 1)
 
     return jax.lax.while_loop(cond, body, dict(state, steps=jnp.zeros((), jnp.int32)))

@@ -62,12 +62,16 @@ def _check_new_workdir(workdir: Path):
     raise FileExistsError(f'--workdir={workdir} already exists and is not empty; import into a new directory')
 
 
-def _with_new_tokens(x: np.ndarray, new: range, rows: int, axis: int) -> np.ndarray:
+def _with_new_tokens(x: np.ndarray, new: range, rows: int, axis: int, param: str) -> np.ndarray:
   """x grown to `rows` vocabulary rows along axis, the rows of the new token ids each the mean of
   the rows of the tokens before them: a new token starts as an average token, its logit near the
   others' (a zero row would not be). New ids that fall on the checkpoint's padding rows (a
-  vocabulary rounded up) overwrite them: those rows were never trained."""
+  vocabulary rounded up) overwrite them: those rows were never trained. A table without a row for
+  every id before the new ones, or with rows beyond `rows`, is refused."""
   x = np.moveaxis(x, axis, 0)
+  if len(x) < new.start or rows != max(len(x), new.stop):
+    raise ValueError(f'parameter {param}: the checkpoint has {len(x)} vocabulary rows, which config.json\'s '
+                     f'vocab_size and its tokenizer ({new.start} tokens) do not match: fix vocab_size or the checkpoint')
   out = np.concatenate([x, np.zeros((max(rows - len(x), 0), *x.shape[1:]), x.dtype)])
   out[new.start:new.stop] = x[:new.start].mean(0)
   return np.moveaxis(out, 0, axis)
@@ -110,7 +114,7 @@ def _place_all(arch, weights, model_cfg, abstract, new_tokens: range):
     thunk = _lookup(top, name) if where == 'top' else _lookup(layer(i), name)
     if name in _VOCAB_PARAMS:
       return _placed(a, path, read=lambda: _with_new_tokens(thunk(), new_tokens, model_cfg.vocab_size,
-                                                             _VOCAB_PARAMS[name]))
+                                                             _VOCAB_PARAMS[name], path))
     return _placed(a, path, read=thunk)
 
   return jax.tree_util.tree_map_with_path(place, abstract)

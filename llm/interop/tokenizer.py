@@ -132,6 +132,10 @@ class HFTokenizer:
   def fingerprint(self) -> str:
     return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()[:16]
 
+  def has_special(self, name: str) -> bool:
+    """Whether special_id(name) has an id: not the chat tokens of a model imported without them."""
+    return name in tokenizer_lib.SPECIAL_TOKENS and self._tok.token_to_id(name) is not None
+
   def special_id(self, name: str) -> int:
     if name not in tokenizer_lib.SPECIAL_TOKENS:
       raise ValueError(f'{name!r} is not a special token; use one of {tokenizer_lib.SPECIAL_TOKENS}')
