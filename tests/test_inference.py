@@ -87,6 +87,20 @@ def test_a_run_loads_for_sampling_and_samples_like_its_training_model(run_dir):
   assert out == seq[len(prompt):]
 
 
+def test_a_run_trained_on_more_devices_loads_on_this_hosts(run_dir, tmp_path):
+  """A run trained with data x fsdp x tensor = 2 x 4 x 2 (16 devices) loads here, FSDP over the
+  devices there are: the checkpoint reshards on restore."""
+  workdir, _, state = run_dir
+  moved = tmp_path / 'run'
+  shutil.copytree(workdir, moved)
+  config = json.loads((moved / 'config.json').read_text())
+  config['mesh'].update(data=2, fsdp=4, tensor=2)
+  (moved / 'config.json').write_text(json.dumps(config))
+  run = inference.load(moved)
+  assert run.mesh.size == jax.device_count()
+  jax.tree.map(np.testing.assert_array_equal, run.params, state.params)
+
+
 def _engine(tok, **kwargs):
   setup, state = init(small_config('modern', max_seq_len=96), vocab=tok.vocab_size)
   return inference.Engine(setup.model_cfg, state.params, tok, setup.mesh, rules=setup.rules, **kwargs)

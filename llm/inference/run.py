@@ -6,6 +6,7 @@ state or training setup is built.
 """
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import flax.linen as nn
@@ -81,15 +82,26 @@ def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -
   return restored['state']['params'], step
 
 
+def _mesh_here(mesh_cfg) -> jax.sharding.Mesh:
+  """The run's mesh where its sizes fit this host's devices; else FSDP over all of them, as an
+  import gets: a run trained on 16 devices samples on a laptop (the checkpoint reshards on restore)."""
+  try:
+    return sharding.make_mesh(mesh_cfg)
+  except ValueError as e:
+    logging.info('%s: loading with FSDP over the %d devices here', e, jax.device_count())
+    return sharding.make_mesh({'data': 1, 'fsdp': -1, 'tensor': 1})
+
+
 def load(workdir: Path | str, step: int | None = None, mesh=None) -> Run:
   """The run in workdir: config.json, tokenizer.model and the latest (or given) checkpoint's
-  parameters, on `mesh` (default: the run's own mesh config on this host's devices)."""
+  parameters, on `mesh` (default: the run's own mesh config on this host's devices, or FSDP over
+  them where that mesh does not fit them)."""
   workdir = Path(workdir)
   config = read_config(workdir)
   _require(tokenizer_lib.run_file(workdir), f'{workdir} has no tokenizer; copy the one it was trained with there')
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(workdir))
   model_cfg = model_lib.ModelConfig.from_config(config.model, tok.vocab_size)
-  mesh = sharding.make_mesh(config.mesh) if mesh is None else mesh
+  mesh = _mesh_here(config.mesh) if mesh is None else mesh
   rules = sharding.logical_rules(config.mesh.rules)
   params, step = restore_params(workdir / 'checkpoints', abstract_params(model_cfg, mesh, rules), step)
   return Run(workdir, config, tok, model_cfg, params, step, mesh, rules)
