@@ -39,9 +39,9 @@ def read_run(workdir: Path) -> dict:
   read = lambda p: json.loads(p.read_text()) if p.exists() else {}
   metrics = workdir / 'metrics.jsonl'
   rows = list(sources.read_jsonl(metrics)) if metrics.exists() else []
-  evals = {p.stem: read(p) for p in sorted((workdir / 'eval').glob('*.json'))}
-  return {'dir': workdir, 'config': read(workdir / 'config.json'), 'summary': read(workdir / 'summary.json'),
-          'metrics': rows, 'evals': evals}
+  summary = read(workdir / 'summary.json')
+  return {'dir': workdir, 'config': read(workdir / 'config.json'), 'summary': summary,
+          'metrics': rows, 'evals': seeds.read_evals(workdir, summary.get('steps'))}
 
 
 def stage_names(runs: list[dict]) -> list[str]:

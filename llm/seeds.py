@@ -26,9 +26,22 @@ def run_numbers(workdir: Path) -> dict:
   if not summary.exists():
     raise ValueError(f'{workdir} has no summary.json: is it a finished run (python -m llm.main --workdir=...)?')
   numbers = json.loads(summary.read_text())
-  for path in sorted((workdir / 'eval').glob('*.json')):
-    numbers.update(json.loads(path.read_text()))
+  for results in read_evals(workdir, numbers.get('steps')).values():
+    numbers.update(results)
   return numbers
+
+
+def read_evals(workdir: Path, steps: int | None) -> dict[str, dict]:
+  """eval/<suite>.json of a run, by suite. Each must be of the run's last checkpoint (`steps`, where
+  known): a suite evaluated before the run trained on would stand beside the newer numbers."""
+  evals = {}
+  for path in sorted((workdir / 'eval').glob('*.json')):
+    results = json.loads(path.read_text())
+    if steps is not None and results.get('step', steps) != steps:
+      raise ValueError(f'{path} is of step {results["step"]}, the run of step {steps}: evaluate it again '
+                       f'(python -m llm.eval --workdir={workdir} --suite={path.stem})')
+    evals[path.stem] = results
+  return evals
 
 
 def parse_group(text: str) -> tuple[str, list[Path]]:

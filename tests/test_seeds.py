@@ -56,3 +56,15 @@ def test_cli_writes_the_table_and_refuses_a_missing_key_in_one_line(tmp_path):
                        cwd=ROOT, capture_output=True, text=True)
   assert bad.returncode != 0 and 'Traceback' not in bad.stderr
   assert f"'acc' is not a number in {b}" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_an_evaluation_of_an_earlier_checkpoint_is_refused_with_the_command_to_redo_it(tmp_path):
+  """eval/chat.json of step 400 in a run trained to step 1200 would sit in the step-1200 column."""
+  from llm import report
+  run = _run(tmp_path / 's0', {'steps': 1200}, {'step': 400, 'acc': 0.6})
+  (run / 'config.json').write_text('{}')
+  for read in (seeds.run_numbers, report.read_run):
+    with pytest.raises(ValueError, match=r'chat.json is of step 400, the run of step 1200.*--suite=chat'):
+      read(run)
+  (run / 'eval' / 'chat.json').write_text(json.dumps({'step': 1200, 'acc': 0.95}))
+  assert seeds.run_numbers(run)['acc'] == 0.95 and report.read_run(run)['evals']['chat']['acc'] == 0.95
