@@ -128,8 +128,20 @@ def test_hellaswag_sum_and_per_byte_normalisation_differ_as_they_should(tok):
   item = hellaswag.Item(TEXT[:300], endings, 0)  # a long context: scoring it too would favour long endings
   by_sum, by_byte = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [item])
   n_tokens = [len(tok.encode(' ' + e)) for e in endings]
-  per_byte = [n / len((' ' + e).encode()) for n, e in zip(n_tokens, endings)]
+  per_byte = [n / len(e.encode()) for n, e in zip(n_tokens, endings)]  # the ending's own bytes, as the harness
   assert by_sum[0] == int(np.argmin(n_tokens)) == 0 and by_byte[0] == int(np.argmin(per_byte)) == 1
+
+
+def test_hellaswag_per_byte_divides_by_the_endings_own_bytes_not_the_space_before_it(tok):
+  """lm-evaluation-harness's acc_norm: the loss of ' ' + ending over len(ending). Counting the
+  space favours short endings: here 'a' (1 token over 2 bytes) against 'king who' (7 over 8)."""
+  endings = ('a', 'king who', 'xq zv', 'zv jk wp')
+  n_tokens = np.array([len(tok.encode(' ' + e)) for e in endings])
+  with_space = int(np.argmin(n_tokens / [len(' ' + e) for e in endings]))
+  harness = int(np.argmin(n_tokens / [len(e) for e in endings]))
+  assert (with_space, harness) == (0, 1)  # the premise: the two rules disagree on these endings
+  _, by_byte = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [hellaswag.Item(TEXT[:300], endings, 0)])
+  assert by_byte[0] == harness
 
 
 def test_hellaswag_reader_checks_the_six_line_format(tmp_path):
@@ -335,6 +347,24 @@ def test_the_decimal_a_reply_picks_is_the_one_it_says_is_larger_not_its_last_num
   assert pick('9.11 is larger than 9.9.') == pick('9.110') == '9.11'
   assert pick('Comparing 9.11 and 9.9 digit by digit: the answer is 9.90') == '9.9'
   assert pick('I do not know.') is None and pick('The answer is 7.') is None
+  assert pick('9.11 is smaller than 9.9.') == pick('Between 9.11 and 9.9, the larger is 9.9.') == '9.9'
+  assert pick('9.9 is less than 9.11.') == pick('The bigger number is 9.11.') == '9.11'
+  assert pick('9.11 or 9.9: hard to say.') is None  # both named, neither picked
+
+
+def test_spelling_is_letters_one_by_one_exactly_the_word():
+  assert probes.spelled('banana', 'b a n a n a') and probes.spelled('banana', 'It is spelled B-A-N-A-N-A.')
+  assert probes.spelled('banana', "b, a, n, a, n, a") and probes.spelled('banana', "'b' 'a' 'n' 'a' 'n' 'a'")
+  assert not probes.spelled('strawberry', 'Strawberry.')  # the word said, not spelled
+  assert not probes.spelled('banana', 'b a n a n a n a') and not probes.spelled('banana', 'x b a n a n a')
+  assert not probes.spelled('banana', 'b a n a n')
+
+
+def test_the_internet_answer_is_a_no_not_a_word_starting_with_no():
+  facts = conversations.IdentityFacts('about 4 million', 256, 'books', 'a calculator')
+  assert identity.truthful('internet', 'No, I cannot browse.', facts, 0)
+  assert not identity.truthful('internet', 'Now I can browse the web for you.', facts, 0)
+  assert not identity.truthful('internet', 'Nothing stops me.', facts, 0)
 
 
 # ---- held-out sets are disjoint from the training generators by content ------------------------

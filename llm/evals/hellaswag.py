@@ -54,7 +54,8 @@ def choose(ctx, items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
       lengths.append(len(ending))
   sums = np.array([loss_T[len(loss_T) - n:].sum() for loss_T, n in zip(ctx.score(rows), lengths)])
   sums = sums.reshape(len(items), 4)
-  ending_bytes = np.array([len((' ' + e).encode()) for it in items for e in it.endings]).reshape(len(items), 4)
+  # The ending's own bytes, not the space scored before it (lm-evaluation-harness's acc_norm).
+  ending_bytes = np.array([len(e.encode()) for it in items for e in it.endings]).reshape(len(items), 4)
   return sums.argmin(1), (sums / ending_bytes).argmin(1)
 
 

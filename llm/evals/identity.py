@@ -6,6 +6,10 @@ run_facts() is also what the SFT data's identity conversations are written from
 its questions answered truthfully, greedy) and identity_truthful (their mean):
 parameters (a stated number within 10%), context (its token count), data (names the pretraining
 data), tools (names the calculator), internet (says no).
+
+The questions are worded as the SFT identity conversations word them (every one of them is in
+that training split): this measures whether the model states its own run's facts when asked as
+it was taught, not whether it generalises to new wordings.
 """
 import re
 
@@ -79,7 +83,7 @@ def truthful(fact: str, answer: str, facts: conversations.IdentityFacts, params:
     return facts.pretraining_data.lower() in answer.lower()
   if fact == 'tools':
     return 'calculator' in answer.lower()
-  return answer.strip().lower().startswith('no')  # internet
+  return re.match(r'no\b', answer.strip().lower()) is not None  # internet: a no, not 'Now I can'
 
 
 def evaluate(ctx) -> dict:

@@ -35,9 +35,16 @@ def letter_items(count: int) -> list[tuple[str, str]]:
   return items[:count]
 
 
+# A run of single letters, each apart from the next by spaces, commas, hyphens or quotes: a word
+# spelled out ('b a n a n a', 'B-A-N-A-N-A', "'b', 'a', ..."). Maximal: it starts at the first such
+# letter and takes every one that follows.
+_SPELLED_RUN = re.compile(r"(?<![a-z])[a-z](?![a-z])(?:[\s,'\"-]+[a-z](?![a-z]))+")
+
+
 def spelled(word: str, reply: str) -> bool:
-  """Whether the reply's letters, separators dropped, spell the word."""
-  return re.sub(r'[^a-z]', '', reply.lower()) == word or ' '.join(word) in reply.lower() or '-'.join(word) in reply.lower()
+  """Whether the reply spells the word letter by letter: one of its runs of single letters is
+  exactly the word (saying the word, or spelling it with letters to spare, is not)."""
+  return any(re.sub(r'[^a-z]', '', run) == word for run in _SPELLED_RUN.findall(reply.lower()))
 
 
 def decimal_items(count: int) -> list[tuple[str, str]]:
@@ -48,17 +55,31 @@ def decimal_items(count: int) -> list[tuple[str, str]]:
   return items[:count]
 
 
+_NUMBER = r'(\d*\.?\d+)'
+_COMPARATIVE = r'(larger|bigger|greater|higher|smaller|less|lower)'
+_LARGER = ('larger', 'bigger', 'greater', 'higher')
+
+
 def chosen_decimal(reply: str, first: str, second: str) -> str | None:
   """Which of the two numbers a reply to 'Which is larger, first or second?' picks: the one after
-  'answer is' where it says so, else the only one it names, else the first it names ('9.9 is
-  larger than 9.11' picks 9.9, though 9.11 is its last number); None when it names neither."""
+  'answer is' where it says so; else the one it calls larger ('9.9 is larger than 9.11', 'the
+  larger is 9.9'), or the other of the one it calls smaller; else the only one it names. None
+  when it names neither, or both without saying which."""
   def candidate(number: str) -> str | None:
     return next((c for c in (first, second) if float(c) == float(number)), None)
 
-  if m := re.search(r'answer is:?\s*\$?(\d*\.?\d+)', reply, re.I):
+  def picked(number: str, comparative: str) -> str | None:
+    c = candidate(number)
+    return c if c is None or comparative.lower() in _LARGER else {first: second, second: first}[c]
+
+  if m := re.search(r'answer is:?\s*\$?' + _NUMBER, reply, re.I):
     return candidate(m[1])
-  named = [c for c in (candidate(n) for n in re.findall(r'\d*\.?\d+', reply)) if c]
-  return named[0] if named else None
+  if m := re.search(_NUMBER + r'\s+is\s+(?:the\s+)?' + _COMPARATIVE, reply, re.I):
+    return picked(m[1], m[2])
+  if m := re.search(_COMPARATIVE + r'(?:\s+(?:one|number|value))?\s+is:?\s+' + _NUMBER, reply, re.I):
+    return picked(m[2], m[1])
+  named = {c for c in map(candidate, re.findall(_NUMBER, reply)) if c}
+  return named.pop() if len(named) == 1 else None
 
 
 def _right(answers: list[str], gold: list[str]) -> float:
