@@ -27,6 +27,34 @@ def test_group_advantages_on_hand_made_groups():
   assert np.isfinite(grpo.group_advantages(np.zeros((2, 3)))).all()
 
 
+def test_a_group_of_equal_rewards_has_no_signal_however_its_float_mean_rounds():
+  """Twelve rewards of 1.1: their float32 mean is not 1.1, so their std is ~1e-7, not 0. The
+  metric counted such a group as having signal while its advantages were 0 (and, without the std
+  division, ~1e-7 each)."""
+  rewards = np.array([[1.1] * 12, [1.1] * 11 + [0.1]], np.float32)
+  assert rewards[0].std() > 0  # the premise
+  np.testing.assert_array_equal(grpo.uniform_groups(rewards), [True, False])
+  for normalize_std in (True, False):
+    adv = grpo.group_advantages(rewards, normalize_std)
+    np.testing.assert_array_equal(adv[0], 0.0)
+    assert (adv[1] != 0).all()
+
+
+def test_rollouts_sample_no_more_than_the_training_row_holds():
+  """A row is seq_len + 1 tokens, prompt included: a token sampled past it would be rewarded but
+  get no loss (and no KL)."""
+  from llm.tasks import grpo as grpo_task
+  config = tiny_grpo_config()
+  config.train.seq_len, config.grpo.max_new_tokens = 10, 32
+
+  class Engine:
+    cache_len = 64
+
+  assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4, [1] * 9]) == [7, 2]
+  Engine.cache_len = 8  # and within the cache
+  assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4]) == [4]
+
+
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):
   mask = jnp.ones_like(logp)
   f = lambda lp: grpo.objective(lp, old_logp, adv, mask, eps, eps_high, **kw)[0]

@@ -15,15 +15,21 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def uniform_groups(rewards_NxG: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+  """bool[N]: the groups that carry no signal, their rewards all equal (or within float noise: the
+  float32 mean of twelve 1.1s is not 1.1, so their std is ~1e-7)."""
+  rewards_NxG = np.asarray(rewards_NxG, np.float32)
+  return (rewards_NxG == rewards_NxG[:, :1]).all(axis=1) | (rewards_NxG.std(axis=1) <= eps)
+
+
 def group_advantages(rewards_NxG: np.ndarray, normalize_std: bool = True, eps: float = 1e-6) -> np.ndarray:
-  """(r - group mean), divided by the group std when normalize_std. A group whose rewards are all
-  equal carries no signal: its advantages are exactly 0 (never NaN)."""
+  """(r - group mean), divided by the group std when normalize_std. A uniform group's advantages
+  are exactly 0 (never NaN)."""
   rewards_NxG = np.asarray(rewards_NxG, np.float32)
   centered = rewards_NxG - rewards_NxG.mean(axis=1, keepdims=True)
-  if not normalize_std:
-    return centered
-  std = rewards_NxG.std(axis=1, keepdims=True)
-  return np.where(std > eps, centered / np.maximum(std, eps), 0.0).astype(np.float32)
+  if normalize_std:
+    centered = centered / np.maximum(rewards_NxG.std(axis=1, keepdims=True), eps)
+  return np.where(uniform_groups(rewards_NxG, eps)[:, None], 0.0, centered).astype(np.float32)
 
 
 def token_logprobs(logits_BxTxV, targets_BxT, temperature: float):

@@ -117,7 +117,7 @@ def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   batch = rollout_batch(config, setup, params, state, rows, completions, total)
   groups = total.reshape(-1, g.group_size)
   metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
-             'zero_variance_groups': float((groups.std(axis=1) == 0).mean()),
+             'zero_variance_groups': float(grpo.uniform_groups(groups).mean()),
              'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
              'tool_call_rate': float(np.mean([c.tool_calls > 0 for c in completions])),
              **{f'reward_{k}': float(v.mean()) for k, v in components.items()}}
@@ -133,11 +133,19 @@ def sample_groups(config, setup, params, state: Rollouts, start: int, step: int)
   rows = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(g.group_size)]
   engine = rollout_engine(config, setup, params, state)
   end = tok.special_id('<|end|>')
-  max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for _, p in rows]
+  max_new = new_token_budgets(config, engine, [p for _, p in rows])
   seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
   completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
                                 stop_ids=[end, tok.eos_id])
   return problems, rows, completions
+
+
+def new_token_budgets(config, engine, prompts: list[list[int]]) -> list[int]:
+  """Per prompt, the tokens its rollout may sample: grpo.max_new_tokens, within the cache and
+  within the training row (seq_len + 1 tokens, prompt included): a tail past the row would be
+  rewarded (or scored by the proxy) but get no loss and no KL."""
+  room = min(engine.cache_len, config.train.seq_len + 1)
+  return [min(config.grpo.max_new_tokens, room - len(p)) for p in prompts]
 
 
 def rollout_batch(config, setup, params, state: Rollouts, rows, completions, total: np.ndarray,

@@ -114,7 +114,7 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(g.group_size)]
   problems = [p for p in problems for _ in range(g.group_size)]
   engine = grpo_task.rollout_engine(config, setup, params, state)
-  max_new = [min(g.max_new_tokens, engine.cache_len - len(p)) for p in prompts]
+  max_new = grpo_task.new_token_budgets(config, engine, prompts)
   completions = engine.generate(prompts, max_new, g.temperature, seed=list(range(len(prompts))),
                                 stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
   proxy, gold, finished = _score(config, setup, state, problems, prompts, completions)
