@@ -21,6 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 outs = [a.removeprefix('--out=') for a in sys.argv[1:] if a.startswith('--out=')]
 suffix = ''.join(a.removeprefix('--suffix=') for a in sys.argv[1:] if a.startswith('--suffix='))
 folders = [Path(p) for p in sys.argv[1:] if not p.startswith(('--out=', '--suffix='))] or [Path('runs')]
+missing = [str(f) for f in folders if not f.is_dir()]  # '--help' too: never rewrite the table from nothing
+if missing:
+  sys.exit(f'collect.py: {", ".join(missing)} is not a folder of runs; '
+           'usage: python results/factuality/collect.py [--out=DIR] [--suffix=S] [RUNS ...]')
 out = Path(outs[-1] if outs else Path(__file__).parent)
 out.mkdir(parents=True, exist_ok=True)
 NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals',

@@ -14,6 +14,8 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 runs = Path(sys.argv[1] if len(sys.argv) > 1 else 'runs/sft_recipe')
+if not runs.is_dir():  # never rewrite the committed tables from nothing
+  sys.exit(f'collect.py: {runs} is not a folder of runs; usage: python results/security/collect.py [RUNS]')
 out = Path(__file__).parent
 
 
