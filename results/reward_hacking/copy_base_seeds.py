@@ -4,6 +4,8 @@ on one plot. Run names differ only in their seed suffix (_sN), which is dropped 
 
     python -m results.reward_hacking.copy_base_seeds --out=results/reward_hacking/copy_base_seeds \
         results/reward_hacking/copy_base_s0 results/reward_hacking/copy_base_s1
+    python -m results.reward_hacking.copy_base_seeds --out=results/reward_hacking/copy_base_seeds_endfix \
+        results/reward_hacking/copy_base_s0_endfix results/reward_hacking/copy_base_s1_endfix
 
 writes OUT.md and OUT.png.
 """
@@ -22,7 +24,9 @@ from llm.rl.hacking_report import course  # noqa: E402
 
 
 def unseeded(name: str) -> str:
-  return re.sub(r'_s\d+$', '', name)
+  """The name without its seed: 'rlhf_copy_1k_b0.02_s1' and a redo's 'rlhf_copy_1k_b0.02_s1_endfix'
+  (copy_base_study.sh's TAG) line up with the other seeds'."""
+  return re.sub(r'_s\d+(?=$|_)', '', name)
 
 
 def reward_models(folder: Path) -> dict:
