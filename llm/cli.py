@@ -4,12 +4,13 @@ from absl import app
 
 def run(main, program: str):
   """app.run(main), where bad input ends the program with one line 'program: message' instead of a
-  traceback: a ValueError (its message says what is wrong), or a file that is not there."""
+  traceback: a ValueError (its message says what is wrong), a folder that cannot be written, or a
+  file that is not there."""
 
   def guarded(argv):
     try:
       return main(argv)
-    except ValueError as e:
+    except (ValueError, PermissionError) as e:
       raise SystemExit(f'{program}: {e}') from None
     except FileNotFoundError as e:
       if e.filename is None:  # raised with a message of its own, which names the fix

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from absl import flags
 
-from llm import cli
+from llm import cli, files
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.', required=True)
 _SUITE = flags.DEFINE_string('suite', 'base', 'Suite of evaluators (base, chat, rl, security) or one evaluator\'s name.')
 _LIMIT = flags.DEFINE_integer('limit', 0, 'Items per evaluator (problems, HellaSwag items, bits-per-byte '
-                              'windows); 0 = each evaluator\'s default.')
+                              'windows); 0 = each evaluator\'s default.', lower_bound=0)
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Folder of the data sets (default: the run\'s config.data.dir, '
                                  '$LLM_DATA_DIR, ./data or ../shared/data).')
 _CORPUS = flags.DEFINE_multi_string('corpus', [], 'Extra text file or folder for bits per byte (repeatable).')
@@ -40,6 +40,7 @@ def main(argv):
     raise ValueError(f'--corpus={missing[0]} does not exist; give a text file or a folder of *.txt files')
   start = time.time()
   run = inference.load(_WORKDIR.value)  # inference.RunError (a ValueError): no run, no checkpoint
+  out = files.check_writable(Path(_WORKDIR.value) / 'eval') / f'{_SUITE.value}.json'  # before the work, not after
   if _DATA_DIR.value:
     run.config.data.dir = _DATA_DIR.value
   log = lambda message: print(f'llm.eval: {message}', file=sys.stderr)
@@ -49,9 +50,7 @@ def main(argv):
   except FileNotFoundError as e:  # a data set
     raise ValueError(f'{e} (for llm.eval: --data_dir=DIR or $LLM_DATA_DIR)') from None
   results['eval_wall_s'] = round(time.time() - start, 1)
-  out = Path(_WORKDIR.value) / 'eval' / f'{_SUITE.value}.json'
-  out.parent.mkdir(exist_ok=True)
-  out.write_text(json.dumps(results, indent=2) + '\n')
+  files.write_atomically(out, json.dumps(results, indent=2) + '\n')
   print(table(results))
   print(f'wrote {out}')
 

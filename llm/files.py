@@ -1,4 +1,5 @@
-"""Writing a file so that a killed process leaves either the old file or the whole new one."""
+"""Writing files: so that a killed process leaves either the old file or the whole new one, and
+only where they can be written."""
 import os
 from pathlib import Path
 
@@ -11,3 +12,17 @@ def write_atomically(path: Path | str, data: bytes | str):
   tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
   tmp.write_bytes(data.encode() if isinstance(data, str) else data)
   os.replace(tmp, path)
+
+
+def check_writable(folder: Path | str) -> Path:
+  """folder, created if need be, once a file could be written in it: checked before the work whose
+  results go there, so a read-only disk fails at the start, not after an hour."""
+  folder = Path(folder)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f'.write-check.{os.getpid()}'
+    probe.write_bytes(b'')
+    probe.unlink()
+  except OSError as e:
+    raise PermissionError(f'{folder} cannot be written ({e.strerror}): choose a folder on a writable disk') from None
+  return folder

@@ -5,6 +5,7 @@ A batch from disk to the loss: task.data() -> grain iterator of host-local numpy
 sharding.global_batch() (one global jax.Array sharded over data x fsdp) -> train_step ->
 task.loss_fn(model, params, batch) -> (loss_sum, weight_sum) -> gradients -> AdamW.
 """
+import contextlib
 import dataclasses
 import json
 import math
@@ -20,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llm import checkpoint, files, hostinfo, losses, model as model_lib, optim, sharding, tasks, tokenizer as tokenizer_lib
+from llm import (checkpoint, files, hostinfo, losses, model as model_lib, optim, sharding, tasks,
+                 tokenizer as tokenizer_lib, workdir_lock)
 from llm.data import sources
 from llm.metrics_log import MetricsLog
 
@@ -214,17 +216,30 @@ def _trained_figures(workdir: Path) -> dict:
 
 def run(config, workdir: str) -> dict:
   """Trains config.task in workdir, resuming from its latest checkpoint. Returns the summary."""
-  t_start = time.time()
+  if not str(workdir).strip():  # Path('') is the current directory
+    raise ValueError('--workdir is empty; give a run directory (new, or a run to resume)')
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise NotADirectoryError(f'--workdir={workdir} is a file; a run directory is a folder (new, or a run to resume)')
-  workdir.mkdir(parents=True, exist_ok=True)
+  files.check_writable(workdir)
+  # Process 0 speaks for a job of several processes, which share the directory by design.
+  with workdir_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir)
+
+
+def _train(config, workdir: Path) -> dict:
+  t_start = time.time()
   optim.fit_warmup(config.train)
   if config.train.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', config.train.compilation_cache)
   task = tasks.get(config)
   mesh = sharding.make_mesh(config.mesh)
   tc = config.train
+  for name in ('batch_size', 'seq_len', 'grad_accum'):
+    if tc[name] < 1:
+      raise ValueError(f'train.{name}={tc[name]} must be at least 1')
+  if tc.eval_batches < 0:
+    raise ValueError(f'train.eval_batches={tc.eval_batches} must be at least 0 (0: the whole validation split)')
   if tc.batch_size % tc.grad_accum:
     raise ValueError(f'train.batch_size={tc.batch_size} must be divisible by train.grad_accum={tc.grad_accum}')
   if tc.seq_len > config.model.max_seq_len:
@@ -246,6 +261,9 @@ def run(config, workdir: str) -> dict:
     if start is not None:
       _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
       _check_same_tokenizer(ckpt, data.tokenizer.path, workdir)
+      if start > tc.steps:  # training on would do nothing, and the summary would claim tc.steps
+        raise ValueError(f'{workdir} holds step {start}, beyond train.steps={tc.steps}: raise --config.train.steps, '
+                         'or give a new --workdir')
     if jax.process_index() == 0:
       _write_config(config, workdir)
       shutil.copyfile(data.tokenizer.path, workdir / tokenizer_lib.run_file_name(data.tokenizer.path))

@@ -1,5 +1,6 @@
 """The training loop end to end: learning, resume after a kill, sharding, and its errors."""
 import json
+import os
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tiny_config, xla_flags
-from llm import checkpoint, train
+from llm import checkpoint, train, workdir_lock
 
 
 def read_metrics(workdir):
@@ -108,6 +109,8 @@ def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
     ('--config.train.steps=0', 'train.steps=0: a run needs at least one optimizer step'),
     ('--config.train.keep_checkpoints=0', 'train.keep_checkpoints=0 must be at least 1'),
     ('--config.train.eval_every=0', 'train.eval_every=0 must be at least 1'),
+    ('--config.train.batch_size=0', 'train.batch_size=0 must be at least 1'),
+    ('--config.train.eval_batches=-1', 'train.eval_batches=-1 must be at least 0'),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, message):
   cmd, env = _main(tmp_path / 'run', subprocess_env, override)
@@ -149,8 +152,26 @@ def test_resuming_with_another_model_shape_is_refused_before_anything_is_written
                                        r'give another'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'tokenizer.train_chars': 200_000}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # Fewer steps than the checkpoint holds: the summary would claim 1 step of a 2-step model.
+  with pytest.raises(ValueError, match=r'holds step 2, beyond train.steps=1'):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 1}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # A second process on the same directory (here: its lock held) is refused.
+  with workdir_lock.held(tmp_path), pytest.raises(ValueError, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
   train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)  # the run resumes as it was
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
+
+
+def test_an_empty_or_unwritable_workdir_is_refused_before_training(tmp_path, cache_dir, monkeypatch):
+  monkeypatch.chdir(tmp_path)  # where a run with an empty --workdir would have trained
+  with pytest.raises(ValueError, match='--workdir is empty'):
+    train.run(tiny_config(cache_dir, **{'train.steps': 1}), '')
+  assert list(tmp_path.iterdir()) == []
+  (tmp_path / 'a_file').write_text('')
+  with pytest.raises(PermissionError, match='a_file/run cannot be written'):
+    train.run(tiny_config(cache_dir, **{'train.steps': 1}), tmp_path / 'a_file' / 'run')
 
 
 @pytest.mark.parametrize('schedule', ['cosine', 'wsd'])
