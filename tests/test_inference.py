@@ -315,3 +315,27 @@ def test_sample_keeps_the_end_of_a_prompt_longer_than_the_context(run_dir, tmp_p
   warning = [l for l in out.stderr.splitlines() if l.startswith('llm.sample: the prompt is')]
   assert len(warning) == 1 and 'context 64: keeping its last 53 (and bos)' in warning[0]
   assert not out.stdout.startswith(prompt) and prompt[-40:] in out.stdout
+
+
+@pytest.mark.parametrize('module,flag', [('llm.sample', '--max_new_tokens=0'), ('llm.sample', '--temperature=-1'),
+                                         ('llm.sample', '--top_p=2'), ('llm.sample', '--num_samples=0'),
+                                         ('llm.chat', '--max_new_tokens=-5'), ('llm.eval', '--limit=-3'),
+                                         ('llm.serve', '--port=99999')])
+def test_a_knob_out_of_range_is_refused_before_the_run_loads(module, flag, run_dir, python_env):
+  """--temperature=-1 sampled 'c c c c', --limit=-3 scored all but 3 items (or hung), a port past
+  65535 served on another: now each is refused while the flags are read."""
+  out = subprocess.run([sys.executable, '-m', module, f'--workdir={run_dir[0]}', flag], env=python_env, cwd=ROOT,
+                       capture_output=True, text=True, input='')
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert f'Flags parsing error: flag {flag}: ' in out.stderr, out.stderr[-1000:]
+
+
+def test_an_evaluation_that_cannot_be_written_is_refused_before_it_runs(run_dir, tmp_path, python_env):
+  workdir = tmp_path / 'run'
+  shutil.copytree(run_dir[0], workdir)
+  (workdir / 'eval').write_text('a file where the results folder goes')
+  out = subprocess.run([sys.executable, '-m', 'llm.eval', f'--workdir={workdir}', '--suite=copying'], env=python_env,
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith(f'llm.eval: {workdir / "eval"} cannot be written')
+  assert 'copy_' not in out.stdout  # refused before the evaluation, not after it

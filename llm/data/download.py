@@ -4,8 +4,8 @@
     python -m llm.data.download --dataset=tinystories --out=data/tinystories
 
 Then train with --config.data.dir=data --config.data.source=fineweb_edu (format 'jsonl' reads the
-folder's shards, field 'text'; configs/pretrain_gpt2_124m.py sets these), or source=tinystories/train.txt (format 'text_file', separator
-'<|endoftext|>'). Downloads resume: finished files are skipped, partial ones are redone.
+folder's shards, field 'text'; configs/pretrain_gpt2_124m.py sets these), or
+source=tinystories/train.txt (format 'text_file', separator '<|endoftext|>'). Downloads resume: finished files are skipped, partial ones are redone.
 `--base_url` points at a mirror (or a file:// folder, which is how the tests run it).
 """
 import gzip
@@ -87,6 +87,6 @@ def main(argv):
 if __name__ == '__main__':  # flags defined here only: importing the module (the tests do) defines none
   flags.DEFINE_enum('dataset', None, list(DATASETS), 'Which corpus.', required=True)
   flags.DEFINE_string('out', None, 'Destination folder.', required=True)
-  flags.DEFINE_integer('shards', 0, 'Download only the first N files (0 = all).')
+  flags.DEFINE_integer('shards', 0, 'Download only the first N files (0 = all).', lower_bound=0)
   flags.DEFINE_string('base_url', None, 'Override the source URL (mirror or file://).')
   cli.run(main, 'llm.data.download')

@@ -17,11 +17,12 @@ from llm.data import conversations, sources
 from llm.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 _SOURCE = flags.DEFINE_string('source', 'gsm8k', 'A name in llm.data.conversations.SOURCES.')
-_INDEX = flags.DEFINE_integer('index', 0, 'Which conversation of the source, counting from 0.')
+_INDEX = flags.DEFINE_integer('index', 0, 'Which conversation of the source, counting from 0.', lower_bound=0)
 _TOKENIZER = flags.DEFINE_string('tokenizer', None, 'SentencePiece .model file.', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Data dir ("" = $LLM_DATA_DIR, ./data, ../shared/data).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the generated sources.')
-_MAX_TOKENS = flags.DEFINE_integer('max_tokens', 0, 'Fit the conversation into this many tokens first (0 = no).')
+_MAX_TOKENS = flags.DEFINE_integer('max_tokens', 0, 'Fit the conversation into this many tokens first (0 = no).',
+                                  lower_bound=0)
 _TOKENS = flags.DEFINE_bool('tokens', False, 'One line per token (position, id, mask, piece).')
 
 _DIM, _RESET = '\033[2m', '\033[0m'
