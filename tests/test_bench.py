@@ -11,8 +11,11 @@ from llm import bench, bench_data, bench_decode, bench_serve, hostinfo
 def test_decode_ratios_are_each_rounds_rate_over_the_yardsticks_and_name_the_host(monkeypatch):
   yardstick = iter([100.0, 50.0])  # one rate per round, as the torch decoder's JSON gives it
   monkeypatch.setattr(bench_decode, '_reference', lambda shape: {'decode_tokens_per_s': next(yardstick)})
-  # Each round times 1 token then 4 (seconds below); the recompute baseline takes the last time.
-  seconds = iter([0.1, 0.5, 0.1, 0.3, 2.0])
+  # Each round times 4 tokens less 1 (differences below), then the prefill; the recompute
+  # baseline takes the last time.
+  differences, seconds = iter([0.4, 0.2]), iter([0.1, 0.1, 2.0])
+  monkeypatch.setattr(bench_decode, 'median_difference_seconds',
+                      lambda long, short, repeats=5: (long(), short(), next(differences))[-1])
   monkeypatch.setattr(bench_decode, 'median_seconds', lambda fn, repeats=3: (fn(), next(seconds))[1])
   config = bench.bench_config(layers=1, heads=2, dim=32, seq=16, batch=1, steps=1, warmup=0)
   result = bench_decode.run(config, vocab=64, batches=(2,), new_tokens=4, rounds=2, repeats=1)
@@ -23,6 +26,20 @@ def test_decode_ratios_are_each_rounds_rate_over_the_yardsticks_and_name_the_hos
   medians = result['b2_kv_tokens_per_s'], result['b2_torch_tokens_per_s'], result['b2_ratio_to_torch']
   assert medians == (22.5, 75.0, 0.38)
   assert result['b2_recompute_tokens_per_s'] == 4.0  # 2 rows x 4 steps in 2 s
+
+
+def test_a_decode_time_is_the_median_of_differences_of_calls_run_back_to_back(monkeypatch):
+  """The VM slows down between the short and the long call of the third pair: the difference of
+  the two medians would be 0.8 s, each pair's difference is 0.4 s but that one."""
+  clock = [0.0]
+  monkeypatch.setattr(bench_decode.time, 'perf_counter', lambda: clock[0])
+  shorts, longs = iter([0, 0.1, 0.1, 0.1, 0.5, 0.5]), iter([0, 0.5, 0.5, 0.9, 0.9, 0.9])  # the first: compiling
+
+  def call(times):
+    clock[0] += next(times)
+
+  seconds = bench_decode.median_difference_seconds(lambda: call(longs), lambda: call(shorts), repeats=5)
+  assert seconds == pytest.approx(0.4)
 
 
 def test_the_data_benchmark_names_the_host(monkeypatch, tmp_path):
