@@ -7,7 +7,9 @@ Commands: /reset starts over, /quit (or Ctrl-D) leaves.
 """
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from llm import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (an SFT model).', required=True)
 _SYSTEM = flags.DEFINE_string('system', '', 'Optional system message.')
@@ -57,4 +59,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.chat')

@@ -149,7 +149,7 @@ def main(argv):
   if not runs:
     raise ValueError('no runs given; pass --runs=DIR[,DIR...] (pretraining, SFT, RL in order)')
   from llm import hostinfo
-  groups = dict(seeds.parse_group(g) for g in _SEEDS.value)
+  groups = dict(seeds.parse_group(g, '--seeds') for g in _SEEDS.value)
   if groups and not _SEED_KEYS.value:
     raise ValueError('--seeds needs --seed_keys=KEY,... (the numbers to average over seeds)')
   path = write([Path(r) for r in runs], Path(_OUT.value), hostinfo.describe(), groups, _SEED_KEYS.value)

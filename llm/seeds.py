@@ -44,10 +44,11 @@ def read_evals(workdir: Path, steps: int | None) -> dict[str, dict]:
   return evals
 
 
-def parse_group(text: str) -> tuple[str, list[Path]]:
+def parse_group(text: str, flag: str = '--group') -> tuple[str, list[Path]]:
+  """(NAME, runs) of the flag's NAME=RUN[,RUN...]."""
   name, sep, runs = text.partition('=')
   if not sep or not name.strip() or not runs.strip():
-    raise ValueError(f'--group={text!r}: write NAME=RUN[,RUN...], e.g. --group="baseline=runs/s0,runs/s1"')
+    raise ValueError(f'{flag}={text!r}: write NAME=RUN[,RUN...], e.g. {flag}="baseline=runs/s0,runs/s1"')
   return name.strip(), [Path(r) for r in runs.split(',') if r]
 
 

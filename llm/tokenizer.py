@@ -204,9 +204,16 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
     raise ValueError('no text to train the tokenizer on: the training documents are empty; check '
                      'config.data.source, or set config.tokenizer.path to an existing .model')
   model = io.BytesIO()
-  spm.SentencePieceTrainer.train(sentence_iterator=itertools.chain([first], sentences),
-                                 model_writer=model, vocab_size=vocab_size,
-                                 num_threads=os.cpu_count(), **_TRAINER_OPTIONS)
+  try:
+    spm.SentencePieceTrainer.train(sentence_iterator=itertools.chain([first], sentences),
+                                   model_writer=model, vocab_size=vocab_size,
+                                   num_threads=os.cpu_count(), **_TRAINER_OPTIONS)
+  except RuntimeError as e:
+    if 'Vocabulary size is smaller than required_chars' not in str(e):
+      raise
+    needed = str(e).split('required_chars.')[-1].split('.')[0].strip()  # '256 vs 329'
+    raise ValueError(f'config.tokenizer.vocab_size={vocab_size} is below what this corpus needs for its characters '
+                     f'and the special tokens ({needed}): raise config.tokenizer.vocab_size') from None
   files.write_atomically(out_path, model.getvalue())
   return Tokenizer.load(out_path)
 

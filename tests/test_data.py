@@ -144,6 +144,13 @@ def test_fineweb_downloads_into_what_the_124m_config_reads(tmp_path):
   assert list(sources.read_documents(tmp_path / 'data', cfg)) == [t for texts in rows for t in texts]
 
 
+def test_a_download_that_cannot_be_fetched_says_which_url_and_what_to_check(tmp_path):
+  from llm.data import download
+  with pytest.raises(ValueError, match=r'could not fetch file://.*/nowhere/TinyStoriesV2-GPT4-train.txt .*--base_url'):
+    download.download('tinystories', tmp_path / 'out', base_url=(tmp_path / 'nowhere').as_uri())
+  assert not list((tmp_path / 'out').rglob('*.txt'))
+
+
 def test_read_documents_drops_empty_documents(tmp_path):
   (tmp_path / 'corpus.txt').write_text('a\n\n \n\nb')
   cfg = data_config(source='corpus.txt', format='text_file')

@@ -339,3 +339,11 @@ def test_an_evaluation_that_cannot_be_written_is_refused_before_it_runs(run_dir,
   assert out.returncode != 0 and 'Traceback' not in out.stderr
   assert out.stderr.strip().splitlines()[-1].startswith(f'llm.eval: {workdir / "eval"} cannot be written')
   assert 'copy_' not in out.stdout  # refused before the evaluation, not after it
+
+
+@pytest.mark.parametrize('module', ['llm.chat', 'llm.serve'])
+def test_a_search_folder_that_is_not_there_is_refused_at_the_start(module, run_dir, python_env):
+  out = subprocess.run([sys.executable, '-m', module, f'--workdir={run_dir[0]}', '--search_folder=/nope'],
+                       env=python_env, cwd=ROOT, capture_output=True, text=True, input='', timeout=300)
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == f'{module}: --search_folder=/nope is not a folder; give a folder of .txt/.md files'

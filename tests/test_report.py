@@ -60,6 +60,9 @@ def test_report_cli_runs_as_arguments_and_refuses_a_missing_run(tmp_path, python
   bad = subprocess.run(cmd + [f'--runs={tmp_path / "nope"}'], env=python_env, cwd=ROOT, capture_output=True, text=True)
   assert bad.returncode != 0 and 'Traceback' not in bad.stderr
   assert 'holds no config.json' in bad.stderr.strip().splitlines()[-1]
+  bad = subprocess.run(cmd + [f'--runs={tmp_path / "base"}', '--seeds=foo', '--seed_keys=params'], env=python_env,
+                       cwd=ROOT, capture_output=True, text=True)
+  assert bad.stderr.strip().splitlines()[-1].startswith("llm.report: --seeds='foo': write NAME=RUN")
 
 
 def test_report_adds_the_mean_over_seeds_of_each_group(tmp_path):

@@ -145,3 +145,8 @@ def test_no_training_text_is_named_not_a_sentencepiece_check(tmp_path):
   with pytest.raises(ValueError, match='no text to train the tokenizer on'):
     train_tokenizer([], 512, tmp_path / 'tok.model', max_chars=10**6)
   assert not (tmp_path / 'tok.model').exists()
+
+
+def test_a_vocabulary_smaller_than_the_corpus_characters_names_the_setting(tmp_path):
+  with pytest.raises(ValueError, match=r'config.tokenizer.vocab_size=40 is below .* \(40 vs \d+\): raise'):
+    train_tokenizer([training_text()], 40, tmp_path / 'tok.model', 10**6)

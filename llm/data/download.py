@@ -11,6 +11,7 @@ source=tinystories/train.txt (format 'text_file', separator '<|endoftext|>'). Do
 import gzip
 import json
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def fetch(url: str, dest: Path):
     return
   partial = dest.with_name(dest.name + '.partial')
   logging.info('fetching %s', url)
-  with urllib.request.urlopen(url) as response, partial.open('wb') as f:
+  try:
+    response = urllib.request.urlopen(url)
+  except urllib.error.URLError as e:  # HTTPError too: no network, a wrong --base_url, a moved file
+    raise ValueError(f'could not fetch {url} ({e.reason}): check the network, or --base_url for a mirror') from None
+  with response, partial.open('wb') as f:
     shutil.copyfileobj(response, f, length=1 << 20)
   partial.rename(dest)
 

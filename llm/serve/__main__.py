@@ -5,7 +5,9 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from llm import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (an SFT model for chat).', required=True)
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (loopback by default).')
@@ -44,4 +46,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.serve')
