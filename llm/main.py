@@ -52,8 +52,12 @@ def parse_flags(argv):
   """absl's parser, but a misspelt --config.key ends in one line naming it, not a traceback."""
   try:
     return flags.FLAGS(argv)
+  except SyntaxError as e:  # in the config file itself
+    sys.exit(f'llm: could not load --config: {e.filename}:{e.lineno}: SyntaxError: {e.msg}')
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
+    if message.endswith('has no attribute get_config'):
+      sys.exit('llm: the --config file defines no get_config(); it must return the config (see configs/*.py)')
     sys.exit(f'llm: unknown or invalid config key: {message}')
   except flags.Error as e:
     # A config file that raises arrives with its traceback inside the message: keep the head

@@ -248,3 +248,16 @@ def test_gpt2_124m_config_runs_shrunk_on_eight_fsdp_devices(tmp_path, subprocess
   assert summary['devices'] == 8 and np.isfinite(summary['val_loss'])
   assert config['model']['dtype'] == 'bfloat16' and config['mesh']['fsdp'] == -1
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize('text, message', [
+    ('def get_config(:\n', 'bad.py:1: SyntaxError: invalid syntax'),
+    ('x = 1\n', 'the --config file defines no get_config()'),
+])
+def test_a_config_file_that_cannot_be_loaded_is_named_in_one_line(tmp_path, python_env, text, message):
+  (tmp_path / 'bad.py').write_text(text)
+  result = subprocess.run([sys.executable, '-m', 'llm.main', f'--config={tmp_path / "bad.py"}',
+                           f'--workdir={tmp_path / "run"}'], env=python_env, cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1].startswith('llm: ') and message in result.stderr
+  assert not (tmp_path / 'run').exists()
