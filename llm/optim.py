@@ -10,6 +10,22 @@ import optax
 _UNDECAYED_NAMES = ('scale', 'bias', 'smear')
 
 
+def check_settings(train_cfg):
+  """The optimizer settings a run would train with, refused in one line when out of range: a
+  negative lr trains uphill, min_lr_ratio 5 ends at five times the peak, b2 1.5 diverges."""
+  bounds = (('lr', train_cfg.lr > 0, 'must be positive'),
+            ('min_lr_ratio', 0 <= train_cfg.min_lr_ratio <= 1, 'must be in [0, 1]'),
+            ('b1', 0 <= train_cfg.b1 < 1, 'must be in [0, 1)'), ('b2', 0 <= train_cfg.b2 < 1, 'must be in [0, 1)'),
+            ('eps', train_cfg.eps > 0, 'must be positive'),
+            ('weight_decay', train_cfg.weight_decay >= 0, 'must be at least 0'),
+            ('grad_clip', train_cfg.grad_clip >= 0, 'must be at least 0 (0: off)'))
+  for name, ok, rule in bounds:
+    if not ok:
+      raise ValueError(f'train.{name}={train_cfg[name]} {rule}')
+  if train_cfg.steps < 1:  # before fit_warmup's message about a negative warmup
+    raise ValueError(f'train.steps={train_cfg.steps}: a run needs at least one optimizer step')
+
+
 def fit_warmup(train_cfg):
   """--config.train.steps=N is how a run's length is set, so a warmup the run cannot hold (a
   shipped config's, on a short trial run) is cut to a tenth of the run, in place, with a log line.

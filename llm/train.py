@@ -229,6 +229,7 @@ def run(config, workdir: str) -> dict:
 
 def _train(config, workdir: Path) -> dict:
   t_start = time.time()
+  optim.check_settings(config.train)
   optim.fit_warmup(config.train)
   if config.train.compilation_cache:
     jax.config.update('jax_compilation_cache_dir', config.train.compilation_cache)
