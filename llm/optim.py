@@ -13,7 +13,7 @@ _UNDECAYED_NAMES = ('scale', 'bias', 'smear')
 def check_settings(train_cfg):
   """The optimizer settings a run would train with, refused in one line when out of range: a
   negative lr trains uphill, min_lr_ratio 5 ends at five times the peak, b2 1.5 diverges."""
-  bounds = (('lr', train_cfg.lr > 0, 'must be positive'),
+  bounds = (('lr', train_cfg.lr >= 0, 'must be at least 0'),
             ('min_lr_ratio', 0 <= train_cfg.min_lr_ratio <= 1, 'must be in [0, 1]'),
             ('b1', 0 <= train_cfg.b1 < 1, 'must be in [0, 1)'), ('b2', 0 <= train_cfg.b2 < 1, 'must be in [0, 1)'),
             ('eps', train_cfg.eps > 0, 'must be positive'),

@@ -361,9 +361,9 @@ def make_registry(search_folder: str | Path | None = None, python_tool: bool = F
   """The tools available to the model: the calculator, search when a folder is given, and python
   when python_tool (off by default: it runs model-written code, though sandboxed)."""
   registry: ToolRegistry = {'calculator': calculator}
-  if search_folder is not None and not Path(search_folder).is_dir():  # else the model alone would find out
-    raise ValueError(f'--search_folder={search_folder} is not a folder; give a folder of .txt/.md files')
   if search_folder is not None:
+    if not Path(search_folder).is_dir():  # else only the model would find out, at its first search
+      raise ValueError(f'--search_folder={search_folder} is not a folder; give a folder of .txt/.md files')
     registry['search'] = functools.partial(search, folder=search_folder)
   if python_tool:
     registry['python'] = python

@@ -111,7 +111,7 @@ def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
     ('--config.train.eval_every=0', 'train.eval_every=0 must be at least 1'),
     ('--config.train.batch_size=0', 'train.batch_size=0 must be at least 1'),
     ('--config.train.eval_batches=-1', 'train.eval_batches=-1 must be at least 0'),
-    ('--config.train.lr=-1', 'train.lr=-1.0 must be positive'),
+    ('--config.train.lr=-1', 'train.lr=-1.0 must be at least 0'),
     ('--config.train.b2=1.5', 'train.b2=1.5 must be in [0, 1)'),
 ])
 def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, message):
