@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import flags
 
-from llm import cli, seeds
+from llm import cli, files, seeds
 from llm.data import sources
 
 STAGES = {'pretrain': 'BASE', 'sft': 'SFT', 'grpo': 'RL'}
@@ -108,7 +108,7 @@ def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = No
   """OUT/report.md (and PNGs) for the runs, and the seed groups' table; returns the report's path."""
   data = [read_run(Path(r)) for r in runs]
   names = stage_names(data)
-  out.mkdir(parents=True, exist_ok=True)
+  files.check_writable(out)
   per_stage = [metric_rows(r) for r in data]
   keys = list(dict.fromkeys(k for rows in per_stage for k in rows))
   total_wall = sum((r['summary'].get('wall_s') or 0) + sum(e.get('eval_wall_s', 0) for e in r['evals'].values())

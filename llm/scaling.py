@@ -45,6 +45,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from scipy import optimize  # noqa: E402
 
+from llm import files  # noqa: E402
+
 SUMMARY_KEYS = ('val_loss', 'params', 'params_non_embedding', 'tokens_seen', 'flops', 'flops_per_token')
 HUBER_DELTA = 1e-3
 # Besiroglu et al.'s initialisations; columns a, b, e, alpha, beta (4500 points).
@@ -578,9 +580,10 @@ def main(argv):
   if not _RUNS.value or not _OUT.value:
     raise app.UsageError('fit needs --runs=DIR (one or more) and --out=DIR')
   try:
+    files.check_writable(_OUT.value)  # before the fits and their bootstrap
     report = fit_study(_RUNS.value, _OUT.value, _HOLDOUT.value, _BUDGET.value, _BOOTSTRAP.value, _PARAMS.value,
                        _SEED.value)
-  except StudyError as e:
+  except (StudyError, PermissionError) as e:
     sys.exit(f'llm.scaling: {e}')
   print(format_report(report))
   print(f'\nwrote {Path(_OUT.value) / "fit.json"}, runs.csv, loss_vs_tokens.png, isoflop.png')

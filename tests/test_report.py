@@ -63,6 +63,10 @@ def test_report_cli_runs_as_arguments_and_refuses_a_missing_run(tmp_path, python
   bad = subprocess.run(cmd + [f'--runs={tmp_path / "base"}', '--seeds=foo', '--seed_keys=params'], env=python_env,
                        cwd=ROOT, capture_output=True, text=True)
   assert bad.stderr.strip().splitlines()[-1].startswith("llm.report: --seeds='foo': write NAME=RUN")
+  (tmp_path / 'a_file').write_text('')
+  bad = subprocess.run(cmd[:-1] + [f'--out={tmp_path / "a_file" / "out"}', f'--runs={tmp_path / "base"}'],
+                       env=python_env, cwd=ROOT, capture_output=True, text=True)
+  assert 'Traceback' not in bad.stderr and 'a_file/out cannot be written' in bad.stderr.strip().splitlines()[-1]
 
 
 def test_report_adds_the_mean_over_seeds_of_each_group(tmp_path):

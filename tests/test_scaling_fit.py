@@ -357,3 +357,10 @@ def test_report_says_when_one_slice_alone_has_a_minimum(tmp_path):
   report = scaling.fit_study([tmp_path], tmp_path / 'out', samples=0)
   assert [m['C'] for m in report['isoflop']['minima']] == [2.5e13] and report['isoflop']['exponents'] is None
   assert '  1 of 3 slices have a minimum' in scaling.format_report(report).splitlines()
+
+
+def test_cli_out_that_cannot_be_written_is_one_line_before_fitting(tmp_path):
+  (tmp_path / 'a_file').write_text('')
+  proc = run_cli(f'--runs={tmp_path}', f'--out={tmp_path / "a_file" / "out"}')
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith(f'llm.scaling: {tmp_path / "a_file" / "out"} cannot be written')
