@@ -76,11 +76,25 @@ def test_unknown_layers_are_refused():
 
 
 def test_a_child_that_cannot_confine_itself_runs_no_code():
-  request = dict(code='print("ran")', cpu_s=None, memory_bytes=1 << 28, layers=list(sandbox.LAYERS))  # bad limit
-  proc = subprocess.run([sys.executable, '-I', '-S', child.__file__], input=json.dumps(request),
-                        capture_output=True, text=True, timeout=60)
+  failure_read, failure_write = os.pipe()
+  request = dict(code='print("ran")', cpu_s=None, memory_bytes=1 << 28, layers=list(sandbox.LAYERS),  # bad limit
+                 setup_failed_fd=failure_write)
+  with open(failure_read, 'rb') as failure_report:
+    proc = subprocess.run([sys.executable, '-I', '-S', child.__file__], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=60, pass_fds=(failure_write,))
+    os.close(failure_write)
+    assert failure_report.read() == b'!'
   assert proc.returncode == child.SETUP_FAILED and 'ran' not in proc.stdout
   assert proc.stderr.startswith('sandbox setup failed: TypeError')
+
+
+def test_the_runner_tells_a_failed_setup_from_the_codes_own_exit_status():
+  """A limit the child cannot set (over 64 bits) fails its setup; the code may exit with the same status."""
+  failed = run('print("ran")', memory_mb=1 << 60)
+  assert failed.exit_code == child.SETUP_FAILED and 'ran' not in failed.output
+  assert failed.text(300).endswith('error: the python sandbox could not start on this machine, so the code did not run')
+  for code in (f'raise SystemExit({child.SETUP_FAILED})', f'import os\nos._exit({child.SETUP_FAILED})'):
+    assert run(code).text(100) == f'error: exit status {child.SETUP_FAILED}', code
 
 
 # ---- each limit ----------------------------------------------------------------------------------
@@ -95,6 +109,14 @@ def test_cpu_limit_holds_when_the_code_ignores_sigxcpu():
   result = run('import _signal\n_signal.signal(_signal.SIGXCPU, _signal.SIG_IGN)\nprint("ignored")\nwhile True: pass',
                cpu_s=1, wall_s=30)
   assert result.output == 'ignored\n' and result.signal == 'SIGKILL' and not result.timed_out
+  assert result.text(200) == 'ignored\nerror: stopped after 1 s of CPU time (the CPU limit)'
+
+
+@pytest.mark.parametrize('code,layers', [('import _signal\n_signal.raise_signal(9)', sandbox.LAYERS),
+                                         ('import os\nos.kill(os.getpid(), 9)', ('rlimits', 'seccomp'))])
+def test_code_that_kills_itself_is_not_called_over_the_cpu_limit(code, layers):
+  result = run(code, layers)
+  assert result.signal == 'SIGKILL' and result.text(200) == 'error: the program was killed by SIGKILL'
 
 
 def test_memory_limit_refuses_an_allocation_over_it_and_allows_one_under_it():

@@ -4,7 +4,8 @@ llm.sandbox.runner starts it as `python -I -S -B -u -X utf8 child.py` (isolated:
 no PYTHON* variables, no current directory on sys.path; unbuffered, so output written before a
 kill survives) with an empty environment, in a fresh empty directory and a session of its own,
 and writes one JSON request to its stdin: {"code": str, "cpu_s": int, "memory_bytes": int,
-"layers": [...]}. Everything before the code runs is trusted and happens in this order:
+"layers": [...], "setup_failed_fd": int}. Everything before the code runs is trusted and happens
+in this order:
 
 1. the modules the code may use are imported (after step 3 nothing can be read from disk);
 2. resource limits (`rlimits`): CPU seconds (SIGXCPU, then SIGKILL a second later), address
@@ -20,8 +21,9 @@ and writes one JSON request to its stdin: {"code": str, "cpu_s": int, "memory_by
 
 The code then runs as a script, with a notebook's convenience: when its last statement is an
 expression, that value's repr is printed (unless None). An exception prints as Python would,
-cut to the code's own line and the error. If setup fails the process exits with SETUP_FAILED
-before any of the code runs.
+cut to the code's own line and the error. If setup fails the process writes a byte to
+setup_failed_fd (a pipe to the runner) and exits with SETUP_FAILED before any of the code runs;
+else it closes setup_failed_fd first, so the code, which may exit with any status, cannot write it.
 """
 import ast
 import builtins
@@ -42,7 +44,7 @@ ALLOWED_EVENTS = frozenset({'compile', 'exec', 'builtins.id', 'builtins.input', 
                             'time.sleep', 'sys._getframe', 'sys._getframemodulename', 'sys.excepthook',
                             'sys.unraisablehook', 'cpython._PySys_ClearAuditHooks'})
 LAYERS = ('rlimits', 'seccomp', 'audit')
-SETUP_FAILED = 121  # exit status: the sandbox could not be set up, the code did not run
+SETUP_FAILED = 121  # exit status when the sandbox could not be set up (the code may exit with it too)
 FILENAME = '<python>'
 
 
@@ -119,7 +121,9 @@ def main() -> None:
       seccomp.install(os.getpid())
   except Exception as e:  # e.g. no seccomp on this kernel: refuse rather than run unconfined
     sys.stderr.write(f'sandbox setup failed: {type(e).__name__}: {e}\n')
+    os.write(request['setup_failed_fd'], b'!')  # allowed: the filter is only in place once setup succeeded
     os._exit(SETUP_FAILED)
+  os.close(request['setup_failed_fd'])
   if 'audit' in layers:
     sys.addaudithook(_audit_hook)
   sys.exit(_run(request['code']))
