@@ -25,7 +25,9 @@ import sys
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from llm import cli, files
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,21 +111,19 @@ def tpu_commands(config_path, points, root: str, extra) -> list[list[str]]:
 
 def main(argv):
   extra = argv[1:]
-  try:
-    config_path, points = load_sweep(_SWEEP.value)
-    if _MODE.value == 'local':
-      sys.exit(run_local(config_path, points, Path(_ROOT.value), extra))
-    if _MODE.value == 'print':
-      for name, arg in points:
-        print(shlex.join(['python', '-m', 'llm.main',
-                          *main_args(config_path, arg, f'{_ROOT.value}/{name}', extra)]))
-      return
-    for cmd in tpu_commands(config_path, points, _ROOT.value, extra):
-      print(f'# {shlex.join(cmd[1:])}', flush=True)
-      subprocess.run(cmd, check=True)
-  except (ValueError, FileNotFoundError) as e:
-    sys.exit(f'llm.sweep: {e}')
+  config_path, points = load_sweep(_SWEEP.value)
+  if _MODE.value == 'local':
+    root = files.check_writable(_ROOT.value)  # a file, or a folder under one, is refused before the first point
+    sys.exit(run_local(config_path, points, root, extra))
+  if _MODE.value == 'print':
+    for name, arg in points:
+      print(shlex.join(['python', '-m', 'llm.main',
+                        *main_args(config_path, arg, f'{_ROOT.value}/{name}', extra)]))
+    return
+  for cmd in tpu_commands(config_path, points, _ROOT.value, extra):
+    print(f'# {shlex.join(cmd[1:])}', flush=True)
+    subprocess.run(cmd, check=True)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.sweep')

@@ -113,6 +113,15 @@ def test_print_and_tpu_dry_run_list_every_point(tmp_path):
   assert missing.returncode != 0 and 'needs --zone' in missing.stderr
 
 
+@pytest.mark.parametrize('root', ['a_file', 'a_file/sweep'])
+def test_a_root_that_is_a_file_or_under_one_is_one_line_before_any_point(tmp_path, root):
+  (tmp_path / 'a_file').write_text('')
+  result = _sweep(tmp_path / root, dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert result.returncode == 1 and result.stdout == ''  # no point started
+  (line,) = result.stderr.strip().splitlines()
+  assert line.startswith(f'llm.sweep: {tmp_path / root} cannot be written')
+
+
 def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
   def dry(*args):
     out = subprocess.run([sys.executable, 'launch/tpu_vm.py', args[0], '--dry_run', *args[1:]], cwd=ROOT, capture_output=True,
