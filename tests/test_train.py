@@ -123,7 +123,7 @@ def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, mess
   assert 'Traceback' not in result.stderr
 
 
-@pytest.mark.parametrize('case', ['workdir_is_a_file', 'one_document_corpus'])
+@pytest.mark.parametrize('case', ['workdir_is_a_file', 'one_document_corpus', 'negative_max_docs'])
 def test_bad_input_without_data_gives_one_clear_line(tmp_path, python_env, case):
   (tmp_path / 'corpus').mkdir()
   (tmp_path / 'corpus' / 'book.txt').write_bytes('Caf\xe9 na\xefve\n\nr\xe9sum\xe9\n'.encode('latin-1') * 500)
@@ -132,6 +132,9 @@ def test_bad_input_without_data_gives_one_clear_line(tmp_path, python_env, case)
       'workdir_is_a_file': (tmp_path / 'a_file', [], 'is a file'),
       'one_document_corpus': (tmp_path / 'run', [f'--config.data.dir={tmp_path}', '--config.data.source=corpus',
                                                  '--config.data.format=text_folder'], 'one document'),
+      'negative_max_docs': (tmp_path / 'run', [f'--config.data.dir={tmp_path}', '--config.data.source=corpus',
+                                               '--config.data.format=text_folder', '--config.data.max_docs=-1'],
+                            'config.data.max_docs=-1 must be at least 0 (0: every document)'),
   }[case]
   cmd, env = _main(workdir, python_env, *overrides)
   result = subprocess.run(cmd, env=env, capture_output=True, text=True)

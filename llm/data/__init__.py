@@ -34,6 +34,8 @@ class Prepared:
 
 def split_corpus(data_dir: Path, data_cfg) -> tuple[list[str], list[str]]:
   """(train, val) documents of config.data, split as every run of it splits them."""
+  if data_cfg.max_docs and data_cfg.max_docs < 0:  # 0 (or None) reads every document
+    raise ValueError(f'config.data.max_docs={data_cfg.max_docs} must be at least 0 (0: every document)')
   docs = sources.read_documents(data_dir, data_cfg)
   return sources.split_documents(itertools.islice(docs, data_cfg.max_docs or None), data_cfg.val_fraction,
                                  SPLIT_SEED)
