@@ -568,6 +568,9 @@ _HOLDOUT = flags.DEFINE_multi_string('holdout', [], 'Runs to predict, left out o
 _OUT = flags.DEFINE_string('out', None, 'Folder for fit.json, loss_vs_tokens.png and isoflop.png.')
 _BUDGET = flags.DEFINE_multi_float('budget', [], 'Compute budgets in FLOPs for the compute-optimal rows '
                                    '(default: the study\'s slices, and the largest x10 and x100).')
+# A validator, not lower_bound (which admits its bound): a budget of 0 FLOPs trains on no tokens either.
+flags.register_validator(_BUDGET, lambda budgets: all(c > 0 for c in budgets),
+                         'a compute budget is a positive number of FLOPs, e.g. --budget=1e15')
 _BOOTSTRAP = flags.DEFINE_integer('bootstrap', 200, 'Bootstrap resamples for the intervals (0: none).', lower_bound=0)
 _PARAMS = flags.DEFINE_enum('params', 'non_embedding', ['non_embedding', 'total'], 'Which parameter count is N.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the bootstrap resamples.')

@@ -364,3 +364,15 @@ def test_cli_out_that_cannot_be_written_is_one_line_before_fitting(tmp_path):
   proc = run_cli(f'--runs={tmp_path}', f'--out={tmp_path / "a_file" / "out"}')
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
   assert proc.stderr.strip().splitlines()[-1].startswith(f'llm.scaling: {tmp_path / "a_file" / "out"} cannot be written')
+
+
+@pytest.mark.parametrize('budgets', [['--budget=-1'], ['--budget=1e15', '--budget=0']])
+def test_cli_budget_that_is_not_positive_is_refused_while_the_flags_are_read(tmp_path, budgets):
+  """A study that fits: a budget of -1 or 0 FLOPs gave a compute-optimal row of nan or inf, exit 0."""
+  for n in (1e5, 3e5, 1e6):
+    for c in (4e12, 1e13):
+      write_run(tmp_path / 'runs' / f'n{n:g}_c{c:g}', n, c, TRUE.loss(n, c / (8 * n)))
+  proc = run_cli(f'--runs={tmp_path / "runs"}', f'--out={tmp_path / "out"}', '--bootstrap=0', *budgets)
+  assert proc.returncode == 1 and 'Traceback' not in proc.stderr
+  assert 'Flags parsing error: flag --budget=' in proc.stderr and 'a compute budget is a positive number' in proc.stderr
+  assert not (tmp_path / 'out').exists()  # refused before the fit
