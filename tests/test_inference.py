@@ -305,6 +305,35 @@ def test_cli_on_a_run_without_its_tokenizer_says_so_in_one_line(module, args, ru
   assert out.stderr.strip().splitlines()[-1].startswith(f'{module}: {workdir / "tokenizer.model"} is missing')
 
 
+def test_sample_on_a_damaged_latest_checkpoint_says_so_in_one_line_and_the_fix_works(run_dir, tmp_path, python_env):
+  """Array files deleted by hand from the newest step's folder: orbax ended in a traceback pages
+  long; now one line names the folder and the step before it, which loads once the folder is moved."""
+  workdir = tmp_path / 'run'
+  shutil.copytree(run_dir[0], workdir)
+  checkpoints = workdir / 'checkpoints'
+  shutil.copytree(checkpoints / '5', checkpoints / '7')
+  for f in (checkpoints / '7' / 'state').glob('ocdbt.process_*/d/*'):
+    f.unlink()
+  out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={workdir}', '--prompt=abc'], env=python_env,
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode != 0 and 'Traceback' not in out.stderr, out.stderr[-3000:]
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'llm.sample: {checkpoints / "7"} is unreadable, damaged or incomplete ('), last
+  assert last.endswith(f'; move it out of {checkpoints} to load the checkpoint before it, step 5'), last
+  (checkpoints / '7').rename(tmp_path / 'step_7_damaged')
+  assert inference.load(workdir).step == 5
+
+
+def test_a_damaged_only_checkpoint_is_a_run_error_with_nothing_to_fall_back_to(run_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  shutil.copytree(run_dir[0], workdir)
+  for f in (workdir / 'checkpoints' / '5' / 'state').glob('ocdbt.process_*/d/*'):
+    f.unlink()
+  with pytest.raises(inference.RunError, match=r'checkpoints/5 is unreadable, damaged or incomplete \(.*\); it is the '
+                                               'only checkpoint: copy it again from where the run trained'):
+    inference.load(workdir)
+
+
 def test_sample_keeps_the_end_of_a_prompt_longer_than_the_context(run_dir, tmp_path, python_env):
   workdir = run_dir[0]
   prompt = ' '.join(['abc', 'defg', 'hij'] * 60)
