@@ -37,6 +37,9 @@ def main(argv):
           f'keeping its last {len(prompt_ids) - 1} (and bos) to leave room for {max_new} new tokens',
           file=sys.stderr)
     prompt = tok.decode(prompt_ids)
+  if max_new < _MAX_NEW.value:
+    print(f'llm.sample: --max_new_tokens={_MAX_NEW.value} is more than the {engine.cache_len}-token context leaves '
+          f'after the {len(prompt_ids)}-token prompt: generating at most {max_new}', file=sys.stderr)
   stream = None
   if _NUM.value == 1 and not _STOP.value:
     sys.stdout.write(prompt)

@@ -343,7 +343,19 @@ def test_sample_keeps_the_end_of_a_prompt_longer_than_the_context(run_dir, tmp_p
   assert out.returncode == 0, out.stderr
   warning = [l for l in out.stderr.splitlines() if l.startswith('llm.sample: the prompt is')]
   assert len(warning) == 1 and 'context 64: keeping its last 53 (and bos)' in warning[0]
+  assert '--max_new_tokens' not in out.stderr  # 10 new tokens fit: nothing was cut
   assert not out.stdout.startswith(prompt) and prompt[-40:] in out.stdout
+
+
+def test_sample_says_when_max_new_tokens_is_cut_to_the_context(run_dir, synthetic_tok, python_env):
+  prompt_len = 1 + len(synthetic_tok.encode('abc'))  # bos
+  out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={run_dir[0]}', '--prompt=abc',
+                        '--max_new_tokens=500', '--temperature=0'], env=python_env, cwd=ROOT, capture_output=True,
+                       text=True)
+  assert out.returncode == 0, out.stderr
+  notices = [l for l in out.stderr.splitlines() if l.startswith('llm.sample: --max_new_tokens')]
+  assert notices == [f'llm.sample: --max_new_tokens=500 is more than the 64-token context leaves after the '
+                     f'{prompt_len}-token prompt: generating at most {64 - prompt_len}']
 
 
 @pytest.mark.parametrize('module,flag', [('llm.sample', '--max_new_tokens=0'), ('llm.sample', '--temperature=-1'),
