@@ -28,6 +28,11 @@ def main(argv):
     run = inference.load(_WORKDIR.value)
   except inference.RunError as e:
     sys.exit(f'llm.chat: {e}')
+  if run.config.task == 'pretrain':  # warned, not refused: a base model's chat is still worth a look
+    print(f'llm.chat: {_WORKDIR.value} is a pretraining run (config.task=pretrain), never trained on the chat '
+          "template's turns: its replies may not follow them. Chat with an SFT run of it (python -m llm.main "
+          f'--config=configs/sft_small.py --config.init_from={_WORKDIR.value} --workdir=...), or continue text '
+          'with python -m llm.sample', file=sys.stderr)
   tok, engine = run.tokenizer, run.engine(tools=tools.make_registry(_SEARCH.value, _PYTHON.value))
   system = [{'role': 'system', 'content': _SYSTEM.value}] if _SYSTEM.value else []
   messages, seed = list(system), _SEED.value

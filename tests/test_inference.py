@@ -358,6 +358,25 @@ def test_sample_says_when_max_new_tokens_is_cut_to_the_context(run_dir, syntheti
                      f'{prompt_len}-token prompt: generating at most {64 - prompt_len}']
 
 
+def test_chat_warns_but_goes_on_with_a_pretraining_run_and_not_with_an_sft_one(run_dir, tmp_path, python_env):
+  warnings = {}
+  for task in ('pretrain', 'sft'):
+    workdir = tmp_path / task
+    shutil.copytree(run_dir[0], workdir)
+    config = json.loads((workdir / 'config.json').read_text())
+    (workdir / 'config.json').write_text(json.dumps(dict(config, task=task)))
+    out = subprocess.run([sys.executable, '-m', 'llm.chat', f'--workdir={workdir}'], env=python_env, cwd=ROOT,
+                         capture_output=True, text=True, input='/quit\n')
+    assert out.returncode == 0 and f'chatting with {workdir}' in out.stdout, out.stderr[-2000:]
+    warnings[task] = [l for l in out.stderr.splitlines() if l.startswith('llm.chat: ')]
+  pretrained = tmp_path / 'pretrain'
+  assert warnings == {'pretrain': [f'llm.chat: {pretrained} is a pretraining run (config.task=pretrain), never trained '
+                                   "on the chat template's turns: its replies may not follow them. Chat with an SFT "
+                                   f'run of it (python -m llm.main --config=configs/sft_small.py --config.init_from='
+                                   f'{pretrained} --workdir=...), or continue text with python -m llm.sample'],
+                      'sft': []}
+
+
 @pytest.mark.parametrize('module,flag', [('llm.sample', '--max_new_tokens=0'), ('llm.sample', '--temperature=-1'),
                                          ('llm.sample', '--top_p=2'), ('llm.sample', '--num_samples=0'),
                                          ('llm.chat', '--max_new_tokens=-5'), ('llm.eval', '--limit=-3'),
