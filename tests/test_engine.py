@@ -56,8 +56,8 @@ def test_a_padded_prefill_continues_each_row_from_its_own_last_token(style):
   assert cache['lengths'].tolist() == [n + 5 for n in real]
 
 
-def _engine(tokenizer, style='modern', **kw):
-  setup, state = init(small_config(style, max_seq_len=96), vocab=tokenizer.vocab_size)
+def _engine(tokenizer, style='modern', attention='auto', **kw):
+  setup, state = init(small_config(style, max_seq_len=96, attention=attention), vocab=tokenizer.vocab_size)
   return inference.Engine(setup.model_cfg, state.params, tokenizer, setup.mesh, rules=setup.rules, **kw)
 
 
@@ -75,6 +75,22 @@ def test_a_batch_gives_each_row_what_it_gets_alone(tokenizer, style):
     assert alone[0].tokens == together[i].tokens
   assert [len(c.tokens) for c in together] == [12, 7, 10]
   assert all(c.finish_reason == 'length' and not any(c.forced) for c in together)
+
+
+def _poisoned(cache):
+  """Every key and value of the cache NaN, as an earlier call's fp16 overflow might leave some."""
+  nan = lambda x: jnp.full_like(x, jnp.nan)
+  return dict(cache, k=jax.tree.map(nan, cache['k']), v=jax.tree.map(nan, cache['v']))
+
+
+def test_a_kept_cache_with_non_finite_values_past_every_length_changes_nothing(tokenizer):
+  """XLA's products weigh a slot no row has reached by 0, and 0 * NaN is NaN: the kept cache's
+  stale values must be gone before a call reuses it, whatever an earlier call left there."""
+  engine = _engine(tokenizer, attention='xla')
+  prompts, kw = [[2, 50, 51], [2] + list(range(60, 70))], dict(max_new_tokens=8, temperature=0.0, stop_ids=[])
+  clean = [c.tokens for c in engine.generate(prompts, **kw)]
+  engine._cache = _poisoned(engine._cache)
+  assert [c.tokens for c in engine.generate(prompts, **kw)] == clean
 
 
 def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer):

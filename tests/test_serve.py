@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import httpx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import openai
 import pytest
@@ -22,6 +23,7 @@ from llm.inference import sampling
 from llm.serve import text as text_lib
 from llm.serve.app import create_app
 from llm.serve.batcher import Batcher, QueueFull, Request
+import test_engine
 from test_engine import _scripted_engine
 from test_inference import _opt_bytes_and_save, run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
 from test_model import init, small_config
@@ -188,6 +190,28 @@ def test_a_smeared_key_model_serves_concurrent_requests_as_each_alone(synthetic_
     ends = [run.tokenizer.eos_id, run.tokenizer.special_id('<|end|>')]
     alone = alone[:min([alone.index(e) for e in ends if e in alone], default=len(alone))]
     assert t['choices'][0]['message']['content'] == run.tokenizer.decode(alone)
+
+
+def test_a_newcomer_decodes_the_same_in_a_slot_with_non_finite_stale_values(synthetic_tok):
+  """A slot takes a new request's prefilled positions; the rest of it keeps what its last request
+  left, which XLA's products weigh by 0, and 0 * NaN is NaN. Its first decode step's logits must
+  be those it gets in a clean batch."""
+  setup, state = init(small_config('modern', max_seq_len=32, attention='xla'), vocab=synthetic_tok.vocab_size)
+  engine = inference.Engine(setup.model_cfg, state.params, synthetic_tok, setup.mesh, rules=setup.rules)
+  batcher = Batcher(engine, max_slots=2)
+  prompt_1xP, length_1 = jnp.asarray([[2, 5, 6, 7, 0, 0, 0, 0]]), jnp.asarray([4])
+
+  def first_step_logits(cache):
+    with engine.context():
+      new = engine._prefill(engine.params, engine.init_cache(1, 8), prompt_1xP, length_1)
+      cache = batcher._insert(cache, new, jnp.asarray([1]))  # the newcomer takes slot 1
+      logits_Bx1xV, _ = engine.model.apply({'params': engine.params}, jnp.asarray([[9], [8]]), cache=cache)
+    return np.asarray(logits_Bx1xV[1, 0])
+
+  clean = first_step_logits(engine.init_cache(2))
+  stale = first_step_logits(test_engine._poisoned(engine.init_cache(2)))
+  assert np.isfinite(clean).all()
+  np.testing.assert_array_equal(stale, clean)
 
 
 def test_seeded_sampling_repeats_and_stop_strings_cut_the_text(server):

@@ -68,6 +68,7 @@ class Engine:
     self._allocate = {}  # (batch, length) -> the jitted function that allocates an empty cache
     self._prefill = jax.jit(self._prefill_impl, donate_argnums=1)
     self._decode = jax.jit(self._decode_impl, donate_argnums=1)
+    self._emptied = jax.jit(self._emptied_impl, donate_argnums=0)
 
   @property
   def params(self):
@@ -156,17 +157,24 @@ class Engine:
     return self._allocate[batch, length]()
 
   def _take_cache(self, batch: int) -> dict:
-    """An empty cache: the kept one if it has this batch size (its stale contents lie beyond
-    every row's length, where attention never looks), else a new one. The kept one is handed
-    over: the jitted calls donate it."""
+    """An empty cache: the kept one if it has this batch size, emptied (_emptied_impl), else a
+    new one. The kept one is handed over: the jitted calls donate it."""
     cache, self._cache = self._cache, None
     if cache is None or cache['lengths'].shape[0] != batch:
       cache = None  # free the old one before allocating
       return self.init_cache(batch)
     # On one device XLA hands the layout back as P(): relabelled (no copy), the prefill compiled
     # for a new cache serves it.
-    cache = dict(cache, lengths=jnp.zeros((batch,), jnp.int32))
-    return jax.device_put(cache, self._cache_shardings(batch))
+    with self.context():
+      return self._emptied(jax.device_put(cache, self._cache_shardings(batch)))
+
+  def _emptied_impl(self, cache):
+    """A kept cache with every row's length 0 and its values zeroed, in place. Attention never
+    weighs a slot past a row's length, but XLA's products still multiply its value by that
+    weight, 0, and 0 times a non-finite value (an earlier call's fp16 overflow) is NaN. Zeroing
+    once a call costs one pass over the values; masking them costs one every decode step."""
+    return self._laid_out(dict(cache, v=jax.tree.map(jnp.zeros_like, cache['v']),
+                               lengths=jnp.zeros_like(cache['lengths'])))
 
   def generate(self, prompts: list[list[int]], max_new_tokens: int | list[int] = 128,
                temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,

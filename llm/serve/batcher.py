@@ -244,10 +244,12 @@ class Batcher:
 
   def _insert_impl(self, cache, new_cache, slots_N):
     """Row j of new_cache (P positions) written into the first P positions of slot slots_N[j] of
-    cache, in place; slots out of range (the padding rows) are dropped."""
+    cache, in place, the rest of the slot's values zeroed (Engine._emptied_impl says why); slots
+    out of range (the padding rows) are dropped."""
     P = new_cache['k'][0].shape[-1]
     put_k = lambda big, rows: big.at[slots_N, :, :, :P].set(rows, mode='drop')  # [B, K, Dh, S]
-    put_v = lambda big, rows: big.at[slots_N, :, :P].set(rows, mode='drop')  # [B, K, S, Dh]
+    put_v = lambda big, rows: big.at[slots_N].set(  # [B, K, S, Dh]
+        jnp.pad(rows, ((0, 0), (0, 0), (0, big.shape[2] - P), (0, 0))), mode='drop')
     put_row = lambda big, rows: big.at[slots_N].set(rows, mode='drop')  # lengths [B], a smeared k_prev [B, K, Dh]
     put = {'k': put_k, 'v': put_v}
     return self.engine._laid_out({name: jax.tree.map(put.get(name, put_row), cache[name], new_cache[name])
