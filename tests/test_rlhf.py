@@ -3,6 +3,7 @@ best-of-n selection, proxy ensembles, and task=rlhf in the training loop."""
 import itertools
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, kill_then_resume, losses_by_step
+from llm import tokenizer as tokenizer_lib
 from llm.rl import best_of_n, hacking, reward_model
 
 
@@ -154,6 +156,32 @@ def test_rlhf_needs_a_proxy(tmp_path, pretrained, subprocess_env):
                            f'--workdir={tmp_path}', f'--config.init_from={pretrained}'],
                           env=subprocess_env, capture_output=True, text=True)
   assert result.returncode != 0 and 'rlhf.proxy is empty' in result.stderr.splitlines()[-1]
+
+
+@pytest.fixture(scope='module')
+def other_tokenizer_proxy(tmp_path_factory, tiny_proxy, tok):
+  """tiny_proxy with another tokenizer of the same vocabulary size (trained on half the text: other
+  merges), as a reward model trained from another base would have."""
+  workdir = tmp_path_factory.mktemp('other_tokenizer_proxy') / 'rm'
+  shutil.copytree(tiny_proxy, workdir)
+  shutil.copyfile(tok.path, workdir / 'tokenizer.model')
+  return workdir
+
+
+def test_best_of_n_refuses_a_proxy_with_another_tokenizer(pretrained, other_tokenizer_proxy):
+  policy_tok = tokenizer_lib.load_any(tokenizer_lib.run_file(pretrained))
+  assert tokenizer_lib.load_any(other_tokenizer_proxy / 'tokenizer.model').vocab_size == policy_tok.vocab_size
+  with pytest.raises(ValueError, match=f'reward model {other_tokenizer_proxy} has another tokenizer .* than the '
+                                       f'policy, {pretrained}/tokenizer.model'):
+    best_of_n.sample_and_score(str(pretrained), str(other_tokenizer_proxy), 'mean', prompts=1, samples=1,
+                               max_new_tokens=4, temperature=1.0, seed=0)
+
+
+def test_rlhf_refuses_a_proxy_with_another_tokenizer(tmp_path, pretrained, other_tokenizer_proxy, subprocess_env):
+  result = subprocess.run(_rlhf_cmd(tmp_path, pretrained, other_tokenizer_proxy), env=subprocess_env,
+                          capture_output=True, text=True)
+  assert result.returncode != 0
+  assert f'reward model {other_tokenizer_proxy} has another tokenizer' in result.stderr.splitlines()[-1]
 
 
 def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):

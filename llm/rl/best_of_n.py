@@ -45,7 +45,8 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
   run = inference.load(policy)
   tok = run.tokenizer
   engine = inference.Engine(run.model_cfg, run.params, tok, run.mesh, rules=run.rules, tools=tools.make_registry())
-  scorer = reward_model.load_proxy(proxy.split(','), ensemble, run.config.train.seq_len, mesh=run.mesh)
+  scorer = reward_model.load_proxy(proxy.split(','), ensemble, run.config.train.seq_len, mesh=run.mesh,
+                                  policy_tokenizer=tok)
   problems = gold_lib.GoldTopicsTask().heldout(prompts)
   ids = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(samples)]
   completions = engine.generate(ids, [min(max_new_tokens, engine.cache_len - len(i)) for i in ids], temperature,

@@ -98,9 +98,17 @@ class Scorer:
                             out_shardings=sharding.replicated(mesh))
 
   @classmethod
-  def load(cls, workdir: Path | str, seq_len: int = 0, batch: int = 32, mesh=None) -> 'Scorer':
-    """A finished task=reward_model run; seq_len 0 = the run's own train.seq_len."""
+  def load(cls, workdir: Path | str, seq_len: int = 0, batch: int = 32, mesh=None,
+           policy_tokenizer=None) -> 'Scorer':
+    """A finished task=reward_model run; seq_len 0 = the run's own train.seq_len. policy_tokenizer:
+    the tokenizer of the ids it will score (None: its own), which must be the run's."""
     run = inference.load(workdir, mesh=mesh)
+    # Another tokenizer's ids stand for other text, even at the same vocabulary size: the scores
+    # would be of garbage (or NaN, an id past a smaller embedding table).
+    if policy_tokenizer is not None and policy_tokenizer.fingerprint != run.tokenizer.fingerprint:
+      raise ValueError(f'reward model {workdir} has another tokenizer (fingerprint {run.tokenizer.fingerprint}) '
+                       f'than the policy, {policy_tokenizer.path} ({policy_tokenizer.fingerprint}); train the '
+                       "reward model with init_from a run that has the policy's tokenizer")
     return cls(run.model_cfg, run.params, run.tokenizer, run.mesh, run.rules,
                seq_len or run.config.train.seq_len, batch)
 
@@ -134,7 +142,8 @@ class Ensemble:
     return per_model.mean(0) if self.reduce == 'mean' else per_model.min(0)
 
 
-def load_proxy(workdirs: list[str], reduce: str = 'mean', seq_len: int = 0, batch: int = 32, mesh=None):
-  """One reward model run, or an ensemble of several."""
-  scorers = [Scorer.load(w, seq_len, batch, mesh) for w in workdirs]
+def load_proxy(workdirs: list[str], reduce: str = 'mean', seq_len: int = 0, batch: int = 32, mesh=None,
+               policy_tokenizer=None):
+  """One reward model run, or an ensemble of several (Scorer.load's arguments)."""
+  scorers = [Scorer.load(w, seq_len, batch, mesh, policy_tokenizer) for w in workdirs]
   return scorers[0] if len(scorers) == 1 else Ensemble(scorers, reduce)

@@ -66,12 +66,8 @@ def data(config, workdir, state: _State) -> TaskData:
 def _proxy(config, setup, state: _State):
   if state.proxy is None:
     state.proxy = reward_model.load_proxy(config.rlhf.proxy.split(','), config.rlhf.ensemble,
-                                          config.train.seq_len, config.train.batch_size, setup.mesh)
-    scorers = getattr(state.proxy, 'scorers', [state.proxy])
-    if any(s.tokenizer.vocab_size != state.tokenizer.vocab_size or s.end_id != state.tokenizer.special_id('<|end|>')
-           for s in scorers):
-      raise ValueError(f'rlhf.proxy={config.rlhf.proxy} has another tokenizer than init_from={config.init_from}; '
-                       'train the reward model from the same SFT run')
+                                          config.train.seq_len, config.train.batch_size, setup.mesh,
+                                          policy_tokenizer=state.tokenizer)
   return state.proxy
 
 
