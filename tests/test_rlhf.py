@@ -184,6 +184,13 @@ def test_rlhf_refuses_a_proxy_with_another_tokenizer(tmp_path, pretrained, other
   assert f'reward model {other_tokenizer_proxy} has another tokenizer' in result.stderr.splitlines()[-1]
 
 
+def test_a_proxy_is_refused_a_seq_len_past_its_position_table(tiny_proxy):
+  """tiny_proxy's learned positions stop at 128: scored at 256 they would read NaN."""
+  with pytest.raises(ValueError, match=r'has model.max_seq_len=128, shorter than the seq_len=256'):
+    reward_model.load_proxy([str(tiny_proxy)], seq_len=256)
+  assert reward_model.load_proxy([str(tiny_proxy)], seq_len=128).seq_len == 128
+
+
 def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   """A best-of-n file and an RL run whose gold follows Gao et al.'s forms exactly (offset by the
   starting gold): the report recovers alpha and beta, says where gold peaks, and plots."""

@@ -109,8 +109,16 @@ class Scorer:
       raise ValueError(f'reward model {workdir} has another tokenizer (fingerprint {run.tokenizer.fingerprint}) '
                        f'than the policy, {policy_tokenizer.path} ({policy_tokenizer.fingerprint}); train the '
                        "reward model with init_from a run that has the policy's tokenizer")
-    return cls(run.model_cfg, run.params, run.tokenizer, run.mesh, run.rules,
-               seq_len or run.config.train.seq_len, batch)
+    seq_len = seq_len or run.config.train.seq_len
+    # Past a learned position table the positions read NaN. A RoPE model has no table, but
+    # max_seq_len is the context it declares all the same (train.py trains no longer, the Engine
+    # caches no more): past it its scores are of positions it never saw.
+    if seq_len > run.model_cfg.max_seq_len:
+      raise ValueError(f'reward model {workdir} has model.max_seq_len={run.model_cfg.max_seq_len}, shorter than '
+                       f"the seq_len={seq_len} it would score at (the policy's train.seq_len); train a reward model "
+                       f'with model.max_seq_len >= {seq_len} (or, in rlhf, set train.seq_len <= '
+                       f'{run.model_cfg.max_seq_len})')
+    return cls(run.model_cfg, run.params, run.tokenizer, run.mesh, run.rules, seq_len, batch)
 
   def score(self, sequences: list[list[int]]) -> np.ndarray:
     """float32 rewards of rendered conversations (token ids), one per sequence."""
