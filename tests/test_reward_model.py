@@ -2,6 +2,7 @@
 preference readers, and task=reward_model in the training loop (sharded, killed, resumed)."""
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -227,6 +228,19 @@ def test_reward_model_refuses_a_language_model_head(tmp_path, pretrained, subpro
   result = subprocess.run(_rm_cmd(tmp_path, pretrained, '--config.model.head=lm'), env=subprocess_env,
                           capture_output=True, text=True)
   assert result.returncode != 0 and 'model.head=scalar' in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize('setting, value', [('reward_model.gold_val_pairs', 0),
+                                            ('reward_model.val_fraction', 0.0), ('reward_model.val_fraction', 1.0)])
+def test_a_setting_that_leaves_no_held_out_pairs_is_refused_by_name(setting, value, pretrained):
+  """Named as the setting it is, not as train.seq_len's fault or as config.data.val_fraction."""
+  from tiny_config import tiny_reward_model_config
+  from llm.tasks import reward_model as rm_task
+  overrides = {setting: value, 'init_from': str(pretrained)}
+  if setting == 'reward_model.val_fraction':  # the real sources split by it; gold holds gold_val_pairs out
+    overrides['reward_model.source'] = 'hh_rlhf_harmless_base'
+  with pytest.raises(ValueError, match='^' + re.escape(f'{setting}={value} ')):
+    rm_task.data(tiny_reward_model_config(**overrides), workdir=None)
 
 
 class _Tok:

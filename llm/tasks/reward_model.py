@@ -25,6 +25,14 @@ def _config_check(config):
   if config.model.head != 'scalar':
     raise ValueError(f"task=reward_model needs --config.model.head=scalar (got {config.model.head!r})")
   rm = config.reward_model
+  # Here, by name: left to the data, no held-out pairs read as too short a train.seq_len, and the
+  # split calls its fraction config.data.val_fraction.
+  if rm.source == 'gold' and rm.gold_val_pairs < 1:
+    raise ValueError(f'reward_model.gold_val_pairs={rm.gold_val_pairs} leaves no held-out pairs to measure the '
+                     'reward model on; set it to 1 or more (e.g. 1000)')
+  if rm.source != 'gold' and not 0 < rm.val_fraction < 1:
+    raise ValueError(f'reward_model.val_fraction={rm.val_fraction} must be in (0, 1): the share of '
+                     f'{rm.source} pairs held out to measure the reward model on (e.g. 0.1)')
   if rm.use_margin and rm.source != 'gold':
     raise ValueError(f'reward_model.use_margin needs per-pair margins, which only source=gold has '
                      f'(source={rm.source!r}); set use_margin=False')
