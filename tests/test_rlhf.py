@@ -191,6 +191,18 @@ def test_a_proxy_is_refused_a_seq_len_past_its_position_table(tiny_proxy):
   assert reward_model.load_proxy([str(tiny_proxy)], seq_len=128).seq_len == 128
 
 
+def test_an_unknown_ensemble_rule_is_refused_with_one_proxy_as_with_two(tmp_path, pretrained, python_env):
+  from tiny_config import tiny_rlhf_config
+  from llm.tasks import rlhf
+  for proxies in ('a', 'a,b'):
+    config = tiny_rlhf_config(**{'init_from': str(pretrained), 'rlhf.proxy': proxies, 'rlhf.ensemble': 'max'})
+    with pytest.raises(ValueError, match=r"^rlhf.ensemble='max' is unknown; choose one of \('mean', 'min'\)"):
+      rlhf.make_task(config).data(config, tmp_path)
+  result = subprocess.run([sys.executable, '-m', 'llm.rl.best_of_n', '--policy=p', '--proxy=a', '--ensemble=max'],
+                          env=python_env, capture_output=True, text=True)
+  assert result.returncode != 0 and 'flag --ensemble=max: value should be one of <mean|min>' in result.stderr
+
+
 def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   """A best-of-n file and an RL run whose gold follows Gao et al.'s forms exactly (offset by the
   starting gold): the report recovers alpha and beta, says where gold peaks, and plots."""

@@ -84,7 +84,8 @@ def main(argv):
 if __name__ == '__main__':
   flags.DEFINE_string('policy', '', 'the policy run (an SFT run of the gold setting)')
   flags.DEFINE_string('proxy', '', 'reward model run DIR, or DIR1,DIR2,... for an ensemble')
-  flags.DEFINE_string('ensemble', 'mean', "how an ensemble combines: 'mean' or 'min' (worst case)")
+  flags.DEFINE_enum('ensemble', 'mean', reward_model.REDUCTIONS,
+                    "how an ensemble combines: 'mean' or 'min' (worst case)")
   flags.DEFINE_string('n', '1,2,4,8,16,32,64', 'comma-separated n; max(n) samples per prompt, each n divides it')
   flags.DEFINE_integer('prompts', 64, 'held-out prompts')
   flags.DEFINE_integer('max_new_tokens', 96, 'response length cap')

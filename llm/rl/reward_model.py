@@ -134,12 +134,15 @@ class Scorer:
     return np.concatenate(out)[:len(sequences)] if out else np.zeros(0, np.float32)
 
 
+REDUCTIONS = ('mean', 'min')  # how an Ensemble combines its members' scores
+
+
 class Ensemble:
   """Several proxies as one (Coste et al., arXiv 2310.02743): 'mean' of their scores, or 'min',
   the worst case, which an exploit must fool every member to raise."""
 
   def __init__(self, scorers: list, reduce: str = 'mean'):
-    if reduce not in ('mean', 'min'):
+    if reduce not in REDUCTIONS:
       raise ValueError(f"ensemble reduce={reduce!r}; choose 'mean' or 'min'")
     if not scorers:
       raise ValueError('an ensemble needs at least one reward model')

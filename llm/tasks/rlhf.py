@@ -51,6 +51,10 @@ def _config_check(config):
     raise ValueError('rlhf.proxy is empty; give a task=reward_model run DIR (or DIR1,DIR2,... for an ensemble)')
   if r.prompts not in PROMPTS:
     raise ValueError(f'rlhf.prompts={r.prompts!r} is unknown; choose one of {PROMPTS}')
+  # Checked with one proxy too, where it changes nothing: whether a misspelt rule is refused
+  # must not depend on how many proxies are given.
+  if r.ensemble not in reward_model.REDUCTIONS:
+    raise ValueError(f'rlhf.ensemble={r.ensemble!r} is unknown; choose one of {reward_model.REDUCTIONS}')
 
 
 def data(config, workdir, state: _State) -> TaskData:
