@@ -151,6 +151,18 @@ def test_rlhf_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
   assert (straight / 'rlhf_curves.png').stat().st_size > 1000
 
 
+def test_rlhf_held_out_samples_carry_the_eval_step_when_rollouts_serve_several_steps(tmp_path, pretrained,
+                                                                                     tiny_proxy, subprocess_env):
+  """grpo.mu = 2: rollouts at steps 1 and 3, evals at 0, 2 and 4. The samples (and the hacking
+  monitor) were filed under the latest rollout's step, 0, 1 and 3."""
+  subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.steps=4', '--config.grpo.mu=2'),
+                 env=subprocess_env, check=True, capture_output=True)
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows if 'rlhf_gold' in r] == [0, 2, 4]
+  samples = [json.loads(l) for l in (tmp_path / 'rlhf_samples.jsonl').read_text().splitlines()]
+  assert sorted({s['step'] for s in samples}) == [0, 2, 4]
+
+
 def test_rlhf_needs_a_proxy(tmp_path, pretrained, subprocess_env):
   result = subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf',
                            f'--workdir={tmp_path}', f'--config.init_from={pretrained}'],

@@ -41,7 +41,9 @@ def _prompt_task(config, tok):
 class _State(grpo_task.Rollouts):
   proxy: object = None  # reward_model.Scorer or Ensemble, loaded on first use (it needs the mesh)
   monitor: hacking.HackingMonitor | None = None
-  step: int = 0  # the step of the latest rollout: the eval points' step
+  # The loop's latest step (next_batch sees each one): the eval points' step. Not the latest
+  # rollout's: with grpo.mu > 1, the steps between rollouts reuse it.
+  step: int = 0
 
 
 def _config_check(config):
@@ -89,7 +91,6 @@ def _score(config, setup, state: _State, problems, prompts, completions):
 
 
 def _rollout(config, setup, params, state: _State, start: int, step: int):
-  state.step = step
   problems, rows, completions = grpo_task.sample_groups(config, setup, params, state, start, step)
   proxy, gold, finished = _score(config, setup, state, [problems[i] for i, _ in rows], [p for _, p in rows],
                                  completions)
@@ -159,10 +160,20 @@ def plot(config, setup, params, data, state: _State) -> dict:
   return {}
 
 
+def _next_batch(config, state: _State):
+  """GRPO's next_batch (a fresh rollout every grpo.mu steps), noting each step the loop runs."""
+  rollouts = grpo_task.make_next_batch(config, state, _rollout)
+
+  def next_batch(data, setup, train_state, step):
+    state.step = step
+    return rollouts(data, setup, train_state, step)
+
+  return next_batch
+
+
 def make_task(config) -> Task:
   state = _State()
   return Task(data=functools.partial(data, state=state), loss_fn=grpo.make_loss_fn(config.grpo),
-              init_state=init_from.init_state,
-              next_batch=grpo_task.make_next_batch(config, state, _rollout),
+              init_state=init_from.init_state, next_batch=_next_batch(config, state),
               periodic_eval=functools.partial(heldout_eval, state=state),
               evaluate=functools.partial(plot, state=state))
