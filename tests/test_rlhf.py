@@ -151,6 +151,21 @@ def test_rlhf_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
   assert (straight / 'rlhf_curves.png').stat().st_size > 1000
 
 
+def test_rlhf_resumes_when_a_kill_cut_the_last_metrics_line_short(tmp_path, pretrained, tiny_proxy, subprocess_env):
+  """A kill in the middle of a metrics.jsonl write leaves half a line, which the loop drops on
+  resume; the hacking monitor read the file before that, strictly, and the run could not resume."""
+  subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.steps=4'), env=subprocess_env,
+                 check=True, capture_output=True)
+  with (tmp_path / 'metrics.jsonl').open('a') as f:
+    f.write('{"step": 5, "loss": 0.1')  # what the kill left of step 5's row
+  resumed = subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy), env=subprocess_env, capture_output=True,
+                           text=True)  # train.steps=6: on from the checkpoint of step 4
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows if 'rlhf_gold' in r] == [0, 2, 4, 6]
+  assert [r['step'] for r in rows if 'loss' in r] == [1, 2, 3, 4, 5, 6]
+
+
 def test_rlhf_held_out_samples_carry_the_eval_step_when_rollouts_serve_several_steps(tmp_path, pretrained,
                                                                                      tiny_proxy, subprocess_env):
   """grpo.mu = 2: rollouts at steps 1 and 3, evals at 0, 2 and 4. The samples (and the hacking

@@ -40,7 +40,7 @@ def _prompt_task(config, tok):
 @dataclasses.dataclass
 class _State(grpo_task.Rollouts):
   proxy: object = None  # reward_model.Scorer or Ensemble, loaded on first use (it needs the mesh)
-  monitor: hacking.HackingMonitor | None = None
+  monitor: hacking.HackingMonitor | None = None  # built at this process's first eval (heldout_eval)
   # The loop's latest step (next_batch sees each one): the eval points' step. Not the latest
   # rollout's: with grpo.mu > 1, the steps between rollouts reuse it.
   step: int = 0
@@ -63,8 +63,6 @@ def data(config, workdir, state: _State) -> TaskData:
   _config_check(config)
   tok, index_iter = grpo_task.policy_start(config)
   state.task, state.tokenizer, state.workdir = _prompt_task(config, tok), tok, Path(workdir)
-  state.monitor = hacking.HackingMonitor(config.rlhf.hacking_tolerance)
-  state.monitor.load(Path(workdir) / 'metrics.jsonl')
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
                   facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy})
 
@@ -111,6 +109,11 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
   samples (fixed seeds), the hacking monitor's verdict, and the samples into rlhf_samples.jsonl."""
   del data
   g, r, tok = config.grpo, config.rlhf, state.tokenizer
+  if state.monitor is None:
+    # Its history from metrics.jsonl as the loop's MetricsLog left it, which data() would read too
+    # early: with the rows of the steps this run reruns, or a last line a kill cut short, still in.
+    state.monitor = hacking.HackingMonitor(r.hacking_tolerance)
+    state.monitor.load(state.workdir / 'metrics.jsonl')
   problems = state.task.heldout(r.eval_prompts)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(g.group_size)]
   problems = [p for p in problems for _ in range(g.group_size)]
