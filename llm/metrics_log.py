@@ -36,7 +36,7 @@ class MetricsLog:
     self._path = Path(workdir) / 'metrics.jsonl'
     if not self._active:
       return
-    _drop_lines_after(self._path, start_step)
+    drop_lines_after(self._path, start_step)
     self._file = self._path.open('a')
     # A resumed run reruns the steps after its checkpoint: TensorBoard hides their earlier events.
     # The file's name ends in the start step: a resume within the same second as the start would
@@ -81,10 +81,11 @@ def _short(v):
   return f'{v:.4g}' if isinstance(v, float) else str(v)
 
 
-def _drop_lines_after(path: Path, step: int):
-  """On resume, forget metrics logged after the checkpoint we resume from: those steps rerun (all
-  of them from step 0, the evaluation at the start included, when there was no checkpoint). A last
-  line cut short by a kill is dropped too; the file is replaced whole, never half written."""
+def drop_lines_after(path: Path, step: int):
+  """On resume, forget the rows of a JSONL log (metrics.jsonl, a task's own) logged after the
+  checkpoint we resume from, `step`: those steps rerun (all of them from step 0, the evaluation at
+  the start included, when there was no checkpoint). A last line cut short by a kill is dropped
+  too; the file is replaced whole, never half written."""
   if not path.exists():
     return
   lines = [l for l in path.read_text().splitlines() if l]

@@ -96,17 +96,23 @@ def losses_by_step(workdir: Path) -> dict:
   return {r['step']: r['loss'] for r in rows if 'loss' in r}
 
 
+def kill_when(cmd: list[str], env: dict, ready) -> int:
+  """Starts cmd and SIGKILLs it as soon as ready() holds (polled every 10 ms); its exit status
+  (-9 when killed, anything else when it ended first)."""
+  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  while proc.poll() is None and not ready():
+    time.sleep(0.01)
+  proc.send_signal(signal.SIGKILL)
+  return proc.wait()
+
+
 def kill_then_resume(cmd: list[str], env: dict, workdir: Path, kill_after_checkpoint: int, total: int):
   """Starts cmd, SIGKILLs it once its checkpoint of step kill_after_checkpoint is complete on disk
   (orbax gives a checkpoint's folder its step name only when the save is finished), checks from
   the logged steps that the run was cut short, then reruns cmd to the end."""
-  proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   checkpoint = workdir / 'checkpoints' / str(kill_after_checkpoint)
-  while proc.poll() is None and not checkpoint.is_dir():
-    time.sleep(0.01)
-  proc.send_signal(signal.SIGKILL)
-  proc.wait()
-  assert checkpoint.is_dir(), f'the run ended (exit {proc.returncode}) before its checkpoint of step {kill_after_checkpoint}'
+  returncode = kill_when(cmd, env, checkpoint.is_dir)
+  assert checkpoint.is_dir(), f'the run ended (exit {returncode}) before its checkpoint of step {kill_after_checkpoint}'
   logged = losses_by_step(workdir)
   assert max(logged) < total and not (workdir / 'summary.json').exists(), 'the run finished before the kill'
   subprocess.run(cmd, env=env, check=True, capture_output=True)

@@ -1,5 +1,6 @@
 """RLHF and reward hacking: KL_bon, the KL estimate, Gao et al.'s fits, the hacking monitor,
 best-of-n selection, proxy ensembles, and task=rlhf in the training loop."""
+import collections
 import itertools
 import json
 import math
@@ -10,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, kill_then_resume, losses_by_step
+from conftest import ROOT, kill_then_resume, kill_when, losses_by_step
 from llm import tokenizer as tokenizer_lib
 from llm.rl import best_of_n, hacking, reward_model
 
@@ -149,6 +150,22 @@ def test_rlhf_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
   summary = json.loads((straight / 'summary.json').read_text())
   assert summary['rlhf_proxy'] == evals[-1]['rlhf_proxy'] and summary['rlhf_proxy_runs'] == str(tiny_proxy)
   assert (straight / 'rlhf_curves.png').stat().st_size > 1000
+
+
+def test_rlhf_samples_of_a_killed_run_are_logged_once_per_eval(tmp_path, pretrained, tiny_proxy, subprocess_env):
+  """Killed between an eval and the next checkpoint, twice: before any checkpoint (the run starts
+  over), and after the eval of step 6 with the checkpoint of step 4 saved. The evals since the
+  checkpoint rerun; their first samples stayed in rlhf_samples.jsonl, appended to again."""
+  cmd = _rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.steps=8', '--config.train.checkpoint_every=4')
+  samples, checkpoints = tmp_path / 'rlhf_samples.jsonl', tmp_path / 'checkpoints'
+  kill_when(cmd, subprocess_env, lambda: samples.exists() and samples.read_bytes().count(b'\n') >= 8)
+  assert not (checkpoints / '4').exists(), 'the first kill came after the checkpoint'
+  kill_when(cmd, subprocess_env, lambda: b'{"step": 6,' in samples.read_bytes())
+  assert (checkpoints / '4').is_dir() and not (checkpoints / '8').exists(), 'the second kill missed its window'
+  subprocess.run(cmd, env=subprocess_env, check=True, capture_output=True)
+  per_step = collections.Counter(json.loads(l)['step'] for l in samples.read_text().splitlines())
+  # evals at 0, 2, 4, 6 and 8, each rlhf.eval_prompts (2) x grpo.group_size (4) samples
+  assert per_step == {0: 8, 2: 8, 4: 8, 6: 8, 8: 8}
 
 
 def test_rlhf_resumes_when_a_kill_cut_the_last_metrics_line_short(tmp_path, pretrained, tiny_proxy, subprocess_env):

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from llm import chat_template, init_from
+from llm import chat_template, init_from, metrics_log
 from llm.data import preferences, sources
 from llm.rl import gold as gold_lib, grpo, hacking, reward_model
 from llm.rl import tasks as rl_tasks
@@ -40,7 +40,7 @@ def _prompt_task(config, tok):
 @dataclasses.dataclass
 class _State(grpo_task.Rollouts):
   proxy: object = None  # reward_model.Scorer or Ensemble, loaded on first use (it needs the mesh)
-  monitor: hacking.HackingMonitor | None = None  # built at this process's first eval (heldout_eval)
+  monitor: hacking.HackingMonitor | None = None  # built at this process's first rollout or eval (_pick_up)
   # The loop's latest step (next_batch sees each one): the eval points' step. Not the latest
   # rollout's: with grpo.mu > 1, the steps between rollouts reuse it.
   step: int = 0
@@ -104,16 +104,26 @@ def _rollout(config, setup, params, state: _State, start: int, step: int):
   return batch, metrics
 
 
+def _pick_up(config, state: _State, start: int):
+  """Once a process, before its first rollout or eval, on from the checkpoint of step `start` (0:
+  none): the hacking monitor's history from metrics.jsonl as the loop's MetricsLog left it (data()
+  reads it too early: the rows of the steps this run reruns, or a last line a kill cut short, still
+  in), and rlhf_samples.jsonl trimmed as MetricsLog trims metrics.jsonl, lest the samples of those
+  steps be there twice."""
+  if state.monitor is not None:
+    return
+  state.monitor = hacking.HackingMonitor(config.rlhf.hacking_tolerance)
+  state.monitor.load(state.workdir / 'metrics.jsonl')
+  if jax.process_index() == 0:
+    metrics_log.drop_lines_after(state.workdir / 'rlhf_samples.jsonl', start)
+
+
 def heldout_eval(config, setup, params, data, state: _State) -> dict:
   """Proxy, gold and KL(pi || pi_init) on rlhf.eval_prompts held-out prompts x grpo.group_size
   samples (fixed seeds), the hacking monitor's verdict, and the samples into rlhf_samples.jsonl."""
   del data
   g, r, tok = config.grpo, config.rlhf, state.tokenizer
-  if state.monitor is None:
-    # Its history from metrics.jsonl as the loop's MetricsLog left it, which data() would read too
-    # early: with the rows of the steps this run reruns, or a last line a kill cut short, still in.
-    state.monitor = hacking.HackingMonitor(r.hacking_tolerance)
-    state.monitor.load(state.workdir / 'metrics.jsonl')
+  _pick_up(config, state, start=0)  # only the eval at the start of a fresh run comes before next_batch
   problems = state.task.heldout(r.eval_prompts)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(g.group_size)]
   problems = [p for p in problems for _ in range(g.group_size)]
@@ -168,6 +178,7 @@ def _next_batch(config, state: _State):
   rollouts = grpo_task.make_next_batch(config, state, _rollout)
 
   def next_batch(data, setup, train_state, step):
+    _pick_up(config, state, start=step - 1)
     state.step = step
     return rollouts(data, setup, train_state, step)
 
