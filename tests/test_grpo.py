@@ -50,9 +50,10 @@ def test_rollouts_sample_no_more_than_the_training_row_holds():
   class Engine:
     cache_len = 64
 
-  assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4, [1] * 9]) == [7, 2]
+  max_len = grpo_task.rollout_len(config)
+  assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4, [1] * 9], max_len) == [7, 2]
   Engine.cache_len = 8  # and within the cache
-  assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4]) == [4]
+  assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4], max_len) == [4]
 
 
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):

@@ -14,6 +14,7 @@ import pytest
 from conftest import ROOT, kill_then_resume, kill_when, losses_by_step
 from llm import tokenizer as tokenizer_lib
 from llm.rl import best_of_n, hacking, reward_model
+from tiny_config import tiny_rlhf_config
 
 
 @pytest.mark.parametrize('n', [1, 2, 4, 16, 64])
@@ -108,6 +109,26 @@ def test_ensemble_mean_and_worst_case():
   np.testing.assert_allclose(reward_model.Ensemble(members, 'min').score([[1], [2]]), [1.0, -1.0])
   with pytest.raises(ValueError, match="'mean' or 'min'"):
     reward_model.Ensemble(members, 'max')
+
+
+def test_rlhf_rollouts_of_the_longest_budget_are_scored_at_their_end():
+  """A rollout that used its whole budget and ended its turn is scored at that <|end|>. The budget
+  was GRPO's training row, seq_len + 1 tokens, while the proxy reads seq_len: such a row lost its
+  <|end|>, was scored at the token before, and still counted finished (no missing-end penalty)."""
+  from llm.tasks import grpo as grpo_task, rlhf
+  config = tiny_rlhf_config()
+  config.grpo.max_new_tokens = 1000  # the row, not this, bounds the budget
+
+  class Engine:
+    cache_len = 1000
+
+  pad, end, assistant, word = 0, 1, 2, 7
+  prompts = [[5] * n + [assistant] for n in (3, 60, 120)]
+  budgets = grpo_task.new_token_budgets(config, Engine(), prompts, rlhf.rollout_len(config))
+  rows = [p + [word] * (b - 1) + [end] for p, b in zip(prompts, budgets)]
+  tokens, at = reward_model.pad_rows(rows, config.train.seq_len, pad, end, assistant)  # the proxy's window
+  assert [int(tokens[i, at[i]]) for i in range(len(rows))] == [end] * len(rows)
+  assert [len(r) for r in rows] == [config.train.seq_len] * len(rows)  # the budget was not cut short either
 
 
 @pytest.fixture(scope='module')

@@ -108,7 +108,7 @@ def make_next_batch(config, state: Rollouts, rollout=None):
 
 def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   g, tok = config.grpo, state.tokenizer
-  problems, rows, completions = sample_groups(config, setup, params, state, start, step)
+  problems, rows, completions = sample_groups(config, setup, params, state, start, step, rollout_len(config))
   end = tok.special_id('<|end|>')
   scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens),
              c.finish_reason == 'stop' and c.tokens[-1] == end) for c in completions]
@@ -124,27 +124,35 @@ def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   return batch, metrics
 
 
-def sample_groups(config, setup, params, state: Rollouts, start: int, step: int):
-  """(problems, rows, completions): grpo.group_size completions of each of the step's problems;
-  rows[j] = (index of its problem, prompt ids) for completions[j]."""
+def sample_groups(config, setup, params, state: Rollouts, start: int, step: int, max_len: int):
+  """(problems, rows, completions): grpo.group_size completions of each of the step's problems,
+  each within max_len tokens, prompt included (new_token_budgets); rows[j] = (index of its
+  problem, prompt ids) for completions[j]."""
   g, tok = config.grpo, state.tokenizer
   problems = _problems(state, start, g.prompts_per_step, config.seed)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
   rows = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(g.group_size)]
   engine = rollout_engine(config, setup, params, state)
   end = tok.special_id('<|end|>')
-  max_new = new_token_budgets(config, engine, [p for _, p in rows])
+  max_new = new_token_budgets(config, engine, [p for _, p in rows], max_len)
   seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
   completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
                                 stop_ids=[end, tok.eos_id])
   return problems, rows, completions
 
 
-def new_token_budgets(config, engine, prompts: list[list[int]]) -> list[int]:
+def rollout_len(config) -> int:
+  """The most tokens, prompt included, a GRPO rollout may hold: the training row, seq_len + 1
+  (inputs and targets are the row shifted by one)."""
+  return config.train.seq_len + 1
+
+
+def new_token_budgets(config, engine, prompts: list[list[int]], max_len: int) -> list[int]:
   """Per prompt, the tokens its rollout may sample: grpo.max_new_tokens, within the cache and
-  within the training row (seq_len + 1 tokens, prompt included): a tail past the row would be
-  rewarded (or scored by the proxy) but get no loss and no KL."""
-  room = min(engine.cache_len, config.train.seq_len + 1)
+  within max_len tokens, prompt included (the task's rollout_len: all that reads a rollout whole).
+  A tail past the training row would be rewarded but get no loss and no KL; past the proxy's
+  window, RLHF would score a row cut short."""
+  room = min(engine.cache_len, max_len)
   return [min(config.grpo.max_new_tokens, room - len(p)) for p in prompts]
 
 

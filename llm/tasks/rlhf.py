@@ -67,10 +67,18 @@ def data(config, workdir, state: _State) -> TaskData:
                   facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy})
 
 
+def rollout_len(config) -> int:
+  """The most tokens, prompt included, an RLHF rollout may hold, and the window the proxy scores
+  (_proxy): train.seq_len, one less than GRPO's training row (seq_len + 1 may pass the reward
+  model's max_seq_len). A rollout longer than the window would be scored cut short, at its last
+  token rather than the <|end|> the policy wrote, and escape the missing-end penalty."""
+  return config.train.seq_len
+
+
 def _proxy(config, setup, state: _State):
   if state.proxy is None:
     state.proxy = reward_model.load_proxy(config.rlhf.proxy.split(','), config.rlhf.ensemble,
-                                          config.train.seq_len, config.train.batch_size, setup.mesh,
+                                          rollout_len(config), config.train.batch_size, setup.mesh,
                                           policy_tokenizer=state.tokenizer)
   return state.proxy
 
@@ -89,7 +97,8 @@ def _score(config, setup, state: _State, problems, prompts, completions):
 
 
 def _rollout(config, setup, params, state: _State, start: int, step: int):
-  problems, rows, completions = grpo_task.sample_groups(config, setup, params, state, start, step)
+  problems, rows, completions = grpo_task.sample_groups(config, setup, params, state, start, step,
+                                                       rollout_len(config))
   proxy, gold, finished = _score(config, setup, state, [problems[i] for i, _ in rows], [p for _, p in rows],
                                  completions)
   total = proxy - config.rlhf.missing_end_penalty * (~finished)
@@ -128,7 +137,7 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(g.group_size)]
   problems = [p for p in problems for _ in range(g.group_size)]
   engine = grpo_task.rollout_engine(config, setup, params, state)
-  max_new = grpo_task.new_token_budgets(config, engine, prompts)
+  max_new = grpo_task.new_token_budgets(config, engine, prompts, rollout_len(config))
   completions = engine.generate(prompts, max_new, g.temperature, seed=list(range(len(prompts))),
                                 stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
   proxy, gold, finished = _score(config, setup, state, problems, prompts, completions)
