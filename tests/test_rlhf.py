@@ -242,6 +242,22 @@ def test_best_of_n_refuses_a_proxy_with_another_tokenizer(pretrained, other_toke
                                max_new_tokens=4, temperature=1.0, seed=0)
 
 
+def test_best_of_n_samples_fit_the_proxys_window(tmp_path, pretrained, tiny_proxy, monkeypatch):
+  """A policy whose train.seq_len (the proxy's window) is below its context: samples are budgeted
+  to the window, where a longer one would be scored cut short."""
+  policy = tmp_path / 'policy'
+  shutil.copytree(pretrained, policy)
+  config = json.loads((policy / 'config.json').read_text())
+  config['train']['seq_len'] = 48
+  (policy / 'config.json').write_text(json.dumps(config))
+  scored = []
+  score = reward_model.Scorer.score
+  monkeypatch.setattr(reward_model.Scorer, 'score', lambda self, rows: scored.extend(rows) or score(self, rows))
+  best_of_n.sample_and_score(str(policy), str(tiny_proxy), 'mean', prompts=2, samples=2, max_new_tokens=200,
+                             temperature=1.0, seed=0)
+  assert len(scored) == 4 and max(len(r) for r in scored) <= 48
+
+
 def test_rlhf_refuses_a_proxy_with_another_tokenizer(tmp_path, pretrained, other_tokenizer_proxy, subprocess_env):
   result = subprocess.run(_rlhf_cmd(tmp_path, pretrained, other_tokenizer_proxy), env=subprocess_env,
                           capture_output=True, text=True)

@@ -45,11 +45,13 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
   run = inference.load(policy)
   tok = run.tokenizer
   engine = inference.Engine(run.model_cfg, run.params, tok, run.mesh, rules=run.rules, tools=tools.make_registry())
-  scorer = reward_model.load_proxy(proxy.split(','), ensemble, run.config.train.seq_len, mesh=run.mesh,
-                                  policy_tokenizer=tok)
+  window = run.config.train.seq_len  # what the proxy reads of each sample, prompt included
+  scorer = reward_model.load_proxy(proxy.split(','), ensemble, window, mesh=run.mesh, policy_tokenizer=tok)
   problems = gold_lib.GoldTopicsTask().heldout(prompts)
   ids = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems for _ in range(samples)]
-  completions = engine.generate(ids, [min(max_new_tokens, engine.cache_len - len(i)) for i in ids], temperature,
+  # Budgeted to the proxy's window, not the cache: a longer sample would be scored cut short.
+  room = min(engine.cache_len, window)
+  completions = engine.generate(ids, [min(max_new_tokens, room - len(i)) for i in ids], temperature,
                                 seed=[seed * 1_000_003 + j for j in range(len(ids))],
                                 stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
   texts = [rl_tasks.assistant_text(tok, c.tokens) for c in completions]
