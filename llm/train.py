@@ -202,13 +202,20 @@ def build(config, vocab_size: int, mesh) -> Setup:
   return Setup(model, model_cfg, tx, lr_fn, state_sh, abstract_state, init, mesh, rules)
 
 
-def _trained_figures(workdir: Path) -> dict:
-  """The last logged training loss, and the wall time of the summary.json a finished run already has."""
+def _trained_figures(workdir: Path, steps: int) -> dict:
+  """What a finished run reports again when rerun: the last logged training loss, the evaluation of
+  its last step as logged (that step's row without a loss, written before the step's checkpoint;
+  measured again, it would lack the task's periodic evaluations, GRPO's and RLHF's held-out
+  results, and RLHF's would append its samples a second time), and the wall time of the
+  summary.json it may already have."""
   figures = {}
   if (workdir / 'metrics.jsonl').exists():
-    losses_logged = [row['loss'] for row in sources.read_jsonl(workdir / 'metrics.jsonl') if 'loss' in row]
+    rows = list(sources.read_jsonl(workdir / 'metrics.jsonl'))
+    losses_logged = [row['loss'] for row in rows if 'loss' in row]
     if losses_logged:
       figures['loss'] = losses_logged[-1]
+    last_eval = next((row for row in reversed(rows) if row['step'] == steps and 'loss' not in row), {})
+    figures.update({k: v for k, v in last_eval.items() if k != 'step'})
   if (workdir / 'summary.json').exists():
     figures['wall_s'] = json.loads((workdir / 'summary.json').read_text()).get('wall_s')
   return {k: v for k, v in figures.items() if v is not None}
@@ -343,8 +350,6 @@ def _train(config, workdir: Path) -> dict:
     ckpt.wait()
     ckpt.close()
     log.close()
-    if not last_eval:  # resumed a finished run: evaluate the final state again
-      last_eval = evaluate(eval_step, state.params, data.eval_sets, mesh)
     last_eval.update(task.evaluate(config, setup, state.params, data))
   summary = {**last_eval, **data.facts, 'loss': last_metrics.get('loss'), 'steps': tc.steps,
              'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
@@ -352,7 +357,7 @@ def _train(config, workdir: Path) -> dict:
              'flops': flops_tok * tc.steps * tokens_per_step,
              'wall_s': round(time.time() - t_start, 1), 'devices': jax.device_count()}
   if start >= tc.steps:  # a finished run rerun: no step ran, so the training figures are the first run's
-    summary.update(_trained_figures(workdir))
+    summary.update(_trained_figures(workdir, tc.steps))
   if jax.process_index() == 0:
     # Whole or not at all: llm.sweep takes an existing summary.json for a finished run.
     files.write_atomically(workdir / 'summary.json', json.dumps(summary, indent=2) + '\n')

@@ -248,6 +248,10 @@ def test_grpo_runs_in_the_training_loop_and_resumes_after_a_kill(tmp_path, pretr
   summary = json.loads((straight / 'summary.json').read_text())
   assert {'heldout_pass_at_1', 'heldout_pass_at_2'} <= set(summary)
   assert (straight / 'grpo_curves.png').stat().st_size > 1000
+  # The same command on the finished run: no step runs, and the summary keeps the held-out
+  # results, which come from the eval points (not from the final evaluate, a plot here).
+  subprocess.run(_grpo_cmd(straight, pretrained, hot), env=subprocess_env, check=True, capture_output=True)
+  assert json.loads((straight / 'summary.json').read_text()) == summary
 
 
 def test_grpo_checks_that_the_batch_is_prompts_times_group(tmp_path, pretrained, subprocess_env):
