@@ -275,6 +275,11 @@ def _train(config, workdir: Path) -> dict:
     if jax.process_index() == 0:
       _write_config(config, workdir)
       shutil.copyfile(data.tokenizer.path, workdir / tokenizer_lib.run_file_name(data.tokenizer.path))
+      if start is None or start < tc.steps:
+        # Training goes on (a finished run extended, or one without a checkpoint restarted): the
+        # summary.json of before would tell llm.sweep, and any reader, that the run is finished
+        # until this one ends, and after it if this one is killed. One unlink: gone or not.
+        (workdir / 'summary.json').unlink(missing_ok=True)
     if start is not None:
       logging.info('resuming %s from step %d', workdir, start)
       state = ckpt.restore(start, setup.abstract_state, data.train_iter)

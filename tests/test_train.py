@@ -169,6 +169,25 @@ def test_resuming_with_another_model_shape_is_refused_before_anything_is_written
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
 
 
+def test_a_finished_run_extended_and_stopped_keeps_no_summary_of_its_shorter_run(tmp_path, cache_dir, monkeypatch):
+  """llm.sweep, like a reader, takes a summary.json for a finished run: one of the 2 steps the run
+  had must not outlive a rerun with train.steps=4 that stops (here: dies at its last checkpoint)."""
+  short = {'train.steps': 2, 'train.warmup_steps': 1}
+  train.run(tiny_config(cache_dir, **short), tmp_path)
+  assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 2
+  save = checkpoint.Checkpointer.save
+
+  def killed_at_step_4(self, step, *args):
+    if step == 4:
+      raise RuntimeError('killed')
+    return save(self, step, *args)
+
+  monkeypatch.setattr(checkpoint.Checkpointer, 'save', killed_at_step_4)
+  with pytest.raises(RuntimeError, match='killed'):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)
+  assert not (tmp_path / 'summary.json').exists()
+
+
 def test_an_empty_or_unwritable_workdir_is_refused_before_training(tmp_path, cache_dir, monkeypatch):
   monkeypatch.chdir(tmp_path)  # where a run with an empty --workdir would have trained
   with pytest.raises(ValueError, match='--workdir is empty'):
