@@ -280,9 +280,14 @@ def _train(config, workdir: Path) -> dict:
         # summary.json of before would tell llm.sweep, and any reader, that the run is finished
         # until this one ends, and after it if this one is killed. One unlink: gone or not.
         (workdir / 'summary.json').unlink(missing_ok=True)
+    # The run's wall time: each earlier session's until the checkpoint this one resumes from, then
+    # this session's. A killed session's time after its last checkpoint is not counted: the steps
+    # it lost are run again, and counted, here.
+    wall_before = 0.0
     if start is not None:
       logging.info('resuming %s from step %d', workdir, start)
       state = ckpt.restore(start, setup.abstract_state, data.train_iter)
+      wall_before = ckpt.wall_s(start)
     else:
       start = 0
       state = setup.init(jax.random.key(config.seed))
@@ -350,7 +355,7 @@ def _train(config, workdir: Path) -> dict:
         window_t, window_steps = time.time(), 0
       if step % tc.checkpoint_every == 0 or step == tc.steps:
         flush_pending()  # never save a state whose loss was not checked
-        ckpt.save(step, state, data.train_iter)
+        ckpt.save(step, state, data.train_iter, wall_s=wall_before + time.time() - t_start)
     flush_pending()
     ckpt.wait()
     ckpt.close()
@@ -360,7 +365,7 @@ def _train(config, workdir: Path) -> dict:
              'tokens_seen': tc.steps * tokens_per_step, 'params': counts['total'],
              'params_non_embedding': counts['non_embedding'], 'flops_per_token': flops_tok,
              'flops': flops_tok * tc.steps * tokens_per_step,
-             'wall_s': round(time.time() - t_start, 1), 'devices': jax.device_count()}
+             'wall_s': round(wall_before + time.time() - t_start, 1), 'devices': jax.device_count()}
   if start >= tc.steps:  # a finished run rerun: no step ran, so the training figures are the first run's
     summary.update(_trained_figures(workdir, tc.steps))
   if jax.process_index() == 0:

@@ -1,8 +1,11 @@
 """The training loop end to end: learning, resume after a kill, sharding, and its errors."""
+import itertools
 import json
 import os
 import subprocess
 import sys
+import time
+import types
 
 import jax
 import jax.numpy as jnp
@@ -177,15 +180,26 @@ def test_a_finished_run_extended_and_stopped_keeps_no_summary_of_its_shorter_run
   assert json.loads((tmp_path / 'summary.json').read_text())['steps'] == 2
   save = checkpoint.Checkpointer.save
 
-  def killed_at_step_4(self, step, *args):
+  def killed_at_step_4(self, step, *args, **kwargs):
     if step == 4:
       raise RuntimeError('killed')
-    return save(self, step, *args)
+    return save(self, step, *args, **kwargs)
 
   monkeypatch.setattr(checkpoint.Checkpointer, 'save', killed_at_step_4)
   with pytest.raises(RuntimeError, match='killed'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)
   assert not (tmp_path / 'summary.json').exists()
+
+
+def test_wall_time_counts_every_session_of_a_resumed_run(tmp_path, cache_dir, monkeypatch):
+  """summary.json's wall_s, which llm.report adds up, is the whole run's: a first session that took
+  10,000 s on the loop's clock and stopped at its checkpoint of step 2 counts in the run's time."""
+  short = {'train.steps': 2, 'train.warmup_steps': 1}
+  calls = itertools.count()
+  with monkeypatch.context() as slow:  # every reading after the session's start is 10,000 s on
+    slow.setattr(train, 'time', types.SimpleNamespace(time=lambda: time.time() + (10_000 if next(calls) else 0)))
+    assert train.run(tiny_config(cache_dir, **short), tmp_path)['wall_s'] >= 10_000
+  assert train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)['wall_s'] >= 10_000
 
 
 def test_an_empty_or_unwritable_workdir_is_refused_before_training(tmp_path, cache_dir, monkeypatch):
