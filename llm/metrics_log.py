@@ -3,6 +3,7 @@ import json
 import math
 from pathlib import Path
 import sys
+import time
 
 from absl import logging
 import jax
@@ -26,6 +27,7 @@ def _import_tensorboardx():
 
 
 tensorboardX = _import_tensorboardx()
+event_pb2 = tensorboardX.proto.event_pb2
 
 
 class MetricsLog:
@@ -38,11 +40,17 @@ class MetricsLog:
       return
     drop_lines_after(self._path, start_step)
     self._file = self._path.open('a')
-    # A resumed run reruns the steps after its checkpoint: TensorBoard hides their earlier events.
-    # The file's name ends in the start step: a resume within the same second as the start would
-    # otherwise get the same name and overwrite it.
-    self._tb = tensorboardX.SummaryWriter(str(Path(workdir) / 'tensorboard'), filename_suffix=f'.{start_step}',
-                                          purge_step=start_step + 1 if start_step else 0)
+    # Events written here, in this thread: tensorboardX's SummaryWriter queues them to a thread of
+    # its own that flushes every 2 minutes, so no flush() of ours could put them all on disk
+    # before a checkpoint. The file's name ends in the start step: a resume within the same second
+    # as the start would otherwise get the same name and overwrite it.
+    (Path(workdir) / 'tensorboard').mkdir(exist_ok=True)
+    self._tb = tensorboardX.event_file_writer.EventsWriter(str(Path(workdir) / 'tensorboard' / 'events'),
+                                                           filename_suffix=f'.{start_step}')
+    # A resumed run reruns the steps after its checkpoint (every step, from 0, when there was none):
+    # a session START at the first of them makes TensorBoard hide their events from before.
+    self._tb.write_event(event_pb2.Event(wall_time=time.time(), step=start_step + 1 if start_step else 0,
+                                         session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
                           disable=not progress_bar)
 
@@ -54,12 +62,19 @@ class MetricsLog:
     self._file.flush()
     for k, v in row.items():
       if k != 'step' and isinstance(v, (int, float)):
-        self._tb.add_scalar(k, v, step)
+        self._tb.write_event(event_pb2.Event(wall_time=time.time(), step=step,
+                                             summary=tensorboardX.summary.scalar(k, v)))
     shown = ' '.join(f'{k}={_short(v)}' for k, v in row.items() if k != 'step')
     if self._bar.disable:
       logging.info('step %d %s', step, shown)
     else:
       self._bar.set_postfix_str(shown, refresh=False)
+
+  def flush(self):
+    """Everything written so far onto the disk: called before a checkpoint is saved, since a run
+    resumed from it keeps what was logged up to it (metrics.jsonl is flushed at every row)."""
+    if self._active:
+      self._tb.flush()
 
   def advance(self, step: int):
     if self._active:

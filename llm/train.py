@@ -355,6 +355,7 @@ def _train(config, workdir: Path) -> dict:
         window_t, window_steps = time.time(), 0
       if step % tc.checkpoint_every == 0 or step == tc.steps:
         flush_pending()  # never save a state whose loss was not checked
+        log.flush()  # a run resumed from this checkpoint keeps the metrics logged up to it
         ckpt.save(step, state, data.train_iter, wall_s=wall_before + time.time() - t_start)
     flush_pending()
     ckpt.wait()

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -104,6 +105,26 @@ def kill_when(cmd: list[str], env: dict, ready) -> int:
     time.sleep(0.01)
   proc.send_signal(signal.SIGKILL)
   return proc.wait()
+
+
+def tensorboard_scalars(folder: Path, tag: str) -> list:
+  """(step, value) of tag in the TFRecord event files under folder (8-byte length, 4-byte CRC, the
+  Event proto, 4-byte CRC per record), as TensorBoard shows them: a session START event at step s
+  (a restart) purges the points at s and after that came before it."""
+  from tensorboardX.proto import event_pb2
+  found = []
+  for path in sorted(folder.iterdir()):
+    data, at = path.read_bytes(), 0
+    while at < len(data):
+      (length,) = struct.unpack('<Q', data[at:at + 8])
+      if at + 12 + length + 4 > len(data):  # a last record cut short by a kill, as TensorBoard skips it
+        break
+      event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
+      at += 12 + length + 4
+      if event.HasField('session_log') and event.session_log.status == event.session_log.START:
+        found = [(step, value) for step, value in found if step < event.step]
+      found += [(event.step, round(v.simple_value, 4)) for v in event.summary.value if v.tag == tag]
+  return found
 
 
 def kill_then_resume(cmd: list[str], env: dict, workdir: Path, kill_after_checkpoint: int, total: int):

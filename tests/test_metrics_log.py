@@ -1,12 +1,11 @@
 """Where metrics go: metrics.jsonl and TensorBoard scalars, and what logging costs a run's start."""
 import json
-import struct
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tensorboard_scalars
 
 
 def test_starting_a_run_does_not_import_torch_and_torch_still_imports_after(python_env):
@@ -20,36 +19,18 @@ def test_starting_a_run_does_not_import_torch_and_torch_still_imports_after(pyth
   assert out == ['False', '2.0']
 
 
-def _scalars(folder, tag):
-  """(step, value) of tag in the TFRecord event files under folder (8-byte length, 4-byte CRC, the
-  Event proto, 4-byte CRC per record), as TensorBoard shows them: a session START event at step s
-  (a restart) purges the points at s and after that came before it."""
-  from tensorboardX.proto import event_pb2
-  found = []
-  for path in sorted(folder.iterdir()):
-    data, at = path.read_bytes(), 0
-    while at < len(data):
-      (length,) = struct.unpack('<Q', data[at:at + 8])
-      event = event_pb2.Event.FromString(data[at + 12:at + 12 + length])
-      at += 12 + length + 4
-      if event.HasField('session_log') and event.session_log.status == event.session_log.START:
-        found = [(step, value) for step, value in found if step < event.step]
-      found += [(event.step, round(v.simple_value, 4)) for v in event.summary.value if v.tag == tag]
-  return found
-
-
 def test_metrics_go_to_jsonl_and_tensorboard_and_a_resume_forgets_later_steps(tmp_path):
   from llm import metrics_log
   log = metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=0, progress_bar=False)
   for step in (1, 2, 3):
     log.write(step, {'loss': 1.0 / step, 'note': 'x'})
   log.close()
-  assert _scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.3333)]
+  assert tensorboard_scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.3333)]
   resumed = metrics_log.MetricsLog(tmp_path, total_steps=3, start_step=2, progress_bar=False)
   assert [json.loads(l)['step'] for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()] == [1, 2]
   resumed.write(3, {'loss': 0.25})  # step 3 rerun: TensorBoard shows it once, with its new value
   resumed.close()
-  assert _scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.25)]
+  assert tensorboard_scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.25)]
 
 
 def test_a_restart_without_a_checkpoint_reruns_every_row_and_a_resume_keeps_the_start(tmp_path):

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tiny_config, xla_flags
+from conftest import (ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tensorboard_scalars, tiny_config,
+                      xla_flags)
 from llm import checkpoint, train, workdir_lock
 
 
@@ -87,6 +88,29 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, subprocess_env):
     params.append(ckpt.restore_raw(60)['params'])
     ckpt.close()
   jax.tree.map(np.testing.assert_array_equal, params[0], params[1])
+
+
+def test_tensorboard_keeps_the_steps_up_to_the_checkpoint_a_killed_run_resumes_from(tmp_path, subprocess_env):
+  """The run dies the moment its checkpoint of step 7 is complete (os._exit: no buffer flushed, no
+  exit handler run, as under SIGKILL); the resumed one logs steps 8 on, so TensorBoard's steps 1-7
+  must be on disk before that checkpoint."""
+  cmd, env = _main(tmp_path, subprocess_env, '--config.train.steps=10', '--config.train.checkpoint_every=7')
+  dies_after_step_7 = (
+      'import os, runpy\n'
+      'from llm import checkpoint\n'
+      'save = checkpoint.Checkpointer.save\n'
+      'def save_then_die(self, step, *args, **kwargs):\n'
+      '  save(self, step, *args, **kwargs)\n'
+      '  if step == 7:\n'
+      '    self.wait()\n'
+      '    os._exit(9)\n'
+      'checkpoint.Checkpointer.save = save_then_die\n'
+      'runpy.run_module("llm.main", run_name="__main__", alter_sys=True)\n')
+  flags = cmd[3:]  # after python -m llm.main
+  killed = subprocess.run([sys.executable, '-c', dies_after_step_7, *flags], env=env, cwd=ROOT, capture_output=True)
+  assert killed.returncode == 9 and (tmp_path / 'checkpoints' / '7').is_dir(), killed.stderr[-2000:]
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+  assert [step for step, _ in tensorboard_scalars(tmp_path / 'tensorboard', 'loss')] == list(range(1, 11))
 
 
 def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
