@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Callable
@@ -132,7 +131,7 @@ def _write_config(config, workdir: Path):
     if changed:
       logging.warning('resuming %s with a changed config (sections %s); config.json is updated',
                       workdir, changed)
-  path.write_text(json.dumps(resolved, indent=2) + '\n')
+  files.write_atomically(path, json.dumps(resolved, indent=2) + '\n')  # a kill mid-write would leave it empty
 
 
 def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, workdir: Path):
@@ -274,7 +273,9 @@ def _train(config, workdir: Path) -> dict:
                          'or give a new --workdir')
     if jax.process_index() == 0:
       _write_config(config, workdir)
-      shutil.copyfile(data.tokenizer.path, workdir / tokenizer_lib.run_file_name(data.tokenizer.path))
+      # Whole or not at all: a kill mid-copy would leave a cut tokenizer, which the next start takes for another one.
+      files.write_atomically(workdir / tokenizer_lib.run_file_name(data.tokenizer.path),
+                             Path(data.tokenizer.path).read_bytes())
       if start is None or start < tc.steps:
         # Training goes on (a finished run extended, or one without a checkpoint restarted): the
         # summary.json of before would tell llm.sweep, and any reader, that the run is finished

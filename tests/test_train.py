@@ -1,4 +1,7 @@
 """The training loop end to end: learning, resume after a kill, sharding, and its errors."""
+import builtins
+import errno
+import io
 import itertools
 import json
 import os
@@ -6,6 +9,7 @@ import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -224,6 +228,35 @@ def test_wall_time_counts_every_session_of_a_resumed_run(tmp_path, cache_dir, mo
     slow.setattr(train, 'time', types.SimpleNamespace(time=lambda: time.time() + (10_000 if next(calls) else 0)))
     assert train.run(tiny_config(cache_dir, **short), tmp_path)['wall_s'] >= 10_000
   assert train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)['wall_s'] >= 10_000
+
+
+def test_a_restart_cut_short_while_writing_config_or_tokenizer_leaves_them_whole(tmp_path, cache_dir, monkeypatch):
+  """Every start writes config.json and the tokenizer into the run again. Here the disk fills up
+  (as a kill would stop it) right after a file of that name is opened for writing: the run's own
+  file must survive whole, and the next start resume."""
+  config = tiny_config(cache_dir, **{'train.steps': 2, 'train.warmup_steps': 1})
+  train.run(config, tmp_path)
+  kept = {name: (tmp_path / name).read_bytes() for name in ('config.json', 'tokenizer.model')}
+  real_open = builtins.open
+
+  def disk_full_when_writing(name):
+    def open_(file, mode='r', *args, **kwargs):
+      opened = real_open(file, mode, *args, **kwargs)  # 'w' has emptied it already
+      if set(mode) & set('wax+') and Path(file).parent == tmp_path and name in Path(file).name:
+        opened.close()
+        raise OSError(errno.ENOSPC, 'No space left on device', str(file))
+      return opened
+    return open_
+
+  for name in kept:
+    with monkeypatch.context() as full:
+      for module in (builtins, io):  # open() and pathlib's io.open()
+        full.setattr(module, 'open', disk_full_when_writing(name))
+      with pytest.raises(OSError, match='No space left'):
+        train.run(config, tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in kept} == kept, name
+  train.run(config, tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
 
 
 def test_an_empty_or_unwritable_workdir_is_refused_before_training(tmp_path, cache_dir, monkeypatch):
