@@ -154,6 +154,39 @@ def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, work
                    'model settings, or give a new --workdir')
 
 
+# The settings that make the stream of batches a checkpoint's data position (a batch index; GRPO's
+# and RLHF's batches start at prompt index x grpo.prompts_per_step) counts in: every data.* field
+# but where the files are, and the seed that shuffles SFT's, GRPO's and the reward model's examples.
+_DATA_STREAM = ('seed', 'train.batch_size', 'train.seq_len', 'grpo.prompts_per_step')
+_DATA_LOCATIONS = ('data.dir', 'data.cache_dir')
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  """{'a.b': value} of a nested dict."""
+  out = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
+  return out
+
+
+def _check_same_data(ckpt, step: int, config, workdir: Path):
+  """A resumed run reads on from its checkpoint's data position, which means that place only in
+  the stream of the run's own data settings: with others it would go on at the wrong place of
+  another stream, and count tokens_seen in batches it never read."""
+  if not (workdir / 'config.json').exists():
+    return
+  before = _flat(json.loads((workdir / 'config.json').read_text()))
+  now = _flat(json.loads(config.to_json_best_effort()))
+  # Fields both have: one added to the code since the run started keeps its old behaviour by default.
+  changed = [f'{k}={before[k]!r} -> {now[k]!r}' for k in sorted(before.keys() & now.keys())
+             if (k in _DATA_STREAM or k.startswith('data.')) and k not in _DATA_LOCATIONS and before[k] != now[k]]
+  if changed:
+    ckpt.close()
+    raise ValueError(f'{workdir} resumes from step {step} with other data settings ({"; ".join(changed)}), so it would '
+                     'read on at the wrong place: resume with the run\'s own, or train on from its weights in a new '
+                     f'--workdir with --config.init_from={workdir}')
+
+
 def _check_same_tokenizer(ckpt, tokenizer_path, workdir: Path):
   """A resumed run keeps the tokenizer it trained with: a corpus changed since it started would
   train a new one of the same size, whose ids the embeddings do not mean, and replace the run's."""
@@ -267,6 +300,7 @@ def _train(config, workdir: Path) -> dict:
     start = ckpt.latest_step()
     if start is not None:
       _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
+      _check_same_data(ckpt, start, config, workdir)
       _check_same_tokenizer(ckpt, data.tokenizer.path, workdir)
       if start > tc.steps:  # training on would do nothing, and the summary would claim tc.steps
         raise ValueError(f'{workdir} holds step {start}, beyond train.steps={tc.steps}: raise --config.train.steps, '

@@ -175,7 +175,7 @@ def test_bad_input_without_data_gives_one_clear_line(tmp_path, python_env, case)
   assert (tmp_path / 'a_file').read_text() == 'not a run'
 
 
-def test_resuming_with_another_model_shape_is_refused_before_anything_is_written(tmp_path, cache_dir):
+def test_resuming_with_another_model_or_data_is_refused_before_anything_is_written(tmp_path, cache_dir):
   short = {'train.steps': 2, 'train.warmup_steps': 1}
   train.run(tiny_config(cache_dir, **short), tmp_path)
   files = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json')
@@ -188,6 +188,12 @@ def test_resuming_with_another_model_shape_is_refused_before_anything_is_written
                                        r'give another'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'tokenizer.train_chars': 200_000}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # Other batches, or another shuffle, than the ones the checkpoint's data position (a batch index) counts in.
+  with pytest.raises(ValueError, match=r'resumes from step 2 with other data settings \(data\.seed=0 -> 1; '
+                                       r'train\.batch_size=8 -> 4; train\.seq_len=64 -> 32\)'):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'train.batch_size': 4, 'train.seq_len': 32,
+                                        'data.seed': 1}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
   # Fewer steps than the checkpoint holds: the summary would claim 1 step of a 2-step model.
   with pytest.raises(ValueError, match=r'holds step 2, beyond train.steps=1'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 1}), tmp_path)
@@ -196,8 +202,11 @@ def test_resuming_with_another_model_shape_is_refused_before_anything_is_written
   with workdir_lock.held(tmp_path), pytest.raises(ValueError, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
-  train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)  # the run resumes as it was
+  # The run resumes as it was, extended, with other evaluation, checkpoint and optimizer settings.
+  train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'train.eval_every': 3, 'train.checkpoint_every': 3,
+                                      'train.lr': 1e-3}), tmp_path)
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
+  assert [row['step'] for row in read_metrics(tmp_path) if 'val_loss' in row] == [0, 2, 3, 4]
 
 
 def test_a_finished_run_extended_and_stopped_keeps_no_summary_of_its_shorter_run(tmp_path, cache_dir, monkeypatch):
