@@ -259,6 +259,10 @@ BAD = {
     'temperature out of range': ({'messages': _chat('a'), 'temperature': 5}, 'temperature'),
     'n above 1': ({'messages': _chat('a'), 'n': 2}, 'n:'),
     'top_k beyond int32': ({'messages': _chat('a'), 'top_k': 2**32}, 'top_k'),
+    'a stop string over the limit': ({'messages': _chat('a'), 'stop': 'x' * 501},
+                                     'stop: a stop string is 501 characters; the limit is 500'),
+    'a listed stop string over the limit': ({'messages': _chat('a'), 'stop': ['x', 'y' * 600]},
+                                            'stop: a stop string is 600 characters; the limit is 500'),
     'body over the limit': ('{"messages": "' + 'a' * (1 << 20) + '"}', 'the limit is'),
 }
 
@@ -418,6 +422,16 @@ def test_streamed_text_holds_back_split_characters_and_stop_prefixes(synthetic_t
   deltas = [stream.feed([t]) for t in ids]
   assert ''.join(deltas) == 'abc déjà 😀 ' and stream.stopped
   assert stream.finish() == ''
+
+
+def test_the_tail_held_back_is_the_longest_that_begins_a_stop_string(synthetic_tok):
+  tok = synthetic_tok
+  stream = text_lib.TextStream(tok, stop=['ab ab c', 'b x'])
+  assert stream.feed(tok.encode('xy ab ab')) == 'xy '  # 'ab ab' may begin the first stop, 'b' the second
+  assert stream.feed(tok.encode(' d')) == 'ab ab d' and not stream.stopped
+  longer = text_lib.TextStream(tok, stop=['ab ab ab ab c'])  # longer than the whole text so far
+  assert longer.feed(tok.encode('ab ab')) == ''
+  assert longer.feed(tok.encode(' ab ab c')) == '' and longer.stopped
 
 
 def test_a_stopped_reply_counts_the_tokens_up_to_its_stop_string_only(synthetic_tok):

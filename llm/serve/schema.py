@@ -8,6 +8,12 @@ from typing import Annotated, Literal
 
 import pydantic
 from pydantic import Field
+from pydantic_core import PydanticCustomError
+
+# A stop string's length: the text is searched for each one, and the tail that may begin one held
+# back, on the batcher's thread for every row each pass; a few hundred characters is ample for any
+# real stop (OpenAI documents no per-string limit).
+MAX_STOP_CHARS = 500
 
 
 class _Strict(pydantic.BaseModel):
@@ -44,6 +50,15 @@ class _Sampling(_Strict):
   stream_options: StreamOptions | None = None
   n: Literal[1] = 1
   user: str | None = None
+
+  @pydantic.field_validator('stop')
+  @classmethod
+  def _stops_within_limit(cls, stop):
+    for s in [stop] if isinstance(stop, str) else stop or []:
+      if len(s) > MAX_STOP_CHARS:
+        raise PydanticCustomError('stop_too_long', 'a stop string is {length} characters; the limit is {limit}',
+                                  {'length': len(s), 'limit': MAX_STOP_CHARS})
+    return stop
 
   def stops(self) -> list[str]:
     return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -96,8 +96,17 @@ class TextStream:
     return delta
 
   def _stop_prefix(self) -> int:
-    """Length of the longest tail of the text that begins some stop string."""
-    return max([n for s in self.stop for n in range(1, len(s)) if self.text.endswith(s[:n])], default=0)
+    """Length of the longest tail of the text that begins some stop string (and is shorter than it).
+    Only the tails that start with the stop's first character are tried, found by str.find from
+    the longest: trying every length cost a pass over the text per character of the stop."""
+    longest = 0
+    for s in self.stop:
+      at = self.text.find(s[0], max(len(self.text) - len(s) + 1, 0))
+      while at >= 0 and not s.startswith(self.text[at:]):
+        at = self.text.find(s[0], at + 1)
+      if at >= 0:
+        longest = max(longest, len(self.text) - at)
+    return longest
 
 
 def parse_parts(content: str) -> list[dict]:
