@@ -38,8 +38,9 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(engine, tokenizer, **batcher_options):
-  """A uvicorn server on a free loopback port, in a thread; yields (url, batcher)."""
+def serving(engine, tokenizer, force_exit: bool = False, **batcher_options):
+  """A uvicorn server on a free loopback port, in a thread; yields (url, batcher). force_exit:
+  it ends as on a second Ctrl-C, without the app's shutdown event."""
   batcher = Batcher(engine, **batcher_options)
   app = create_app(batcher, tokenizer, 'tiny', max_messages=MAX_MESSAGES)
   port = free_port()
@@ -53,7 +54,7 @@ def serving(engine, tokenizer, **batcher_options):
   try:
     yield f'http://127.0.0.1:{port}', batcher
   finally:
-    srv.should_exit = True
+    srv.should_exit, srv.force_exit = True, force_exit
     thread.join(timeout=30)
 
 
@@ -399,6 +400,15 @@ def test_the_benchmark_clients_read_what_the_server_answers(server):
   with pytest.raises(RuntimeError, match='answered 400.*max_tokens'):
     asyncio.run(refused())
   _still_answering(server)
+
+
+def test_a_forced_exit_still_ends_the_batcher_thread(server):
+  """Left running inside XLA at the interpreter's exit, the thread aborts the process."""
+  with serving(server.engine, server.run.tokenizer, force_exit=True, max_slots=1) as (url, batcher):
+    assert batcher._thread.is_alive()
+  assert not batcher._thread.is_alive()
+  batcher.close()  # again, as llm.serve does once uvicorn returns
+  Batcher(server.engine).close()  # and one never started (llm.serve interrupted before serving)
 
 
 def test_a_full_queue_refuses_at_once(server):

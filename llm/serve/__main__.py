@@ -42,7 +42,10 @@ def main(argv):
     logging.getLogger('llm.serve').info('compiled every shape in %.1f s', time.perf_counter() - start)
   api = create_app(batcher, run.tokenizer, Path(_WORKDIR.value).resolve().name, max_messages=_MAX_MESSAGES.value)
   logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
-  uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level='warning')
+  try:
+    uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level='warning')
+  finally:  # a second Ctrl-C ends uvicorn without the app's shutdown, which closes the batcher
+    batcher.close()
 
 
 if __name__ == '__main__':

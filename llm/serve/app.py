@@ -112,8 +112,10 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
 
   async def lifespan(app):
     batcher.start()
-    yield
-    batcher.close()
+    try:
+      yield
+    finally:  # also when cancelled: a second Ctrl-C skips the shutdown event, and the thread must
+      batcher.close()  # not be inside XLA when the interpreter exits (it aborts)
 
   app = fastapi.FastAPI(title='llm', lifespan=lifespan)
 

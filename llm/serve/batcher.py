@@ -103,8 +103,10 @@ class Batcher:
     self._thread.start()
 
   def close(self):
+    """Ends the loop after its current pass; closing again, or a batcher never started, is a no-op."""
     self._stop.set()
-    self._thread.join()
+    if self._thread.is_alive():
+      self._thread.join()
 
   def submit(self, request: Request):
     try:
