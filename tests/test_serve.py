@@ -416,8 +416,40 @@ def test_a_full_queue_refuses_at_once(server):
   request = lambda: Request([1, 2], 4, text_lib.TextStream(server.run.tokenizer), lambda event: None)
   batcher.submit(request())
   batcher.submit(request())
-  with pytest.raises(QueueFull, match='2 waiting'):
+  with pytest.raises(QueueFull, match='0 requests running and 2 waiting'):
     batcher.submit(request())
+
+
+def test_requests_whose_clients_left_while_queued_give_up_their_places(server):
+  batcher = Batcher(server.engine, max_slots=1, max_queue=2)  # not started: nothing leaves the queue
+  request = lambda: Request([1, 2], 4, text_lib.TextStream(server.run.tokenizer), lambda event: None)
+  left, stays = request(), request()
+  batcher.submit(left)
+  batcher.submit(stays)
+  left.cancel()
+  assert batcher.queued == 1
+  batcher.submit(request())  # the full queue gives up the place of the one that left
+  assert batcher.queued == 2 and batcher.finished['cancelled'] == 1
+  with pytest.raises(QueueFull, match='0 requests running and 2 waiting'):
+    batcher.submit(request())
+
+
+def test_a_client_that_leaves_while_queued_is_not_counted_nor_holds_its_place(server):
+  with serving(server.engine, server.run.tokenizer, max_slots=1, max_queue=1, steps_per_call=1) as (url, batcher):
+    step = batcher._step
+    batcher._step = lambda: (time.sleep(0.2), step())  # the running request holds the one slot a while
+    chat = lambda max_tokens, **options: dict(messages=_chat('a'), max_tokens=max_tokens, temperature=0, **options)
+    with httpx.stream('POST', url + '/v1/chat/completions', json=chat(50, stream=True), timeout=60) as running:
+      next(running.iter_lines())
+      with pytest.raises(httpx.TimeoutException):  # waits in the queue, then leaves
+        httpx.post(url + '/v1/chat/completions', json=chat(2), timeout=0.3)
+      deadline = time.time() + 10
+      while (health := httpx.get(url + '/health').json())['waiting']:
+        assert time.time() < deadline, health
+        time.sleep(0.1)
+      assert health['running'] == 1
+      with httpx.stream('POST', url + '/v1/chat/completions', json=chat(2, stream=True), timeout=60) as queued:
+        assert queued.status_code == 200  # not 429: the place was given up
 
 
 def test_streamed_text_holds_back_split_characters_and_stop_prefixes(synthetic_tok):

@@ -136,7 +136,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
   @app.get('/health')
   async def health():
     return {'status': 'ok', 'model': model_id, 'context': context, 'slots': batcher.max_slots,
-            'running': batcher.active, 'waiting': batcher.waiting.qsize(), 'finished': dict(batcher.finished)}
+            'running': batcher.active, 'waiting': batcher.queued, 'finished': dict(batcher.finished)}
 
   @app.get('/v1/models')
   async def models():

@@ -13,7 +13,8 @@ The running batch (its KV cache and per-row state) has a power-of-two number of 
 smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
 32 clients at batch 32. It grows at once and shrinks after a few passes; a resize moves the
 live rows (their cache rows and state) into a batch of the new size in one jitted gather. Requests beyond max_slots wait in a bounded queue;
-a full queue refuses new ones at once (QueueFull).
+a full queue refuses new ones at once (QueueFull), after giving up the places of requests whose
+clients left while they waited.
 """
 import collections
 import dataclasses
@@ -91,6 +92,7 @@ class Batcher:
     self.batch_sizes = collections.Counter()  # decode calls per batch size
     self.prefill_sizes = collections.Counter()  # prefill calls per number of requests admitted together
     self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
+    self._counting = threading.Lock()  # finished is counted on the batcher's thread and in submit()
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._loop, name='batcher', daemon=True)
     self._fits_smaller = 0  # consecutive passes whose rows fit a smaller batch
@@ -109,10 +111,19 @@ class Batcher:
       self._thread.join()
 
   def submit(self, request: Request):
+    """Queues the request; a full queue first gives up the places of requests whose clients left
+    while they waited (the loop would only drop them once a slot is free)."""
+    if self.waiting.full():
+      with self.waiting.mutex:  # queue.Queue's own lock over its deque
+        live = [r for r in self.waiting.queue if not r.cancelled]
+        left = len(self.waiting.queue) - len(live)
+        self.waiting.queue.clear()
+        self.waiting.queue.extend(live)
+      self._count('cancelled', left)
     try:
       self.waiting.put_nowait(request)
     except queue.Full:
-      raise QueueFull(f'{self.max_slots} requests running and {self.waiting.maxsize} waiting; retry later') from None
+      raise QueueFull(f'{self.active} requests running and {self.queued} waiting; retry later') from None
 
   def warm_up(self):
     """Compiles, before the first request, every shape the loop can reach: per batch size its
@@ -165,6 +176,16 @@ class Batcher:
   def active(self) -> int:
     return sum(r is not None for r in self.rows)
 
+  @property
+  def queued(self) -> int:
+    """Requests waiting for a slot whose clients are still there."""
+    with self.waiting.mutex:
+      return sum(not r.cancelled for r in self.waiting.queue)
+
+  def _count(self, reason: str, n: int = 1):
+    with self._counting:
+      self.finished[reason] += n
+
   # ---- the loop ------------------------------------------------------------------------------
 
   def _loop(self):
@@ -189,7 +210,7 @@ class Batcher:
       except queue.Empty:
         break
       if r.cancelled:  # its client left while it waited
-        self.finished['cancelled'] += 1
+        self._count('cancelled')
       else:
         new.append(r)
     live = [i for i, r in enumerate(self.rows) if r is not None]
@@ -317,7 +338,7 @@ class Batcher:
         if tail:
           r.emit({'text': tail})
         reason = 'cancelled' if r.cancelled else reason
-        self.finished[reason] += 1
+        self._count(reason)
         completion = r.stream.tokens_used() if r.stream.stopped else int(n_out[i])
         r.emit({'finish': reason,
                 'usage': dict(prompt_tokens=len(r.prompt), completion_tokens=completion,
