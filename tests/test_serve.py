@@ -264,6 +264,10 @@ BAD = {
                                      'stop: a stop string is 501 characters; the limit is 500'),
     'a listed stop string over the limit': ({'messages': _chat('a'), 'stop': ['x', 'y' * 600]},
                                             'stop: a stop string is 600 characters; the limit is 500'),
+    'an unpaired surrogate': ({'messages': _chat('abc \ud800 de')},
+                              'messages.0.content: the text contains an unpaired surrogate, U+D800 (not valid UTF-8)'),
+    'an unpaired surrogate in a part': ({'messages': [{'role': 'user', 'content': [{'type': 'text', 'text': 'a\udc00'}]}]},
+                                        'messages.0.content: the text contains an unpaired surrogate, U+DC00'),
     'body over the limit': ('{"messages": "' + 'a' * (1 << 20) + '"}', 'the limit is'),
 }
 
@@ -299,6 +303,14 @@ def test_an_unknown_model_is_a_404_and_completions_check_the_context_too(server)
   r = _post(server, '/v1/completions', {'prompt': _long_text(200)})
   assert r.status_code == 400 and "context is 64" in r.json()['error']['message']
   _still_answering(server)
+
+
+def test_a_completion_prompt_with_an_unpaired_surrogate_is_a_400(server):
+  r = _post(server, '/v1/completions', {'prompt': 'ab \udfff', 'max_tokens': 1})  # sent as JSON's \\udfff escape
+  assert r.status_code == 400, r.text
+  assert r.json()['error']['message'] == 'prompt: the text contains an unpaired surrogate, U+DFFF (not valid UTF-8)'
+  r = _post(server, '/v1/completions', {'prompt': 'ab \U0001F600', 'max_tokens': 1})  # a pair: \\ud83d\\ude00
+  assert r.status_code == 200, r.text
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ Unknown fields are refused (extra='forbid'), so a misspelt knob is a 400 naming 
 silently ignored. Fields of OpenAI's schema that this server cannot honour accept only their
 neutral value (n=1). top_k is an addition (as vLLM has it).
 """
+import re
 from typing import Annotated, Literal
 
 import pydantic
@@ -14,6 +15,16 @@ from pydantic_core import PydanticCustomError
 # back, on the batcher's thread for every row each pass; a few hundred characters is ample for any
 # real stop (OpenAI documents no per-string limit).
 MAX_STOP_CHARS = 500
+# JSON's \ud800 escapes let a string hold half of a surrogate pair, a character with no UTF-8 form,
+# which the tokenizer cannot encode; a paired one was read as the character it stands for.
+_SURROGATE = re.compile('[\ud800-\udfff]')
+
+
+def _utf8(text: str) -> str:
+  if (found := _SURROGATE.search(text)):
+    raise PydanticCustomError('unpaired_surrogate', 'the text contains an unpaired surrogate, U+{code} (not valid UTF-8)',
+                              {'code': f'{ord(found.group()):04X}'})
+  return text
 
 
 class _Strict(pydantic.BaseModel):
@@ -29,6 +40,12 @@ class Message(_Strict):
   role: Literal['system', 'developer', 'user', 'assistant']  # developer: OpenAI's newer name for system
   content: str | list[TextPart]
   name: str | None = None
+
+  @pydantic.field_validator('content')
+  @classmethod
+  def _content_is_utf8(cls, content):
+    _utf8(content if isinstance(content, str) else ''.join(p.text for p in content))
+    return content
 
   def text(self) -> str:
     return self.content if isinstance(self.content, str) else ''.join(p.text for p in self.content)
@@ -70,5 +87,5 @@ class ChatRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-  prompt: str
+  prompt: Annotated[str, pydantic.AfterValidator(_utf8)]
   max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
