@@ -6,6 +6,8 @@ import contextlib
 import json
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -412,6 +414,17 @@ def test_the_benchmark_clients_read_what_the_server_answers(server):
   with pytest.raises(RuntimeError, match='answered 400.*max_tokens'):
     asyncio.run(refused())
   _still_answering(server)
+
+
+def test_a_port_in_use_is_told_before_the_model_loads_and_compiles(run_dir, python_env):
+  with socket.socket() as taken:
+    taken.bind(('127.0.0.1', 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    r = subprocess.run([sys.executable, '-m', 'llm.serve', f'--workdir={run_dir[0]}', f'--port={port}', '--slots=2'],
+                       env=python_env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1
+  assert r.stderr == f'llm.serve: port {port} on 127.0.0.1 is in use: stop what listens there or pick another --port\n'
 
 
 def test_a_forced_exit_still_ends_the_batcher_thread(server):

@@ -1,6 +1,8 @@
 """python -m llm.serve --workdir=DIR [--host=127.0.0.1] [--port=8000] [--search_folder=...] [--python_tool]
 [--nowarmup]"""
+import errno
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -22,14 +24,45 @@ _WARMUP = flags.DEFINE_bool('warmup', True, 'Compile every batch size and prompt
                             'so no request waits on a compilation (--nowarmup: start at once).')
 
 
+def _listen(host: str, port: int) -> socket.socket:
+  """The server's socket, bound as uvicorn binds it (SO_REUSEADDR), before the model loads and
+  compiles: a port in use is told at once, not after the warm-up."""
+  sock = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET)
+  sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+  try:
+    sock.bind((host, port))
+  except OSError as e:
+    sock.close()
+    if e.errno == errno.EADDRINUSE:
+      sys.exit(f'llm.serve: port {port} on {host} is in use: stop what listens there or pick another --port')
+    sys.exit(f'llm.serve: cannot listen on port {port} of {host}: {e.strerror or e} (check --host and --port)')
+  return sock
+
+
 def main(argv):
   del argv
+  if min(_SLOTS.value, _QUEUE.value, _STEPS.value) < 1:
+    sys.exit('llm.serve: --slots, --queue and --steps_per_call must be >= 1')
+  sock = _listen(_HOST.value, _PORT.value)
+  try:
+    api, batcher = _load()
+  except KeyboardInterrupt:  # the batcher's thread has not started: nothing to stop
+    sys.exit('llm.serve: interrupted while loading and compiling the model; nothing was served')
+  logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
   import uvicorn
+  try:
+    uvicorn.Server(uvicorn.Config(api, log_level='warning')).run(sockets=[sock])
+  except KeyboardInterrupt:  # uvicorn passes on the Ctrl-C it shut down for (uvicorn.run drops it too)
+    pass
+  finally:  # a second Ctrl-C ends uvicorn without the app's shutdown, where the batcher is closed
+    batcher.close()
+
+
+def _load():
+  """The app over the run's batcher (warmed up unless --nowarmup), and that batcher."""
   from llm import inference, tools
   from llm.serve.app import create_app
   from llm.serve.batcher import Batcher
-  if min(_SLOTS.value, _QUEUE.value, _STEPS.value) < 1:
-    sys.exit('llm.serve: --slots, --queue and --steps_per_call must be >= 1')
   try:
     run = inference.load(_WORKDIR.value)
   except inference.RunError as e:
@@ -41,11 +74,7 @@ def main(argv):
     batcher.warm_up()
     logging.getLogger('llm.serve').info('compiled every shape in %.1f s', time.perf_counter() - start)
   api = create_app(batcher, run.tokenizer, Path(_WORKDIR.value).resolve().name, max_messages=_MAX_MESSAGES.value)
-  logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
-  try:
-    uvicorn.run(api, host=_HOST.value, port=_PORT.value, log_level='warning')
-  finally:  # a second Ctrl-C ends uvicorn without the app's shutdown, which closes the batcher
-    batcher.close()
+  return api, batcher
 
 
 if __name__ == '__main__':
