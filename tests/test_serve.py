@@ -26,6 +26,8 @@ from llm.serve import text as text_lib
 from llm.serve.app import create_app
 from llm.serve.batcher import Batcher, QueueFull, Request
 import test_engine
+import test_hf_interop
+from llm.interop.tokenizer import HFTokenizer
 from test_engine import _scripted_engine
 from test_inference import _opt_bytes_and_save, run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
 from test_model import init, small_config
@@ -168,6 +170,25 @@ def test_concurrent_requests_each_equal_their_single_request_output(server):
     assert t['choices'][0]['message']['content'] == a['choices'][0]['message']['content']
     assert t['usage'] == a['usage']
   assert len({a['choices'][0]['message']['content'] for a in alone}) > 1  # the prompts give different replies
+
+
+def test_a_base_model_without_chat_tokens_serves_plain_completions(server, tmp_path):
+  """Its tokenizer as `python -m llm.hf import --chat_tokens=false` leaves a GPT-2's: byte-level, none
+  of our chat tokens added; the tiny run's engine stands in for the model (its table holds those ids)."""
+  hf = test_hf_interop._byte_level_tokenizer()
+  hf.save(str(tmp_path / 'tokenizer.json'))
+  tok = HFTokenizer.from_hf_dir(tmp_path, {'eos_token_id': hf.token_to_id('<|endoftext|>')})
+  assert tok.vocab_size <= server.run.model_cfg.vocab_size
+  assert not any(tok.has_special(t) for t in ('<|user|>', '<|end|>', '<|tool_call|>'))
+  prompt = [tok.bos_id] + tok.encode('The cat sat')
+  out = server.engine.generate([prompt], 8, temperature=0.0, stop_ids=[tok.eos_id])[0].tokens
+  with serving(server.engine, tok, max_slots=1, steps_per_call=4) as (url, _):
+    r = httpx.post(url + '/v1/completions', json={'prompt': 'The cat sat', 'max_tokens': 8, 'temperature': 0},
+                   timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()['choices'][0]['text'] == tok.decode(out[:out.index(tok.eos_id)] if tok.eos_id in out else out)
+    r = httpx.post(url + '/v1/chat/completions', json={'messages': _chat('hi')}, timeout=60)
+    assert r.status_code == 400 and 'no chat template tokens' in r.json()['error']['message'], r.text
 
 
 def test_a_smeared_key_model_serves_concurrent_requests_as_each_alone(synthetic_tok, tmp_path):

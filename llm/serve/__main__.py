@@ -61,13 +61,17 @@ def main(argv):
 def _load():
   """The app over the run's batcher (warmed up unless --nowarmup), and that batcher."""
   from llm import inference, tools
-  from llm.serve.app import create_app
+  from llm.serve.app import create_app, has_chat_tokens
   from llm.serve.batcher import Batcher
   try:
     run = inference.load(_WORKDIR.value)
   except inference.RunError as e:
     sys.exit(f'llm.serve: {e}')
-  engine = run.engine(tools=tools.make_registry(_SEARCH.value, _PYTHON.value))
+  chat = has_chat_tokens(run.tokenizer)  # else a base model: plain completions, no tools
+  if not chat and (_SEARCH.value or _PYTHON.value):
+    sys.exit('llm.serve: --search_folder and --python_tool need the chat tokens, which this model was imported '
+             'without (--chat_tokens=false): leave them out')
+  engine = run.engine(tools=tools.make_registry(_SEARCH.value, _PYTHON.value) if chat else None)
   batcher = Batcher(engine, max_slots=_SLOTS.value, max_queue=_QUEUE.value, steps_per_call=_STEPS.value)
   if _WARMUP.value:
     start = time.perf_counter()

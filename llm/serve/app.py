@@ -14,7 +14,7 @@ from pathlib import Path
 import fastapi
 from fastapi import exceptions, responses
 
-from llm import chat_template
+from llm import chat_template, tokenizer as tokenizer_lib
 from llm.serve import schema
 from llm.serve.batcher import Batcher, QueueFull, Request
 from llm.serve.text import TextStream, parse_parts
@@ -103,11 +103,17 @@ def _replay(body: bytes, receive):
   return replayed
 
 
+def has_chat_tokens(tokenizer) -> bool:
+  """Whether the tokenizer has the chat template's special tokens: a base model imported with
+  --chat_tokens=false has none, and is served plain completions only (and no tools)."""
+  return all(tokenizer.has_special(token) for token in tokenizer_lib.SPECIAL_TOKENS)
+
+
 def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int = 64,
                max_body_bytes: int = 1 << 20) -> fastapi.FastAPI:
   """The app over a batcher (started and stopped with the app) whose engine serves model_id."""
   context = batcher.engine.cache_len
-  end_ids = (tokenizer.eos_id, tokenizer.special_id('<|end|>'))
+  serves_chat = has_chat_tokens(tokenizer)
   page = PAGE.read_text()
 
   async def lifespan(app):
@@ -159,6 +165,9 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     return room if asked is None else asked
 
   def chat_prompt(body: schema.ChatRequest) -> list[int]:
+    if not serves_chat:
+      raise ApiError(f'model {model_id!r} has no chat template tokens (imported with --chat_tokens=false): send its '
+                     'text to /v1/completions, or import it again with --chat_tokens=true and fine-tune it to chat')
     if len(body.messages) > max_messages:
       raise ApiError(f'{len(body.messages)} messages; at most {max_messages} are taken: drop the oldest')
     messages = []
@@ -207,7 +216,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     check_model(body)
     prompt = chat_prompt(body)
     max_new = budget(prompt, body.max_completion_tokens or body.max_tokens)
-    return await run(http, body, prompt, max_new, end_ids, 'chat')
+    return await run(http, body, prompt, max_new, (tokenizer.eos_id, tokenizer.special_id('<|end|>')), 'chat')
 
   @app.post('/v1/completions')
   async def complete(body: schema.CompletionRequest, http: fastapi.Request):

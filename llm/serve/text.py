@@ -29,7 +29,8 @@ class TextStream:
     self.tok, self.stop = tokenizer, [s for s in stop if s]
     self.incremental = incremental or bool(self.stop)
     sp = tokenizer.special_id
-    self.tags = {sp(token): tag for token, tag in TAGS.items()}
+    # A model imported without the chat tokens (--chat_tokens=false) has no tags to show.
+    self.tags = {sp(token): tag for token, tag in TAGS.items() if tokenizer.has_special(token)}
     self.ends = set((tokenizer.eos_id, sp('<|end|>')) if end_ids is None else end_ids)
     self.run: list[int] = []  # ids of the current stretch of plain text
     self.run_used = 0  # characters of that stretch already in self.text
