@@ -282,6 +282,8 @@ BAD = {
     'unknown role': ({'messages': [{'role': 'robot', 'content': 'a'}]}, 'messages.0.role'),
     'temperature out of range': ({'messages': _chat('a'), 'temperature': 5}, 'temperature'),
     'n above 1': ({'messages': _chat('a'), 'n': 2}, 'n:'),
+    'a penalty': ({'messages': _chat('a'), 'presence_penalty': 0.5}, 'presence_penalty: Input should be 0'),
+    'logprobs asked for': ({'messages': _chat('a'), 'logprobs': True}, 'logprobs: Input should be False'),
     'top_k beyond int32': ({'messages': _chat('a'), 'top_k': 2**32}, 'top_k'),
     'a stop string over the limit': ({'messages': _chat('a'), 'stop': 'x' * 501},
                                      'stop: a stop string is 501 characters; the limit is 500'),
@@ -333,6 +335,19 @@ def test_a_completion_prompt_with_an_unpaired_surrogate_is_a_400(server):
   assert r.status_code == 400, r.text
   assert r.json()['error']['message'] == 'prompt: the text contains an unpaired surrogate, U+DFFF (not valid UTF-8)'
   r = _post(server, '/v1/completions', {'prompt': 'ab \U0001F600', 'max_tokens': 1})  # a pair: \\ud83d\\ude00
+  assert r.status_code == 200, r.text
+
+
+def test_openai_fields_at_their_neutral_values_or_null_are_taken(server):
+  """Clients that send every field, defaults and nulls included; null means the default."""
+  chat = {'messages': _chat('abc'), 'max_tokens': 6, 'seed': 3}
+  nulls = dict.fromkeys(('temperature', 'top_p', 'n', 'stream', 'presence_penalty', 'frequency_penalty', 'logprobs'))
+  neutral = {'presence_penalty': 0, 'frequency_penalty': 0.0, 'logprobs': False, 'n': 1}
+  replies = [_post(server, '/v1/chat/completions', dict(chat, **fields)) for fields in ({}, nulls, neutral)]
+  assert [r.status_code for r in replies] == [200] * 3, [r.text for r in replies]
+  assert len({r.json()['choices'][0]['message']['content'] for r in replies}) == 1
+  plain = {'prompt': 'abc', 'max_tokens': 2, 'echo': False, 'logprobs': None, 'presence_penalty': 0, 'temperature': None}
+  r = _post(server, '/v1/completions', plain)
   assert r.status_code == 200, r.text
 
 

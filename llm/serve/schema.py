@@ -2,7 +2,9 @@
 
 Unknown fields are refused (extra='forbid'), so a misspelt knob is a 400 naming it rather than
 silently ignored. Fields of OpenAI's schema that this server cannot honour accept only their
-neutral value (n=1). top_k is an addition (as vLLM has it).
+neutral value (n=1, presence_penalty=0, frequency_penalty=0, logprobs=false, echo=false), so
+clients that send the defaults explicitly work. null, where OpenAI's schema allows it, means the
+default. top_k is an addition (as vLLM has it).
 """
 import re
 from typing import Annotated, Literal
@@ -25,6 +27,10 @@ def _utf8(text: str) -> str:
     raise PydanticCustomError('unpaired_surrogate', 'the text contains an unpaired surrogate, U+{code} (not valid UTF-8)',
                               {'code': f'{ord(found.group()):04X}'})
   return text
+
+
+# Fields OpenAI's schema lets be null, meaning their default.
+_NULL_IS_DEFAULT = ('temperature', 'top_p', 'n', 'stream', 'presence_penalty', 'frequency_penalty', 'logprobs', 'echo')
 
 
 class _Strict(pydantic.BaseModel):
@@ -66,7 +72,16 @@ class _Sampling(_Strict):
   stream: bool = False
   stream_options: StreamOptions | None = None
   n: Literal[1] = 1
+  presence_penalty: Literal[0] = 0
+  frequency_penalty: Literal[0] = 0
   user: str | None = None
+
+  @pydantic.model_validator(mode='before')
+  @classmethod
+  def _null_is_the_default(cls, body):
+    if isinstance(body, dict):
+      return {k: v for k, v in body.items() if not (v is None and k in _NULL_IS_DEFAULT)}
+    return body
 
   @pydantic.field_validator('stop')
   @classmethod
@@ -84,8 +99,11 @@ class _Sampling(_Strict):
 class ChatRequest(_Sampling):
   messages: list[Message] = Field(min_length=1)
   max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
+  logprobs: Literal[False] = False
 
 
 class CompletionRequest(_Sampling):
   prompt: Annotated[str, pydantic.AfterValidator(_utf8)]
   max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+  logprobs: None = None  # here how many alternatives to list per token: none, null only
+  echo: Literal[False] = False
