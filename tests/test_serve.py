@@ -278,6 +278,8 @@ BAD = {
     'too many messages': ({'messages': _chat('a') * (MAX_MESSAGES + 1)}, f'at most {MAX_MESSAGES}'),
     'oversize prompt': ({'messages': _chat(_long_text(200))}, "this model's context is 64"),
     'max_tokens beyond the context': ({'messages': _chat('a'), 'max_tokens': 1000}, 'set max_tokens to at most'),
+    'max_completion_tokens beyond the context': ({'messages': _chat('a'), 'max_completion_tokens': 1000},
+                                                 'set max_completion_tokens to at most'),
     'assistant turn last': ({'messages': [{'role': 'assistant', 'content': 'a'}]}, 'must end with a user'),
     'unknown role': ({'messages': [{'role': 'robot', 'content': 'a'}]}, 'messages.0.role'),
     'temperature out of range': ({'messages': _chat('a'), 'temperature': 5}, 'temperature'),

@@ -153,14 +153,15 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
       raise ApiError(f'model {body.model!r} is not served here; GET /v1/models lists {model_id!r}', 404,
                      'not_found_error')
 
-  def budget(prompt: list[int], asked: int | None) -> int:
+  def budget(prompt: list[int], asked: int | None, field: str = 'max_tokens') -> int:
+    """The tokens the completion may have; field: the request's field that asked for `asked`."""
     if len(prompt) >= context:
       raise ApiError(f'the prompt is {len(prompt)} tokens and this model\'s context is {context}: shorten the '
                      'messages (or start a new chat)')
     room = context - len(prompt)
     if asked is not None and asked > room:
       raise ApiError(f'this model\'s context is {context} tokens, and {len(prompt) + asked} were asked for '
-                     f'({len(prompt)} in the prompt, {asked} in the completion): set max_tokens to at most '
+                     f'({len(prompt)} in the prompt, {asked} in the completion): set {field} to at most '
                      f'{room} or shorten the prompt')
     return room if asked is None else asked
 
@@ -215,7 +216,8 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
   async def chat(body: schema.ChatRequest, http: fastapi.Request):
     check_model(body)
     prompt = chat_prompt(body)
-    max_new = budget(prompt, body.max_completion_tokens or body.max_tokens)
+    field = 'max_completion_tokens' if body.max_completion_tokens else 'max_tokens'  # OpenAI's newer name wins
+    max_new = budget(prompt, getattr(body, field), field)
     return await run(http, body, prompt, max_new, (tokenizer.eos_id, tokenizer.special_id('<|end|>')), 'chat')
 
   @app.post('/v1/completions')
