@@ -64,8 +64,9 @@ class StreamOptions(_Strict):
 class _Sampling(_Strict):
   model: str | None = None  # the served model's id (GET /v1/models); omitted means that one
   max_tokens: int | None = Field(None, ge=1)
-  temperature: float = Field(1.0, ge=0.0, le=2.0)  # 0 is greedy
-  top_p: float = Field(1.0, gt=0.0, le=1.0)
+  # Python's JSON reads NaN and Infinity: refused as such, not as out of range
+  temperature: float = Field(1.0, ge=0.0, le=2.0, allow_inf_nan=False)  # 0 is greedy
+  top_p: float = Field(1.0, gt=0.0, le=1.0, allow_inf_nan=False)
   top_k: int = Field(0, ge=0, lt=2**31)  # 0: off; the batch holds it as int32
   stop: str | Annotated[list[str], Field(max_length=4)] | None = None  # the text ends before the first one
   seed: int | None = Field(None, ge=0, lt=2**32)  # None: a random one
