@@ -272,6 +272,7 @@ def _long_text(words: int) -> str:
 
 BAD = {
     'bad JSON': ('{"messages": [', 'not valid JSON'),
+    'empty body': ('', 'the request body is empty: send a JSON object'),
     'not an object': ('[1, 2]', 'JSON object'),
     'unknown field': ({'messages': _chat('a'), 'temperture': 0.5}, "unknown field 'temperture'"),
     'no messages': ({'messages': []}, 'messages'),

@@ -55,7 +55,7 @@ def _describe(errors: list[dict]) -> str:
   if error['type'] == 'extra_forbidden':
     return f'unknown field {where!r}: this server takes OpenAI\'s fields (see the README\'s Serving section)'
   if error['type'] == 'missing':
-    return f'field {where!r} is required'
+    return f'field {where!r} is required' if where else 'the request body is empty: send a JSON object'
   if not where:
     return f'the request body must be a JSON object ({error["msg"]})'
   return f'{where}: {error["msg"]}'
