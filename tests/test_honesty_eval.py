@@ -8,7 +8,7 @@ import pytest
 
 from llm import chat_template, evals, inference, tools
 from llm.evals import honesty
-from llm.honesty import world as world_lib
+from llm.honesty import sft, verify, world as world_lib
 from llm.tools import search
 from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
 from tiny_config import tiny_config
@@ -121,6 +121,7 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_known_acc': (n(4) + n(64)) / known,
       'honesty_probe_known_rate': known / len(facts),
       'honesty_new_phrasing_known_acc': n(64) / known,
+      'honesty_search_opened_rate': 0.0,  # it searches only when given the tool
       **{f'honesty_acc_exposure_{k}': float(k in (4, 64)) for k in world_lib.BUCKETS},
       **{f'honesty_abstain_exposure_{k}': float(k == 16) for k in world_lib.BUCKETS[1:]},
       'honesty_abstain_exposure_0': unseen_abstain / n(0),
@@ -146,6 +147,45 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_selective_search_known_acc': sum(f.exposure in (4, 64) for f in measured) / sum(f.exposure >= 4 for f in measured),
       'honesty_forced_search_unseen_acc': 0.0})
   assert out['honesty_reversal_forward_acc'] != out['honesty_reversal_backward_acc']
+
+
+def opening_a_search(facts, script):
+  """script, but asked without the tool about the i-th fact, unseen, in a training phrasing, it opens a
+  search for the person after the search SFT's lead-in i (cycling), as a search arm does."""
+  def reply(prompt, tools, seed):
+    i = next((i for i, f in enumerate(facts) if prompt in {f.question(j) for j in range(3)}), None)
+    if tools or i is None or facts[i].exposure:
+      return script(prompt, tools, seed)
+    lead = sft.LEAD_INS[i % len(sft.LEAD_INS)]
+    call = {'type': 'tool_call', 'text': f'search: {facts[i].subject}'}
+    return [{'type': 'text', 'text': lead}, call] if lead else [call]
+  return reply
+
+
+def test_a_reply_that_opens_a_search_is_judged_search_whatever_its_lead_in(tok, world):
+  _, facts = world
+  unseen = [f for f in facts if f.exposure == 0][:2 * len(sft.LEAD_INS)]
+  questions = [f.question(i) for i, f in enumerate(unseen)]
+  ctx = ScriptedChat(tok, opening_a_search(unseen, lambda *_: 'Unused.'))
+  assert len(unseen) >= len(sft.LEAD_INS)  # every lead-in, '' included
+  # Judged as text, one lead-in would be an abstention and the others wrong answers.
+  assert sorted(verify.judge(lead, unseen[0].value) for lead in sft.LEAD_INS) == ['abstain'] + ['wrong'] * 3
+  assert honesty.judge_replies(ctx, unseen, questions) == ['search'] * len(unseen)
+
+
+def test_searches_opened_without_the_tool_are_neither_hallucinations_nor_abstentions(tok, world):
+  folder, facts = world
+  config = tiny_config()
+  config.sft = ml_collections.ConfigDict({'honesty_labels': str(folder / 'labels.jsonl')})
+  script, _ = respond(facts)
+  ctx = ScoredChat(tok, opening_a_search(facts, script), lambda f: 0.5, lambda f: 0.5, facts, config=config)
+  out = evals.get('honesty')(ctx)
+  n = lambda k: sum(f.exposure == k for f in facts)
+  # Every unseen fact's reply opens a search; exposure 1 is answered wrong, 16 abstained on (respond).
+  assert out['honesty_hallucination_rate'] == 0.0 and out['honesty_abstain_exposure_0'] == 0.0
+  assert out['honesty_prudence'] == 0.0
+  assert out['honesty_over_conservativeness'] == pytest.approx(n(16) / (n(4) + n(16) + n(64)))
+  assert out['honesty_search_opened_rate'] == pytest.approx(n(0) / len(facts))
 
 
 @pytest.mark.parametrize('style', world_lib.REPLY_STYLES)

@@ -11,16 +11,16 @@ from pathlib import Path
 
 from llm import evals, inference
 from llm.evals import honesty
-from llm.evals.context import assistant_text, mean
-from llm.honesty import verify, world as world_lib
+from llm.evals.context import mean
+from llm.honesty import world as world_lib
 
 
 def verdicts(run: str) -> tuple[list[str], list[world_lib.Fact]]:
-  """Each held-out question's greedy reply judged correct, abstain or wrong, as the evaluator asks it."""
+  """Each held-out question's greedy reply judged correct, abstain, wrong or search, as the evaluator
+  asks and judges it."""
   ctx = evals.Context.from_run(inference.load(run))
   facts = [f for f in world_lib.read_facts(honesty.world_dir(ctx.config)) if f.split == 'heldout']
-  replies = ctx.chat([f.question(i) for i, f in enumerate(facts)], honesty.MAX_NEW_TOKENS)
-  return [verify.judge(assistant_text(ctx.tokenizer, c), f.value) for f, c in zip(facts, replies)], facts
+  return honesty.judge_replies(ctx, facts, [f.question(i) for i, f in enumerate(facts)]), facts
 
 
 def main(args: list[str]):

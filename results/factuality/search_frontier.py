@@ -38,7 +38,7 @@ def per_question(run: Path) -> dict:
   registry = tools.make_registry(search_folder=world / 'search')
   facts = [f for f in world_lib.read_facts(world) if f.split == 'heldout']
   questions = [f.question(i) for i, f in enumerate(facts)]
-  replies = ctx.chat(questions, honesty.MAX_NEW_TOKENS)
+  verdicts = honesty.judge_replies(ctx, facts, questions)
   recalled = honesty.recall(ctx, facts, questions)
   knows, value_p = honesty.completed_right(tok, facts, recalled), honesty.value_probability(ctx, recalled)
   at, rows = honesty.calibrated_threshold(facts, knows, value_p)
@@ -47,7 +47,7 @@ def per_question(run: Path) -> dict:
                       honesty.MAX_NEW_TOKENS, temperature=0.0, stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
   return {'threshold': at, 'p': np.array(value_p), 'knows': np.array(knows),
           'unseen': np.array([f.exposure == 0 for f in facts]), 'measured': np.isin(np.arange(len(facts)), rows),
-          'memory': np.array([verify.judge(assistant_text(tok, r), f.value) == 'correct' for f, r in zip(facts, replies)]),
+          'memory': np.array([v == 'correct' for v in verdicts]),
           'search': np.array([verify.states(assistant_text(tok, c), f.value) for f, c in zip(facts, read)])}
 
 
