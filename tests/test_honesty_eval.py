@@ -133,6 +133,7 @@ def test_rates_on_a_scripted_assistant(tok, world):
       'honesty_selective_hallucination_rate': sum(map(sure, measured_unseen)) / len(measured_unseen),
       'honesty_selective_over_conservativeness': 0.0,
       'honesty_reversal_forward_acc': sum(f.exposure == 64 for f in mothers) / len(mothers),
+      'honesty_reversal_forward_new_phrasing_acc': sum(f.exposure == 64 for f in mothers) / len(mothers),
       'honesty_reversal_backward_acc': sum(f.exposure == 16 for f in mothers) / len(mothers),
       'honesty_search_unseen_acc': sum(f.exposure == 0 and even(f) and f.relation != 'birth_city'
                                        for f in facts) / n(0),
@@ -186,6 +187,24 @@ def test_searches_opened_without_the_tool_are_neither_hallucinations_nor_abstent
   assert out['honesty_prudence'] == 0.0
   assert out['honesty_over_conservativeness'] == pytest.approx(n(16) / (n(4) + n(16) + n(64)))
   assert out['honesty_search_opened_rate'] == pytest.approx(n(0) / len(facts))
+
+
+def test_reversal_forwards_is_asked_apart_in_the_phrasings_no_training_used(tok, world):
+  folder, facts = world
+  config = tiny_config()
+  config.sft = ml_collections.ConfigDict({'honesty_labels': str(folder / 'labels.jsonl')})
+  script, _ = respond(facts)
+  mothers = [f for f in facts if f.relation == 'mother']
+  asked = lambda prompt, f, heldout: prompt in {f.question(j, heldout) for j in range(3)}
+
+  def trained_only(prompt, tools, seed):  # names every mother asked in a training phrasing, none in another
+    f = next((f for f in mothers if asked(prompt, f, False) or asked(prompt, f, True)), None)
+    if f is None:
+      return script(prompt, tools, seed)
+    return f.reply() if asked(prompt, f, False) else f.reply().replace(f.value, 'Qwerty')
+  out = evals.get('honesty')(ScoredChat(tok, trained_only, lambda f: 0.5, lambda f: 0.5, facts, config=config))
+  assert out['honesty_reversal_forward_acc'] == 1.0
+  assert out['honesty_reversal_forward_new_phrasing_acc'] == 0.0
 
 
 @pytest.mark.parametrize('style', world_lib.REPLY_STYLES)
