@@ -157,7 +157,8 @@ def test_hellaswag_reader_checks_the_six_line_format(tmp_path):
 # ---- chat evaluators, with a scripted assistant -------------------------------------------------
 
 class ScriptedChat(Context):
-  """A Context whose assistant replies are written by respond(question, tools, seed) -> parts."""
+  """A Context whose assistant replies are written by respond(question, tools, seed) -> parts, or
+  None for a prompt that does not fit the context (Context.generate's None)."""
 
   def __init__(self, tok, respond, **kwargs):
     base = make_ctx(tok, **kwargs)
@@ -169,6 +170,9 @@ class ScriptedChat(Context):
     out = []
     for prompt, seed in zip(prompts, seeds):
       parts = self.respond(self.tokenizer.decode(prompt), tools, seed)
+      if parts is None:
+        out.append(None)
+        continue
       if isinstance(parts, str):
         parts = [{'type': 'text', 'text': parts}]
       ids, mask = chat_template.render(self.tokenizer, [{'role': 'assistant', 'content': parts}])

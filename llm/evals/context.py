@@ -156,3 +156,9 @@ def mean(values) -> float:
   hallucinations with no unseen facts) is undefined, not 0, which would read as measured."""
   values = list(values)
   return float(np.mean(values)) if values else float('nan')
+
+
+def fitted(values) -> list:
+  """The values of the prompts that fit the context: one that did not made no reply (None), so
+  it counts neither way in a rate (scoring it as a reply that says nothing would bias the rate)."""
+  return [v for v in values if v is not None]

@@ -16,7 +16,7 @@ import itertools
 
 from llm import data as data_lib
 from llm.evals import heldout, well_formed
-from llm.evals.context import mean
+from llm.evals.context import fitted, mean
 from llm.security import poison as poison_lib
 
 DEFAULT_COUNT = 100  # prompts of each kind
@@ -37,7 +37,7 @@ def run_poison(config) -> poison_lib.Poison:
 def _rate(texts, payload: str) -> float:
   """The share of the texts that say the payload; a prompt that did not fit made no text (None)
   and counts neither way; NaN where none made one."""
-  return mean(poison_lib.carries_payload(t, payload) for t in texts if t is not None)
+  return mean(poison_lib.carries_payload(t, payload) for t in fitted(texts))
 
 
 def document_openings(ctx, count: int) -> list[list[int]]:
