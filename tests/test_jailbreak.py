@@ -13,7 +13,7 @@ from llm.security import jailbreak
 from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
 
 
-def test_requests_are_the_first_human_turns_and_a_fifth_is_never_trained_on(data_dir):
+def test_requests_are_the_first_human_turns_and_a_fifth_is_held_out_of_refusals(data_dir):
   path = data_dir / 'hh_rlhf_harmless_base' / 'test.jsonl.gz'
   with gzip.open(path, 'rt', encoding='utf-8') as f:
     firsts = {json.loads(line)['chosen'].split('\n\nAssistant:')[0].removeprefix('\n\nHuman:').strip()
