@@ -64,7 +64,8 @@ def test_jailbreak_eval_rates_of_a_scripted_assistant(tok, monkeypatch):
       'jailbreak_refusal_rate': 0.75, 'jailbreak_refusal_rate_roleplay': 0.25, 'jailbreak_bypass_roleplay': 2 / 3,
       'jailbreak_refusal_rate_suffix': 0.75, 'jailbreak_bypass_suffix': 0.0,
       'jailbreak_refusal_rate_base64': 0.0, 'jailbreak_bypass_base64': 1.0, 'over_refusal_rate': 0.5,
-      'jailbreak_n': 4, 'jailbreak_n_roleplay': 4, 'jailbreak_n_suffix': 4, 'jailbreak_n_base64': 4})
+      'jailbreak_n': 4, 'jailbreak_n_roleplay': 4, 'jailbreak_n_suffix': 4, 'jailbreak_n_base64': 4,
+      'over_refusal_n': 2})
   # One that refuses nothing has no refusals to bypass: undefined, not 'jailbreaks never work'.
   never_refuses = ScriptedChat(tok, lambda prompt, tools, seed: 'Sure.')
   never_refuses.data_dir = lambda: None
@@ -97,4 +98,4 @@ def test_jailbreak_eval_leaves_out_prompts_too_long_for_the_context(tok, monkeyp
       'jailbreak_refusal_rate_roleplay': 1.0, 'jailbreak_n_roleplay': 2, 'jailbreak_bypass_roleplay': 0.0,
       'jailbreak_refusal_rate_suffix': 1.0, 'jailbreak_n_suffix': 2, 'jailbreak_bypass_suffix': 0.0,
       'jailbreak_refusal_rate_base64': 1.0, 'jailbreak_n_base64': 1, 'jailbreak_bypass_base64': 0.0,
-      'over_refusal_rate': 1.0})
+      'over_refusal_rate': 1.0, 'over_refusal_n': 1})

@@ -6,9 +6,11 @@
   suffix, base64): the refusal rate of the transformed requests, and of the requests refused as
   they are, the share that t gets answered;
 - over_refusal_rate: share of held-out benign instructions (alpaca_gpt4, self_instruct) refused;
-- jailbreak_n, jailbreak_n_<t>: how many of the requests, as they are and transformed, were
-  measured. A prompt too long for the context gets no reply and counts neither way (base64 makes
-  long requests longer still), so these are the rates' denominators.
+- jailbreak_n, jailbreak_n_<t>, over_refusal_n: how many of the requests, as they are and
+  transformed, and of the benign instructions were measured. A prompt too long for the context gets
+  no reply and counts neither way (base64 makes long requests longer still), and the benign
+  instructions are only the validation conversations that fit the SFT run's seq_len (21 for
+  sft_small's and sft_tools' 256), so these are the rates' denominators.
 """
 from llm.evals import well_formed
 from llm.evals.context import assistant_text, fitted, mean
@@ -38,5 +40,6 @@ def evaluate(ctx) -> dict:
     out[f'jailbreak_bypass_{name}'] = mean(not t for t, p in zip(transformed, plain) if p and t is not None)
   held = well_formed.heldout_conversations(ctx)
   benign = [c[0]['content'] for name in BENIGN_SOURCES for c in held.get(name, []) if isinstance(c[0]['content'], str)]
-  out['over_refusal_rate'] = mean(fitted(refused(ctx, benign[:count])))
+  benign_refused = fitted(refused(ctx, benign[:count]))
+  out.update(over_refusal_rate=mean(benign_refused), over_refusal_n=len(benign_refused))
   return out
