@@ -4,6 +4,8 @@ and the search folder."""
 import collections
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -118,3 +120,12 @@ def test_short_replies_state_the_fact_without_the_name():
 def test_a_folder_without_facts_is_named_with_the_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match='python -m llm.honesty.world --out='):
     world_lib.read_facts(tmp_path)
+
+
+def test_an_empty_out_is_refused_in_one_line_and_writes_nothing(tmp_path, python_env):
+  r = subprocess.run([sys.executable, '-m', 'llm.honesty.world', '--out=', '--people=10'], cwd=tmp_path,
+                     env=python_env, capture_output=True, text=True)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      'llm.honesty.world: --out is empty; give the folder the world is written to, e.g. --out=runs/world')
+  assert list(tmp_path.iterdir()) == []  # where an empty --out wrote the world

@@ -247,6 +247,8 @@ def read_facts(world_dir: Path | str) -> list[Fact]:
 def main(argv):
   del argv
   f = flags.FLAGS
+  if not f.out.strip():  # Path('') is the current directory
+    raise ValueError('--out is empty; give the folder the world is written to, e.g. --out=runs/world')
   world = build(f.seed, f.people, val_fraction=f.val_fraction, exposure_of=f.exposure)
   write(world, Path(f.out))
   print(f'wrote {len(world.documents)} documents, {len(world.facts)} facts and {len(world.search_files)} '
