@@ -2,14 +2,14 @@
 from absl import app
 
 
-def run(main, program: str):
-  """app.run(main), where bad input ends the program with one line 'program: message' instead of a
-  traceback: a ValueError (its message says what is wrong), a folder that cannot be written, or a
-  file that is not there."""
+def guarded(main, program: str):
+  """main, where bad input ends the program with one line 'program: message' instead of a
+  traceback: a ValueError (its message says what is wrong; inference.RunError is one), a folder
+  that cannot be written, or a file that is not there. For scripts that parse their own arguments."""
 
-  def guarded(argv):
+  def main_ending_in_one_line(*args):
     try:
-      return main(argv)
+      return main(*args)
     except (ValueError, PermissionError) as e:
       raise SystemExit(f'{program}: {e}') from None
     except FileNotFoundError as e:
@@ -17,4 +17,9 @@ def run(main, program: str):
         raise SystemExit(f'{program}: {e}') from None
       raise SystemExit(f'{program}: {e.filename} does not exist: check the paths given in the flags') from None
 
-  app.run(guarded)
+  return main_ending_in_one_line
+
+
+def run(main, program: str):
+  """app.run(main), guarded: bad input ends the program in one line (see guarded)."""
+  app.run(guarded(main, program))

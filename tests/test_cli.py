@@ -1,4 +1,4 @@
-"""llm.cli.run: bad input ends a program in one line naming it, never a traceback."""
+"""llm.cli.run and llm.cli.guarded: bad input ends a program in one line naming it, never a traceback."""
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +43,20 @@ def test_a_config_argument_is_typed_by_its_default_and_a_bad_one_names_key_and_u
     with pytest.raises(ValueError) as e:
       parse_arg(arg, defaults, usage)
     assert str(e.value) == f'config argument {arg!r}: ' + (f'{wrong}; ' if wrong else '') + f'write {usage}'
+
+
+@pytest.mark.parametrize('script, args', [
+    ('search_frontier', ['--out={out}', '{runs}']),
+    ('against_baseline', ['{runs}/baseline', '{runs}/sft_honesty_search_short']),
+    ('read_position', ['--out={out}', '{runs}'])])
+def test_a_factuality_script_given_no_run_ends_in_one_line(tmp_path, python_env, script, args):
+  """A runs folder without the run the script reads (a typo, a run not copied here)."""
+  runs = tmp_path / 'runs'
+  r = subprocess.run([sys.executable, '-m', f'results.factuality.{script}',
+                      *(a.format(out=tmp_path / 'out', runs=runs) for a in args)],
+                     cwd=ROOT, env=python_env, capture_output=True, text=True)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  run = runs / ('baseline' if script == 'against_baseline' else 'sft_honesty_search_short')
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'results.factuality.{script}: {run}/config.json is missing: is {run} a training run '
+      f'(python -m llm.main --workdir=...)?')

@@ -9,7 +9,7 @@ over-conservativeness is 0 by construction.
 import sys
 from pathlib import Path
 
-from llm import evals, inference
+from llm import cli, evals, inference
 from llm.evals import honesty
 from llm.evals.context import mean
 from llm.honesty import world as world_lib
@@ -43,4 +43,4 @@ def main(args: list[str]):
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.guarded(main, 'results.factuality.against_baseline')(sys.argv[1:])

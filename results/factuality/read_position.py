@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from llm import chat_template, evals, inference, tools
+from llm import chat_template, cli, evals, inference, tools
 from llm.evals import honesty
 from llm.evals.context import assistant_text
 from llm.honesty import verify, world as world_lib
@@ -87,4 +87,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.guarded(main, 'results.factuality.read_position')(sys.argv[1:])

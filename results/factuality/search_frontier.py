@@ -21,7 +21,7 @@ import numpy as np
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-from llm import evals, inference, tools  # noqa: E402
+from llm import cli, evals, inference, tools  # noqa: E402
 from llm.evals import honesty  # noqa: E402
 from llm.evals.context import assistant_text  # noqa: E402
 from llm.honesty import selective, verify, world as world_lib  # noqa: E402
@@ -118,4 +118,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  cli.guarded(main, 'results.factuality.search_frontier')()
