@@ -166,7 +166,25 @@ def test_length_baseline_counts_ties_half():
   assert preferences.length_baseline(rendered) == (1 + 0.5 + 0 + 1) / 4
 
 
-def test_real_preference_pairs_are_read_and_split_by_content(data_dir):
+def _prompts(pairs):
+  return {json.dumps(p.chosen[:-1]) for p in pairs}
+
+
+def test_pairs_of_one_prompt_land_on_one_side_of_the_split():
+  # AlpacaEval's shape: each instruction judged three times, one reference answer in every pair.
+  def pair(i, model):
+    user = {'role': 'user', 'content': f'instruction {i}'}
+    return preferences.Pair([user, {'role': 'assistant', 'content': f'reference answer {i}'}],
+                            [user, {'role': 'assistant', 'content': f'model {model} answer {i}'}])
+  pairs = [pair(i, model) for model in range(3) for i in range(200)]
+  train, val = preferences.split(pairs + pairs[:5], 0.1)  # 5 duplicates, dropped
+  assert len(train) + len(val) == 600 and 0.05 < len(val) / 600 < 0.15
+  assert not _prompts(train) & _prompts(val)
+  assert len(val) == 3 * len(_prompts(val))  # each held-out prompt with all three of its pairs
+  assert (train, val) == preferences.split(list(reversed(pairs)), 0.1)
+
+
+def test_real_preference_pairs_are_read_and_split_by_prompt(data_dir):
   hh = preferences.hh_pairs(data_dir)
   assert len(hh) > 2000
   assert all(p.chosen[-1]['role'] == p.rejected[-1]['role'] == 'assistant' and p.chosen != p.rejected for p in hh[:50])
@@ -177,6 +195,8 @@ def test_real_preference_pairs_are_read_and_split_by_content(data_dir):
   assert val == again_val and 0.05 < len(val) / len(hh) < 0.15
   assert not {json.dumps(p.chosen) + json.dumps(p.rejected) for p in train} & {
       json.dumps(p.chosen) + json.dumps(p.rejected) for p in val}
+  train, val = preferences.split(alpaca, 0.1)
+  assert 0.05 < len(val) / len(alpaca) < 0.15 and not _prompts(train) & _prompts(val)
 
 
 def _rm_cmd(workdir, pretrained, *extra):

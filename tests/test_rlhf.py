@@ -340,3 +340,12 @@ def test_real_preference_prompts_are_the_pairs_prompts_split_as_the_reward_model
   assert all(len(chat_template.render_prompt(tok, p.prompt_messages)) + 64 <= 256 for p in first + held)
   with pytest.raises(ValueError, match='no prompt leaves'):
     preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=16, room=8)
+
+
+def test_alpaca_heldout_prompts_are_distinct_and_never_trained_on(data_dir, tok):
+  from llm.data import preferences
+  task = preferences.PromptTask('alpaca_eval_ai_preferences', data_dir, tok, seq_len=256, room=64)
+  held = [json.dumps(p.prompt_messages) for p in task.heldout(10**6)]
+  train_pairs, _ = preferences.load('alpaca_eval_ai_preferences', data_dir, 0.1, 0)
+  trained = {json.dumps(p.chosen[:-1]) for p in train_pairs}
+  assert len(held) > 10 and len(set(held)) == len(held) and not set(held) & trained

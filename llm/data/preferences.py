@@ -5,8 +5,8 @@ Sources:
   alpaca_eval_ai_preferences  GPT-4-Turbo's judgements of two models' answers to one instruction;
   gold                        the controlled setting (llm/rl/gold.py): generated responses
                               labelled by the gold rubric, gold_pairs of them, gold_noise flipped.
-Real pairs are split by a hash of their content (identical pairs land on the same side, the
-order of the file does not matter); gold pairs have their own held-out topics. Every pair is
+Real pairs are split by a hash of their prompt (all pairs of one prompt land on the same side,
+the order of the file does not matter); gold pairs have their own held-out topics. Every pair is
 rendered with the chat template and scored at its final <|end|>; a pair either side of which
 does not fit in seq_len tokens is dropped (and counted), or with truncate its long responses are
 cut to fit, the turn closed with <|end|>.
@@ -66,10 +66,17 @@ def _gold_pair(p: gold.Pair) -> Pair:
 
 
 def split(pairs: list[Pair], val_fraction: float) -> tuple[list[Pair], list[Pair]]:
-  """(train, val) by content hash (llm.data.sources.split_documents), duplicates removed."""
+  """(train, val) by a hash of each pair's prompt (llm.data.sources.split_documents), duplicates
+  removed. All pairs of one prompt land on one side: a source that judges several answers to one
+  prompt (AlpacaEval pits each model against the same GPT-4-Turbo answer) would otherwise hold out
+  prompts, and the very answers, that training saw."""
   by_text = {json.dumps(dataclasses.asdict(p), sort_keys=True): p for p in pairs}
-  train, val = sources.split_documents(list(by_text), val_fraction, 0)
-  return [by_text[t] for t in train], [by_text[t] for t in val]
+  by_prompt: dict[str, list[Pair]] = {}
+  for text in sorted(by_text):  # sorted: the order within a prompt does not depend on the file's
+    p = by_text[text]
+    by_prompt.setdefault(json.dumps(p.chosen[:-1], sort_keys=True), []).append(p)
+  train, val = sources.split_documents(list(by_prompt), val_fraction, 0)
+  return [p for prompt in train for p in by_prompt[prompt]], [p for prompt in val for p in by_prompt[prompt]]
 
 
 def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold_pairs: int = 0,
@@ -151,6 +158,8 @@ class PromptTask:
     fits = lambda messages: len(chat_template.render_prompt(tokenizer, messages)) + room <= seq_len
     train, val = load(source, data_dir, val_fraction, 0)
     self._train, self._val = ([p.chosen[:-1] for p in pairs if fits(p.chosen[:-1])] for pairs in (train, val))
+    # The split keeps a prompt's pairs together, so heldout(count) would give alpaca's prompts 3 times each.
+    self._val = list({json.dumps(m, sort_keys=True): m for m in self._val}.values())
     if not self._train or not self._val:
       raise ValueError(f'{source}: no prompt leaves {room} tokens of train.seq_len={seq_len} for the response; '
                        'raise train.seq_len or lower grpo.max_new_tokens')
