@@ -1,5 +1,7 @@
 """One orbax CheckpointManager holding the train state and the data iterator's position,
 so a resumed run continues with exactly the next batch, and the run's wall time so far."""
+import inspect
+import sys
 from pathlib import Path
 
 import grain
@@ -30,7 +32,7 @@ class Checkpointer:
 
   def restore(self, step: int, abstract_state, data_iter):
     """Restores the state into abstract_state's shapes and shardings, and data_iter in place."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(
+    restored = restore(self._manager, step, ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state),
         data=grain.checkpoint.CheckpointRestore(data_iter)))
     return restored['state']
@@ -60,6 +62,52 @@ class Checkpointer:
 
   def close(self):
     self._manager.close()
+
+
+class Unreadable(ValueError):
+  """A checkpoint orbax could not read (files missing, cut or corrupt); the message names its
+  folder and the checkpoint to fall back to."""
+
+
+def restore(manager: ocp.CheckpointManager, step: int, args):
+  """manager.restore(step, args), where a damaged checkpoint ends in one Unreadable line instead of
+  orbax's pages of TensorStore specs."""
+  try:
+    return manager.restore(step, args=args)
+  except Exception as e:  # orbax raises bare Exceptions for missing or cut files, tensorstore's error inside
+    _drop_close_errors_of_abandoned_reads()
+    raise Unreadable(_unreadable(Path(manager.directory), step, manager.all_steps(), e)) from e
+
+
+def _unreadable(checkpoints: Path, step: int, steps, error: Exception) -> str:
+  """The one line: the folder, the innermost error (orbax's own only names the slice it was
+  reading) and the checkpoint to fall back to."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  reason = str(error).splitlines()[0].split(' [tensorstore_spec')[0][:300] if str(error) else type(error).__name__
+  earlier = [s for s in steps if s < step]
+  fix = (f'move it out of {checkpoints} to load the checkpoint before it, step {max(earlier)}' if earlier
+         else 'it is the only checkpoint: copy it again from where the run trained, or train the run again')
+  return f'{checkpoints / str(step)} is unreadable, damaged or incomplete ({reason}); {fix}'
+
+
+def _drop_close_errors_of_abandoned_reads():
+  """Once one read fails, orbax abandons its other reads' coroutines. Each catches BaseException
+  around its await and raises an Exception in its place, so the GeneratorExit that closes it when
+  it is collected (often as the process exits) becomes a page-long 'Exception ignored in'
+  traceback printed after our one line. Drop exactly those: a coroutine whose close raised an error
+  caused by its GeneratorExit; every other unraisable error still reaches the previous hook."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'drops_close_errors', False):
+    return
+
+  def hook(unraisable):
+    if not (inspect.iscoroutine(unraisable.object) and isinstance(unraisable.exc_value, Exception)
+            and isinstance(unraisable.exc_value.__cause__, GeneratorExit)):
+      previous(unraisable)
+
+  hook.drops_close_errors = True
+  sys.unraisablehook = hook
 
 
 def abstract_like(tree, shardings):

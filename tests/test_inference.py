@@ -2,7 +2,6 @@
 knobs, the kept KV cache, prompts fitted to the context, tool results cut once for both sides."""
 import json
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -317,9 +316,9 @@ def test_sample_on_a_damaged_latest_checkpoint_says_so_in_one_line_and_the_fix_w
     f.unlink()
   out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={workdir}', '--prompt=abc'], env=python_env,
                        cwd=ROOT, capture_output=True, text=True)
-  # No traceback through our code. orbax's reads still pending when one fails may print theirs as
-  # the process exits (unfinished coroutines, a closed event loop), in some runs and not others.
-  assert out.returncode != 0 and not re.search(r'File ".*/llm/', out.stderr), out.stderr[-3000:]
+  # Nor the tracebacks of orbax's other reads, abandoned when one fails and closed as the process exits.
+  assert out.returncode != 0 and 'Traceback' not in out.stderr and 'Exception ignored' not in out.stderr, \
+      out.stderr[-3000:]
   [line] = [l for l in out.stderr.splitlines() if l.startswith('llm.sample: ')]
   assert line.startswith(f'llm.sample: {checkpoints / "7"} is unreadable, damaged or incomplete ('), line
   assert line.endswith(f'; move it out of {checkpoints} to load the checkpoint before it, step 5'), line

@@ -1,6 +1,7 @@
 """The training loop end to end: learning, resume after a kill, sharding, and its errors."""
 import builtins
 import errno
+import gc
 import io
 import itertools
 import json
@@ -207,6 +208,58 @@ def test_resuming_with_another_model_or_data_is_refused_before_anything_is_writt
                                       'train.lr': 1e-3}), tmp_path)
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
   assert [row['step'] for row in read_metrics(tmp_path) if 'val_loss' in row] == [0, 2, 3, 4]
+
+
+def test_a_damaged_latest_checkpoint_is_one_line_naming_the_one_before_and_the_run_resumes_from_it(
+    tmp_path, subprocess_env):
+  """Array files deleted from the newest checkpoint (a disk fault, a copy cut short): the resume
+  ended in pages of TensorStore specs; now one line names the folder and the step to fall back
+  to, and once the folder is moved the run resumes from that step with nothing logged twice."""
+  cmd, env = _main(tmp_path, subprocess_env, '--config.train.steps=10', '--config.train.checkpoint_every=5')
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+  checkpoints = tmp_path / 'checkpoints'
+  for f in (checkpoints / '10' / 'state').glob('ocdbt.process_*/d/*'):
+    f.unlink()
+  result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  assert result.returncode == 1
+  assert 'Traceback' not in result.stderr and 'Exception ignored' not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'llm: Unreadable: {checkpoints / "10"} is unreadable, damaged or incomplete ('), last
+  assert last.endswith(f'); move it out of {checkpoints} to load the checkpoint before it, step 5'), last
+  (checkpoints / '10').rename(tmp_path / 'step_10_damaged')
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+  assert [row['step'] for row in read_metrics(tmp_path) if 'loss' in row] == list(range(1, 11))
+
+
+def test_after_a_damaged_checkpoint_only_the_close_errors_of_abandoned_reads_are_dropped(monkeypatch):
+  """orbax's reads catch BaseException around their await and raise an Exception instead, so the
+  GeneratorExit of a read abandoned when another failed, collected later, printed a traceback."""
+  reported = []
+  monkeypatch.setattr(sys, 'unraisablehook', lambda u: reported.append(u.exc_value))
+
+  async def read_as_orbax_does():
+    try:
+      await types.coroutine(lambda: (yield))()
+    except BaseException as e:
+      raise Exception('Encountered error while reading array index') from e
+
+  class BrokenDel:
+    def __del__(self):
+      raise RuntimeError('a real error')
+
+  def abandon_a_read_and_a_broken_object():
+    read = read_as_orbax_does()
+    read.send(None)  # now suspended at its await, as orbax's other reads are
+    del read
+    BrokenDel()
+    gc.collect()
+
+  abandon_a_read_and_a_broken_object()
+  assert [type(e) for e in reported] == [Exception, RuntimeError]  # what printed, before the fix
+  reported.clear()
+  checkpoint._drop_close_errors_of_abandoned_reads()
+  abandon_a_read_and_a_broken_object()
+  assert [str(e) for e in reported] == ['a real error']
 
 
 def test_a_finished_run_extended_and_stopped_keeps_no_summary_of_its_shorter_run(tmp_path, cache_dir, monkeypatch):

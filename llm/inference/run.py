@@ -76,25 +76,13 @@ def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -
       raise RunError(f'{checkpoints} holds no checkpoint {"yet" if step is None else f"of step {step}"}')
     item = {'params': abstract}
     try:
-      restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+      restored = checkpoint.restore(manager, step, ocp.args.Composite(state=ocp.args.PyTreeRestore(
           item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True)))
-    except Exception as e:  # orbax raises bare Exceptions for missing or cut files, tensorstore's error inside
-      raise RunError(_unreadable(checkpoints, step, manager.all_steps(), e)) from e
+    except checkpoint.Unreadable as e:  # the CLIs end a RunError in one line
+      raise RunError(str(e)) from e
   finally:
     manager.close()
   return restored['state']['params'], step
-
-
-def _unreadable(checkpoints: Path, step: int, steps, error: Exception) -> str:
-  """The one line for a checkpoint that orbax could not restore: the folder, the innermost error
-  (orbax's own only names the slice it was reading) and the checkpoint to fall back to."""
-  while error.__cause__ is not None:
-    error = error.__cause__
-  reason = str(error).splitlines()[0].split(' [tensorstore_spec')[0][:300] if str(error) else type(error).__name__
-  earlier = [s for s in steps if s < step]
-  fix = (f'move it out of {checkpoints} to load the checkpoint before it, step {max(earlier)}' if earlier
-         else 'it is the only checkpoint: copy it again from where the run trained, or train the run again')
-  return f'{checkpoints / str(step)} is unreadable, damaged or incomplete ({reason}); {fix}'
 
 
 def _mesh_here(mesh_cfg) -> jax.sharding.Mesh:
