@@ -12,9 +12,10 @@ from llm import inference, model as model_lib, tokenizer as tokenizer_lib
 # against the run it starts from (parameters stay float32 whatever the compute dtype).
 # scan_layers is not one: it decides the parameters' layout (stacked or one subtree per layer).
 IMPLEMENTATION_FIELDS = ('attention', 'remat', 'dtype')
-# The output head may differ too: a reward model (head 'scalar') starts from a language model's
-# trunk, its new head initialised fresh (init_state restores only the parameters both hold).
-HEAD_FIELDS = ('head',)
+# The task whose output head may differ from the base run's: a reward model (head 'scalar') starts
+# from a language model's trunk, its new head initialised fresh (its init_state restores the trunk
+# only). Every other task trains or samples the language-model head, which the base must hold.
+NEW_HEAD_TASK = 'reward_model'
 
 
 def base_run(config) -> Path:
@@ -30,12 +31,28 @@ def check_same_model(config, base: Path):
   """The model must be the one base holds: a mismatch would fail deep inside the restore."""
   # A field newer than base's config.json holds its ModelConfig default there.
   defaults = {f.name: f.default for f in dataclasses.fields(model_lib.ModelConfig)}
-  base_model = {**defaults, **inference.read_config(base).model.to_dict()}
+  base_config = inference.read_config(base)
+  base_model = {**defaults, **base_config.model.to_dict()}
   ours = json.loads(config.model.to_json_best_effort())
-  differ = sorted(k for k in ours if k not in IMPLEMENTATION_FIELDS + HEAD_FIELDS and ours[k] != base_model.get(k))
+  if config.task != NEW_HEAD_TASK:
+    _check_lm_heads(config, base, base_config, base_model['head'])
+  ignored = IMPLEMENTATION_FIELDS + (('head',) if config.task == NEW_HEAD_TASK else ())
+  differ = sorted(k for k in ours if k not in ignored and ours[k] != base_model.get(k))
   if differ:
     raise ValueError(f'config.model differs from {base}/config.json in {differ}; copy those '
                      'fields from that run')
+
+
+def _check_lm_heads(config, base: Path, base_config, base_head: str):
+  """config.task trains the language-model head from base's: both models must have one."""
+  if config.model.head != 'lm':
+    raise ValueError(f'task={config.task} trains a language model: set --config.model.head=lm '
+                     f'(head={config.model.head!r} is for task={NEW_HEAD_TASK})')
+  if base_head != 'lm':
+    origin = base_config.get('init_from') or ''
+    raise ValueError(f'init_from={base} is a reward model (model.head={base_head!r}) with no language-model head '
+                     f'for task={config.task} to start from: start from the run it was trained from'
+                     + (f' (--config.init_from={origin})' if origin else ''))
 
 
 def base_params(config, abstract_params):

@@ -1,9 +1,12 @@
 """Starting from another run: the model must be the one that run holds, implementation choices aside."""
 import json
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from llm import init_from
+from llm import inference, init_from
 from llm.config import base_config
 
 
@@ -29,3 +32,46 @@ def test_what_the_model_holds_must_match_the_base_run(tmp_path):
   config.model.update(dict(dim=config.model.dim * 2, scan_layers=not config.model.scan_layers, remat='full'))
   with pytest.raises(ValueError, match=r"differs from .*config.json in \['dim', 'scan_layers'\]"):
     init_from.check_same_model(config, base)
+
+
+def test_only_a_reward_model_starts_with_another_head(tmp_path):
+  base = _base_run(tmp_path)  # a language model
+  config = base_config()
+  config.task, config.model.head = 'reward_model', 'scalar'
+  init_from.check_same_model(config, base)  # no error: its scalar head starts fresh on the base's trunk
+  for task in ('sft', 'grpo', 'pretrain'):
+    config.task = task
+    with pytest.raises(ValueError, match=f'task={task} trains a language model: set --config.model.head=lm'):
+      init_from.check_same_model(config, base)
+
+
+@pytest.mark.parametrize('task', ['sft', 'grpo', 'rlhf'])
+def test_a_language_model_task_refuses_a_reward_model_base(tmp_path, task):
+  base = _base_run(tmp_path, head='scalar')
+  config = json.loads((base / 'config.json').read_text())
+  (base / 'config.json').write_text(json.dumps({**config, 'task': 'reward_model', 'init_from': 'runs/sft_gold'}))
+  config = base_config()
+  config.task = task
+  with pytest.raises(ValueError, match=r"is a reward model \(model.head='scalar'\) with no language-model head for "
+                                       rf'task={task} to start from: .* \(--config.init_from=runs/sft_gold\)'):
+    init_from.check_same_model(config, base)
+
+
+def test_parameters_the_base_checkpoint_lacks_are_named_not_left_as_placeholders(tmp_path):
+  """A base run without the lm_head the model asks for (an untied model from a tied one's
+  checkpoint): one error naming it, not a ShapeDtypeStruct that fails later inside a trace."""
+  manager = ocp.CheckpointManager((tmp_path / 'checkpoints').absolute(),
+                                  item_handlers={'state': ocp.StandardCheckpointHandler()},
+                                  options=ocp.CheckpointManagerOptions(create=True))
+  manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(
+      {'params': {'embed': {'embedding': np.ones((4, 2), np.float32)}}})))
+  manager.wait_until_finished()
+  manager.close()
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  asked = {'embed': {'embedding': jax.ShapeDtypeStruct((4, 2), np.float32, sharding=device)},
+           'lm_head': jax.ShapeDtypeStruct((2, 4), np.float32, sharding=device)}
+  with pytest.raises(inference.RunError, match=r'checkpoints/7 holds no lm_head of the model asked for'):
+    inference.restore_params(tmp_path / 'checkpoints', asked)
+  del asked['lm_head']
+  params, step = inference.restore_params(tmp_path / 'checkpoints', asked)
+  assert step == 7 and (np.asarray(params['embed']['embedding']) == 1).all()

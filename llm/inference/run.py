@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 
 from llm import checkpoint, model as model_lib, sharding, tokenizer as tokenizer_lib
 from llm.inference.engine import Engine
+from llm.interop.params import path_str
 
 
 class RunError(ValueError):
@@ -82,7 +83,15 @@ def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -
       raise RunError(str(e)) from e
   finally:
     manager.close()
-  return restored['state']['params'], step
+  params = restored['state']['params']
+  # partial_restore leaves a parameter the checkpoint lacks as its ShapeDtypeStruct, which would fail
+  # only where it is first computed with, in a trace naming neither the parameter nor the checkpoint.
+  missing = [path_str(path) for path, x in jax.tree_util.tree_leaves_with_path(params)
+             if isinstance(x, jax.ShapeDtypeStruct)]
+  if missing:
+    raise RunError(f'{checkpoints / str(step)} holds no {", ".join(missing)} of the model asked for: it is a '
+                   'checkpoint of another model (compare config.model with that run\'s config.json)')
+  return params, step
 
 
 def _mesh_here(mesh_cfg) -> jax.sharding.Mesh:
