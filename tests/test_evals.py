@@ -272,6 +272,13 @@ def test_well_formed_rate_per_source(tok):
   assert out == {'well_formed_rate_a': 1.0, 'well_formed_rate_b': 0.5, 'well_formed_rate': 0.8}
 
 
+def test_well_formed_rate_of_no_prompts_is_undefined_not_zero(tok):
+  """sft.eval_prompts=0 (configs/sft_gold.py) asks no prompt: a rate of 0.0 would read as measured."""
+  heldout_sets = {'a': [[{'role': 'user', 'content': 'hi'}, {'role': 'assistant', 'content': 'x'}]]}
+  out = well_formed.rates(ScriptedChat(tok, lambda q, tools, seed: 'Sure.'), heldout_sets, count=0)
+  assert list(out) == ['well_formed_rate'] and math.isnan(out['well_formed_rate'])
+
+
 def test_held_out_conversations_are_the_sft_runs_split_whoever_asks(tok, tmp_path, monkeypatch):
   """An RL run (another seed, no sft block) evaluates on the validation split its SFT run held out:
   the same generated conversations, fitted to the SFT run's train.seq_len, worded as it worded them."""

@@ -8,6 +8,7 @@ SFT run), else DEFAULT_MIXTURE's sources.
 from llm import chat_template
 from llm.data import conversations
 from llm.evals import heldout
+from llm.evals.context import mean
 
 DEFAULT_MIXTURE = ('arithmetic', 'gsm8k', 'identity', 'self_instruct', 'alpaca_gpt4', 'hh_chosen', 'topical_chat')
 DEFAULT_COUNT = 100  # prompts per source
@@ -31,10 +32,11 @@ def heldout_conversations(ctx) -> dict[str, list]:
 
 
 def rates(ctx, heldout: dict[str, list], count: int) -> dict:
-  """From the conversations of each source, the first `count` prompts (up to the first assistant turn)."""
+  """From the conversations of each source, the first `count` prompts (up to the first assistant turn);
+  well_formed_rate is NaN, not 0, where no prompt was asked (sft.eval_prompts=0)."""
   tok = ctx.tokenizer
   end = tok.special_id('<|end|>')
-  out, formed, total = {}, 0, 0
+  out, formed = {}, []
   for name, held in heldout.items():
     prompts = []
     for c in held[:count]:
@@ -44,10 +46,10 @@ def rates(ctx, heldout: dict[str, list], count: int) -> dict:
     if not prompts:
       continue
     outs = ctx.generate(prompts, ctx.model_cfg.max_seq_len, tools=True, temperature=0.0, stop_ids=[end, tok.eos_id])
-    ok = sum(c.finish_reason == 'stop' and c.tokens[-1] == end for c in outs)
-    out[f'well_formed_rate_{name}'] = ok / len(outs)
-    formed, total = formed + ok, total + len(outs)
-  out['well_formed_rate'] = formed / max(total, 1)
+    ok = [c.finish_reason == 'stop' and c.tokens[-1] == end for c in outs]
+    out[f'well_formed_rate_{name}'] = mean(ok)
+    formed += ok
+  out['well_formed_rate'] = mean(formed)
   return out
 
 
