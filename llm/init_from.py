@@ -19,11 +19,24 @@ NEW_HEAD_TASK = 'reward_model'
 
 
 def base_run(config) -> Path:
+  """config.init_from, once it is a run that is done: trained to its end (it wrote summary.json, as
+  llm.sweep counts a run finished) or imported (llm.hf import wrote import.json)."""
   base = Path(config.init_from)
-  if not config.init_from or not tokenizer_lib.run_file(base).exists():
-    raise FileNotFoundError(f'init_from={config.init_from!r} is not a finished training run '
-                            '(no tokenizer.model or tokenizer.hf.json); train or import one first or set '
-                            '--config.init_from=DIR')
+  if not config.init_from or not (base / 'config.json').exists():
+    raise FileNotFoundError(f'init_from={config.init_from!r} is not a training run (no config.json); train or '
+                            'import one first or set --config.init_from=DIR')
+  if not (base / 'summary.json').exists() and not (base / 'import.json').exists():
+    steps = [int(p.name) for p in (base / 'checkpoints').glob('*') if p.name.isdigit()]
+    planned = inference.read_config(base).train.steps
+    if not steps:
+      raise ValueError(f'init_from={base} is an unfinished run (no summary.json) with no checkpoint yet: rerun its '
+                       'training command to train it to its end')
+    raise ValueError(f'init_from={base} is an unfinished run (no summary.json): it stopped at step {max(steps)} of '
+                     f'train.steps={planned}; rerun its training command to finish it, or with '
+                     f'--config.train.steps={max(steps)} to end it there')
+  if not tokenizer_lib.run_file(base).exists():
+    raise FileNotFoundError(f'init_from={base} has no tokenizer.model or tokenizer.hf.json; copy the one it '
+                            'trained with there')
   return base
 
 

@@ -75,3 +75,40 @@ def test_parameters_the_base_checkpoint_lacks_are_named_not_left_as_placeholders
   del asked['lm_head']
   params, step = inference.restore_params(tmp_path / 'checkpoints', asked)
   assert step == 7 and (np.asarray(params['embed']['embedding']) == 1).all()
+
+
+def _stopped_run(tmp_path, steps: int, checkpoints: list[str]):
+  """A run's files as training leaves them before its end: config.json, its tokenizer, and
+  checkpoint folders (orbax names one by its step once the save is complete)."""
+  base = _base_run(tmp_path)
+  config = json.loads((base / 'config.json').read_text())
+  config['train']['steps'] = steps
+  (base / 'config.json').write_text(json.dumps(config))
+  (base / 'tokenizer.model').write_bytes(b'')
+  for name in checkpoints:
+    (base / 'checkpoints' / name).mkdir(parents=True)
+  config = base_config()
+  config.init_from = str(base)
+  return base, config
+
+
+def test_an_unfinished_run_is_refused_naming_the_step_it_stopped_at(tmp_path):
+  base, config = _stopped_run(tmp_path, 30, ['10', '20.orbax-checkpoint-tmp-1'])
+  with pytest.raises(ValueError, match=r'unfinished run \(no summary.json\): it stopped at step 10 of train.steps=30; '
+                                       r'rerun its training command to finish it, or with --config.train.steps=10'):
+    init_from.base_run(config)
+  (base / 'summary.json').write_text('{}')  # what train.run writes last
+  assert init_from.base_run(config) == base
+
+
+def test_a_run_without_a_checkpoint_is_refused(tmp_path):
+  _, config = _stopped_run(tmp_path, 30, [])
+  with pytest.raises(ValueError, match='unfinished run .* with no checkpoint yet'):
+    init_from.base_run(config)
+
+
+def test_an_imported_run_counts_as_finished(tmp_path):
+  """llm.hf import writes one checkpoint, step 0, and import.json: no summary.json."""
+  base, config = _stopped_run(tmp_path, 30, ['0'])
+  (base / 'import.json').write_text('{}')
+  assert init_from.base_run(config) == base
