@@ -12,13 +12,16 @@ _UNDECAYED_NAMES = ('scale', 'bias', 'smear')
 
 def check_settings(train_cfg):
   """The optimizer settings a run would train with, refused in one line when out of range: a
-  negative lr trains uphill, min_lr_ratio 5 ends at five times the peak, b2 1.5 diverges."""
+  negative lr trains uphill, min_lr_ratio 5 ends at five times the peak, b2 1.5 diverges, a wsd
+  decay_fraction of 0 would still decay, in one step."""
   bounds = (('lr', train_cfg.lr >= 0, 'must be at least 0'),
             ('min_lr_ratio', 0 <= train_cfg.min_lr_ratio <= 1, 'must be in [0, 1]'),
             ('b1', 0 <= train_cfg.b1 < 1, 'must be in [0, 1)'), ('b2', 0 <= train_cfg.b2 < 1, 'must be in [0, 1)'),
             ('eps', train_cfg.eps > 0, 'must be positive'),
             ('weight_decay', train_cfg.weight_decay >= 0, 'must be at least 0'),
-            ('grad_clip', train_cfg.grad_clip >= 0, 'must be at least 0 (0: off)'))
+            ('grad_clip', train_cfg.grad_clip >= 0, 'must be at least 0 (0: off)'),
+            ('decay_fraction', train_cfg.schedule != 'wsd' or 0 < train_cfg.decay_fraction <= 1,
+             "must be in (0, 1] with schedule='wsd' (the share of train.steps spent in the final decay)"))
   for name, ok, rule in bounds:
     if not ok:
       raise ValueError(f'train.{name}={train_cfg[name]} {rule}')
@@ -39,6 +42,10 @@ def fit_warmup(train_cfg):
 
 
 def schedule(train_cfg) -> optax.Schedule:
+  """The learning rate as a function of the optimizer's step count, which starts at 0: training step
+  s (1 to train.steps, as metrics.jsonl counts them) runs at schedule(s - 1), which its 'lr' column
+  shows. So with warmup, step 1 runs at lr 0 (the warmup starts from 0), and the last step runs at
+  one decay increment above the final lr (train.lr x min_lr_ratio), which no step trains at."""
   peak, steps, warmup = train_cfg.lr, train_cfg.steps, train_cfg.warmup_steps
   if steps < 1:
     raise ValueError(f'train.steps={steps}: a run needs at least one optimizer step')

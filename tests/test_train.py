@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -153,6 +154,21 @@ def test_bad_input_gives_one_clear_line(tmp_path, subprocess_env, override, mess
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('llm: ') and message in last, result.stderr[-2000:]
   assert 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('fraction', [0.0, -0.1, 1.5])
+def test_a_wsd_decay_fraction_outside_0_to_1_is_refused(fraction):
+  """0 (or less) decayed in one step anyway, and more than 1 failed only later, as leaving no room for warmup."""
+  from llm import optim
+  tc = tiny_config().train
+  tc.update(dict(schedule='wsd', decay_fraction=fraction))
+  message = f"train.decay_fraction={fraction} must be in (0, 1] with schedule='wsd'"
+  with pytest.raises(ValueError, match=re.escape(message)):
+    optim.check_settings(tc)
+  tc.decay_fraction = 1.0
+  optim.check_settings(tc)  # decays over the whole run: allowed
+  tc.update(dict(schedule='cosine', decay_fraction=fraction))
+  optim.check_settings(tc)  # cosine has no decay_fraction to check
 
 
 @pytest.mark.parametrize('case', ['workdir_is_a_file', 'one_document_corpus', 'negative_max_docs'])
