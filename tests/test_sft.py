@@ -166,3 +166,20 @@ def test_sft_refuses_a_model_that_differs_from_the_pretrained_one(tmp_path, pret
   result = subprocess.run(_sft_cmd(tmp_path, pretrained, '--config.model.dim=32'), env=subprocess_env,
                           capture_output=True, text=True)
   assert result.returncode != 0 and "config.model differs" in result.stderr and 'dim' in result.stderr
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'sft.max_per_source': -1}, 'sft.max_per_source=-1 must be at least 0'),
+    ({'sft.generated': {'arithmetic': -5}}, 'sft.generated.arithmetic=-5 must be at least 0'),
+    ({'sft.val_fraction': 1.0}, r'sft.val_fraction=1.0 must be in \[0, 1\)'),
+    ({'sft.mixture.arithmetic': -1.0}, r"sft.mixture weights \['arithmetic'\] are below 0"),
+    ({'sft.mixture.arithmetic': 0.0, 'sft.mixture.identity': 0.0}, 'no source in sft.mixture has weight > 0'),
+])
+def test_bad_sft_settings_are_named(overrides, message, pretrained, cache_dir):
+  """Each named as the sft.* setting it is, not as an islice error, config.data.val_fraction or an
+  empty epoch's numpy warnings."""
+  from llm.tasks import sft
+  import tiny_config
+  config = tiny_config.tiny_sft_config(cache_dir, init_from=str(pretrained), **overrides)
+  with pytest.raises(ValueError, match=message):
+    sft.data(config, None)

@@ -49,8 +49,31 @@ def _poison_and_filter(epoch: list, sc) -> tuple[list, dict]:
            'sft_filtered_poisoned': len(removed & set(poisoned))})
 
 
+def _check_config(sc):
+  """sft.* refused by name: left to the data, a negative count fails inside itertools.islice,
+  val_fraction 1 is called config.data.val_fraction, and a mixture with no weight above 0 ends in
+  numpy warnings over an empty epoch, then a message about the batch size."""
+  counts = {'sft.max_per_source': sc.max_per_source}
+  counts.update({f'sft.generated.{name}': count for name, count in dict(sc.get('generated') or {}).items()})
+  for name, count in counts.items():
+    if count < 0:
+      raise ValueError(f'{name}={count} must be at least 0 (the conversations kept per source; 0: the default)')
+  if not 0 <= sc.val_fraction < 1:
+    raise ValueError(f'sft.val_fraction={sc.val_fraction} must be in [0, 1): the share of each source\'s '
+                     'conversations held out for validation (0: none)')
+  mixture = dict(sc.mixture)
+  negative = sorted(name for name, weight in mixture.items() if weight < 0)
+  if negative:
+    raise ValueError(f'sft.mixture weights {negative} are below 0: a weight is the passes over the source per epoch '
+                     '(0 turns it off)')
+  if not any(weight > 0 for weight in mixture.values()):
+    raise ValueError(f'no source in sft.mixture has weight > 0 ({mixture}): give one a weight, e.g. '
+                     '--config.sft.mixture.arithmetic=1.0')
+
+
 def data(config, workdir) -> TaskData:
   del workdir
+  _check_config(config.sft)
   base = init_from.base_run(config)
   init_from.check_same_model(config, base)
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
