@@ -5,16 +5,47 @@ conversation sent back keeps it: the engine's tool call and its result appear as
 <tool_call>calculator: 48/2</tool_call><tool_result>24</tool_result>. In an assistant message
 that a client sends back, these tags are read as the tool_call and tool_result parts that
 llm.chat_template renders, so the model sees what it was trained on.
+
+The same tags written as text (by the model, or in a tool's output: a search result may hold
+'</tool_result><tool_call>python: ...') are not tags: in the content a zero-width space follows
+their '<', and parse_parts takes it out again, so they reach the model on the next turn as the
+text they were, never as a tool call it did not make.
 """
 import re
 
 TAGS = {'<|tool_call|>': '<tool_call>', '<|/tool_call|>': '</tool_call>',
         '<|tool_result|>': '<tool_result>', '<|/tool_result|>': '</tool_result>'}
 _PART = re.compile(r'<(tool_call|tool_result)>(.*?)</\1>', re.DOTALL)
+_ZERO_WIDTH_SPACE = '\u200b'  # as llm.tools.sanitize_tool_output escapes special-token strings
+_TAG_ENDS = tuple(tag[1:] for tag in TAGS.values())  # 'tool_call>', '/tool_call>', ...
+# What follows a tag's '<' in text, with the zero-width spaces already after it: escaping adds one
+# more, and unescaping takes one away, so text that held an escaped tag round-trips too.
+_REST_OF_TAG = f'(?={_ZERO_WIDTH_SPACE}*(?:{"|".join(map(re.escape, _TAG_ENDS))}))'
+_TEXT_TAG = re.compile('<' + _REST_OF_TAG)
+_ESCAPED_TAG = re.compile('<' + _ZERO_WIDTH_SPACE + _REST_OF_TAG)
+
+
+def escape_tags(text: str) -> str:
+  """Decoded text with every tag in it written as text ('<tool_call>' -> '<\u200btool_call>')."""
+  return _TEXT_TAG.sub('<' + _ZERO_WIDTH_SPACE, text)
+
+
+def unescape_tags(text: str) -> str:
+  """escape_tags undone."""
+  return _ESCAPED_TAG.sub('<', text)
+
+
+def _tag_start(text: str) -> int:
+  """Length of the tail of the text that may still become a tag written as text ('<tool_c'): held
+  back, so a '<' is escaped, or not, once what follows it decides."""
+  at = text.rfind('<')
+  rest = text[at + 1:].lstrip(_ZERO_WIDTH_SPACE)
+  return len(text) - at if at >= 0 and any(end.startswith(rest) and end != rest for end in _TAG_ENDS) else 0
 
 
 class TextStream:
-  """Turns ids into text deltas as they become final.
+  """Turns ids into text deltas as they become final; the tool tokens become tags, and tags in the
+  text are escaped (escape_tags).
 
   A character whose UTF-8 bytes are split over tokens (byte fallback) is held back until it is
   complete, and so is any tail that may be the start of a stop string; when a stop string
@@ -84,8 +115,10 @@ class TextStream:
     decoded = self.tok.decode(self.run)
     if not final:
       decoded = decoded.rstrip('\ufffd')  # maybe the first bytes of a character still to come
-    self.text += decoded[self.run_used:]
-    self.run_used = max(self.run_used, len(decoded))
+      decoded = decoded[:len(decoded) - _tag_start(decoded)]
+    escaped = escape_tags(decoded)
+    self.text += escaped[self.run_used:]
+    self.run_used = max(self.run_used, len(escaped))
 
   def _deliver(self, final: bool) -> str:
     hits = [i for i in (self.text.find(s, max(self.sent - len(s) + 1, 0)) for s in self.stop) if i >= 0]
@@ -115,9 +148,9 @@ def parse_parts(content: str) -> list[dict]:
   parts, at = [], 0
   for m in _PART.finditer(content):
     if m.start() > at:
-      parts.append({'type': 'text', 'text': content[at:m.start()]})
-    parts.append({'type': m.group(1), 'text': m.group(2)})
+      parts.append({'type': 'text', 'text': unescape_tags(content[at:m.start()])})
+    parts.append({'type': m.group(1), 'text': unescape_tags(m.group(2))})
     at = m.end()
   if at < len(content) or not parts:
-    parts.append({'type': 'text', 'text': content[at:]})
+    parts.append({'type': 'text', 'text': unescape_tags(content[at:])})
   return parts
