@@ -48,8 +48,8 @@ def main(argv):
       messages = list(system) if line else messages
       continue
     try:  # the oldest exchanges are forgotten to make room
-      messages, prompt = terminal.fit_history(tok, messages + [{'role': 'user', 'content': line}], len(system),
-                                              engine.cache_len)
+      messages, prompt = chat_template.fit_history(tok, messages + [{'role': 'user', 'content': line}],
+                                                   len(system), engine.cache_len)
     except ValueError as e:
       print(f'llm.chat: {e}')
       continue

@@ -20,6 +20,7 @@ PART_TYPES = ('text', 'tool_call', 'tool_result')
 # Longest tool result in tokens, delimiters included: the engine force-feeds a result from a
 # queue this long, and training renders results cut the same way, so both see the same tokens.
 MAX_TOOL_RESULT_TOKENS = 256
+MIN_NEW_TOKENS = 16  # room fit_history leaves for the reply, at least
 
 
 def _parts(message) -> list[dict]:
@@ -77,6 +78,32 @@ def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     raise ValueError('the prompt must end with a user (or system) turn, not an assistant turn')
   ids, _ = render(tokenizer, messages)
   return ids + [tokenizer.special_id('<|assistant|>')]
+
+
+def fit_history(tokenizer, messages: list[dict], keep: int, context: int, room: int = MIN_NEW_TOKENS,
+                max_messages: int | None = None) -> tuple[list[dict], list[int]]:
+  """(messages, prompt ids): the oldest exchanges after the first `keep` messages (the system
+  turn) dropped, a user turn with the assistant's reply to it, until at most max_messages are left
+  (counted first: no rendering for them) and the prompt leaves `room` tokens of the context free.
+  The last message, the one just asked, always stays: when it alone does not fit, ValueError says
+  so. llm.chat keeps its history with this, and the server a request's with fit_history."""
+  messages = list(messages)
+
+  def drop_oldest_exchange():
+    del messages[keep]
+    if messages[keep]['role'] == 'assistant':  # its reply goes with it: a history starts with a user turn
+      del messages[keep]
+
+  while max_messages is not None and len(messages) > max(max_messages, keep + 1):
+    drop_oldest_exchange()
+  prompt = render_prompt(tokenizer, messages)
+  while len(prompt) + room > context:
+    if len(messages) - keep <= 1:
+      raise ValueError(f'the message is {len(prompt)} tokens with the template, and this model\'s context is '
+                       f'{context} with {room} kept for the reply: shorten it')
+    drop_oldest_exchange()
+    prompt = render_prompt(tokenizer, messages)
+  return messages, prompt
 
 
 def parse_assistant(tokenizer, ids: list[int]) -> list[dict]:

@@ -1,11 +1,7 @@
-"""What llm.chat and llm.sample do in a terminal: print a reply as it streams, keep a chat's
-history within the context, read escapes in a flag's text."""
+"""What llm.chat and llm.sample do in a terminal: print a reply as it streams, read escapes in a
+flag's text."""
 import codecs
 import sys
-
-from llm import chat_template
-
-MIN_NEW_TOKENS = 16  # room a chat prompt leaves for the reply, at least
 
 
 # How a tool call and its result show in a streamed reply (a model imported without the chat
@@ -39,24 +35,6 @@ class Printer:
       self.out.write(text)
       self.text_ids = []
     self.out.flush()
-
-
-def fit_history(tokenizer, messages: list[dict], keep: int, context: int) -> tuple[list[dict], list[int]]:
-  """(messages, prompt ids): the oldest exchanges after the first `keep` messages (the system
-  turn) dropped, a user turn with the assistant's reply to it, until the prompt leaves
-  MIN_NEW_TOKENS of the context free. The last message, the one just asked, always stays: when it
-  alone does not fit, ValueError says so."""
-  messages = list(messages)
-  prompt = chat_template.render_prompt(tokenizer, messages)
-  while len(prompt) + MIN_NEW_TOKENS > context:
-    if len(messages) - keep <= 1:
-      raise ValueError(f'the message is {len(prompt)} tokens with the template, and this model\'s context is '
-                       f'{context} with {MIN_NEW_TOKENS} kept for the reply: shorten it')
-    del messages[keep]
-    if messages[keep]['role'] == 'assistant':  # its reply goes with it: a history starts with a user turn
-      del messages[keep]
-    prompt = chat_template.render_prompt(tokenizer, messages)
-  return messages, prompt
 
 
 def unescape(text: str) -> str:

@@ -278,6 +278,9 @@ BAD = {
     'no messages': ({'messages': []}, 'messages'),
     'too many messages': ({'messages': _chat('a') * (MAX_MESSAGES + 1)}, f'at most {MAX_MESSAGES}'),
     'oversize prompt': ({'messages': _chat(_long_text(200))}, "this model's context is 64"),
+    'a last message too long for fit_history': ({'messages': _chat(_long_text(200)), 'fit_history': True},
+                                                "tokens with the template, and this model's context is 64 with 16 "
+                                                "kept for the reply: shorten it"),
     'max_tokens beyond the context': ({'messages': _chat('a'), 'max_tokens': 1000}, 'set max_tokens to at most'),
     'max_completion_tokens beyond the context': ({'messages': _chat('a'), 'max_completion_tokens': 1000},
                                                  'set max_completion_tokens to at most'),
@@ -326,6 +329,38 @@ def test_a_chunked_body_is_held_to_the_limit_too(server):
                  headers={'Content-Type': 'application/json'})
   assert r.status_code == 200 and r.json()['usage']['completion_tokens'] >= 1, r.text
   _still_answering(server)
+
+
+def test_fit_history_drops_the_oldest_exchanges_until_the_rest_fit(server):
+  tok, context = server.run.tokenizer, server.engine.cache_len
+  system = [{'role': 'system', 'content': 'be brief'}]
+  exchanges = [[{'role': 'user', 'content': f'abc {i}'}, {'role': 'assistant', 'content': _long_text(4)}]
+               for i in range(4)]
+  messages = system + sum(exchanges, []) + _chat('hij')
+  assert _post(server, '/v1/chat/completions', {'messages': messages}).status_code == 400  # too long for 64
+
+  def fitting(room: int) -> list[dict]:
+    """The system turn and the most recent exchanges whose prompt leaves `room` tokens free."""
+    for n in range(len(exchanges), -1, -1):
+      kept = system + sum(exchanges[len(exchanges) - n:], []) + _chat('hij')
+      if len(chat_template.render_prompt(tok, kept)) + room <= context:
+        return kept
+
+  for asked, stream in ((None, False), (None, True), (24, False)):
+    kept = fitting(asked or chat_template.MIN_NEW_TOKENS)
+    assert 1 < len(kept) - len(system) < len(messages) - len(system) - 1, asked  # some exchanges go, some stay
+    r = _post(server, '/v1/chat/completions', {'messages': messages, 'fit_history': True, 'max_tokens': asked,
+                                               'stream': stream, 'stream_options': {'include_usage': stream},
+                                               'temperature': 0})
+    assert r.status_code == 200, r.text
+    assert r.headers['x-messages-dropped'] == str(len(messages) - len(kept))
+    usage = json.loads(r.text.split('data: ')[-2])['usage'] if stream else r.json()['usage']
+    assert usage['prompt_tokens'] == len(chat_template.render_prompt(tok, kept))
+  # Over the message limit, the oldest go too (one at a time here: no replies between the user turns).
+  r = _post(server, '/v1/chat/completions', {'messages': _chat('a') * (MAX_MESSAGES + 3), 'fit_history': True,
+                                             'max_tokens': 1})
+  assert r.status_code == 200 and r.headers['x-messages-dropped'] == '3', r.text
+  assert r.json()['usage']['prompt_tokens'] == len(chat_template.render_prompt(tok, _chat('a') * MAX_MESSAGES))
 
 
 def test_an_unknown_model_is_a_404_and_completions_check_the_context_too(server):

@@ -10,7 +10,7 @@ import pytest
 
 from llm.serve import text as text_lib
 from test_inference import run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
-from test_serve import server  # noqa: F401  (a real server on 127.0.0.1)
+from test_serve import _wait_for_cancel, server, slow_steps  # noqa: F401  (a real server on 127.0.0.1, slowed)
 
 webdriver = pytest.importorskip('selenium.webdriver')
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -68,3 +68,49 @@ def test_the_page_streams_a_reply_and_shows_tools_apart(server, browser, tmp_pat
 
   browser.find_element(By.ID, 'new-chat').click()
   assert not browser.find_elements(By.CSS_SELECTOR, '.msg')
+
+
+def _done_or_failed(browser) -> int:
+  return len(browser.find_elements(By.CSS_SELECTOR, '.msg.assistant[data-done="true"], .msg.error'))
+
+
+@pytest.mark.usefixtures('slow_steps')
+def test_the_page_chats_past_its_context_and_stops_a_reply_keeping_the_chat(server, browser):
+  """The server's context is 64 tokens, and a reply takes what the prompt leaves of it: the second
+  turn does not fit with the first."""
+  browser.get(server.url + '/')
+  wait = WebDriverWait(browser, 60)
+  browser.execute_script("window.sent = []; const f = window.fetch;"  # the bodies the page sends
+                         "window.fetch = (u, o) => { if (o && o.body) window.sent.push(JSON.parse(o.body));"
+                         "return f(u, o); };")
+  for text in ('abc hij', 'def ghi', 'hij abc'):
+    n = _done_or_failed(browser)
+    browser.find_element(By.ID, 'input').send_keys(text)
+    browser.find_element(By.ID, 'send').click()
+    wait.until(lambda d: _done_or_failed(d) > n)
+  assert not browser.find_elements(By.CSS_SELECTOR, '.msg.error')
+  assert 'no longer fit' in browser.find_elements(By.CSS_SELECTOR, '.msg.note')[0].text
+  sent = browser.execute_script('return window.sent')[-1]['messages']
+  assert sent[-1] == {'role': 'user', 'content': 'hij abc'} and len(sent) < 5  # the oldest went
+
+  # Stop ends the reply being streamed, frees its row, and keeps the chat.
+  cancelled = server.batcher.finished['cancelled']
+  browser.find_element(By.ID, 'new-chat').click()
+  browser.find_element(By.ID, 'input').send_keys('jihg')
+  browser.find_element(By.ID, 'send').click()
+  wait.until(lambda d: _done_or_failed(d) > 0)
+  browser.find_element(By.ID, 'input').send_keys('abc abc abc')
+  browser.find_element(By.ID, 'send').click()
+  reply = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.msg.assistant[data-chunks]:not([data-done])'))[0]
+  browser.find_element(By.ID, 'stop').click()
+  wait.until(lambda d: d.find_element(By.ID, 'send').is_enabled())
+  _wait_for_cancel(server, cancelled)
+  assert reply.get_attribute('data-stopped') == 'true' and reply.get_attribute('data-done') is None
+  assert not browser.find_elements(By.CSS_SELECTOR, '.msg.error')
+  assert [m.text for m in browser.find_elements(By.CSS_SELECTOR, '.msg.user')] == ['jihg', 'abc abc abc']
+  # The stopped exchange is not sent again.
+  browser.find_element(By.ID, 'input').send_keys('def')
+  browser.find_element(By.ID, 'send').click()
+  wait.until(lambda d: _done_or_failed(d) > 1)
+  sent = browser.execute_script('return window.sent')[-1]['messages']
+  assert sent[-1] == {'role': 'user', 'content': 'def'} and 'abc abc abc' not in [m['content'] for m in sent]

@@ -1,4 +1,4 @@
-"""llm/terminal.py: a chat's history kept within the context, streamed text printed whole, flag escapes."""
+"""llm/terminal.py: streamed text printed whole, flag escapes; and the history llm.chat keeps within the context."""
 import io
 
 import pytest
@@ -16,15 +16,15 @@ def test_a_chat_forgets_whole_exchanges_oldest_first_and_never_the_question(synt
   system = [{'role': 'system', 'content': 'be brief'}]
   history = system + _turns(5)  # user, assistant, user, assistant, the new user turn
   whole = len(chat_template.render_prompt(tok, history))
-  kept, prompt = terminal.fit_history(tok, history, keep=1, context=whole + terminal.MIN_NEW_TOKENS)
+  kept, prompt = chat_template.fit_history(tok, history, keep=1, context=whole + chat_template.MIN_NEW_TOKENS)
   assert kept == history and prompt == chat_template.render_prompt(tok, history)
-  kept, prompt = terminal.fit_history(tok, history, keep=1, context=whole + terminal.MIN_NEW_TOKENS - 1)
+  kept, prompt = chat_template.fit_history(tok, history, keep=1, context=whole + chat_template.MIN_NEW_TOKENS - 1)
   assert kept == system + history[3:]  # the first exchange gone, user and reply together
   assert prompt == chat_template.render_prompt(tok, kept)
-  alone = len(chat_template.render_prompt(tok, system + history[-1:])) + terminal.MIN_NEW_TOKENS
-  assert terminal.fit_history(tok, history, keep=1, context=alone)[0] == system + history[-1:]
+  alone = len(chat_template.render_prompt(tok, system + history[-1:])) + chat_template.MIN_NEW_TOKENS
+  assert chat_template.fit_history(tok, history, keep=1, context=alone)[0] == system + history[-1:]
   with pytest.raises(ValueError, match=r"the message is \d+ tokens .* context is \d+ .*: shorten it"):
-    terminal.fit_history(tok, history, keep=1, context=alone - 1)  # not even the question fits
+    chat_template.fit_history(tok, history, keep=1, context=alone - 1)  # not even the question fits
 
 
 def test_streamed_text_is_printed_whole_across_stream_calls(synthetic_tok):

@@ -165,22 +165,35 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
                      f'{room} or shorten the prompt')
     return room if asked is None else asked
 
-  def chat_prompt(body: schema.ChatRequest) -> list[int]:
+  def chat_prompt(body: schema.ChatRequest, asked: int | None) -> tuple[list[int], int]:
+    """(prompt ids, how many of the oldest messages fit_history dropped); asked: the completion's
+    tokens asked for."""
     if not serves_chat:
       raise ApiError(f'model {model_id!r} has no chat template tokens (imported with --chat_tokens=false): send its '
                      'text to /v1/completions, or import it again with --chat_tokens=true and fine-tune it to chat')
-    if len(body.messages) > max_messages:
-      raise ApiError(f'{len(body.messages)} messages; at most {max_messages} are taken: drop the oldest')
+    if len(body.messages) > max_messages and not body.fit_history:
+      raise ApiError(f'{len(body.messages)} messages; at most {max_messages} are taken: drop the oldest (or set '
+                     'fit_history)')
     messages = []
     for m in body.messages:
       role = 'system' if m.role == 'developer' else m.role
       messages.append({'role': role, 'content': parse_parts(m.text()) if role == 'assistant' else m.text()})
     try:
-      return chat_template.render_prompt(tokenizer, messages)
+      if not body.fit_history:
+        return chat_template.render_prompt(tokenizer, messages), 0
+      system = next((i for i, m in enumerate(messages) if m['role'] != 'system'), len(messages))
+      # More than the context asked for is left to budget() to refuse, naming the field.
+      room = asked if asked is not None and asked < context else chat_template.MIN_NEW_TOKENS
+      kept, prompt = chat_template.fit_history(tokenizer, messages, system, context, room, max_messages)
     except ValueError as e:
       raise ApiError(f'messages: {e}') from None
+    if len(kept) > max_messages:  # system messages, all kept, are over the limit
+      raise ApiError(f'{len(kept)} messages after fit_history, {system} of them system messages; at most '
+                     f'{max_messages} are taken')
+    return prompt, len(messages) - len(kept)
 
-  async def run(http: fastapi.Request, body, prompt: list[int], max_new: int, stop_ids, kind: str):
+  async def run(http: fastapi.Request, body, prompt: list[int], max_new: int, stop_ids, kind: str,
+                headers: dict[str, str]):
     loop, events, parts = asyncio.get_running_loop(), asyncio.Queue(), []
 
     def emit(event):  # from the batcher's thread
@@ -206,26 +219,28 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     if body.stream:
       include_usage = bool(body.stream_options and body.stream_options.include_usage)
       return responses.StreamingResponse(_sse(received, reply, include_usage), media_type='text/event-stream',
-                                         headers={'Cache-Control': 'no-cache'})
+                                         headers={'Cache-Control': 'no-cache', **headers})
     async for event in received:  # only the last event: the text is in parts
       if 'error' in event:
         return _error(500, event['error'], 'server_error')
-      return reply.whole(''.join(parts), event['finish'], event['usage'])
+      return responses.JSONResponse(reply.whole(''.join(parts), event['finish'], event['usage']), headers=headers)
 
   @app.post('/v1/chat/completions')
   async def chat(body: schema.ChatRequest, http: fastapi.Request):
     check_model(body)
-    prompt = chat_prompt(body)
     field = 'max_completion_tokens' if body.max_completion_tokens else 'max_tokens'  # OpenAI's newer name wins
+    prompt, dropped = chat_prompt(body, getattr(body, field))
     max_new = budget(prompt, getattr(body, field), field)
-    return await run(http, body, prompt, max_new, (tokenizer.eos_id, tokenizer.special_id('<|end|>')), 'chat')
+    headers = {'X-Messages-Dropped': str(dropped)} if body.fit_history else {}
+    return await run(http, body, prompt, max_new, (tokenizer.eos_id, tokenizer.special_id('<|end|>')), 'chat',
+                     headers)
 
   @app.post('/v1/completions')
   async def complete(body: schema.CompletionRequest, http: fastapi.Request):
     check_model(body)
     prompt = [tokenizer.bos_id] + tokenizer.encode(body.prompt)
     max_new = budget(prompt, body.max_tokens)
-    return await run(http, body, prompt, max_new, (tokenizer.eos_id,), 'text')
+    return await run(http, body, prompt, max_new, (tokenizer.eos_id,), 'text', {})
 
   return app
 

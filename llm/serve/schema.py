@@ -4,7 +4,7 @@ Unknown fields are refused (extra='forbid'), so a misspelt knob is a 400 naming 
 silently ignored. Fields of OpenAI's schema that this server cannot honour accept only their
 neutral value (n=1, presence_penalty=0, frequency_penalty=0, logprobs=false, echo=false), so
 clients that send the defaults explicitly work. null, where OpenAI's schema allows it, means the
-default. top_k is an addition (as vLLM has it).
+default. top_k is an addition (as vLLM has it), and so is a chat's fit_history.
 """
 import re
 from typing import Annotated, Literal
@@ -101,6 +101,10 @@ class ChatRequest(_Sampling):
   messages: list[Message] = Field(min_length=1)
   max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
   logprobs: Literal[False] = False
+  # Drop the oldest exchanges after the system messages until the rest fit the context, leaving
+  # room for max_tokens (else a few tokens), and the message limit, as llm.chat keeps its history;
+  # the response's X-Messages-Dropped header says how many messages went.
+  fit_history: bool = False
 
 
 class CompletionRequest(_Sampling):
