@@ -16,7 +16,7 @@ _SYSTEM = flags.DEFINE_string('system', '', 'Optional system message.')
 _SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')
 _PYTHON = flags.DEFINE_bool('python_tool', False, 'Offer the python tool (model-written code, run in llm/sandbox).')
 _TEMPERATURE = flags.DEFINE_float('temperature', 0.6, '0 = greedy.', lower_bound=0.0)
-_TOP_P = flags.DEFINE_float('top_p', 0.9, 'Nucleus sampling mass.', lower_bound=0.0, upper_bound=1.0)
+_TOP_P = flags.DEFINE_float('top_p', 0.9, 'Nucleus sampling mass (1.0 = off, 0 = greedy).', lower_bound=0.0, upper_bound=1.0)
 _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens.', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (advanced every turn).')
 

@@ -13,7 +13,7 @@ _PROMPT_FILE = flags.DEFINE_string('prompt_file', None, 'Read the prompt from th
 _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 200, 'Tokens to generate per sample.', lower_bound=1)
 _TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 = greedy.', lower_bound=0.0)
 _TOP_K = flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0 = all).', lower_bound=0)
-_TOP_P = flags.DEFINE_float('top_p', 0.95, 'Nucleus sampling mass (1.0 = off).', lower_bound=0.0,
+_TOP_P = flags.DEFINE_float('top_p', 0.95, 'Nucleus sampling mass (1.0 = off, 0 = greedy).', lower_bound=0.0,
                             upper_bound=1.0)
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (sample i uses seed + i).')
 _NUM = flags.DEFINE_integer('num_samples', 1, 'Independent samples of the same prompt, decoded as one batch.',

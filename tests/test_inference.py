@@ -189,7 +189,7 @@ def _static_filter(logits_BxV, top_k=0, top_p=1.0):
   if top_p < 1.0:
     sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
     cum_BxV = jnp.cumsum(jax.nn.softmax(sorted_BxV, axis=-1), axis=-1)
-    keep_BxV = (cum_BxV - jax.nn.softmax(sorted_BxV, axis=-1)) < top_p
+    keep_BxV = ((cum_BxV - jax.nn.softmax(sorted_BxV, axis=-1)) < top_p).at[:, 0].set(True)  # the top token stays
     cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
     logits_BxV = jnp.where(logits_BxV < cutoff_Bx1, -jnp.inf, logits_BxV)
   return logits_BxV
@@ -217,6 +217,15 @@ def test_traced_filter_is_the_static_one(top_k, top_p):
   B = logits_BxV.shape[0]
   traced = jax.jit(sampling._filtered)(logits_BxV, jnp.full((B,), top_k), jnp.full((B,), top_p))
   np.testing.assert_array_equal(traced, _static_filter(logits_BxV, top_k, top_p))
+
+
+@pytest.mark.parametrize('top_p,drawn', [(0.0, {2}), (1e-6, {2}), (0.4, {2}), (0.6, {1, 2}), (0.85, {1, 2, 3})])
+def test_top_p_keeps_the_smallest_set_that_reaches_it_and_at_least_the_top_token(top_p, drawn):
+  """Probabilities 0.05, 0.3, 0.5, 0.15: top_p 0 (or any mass the top token reaches alone) is greedy."""
+  logits_V = jnp.log(jnp.array([0.05, 0.3, 0.5, 0.15]))
+  keys = jax.random.split(jax.random.key(0), 2000)
+  draw = jax.jit(jax.vmap(lambda k: sampling.sample_logits(k[None], logits_V[None], 1.0, 0, top_p)[0]))
+  assert set(np.asarray(draw(keys)).tolist()) == drawn
 
 
 def test_greedy_takes_the_first_of_tied_maxima_as_argmax_does():

@@ -25,7 +25,9 @@ def _filtered(logits_BxV, top_k_B, top_p_B):
   sorted_BxV = jnp.where(sorted_BxV < kth_Bx1, -jnp.inf, sorted_BxV)
   probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
   # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it is < top_p.
+  # The top token always stays (none would at top_p 0, and the draw would fall on token 0).
   keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < jnp.where(top_p_B < 1.0, top_p_B, jnp.inf)[:, None]
+  keep_BxV = keep_BxV.at[:, 0].set(True)
   cutoff_Bx1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(logits_BxV < jnp.maximum(kth_Bx1, cutoff_Bx1), -jnp.inf, logits_BxV)
 
