@@ -3,7 +3,8 @@
 Turns are rendered with llm.chat_template (the same renderer SFT trains on); the assistant may
 call tools (calculator, search when --search_folder is set, python with --python_tool), shown as
 they run.
-Commands: /reset starts over, /quit (or Ctrl-D) leaves.
+Commands: /reset starts over, /quit (or Ctrl-D, or Ctrl-C at the prompt) leaves. Ctrl-C during a
+reply ends it, and the question it answered is dropped from the history.
 """
 import sys
 
@@ -40,7 +41,7 @@ def main(argv):
   while True:
     try:
       line = input('\nyou> ').strip()
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):
       break
     if line == '/quit':
       break
@@ -48,18 +49,23 @@ def main(argv):
       messages = list(system) if line else messages
       continue
     try:  # the oldest exchanges are forgotten to make room
-      messages, prompt = chat_template.fit_history(tok, messages + [{'role': 'user', 'content': line}],
-                                                   len(system), engine.cache_len)
+      asked, prompt = chat_template.fit_history(tok, messages + [{'role': 'user', 'content': line}],
+                                                len(system), engine.cache_len)
     except ValueError as e:
       print(f'llm.chat: {e}')
       continue
     sys.stdout.write('assistant> ')
     printer = terminal.Printer(tok)
-    out = engine.generate([prompt], min(_MAX_NEW.value, engine.cache_len - len(prompt)),
-                          _TEMPERATURE.value, top_p=_TOP_P.value, seed=seed, stream=printer)[0]
+    try:
+      out = engine.generate([prompt], min(_MAX_NEW.value, engine.cache_len - len(prompt)),
+                            _TEMPERATURE.value, top_p=_TOP_P.value, seed=seed, stream=printer)[0]
+    except KeyboardInterrupt:  # the history stays as it was: a half reply would be taken as the answer
+      print('\n[stopped; the question is dropped]')
+      continue
+    finally:
+      seed += 1
     printer.flush()
-    seed += 1
-    messages.append({'role': 'assistant', 'content': chat_template.parse_assistant(tok, out.tokens)})
+    messages = asked + [{'role': 'assistant', 'content': chat_template.parse_assistant(tok, out.tokens)}]
   print()
 
 

@@ -1,10 +1,16 @@
-"""llm/terminal.py: streamed text printed whole, flag escapes; and the history llm.chat keeps within the context."""
+"""llm/terminal.py: streamed text printed whole, flag escapes; llm.chat: its history kept within the context, Ctrl-C."""
 import io
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
 
 import pytest
 
 from llm import chat_template, terminal
-from test_inference import synthetic_tok  # noqa: F401  (fixture)
+from test_inference import run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
 
 
 def _turns(n: int) -> list[dict]:
@@ -42,3 +48,64 @@ def test_streamed_text_is_printed_whole_across_stream_calls(synthetic_tok):
 def test_a_flags_escapes_are_read_and_other_characters_kept():
   assert terminal.unescape('\\n') == '\n' and terminal.unescape('a\\tb') == 'a\tb'
   assert terminal.unescape('。') == '。' and terminal.unescape('é\\n') == 'é\n'
+
+
+# llm.chat with a real SIGINT sent to itself as the first reply streams, and each turn's history
+# (its user messages) logged to stderr.
+_CHAT_STOPPED_ONCE = '''
+import os, signal, sys
+from llm import chat, chat_template, cli, terminal
+
+class StoppedOnce(terminal.Printer):
+  sent = False
+
+  def __call__(self, row, ids):
+    super().__call__(row, ids)
+    if not StoppedOnce.sent:
+      StoppedOnce.sent = True
+      os.kill(os.getpid(), signal.SIGINT)
+
+fit_history = chat_template.fit_history
+
+def logged(tokenizer, messages, *args):
+  print('history:', [m['content'] for m in messages if m['role'] == 'user'], file=sys.stderr, flush=True)
+  return fit_history(tokenizer, messages, *args)
+
+terminal.Printer, chat_template.fit_history = StoppedOnce, logged
+sys.argv = ['llm.chat', '--workdir=' + sys.argv[1], '--max_new_tokens=8']
+cli.run(chat.main, 'llm.chat')
+'''
+
+
+def test_ctrl_c_ends_a_reply_dropping_its_question_and_at_the_prompt_leaves(run_dir, python_env):
+  chat = subprocess.Popen([sys.executable, '-c', _CHAT_STOPPED_ONCE, str(run_dir[0])], env=python_env,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  shown = []
+  reader = threading.Thread(target=lambda: shown.extend(iter(lambda: os.read(chat.stdout.fileno(), 1 << 16), b'')),
+                            daemon=True)
+  reader.start()
+
+  def at_prompt(n: int):
+    deadline = time.time() + 120
+    while b''.join(shown).count(b'you> ') < n:
+      assert chat.poll() is None and time.time() < deadline, (b''.join(shown), chat.stderr.read())
+      time.sleep(0.05)
+
+  try:
+    at_prompt(1)
+    chat.stdin.write(b'abc\n')  # its reply is stopped
+    chat.stdin.flush()
+    at_prompt(2)
+    chat.stdin.write(b'hij\n')
+    chat.stdin.flush()
+    at_prompt(3)
+    chat.send_signal(signal.SIGINT)  # at the prompt: leaves
+    assert chat.wait(timeout=60) == 0
+  finally:
+    chat.kill()
+  reader.join(timeout=10)
+  errors = chat.stderr.read().decode()
+  assert 'Traceback' not in errors, errors
+  assert [line for line in errors.splitlines() if line.startswith('history:')] == [
+      "history: ['abc']", "history: ['hij']"]  # the stopped question is not asked again
+  assert b'[stopped' in b''.join(shown)
