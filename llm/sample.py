@@ -5,7 +5,9 @@
 """
 import sys
 
-from absl import app, flags
+from absl import flags
+
+from llm import cli
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.', required=True)
 _PROMPT = flags.DEFINE_string('prompt', '', 'Text to continue.')
@@ -24,6 +26,7 @@ _STOP = flags.DEFINE_string('stop', '', 'Cut each sample at the first occurrence
 def main(argv):
   del argv
   from llm import inference, terminal
+  stop = terminal.unescape(_STOP.value, 'stop')  # a bad escape is told now, not after generating
   try:
     prompt = open(_PROMPT_FILE.value).read() if _PROMPT_FILE.value else _PROMPT.value
     run = inference.load(_WORKDIR.value)
@@ -51,7 +54,6 @@ def main(argv):
     stream.flush()
     sys.stdout.write('\n')
     return
-  stop = terminal.unescape(_STOP.value)
   for i, out in enumerate(outs):
     text = tok.decode(out.tokens)
     text = text.split(stop)[0] if stop else text
@@ -59,4 +61,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.sample')

@@ -37,6 +37,10 @@ class Printer:
     self.out.flush()
 
 
-def unescape(text: str) -> str:
-  """A flag's text with backslash escapes read ('\\n' -> newline); other characters kept as typed."""
-  return codecs.decode(text.encode('latin-1', 'backslashreplace'), 'unicode_escape')
+def unescape(text: str, flag: str) -> str:
+  """The text of --flag with backslash escapes read ('\\n' -> newline); other characters kept as
+  typed. A bad escape ('\\x' alone) is a ValueError naming the flag."""
+  try:
+    return codecs.decode(text.encode('latin-1', 'backslashreplace'), 'unicode_escape')
+  except UnicodeDecodeError as e:
+    raise ValueError(f'--{flag}={text}: {e.reason}; write a backslash itself as \\\\') from None

@@ -46,8 +46,19 @@ def test_streamed_text_is_printed_whole_across_stream_calls(synthetic_tok):
 
 
 def test_a_flags_escapes_are_read_and_other_characters_kept():
-  assert terminal.unescape('\\n') == '\n' and terminal.unescape('a\\tb') == 'a\tb'
-  assert terminal.unescape('。') == '。' and terminal.unescape('é\\n') == 'é\n'
+  assert terminal.unescape('\\n', 'stop') == '\n' and terminal.unescape('a\\tb', 'stop') == 'a\tb'
+  assert terminal.unescape('。', 'stop') == '。' and terminal.unescape('é\\n', 'stop') == 'é\n'
+
+
+def test_a_bad_escape_in_sample_stop_is_one_line_naming_the_flag_before_any_loading(tmp_path, python_env):
+  with pytest.raises(ValueError, match=r'^--stop=é\\x: truncated \\xXX escape'):
+    terminal.unescape('é\\x', 'stop')
+  # The run does not exist: the stop flag is read first.
+  r = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={tmp_path / "none"}', '--stop=\\x'],
+                     env=python_env, capture_output=True, text=True, timeout=120)
+  assert r.returncode != 0 and r.stdout == ''
+  assert r.stderr.strip().splitlines() == ['llm.sample: --stop=\\x: truncated \\xXX escape; write a backslash '
+                                           'itself as \\\\'], r.stderr
 
 
 # llm.chat with a real SIGINT sent to itself as the first reply streams, and each turn's history
