@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from google.protobuf.message import DecodeError
 import numpy as np
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2 as model_pb2  # protobuf: a dependency of orbax and grain
 
 from llm import files
 
@@ -214,8 +216,33 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
     needed = str(e).split('required_chars.')[-1].split('.')[0].strip()  # '256 vs 329'
     raise ValueError(f'config.tokenizer.vocab_size={vocab_size} is below what this corpus needs for its characters '
                      f'and the special tokens ({needed}): raise config.tokenizer.vocab_size') from None
-  files.write_atomically(out_path, model.getvalue())
+  files.write_atomically(out_path, without_thread_count(model.getvalue()))
   return Tokenizer.load(out_path)
+
+
+def without_thread_count(model: bytes) -> bytes:
+  """A SentencePiece model's bytes without the thread count it was trained with.
+
+  SentencePiece keeps num_threads in the model's trainer_spec, so the same training on a host with
+  another core count (training uses them all) would write another file: a resumed run would take
+  it for another tokenizer, and the token caches keyed by its content would be built again.
+  """
+  proto = model_pb2.ModelProto.FromString(model)
+  proto.trainer_spec.ClearField('num_threads')
+  return proto.SerializeToString()
+
+
+def same_file(a: Path | str, b: Path | str) -> bool:
+  """Whether two run files (RUN_FILES, of one kind) hold the same tokenizer: the same bytes, or
+  SentencePiece models that differ only in the thread count they were trained with (a model written
+  before train_tokenizer dropped it records its host's core count)."""
+  data_a, data_b = Path(a).read_bytes(), Path(b).read_bytes()
+  if data_a == data_b or run_file_name(a) != RUN_FILES[0]:
+    return data_a == data_b
+  try:
+    return without_thread_count(data_a) == without_thread_count(data_b)
+  except DecodeError:  # a damaged file: another tokenizer, for all the run can tell
+    return False
 
 
 def get_or_train_tokenizer(cfg, train_docs_fn: Callable[[], Iterable[str]], cache_dir: Path,

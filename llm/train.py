@@ -191,7 +191,7 @@ def _check_same_tokenizer(ckpt, tokenizer_path, workdir: Path):
   """A resumed run keeps the tokenizer it trained with: a corpus changed since it started would
   train a new one of the same size, whose ids the embeddings do not mean, and replace the run's."""
   kept = workdir / tokenizer_lib.run_file_name(tokenizer_path)
-  if kept.exists() and kept.read_bytes() != Path(tokenizer_path).read_bytes():
+  if kept.exists() and not tokenizer_lib.same_file(kept, tokenizer_path):
     ckpt.close()
     raise ValueError(f'{workdir} trained with the tokenizer {kept}, and this run\'s data settings give another '
                      f'({tokenizer_path}): the corpus or config.tokenizer changed since the run started; restore '

@@ -1,3 +1,5 @@
+import os
+
 import ml_collections
 import numpy as np
 import pytest
@@ -150,3 +152,26 @@ def test_no_training_text_is_named_not_a_sentencepiece_check(tmp_path):
 def test_a_vocabulary_smaller_than_the_corpus_characters_names_the_setting(tmp_path):
   with pytest.raises(ValueError, match=r'config.tokenizer.vocab_size=40 is below .* \(40 vs \d+\): raise'):
     train_tokenizer([training_text()], 40, tmp_path / 'tok.model', 10**6)
+
+
+def test_the_same_training_on_hosts_with_other_core_counts_gives_the_same_file(tmp_path, monkeypatch):
+  """SentencePiece records the thread count in the model: a run resumed on a host with other cores
+  was refused for 'another tokenizer', and its token caches keyed anew."""
+  trained = {}
+  for cores in (2, 8):
+    monkeypatch.setattr(os, 'cpu_count', lambda cores=cores: cores)
+    trained[cores] = train_tokenizer([training_text()[:50_000]], 400, tmp_path / f'{cores}.model', 10**6)
+  assert (tmp_path / '2.model').read_bytes() == (tmp_path / '8.model').read_bytes()
+  assert trained[2].fingerprint == trained[8].fingerprint
+
+
+def test_a_model_that_records_its_thread_count_is_the_same_tokenizer_as_one_without(tok, tmp_path):
+  """What train_tokenizer wrote before, on a host with 5 cores, against what it writes now."""
+  from sentencepiece import sentencepiece_model_pb2 as model_pb2
+  proto = model_pb2.ModelProto.FromString(tok.path.read_bytes())
+  proto.trainer_spec.num_threads = 5
+  (tmp_path / 'old.model').write_bytes(proto.SerializeToString())
+  assert tokenizer_lib.same_file(tmp_path / 'old.model', tok.path)
+  proto.pieces[-1].piece += 'x'
+  (tmp_path / 'other.model').write_bytes(proto.SerializeToString())
+  assert not tokenizer_lib.same_file(tmp_path / 'other.model', tok.path)

@@ -219,6 +219,12 @@ def test_resuming_with_another_model_or_data_is_refused_before_anything_is_writt
   with workdir_lock.held(tmp_path), pytest.raises(ValueError, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # The run's tokenizer.model as a host with 5 cores wrote it (SentencePiece records the thread
+  # count): the same tokenizer as the one trained here.
+  from sentencepiece import sentencepiece_model_pb2 as model_pb2
+  kept = model_pb2.ModelProto.FromString((tmp_path / 'tokenizer.model').read_bytes())
+  kept.trainer_spec.num_threads = 5
+  (tmp_path / 'tokenizer.model').write_bytes(kept.SerializeToString())
   # The run resumes as it was, extended, with other evaluation, checkpoint and optimizer settings.
   train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'train.eval_every': 3, 'train.checkpoint_every': 3,
                                       'train.lr': 1e-3}), tmp_path)
