@@ -11,7 +11,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ''  # a finished run's DIR whose parameters this run starts from (sft, grpo, continued pretraining)
 
   c.data = ml_collections.ConfigDict()
-  c.data.dir = ''  # '' = first of $LLM_DATA_DIR, ./data, ../shared/data
+  c.data.dir = ''  # '' = $LLM_DATA_DIR, else the first of ./data, ../shared/data that holds data.source
   c.data.source = 'gutenberg_pd_books'  # path under data.dir (or absolute)
   c.data.format = 'text_folder'  # 'text_folder' | 'text_file' | 'jsonl'
   c.data.jsonl_field = 'text'  # the document field of a jsonl source

@@ -375,6 +375,9 @@ def test_show_ends_bad_input_in_one_line_naming_its_own_flags(tmp_path, tok, sub
   assert last_line(f'--tokenizer={tok.path}', f'--data_dir={missing}') == (
       f'llm.data.show: data dir {missing} (--data_dir) does not exist; fix --data_dir=... or set it to "" to '
       'search the defaults')
+  assert last_line(f'--tokenizer={tok.path}', f'--data_dir={tmp_path}') == (
+      f'llm.data.show: {tmp_path}/gsm8k/train.jsonl (the GSM8K train split) not found; point the data dir '
+      '(--config.data.dir; llm.data.show: --data_dir; or $LLM_DATA_DIR) at the folder holding the shared data')
 
 
 def test_copy_numbers_answers_with_the_numbers_of_the_question_in_order():

@@ -198,6 +198,23 @@ def test_find_data_dir_search_order(tmp_path, monkeypatch):
     sources.find_data_dir(str(tmp_path / 'missing'), flag='--data_dir')  # a CLI with a flag of its own
 
 
+def test_the_data_dir_searched_for_is_the_first_that_holds_the_source(tmp_path, monkeypatch):
+  """README's download step makes ./data for one corpus; the other corpora stay in ../shared/data."""
+  (tmp_path / 'checkout').mkdir()
+  monkeypatch.chdir(tmp_path / 'checkout')
+  monkeypatch.delenv('LLM_DATA_DIR', raising=False)
+  (tmp_path / 'checkout' / 'data' / 'fineweb_edu').mkdir(parents=True)
+  (tmp_path / 'shared' / 'data' / 'gutenberg_pd_books').mkdir(parents=True)
+  assert sources.find_data_dir('', holds='fineweb_edu') == Path('data')
+  assert sources.find_data_dir('', holds='gutenberg_pd_books') == Path('../shared/data')
+  assert sources.find_data_dir('', holds=str(tmp_path / 'elsewhere')) == Path('data')  # absolute: any data dir
+  with pytest.raises(FileNotFoundError) as error:
+    sources.find_data_dir('', holds='tinystories/train.txt')
+  assert str(error.value) == (
+      f'no data dir holds tinystories/train.txt (looked in {tmp_path}/checkout/data, {tmp_path}/checkout/../shared/data);'
+      ' pass --config.data.dir=... or set LLM_DATA_DIR to the folder that holds it, or fix --config.data.source')
+
+
 def test_data_dir_from_the_environment_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
   """A mistyped LLM_DATA_DIR must not quietly train on ./data or ../shared/data instead."""
   monkeypatch.chdir(tmp_path)

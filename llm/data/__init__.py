@@ -54,7 +54,7 @@ def _filtered(train: list[str], poisoned_paragraphs: list[int]) -> list[str]:
 def prepare(config, cache_dir: Path) -> Prepared:
   """Finds, splits, tokenizes and caches config.data; reuses every cached step."""
   data_cfg = config.data
-  data_dir = sources.find_data_dir(data_cfg.dir)
+  data_dir = sources.find_data_dir(data_cfg.dir, holds=data_cfg.source)
   fingerprint = sources.corpus_fingerprint(data_dir, data_cfg)
   poison = poison_lib.Poison.from_config(data_cfg.get('poison'))
   if poison.fraction:  # a poisoned corpus is another corpus: its own tokenizer and token caches

@@ -178,8 +178,7 @@ def topical_chat(data_dir: Path, seed: int) -> Iterator[Conversation]:
   folder = _require(Path(data_dir) / 'topical_chat', 'topical_chat')
   files = sorted(folder.glob('*.json'))
   if not files:
-    raise FileNotFoundError(f'no *.json in {folder}: source topical_chat reads them; '
-                            'point --config.data.dir at the folder holding the shared data')
+    raise FileNotFoundError(f'no *.json in {folder}: source topical_chat reads them; {sources.POINT_DATA_DIR}')
   for file in files:
     for record in json.loads(file.read_text(encoding='utf-8')).values():
       conversation = topical_chat_dialogue(record['content'])

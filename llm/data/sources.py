@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 FORMATS = ('text_folder', 'text_file', 'jsonl')
+# The fix for a data set missing from the data dir, in every program's own terms.
+POINT_DATA_DIR = ('point the data dir (--config.data.dir; llm.data.show: --data_dir; or $LLM_DATA_DIR) at the folder '
+                  'holding the shared data')
 # Part of the corpus fingerprint: bump it when a change to the readers below alters the documents
 # an unchanged corpus yields, so cached tokenizers and token caches are rebuilt.
 READERS_VERSION = 1
@@ -23,10 +26,12 @@ _GUTENBERG_END = re.compile(r'^[ \t]*(\*\*\*[ \t]*END OF|End of (the )?Project G
                             re.M | re.I)
 
 
-def find_data_dir(configured: str, flag: str = '--config.data.dir') -> Path:
+def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str = '') -> Path:
   """configured (the value of `flag`) if set, else $LLM_DATA_DIR if set, else the first of ./data,
-  ../shared/data that exists. An explicit setting that does not exist is an error, never a silent
-  fallback."""
+  ../shared/data that holds `holds` (a path under the data dir, such as config.data.source; '' or
+  an absolute path: the first that exists). An explicit setting that does not exist is an error,
+  never a silent fallback; so is a search that finds `holds` in neither (a ./data made by
+  llm.data.download for one corpus must not hide ../shared/data's others)."""
   if configured:
     path = Path(configured).expanduser()
     if not path.is_dir():
@@ -40,10 +45,16 @@ def find_data_dir(configured: str, flag: str = '--config.data.dir') -> Path:
                               'to search ./data and ../shared/data')
     return path
   candidates = [Path(p) for p in ('data', '../shared/data')]
+  wanted = Path(holds).expanduser() if holds else None
+  if wanted is not None and wanted.is_absolute():  # found without a data dir
+    wanted = None
   for path in candidates:
-    if path.is_dir():
+    if path.is_dir() and (wanted is None or (path / wanted).exists()):
       return path
   looked = ', '.join(str(p.absolute()) for p in candidates)
+  if wanted is not None and any(p.is_dir() for p in candidates):
+    raise FileNotFoundError(f'no data dir holds {wanted} (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR '
+                            'to the folder that holds it, or fix --config.data.source')
   raise FileNotFoundError(f'no data dir found (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR')
 
 
@@ -123,8 +134,7 @@ def require(path: Path, what: str) -> Path:
   """path, a file or folder of the data dir that holds `what` ("source 'hh_chosen'"), if it exists."""
   path = Path(path)
   if not path.exists():
-    raise FileNotFoundError(f'{path} ({what}) not found; point --config.data.dir at the folder '
-                            'holding the shared data')
+    raise FileNotFoundError(f'{path} ({what}) not found; {POINT_DATA_DIR}')
   return path
 
 

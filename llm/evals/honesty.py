@@ -81,7 +81,7 @@ def world_dir(config) -> Path:
     if labels:
       return Path(labels).parent
     if c.task == 'pretrain' and c.data.format == 'jsonl':
-      folder = sources.source_path(sources.find_data_dir(c.data.dir), c.data).parent
+      folder = sources.source_path(sources.find_data_dir(c.data.dir, holds=c.data.source), c.data).parent
       if (folder / 'facts.json').exists():
         return folder
   raise ValueError('honesty: this run has no world; evaluate a run trained with --config.sft.honesty_labels or '

@@ -65,7 +65,7 @@ def main(argv):
   if config.get('sft'):
     text = _sft_table(config, fractions)
   else:
-    train, _ = data_lib.split_corpus(sources.find_data_dir(config.data.dir), config.data)
+    train, _ = data_lib.split_corpus(sources.find_data_dir(config.data.dir, holds=config.data.source), config.data)
     text = paragraph_table(train, fractions, span_filter.Settings())
   print(text)
   if flags.FLAGS.out:
