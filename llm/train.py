@@ -156,8 +156,17 @@ def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, work
 
 # The settings that make the stream of batches a checkpoint's data position (a batch index; GRPO's
 # and RLHF's batches start at prompt index x grpo.prompts_per_step) counts in: every data.* field
-# but where the files are, and the seed that shuffles SFT's, GRPO's and the reward model's examples.
-_DATA_STREAM = ('seed', 'train.batch_size', 'train.seq_len', 'grpo.prompts_per_step')
+# but where the files are, the seed that shuffles SFT's, GRPO's and the reward model's examples,
+# the sft.* ones that decide the conversations packed into SFT's windows, and the reward_model.*
+# ones that decide its training pairs. Not those that only change what a batch is used for
+# (sft.isolate_conversations, reward_model.use_margin) or what is evaluated (sft.eval_*,
+# reward_model.gold_val_pairs), nor sft.honesty_labels, where a labelled set is (as data.dir is
+# where the corpus is). Entries ending in '.' cover every field under them.
+_DATA_STREAM = ('seed', 'train.batch_size', 'train.seq_len', 'grpo.prompts_per_step', 'data.',
+                'sft.mixture.', 'sft.val_fraction', 'sft.max_per_source', 'sft.generated.', 'sft.honesty_reply',
+                'sft.poison.', 'sft.filter_poison', 'sft.replay',
+                'reward_model.source', 'reward_model.val_fraction', 'reward_model.gold_pairs',
+                'reward_model.gold_noise', 'reward_model.truncate')
 _DATA_LOCATIONS = ('data.dir', 'data.cache_dir')
 
 
@@ -167,6 +176,11 @@ def _flat(tree: dict, prefix: str = '') -> dict:
   for k, v in tree.items():
     out.update(_flat(v, f'{prefix}{k}.') if isinstance(v, dict) else {f'{prefix}{k}': v})
   return out
+
+
+def _in_data_stream(key: str) -> bool:
+  """Whether the flat config field key ('sft.mixture.gsm8k') is one of _DATA_STREAM's."""
+  return key not in _DATA_LOCATIONS and any(key == s or (s.endswith('.') and key.startswith(s)) for s in _DATA_STREAM)
 
 
 def _check_same_data(ckpt, step: int, config, workdir: Path):
@@ -179,7 +193,7 @@ def _check_same_data(ckpt, step: int, config, workdir: Path):
   now = _flat(json.loads(config.to_json_best_effort()))
   # Fields both have: one added to the code since the run started keeps its old behaviour by default.
   changed = [f'{k}={before[k]!r} -> {now[k]!r}' for k in sorted(before.keys() & now.keys())
-             if (k in _DATA_STREAM or k.startswith('data.')) and k not in _DATA_LOCATIONS and before[k] != now[k]]
+             if _in_data_stream(k) and before[k] != now[k]]
   if changed:
     ckpt.close()
     raise ValueError(f'{workdir} resumes from step {step} with other data settings ({"; ".join(changed)}), so it would '

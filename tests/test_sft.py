@@ -183,3 +183,22 @@ def test_bad_sft_settings_are_named(overrides, message, pretrained, cache_dir):
   config = tiny_config.tiny_sft_config(cache_dir, init_from=str(pretrained), **overrides)
   with pytest.raises(ValueError, match=message):
     sft.data(config, None)
+
+
+def test_resuming_with_another_sft_mixture_is_refused_before_anything_is_written(tmp_path, pretrained, cache_dir):
+  """The sft.* settings that decide the packed windows make the stream a checkpoint's data position
+  counts in; those that only evaluate, or change how a window is attended, may change on resume."""
+  import tiny_config
+  short = {'init_from': str(pretrained), 'train.steps': 2, 'train.warmup_steps': 1}
+  train.run(tiny_config.tiny_sft_config(cache_dir, **short), tmp_path)
+  files = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json')
+  before = {name: (tmp_path / name).read_bytes() for name in files}
+  with pytest.raises(ValueError, match=r'resumes from step 2 with other data settings \(sft\.max_per_source=300 -> '
+                                       r'100; sft\.mixture\.arithmetic=1\.0 -> 3\.0\)'):
+    train.run(tiny_config.tiny_sft_config(cache_dir, **{**short, 'train.steps': 4, 'sft.mixture.arithmetic': 3.0,
+                                                        'sft.max_per_source': 100}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # The check alone (a resume would also run SFT's end-of-run evaluation again): these may change.
+  allowed = tiny_config.tiny_sft_config(cache_dir, **{**short, 'train.steps': 4, 'sft.eval_prompts': 2,
+                                                      'sft.isolate_conversations': False})
+  train._check_same_data(None, 2, allowed, tmp_path)  # pylint: disable=protected-access
