@@ -15,7 +15,8 @@ def get_config(arg=None):
   c.task = 'sft'
   c.init_from = 'runs/pretrain_small'
   c.sft = ml_collections.ConfigDict()
-  # Passes over each source's training conversations per SFT epoch (0.5 = a random half).
+  # Passes over each source's training conversations per SFT epoch (0.5 = a random half, drawn
+  # once: the same half in every epoch).
   c.sft.mixture = ml_collections.ConfigDict(dict(
       arithmetic=2.0, gsm8k=1.0, identity=4.0, self_instruct=1.0, alpaca_gpt4=1.0,
       hh_chosen=0.3, topical_chat=0.3, copy_numbers=0.0))

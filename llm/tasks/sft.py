@@ -16,14 +16,17 @@ from llm.tasks import Task, TaskData, pretrain, sft_eval
 
 
 def _weighted_epoch(train: list, weight: float, rng: random.Random) -> list:
-  """weight = passes over this source per SFT epoch: 2.0 repeats it, 0.5 takes a random half."""
+  """weight = passes over this source per SFT epoch: 2.0 repeats it, 0.5 takes a random half. The
+  epoch is drawn once per run (shuffled_epoch), so the fraction is one fixed subset, the same in
+  every epoch: at 0.5 the other half of the source is never trained on."""
   whole, part = divmod(weight, 1.0)
   out = train * int(whole)
   return out + rng.sample(train, round(part * len(train)))
 
 
 def shuffled_epoch(splits: dict, mixture, seed: int) -> list:
-  """One SFT epoch: each source's training conversations weighted by its mixture weight, shuffled."""
+  """One SFT epoch: each source's training conversations weighted by its mixture weight, shuffled.
+  Drawn once, from seed: its packed windows are what every epoch of the run trains on."""
   rng = random.Random(seed)
   epoch = []
   for name, (train, _) in splits.items():
