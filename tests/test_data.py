@@ -1,7 +1,13 @@
+import fcntl
 import gzip
 import itertools
 import json
+import os
 import random
+import stat
+import sys
+import threading
+import time
 from pathlib import Path
 
 import grain
@@ -10,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import kill_when
 from llm import data as data_lib
 from llm.config import base_config
 from llm.data import cache, pipeline, sources
@@ -302,6 +309,48 @@ def test_get_or_build_cache_builds_once(tok, tmp_path):
   assert len(calls) == 1 and path.name == 'train' and path.parent.parent == tmp_path / 'tokens'
   assert cache.get_or_build_cache(docs, tok, tmp_path, 'corpus-a', 'val').parent == path.parent
   assert cache.get_or_build_cache(docs, tok, tmp_path, 'corpus-b', 'train') != path
+
+
+def test_a_build_killed_midway_leaves_no_folder_behind_the_next_one(tok, tmp_path, python_env):
+  """A SIGKILL runs no except clause: the killed build's temporary folder (20 GB on FineWeb) stayed
+  forever. The next build of that split removes it; the cache it makes is readable by all, as its
+  folder is (mkdtemp makes folders 0700)."""
+  child = ('import sys, time\n'
+           'from llm.data import cache\n'
+           'from llm.tokenizer import Tokenizer\n'
+           'def docs():\n'
+           '  yield "a document"\n'
+           '  time.sleep(600)\n'
+           f'cache.get_or_build_cache(docs, Tokenizer.load({str(tok.path)!r}), {str(tmp_path)!r}, "corpus", "train")\n')
+  kill_when([sys.executable, '-c', child], python_env, lambda: any(tmp_path.glob('tokens/*/.train.*')))
+  (left,) = tmp_path.glob('tokens/*/.train.*')
+  path = cache.get_or_build_cache(lambda: ['some text'], tok, tmp_path, 'corpus', 'train')
+  assert not left.exists() and path.parent == left.parent
+  assert cache.load_token_cache(path).tolist() == [tok.bos_id] + tok.encode('some text')
+  umask = os.umask(0)
+  os.umask(umask)
+  assert stat.S_IMODE(path.stat().st_mode) == 0o777 & ~umask
+
+
+def test_a_second_build_waits_for_the_one_under_way_and_takes_its_cache(tok, tmp_path, caplog):
+  """Rather than tokenize the corpus a second time (two runs started at once on one cache dir),
+  or take the first one's temporary folder for a killed build's."""
+  folder = cache.get_or_build_cache(lambda: ['x'], tok, tmp_path, 'corpus', 'val').parent
+  calls, found = [], []
+  with open(folder / '.lock-train', 'a') as lock:  # the first build, under way
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    second = threading.Thread(target=lambda: found.append(cache.get_or_build_cache(
+        lambda: calls.append(1) or ['other text'], tok, tmp_path, 'corpus', 'train')))
+    with caplog.at_level('INFO'):
+      second.start()
+      deadline = time.monotonic() + 60
+      while 'waiting for another process that builds' not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 'waiting for another process that builds' in caplog.text
+    cache.build_token_cache(['some text'], tok, folder / 'train')
+  second.join()
+  assert found == [folder / 'train'] and not calls
+  assert cache.load_token_cache(found[0]).tolist() == [tok.bos_id] + tok.encode('some text')
 
 
 def test_empty_split_loads_as_empty_array(tok, tmp_path):

@@ -3,6 +3,8 @@
 A cache is a folder holding tokens.bin (each document as [bos] + its tokens, back to back) and
 meta.json (counts, dtype, and the tokenizer that made it).
 """
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -12,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
+from absl import logging
 import numpy as np
 
 _TOKENS, _META = 'tokens.bin', 'meta.json'
@@ -53,6 +56,7 @@ def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
     meta = dict(counts, dtype=np.dtype(dtype).name, tokenizer_path=str(tokenizer.path),
                 tokenizer_fingerprint=tokenizer.fingerprint, format=_FORMAT)
     (tmp / _META).write_text(json.dumps(meta, indent=2))
+    tmp.chmod(path.parent.stat().st_mode & 0o7777)  # mkdtemp's 0700 would keep the cache from other users
     os.replace(tmp, path)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -88,11 +92,43 @@ def get_or_build_cache(docs_fn: Callable[[], Iterable[str]], tokenizer, cache_di
   """
   key = hashlib.sha256(f'{fingerprint}|{tokenizer.fingerprint}|{_FORMAT}'.encode()).hexdigest()
   path = Path(cache_dir) / 'tokens' / key[:16] / split
-  if not (path / _META).is_file():
+  if (path / _META).is_file():
+    return path
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with open(path.parent / f'.lock-{split}', 'a') as lock:  # freed when closed, or when its holder dies
+    alone = _lock(lock, path)
+    if (path / _META).is_file():  # built by the process that held the lock before
+      return path
+    if alone:
+      _remove_abandoned_builds(path)
     try:
       build_token_cache(docs_fn(), tokenizer, path)
     except OSError:
-      # Another process (a second host on a shared disk) finished the same cache first.
+      # Another process (a second host on a disk without locks) finished the same cache first.
       if not (path / _META).is_file():
         raise
   return path
+
+
+def _lock(lock, path: Path) -> bool:
+  """Whether this process now holds the flock on lock, the build lock of the cache folder path
+  (waiting for a process that builds it now); False on a disk without locks."""
+  try:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      logging.info('tokens: waiting for another process that builds %s', path)
+      fcntl.flock(lock, fcntl.LOCK_EX)
+  except OSError as e:  # some network disks: build unguarded, since another builder may be at work
+    logging.warning('tokens: %s cannot be locked (%s); building %s unguarded', lock.name, e.strerror, path)
+    return False
+  return True
+
+
+def _remove_abandoned_builds(path: Path):
+  """Removes the temporary folders of builds of path that a kill cut short (no except clause runs on
+  SIGKILL; a FineWeb one holds 20 GB). Called under the build lock, so none is in use."""
+  for tmp in path.parent.glob(f'.{path.name}.*'):
+    if tmp.is_dir():
+      logging.info('tokens: removing %s, left by a build that was cut short', tmp)
+      shutil.rmtree(tmp, ignore_errors=True)
