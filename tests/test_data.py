@@ -112,6 +112,24 @@ def test_jsonl_reader_names_the_bad_line(tmp_path, line, message):
     list(sources.read_jsonl(tmp_path / 'docs.jsonl'))
 
 
+def test_a_gzip_file_cut_short_or_not_compressed_is_named_in_one_line(tmp_path):
+  whole = gzip.compress(''.join(f'{{"text": "document {i}"}}\n' for i in range(2000)).encode())
+  (tmp_path / 'cut.jsonl.gz').write_bytes(whole[:len(whole) // 2])  # a copy cut short
+  (tmp_path / 'plain.jsonl.gz').write_text('{"text": "not compressed"}\n')
+  with pytest.raises(ValueError, match=r'^\S*cut.jsonl.gz is cut short or damaged \(.*\): fetch or copy it again$'):
+    list(sources.read_jsonl(tmp_path / 'cut.jsonl.gz'))
+  with pytest.raises(ValueError, match=r'^\S*plain.jsonl.gz is not gzip-compressed, though its name ends in .gz: if it '
+                                       r'holds plain JSONL, rename it plain.jsonl$'):
+    list(sources.read_jsonl(tmp_path / 'plain.jsonl.gz'))
+
+
+def test_a_folder_named_like_a_text_file_is_searched_not_read(tmp_path):
+  (tmp_path / 'b.txt').write_text('b')
+  (tmp_path / 'volume.txt').mkdir()
+  (tmp_path / 'volume.txt' / 'a.txt').write_text('a')
+  assert list(sources.read_text_folder(tmp_path)) == ['b', 'a']
+
+
 def test_jsonl_reads_a_folder_of_shards_in_order(tmp_path):
   shards = tmp_path / 'shards'
   (shards / 'raw').mkdir(parents=True)

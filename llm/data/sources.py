@@ -5,6 +5,7 @@ import hashlib
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -74,9 +75,11 @@ def _read_text(path: Path) -> str:
 
 
 def read_text_folder(path: Path) -> Iterator[str]:
-  """Every *.txt below path, in sorted order, one document each (Gutenberg licence removed)."""
+  """Every *.txt file below path, in sorted order, one document each (Gutenberg licence removed);
+  a folder named *.txt is searched like any other."""
   for file in sorted(Path(path).rglob('*.txt')):
-    yield strip_gutenberg(_read_text(file))
+    if file.is_file():
+      yield strip_gutenberg(_read_text(file))
 
 
 def read_text_file(path: Path, separator: str) -> Iterator[str]:
@@ -90,20 +93,26 @@ def read_jsonl(path: Path) -> Iterator[dict]:
   of the pretraining corpora and the conversation, GSM8K and RL sources alike."""
   path = Path(path)
   opener = gzip.open if path.suffix == '.gz' else open
-  # errors='replace': a stray undecodable byte costs one character, not the whole corpus.
-  with opener(path, 'rt', encoding='utf-8', errors='replace') as lines:
-    for line_number, line in enumerate(lines, 1):
-      if not line.strip():
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f'{path}:{line_number} is not valid JSON ({e.msg}, column {e.colno}); a '
-                         '.jsonl file holds one JSON object per line') from None
-      if not isinstance(record, dict):
-        raise ValueError(f'{path}:{line_number} holds a {type(record).__name__}, not a JSON '
-                         'object; a .jsonl file holds one JSON object per line')
-      yield record
+  try:
+    # errors='replace': a stray undecodable byte costs one character, not the whole corpus.
+    with opener(path, 'rt', encoding='utf-8', errors='replace') as lines:
+      for line_number, line in enumerate(lines, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise ValueError(f'{path}:{line_number} is not valid JSON ({e.msg}, column {e.colno}); a '
+                           '.jsonl file holds one JSON object per line') from None
+        if not isinstance(record, dict):
+          raise ValueError(f'{path}:{line_number} holds a {type(record).__name__}, not a JSON '
+                           'object; a .jsonl file holds one JSON object per line')
+        yield record
+  except gzip.BadGzipFile:
+    raise ValueError(f'{path} is not gzip-compressed, though its name ends in .gz: if it holds plain JSONL, rename it '
+                     f'{path.with_suffix("").name}') from None
+  except (EOFError, zlib.error) as e:
+    raise ValueError(f'{path} is cut short or damaged ({e}): fetch or copy it again') from None
 
 
 def jsonl_files(path: Path) -> list[Path]:
