@@ -40,6 +40,7 @@ SPECIAL_TOKENS = ('<|system|>', '<|user|>', '<|assistant|>', '<|tool|>', '<|end|
 _SPACE_MARK = '\u2581'
 _SPACE_MARK_BYTES = tuple(f'<0x{b:02X}>' for b in _SPACE_MARK.encode())
 
+_RESERVED_IDS = 4 + len(SPECIAL_TOKENS) + 256  # pad, unk, bos, eos, the specials, the byte pieces
 _MAX_SENTENCE_BYTES = 16384  # SentencePiece silently skips longer training sentences
 _MAX_SENTENCE_CHARS = _MAX_SENTENCE_BYTES // 4  # a character is at most 4 UTF-8 bytes
 _PARAGRAPH_END = re.compile(r'(?<=\n\n)')
@@ -79,7 +80,11 @@ class Tokenizer:
     if not path.is_file():
       raise FileNotFoundError(f'tokenizer model {path} does not exist; train one by setting '
                               "--config.tokenizer.path='' or point it at a .model file")
-    processor = spm.SentencePieceProcessor(model_file=str(path), num_threads=os.cpu_count())
+    try:
+      processor = spm.SentencePieceProcessor(model_file=str(path), num_threads=os.cpu_count())
+    except RuntimeError:  # 'could not parse ModelProto'
+      raise ValueError(f'tokenizer model {path} is not a SentencePiece model: give a run\'s tokenizer.model (or the '
+                       'tokenizer.hf.json of a run imported with python -m llm.hf import)') from None
     return cls(processor, path)
 
   @property
@@ -200,6 +205,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
 
   The vocabulary can come out smaller than vocab_size on a tiny corpus; .vocab_size tells.
   """
+  if vocab_size <= _RESERVED_IDS:
+    raise ValueError(f'config.tokenizer.vocab_size={vocab_size} leaves no room for learned pieces: pad, unk, bos, eos, '
+                     f'the {len(SPECIAL_TOKENS)} special tokens and the 256 bytes take {_RESERVED_IDS} ids; raise it '
+                     '(e.g. 4096)')
   sentences = _training_sentences(texts, max_chars)
   first = next(sentences, None)
   if first is None:  # SentencePiece would stop on an internal check, '!sentences_.empty()'

@@ -360,6 +360,16 @@ def test_show_prints_the_conversation_with_untrained_spans_bracketed(data_dir, t
   assert shown.startswith('gsm8k[0]: ')
 
 
+def test_show_reads_an_imported_models_tokenizer_hf_json(data_dir, tok, tmp_path, subprocess_env):
+  """What a run imported with python -m llm.hf import keeps (our tokenizer exported, here)."""
+  from llm.interop.tokenizer import HFTokenizer
+  HFTokenizer.from_ours(tok).save(tmp_path / 'tokenizer.hf.json')
+  shown = [subprocess.run([sys.executable, '-m', 'llm.data.show', '--source=gsm8k', '--index=0', f'--tokenizer={path}',
+                           f'--data_dir={data_dir}'], env=subprocess_env, capture_output=True, text=True,
+                          check=True).stdout for path in (tok.path, tmp_path / 'tokenizer.hf.json')]
+  assert shown[0] == shown[1] and '<|tool_call|>calculator: 48/2<|/tool_call|>' in shown[0]
+
+
 def test_show_ends_bad_input_in_one_line_naming_its_own_flags(tmp_path, tok, subprocess_env):
   """Not llm.main's --config.* flags, which llm.data.show does not have."""
   def last_line(*flags):
@@ -370,8 +380,11 @@ def test_show_ends_bad_input_in_one_line_naming_its_own_flags(tmp_path, tok, sub
 
   missing = tmp_path / 'missing'
   assert last_line(f'--tokenizer={missing}.model') == (
-      f"llm.data.show: --tokenizer={missing}.model is not a file; give a SentencePiece .model, such as a run's "
-      'DIR/tokenizer.model')
+      f"llm.data.show: --tokenizer={missing}.model is not a file; give a run's tokenizer file, DIR/tokenizer.model "
+      '(or DIR/tokenizer.hf.json of an imported model)')
+  (tmp_path / 'empty.hf.json').write_text('{}')
+  assert last_line(f'--tokenizer={tmp_path}/empty.hf.json').startswith(
+      f'llm.data.show: {tmp_path}/empty.hf.json is not a tokenizer.hf.json as python -m llm.hf import writes')
   assert last_line(f'--tokenizer={tok.path}', f'--data_dir={missing}') == (
       f'llm.data.show: data dir {missing} (--data_dir) does not exist; fix --data_dir=... or set it to "" to '
       'search the defaults')

@@ -150,8 +150,8 @@ def test_no_training_text_is_named_not_a_sentencepiece_check(tmp_path):
 
 
 def test_a_vocabulary_smaller_than_the_corpus_characters_names_the_setting(tmp_path):
-  with pytest.raises(ValueError, match=r'config.tokenizer.vocab_size=40 is below .* \(40 vs \d+\): raise'):
-    train_tokenizer([training_text()], 40, tmp_path / 'tok.model', 10**6)
+  with pytest.raises(ValueError, match=r'config.tokenizer.vocab_size=300 is below .* \(300 vs \d+\): raise'):
+    train_tokenizer([training_text()], 300, tmp_path / 'tok.model', 10**6)
 
 
 def test_the_same_training_on_hosts_with_other_core_counts_gives_the_same_file(tmp_path, monkeypatch):
@@ -175,3 +175,19 @@ def test_a_model_that_records_its_thread_count_is_the_same_tokenizer_as_one_with
   proto.pieces[-1].piece += 'x'
   (tmp_path / 'other.model').write_bytes(proto.SerializeToString())
   assert not tokenizer_lib.same_file(tmp_path / 'other.model', tok.path)
+
+
+@pytest.mark.parametrize('vocab_size', [0, -1, 269])
+def test_a_vocabulary_without_room_for_learned_pieces_names_the_setting(tmp_path, vocab_size):
+  """269 = pad, unk, bos, eos, the 9 special tokens and the 256 bytes; SentencePiece said
+  'INTERNAL: ... [(trainer_spec.vocab_size()) > (0)]'."""
+  with pytest.raises(ValueError, match=rf'^config.tokenizer.vocab_size={vocab_size} leaves no room for learned pieces: '
+                                       r'pad, unk, bos, eos, the 9 special tokens and the 256 bytes take 269 ids; raise it'):
+    train_tokenizer([training_text()[:10_000]], vocab_size, tmp_path / 'tok.model', 10**6)
+
+
+def test_a_configured_path_that_is_not_a_model_is_named_in_one_line(tmp_path):
+  (tmp_path / 'notes.model').write_text('not a model')
+  with pytest.raises(ValueError, match=r"notes.model is not a SentencePiece model: give a run's tokenizer.model \(or "
+                                       r'the tokenizer.hf.json of a run imported with python -m llm.hf import\)$'):
+    get_or_train_tokenizer(tokenizer_config(path=str(tmp_path / 'notes.model')), list, tmp_path, 'x')

@@ -14,11 +14,12 @@ from absl import flags
 
 from llm import chat_template, cli
 from llm.data import conversations, sources
-from llm.tokenizer import SPECIAL_TOKENS, Tokenizer
+from llm.tokenizer import SPECIAL_TOKENS, load_any
 
 _SOURCE = flags.DEFINE_string('source', 'gsm8k', 'A name in llm.data.conversations.SOURCES.')
 _INDEX = flags.DEFINE_integer('index', 0, 'Which conversation of the source, counting from 0.', lower_bound=0)
-_TOKENIZER = flags.DEFINE_string('tokenizer', None, 'SentencePiece .model file.', required=True)
+_TOKENIZER = flags.DEFINE_string('tokenizer', None, "A run's tokenizer file (tokenizer.model, or tokenizer.hf.json).",
+                                 required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', '', 'Data dir ("" = $LLM_DATA_DIR, ./data, ../shared/data).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the generated sources.')
 _MAX_TOKENS = flags.DEFINE_integer('max_tokens', 0, 'Fit the conversation into this many tokens first (0 = no).',
@@ -65,9 +66,9 @@ def main(argv):
   if _SOURCE.value not in conversations.SOURCES:
     raise ValueError(f'--source={_SOURCE.value!r} is unknown; use one of {sorted(conversations.SOURCES)}')
   if not Path(_TOKENIZER.value).is_file():
-    raise ValueError(f'--tokenizer={_TOKENIZER.value} is not a file; give a SentencePiece .model, such as a run\'s '
-                     'DIR/tokenizer.model')
-  tokenizer = Tokenizer.load(_TOKENIZER.value)
+    raise ValueError(f'--tokenizer={_TOKENIZER.value} is not a file; give a run\'s tokenizer file, DIR/tokenizer.model '
+                     '(or DIR/tokenizer.hf.json of an imported model)')
+  tokenizer = load_any(_TOKENIZER.value)
   data_dir = sources.find_data_dir(_DATA_DIR.value, flag='--data_dir')
   stream = conversations.SOURCES[_SOURCE.value](data_dir, _SEED.value)
   conversation = next(itertools.islice(stream, _INDEX.value, None), None)

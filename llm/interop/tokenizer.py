@@ -44,7 +44,11 @@ class HFTokenizer:
     path = Path(path)
     if not path.is_file():
       raise FileNotFoundError(f'tokenizer {path} does not exist')
-    return cls(json.loads(path.read_text(encoding='utf-8')), path)
+    try:
+      return cls(json.loads(path.read_text(encoding='utf-8')), path)
+    except Exception as e:  # json's ValueError, a missing key, tokenizers' bare Exception on a bad file
+      raise ValueError(f'{path} is not a tokenizer.hf.json as python -m llm.hf import writes ({type(e).__name__}: '
+                       f'{" ".join(str(e).split())})') from None
 
   @classmethod
   def from_ours(cls, tok: tokenizer_lib.Tokenizer) -> 'HFTokenizer':
