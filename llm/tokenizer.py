@@ -31,7 +31,8 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # to this tuple changes every tokenizer's cache key (it is in _TRAINER_OPTIONS), so each is
 # retrained on next use and every token cache rebuilt (keyed by the tokenizer's content); the
 # pieces after the specials all move, so new runs no longer share token ids with earlier ones
-# (a run keeps its own tokenizer.model and finds specials by name, so it still loads).
+# (a run keeps its own tokenizer.model and finds specials by name, so it still loads after a token
+# is dropped; not after one is added, which Tokenizer.load finds missing from the runs before).
 SPECIAL_TOKENS = ('<|system|>', '<|user|>', '<|assistant|>', '<|tool|>', '<|end|>',
                   '<|tool_call|>', '<|/tool_call|>', '<|tool_result|>', '<|/tool_result|>')
 
@@ -85,6 +86,7 @@ class Tokenizer:
     except RuntimeError:  # 'could not parse ModelProto'
       raise ValueError(f'tokenizer model {path} is not a SentencePiece model: give a run\'s tokenizer.model (or the '
                        'tokenizer.hf.json of a run imported with python -m llm.hf import)') from None
+    _check_layout(processor, path)
     return cls(processor, path)
 
   @property
@@ -155,6 +157,22 @@ class Tokenizer:
       elif not (self._sp.is_control(i) or self._sp.is_unknown(i) or self._sp.is_unused(i)):
         sizes[i] = len(self._sp.id_to_piece(i).replace(_SPACE_MARK, ' ').encode())
     return sizes
+
+
+def _check_layout(processor: spm.SentencePieceProcessor, path: Path):
+  """Refuses a SentencePiece model not trained by train_tokenizer (a Llama's, one trained with
+  SentencePiece's defaults: unk 0, bos 1, eos 2): the ids every stage writes would be wrong, and each
+  special token would be <unk>."""
+  wrong = [f'{name} id {got}, not {want}' for name, got, want in (
+      ('pad', processor.pad_id(), PAD_ID), ('unk', processor.unk_id(), UNK_ID), ('bos', processor.bos_id(), BOS_ID),
+      ('eos', processor.eos_id(), EOS_ID)) if got != want]
+  missing = [name for name in SPECIAL_TOKENS if not processor.is_control(processor.piece_to_id(name))]
+  if missing:
+    wrong.append(f'no special token {", ".join(missing)}')
+  if wrong:
+    raise ValueError(f'tokenizer model {path} was not trained by llm ({"; ".join(wrong)}): use one a run trained '
+                     '(its tokenizer.model), or bring a Hugging Face model in with its own tokenizer through '
+                     'python -m llm.hf import --hf_dir=DIR --workdir=RUN')
 
 
 # The tokenizer file a run keeps: a SentencePiece model trained here, or an imported Hugging Face

@@ -355,7 +355,8 @@ def test_a_reward_model_is_refused_by_both_exports(synthetic_tok, tmp_path):
 def test_a_run_tokenizer_the_conversion_would_not_match_is_refused(tmp_path):
   """Our Tokenizer cuts text into paragraphs: with a dummy prefix each would get its own."""
   from llm.interop.tokenizer import HFTokenizer
-  _llama_sentencepiece(tmp_path / 'tokenizer.model')
+  _llama_sentencepiece(tmp_path / 'tokenizer.model', pad_id=0, unk_id=1, bos_id=2, eos_id=3,  # the ids Tokenizer.load takes
+                       control_symbols=list(tokenizer_lib.SPECIAL_TOKENS))
   with pytest.raises(ValueError, match='add_dummy_prefix=True cannot be mapped'):
     HFTokenizer.from_ours(tokenizer_lib.Tokenizer.load(tmp_path / 'tokenizer.model'))
 

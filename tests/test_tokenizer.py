@@ -115,6 +115,7 @@ def test_changed_special_tokens_retrain_the_tokenizer_and_rebuild_its_caches(tmp
   docs = lambda: [training_text()]
   kept = get_or_train_tokenizer(tokenizer_config(), docs, tmp_path, fingerprint='corpus')
   without_tool = [name for name in SPECIAL_TOKENS if name != '<|tool|>']
+  monkeypatch.setattr(tokenizer_lib, 'SPECIAL_TOKENS', tuple(without_tool))
   monkeypatch.setattr(tokenizer_lib, '_TRAINER_OPTIONS',
                       dict(tokenizer_lib._TRAINER_OPTIONS, control_symbols=without_tool))
   dropped = get_or_train_tokenizer(tokenizer_config(), docs, tmp_path, fingerprint='corpus')
@@ -191,3 +192,18 @@ def test_a_configured_path_that_is_not_a_model_is_named_in_one_line(tmp_path):
   with pytest.raises(ValueError, match=r"notes.model is not a SentencePiece model: give a run's tokenizer.model \(or "
                                        r'the tokenizer.hf.json of a run imported with python -m llm.hf import\)$'):
     get_or_train_tokenizer(tokenizer_config(path=str(tmp_path / 'notes.model')), list, tmp_path, 'x')
+
+
+def test_a_sentencepiece_model_trained_with_other_ids_is_refused(tmp_path):
+  """SentencePiece's defaults (unk 0, bos 1, eos 2, no pad, no chat tokens) loaded as ours: bos_id
+  read 2, which is eos there, and every special token was <unk>."""
+  import io
+  import sentencepiece as spm
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(training_text()[:50_000].splitlines()), model_writer=model,
+                                 vocab_size=400, minloglevel=2)
+  (tmp_path / 'foreign.model').write_bytes(model.getvalue())
+  with pytest.raises(ValueError, match=r'^tokenizer model \S*foreign.model was not trained by llm \(pad id -1, not 0; '
+                                       r'unk id 0, not 1; bos id 1, not 2; eos id 2, not 3; no special token '
+                                       r'<\|system\|>, <\|user\|>, .*<\|/tool_result\|>\): .*python -m llm.hf import'):
+    Tokenizer.load(tmp_path / 'foreign.model')
