@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
+from absl import logging
 from google.protobuf.message import DecodeError
 import numpy as np
 import sentencepiece as spm
@@ -221,12 +222,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
                     max_chars: int) -> Tokenizer:
   """Trains BPE on the first max_chars characters of texts and writes out_path (.model).
 
-  The vocabulary can come out smaller than vocab_size on a tiny corpus; .vocab_size tells.
+  The vocabulary can come out smaller than vocab_size on a tiny corpus: a warning says so, and
+  .vocab_size tells.
   """
-  if vocab_size <= _RESERVED_IDS:
-    raise ValueError(f'config.tokenizer.vocab_size={vocab_size} leaves no room for learned pieces: pad, unk, bos, eos, '
-                     f'the {len(SPECIAL_TOKENS)} special tokens and the 256 bytes take {_RESERVED_IDS} ids; raise it '
-                     '(e.g. 4096)')
+  _check_settings(vocab_size, max_chars)
   sentences = _training_sentences(texts, max_chars)
   first = next(sentences, None)
   if first is None:  # SentencePiece would stop on an internal check, '!sentences_.empty()'
@@ -244,7 +243,22 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_path: Path,
     raise ValueError(f'config.tokenizer.vocab_size={vocab_size} is below what this corpus needs for its characters '
                      f'and the special tokens ({needed}): raise config.tokenizer.vocab_size') from None
   files.write_atomically(out_path, without_thread_count(model.getvalue()))
-  return Tokenizer.load(out_path)
+  tokenizer = Tokenizer.load(out_path)
+  if tokenizer.vocab_size < vocab_size:
+    logging.warning('tokenizer: %d tokens, fewer than config.tokenizer.vocab_size=%d: its training text (at most '
+                    'config.tokenizer.train_chars=%d characters) holds no more merges; give it more text, or ask for '
+                    'fewer tokens', tokenizer.vocab_size, vocab_size, max_chars)
+  return tokenizer
+
+
+def _check_settings(vocab_size: int, max_chars: int):
+  if vocab_size <= _RESERVED_IDS:
+    raise ValueError(f'config.tokenizer.vocab_size={vocab_size} leaves no room for learned pieces: pad, unk, bos, eos, '
+                     f'the {len(SPECIAL_TOKENS)} special tokens and the 256 bytes take {_RESERVED_IDS} ids; raise it '
+                     '(e.g. 4096)')
+  if max_chars < 1:  # 0 would not mean "all", as elsewhere: the first paragraph would be all it learns from
+    raise ValueError(f'config.tokenizer.train_chars={max_chars} must be at least 1: the characters of training text '
+                     'the tokenizer learns from (e.g. 20000000)')
 
 
 def without_thread_count(model: bytes) -> bytes:
@@ -281,6 +295,7 @@ def get_or_train_tokenizer(cfg, train_docs_fn: Callable[[], Iterable[str]], cach
   """
   if cfg.path:
     return load_any(cfg.path)
+  _check_settings(cfg.vocab_size, cfg.train_chars)  # before the cache, which may hold one trained with them
   settings = dict(corpus=fingerprint, vocab_size=cfg.vocab_size, train_chars=cfg.train_chars,
                   trainer=_TRAINER_OPTIONS)
   key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]

@@ -207,3 +207,20 @@ def test_a_sentencepiece_model_trained_with_other_ids_is_refused(tmp_path):
                                        r'unk id 0, not 1; bos id 1, not 2; eos id 2, not 3; no special token '
                                        r'<\|system\|>, <\|user\|>, .*<\|/tool_result\|>\): .*python -m llm.hf import'):
     Tokenizer.load(tmp_path / 'foreign.model')
+
+
+def test_no_training_characters_is_refused_not_read_as_all(tmp_path):
+  """0 reads as "all" elsewhere (data.max_docs, train.eval_batches); here it trained on the first
+  paragraph alone, without a word."""
+  with pytest.raises(ValueError, match=r'^config.tokenizer.train_chars=0 must be at least 1'):
+    get_or_train_tokenizer(tokenizer_config(train_chars=0), lambda: [training_text()], tmp_path, 'corpus')
+  assert not (tmp_path / 'tokenizers').exists()
+
+
+def test_a_vocabulary_smaller_than_asked_for_is_a_warning(tmp_path, caplog):
+  text = training_text()[:3_000]
+  with caplog.at_level('WARNING'):
+    small = train_tokenizer([text], 4000, tmp_path / 'small.model', 10**6)
+  assert small.vocab_size < 4000
+  assert (f'tokenizer: {small.vocab_size} tokens, fewer than config.tokenizer.vocab_size=4000: its training text'
+          in caplog.text)
