@@ -722,3 +722,19 @@ def test_a_copy_task_share_of_windows_replaces_text_the_same_windows_in_every_it
     assert any((tokens[s:s + 65] == window).all() for s in start)
   with pytest.raises(ValueError, match='share of windows'):
     pipeline.train_dataset(tokens, seq_len, 400, seed=0, repeat_vocab=200, copy_task=1.5)
+
+
+@pytest.mark.parametrize('setting, shortest', [(dict(copy_task=1.0, repeat_vocab=50), 17),
+                                               (dict(repeat_fraction=1.0), 15),
+                                               (dict(repeat_fraction=1.0, repeat_random=True, repeat_vocab=50), 15)])
+def test_windows_too_short_for_repeated_spans_are_refused_at_setup(setting, shortest):
+  """Spans of 8 tokens or more and their copies: with seq_len 16 the copy task ended in numpy's
+  'low >= high' at the first batch, and repeats in a broadcast error below 15."""
+  tokens = np.random.default_rng(0).integers(0, 300, 4000).astype(np.uint16)
+  batches = iter(pipeline.train_dataset(tokens, shortest, 4, seed=0, **setting))
+  for _ in range(2 * pipeline.num_windows(len(tokens), shortest) // 4):  # two epochs: every window, twice
+    assert next(batches)['inputs'].shape == (4, shortest)
+  name = next(iter(setting))
+  with pytest.raises(ValueError, match=rf'^data.{name}=1.0 repeats spans of 8 tokens or more, which windows of '
+                                       rf'train.seq_len={shortest - 1} have no room for; give train.seq_len >= {shortest}$'):
+    pipeline.train_dataset(tokens, shortest - 1, 4, seed=0, **setting)

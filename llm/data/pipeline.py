@@ -140,6 +140,13 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
   if copy_task and repeat_vocab < 2:
     raise ValueError(f'data.copy_task draws its tokens from the data.repeat_vocab most frequent ones, '
                      f'which is {repeat_vocab}; set --config.data.repeat_vocab (e.g. 255)')
+  # The shortest windows their spans fit in: a copy_task_window's span of L in [MIN_REPEAT, width // 2)
+  # and its copy, a repeat's first L in [MIN_REPEAT, window_len // 2] tokens and their repeat.
+  for name, share, shortest in (('copy_task', copy_task, 2 * MIN_REPEAT + 1),
+                                ('repeat_fraction', repeat_fraction, 2 * MIN_REPEAT - 1)):
+    if share and seq_len < shortest:
+      raise ValueError(f'data.{name}={share} repeats spans of {MIN_REPEAT} tokens or more, which windows of '
+                       f'train.seq_len={seq_len} have no room for; give train.seq_len >= {shortest}')
   if copy_alphabet_min and not 2 <= copy_alphabet_min <= repeat_vocab:
     raise ValueError(f'data.copy_alphabet_min={copy_alphabet_min} is the smallest alphabet a copy_task window '
                      f'draws from the data.repeat_vocab={repeat_vocab} tokens; give 0 (off) or 2..{repeat_vocab}')
