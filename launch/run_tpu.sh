@@ -6,6 +6,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A slice of several workers needs its data and its token cache on storage all of them see: process 0
+# builds the tokenizer and token caches there while the others wait, then each reads them (a
+# worker's own ~/.cache/llm or ./data would be built, or missing, on each). The workers are counted
+# as jax.distributed finds them: $TPU_WORKER_HOSTNAMES where set (GKE), else the VM's metadata.
+# Only the flags are read: a config file that sets both itself needs them given again.
+workers=${TPU_WORKER_HOSTNAMES:-$(curl -sf --max-time 10 -H 'Metadata-Flavor: Google' \
+  http://metadata.google.internal/computeMetadata/v1/instance/attributes/worker-network-endpoints 2>/dev/null || true)}
+IFS=, read -ra hosts <<< "$workers"
+has_flag() {  # has_flag NAME ARGS...: ARGS give --NAME a value (--NAME=VALUE or --NAME VALUE)
+  local name=$1 prev=''
+  shift
+  for arg in "$@"; do
+    [[ $arg == "--$name="?* || ( $prev == "--$name" && -n $arg ) ]] && return 0
+    prev=$arg
+  done
+  return 1
+}
+if [ "${#hosts[@]}" -gt 1 ] && ! { has_flag config.data.dir "$@" && has_flag config.data.cache_dir "$@"; }; then
+  echo "run_tpu.sh: ${#hosts[@]} workers need --config.data.dir=DIR and --config.data.cache_dir=DIR on storage all of them see (a gcsfuse mount or NFS path; see the README's TPU command)" >&2
+  exit 1
+fi
+
 # The pinned packages need Python >= 3.11; the default image (tpu-ubuntu2204-base) has 3.10 as python3.
 PY=$(command -v python3.13 || command -v python3.12 || command -v python3.11 || true)
 if [ -z "$PY" ]; then

@@ -2,15 +2,18 @@
 
     python launch/tpu_vm.py create --name=llm-v4 --zone=us-central2-b --accelerator=v4-32 [--queued]
     python launch/tpu_vm.py run --name=llm-v4 --zone=us-central2-b -- \\
-        --config=configs/pretrain_gpt2_124m.py --workdir=/gcs/runs/gpt2_124m
+        --config=configs/pretrain_gpt2_124m.py --workdir=/gcs/runs/gpt2_124m \\
+        --config.data.dir=/gcs/data --config.data.cache_dir=/gcs/cache
     python launch/tpu_vm.py delete --name=llm-v4 --zone=us-central2-b
 
 `create --queued` asks for the slice as a queued resource (it waits in the queue until capacity
 frees up, which is how large and spot slices are had) and polls until it is ACTIVE; `delete
---queued` removes the request with its VM. `run` copies this checkout to every worker and starts launch/run_tpu.sh there under nohup,
+--queued` removes the request with its VM. `run` copies this checkout's code (CODE) into ~/llm on
+every worker, replacing only those folders, and starts launch/run_tpu.sh there under nohup,
 logging to ~/llm.log. --dry_run prints the gcloud commands instead of running them.
-A multi-host run's --workdir must be storage every worker sees (a GCS bucket mounted with
-gcsfuse, or a shared disk): checkpoints are written by all hosts together.
+A multi-host run's --workdir, --config.data.dir and --config.data.cache_dir must be storage every
+worker sees (a GCS bucket mounted with gcsfuse, or a shared disk): checkpoints are written by all
+hosts together, and process 0 builds the tokenizer and token caches that the others then read.
 """
 import argparse
 import shlex
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+CODE = ('llm', 'configs', 'launch', 'requirements.txt')  # what `run` copies to every worker
 
 
 def queued_state_command(args) -> list[str]:
@@ -44,9 +48,12 @@ def commands(args, train_args: list[str]) -> list[list[str]]:
   remote = f'~/{args.remote_dir}'
   run = (f'cd {remote} && nohup bash launch/run_tpu.sh {shlex.join(train_args)} '
          f'> ~/llm.log 2>&1 &')
+  # Only the code is replaced (a file deleted here goes there too): data, caches or anything else
+  # put in the folder stay.
+  clear = f'mkdir -p {remote} && cd {remote} && rm -rf {" ".join(CODE)}'
   return [
-      tpu + ['ssh'] + where + ['--worker=all', f'--command=rm -rf {remote} && mkdir -p {remote}'],
-      tpu + ['scp', '--recurse'] + [f'{REPO}/{p}' for p in ('llm', 'configs', 'launch', 'requirements.txt')]
+      tpu + ['ssh'] + where + ['--worker=all', f'--command={clear}'],
+      tpu + ['scp', '--recurse'] + [f'{REPO}/{p}' for p in CODE]
       + [f'{args.name}:{remote}', f'--zone={args.zone}', '--worker=all']
       + ([f'--project={args.project}'] if args.project else []),
       tpu + ['ssh'] + where + ['--worker=all', f'--command={run}'],

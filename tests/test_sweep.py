@@ -1,10 +1,12 @@
 """Scaling configs and the sweep runner: N as asked, skip finished points, resume killed ones."""
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -122,12 +124,14 @@ def test_a_root_that_is_a_file_or_under_one_is_one_line_before_any_point(tmp_pat
   assert line.startswith(f'llm.sweep: {tmp_path / root} cannot be written')
 
 
-def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
-  def dry(*args):
-    out = subprocess.run([sys.executable, 'launch/tpu_vm.py', args[0], '--dry_run', *args[1:]], cwd=ROOT, capture_output=True,
-                         text=True)
-    return out.returncode, out.stdout.splitlines(), out.stderr
+def _tpu_vm_dry(*args):
+  out = subprocess.run([sys.executable, 'launch/tpu_vm.py', args[0], '--dry_run', *args[1:]], cwd=ROOT, capture_output=True,
+                       text=True)
+  return out.returncode, out.stdout.splitlines(), out.stderr
 
+
+def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
+  dry = _tpu_vm_dry
   code, lines, _ = dry('create', '--name=v', '--zone=us-central2-b', '--accelerator=v4-32', '--queued', '--spot')
   assert code == 0
   assert lines[0] == ('gcloud compute tpus queued-resources create v --zone=us-central2-b --node-id=v '
@@ -143,9 +147,36 @@ def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
   assert code != 0 and 'give the training flags after --' in err
 
 
-def test_run_tpu_sh_needs_python_3_11_and_keeps_its_venv_outside_the_code(tmp_path):
-  """launch/run_tpu.sh on a worker whose python3 is 3.10 (the default image's) and where none newer
-  can be installed, then with a python3.11 and the venv of these requirements already made."""
+def test_tpu_vm_run_replaces_only_the_code_on_each_worker(tmp_path):
+  """The dry run's clear and copy steps played on a worker's home (scp --recurse copies each path
+  into the folder): the data and caches put beside the code stay, a file deleted from the code
+  goes."""
+  import shutil
+  code, lines, _ = _tpu_vm_dry('run', '--name=v', '--zone=us-central2-b', '--', '--config=c.py')
+  assert code == 0
+  home = tmp_path / 'home'
+  shard = home / 'llm' / 'data' / 'fineweb_edu' / 'shard_000.jsonl'
+  shard.parent.mkdir(parents=True)
+  shard.write_text('{"text": "kept"}\n')
+  (home / 'llm' / 'llm').mkdir()
+  (home / 'llm' / 'llm' / 'gone.py').write_text('')  # a module since deleted from the checkout
+  clear = shlex.split(lines[0])[-1].removeprefix('--command=')
+  subprocess.run(['bash', '-c', clear], env={'HOME': str(home), 'PATH': os.environ['PATH']}, check=True)
+  copy = shlex.split(lines[1])
+  (dest,) = [a.split(':', 1)[1] for a in copy if a.startswith('v:')]
+  dest = home / dest.removeprefix('~/')
+  for src in map(Path, (a for a in copy if a.startswith(str(ROOT)))):
+    (shutil.copytree(src, dest / src.name, ignore=shutil.ignore_patterns('__pycache__')) if src.is_dir()
+     else shutil.copyfile(src, dest / src.name))
+  assert shard.read_text() == '{"text": "kept"}\n'
+  assert not (dest / 'llm' / 'gone.py').exists() and (dest / 'llm' / 'main.py').is_file()
+  assert (dest / 'launch' / 'run_tpu.sh').is_file() and (dest / 'requirements.txt').is_file()
+
+
+def _tpu_worker(tmp_path):
+  """A fake worker with no apt and python3 3.10: (run: run_tpu.sh with these args and extra
+  environment -> its result, add_python: a python3.11 and the venv of these requirements already
+  made, whose python prints its arguments, the venv's path)."""
   import hashlib
   import shutil
   tools = tmp_path / 'bin'
@@ -156,22 +187,54 @@ def test_run_tpu_sh_needs_python_3_11_and_keeps_its_venv_outside_the_code(tmp_pa
   (tools / 'sudo').write_text('#!/bin/sh\nexit 1\n')  # no apt here
   for stub in ('python3', 'sudo'):
     (tools / stub).chmod(0o755)
-  env = {'PATH': str(tools), 'HOME': str(tmp_path / 'home')}
-  run = lambda: subprocess.run(['/bin/bash', 'launch/run_tpu.sh', '--config=x.py'], cwd=ROOT, env=env,
-                               capture_output=True, text=True, timeout=120)
-  refused = run()
-  assert refused.returncode == 1 and 'no Python >= 3.11' in refused.stderr and 'Python 3.10.12' in refused.stderr
-  (tools / 'python3.11').symlink_to(sys.executable)
   key = hashlib.sha256((ROOT / 'requirements.txt').read_bytes()).hexdigest()[:12]
   venv = tmp_path / 'home' / f'.venv-llm-{key}'
-  (venv / 'bin').mkdir(parents=True)
-  (venv / '.installed').touch()
-  (venv / 'bin' / 'python').write_text('#!/bin/sh\necho "$@"\n')
-  (venv / 'bin' / 'python').chmod(0o755)
-  started = run()
+
+  def run(*args, **env):
+    return subprocess.run(['/bin/bash', 'launch/run_tpu.sh', *args], cwd=ROOT, capture_output=True, text=True,
+                          env={'PATH': str(tools), 'HOME': str(tmp_path / 'home'), **env}, timeout=120)
+
+  def add_python():
+    (tools / 'python3.11').symlink_to(sys.executable)
+    (venv / 'bin').mkdir(parents=True)
+    (venv / '.installed').touch()
+    (venv / 'bin' / 'python').write_text('#!/bin/sh\necho "$@"\n')
+    (venv / 'bin' / 'python').chmod(0o755)
+
+  return run, add_python, venv
+
+
+def test_run_tpu_sh_needs_python_3_11_and_keeps_its_venv_outside_the_code(tmp_path):
+  """launch/run_tpu.sh on a worker whose python3 is 3.10 (the default image's) and where none newer
+  can be installed, then with a python3.11 and the venv of these requirements already made."""
+  run, add_python, venv = _tpu_worker(tmp_path)
+  refused = run('--config=x.py')
+  assert refused.returncode == 1 and 'no Python >= 3.11' in refused.stderr and 'Python 3.10.12' in refused.stderr
+  add_python()
+  started = run('--config=x.py')
   assert started.returncode == 0, started.stderr
   assert started.stdout.strip() == '-m llm.main --config=x.py --config.mesh.distributed=True'
   assert sorted(os.listdir(venv)) == ['.installed', 'bin']  # the made venv reused as it was
+
+
+def test_run_tpu_sh_refuses_several_workers_without_shared_data_and_cache(tmp_path):
+  """Each worker's own ./data and ~/.cache/llm would leave process 0's tokenizer and token caches
+  unseen by the others: on a slice of two workers both data flags are needed, in one line."""
+  run, add_python, _ = _tpu_worker(tmp_path)
+  add_python()
+  two = {'TPU_WORKER_HOSTNAMES': 'w0,w1'}
+  for args in (['--config=x.py'], ['--config=x.py', '--config.data.dir=/gcs/data'],
+               ['--config=x.py', '--config.data.dir=', '--config.data.cache_dir=/gcs/cache']):
+    refused = run(*args, **two)
+    assert refused.returncode == 1 and refused.stdout == '', args
+    (line,) = refused.stderr.splitlines()
+    assert line.startswith('run_tpu.sh: 2 workers need --config.data.dir=DIR and --config.data.cache_dir=DIR'), line
+  shared = ('--config=x.py', '--config.data.dir=/gcs/data', '--config.data.cache_dir', '/gcs/cache')
+  started = run(*shared, **two)
+  assert started.returncode == 0, started.stderr
+  assert started.stdout.split() == ['-m', 'llm.main', *shared, '--config.mesh.distributed=True']
+  alone = run('--config=x.py', TPU_WORKER_HOSTNAMES='w0')  # one worker: its own disk is everyone's
+  assert alone.returncode == 0, alone.stderr
 
 
 @pytest.mark.parametrize('config, message', [
