@@ -24,6 +24,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CODE = ('llm', 'configs', 'launch', 'requirements.txt')  # what `run` copies to every worker
+# Google's TPU software version for JAX by accelerator type, the part before '-' of v5litepod-16
+# (cloud.google.com/tpu/docs/runtimes): v5e, v5p and v6e have their own; v4 and older the base image.
+RUNTIMES = {'v6e': 'v2-alpha-tpuv6e', 'v5p': 'v2-alpha-tpuv5', 'v5litepod': 'v2-alpha-tpuv5-lite',
+            'v5e': 'v2-alpha-tpuv5-lite', 'v4': 'tpu-ubuntu2204-base', 'v3': 'tpu-ubuntu2204-base',
+            'v2': 'tpu-ubuntu2204-base'}
 
 
 def queued_state_command(args) -> list[str]:
@@ -67,16 +72,23 @@ def parse(argv):
   p.add_argument('--zone', required=True)
   p.add_argument('--project', default='')
   p.add_argument('--accelerator', default='v4-8', help='e.g. v4-32, v5litepod-16, v6e-8')
-  p.add_argument('--runtime', default='tpu-ubuntu2204-base', help='TPU VM software version')
+  p.add_argument('--runtime', default='', help="TPU VM software version (default: Google's for the accelerator: "
+                 'v2-alpha-tpuv6e for v6e, v2-alpha-tpuv5 for v5p, v2-alpha-tpuv5-lite for v5e, '
+                 'tpu-ubuntu2204-base for v4 and older)')
   p.add_argument('--spot', action='store_true', help='preemptible capacity (resume is automatic)')
   p.add_argument('--queued', action='store_true', help='create/delete as a queued resource')
   p.add_argument('--poll_s', type=float, default=60, help='create --queued: seconds between state checks')
   p.add_argument('--remote_dir', default='llm')
   p.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')
-  if '--' in argv:
-    i = argv.index('--')
-    return p.parse_args(argv[:i]), argv[i + 1:]
-  return p.parse_args(argv), []
+  i = argv.index('--') if '--' in argv else len(argv)
+  args = p.parse_args(argv[:i])
+  if args.action == 'create' and not args.runtime:
+    kind = args.accelerator.split('-')[0]
+    if kind not in RUNTIMES:
+      p.error(f'--accelerator={args.accelerator}: no default software version for {kind!r} (known: '
+              f'{", ".join(RUNTIMES)}); pass --runtime=VERSION')
+    args.runtime = RUNTIMES[kind]
+  return args, argv[i + 1:]
 
 
 def main(argv):

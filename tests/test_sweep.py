@@ -147,6 +147,26 @@ def test_tpu_vm_dry_run_prints_queued_create_copy_and_run_on_every_worker():
   assert code != 0 and 'give the training flags after --' in err
 
 
+@pytest.mark.parametrize('accelerator, runtime', [
+    ('v4-32', 'tpu-ubuntu2204-base'), ('v3-8', 'tpu-ubuntu2204-base'), ('v5litepod-16', 'v2-alpha-tpuv5-lite'),
+    ('v5p-8', 'v2-alpha-tpuv5'), ('v6e-8', 'v2-alpha-tpuv6e')])
+def test_tpu_vm_creates_each_accelerator_with_its_software_version(accelerator, runtime):
+  """Google's table (cloud.google.com/tpu/docs/runtimes): v5e, v5p and v6e VMs need their own image."""
+  for queued, flag in (([], '--version'), (['--queued'], '--runtime-version')):
+    code, lines, err = _tpu_vm_dry('create', '--name=v', '--zone=z', f'--accelerator={accelerator}', *queued)
+    assert code == 0, err
+    assert f'--accelerator-type={accelerator} {flag}={runtime}' in lines[0]
+  code, lines, _ = _tpu_vm_dry('create', '--name=v', '--zone=z', f'--accelerator={accelerator}', '--runtime=mine')
+  assert code == 0 and lines[0].endswith('--version=mine')
+
+
+def test_tpu_vm_refuses_to_guess_the_software_version_of_an_unknown_accelerator():
+  code, lines, err = _tpu_vm_dry('create', '--name=v', '--zone=z', '--accelerator=v9x-8')
+  assert code == 2 and lines == []
+  assert err.splitlines()[-1].startswith("tpu_vm.py: error: --accelerator=v9x-8: no default software version for 'v9x'")
+  assert err.splitlines()[-1].endswith('pass --runtime=VERSION')
+
+
 def test_tpu_vm_run_replaces_only_the_code_on_each_worker(tmp_path):
   """The dry run's clear and copy steps played on a worker's home (scp --recurse copies each path
   into the folder): the data and caches put beside the code stay, a file deleted from the code
