@@ -2,7 +2,7 @@
 # Runs on every worker of a Cloud TPU VM (launch/tpu_vm.py ssh's here with --worker=all):
 # a venv with jax[tpu] and the pinned requirements, then the training command.
 # JAX_COORDINATOR_ADDRESS-free: on TPU VMs jax.distributed.initialize() finds its peers.
-# Output goes to ~/llm.log on each worker (tpu_vm.py starts this in the background).
+# Output goes to ~/llm.log on each worker, appended (tpu_vm.py starts this in the background).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

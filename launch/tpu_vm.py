@@ -10,7 +10,9 @@
 frees up, which is how large and spot slices are had) and polls until it is ACTIVE; `delete
 --queued` removes the request with its VM. `run` copies this checkout's code (CODE) into ~/llm on
 every worker, replacing only those folders, and starts launch/run_tpu.sh there under nohup,
-logging to ~/llm.log. --dry_run prints the gcloud commands instead of running them.
+appending to ~/llm.log after a line that dates the start. A preempted (--spot) or failed job is
+not restarted: `delete`, `create` and `run` again, and the run resumes from its last checkpoint. --dry_run
+prints the gcloud commands instead of running them.
 A multi-host run's --workdir, --config.data.dir and --config.data.cache_dir must be storage every
 worker sees (a GCS bucket mounted with gcsfuse, or a shared disk): checkpoints are written by all
 hosts together, and process 0 builds the tokenizer and token caches that the others then read.
@@ -51,8 +53,10 @@ def commands(args, train_args: list[str]) -> list[list[str]]:
   if args.action == 'delete':
     return [tpu + ['delete'] + where + ['--quiet']]
   remote = f'~/{args.remote_dir}'
-  run = (f'cd {remote} && nohup bash launch/run_tpu.sh {shlex.join(train_args)} '
-         f'> ~/llm.log 2>&1 &')
+  # Appended, after a line naming the start: a rerun to resume keeps the log of the job it resumes.
+  job = f'launch/run_tpu.sh {shlex.join(train_args)}'
+  run = (f'cd {remote} && echo "==== $(date -u +%Y-%m-%dT%H:%M:%SZ) start:" {shlex.quote(job)} >> ~/llm.log && '
+         f'nohup bash {job} >> ~/llm.log 2>&1 &')
   # Only the code is replaced (a file deleted here goes there too): data, caches or anything else
   # put in the folder stay.
   clear = f'mkdir -p {remote} && cd {remote} && rm -rf {" ".join(CODE)}'
@@ -75,7 +79,8 @@ def parse(argv):
   p.add_argument('--runtime', default='', help="TPU VM software version (default: Google's for the accelerator: "
                  'v2-alpha-tpuv6e for v6e, v2-alpha-tpuv5 for v5p, v2-alpha-tpuv5-lite for v5e, '
                  'tpu-ubuntu2204-base for v4 and older)')
-  p.add_argument('--spot', action='store_true', help='preemptible capacity (resume is automatic)')
+  p.add_argument('--spot', action='store_true', help='preemptible capacity: nothing restarts a preempted job; '
+                 'delete, create and run again (the run resumes from its last checkpoint)')
   p.add_argument('--queued', action='store_true', help='create/delete as a queued resource')
   p.add_argument('--poll_s', type=float, default=60, help='create --queued: seconds between state checks')
   p.add_argument('--remote_dir', default='llm')

@@ -1,6 +1,7 @@
 """Scaling configs and the sweep runner: N as asked, skip finished points, resume killed ones."""
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -191,6 +192,25 @@ def test_tpu_vm_run_replaces_only_the_code_on_each_worker(tmp_path):
   assert shard.read_text() == '{"text": "kept"}\n'
   assert not (dest / 'llm' / 'gone.py').exists() and (dest / 'llm' / 'main.py').is_file()
   assert (dest / 'launch' / 'run_tpu.sh').is_file() and (dest / 'requirements.txt').is_file()
+
+
+def test_tpu_vm_run_appends_each_start_to_the_log(tmp_path):
+  """A second `run` (to resume a crashed job) keeps the first job's log: each start's output goes
+  after a dated line naming the start. The dry run's start command played twice on a worker whose
+  run_tpu.sh prints a line."""
+  code, lines, _ = _tpu_vm_dry('run', '--name=v', '--zone=z', '--', '--config=c.py', '--workdir=/gcs/r x')
+  assert code == 0
+  start = shlex.split(lines[2])[-1].removeprefix('--command=')
+  home = tmp_path / 'home'
+  (home / 'llm' / 'launch').mkdir(parents=True)
+  (home / 'llm' / 'launch' / 'run_tpu.sh').write_text('echo "job $1"\n')
+  for _ in range(2):
+    subprocess.run(['bash', '-c', f'{start}\nwait'], env={'HOME': str(home), 'PATH': os.environ['PATH']}, check=True)
+  log = (home / 'llm.log').read_text().splitlines()
+  assert len(log) == 4 and log[1] == log[3] == 'job --config=c.py', log
+  for header in log[0], log[2]:
+    assert re.fullmatch(r"==== \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ start: launch/run_tpu.sh --config=c.py '--workdir=/gcs/r x'",
+                        header), header
 
 
 def _tpu_worker(tmp_path):
