@@ -540,6 +540,15 @@ def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, ll
     assert not (tmp_path / f'run_{hf_dir.name}' / 'config.json').exists()
 
 
+def test_max_seq_len_sets_a_rope_models_context_and_a_negative_one_is_refused(llama_dir, tmp_path):
+  longer = importer.import_hf(llama_dir, tmp_path / 'longer', chat_tokens=False, max_seq_len=96)
+  assert inference.read_config(longer).model.max_seq_len == 96  # the checkpoint's is 64
+  for bad in (-1, -64):
+    with pytest.raises(ValueError, match=f'--max_seq_len={bad}: give a positive context') as err:
+      importer.import_hf(llama_dir, tmp_path / f'run{bad}', chat_tokens=False, max_seq_len=bad)
+    assert '\n' not in str(err.value) and not (tmp_path / f'run{bad}').exists()
+
+
 def test_cli_errors_are_one_line_and_an_existing_run_is_never_overwritten(gpt2_dir, tmp_path, python_env):
   run_dir = tmp_path / 'run'
   ok = subprocess.run([sys.executable, '-m', 'llm.hf', 'import', f'--hf_dir={gpt2_dir}', f'--workdir={run_dir}'],

@@ -138,6 +138,9 @@ class Imported:
 def read_hf(hf_dir, chat_tokens: bool = True, max_seq_len: int = 0, mesh=None) -> Imported:
   """The Hugging Face model in hf_dir as our config, tokenizer and parameters on mesh (default:
   FSDP over every device)."""
+  if max_seq_len < 0:
+    raise ValueError(f"--max_seq_len={max_seq_len}: give a positive context, or 0 for the checkpoint's "
+                     'max_position_embeddings')
   hf_dir = Path(hf_dir)
   hf = read_hf_config(hf_dir)
   arch = architectures.for_model_type(hf.get('model_type'))
