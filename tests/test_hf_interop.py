@@ -509,7 +509,12 @@ def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, ll
                                                                                dict(tie_word_embeddings='yes')),
                                'vocab_size=None': (gpt2_dir, dict(vocab_size=None)),
                                'holds a field of the wrong kind or 0: integer division': (
-                                   llama_dir, dict(num_attention_heads=0))}.items():
+                                   llama_dir, dict(num_attention_heads=0)),
+                               'eos_token_id=99999 is not a token of its tokenizer (ids 0 to ': (
+                                   llama_dir, dict(eos_token_id=99999)),
+                               'bos_token_id=-1 is not a token of its tokenizer': (llama_dir, dict(bos_token_id=-1)),
+                               "pad_token_id='0' is not a token of its tokenizer": (gpt2_dir, dict(pad_token_id='0'))
+                               }.items():
     d = _copy(src, tmp_path / f'field_{len(cases)}')
     _edit_config(d, **changes)
     cases[name] = d
@@ -538,6 +543,49 @@ def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, ll
     assert expected in str(err.value), (hf_dir.name, str(err.value))
     assert '\n' not in str(err.value)
     assert not (tmp_path / f'run_{hf_dir.name}' / 'config.json').exists()
+
+
+def test_a_pad_id_of_minus_one_pads_with_eos_and_the_model_exports(llama_dir, tmp_path, caplog):
+  """Early Llama config.json files say pad_token_id -1 for 'none'."""
+  _, transformers = _torch_transformers()
+  hf_dir = _copy(llama_dir, tmp_path / 'pad_minus_one')
+  _edit_config(hf_dir, pad_token_id=-1)
+  run_dir = importer.import_hf(hf_dir, tmp_path / 'run')
+  assert 'pad_token_id=-1 names no token; padding with eos (2) instead' in caplog.text
+  tok = inference.load(run_dir).tokenizer
+  assert (tok.bos_id, tok.eos_id, tok.pad_id) == (1, 2, 2)
+  exported = exporter.export_hf(run_dir, tmp_path / 'hf')
+  theirs = transformers.AutoTokenizer.from_pretrained(exported)
+  assert (theirs.pad_token, theirs.eos_token, theirs.bos_token) == ('</s>', '</s>', '<s>')
+
+
+def test_a_failed_export_leaves_nothing_and_runs_again(synthetic_tok, tmp_path, monkeypatch):
+  """A run imported before ids like pad -1 were refused is one line before anything is written; a
+  write that fails halfway (a full disk) leaves no --hf_dir to refuse the rerun."""
+  workdir = _our_run(tmp_path, synthetic_tok, 'gpt2')
+  imported = importer.import_hf(exporter.export_hf(workdir, tmp_path / 'hf'), tmp_path / 'imported')
+  spec_path = imported / 'tokenizer.hf.json'
+  spec = json.loads(spec_path.read_text())
+  spec_path.write_text(json.dumps(dict(spec, pad_id=-1)))
+  with pytest.raises(ValueError, match='special token id -1 is not a token of this tokenizer; import the model again'):
+    exporter.export_hf(imported, tmp_path / 'out')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['hf', 'imported', 'run_gpt2']
+  spec_path.write_text(json.dumps(spec))
+  from llm.interop import weights as weights_lib
+  save = weights_lib.save
+
+  def half_then_full(tensors, path):
+    Path(path).write_bytes(b'half a file')
+    raise OSError(28, 'No space left on device')
+
+  monkeypatch.setattr(weights_lib, 'save', half_then_full)
+  with pytest.raises(OSError, match='No space left'):
+    exporter.export_hf(imported, tmp_path / 'out')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['hf', 'imported', 'run_gpt2']
+  monkeypatch.setattr(weights_lib, 'save', save)
+  (tmp_path / 'out').mkdir()  # an empty directory is as good as none
+  out = exporter.export_hf(imported, tmp_path / 'out')
+  assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in (tmp_path / 'hf').iterdir())
 
 
 def test_max_seq_len_sets_a_rope_models_context_and_a_negative_one_is_refused(llama_dir, tmp_path):

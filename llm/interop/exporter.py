@@ -6,6 +6,7 @@ imported model's own, or a SentencePiece run's converted to encode every text to
 neither our cut after blank lines nor our U+2581 in bytes).
 """
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -35,12 +36,21 @@ def export_hf(workdir, hf_dir, step: int | None = None) -> Path:
   tensors = arch.export_tensors(top, layers, run.model_cfg)
   if jax.process_index() != 0:
     return hf_dir
-  hf_dir.mkdir(parents=True, exist_ok=True)
-  weights_lib.save(tensors, hf_dir / weights_lib.SINGLE)
   ids = special_ids(run.tokenizer)
   config = {**arch.hf_config(run.model_cfg, ids), 'dtype': 'float32'}
-  (hf_dir / 'config.json').write_text(json.dumps(config, indent=2) + '\n')
-  (hf_dir / 'generation_config.json').write_text(json.dumps(ids, indent=2) + '\n')
-  for name, text in tok.to_hf_files().items():
-    (hf_dir / name).write_text(text, encoding='utf-8')
+  texts = {'config.json': json.dumps(config, indent=2) + '\n',
+           'generation_config.json': json.dumps(ids, indent=2) + '\n', **tok.to_hf_files()}
+  # Written beside hf_dir and renamed onto it whole: an export that fails or is killed leaves
+  # hf_dir as it was, so the same command can run again.
+  partial = hf_dir.with_name(f'.{hf_dir.name}.partial')
+  shutil.rmtree(partial, ignore_errors=True)  # a killed export's
+  partial.mkdir(parents=True)
+  try:
+    weights_lib.save(tensors, partial / weights_lib.SINGLE)
+    for name, text in texts.items():
+      (partial / name).write_text(text, encoding='utf-8')
+    partial.replace(hf_dir)  # onto an empty directory too
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
   return hf_dir

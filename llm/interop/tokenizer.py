@@ -19,12 +19,20 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import tokenizers
+from absl import logging
 
 from llm import tokenizer as tokenizer_lib
 from llm.interop import sentencepiece_json
 
 FILE_NAME = 'tokenizer.hf.json'
 _BYTE_PIECE = re.compile(r'<0x[0-9A-Fa-f]{2}>')
+
+
+def _token(tok: tokenizers.Tokenizer, i) -> str | None:
+  """The token whose id is i; None where i is not one (not an int, negative, past the end)."""
+  if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < tok.get_vocab_size(with_added_tokens=True):
+    return None
+  return tok.id_to_token(i)
 
 
 class HFTokenizer:
@@ -103,6 +111,14 @@ class HFTokenizer:
                        'names the end-of-text token; add eos_token_id to config.json')
     bos = token_id('bos')
     pad = token_id('pad')
+    if isinstance(pad, int) and pad < 0:  # early Llamas: pad_token_id -1, meaning none
+      logging.warning('%s: pad_token_id=%d names no token; padding with eos (%d) instead', hf_dir / 'config.json',
+                      pad, eos)
+      pad = None
+    for name, value in (('bos', bos), ('eos', eos), ('pad', pad)):
+      if value is not None and _token(tok, value) is None:
+        raise ValueError(f'{hf_dir / "config.json"}: {name}_token_id={value!r} is not a token of its tokenizer '
+                         f'(ids 0 to {tok.get_vocab_size(with_added_tokens=True) - 1}): fix config.json')
     spec.update(bos_id=eos if bos is None else bos, eos_id=eos, pad_id=eos if pad is None else pad,
                 vocab_size=tok.get_vocab_size(with_added_tokens=True))
     return cls(spec)
@@ -168,7 +184,12 @@ class HFTokenizer:
 
   def to_hf_files(self) -> dict[str, str]:
     """{file name: text} of a Hugging Face tokenizer: tokenizer.json and tokenizer_config.json."""
-    name = lambda i: self._tok.id_to_token(i)
+    def name(i):
+      token = _token(self._tok, i)
+      if token is None:  # a run imported before such ids were refused
+        raise ValueError(f'{self.path}: special token id {i!r} is not a token of this tokenizer; import the model again')
+      return token
+
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': name(self.bos_id),
               'eos_token': name(self.eos_id), 'pad_token': name(self.pad_id), 'clean_up_tokenization_spaces': False}
     return {'tokenizer.json': json.dumps(self.spec['tokenizer'], ensure_ascii=False),
