@@ -23,6 +23,32 @@ MAX_TOOL_RESULT_TOKENS = 256
 MIN_NEW_TOKENS = 16  # room fit_history leaves for the reply, at least
 
 
+# render / render_prompt as a Jinja chat template, for transformers' apply_chat_template and vLLM
+# (the exporter writes it into tokenizer_config.json): the same ids for system, user and assistant
+# messages, their content a string or parts, tool calls and results among them (not OpenAI's
+# tool_calls field; its 'tool' role is refused in both). Three limits: render encodes each part on
+# its own, the template's tokenizer all the text between two special tokens, so two text parts in
+# a row may share a token there; a tool result past MAX_TOOL_RESULT_TOKENS is cut here only; a
+# special token's string inside a message (a user writing '<|end|>') is its characters here and
+# that special token there.
+JINJA = (
+    "{{- bos_token -}}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] not in ['system', 'user', 'assistant'] -%}"
+    "{{- raise_exception('message role ' ~ message['role'] ~ '; choose one of system, user, assistant') -}}"
+    "{%- endif -%}"
+    "{{- '<|' ~ message['role'] ~ '|>' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'tool_call' -%}{{- '<|tool_call|>' ~ part['text'] ~ '<|/tool_call|>' -}}"
+    "{%- elif part['type'] == 'tool_result' -%}{{- '<|tool_result|>' ~ part['text'] ~ '<|/tool_result|>' -}}"
+    "{%- else -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|end|>' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|assistant|>' -}}{%- endif -%}")
+
+
 def _parts(message) -> list[dict]:
   content = message['content']
   return [{'type': 'text', 'text': content}] if isinstance(content, str) else list(content)

@@ -18,7 +18,7 @@ import pytest
 import tokenizers
 
 from conftest import ROOT, xla_flags
-from llm import inference, tokenizer as tokenizer_lib
+from llm import chat_template, inference, tokenizer as tokenizer_lib
 from llm.interop import exporter, importer, params as params_lib, two_files
 from llm.interop.weights import Weights
 from test_inference import _opt_bytes_and_save, synthetic_tok  # noqa: F401  (a fixture)
@@ -335,6 +335,73 @@ def test_our_tokenizer_exports_to_one_transformers_encodes_alike(varied_tok, tmp
   assert out == inference.load(workdir).engine().generate([ids], 12, temperature=0.0, stop_ids=[])[0].tokens
 
 
+_CONVERSATIONS = [
+    [{'role': 'user', 'content': 'Hello there, how are you?'}],
+    [{'role': 'system', 'content': ' Be brief.\n\n'}, {'role': 'user', 'content': 'What is 12+345?\n\n\nThanks \u2581 x'},
+     {'role': 'assistant', 'content': '357 '}, {'role': 'user', 'content': '\tand  café 東 🙂?'}],
+    [{'role': 'user', 'content': [{'type': 'text', 'text': 'compute 48/2'}]},
+     {'role': 'assistant', 'content': [
+         {'type': 'text', 'text': 'Let me see. '}, {'type': 'tool_call', 'text': 'calculator: 48/2'},
+         {'type': 'tool_result', 'text': '24\n'}, {'type': 'text', 'text': ' It is 24.'}]}],
+    [{'role': 'system', 'content': ''}, {'role': 'user', 'content': '  '}, {'role': 'assistant', 'content': ''}],
+]
+
+
+def _assert_chat_template_renders_like_ours(hf_dir: Path, tok):
+  """transformers' apply_chat_template on the export gives render's ids, and with
+  add_generation_prompt render_prompt's."""
+  _, transformers = _torch_transformers()
+  theirs = transformers.AutoTokenizer.from_pretrained(hf_dir)
+  for conversation in _CONVERSATIONS:
+    rendered = theirs.apply_chat_template(conversation, tokenize=True)['input_ids']
+    assert rendered == chat_template.render(tok, conversation)[0], conversation
+    if conversation[-1]['role'] != 'assistant':
+      prompt = theirs.apply_chat_template(conversation, tokenize=True, add_generation_prompt=True)['input_ids']
+      assert prompt == chat_template.render_prompt(tok, conversation), conversation
+  generation = json.loads((hf_dir / 'generation_config.json').read_text())
+  assert generation['eos_token_id'] == [tok.eos_id, tok.special_id('<|end|>')]  # as llm.chat stops
+
+
+def test_an_exported_run_chats_in_transformers_as_in_llm_chat(varied_tok, gpt2_dir, tmp_path):
+  """Our run, and a GPT-2 imported with the chat tokens: the export's chat template and stop ids."""
+  workdir = _our_run(tmp_path, varied_tok, 'llama')
+  _assert_chat_template_renders_like_ours(exporter.export_hf(workdir, tmp_path / 'hf'), varied_tok)
+  imported = importer.import_hf(gpt2_dir, tmp_path / 'gpt2')
+  _assert_chat_template_renders_like_ours(exporter.export_hf(imported, tmp_path / 'hf_gpt2'),
+                                          inference.load(imported).tokenizer)
+
+
+@pytest.mark.parametrize('where', ['tokenizer_config.json', 'chat_template.jinja'])
+def test_an_imported_models_own_chat_template_and_stop_ids_go_through_import_and_export(llama_dir, tmp_path, where):
+  """As it came (or pretrained on), an imported model keeps its template and every stop id; a run
+  trained on conversations here speaks ours, stopping at <|end|> too."""
+  _, transformers = _torch_transformers()
+  source = _copy(llama_dir, tmp_path / 'source')
+  template = "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}</s>{% endfor %}"
+  if where == 'chat_template.jinja':
+    (source / where).write_text(template)
+  else:
+    tok_config = json.loads((source / where).read_text())
+    (source / where).write_text(json.dumps(tok_config | {'chat_template': template}))
+  _edit_config(source, eos_token_id=[2, 5])
+  (source / 'generation_config.json').write_text(json.dumps({'eos_token_id': [2, 5, 7]}))
+  run_dir = importer.import_hf(source, tmp_path / 'run')
+  exported = exporter.export_hf(run_dir, tmp_path / 'hf')
+  assert json.loads((exported / 'tokenizer_config.json').read_text())['chat_template'] == template
+  assert json.loads((exported / 'generation_config.json').read_text())['eos_token_id'] == [2, 5, 7]
+  conversation = [{'role': 'user', 'content': 'The cat sat'}, {'role': 'assistant', 'content': 'on the mat'}]
+  ids = lambda d: transformers.AutoTokenizer.from_pretrained(d).apply_chat_template(conversation)['input_ids']
+  assert ids(exported) == ids(source)
+  sft = _copy(run_dir, tmp_path / 'sft')  # as a run fine-tuned from it leaves its config and tokenizer
+  config = json.loads((sft / 'config.json').read_text())
+  (sft / 'config.json').write_text(json.dumps(config | {'task': 'sft'}))
+  exported = exporter.export_hf(sft, tmp_path / 'hf_sft')
+  tok = inference.load(sft).tokenizer
+  assert ids(exported) == chat_template.render(tok, conversation)[0]
+  assert json.loads((exported / 'generation_config.json').read_text())['eos_token_id'] == [
+      2, 5, 7, tok.special_id('<|end|>')]
+
+
 def test_a_smeared_key_run_is_refused_by_the_hugging_face_export(synthetic_tok, tmp_path):
   workdir = _our_run(tmp_path, synthetic_tok, 'smear')
   with pytest.raises(ValueError, match='model.smear_keys=True cannot be mapped'):
@@ -378,7 +445,11 @@ def test_import_export_import_is_exact(arch, request, tmp_path):
   a, b = inference.load(first), inference.load(second)
   assert a.model_cfg == b.model_cfg and a.config.model == b.config.model
   jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
-  assert (first / 'tokenizer.hf.json').read_text() == (second / 'tokenizer.hf.json').read_text()
+  first_spec, second_spec = (json.loads((d / 'tokenizer.hf.json').read_text()) for d in (first, second))
+  kept = ('chat_template', 'stop_ids')  # the export's own: ours, as this model has the chat tokens
+  assert {k: v for k, v in first_spec.items() if k not in kept} == {k: v for k, v in second_spec.items() if k not in kept}
+  assert second_spec['chat_template'] == chat_template.JINJA
+  assert second_spec['stop_ids'] == [a.tokenizer.eos_id, a.tokenizer.special_id('<|end|>')]
   assert json.loads((second / 'import.json').read_text())['chat_tokens_added'] == []
   # transformers reads the exported tokenizer as ours: same ids, the chat tokens special.
   _, transformers = _torch_transformers()
@@ -618,7 +689,7 @@ def test_cli_errors_are_one_line_and_an_existing_run_is_never_overwritten(gpt2_d
 
 def test_an_imported_run_fine_tunes_from_its_own_tokenizer(gpt2_dir, tmp_path):
   """init_from finds an imported run's tokenizer.hf.json; the chat template renders with it."""
-  from llm import chat_template, init_from
+  from llm import init_from
   run_dir = importer.import_hf(gpt2_dir, tmp_path / 'run')
   config = inference.read_config(run_dir)
   config.init_from = str(run_dir)

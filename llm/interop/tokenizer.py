@@ -4,7 +4,9 @@ interface of llm.tokenizer.Tokenizer, so every stage runs an imported model as i
 writes our own runs' SentencePiece tokenizer through it too (from_ours).
 
 A run keeps it as one file, `tokenizer.hf.json`: the tokenizer.json itself plus the ids that
-config.json and tokenizer_config.json name (bos, eos, pad) and the model's vocabulary rows.
+config.json and tokenizer_config.json name (bos, eos, pad), every id its generation stops at
+(config.json's and generation_config.json's eos_token_id), its own chat template, and the model's
+vocabulary rows.
 The chat special tokens of llm.tokenizer.SPECIAL_TOKENS are added as special tokens after the
 model's own (`with_chat_tokens`); the importer grows the embedding table to match.
 
@@ -35,12 +37,37 @@ def _token(tok: tokenizers.Tokenizer, i) -> str | None:
   return tok.id_to_token(i)
 
 
+def _json_object(path: Path) -> dict:
+  """The object a model directory's optional JSON file holds ({} where there is no file)."""
+  try:
+    value = json.loads(path.read_text(encoding='utf-8')) if path.is_file() else {}
+  except ValueError as e:
+    raise ValueError(f'{path} is not valid JSON: {e}') from None
+  if not isinstance(value, dict):
+    raise ValueError(f'{path} holds a {type(value).__name__}, not an object')
+  return value
+
+
+def _ids(value) -> list:
+  """A config's token id field, one id or a list of them, as a list."""
+  return value if isinstance(value, list) else [] if value is None else [value]
+
+
+def _chat_template(hf_dir: Path, tok_config: dict):
+  """The model's own chat template: chat_template.jinja (transformers >= 4.43 saves it there), else
+  tokenizer_config.json's chat_template (a string, or a list of named ones); None where it has none."""
+  path = hf_dir / 'chat_template.jinja'
+  return path.read_text(encoding='utf-8') if path.is_file() else tok_config.get('chat_template')
+
+
 class HFTokenizer:
   """Build one with HFTokenizer.load (a run's file), from_hf_dir (a Hugging Face model dir) or
   from_ours (our SentencePiece tokenizer, for export)."""
 
   def __init__(self, spec: dict, path: Path | None = None):
-    self.spec = spec  # {'tokenizer': tokenizer.json's object, 'bos_id', 'eos_id', 'pad_id', 'vocab_size'}
+    # {'tokenizer': tokenizer.json's object, 'bos_id', 'eos_id', 'pad_id', 'vocab_size', and in runs
+    # imported since they are kept, 'stop_ids' and 'chat_template' (the model's own, or None)}
+    self.spec = spec
     self.path = path
     self._tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
     self._tok.encode_special_tokens = True  # special tokens only from code, never from text
@@ -84,15 +111,11 @@ class HFTokenizer:
   @classmethod
   def from_hf_dir(cls, hf_dir: Path, hf_config: dict) -> 'HFTokenizer':
     """The tokenizer of a Hugging Face model directory, with the special ids config.json names."""
-    spec = {'tokenizer': cls._read_hf_dir(Path(hf_dir))}
+    hf_dir = Path(hf_dir)
+    spec = {'tokenizer': cls._read_hf_dir(hf_dir)}
     tok = tokenizers.Tokenizer.from_str(json.dumps(spec['tokenizer']))
-    tok_config_path = Path(hf_dir) / 'tokenizer_config.json'
-    try:
-      tok_config = json.loads(tok_config_path.read_text(encoding='utf-8')) if tok_config_path.is_file() else {}
-    except ValueError as e:
-      raise ValueError(f'{tok_config_path} is not valid JSON: {e}') from None
-    if not isinstance(tok_config, dict):
-      raise ValueError(f'{tok_config_path} holds a {type(tok_config).__name__}, not an object')
+    tok_config = _json_object(hf_dir / 'tokenizer_config.json')
+    generation = _json_object(hf_dir / 'generation_config.json')
 
     def token_id(name):
       """config.json's NAME_token_id, else tokenizer_config.json's NAME_token looked up."""
@@ -115,13 +138,30 @@ class HFTokenizer:
       logging.warning('%s: pad_token_id=%d names no token; padding with eos (%d) instead', hf_dir / 'config.json',
                       pad, eos)
       pad = None
-    for name, value in (('bos', bos), ('eos', eos), ('pad', pad)):
+    # Every id generation stops at (Llama 3: end of text, end of turn, end of message), eos first.
+    stop_ids = list(dict.fromkeys([eos, *_ids(hf_config.get('eos_token_id')), *_ids(generation.get('eos_token_id'))]))
+    named = [('config.json', 'bos_token_id', bos), ('config.json', 'pad_token_id', pad)]  # eos: among the stop ids
+    named += [(file, 'eos_token_id', i) for file, config in (('config.json', hf_config),
+                                                             ('generation_config.json', generation))
+              for i in _ids(config.get('eos_token_id'))]
+    for file, field, value in named:
       if value is not None and _token(tok, value) is None:
-        raise ValueError(f'{hf_dir / "config.json"}: {name}_token_id={value!r} is not a token of its tokenizer '
-                         f'(ids 0 to {tok.get_vocab_size(with_added_tokens=True) - 1}): fix config.json')
+        raise ValueError(f'{hf_dir / file}: {field}={value!r} is not a token of its tokenizer '
+                         f'(ids 0 to {tok.get_vocab_size(with_added_tokens=True) - 1}): fix {file}')
     spec.update(bos_id=eos if bos is None else bos, eos_id=eos, pad_id=eos if pad is None else pad,
-                vocab_size=tok.get_vocab_size(with_added_tokens=True))
+                vocab_size=tok.get_vocab_size(with_added_tokens=True), stop_ids=stop_ids,
+                chat_template=_chat_template(hf_dir, tok_config))
     return cls(spec)
+
+  @property
+  def stop_ids(self) -> list[int]:
+    """The ids the model's own generation stops at, eos first."""
+    return self.spec.get('stop_ids', [self.eos_id])
+
+  @property
+  def chat_template(self):
+    """The model's own chat template (a Jinja string, or a list of named ones); None where it has none."""
+    return self.spec.get('chat_template')
 
   def missing_chat_tokens(self) -> list[str]:
     return [t for t in tokenizer_lib.SPECIAL_TOKENS if self._tok.token_to_id(t) is None]
@@ -182,8 +222,9 @@ class HFTokenizer:
   def id_to_piece(self, i: int) -> str:
     return self._tok.id_to_token(int(i)) or ''
 
-  def to_hf_files(self) -> dict[str, str]:
-    """{file name: text} of a Hugging Face tokenizer: tokenizer.json and tokenizer_config.json."""
+  def to_hf_files(self, chat_template=None) -> dict[str, str]:
+    """{file name: text} of a Hugging Face tokenizer: tokenizer.json and tokenizer_config.json, with
+    chat_template in it where given."""
     def name(i):
       token = _token(self._tok, i)
       if token is None:  # a run imported before such ids were refused
@@ -192,6 +233,8 @@ class HFTokenizer:
 
     config = {'tokenizer_class': 'PreTrainedTokenizerFast', 'bos_token': name(self.bos_id),
               'eos_token': name(self.eos_id), 'pad_token': name(self.pad_id), 'clean_up_tokenization_spaces': False}
+    if chat_template is not None:
+      config['chat_template'] = chat_template
     return {'tokenizer.json': json.dumps(self.spec['tokenizer'], ensure_ascii=False),
             'tokenizer_config.json': json.dumps(config, indent=2, ensure_ascii=False)}
 
