@@ -5,7 +5,9 @@
     python -m llm.hf export --workdir=RUN --format=two_files --out_dir=DIR   # model.f16 + run.py (numpy)
     python -m llm.hf encode --workdir=RUN --prompt="Hello"      # bos + the prompt's ids, for run.py
 """
+import json
 import sys
+from pathlib import Path
 
 from absl import app, flags
 
@@ -21,9 +23,30 @@ _STEP = flags.DEFINE_integer('step', None, "export: the checkpoint to write (def
 _PROMPT = flags.DEFINE_string('prompt', '', 'encode: text to turn into token ids.')
 
 
+def _check_run(workdir: str):
+  """--workdir of export and encode is a run: not a Hugging Face directory, nor a missing one."""
+  from llm import tokenizer as tokenizer_lib
+  config = Path(workdir) / 'config.json'
+  if not config.is_file():
+    raise ValueError(f'--workdir={workdir} is not a run (its config.json is missing): give the directory of a '
+                     'training run (python -m llm.main) or of an import (python -m llm.hf import)')
+  try:
+    from_hf = 'model_type' in json.loads(config.read_text())
+  except ValueError:
+    from_hf = False  # not ours to judge here: reading the run says what is wrong with it
+  if from_hf:
+    raise ValueError(f'--workdir={workdir} is a Hugging Face model directory, not a run: import it first with '
+                     f'python -m llm.hf import --hf_dir={workdir} --workdir=RUN')
+  if not tokenizer_lib.run_file(workdir).exists():
+    raise ValueError(f'--workdir={workdir} has no tokenizer ({" or ".join(tokenizer_lib.RUN_FILES)}): copy the one '
+                     'the run trained with there')
+
+
 def _run(command: str):
   from llm import tokenizer as tokenizer_lib
   from llm.interop import exporter, importer, two_files
+  if command != 'import':
+    _check_run(_WORKDIR.value)
   if command == 'import':
     if not _HF_DIR.value:
       raise ValueError('import needs --hf_dir=DIR, a Hugging Face model directory')

@@ -584,8 +584,11 @@ def test_bad_checkpoints_are_refused_in_one_line_naming_the_problem(gpt2_dir, ll
                                'eos_token_id=99999 is not a token of its tokenizer (ids 0 to ': (
                                    llama_dir, dict(eos_token_id=99999)),
                                'bos_token_id=-1 is not a token of its tokenizer': (llama_dir, dict(bos_token_id=-1)),
-                               "pad_token_id='0' is not a token of its tokenizer": (gpt2_dir, dict(pad_token_id='0'))
-                               }.items():
+                               "pad_token_id='0' is not a token of its tokenizer": (gpt2_dir, dict(pad_token_id='0')),
+                               'rope_parameters=[1] cannot be mapped: expected an object': (
+                                   llama_dir, dict(rope_parameters=[1])),
+                               'num_kv_heads=0, which must be a positive int': (llama_dir, dict(num_key_value_heads=0)),
+                               'mlp_dim=0, which must be a positive int': (gpt2_dir, dict(n_inner=0))}.items():
     d = _copy(src, tmp_path / f'field_{len(cases)}')
     _edit_config(d, **changes)
     cases[name] = d
@@ -679,7 +682,11 @@ def test_cli_errors_are_one_line_and_an_existing_run_is_never_overwritten(gpt2_d
   for args, expected in ((['import', f'--hf_dir={gpt2_dir}', f'--workdir={run_dir}'], 'is not empty'),
                          (['import', f'--hf_dir={broken}', f'--workdir={tmp_path / "x"}'], "model_type='t5'"),
                          (['export', f'--workdir={tmp_path / "missing"}', f'--hf_dir={tmp_path / "y"}'],
-                          'config.json is missing')):
+                          'config.json is missing'),
+                         (['export', f'--workdir={gpt2_dir}', f'--hf_dir={tmp_path / "y"}'],
+                          f'--workdir={gpt2_dir} is a Hugging Face model directory, not a run: import it first'),
+                         (['encode', f'--workdir={tmp_path / "missing"}', '--prompt=hi'],
+                          f'--workdir={tmp_path / "missing"} is not a run (its config.json is missing)')):
     res = subprocess.run([sys.executable, '-m', 'llm.hf', *args], capture_output=True, text=True, env=python_env,
                          cwd=ROOT)
     assert res.returncode == 1

@@ -23,9 +23,9 @@ def model_fields(hf: dict) -> dict:
                     ('add_cross_attention', False)):
     if hf.get(field, ok) != ok:
       refuse(field, hf[field], f'only {ok} is supported')
-  dim = hf['n_embd']
+  dim, inner = hf['n_embd'], hf.get('n_inner')  # inner absent or null: 4 * dim; 0 is refused by name
   return dict(num_layers=hf['n_layer'], num_heads=hf['n_head'], num_kv_heads=hf['n_head'], dim=dim,
-              mlp_dim=hf.get('n_inner') or 4 * dim, max_seq_len=hf['n_positions'], position='learned',
+              mlp_dim=4 * dim if inner is None else inner, max_seq_len=hf['n_positions'], position='learned',
               norm='layernorm', mlp='gelu', qk_norm=False, tied_embeddings=hf.get('tie_word_embeddings', True),
               bias=True, norm_eps=hf.get('layer_norm_epsilon', 1e-5))
 

@@ -15,6 +15,9 @@ def _rope_theta(hf: dict) -> float:
   """transformers >= 5 writes rope_parameters; older config.json files rope_theta and rope_scaling."""
   rope = hf.get('rope_parameters') or {}
   scaling = hf.get('rope_scaling') or {}
+  for field, value in (('rope_parameters', rope), ('rope_scaling', scaling)):
+    if not isinstance(value, dict):
+      refuse(field, value, 'expected an object such as {"rope_type": "default", "rope_theta": 10000.0}')
   kind = rope.get('rope_type', scaling.get('rope_type', scaling.get('type', 'default')))
   if kind != 'default':
     refuse('rope_parameters.rope_type', kind, 'only unscaled RoPE is supported')
@@ -33,8 +36,9 @@ def model_fields(hf: dict) -> dict:
       refuse(field, hf[field], 'Llama-style models import without biases')
   if hf.get('sliding_window') is not None:
     refuse('sliding_window', hf['sliding_window'], 'attention is over the whole context here')
+  kv_heads = hf.get('num_key_value_heads')  # absent: one per query head; 0 is refused by name, not read as absent
   return dict(num_layers=hf['num_hidden_layers'], num_heads=heads,
-              num_kv_heads=hf.get('num_key_value_heads') or heads, dim=dim, mlp_dim=hf['intermediate_size'],
+              num_kv_heads=heads if kv_heads is None else kv_heads, dim=dim, mlp_dim=hf['intermediate_size'],
               max_seq_len=hf.get('max_position_embeddings', 2048), position='rope', norm='rmsnorm',
               mlp='swiglu', qk_norm=hf['model_type'] == 'qwen3', tied_embeddings=hf.get('tie_word_embeddings', False),
               rope_theta=_rope_theta(hf), bias=False, norm_eps=hf.get('rms_norm_eps', 1e-6))
