@@ -87,7 +87,10 @@ class Law(NamedTuple):
 
   @property
   def theta(self):
-    return np.array([np.log(self.A), np.log(self.B), np.log(self.E), self.alpha, self.beta])
+    # A fit whose log E (or log A, log B) ran below -745 has E = exp(e) = 0, and log(0) = -inf would
+    # start a refit where the gradient is nan. Every log E that far down gives the same losses: floor it.
+    a, b, e = np.log(np.maximum([self.A, self.B, self.E], np.finfo(float).tiny))
+    return np.array([a, b, e, self.alpha, self.beta])
 
   @classmethod
   def from_theta(cls, theta):
@@ -184,8 +187,9 @@ def _best_optimum(n, d, loss, weights, init, grid_starts) -> optimize.OptimizeRe
     starts = np.vstack([init, starts])
   # Tight tolerances: the objective is ~1e-5, and the defaults stop L-BFGS early (Besiroglu et al.).
   options = dict(ftol=1e-14, gtol=1e-11, maxiter=2000)
+  # A start L-BFGS cannot leave ends with fun nan, which min would keep if it came first: nan ranks last.
   return min((optimize.minimize(_objective, x0, args=args, jac=True, method='L-BFGS-B', options=options)
-              for x0 in starts), key=lambda res: res.fun)
+              for x0 in starts), key=lambda res: res.fun if np.isfinite(res.fun) else np.inf)
 
 
 def resample_counts(num_runs: int, samples: int, seed: int = 0) -> np.ndarray:

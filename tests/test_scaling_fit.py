@@ -86,6 +86,24 @@ def test_bootstrap_counts_and_leaves_out_failed_refits(monkeypatch):
   assert failed == 2 and len(laws) == 3 and all(s.alpha > 0 for s in laws)
 
 
+def test_bootstrap_from_a_fit_whose_e_underflowed_to_zero():
+  """The committed CPU study's full fit ends at log E = -856: E = exp(e) is 0.0. Refits start from that
+  fit; from log(0) = -inf L-BFGS returned fun nan, which min kept over every finite optimum, and all
+  refits failed."""
+  losses = noisy_losses(0.005)
+  law = scaling.fit_law(N_GRID, D_GRID, losses)._replace(E=0.0)
+  laws, failed = scaling.bootstrap(N_GRID, D_GRID, losses, law, scaling.resample_counts(N_GRID.size, 5))
+  assert failed == 0 and len(laws) == 5
+  assert np.isfinite(law.theta).all() and law.theta[2] < -700
+
+
+def test_a_start_that_ends_in_nan_does_not_win():
+  losses = noisy_losses(0.005)
+  best = scaling._best_optimum(N_GRID, D_GRID, losses, None, np.full((1, 5), np.nan), scaling.GRID_STARTS)
+  assert np.isfinite(best.fun)
+  np.testing.assert_allclose(scaling.Law.from_theta(best.x), scaling.fit_law(N_GRID, D_GRID, losses), rtol=1e-6)
+
+
 # Candidate models every 0.1% in N, FLOPs per token 6N (Hoffmann et al.'s C = 6 N D).
 SIZES = np.geomspace(1e2, 1e14, 27_632)
 SIX_N = (SIZES, 6 * SIZES)
