@@ -15,7 +15,8 @@ Modes:
 - print: the per-point commands, for any scheduler.
 - tpu: one Cloud TPU VM per point via launch/tpu_vm.py (create, then run); --dry_run prints
   the gcloud commands. ROOT must be storage every VM sees (a mounted GCS bucket).
-Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data).
+Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data); in local mode
+llm.main runs in the repository root, so a relative path among them is read from there.
 """
 import importlib.util
 import json
@@ -113,8 +114,10 @@ def main(argv):
   extra = argv[1:]
   config_path, points = load_sweep(_SWEEP.value)
   if _MODE.value == 'local':
-    root = files.check_writable(_ROOT.value)  # a file, or a folder under one, is refused before the first point
-    sys.exit(run_local(config_path, points, root, extra))
+    # Each point's llm.main runs in the repository (its default data folders are relative to it): the
+    # sweep's own paths, relative to where the sweep was started, are made absolute for it.
+    root = files.check_writable(Path(_ROOT.value).absolute())  # a file, or a folder under one, is refused here
+    sys.exit(run_local(str(Path(config_path).absolute()), points, root, extra))
   if _MODE.value == 'print':
     for name, arg in points:
       print(shlex.join(['python', '-m', 'llm.main',

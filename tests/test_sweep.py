@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,22 @@ def test_sweep_resumes_a_killed_point_then_skips_finished_ones(tmp_path, subproc
   assert again.returncode == 0
   assert again.stdout.count('finished, skipped') == 2
   assert before == {p: (root / p / 'summary.json').stat().st_mtime_ns for p in ('dim32', 'dim48')}
+
+
+def test_sweep_started_outside_the_repository_trains_under_its_relative_root(tmp_path, subprocess_env):
+  """--sweep and --root relative to where the sweep starts; each point's llm.main runs in the repository."""
+  root = f'sweep_{tmp_path.name}'  # where a point lands if its llm.main reads --root from the repository
+  (tmp_path / 'here_sweep.py').write_text(f'import sys\nsys.path.insert(0, {str(ROOT / "tests")!r})\n'
+                                          'from tiny_sweep import get_config, point_name, sweep\n')
+  try:
+    result = subprocess.run([sys.executable, '-m', 'llm.sweep', '--sweep=here_sweep.py:two', f'--root={root}', '--',
+                             '--config.train.steps=12'], env=subprocess_env, cwd=tmp_path, capture_output=True, text=True)
+    assert not (ROOT / root).exists()
+  finally:
+    shutil.rmtree(ROOT / root, ignore_errors=True)
+  assert result.returncode == 0, result.stdout + result.stderr
+  for point in ('dim32', 'dim48'):
+    assert json.loads((tmp_path / root / point / 'summary.json').read_text())['steps'] == 12
 
 
 def test_print_and_tpu_dry_run_list_every_point(tmp_path):
