@@ -21,6 +21,7 @@ llm.main runs in the repository root, so a relative path among them is read from
 import importlib.util
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +67,30 @@ def main_args(config_path: str, arg: str, workdir: str, extra: list[str]) -> lis
   return [f'--config={config_path}:{arg}', f'--workdir={workdir}', *extra]
 
 
+def call_stoppable(cmd: list[str], **popen_args) -> int:
+  """subprocess.call(cmd), but a SIGTERM or SIGINT to the sweep stops cmd too and then ends the sweep
+  in one line: the point is not left training as an orphan that a rerun of the sweep would race in
+  the same workdir."""
+  stopped_by = []
+
+  def stop(signum, frame):
+    # Only terminate: the wait below is interrupted here holding Popen's wait lock, and resumes.
+    stopped_by.append(signal.Signals(signum).name)
+    child.terminate()
+
+  with subprocess.Popen(cmd, **popen_args) as child:
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      code = child.wait()
+    finally:
+      for sig, handler in previous.items():
+        signal.signal(sig, handler)
+  if stopped_by:
+    raise SystemExit(f'llm.sweep: {stopped_by[0]}: stopped the running point and the sweep; rerun the same command '
+                     'to resume')
+  return code
+
+
 def run_local(config_path, points, root: Path, extra) -> int:
   failed = []
   for i, (name, arg) in enumerate(points, 1):
@@ -81,8 +106,8 @@ def run_local(config_path, points, root: Path, extra) -> int:
     with open(workdir / 'log.txt', 'a') as log:
       # The log is a file: no progress bar (a later --config.train.progress_bar in extra wins).
       args = main_args(config_path, arg, str(workdir), ['--config.train.progress_bar=False', *extra])
-      code = subprocess.call([sys.executable, '-m', 'llm.main', *args],
-                             stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+      code = call_stoppable([sys.executable, '-m', 'llm.main', *args], stdout=log, stderr=subprocess.STDOUT,
+                            cwd=REPO)
     if code:
       failed.append(name)
       print(f'{prefix}: FAILED (exit {code}); see {workdir / "log.txt"}', flush=True)

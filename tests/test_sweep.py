@@ -1,4 +1,5 @@
 """Scaling configs and the sweep runner: N as asked, skip finished points, resume killed ones."""
+import contextlib
 import json
 import os
 import re
@@ -113,6 +114,28 @@ def test_sweep_started_outside_the_repository_trains_under_its_relative_root(tmp
   assert result.returncode == 0, result.stdout + result.stderr
   for point in ('dim32', 'dim48'):
     assert json.loads((tmp_path / root / point / 'summary.json').read_text())['steps'] == 12
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_sweep_stops_the_point_it_runs(tmp_path, subprocess_env, sig):
+  proc = subprocess.Popen([sys.executable, '-m', 'llm.sweep', '--sweep=tests/tiny_sweep.py:two', f'--root={tmp_path}'],
+                          env=subprocess_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True)  # a process group of its own, which its points join
+  log = tmp_path / 'dim32' / 'log.txt'
+  try:
+    while proc.poll() is None and not (log.exists() and log.stat().st_size):  # llm.main has started
+      time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    with pytest.raises(ProcessLookupError):  # no process left in the group: the point did not train on
+      os.killpg(proc.pid, 0)
+  finally:
+    with contextlib.suppress(ProcessLookupError):  # whatever the sweep left, if the test failed
+      os.killpg(proc.pid, signal.SIGKILL)
+  assert proc.returncode == 1
+  assert err.strip().splitlines() == [f'llm.sweep: {sig.name}: stopped the running point and the sweep; rerun the '
+                                      'same command to resume']
+  assert not (tmp_path / 'dim32' / 'summary.json').exists() and not (tmp_path / 'dim48').exists()
 
 
 def test_print_and_tpu_dry_run_list_every_point(tmp_path):
