@@ -7,7 +7,8 @@
 
 --runs and --holdout take run directories, or folders searched for them; repeat either flag for more.
 Runs of one point (N, D) under several folders, e.g. the seeds of one sweep, are fitted as separate
-runs, and the report sets their spread beside the fit's residuals (seed_spread).
+runs, and the report sets their spread beside the fit's residuals (seed_spread); one run directory
+reached through two roots (a folder and a run in it) is counted once.
 Holdout runs are left out of every fit: the report sets the fit's prediction against their loss.
 
 Approach 3 follows Hoffmann et al. 2022 as Besiroglu et al. 2024 ("Chinchilla Scaling: A replication
@@ -114,13 +115,17 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
   # Several roots (say the seeds of one sweep) may hold runs of the same name: name them from the
   # roots' common folder instead.
   common = Path(os.path.commonpath([r.resolve() for r in roots])) if len(roots) > 1 else None
-  runs = []
+  runs, seen, repeated = [], set(), 0
   for root in roots:
     if not root.is_dir():
       raise StudyError(f'{root}: not a directory; pass a run directory or a folder of runs')
     for path in _run_dirs(root):
       if path.resolve() in excluded:
         continue
+      if path.resolve() in seen:  # fitted twice, a run would weigh double and pass for another seed of itself
+        repeated += 1
+        continue
+      seen.add(path.resolve())
       if not (path / 'summary.json').exists():
         print(f'warning: skipping {path}: no summary.json (unfinished run)', file=sys.stderr)
         continue
@@ -140,6 +145,9 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
                       d=float(summary['tokens_seen']), loss=float(summary['val_loss']), flops=float(summary['flops']),
                       flops_per_token=float(summary['flops_per_token']),
                       budget=None if budget is None else float(budget)))
+  if repeated:
+    print(f'warning: {repeated} run director{"y" if repeated == 1 else "ies"} reached through two of the roots given '
+          f'(a folder and a run in it, or one root twice): counted once, {len(runs)} runs', file=sys.stderr)
   return runs
 
 

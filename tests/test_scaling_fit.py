@@ -334,6 +334,24 @@ def test_runs_of_several_roots_are_named_from_their_common_folder(tmp_path):
   assert [r.name for r in scaling.load_runs([tmp_path / 'sweep' / 'seed1'])] == ['n1e+06_c1e+13']
 
 
+def test_a_run_reached_through_two_roots_is_fitted_once(tmp_path, capsys):
+  sizes = np.geomspace(1e5, 4e6, 7)
+  for n in sizes:
+    write_run(tmp_path / 'sweep' / f'n{n:.3g}', n, 1e13, TRUE.loss(n, 1e13 / (8 * n)))
+  one = tmp_path / 'sweep' / f'n{sizes[0]:.3g}'
+  assert len(scaling.load_runs([tmp_path / 'sweep'])) == 7
+  capsys.readouterr()
+  for roots, repeated in ((['sweep', one], '1 run directory'), (['sweep', 'sweep'], '7 run directories'),
+                          ([one, 'sweep'], '1 run directory')):
+    runs = scaling.load_runs([tmp_path / root for root in roots])
+    assert sorted(r.n for r in runs) == sorted(sizes)
+    assert capsys.readouterr().err == (f'warning: {repeated} reached through two of the roots given (a folder and a '
+                                       'run in it, or one root twice): counted once, 7 runs\n')
+  # Not a point run twice, so no seed spread (it read sd 0 when the run was counted twice).
+  report = scaling.fit_study([tmp_path / 'sweep', one], tmp_path / 'out', samples=0)
+  assert len(report['runs']) == 7 and report['seeds'] is None
+
+
 @pytest.mark.parametrize('vertex_of_first_slice', [2e5, 3e4])
 def test_report_says_when_an_isoflop_minimum_is_extrapolated(tmp_path, vertex_of_first_slice):
   # Each slice's loss is a parabola in log N around a chosen vertex, plus a little noise; the first
