@@ -88,7 +88,8 @@ def flops_per_token(shape: dict) -> float:
 
 
 def parse_point(arg: str) -> dict:
-  """'n=1e6,d=2e7' | 'size=m,d=2e7' | 'n=1e6,c=1e13' -> {'n': ..., 'd': ..., 'c': ...}."""
+  """'n=1e6,d=2e7' | 'size=m,d=2e7' | 'n=1e6,c=1e13' -> {'n': ..., 'd': ..., 'c': ...}; c is None for a
+  point given by d."""
   fields = {}
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
@@ -105,13 +106,10 @@ def parse_point(arg: str) -> dict:
                      f'e.g. configs/scaling.py:n=1e6,d=2e7')
   n = float(fields['n'])
   shape = shape_for(n)
-  if 'd' in fields:
-    d = float(fields['d'])
-    c = d * flops_per_token(shape)
-  else:
-    c = float(fields['c'])
-    d = c / flops_per_token(shape)
-  return dict(n=n, d=d, c=c, shape=shape)
+  if 'd' in fields:  # no budget: a grid of such points is not a set of IsoFLOP slices
+    return dict(n=n, d=float(fields['d']), c=None, shape=shape)
+  c = float(fields['c'])
+  return dict(n=n, d=c / flops_per_token(shape), c=c, shape=shape)
 
 
 def point_name(arg: str) -> str:
@@ -146,7 +144,7 @@ def get_config(arg=None):
   c.scaling = ml_collections.ConfigDict(dict(
       n=point['n'],  # requested non-embedding parameters
       d=steps * tokens_per_step,  # tokens trained on
-      c=point['c'],  # requested compute budget, model FLOPs (groups IsoFLOP slices)
+      c=point['c'],  # a c= point's compute budget, model FLOPs (groups IsoFLOP slices); None for d=
       arg=arg,  # the point as given
   ))
   return c

@@ -52,6 +52,19 @@ def test_compute_budget_sets_tokens_and_the_schedule_matches_them():
   assert bigger.train.lr < config.train.lr and bigger.model.num_layers > config.model.num_layers
 
 
+def test_only_a_point_given_its_budget_joins_an_isoflop_slice(tmp_path):
+  """llm.scaling groups runs into IsoFLOP slices by config scaling.c: a grid of n=,d= points must not
+  become one-run slices."""
+  from llm import scaling as fit
+  for arg, budget in (('size=m,c=1e13', 1e13), ('size=m,d=2e7', None)):
+    run = tmp_path / scaling.point_name(arg)
+    run.mkdir()
+    (run / 'config.json').write_text(scaling.get_config(arg).to_json_best_effort())
+    (run / 'summary.json').write_text(json.dumps(dict.fromkeys(fit.SUMMARY_KEYS, 1.0)))
+    (loaded,) = fit.load_runs([run])
+    assert loaded.budget == budget
+
+
 @pytest.mark.parametrize('arg, message', [
     ('n=1e6', 'exactly one of d and c'),
     ('n=1e6,d=1e7,c=1e13', 'exactly one of d and c'),
