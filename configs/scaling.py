@@ -96,20 +96,35 @@ def parse_point(arg: str) -> dict:
     if not sep or key not in ('n', 'size', 'd', 'c'):
       raise ValueError(f'scaling point {arg!r}: expected n=PARAMS or size=NAME, and d=TOKENS or '
                        f'c=FLOPS, e.g. configs/scaling.py:n=1e6,d=2e7')
+    if key in fields:  # the last would win unseen
+      raise ValueError(f'scaling point {arg!r}: {key} given twice; give it once')
     fields[key] = value
   if 'size' in fields:
+    if 'n' in fields:
+      raise ValueError(f'scaling point {arg!r}: give n or size, not both')
     if fields['size'] not in SIZES:
       raise ValueError(f'scaling point {arg!r}: unknown size {fields["size"]!r}; one of {", ".join(SIZES)}')
     fields['n'] = SIZES[fields.pop('size')]
   if 'n' not in fields or ('d' in fields) == ('c' in fields):
     raise ValueError(f'scaling point {arg!r}: give n (or size) and exactly one of d and c, '
                      f'e.g. configs/scaling.py:n=1e6,d=2e7')
-  n = float(fields['n'])
-  shape = shape_for(n)
-  if 'd' in fields:  # no budget: a grid of such points is not a set of IsoFLOP slices
-    return dict(n=n, d=float(fields['d']), c=None, shape=shape)
-  c = float(fields['c'])
-  return dict(n=n, d=c / flops_per_token(shape), c=c, shape=shape)
+  numbers = {key: _positive_number(arg, key, value) for key, value in fields.items()}
+  shape = shape_for(numbers['n'])
+  if 'd' in numbers:  # no budget: a grid of such points is not a set of IsoFLOP slices
+    return dict(n=numbers['n'], d=numbers['d'], c=None, shape=shape)
+  return dict(n=numbers['n'], d=numbers['c'] / flops_per_token(shape), c=numbers['c'], shape=shape)
+
+
+def _positive_number(arg: str, key: str, value) -> float:
+  """A point's n, d or c: a finite number > 0 (d=0 or c<0 would train one step, d=nan fail far from here)."""
+  try:
+    number = float(value)
+  except ValueError:
+    number = math.nan
+  if not (math.isfinite(number) and number > 0):
+    raise ValueError(f'scaling point {arg!r}: {key}={value} is not a positive number, '
+                     'e.g. configs/scaling.py:n=1e6,d=2e7')
+  return number
 
 
 def point_name(arg: str) -> str:

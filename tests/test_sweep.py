@@ -70,6 +70,16 @@ def test_only_a_point_given_its_budget_joins_an_isoflop_slice(tmp_path):
     ('n=1e6,d=1e7,c=1e13', 'exactly one of d and c'),
     ('size=huge,d=1e7', "unknown size 'huge'"),
     ('m=1e6,d=1e7', 'expected n=PARAMS'),
+    # Each of these was taken: 1 step for d <= 0 or c < 0, n ignored beside size, the last of a repeated key.
+    ('n=1e6,d=0', 'd=0 is not a positive number'),
+    ('n=1e6,d=-5e6', 'd=-5e6 is not a positive number'),
+    ('size=m,c=-1e13', 'c=-1e13 is not a positive number'),
+    ('n=1e6,d=nan', 'd=nan is not a positive number'),
+    ('n=1e6,c=inf', 'c=inf is not a positive number'),
+    ('n=1e6,d=lots', 'd=lots is not a positive number'),
+    ('n=nan,d=1e7', 'n=nan is not a positive number'),
+    ('size=m,n=1e6,d=1e7', 'give n or size, not both'),
+    ('n=1e6,d=1e7,d=2e7', 'd given twice'),
 ])
 def test_bad_points_are_named(arg, message):
   with pytest.raises(ValueError, match=message):
