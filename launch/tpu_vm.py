@@ -103,9 +103,26 @@ def main(argv):
   for cmd in commands(args, train_args):
     print(shlex.join(cmd), flush=True)
     if not args.dry_run:
-      subprocess.run(cmd, check=True)
+      call(cmd)
   if args.action == 'create' and args.queued:
     wait_until_active(args)
+
+
+def call(cmd: list[str], capture: bool = False) -> str:
+  """Runs cmd, its stderr shown line by line as it comes, and its stdout too unless captured (then
+  returned). A failure ends tpu_vm.py in one line: the command, and its stderr's last line (gcloud's error)."""
+  try:
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE, text=True) as proc:
+      last = ''
+      for line in proc.stderr:
+        sys.stderr.write(line)
+        last = line.strip() or last
+      out = proc.stdout.read() if capture else ''
+  except FileNotFoundError:
+    sys.exit(f'tpu_vm.py: {cmd[0]} not found: install the Google Cloud CLI and put gcloud on PATH')
+  if proc.returncode:
+    sys.exit(f'tpu_vm.py: {shlex.join(cmd)} failed (exit {proc.returncode}): {last or "it printed no error"}')
+  return out
 
 
 def wait_until_active(args):
@@ -113,7 +130,7 @@ def wait_until_active(args):
   cmd = queued_state_command(args)
   print(f'until ACTIVE, every {args.poll_s:g} s: {shlex.join(cmd)}', flush=True)
   while not args.dry_run:
-    state = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+    state = call(cmd, capture=True).strip()
     if state == 'ACTIVE':
       return
     if state in ('FAILED', 'SUSPENDED'):

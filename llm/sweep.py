@@ -150,7 +150,9 @@ def main(argv):
     return
   for cmd in tpu_commands(config_path, points, _ROOT.value, extra):
     print(f'# {shlex.join(cmd[1:])}', flush=True)
-    subprocess.run(cmd, check=True)
+    code = subprocess.call(cmd)
+    if code:
+      sys.exit(f'llm.sweep: launch/tpu_vm.py {cmd[2]} {cmd[3]} failed (exit {code}); its error is above')
 
 
 if __name__ == '__main__':

@@ -276,6 +276,41 @@ def test_tpu_vm_run_appends_each_start_to_the_log(tmp_path):
                         header), header
 
 
+def fake_gcloud(tmp_path, script: str) -> dict:
+  """An environment whose gcloud is a shell script: it logs its arguments to tmp_path/gcloud.log, then runs script."""
+  tools = tmp_path / 'bin'
+  tools.mkdir()
+  (tools / 'gcloud').write_text(f'#!/bin/sh\necho "$*" >> {tmp_path / "gcloud.log"}\n{script}')
+  (tools / 'gcloud').chmod(0o755)
+  return dict(os.environ, PYTHONPATH=str(ROOT), PATH=f'{tools}{os.pathsep}{os.environ["PATH"]}')
+
+
+def test_a_failing_gcloud_call_ends_in_one_line_naming_it(tmp_path):
+  """gcloud's own error passes through; then one line, no traceback, from tpu_vm.py and from the sweep."""
+  error = 'ERROR: (gcloud.compute.tpus.tpu-vm.create) PERMISSION_DENIED: quota exceeded'
+  env = fake_gcloud(tmp_path, f'case "$*" in *describe*) echo "ERROR: NOT_FOUND" >&2; exit 1;; '
+                              f'*"tpu-vm create"*) echo "{error}" >&2; exit 1;; esac\n')
+  vm = subprocess.run([sys.executable, 'launch/tpu_vm.py', 'create', '--name=v', '--zone=z'], cwd=ROOT, env=env,
+                      capture_output=True, text=True)
+  assert vm.returncode == 1 and 'Traceback' not in vm.stderr
+  assert vm.stderr.splitlines() == [error, 'tpu_vm.py: gcloud compute tpus tpu-vm create v --zone=z --accelerator-type=v4-8 '
+                                           f'--version=tpu-ubuntu2204-base failed (exit 1): {error}']
+  queued = subprocess.run([sys.executable, 'launch/tpu_vm.py', 'create', '--name=v', '--zone=z', '--queued'], cwd=ROOT,
+                          env=env, capture_output=True, text=True)  # created; then its state cannot be read
+  assert queued.returncode == 1 and 'Traceback' not in queued.stderr
+  assert queued.stderr.splitlines()[-1].startswith('tpu_vm.py: gcloud compute tpus queued-resources describe v ')
+  assert queued.stderr.splitlines()[-1].endswith('failed (exit 1): ERROR: NOT_FOUND')
+  no_gcloud = subprocess.run([sys.executable, 'launch/tpu_vm.py', 'create', '--name=v', '--zone=z'], cwd=ROOT,
+                             env=dict(env, PATH=str(tmp_path)), capture_output=True, text=True)
+  assert no_gcloud.returncode == 1
+  assert no_gcloud.stderr == 'tpu_vm.py: gcloud not found: install the Google Cloud CLI and put gcloud on PATH\n'
+  sweep = _sweep('/gcs/s', env, '--mode=tpu', '--zone=z')
+  assert sweep.returncode == 1 and 'Traceback' not in sweep.stderr
+  assert sweep.stderr.splitlines()[-2:] == [
+      vm.stderr.splitlines()[-1].replace('create v ', 'create llm-sweep-0 '),
+      'llm.sweep: launch/tpu_vm.py create --name=llm-sweep-0 failed (exit 1); its error is above']
+
+
 def _tpu_worker(tmp_path):
   """A fake worker with no apt and python3 3.10: (run: run_tpu.sh with these args and extra
   environment -> its result, add_python: a python3.11 and the venv of these requirements already
