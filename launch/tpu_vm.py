@@ -4,6 +4,7 @@
     python launch/tpu_vm.py run --name=llm-v4 --zone=us-central2-b -- \\
         --config=configs/pretrain_gpt2_124m.py --workdir=/gcs/runs/gpt2_124m \\
         --config.data.dir=/gcs/data --config.data.cache_dir=/gcs/cache
+    python launch/tpu_vm.py describe --name=llm-v4 --zone=us-central2-b   (its state; exit 1: no such VM)
     python launch/tpu_vm.py delete --name=llm-v4 --zone=us-central2-b
 
 `create --queued` asks for the slice as a queued resource (it waits in the queue until capacity
@@ -48,6 +49,10 @@ def commands(args, train_args: list[str]) -> list[list[str]]:
                                            f'--runtime-version={args.runtime}'] + spot]
   if args.action == 'create':
     return [tpu + ['create'] + where + [f'--accelerator-type={args.accelerator}', f'--version={args.runtime}'] + spot]
+  if args.action == 'describe' and args.queued:
+    return [queued_state_command(args)]
+  if args.action == 'describe':
+    return [tpu + ['describe'] + where + ['--format=value(state)']]
   if args.action == 'delete' and args.queued:
     return [queued + ['delete'] + where + ['--force', '--quiet']]
   if args.action == 'delete':
@@ -71,7 +76,7 @@ def commands(args, train_args: list[str]) -> list[list[str]]:
 
 def parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument('action', choices=['create', 'run', 'delete'])
+  p.add_argument('action', choices=['create', 'run', 'describe', 'delete'])
   p.add_argument('--name', required=True, help='TPU VM name')
   p.add_argument('--zone', required=True)
   p.add_argument('--project', default='')
@@ -81,7 +86,7 @@ def parse(argv):
                  'tpu-ubuntu2204-base for v4 and older)')
   p.add_argument('--spot', action='store_true', help='preemptible capacity: nothing restarts a preempted job; '
                  'delete, create and run again (the run resumes from its last checkpoint)')
-  p.add_argument('--queued', action='store_true', help='create/delete as a queued resource')
+  p.add_argument('--queued', action='store_true', help='create/describe/delete as a queued resource')
   p.add_argument('--poll_s', type=float, default=60, help='create --queued: seconds between state checks')
   p.add_argument('--remote_dir', default='llm')
   p.add_argument('--dry_run', action='store_true', help='print the commands, run nothing')

@@ -14,7 +14,9 @@ Modes:
   output goes to ROOT/NAME/log.txt.
 - print: the per-point commands, for any scheduler.
 - tpu: one Cloud TPU VM per point via launch/tpu_vm.py (create, then run); --dry_run prints
-  the gcloud commands. ROOT must be storage every VM sees (a mounted GCS bucket).
+  the gcloud commands. ROOT must be storage every VM sees (a mounted GCS bucket). A point whose
+  VM exists (PREFIX-INDEX) was launched by an earlier run and is skipped, so rerunning the same
+  command after a failed gcloud call continues the sweep.
 Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data); in local mode
 llm.main runs in the repository root, so a relative path among them is read from there.
 """
@@ -119,20 +121,22 @@ def run_local(config_path, points, root: Path, extra) -> int:
   return 1 if failed else 0
 
 
-def tpu_commands(config_path, points, root: str, extra) -> list[list[str]]:
-  """launch/tpu_vm.py create + run per point (the VM runs it under nohup and keeps it)."""
+def tpu_commands(config_path, points, root: str, extra) -> list[tuple[str, str, list[str], list[list[str]]]]:
+  """Per point: its name, its VM's name, launch/tpu_vm.py describe (whether the VM exists), and
+  create + run (the VM runs the point under nohup and keeps it)."""
   if not _ZONE.value:
     raise ValueError('--mode=tpu needs --zone (e.g. --zone=us-central2-b)')
   script = str(REPO / 'launch' / 'tpu_vm.py')
   dry = ['--dry_run'] if _DRY_RUN.value else []
-  cmds = []
+  queued = ['--queued'] if _QUEUED.value else []
+  per_point = []
   for i, (name, arg) in enumerate(points):
-    vm = [f'--name={_PREFIX.value}-{i}', f'--zone={_ZONE.value}']
-    queued = ['--queued'] if _QUEUED.value else []
-    cmds.append([sys.executable, script, 'create', *vm, f'--accelerator={_ACCELERATOR.value}', *queued, *dry])
-    cmds.append([sys.executable, script, 'run', *vm, *dry, '--',
-                 *main_args(config_path, arg, f'{root}/{name}', extra)])
-  return cmds
+    vm_name = f'{_PREFIX.value}-{i}'
+    vm = [f'--name={vm_name}', f'--zone={_ZONE.value}']
+    per_point.append((name, vm_name, [sys.executable, script, 'describe', *vm, *queued], [
+        [sys.executable, script, 'create', *vm, f'--accelerator={_ACCELERATOR.value}', *queued, *dry],
+        [sys.executable, script, 'run', *vm, *dry, '--', *main_args(config_path, arg, f'{root}/{name}', extra)]]))
+  return per_point
 
 
 def main(argv):
@@ -148,11 +152,21 @@ def main(argv):
       print(shlex.join(['python', '-m', 'llm.main',
                         *main_args(config_path, arg, f'{_ROOT.value}/{name}', extra)]))
     return
-  for cmd in tpu_commands(config_path, points, _ROOT.value, extra):
-    print(f'# {shlex.join(cmd[1:])}', flush=True)
-    code = subprocess.call(cmd)
-    if code:
-      sys.exit(f'llm.sweep: launch/tpu_vm.py {cmd[2]} {cmd[3]} failed (exit {code}); its error is above')
+  for i, (name, vm, describe, launch) in enumerate(tpu_commands(config_path, points, _ROOT.value, extra), 1):
+    prefix = f'[{i}/{len(points)}] {name}'
+    delete = f'python launch/tpu_vm.py delete {shlex.join(describe[3:])}'
+    # A VM of the point's name was made by an earlier run of the sweep, which launched the point there.
+    if not _DRY_RUN.value and subprocess.run(describe, capture_output=True).returncode == 0:
+      print(f'{prefix}: VM {vm} exists, skipped (to launch the point again, delete it: {delete})', flush=True)
+      continue
+    for cmd in launch:
+      print(f'# {shlex.join(cmd[1:])}', flush=True)
+      code = subprocess.call(cmd)
+      if code == 0:
+        continue
+      then = ('rerun the same command to continue (points whose VM exists are skipped)' if cmd[2] == 'create' else
+              f'VM {vm} exists but its point did not start: delete it ({delete}), then rerun the same command')
+      sys.exit(f'llm.sweep: {prefix}: launch/tpu_vm.py {cmd[2]} failed (exit {code}; its error is above); {then}')
 
 
 if __name__ == '__main__':

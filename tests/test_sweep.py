@@ -308,7 +308,21 @@ def test_a_failing_gcloud_call_ends_in_one_line_naming_it(tmp_path):
   assert sweep.returncode == 1 and 'Traceback' not in sweep.stderr
   assert sweep.stderr.splitlines()[-2:] == [
       vm.stderr.splitlines()[-1].replace('create v ', 'create llm-sweep-0 '),
-      'llm.sweep: launch/tpu_vm.py create --name=llm-sweep-0 failed (exit 1); its error is above']
+      'llm.sweep: [1/2] dim32: launch/tpu_vm.py create failed (exit 1; its error is above); rerun the same command '
+      'to continue (points whose VM exists are skipped)']
+
+
+def test_tpu_sweep_rerun_skips_the_points_whose_vm_exists(tmp_path):
+  env = fake_gcloud(tmp_path, 'case "$*" in *"describe llm-sweep-0 "*) echo READY;; '
+                              '*describe*) echo "ERROR: NOT_FOUND" >&2; exit 1;; esac\n')
+  sweep = _sweep('/gcs/s', env, '--mode=tpu', '--zone=z')
+  assert sweep.returncode == 0, sweep.stderr
+  assert sweep.stdout.splitlines()[0] == ('[1/2] dim32: VM llm-sweep-0 exists, skipped (to launch the point again, '
+                                          'delete it: python launch/tpu_vm.py delete --name=llm-sweep-0 --zone=z)')
+  calls = (tmp_path / 'gcloud.log').read_text().splitlines()
+  assert [c.split()[3:5] for c in calls if 'describe' not in c] == [['create', 'llm-sweep-1'], ['ssh', 'llm-sweep-1'],
+                                                                     ['scp', '--recurse'], ['ssh', 'llm-sweep-1']]
+  assert 'tiny_sweep.py:dim=48' in calls[-1] and 'dim=32' not in ''.join(calls)
 
 
 def _tpu_worker(tmp_path):
