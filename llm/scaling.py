@@ -563,8 +563,14 @@ def format_report(report: dict) -> str:
     where = '' if m['inside'] else '  (outside the sampled N: extrapolated)'
     lines.append(f'  C={m["C"]:<10.3g}{m["runs"]} runs  N_opt {_si(m["N_opt"])}  D_opt {_si(m["D_opt"])}  '
                  f'D/N {m["D_opt"] / m["N_opt"]:.3g}  loss {m["loss"]:.4f}{where}')
+  def iv_iso(x):  # the resamples kept have every minimum inside its slice: an extrapolated fit may lie outside them
+    if x['lo'] <= x['value'] <= x['hi']:
+      return iv(x)
+    return f'{x["value"]:.3g}, outside its resamples\' interval [{x["lo"]:.3g}, {x["hi"]:.3g}]'
+
   if iso['exponents']:
-    lines.append(f'  N_opt ~ C^a, a = {iv(iso["exponents"]["a"])};  D_opt ~ C^b, b = {iv(iso["exponents"]["b"])}')
+    a, b = (iv_iso(iso['exponents'][k]) for k in 'ab')
+    lines.append(f'  N_opt ~ C^a, a = {a};  D_opt ~ C^b, b = {b}')
     kept = boot['samples'] - boot['isoflop_failed']
     if boot['isoflop_failed']:  # the interval is conditional on the resamples that kept every minimum inside
       lines.append(f'  (intervals over the {kept} of {boot["samples"]} resamples whose minima all stayed inside their '

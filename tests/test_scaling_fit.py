@@ -374,6 +374,19 @@ def test_report_says_when_an_isoflop_minimum_is_extrapolated(tmp_path, vertex_of
   assert (kept_line in text) == (failed > 0)
 
 
+def test_an_isoflop_exponent_outside_its_interval_is_not_printed_as_its_estimate_and_interval(tmp_path):
+  """results/scaling_cpu_seeds/all_seeds: an extrapolated minimum gave a = 4.1, and the 13 resamples whose
+  minima all stayed inside gave [0.987, 1.47]; printed as "a = 4.1 [0.987, 1.47]" it read as an interval."""
+  for c, losses in ((4e12, (4.0, 4.5, 4.9, 5.2)), (1e13, (4.2, 4.0, 4.1, 4.4)), (2.5e13, (3.9, 3.7, 3.75, 4.0))):
+    for n, loss in zip((1e5, 3e5, 9e5, 2.7e6), losses):
+      write_run(tmp_path / f'n{n:g}_c{c:g}', n, c, loss)
+  report = scaling.fit_study([tmp_path], tmp_path / 'out', samples=0)
+  report['isoflop']['exponents'] = {'a': {'value': 4.1, 'lo': 0.987, 'hi': 1.47},
+                                    'b': {'value': 0.5, 'lo': 0.166, 'hi': 0.704}}
+  assert ("  N_opt ~ C^a, a = 4.1, outside its resamples' interval [0.987, 1.47];  D_opt ~ C^b, b = 0.5 [0.166, 0.704]"
+          in scaling.format_report(report).splitlines())
+
+
 def test_report_says_when_a_slice_has_no_minimum(tmp_path):
   # Two slices with a convex minimum inside, and a third whose loss falls all the way to its smallest size.
   for c, losses in ((4e12, (4.0, 4.5, 4.9, 5.2)), (1e13, (4.2, 4.0, 4.1, 4.4)), (2.5e13, (3.9, 3.7, 3.75, 4.0))):
