@@ -3,7 +3,8 @@
     python -m llm.sweep --sweep=configs/scaling.py:isoflop_cpu --root=runs/scaling
     python -m llm.sweep --sweep=configs/scaling.py:isoflop_cpu --root=runs/scaling --mode=print
     python -m llm.sweep --sweep=configs/scaling.py:chinchilla_tpu --root=/gcs/scaling --mode=tpu \\
-        --zone=us-central2-b --accelerator=v4-8 --dry_run
+        --zone=us-central2-b --accelerator=v4-8 --dry_run \\
+        -- --config.data.dir=/gcs/data --config.data.cache_dir=/gcs/cache
 
 A sweep is a config file with `get_config(arg)` (one point) and `sweep(grid) -> [arg, ...]`
 (the points of a named grid); `point_name(arg)`, if defined, names the point's workdir.
@@ -16,7 +17,9 @@ Modes:
 - tpu: one Cloud TPU VM per point via launch/tpu_vm.py (create, then run); --dry_run prints
   the gcloud commands. ROOT must be storage every VM sees (a mounted GCS bucket). A point whose
   VM exists (PREFIX-INDEX) was launched by an earlier run and is skipped, so rerunning the same
-  command after a failed gcloud call continues the sweep.
+  command after a failed gcloud call continues the sweep. A slice of several workers needs
+  --config.data.dir and --config.data.cache_dir after `--`, on storage they all see
+  (launch/run_tpu.sh refuses to start without them).
 Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data); in local mode
 llm.main runs in the repository root, so a relative path among them is read from there.
 """
