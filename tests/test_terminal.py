@@ -120,3 +120,42 @@ def test_ctrl_c_ends_a_reply_dropping_its_question_and_at_the_prompt_leaves(run_
   assert [line for line in errors.splitlines() if line.startswith('history:')] == [
       "history: ['abc']", "history: ['hij']"]  # the stopped question is not asked again
   assert b'[stopped' in b''.join(shown)
+
+
+def test_line_reader_cuts_lines_from_input_given_at_once_and_ends_in_eof():
+  read, write = os.pipe()
+  os.write(write, 'one\ntwo é\nlast without newline'.encode())
+  os.close(write)
+  out = io.StringIO()
+  reader = terminal.LineReader(read, out)
+  assert [reader('> '), reader('> '), reader('> ')] == ['one', 'two é', 'last without newline']
+  with pytest.raises(EOFError):
+    reader('> ')
+  assert out.getvalue() == '> ' * 4
+  os.close(read)
+
+
+# Ctrl-C at the prompt, as the kernel may deliver it: to a thread other than the main one (here
+# the main thread blocks SIGINT, so it must; a process running JAX has dozens of threads).
+_PROMPT_WITH_SIGINT_TO_ANOTHER_THREAD = '''
+import signal, sys, threading
+from llm import terminal
+threading.Thread(target=threading.Event().wait, daemon=True).start()
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+try:
+  terminal.LineReader()('you> ')
+except KeyboardInterrupt:
+  print('interrupted', flush=True)
+'''
+
+
+def test_ctrl_c_at_the_prompt_interrupts_whichever_thread_takes_the_signal(python_env):
+  proc = subprocess.Popen([sys.executable, '-c', _PROMPT_WITH_SIGINT_TO_ANOTHER_THREAD], env=python_env,
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+  try:
+    assert proc.stdout.read(5) == b'you> '
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=30)  # stdin stays open: input() here waited for a line that never came
+  finally:
+    proc.kill()
+  assert proc.returncode == 0 and proc.stdout.read() == b'interrupted\n', proc.stderr.read()
