@@ -38,10 +38,9 @@ def main(argv):
   system = [{'role': 'system', 'content': _SYSTEM.value}] if _SYSTEM.value else []
   messages, seed = list(system), _SEED.value
   print(f'chatting with {_WORKDIR.value} ({engine.cache_len}-token context); /reset, /quit')
-  read_line = terminal.LineReader()
   while True:
     try:
-      line = read_line('\nyou> ').strip()
+      line = input('\nyou> ').strip()
     except (EOFError, KeyboardInterrupt):
       break
     if line == '/quit':

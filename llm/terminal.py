@@ -1,8 +1,6 @@
-"""What llm.chat and llm.sample do in a terminal: print a reply as it streams, read a line that
-Ctrl-C interrupts, read escapes in a flag's text."""
+"""What llm.chat and llm.sample do in a terminal: print a reply as it streams, read escapes in a
+flag's text."""
 import codecs
-import os
-import select
 import sys
 
 
@@ -37,36 +35,6 @@ class Printer:
       self.out.write(text)
       self.text_ids = []
     self.out.flush()
-
-
-class LineReader:
-  """input(), but one that Ctrl-C always interrupts. The kernel hands a process's SIGINT to any of
-  its threads, and once JAX runs there are dozens; Python then only sets a flag, which its main
-  thread reads when it next runs Python code, and input() blocked in read() never does: the chat
-  hung at its prompt until Enter. Here the main thread waits in 0.1 s slices, so the
-  KeyboardInterrupt comes at once. Lines are cut from the raw bytes of the file descriptor (a
-  buffered reader would hide lines already read from select)."""
-
-  def __init__(self, fd: int | None = None, out=None):
-    self.fd = sys.stdin.fileno() if fd is None else fd
-    self.out = out or sys.stdout
-    self.pending = b''
-
-  def __call__(self, prompt: str) -> str:
-    """The next line without its newline; EOFError at the end of the input."""
-    self.out.write(prompt)
-    self.out.flush()
-    while b'\n' not in self.pending:
-      if not select.select([self.fd], [], [], 0.1)[0]:
-        continue
-      chunk = os.read(self.fd, 1 << 16)
-      if not chunk:
-        if not self.pending:
-          raise EOFError
-        self.pending += b'\n'  # a last line without its newline
-      self.pending += chunk
-    line, self.pending = self.pending.split(b'\n', 1)
-    return line.decode(errors='replace')
 
 
 def unescape(text: str, flag: str) -> str:
