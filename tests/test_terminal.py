@@ -65,6 +65,9 @@ def test_a_bad_escape_in_sample_stop_is_one_line_naming_the_flag_before_any_load
 # (its user messages) logged to stderr.
 _CHAT_STOPPED_ONCE = '''
 import os, signal, sys
+# Ctrl-C as a terminal's program has it, also where the tests run as a background job (which
+# inherits SIGINT ignored, and the chat would rightly ignore it too).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from llm import chat, chat_template, cli, terminal
 
 class StoppedOnce(terminal.Printer):
