@@ -259,3 +259,22 @@ def test_grpo_checks_that_the_batch_is_prompts_times_group(tmp_path, pretrained,
                           capture_output=True, text=True)
   assert result.returncode != 0 and 'prompts_per_step' in result.stderr.splitlines()[-1]
 
+
+
+def test_resuming_on_another_rl_task_or_its_options_is_refused(tmp_path):
+  """The checkpoint's data position is an index into the task's problems: another task, or other
+  knobs (other problems, another held-out split), would read on at a place it never meant."""
+  from tiny_config import tiny_grpo_config
+  from llm import train
+  (tmp_path / 'config.json').write_text(tiny_grpo_config().to_json_best_effort())
+  closed = []
+  ckpt = types.SimpleNamespace(close=lambda: closed.append(True))
+  with pytest.raises(ValueError, match=r"resumes from step 2 with other data settings \(grpo\.task_options\.digits="
+                                       r"\[1\] -> \[2\]\)"):
+    train._check_same_data(ckpt, 2, tiny_grpo_config(**{'grpo.task_options.digits': (2,)}), tmp_path)
+  other_task = tiny_grpo_config()
+  other_task.grpo.task = 'gsm8k'
+  with pytest.raises(ValueError, match=r"with other data settings \(grpo\.task='arithmetic' -> 'gsm8k'\)"):
+    train._check_same_data(ckpt, 2, other_task, tmp_path)
+  assert closed == [True, True]
+  train._check_same_data(ckpt, 2, tiny_grpo_config(**{'grpo.eval_problems': 4}), tmp_path)  # evaluation only
