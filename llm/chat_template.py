@@ -54,6 +54,12 @@ def _parts(message) -> list[dict]:
   return [{'type': 'text', 'text': content}] if isinstance(content, str) else list(content)
 
 
+def turn_stop_ids(tokenizer) -> list[int]:
+  """The ids an assistant turn ends at: <|end|>, and the tokenizer's stop ids (eos; an imported
+  model's own end-of-turn ids too, such as Llama 3's <|eot_id|>, which it may still write)."""
+  return list(dict.fromkeys([tokenizer.special_id('<|end|>'), *tokenizer.stop_ids]))
+
+
 def render(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
   """A whole conversation -> (ids, loss_mask) of equal length."""
   sp = tokenizer.special_id

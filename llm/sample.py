@@ -49,7 +49,7 @@ def main(argv):
     stream = terminal.Printer(tok)
   # bos separates documents in training, so it ends a sample too.
   outs = engine.generate([prompt_ids] * _NUM.value, max_new, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value,
-                         seed=_SEED.value, stop_ids=[tok.bos_id, tok.eos_id], stream=stream)
+                         seed=_SEED.value, stop_ids=[tok.bos_id, *tok.stop_ids], stream=stream)
   if stream:
     stream.flush()
     sys.stdout.write('\n')

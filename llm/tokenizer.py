@@ -95,6 +95,11 @@ class Tokenizer:
     return self._sp.get_piece_size()
 
   @property
+  def stop_ids(self) -> list[int]:
+    """The ids plain text generation stops at (an imported model's tokenizer may have several)."""
+    return [self.eos_id]
+
+  @property
   def fingerprint(self) -> str:
     """Short hash of the model's content: token caches built with it are keyed by this."""
     return hashlib.sha256(self._sp.serialized_model_proto()).hexdigest()[:16]

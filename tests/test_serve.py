@@ -27,8 +27,10 @@ from llm.serve.app import create_app
 from llm.serve.batcher import Batcher, QueueFull, Request
 import test_engine
 import test_hf_interop
+from llm.interop import importer
 from llm.interop.tokenizer import HFTokenizer
 from test_engine import _scripted_engine
+from test_hf_interop import llama_dir  # noqa: F401  (a fixture: a tiny Llama saved by transformers)
 from test_inference import _opt_bytes_and_save, run_dir, synthetic_tok  # noqa: F401  (fixtures: a run with random parameters)
 from test_model import init, small_config
 
@@ -670,3 +672,24 @@ def test_per_row_sampling_knobs_equal_each_row_sampled_alone():
                                       float(top_p[i]))[0]) for i in range(B)]
   assert together.tolist() == alone
   assert alone[0] == int(np.argmax(logits_BxV[0]))
+
+
+def test_an_imported_models_own_stop_ids_end_its_turns_in_the_engine_and_the_server(llama_dir, tmp_path):
+  """Llama 3 ends a turn with <|eot_id|>, not its eos: generation_config's stop ids must end a
+  reply in every chat front end, as they do in transformers, not only <|end|> and eos."""
+  conversation = [{'role': 'user', 'content': 'The cat sat'}]
+  plain = inference.load(importer.import_hf(llama_dir, tmp_path / 'plain'))
+  prompt = chat_template.render_prompt(plain.tokenizer, conversation)
+  first = plain.engine().generate([prompt], 4, temperature=0.0, stop_ids=[])[0].tokens[0]
+  assert first not in (plain.tokenizer.eos_id, plain.tokenizer.special_id('<|end|>'))  # else the test shows nothing
+  source = test_hf_interop._copy(llama_dir, tmp_path / 'source')
+  (source / 'generation_config.json').write_text(json.dumps({'eos_token_id': [2, first]}))
+  run = inference.load(importer.import_hf(source, tmp_path / 'run'))
+  engine = run.engine()
+  out = engine.generate([prompt], 4, temperature=0.0)[0]
+  assert (out.tokens, out.finish_reason) == ([first], 'stop')
+  with serving(engine, run.tokenizer, max_slots=2, steps_per_call=2) as (url, _):
+    reply = httpx.post(url + '/v1/chat/completions', timeout=120,
+                       json={'model': 'tiny', 'messages': conversation, 'max_tokens': 4, 'temperature': 0}).json()
+  assert reply['choices'][0]['finish_reason'] == 'stop'
+  assert reply['usage']['completion_tokens'] == 1

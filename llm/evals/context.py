@@ -135,7 +135,7 @@ class Context:
     tok = self.tokenizer
     prompts = [chat_template.render_prompt(tok, [{'role': 'user', 'content': q}]) for q in questions]
     kwargs.setdefault('temperature', 0.0)
-    return self.generate(prompts, max_new_tokens, tools, stop_ids=[tok.special_id('<|end|>'), tok.eos_id],
+    return self.generate(prompts, max_new_tokens, tools, stop_ids=chat_template.turn_stop_ids(tok),
                          **kwargs)
 
 

@@ -110,7 +110,7 @@ def recall(ctx, facts: list[world_lib.Fact], questions: list[str]) -> list[tuple
   model's greedy completion of it (an inference.Completion, None where the prompt did not fit)."""
   tok = ctx.tokenizer
   started = [prompt + prefix for prompt, prefix in _started_answers(ctx, facts, questions)]
-  outs = ctx.generate(started, MAX_NEW_TOKENS, temperature=0.0, stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+  outs = ctx.generate(started, MAX_NEW_TOKENS, temperature=0.0, stop_ids=chat_template.turn_stop_ids(tok))
   return list(zip(started, outs))
 
 
@@ -181,7 +181,7 @@ def own_searches(ctx, questions: list[str]) -> list[str]:
   tok = ctx.tokenizer
   opened = [chat_template.render_prompt(tok, [{'role': 'user', 'content': q}]) + [tok.special_id('<|tool_call|>')]
             for q in questions]
-  stops = [tok.special_id('<|/tool_call|>'), tok.special_id('<|end|>'), tok.eos_id]
+  stops = [tok.special_id('<|/tool_call|>'), *chat_template.turn_stop_ids(tok)]
   calls = ctx.generate(opened, QUERY_MAX_NEW_TOKENS, temperature=0.0, stop_ids=stops)
   written = [[] if c is None else c.tokens for c in calls]
   return [tok.decode(ids[:next((k for k, t in enumerate(ids) if t in stops), len(ids))]).strip() for ids in written]
@@ -198,7 +198,7 @@ def selective_search(ctx, registry, facts, questions, verdicts, value_p, knows, 
   calls = own_searches(ctx, [questions[i] for i in searched])
   tok = ctx.tokenizer
   read = ctx.generate([searched_for(tok, registry, call, questions[i]) for i, call in zip(searched, calls)],
-                      MAX_NEW_TOKENS, temperature=0.0, stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+                      MAX_NEW_TOKENS, temperature=0.0, stop_ids=chat_template.turn_stop_ids(tok))
   right = {i: verify.states(assistant_text(tok, c), facts[i].value) for i, c in zip(searched, read)}
   outcome = lambda i: right[i] if i in flagged else verdicts[i] == 'correct'
   return {'honesty_selective_search_unseen_acc': mean(outcome(i) for i in unseen),
@@ -254,7 +254,7 @@ def evaluate(ctx) -> dict:
   searched = ctx.chat(questions, SEARCH_MAX_NEW_TOKENS, tools=registry)
   unseen = [i for i, f in enumerate(facts) if f.exposure == 0]
   read = ctx.generate([searched_for(tok, registry, f'search: {facts[i].subject}', questions[i]) for i in unseen],
-                      MAX_NEW_TOKENS, temperature=0.0, stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+                      MAX_NEW_TOKENS, temperature=0.0, stop_ids=chat_template.turn_stop_ids(tok))
   mothers = [i for i, f in enumerate(facts) if f.relation == 'mother' and f.exposure >= REVERSAL_MIN_EXPOSURE]
   backward = ctx.chat([world_lib.BACKWARD_QUESTIONS[n % 2].format(value=facts[i].value) for n, i in enumerate(mothers)],
                       MAX_NEW_TOKENS)

@@ -14,7 +14,7 @@ def pass_at_k(ctx, problems: list, verify, samples: int, temperature: float, max
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
   rows = [p for p in prompts for _ in range(samples)]
   outs = ctx.generate(rows, max_new_tokens, tools=True, temperature=temperature, seed=list(range(len(rows))),
-                      stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+                      stop_ids=chat_template.turn_stop_ids(tok))
   correct = np.array([c is not None and verify(assistant_text(tok, c), problems[i // samples])
                       for i, c in enumerate(outs)]).reshape(len(problems), samples)
   return {'pass_at_1': float(correct.mean()), f'pass_at_{samples}': float(correct.any(1).mean())}

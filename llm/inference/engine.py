@@ -184,7 +184,7 @@ class Engine:
     """Samples a completion for each prompt (lists of ids, bos included).
 
     seed: one per row, or one int meaning seed + row index. stop_ids: shared or per row
-    (default: eos and <|end|>). stream(row, new_ids) is called as tokens arrive.
+    (default: chat_template.turn_stop_ids). stream(row, new_ids) is called as tokens arrive.
     """
     B = len(prompts)
     if not B:
@@ -193,7 +193,7 @@ class Engine:
     max_new = per_row(max_new_tokens)
     seeds = seed if isinstance(seed, (list, tuple)) else [seed + i for i in range(B)]
     if stop_ids is None:
-      stop_ids = [self.tokenizer.eos_id, self.tokenizer.special_id('<|end|>')]
+      stop_ids = chat_template.turn_stop_ids(self.tokenizer)
     stops = stop_ids if stop_ids and isinstance(stop_ids[0], (list, tuple)) else [stop_ids] * B
     longest = max(len(p) for p in prompts)
     if min(len(p) for p in prompts) < 1:

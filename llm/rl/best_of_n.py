@@ -53,7 +53,7 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
   room = min(engine.cache_len, window)
   completions = engine.generate(ids, [min(max_new_tokens, room - len(i)) for i in ids], temperature,
                                 seed=[seed * 1_000_003 + j for j in range(len(ids))],
-                                stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+                                stop_ids=chat_template.turn_stop_ids(tok))
   texts = [rl_tasks.assistant_text(tok, c.tokens) for c in completions]
   proxy_PxN = scorer.score([i + c.tokens for i, c in zip(ids, completions)]).reshape(prompts, samples)
   gold_PxN = np.array([gold_lib.gold_reward(problems[j // samples].meta['topic'], t) for j, t in enumerate(texts)],

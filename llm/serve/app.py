@@ -232,7 +232,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     prompt, dropped = chat_prompt(body, getattr(body, field))
     max_new = budget(prompt, getattr(body, field), field)
     headers = {'X-Messages-Dropped': str(dropped)} if body.fit_history else {}
-    return await run(http, body, prompt, max_new, (tokenizer.eos_id, tokenizer.special_id('<|end|>')), 'chat',
+    return await run(http, body, prompt, max_new, tuple(chat_template.turn_stop_ids(tokenizer)), 'chat',
                      headers)
 
   @app.post('/v1/completions')
@@ -240,7 +240,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     check_model(body)
     prompt = [tokenizer.bos_id] + tokenizer.encode(body.prompt)
     max_new = budget(prompt, body.max_tokens)
-    return await run(http, body, prompt, max_new, (tokenizer.eos_id,), 'text', {})
+    return await run(http, body, prompt, max_new, tuple(tokenizer.stop_ids), 'text', {})
 
   return app
 

@@ -59,7 +59,9 @@ class Request:
 _HOST_FIELDS = ('token', 'n_out', 'max_new', 'seeds', 'stop_ids', 'queue', 'queue_pos', 'queue_len', 'done',
                 'stopped', 'paused')
 _DEVICE_FIELDS = ('cache', 'out', 'out_forced')  # the rest of the decode state: on the device throughout
-_STOPS = 2  # stop ids per row: eos and <|end|> for chat, eos for plain completions
+# Stop ids per row: chat_template.turn_stop_ids (<|end|>, eos, an imported model's own end ids:
+# Llama 3 has three) or the tokenizer's stop ids for plain completions.
+_STOPS = 8
 _MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its compiled shape
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
 
@@ -113,6 +115,8 @@ class Batcher:
   def submit(self, request: Request):
     """Queues the request; a full queue first gives up the places of requests whose clients left
     while they waited (the loop would only drop them once a slot is free)."""
+    if len(request.stop_ids) > _STOPS:
+      raise ValueError(f'{len(request.stop_ids)} stop ids, at most {_STOPS}: raise _STOPS in {__name__}')
     if self.waiting.full():
       with self.waiting.mutex:  # queue.Queue's own lock over its deque
         live = [r for r in self.waiting.queue if not r.cancelled]

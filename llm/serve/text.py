@@ -13,6 +13,8 @@ text they were, never as a tool call it did not make.
 """
 import re
 
+from llm import chat_template
+
 TAGS = {'<|tool_call|>': '<tool_call>', '<|/tool_call|>': '</tool_call>',
         '<|tool_result|>': '<tool_result>', '<|/tool_result|>': '</tool_result>'}
 _PART = re.compile(r'<(tool_call|tool_result)>(.*?)</\1>', re.DOTALL)
@@ -54,7 +56,7 @@ class TextStream:
 
   def __init__(self, tokenizer, stop: list[str] = (), end_ids: tuple[int, ...] | None = None,
                incremental: bool = True):
-    """end_ids: the ids that end generation (default eos and <|end|>, as the engine's).
+    """end_ids: the ids that end generation (default chat_template.turn_stop_ids, as the engine's).
     incremental=False (a reply sent whole): without stop strings to watch for, the text is
     decoded once, by finish(), instead of on every feed."""
     self.tok, self.stop = tokenizer, [s for s in stop if s]
@@ -62,7 +64,7 @@ class TextStream:
     sp = tokenizer.special_id
     # A model imported without the chat tokens (--chat_tokens=false) has no tags to show.
     self.tags = {sp(token): tag for token, tag in TAGS.items() if tokenizer.has_special(token)}
-    self.ends = set((tokenizer.eos_id, sp('<|end|>')) if end_ids is None else end_ids)
+    self.ends = set(chat_template.turn_stop_ids(tokenizer) if end_ids is None else end_ids)
     self.run: list[int] = []  # ids of the current stretch of plain text
     self.run_used = 0  # characters of that stretch already in self.text
     self.text, self.sent = '', 0  # final text so far, and how much of it was handed out

@@ -139,7 +139,7 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
   engine = grpo_task.rollout_engine(config, setup, params, state)
   max_new = grpo_task.new_token_budgets(config, engine, prompts, rollout_len(config))
   completions = engine.generate(prompts, max_new, g.temperature, seed=list(range(len(prompts))),
-                                stop_ids=[tok.special_id('<|end|>'), tok.eos_id])
+                                stop_ids=chat_template.turn_stop_ids(tok))
   proxy, gold, finished = _score(config, setup, state, problems, prompts, completions)
   batch = grpo_task.rollout_batch(config, setup, params, state, list(enumerate(prompts)), completions,
                                   np.zeros(len(prompts), np.float32), with_ref=True)
