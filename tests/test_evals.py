@@ -118,7 +118,7 @@ def test_a_model_that_always_picks_the_first_ending_scores_the_share_of_label_0(
   share = labels.count(0) / len(labels)
   assert out['hellaswag_acc'] == pytest.approx(share) and out['hellaswag_acc_norm'] == pytest.approx(share)
   assert out['hellaswag_centered'] == pytest.approx((share - 0.25) / 0.75)
-  assert out['hellaswag_items'] == len(labels)
+  assert out['hellaswag_items'] == len(labels) and out['hellaswag_endings_truncated'] == 0
 
 
 def test_hellaswag_sum_and_per_byte_normalisation_differ_as_they_should(tok):
@@ -126,7 +126,7 @@ def test_hellaswag_sum_and_per_byte_normalisation_differ_as_they_should(tok):
   tokens, the per-byte mean the one of most bytes per token."""
   endings = ('a', 'the youngest was the fairest', 'king who', 'xq zv jk wp qx vj xq zv jk wp qx vj xq zv jk wp')
   item = hellaswag.Item(TEXT[:300], endings, 0)  # a long context: scoring it too would favour long endings
-  by_sum, by_byte = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [item])
+  by_sum, by_byte, _ = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [item])
   n_tokens = [len(tok.encode(' ' + e)) for e in endings]
   per_byte = [n / len(e.encode()) for n, e in zip(n_tokens, endings)]  # the ending's own bytes, as the harness
   assert by_sum[0] == int(np.argmin(n_tokens)) == 0 and by_byte[0] == int(np.argmin(per_byte)) == 1
@@ -140,8 +140,30 @@ def test_hellaswag_per_byte_divides_by_the_endings_own_bytes_not_the_space_befor
   with_space = int(np.argmin(n_tokens / [len(' ' + e) for e in endings]))
   harness = int(np.argmin(n_tokens / [len(e) for e in endings]))
   assert (with_space, harness) == (0, 1)  # the premise: the two rules disagree on these endings
-  _, by_byte = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [hellaswag.Item(TEXT[:300], endings, 0)])
+  _, by_byte, _ = hellaswag.choose(make_ctx(tok, Constant((0.0,) * tok.vocab_size)), [hellaswag.Item(TEXT[:300], endings, 0)])
   assert by_byte[0] == harness
+
+
+def test_an_ending_longer_than_the_context_costs_every_token_that_fits(tok):
+  """Under a uniform model each scored token costs log V. An ending of more tokens than the window
+  is scored on the window's worth of its tail: by sum it costs more than a short ending (a few tokens
+  past the window, not just those few); per byte, a tail of one-letter tokens costs more than the
+  short ending's word pieces (over all of its bytes, most never scored, it would look cheap)."""
+  ctx = make_ctx(tok, Constant((0.0,) * tok.vocab_size))
+  window = ctx.max_len - 1
+  short = 'the youngest was the fairest'
+  just_over = ' '.join(['xq zv jk wp'] * 6)
+  far_over = 'the little girl opened the door ' * 20 + ' '.join(['xq zv jk wp'] * 8)
+  n_short = len(tok.encode(' ' + short))
+  far_tokens = tok.encode(' ' + far_over)
+  tail = tok.decode(far_tokens[-window:])
+  # The premise: what the window drops of just_over is fewer tokens than short has; far_over's
+  # bytes over all of it are cheaper than short's, over its scored tail dearer.
+  assert window < len(tok.encode(' ' + just_over)) < window + n_short and tail.endswith(' xq zv jk wp')
+  assert window / len(far_over.encode()) < n_short / len(short.encode()) < window / len(tail.encode())
+  item = hellaswag.Item('A context.', (short, just_over, far_over, short), 0)
+  by_sum, by_byte, truncated = hellaswag.choose(ctx, [item])
+  assert (by_sum[0], by_byte[0], truncated) == (0, 0, 2)
 
 
 def test_hellaswag_reader_checks_the_six_line_format(tmp_path):

@@ -10,7 +10,8 @@ least surprising wins.
 The file (../shared/data/hellaswag_val/hellaswag_val_full.txt.bz2) is bzip2 text, six lines an
 item: 'activity label: context', the gold ending's index (0-3), then the four endings. Each
 row is [bos] + context + ' ' + ending, the context tokenized once for all four; a row longer
-than the model's context keeps its most recent tokens.
+than the model's context keeps its most recent tokens. An ending longer than the context is scored
+on the tokens that fit, per byte over those tokens' bytes; hellaswag_endings_truncated counts them.
 """
 import bz2
 import dataclasses
@@ -41,28 +42,35 @@ def read(path: Path) -> list[Item]:
   return [Item(lines[i], tuple(lines[i + 2:i + 6]), int(lines[i + 1])) for i in range(0, len(lines), 6)]
 
 
-def choose(ctx, items: list[Item]) -> tuple[np.ndarray, np.ndarray]:
-  """(by_sum, by_byte): the ending each item's lowest summed / per-byte loss picks."""
+def choose(ctx, items: list[Item]) -> tuple[np.ndarray, np.ndarray, int]:
+  """(by_sum, by_byte, truncated): the ending each item's lowest summed / per-byte loss picks, and
+  how many endings were longer than the context, so only their last tokens were scored."""
   tok = ctx.tokenizer
   contexts = tok.encode_batch([it.context for it in items])
   endings = tok.encode_batch([' ' + e for it in items for e in it.endings])
-  rows, lengths = [], []
+  rows = []
   for i, context in enumerate(contexts):
     for ending in endings[4 * i:4 * i + 4]:
       row = [tok.bos_id] + context + ending
       rows.append(row[:1] + row[1:][-(ctx.max_len - 1):])
-      lengths.append(len(ending))
-  sums = np.array([loss_T[len(loss_T) - n:].sum() for loss_T, n in zip(ctx.score(rows), lengths)])
-  sums = sums.reshape(len(items), 4)
-  # The ending's own bytes, not the space scored before it (lm-evaluation-harness's acc_norm).
-  ending_bytes = np.array([len(e.encode()) for it in items for e in it.endings]).reshape(len(items), 4)
-  return sums.argmin(1), (sums / ending_bytes).argmin(1)
+  losses = ctx.score(rows)
+  sums = np.array([loss_T[max(len(loss_T) - len(e), 0):].sum() for loss_T, e in zip(losses, endings)])
+  # The ending's own bytes, not the space scored before it (lm-evaluation-harness's acc_norm); of
+  # an ending whose head fell out of the window, the bytes of the tail that was scored.
+  n_bytes = np.array([len(e.encode()) for it in items for e in it.endings])
+  cut = [k for k, (loss_T, e) in enumerate(zip(losses, endings)) if len(e) > len(loss_T)]
+  if cut:
+    token_bytes_V = tok.token_bytes()
+    for k in cut:
+      n_bytes[k] = token_bytes_V[endings[k][-len(losses[k]):]].sum()
+  by_byte = (sums / n_bytes).reshape(len(items), 4).argmin(1)
+  return sums.reshape(len(items), 4).argmin(1), by_byte, len(cut)
 
 
 def evaluate(ctx) -> dict:
   items = read(ctx.data_dir() / PATH)[:ctx.count(10**9)]
-  by_sum, by_byte = choose(ctx, items)
+  by_sum, by_byte, truncated = choose(ctx, items)
   labels = np.array([it.label for it in items])
   acc, acc_norm = float((by_sum == labels).mean()), float((by_byte == labels).mean())
   return {'hellaswag_acc': acc, 'hellaswag_acc_norm': acc_norm, 'hellaswag_centered': (acc - 0.25) / 0.75,
-          'hellaswag_items': len(items)}
+          'hellaswag_items': len(items), 'hellaswag_endings_truncated': truncated}
