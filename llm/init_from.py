@@ -6,7 +6,7 @@ from pathlib import Path
 
 from absl import logging
 
-from llm import inference, model as model_lib, tokenizer as tokenizer_lib
+from llm import files, inference, model as model_lib, tokenizer as tokenizer_lib
 
 # Model fields that choose how the model computes, not what it holds: a run may change them
 # against the run it starts from (parameters stay float32 whatever the compute dtype).
@@ -16,6 +16,44 @@ IMPLEMENTATION_FIELDS = ('attention', 'remat', 'dtype')
 # from a language model's trunk, its new head initialised fresh (its init_state restores the trunk
 # only). Every other task trains or samples the language-model head, which the base must hold.
 NEW_HEAD_TASK = 'reward_model'
+# Beside config.json, written at each launch: {'init_from': as typed, 'path': the run it named, absolute}.
+# Not in config.json, which resume compares and results/ commits: the path is this machine's.
+LAUNCH_RECORD = 'init_from.json'
+
+
+def record(config, workdir: Path):
+  """Which run a relative config.init_from named from the directory this run is launched from, so a
+  reader in another directory (llm.eval's held-out sets follow the chain) finds the same one."""
+  path = workdir / LAUNCH_RECORD
+  if not config.init_from:
+    path.unlink(missing_ok=True)
+    return
+  files.write_atomically(path, json.dumps({'init_from': config.init_from,
+                                           'path': str(Path(config.init_from).resolve())}, indent=2) + '\n')
+
+
+def located(config, workdir: Path | None = None) -> Path | None:
+  """The directory of the run config.init_from names, absolute; None without one or where it is not
+  found: as typed, relative to the directory the run in workdir was launched from (its record),
+  else to this one."""
+  if not config.get('init_from'):
+    return None
+  recorded = workdir / LAUNCH_RECORD if workdir else None
+  launch = json.loads(recorded.read_text()) if recorded and recorded.exists() else {}
+  candidates = [Path(launch['path'])] if launch.get('init_from') == config.init_from else []
+  found = next((p for p in candidates + [Path(config.init_from)] if (p / 'config.json').exists()), None)
+  return found and found.resolve()
+
+
+def parent(config, workdir: Path | None = None) -> Path | None:
+  """located(), but a parent that is not found is an error: a chain that ended there would be wrong."""
+  found = located(config, workdir)
+  if config.get('init_from') and found is None:
+    raise inference.RunError(
+        f'init_from={config.init_from!r}' + (f' of {workdir}' if workdir else '') + f' is no run from {Path.cwd()}: '
+        'run from the directory it was trained from (the repository root for configs/*.py), or make that '
+        'init_from in its config.json the path of the run it started from')
+  return found
 
 
 def base_run(config) -> Path:

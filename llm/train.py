@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from llm import (checkpoint, files, hostinfo, losses, model as model_lib, optim, sharding, tasks,
+from llm import (checkpoint, files, hostinfo, init_from, losses, model as model_lib, optim, sharding, tasks,
                  tokenizer as tokenizer_lib, workdir_lock)
 from llm.data import sources
 from llm.metrics_log import MetricsLog
@@ -322,6 +322,7 @@ def _train(config, workdir: Path) -> dict:
                          'or give a new --workdir')
     if jax.process_index() == 0:
       _write_config(config, workdir)
+      init_from.record(config, workdir)
       # Whole or not at all: a kill mid-copy would leave a cut tokenizer, which the next start takes for another one.
       files.write_atomically(workdir / tokenizer_lib.run_file_name(data.tokenizer.path),
                              Path(data.tokenizer.path).read_bytes())

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, tiny_config
-from llm import chat_template, inference
+from llm import chat_template, inference, init_from
 from llm.data import conversations
 from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, copying, heldout, hellaswag, identity, pass_at_k, probes,
                        well_formed)
@@ -424,6 +424,62 @@ def test_training_questions_follow_the_init_from_chain(tmp_path):
   rl_task = rl_tasks.make_task('arithmetic', None)
   kept = heldout.without(rl_task.heldout(500), questions)
   assert kept and not any(rl_tasks.question_of(p) in questions for p in kept)
+
+
+def _run_dir(path, config):
+  path.mkdir(parents=True)
+  (path / 'config.json').write_text(config.to_json())
+  return path
+
+
+def _context_of(workdir) -> Context:
+  """What llm.eval builds for the run in workdir, less the model (no evaluator here runs one)."""
+  run = inference.Run(workdir, inference.read_config(workdir), None, None, {}, 0, None, ())
+  return Context.from_run(run)
+
+
+def test_the_init_from_chain_is_followed_from_any_directory(tmp_path, monkeypatch):
+  """configs/*.py name their parent relative to where training was launched ('runs/sft_small'):
+  llm.eval run elsewhere must still find it, through what each run recorded at launch."""
+  launch, elsewhere = tmp_path / 'repo', tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  base = _run_dir(launch / 'runs' / 'base', tiny_config(seed=5))
+  sft_config = tiny_config(seed=7, init_from='runs/base')
+  sft_config.sft = ml_collections.ConfigDict(dict(max_per_source=100))
+  sft = _run_dir(launch / 'runs' / 'sft', sft_config)
+  rl = _run_dir(launch / 'runs' / 'rl', tiny_config(seed=3, init_from='runs/sft'))
+  monkeypatch.chdir(launch)
+  for workdir in (sft, rl):  # as llm.train does at each launch
+    init_from.record(inference.read_config(workdir), workdir)
+  monkeypatch.chdir(elsewhere)
+  config = _context_of(rl).config
+  assert [c.seed for c in heldout.lineage(config)] == [3, 7, 5]
+  assert heldout.generated_questions(7, 2 * conversations.DEFAULT_GENERATED) <= heldout.training_questions(config)
+
+
+def test_a_parent_run_not_found_is_named_not_taken_for_the_chains_end(tmp_path, monkeypatch):
+  """A run without the launch record (trained before it was kept) is found from the directory it
+  was launched from; from another the chain's parent is missing, which must not pass silently."""
+  launch = tmp_path / 'repo'
+  _run_dir(launch / 'runs' / 'sft', tiny_config(seed=7))
+  rl = _run_dir(launch / 'runs' / 'rl', tiny_config(seed=3, init_from='runs/sft'))
+  monkeypatch.chdir(launch)
+  assert [c.seed for c in heldout.lineage(_context_of(rl).config)] == [3, 7]
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(inference.RunError, match=r"init_from='runs/sft' is no run from .*: run from the directory it "
+                                               r'was trained from'):
+    heldout.training_questions(_context_of(rl).config)
+
+
+def test_training_records_where_a_relative_init_from_pointed(pretrained, cache_dir, tmp_path, monkeypatch):
+  from llm import train
+  monkeypatch.chdir(pretrained.parent)
+  config = tiny_config(cache_dir, **{'train.steps': 1, 'model.max_seq_len': 128, 'train.seq_len': 128,
+                                     'init_from': pretrained.name, 'tokenizer.path': str(pretrained / 'tokenizer.model')})
+  train.run(config, tmp_path / 'continued')
+  monkeypatch.chdir(tmp_path)
+  assert [c.get('init_from') for c in heldout.lineage(_context_of(tmp_path / 'continued').config)] == [
+      str(pretrained.resolve()), '']
 
 
 # ---- the command line ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from llm import chat_template, inference, losses, model as model_lib, sharding, tools as tools_lib
+from llm import chat_template, inference, init_from, losses, model as model_lib, sharding, tools as tools_lib
 from llm.data import sources
 from llm.rl import tasks as rl_tasks
 
@@ -41,7 +41,13 @@ class Context:
   def from_run(cls, run: inference.Run, **kwargs) -> 'Context':
     summary_path = run.workdir / 'summary.json'
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    return cls(run.model_cfg, run.params, run.tokenizer, run.mesh, run.rules, run.config, summary, **kwargs)
+    config = run.config
+    if parent := init_from.located(config, run.workdir):
+      # Absolute, so the held-out sets follow the init_from chain (heldout.lineage) from whatever
+      # directory this runs in; one not found stays as typed, for lineage to name if asked.
+      config = config.copy_and_resolve_references()
+      config.init_from = str(parent)
+    return cls(run.model_cfg, run.params, run.tokenizer, run.mesh, run.rules, config, summary, **kwargs)
 
   @classmethod
   def from_setup(cls, config, setup, params, tokenizer, **kwargs) -> 'Context':

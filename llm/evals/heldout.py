@@ -12,13 +12,11 @@ items whose question text a training generator of the run produces:
 """
 import functools
 import itertools
-import json
 import random
 from pathlib import Path
 from typing import Iterator
 
-import ml_collections
-
+from llm import inference, init_from
 from llm.data import conversations, gsm8k as gsm8k_data
 from llm.rl import tasks as rl_tasks
 
@@ -39,15 +37,15 @@ def _sft_draws(config) -> tuple[int, int]:
 
 
 def lineage(config) -> Iterator:
-  """The run's config, then that of the run it started from (init_from), and so on up the chain."""
-  visited = set()
+  """The run's config, then that of the run it started from (init_from), and so on up the chain.
+  A parent not found is an error, not the chain's end: the held-out sets would keep what it trained on."""
+  visited, workdir = set(), None
   while config is not None:
     yield config
-    parent = Path(config.get('init_from') or '.').resolve()
-    path = parent / 'config.json'
-    done = not config.get('init_from') or parent in visited or not path.exists()
-    visited.add(parent)
-    config = None if done else ml_collections.ConfigDict(json.loads(path.read_text()))
+    workdir = init_from.parent(config, workdir)
+    done = workdir is None or workdir in visited
+    visited.add(workdir)
+    config = None if done else inference.read_config(workdir)
 
 
 def training_questions(config) -> frozenset[str]:
