@@ -4,7 +4,8 @@
         --corpus=../shared/data/tinystories_val_sample --corpus=../shared/data/tinyshakespeare
     python -m llm.eval --workdir=runs/sft_small --suite=chat --limit=100
 
-writes DIR/eval/<suite>.json (flat keys, numbers, plus the checkpoint's step) and prints a table.
+writes DIR/eval/<suite>.json (flat keys, numbers, plus the checkpoint's step and --limit, 0 for
+each evaluator's default) and prints a table.
 The data sets come from the run's data dir (config.data.dir, $LLM_DATA_DIR or ../shared/data).
 """
 import json
@@ -46,7 +47,7 @@ def main(argv):
   log = lambda message: print(f'llm.eval: {message}', file=sys.stderr)
   try:
     ctx = evals.Context.from_run(run, limit=_LIMIT.value, corpora=tuple(Path(c) for c in _CORPUS.value))
-    results = {'step': run.step, **evals.run_suite(_SUITE.value, ctx, log)}
+    results = {'step': run.step, 'limit': _LIMIT.value, **evals.run_suite(_SUITE.value, ctx, log)}
   except FileNotFoundError as e:  # a data set
     raise ValueError(f'{e} (for llm.eval: --data_dir=DIR or $LLM_DATA_DIR)') from None
   results['eval_wall_s'] = round(time.time() - start, 1)

@@ -26,6 +26,8 @@ SUMMARY_KEYS = ('params', 'tokens_seen', 'steps', 'wall_s', 'val_loss', 'val_bpb
 # Curves: (metrics.jsonl key, label); a stage plots those its metrics hold.
 CURVES = (('loss', 'training loss'), ('val_loss', 'validation loss'), ('reward_mean', 'reward (mean)'),
           ('heldout_pass_at_1', 'held-out pass@1'))
+# An eval json's facts about the evaluation, not numbers of the model.
+NOT_METRICS = ('step', 'eval_wall_s', 'limit')
 
 
 class RunMissing(ValueError):
@@ -60,11 +62,17 @@ def fmt(value) -> str:
   return f'{value:.4g}'
 
 
+def suite_mark(results: dict) -> str:
+  """' (limit N)' for a suite llm.eval ran with --limit=N: fewer items than the evaluation, not its number."""
+  return f' (limit {results["limit"]})' if results.get('limit') else ''
+
+
 def metric_rows(run: dict) -> dict:
-  """The run's numbers for the summary table: summary keys, then every eval key (suite order)."""
-  out = {k: run['summary'].get(k) for k in SUMMARY_KEYS}
+  """The run's numbers for the summary table, formatted: summary keys, then every eval key (suite
+  order), marked where its suite was limited."""
+  out = {k: fmt(run['summary'].get(k)) for k in SUMMARY_KEYS}
   for results in run['evals'].values():
-    out.update({k: v for k, v in results.items() if k not in ('step', 'eval_wall_s')})
+    out.update({k: fmt(v) + suite_mark(results) for k, v in results.items() if k not in NOT_METRICS})
   return out
 
 
@@ -119,7 +127,7 @@ def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = No
            f'{host.get("device_kind")} ({host.get("platform")}), jax {host.get("jax")}. '
            f'Wall time of the stages and their evaluations: {total_wall / 60:.1f} min.', '',
            '## Summary', '']
-  lines += _table(['metric', *names], [[k, *(fmt(rows.get(k)) for rows in per_stage)] for k in keys])
+  lines += _table(['metric', *names], [[k, *(rows.get(k, '-') for rows in per_stage)] for k in keys])
   for name, run in zip(names, data):
     c, s = run['config'], run['summary']
     lines += ['', f'## {name}: `{run["dir"]}`', '',
@@ -134,8 +142,8 @@ def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = No
     if plot_curves(run, out / png):
       lines += ['', f'![{name} curves]({png})']
     for suite, results in run['evals'].items():
-      lines += ['', f'Evaluation `{suite}` (checkpoint step {fmt(results.get("step"))}):', '']
-      lines += _table(['metric', 'value'], [[k, fmt(v)] for k, v in results.items() if k != 'step'])
+      lines += ['', f'Evaluation `{suite}`{suite_mark(results)} (checkpoint step {fmt(results.get("step"))}):', '']
+      lines += _table(['metric', 'value'], [[k, fmt(v)] for k, v in results.items() if k not in ('step', 'limit')])
   if seed_groups:
     lines += ['', '## Over seeds', '', seeds.table(seeds.aggregate(seed_groups, list(seed_keys)), seed_groups,
                                                   list(seed_keys))]

@@ -475,7 +475,8 @@ def test_training_records_where_a_relative_init_from_pointed(pretrained, cache_d
   from llm import train
   monkeypatch.chdir(pretrained.parent)
   config = tiny_config(cache_dir, **{'train.steps': 1, 'model.max_seq_len': 128, 'train.seq_len': 128,
-                                     'init_from': pretrained.name, 'tokenizer.path': str(pretrained / 'tokenizer.model')})
+                                     'init_from': pretrained.name,
+                                     'tokenizer.path': str(pretrained / 'tokenizer.model')})
   train.run(config, tmp_path / 'continued')
   monkeypatch.chdir(tmp_path)
   assert [c.get('init_from') for c in heldout.lineage(_context_of(tmp_path / 'continued').config)] == [
@@ -496,7 +497,7 @@ def test_eval_cli_end_to_end_on_a_tiny_run(pretrained, subprocess_env, data_dir)
   out = json.loads((pretrained / 'eval' / 'base.json').read_text())
   assert {'bpb_val', 'bpb_tinystories_val_sample', 'hellaswag_acc', 'hellaswag_acc_norm', 'hellaswag_centered',
           'fewshot_arith_acc', 'fewshot_translation_acc', 'step'} <= set(out)
-  assert out['hellaswag_items'] == 8 and out['step'] == 10
+  assert out['hellaswag_items'] == 8 and out['step'] == 10 and out['limit'] == 8
   summary = json.loads((pretrained / 'summary.json').read_text())
   assert out['bpb_val'] == pytest.approx(summary['val_bpb'], rel=0.05)  # the training loop's measure, other windows
   assert 'hellaswag_acc_norm' in result.stdout

@@ -48,6 +48,17 @@ def test_report_has_one_column_per_stage_and_each_stage_page(tmp_path):
   assert text.index('## BASE') < text.index('## SFT') < text.index('## RL')
 
 
+def test_a_suite_evaluated_with_limit_is_marked_not_shown_as_the_full_evaluation(tmp_path):
+  evals = {'base': {'step': 3, 'limit': 8, 'hellaswag_acc': 0.5},
+           'chat': {'step': 3, 'limit': 0, 'well_formed_rate': 0.75}}
+  base = make_run(tmp_path / 'base', 'pretrain', {'params': 10}, evals, [])
+  text = report.write([base], tmp_path / 'out', HOST).read_text()
+  summary, page = text.split('## BASE')
+  assert '| hellaswag_acc | 0.5 (limit 8) |' in summary and '| well_formed_rate | 0.75 |' in summary
+  assert 'Evaluation `base` (limit 8) (checkpoint step 3):' in page and 'Evaluation `chat` (checkpoint step 3):' in page
+  assert '| limit |' not in text
+
+
 def test_report_cli_runs_as_arguments_and_refuses_a_missing_run(tmp_path, python_env):
   make_run(tmp_path / 'base', 'pretrain', {'params': 10}, {}, [{'step': 1, 'loss': 3.0}])
   make_run(tmp_path / 'base2', 'pretrain', {'params': 20}, {}, [{'step': 1, 'loss': 3.0}])
