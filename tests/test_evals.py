@@ -18,8 +18,8 @@ import pytest
 from conftest import ROOT, tiny_config
 from llm import chat_template, inference, init_from
 from llm.data import conversations
-from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, copying, heldout, hellaswag, identity, pass_at_k, probes,
-                       well_formed)
+from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, copying, fewshot_arithmetic, fewshot_translation,
+                       heldout, hellaswag, identity, pass_at_k, probes, well_formed)
 from llm.rl import tasks as rl_tasks
 from llm.tokenizer import train_tokenizer
 from llm.tools import calculator
@@ -231,6 +231,25 @@ def test_arithmetic_with_and_without_the_calculator_and_copy_accuracy(tok):
 def _phrasing_regex(template: str) -> re.Pattern:
   return re.compile(re.escape(template).replace(r'\{a\}', r'\d+').replace(r'\{b\}', r'\d+')
                     .replace(r'\{c\}', r'\d+').replace(r'\{name\}', r'\w+') + '$')
+
+
+def test_fewshot_accuracy_is_over_the_prompts_that_fit_and_undefined_when_none_does(tok):
+  """A prompt too long for the context makes no answer (generate's None): it counts neither way,
+  and with none fitted the accuracy is NaN, not a measured 0."""
+  reply = {'cat': 'chat', 'dog': None, 'bread': 'pomme', 'book': None}  # None: the prompt does not fit
+  translate = lambda prompt, tools, seed: reply[prompt.rsplit('\n', 1)[-1].removesuffix(' =>')]
+  out = fewshot_translation.evaluate(ScriptedChat(tok, translate, limit=4))
+  assert out == {'fewshot_translation_acc': 0.5, 'fewshot_translation_fitted': 2}
+  out = fewshot_translation.evaluate(ScriptedChat(tok, lambda prompt, tools, seed: None, limit=4))
+  assert math.isnan(out['fewshot_translation_acc']) and out['fewshot_translation_fitted'] == 0
+
+  ctx = ScriptedChat(tok, lambda prompt, tools, seed: None, limit=3)
+  out = fewshot_arithmetic.evaluate(ctx)
+  assert math.isnan(out['fewshot_arith_acc']) and out['fewshot_arith_fitted'] == 0
+  gold = dict(heldout.arithmetic(3, ctx.config.seed, heldout.training_questions(ctx.config)))
+  question = lambda prompt: prompt.rsplit('Question: ', 1)[-1].removesuffix('\nAnswer:')
+  ctx.respond = lambda prompt, tools, seed: gold[question(prompt)] if seed == 0 else None  # the first fits
+  assert fewshot_arithmetic.evaluate(ctx) == {'fewshot_arith_acc': 1.0, 'fewshot_arith_fitted': 1}
 
 
 def test_heldout_phrasings_are_never_generated_and_their_answers_are_right():

@@ -1,6 +1,7 @@
 """Few-shot prompting of a base model (in-context learning): solved examples, then a query; the
 model's first line of greedy continuation is its answer. Shared by fewshot_arithmetic and
 fewshot_translation."""
+from llm.evals.context import fitted, mean
 
 
 def first_lines(ctx, prompts: list[str], max_new_tokens: int) -> list[str | None]:
@@ -16,3 +17,11 @@ def prompt(shots: list[tuple[str, str]], query: str, template: str) -> str:
   """The shots and the query in template ('Question: {q}\\nAnswer: {a}'), the query's answer left open."""
   solved = ''.join(template.format(q=q, a=a) + '\n\n' for q, a in shots)
   return solved + template.format(q=query, a='').rstrip()
+
+
+def accuracy(name: str, right: list[bool | None]) -> dict:
+  """{name}_acc over the prompts that fit the context (right: None where one did not; NaN where
+  none did, as context.mean has it) and {name}_fitted, how many did: a prompt that did not fit
+  made no answer, right or wrong."""
+  answered = fitted(right)
+  return {f'{name}_acc': mean(answered), f'{name}_fitted': len(answered)}
