@@ -361,6 +361,12 @@ def test_identity_facts_come_from_the_run_and_truthfulness_is_checked_against_th
   assert result['identity_data'] == 0.0 and result['identity_tools'] == 1.0 and result['identity_internet'] == 1.0
 
 
+def test_a_parameter_count_that_rounds_to_a_thousand_units_takes_the_next_unit():
+  assert identity.about(999_600) == 'about 1 million' and identity.about(999_400) == 'about 999 thousand'
+  assert identity.about(99_950) == 'about 100 thousand' and identity.about(999_999_000) == 'about 1 billion'
+  assert identity.about(1_234) == 'about 1.23 thousand' and identity.about(999) == 'about 999'
+
+
 def test_probes_score_a_model_that_counts_spells_and_thinks_in_steps(tok):
   def respond(question, tools, seed):
     # It counts and spells right only through the python tool, and what counts is its own text.

@@ -39,10 +39,12 @@ _SCALE = {None: 1, 'thousand': 1e3, 'million': 1e6, 'billion': 1e9}
 
 
 def about(count: int) -> str:
-  """4_194_304 -> 'about 4.19 million'."""
+  """4_194_304 -> 'about 4.19 million'; 999_600 -> 'about 1 million': rounded to three figures
+  before the unit is chosen, else it would read 'about 1e+03 thousand'."""
+  rounded = float(f'{count:.3g}')
   for scale, word in ((1e9, 'billion'), (1e6, 'million'), (1e3, 'thousand')):
-    if count >= scale:
-      return f'about {count / scale:.3g} {word}'
+    if rounded >= scale:
+      return f'about {rounded / scale:.3g} {word}'
   return f'about {count}'
 
 
