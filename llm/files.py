@@ -1,5 +1,6 @@
 """Writing files: so that a killed process leaves either the old file or the whole new one, and
-only where they can be written."""
+only where they can be written; reading JSON so that a broken file is named."""
+import json
 import os
 from pathlib import Path
 
@@ -26,3 +27,12 @@ def check_writable(folder: Path | str) -> Path:
   except OSError as e:
     raise PermissionError(f'{folder} cannot be written ({e.strerror}): choose a folder on a writable disk') from None
   return folder
+
+
+def read_json(path: Path | str, remedy: str = 'restore it, or rerun the command that wrote it'):
+  """The JSON in path; one that is not JSON (edited by hand, cut short by a full disk) is a
+  ValueError naming the file, not json's bare 'Expecting value: line 2 column 1'."""
+  try:
+    return json.loads(Path(path).read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}); {remedy}') from None

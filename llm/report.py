@@ -10,7 +10,6 @@ With --seeds=NAME=RUN,RUN,... (repeatable) and --seed_keys, a section "Over seed
 group's mean ± std [min, max] (llm/seeds.py): a headline number is a mean over seeds, not one run.
 """
 import datetime
-import json
 import re
 import subprocess
 from pathlib import Path
@@ -38,7 +37,7 @@ def read_run(workdir: Path) -> dict:
   """config, summary, metrics rows and evals (suite -> results) of one run directory."""
   if not (workdir / 'config.json').exists():
     raise RunMissing(f'{workdir} holds no config.json: is it a run (python -m llm.main --workdir=...)?')
-  read = lambda p: json.loads(p.read_text()) if p.exists() else {}
+  read = lambda p: files.read_json(p) if p.exists() else {}
   metrics = workdir / 'metrics.jsonl'
   rows = list(sources.read_jsonl(metrics)) if metrics.exists() else []
   summary = read(workdir / 'summary.json')
@@ -115,6 +114,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = None, seed_keys=()) -> Path:
   """OUT/report.md (and PNGs) for the runs, and the seed groups' table; returns the report's path."""
   data = [read_run(Path(r)) for r in runs]
+  over_seeds = ''
+  if seed_groups:  # before any file is written: a seed run that cannot be read leaves no half a report
+    over_seeds = seeds.table(seeds.aggregate(seed_groups, list(seed_keys)), seed_groups, list(seed_keys))
   names = stage_names(data)
   files.check_writable(out)
   per_stage = [metric_rows(r) for r in data]
@@ -144,9 +146,8 @@ def write(runs: list[Path], out: Path, host: dict, seed_groups: dict | None = No
     for suite, results in run['evals'].items():
       lines += ['', f'Evaluation `{suite}`{suite_mark(results)} (checkpoint step {fmt(results.get("step"))}):', '']
       lines += _table(['metric', 'value'], [[k, fmt(v)] for k, v in results.items() if k not in ('step', 'limit')])
-  if seed_groups:
-    lines += ['', '## Over seeds', '', seeds.table(seeds.aggregate(seed_groups, list(seed_keys)), seed_groups,
-                                                  list(seed_keys))]
+  if over_seeds:
+    lines += ['', '## Over seeds', '', over_seeds]
   path = out / 'report.md'
   path.write_text('\n'.join(lines) + '\n')
   return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from llm import cli
+from llm import cli, files
 
 
 def run_numbers(workdir: Path) -> dict:
@@ -25,7 +25,7 @@ def run_numbers(workdir: Path) -> dict:
   summary = workdir / 'summary.json'
   if not summary.exists():
     raise ValueError(f'{workdir} has no summary.json: is it a finished run (python -m llm.main --workdir=...)?')
-  numbers = json.loads(summary.read_text())
+  numbers = files.read_json(summary)
   for results in read_evals(workdir, numbers.get('steps')).values():
     numbers.update(results)
   return numbers
@@ -36,7 +36,7 @@ def read_evals(workdir: Path, steps: int | None) -> dict[str, dict]:
   known): a suite evaluated before the run trained on would stand beside the newer numbers."""
   evals = {}
   for path in sorted((workdir / 'eval').glob('*.json')):
-    results = json.loads(path.read_text())
+    results = files.read_json(path, f'evaluate again: python -m llm.eval --workdir={workdir} --suite={path.stem}')
     if steps is not None and results.get('step', steps) != steps:
       raise ValueError(f'{path} is of step {results["step"]}, the run of step {steps}: evaluate it again '
                        f'(python -m llm.eval --workdir={workdir} --suite={path.stem})')

@@ -1,7 +1,10 @@
 """The report card from tiny runs: the summary across stages, per-stage pages, curves, errors."""
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 from conftest import ROOT
 from llm import report
@@ -87,3 +90,26 @@ def test_report_adds_the_mean_over_seeds_of_each_group(tmp_path):
   over_seeds = text.split('## Over seeds')[1]
   assert '| SFT | 3 | 93.0 ± 3.0 [90.0, 96.0] |' in over_seeds  # sample std of 90, 96, 93 by hand
   assert f'| SFT | {runs[1]} | 96.0 |' in over_seeds
+
+
+def test_a_json_file_that_is_not_json_is_named(tmp_path):
+  base = make_run(tmp_path / 'base', 'pretrain', {'params': 10}, {'base': {'step': 3, 'hellaswag_acc': 0.5}}, [])
+  (base / 'eval' / 'base.json').write_text('{"step": 3,\n')  # cut short
+  path, workdir = re.escape(str(base / 'eval' / 'base.json')), re.escape(str(base))
+  named = rf'{path} is not valid JSON .*python -m llm.eval --workdir={workdir} --suite=base'
+  with pytest.raises(ValueError, match=named):
+    report.write([base], tmp_path / 'out', HOST)
+  (base / 'eval' / 'base.json').unlink()
+  (base / 'summary.json').write_text('')
+  with pytest.raises(ValueError, match=re.escape(f'{base / "summary.json"} is not valid JSON')):
+    report.write([base], tmp_path / 'out', HOST)
+
+
+def test_a_seed_group_that_cannot_be_read_stops_the_report_before_any_file_is_written(tmp_path):
+  base = make_run(tmp_path / 'base', 'pretrain', {'params': 10}, {}, [{'step': 1, 'loss': 3.0}])
+  seeds = [make_run(tmp_path / f'sft{i}', 'sft', {'wall_s': 1.0}, {'chat': {'arith_acc_tool': 0.9}}, [])
+           for i in range(2)]
+  (seeds[1] / 'eval' / 'chat.json').write_text('{}')  # not evaluated: the key is missing
+  with pytest.raises(ValueError, match=re.escape(f"'arith_acc_tool' is not a number in {seeds[1]}")):
+    report.write([base], tmp_path / 'out', HOST, {'SFT': seeds}, ['arith_acc_tool'])
+  assert not (tmp_path / 'out').exists()
