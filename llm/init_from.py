@@ -28,8 +28,10 @@ def record(config, workdir: Path):
   if not config.init_from:
     path.unlink(missing_ok=True)
     return
-  files.write_atomically(path, json.dumps({'init_from': config.init_from,
-                                           'path': str(Path(config.init_from).resolve())}, indent=2) + '\n')
+  named = Path(config.init_from).resolve()
+  if not (named / 'config.json').exists():  # resumed from another directory: keep what the first launch found
+    return
+  files.write_atomically(path, json.dumps({'init_from': config.init_from, 'path': str(named)}, indent=2) + '\n')
 
 
 def located(config, workdir: Path | None = None) -> Path | None:

@@ -504,6 +504,8 @@ def test_training_records_where_a_relative_init_from_pointed(pretrained, cache_d
                                      'tokenizer.path': str(pretrained / 'tokenizer.model')})
   train.run(config, tmp_path / 'continued')
   monkeypatch.chdir(tmp_path)
+  config.train.steps = 2  # resumed from where the relative init_from names nothing: the record stays
+  train.run(config, tmp_path / 'continued')
   assert [c.get('init_from') for c in heldout.lineage(_context_of(tmp_path / 'continued').config)] == [
       str(pretrained.resolve()), '']
 
