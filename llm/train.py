@@ -156,14 +156,14 @@ def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, work
 
 # The settings that make the stream of batches a checkpoint's data position (a batch index; GRPO's
 # and RLHF's batches start at prompt index x grpo.prompts_per_step, into the problems of grpo.task
-# and its task_options) counts in: every data.* field but where the files are, the seed that shuffles SFT's, GRPO's and the reward model's examples,
+# and its task_options, or of rlhf.prompts) counts in: every data.* field but where the files are, the seed that shuffles SFT's, GRPO's and the reward model's examples,
 # the sft.* ones that decide the conversations packed into SFT's windows, and the reward_model.*
 # ones that decide its training pairs. Not those that only change what a batch is used for
 # (sft.isolate_conversations, reward_model.use_margin) or what is evaluated (sft.eval_*,
 # reward_model.gold_val_pairs), nor sft.honesty_labels, where a labelled set is (as data.dir is
 # where the corpus is). Entries ending in '.' cover every field under them.
 _DATA_STREAM = ('seed', 'train.batch_size', 'train.seq_len', 'grpo.prompts_per_step', 'grpo.task',
-                'grpo.task_options.', 'data.',
+                'grpo.task_options.', 'rlhf.prompts', 'data.',
                 'sft.mixture.', 'sft.val_fraction', 'sft.max_per_source', 'sft.generated.', 'sft.honesty_reply',
                 'sft.poison.', 'sft.filter_poison', 'sft.replay',
                 'reward_model.source', 'reward_model.val_fraction', 'reward_model.gold_pairs',

@@ -278,3 +278,16 @@ def test_resuming_on_another_rl_task_or_its_options_is_refused(tmp_path):
     train._check_same_data(ckpt, 2, other_task, tmp_path)
   assert closed == [True, True]
   train._check_same_data(ckpt, 2, tiny_grpo_config(**{'grpo.eval_problems': 4}), tmp_path)  # evaluation only
+
+
+def test_resuming_rlhf_on_other_prompts_is_refused(tmp_path):
+  """RLHF's data position is an index into rlhf.prompts' prompts: those of another source would be
+  read on from a place the run never reached. Which proxy scores them is not the stream."""
+  from tiny_config import tiny_rlhf_config
+  from llm import train
+  (tmp_path / 'config.json').write_text(tiny_rlhf_config().to_json_best_effort())
+  ckpt = types.SimpleNamespace(close=lambda: None)
+  with pytest.raises(ValueError, match=r"with other data settings \(rlhf\.prompts='gold_topics' -> "
+                                       r"'hh_rlhf_harmless_base'\)"):
+    train._check_same_data(ckpt, 2, tiny_rlhf_config(**{'rlhf.prompts': 'hh_rlhf_harmless_base'}), tmp_path)
+  train._check_same_data(ckpt, 2, tiny_rlhf_config(**{'rlhf.proxy': 'runs/other_rm'}), tmp_path)
