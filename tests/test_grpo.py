@@ -192,6 +192,17 @@ def test_grpo_refuses_samplers_whose_log_probs_it_does_not_compute(override, mes
     grpo_task.check_config(tiny_grpo_config(**override))
 
 
+@pytest.mark.parametrize('override, message', [
+    ({'grpo.group_size': 1, 'train.batch_size': 2}, r'grpo\.group_size=1: .* 2 or more'),
+    ({'grpo.mu': 0}, r'grpo\.mu=0: .* 1 or more')])
+def test_grpo_refuses_groups_of_one_and_no_steps_per_rollout(override, message):
+  """A group of one has an advantage of 0 whatever its reward (the run would train nothing), and
+  mu=0 would take no step on its rollouts."""
+  from llm.tasks import grpo as grpo_task
+  with pytest.raises(ValueError, match=message):
+    grpo_task.check_config(tiny_grpo_config(**override))
+
+
 def test_grpo_refuses_several_processes(monkeypatch):
   """Every process would roll out the whole batch and feed it as its own rows."""
   from llm.tasks import grpo as grpo_task

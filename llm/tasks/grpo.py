@@ -48,9 +48,14 @@ def check_config(config):
     raise ValueError(f'grpo.temperature={g.temperature}, top_k={g.top_k}, top_p={g.top_p}: the objective '
                      'needs the log-probs of the distribution the rollouts sample, softmax(logits / temperature); '
                      'use temperature > 0, top_k=0 and top_p=1.0')
+  if g.group_size < 2:  # a group of one is its own mean: every advantage would be 0, and nothing learnt
+    raise ValueError(f'grpo.group_size={g.group_size}: GRPO scores each completion against the others of its '
+                     'group, so it needs 2 or more')
   if config.train.batch_size != g.prompts_per_step * g.group_size:
     raise ValueError(f'train.batch_size={config.train.batch_size} must equal grpo.prompts_per_step x '
                      f'grpo.group_size = {g.prompts_per_step * g.group_size}')
+  if g.mu < 1:
+    raise ValueError(f'grpo.mu={g.mu}: the optimizer steps on each batch of rollouts must be 1 or more')
   if config.train.checkpoint_every % g.mu:
     raise ValueError(f'train.checkpoint_every={config.train.checkpoint_every} must be a multiple of '
                      f'grpo.mu={g.mu}, so a resumed run starts at a fresh batch of rollouts')
