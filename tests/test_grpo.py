@@ -56,6 +56,21 @@ def test_rollouts_sample_no_more_than_the_training_row_holds():
   assert grpo_task.new_token_budgets(config, Engine(), [[1] * 4], max_len) == [4]
 
 
+def test_rollouts_without_room_for_a_completion_are_refused_naming_the_prompt_and_seq_len():
+  """Rather than an engine error about a budget of -1 tokens 'exceeding the cache'."""
+  from llm.tasks import grpo as grpo_task
+  with pytest.raises(ValueError, match=r'grpo\.max_new_tokens=0: .* 1 or more'):
+    grpo_task.check_config(tiny_grpo_config(**{'grpo.max_new_tokens': 0}))
+  config = tiny_grpo_config(**{'train.seq_len': 10})
+
+  class Engine:
+    cache_len = 64
+
+  with pytest.raises(ValueError, match=r'a prompt of 11 tokens leaves no room .* within 11 tokens '
+                                       r'\(train\.seq_len=10\); raise train\.seq_len'):
+    grpo_task.new_token_budgets(config, Engine(), [[1] * 4, [1] * 11], grpo_task.rollout_len(config))
+
+
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):
   mask = jnp.ones_like(logp)
   f = lambda lp: grpo.objective(lp, old_logp, adv, mask, eps, eps_high, **kw)[0]

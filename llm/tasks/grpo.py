@@ -54,6 +54,8 @@ def check_config(config):
   if config.train.batch_size != g.prompts_per_step * g.group_size:
     raise ValueError(f'train.batch_size={config.train.batch_size} must equal grpo.prompts_per_step x '
                      f'grpo.group_size = {g.prompts_per_step * g.group_size}')
+  if g.max_new_tokens < 1:
+    raise ValueError(f'grpo.max_new_tokens={g.max_new_tokens}: a rollout needs room for 1 or more new tokens')
   if g.mu < 1:
     raise ValueError(f'grpo.mu={g.mu}: the optimizer steps on each batch of rollouts must be 1 or more')
   if config.train.checkpoint_every % g.mu:
@@ -158,6 +160,10 @@ def new_token_budgets(config, engine, prompts: list[list[int]], max_len: int) ->
   A tail past the training row would be rewarded but get no loss and no KL; past the proxy's
   window, RLHF would score a row cut short."""
   room = min(engine.cache_len, max_len)
+  longest = max(map(len, prompts), default=0)
+  if room - longest < 1:
+    raise ValueError(f'a prompt of {longest} tokens leaves no room for its completion within {room} tokens '
+                     f'(train.seq_len={config.train.seq_len}); raise train.seq_len (up to model.max_seq_len)')
   return [min(config.grpo.max_new_tokens, room - len(p)) for p in prompts]
 
 
