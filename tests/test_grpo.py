@@ -218,6 +218,19 @@ def test_grpo_refuses_groups_of_one_and_no_steps_per_rollout(override, message):
     grpo_task.check_config(tiny_grpo_config(**override))
 
 
+@pytest.mark.parametrize('override, message', [
+    ({'grpo.aggregation': 'tokens'}, r"grpo\.aggregation='tokens' is unknown; choose one of \('token', 'sequence', "
+                                     r"'dr_grpo'\)"),
+    ({'grpo.rewards.corectness': 1.0}, r"unknown components \['corectness'\]; known: \['correctness', 'format', "
+                                       r"'length_penalty'\]"),
+    ({'grpo.length_scale': 0.0}, r'grpo\.length_scale=0\.0: must be > 0')])
+def test_grpo_refuses_unknown_losses_and_rewards_before_its_first_eval(override, message):
+  """At the config check, not at the first step: after the step-0 held-out eval has been paid for."""
+  from llm.tasks import grpo as grpo_task
+  with pytest.raises(ValueError, match=message):
+    grpo_task.check_config(tiny_grpo_config(**override))
+
+
 def test_grpo_refuses_several_processes(monkeypatch):
   """Every process would roll out the whole batch and feed it as its own rows."""
   from llm.tasks import grpo as grpo_task

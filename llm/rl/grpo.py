@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+AGGREGATIONS = ('token', 'sequence', 'dr_grpo')  # how objective() turns per-token losses into one
 
 def uniform_groups(rewards_NxG: np.ndarray, eps: float = 1e-6) -> np.ndarray:
   """bool[N]: the groups that carry no signal, their rewards all equal (or within float noise: the
@@ -79,7 +80,7 @@ def objective(logp_BxT, old_logp_BxT, adv_B, mask_BxT, epsilon: float, epsilon_h
     return per_seq.sum(), (lengths_B > 0).sum().astype(jnp.float32), aux
   if aggregation == 'dr_grpo':
     return (per_token * mask).sum(), jnp.float32(mask.shape[0] * max_completion_len), aux
-  raise ValueError(f"grpo.aggregation={aggregation!r}; choose 'token', 'sequence' or 'dr_grpo'")
+  raise ValueError(f'grpo.aggregation={aggregation!r}; choose one of {AGGREGATIONS}')
 
 
 def make_loss_fn(grpo_cfg):

@@ -56,6 +56,14 @@ def check_config(config):
                      f'grpo.group_size = {g.prompts_per_step * g.group_size}')
   if g.max_new_tokens < 1:
     raise ValueError(f'grpo.max_new_tokens={g.max_new_tokens}: a rollout needs room for 1 or more new tokens')
+  # Checked here, before the step-0 held-out eval, not first at the step that uses them.
+  if g.aggregation not in grpo.AGGREGATIONS:
+    raise ValueError(f'grpo.aggregation={g.aggregation!r} is unknown; choose one of {grpo.AGGREGATIONS}')
+  unknown = sorted(set(g.rewards) - set(rewards_lib.COMPONENTS))
+  if unknown:
+    raise ValueError(f'grpo.rewards holds unknown components {unknown}; known: {list(rewards_lib.COMPONENTS)}')
+  if g.length_scale <= 0:
+    raise ValueError(f'grpo.length_scale={g.length_scale}: must be > 0 (the tokens past length_target that cost 1)')
   if g.mu < 1:
     raise ValueError(f'grpo.mu={g.mu}: the optimizer steps on each batch of rollouts must be 1 or more')
   if config.train.checkpoint_every % g.mu:
