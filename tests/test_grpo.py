@@ -231,6 +231,14 @@ def test_grpo_refuses_unknown_losses_and_rewards_before_its_first_eval(override,
     grpo_task.check_config(tiny_grpo_config(**override))
 
 
+@pytest.mark.parametrize('field', ['eval_problems', 'eval_samples'])
+def test_grpo_refuses_a_held_out_eval_of_nothing(field):
+  """No problems would log a held-out pass@1 of NaN; no samples, a pass@0."""
+  from llm.tasks import grpo as grpo_task
+  with pytest.raises(ValueError, match=rf'grpo\.{field}=0: .* 1 or more'):
+    grpo_task.check_config(tiny_grpo_config(**{f'grpo.{field}': 0}))
+
+
 def test_grpo_refuses_several_processes(monkeypatch):
   """Every process would roll out the whole batch and feed it as its own rows."""
   from llm.tasks import grpo as grpo_task

@@ -284,6 +284,13 @@ def test_an_unknown_ensemble_rule_is_refused_with_one_proxy_as_with_two(tmp_path
   assert result.returncode != 0 and 'flag --ensemble=max: value should be one of <mean|min>' in result.stderr
 
 
+def test_an_rlhf_held_out_eval_of_no_prompts_is_refused():
+  from tiny_config import tiny_rlhf_config
+  from llm.tasks import rlhf
+  with pytest.raises(ValueError, match=r'^rlhf\.eval_prompts=0: .* 1 or more'):
+    rlhf._config_check(tiny_rlhf_config(**{'rlhf.proxy': 'a', 'rlhf.eval_prompts': 0}))
+
+
 def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   """A best-of-n file and an RL run whose gold follows Gao et al.'s forms exactly (offset by the
   starting gold): the report recovers alpha and beta, says where gold peaks, and plots."""

@@ -64,6 +64,10 @@ def check_config(config):
     raise ValueError(f'grpo.rewards holds unknown components {unknown}; known: {list(rewards_lib.COMPONENTS)}')
   if g.length_scale <= 0:
     raise ValueError(f'grpo.length_scale={g.length_scale}: must be > 0 (the tokens past length_target that cost 1)')
+  for field in ('eval_problems', 'eval_samples'):  # none would log a pass@1 of NaN, or a pass@0
+    if g[field] < 1:
+      raise ValueError(f'grpo.{field}={g[field]}: the held-out pass@k needs 1 or more; to evaluate less often, '
+                       'raise train.eval_every')
   if g.mu < 1:
     raise ValueError(f'grpo.mu={g.mu}: the optimizer steps on each batch of rollouts must be 1 or more')
   if config.train.checkpoint_every % g.mu:

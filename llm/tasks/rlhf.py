@@ -51,6 +51,9 @@ def _config_check(config):
   r = config.rlhf
   if not r.proxy:
     raise ValueError('rlhf.proxy is empty; give a task=reward_model run DIR (or DIR1,DIR2,... for an ensemble)')
+  if r.eval_prompts < 1:  # no samples to score: a ZeroDivisionError traceback from the proxy
+    raise ValueError(f'rlhf.eval_prompts={r.eval_prompts}: the held-out eval needs 1 or more; to evaluate less '
+                     'often, raise train.eval_every')
   if r.prompts not in PROMPTS:
     raise ValueError(f'rlhf.prompts={r.prompts!r} is unknown; choose one of {PROMPTS}')
   # Checked with one proxy too, where it changes nothing: whether a misspelt rule is refused
