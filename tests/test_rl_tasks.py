@@ -206,6 +206,15 @@ def test_make_task(data_dir):
     tasks.make_task('chess', data_dir)
 
 
+def test_make_task_refuses_knobs_the_task_does_not_take_naming_those_it_does(data_dir):
+  """As when a config's arithmetic task_options stay on after grpo.task is switched to gsm8k."""
+  with pytest.raises(ValueError, match=r"RL task 'gsm8k' has no knobs \['digits', 'ops'\] .*; it takes none"):
+    tasks.make_task('gsm8k', data_dir, digits=(1,), ops=(1,))
+  with pytest.raises(ValueError, match=r"RL task 'arithmetic' has no knobs \['digit'\] .*; it takes "
+                                       r"\['digits', 'ops', 'phrasing', 'heldout_size'\]"):
+    tasks.make_task('arithmetic', None, digit=(1,))
+
+
 # ---------------------------------------------------------------------------------------------
 # Rewards
 # ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ What verify() reads: the assistant's own text, as assistant_text() makes it from
 counts only once the model has written it itself.
 """
 import dataclasses
+import inspect
 import math
 import random
 import re
@@ -229,14 +230,18 @@ class GSM8KTask:
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-_TASKS = {
-    'arithmetic': lambda data_dir, **knobs: ArithmeticTask(**knobs),  # generated: no data
-    'gsm8k': lambda data_dir, **knobs: GSM8KTask(data_dir, **knobs),
-}
+_TASKS = {'arithmetic': ArithmeticTask, 'gsm8k': GSM8KTask}  # a task that reads data takes data_dir
 
 
 def make_task(name: str, data_dir, **knobs) -> RLTask:
-  """The task called `name`, built with its knobs (e.g. digits=(2,), ops=(1, 2, 3))."""
+  """The task called `name`, built with its knobs (e.g. digits=(2,), ops=(1, 2, 3)): its
+  constructor's parameters but data_dir."""
   if name not in _TASKS:
     raise ValueError(f'RL task {name!r} is unknown; choose one of {sorted(_TASKS)}')
-  return _TASKS[name](data_dir, **knobs)
+  params = inspect.signature(_TASKS[name]).parameters
+  takes = [p for p in params if p != 'data_dir']
+  unknown = sorted(set(knobs) - set(takes))
+  if unknown:  # e.g. arithmetic's task_options left in a config switched to gsm8k
+    raise ValueError(f'RL task {name!r} has no knobs {unknown} (grpo.task_options); it takes '
+                     f'{takes or "none"}')
+  return _TASKS[name](**knobs, **({'data_dir': data_dir} if 'data_dir' in params else {}))
