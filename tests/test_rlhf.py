@@ -258,6 +258,14 @@ def test_best_of_n_samples_fit_the_proxys_window(tmp_path, pretrained, tiny_prox
   assert len(scored) == 4 and max(len(r) for r in scored) <= 48
 
 
+def test_best_of_n_samples_with_a_seed_past_the_engines_uint32(pretrained, tiny_proxy):
+  """5000 x 1_000_003 is past 2**32: the row seeds are reduced mod 2**31, as GRPO's rollouts'
+  are, not handed to the engine's uint32 to overflow."""
+  proxy_PxN, gold_PxN, _ = best_of_n.sample_and_score(str(pretrained), str(tiny_proxy), 'mean', prompts=1,
+                                                      samples=2, max_new_tokens=4, temperature=1.0, seed=5000)
+  assert proxy_PxN.shape == gold_PxN.shape == (1, 2)
+
+
 def test_rlhf_refuses_a_proxy_with_another_tokenizer(tmp_path, pretrained, other_tokenizer_proxy, subprocess_env):
   result = subprocess.run(_rlhf_cmd(tmp_path, pretrained, other_tokenizer_proxy), env=subprocess_env,
                           capture_output=True, text=True)

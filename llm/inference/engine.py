@@ -45,6 +45,12 @@ def _bucket(n: int) -> int:
   return -(-max(n, 1) // _PROMPT_BUCKET) * _PROMPT_BUCKET
 
 
+def row_seeds(seed: int, first: int, count: int) -> list[int]:
+  """count seeds for generate()'s rows from a run's seed: first, first + 1, ... past seed x 1_000_003
+  (another seed's rows are far away), reduced mod 2**31 so any seed fits the uint32 each row holds."""
+  return [(seed * 1_000_003 + first + j) % 2**31 for j in range(count)]
+
+
 class Engine:
 
   def __init__(self, model_cfg: model_lib.ModelConfig, params, tokenizer, mesh, *, rules=None,

@@ -52,7 +52,7 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
   # Budgeted to the proxy's window, not the cache: a longer sample would be scored cut short.
   room = min(engine.cache_len, window)
   completions = engine.generate(ids, [min(max_new_tokens, room - len(i)) for i in ids], temperature,
-                                seed=[seed * 1_000_003 + j for j in range(len(ids))],
+                                seed=inference.row_seeds(seed, 0, len(ids)),
                                 stop_ids=chat_template.turn_stop_ids(tok))
   texts = [rl_tasks.assistant_text(tok, c.tokens) for c in completions]
   proxy_PxN = scorer.score([i + c.tokens for i, c in zip(ids, completions)]).reshape(prompts, samples)

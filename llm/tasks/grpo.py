@@ -154,8 +154,8 @@ def sample_groups(config, setup, params, state: Rollouts, start: int, step: int,
   engine = rollout_engine(config, setup, params, state)
   end = tok.special_id('<|end|>')
   max_new = new_token_budgets(config, engine, [p for _, p in rows], max_len)
-  seeds = [(config.seed * 1_000_003 + step * 10_007 + j) % 2**31 for j in range(len(rows))]
-  completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p, seed=seeds,
+  completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p,
+                                seed=inference.row_seeds(config.seed, step * 10_007, len(rows)),
                                 stop_ids=[end, tok.eos_id])
   return problems, rows, completions
 
