@@ -95,6 +95,23 @@ def test_best_of_n_picks_the_proxy_best_of_each_group():
     best_of_n.select(proxy, gold, 3)
 
 
+@pytest.mark.parametrize('text, message', [
+    ('0,2', r'--n=0,2: each n must be 1 or more'), ('2,-2', r'--n=2,-2: each n must be 1 or more'),
+    ('3,2', r'--n=3,2: each n must divide the largest, 3'), ('2,x', r'--n=2,x: write whole numbers')])
+def test_best_of_n_refuses_ns_it_cannot_split_the_samples_into(text, message):
+  with pytest.raises(ValueError, match=message):
+    best_of_n.parse_ns(text)
+  assert best_of_n.parse_ns('1,2,8') == [1, 2, 8]
+
+
+def test_best_of_n_checks_its_ns_before_loading_anything(python_env):
+  """Not after the minutes of sampling: the policy here is not even there."""
+  result = subprocess.run([sys.executable, '-m', 'llm.rl.best_of_n', '--policy=no_such_run', '--proxy=a', '--n=0,2'],
+                          env=python_env, capture_output=True, text=True)
+  assert result.returncode != 0 and result.stderr.splitlines()[-1] == ('llm.rl.best_of_n: --n=0,2: each n must be '
+                                                                       '1 or more')
+
+
 class _Fixed:
   def __init__(self, scores):
     self.scores = np.asarray(scores, np.float32)

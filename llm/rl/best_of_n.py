@@ -39,6 +39,21 @@ def curve(proxy_PxN: np.ndarray, gold_PxN: np.ndarray, ns: list[int]) -> list[di
   return rows
 
 
+def parse_ns(text: str) -> list[int]:
+  """The n's of --n (comma-separated): each 1 or more and a divisor of the largest, the samples
+  drawn per prompt. Checked before anything is loaded or sampled."""
+  try:
+    ns = [int(n) for n in text.split(',')]
+  except ValueError:
+    raise ValueError(f'--n={text}: write whole numbers separated by commas, e.g. --n=1,2,4,8') from None
+  if min(ns) < 1:
+    raise ValueError(f'--n={text}: each n must be 1 or more')
+  if any(max(ns) % n for n in ns):
+    raise ValueError(f'--n={text}: each n must divide the largest, {max(ns)}, the samples drawn per prompt '
+                     '(they split into disjoint groups of n)')
+  return ns
+
+
 def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, samples: int, max_new_tokens: int,
                      temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray, list]:
   """(proxy_PxN, gold_PxN, examples): samples responses per held-out gold-setting prompt."""
@@ -68,7 +83,7 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
 def main(argv):
   del argv
   f = flags.FLAGS
-  ns = [int(n) for n in f.n.split(',')]
+  ns = parse_ns(f.n)
   samples = max(ns)
   proxy_PxN, gold_PxN, examples = sample_and_score(f.policy, f.proxy, f.ensemble, f.prompts, samples,
                                                    f.max_new_tokens, f.temperature, f.seed)
