@@ -232,7 +232,8 @@ def test_arithmetic_problem_rejects_unsupported_shapes():
     ('The answer is 936.', '936'), ('1,234', '1234'), ('It is 1,234,567 apples.', '1234567'),
     ('-5', '-5'), ('The answer is -17.', '-17'), ('5.0', '5'), ('$12.50', '12.5'),
     ('costs $1,250.00.', '1250'), ('0.25', '0.25'), ('.5 cups', '0.5'), ('10-3', '3'),
-    ('First 12, then 7 and finally 40.', '40'), ('no number here', None), ('', None)])
+    ('First 12, then 7 and finally 40.', '40'), ('no number here', None), ('', None),
+    ('The answer is \u221242.', '-42'), ('10\u22123', '3')])  # U+2212, the typographic minus
 def test_extract_answer(text, expected):
   assert cv.extract_answer(text) == expected
 

@@ -51,6 +51,7 @@ def test_answers_match_accepts(predicted, reference):
 
 @pytest.mark.parametrize('predicted, reference', [
     ('The answer is 41.', '42'), ('-5', '5'), ('5', '-5'), ('10-3', '-3'),
+    ('The answer is \u221242', '42'),  # U+2212, the typographic minus, is a sign too
     ('The answer is 42. Or maybe 43.', '42'),  # the last number counts
     ('I do not know.', '42'), ('', '0'), (None, '42'),
     ('1000001', '1000000'),  # whole numbers must be equal, not merely close

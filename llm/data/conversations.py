@@ -313,14 +313,16 @@ def arithmetic(data_dir: Path, seed: int) -> Iterator[Conversation]:
     yield arithmetic_conversation(rng, digits, ops)
 
 
-# Answers are found in the last number of a reply: '1,234', '-5', '$12.50', '.5'. A '-' counts as
-# a sign only when it does not follow a word or ')', so '10-3' ends in 3, not -3.
-_ANSWER_NUMBER = re.compile(r'((?<![\w)])-)?\$?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)')
+# Answers are found in the last number of a reply: '1,234', '-5', '$12.50', '.5'. A '-', or the
+# typographic minus U+2212 (a '−5' read as 5 would pass for the wrong answer), counts as a sign
+# only when it does not follow a word or ')', so '10-3' ends in 3, not -3.
+_ANSWER_NUMBER = re.compile(r'((?<![\w)])[-\u2212])?\$?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)')
 
 
 def extract_answer(text: str) -> str | None:
   """The final number of an assistant reply, normalised: no commas or '$', no trailing zeros
-  after a decimal point ('5.0' -> '5', '$12.50' -> '12.5'); None when there is no number."""
+  after a decimal point ('5.0' -> '5', '$12.50' -> '12.5'), the sign '-' whichever minus it was
+  written with; None when there is no number."""
   matches = _ANSWER_NUMBER.findall(text)
   if not matches:
     return None
@@ -330,7 +332,7 @@ def extract_answer(text: str) -> str | None:
     digits = digits.rstrip('0').rstrip('.')
   whole, point, fraction = digits.partition('.')
   digits = str(int(whole or '0')) + point + fraction
-  return digits if digits == '0' else (sign + digits)
+  return digits if digits == '0' or not sign else '-' + digits
 
 
 # ---------------------------------------------------------------------------------------------
