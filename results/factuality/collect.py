@@ -18,15 +18,6 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-outs = [a.removeprefix('--out=') for a in sys.argv[1:] if a.startswith('--out=')]
-suffix = ''.join(a.removeprefix('--suffix=') for a in sys.argv[1:] if a.startswith('--suffix='))
-folders = [Path(p) for p in sys.argv[1:] if not p.startswith(('--out=', '--suffix='))] or [Path('runs')]
-missing = [str(f) for f in folders if not f.is_dir()]  # '--help' too: never rewrite the table from nothing
-if missing:
-  sys.exit(f'collect.py: {", ".join(missing)} is not a folder of runs; '
-           'usage: python results/factuality/collect.py [--out=DIR] [--suffix=S] [RUNS ...]')
-out = Path(outs[-1] if outs else Path(__file__).parent)
-out.mkdir(parents=True, exist_ok=True)
 NAMES = {'sft_answers': 'baseline (no refusals)', 'sft_honesty': 'refusals',
          'sft_answers_short': 'baseline, short answers', 'sft_honesty_short': 'refusals, short answers',
          'sft_late_refusals_short': 'refused at the value, short answers',
@@ -58,13 +49,9 @@ ROWS = (('honesty_acc', 'accuracy, all questions'),
         ('honesty_forced_search_unseen_acc', 'every unseen fact searched, its own query: accuracy'))
 
 
-def evaluation(folder: Path, name: str) -> dict | None:
+def evaluation(folder: Path, name: str, suffix: str) -> dict | None:
   path = folder / (name + suffix) / 'eval' / 'honesty.json'
   return json.loads(path.read_text()) if path.exists() else None
-
-
-# {run name: one evaluation per base}, for the runs every base has
-results = {name: evals for name in NAMES if all(evals := [evaluation(f, name) for f in folders])}
 
 
 def cell(values: list[float], key: str) -> str:
@@ -77,31 +64,75 @@ def cell(values: list[float], key: str) -> str:
   return mean if len(values) == 1 else f'{mean} ({" / ".join(map(show, values))})'
 
 
-# the read-the-result probe by relation, after its total, for the relations the evaluations hold
-read = 'honesty_search_read_acc_'
-by_relation = [(k, '... ' + k.removeprefix(read)) for k in sorted({k for evals in results.values() for r in evals
-                                                                  for k in r if k.startswith(read)})]
-at = next(i for i, (key, _) in enumerate(ROWS) if key == 'honesty_search_read_acc') + 1
-lines = ['| | ' + ' | '.join(NAMES[n] for n in results) + ' |', '|---|' + '---|' * len(results)]
-for key, label in (*ROWS[:at], *by_relation, *ROWS[at:]):
-  lines.append(f'| {label} | ' + ' | '.join(cell([r.get(key) for r in evals], key) for evals in results.values()) + ' |')
-(out / 'table.md').write_text('\n'.join(lines) + '\n')
-print('\n'.join(lines))
+def table(results: dict[str, list[dict]]) -> list[str]:
+  """The markdown table's lines: a row per metric, a column per run."""
+  # the read-the-result probe by relation, after its total, for the relations the evaluations hold
+  read = 'honesty_search_read_acc_'
+  by_relation = [(k, '... ' + k.removeprefix(read)) for k in sorted({k for evals in results.values() for r in evals
+                                                                    for k in r if k.startswith(read)})]
+  at = next(i for i, (key, _) in enumerate(ROWS) if key == 'honesty_search_read_acc') + 1
+  lines = ['| | ' + ' | '.join(NAMES[n] for n in results) + ' |', '|---|' + '---|' * len(results)]
+  for key, label in (*ROWS[:at], *by_relation, *ROWS[at:]):
+    lines.append(f'| {label} | ' + ' | '.join(cell([r.get(key) for r in evals], key) for evals in results.values())
+                 + ' |')
+  return lines
 
-labels = [json.loads(line) for f in folders for line in (f / 'world' / 'labels.jsonl').read_text().splitlines()]
-buckets = sorted({r['exposure'] for r in labels})
-xs = range(len(buckets))
-fig, (acc, abstain) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-acc.plot(xs, [100 * sum(r['known'] for r in labels if r['exposure'] == k) / sum(r['exposure'] == k for r in labels)
-              for k in buckets], 'k:', label='interrogation: known (base, train people)')
-for name, evals in results.items():
-  mean = lambda key: statistics.mean(r[key] for r in evals)
-  acc.plot(xs, [100 * mean(f'honesty_acc_exposure_{k}') for k in buckets], 'o-', label=NAMES[name])
-  abstain.plot(xs, [100 * mean(f'honesty_abstain_exposure_{k}') for k in buckets], 'o-', label=NAMES[name])
-bases = f', mean of {len(folders)} bases' if len(folders) > 1 else ''
-for ax, title in ((acc, 'correct answers'), (abstain, '"I don\'t know"')):
-  ax.set(xticks=list(xs), xticklabels=[str(k) for k in buckets], xlabel='times the fact was stated in pretraining',
-         title=f'{title}, held-out people (%){bases}')
-acc.legend(fontsize=8)
-fig.tight_layout()
-fig.savefig(out / 'exposure.png', dpi=120)
+
+def shared_exposures(labels: list[dict], results: dict[str, list[dict]]) -> tuple[list[int], list[int]]:
+  """The world's exposures that every evaluation reports, and those some evaluation does not: the
+  evaluator reports only the exposures its held-out people's facts have, which in a small world
+  (--people=20) are not all of the training people's."""
+  every = sorted({r['exposure'] for r in labels})
+  shared = [k for k in every if all(f'honesty_{m}_exposure_{k}' in r for evals in results.values() for r in evals
+                                    for m in ('acc', 'abstain'))]
+  return shared, [k for k in every if k not in shared]
+
+
+def plot_exposure(path: Path, labels: list[dict], results: dict[str, list[dict]], bases: int) -> list[int]:
+  """Accuracy and abstention by exposure, for the exposures every evaluation reports; returns
+  those left out."""
+  buckets, left_out = shared_exposures(labels, results)
+  xs = range(len(buckets))
+  fig, (acc, abstain) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+  acc.plot(xs, [100 * sum(r['known'] for r in labels if r['exposure'] == k) / sum(r['exposure'] == k for r in labels)
+                for k in buckets], 'k:', label='interrogation: known (base, train people)')
+  for name, evals in results.items():
+    mean = lambda key: statistics.mean(r[key] for r in evals)
+    acc.plot(xs, [100 * mean(f'honesty_acc_exposure_{k}') for k in buckets], 'o-', label=NAMES[name])
+    abstain.plot(xs, [100 * mean(f'honesty_abstain_exposure_{k}') for k in buckets], 'o-', label=NAMES[name])
+  of_bases = f', mean of {bases} bases' if bases > 1 else ''
+  for ax, title in ((acc, 'correct answers'), (abstain, '"I don\'t know"')):
+    ax.set(xticks=list(xs), xticklabels=[str(k) for k in buckets], xlabel='times the fact was stated in pretraining',
+           title=f'{title}, held-out people (%){of_bases}')
+  acc.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return left_out
+
+
+def main(args: list[str]):
+  outs = [a.removeprefix('--out=') for a in args if a.startswith('--out=')]
+  suffix = ''.join(a.removeprefix('--suffix=') for a in args if a.startswith('--suffix='))
+  folders = [Path(p) for p in args if not p.startswith(('--out=', '--suffix='))] or [Path('runs')]
+  missing = [str(f) for f in folders if not f.is_dir()]  # '--help' too: never rewrite the table from nothing
+  if missing:
+    sys.exit(f'collect.py: {", ".join(missing)} is not a folder of runs; '
+             'usage: python results/factuality/collect.py [--out=DIR] [--suffix=S] [RUNS ...]')
+  out = Path(outs[-1] if outs else Path(__file__).parent)
+  out.mkdir(parents=True, exist_ok=True)
+  # {run name: one evaluation per base}, for the runs every base has
+  results = {name: evals for name in NAMES
+             if all(evals := [evaluation(f, name, suffix) for f in folders])}
+  lines = table(results)
+  (out / 'table.md').write_text('\n'.join(lines) + '\n')
+  print('\n'.join(lines))
+  labels = [json.loads(line) for f in folders for line in (f / 'world' / 'labels.jsonl').read_text().splitlines()]
+  left_out = plot_exposure(out / 'exposure.png', labels, results, len(folders))
+  if left_out:
+    print(f'collect.py: exposure.png leaves out exposure {", ".join(map(str, left_out))}: some evaluation\'s '
+          'held-out people have no fact seen that often (a small world)', file=sys.stderr)
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])
