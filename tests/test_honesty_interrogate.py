@@ -62,6 +62,28 @@ def test_the_command_refuses_a_folder_that_is_not_a_world(tmp_path, python_env):
   assert out.returncode != 0 and 'is not a world' in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def interrogate_command(workdir, world, out, python_env) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, '-m', 'llm.honesty.interrogate', f'--workdir={workdir}', f'--world={world}',
+                         f'--out={out}', '--limit=2', '--samples=1'], cwd=ROOT, env=python_env, capture_output=True,
+                        text=True)
+
+
+def test_the_command_writes_its_labels_into_a_folder_not_made_yet(pretrained, tmp_path, python_env):
+  world_lib.write(world_lib.build(seed=2, people=10), tmp_path / 'world')
+  out = tmp_path / 'new' / 'folder' / 'labels.jsonl'
+  proc = interrogate_command(pretrained, tmp_path / 'world', out, python_env)
+  assert proc.returncode == 0, proc.stderr
+  assert [r['subject'] for r in labels.read(out)] == [f.subject for f in FACTS[:2]]
+
+
+def test_the_command_refuses_an_out_it_cannot_write_in_one_line(pretrained, tmp_path, python_env):
+  world_lib.write(world_lib.build(seed=2, people=10), tmp_path / 'world')
+  (tmp_path / 'a_file').write_text('')
+  proc = interrogate_command(pretrained, tmp_path / 'world', tmp_path / 'a_file' / 'labels.jsonl', python_env)
+  assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+  assert proc.stderr.startswith('llm.honesty.interrogate: ') and 'a_file' in proc.stderr
+
+
 class Bigram(nn.Module):
   """A stand-in model whose next token is a function of the current one: `follows` (id, next id)
   pairs, eos after any other token."""

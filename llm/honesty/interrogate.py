@@ -89,14 +89,15 @@ def main(argv):
   del argv
   from llm import evals, inference  # after flag parsing, so --help stays fast
   f = flags.FLAGS
+  out = Path(f.out or Path(f.world) / 'labels.jsonl')
   try:
     facts = [fact for fact in world_lib.read_facts(f.world) if fact.split == 'train'][:f.limit or None]
+    out.parent.mkdir(parents=True, exist_ok=True)  # before the sampling: an --out that cannot be written fails first
     ctx = evals.Context.from_run(inference.load(f.workdir))
     records = label(ctx, facts, f.samples, f.temperature, f.threshold, f.prompt)
-  except (FileNotFoundError, ValueError) as e:  # no world, no run, bad flags
+    labels.write(records, out)
+  except (OSError, ValueError) as e:  # no world, no run, bad flags, an --out that cannot be written
     sys.exit(f'llm.honesty.interrogate: {e}')
-  out = Path(f.out or Path(f.world) / 'labels.jsonl')
-  labels.write(records, out)
   print(summary(records))
   print(f'wrote {len(records)} labelled facts ({sum(r["known"] for r in records)} known: at least {f.threshold:g} of '
         f'{f.samples} answers right at temperature {f.temperature:g}) to {out}')
