@@ -3,6 +3,7 @@ import itertools
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,7 @@ from conftest import ROOT, kill_then_resume, losses_by_step, tiny_config
 from llm import chat_template, losses, train
 from llm.data import pipeline, prepare
 from test_engine import _scripted_engine
+from test_evals import ScriptedChat
 from test_model import init, small_config
 
 CONVERSATION = [
@@ -111,6 +113,25 @@ def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, sub
   for key in ('val_loss', 'val_arithmetic_loss', 'val_identity_loss', 'well_formed_rate',
               'arith_acc_tool', 'arith_acc_no_tool', 'arith_tool_call_rate', 'arith_copy_acc', 'base_fewshot_arith_acc'):
     assert key in summary, key
+
+
+@pytest.mark.parametrize('problems', [0, 2])
+def test_sft_eval_asks_arithmetic_in_other_phrasings_only_where_it_asks_arithmetic(problems, tokenizer, cache_dir,
+                                                                                   monkeypatch):
+  """sft.eval_arithmetic=0 (configs/sft_honesty.py, sft_gold.py) turns arithmetic off: its held-out
+  phrasings are neither asked nor reported (they were, as 0% right)."""
+  from llm.tasks import sft_eval
+  import tiny_config
+  asked = []
+  ctx = ScriptedChat(tokenizer, lambda prompt, tools, seed: asked.append(prompt) or 'It is 1.')
+  monkeypatch.setattr(sft_eval.Context, 'from_setup', lambda *args: ctx)
+  config = tiny_config.tiny_sft_config(cache_dir, **{'sft.eval_arithmetic': problems, 'sft.eval_prompts': 0})
+  out = sft_eval.evaluate(config, None, None, SimpleNamespace(tokenizer=tokenizer, heldout={}), None)
+  assert out['arith_problems'] == problems
+  if problems:
+    assert out['phrasing_problems'] == 100 and 'Subtract' in ' '.join(asked)  # a phrasing the generator never uses
+  else:
+    assert not any(key.startswith('phrasing_') for key in out) and asked == []
 
 
 @pytest.mark.parametrize('isolate', [True, False])
