@@ -58,6 +58,10 @@ class ModelConfig:
     return cfg
 
   def validate(self):
+    # Checked first: the divisibility checks below divide by some of them.
+    for name in ('num_layers', 'num_heads', 'num_kv_heads', 'dim', 'mlp_dim', 'max_seq_len'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'model.{name}={getattr(self, name)} must be at least 1')
     if self.dim % self.num_heads:
       raise ValueError(f'model.dim={self.dim} must be divisible by model.num_heads={self.num_heads}')
     if self.num_heads % self.num_kv_heads:

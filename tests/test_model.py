@@ -121,6 +121,13 @@ def test_invalid_model_config_names_the_field():
     init(small_config('gpt2', num_heads=4, num_kv_heads=3))
 
 
+@pytest.mark.parametrize('field', ['num_layers', 'num_heads', 'num_kv_heads', 'dim', 'mlp_dim', 'max_seq_len'])
+def test_a_size_of_zero_names_the_field(field):
+  """Not a ZeroDivisionError from the divisibility checks."""
+  with pytest.raises(ValueError, match=f'^model.{field}=0 must be at least 1$'):
+    model_lib.ModelConfig.from_config(dict(small_config('modern', **{field: 0}).model), 64)
+
+
 # Golden numbers: four AdamW steps of the gpt2-style model, seed 0, fixed batch. A change here
 # means the model, init or optimizer computes something else: make sure that is intended.
 GOLDEN = {'loss': 4.1694789, 'grad_norm': 1.0738945, 'loss_after': 3.9168320}
