@@ -264,6 +264,13 @@ class Transformer(nn.Module):
     """
     cfg, dtype = self.cfg, jnp.dtype(self.cfg.dtype)
     lengths_B = None if cache is None else cache['lengths']
+    # Positions reach T - 1, or with a cache its length - 1; a learned table has max_seq_len rows
+    # and jnp.take gives NaN past them, which attention then spreads to every position.
+    span = tokens_BxT.shape[1] if cache is None else cache['k'][0].shape[-1]
+    if cfg.position == 'learned' and span > cfg.max_seq_len:
+      what = f'{span} tokens' if cache is None else f'a decode cache of {span} positions'
+      raise ValueError(f'{what} for a learned-position model with model.max_seq_len={cfg.max_seq_len}: it has '
+                       'no position embedding past that many')
     if cache is not None and advance_B is None:
       advance_B = jnp.full(lengths_B.shape, tokens_BxT.shape[1], jnp.int32)
     kv_names = ('k', 'v', 'k_prev') if cfg.smear_keys else ('k', 'v')

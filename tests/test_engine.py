@@ -56,8 +56,8 @@ def test_a_padded_prefill_continues_each_row_from_its_own_last_token(style):
   assert cache['lengths'].tolist() == [n + 5 for n in real]
 
 
-def _engine(tokenizer, style='modern', attention='auto', **kw):
-  setup, state = init(small_config(style, max_seq_len=96, attention=attention), vocab=tokenizer.vocab_size)
+def _engine(tokenizer, style='modern', attention='auto', max_seq_len=96, **kw):
+  setup, state = init(small_config(style, max_seq_len=max_seq_len, attention=attention), vocab=tokenizer.vocab_size)
   return inference.Engine(setup.model_cfg, state.params, tokenizer, setup.mesh, rules=setup.rules, **kw)
 
 
@@ -93,16 +93,25 @@ def test_a_kept_cache_with_non_finite_values_past_every_length_changes_nothing(t
   assert [c.tokens for c in engine.generate(prompts, **kw)] == clean
 
 
-def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer):
-  engine = _engine(tokenizer, style='gpt2')
+@pytest.mark.parametrize('max_seq_len,new', [(96, 6), (40, 36)])
+def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer, max_seq_len, new):
+  """Learned positions; at max_seq_len 40 the prompt bucket (64) is longer than the table, and
+  prompt + new tokens fill the whole cache."""
+  engine = _engine(tokenizer, style='gpt2', max_seq_len=max_seq_len)
   prompt = [2, 40, 41, 42]
-  out = engine.generate([prompt], max_new_tokens=6, temperature=0.0, stop_ids=[])[0].tokens
+  out = engine.generate([prompt], max_new_tokens=new, temperature=0.0, stop_ids=[])[0].tokens
   seq = list(prompt)
   with engine.context():
-    for _ in range(6):
+    for _ in range(len(out)):
       logits = engine.model.apply({'params': engine.params}, jnp.asarray([seq]))
       seq.append(int(jnp.argmax(logits[0, -1])))
-  assert out == seq[len(prompt):]
+  assert len(out) == new and out == seq[len(prompt):]
+
+
+def test_a_learned_position_model_refuses_a_cache_past_its_table(tokenizer):
+  """Positions past max_seq_len have no embedding: such a cache decoded NaN logits for every row."""
+  with pytest.raises(ValueError, match=r'cache_len=40 exceeds model.max_seq_len=16'):
+    _engine(tokenizer, style='gpt2', max_seq_len=16, cache_len=40)
 
 
 def test_a_stop_token_ends_its_row_and_only_that_row(tokenizer):

@@ -128,6 +128,17 @@ def test_a_size_of_zero_names_the_field(field):
     model_lib.ModelConfig.from_config(dict(small_config('modern', **{field: 0}).model), 64)
 
 
+@pytest.mark.parametrize('with_cache', [False, True])
+def test_a_learned_position_model_refuses_positions_past_its_table(with_cache):
+  """Its 16-row table gave NaN logits past position 15 and, through a cache, at every position."""
+  setup, state = init(small_config('gpt2'))  # max_seq_len 16
+  tokens = jnp.ones((1, 4 if with_cache else 20), jnp.int32)
+  cache = (jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), model_lib.cache_shapes(setup.model_cfg, 1, 40))
+           if with_cache else None)
+  with setup.context(), pytest.raises(ValueError, match='model.max_seq_len=16'):
+    setup.model.apply({'params': state.params}, tokens, cache=cache)
+
+
 # Golden numbers: four AdamW steps of the gpt2-style model, seed 0, fixed batch. A change here
 # means the model, init or optimizer computes something else: make sure that is intended.
 GOLDEN = {'loss': 4.1694789, 'grad_norm': 1.0738945, 'loss_after': 3.9168320}

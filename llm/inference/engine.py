@@ -67,6 +67,9 @@ class Engine:
     self.params = params
     self.tools = tools or {}
     self.cache_len = cache_len or model_cfg.max_seq_len
+    if model_cfg.position == 'learned' and self.cache_len > model_cfg.max_seq_len:
+      raise ValueError(f'cache_len={self.cache_len} exceeds model.max_seq_len={model_cfg.max_seq_len}: a '
+                       'learned-position model has no position embedding past it; use a cache_len of at most that')
     # Looked up only with tools: a model imported without the chat tokens has none to look up.
     sp = tokenizer.special_id
     self._call_open, self._call_close = (sp('<|tool_call|>'), sp('<|/tool_call|>')) if self.tools else (-1, -1)
