@@ -19,7 +19,8 @@ _PYTHON = flags.DEFINE_bool('python_tool', False, 'Offer the python tool (model-
 _TEMPERATURE = flags.DEFINE_float('temperature', 0.6, '0 = greedy.', lower_bound=0.0)
 _TOP_P = flags.DEFINE_float('top_p', 0.9, 'Nucleus sampling mass (1.0 = off, 0 = greedy).', lower_bound=0.0, upper_bound=1.0)
 _MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens.', lower_bound=1)
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (advanced every turn).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (advanced every turn).', lower_bound=0,
+                            upper_bound=2**32 - 1)
 
 
 def main(argv):

@@ -17,7 +17,8 @@ _TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 = greedy.', lower_bound
 _TOP_K = flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0 = all).', lower_bound=0)
 _TOP_P = flags.DEFINE_float('top_p', 0.95, 'Nucleus sampling mass (1.0 = off, 0 = greedy).', lower_bound=0.0,
                             upper_bound=1.0)
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (sample i uses seed + i).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (sample i uses seed + i).', lower_bound=0,
+                            upper_bound=2**32 - 1)
 _NUM = flags.DEFINE_integer('num_samples', 1, 'Independent samples of the same prompt, decoded as one batch.',
                             lower_bound=1)
 _STOP = flags.DEFINE_string('stop', '', 'Cut each sample at the first occurrence of this text (e.g. "\\n").')

@@ -202,6 +202,17 @@ def test_prompt_longer_than_the_cache_is_refused(tokenizer):
     engine.generate([[2] * 90], max_new_tokens=20)
 
 
+@pytest.mark.parametrize('kw,message', [
+    (dict(seed=-1), r'^seed -1 is outside \[0, 2\*\*32\)'),
+    (dict(seed=2**32 - 1), r'^seed 4294967296 is outside \[0, 2\*\*32\)'),  # row 1's, seed + 1
+])
+def test_a_bad_generate_argument_is_refused_in_one_line(tokenizer, kw, message):
+  """Each failed deeper down (an OverflowError traceback)."""
+  engine = _engine(tokenizer)
+  with pytest.raises(ValueError, match=message):
+    engine.generate([[2, 50], [2, 60]], **{'max_new_tokens': 4, **kw})
+
+
 _SHARDED_ENGINE = '''
 import json, sys
 sys.path.insert(0, 'tests')

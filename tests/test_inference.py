@@ -390,11 +390,13 @@ def test_chat_warns_but_goes_on_with_a_pretraining_run_and_not_with_an_sft_one(r
 
 @pytest.mark.parametrize('module,flag', [('llm.sample', '--max_new_tokens=0'), ('llm.sample', '--temperature=-1'),
                                          ('llm.sample', '--top_p=2'), ('llm.sample', '--num_samples=0'),
-                                         ('llm.chat', '--max_new_tokens=-5'), ('llm.eval', '--limit=-3'),
+                                         ('llm.sample', '--seed=-1'), ('llm.chat', '--max_new_tokens=-5'),
+                                         ('llm.chat', '--seed=4294967296'), ('llm.eval', '--limit=-3'),
                                          ('llm.serve', '--port=99999')])
 def test_a_knob_out_of_range_is_refused_before_the_run_loads(module, flag, run_dir, python_env):
   """--temperature=-1 sampled 'c c c c', --limit=-3 scored all but 3 items (or hung), a port past
-  65535 served on another: now each is refused while the flags are read."""
+  65535 served on another, a seed outside uint32 ended in an OverflowError traceback: now each is
+  refused while the flags are read."""
   out = subprocess.run([sys.executable, '-m', module, f'--workdir={run_dir[0]}', flag], env=python_env, cwd=ROOT,
                        capture_output=True, text=True, input='')
   assert out.returncode != 0 and 'Traceback' not in out.stderr

@@ -207,6 +207,9 @@ class Engine:
     longest = max(len(p) for p in prompts)
     if min(len(p) for p in prompts) < 1:
       raise ValueError('every prompt needs at least one token (bos)')
+    outside = [s for s in seeds if not 0 <= s < 2**32]  # each row's key is made from a uint32
+    if outside:
+      raise ValueError(f'seed {outside[0]} is outside [0, 2**32) (an int seed gives row i seed + i)')
     too_long = [i for i, p in enumerate(prompts) if max_new[i] < 1 or len(p) + max_new[i] > self.cache_len]
     if too_long:
       i = too_long[0]
