@@ -203,11 +203,18 @@ def test_prompt_longer_than_the_cache_is_refused(tokenizer):
 
 
 @pytest.mark.parametrize('kw,message', [
+    (dict(max_new_tokens=0), r'^max_new_tokens=0; each row needs at least 1$'),
+    (dict(max_new_tokens=[4, 0]), r'^max_new_tokens=0; each row needs at least 1$'),
+    (dict(max_new_tokens=[4]), r'^max_new_tokens has 1 entries for 2 prompts; '),
+    (dict(seed=[1]), r'^seed has 1 entries for 2 prompts; '),
+    (dict(stop_ids=[[5]]), r'^stop_ids has 1 entries for 2 prompts; '),
     (dict(seed=-1), r'^seed -1 is outside \[0, 2\*\*32\)'),
     (dict(seed=2**32 - 1), r'^seed 4294967296 is outside \[0, 2\*\*32\)'),  # row 1's, seed + 1
+    (dict(stream=lambda row, ids: None, stream_every=0), r'^stream_every=0; '),
 ])
 def test_a_bad_generate_argument_is_refused_in_one_line(tokenizer, kw, message):
-  """Each failed deeper down (an OverflowError traceback)."""
+  """Each failed deeper down (an OverflowError, vmap's or an index error, a stream loop that never
+  advanced), or as max_new_tokens=0, with a message about the cache."""
   engine = _engine(tokenizer)
   with pytest.raises(ValueError, match=message):
     engine.generate([[2, 50], [2, 60]], **{'max_new_tokens': 4, **kw})

@@ -51,6 +51,13 @@ def row_seeds(seed: int, first: int, count: int) -> list[int]:
   return [(seed * 1_000_003 + first + j) % 2**31 for j in range(count)]
 
 
+def _per_row(value, batch: int, name: str) -> list:
+  """A list given for a generate() argument, checked to hold one entry per prompt."""
+  if len(value) != batch:
+    raise ValueError(f'{name} has {len(value)} entries for {batch} prompts; give one per prompt or a single value')
+  return list(value)
+
+
 class Engine:
 
   def __init__(self, model_cfg: model_lib.ModelConfig, params, tokenizer, mesh, *, rules=None,
@@ -198,19 +205,23 @@ class Engine:
     B = len(prompts)
     if not B:
       return []
-    per_row = lambda x: list(x) if isinstance(x, (list, tuple)) else [x] * B
-    max_new = per_row(max_new_tokens)
-    seeds = seed if isinstance(seed, (list, tuple)) else [seed + i for i in range(B)]
+    listed = lambda x: isinstance(x, (list, tuple))
+    max_new = _per_row(max_new_tokens, B, 'max_new_tokens') if listed(max_new_tokens) else [max_new_tokens] * B
+    seeds = _per_row(seed, B, 'seed') if listed(seed) else [seed + i for i in range(B)]
     if stop_ids is None:
       stop_ids = chat_template.turn_stop_ids(self.tokenizer)
-    stops = stop_ids if stop_ids and isinstance(stop_ids[0], (list, tuple)) else [stop_ids] * B
+    stops = _per_row(stop_ids, B, 'stop_ids') if stop_ids and listed(stop_ids[0]) else [stop_ids] * B
     longest = max(len(p) for p in prompts)
     if min(len(p) for p in prompts) < 1:
       raise ValueError('every prompt needs at least one token (bos)')
+    if min(max_new) < 1:
+      raise ValueError(f'max_new_tokens={min(max_new)}; each row needs at least 1')
     outside = [s for s in seeds if not 0 <= s < 2**32]  # each row's key is made from a uint32
     if outside:
       raise ValueError(f'seed {outside[0]} is outside [0, 2**32) (an int seed gives row i seed + i)')
-    too_long = [i for i, p in enumerate(prompts) if max_new[i] < 1 or len(p) + max_new[i] > self.cache_len]
+    if stream_every < 1:
+      raise ValueError(f'stream_every={stream_every}; decode at least 1 step between stream calls')
+    too_long = [i for i, p in enumerate(prompts) if len(p) + max_new[i] > self.cache_len]
     if too_long:
       i = too_long[0]
       raise ValueError(f'prompt {i} ({len(prompts[i])} tokens) + max_new_tokens ({max_new[i]}) exceeds the '
