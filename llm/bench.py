@@ -26,6 +26,8 @@ import time
 
 from absl import app, flags
 
+from llm import cli
+
 _LAYERS = flags.DEFINE_integer('layers', 4, 'Transformer blocks.')
 _HEADS = flags.DEFINE_integer('heads', 4, 'Attention heads.')
 _DIM = flags.DEFINE_integer('dim', 256, 'Model width (MLP is 4x).')
@@ -169,4 +171,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.bench')

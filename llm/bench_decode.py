@@ -58,6 +58,9 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int =
   """config: the benchmark model (llm.bench.bench_config) with seq = the context length."""
   from llm import hostinfo, inference, sharding, train
   context = config.model.max_seq_len
+  if context <= new_tokens:  # the prompt is context - new_tokens tokens, and needs one at least
+    raise ValueError(f'--context={context} leaves no room for a prompt: each row generates {new_tokens} new tokens '
+                     f'after its prompt, so give --context above {new_tokens} (e.g. --context=512)')
   setup = train.build(config, vocab, sharding.make_mesh(config.mesh))
   with setup.context():
     params = setup.init(jax.random.key(0)).params

@@ -1,11 +1,14 @@
 """The benchmarks' JSON: every result names the host it was measured on, and the decode
 benchmark's ratios are ours over the yardstick's rate of the same round."""
+import subprocess
+import sys
 import types
 
 import numpy as np
 import pytest
 
 from llm import bench, bench_data, bench_decode, bench_serve, hostinfo
+from conftest import ROOT
 
 
 def test_decode_ratios_are_each_rounds_rate_over_the_yardsticks_and_name_the_host(monkeypatch):
@@ -74,3 +77,13 @@ def test_every_serving_level_names_the_host(monkeypatch, tmp_path):
   levels = bench_serve.run([1, 4], workdir=str(tmp_path))
   assert [r['tokens_per_s_vs_first'] for r in levels] == [1.0, 4.0]
   assert all(r['host'] == hostinfo.describe() for r in levels)
+
+
+def test_a_decode_context_within_the_new_tokens_is_one_line_naming_the_flag():
+  """The prompt is context - 64 tokens: --context=64 leaves none."""
+  r = subprocess.run([sys.executable, '-m', 'llm.bench', '--decode', '--context=64'], capture_output=True, text=True,
+                     cwd=ROOT, timeout=120)
+  assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines()[-1].startswith('llm.bench: --context=64 '), r.stderr
+  assert 'above 64' in r.stderr
+
