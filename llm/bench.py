@@ -59,6 +59,7 @@ _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (l
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 
 SHAPE_FLAGS = ('layers', 'heads', 'dim', 'seq', 'batch', 'vocab', 'steps', 'warmup')
+MODEL_FLAGS = ('dtype', 'remat')  # what else a train-step timing depends on: --rounds passes them on too
 
 
 def bench_config(layers, heads, dim, seq, batch, steps, warmup, attention='auto', dtype='float32',
@@ -114,7 +115,10 @@ def run_bench(config, vocab: int, steps: int, warmup: int) -> dict:
           'tokens_per_s': round(tokens / dt, 1), 'ms_per_step': round(dt * 1e3, 2),
           'model_gflops_per_s': round(flops_tok * tokens / dt / 1e9, 2), 'final_loss': round(loss, 4),
           'attention': attention, 'peak_gflops_per_s': round(peak / 1e9, 1),
-          'mfu': round(flops_tok * tokens / dt / peak, 3), 'host': hostinfo.describe()}
+          'mfu': round(flops_tok * tokens / dt / peak, 3), 'host': hostinfo.describe(),
+          # what was timed, so a line read alone says it
+          'dtype': m.dtype, 'remat': m.remat, 'layers': m.num_layers, 'heads': m.num_heads, 'dim': m.dim,
+          'seq': tc.seq_len, 'batch': tc.batch_size, 'vocab': vocab}
 
 
 def run_reference(shape: dict) -> dict | None:
@@ -157,7 +161,8 @@ def main(argv):
     return
   if _ROUNDS.value:
     from llm import bench_rounds
-    print(json.dumps(bench_rounds.run(_ROUNDS.value, shape, run_reference)))
+    options = {k: flags.FLAGS[k].value for k in MODEL_FLAGS}
+    print(json.dumps(bench_rounds.run(_ROUNDS.value, shape, run_reference, options)))
     return
   config = bench_config(shape['layers'], shape['heads'], shape['dim'], shape['seq'], shape['batch'],
                         shape['steps'], shape['warmup'], _IMPL.value, _DTYPE.value, _REMAT.value)

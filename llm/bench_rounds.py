@@ -17,18 +17,19 @@ import sys
 _IMPLEMENTATIONS = ('auto', 'xla')
 
 
-def _ours(shape: dict, implementation: str) -> dict:
-  cmd = [sys.executable, '-m', 'llm.bench', *(f'--{k}={v}' for k, v in shape.items()),
+def _ours(shape: dict, options: dict, implementation: str) -> dict:
+  cmd = [sys.executable, '-m', 'llm.bench', *(f'--{k}={v}' for k, v in {**shape, **options}.items()),
          f'--attention_impl={implementation}']
   return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
 
 
-def run(rounds: int, shape: dict, run_reference) -> dict:
-  """run_reference(shape) -> the torch reference's JSON, or None where torch cannot run."""
+def run(rounds: int, shape: dict, run_reference, options: dict) -> dict:
+  """run_reference(shape) -> the torch reference's JSON, or None where torch cannot run; options:
+  llm.bench's other flags for our runs ({'dtype': 'bfloat16', 'remat': 'full'})."""
   rates = {name: [] for name in (*_IMPLEMENTATIONS, 'torch')}
   for _ in range(rounds):
     for implementation in _IMPLEMENTATIONS:
-      result = _ours(shape, implementation)
+      result = _ours(shape, options, implementation)
       rates[implementation].append(result['tokens_per_s'])
       print(json.dumps(result), flush=True)
     reference = run_reference(shape)
@@ -36,7 +37,8 @@ def run(rounds: int, shape: dict, run_reference) -> dict:
       rates['torch'].append(reference['tokens_per_s'])
       print(json.dumps(reference), flush=True)
   ratio = lambda a, b: [round(x / y, 3) for x, y in zip(rates[a], rates[b])]
-  summary = {'rounds': rounds, **{f'{name}_tokens_per_s_median': statistics.median(r) for name, r in rates.items() if r},
+  summary = {'rounds': rounds, **shape, **options,
+             **{f'{name}_tokens_per_s_median': statistics.median(r) for name, r in rates.items() if r},
              'auto_over_xla': ratio('auto', 'xla'), 'host': result['host']}
   if rates['torch']:
     summary['auto_over_torch'] = ratio('auto', 'torch')

@@ -1,5 +1,6 @@
 """The benchmarks' JSON: every result names the host it was measured on, and the decode
 benchmark's ratios are ours over the yardstick's rate of the same round."""
+import json
 import subprocess
 import sys
 import types
@@ -77,6 +78,32 @@ def test_every_serving_level_names_the_host(monkeypatch, tmp_path):
   levels = bench_serve.run([1, 4], workdir=str(tmp_path))
   assert [r['tokens_per_s_vs_first'] for r in levels] == [1.0, 4.0]
   assert all(r['host'] == hostinfo.describe() for r in levels)
+
+
+def test_a_train_step_result_says_what_it_timed(monkeypatch):
+  monkeypatch.setattr(hostinfo, 'peak_flops_per_device', lambda: 1e9)  # no peak measured for the test
+  config = bench.bench_config(layers=1, heads=2, dim=16, seq=8, batch=2, steps=1, warmup=1, dtype='bfloat16',
+                              remat='full')
+  result = bench.run_bench(config, vocab=32, steps=1, warmup=1)
+  timed = {k: result.get(k) for k in ('dtype', 'remat', 'layers', 'heads', 'dim', 'seq', 'batch', 'vocab')}
+  assert timed == {'dtype': 'bfloat16', 'remat': 'full', 'layers': 1, 'heads': 2, 'dim': 16, 'seq': 8, 'batch': 2,
+                   'vocab': 32}
+
+
+def test_rounds_run_ours_with_the_dtype_and_remat_asked_for(monkeypatch):
+  from llm import bench_rounds
+  commands = []
+
+  def child(cmd, **kwargs):  # one of our runs: its command, and a JSON line as llm.bench prints it
+    commands.append(cmd)
+    return types.SimpleNamespace(stdout=json.dumps({'tokens_per_s': 100.0, 'host': {}}) + '\n')
+
+  monkeypatch.setattr(bench_rounds.subprocess, 'run', child)
+  shape = dict(layers=1, heads=2, dim=16, seq=8, batch=2, vocab=32, steps=1, warmup=0)
+  summary = bench_rounds.run(1, shape, lambda shape: None, {'dtype': 'bfloat16', 'remat': 'full'})
+  assert len(commands) == 2  # attention auto, then xla
+  assert all('--dtype=bfloat16' in cmd and '--remat=full' in cmd for cmd in commands), commands
+  assert (summary['dtype'], summary['remat'], summary['dim']) == ('bfloat16', 'full', 16)
 
 
 def test_a_decode_context_within_the_new_tokens_is_one_line_naming_the_flag():
