@@ -31,6 +31,10 @@ from pathlib import Path
 import numpy as np
 
 
+# The server runs on the CPU, on a GPU host too: the benchmark times CPU serving.
+_SERVER_PLATFORM = 'cpu'
+
+
 def write_random_run(workdir: Path, vocab: int = 4096) -> Path:
   """A run directory as llm.main leaves it (config.json, tokenizer.model, checkpoints/), with
   configs/pretrain_small.py's model at random parameters."""
@@ -122,7 +126,7 @@ def run(clients: list[int], max_tokens: int = 64, min_requests: int = 64, temper
     run_dir = Path(workdir) if workdir else write_random_run(tmp / 'run')
     port = _free_port()
     url = f'http://127.0.0.1:{port}'
-    env = dict(os.environ, JAX_PLATFORMS='cpu')
+    env = dict(os.environ, JAX_PLATFORMS=_SERVER_PLATFORM)
     server = subprocess.Popen([sys.executable, '-m', 'llm.serve', f'--workdir={run_dir}', f'--port={port}',
                                f'--slots={max(clients)}', f'--queue={max(clients)}',
                                f'--steps_per_call={steps_per_call}'], env=env,
@@ -145,7 +149,7 @@ def run(clients: list[int], max_tokens: int = 64, min_requests: int = 64, temper
       asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=10**6 * (i + 1)))  # untimed: compiles
       result = asyncio.run(_level(url, c, rounds, max_tokens, temperature, seed0=0))
       result['tokens_per_s_vs_first'] = round(result['tokens_per_s'] / (results or [result])[0]['tokens_per_s'], 2)
-      result['host'] = hostinfo.describe()
+      result['host'] = hostinfo.describe(_SERVER_PLATFORM)  # the server's devices, not this process's
       print(json.dumps(result), flush=True)
       results.append(result)
     return results

@@ -77,11 +77,12 @@ def cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
-def describe() -> dict:
-  """The host and devices, for benchmark JSON and reports."""
-  device = jax.devices()[0]
+def describe(platform: str | None = None) -> dict:
+  """The host and devices, for benchmark JSON and reports; platform ('cpu'): that platform's
+  devices instead of JAX's default, for a number measured in a process confined to it."""
+  device = jax.devices(platform)[0]
   return {'cpu': cpu_model(), 'isa': isa_class(), 'cpu_flags': cpu_flags(), 'cores': cores(),
-          'platform': device.platform, 'device_kind': device.device_kind, 'devices': jax.device_count(),
+          'platform': device.platform, 'device_kind': device.device_kind, 'devices': jax.device_count(platform),
           'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'cpu_march': os.environ.get('LLM_CPU_MARCH', 'native')}
 

@@ -114,3 +114,31 @@ def test_a_decode_context_within_the_new_tokens_is_one_line_naming_the_flag():
   assert r.stderr.strip().splitlines()[-1].startswith('llm.bench: --context=64 '), r.stderr
   assert 'above 64' in r.stderr
 
+
+def test_the_serving_levels_name_the_platform_the_server_ran_on(monkeypatch, tmp_path):
+  """On a GPU host the benchmark process sees the GPU, the server (JAX_PLATFORMS) the CPU: the
+  levels carry the server's."""
+  httpx = pytest.importorskip('httpx')
+  import jax
+  servers = []
+
+  class _Server:
+    returncode = None
+    poll = staticmethod(lambda: None)
+    terminate = staticmethod(lambda: None)
+    wait = staticmethod(lambda timeout: 0)
+
+    def __init__(self, cmd, env, **kwargs):
+      servers.append(env)
+
+  async def level(url, clients, rounds, max_tokens, temperature, seed0):
+    return {'clients': clients, 'tokens_per_s': 10.0}
+
+  devices = jax.devices
+  gpu = types.SimpleNamespace(platform='gpu', device_kind='NVIDIA H100 80GB HBM3')
+  monkeypatch.setattr(jax, 'devices', lambda backend=None: devices(backend) if backend else [gpu])
+  monkeypatch.setattr(bench_serve.subprocess, 'Popen', _Server)
+  monkeypatch.setattr(httpx, 'get', lambda *a, **kw: types.SimpleNamespace(status_code=200))
+  monkeypatch.setattr(bench_serve, '_level', level)
+  [result] = bench_serve.run([1], workdir=str(tmp_path))
+  assert result['host']['platform'] == servers[0]['JAX_PLATFORMS'] == 'cpu'
