@@ -317,6 +317,18 @@ def test_bad_input_is_a_400_naming_the_problem_and_the_server_goes_on(server, ca
   _still_answering(server)
 
 
+@pytest.mark.parametrize('content_type', [None, 'application/x-www-form-urlencoded'])  # none; curl -d's
+def test_a_json_body_without_the_json_content_type_is_a_400_naming_the_header(server, content_type):
+  body = json.dumps({'messages': _chat('a'), 'max_tokens': 2}).encode()
+  headers = {'Content-Type': content_type} if content_type else {}
+  r = httpx.post(server.url + '/v1/chat/completions', content=body, headers=headers, timeout=60)
+  assert r.status_code == 400, r.text
+  message = r.json()['error']['message']
+  assert "-H 'Content-Type: application/json'" in message, message
+  assert (repr(content_type) if content_type else 'no Content-Type header') in message, message
+  _still_answering(server)
+
+
 def test_a_chunked_body_is_held_to_the_limit_too(server):
   """No Content-Length to check first: the bytes are counted as they come."""
   def chunked(body: bytes):

@@ -40,9 +40,16 @@ def _is_branch(part) -> bool:
   return isinstance(part, str) and (not part.isidentifier() or part in ('str', 'int', 'float', 'bool'))
 
 
-def _describe(errors: list[dict]) -> str:
+def _is_json(content_type: str | None) -> bool:
+  """Whether FastAPI reads a body of this Content-Type as JSON (application/json, application/*+json)."""
+  kind = (content_type or '').split(';')[0].strip().lower()
+  return kind == 'application/json' or (kind.startswith('application/') and kind.endswith('+json'))
+
+
+def _describe(errors: list[dict], content_type: str | None) -> str:
   """pydantic's validation errors as a sentence: the first one, with every branch of a union it
-  failed (stop: 'Input should be a valid string or List should have at most 4 items')."""
+  failed (stop: 'Input should be a valid string or List should have at most 4 items').
+  content_type: the request's header, which decides whether its body was read as JSON at all."""
   error = errors[0]
   loc = [x for x in error['loc'] if x != 'body']
   if loc and _is_branch(loc[-1]):
@@ -56,6 +63,10 @@ def _describe(errors: list[dict]) -> str:
     return f'unknown field {where!r}: this server takes OpenAI\'s fields (see the README\'s Serving section)'
   if error['type'] == 'missing':
     return f'field {where!r} is required' if where else 'the request body is empty: send a JSON object'
+  if not where and not _is_json(content_type):  # the body was never parsed, so it is no object whatever it holds
+    sent = f'its Content-Type is {content_type!r}' if content_type else 'it has no Content-Type header'
+    return (f'the request body was not read as JSON: {sent}; send the header Content-Type: application/json '
+            "(curl: -H 'Content-Type: application/json')")
   if not where:
     return f'the request body must be a JSON object ({error["msg"]})'
   return f'{where}: {error["msg"]}'
@@ -127,7 +138,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
 
   @app.exception_handler(exceptions.RequestValidationError)
   async def invalid(request, exc):
-    return _error(400, _describe(exc.errors()))
+    return _error(400, _describe(exc.errors(), request.headers.get('content-type')))
 
   @app.exception_handler(ApiError)
   async def bad(request, exc):
