@@ -73,7 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.grad_clip = 1.0  # global-norm clipping threshold (0 = off)
   c.train.log_every = 10  # steps between metric lines
   c.train.eval_every = 200  # steps between validation passes (the last step always evaluates)
-  c.train.eval_batches = 16  # validation batches per pass (0 = the whole validation split)
+  # Validation batches per pass: the split's first ones, the same tokens every pass and every run, so
+  # val_loss compares across runs; not the split's figure (README, A run directory). 0 = the whole split.
+  c.train.eval_batches = 16
   c.train.eval_at_start = True  # also evaluate the starting parameters (step 0)
   c.train.checkpoint_every = 200  # steps between checkpoints (the last step is always saved)
   c.train.keep_checkpoints = 3  # newest checkpoints kept on disk
