@@ -49,18 +49,26 @@ def process_zero_first(name: str):
 
 def mesh_shape(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   """Sizes of (data, fsdp, tensor); one of them may be -1, meaning 'all remaining devices'."""
-  sizes = [int(mesh_cfg[a]) for a in MESH_AXES]
-  if sizes.count(-1) > 1:
-    raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))}: at most one may be -1')
-  known = int(np.prod([s for s in sizes if s != -1]))
-  if -1 in sizes:
+  sizes = {a: int(mesh_cfg[a]) for a in MESH_AXES}
+  for axis, size in sizes.items():
+    if size < 1 and size != -1:
+      raise ValueError(f'mesh.{axis}={size}: a mesh size is at least 1, or -1 for the devices the other axes leave')
+  rest = [a for a in MESH_AXES if sizes[a] == -1]
+  if len(rest) > 1:  # the default mesh.data=-1 is one of them
+    raise ValueError(f'{" and ".join(f"mesh.{a}=-1" for a in rest)}: at most one axis may be -1 (the devices the '
+                     'others leave); to shard over every device with FSDP, set --config.mesh.data=1 '
+                     '--config.mesh.fsdp=-1')
+  known = int(np.prod([s for s in sizes.values() if s != -1]))
+  if rest:
     if num_devices % known:
-      raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))} do not divide {num_devices} devices')
-    sizes[sizes.index(-1)] = num_devices // known
-  if int(np.prod(sizes)) != num_devices:
-    raise ValueError(f'mesh sizes {dict(zip(MESH_AXES, sizes))} multiply to {int(np.prod(sizes))}, '
+      raise ValueError(f'mesh sizes {sizes} do not divide the {num_devices} devices: choose sizes whose product '
+                       f'divides {num_devices}')
+    sizes[rest[0]] = num_devices // known
+  total = int(np.prod(list(sizes.values())))
+  if total != num_devices:
+    raise ValueError(f'mesh sizes {sizes} multiply to {total}, '
                      f'but there are {num_devices} devices; set --config.mesh.<axis>=-1 on one axis')
-  return tuple(sizes)
+  return tuple(sizes.values())
 
 
 def make_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
