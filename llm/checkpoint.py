@@ -76,7 +76,19 @@ def restore(manager: ocp.CheckpointManager, step: int, args):
     return manager.restore(step, args=args)
   except Exception as e:  # orbax raises bare Exceptions for missing or cut files, tensorstore's error inside
     _drop_close_errors_of_abandoned_reads()
+    if _raised_by_jax(e):  # placing the arrays failed, not reading them: no advice to move a good checkpoint out
+      raise
     raise Unreadable(_unreadable(Path(manager.directory), step, manager.all_steps(), e)) from e
+
+
+def _raised_by_jax(error: Exception) -> bool:
+  """Whether JAX raised error, or the one it came from: laying the arrays out on the devices failed
+  (a sharding that does not divide them, memory running out), not reading the files."""
+  while error is not None:
+    if type(error).__module__.partition('.')[0] in ('jax', 'jaxlib'):
+      return True
+    error = error.__cause__
+  return False
 
 
 def _unreadable(checkpoints: Path, step: int, steps, error: Exception) -> str:

@@ -284,6 +284,32 @@ def test_after_a_damaged_checkpoint_only_the_close_errors_of_abandoned_reads_are
   assert [str(e) for e in reported] == ['a real error']
 
 
+_RESTORE_ONTO_EIGHT = '''
+import sys
+import grain, jax, numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+from llm import checkpoint
+ckpt = checkpoint.Checkpointer(sys.argv[1], keep=1)
+data = iter(grain.MapDataset.range(4).to_iter_dataset())
+ckpt.save(1, {'w': np.zeros((2, 4), np.float32)}, data)
+ckpt.wait()
+rows_over_8 = NamedSharding(jax.make_mesh((8,), ('x',)), P('x'))
+try:
+  ckpt.restore(1, {'w': jax.ShapeDtypeStruct((2, 4), np.float32, sharding=rows_over_8)}, data)
+except Exception as e:
+  print(type(e).__name__)
+'''
+
+
+def test_a_whole_checkpoint_restored_onto_a_mesh_that_cannot_split_it_is_not_called_damaged(tmp_path, python_env):
+  """2 rows over 8 devices: JAX's error, not the files', was reported as an unreadable checkpoint
+  with advice to move it out of the run."""
+  out = subprocess.run([sys.executable, '-c', _RESTORE_ONTO_EIGHT, str(tmp_path / 'checkpoints')],
+                       env=dict(python_env, XLA_FLAGS=xla_flags(8)), cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == 'IndivisibleError'
+
+
 def test_a_finished_run_extended_and_stopped_keeps_no_summary_of_its_shorter_run(tmp_path, cache_dir, monkeypatch):
   """llm.sweep, like a reader, takes a summary.json for a finished run: one of the 2 steps the run
   had must not outlive a rerun with train.steps=4 that stops (here: dies at its last checkpoint)."""
