@@ -88,6 +88,26 @@ def logical_to_sharding(logical_tree, mesh, rules):
   return nn.logical_to_mesh_sharding(nn.get_partition_spec(logical_tree), mesh, rules)
 
 
+def split_dims(abstract_tree) -> list[tuple]:
+  """(key path, dimension, its size, mesh axes) of each dimension that the NamedShardings of
+  abstract_tree's ShapeDtypeStructs split over mesh axes: those the logical rules name, whatever
+  the axes' sizes."""
+  return [(path, dim, x.shape[dim], (axes,) if isinstance(axes, str) else tuple(axes))
+          for path, x in jax.tree_util.tree_leaves_with_path(abstract_tree)
+          for dim, axes in enumerate(x.sharding.spec) if axes is not None]
+
+
+def parts(sizes, axes: tuple) -> int:
+  """Into how many pieces mesh axes of these sizes ({axis: size}, or a mesh's .shape) cut a dimension."""
+  return int(np.prod([sizes[a] for a in axes]))
+
+
+def unevenly_split(dims: list[tuple], sizes) -> list[tuple]:
+  """Those of split_dims' dims that mesh axes of these sizes do not split evenly: JAX lays out no
+  such array, and says so only at init or restore, naming shapes."""
+  return [d for d in dims if d[2] % parts(sizes, d[3])]
+
+
 def batch_sharding(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
@@ -97,7 +117,7 @@ def kv_cache_sharding(mesh, batch: int, kv_heads: int, ndim: int = 4) -> NamedSh
   head_dim] (or a smeared-key model's previous key [batch, kv_heads, head_dim], ndim 3): rows
   over the data axes and heads over 'tensor', each only where it divides evenly (a batch of 1
   stays whole)."""
-  data = int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+  data = parts(mesh.shape, BATCH_AXES)
   rows = BATCH_AXES if batch % data == 0 else None
   heads = 'tensor' if kv_heads % mesh.shape['tensor'] == 0 else None
   return NamedSharding(mesh, P(rows, heads, *[None] * (ndim - 2)))

@@ -122,6 +122,20 @@ def _check_finite(step: int, metrics: dict, ckpt):
         'Lower --config.train.lr or set --config.train.grad_clip, then rerun to resume.')
 
 
+def _check_batch_splits_evenly(tc, mesh):
+  """Each micro-batch's rows (the whole batch's, without grad_accum) split evenly over the devices of
+  the batch axes: JAX refuses a batch that does not split, and a micro-batch that does not leaves
+  devices without rows of it."""
+  devices = sharding.parts(mesh.shape, sharding.BATCH_AXES)
+  rows = tc.batch_size // tc.grad_accum
+  if rows % devices:
+    what = (f'train.batch_size={rows}' if tc.grad_accum == 1 else
+            f'train.batch_size/train.grad_accum={tc.batch_size}/{tc.grad_accum}={rows} rows per micro-batch')
+    raise ValueError(f'{what} is not divisible by mesh.data*mesh.fsdp={devices}, the devices each batch is split over: '
+                     f'set --config.train.batch_size to a multiple of {devices * tc.grad_accum}, or choose sizes of '
+                     f'--config.mesh.data and --config.mesh.fsdp whose product divides {rows}')
+
+
 def _write_config(config, workdir: Path):
   path = workdir / 'config.json'
   resolved = json.loads(config.to_json_best_effort())
@@ -230,6 +244,29 @@ class Setup:
     return sharding.mesh_context(self.mesh, self.rules)
 
 
+# The config field that sets the size of each logical axis (config.mesh.rules' keys) a parameter has.
+_SIZE_OF_AXIS = {'embed': 'model.dim', 'norm': 'model.dim', 'heads': 'model.num_heads',
+                 'kv_heads': 'model.num_kv_heads', 'head_dim': 'model.dim/model.num_heads', 'mlp': 'model.mlp_dim',
+                 'vocab': "the tokenizer's vocab_size", 'seq': 'model.max_seq_len', 'layers': 'model.num_layers'}
+
+
+def _check_mesh_splits_evenly(abstract_state, logical_specs, mesh):
+  """Every dimension the mesh splits, split evenly: JAX would refuse the array only at init or
+  restore (where orbax's error looked like a damaged checkpoint), naming shapes, not settings."""
+  uneven = sharding.unevenly_split(sharding.split_dims(abstract_state), mesh.shape)
+  if not uneven:
+    return
+  path, dim, size, axes = uneven[0]
+  logical = {jax.tree_util.keystr(p): spec for p, spec in jax.tree_util.tree_leaves_with_path(logical_specs)}
+  axis = logical[jax.tree_util.keystr(path)][dim]
+  field = _SIZE_OF_AXIS.get(axis, f'the {axis} axis')
+  mesh_axes = '*'.join(f'mesh.{a}' for a in axes)
+  fix = (f'set --config.{mesh_axes} to a divisor of {size}' if len(axes) == 1 else
+         f'choose sizes of {" and ".join(f"--config.mesh.{a}" for a in axes)} whose product divides {size}')
+  raise ValueError(f'{field}={size} is not divisible by {mesh_axes}={sharding.parts(mesh.shape, axes)}, over which '
+                   f'config.mesh.rules.{axis} splits state{jax.tree_util.keystr(path)}; {fix}')
+
+
 def build(config, vocab_size: int, mesh) -> Setup:
   """Model, optimizer, and the train state's sharding over the mesh (from logical axis names)."""
   rules = sharding.logical_rules(config.mesh.rules)
@@ -246,6 +283,7 @@ def build(config, vocab_size: int, mesh) -> Setup:
     state_sh = sharding.logical_to_sharding(abstract_boxed, mesh, rules)
     init = jax.jit(lambda r: nn.unbox(init_boxed(r)), out_shardings=state_sh)
   abstract_state = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_sh)
+  _check_mesh_splits_evenly(abstract_state, nn.get_partition_spec(abstract_boxed), mesh)
   return Setup(model, model_cfg, tx, lr_fn, state_sh, abstract_state, init, mesh, rules)
 
 
@@ -302,6 +340,11 @@ def _train(config, workdir: Path) -> dict:
   for name in ('log_every', 'eval_every', 'checkpoint_every', 'keep_checkpoints'):
     if tc[name] < 1:  # keep_checkpoints=0 would have orbax delete every checkpoint, the last one too
       raise ValueError(f'train.{name}={tc[name]} must be at least 1')
+  # The mesh checked against the batch and the model before the data is prepared (minutes on a new
+  # corpus) and anything is written into workdir. The tokenizer's vocabulary, known only with the
+  # data, stands in here as the device count, which every mesh axis divides; build() below checks it.
+  _check_batch_splits_evenly(tc, mesh)
+  build(config, mesh.size, mesh)
 
   # Before the data pipeline starts: its prefetch threads would share the cores with the measurement.
   peak = hostinfo.peak_flops_per_device(tc.peak_flops_per_device) * jax.device_count()

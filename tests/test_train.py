@@ -284,6 +284,61 @@ def test_after_a_damaged_checkpoint_only_the_close_errors_of_abandoned_reads_are
   assert [str(e) for e in reported] == ['a real error']
 
 
+def test_resuming_on_a_mesh_that_cannot_split_the_model_is_one_line_and_leaves_the_run_as_it_was(
+    tmp_path, subprocess_env):
+  """model.num_kv_heads=2 over mesh.tensor=4: JAX refused the layout only at restore, which said the
+  good checkpoint was damaged, after config.json had taken the new mesh (which sampling then read)."""
+  short = ['--config.train.steps=2', '--config.train.warmup_steps=1']
+  cmd, env = _main(tmp_path, subprocess_env, *short)
+  subprocess.run(cmd, env=env, check=True, capture_output=True)
+  names = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json')
+  before = {name: (tmp_path / name).read_bytes() for name in names}
+  cmd, env = _main(tmp_path, subprocess_env, *short, '--config.train.steps=4', '--config.mesh.data=2',
+                   '--config.mesh.tensor=4', devices=8)
+  result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('llm: ValueError: model.num_kv_heads=2 is not divisible by mesh.tensor=4, over which '
+                         "config.mesh.rules.kv_heads splits state.params['"), last
+  assert last.endswith('; set --config.mesh.tensor to a divisor of 2'), last
+  assert {name: (tmp_path / name).read_bytes() for name in names} == before
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == ['2']
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['--config.mesh.data=1', '--config.mesh.tensor=8'], 'model.num_kv_heads=2 is not divisible by mesh.tensor=8'),
+    (['--config.train.batch_size=4'],
+     'train.batch_size=4 is not divisible by mesh.data*mesh.fsdp=8, the devices each batch is split over: set '
+     '--config.train.batch_size to a multiple of 8, or choose sizes of --config.mesh.data and --config.mesh.fsdp '
+     'whose product divides 4'),
+    # This one ran, each micro-batch of 4 rows split over 8 devices.
+    (['--config.train.grad_accum=2', '--config.mesh.data=2', '--config.mesh.fsdp=-1'],
+     'train.batch_size/train.grad_accum=8/2=4 rows per micro-batch is not divisible by mesh.data*mesh.fsdp=8, the '
+     'devices each batch is split over: set --config.train.batch_size to a multiple of 16'),
+])
+def test_a_mesh_that_cannot_split_the_model_or_the_batch_is_refused_before_the_data_is_prepared(
+    tmp_path, python_env, overrides, message):
+  cache = tmp_path / 'cache'
+  cmd, env = _main(tmp_path / 'run', python_env, f'--config.data.cache_dir={cache}', *overrides, devices=8)
+  result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'llm: ValueError: {message}'), last
+  assert not cache.exists() and not (tmp_path / 'run' / 'config.json').exists()
+
+
+def test_a_vocabulary_the_mesh_cannot_split_is_named_before_anything_is_written(tmp_path, subprocess_env):
+  """The tokenizer's size is known only once the data is prepared: checked then, still before the run's files."""
+  cmd, env = _main(tmp_path, subprocess_env, '--config.tokenizer.vocab_size=500', '--config.model.num_heads=8',
+                   '--config.model.num_kv_heads=8', '--config.mesh.data=1', '--config.mesh.tensor=8', devices=8)
+  result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      "llm: ValueError: the tokenizer's vocab_size=500 is not divisible by mesh.tensor=8, over which "
+      "config.mesh.rules.vocab splits state.params['embed']['embedding']; set --config.mesh.tensor to a divisor of 500")
+  assert not (tmp_path / 'config.json').exists()
+
+
 _RESTORE_ONTO_EIGHT = '''
 import sys
 import grain, jax, numpy as np
