@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, xla_flags
 from llm import chat_template, checkpoint, inference, tools
 from llm.inference import sampling
 from llm.tokenizer import train_tokenizer
@@ -99,6 +99,33 @@ def test_a_run_trained_on_more_devices_loads_on_this_hosts(run_dir, tmp_path):
   run = inference.load(moved)
   assert run.mesh.size == jax.device_count()
   jax.tree.map(np.testing.assert_array_equal, run.params, state.params)
+
+
+_LOAD_ON_SIX = '''
+import sys
+import jax, numpy as np
+from llm import checkpoint, inference
+run = inference.load(sys.argv[1])
+saved = checkpoint.Checkpointer(f'{sys.argv[1]}/checkpoints', keep=2).restore_raw(run.step)['params']
+jax.tree.map(np.testing.assert_array_equal, run.params, saved)
+print(dict(run.mesh.shape))
+'''
+
+
+@pytest.mark.parametrize('mesh', [dict(data=1, fsdp=-1, tensor=1), dict(data=2, fsdp=4, tensor=2)])
+def test_a_run_loads_on_six_devices_with_the_most_fsdp_its_parameters_split_into(run_dir, tmp_path, python_env, mesh):
+  """model.dim=32 over fsdp=6 (the run's own fsdp=-1 here), or FSDP over all 6 devices (where the
+  run's 16 do not fit): JAX cannot split 32 into 6, and restoring said the checkpoint was damaged.
+  fsdp=2 divides 32 and 6; tensor=3 does not divide the 2 heads, so the other 3 devices take data."""
+  moved = tmp_path / 'run'
+  shutil.copytree(run_dir[0], moved)
+  config = json.loads((moved / 'config.json').read_text())
+  config['mesh'].update(mesh)
+  (moved / 'config.json').write_text(json.dumps(config))
+  out = subprocess.run([sys.executable, '-c', _LOAD_ON_SIX, str(moved)], env=dict(python_env, XLA_FLAGS=xla_flags(6)),
+                       cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == str({'data': 3, 'fsdp': 2, 'tensor': 1})
 
 
 def _engine(tok, **kwargs):

@@ -94,26 +94,40 @@ def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -
   return params, step
 
 
-def _mesh_here(mesh_cfg) -> jax.sharding.Mesh:
-  """The run's mesh where its sizes fit this host's devices; else FSDP over all of them, as an
-  import gets: a run trained on 16 devices samples on a laptop (the checkpoint reshards on restore)."""
+def _mesh_here(mesh_cfg, model_cfg: model_lib.ModelConfig, rules) -> jax.sharding.Mesh:
+  """The run's mesh where its sizes fit this host's devices and split every parameter evenly; else
+  the most FSDP that does, then the most tensor parallelism, the devices left data-parallel: a run
+  trained on 16 devices samples on a laptop, or on 6 devices (the checkpoint reshards on restore)."""
+  devices = jax.device_count()
+  # Which mesh axes split which dimensions: the logical rules say, whatever the axes' sizes.
+  one_device = sharding.make_mesh({a: 1 for a in sharding.MESH_AXES}, jax.devices()[:1])
+  dims = sharding.split_dims(abstract_params(model_cfg, one_device, rules))
   try:
-    return sharding.make_mesh(mesh_cfg)
+    sizes = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(mesh_cfg, devices)))
+    uneven = sharding.unevenly_split(dims, sizes)
+    if not uneven:
+      return sharding.make_mesh(sizes)
+    reason = f'mesh {sizes} splits params{uneven[0][0]} unevenly'
   except ValueError as e:
-    logging.info('%s: loading with FSDP over the %d devices here', e, jax.device_count())
-    return sharding.make_mesh({'data': 1, 'fsdp': -1, 'tensor': 1})
+    reason = str(e)
+  divisors = [d for d in range(devices, 0, -1) if devices % d == 0]
+  candidates = ({'data': devices // (fsdp * tensor), 'fsdp': fsdp, 'tensor': tensor}
+                for fsdp in divisors for tensor in divisors if devices % (fsdp * tensor) == 0)
+  sizes = next(s for s in candidates if not sharding.unevenly_split(dims, s))  # fsdp = tensor = 1 always does
+  logging.info('%s: loading with mesh %s over the %d devices here', reason, sizes, devices)
+  return sharding.make_mesh(sizes)
 
 
 def load(workdir: Path | str, step: int | None = None, mesh=None) -> Run:
   """The run in workdir: config.json, tokenizer.model and the latest (or given) checkpoint's
-  parameters, on `mesh` (default: the run's own mesh config on this host's devices, or FSDP over
-  them where that mesh does not fit them)."""
+  parameters, on `mesh` (default: the run's own mesh config on this host's devices, or as much
+  FSDP over them as the parameters split evenly where that mesh does not fit them)."""
   workdir = Path(workdir)
   config = read_config(workdir)
   _require(tokenizer_lib.run_file(workdir), f'{workdir} has no tokenizer; copy the one it was trained with there')
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(workdir))
   model_cfg = model_lib.ModelConfig.from_config(config.model, tok.vocab_size)
-  mesh = _mesh_here(config.mesh) if mesh is None else mesh
   rules = sharding.logical_rules(config.mesh.rules)
+  mesh = _mesh_here(config.mesh, model_cfg, rules) if mesh is None else mesh
   params, step = restore_params(workdir / 'checkpoints', abstract_params(model_cfg, mesh, rules), step)
   return Run(workdir, config, tok, model_cfg, params, step, mesh, rules)
