@@ -11,10 +11,13 @@ import hashlib
 import json
 import os
 import platform
+import socket
 import time
+import zlib
 from pathlib import Path
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -136,13 +139,25 @@ def cpu_peak_flops(remeasure: bool = False) -> float:
   return peaks[key]['flops']
 
 
+def _devices_on_this_host() -> int:
+  """This job's devices on this host: this process's and those of its other processes here
+  (several processes on one machine), which share the host's cores. A collective: every process
+  of a job calls it."""
+  if jax.process_count() == 1:
+    return jax.local_device_count()
+  host = zlib.crc32(socket.gethostname().encode()) & 0x7fffffff  # fits the int32 JAX gathers by default
+  hosts = multihost_utils.process_allgather(np.array([host, jax.local_device_count()], np.int32))
+  return int(hosts[hosts[:, 0] == host, 1].sum())
+
+
 def peak_flops_per_device(configured: float = 0.0) -> float:
   """`configured` if set; else the datasheet peak of this accelerator, or the CPU's measured peak
-  shared among the host's (possibly fake) CPU devices; NaN for an unknown accelerator."""
+  shared among the host's (possibly fake) CPU devices, of every process of the job on it; NaN for
+  an unknown accelerator. Every process of a job calls it (it gathers the CPU devices per host)."""
   if configured:
     return configured
   device = jax.devices()[0]
   if device.platform == 'cpu':
-    return cpu_peak_flops() / jax.local_device_count()
+    return cpu_peak_flops() / _devices_on_this_host()
   kind = device.device_kind.lower()
   return next((v for k, v in ACCELERATOR_PEAKS.items() if k in kind), float('nan'))

@@ -1,10 +1,14 @@
 """The host a number was measured on, and the CPU peak MFU divides by: measured once per host."""
 import json
+import subprocess
+import sys
 
 import jax
 import pytest
 
+from conftest import xla_flags
 from llm import hostinfo
+from test_distributed import TIMEOUT_S, _free_port
 
 
 @pytest.fixture
@@ -41,6 +45,27 @@ def test_cpu_devices_share_the_host_peak_and_a_configured_peak_wins(monkeypatch,
   monkeypatch.setattr(hostinfo, '_measure_cpu_peak', lambda: 80e9)
   assert hostinfo.peak_flops_per_device() == pytest.approx(80e9 / jax.local_device_count())
   assert hostinfo.peak_flops_per_device(5e12) == 5e12
+
+
+_PEAK_OF_THE_JOB = '''
+import sys
+import jax
+jax.distributed.initialize(sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
+from llm import hostinfo
+hostinfo._measure_cpu_peak = lambda: 80e9
+print(hostinfo.peak_flops_per_device() * jax.device_count())
+'''
+
+
+def test_two_processes_on_one_host_share_its_peak(tmp_path, python_env):
+  """One device each: each process divided the host's peak by its own one device, so the job's
+  peak (per device x all devices) was twice the host's and MFU half what it is."""
+  address = f'localhost:{_free_port()}'
+  procs = [subprocess.Popen([sys.executable, '-c', _PEAK_OF_THE_JOB, address, str(i)], text=True,
+                            env=dict(python_env, LLM_CACHE_DIR=str(tmp_path / str(i)), XLA_FLAGS=xla_flags(1)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in (0, 1)]
+  outs = [proc.communicate(timeout=TIMEOUT_S)[0] for proc in procs]
+  assert [float(out.strip().splitlines()[-1]) for out in outs] == [80e9, 80e9], outs
 
 
 def test_accelerator_peaks_come_from_the_datasheet_table(monkeypatch):
