@@ -172,7 +172,8 @@ def main(argv):
     ref = run_reference(shape)
     if ref is not None:
       print(json.dumps(ref))
-      print(json.dumps({'ratio_tokens_per_s': round(ours['tokens_per_s'] / ref['tokens_per_s'], 3)}))
+      print(json.dumps({'ratio_tokens_per_s': round(ours['tokens_per_s'] / ref['tokens_per_s'], 3),
+                        'dtype': ours['dtype'], 'torch_dtype': ref['dtype']}))
 
 
 if __name__ == '__main__':

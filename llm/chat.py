@@ -64,7 +64,7 @@ def main(argv):
       print('\n[stopped; the question is dropped]')
       continue
     finally:
-      seed += 1
+      seed = (seed + 1) % 2**32  # the engine's seeds are uint32
     printer.flush()
     messages = asked + [{'role': 'assistant', 'content': chat_template.parse_assistant(tok, out.tokens)}]
   print()

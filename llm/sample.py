@@ -17,7 +17,7 @@ _TEMPERATURE = flags.DEFINE_float('temperature', 0.8, '0 = greedy.', lower_bound
 _TOP_K = flags.DEFINE_integer('top_k', 0, 'Keep the k most likely tokens (0 = all).', lower_bound=0)
 _TOP_P = flags.DEFINE_float('top_p', 0.95, 'Nucleus sampling mass (1.0 = off, 0 = greedy).', lower_bound=0.0,
                             upper_bound=1.0)
-_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (sample i uses seed + i).', lower_bound=0,
+_SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (sample i uses seed + i, mod 2**32).', lower_bound=0,
                             upper_bound=2**32 - 1)
 _NUM = flags.DEFINE_integer('num_samples', 1, 'Independent samples of the same prompt, decoded as one batch.',
                             lower_bound=1)
@@ -50,7 +50,8 @@ def main(argv):
     stream = terminal.Printer(tok)
   # bos separates documents in training, so it ends a sample too.
   outs = engine.generate([prompt_ids] * _NUM.value, max_new, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value,
-                         seed=_SEED.value, stop_ids=[tok.bos_id, *tok.stop_ids], stream=stream)
+                         seed=[(_SEED.value + i) % 2**32 for i in range(_NUM.value)],
+                         stop_ids=[tok.bos_id, *tok.stop_ids], stream=stream)
   if stream:
     stream.flush()
     sys.stdout.write('\n')

@@ -40,6 +40,8 @@ def run(script_name: str, args: dict, on_gpu: bool) -> dict | None:
   result = json.loads(out.strip().splitlines()[-1])
   if on_gpu:
     result.update(device=torch.cuda.get_device_name(), dtype='bfloat16 autocast')
+  else:
+    result.update(dtype='float32')  # the scripts as written
   return result
 
 

@@ -77,7 +77,7 @@ def test_every_serving_level_names_the_host(monkeypatch, tmp_path):
   monkeypatch.setattr(bench_serve, '_level', level)
   levels = bench_serve.run([1, 4], workdir=str(tmp_path))
   assert [r['tokens_per_s_vs_first'] for r in levels] == [1.0, 4.0]
-  assert all(r['host'] == hostinfo.describe() for r in levels)
+  assert all(r['host'] == hostinfo.describe(bench_serve._SERVER_PLATFORM) for r in levels)
 
 
 def test_a_train_step_result_says_what_it_timed(monkeypatch):
@@ -104,6 +104,26 @@ def test_rounds_run_ours_with_the_dtype_and_remat_asked_for(monkeypatch):
   assert len(commands) == 2  # attention auto, then xla
   assert all('--dtype=bfloat16' in cmd and '--remat=full' in cmd for cmd in commands), commands
   assert (summary['dtype'], summary['remat'], summary['dim']) == ('bfloat16', 'full', 16)
+
+
+def test_a_ratio_to_torch_names_both_precisions(monkeypatch, tmp_path):
+  """On a CPU the yardstick runs fp32 whatever --dtype: a bfloat16 ratio must say it is one."""
+  from llm import bench_rounds, torch_yardstick
+  pytest.importorskip('torch')
+
+  def child(cmd, **kwargs):  # our runs, and the yardstick script (its JSON line as it prints it)
+    torch_run = str(cmd[1]).endswith('torch_gpt_reference.py')
+    result = {'impl': 'torch-reference', 'tokens_per_s': 50.0} if torch_run else {'tokens_per_s': 100.0, 'host': {}}
+    return types.SimpleNamespace(stdout=json.dumps(result) + '\n')
+
+  monkeypatch.setattr(subprocess, 'run', child)
+  (tmp_path / 'torch_gpt_reference.py').touch()  # never run: subprocess.run above answers for it
+  monkeypatch.setattr(torch_yardstick, 'SHARED_BENCH', tmp_path)
+  shape = dict(layers=1, heads=2, dim=16, seq=8, batch=2, vocab=32, steps=1, warmup=0)
+  summary = bench_rounds.run(1, shape, lambda shape: torch_yardstick.run('torch_gpt_reference.py', shape, False),
+                             {'dtype': 'bfloat16', 'remat': 'none'})
+  assert summary['auto_over_torch'] == [2.0]
+  assert (summary['dtype'], summary['torch_dtype']) == ('bfloat16', 'float32')
 
 
 def test_a_decode_context_within_the_new_tokens_is_one_line_naming_the_flag():

@@ -67,8 +67,13 @@ def test_rollouts_without_room_for_a_completion_are_refused_naming_the_prompt_an
     cache_len = 64
 
   with pytest.raises(ValueError, match=r'a prompt of 11 tokens leaves no room .* within 11 tokens '
-                                       r'\(train\.seq_len=10\); raise train\.seq_len'):
+                                       r'\(train\.seq_len=10, model\.max_seq_len=\d+\); raise train\.seq_len'):
     grpo_task.new_token_budgets(config, Engine(), [[1] * 4, [1] * 11], grpo_task.rollout_len(config))
+  # Where the rows already span the model's context, a longer train.seq_len is no way out.
+  full = tiny_grpo_config(**{'train.seq_len': 64, 'model.max_seq_len': 64})
+  with pytest.raises(ValueError, match=r"within 64 tokens .*; it fills the model's whole context") as refused:
+    grpo_task.new_token_budgets(full, Engine(), [[1] * 64], grpo_task.rollout_len(full))
+  assert 'raise train.seq_len' not in str(refused.value)
 
 
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):

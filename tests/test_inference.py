@@ -430,6 +430,18 @@ def test_a_knob_out_of_range_is_refused_before_the_run_loads(module, flag, run_d
   assert f'Flags parsing error: flag {flag}: ' in out.stderr, out.stderr[-1000:]
 
 
+def test_the_largest_seed_wraps_for_the_next_sample_and_the_next_turn(run_dir, python_env):
+  """--seed=2**32-1 passes the flag's bound; sample 1 and chat's turn 2 (seed + 1) must wrap to 0, not
+  end the run with the engine's refusal of a seed outside uint32."""
+  top = f'--seed={2**32 - 1}'
+  runs = [('llm.sample', ['--prompt=abc', '--num_samples=2', '--max_new_tokens=3'], ''),
+          ('llm.chat', ['--max_new_tokens=3'], 'hi\nhello\n/quit\n')]
+  for module, flags, stdin in runs:
+    out = subprocess.run([sys.executable, '-m', module, f'--workdir={run_dir[0]}', top, *flags], env=python_env,
+                         cwd=ROOT, capture_output=True, text=True, input=stdin, timeout=300)
+    assert out.returncode == 0 and 'outside [0, 2**32)' not in out.stderr, (module, out.stderr[-1000:])
+
+
 def test_an_evaluation_that_cannot_be_written_is_refused_before_it_runs(run_dir, tmp_path, python_env):
   workdir = tmp_path / 'run'
   shutil.copytree(run_dir[0], workdir)

@@ -174,8 +174,10 @@ def new_token_budgets(config, engine, prompts: list[list[int]], max_len: int) ->
   room = min(engine.cache_len, max_len)
   longest = max(map(len, prompts), default=0)
   if room - longest < 1:
+    fix = ('raise train.seq_len (up to model.max_seq_len)' if room < config.model.max_seq_len else
+           "it fills the model's whole context: give the task shorter prompts or start from a model with a longer one")
     raise ValueError(f'a prompt of {longest} tokens leaves no room for its completion within {room} tokens '
-                     f'(train.seq_len={config.train.seq_len}); raise train.seq_len (up to model.max_seq_len)')
+                     f'(train.seq_len={config.train.seq_len}, model.max_seq_len={config.model.max_seq_len}); {fix}')
   return [min(config.grpo.max_new_tokens, room - len(p)) for p in prompts]
 
 
