@@ -114,7 +114,7 @@ def test_both_benchmarks_run_their_yardstick_in_that_environment(monkeypatch, tm
   monkeypatch.setattr(subprocess, 'run', lambda cmd, **kw: seen.append((cmd, kw.get('env'))) or
                       subprocess.CompletedProcess(cmd, 0, stdout='{"tokens_per_s": 1}\n'))
   run = bench_module.run_reference if module == 'bench' else bench_module._reference
-  assert run({'batch': 1}) == {'tokens_per_s': 1}
+  assert run({'batch': 1}) == {'tokens_per_s': 1, 'dtype': 'float32'}
   (cmd, env), = seen
   assert env == {'MARK': 'capped'}
   script = 'torch_gpt_reference.py' if module == 'bench' else 'torch_decode_reference.py'
