@@ -17,7 +17,9 @@ Modes:
 - tpu: one Cloud TPU VM per point via launch/tpu_vm.py (create, then run); --dry_run prints
   the gcloud commands. ROOT must be storage every VM sees (a mounted GCS bucket). A point whose
   VM exists (PREFIX-INDEX) was launched by an earlier run and is skipped, so rerunning the same
-  command after a failed gcloud call continues the sweep. A slice of several workers needs
+  command after a failed gcloud call continues the sweep; one whose VM has ended (a FAILED or
+  SUSPENDED queued resource, a PREEMPTED or TERMINATED VM) is named with the command that deletes
+  it, and the sweep ends in failure: delete those, then rerun it. A slice of several workers needs
   --config.data.dir and --config.data.cache_dir after `--`, on storage they all see
   (launch/run_tpu.sh refuses to start without them).
 Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data); in local mode
@@ -37,6 +39,9 @@ from absl import flags
 from llm import cli, files
 
 REPO = Path(__file__).resolve().parents[1]
+# States gcloud describes a TPU VM (tpu-vm) or queued resource in where nothing runs on it any more and
+# it will not come back by itself: its point is not training, and a VM of its name blocks a new one.
+ENDED_STATES = ('FAILED', 'SUSPENDING', 'SUSPENDED', 'DELETING', 'PREEMPTED', 'TERMINATED', 'STOPPING', 'STOPPED')
 
 _SWEEP = flags.DEFINE_string('sweep', None, 'CONFIG_FILE:GRID, e.g. configs/scaling.py:isoflop_cpu.')
 _ROOT = flags.DEFINE_string('root', None, 'Folder holding one workdir per point.')
@@ -155,12 +160,21 @@ def main(argv):
       print(shlex.join(['python', '-m', 'llm.main',
                         *main_args(config_path, arg, f'{_ROOT.value}/{name}', extra)]))
     return
+  ended = []
   for i, (name, vm, describe, launch) in enumerate(tpu_commands(config_path, points, _ROOT.value, extra), 1):
     prefix = f'[{i}/{len(points)}] {name}'
     delete = f'python launch/tpu_vm.py delete {shlex.join(describe[3:])}'
     # A VM of the point's name was made by an earlier run of the sweep, which launched the point there.
-    if not _DRY_RUN.value and subprocess.run(describe, capture_output=True).returncode == 0:
-      print(f'{prefix}: VM {vm} exists, skipped (to launch the point again, delete it: {delete})', flush=True)
+    found = None if _DRY_RUN.value else subprocess.run(describe, capture_output=True, text=True)
+    if found and found.returncode == 0:
+      state = found.stdout.splitlines()[-1].strip()  # after the gcloud command that tpu_vm.py prints
+      if state in ENDED_STATES:
+        ended.append(name)
+        print(f'{prefix}: VM {vm} is {state}, its point is not running: delete it ({delete}), then rerun the same '
+              'command', flush=True)
+      else:
+        print(f'{prefix}: VM {vm} exists ({state}), skipped (to launch the point again, delete it: {delete})',
+              flush=True)
       continue
     for cmd in launch:
       print(f'# {shlex.join(cmd[1:])}', flush=True)
@@ -170,7 +184,9 @@ def main(argv):
       then = ('rerun the same command to continue (points whose VM exists are skipped)' if cmd[2] == 'create' else
               f'VM {vm} exists but its point did not start: delete it ({delete}), then rerun the same command')
       sys.exit(f'llm.sweep: {prefix}: launch/tpu_vm.py {cmd[2]} failed (exit {code}; its error is above); {then}')
-
+  if ended:
+    sys.exit(f'llm.sweep: {len(ended)} point(s) not launched, their VM has ended: {", ".join(ended)}; delete those '
+             'VMs (commands above), then rerun the same command')
 
 if __name__ == '__main__':
   cli.run(main, 'llm.sweep')

@@ -317,13 +317,34 @@ def test_tpu_sweep_rerun_skips_the_points_whose_vm_exists(tmp_path):
                               '*describe*) echo "ERROR: NOT_FOUND" >&2; exit 1;; esac\n')
   sweep = _sweep('/gcs/s', env, '--mode=tpu', '--zone=z')
   assert sweep.returncode == 0, sweep.stderr
-  assert sweep.stdout.splitlines()[0] == ('[1/2] dim32: VM llm-sweep-0 exists, skipped (to launch the point again, '
+  assert sweep.stdout.splitlines()[0] == ('[1/2] dim32: VM llm-sweep-0 exists (READY), skipped (to launch the point again, '
                                           'delete it: python launch/tpu_vm.py delete --name=llm-sweep-0 --zone=z)')
   calls = (tmp_path / 'gcloud.log').read_text().splitlines()
   assert [c.split()[3:5] for c in calls if 'describe' not in c] == [['create', 'llm-sweep-1'], ['ssh', 'llm-sweep-1'],
                                                                      ['scp', '--recurse'], ['ssh', 'llm-sweep-1']]
   assert 'tiny_sweep.py:dim=48' in calls[-1] and 'dim=32' not in ''.join(calls)
 
+
+
+@pytest.mark.parametrize('state,queued', [('FAILED', True), ('SUSPENDED', True), ('DELETING', True),
+                                          ('PREEMPTED', False), ('TERMINATED', False)])
+def test_tpu_sweep_names_a_point_whose_vm_ended_instead_of_skipping_it(tmp_path, state, queued):
+  """A VM that exists but runs nothing (its queued request failed, it was preempted) is no launched
+  point: the sweep says so with the command that deletes it, launches the others, and fails."""
+  log = tmp_path / 'gcloud.log'  # the other point's VM exists (ACTIVE, once queued) after its create
+  env = fake_gcloud(tmp_path, f'case "$*" in *"describe llm-sweep-0 "*) echo {state};; '
+                              f'*describe*) grep -q "create llm-sweep-1" {log} && echo ACTIVE && exit 0; '
+                              'echo "ERROR: NOT_FOUND" >&2; exit 1;; esac\n')
+  sweep = _sweep('/gcs/s', env, '--mode=tpu', '--zone=z', *(['--queued'] if queued else []))
+  assert sweep.returncode == 1 and 'Traceback' not in sweep.stderr
+  delete = 'python launch/tpu_vm.py delete --name=llm-sweep-0 --zone=z' + (' --queued' if queued else '')
+  assert sweep.stdout.splitlines()[0] == (f'[1/2] dim32: VM llm-sweep-0 is {state}, its point is not running: '
+                                          f'delete it ({delete}), then rerun the same command')
+  assert sweep.stderr.splitlines()[-1] == ('llm.sweep: 1 point(s) not launched, their VM has ended: dim32; delete '
+                                           'those VMs (commands above), then rerun the same command')
+  calls = log.read_text().splitlines()
+  assert 'llm-sweep-0' not in ''.join(c for c in calls if 'describe' not in c)  # neither created nor run again
+  assert any('create llm-sweep-1' in c for c in calls)
 
 def _tpu_worker(tmp_path):
   """A fake worker with no apt and python3 3.10: (run: run_tpu.sh with these args and extra
