@@ -5,6 +5,7 @@ import concurrent.futures
 import contextlib
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -705,3 +706,41 @@ def test_an_imported_models_own_stop_ids_end_its_turns_in_the_engine_and_the_ser
                        json={'model': 'tiny', 'messages': conversation, 'max_tokens': 4, 'temperature': 0}).json()
   assert reply['choices'][0]['finish_reason'] == 'stop'
   assert reply['usage']['completion_tokens'] == 1
+
+
+# llm.serve with Ctrl-C as a terminal's program has it, also where the tests run as a background
+# job (which inherits SIGINT ignored: uvicorn passes on the Ctrl-C it stopped for to that handler).
+_SERVE = '''
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = ['llm.serve', *sys.argv[1:]]
+runpy.run_module('llm.serve', run_name='__main__')
+'''
+
+
+def test_a_second_ctrl_c_ends_the_server_without_a_traceback(run_dir, python_env):
+  port = free_port()
+  serve = subprocess.Popen([sys.executable, '-c', _SERVE, f'--workdir={run_dir[0]}', f'--port={port}', '--slots=1',
+                            '--nowarmup'], env=python_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    deadline = time.time() + 120
+    while True:
+      assert serve.poll() is None and time.time() < deadline, serve.communicate()
+      try:
+        held = socket.create_connection(('127.0.0.1', port), timeout=1)
+        break
+      except OSError:
+        time.sleep(0.1)
+    with held:  # a request whose body never comes: the graceful shutdown waits on it until forced
+      held.sendall(b'POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+                   b'Content-Length: 100\r\n\r\n{')
+      time.sleep(1)
+      serve.send_signal(signal.SIGINT)
+      time.sleep(1)
+      assert serve.poll() is None, 'the first Ctrl-C did not wait for the request under way'
+      serve.send_signal(signal.SIGINT)
+      out, errors = serve.communicate(timeout=60)
+  finally:
+    serve.kill()
+  assert 'Traceback' not in errors, errors
+  assert errors.splitlines()[-1] == 'llm.serve: stopping without waiting for the requests under way', errors

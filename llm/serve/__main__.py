@@ -49,13 +49,28 @@ def main(argv):
   except KeyboardInterrupt:  # the batcher's thread has not started: nothing to stop
     sys.exit('llm.serve: interrupted while loading and compiling the model; nothing was served')
   logging.getLogger('llm.serve').info('serving %s on http://%s:%d', _WORKDIR.value, _HOST.value, _PORT.value)
-  import uvicorn
   try:
-    uvicorn.Server(uvicorn.Config(api, log_level='warning')).run(sockets=[sock])
+    _server(api).run(sockets=[sock])
   except KeyboardInterrupt:  # uvicorn passes on the Ctrl-C it shut down for (uvicorn.run drops it too)
     pass
   finally:  # a second Ctrl-C ends uvicorn without the app's shutdown, where the batcher is closed
     batcher.close()
+
+
+def _server(api):
+  """uvicorn's server for the app, ending in one line on a second Ctrl-C: the requests it then stops
+  waiting for are cancelled as its loop closes, which uvicorn would log each with a traceback."""
+  import uvicorn
+
+  class Server(uvicorn.Server):
+
+    def handle_exit(self, sig, frame):
+      super().handle_exit(sig, frame)
+      if self.force_exit and not logging.getLogger('uvicorn.error').disabled:
+        logging.getLogger('uvicorn.error').disabled = True
+        print('llm.serve: stopping without waiting for the requests under way', file=sys.stderr, flush=True)
+
+  return Server(uvicorn.Config(api, log_level='warning'))
 
 
 def _load():
