@@ -112,6 +112,15 @@ def test_best_of_n_checks_its_ns_before_loading_anything(python_env):
                                                                        '1 or more')
 
 
+@pytest.mark.parametrize('flag', ['--prompts=0', '--max_new_tokens=0', '--temperature=-1', '--seed=-1'])
+def test_best_of_n_refuses_a_knob_out_of_range_while_reading_its_flags(flag, python_env):
+  """Refused while the flags are read, before either run loads (the policy here is not even there)."""
+  result = subprocess.run([sys.executable, '-m', 'llm.rl.best_of_n', '--policy=no_such_run', '--proxy=a', flag],
+                          env=python_env, capture_output=True, text=True)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert f'Flags parsing error: flag {flag}: ' in result.stderr, result.stderr[-1000:]
+
+
 class _Fixed:
   def __init__(self, scores):
     self.scores = np.asarray(scores, np.float32)

@@ -104,10 +104,11 @@ if __name__ == '__main__':
   flags.DEFINE_enum('ensemble', 'mean', reward_model.REDUCTIONS,
                     "how an ensemble combines: 'mean' or 'min' (worst case)")
   flags.DEFINE_string('n', '1,2,4,8,16,32,64', 'comma-separated n; max(n) samples per prompt, each n divides it')
-  flags.DEFINE_integer('prompts', 64, 'held-out prompts')
-  flags.DEFINE_integer('max_new_tokens', 96, 'response length cap')
-  flags.DEFINE_float('temperature', 1.0, 'sampling temperature (1: the policy itself, as KL_bon assumes)')
-  flags.DEFINE_integer('seed', 0, 'sampling seed')
+  flags.DEFINE_integer('prompts', 64, 'held-out prompts', lower_bound=1)
+  flags.DEFINE_integer('max_new_tokens', 96, 'response length cap', lower_bound=1)
+  flags.DEFINE_float('temperature', 1.0, 'sampling temperature (1: the policy itself, as KL_bon assumes)',
+                    lower_bound=0.0)
+  flags.DEFINE_integer('seed', 0, 'sampling seed', lower_bound=0)
   flags.DEFINE_string('out', '', 'JSON file for the curve and the proxy-best examples')
 
   cli.run(main, 'llm.rl.best_of_n')
