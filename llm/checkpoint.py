@@ -1,5 +1,6 @@
 """One orbax CheckpointManager holding the train state and the data iterator's position,
 so a resumed run continues with exactly the next batch, and the run's wall time so far."""
+import asyncio
 import inspect
 import sys
 from pathlib import Path
@@ -75,7 +76,7 @@ def restore(manager: ocp.CheckpointManager, step: int, args):
   try:
     return manager.restore(step, args=args)
   except Exception as e:  # orbax raises bare Exceptions for missing or cut files, tensorstore's error inside
-    _drop_close_errors_of_abandoned_reads()
+    _drop_errors_of_abandoned_reads()
     if _raised_by_jax(e):  # placing the arrays failed, not reading them: no advice to move a good checkpoint out
       raise
     raise Unreadable(_unreadable(Path(manager.directory), step, manager.all_steps(), e)) from e
@@ -103,23 +104,38 @@ def _unreadable(checkpoints: Path, step: int, steps, error: Exception) -> str:
   return f'{checkpoints / str(step)} is unreadable, damaged or incomplete ({reason}); {fix}'
 
 
-def _drop_close_errors_of_abandoned_reads():
-  """Once one read fails, orbax abandons its other reads' coroutines. Each catches BaseException
-  around its await and raises an Exception in its place, so the GeneratorExit that closes it when
-  it is collected (often as the process exits) becomes a page-long 'Exception ignored in'
-  traceback printed after our one line. Drop exactly those: a coroutine whose close raised an error
-  caused by its GeneratorExit; every other unraisable error still reaches the previous hook."""
+def _drop_errors_of_abandoned_reads():
+  """Once one read fails, orbax abandons its other reads, and each can print a traceback after our
+  one line, often as the process exits. Its coroutine catches BaseException around its await and
+  raises an Exception in its place, so the GeneratorExit that closes it when it is collected
+  becomes a page-long 'Exception ignored in' traceback. And its TensorStore read, finishing after
+  orbax's event loop closed, hands its result to that loop from TensorStore's own thread: 'Event
+  loop is closed'. Drop exactly those two; every other unraisable error still reaches the
+  previous hook."""
   previous = sys.unraisablehook
-  if getattr(previous, 'drops_close_errors', False):
+  if getattr(previous, 'drops_errors_of_abandoned_reads', False):
     return
 
   def hook(unraisable):
-    if not (inspect.iscoroutine(unraisable.object) and isinstance(unraisable.exc_value, Exception)
-            and isinstance(unraisable.exc_value.__cause__, GeneratorExit)):
+    if not (_closed_abandoned_read(unraisable) or _result_for_a_closed_loop(unraisable)):
       previous(unraisable)
 
-  hook.drops_close_errors = True
+  hook.drops_errors_of_abandoned_reads = True
   sys.unraisablehook = hook
+
+
+def _closed_abandoned_read(unraisable) -> bool:
+  """A coroutine whose close raised an error caused by its GeneratorExit."""
+  return (inspect.iscoroutine(unraisable.object) and isinstance(unraisable.exc_value, Exception)
+          and isinstance(unraisable.exc_value.__cause__, GeneratorExit))
+
+
+def _result_for_a_closed_loop(unraisable) -> bool:
+  """A closed event loop refusing a result handed to it by native code (no Python frame calls
+  call_soon_threadsafe: TensorStore's thread does)."""
+  return (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
+          and str(unraisable.exc_value) == 'Event loop is closed' and unraisable.exc_traceback is not None
+          and unraisable.exc_traceback.tb_frame.f_code is asyncio.BaseEventLoop.call_soon_threadsafe.__code__)
 
 
 def abstract_like(tree, shardings):

@@ -1,4 +1,5 @@
 """The training loop end to end: learning, resume after a kill, sharding, and its errors."""
+import asyncio
 import builtins
 import errno
 import gc
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorstore
 
 from conftest import (ROOT, SHARED_DATA, kill_then_resume, losses_by_step, tensorboard_scalars, tiny_config,
                       xla_flags)
@@ -253,9 +255,10 @@ def test_a_damaged_latest_checkpoint_is_one_line_naming_the_one_before_and_the_r
   assert [row['step'] for row in read_metrics(tmp_path) if 'loss' in row] == list(range(1, 11))
 
 
-def test_after_a_damaged_checkpoint_only_the_close_errors_of_abandoned_reads_are_dropped(monkeypatch):
+def test_after_a_damaged_checkpoint_only_the_errors_of_abandoned_reads_are_dropped(monkeypatch):
   """orbax's reads catch BaseException around their await and raise an Exception instead, so the
-  GeneratorExit of a read abandoned when another failed, collected later, printed a traceback."""
+  GeneratorExit of a read abandoned when another failed, collected later, printed a traceback; and
+  a TensorStore read finishing after orbax's event loop closed printed 'Event loop is closed'."""
   reported = []
   monkeypatch.setattr(sys, 'unraisablehook', lambda u: reported.append(u.exc_value))
 
@@ -265,23 +268,44 @@ def test_after_a_damaged_checkpoint_only_the_close_errors_of_abandoned_reads_are
     except BaseException as e:
       raise Exception('Encountered error while reading array index') from e
 
+  async def wait_for(read):
+    await read
+
+  def finish_a_read_after_its_loop_closed():
+    promise, read = tensorstore.Promise.new()
+    loop = asyncio.new_event_loop()
+    loop.create_task(wait_for(read))
+    loop.run_until_complete(asyncio.sleep(0))  # the task now waits on the read
+    loop.close()
+    promise.set_result(0)  # TensorStore hands the result to the closed loop
+
   class BrokenDel:
     def __del__(self):
       raise RuntimeError('a real error')
 
-  def abandon_a_read_and_a_broken_object():
+  class HandsToAClosedLoop:  # the same error as a closed loop's, raised by Python code: not dropped
+    def __del__(self):
+      loop = asyncio.new_event_loop()
+      loop.close()
+      loop.call_soon_threadsafe(print)
+
+  def abandon_reads_and_break_objects():
     read = read_as_orbax_does()
     read.send(None)  # now suspended at its await, as orbax's other reads are
     del read
+    finish_a_read_after_its_loop_closed()
     BrokenDel()
+    HandsToAClosedLoop()
     gc.collect()
 
-  abandon_a_read_and_a_broken_object()
-  assert [type(e) for e in reported] == [Exception, RuntimeError]  # what printed, before the fix
+  abandon_reads_and_break_objects()
+  assert [(type(e), str(e)) for e in reported] == [  # what printed, before the fix
+      (Exception, 'Encountered error while reading array index'), (RuntimeError, 'Event loop is closed'),
+      (RuntimeError, 'a real error'), (RuntimeError, 'Event loop is closed')]
   reported.clear()
-  checkpoint._drop_close_errors_of_abandoned_reads()
-  abandon_a_read_and_a_broken_object()
-  assert [str(e) for e in reported] == ['a real error']
+  checkpoint._drop_errors_of_abandoned_reads()
+  abandon_reads_and_break_objects()
+  assert [str(e) for e in reported] == ['a real error', 'Event loop is closed']
 
 
 def test_resuming_on_a_mesh_that_cannot_split_the_model_is_one_line_and_leaves_the_run_as_it_was(
