@@ -2,7 +2,9 @@
 so a resumed run continues with exactly the next batch, and the run's wall time so far."""
 import asyncio
 import inspect
+import logging
 import sys
+import traceback
 from pathlib import Path
 
 import grain
@@ -72,14 +74,17 @@ class Unreadable(ValueError):
 
 def restore(manager: ocp.CheckpointManager, step: int, args):
   """manager.restore(step, args), where a damaged checkpoint ends in one Unreadable line instead of
-  orbax's pages of TensorStore specs."""
+  orbax's pages of TensorStore specs. The errors of the reads orbax abandons when one fails are
+  dropped from the start (some come before the failure reaches here) and, once it failed, for good."""
+  undo = _drop_errors_of_abandoned_reads()
   try:
-    return manager.restore(step, args=args)
+    restored = manager.restore(step, args=args)
   except Exception as e:  # orbax raises bare Exceptions for missing or cut files, tensorstore's error inside
-    _drop_errors_of_abandoned_reads()
     if _raised_by_jax(e):  # placing the arrays failed, not reading them: no advice to move a good checkpoint out
       raise
     raise Unreadable(_unreadable(Path(manager.directory), step, manager.all_steps(), e)) from e
+  undo()  # every read succeeded: none was abandoned
+  return restored
 
 
 def _raised_by_jax(error: Exception) -> bool:
@@ -105,23 +110,32 @@ def _unreadable(checkpoints: Path, step: int, steps, error: Exception) -> str:
 
 
 def _drop_errors_of_abandoned_reads():
-  """Once one read fails, orbax abandons its other reads, and each can print a traceback after our
-  one line, often as the process exits. Its coroutine catches BaseException around its await and
+  """Once one read fails, orbax abandons its other reads, and each can print pages around our one
+  line, often as the process exits. Its coroutine catches BaseException around its await and
   raises an Exception in its place, so the GeneratorExit that closes it when it is collected
-  becomes a page-long 'Exception ignored in' traceback. And its TensorStore read, finishing after
-  orbax's event loop closed, hands its result to that loop from TensorStore's own thread: 'Event
-  loop is closed'. Drop exactly those two; every other unraisable error still reaches the
-  previous hook."""
+  becomes an 'Exception ignored in' traceback. Its TensorStore read, finishing after orbax's event
+  loop closed, hands its result to that loop from TensorStore's own thread: 'Event loop is
+  closed'. And its future or task, collected with its error never read, is logged by asyncio.
+  Drop exactly those; every other unraisable error still reaches the previous hook, every other
+  asyncio record its handlers. Returns what undoes it (nothing where they were dropped already)."""
   previous = sys.unraisablehook
   if getattr(previous, 'drops_errors_of_abandoned_reads', False):
-    return
+    return lambda: None
 
   def hook(unraisable):
     if not (_closed_abandoned_read(unraisable) or _result_for_a_closed_loop(unraisable)):
       previous(unraisable)
 
+  def undo():
+    if sys.unraisablehook is hook:  # not replaced since
+      sys.unraisablehook = previous
+    asyncio_log.removeFilter(_not_an_unread_error_of_a_read)
+
   hook.drops_errors_of_abandoned_reads = True
   sys.unraisablehook = hook
+  asyncio_log = logging.getLogger('asyncio')
+  asyncio_log.addFilter(_not_an_unread_error_of_a_read)
+  return undo
 
 
 def _closed_abandoned_read(unraisable) -> bool:
@@ -136,6 +150,19 @@ def _result_for_a_closed_loop(unraisable) -> bool:
   return (unraisable.object is None and isinstance(unraisable.exc_value, RuntimeError)
           and str(unraisable.exc_value) == 'Event loop is closed' and unraisable.exc_traceback is not None
           and unraisable.exc_traceback.tb_frame.f_code is asyncio.BaseEventLoop.call_soon_threadsafe.__code__)
+
+
+def _not_an_unread_error_of_a_read(record: logging.LogRecord) -> bool:
+  """False for asyncio's log of an abandoned read's future or task, collected with its error never
+  read: an error TensorStore's thread set (no Python frame raised it) or one raised in orbax."""
+  if not (record.exc_info and str(record.msg).partition('\n')[0].endswith(' exception was never retrieved')):
+    return True  # asyncio names the class: Future, _GatheringFuture, Task
+  error = record.exc_info[1]
+  return not (error.__traceback__ is None or any(
+      frame.filename.startswith(_ORBAX) for frame in traceback.extract_tb(error.__traceback__)))
+
+
+_ORBAX = str(Path(ocp.__file__).parent)
 
 
 def abstract_like(tree, shardings):

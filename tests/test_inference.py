@@ -1,6 +1,7 @@
 """llm.inference without the data: a run read back with its parameters only, the sampler's traced
 knobs, the kept KV cache, prompts fitted to the context, tool results cut once for both sides."""
 import json
+import logging
 import random
 import re
 import shutil
@@ -354,8 +355,9 @@ def test_sample_on_a_damaged_latest_checkpoint_says_so_in_one_line_and_the_fix_w
     f.unlink()
   out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={workdir}', '--prompt=abc'], env=python_env,
                        cwd=ROOT, capture_output=True, text=True)
-  # Nor the tracebacks of orbax's other reads, abandoned when one fails and closed as the process
-  # exits, or finishing after its event loop closed: besides absl's log lines, stderr is the one line.
+  # Nor the tracebacks of orbax's other reads, abandoned when one fails: closed as the process exits,
+  # finishing after its event loop closed, or collected with their errors unread (asyncio logs
+  # those). Besides absl's log lines, stderr is the one line.
   not_logged = [l for l in out.stderr.splitlines() if not _ABSL_LOG_LINE.match(l)]
   assert out.returncode != 0 and len(not_logged) == 1, out.stderr[-3000:]
   [line] = not_logged
@@ -363,6 +365,16 @@ def test_sample_on_a_damaged_latest_checkpoint_says_so_in_one_line_and_the_fix_w
   assert line.endswith(f'; move it out of {checkpoints} to load the checkpoint before it, step 5'), line
   (checkpoints / '7').rename(tmp_path / 'step_7_damaged')
   assert inference.load(workdir).step == 5
+
+
+def test_a_checkpoint_that_loads_leaves_unraisable_errors_and_asyncio_logs_reported(run_dir, monkeypatch):
+  """The errors of reads abandoned after a failed one are dropped from the restore's start; once
+  every read succeeded, nothing else is."""
+  monkeypatch.setattr(sys, 'unraisablehook', sys.__unraisablehook__)
+  asyncio_log = logging.getLogger('asyncio')
+  monkeypatch.setattr(asyncio_log, 'filters', [])
+  inference.load(run_dir[0])
+  assert sys.unraisablehook is sys.__unraisablehook__ and asyncio_log.filters == []
 
 
 def test_a_damaged_only_checkpoint_is_a_run_error_with_nothing_to_fall_back_to(run_dir, tmp_path):

@@ -6,6 +6,7 @@ import gc
 import io
 import itertools
 import json
+import logging
 import os
 import re
 import subprocess
@@ -261,6 +262,7 @@ def test_after_a_damaged_checkpoint_only_the_errors_of_abandoned_reads_are_dropp
   a TensorStore read finishing after orbax's event loop closed printed 'Event loop is closed'."""
   reported = []
   monkeypatch.setattr(sys, 'unraisablehook', lambda u: reported.append(u.exc_value))
+  monkeypatch.setattr(logging.getLogger('asyncio'), 'filters', [])
 
   async def read_as_orbax_does():
     try:
@@ -306,6 +308,35 @@ def test_after_a_damaged_checkpoint_only_the_errors_of_abandoned_reads_are_dropp
   checkpoint._drop_errors_of_abandoned_reads()
   abandon_reads_and_break_objects()
   assert [str(e) for e in reported] == ['a real error', 'Event loop is closed']
+
+
+def test_after_a_damaged_checkpoint_asyncio_logs_only_unread_errors_of_others_than_reads(monkeypatch, caplog):
+  """A read abandoned when another failed ends with its error never read: asyncio logged each,
+  pages of them, around the one-line error."""
+  monkeypatch.setattr(sys, 'unraisablehook', sys.__unraisablehook__)
+  monkeypatch.setattr(logging.getLogger('asyncio'), 'filters', [])
+
+  async def fails_here():
+    raise RuntimeError('a real error')
+
+  def collect_unread_errors():
+    loop = asyncio.new_event_loop()
+    read = loop.create_future()  # as TensorStore's thread sets a failed read's error: no Python frame raised it
+    read.set_exception(ValueError('FAILED_PRECONDITION: Error reading "params.lm_head/0.0"'))
+    task = loop.create_task(fails_here())
+    loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    del read, task
+    gc.collect()
+
+  with caplog.at_level(logging.ERROR, logger='asyncio'):
+    collect_unread_errors()
+    assert [r.exc_info[1].args[0] for r in caplog.records] == [  # what printed, before the fix
+        'FAILED_PRECONDITION: Error reading "params.lm_head/0.0"', 'a real error']
+    caplog.clear()
+    checkpoint._drop_errors_of_abandoned_reads()
+    collect_unread_errors()
+  assert [r.exc_info[1].args[0] for r in caplog.records] == ['a real error']
 
 
 def test_resuming_on_a_mesh_that_cannot_split_the_model_is_one_line_and_leaves_the_run_as_it_was(
