@@ -73,7 +73,8 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int =
   rng = np.random.default_rng(0)
   m = config.model
   result = {'impl': 'jax-decode', 'context': context, 'new_tokens': new_tokens, 'layers': m.num_layers,
-            'heads': m.num_heads, 'dim': m.dim, 'vocab': vocab, 'rounds': rounds, 'host': hostinfo.describe()}
+            'heads': m.num_heads, 'dim': m.dim, 'vocab': vocab, 'dtype': m.dtype, 'rounds': rounds,
+            'host': hostinfo.describe()}
 
   @jax.jit
   def recompute_step(params, buf_BxS, last_B):
@@ -92,6 +93,7 @@ def run(config, vocab: int, batches=(1, 32), new_tokens: int = 64, rounds: int =
       ref = _reference(shape) if reference else None
       if ref is not None:
         torch_tps.append(ref['decode_tokens_per_s'])
+        result['torch_dtype'] = ref['dtype']  # fp32 on a CPU whatever dtype: a ratio names both
     result[f'b{batch}_kv_tokens_per_s'] = round(float(np.median(ours)), 1)
     result[f'b{batch}_prefill_s'] = round(float(np.median(prefill)), 4)
     # A round where load made either side's difference of medians non-positive has no rate.

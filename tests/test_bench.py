@@ -14,16 +14,18 @@ from conftest import ROOT
 
 def test_decode_ratios_are_each_rounds_rate_over_the_yardsticks_and_name_the_host(monkeypatch):
   yardstick = iter([100.0, 50.0])  # one rate per round, as the torch decoder's JSON gives it
-  monkeypatch.setattr(bench_decode, '_reference', lambda shape: {'decode_tokens_per_s': next(yardstick)})
+  monkeypatch.setattr(bench_decode, '_reference',
+                      lambda shape: {'decode_tokens_per_s': next(yardstick), 'dtype': 'float32'})
   # Each round times 4 tokens less 1 (differences below), then the prefill; the recompute
   # baseline takes the last time.
   differences, seconds = iter([0.4, 0.2]), iter([0.1, 0.1, 2.0])
   monkeypatch.setattr(bench_decode, 'median_difference_seconds',
                       lambda long, short, repeats=5: (long(), short(), next(differences))[-1])
   monkeypatch.setattr(bench_decode, 'median_seconds', lambda fn, repeats=3: (fn(), next(seconds))[1])
-  config = bench.bench_config(layers=1, heads=2, dim=32, seq=16, batch=1, steps=1, warmup=0)
+  config = bench.bench_config(layers=1, heads=2, dim=32, seq=16, batch=1, steps=1, warmup=0, dtype='bfloat16')
   result = bench_decode.run(config, vocab=64, batches=(2,), new_tokens=4, rounds=2, repeats=1)
   assert result['host'] == hostinfo.describe()
+  assert (result['dtype'], result['torch_dtype']) == ('bfloat16', 'float32')
   # batch 2 x 3 tokens after the first, over 0.4 s and 0.2 s: 15 and 30 tokens/s.
   assert result['b2_rounds_tokens_per_s'] == [[15.0, 100.0], [30.0, 50.0]]
   assert result['b2_ratio_to_torch_rounds'] == [0.15, 0.6]
