@@ -138,7 +138,7 @@ def wait_until_active(args):
     state = call(cmd, capture=True).strip()
     if state == 'ACTIVE':
       return
-    if state in ('FAILED', 'SUSPENDED'):
+    if state in ('FAILED', 'SUSPENDING', 'SUSPENDED'):  # it will never become ACTIVE
       sys.exit(f'tpu_vm.py: queued resource {args.name} is {state}; see {shlex.join(cmd[:-1])}')
     print(f'{args.name}: {state}', flush=True)
     time.sleep(args.poll_s)

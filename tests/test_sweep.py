@@ -285,6 +285,15 @@ def fake_gcloud(tmp_path, script: str) -> dict:
   return dict(os.environ, PYTHONPATH=str(ROOT), PATH=f'{tools}{os.pathsep}{os.environ["PATH"]}')
 
 
+@pytest.mark.parametrize('state', ['FAILED', 'SUSPENDING', 'SUSPENDED'])
+def test_a_queued_resource_that_will_never_be_active_ends_the_wait_naming_its_state(state, tmp_path):
+  """SUSPENDING leads only to SUSPENDED: waiting on it for ACTIVE polled forever."""
+  env = fake_gcloud(tmp_path, f'case "$*" in *"queued-resources describe"*) echo {state};; esac\n')
+  vm = subprocess.run([sys.executable, 'launch/tpu_vm.py', 'create', '--name=v', '--zone=z', '--queued', '--poll_s=0.1'],
+                      cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+  assert vm.returncode == 1 and vm.stderr.splitlines()[-1].startswith(f'tpu_vm.py: queued resource v is {state}; ')
+
+
 def test_a_failing_gcloud_call_ends_in_one_line_naming_it(tmp_path):
   """gcloud's own error passes through; then one line, no traceback, from tpu_vm.py and from the sweep."""
   error = 'ERROR: (gcloud.compute.tpus.tpu-vm.create) PERMISSION_DENIED: quota exceeded'
