@@ -193,12 +193,13 @@ def _flat(tree: dict, prefix: str = '') -> dict:
   return out
 
 
-def _in_data_stream(key: str) -> bool:
-  """Whether the flat config field key ('sft.mixture.gsm8k') is one of _DATA_STREAM's."""
-  return key not in _DATA_LOCATIONS and any(key == s or (s.endswith('.') and key.startswith(s)) for s in _DATA_STREAM)
+def _in_data_stream(key: str, task_stream: tuple[str, ...] = ()) -> bool:
+  """Whether the flat config field key ('sft.mixture.gsm8k') is one of _DATA_STREAM's or the task's."""
+  return key not in _DATA_LOCATIONS and any(key == s or (s.endswith('.') and key.startswith(s))
+                                            for s in _DATA_STREAM + task_stream)
 
 
-def _check_same_data(ckpt, step: int, config, workdir: Path):
+def _check_same_data(ckpt, step: int, config, workdir: Path, task_stream: tuple[str, ...] = ()):
   """A resumed run reads on from its checkpoint's data position, which means that place only in
   the stream of the run's own data settings: with others it would go on at the wrong place of
   another stream, and count tokens_seen in batches it never read."""
@@ -208,7 +209,7 @@ def _check_same_data(ckpt, step: int, config, workdir: Path):
   now = _flat(json.loads(config.to_json_best_effort()))
   # Fields both have: one added to the code since the run started keeps its old behaviour by default.
   changed = [f'{k}={before[k]!r} -> {now[k]!r}' for k in sorted(before.keys() & now.keys())
-             if _in_data_stream(k) and before[k] != now[k]]
+             if _in_data_stream(k, task_stream) and before[k] != now[k]]
   if changed:
     ckpt.close()
     raise ValueError(f'{workdir} resumes from step {step} with other data settings ({"; ".join(changed)}), so it would '
@@ -358,7 +359,7 @@ def _train(config, workdir: Path) -> dict:
     start = ckpt.latest_step()
     if start is not None:
       _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
-      _check_same_data(ckpt, start, config, workdir)
+      _check_same_data(ckpt, start, config, workdir, task.data_stream)
       _check_same_tokenizer(ckpt, data.tokenizer.path, workdir)
       if start > tc.steps:  # training on would do nothing, and the summary would claim tc.steps
         raise ValueError(f'{workdir} holds step {start}, beyond train.steps={tc.steps}: raise --config.train.steps, '

@@ -343,3 +343,20 @@ def test_resuming_rlhf_on_other_prompts_is_refused(tmp_path):
                                        r"'hh_rlhf_harmless_base'\)"):
     train._check_same_data(ckpt, 2, tiny_rlhf_config(**{'rlhf.prompts': 'hh_rlhf_harmless_base'}), tmp_path)
   train._check_same_data(ckpt, 2, tiny_rlhf_config(**{'rlhf.proxy': 'runs/other_rm'}), tmp_path)
+
+
+def test_resuming_rlhf_on_a_source_with_another_room_for_replies_is_refused(tmp_path):
+  """A preference source's RLHF prompts are those leaving grpo.max_new_tokens of train.seq_len
+  free: another value keeps other prompts, so the data position would index another list. The
+  gold topics are all kept whatever the room, so there it is only how long replies may be."""
+  from tiny_config import tiny_rlhf_config
+  from llm import tasks, train
+  hh = {'rlhf.prompts': 'hh_rlhf_harmless_base'}
+  (tmp_path / 'config.json').write_text(tiny_rlhf_config(**hh).to_json_best_effort())
+  longer = tiny_rlhf_config(**hh, **{'grpo.max_new_tokens': 24})
+  ckpt = types.SimpleNamespace(close=lambda: None)
+  with pytest.raises(ValueError, match=r"with other data settings \(grpo\.max_new_tokens=\d+ -> 24\)"):
+    train._check_same_data(ckpt, 2, longer, tmp_path, tasks.get(longer).data_stream)
+  (tmp_path / 'config.json').write_text(tiny_rlhf_config().to_json_best_effort())
+  gold = tiny_rlhf_config(**{'grpo.max_new_tokens': 24})
+  train._check_same_data(ckpt, 2, gold, tmp_path, tasks.get(gold).data_stream)

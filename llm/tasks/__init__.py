@@ -35,6 +35,9 @@ class Task:
   # (task_data, setup, state, step) -> (host batch, host metrics): batches that depend on the
   # current parameters (RL rollouts). None: next(task_data.train_iter), no metrics.
   next_batch: Callable | None = None
+  # Config fields beyond llm/train.py's _DATA_STREAM that decide this task's stream of batches, so
+  # that a resume with other values is refused (e.g. RLHF's prompts kept by the room they leave)
+  data_stream: tuple[str, ...] = ()
 
 
 def get(config) -> Task:

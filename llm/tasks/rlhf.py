@@ -202,4 +202,6 @@ def make_task(config) -> Task:
   return Task(data=functools.partial(data, state=state), loss_fn=grpo.make_loss_fn(config.grpo),
               init_state=init_from.init_state, next_batch=_next_batch(config, state),
               periodic_eval=functools.partial(heldout_eval, state=state),
-              evaluate=functools.partial(plot, state=state))
+              evaluate=functools.partial(plot, state=state),
+              # A source's prompts are those leaving grpo.max_new_tokens of room: another keeps others.
+              data_stream=() if config.rlhf.prompts == 'gold_topics' else ('grpo.max_new_tokens',))
