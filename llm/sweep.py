@@ -170,8 +170,10 @@ def main(argv):
       state = found.stdout.splitlines()[-1].strip()  # after the gcloud command that tpu_vm.py prints
       if state in ENDED_STATES:
         ended.append(name)
-        print(f'{prefix}: VM {vm} is {state}, its point is not running: delete it ({delete}), then rerun the same '
-              'command', flush=True)
+        # One being deleted is on its way out: telling the user to delete it would send them to do it again.
+        todo = 'wait until its deletion ends' if state == 'DELETING' else f'delete it ({delete})'
+        print(f'{prefix}: VM {vm} is {state}, its point is not running: {todo}, then rerun the same command',
+              flush=True)
       else:
         print(f'{prefix}: VM {vm} exists ({state}), skipped (to launch the point again, delete it: {delete})',
               flush=True)
@@ -185,8 +187,8 @@ def main(argv):
               f'VM {vm} exists but its point did not start: delete it ({delete}), then rerun the same command')
       sys.exit(f'llm.sweep: {prefix}: launch/tpu_vm.py {cmd[2]} failed (exit {code}; its error is above); {then}')
   if ended:
-    sys.exit(f'llm.sweep: {len(ended)} point(s) not launched, their VM has ended: {", ".join(ended)}; delete those '
-             'VMs (commands above), then rerun the same command')
+    sys.exit(f'llm.sweep: {len(ended)} point(s) not launched, their VM has ended: {", ".join(ended)}; once those VMs '
+             'are deleted (see above), rerun the same command')
 
 if __name__ == '__main__':
   cli.run(main, 'llm.sweep')

@@ -347,10 +347,12 @@ def test_tpu_sweep_names_a_point_whose_vm_ended_instead_of_skipping_it(tmp_path,
   sweep = _sweep('/gcs/s', env, '--mode=tpu', '--zone=z', *(['--queued'] if queued else []))
   assert sweep.returncode == 1 and 'Traceback' not in sweep.stderr
   delete = 'python launch/tpu_vm.py delete --name=llm-sweep-0 --zone=z' + (' --queued' if queued else '')
+  # One being deleted already needs no second delete, only time.
+  todo = 'wait until its deletion ends' if state == 'DELETING' else f'delete it ({delete})'
   assert sweep.stdout.splitlines()[0] == (f'[1/2] dim32: VM llm-sweep-0 is {state}, its point is not running: '
-                                          f'delete it ({delete}), then rerun the same command')
-  assert sweep.stderr.splitlines()[-1] == ('llm.sweep: 1 point(s) not launched, their VM has ended: dim32; delete '
-                                           'those VMs (commands above), then rerun the same command')
+                                          f'{todo}, then rerun the same command')
+  assert sweep.stderr.splitlines()[-1] == ('llm.sweep: 1 point(s) not launched, their VM has ended: dim32; once '
+                                           'those VMs are deleted (see above), rerun the same command')
   calls = log.read_text().splitlines()
   assert 'llm-sweep-0' not in ''.join(c for c in calls if 'describe' not in c)  # neither created nor run again
   assert any('create llm-sweep-1' in c for c in calls)
