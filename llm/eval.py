@@ -35,10 +35,12 @@ def table(results: dict) -> str:
 def main(argv):
   del argv
   from llm import evals, inference  # after flag parsing, so --help stays fast
+  from llm.evals import bpb
   evals.suite(_SUITE.value)
   missing = [c for c in _CORPUS.value if not Path(c).exists()]
   if missing:
     raise ValueError(f'--corpus={missing[0]} does not exist; give a text file or a folder of *.txt files')
+  bpb.corpus_keys(_CORPUS.value)  # two corpora of one name, refused before the model loads
   start = time.time()
   run = inference.load(_WORKDIR.value)  # inference.RunError (a ValueError): no run, no checkpoint
   out = files.check_writable(Path(_WORKDIR.value) / 'eval') / f'{_SUITE.value}.json'  # before the work, not after

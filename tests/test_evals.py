@@ -97,6 +97,18 @@ def test_bpb_corpus_names_and_errors(tmp_path):
     bpb.read_corpus(tmp_path / 'empty')
 
 
+def test_a_corpus_whose_key_another_number_takes_is_refused(tmp_path):
+  for folder in ('ca', 'cb'):
+    (tmp_path / folder).mkdir()
+    for name in ('val.txt', 'notes.txt'):
+      (tmp_path / folder / name).write_text('Call me Ishmael.')
+  assert bpb.corpus_keys([tmp_path / 'ca' / 'notes.txt', tmp_path / 'stories']) == ['bpb_notes', 'bpb_stories']
+  with pytest.raises(ValueError, match=r"ca/val.txt would be reported as bpb_val, as the run's validation split is"):
+    bpb.corpus_keys([tmp_path / 'ca' / 'val.txt'])
+  with pytest.raises(ValueError, match=r'cb/notes.txt would be reported as bpb_notes, as --corpus=.*ca/notes.txt is'):
+    bpb.corpus_keys([tmp_path / 'ca' / 'notes.txt', tmp_path / 'cb' / 'notes.txt'])
+
+
 # ---- HellaSwag ----------------------------------------------------------------------------------
 
 def write_hellaswag(data_dir, items):
@@ -528,6 +540,15 @@ def test_eval_cli_end_to_end_on_a_tiny_run(pretrained, subprocess_env, data_dir)
   summary = json.loads((pretrained / 'summary.json').read_text())
   assert out['bpb_val'] == pytest.approx(summary['val_bpb'], rel=0.05)  # the training loop's measure, other windows
   assert 'hellaswag_acc_norm' in result.stdout
+
+
+def test_eval_cli_refuses_a_corpus_named_val_before_loading_the_run(tmp_path, python_env):
+  for folder in ('ca', 'cb'):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / 'val.txt').write_text('Call me Ishmael.')
+  result = _eval(tmp_path / 'no_run', f'--corpus={tmp_path / "ca" / "val.txt"}', env=python_env)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert "would be reported as bpb_val, as the run's validation split is" in result.stderr.strip().splitlines()[-1]
 
 
 def test_eval_cli_errors_are_one_line_naming_the_fix(tmp_path, pretrained, python_env):

@@ -1,5 +1,6 @@
 """Bits per byte on held-out text: the training corpus's validation split (bpb_val) and each
---corpus, a text file or a folder of *.txt files (bpb_<its name>).
+--corpus, a text file or a folder of *.txt files (bpb_<its name>; a name another number
+already takes, such as val, is refused).
 
 As training's validation: documents become one stream of [bos] + tokens, cut into windows of
 the model's context; every target token is scored once; the loss of the tokens that decode to
@@ -54,9 +55,23 @@ def corpus_name(path: Path) -> str:
   return re.sub(r'\W+', '_', path.name if path.is_dir() else path.stem).strip('_').lower()
 
 
+def corpus_keys(corpora) -> list[str]:
+  """The key of each --corpus, bpb_<its name>. One that another --corpus or the split's bpb_val
+  already takes is refused: its number would overwrite theirs in the results."""
+  taken = {'bpb_val': "the run's validation split"}
+  for path in corpora:
+    key = f'bpb_{corpus_name(path)}'
+    if key in taken:
+      raise ValueError(f'--corpus={path} would be reported as {key}, as {taken[key]} is; give it a file or '
+                       'folder of another name')
+    taken[key] = f'--corpus={path}'
+  return list(taken)[1:]
+
+
 def evaluate(ctx) -> dict:
+  keys = corpus_keys(ctx.corpora)
   _, val = data_lib.split_corpus(ctx.data_dir(), ctx.config.data)
   out = {'bpb_val': documents_bpb(ctx, val)}
-  for path in ctx.corpora:
-    out[f'bpb_{corpus_name(path)}'] = documents_bpb(ctx, read_corpus(path))
+  for key, path in zip(keys, ctx.corpora):
+    out[key] = documents_bpb(ctx, read_corpus(path))
   return out
