@@ -16,6 +16,16 @@ def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
   return (loss_BxT * weight_BxT).sum(), weight_BxT.sum(), loss_BxT
 
 
+def target_bytes(token_bytes_V, inputs_BxT, targets_BxT, bos_id: int, prefix_bytes: int):
+  """UTF-8 bytes of text each target stands for: token_bytes_V of its token, less prefix_bytes
+  (tokenizer.prefix_bytes: a space the tokenizer puts before each text) on each document's first
+  token, the one after bos, so a document's bytes add up to its text's. numpy or jax arrays."""
+  bytes_BxT = token_bytes_V[targets_BxT]
+  if not prefix_bytes:
+    return bytes_BxT
+  return bytes_BxT - prefix_bytes * ((inputs_BxT == bos_id) & (bytes_BxT > 0))
+
+
 def batch_logits(model, params, batch):
   """The model on batch['inputs']; packed batches also carry 'positions' and 'segment_ids'
   (llm/data/pipeline.segment_batch), which keep each packed sequence to itself."""

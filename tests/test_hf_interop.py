@@ -214,6 +214,7 @@ def test_imported_tokenizer_encodes_like_the_original_and_keeps_specials_out_of_
   sizes = tok.token_bytes()
   ids = tok.encode('café 東京')
   assert sizes[ids].sum() == len(' café 東京'.encode()) - (arch == 'gpt2')  # Metaspace adds the leading space
+  assert tok.prefix_bytes == (arch == 'llama')  # which bits per byte takes off again
   assert sizes[user] == 0
 
 
@@ -256,6 +257,27 @@ def _our_run(tmp_path, synthetic_tok, style: str, fp16: bool = False, **override
   shutil.copyfile(synthetic_tok.path, workdir / 'tokenizer.model')
   _opt_bytes_and_save(setup, state, workdir / 'checkpoints', 3)
   return workdir
+
+
+def test_bits_per_byte_of_a_dummy_prefix_tokenizer_count_each_documents_own_bytes(tmp_path):
+  """SentencePiece's dummy prefix puts a space before each text, which the first token's bytes
+  count ('Hello world' encodes to 12): llm.eval's and training's bits per byte take it off again."""
+  from llm import train
+  from llm.evals import bpb
+  from llm.interop.tokenizer import HFTokenizer
+  from test_evals import Constant, make_ctx
+  _llama_sentencepiece(tmp_path / 'tokenizer.model')  # add_dummy_prefix: SentencePiece's default, Llama 2's
+  tok = HFTokenizer.from_hf_dir(tmp_path, {'bos_token_id': 1, 'eos_token_id': 2})
+  docs = ['Hello world', 'The cat sat on the mat.', ' café 東京 🙂', 'x']
+  n_bytes = sum(len(d.encode()) for d in docs)
+  n_tokens = sum(len(tok.encode(d)) for d in docs)  # all text: byte fallback leaves no <unk>
+  uniform = Constant((0.0,) * tok.vocab_size)
+  assert bpb.documents_bpb(make_ctx(tok, uniform), docs) == pytest.approx(
+      np.log2(tok.vocab_size) * n_tokens / n_bytes, rel=1e-6)
+  stream = np.array([[i for d in docs for i in [tok.bos_id, *tok.encode(d)]]], np.int32)
+  eval_step = train.make_eval_step(uniform, tok.token_bytes(), tok.bos_id, tok.prefix_bytes)
+  sums = eval_step({}, {'inputs': stream[:, :-1], 'targets': stream[:, 1:]})
+  assert sums['bytes'] == n_bytes and sums['byte_loss_sum'] == pytest.approx(n_tokens * np.log(tok.vocab_size))
 
 
 @pytest.mark.parametrize('style,model_type', [('gpt2', 'gpt2'), ('llama', 'llama'), ('modern', 'qwen3')])

@@ -4,8 +4,9 @@ already takes, such as val, is refused).
 
 As training's validation: documents become one stream of [bos] + tokens, cut into windows of
 the model's context; every target token is scored once; the loss of the tokens that decode to
-text (special tokens carry no bytes), over ln 2, over their UTF-8 bytes. Tokenizers of any
-vocabulary compare. --limit scores the first N windows of each corpus.
+text (special tokens carry no bytes), over ln 2, over their UTF-8 bytes (each document's own:
+not a dummy prefix's space). Tokenizers of any vocabulary compare. --limit scores the first N
+windows of each corpus.
 """
 import math
 import re
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm import data as data_lib
+from llm import data as data_lib, losses
 from llm.data import sources
 
 
@@ -30,9 +31,9 @@ def documents_bpb(ctx, documents) -> float:
   token_bytes_V = tok.token_bytes()
   loss, n_bytes = 0.0, 0
   for row, loss_T in zip(rows, ctx.score(rows)):
-    bytes_T = token_bytes_V[np.asarray(row[1:])]
-    loss += float(loss_T[bytes_T > 0].sum())
-    n_bytes += int(bytes_T.sum())
+    row = np.asarray(row)
+    loss += float(loss_T[token_bytes_V[row[1:]] > 0].sum())
+    n_bytes += int(losses.target_bytes(token_bytes_V, row[:-1], row[1:], tok.bos_id, tok.prefix_bytes).sum())
   if not n_bytes:
     raise ValueError('bits per byte of text that holds no bytes; give a corpus with text in it')
   return loss / math.log(2) / n_bytes
