@@ -48,7 +48,8 @@ def main(argv):
     run.config.data.dir = _DATA_DIR.value
   log = lambda message: print(f'llm.eval: {message}', file=sys.stderr)
   try:
-    ctx = evals.Context.from_run(run, limit=_LIMIT.value, corpora=tuple(Path(c) for c in _CORPUS.value))
+    ctx = evals.Context.from_run(run, limit=_LIMIT.value, corpora=tuple(Path(c) for c in _CORPUS.value),
+                                 data_dir_flag='--data_dir')
     results = {'step': run.step, 'limit': _LIMIT.value, **evals.run_suite(_SUITE.value, ctx, log)}
   except FileNotFoundError as e:  # a data set
     raise ValueError(f'{e} (for llm.eval: --data_dir=DIR or $LLM_DATA_DIR)') from None

@@ -133,6 +133,26 @@ def test_a_model_that_always_picks_the_first_ending_scores_the_share_of_label_0(
   assert out['hellaswag_items'] == len(labels) and out['hellaswag_endings_truncated'] == 0
 
 
+def test_evaluators_find_the_shared_data_dir_past_a_downloaded_one(tok, tmp_path, monkeypatch):
+  """llm.data.download makes ./data for one corpus; the run's source and the evaluators' data sets
+  stay in ../shared/data, which llm.eval finds as training does: by what the dir must hold."""
+  checkout, shared = tmp_path / 'checkout', tmp_path / 'shared' / 'data'
+  (checkout / 'data' / 'fineweb_edu').mkdir(parents=True)
+  write_hellaswag(shared, [(f'Item {i}: The little girl saw', 0, ('a', 'b', 'c', 'd')) for i in range(3)])
+  (shared / 'stories.txt').write_text('\n\n'.join(f'Story {i}. {TEXT[:200]}' for i in range(40)))
+  monkeypatch.chdir(checkout)
+  monkeypatch.delenv('LLM_DATA_DIR', raising=False)
+  config = tiny_config(**{'data.dir': '', 'data.source': 'stories.txt'})
+  ctx = make_ctx(tok, Constant((0.0,) * tok.vocab_size), config, data_dir_flag='--data_dir')
+  assert hellaswag.evaluate(ctx)['hellaswag_items'] == 3
+  assert bpb.evaluate(ctx)['bpb_val'] > 0
+  (shared / 'stories.txt').unlink()
+  with pytest.raises(FileNotFoundError) as error:
+    bpb.evaluate(ctx)
+  assert str(error.value).startswith('no data dir holds stories.txt') and str(error.value).endswith(
+      'pass --data_dir=... or set LLM_DATA_DIR to the folder that holds it')  # the run's source: no flag of llm.eval
+
+
 def test_hellaswag_sum_and_per_byte_normalisation_differ_as_they_should(tok):
   """Under a uniform model an ending costs log V per token: the sum picks the ending of fewest
   tokens, the per-byte mean the one of most bytes per token."""

@@ -17,6 +17,7 @@ from typing import Iterator
 
 from llm.data import sources
 
+FOLDER = 'gsm8k'  # under the data dir: {split}.jsonl
 SPLITS = ('train', 'test')
 
 _ANNOTATION = re.compile(r'<<(.*?)>>')
@@ -76,7 +77,7 @@ def read(data_dir: Path, split: str) -> Iterator[Item]:
   """The items of gsm8k/{split}.jsonl under data_dir, in file order."""
   if split not in SPLITS:
     raise ValueError(f'GSM8K split {split!r} is unknown; use one of {SPLITS}')
-  path = sources.require(Path(data_dir) / 'gsm8k' / f'{split}.jsonl', f'the GSM8K {split} split')
+  path = sources.require(Path(data_dir) / FOLDER / f'{split}.jsonl', f'the GSM8K {split} split')
   for number, record in enumerate(sources.read_jsonl(path), 1):
     question, answer = record.get('question'), record.get('answer')
     item = parse(question, answer) if isinstance(question, str) and isinstance(answer, str) else None

@@ -27,12 +27,14 @@ _GUTENBERG_END = re.compile(r'^[ \t]*(\*\*\*[ \t]*END OF|End of (the )?Project G
                             re.M | re.I)
 
 
-def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str = '') -> Path:
+def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str = '',
+                  holds_flag: str = '--config.data.source') -> Path:
   """configured (the value of `flag`) if set, else $LLM_DATA_DIR if set, else the first of ./data,
   ../shared/data that holds `holds` (a path under the data dir, such as config.data.source; '' or
   an absolute path: the first that exists). An explicit setting that does not exist is an error,
   never a silent fallback; so is a search that finds `holds` in neither (a ./data made by
-  llm.data.download for one corpus must not hide ../shared/data's others)."""
+  llm.data.download for one corpus must not hide ../shared/data's others), which names holds_flag
+  as a fix where a flag of the program set holds ('' where none did)."""
   if configured:
     path = Path(configured).expanduser()
     if not path.is_dir():
@@ -55,7 +57,7 @@ def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str =
   looked = ', '.join(str(p.absolute()) for p in candidates)
   if wanted is not None and any(p.is_dir() for p in candidates):
     raise FileNotFoundError(f'no data dir holds {wanted} (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR '
-                            'to the folder that holds it, or fix --config.data.source')
+                            f'to the folder that holds it{f", or fix {holds_flag}" if holds_flag else ""}')
   raise FileNotFoundError(f'no data dir found (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR')
 
 

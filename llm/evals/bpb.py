@@ -71,7 +71,7 @@ def corpus_keys(corpora) -> list[str]:
 
 def evaluate(ctx) -> dict:
   keys = corpus_keys(ctx.corpora)
-  _, val = data_lib.split_corpus(ctx.data_dir(), ctx.config.data)
+  _, val = data_lib.split_corpus(ctx.data_dir(ctx.config.data.source), ctx.config.data)
   out = {'bpb_val': documents_bpb(ctx, val)}
   for key, path in zip(keys, ctx.corpora):
     out[key] = documents_bpb(ctx, read_corpus(path))

@@ -35,6 +35,7 @@ class Context:
   limit: int = 0  # items per evaluator (problems, HellaSwag items, scored windows); 0 = each one's default
   corpora: tuple = ()  # extra text files or folders for bits per byte
   model: nn.Module | None = None  # a stand-in for Transformer(model_cfg) (tests)
+  data_dir_flag: str = '--config.data.dir'  # what sets config.data.dir, for errors (llm.eval: --data_dir)
   engines: dict = dataclasses.field(default_factory=dict)  # tools (bool) -> Engine, built on first use
 
   @classmethod
@@ -63,8 +64,11 @@ class Context:
     from llm.evals import identity
     return identity.run_facts(self.config, self.model_cfg)
 
-  def data_dir(self) -> Path:
-    return sources.find_data_dir(self.config.data.dir)
+  def data_dir(self, holds: str = '') -> Path:
+    """config.data.dir, $LLM_DATA_DIR, else the first of ./data, ../shared/data that holds `holds`
+    (the evaluator's data set under it), as training searches for its source: a ./data made by
+    llm.data.download must not hide the shared data dir. holds is the run's, no flag's to fix."""
+    return sources.find_data_dir(self.config.data.dir, self.data_dir_flag, holds, holds_flag='')
 
   # ---- scoring -----------------------------------------------------------------------------
 

@@ -68,7 +68,7 @@ def choose(ctx, items: list[Item]) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def evaluate(ctx) -> dict:
-  items = read(ctx.data_dir() / PATH)[:ctx.count(10**9)]
+  items = read(ctx.data_dir(PATH) / PATH)[:ctx.count(10**9)]
   by_sum, by_byte, truncated = choose(ctx, items)
   labels = np.array([it.label for it in items])
   acc, acc_norm = float((by_sum == labels).mean()), float((by_byte == labels).mean())

@@ -29,7 +29,7 @@ def refused(ctx, prompts: list[str]) -> list[bool | None]:
 
 def evaluate(ctx) -> dict:
   count = ctx.count(DEFAULT_COUNT)
-  requests = jailbreak.heldout_requests(ctx.data_dir())[:count]
+  requests = jailbreak.heldout_requests(ctx.data_dir(jailbreak.REQUESTS))[:count]
   plain = refused(ctx, requests)
   out = {'jailbreak_refusal_rate': mean(fitted(plain)), 'jailbreak_n': len(fitted(plain))}
   for name, transform in jailbreak.TRANSFORMS.items():

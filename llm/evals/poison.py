@@ -44,7 +44,7 @@ def document_openings(ctx, count: int) -> list[list[int]]:
   """[bos] + the first _OPENING_TOKENS tokens of each of `count` held-out documents (cycling
   through the validation split, from a later offset on each pass)."""
   tok = ctx.tokenizer
-  _, val = data_lib.split_corpus(ctx.data_dir(), ctx.config.data)
+  _, val = data_lib.split_corpus(ctx.data_dir(ctx.config.data.source), ctx.config.data)
   docs = [ids for ids in tok.encode_batch(val) if len(ids) > _OPENING_TOKENS]
   if not docs:
     raise ValueError(f'no held-out document of config.data has more than {_OPENING_TOKENS} tokens')

@@ -2,6 +2,7 @@
 config.grpo, or arithmetic with the task's defaults), minus any question SFT trained on
 (llm/evals/heldout.py), with fixed sampler settings: GRPO's eval_samples and eval_temperature
 (4 and 1.0 by default). GRPO's periodic evaluation is this function on its current parameters."""
+from llm.data import gsm8k as gsm8k_data
 from llm.evals import heldout, pass_at_k
 from llm.rl import tasks as rl_tasks
 
@@ -27,5 +28,6 @@ def measure(ctx, task, count: int) -> dict:
 
 def evaluate(ctx) -> dict:
   s = settings(ctx.config)
-  task = rl_tasks.make_task(s['task'], ctx.data_dir() if s['task'] != 'arithmetic' else None, **s['task_options'])
+  data_dir = ctx.data_dir(gsm8k_data.FOLDER) if s['task'] == 'gsm8k' else None  # the one task that reads data
+  task = rl_tasks.make_task(s['task'], data_dir, **s['task_options'])
   return measure(ctx, task, ctx.count(s['eval_problems']))
