@@ -104,6 +104,17 @@ def test_text_file_and_jsonl_readers(tmp_path):
     list(sources.read_jsonl_field(tmp_path / 'docs.jsonl', 'body'))
 
 
+def test_a_lone_surrogate_escape_costs_one_character_not_the_corpus(tmp_path):
+  """JSON can escape half of a surrogate pair alone; the text must still hash and split."""
+  lines = [r'{"text": "broken \ud83d emoji", "tags": ["\udc00"]}', r'{"text": "whole \ud83d\ude00 emoji"}',
+           '{"text": "plain"}']
+  (tmp_path / 'docs.jsonl').write_text('\n'.join(lines) + '\n')
+  assert list(sources.read_jsonl(tmp_path / 'docs.jsonl')) == [
+      {'text': 'broken \ufffd emoji', 'tags': ['\ufffd']}, {'text': 'whole 😀 emoji'}, {'text': 'plain'}]
+  train, val = data_lib.split_corpus(tmp_path, data_config(source='docs.jsonl', format='jsonl', val_fraction=0.3))
+  assert sorted(train + val) == ['broken \ufffd emoji', 'plain', 'whole 😀 emoji']
+
+
 @pytest.mark.parametrize('line, message', [('{"text": "a"', 'is not valid JSON'),
                                            ('["a", "b"]', 'holds a list, not a JSON object')])
 def test_jsonl_reader_names_the_bad_line(tmp_path, line, message):

@@ -25,6 +25,10 @@ _GUTENBERG_START = re.compile(r'^[ \t]*(\*\*\*[ \t]*START OF|\*END\*?[ \t]*THE S
                               re.M)
 _GUTENBERG_END = re.compile(r'^[ \t]*(\*\*\*[ \t]*END OF|End of (the )?Project Gutenberg)',
                             re.M | re.I)
+# JSON may escape half of a UTF-16 surrogate pair alone ("\ud83d"); json.loads keeps it as a
+# character that no UTF-8 encoder (the split's hash, the tokenizer) takes.
+_SURROGATE_ESCAPE = re.compile(r'\\u[dD][89a-fA-F]')
+_LONE_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str = '',
@@ -90,13 +94,25 @@ def read_text_file(path: Path, separator: str) -> Iterator[str]:
   yield from text.split(separator) if separator else [text]
 
 
+def _without_lone_surrogates(value):
+  """value (a parsed JSON value) with each lone surrogate in its strings replaced by U+FFFD."""
+  if isinstance(value, str):
+    return _LONE_SURROGATE.sub('\ufffd', value)
+  if isinstance(value, dict):
+    return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_without_lone_surrogates(v) for v in value]
+  return value
+
+
 def read_jsonl(path: Path) -> Iterator[dict]:
   """The JSON object on each non-blank line of a .jsonl or .jsonl.gz file: the one JSONL reader
   of the pretraining corpora and the conversation, GSM8K and RL sources alike."""
   path = Path(path)
   opener = gzip.open if path.suffix == '.gz' else open
   try:
-    # errors='replace': a stray undecodable byte costs one character, not the whole corpus.
+    # errors='replace': a stray undecodable byte costs one character, not the whole corpus; so
+    # does a lone surrogate escape.
     with opener(path, 'rt', encoding='utf-8', errors='replace') as lines:
       for line_number, line in enumerate(lines, 1):
         if not line.strip():
@@ -109,7 +125,7 @@ def read_jsonl(path: Path) -> Iterator[dict]:
         if not isinstance(record, dict):
           raise ValueError(f'{path}:{line_number} holds a {type(record).__name__}, not a JSON '
                            'object; a .jsonl file holds one JSON object per line')
-        yield record
+        yield _without_lone_surrogates(record) if _SURROGATE_ESCAPE.search(line) else record
   except gzip.BadGzipFile:
     raise ValueError(f'{path} is not gzip-compressed, though its name ends in .gz: if it holds plain JSONL, rename it '
                      f'{path.with_suffix("").name}') from None
