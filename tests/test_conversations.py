@@ -12,6 +12,7 @@ from llm import chat_template, tools
 from llm.data import conversations as cv
 from llm.data import gsm8k
 from llm.honesty import sft as honesty_sft
+from test_honesty_sft import labelled  # noqa: F401 (a fixture)
 
 
 # Conversations each real source yields from the shared files (which are byte-identical to
@@ -369,6 +370,33 @@ def test_show_reads_an_imported_models_tokenizer_hf_json(data_dir, tok, tmp_path
                            f'--data_dir={data_dir}'], env=subprocess_env, capture_output=True, text=True,
                           check=True).stdout for path in (tok.path, tmp_path / 'tokenizer.hf.json')]
   assert shown[0] == shown[1] and '<|tool_call|>calculator: 48/2<|/tool_call|>' in shown[0]
+
+
+def test_show_shows_the_sources_that_read_a_run_or_a_labelled_set(labelled, tok, tmp_path, subprocess_env):
+  """identity states a run's facts, the honesty_* sources ask a labelled set's: flags of show's own give them."""
+  from llm import model as model_lib
+  from llm.evals import identity
+  from tiny_config import tiny_config
+  config = tiny_config()
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'config.json').write_text(config.to_json())
+
+  def show(*flags):
+    return subprocess.run([sys.executable, '-m', 'llm.data.show', f'--tokenizer={tok.path}', f'--data_dir={tmp_path}',
+                           *flags], env=subprocess_env, capture_output=True, text=True)  # a data dir they do not read
+
+  shown = show('--source=identity', f'--workdir={tmp_path / "run"}').stdout
+  facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tok.vocab_size))
+  assert shown.startswith('identity[0]: ') and facts.parameters in shown
+  path, _ = labelled
+  shown = show('--source=honesty_search', f'--honesty_labels={path}').stdout
+  assert shown.startswith('honesty_search[0]: ') and '<|tool_call|>search: ' in shown
+  assert show('--source=identity').stderr.strip().splitlines()[-1] == (
+      "llm.data.show: --source=identity states a run's own facts (size, context, data): give --workdir=RUN, the run "
+      'SFT fine-tunes')
+  assert show('--source=honesty_answers').stderr.strip().splitlines()[-1] == (
+      "llm.data.show: --source=honesty_answers asks the facts of a labelled set, and --honesty_labels='' is no file: "
+      'give WORLD/labels.jsonl (python -m llm.honesty.interrogate writes it)')
 
 
 def test_show_ends_bad_input_in_one_line_naming_its_own_flags(tmp_path, tok, subprocess_env):

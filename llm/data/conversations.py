@@ -514,6 +514,17 @@ def _fitted(name: str, conversations: Iterable[Conversation], tokenizer, max_tok
                        f'tokens; raise config.train.seq_len (or drop {name!r} from the mixture)')
 
 
+def bound_source(name: str, identity_facts: IdentityFacts | None = None, honesty_labels: str = '',
+                 honesty_reply: str = 'sentence') -> Source:
+  """SOURCES[name] given what it reads besides the data dir and seed: identity the run's facts, the
+  honesty_* sources a labelled set and the wording of their replies (see load_mixture)."""
+  if name == 'identity':
+    return functools.partial(identity, facts=identity_facts)
+  if name in honesty.SOURCES:
+    return functools.partial(SOURCES[name], labels=honesty_labels, style=honesty_reply)
+  return SOURCES[name]
+
+
 def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float, seed: int,
                  max_per_source: int = 0, tokenizer=None,
                  max_tokens: int = 0, identity_facts: IdentityFacts | None = None, honesty_labels: str = '',
@@ -540,11 +551,7 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
     raise ValueError(f'sft.generated names {not_endless}, which are not generated sources; those are {list(GENERATED)}')
   splits = {}
   for name in [name for name, weight in mixture.items() if weight > 0]:
-    source = SOURCES[name]
-    if name == 'identity':
-      source = functools.partial(identity, facts=identity_facts)
-    elif name in honesty.SOURCES:
-      source = functools.partial(source, labels=honesty_labels, style=honesty_reply)
+    source = bound_source(name, identity_facts, honesty_labels, honesty_reply)
     conversations = source(Path(data_dir), seed)
     if tokenizer is not None and max_tokens:
       conversations = _fitted(name, conversations, tokenizer, max_tokens)

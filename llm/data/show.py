@@ -1,6 +1,8 @@
 """Print one SFT conversation as the model trains on it, to check the loss mask by eye:
 
     python -m llm.data.show --source=gsm8k --index=0 --tokenizer=PATH.model [--tokens]
+    python -m llm.data.show --source=identity --workdir=RUN --tokenizer=RUN/tokenizer.model
+    python -m llm.data.show --source=honesty_search --honesty_labels=WORLD/labels.jsonl --tokenizer=...
 
 Text the assistant produces (trained, mask 1) prints plain; everything else (mask 0: bos, role
 tokens, user text, tool results) prints dim on a terminal and inside [[ ]] otherwise. Special
@@ -14,6 +16,7 @@ from absl import flags
 
 from llm import chat_template, cli
 from llm.data import conversations, sources
+from llm.honesty import sft as honesty_sft, world
 from llm.tokenizer import SPECIAL_TOKENS, load_any
 
 _SOURCE = flags.DEFINE_string('source', 'gsm8k', 'A name in llm.data.conversations.SOURCES.')
@@ -25,6 +28,12 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the generated sources.')
 _MAX_TOKENS = flags.DEFINE_integer('max_tokens', 0, 'Fit the conversation into this many tokens first (0 = no).',
                                   lower_bound=0)
 _TOKENS = flags.DEFINE_bool('tokens', False, 'One line per token (position, id, mask, piece).')
+_WORKDIR = flags.DEFINE_string('workdir', '', 'For --source=identity: the run whose facts (size, context, data) its '
+                               'conversations state, the one SFT fine-tunes.')
+_HONESTY_LABELS = flags.DEFINE_string('honesty_labels', '', 'For the honesty_* sources: the labelled set they ask '
+                                      "(WORLD/labels.jsonl, as SFT's --config.sft.honesty_labels).")
+_HONESTY_REPLY = flags.DEFINE_enum('honesty_reply', 'sentence', world.REPLY_STYLES,
+                                   "For the honesty_* sources: how answers are worded (SFT's config.sft.honesty_reply).")
 
 _DIM, _RESET = '\033[2m', '\033[0m'
 
@@ -61,26 +70,43 @@ def format_spans(runs: list[tuple[str, int]], color: bool) -> str:
   return ''.join(out)
 
 
+def identity_facts(workdir: str, tokenizer) -> conversations.IdentityFacts:
+  """What the identity source states about the run in workdir, as its SFT would write it."""
+  from llm import inference, model as model_lib  # pylint: disable=import-outside-toplevel
+  from llm.evals import identity  # pylint: disable=import-outside-toplevel
+  config = inference.read_config(workdir)  # inference.RunError (a ValueError): no run there
+  return identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tokenizer.vocab_size))
+
+
 def main(argv):
   del argv
-  if _SOURCE.value not in conversations.SOURCES:
-    raise ValueError(f'--source={_SOURCE.value!r} is unknown; use one of {sorted(conversations.SOURCES)}')
+  name = _SOURCE.value
+  if name not in conversations.SOURCES:
+    raise ValueError(f'--source={name!r} is unknown; use one of {sorted(conversations.SOURCES)}')
+  if name == 'identity' and not _WORKDIR.value:
+    raise ValueError("--source=identity states a run's own facts (size, context, data): give --workdir=RUN, the run "
+                     'SFT fine-tunes')
+  if name in honesty_sft.SOURCES and not Path(_HONESTY_LABELS.value).is_file():
+    raise ValueError(f'--source={name} asks the facts of a labelled set, and --honesty_labels={_HONESTY_LABELS.value!r} '
+                     'is no file: give WORLD/labels.jsonl (python -m llm.honesty.interrogate writes it)')
   if not Path(_TOKENIZER.value).is_file():
     raise ValueError(f'--tokenizer={_TOKENIZER.value} is not a file; give a run\'s tokenizer file, DIR/tokenizer.model '
                      '(or DIR/tokenizer.hf.json of an imported model)')
   tokenizer = load_any(_TOKENIZER.value)
   data_dir = sources.find_data_dir(_DATA_DIR.value, flag='--data_dir')
-  stream = conversations.SOURCES[_SOURCE.value](data_dir, _SEED.value)
+  facts = identity_facts(_WORKDIR.value, tokenizer) if name == 'identity' else None
+  source = conversations.bound_source(name, facts, _HONESTY_LABELS.value, _HONESTY_REPLY.value)
+  stream = source(data_dir, _SEED.value)
   conversation = next(itertools.islice(stream, _INDEX.value, None), None)
   if conversation is None:
-    raise ValueError(f'--index={_INDEX.value}: source {_SOURCE.value} has fewer conversations; give a smaller index')
+    raise ValueError(f'--index={_INDEX.value}: source {name} has fewer conversations; give a smaller index')
   if _MAX_TOKENS.value:
     conversation = conversations.fit(conversation, tokenizer, _MAX_TOKENS.value)
     if conversation is None:
       print(f'conversation {_INDEX.value} does not fit in {_MAX_TOKENS.value} tokens')
       return
   ids, mask = chat_template.render(tokenizer, conversation)
-  print(f'{_SOURCE.value}[{_INDEX.value}]: {len(ids)} tokens, {sum(mask)} trained')
+  print(f'{name}[{_INDEX.value}]: {len(ids)} tokens, {sum(mask)} trained')
   if _TOKENS.value:
     for position, (token, trained) in enumerate(zip(ids, mask)):
       print(f'{position:5d} {token:6d} {trained} {tokenizer.id_to_piece(token)!r}')
