@@ -648,6 +648,20 @@ def test_random_repeats_can_draw_from_the_most_frequent_tokens_only():
   assert (starts(0) >= 8).mean() > 0.5  # unigram draws: two thirds of the stream lies outside 0..7
 
 
+def test_the_pool_holds_only_tokens_the_text_holds():
+  """A corpus with fewer distinct tokens than repeat_vocab: <pad>, <unk> and the chat tokens, which it
+  never holds, must not be drawn as if they were text."""
+  np.testing.assert_array_equal(pipeline.frequent_tokens(np.array([5, 5, 5, 2, 2, 9, 1, 1, 1, 1], np.uint16), 8),
+                                [1, 5, 2, 9])
+  tokens = (np.arange(20_000) % 6 + 300).astype(np.uint16)  # ids 300..305 only
+  batch = next(iter(pipeline.train_dataset(tokens, 64, 100, seed=0, repeat_vocab=255, copy_task=0.5,
+                                           repeat_fraction=1.0, repeat_random=True)))
+  assert set(np.unique(batch['inputs'])) == set(range(300, 306))
+  with pytest.raises(ValueError, match=r'^data.repeat_vocab=255 draws from the most frequent tokens, but the training '
+                                       r'text holds 6 distinct ones, fewer than the 8 data.copy_alphabet_min'):
+    pipeline.train_dataset(tokens, 64, 100, seed=0, repeat_vocab=255, copy_task=1.0, copy_alphabet_min=8)
+
+
 def test_copy_task_windows_are_frequent_tokens_whose_start_comes_again_at_varied_distances():
   rng = np.random.default_rng(0)
   tokens = rng.integers(300, 4000, size=60_000).astype(np.uint16)

@@ -74,8 +74,11 @@ def copy_task_chosen(window_ids: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def frequent_tokens(tokens: np.ndarray, count: int) -> np.ndarray:
-  """The stream's `count` most frequent token ids, most frequent first."""
-  return np.argsort(-np.bincount(tokens), kind='stable')[:count].astype(tokens.dtype)
+  """The stream's `count` most frequent token ids, most frequent first; fewer where the stream holds
+  fewer distinct ones (ids it never holds, <pad> or the chat tokens, are no text to draw)."""
+  counts = np.bincount(tokens)
+  ids = np.argsort(-counts, kind='stable')[:count]
+  return ids[counts[ids] > 0].astype(tokens.dtype)
 
 
 def _read_windows(tokens: np.ndarray, window_ids: np.ndarray, seq_len: int, repeat_fraction: float = 0.0,
@@ -151,6 +154,11 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
     raise ValueError(f'data.copy_alphabet_min={copy_alphabet_min} is the smallest alphabet a copy_task window '
                      f'draws from the data.repeat_vocab={repeat_vocab} tokens; give 0 (off) or 2..{repeat_vocab}')
   pool = frequent_tokens(tokens, repeat_vocab) if (repeat_random or copy_task) and repeat_vocab else None
+  needed = max(copy_alphabet_min, 2)  # a copy_task window's smallest alphabet; a random span's tokens to vary
+  if pool is not None and len(pool) < needed:
+    raise ValueError(f'data.repeat_vocab={repeat_vocab} draws from the most frequent tokens, but the training text holds '
+                     f'{len(pool)} distinct ones, fewer than the {needed} data.copy_alphabet_min or a random span needs; '
+                     'train on more text or lower data.copy_alphabet_min')
   read = lambda ids, epoch: _read_windows(tokens, ids, seq_len, repeat_fraction, repeat_random, pool, copy_task, epoch,
                                           copy_alphabet_min)
   return shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
