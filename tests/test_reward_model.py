@@ -1,6 +1,7 @@
 """Reward models: the Bradley-Terry loss, learning a toy preference, the gold rubric and pairs, the
 preference readers, and task=reward_model in the training loop (sharded, killed, resumed)."""
 import dataclasses
+import gzip
 import json
 import re
 import subprocess
@@ -197,6 +198,47 @@ def test_real_preference_pairs_are_read_and_split_by_prompt(data_dir):
       json.dumps(p.chosen) + json.dumps(p.rejected) for p in val}
   train, val = preferences.split(alpaca, 0.1)
   assert 0.05 < len(val) / len(alpaca) < 0.15 and not _prompts(train) & _prompts(val)
+
+
+def _write_hh(data_dir, records):
+  path = data_dir / 'hh_rlhf_harmless_base' / 'test.jsonl.gz'
+  path.parent.mkdir(parents=True)
+  with gzip.open(path, 'wt') as f:
+    f.writelines(json.dumps(r) + '\n' for r in records)
+  return path
+
+
+def _write_alpaca(data_dir, text):
+  path = data_dir / 'alpaca_eval_ai_preferences' / 'some_model' / 'annotations.json'
+  path.parent.mkdir(parents=True)
+  path.write_text(text)
+  return path
+
+
+_GOOD_HH = {'chosen': '\n\nHuman: hi\n\nAssistant: hello', 'rejected': '\n\nHuman: hi\n\nAssistant: go away'}
+_GOOD_ALPACA = {'instruction': 'Say hi.', 'output_1': 'Hi!', 'output_2': 'No.', 'preference': 1.0}
+
+
+@pytest.mark.parametrize('source, write, content, message', [
+    ('hh_rlhf_harmless_base', _write_hh, [_GOOD_HH, {'prompt': 'hi', 'chosen_text': 'x'}],
+     r": record 2 has no field 'chosen' \(keys: \['chosen_text', 'prompt'\]\); the file should hold JSONL records"),
+    ('hh_rlhf_harmless_base', _write_hh, [dict(_GOOD_HH, rejected=3)],
+     r": record 1's 'rejected' is a int, not a string; "),
+    ('alpaca_eval_ai_preferences', _write_alpaca, '{"not": "a list"}', r' holds a JSON dict, not a list: '),
+    ('alpaca_eval_ai_preferences', _write_alpaca, '[{"a": 1},\n', r' is not valid JSON \(Expecting value: line 2 '),
+    ('alpaca_eval_ai_preferences', _write_alpaca, json.dumps([_GOOD_ALPACA, 'text']),
+     r': record 2 is a str, not an object: '),
+    ('alpaca_eval_ai_preferences', _write_alpaca,
+     json.dumps([_GOOD_ALPACA, {'prompt': 'q', 'output_1': 'a', 'output_2': 'b', 'preference': 2.0}]),
+     r": record 2 has no field 'instruction' \(keys: "),
+    ('alpaca_eval_ai_preferences', _write_alpaca, json.dumps([dict(_GOOD_ALPACA, preference='first')]),
+     r": record 1 has preference 'first', not a number: 1 means output_1 won"),
+])
+def test_a_malformed_preference_file_is_refused_naming_the_file_record_and_field(tmp_path, source, write, content,
+                                                                               message):
+  path = write(tmp_path, content)
+  with pytest.raises(ValueError, match='^' + re.escape(str(path)) + message):
+    preferences.load(source, tmp_path, 0.1, 0)
 
 
 def _rm_cmd(workdir, pretrained, *extra):

@@ -17,12 +17,19 @@ from pathlib import Path
 
 import numpy as np
 
-from llm import chat_template
+from llm import chat_template, files
 from llm.data import conversations, sources
 from llm.rl import gold, reward_model
 from llm.rl.tasks import Problem
 
 SOURCES = ('hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences', 'gold')
+
+
+# What each real source's records hold, for the messages about a file that does not.
+HH_FORMAT = ("JSONL records whose 'chosen' and 'rejected' are dialogues '\\n\\nHuman: ...\\n\\nAssistant: ...' "
+             'that end in different Assistant turns')
+ALPACA_FORMAT = ("a JSON list of records with the strings 'instruction', 'output_1' and 'output_2' and the number "
+                 "'preference' (1: output_1 won, 2: output_2, 1.5: a tie)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +39,23 @@ class Pair:
   margin: float = 0.0  # how much better chosen is, where the source knows (gold's gap); 0 otherwise
 
 
+def _string(record: dict, field: str, path: Path, number: int, expected: str) -> str:
+  """record[field], which must be a string: else a ValueError naming the file, the record and the field."""
+  if field not in record:
+    raise ValueError(f'{path}: record {number} has no field {field!r} (keys: {sorted(record)}); the file should hold '
+                     f'{expected}')
+  if not isinstance(record[field], str):
+    raise ValueError(f"{path}: record {number}'s {field!r} is a {type(record[field]).__name__}, not a string; the "
+                     f'file should hold {expected}')
+  return record[field]
+
+
 def hh_pairs(data_dir: Path) -> list[Pair]:
   path = sources.require(Path(data_dir) / 'hh_rlhf_harmless_base' / 'test.jsonl.gz', 'preference source hh')
   out = []
-  for record in sources.read_jsonl(path):
-    chosen, rejected = conversations.hh_dialogue(record['chosen']), conversations.hh_dialogue(record['rejected'])
+  for number, record in enumerate(sources.read_jsonl(path), 1):
+    chosen, rejected = (conversations.hh_dialogue(_string(record, side, path, number, HH_FORMAT))
+                        for side in ('chosen', 'rejected'))
     if chosen and rejected and chosen != rejected:
       out.append(Pair(chosen, rejected))
   return out
@@ -47,15 +66,24 @@ def alpaca_pairs(data_dir: Path) -> list[Pair]:
   root = sources.require(Path(data_dir) / 'alpaca_eval_ai_preferences', 'preference source alpaca_eval')
   out = []
   for path in sorted(root.glob('*/annotations.json')):
-    for record in json.loads(path.read_text()):
+    records = files.read_json(path, f'fetch it again; it holds {ALPACA_FORMAT}')
+    if not isinstance(records, list):
+      raise ValueError(f'{path} holds a JSON {type(records).__name__}, not a list: it should hold {ALPACA_FORMAT}')
+    for number, record in enumerate(records, 1):
+      if not isinstance(record, dict):
+        raise ValueError(f'{path}: record {number} is a {type(record).__name__}, not an object: the file should hold '
+                         f'{ALPACA_FORMAT}')
       if record.get('preference') in (None, '') or not record.get('output_1') or not record.get('output_2'):
         continue
-      preference = float(record['preference'])
+      preference = record['preference']
+      if isinstance(preference, bool) or not isinstance(preference, (int, float)):
+        raise ValueError(f'{path}: record {number} has preference {preference!r}, not a number: 1 means output_1 '
+                         'won, 2 output_2, 1.5 a tie')
       if preference == 1.5:
         continue
-      first, second = record['output_1'].strip(), record['output_2'].strip()
+      first, second = (_string(record, side, path, number, ALPACA_FORMAT).strip() for side in ('output_1', 'output_2'))
       won, lost = (first, second) if preference < 1.5 else (second, first)
-      user = {'role': 'user', 'content': record['instruction'].strip()}
+      user = {'role': 'user', 'content': _string(record, 'instruction', path, number, ALPACA_FORMAT).strip()}
       out.append(Pair([user, {'role': 'assistant', 'content': won}], [user, {'role': 'assistant', 'content': lost}]))
   return out
 
