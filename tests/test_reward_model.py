@@ -215,6 +215,12 @@ def _write_alpaca(data_dir, text):
   return path
 
 
+def _no_alpaca_annotations(data_dir, _):
+  """The source's folder with no annotations.json in it; the files alpaca_pairs reads."""
+  (data_dir / 'alpaca_eval_ai_preferences').mkdir()
+  return data_dir / 'alpaca_eval_ai_preferences' / '*' / 'annotations.json'
+
+
 _GOOD_HH = {'chosen': '\n\nHuman: hi\n\nAssistant: hello', 'rejected': '\n\nHuman: hi\n\nAssistant: go away'}
 _GOOD_ALPACA = {'instruction': 'Say hi.', 'output_1': 'Hi!', 'output_2': 'No.', 'preference': 1.0}
 
@@ -239,6 +245,35 @@ def test_a_malformed_preference_file_is_refused_naming_the_file_record_and_field
   path = write(tmp_path, content)
   with pytest.raises(ValueError, match='^' + re.escape(str(path)) + message):
     preferences.load(source, tmp_path, 0.1, 0)
+
+
+@pytest.mark.parametrize('source, write, content, message', [
+    ('hh_rlhf_harmless_base', _write_hh, [], r'no preference pairs in {path}: source hh_rlhf_harmless_base reads '
+                                             r"JSONL records whose 'chosen' and 'rejected' are dialogues"),
+    # The speakers without the blank lines before them: no record is a dialogue.
+    ('hh_rlhf_harmless_base', _write_hh, [{'chosen': 'Human: hi Assistant: hello', 'rejected': 'Human: hi Assistant: no'}],
+     r'no preference pairs in {path}: '),
+    ('alpaca_eval_ai_preferences', _no_alpaca_annotations, None,
+     r'no preference pairs in {path}: source alpaca_eval_ai_preferences reads a JSON list of records'),
+    ('hh_rlhf_harmless_base', _write_hh,
+     [{'chosen': f'\n\nHuman: hi\n\nAssistant: hello {i}', 'rejected': '\n\nHuman: hi\n\nAssistant: no'} for i in range(9)],
+     r'{path}: all 9 preference pairs share one prompt, which leaves none to hold out'),
+])
+def test_a_source_with_no_pairs_or_one_prompt_is_refused_naming_its_file(tmp_path, source, write, content, message):
+  """Not as a seq_len too short for the pairs (0 read), nor as 'the corpus is one document' (one prompt)."""
+  path = write(tmp_path, content)
+  with pytest.raises(ValueError, match='^' + message.replace('{path}', re.escape(str(path)))):
+    preferences.load(source, tmp_path, 0.1, 0)
+
+
+def test_too_few_gold_pairs_for_a_batch_are_not_blamed_on_seq_len(pretrained):
+  from tiny_config import tiny_reward_model_config
+  from llm.tasks import reward_model as rm_task
+  config = tiny_reward_model_config(**{'init_from': str(pretrained), 'reward_model.gold_pairs': 5})
+  with pytest.raises(ValueError) as error:
+    rm_task.data(config, workdir=None)
+  assert str(error.value) == ('gold: 5 training and 24 held-out pairs, fewer than a batch of train.batch_size=8: '
+                              'raise reward_model.gold_pairs or lower train.batch_size')
 
 
 def _rm_cmd(workdir, pretrained, *extra):

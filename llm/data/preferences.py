@@ -25,7 +25,10 @@ from llm.rl.tasks import Problem
 SOURCES = ('hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences', 'gold')
 
 
-# What each real source's records hold, for the messages about a file that does not.
+# Where each real source lives under the data dir, and what its records hold (for the messages about a
+# file that does not hold them).
+HH_FILE = 'hh_rlhf_harmless_base/test.jsonl.gz'
+ALPACA_FILES = 'alpaca_eval_ai_preferences/*/annotations.json'
 HH_FORMAT = ("JSONL records whose 'chosen' and 'rejected' are dialogues '\\n\\nHuman: ...\\n\\nAssistant: ...' "
              'that end in different Assistant turns')
 ALPACA_FORMAT = ("a JSON list of records with the strings 'instruction', 'output_1' and 'output_2' and the number "
@@ -51,7 +54,7 @@ def _string(record: dict, field: str, path: Path, number: int, expected: str) ->
 
 
 def hh_pairs(data_dir: Path) -> list[Pair]:
-  path = sources.require(Path(data_dir) / 'hh_rlhf_harmless_base' / 'test.jsonl.gz', 'preference source hh')
+  path = sources.require(Path(data_dir) / HH_FILE, 'preference source hh')
   out = []
   for number, record in enumerate(sources.read_jsonl(path), 1):
     chosen, rejected = (conversations.hh_dialogue(_string(record, side, path, number, HH_FORMAT))
@@ -63,9 +66,10 @@ def hh_pairs(data_dir: Path) -> list[Pair]:
 
 def alpaca_pairs(data_dir: Path) -> list[Pair]:
   """preference 1 means output_1 won, 2 output_2; ties (1.5) and unjudged records are skipped."""
-  root = sources.require(Path(data_dir) / 'alpaca_eval_ai_preferences', 'preference source alpaca_eval')
+  folder, pattern = ALPACA_FILES.split('/', 1)
+  root = sources.require(Path(data_dir) / folder, 'preference source alpaca_eval')
   out = []
-  for path in sorted(root.glob('*/annotations.json')):
+  for path in sorted(root.glob(pattern)):
     records = files.read_json(path, f'fetch it again; it holds {ALPACA_FORMAT}')
     if not isinstance(records, list):
       raise ValueError(f'{path} holds a JSON {type(records).__name__}, not a list: it should hold {ALPACA_FORMAT}')
@@ -93,6 +97,11 @@ def _gold_pair(p: gold.Pair) -> Pair:
               p.prompt + [{'role': 'assistant', 'content': p.rejected}], p.gold_margin)
 
 
+def _prompt(pair: Pair) -> str:
+  """The pair's prompt (its conversation before the judged response), as the split keys it."""
+  return json.dumps(pair.chosen[:-1], sort_keys=True)
+
+
 def split(pairs: list[Pair], val_fraction: float) -> tuple[list[Pair], list[Pair]]:
   """(train, val) by a hash of each pair's prompt (llm.data.sources.split_documents), duplicates
   removed. All pairs of one prompt land on one side: a source that judges several answers to one
@@ -102,7 +111,7 @@ def split(pairs: list[Pair], val_fraction: float) -> tuple[list[Pair], list[Pair
   by_prompt: dict[str, list[Pair]] = {}
   for text in sorted(by_text):  # sorted: the order within a prompt does not depend on the file's
     p = by_text[text]
-    by_prompt.setdefault(json.dumps(p.chosen[:-1], sort_keys=True), []).append(p)
+    by_prompt.setdefault(_prompt(p), []).append(p)
   train, val = sources.split_documents(list(by_prompt), val_fraction, 0)
   return [p for prompt in train for p in by_prompt[prompt]], [p for prompt in val for p in by_prompt[prompt]]
 
@@ -116,10 +125,18 @@ def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold
       raise ValueError('reward_model.source=gold needs reward_model.gold_pairs > 0 (e.g. 1000, 4000, 16000)')
     return ([_gold_pair(p) for p in gold.pairs(gold_pairs, seed, gold_noise)],
             [_gold_pair(p) for p in gold.pairs(gold_val_pairs, 10**6 + seed, heldout=True)])
-  readers = {'hh_rlhf_harmless_base': hh_pairs, 'alpaca_eval_ai_preferences': alpaca_pairs}
+  readers = {'hh_rlhf_harmless_base': (hh_pairs, HH_FILE, HH_FORMAT),
+             'alpaca_eval_ai_preferences': (alpaca_pairs, ALPACA_FILES, ALPACA_FORMAT)}
   if source not in readers:
     raise ValueError(f'reward_model.source={source!r} is unknown; choose one of {SOURCES}')
-  return split(readers[source](Path(data_dir)), val_fraction)
+  read, where, expected = readers[source]
+  pairs = read(Path(data_dir))
+  if not pairs:
+    raise ValueError(f'no preference pairs in {Path(data_dir) / where}: source {source} reads {expected}')
+  if len({_prompt(p) for p in pairs}) == 1:
+    raise ValueError(f'{Path(data_dir) / where}: all {len(pairs)} preference pairs share one prompt, which leaves none '
+                     'to hold out (the split keeps all pairs of a prompt on one side); give pairs of 2 or more prompts')
+  return split(pairs, val_fraction)
 
 
 def gold_seen_topic_pairs(train: list[Pair], count: int, seed: int) -> list[Pair]:

@@ -38,6 +38,22 @@ def _config_check(config):
                      f'(source={rm.source!r}); set use_margin=False')
 
 
+def _check_enough(config, train: int, val: int, dropped: int):
+  """A batch of training pairs and at least one held-out pair, or an error saying what left fewer: pairs too
+  long for train.seq_len only where some were dropped (an empty or unreadable source is refused by
+  preferences.load, where it is read)."""
+  rm, tc = config.reward_model, config.train
+  if train >= tc.batch_size and val:
+    return
+  counts = f'{rm.source}: {train} training and {val} held-out pairs'
+  if dropped:
+    raise ValueError(f'{counts} fit in train.seq_len={tc.seq_len} tokens ({dropped} longer were dropped); raise '
+                     'train.seq_len' + ('' if rm.truncate else ' or set reward_model.truncate=True') +
+                     f', or lower train.batch_size={tc.batch_size}')
+  more = 'raise reward_model.gold_pairs or ' if rm.source == 'gold' else ''
+  raise ValueError(f'{counts}, fewer than a batch of train.batch_size={tc.batch_size}: {more}lower train.batch_size')
+
+
 def data(config, workdir) -> TaskData:
   del workdir
   _config_check(config)
@@ -53,9 +69,7 @@ def data(config, workdir) -> TaskData:
   if rm.source == 'gold':  # also held-out pairs of the training topics (gold's validation holds topics out)
     seen = preferences.gold_seen_topic_pairs(train_pairs, rm.gold_val_pairs, config.seed)
     heldout['rm_val_seen_topics'] = preferences.render(seen, tok, tc.seq_len, rm.truncate)[0]
-  if len(train['chosen']) < tc.batch_size or not len(val['chosen']):
-    raise ValueError(f'{rm.source}: {len(train["chosen"])} training and {len(val["chosen"])} held-out pairs fit in '
-                     f'train.seq_len={tc.seq_len} tokens; raise seq_len or lower train.batch_size')
+  _check_enough(config, len(train['chosen']), len(val['chosen']), train_dropped + val_dropped)
   train_iter = pipeline.shuffled_batches(
       len(train['chosen']), lambda ids, epoch: {k: train[k][ids] for k in _PAIR_KEYS}, tc.batch_size,
       config.data.seed, jax.process_index(), jax.process_count())
