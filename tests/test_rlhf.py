@@ -112,6 +112,14 @@ def test_best_of_n_checks_its_ns_before_loading_anything(python_env):
                                                                        '1 or more')
 
 
+@pytest.mark.parametrize('given, missing', [('--proxy=a', 'policy'), ('--policy=a', 'proxy')])
+def test_best_of_n_names_a_missing_run_flag_before_loading_anything(given, missing, python_env):
+  result = subprocess.run([sys.executable, '-m', 'llm.rl.best_of_n', given], env=python_env, capture_output=True,
+                          text=True)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr
+  assert result.stderr.splitlines()[-1].startswith(f'llm.rl.best_of_n: --{missing} is missing: give the '), result.stderr
+
+
 @pytest.mark.parametrize('flag', ['--prompts=0', '--max_new_tokens=0', '--temperature=-1', '--seed=-1'])
 def test_best_of_n_refuses_a_knob_out_of_range_while_reading_its_flags(flag, python_env):
   """Refused while the flags are read, before either run loads (the policy here is not even there)."""

@@ -83,6 +83,11 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
 def main(argv):
   del argv
   f = flags.FLAGS
+  # Checked first: an empty one would be read as the current directory, after minutes of loading the other.
+  for flag, what in (('policy', 'the policy run DIR (an SFT run of the gold setting)'),
+                     ('proxy', 'the reward model run DIR, or DIR1,DIR2,... for an ensemble')):
+    if not f[flag].value:
+      raise ValueError(f'--{flag} is missing: give {what}')
   ns = parse_ns(f.n)
   samples = max(ns)
   proxy_PxN, gold_PxN, examples = sample_and_score(f.policy, f.proxy, f.ensemble, f.prompts, samples,
