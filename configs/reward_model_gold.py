@@ -11,6 +11,7 @@ import ml_collections
 
 from configs import sft_gold
 from llm.config import parse_arg
+from llm.data import preferences
 
 
 def get_config(arg=None):
@@ -39,7 +40,7 @@ def get_config(arg=None):
 def reward_model_defaults() -> ml_collections.ConfigDict:
   rm = ml_collections.ConfigDict()
   rm.source = 'gold'  # 'gold' | 'hh_rlhf_harmless_base' | 'alpaca_eval_ai_preferences' (llm/data/preferences.py)
-  rm.val_fraction = 0.1  # real sources: share of pairs held out, by content hash
+  rm.val_fraction = preferences.VAL_FRACTION  # real sources: share of prompts held out (with all their pairs)
   rm.gold_pairs = 4000  # gold: training pairs (the study: 1000, 4000, 16000, 32000, 64000)
   rm.gold_noise = 0.0  # gold: share of training labels flipped (Coste et al.: 0.25)
   rm.gold_val_pairs = 1000  # gold: held-out pairs (held-out topics, true labels)

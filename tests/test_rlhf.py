@@ -377,7 +377,7 @@ def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
 def test_real_preference_prompts_are_the_pairs_prompts_split_as_the_reward_models(data_dir, tok):
   from llm import chat_template
   from llm.data import preferences
-  task = preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=256, room=64)
+  task = preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=256, room=64, val_fraction=0.1)
   train_pairs, val_pairs = preferences.load('hh_rlhf_harmless_base', data_dir, 0.1, 0)
   held = task.heldout(10**6)
   assert held and all(p.prompt_messages[-1]['role'] == 'user' for p in held)
@@ -388,13 +388,38 @@ def test_real_preference_prompts_are_the_pairs_prompts_split_as_the_reward_model
   assert {json.dumps(p.prompt_messages) for p in first} <= {json.dumps(p.chosen[:-1]) for p in train_pairs}
   assert all(len(chat_template.render_prompt(tok, p.prompt_messages)) + 64 <= 256 for p in first + held)
   with pytest.raises(ValueError, match='no prompt leaves'):
-    preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=16, room=8)
+    preferences.PromptTask('hh_rlhf_harmless_base', data_dir, tok, seq_len=16, room=8, val_fraction=0.1)
 
 
 def test_alpaca_heldout_prompts_are_distinct_and_never_trained_on(data_dir, tok):
   from llm.data import preferences
-  task = preferences.PromptTask('alpaca_eval_ai_preferences', data_dir, tok, seq_len=256, room=64)
+  task = preferences.PromptTask('alpaca_eval_ai_preferences', data_dir, tok, seq_len=256, room=64, val_fraction=0.1)
   held = [json.dumps(p.prompt_messages) for p in task.heldout(10**6)]
   train_pairs, _ = preferences.load('alpaca_eval_ai_preferences', data_dir, 0.1, 0)
   trained = {json.dumps(p.chosen[:-1]) for p in train_pairs}
   assert len(held) > 10 and len(set(held)) == len(held) and not set(held) & trained
+
+
+def _proxy_config(folder, **reward_model):
+  """A run folder whose config.json is a reward model's of these reward_model fields (all rlhf reads)."""
+  folder.mkdir()
+  (folder / 'config.json').write_text(json.dumps({'task': 'reward_model', 'reward_model': reward_model}))
+  return str(folder)
+
+
+def test_rlhf_holds_out_only_prompts_every_proxy_held_out(tmp_path, data_dir, tok):
+  """The split at the proxies' reward_model.val_fraction (their smallest), not always at 0.1: at 0.1,
+  a proxy that held out 5% trained on about half the held-out prompts."""
+  from llm.data import preferences
+  from llm.tasks import rlhf
+  source = 'hh_rlhf_harmless_base'
+  narrow = _proxy_config(tmp_path / 'narrow', source=source, val_fraction=0.05)
+  wide = _proxy_config(tmp_path / 'wide', source=source, val_fraction=0.3)
+  gold_proxy = _proxy_config(tmp_path / 'gold', source='gold', val_fraction=0.01)  # trained on no hh prompt
+  config = tiny_rlhf_config(**{'rlhf.prompts': source, 'rlhf.proxy': f'{wide},{narrow},{gold_proxy}',
+                               'train.seq_len': 256, 'grpo.max_new_tokens': 64})
+  held = {json.dumps(p.prompt_messages, sort_keys=True) for p in rlhf._prompt_task(config, tok).heldout(10**6)}
+  prompts = lambda pairs: {json.dumps(p.chosen[:-1], sort_keys=True) for p in pairs}
+  narrow_train, narrow_val = preferences.load(source, data_dir, 0.05, 0)
+  assert held and held <= prompts(narrow_val) and not held & prompts(narrow_train)
+  assert not held & prompts(preferences.load(source, data_dir, 0.3, 0)[0])

@@ -23,6 +23,7 @@ from llm.rl import gold, reward_model
 from llm.rl.tasks import Problem
 
 SOURCES = ('hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences', 'gold')
+VAL_FRACTION = 0.1  # the share of a real source's prompts held out, unless reward_model.val_fraction says otherwise
 
 
 # Where each real source lives under the data dir, and what its records hold (for the messages about a
@@ -194,11 +195,12 @@ def length_baseline(rendered: dict) -> float:
 class PromptTask:
   """A real preference source's prompts (each pair's conversation before the judged response) as an
   RL task for task=rlhf (llm.rl.tasks.RLTask): training prompts from the training pairs, held-out
-  ones from the held-out pairs of the same split the reward model uses. Prompts that leave fewer
+  ones from the held-out pairs of the split at val_fraction (the proxy's reward_model.val_fraction:
+  the same split the reward model used). Prompts that leave fewer
   than `room` tokens of seq_len for the response are skipped. No verifier and no gold: RLHF on
   them is measured by the proxy and the KL only."""
 
-  def __init__(self, source: str, data_dir, tokenizer, seq_len: int, room: int, val_fraction: float = 0.1):
+  def __init__(self, source: str, data_dir, tokenizer, seq_len: int, room: int, val_fraction: float):
     self.name = source
     fits = lambda messages: len(chat_template.render_prompt(tokenizer, messages)) + room <= seq_len
     train, val = load(source, data_dir, val_fraction, 0)

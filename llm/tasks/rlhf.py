@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from llm import chat_template, init_from, metrics_log
+from llm import chat_template, inference, init_from, metrics_log
 from llm.data import preferences, sources
 from llm.rl import gold as gold_lib, grpo, hacking, reward_model
 from llm.rl import tasks as rl_tasks
@@ -34,7 +34,18 @@ def _prompt_task(config, tok):
   if config.rlhf.prompts == 'gold_topics':
     return gold_lib.GoldTopicsTask()
   return preferences.PromptTask(config.rlhf.prompts, sources.find_data_dir(config.data.dir), tok,
-                                config.train.seq_len, config.grpo.max_new_tokens)
+                                config.train.seq_len, config.grpo.max_new_tokens, _proxy_val_fraction(config))
+
+
+def _proxy_val_fraction(config) -> float:
+  """The share of rlhf.prompts' prompts to hold out: the smallest reward_model.val_fraction of the
+  proxies trained on that source (preferences.VAL_FRACTION where none was), so that no held-out
+  prompt is one a proxy trained on. The split holds out the prompts of lowest hash, so a smaller
+  fraction holds out a subset of what a larger one does: the prompts every proxy held out."""
+  fractions = [rm.val_fraction for rm in (inference.read_config(run).get('reward_model') for run in
+                                          config.rlhf.proxy.split(','))
+               if rm and rm.get('source') == config.rlhf.prompts]  # not a reward model: load_proxy refuses it
+  return min(fractions, default=preferences.VAL_FRACTION)
 
 
 @dataclasses.dataclass
