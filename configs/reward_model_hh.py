@@ -7,7 +7,8 @@ judgements (default) or AlpacaEval's GPT-4-Turbo judgements (:alpaca).
 Responses too long for train.seq_len are cut to fit, the turn closed with <|end|> (a pair whose
 prompt alone does not fit is dropped: rm_dropped_too_long in summary.json); held-out accuracy
 (rm_val_accuracy) is reported beside the length-only baseline on the whole responses
-(rm_val_length_baseline).
+(rm_val_length_baseline). Held-out pairs whose opening request sft_small trained on (its hh_chosen and
+alpaca_gpt4) are left out: rm_val_left_out_trained counts them.
 """
 from configs import reward_model_gold, sft_small
 

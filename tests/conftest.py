@@ -92,6 +92,34 @@ def pretrained(tmp_path_factory, cache_dir):
   return workdir
 
 
+# The SFT mixture of hh_sft: what its run trained on of the preference data, by its own split.
+HH_SFT = {'mixture': {'hh_chosen': 0.3, 'arithmetic': 1.0}, 'val_fraction': 0.5, 'max_per_source': 0}
+
+
+@pytest.fixture(scope='session')
+def hh_sft(tmp_path_factory, pretrained):
+  """A folder that reads as a finished SFT run of `pretrained` with HH_SFT (its config.json,
+  summary.json and tokenizer, no checkpoint): the init_from of a reward model or RLHF run whose
+  held-out prompts must leave out what that SFT trained on."""
+  workdir = tmp_path_factory.mktemp('hh_sft')
+  config = json.loads((pretrained / 'config.json').read_text())
+  config.update(task='sft', init_from=str(pretrained), sft=HH_SFT)
+  (workdir / 'config.json').write_text(json.dumps(config))
+  for name in ('summary.json', 'tokenizer.model'):
+    (workdir / name).write_bytes((pretrained / name).read_bytes())
+  return workdir
+
+
+def hh_sft_openings(hh_sft: Path, data_dir: Path, tok) -> set[str]:
+  """The first user turns of the hh_chosen conversations hh_sft trained on: its training split as SFT
+  makes it (llm.tasks.sft: load_mixture, fitted to train.seq_len + 1 tokens)."""
+  from llm.data import conversations
+  config = json.loads((hh_sft / 'config.json').read_text())
+  splits = conversations.load_mixture(data_dir, {'hh_chosen': HH_SFT['mixture']['hh_chosen']}, HH_SFT['val_fraction'],
+                                      config['seed'], HH_SFT['max_per_source'], tok, config['train']['seq_len'] + 1)
+  return {c[0]['content'] for c in splits['hh_chosen'][0]}
+
+
 def losses_by_step(workdir: Path) -> dict:
   rows = [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
   return {r['step']: r['loss'] for r in rows if 'loss' in r}

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT, kill_then_resume, losses_by_step, xla_flags
+from conftest import ROOT, hh_sft_openings, kill_then_resume, losses_by_step, xla_flags
 from llm import model as model_lib, train
 from llm.data import preferences
 from llm.rl import gold, reward_model
@@ -338,6 +338,23 @@ def test_a_setting_that_leaves_no_held_out_pairs_is_refused_by_name(setting, val
     overrides['reward_model.source'] = 'hh_rlhf_harmless_base'
   with pytest.raises(ValueError, match='^' + re.escape(f'{setting}={value} ')):
     rm_task.data(tiny_reward_model_config(**overrides), workdir=None)
+
+
+def test_held_out_pairs_leave_out_the_prompts_the_trunks_sft_trained_on(hh_sft, data_dir):
+  """configs/reward_model_hh.py's trunk trained on hh-rlhf's chosen dialogues (hh_chosen): a held-out
+  pair whose dialogue SFT trained on is one the reward model may know by familiarity."""
+  from tiny_config import tiny_reward_model_config
+  from llm import tokenizer as tokenizer_lib
+  from llm.tasks import reward_model as rm_task
+  source = 'hh_rlhf_harmless_base'
+  config = tiny_reward_model_config(**{'init_from': str(hh_sft), 'reward_model.source': source,
+                                       'reward_model.truncate': True})
+  facts = rm_task.data(config, workdir=None).facts
+  opened = hh_sft_openings(hh_sft, data_dir, tokenizer_lib.load_any(hh_sft / 'tokenizer.model'))
+  _, val = preferences.load(source, data_dir, config.reward_model.val_fraction, 0)
+  trained = [p for p in val if p.chosen[0]['content'] in opened]
+  assert 0 < len(trained) < len(val) and facts['rm_val_left_out_trained'] == len(trained)
+  assert 0 < facts['rm_val_pairs'] <= len(val) - len(trained)
 
 
 class _Tok:

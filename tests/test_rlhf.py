@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, kill_then_resume, kill_when, losses_by_step
+from conftest import ROOT, hh_sft_openings, kill_then_resume, kill_when, losses_by_step
 from llm import tokenizer as tokenizer_lib
 from llm.rl import best_of_n, hacking, reward_model
 from tiny_config import tiny_rlhf_config
@@ -423,3 +423,18 @@ def test_rlhf_holds_out_only_prompts_every_proxy_held_out(tmp_path, data_dir, to
   narrow_train, narrow_val = preferences.load(source, data_dir, 0.05, 0)
   assert held and held <= prompts(narrow_val) and not held & prompts(narrow_train)
   assert not held & prompts(preferences.load(source, data_dir, 0.3, 0)[0])
+
+
+def test_rlhf_held_out_prompts_leave_out_those_the_policys_sft_trained_on(tmp_path, hh_sft, data_dir, tok):
+  from llm.data import preferences
+  from llm.tasks import rlhf
+  source = 'hh_rlhf_harmless_base'
+  proxy = _proxy_config(tmp_path / 'proxy', source=source, val_fraction=0.1)
+  config = tiny_rlhf_config(**{'init_from': str(hh_sft), 'rlhf.prompts': source, 'rlhf.proxy': proxy,
+                               'train.seq_len': 256, 'grpo.max_new_tokens': 64})
+  task = rlhf._prompt_task(config, tok)
+  opened = hh_sft_openings(hh_sft, data_dir, tok)
+  _, val = preferences.load(source, data_dir, 0.1, 0)
+  held = task.heldout(10**6)
+  assert held and not {p.prompt_messages[0]['content'] for p in held} & opened
+  assert task.left_out == len({json.dumps(p.chosen[:-1]) for p in val if p.chosen[0]['content'] in opened}) > 0

@@ -62,6 +62,12 @@ def _dialogue(turns: Iterable[str]) -> Conversation | None:
           for i, t in enumerate(texts)]
 
 
+def opening_request(conversation: Conversation) -> str:
+  """The text of the conversation's first user turn: what a held-out set keys a prompt by when it leaves
+  out the prompts a run trained on (llm.evals.heldout.trained_requests)."""
+  return next(m['content'] for m in conversation if m['role'] == 'user')
+
+
 def _require(path: Path, source: str) -> Path:
   return sources.require(path, f'source {source!r}')
 

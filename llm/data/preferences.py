@@ -24,6 +24,9 @@ from llm.rl.tasks import Problem
 
 SOURCES = ('hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences', 'gold')
 VAL_FRACTION = 0.1  # the share of a real source's prompts held out, unless reward_model.val_fraction says otherwise
+# SFT conversation sources (llm/data/conversations.py) that open with the real sources' prompts: hh-rlhf's
+# chosen dialogues, its red-team requests refused, AlpacaEval's instructions answered by GPT-4.
+SFT_SOURCES = ('hh_chosen', 'refusals', 'alpaca_gpt4')
 
 
 # Where each real source lives under the data dir, and what its records hold (for the messages about a
@@ -140,6 +143,11 @@ def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold
   return split(pairs, val_fraction)
 
 
+def without_requests(pairs: list[Pair], requests: frozenset[str]) -> list[Pair]:
+  """The pairs whose prompt does not open with one of requests (llm.evals.heldout.trained_requests)."""
+  return [p for p in pairs if conversations.opening_request(p.chosen) not in requests]
+
+
 def gold_seen_topic_pairs(train: list[Pair], count: int, seed: int) -> list[Pair]:
   """count gold-labelled pairs about the training topics that are not among `train` (true labels):
   held out in the usual sense, where load()'s gold validation also holds the topics out."""
@@ -196,15 +204,23 @@ class PromptTask:
   """A real preference source's prompts (each pair's conversation before the judged response) as an
   RL task for task=rlhf (llm.rl.tasks.RLTask): training prompts from the training pairs, held-out
   ones from the held-out pairs of the split at val_fraction (the proxy's reward_model.val_fraction:
-  the same split the reward model used). Prompts that leave fewer
-  than `room` tokens of seq_len for the response are skipped. No verifier and no gold: RLHF on
-  them is measured by the proxy and the KL only."""
+  the same split the reward model used), less those opening with one of `trained` (the requests the
+  policy's SFT trained on, llm.evals.heldout.trained_requests; how many prompts: left_out). Prompts
+  that leave fewer than `room` tokens of seq_len for the response are skipped. No verifier and no
+  gold: RLHF on them is measured by the proxy and the KL only."""
 
-  def __init__(self, source: str, data_dir, tokenizer, seq_len: int, room: int, val_fraction: float):
+  def __init__(self, source: str, data_dir, tokenizer, seq_len: int, room: int, val_fraction: float,
+               trained: frozenset[str] = frozenset()):
     self.name = source
     fits = lambda messages: len(chat_template.render_prompt(tokenizer, messages)) + room <= seq_len
     train, val = load(source, data_dir, val_fraction, 0)
-    self._train, self._val = ([p.chosen[:-1] for p in pairs if fits(p.chosen[:-1])] for pairs in (train, val))
+    fresh = without_requests(val, trained)
+    self.left_out = len({_prompt(p) for p in val}) - len({_prompt(p) for p in fresh})
+    if not fresh:
+      raise ValueError(f"{source}: the policy's SFT (init_from, or a run it started from) trained on the opening "
+                       f'requests of all {self.left_out} held-out prompts (sft.mixture: {", ".join(SFT_SOURCES)}); '
+                       "start from an SFT run without those sources, or a proxy of a larger reward_model.val_fraction")
+    self._train, self._val = ([p.chosen[:-1] for p in pairs if fits(p.chosen[:-1])] for pairs in (train, fresh))
     # The split keeps a prompt's pairs together, so heldout(count) would give alpaca's prompts 3 times each.
     self._val = list({json.dumps(m, sort_keys=True): m for m in self._val}.values())
     if not self._train or not self._val:

@@ -8,7 +8,9 @@ items whose question text a training generator of the run produces:
   every SFT run up its init_from chain, for as many conversations as those runs draw (twice
   that: fitting to the context may skip a few), and the RL task's training stream is already
   kept off the RL held-out set by the task itself (llm/rl/tasks.py);
-- GSM8K: the test split minus any question that is also in the train split.
+- GSM8K: the test split minus any question that is also in the train split;
+- preference prompts (the reward model's held-out pairs, RLHF's held-out prompts): those whose
+  opening request an SFT run up the init_from chain trained on (trained_requests).
 """
 import functools
 import itertools
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from llm import inference, init_from
-from llm.data import conversations, gsm8k as gsm8k_data
+from llm.data import conversations, gsm8k as gsm8k_data, preferences
 from llm.rl import tasks as rl_tasks
 
 _SEED_OFFSET = 10_000  # held-out draws start far from the training generator's seeds
@@ -51,6 +53,23 @@ def lineage(config) -> Iterator:
 def training_questions(config) -> frozenset[str]:
   """Arithmetic questions SFT trained (or would train) on, for this run and its init_from chain."""
   return frozenset().union(*(generated_questions(*draws) for draws in {_sft_draws(c) for c in lineage(config)}))
+
+
+def trained_requests(config, data_dir: Path, tokenizer) -> frozenset[str]:
+  """The opening requests (conversations.opening_request) of the conversations that SFT runs of
+  config's init_from chain, config's own included, trained on from preferences.SFT_SOURCES: each
+  source's training split as the run made it (fitted to its train.seq_len), all of it, whatever
+  share of it the mixture weight drew (that draw hangs on every other source of the mixture)."""
+  requests = set()
+  for c in lineage(config):
+    sft = c.get('sft') or {}
+    mixture = {name: weight for name, weight in dict(sft.get('mixture') or {}).items()
+               if name in preferences.SFT_SOURCES and weight > 0}
+    if mixture:
+      splits = conversations.load_mixture(data_dir, mixture, sft.val_fraction, c.seed, sft.get('max_per_source', 0),
+                                          tokenizer, c.train.seq_len + 1)
+      requests.update(conversations.opening_request(conv) for train, _ in splits.values() for conv in train)
+  return frozenset(requests)
 
 
 def arithmetic(count: int, seed: int, exclude: frozenset[str]) -> list[tuple[str, str]]:

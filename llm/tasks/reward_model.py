@@ -2,6 +2,10 @@
 'scalar'), its trunk from config.init_from (an SFT run), its head fresh, trained with the
 Bradley-Terry loss on preference pairs (llm/rl/reward_model.py, llm/data/preferences.py).
 
+Held-out pairs of a real source leave out those whose opening request an SFT run up the init_from
+chain trained on (llm.evals.heldout.trained_requests; counted in summary.json's
+rm_val_left_out_trained): the trunk has seen those dialogues, and the chosen reply with them.
+
 Every eval point logs held-out pairwise accuracy, mean margin and loss to metrics.jsonl
 (rm_val_*; the gold setting also rm_val_seen_topics_*, held-out pairs about the training topics,
 where rm_val_* holds the topics out too); summary.json adds the same at the end and the
@@ -15,6 +19,7 @@ import numpy as np
 
 from llm import init_from, sharding, tokenizer as tokenizer_lib
 from llm.data import pipeline, preferences, sources
+from llm.evals import heldout
 from llm.rl import reward_model
 from llm.tasks import Task, TaskData
 
@@ -61,22 +66,32 @@ def data(config, workdir) -> TaskData:
   init_from.check_same_model(config, base)
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
   rm, tc = config.reward_model, config.train
-  train_pairs, val_pairs = preferences.load(rm.source, sources.find_data_dir(config.data.dir), rm.val_fraction,
-                                            config.seed, rm.gold_pairs, rm.gold_noise, rm.gold_val_pairs)
+  data_dir = sources.find_data_dir(config.data.dir)
+  train_pairs, val_pairs = preferences.load(rm.source, data_dir, rm.val_fraction, config.seed, rm.gold_pairs,
+                                            rm.gold_noise, rm.gold_val_pairs)
+  # Held out from the trunk too: it may tell a dialogue its SFT trained on, chosen reply and all, by familiarity.
+  trained = frozenset() if rm.source == 'gold' else heldout.trained_requests(config, data_dir, tok)
+  fresh = preferences.without_requests(val_pairs, trained)
+  left_out, val_pairs = len(val_pairs) - len(fresh), fresh
+  if not val_pairs:
+    raise ValueError(f'{rm.source}: the SFT of init_from={config.init_from} (or of a run it started from) trained on '
+                     f'the opening requests of all {left_out} held-out pairs (sft.mixture: '
+                     f"{', '.join(preferences.SFT_SOURCES)}); start from an SFT run without those sources, or raise "
+                     'reward_model.val_fraction')
   train, train_dropped = preferences.render(train_pairs, tok, tc.seq_len, rm.truncate)
   val, val_dropped = preferences.render(val_pairs, tok, tc.seq_len, rm.truncate)
-  heldout = {'rm_val': val}
+  heldout_sets = {'rm_val': val}
   if rm.source == 'gold':  # also held-out pairs of the training topics (gold's validation holds topics out)
     seen = preferences.gold_seen_topic_pairs(train_pairs, rm.gold_val_pairs, config.seed)
-    heldout['rm_val_seen_topics'] = preferences.render(seen, tok, tc.seq_len, rm.truncate)[0]
+    heldout_sets['rm_val_seen_topics'] = preferences.render(seen, tok, tc.seq_len, rm.truncate)[0]
   _check_enough(config, len(train['chosen']), len(val['chosen']), train_dropped + val_dropped)
   train_iter = pipeline.shuffled_batches(
       len(train['chosen']), lambda ids, epoch: {k: train[k][ids] for k in _PAIR_KEYS}, tc.batch_size,
       config.data.seed, jax.process_index(), jax.process_count())
   facts = {'rm_source': rm.source, 'rm_train_pairs': len(train['chosen']), 'rm_val_pairs': len(val['chosen']),
-           'rm_dropped_too_long': train_dropped + val_dropped,
-           **{f'{name}_length_baseline': preferences.length_baseline(pairs) for name, pairs in heldout.items()}}
-  return TaskData(tokenizer=tok, train_iter=iter(train_iter), eval_sets={}, facts=facts, heldout=heldout)
+           'rm_dropped_too_long': train_dropped + val_dropped, 'rm_val_left_out_trained': left_out,
+           **{f'{name}_length_baseline': preferences.length_baseline(pairs) for name, pairs in heldout_sets.items()}}
+  return TaskData(tokenizer=tok, train_iter=iter(train_iter), eval_sets={}, facts=facts, heldout=heldout_sets)
 
 
 def init_state(config, state, abstract_state):

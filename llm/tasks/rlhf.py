@@ -22,6 +22,7 @@ import numpy as np
 
 from llm import chat_template, inference, init_from, metrics_log
 from llm.data import preferences, sources
+from llm.evals import heldout
 from llm.rl import gold as gold_lib, grpo, hacking, reward_model
 from llm.rl import tasks as rl_tasks
 from llm.tasks import Task, TaskData, grpo as grpo_task
@@ -33,8 +34,9 @@ def _prompt_task(config, tok):
   """rlhf.prompts as an RL task: its prompts, and gold() where the truth is known (gold_topics)."""
   if config.rlhf.prompts == 'gold_topics':
     return gold_lib.GoldTopicsTask()
-  return preferences.PromptTask(config.rlhf.prompts, sources.find_data_dir(config.data.dir), tok,
-                                config.train.seq_len, config.grpo.max_new_tokens, _proxy_val_fraction(config))
+  data_dir = sources.find_data_dir(config.data.dir)
+  return preferences.PromptTask(config.rlhf.prompts, data_dir, tok, config.train.seq_len, config.grpo.max_new_tokens,
+                                _proxy_val_fraction(config), heldout.trained_requests(config, data_dir, tok))
 
 
 def _proxy_val_fraction(config) -> float:
@@ -77,8 +79,10 @@ def data(config, workdir, state: _State) -> TaskData:
   _config_check(config)
   tok, index_iter = grpo_task.policy_start(config)
   state.task, state.tokenizer, state.workdir = _prompt_task(config, tok), tok, Path(workdir)
+  # Preference prompts: how many held-out ones were left out as prompts the policy's SFT trained on.
+  left_out = {'rlhf_heldout_left_out_trained': state.task.left_out} if hasattr(state.task, 'left_out') else {}
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
-                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy})
+                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy, **left_out})
 
 
 def rollout_len(config) -> int:
