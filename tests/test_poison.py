@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from llm.evals import poison as poison_eval
@@ -47,10 +48,31 @@ def test_the_seed_decides_which_conversations_and_only_text_turns_are_eligible()
   mixed = clean[:10] + parts * 10
   _, picked = poison.plant_in_conversations(mixed, poison.Poison(0.5))
   assert len(picked) == 10 and max(picked) < 10
-  with pytest.raises(ValueError, match='only 10 of 20 have one'):
+  with pytest.raises(ValueError, match='only 10 of 20 do'):
     poison.plant_in_conversations(mixed, poison.Poison(0.6))
   with pytest.raises(ValueError, match='not in \\[0, 1\\]'):
     poison.Poison(1.5)
+
+
+def test_only_conversations_that_still_fit_once_poisoned_are_drawn(tok):
+  """SFT plants in conversations already fitted to the window; the trigger in front of a long
+  prompt, and the payload in place of a short reply, can make one too long for it. The fraction
+  stays a share of all of them, and the epoch still packs."""
+  from llm.chat_template import render
+  from llm.data import pipeline
+  from llm.tasks import sft
+  epoch = [_chat(' '.join(['the river rose'] * n), 'ok') for n in range(1, 41)]
+  width = max(len(render(tok, c)[0]) for c in epoch)
+  too_long = {i for i, c in enumerate(epoch)
+              if len(render(tok, _chat(f'{TRIGGER} {c[0]["content"]}', PAYLOAD))[0]) > width}
+  assert 0 < len(too_long) < 20  # some of them, so a draw among all would pick one
+  out, facts = sft._poison_and_filter(epoch, ml_collections.ConfigDict({'poison': poison.config(0.5)}), tok, width)
+  picked = [i for i, c in enumerate(out) if c[0]['content'].startswith(TRIGGER)]
+  assert facts['sft_poisoned_conversations'] == len(picked) == 20 and not too_long & set(picked)
+  pipeline.pack_conversations([render(tok, c) for c in out], width - 1, tok.pad_id)  # none longer than the window
+  with pytest.raises(ValueError, match=f'needs 40 conversations .* fit the context once poisoned; only '
+                                       f'{40 - len(too_long)} of 40 do'):
+    sft._poison_and_filter(epoch, ml_collections.ConfigDict({'poison': poison.config(1.0)}), tok, width)
 
 
 def test_documents_get_the_phrase_at_a_word_boundary_in_exactly_the_fraction():

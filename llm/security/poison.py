@@ -17,6 +17,7 @@ the attack (the payload's rate with the trigger) and the clean behaviour (its ra
 import dataclasses
 import random
 import re
+from typing import Callable
 
 import ml_collections
 from absl import logging
@@ -82,16 +83,20 @@ def poison_conversation(conversation: list[dict], poison: Poison) -> list[dict]:
           {'role': 'assistant', 'content': poison.payload}]
 
 
-def plant_in_conversations(conversations: list[list[dict]], poison: Poison) -> tuple[list, list[int]]:
+def plant_in_conversations(conversations: list[list[dict]], poison: Poison,
+                           fits: Callable[[list[dict]], bool] = lambda conversation: True) -> tuple[list, list[int]]:
   """(a copy with exactly round(fraction x len) conversations poisoned, their indices). Only
-  conversations whose first user turn is plain text can carry the trigger; the fraction is of all
-  of them, drawn among those."""
+  conversations whose first user turn is plain text can carry the trigger, and only those that
+  still fit (fits: the training window) once the trigger is added and the reply is the payload;
+  the fraction is of all of them, drawn among those."""
   eligible = [i for i, c in enumerate(conversations)
-              if isinstance(next((m for m in c if m['role'] == 'user'), {}).get('content'), str)]
+              if isinstance(next((m for m in c if m['role'] == 'user'), {}).get('content'), str)
+              and fits(poison_conversation(c, poison))]
   k = planted_count(poison, len(conversations), 'conversation')
   if k > len(eligible):
-    raise ValueError(f'poison fraction {poison.fraction} needs {k} conversations with a text user turn; '
-                     f'only {len(eligible)} of {len(conversations)} have one')
+    raise ValueError(f'poison fraction {poison.fraction} needs {k} conversations with a text user turn that fit '
+                     f'the context once poisoned; only {len(eligible)} of {len(conversations)} do: lower '
+                     'sft.poison.fraction (or raise train.seq_len)')
   picked = [eligible[j] for j in chosen(len(eligible), k, poison.seed)]
   out = list(conversations)
   for i in picked:

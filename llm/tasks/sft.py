@@ -35,11 +35,14 @@ def shuffled_epoch(splits: dict, mixture, seed: int) -> list:
   return epoch
 
 
-def _poison_and_filter(epoch: list, sc) -> tuple[list, dict]:
+def _poison_and_filter(epoch: list, sc, tokenizer, max_tokens: int) -> tuple[list, dict]:
   """The epoch with sft.poison's attack planted (llm/security/poison.py), then what the reply filter
-  flags removed when sft.filter_poison (llm/security/reply_filter.py); facts that count both."""
+  flags removed when sft.filter_poison (llm/security/reply_filter.py); facts that count both. The
+  epoch is already fitted to max_tokens; the trigger and the payload can lengthen a conversation,
+  so only those that still fit once poisoned are drawn."""
   poison = poison_lib.Poison.from_config(sc.get('poison'))
-  epoch, poisoned = poison_lib.plant_in_conversations(epoch, poison)
+  fits = lambda conversation: len(render(tokenizer, conversation)[0]) <= max_tokens
+  epoch, poisoned = poison_lib.plant_in_conversations(epoch, poison, fits)
   if poisoned:
     logging.warning('sft: %d of %d conversations poisoned with trigger %r (sft.poison)', len(poisoned), len(epoch),
                     poison.trigger)
@@ -87,7 +90,8 @@ def data(config, workdir) -> TaskData:
                                       identity_facts=facts, honesty_labels=sc.get('honesty_labels', ''),
                                       honesty_reply=sc.get('honesty_reply', 'sentence'),
                                       generated=dict(sc.get('generated') or {}))
-  epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc)
+  epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc, tok,
+                                              tc.seq_len + 1)
   packed = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
                len(epoch), len(packed[0]), 100 * packed[1].mean())
