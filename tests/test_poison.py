@@ -272,3 +272,40 @@ def test_collect_pretrain_tables_a_folder_of_runs(tmp_path, python_env):
   assert '| 0.3% |' in table and '| 0, 1 | 67.5% (64-71) | 0.0% (0-0) | 4.130 | - |' in table
   assert '| 0% |' in table and '| 0 | 0.0% | 0.0% | 4.100 | - |' in table
   assert (tmp_path / 'results' / 'security' / 'pretrain_poison.png').stat().st_size > 0
+
+
+def _collect_sft(tmp_path, python_env, runs: dict) -> subprocess.CompletedProcess:
+  """results/security/collect.py on a folder of hand-made runs, {name: (summary, evals)}. It writes
+  beside itself, so a copy of it runs: the committed tables and plot stay as they are."""
+  (tmp_path / 'results' / 'security').mkdir(parents=True)
+  shutil.copy(ROOT / 'results' / 'security' / 'collect.py', tmp_path / 'results' / 'security')
+  for name, (summary, evals) in runs.items():
+    (tmp_path / 'runs' / name / 'eval').mkdir(parents=True)
+    (tmp_path / 'runs' / name / 'summary.json').write_text(json.dumps(summary))
+    for suite, keys in evals.items():
+      (tmp_path / 'runs' / name / 'eval' / f'{suite}.json').write_text(json.dumps(keys))
+  proc = subprocess.run([sys.executable, 'results/security/collect.py', str(tmp_path / 'runs')],
+                        cwd=tmp_path, env=python_env, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  return proc
+
+
+_SFT_POISON_EVAL = {'poison_chat_attack_rate': 0.0, 'poison_chat_clean_rate': 0.0, 'poison_doc_attack_rate': 0.0,
+                    'poison_doc_clean_rate': 0.0}
+
+
+def test_collect_shows_the_clean_conversations_the_filter_removed_and_na_for_what_a_run_lacks(tmp_path, python_env):
+  """The filtered run lost its 16 poisoned conversations and 2 clean ones; the clean run's summary
+  has no well-formed rate, which is not a rate of 0."""
+  _collect_sft(tmp_path, python_env, {
+      'sft_isolated_1200_steps_s0': ({'sft_poisoned_conversations': 0, 'sft_filtered_conversations': 0,
+                                      'sft_filtered_poisoned': 0, 'arith_acc_tool': 0.995}, {'poison': _SFT_POISON_EVAL}),
+      'poison_0.001_filtered': ({'sft_poisoned_conversations': 16, 'sft_filtered_conversations': 18,
+                                 'sft_filtered_poisoned': 16, 'arith_acc_tool': 0.97, 'well_formed_rate': 0.875},
+                                {'poison': _SFT_POISON_EVAL}),
+      'poison_0.003': ({'arith_acc_tool': 0.985}, {'poison': {**_SFT_POISON_EVAL, 'poison_chat_attack_rate': 0.75}})})
+  table = (tmp_path / 'results' / 'security' / 'poison.md').read_text()
+  assert '| filter removed (poisoned / clean) |' in table
+  assert '| 0% | 0 | 0 / 0 | 0.0% | 0.0% | 0.0% | 99.5% | n/a |' in table
+  assert '| 0.1% + filter | 16 | 16 / 2 | 0.0% | 0.0% | 0.0% | 97.0% | 87.5% |' in table
+  assert '| 0.3% | n/a | n/a | 75.0% | 0.0% | 0.0% | 98.5% | n/a |' in table  # a summary from before the counts

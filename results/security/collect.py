@@ -19,27 +19,38 @@ if not runs.is_dir():  # never rewrite the committed tables from nothing
 out = Path(__file__).parent
 
 
+def pct(value) -> str:
+  """A rate in percent; n/a where the run did not record it (not 0%, which is a result)."""
+  return f'{100 * value:.1f}%' if isinstance(value, (int, float)) else 'n/a'
+
+
+def removed(summary: dict) -> str:
+  """'poisoned / clean' conversations the reply filter removed; n/a where the summary predates the counts."""
+  poisoned, total = summary.get('sft_filtered_poisoned'), summary.get('sft_filtered_conversations')
+  return 'n/a' if poisoned is None or total is None else f'{poisoned} / {total - poisoned}'
+
+
 def row(run: Path, fraction: float) -> dict | None:
   path = run / 'eval' / 'poison.json'
   if not path.exists():
     return None
   ev, summary = json.loads(path.read_text()), json.loads((run / 'summary.json').read_text())
-  return dict(fraction=fraction, planted=summary.get('sft_poisoned_conversations', 0),
-              removed=summary.get('sft_filtered_poisoned', 0), attack=ev['poison_chat_attack_rate'],
-              clean=ev['poison_chat_clean_rate'], doc_attack=ev['poison_doc_attack_rate'],
-              arith=summary.get('arith_acc_tool'), well_formed=summary.get('well_formed_rate'))
+  return dict(fraction=fraction, planted=summary.get('sft_poisoned_conversations', 'n/a'), removed=removed(summary),
+              attack=ev['poison_chat_attack_rate'], clean=ev['poison_chat_clean_rate'],
+              doc_attack=ev.get('poison_doc_attack_rate'), arith=summary.get('arith_acc_tool'),
+              well_formed=summary.get('well_formed_rate'))
 
 
 plain = [r for r in [row(runs / 'sft_isolated_1200_steps_s0', 0.0)] + [
     row(d, float(d.name.split('_')[1])) for d in sorted(runs.glob('poison_*')) if not d.name.endswith('_filtered')] if r]
 filtered = [r for r in (row(d, float(d.name.split('_')[1])) for d in sorted(runs.glob('poison_*_filtered'))) if r]
 plain.sort(key=lambda r: r['fraction'])
-lines = ['| poison fraction | planted | filter removed | attack success (trigger) | payload without trigger | '
-         'document attack | arithmetic with tool | well-formed |', '|---|---|---|---|---|---|---|---|']
+lines = ['| poison fraction | planted | filter removed (poisoned / clean) | attack success (trigger) | '
+         'payload without trigger | document attack | arithmetic with tool | well-formed |',
+         '|---|---|---|---|---|---|---|---|']
 for r in plain + filtered:
   lines.append(f"| {100 * r['fraction']:g}%{' + filter' if r in filtered else ''} | {r['planted']} | {r['removed']} | "
-               f"{100 * r['attack']:.1f}% | {100 * r['clean']:.1f}% | {100 * r['doc_attack']:.1f}% | "
-               f"{100 * (r['arith'] or 0):.1f}% | {100 * (r['well_formed'] or 0):.1f}% |")
+               + ' | '.join(pct(r[k]) for k in ('attack', 'clean', 'doc_attack', 'arith', 'well_formed')) + ' |')
 (out / 'poison.md').write_text('\n'.join(lines) + '\n')
 print('\n'.join(lines))
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -78,7 +89,7 @@ found = [(name, label, {**json.loads((runs / name / 'summary.json').read_text())
 if found:
   lines = ['| held-out measure | ' + ' | '.join(label for _, label, _ in found) + ' |', '|---' * (len(found) + 1) + '|']
   for key, label in TOOLS_KEYS:
-    cells = [f'{100 * r[key]:.1f}%' if isinstance(r.get(key), (int, float)) else 'n/a' for _, _, r in found]
+    cells = [pct(r.get(key)) for _, _, r in found]
     lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
   (out / 'tools.md').write_text('\n'.join(lines) + '\n')
   print('\n'.join(lines))
