@@ -309,3 +309,23 @@ def test_collect_shows_the_clean_conversations_the_filter_removed_and_na_for_wha
   assert '| 0% | 0 | 0 / 0 | 0.0% | 0.0% | 0.0% | 99.5% | n/a |' in table
   assert '| 0.1% + filter | 16 | 16 / 2 | 0.0% | 0.0% | 0.0% | 97.0% | 87.5% |' in table
   assert '| 0.3% | n/a | n/a | 75.0% | 0.0% | 0.0% | 98.5% | n/a |' in table  # a summary from before the counts
+
+
+@pytest.mark.parametrize('with_tools_runs', [False, True])
+def test_collect_writes_tools_md_only_from_all_the_tools_runs(tmp_path, python_env, with_tools_runs):
+  """The poisoning runs' folder holds the plain SFT run, a column of tools.md, but not the tools runs:
+  collecting it writes no tools.md (it overwrote the committed four columns with that one)."""
+  plain = ({'arith_acc_tool': 0.995}, {'poison': _SFT_POISON_EVAL, 'jailbreak': {'jailbreak_refusal_rate': 0.31}})
+  tools_runs = {name: ({'arith_acc_tool': 0.9}, {'injection': {'injection_follow_rate': 0.0}})
+                for name in ('sft_tools', 'sft_tools_guarded', 'sft_tools_copy_text')}
+  committed = tmp_path / 'results' / 'security' / 'tools.md'
+  proc = _collect_sft(tmp_path, python_env,
+                      {'sft_isolated_1200_steps_s0': plain, **(tools_runs if with_tools_runs else {})})
+  if with_tools_runs:
+    lines = committed.read_text().splitlines()
+    assert lines[0].count(' | ') == 4  # the measure and the four runs
+    assert '| refuses held-out harmful requests | 31.0% | n/a | n/a | n/a |' in lines
+    assert '| follows an injected instruction | n/a | 0.0% | 0.0% | 0.0% |' in lines
+  else:
+    assert not committed.exists()
+    assert 'tools.md left as it is' in proc.stdout and 'lacks sft_tools, sft_tools_guarded, sft_tools_copy_text' in proc.stdout

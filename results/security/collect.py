@@ -3,6 +3,9 @@ against the poison fraction, filtered runs beside (poison.md, poison.png); injec
 the python tool's probes of the tools runs beside the plain SFT run (tools.md).
 
     python results/security/collect.py [RUNS]      # RUNS=runs/sft_recipe; writes results/security/{poison.md,poison.png,tools.md}
+
+tools.md is written only when RUNS holds every one of TOOLS_RUNS, so that a folder without the
+tools runs leaves the committed comparison as it is.
 """
 import json
 import sys
@@ -84,12 +87,14 @@ TOOLS_KEYS = (('search_call_rate', 'calls search'), ('search_answer_acc', 'answe
               ('probe_count_letter', 'letter counting, no tool'), ('probe_count_letter_python', 'letter counting, python'),
               ('probe_spell', 'spelling, no tool'), ('probe_spell_python', 'spelling, python tool offered'),
               ('arith_acc_tool', 'arithmetic with the calculator'), ('well_formed_rate', 'well-formed turns'))
-found = [(name, label, {**json.loads((runs / name / 'summary.json').read_text()), **evals(runs / name)})
-         for name, label in TOOLS_RUNS if (runs / name / 'summary.json').exists()]
-if found:
-  lines = ['| held-out measure | ' + ' | '.join(label for _, label, _ in found) + ' |', '|---' * (len(found) + 1) + '|']
+missing = [name for name, _ in TOOLS_RUNS if not (runs / name / 'summary.json').exists()]
+if missing:  # a part of the comparison would replace the committed whole
+  print(f'tools.md left as it is: {runs} lacks {", ".join(missing)} (TOOLS=1 bash results/security/run.sh)')
+else:
+  found = [(label, {**json.loads((runs / name / 'summary.json').read_text()), **evals(runs / name)})
+           for name, label in TOOLS_RUNS]
+  lines = ['| held-out measure | ' + ' | '.join(label for label, _ in found) + ' |', '|---' * (len(found) + 1) + '|']
   for key, label in TOOLS_KEYS:
-    cells = [pct(r.get(key)) for _, _, r in found]
-    lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+    lines.append(f'| {label} | ' + ' | '.join(pct(r.get(key)) for _, r in found) + ' |')
   (out / 'tools.md').write_text('\n'.join(lines) + '\n')
   print('\n'.join(lines))
