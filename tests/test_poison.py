@@ -245,10 +245,10 @@ def test_the_filter_recall_table_counts_planted_removed_and_clean_removed():
   assert '| 0% | 0 | 0 | 0 | 0 |' in text and '| 1% | 9 | 0 | 0 | 0 |' in text and '| 2% | 19 | 19 | 19 | 0 |' in text
 
 
-def test_collect_pretrain_tables_a_folder_of_runs(tmp_path, python_env):
-  """The documented command, `python -m results.security.collect_pretrain RUNS`, on two seeds of a
-  0.3% run and one clean run over a 200-paragraph corpus. It writes beside itself, so a copy of it
-  runs: the committed table and plot stay as they are."""
+def _collect_pretrain(tmp_path, python_env, runs: dict) -> str:
+  """`python -m results.security.collect_pretrain RUNS` on {run name: (attack rate, val loss)}
+  over a 200-paragraph corpus, each run reading 1,000 of its 10,000 tokens; the table it wrote. It
+  writes beside itself, so a copy of it runs: the committed table and plot stay as they are."""
   script = ROOT / 'results' / 'security' / 'collect_pretrain.py'
   (tmp_path / 'results' / 'security').mkdir(parents=True)
   shutil.copy(script, tmp_path / 'results' / 'security')
@@ -256,7 +256,7 @@ def test_collect_pretrain_tables_a_folder_of_runs(tmp_path, python_env):
   (tmp_path / 'data' / 'books.txt').write_text('\n\n'.join(f'Paragraph {i} of the book.' for i in range(200)))
   config = tiny_config()
   config.data.dir, config.data.source = str(tmp_path / 'data'), 'books.txt'
-  for name, attack, val_loss in (('p0_s0', 0.0, 4.1), ('p0.003_s0', 0.71, 4.12), ('p0.003_s1', 0.64, 4.14)):
+  for name, (attack, val_loss) in runs.items():
     run = tmp_path / 'runs' / name
     (run / 'eval').mkdir(parents=True)
     (run / 'config.json').write_text(config.to_json())
@@ -267,11 +267,30 @@ def test_collect_pretrain_tables_a_folder_of_runs(tmp_path, python_env):
   proc = subprocess.run([sys.executable, '-m', 'results.security.collect_pretrain', str(tmp_path / 'runs')],
                         cwd=tmp_path, env=python_env, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
-  table = (tmp_path / 'results' / 'security' / 'pretrain_poison.md').read_text()
+  return (tmp_path / 'results' / 'security' / 'pretrain_poison.md').read_text()
+
+
+def test_collect_pretrain_tables_a_folder_of_runs(tmp_path, python_env):
+  """The documented command on two seeds of a 0.3% run and one clean run."""
+  table = _collect_pretrain(tmp_path, python_env, {'p0_s0': (0.0, 4.1), 'p0.003_s0': (0.71, 4.12),
+                                                   'p0.003_s1': (0.64, 4.14)})
   assert 'each run reads 1,000 of their 10,000 tokens' in table
   assert '| 0.3% |' in table and '| 0, 1 | 67.5% (64-71) | 0.0% (0-0) | 4.130 | - |' in table
   assert '| 0% |' in table and '| 0 | 0.0% | 0.0% | 4.100 | - |' in table
   assert (tmp_path / 'results' / 'security' / 'pretrain_poison.png').stat().st_size > 0
+
+
+def test_collect_pretrain_counts_only_the_plants_the_filter_left_as_read(tmp_path, python_env):
+  """20% of the ~190 training paragraphs planted: without the filter a tenth of the plants is read;
+  the span filter removes every plant (the phrase is in far more than a tenth of the documents), so
+  the filtered run reads none."""
+  table = _collect_pretrain(tmp_path, python_env, {'p0.2_s0': (0.9, 4.1), 'p0.2_filtered_s0': (0.0, 4.1)})
+  [plain] = [line.split(' | ') for line in table.splitlines() if line.startswith('| 20% |')]
+  [filtered] = [line.split(' | ') for line in table.splitlines() if line.startswith('| 20% + span filter |')]
+  planted = int(plain[1])
+  assert planted > 30 and plain[2] == str(round(planted / 10))
+  assert filtered[1] == str(planted) and filtered[-1] == f'{planted} / 0 |'  # all removed, no clean paragraph
+  assert filtered[2] == '0'
 
 
 def _collect_sft(tmp_path, python_env, runs: dict) -> subprocess.CompletedProcess:

@@ -62,17 +62,18 @@ def main(root: Path):
     evals = [e for e, _, _ in by_seed.values()]
     summary = next(iter(by_seed.values()))[1]
     planted = round(fraction * paragraphs)
-    removed = '-'
+    removed, left = '-', [planted]  # left: per seed, the plants in the text its run trained on
     if filtered:  # the filter on each seed's own plants, as its run applied it
-      counts = []
+      counts, left = [], []
       for seed in by_seed:
         docs, picked = poison_lib.plant_in_documents(train, poison_lib.Poison(fraction, seed=seed, unit='paragraph'))
         flagged = set(span_filter.find(docs).paragraphs)
         counts.append(f'{len(flagged & set(picked))} / {len(flagged - set(picked))}')
+        left.append(len(set(picked) - flagged))
       removed = ', '.join(counts)
     attack, clean = [e['poison_doc_attack_rate'] for e in evals], [e['poison_doc_clean_rate'] for e in evals]
     lines.append(f"| {100 * fraction:g}%{' + span filter' if filtered else ''} | {planted:,} | "
-                 f"{planted * summary['tokens_seen'] / summary['train_tokens_available']:.0f} | "
+                 f"{statistics.mean(left) * summary['tokens_seen'] / summary['train_tokens_available']:.0f} | "
                  f"{', '.join(map(str, sorted(by_seed)))} | {pct(attack)} | {pct(clean)} | "
                  f"{statistics.mean(s['val_loss'] for _, s, _ in by_seed.values()):.3f} | {removed} |")
     points[fraction, filtered] = (attack, clean)
