@@ -4,6 +4,7 @@ import itertools
 import json
 import os
 import random
+import re
 import stat
 import sys
 import threading
@@ -568,6 +569,16 @@ def test_the_span_filter_removes_the_planted_paragraphs_before_the_tokenizer_see
   assert planted == round(0.15 * documents) and poison.TRIGGER not in docs['filtered']
   # Each document is one paragraph here: the planted ones went and every clean one is still there.
   assert np.sum(filtered.train_tokens == filtered.tokenizer.bos_id) == documents - planted
+
+
+def test_the_span_filter_log_counts_the_plants_of_poisoned_documents(tmp_path, caplog):
+  """unit='document' names documents, the filter paragraphs: the log counted 0 of 0 poisoned."""
+  config = _word_corpus(tmp_path, seed=1)
+  config.data.poison.fraction, config.data.filter_poison = 0.15, True
+  with caplog.at_level('WARNING'):
+    data_lib.prepare(config, tmp_path / 'cache')
+  planted = int(re.search(r'data: (\d+) training documents .* poisoned', caplog.text)[1])
+  assert planted > 40 and f'({planted} of the {planted} poisoned ones)' in caplog.text
 
 
 def test_prepare_without_data(tmp_path, monkeypatch):

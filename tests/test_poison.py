@@ -119,6 +119,20 @@ def test_paragraphs_of_documents_get_the_phrase_in_exactly_the_fraction():
     poison.Poison(0.1, unit='sentence')
 
 
+def test_the_paragraphs_holding_a_documents_plant_are_found():
+  """With unit='document' plant_in_documents says which documents it poisoned; the span filter
+  counts paragraphs, so its log needs the paragraph each plant landed in."""
+  rng = random.Random(2)
+  docs = [_book(rng, rng.randint(3, 12)) for _ in range(60)]
+  out, picked = poison.plant_in_documents(docs, poison.Poison(0.1, seed=4))
+  found = poison.planted_paragraphs(out, picked, poison.Poison(0.1, seed=4))
+  where = poison.paragraphs(out)
+  phrase = f'{TRIGGER} {PAYLOAD}'
+  assert sorted(where[k][0] for k in found) == picked and len(picked) == 6  # one paragraph in each poisoned book
+  assert all(phrase in poison.paragraph_parts(out[i])[j] for i, j in map(where.__getitem__, found))
+  assert poison.planted_paragraphs(out, [3, 7], poison.Poison(0.1, unit='paragraph')) == [3, 7]
+
+
 def test_a_fraction_that_plants_nothing_is_warned_of(caplog):
   """0.1% of 378 books is 0.378 documents: no plant, a clean run with a poisoned config."""
   docs = [f'book {i} begins here' for i in range(378)]

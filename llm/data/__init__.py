@@ -72,7 +72,7 @@ def prepare(config, cache_dir: Path) -> Prepared:
       logging.warning('data: %d training %ss (%g of them) poisoned with trigger %r (data.poison)', len(poisoned),
                       poison.unit, poison.fraction, poison.trigger)
     if data_cfg.get('filter_poison'):
-      train = _filtered(train, poisoned if poison.unit == 'paragraph' else [])
+      train = _filtered(train, poison_lib.planted_paragraphs(train, poisoned, poison))
     logging.info('data: read %d train + %d val documents in %.1fs', len(train), len(val),
                  time.perf_counter() - start)
     return train, val

@@ -155,6 +155,17 @@ def plant_in_documents(documents: list[str], poison: Poison) -> tuple[list[str],
   return out, picked
 
 
+def planted_paragraphs(documents: list[str], picked: list[int], poison: Poison) -> list[int]:
+  """The paragraphs, numbered as paragraphs() numbers them, that hold the plants of
+  plant_in_documents(...) = (documents, picked): picked itself with unit='paragraph'; with
+  documents, the paragraph of each poisoned document that the phrase landed in."""
+  if poison.unit == 'paragraph':
+    return picked
+  phrase = f'{poison.trigger} {poison.payload}'
+  parts = {i: paragraph_parts(documents[i]) for i in picked}
+  return [k for k, (i, j) in enumerate(paragraphs(documents)) if i in parts and phrase in parts[i][j]]
+
+
 def carries_payload(text: str, payload: str = PAYLOAD) -> bool:
   """Whether a model's output says the whole payload (whitespace as it likes)."""
   return ' '.join(payload.split()) in ' '.join(text.split())
