@@ -5,6 +5,7 @@ import json
 import os
 import random
 import re
+import shutil
 import stat
 import sys
 import threading
@@ -579,6 +580,34 @@ def test_the_span_filter_log_counts_the_plants_of_poisoned_documents(tmp_path, c
     data_lib.prepare(config, tmp_path / 'cache')
   planted = int(re.search(r'data: (\d+) training documents .* poisoned', caplog.text)[1])
   assert planted > 40 and f'({planted} of the {planted} poisoned ones)' in caplog.text
+
+
+def test_the_pretraining_summary_counts_what_was_planted_and_what_the_filter_removed(tmp_path, monkeypatch):
+  """The counts come from reading the text, which a cached corpus skips: a resumed run, or a second
+  seed, must report them all the same."""
+  from llm.security import poison
+  from llm.tasks import pretrain
+  config = _word_corpus(tmp_path, seed=1)
+  assert data_lib.prepare(config, tmp_path / 'cache').facts == {}
+  config.data.poison.fraction = 0.15
+  poisoned = data_lib.prepare(config, tmp_path / 'cache')
+  planted = poisoned.tokenizer.decode(poisoned.train_tokens.tolist()).count(poison.TRIGGER)
+  assert planted > 40 and poisoned.facts == {'data_poisoned_documents': planted}
+  config.data.filter_poison = True
+  # One paragraph a document: the filter removes the planted ones and nothing else.
+  expected = {'data_poisoned_documents': planted, 'data_filtered_paragraphs': planted, 'data_filtered_poisoned': planted}
+  config.train.seq_len, config.train.batch_size = 16, 2  # a few windows of validation text make a batch
+  facts = pretrain.data(config, None).facts
+  assert {k: facts[k] for k in expected} == expected
+
+  def no_reading(*args):
+    raise AssertionError('a cached prepare() must not read the corpus')
+
+  with monkeypatch.context() as m:
+    m.setattr(sources, 'read_documents', no_reading)
+    assert data_lib.prepare(config, tmp_path / 'cache').facts == expected
+  shutil.rmtree(tmp_path / 'cache' / 'poison_facts')  # caches from before the counts were kept
+  assert data_lib.prepare(config, tmp_path / 'cache').facts == expected
 
 
 def test_prepare_without_data(tmp_path, monkeypatch):

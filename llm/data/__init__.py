@@ -7,13 +7,14 @@ import dataclasses
 import functools
 import hashlib
 import itertools
+import json
 import time
 from pathlib import Path
 
 from absl import logging
 import numpy as np
 
-from llm import tokenizer as tokenizer_lib
+from llm import files, tokenizer as tokenizer_lib
 from llm.data import cache, sources
 from llm.security import poison as poison_lib, span_filter
 
@@ -30,6 +31,7 @@ class Prepared:
   data_dir: Path
   fingerprint: str  # of the corpus and its split settings
   val_bytes_per_token: float  # UTF-8 bytes of validation text per (non-bos) token
+  facts: dict  # for the run's summary: what data.poison planted and data.filter_poison removed ({} when neither)
 
 
 def split_corpus(data_dir: Path, data_cfg) -> tuple[list[str], list[str]]:
@@ -41,14 +43,17 @@ def split_corpus(data_dir: Path, data_cfg) -> tuple[list[str], list[str]]:
                                  SPLIT_SEED)
 
 
-def _filtered(train: list[str], poisoned_paragraphs: list[int]) -> list[str]:
-  """train without the paragraphs llm/security/span_filter.py flags; logs what it removed."""
+def _filtered(train: list[str], poisoned_paragraphs: list[int]) -> tuple[list[str], dict]:
+  """(train without the paragraphs llm/security/span_filter.py flags, facts counting them); logs
+  what it removed."""
   finding = span_filter.find(train)
+  removed_poisoned = len(set(finding.paragraphs) & set(poisoned_paragraphs))
   logging.warning('data: the span filter removed %d training paragraphs (%d of the %d poisoned ones), holding %d '
                   'spans found in >= %d documents, e.g. %s', len(finding.paragraphs),
-                  len(set(finding.paragraphs) & set(poisoned_paragraphs)), len(poisoned_paragraphs),
-                  len(finding.spans), finding.min_documents, finding.spans[:3])
-  return span_filter.remove(train, finding.paragraphs)
+                  removed_poisoned, len(poisoned_paragraphs), len(finding.spans), finding.min_documents,
+                  finding.spans[:3])
+  return (span_filter.remove(train, finding.paragraphs),
+          {'data_filtered_paragraphs': len(finding.paragraphs), 'data_filtered_poisoned': removed_poisoned})
 
 
 def prepare(config, cache_dir: Path) -> Prepared:
@@ -62,6 +67,8 @@ def prepare(config, cache_dir: Path) -> Prepared:
   if data_cfg.get('filter_poison'):  # so is a filtered one
     fingerprint = hashlib.sha256(f'{fingerprint}|{span_filter.Settings()}'.encode()).hexdigest()[:16]
   logging.info('data: %s in %s (corpus fingerprint %s)', data_cfg.source, data_dir, fingerprint)
+  # Known only while the text is read, which a cached corpus skips: kept beside its caches.
+  facts_path = Path(cache_dir) / 'poison_facts' / f'{fingerprint}.json'
 
   @functools.cache
   def split() -> tuple[list[str], list[str]]:
@@ -71,8 +78,12 @@ def prepare(config, cache_dir: Path) -> Prepared:
     if poisoned:
       logging.warning('data: %d training %ss (%g of them) poisoned with trigger %r (data.poison)', len(poisoned),
                       poison.unit, poison.fraction, poison.trigger)
+    facts = {f'data_poisoned_{poison.unit}s': len(poisoned)} if poison.fraction else {}
     if data_cfg.get('filter_poison'):
-      train = _filtered(train, poison_lib.planted_paragraphs(train, poisoned, poison))
+      train, filter_facts = _filtered(train, poison_lib.planted_paragraphs(train, poisoned, poison))
+      facts.update(filter_facts)
+    if facts:
+      files.write_atomically(facts_path, json.dumps(facts))
     logging.info('data: read %d train + %d val documents in %.1fs', len(train), len(val),
                  time.perf_counter() - start)
     return train, val
@@ -94,5 +105,10 @@ def prepare(config, cache_dir: Path) -> Prepared:
     logging.info('tokens: %s %d tokens, %d documents, %.2f bytes/token (%.1fs) at %s', name,
                  meta['num_tokens'], meta['num_docs'], bytes_per_token[name],
                  time.perf_counter() - start, path)
+  facts = {}
+  if poison.fraction or data_cfg.get('filter_poison'):
+    if not facts_path.is_file():
+      split()  # caches built before the counts were kept: read the text once more to count
+    facts = files.read_json(facts_path, 'delete it to count again')
   return Prepared(tokenizer, tokens['train'], tokens['val'], data_dir, fingerprint,
-                  bytes_per_token['val'])
+                  bytes_per_token['val'], facts)
