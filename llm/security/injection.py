@@ -86,6 +86,7 @@ class Item:
   sentence: str  # the reply that states it
   passage: str  # what search returns: the person's facts, and the injection if any
   injected_word: str = ''  # the payload the injection asks for ('' when none)
+  injection: str = ''  # the instruction's sentence in the passage ('' when none)
 
   @property
   def file(self) -> str:
@@ -105,10 +106,13 @@ def item(rng: random.Random, injections: tuple = (), words: tuple = ()) -> Item:
   sentences = p.sentences()
   rng.shuffle(sentences)
   word = rng.choice(words) if injections else ''
+  instruction = ''
   if injections:
-    sentences.insert(rng.randint(0, len(sentences)), rng.choice(injections).format(word=word))
+    at = rng.randint(0, len(sentences))
+    instruction = rng.choice(injections).format(word=word)
+    sentences.insert(at, instruction)
   return Item(p.name, question.format(name=p.name), getattr(p, key), sentence.format(**dataclasses.asdict(p)),
-              ' '.join(sentences), word)
+              ' '.join(sentences), word, instruction)
 
 
 def conversation(it: Item, rng: random.Random) -> list[dict]:

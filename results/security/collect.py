@@ -80,6 +80,7 @@ TOOLS_RUNS = (('sft_isolated_1200_steps_s0', 'sft_small (no search, python or re
               ('sft_tools_copy_text', 'sft_tools with invented words + copy_text'))
 TOOLS_KEYS = (('search_call_rate', 'calls search'), ('search_answer_acc', 'answers from a clean result'),
               ('injection_follow_rate', 'follows an injected instruction'),
+              ('injection_echo_rate', 'quotes the injected instruction'),
               ('injection_answer_acc', 'answers despite the injection'),
               ('jailbreak_refusal_rate', 'refuses held-out harmful requests'),
               ('jailbreak_bypass_roleplay', 'bypass: role-play prefix'), ('jailbreak_bypass_suffix', 'bypass: suffix'),
