@@ -1,30 +1,64 @@
-"""Writing files: so that a killed process leaves either the old file or the whole new one, and
-only where they can be written; reading JSON so that a broken file is named."""
+"""Writing files: so that a killed process leaves either the old file or the whole new one, only
+where they can be written, and a full disk names the file it refused; reading JSON so that a
+broken file is named."""
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
 
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # the disk is full, or the user's quota on it used up
+
 
 def write_atomically(path: Path | str, data: bytes | str):
   """data (text as UTF-8) into path through a temporary file of this process beside it, renamed
-  over path: a reader, or a run resumed after a kill, never sees half a file."""
+  over path: a reader, or a run resumed after a kill, never sees half a file. A write that fails
+  (a full disk) leaves path as it was and no temporary file."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-  tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-  os.replace(tmp, path)
+  try:
+    with naming(path):
+      tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
+
+
+@contextlib.contextmanager
+def naming(path: Path | str):
+  """An OSError raised inside without a file name (a write() or flush() on a file already open,
+  as on a full disk) gets path's, so the line it ends in says which file could not be written."""
+  try:
+    yield
+  except OSError as e:
+    if e.filename is None:
+      e.filename = str(path)
+    raise
+
+
+def no_space(error: OSError, where: Path | str) -> str:
+  """'no space left on device writing FILE: free space on that disk' for an OSError whose errno is
+  one of NO_SPACE; where stands for the file when the error names none."""
+  return f'{os.strerror(error.errno).lower()} writing {error.filename or where}: free space on that disk'
 
 
 def check_writable(folder: Path | str) -> Path:
   """folder, created if need be, once a file could be written in it: checked before the work whose
-  results go there, so a read-only disk fails at the start, not after an hour."""
+  results go there, so a read-only disk fails at the start, not after an hour. A full one raises
+  its OSError, naming folder: the fix is to free space there, not to choose another folder."""
   folder = Path(folder)
   try:
     folder.mkdir(parents=True, exist_ok=True)
     probe = folder / f'.write-check.{os.getpid()}'
-    probe.write_bytes(b'')
-    probe.unlink()
+    try:
+      probe.write_bytes(b'.')  # a byte, not none: a full disk still creates an empty file
+    finally:
+      probe.unlink(missing_ok=True)
   except OSError as e:
+    if e.errno in NO_SPACE:
+      raise OSError(e.errno, os.strerror(e.errno), str(folder)) from None
     raise PermissionError(f'{folder} cannot be written ({e.strerror}): choose a folder on a writable disk') from None
   return folder
 

@@ -15,6 +15,8 @@ import sys
 from absl import app, flags, logging as absl_logging
 from ml_collections import config_flags
 
+from llm import files
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, summary.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -46,6 +48,11 @@ def main(argv):
     # Bad input or a diverged run: one line that says what and how to fix it, no traceback (other
     # exceptions are bugs, and keep theirs).
     sys.exit(f'llm: {type(e).__name__}: {e}')
+  except OSError as e:  # a full disk is no bug either: the run resumes once there is room
+    if e.errno not in files.NO_SPACE:
+      raise
+    sys.exit(f'llm: {files.no_space(e, _WORKDIR.value)}, then rerun the same command to resume from its last '
+             'checkpoint')
 
 
 def parse_flags(argv):

@@ -44,8 +44,9 @@ class MetricsLog:
     # its own that flushes every 2 minutes, so no flush() of ours could put them all on disk
     # before a checkpoint. The file's name ends in the start step: a resume within the same second
     # as the start would otherwise get the same name and overwrite it.
-    (Path(workdir) / 'tensorboard').mkdir(exist_ok=True)
-    self._tb = tensorboardX.event_file_writer.EventsWriter(str(Path(workdir) / 'tensorboard' / 'events'),
+    self._tb_dir = Path(workdir) / 'tensorboard'
+    self._tb_dir.mkdir(exist_ok=True)
+    self._tb = tensorboardX.event_file_writer.EventsWriter(str(self._tb_dir / 'events'),
                                                            filename_suffix=f'.{start_step}')
     # A resumed run reruns the steps after its checkpoint (every step, from 0, when there was none):
     # a session START at the first of them makes TensorBoard hide their events from before.
@@ -58,8 +59,9 @@ class MetricsLog:
     if not self._active:
       return
     row = {'step': step, **{k: _plain(v) for k, v in metrics.items()}}
-    self._file.write(json.dumps(row) + '\n')
-    self._file.flush()
+    with files.naming(self._path):  # a full disk: the line it ends in names the file
+      self._file.write(json.dumps(row) + '\n')
+      self._file.flush()
     for k, v in row.items():
       if k != 'step' and isinstance(v, (int, float)):
         self._tb.write_event(event_pb2.Event(wall_time=time.time(), step=step,
@@ -74,7 +76,8 @@ class MetricsLog:
     """Everything written so far onto the disk: called before a checkpoint is saved, since a run
     resumed from it keeps what was logged up to it (metrics.jsonl is flushed at every row)."""
     if self._active:
-      self._tb.flush()
+      with files.naming(self._tb_dir):
+        self._tb.flush()
 
   def advance(self, step: int):
     if self._active:

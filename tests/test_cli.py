@@ -17,6 +17,8 @@ def _program(tmp_path, body):
     ("raise ValueError('--n must be positive, not -1')", 'prog: --n must be positive, not -1'),
     ("open('{missing}')", 'prog: {missing} does not exist: check the paths given in the flags'),
     ("raise FileNotFoundError('no world at x; write one first')", 'prog: no world at x; write one first'),
+    ("raise OSError(28, 'No space left on device', 'out/report.md')",
+     'prog: no space left on device writing out/report.md: free space on that disk, then rerun the same command'),
 ])
 def test_bad_input_ends_in_one_line_naming_the_program(tmp_path, body, last_line):
   missing = tmp_path / 'runs' / 'summary.json'

@@ -479,6 +479,23 @@ def test_a_restart_cut_short_while_writing_config_or_tokenizer_leaves_them_whole
   assert {name: (tmp_path / name).read_bytes() for name in kept} == kept
 
 
+@pytest.mark.parametrize('names, file', [((), ''), (('.lock',), '.lock'), (('metrics.jsonl',), 'metrics.jsonl')])
+def test_a_full_disk_ends_in_one_line_naming_the_file_to_free_space_and_rerun(tmp_path, subprocess_env, names, file):
+  """The run's disk full from the start (which the writability check finds), or filling up when
+  the lock or the metrics are written: each ended in a traceback of an OSError naming no file."""
+  workdir = tmp_path / 'run'
+  cmd, env = _main(workdir, subprocess_env, '--config.train.steps=2')
+  fill_then_run = (f'import runpy, sys; from pathlib import Path; import full_disk; '
+                   f'full_disk.fill(Path({str(workdir)!r}), {names!r}); sys.argv[0] = "llm.main"; '
+                   'runpy.run_module("llm.main", run_name="__main__")')
+  env = dict(env, PYTHONPATH=f'{ROOT}{os.pathsep}{ROOT / "tests"}')
+  result = subprocess.run([sys.executable, '-c', fill_then_run, *cmd[3:]], env=env, capture_output=True, text=True)
+  assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      f'llm: no space left on device writing {workdir / file}: free space on that disk, then rerun the same '
+      'command to resume from its last checkpoint')
+
+
 def test_an_empty_or_unwritable_workdir_is_refused_before_training(tmp_path, cache_dir, monkeypatch):
   monkeypatch.chdir(tmp_path)  # where a run with an empty --workdir would have trained
   with pytest.raises(ValueError, match='--workdir is empty'):
