@@ -1,8 +1,11 @@
 """One orbax CheckpointManager holding the train state and the data iterator's position,
 so a resumed run continues with exactly the next batch, and the run's wall time so far."""
 import asyncio
+import contextlib
 import inspect
 import logging
+import os
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -11,12 +14,15 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from llm import files
+
 
 class Checkpointer:
 
   def __init__(self, directory: Path, keep: int):
+    self._directory = Path(directory).absolute()
     self._manager = ocp.CheckpointManager(
-        Path(directory).absolute(),
+        self._directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
@@ -27,11 +33,17 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state, data_iter, wall_s: float = 0.0):
-    """Asynchronous: returns once the arrays are copied off the devices. wall_s: the run's wall
-    time until now, over all its sessions."""
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
-        run=ocp.args.JsonSave({'wall_s': wall_s})))
+    """Asynchronous: returns once the arrays are copied off the devices, and the save before
+    finished, or raised its error here. wall_s: the run's wall time until now, over all its sessions."""
+    # From the first save on: orbax writes in threads of its own, which log a write that fails (a
+    # full disk) and the writes they abandon with it, pages of tracebacks, before the failure
+    # reaches a save or wait here. Each is added once, however many saves call this.
+    _drop_errors_of_abandoned_reads()
+    logging.getLogger('absl').addFilter(_not_orbax_logging_a_full_disk)
+    with self._full_disk_named():
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter),
+          run=ocp.args.JsonSave({'wall_s': wall_s})))
 
   def restore(self, step: int, abstract_state, data_iter):
     """Restores the state into abstract_state's shapes and shardings, and data_iter in place."""
@@ -61,10 +73,45 @@ class Checkpointer:
     return {jax.tree_util.keystr(path): tuple(m.shape) for path, m in jax.tree_util.tree_leaves_with_path(params)}
 
   def wait(self):
-    self._manager.wait_until_finished()
+    with self._full_disk_named():
+      self._manager.wait_until_finished()
 
   def close(self):
-    self._manager.close()
+    with self._full_disk_named():
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _full_disk_named(self):
+    """A save that finds the disk full fails at the next save or wait with orbax's ValueError, 425
+    characters of TensorStore detail: raised as an OSError naming the checkpoint instead, which
+    llm.main ends in one line saying to free space and rerun."""
+    try:
+      yield
+    except Exception as e:
+      code = _no_space_errno(e)
+      if code is None:
+        raise
+      step = re.search(rf'{re.escape(str(self._directory))}/(\d+)', str(e))
+      raise OSError(code, os.strerror(code), str(self._directory / step[1] if step else self._directory)) from e
+
+
+def _no_space_errno(error: BaseException) -> int | None:
+  """ENOSPC or EDQUOT where error, or one it came from, is a full disk's (an OSError, or
+  TensorStore's error: '... No space left on device [os_error_code='28']'); None for any other."""
+  while error is not None:
+    code = error.errno if isinstance(error, OSError) else next(
+        (int(c) for c in re.findall(r"\[os_error_code='(\d+)'\]", str(error))), None)
+    if code in files.NO_SPACE:
+      return code
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def _not_orbax_logging_a_full_disk(record: logging.LogRecord) -> bool:
+  """False for orbax's logs of a save that failed for want of space: three tracebacks of its
+  threads, 330 lines, before Checkpointer raises the error in one line at the next save or wait."""
+  return not (record.exc_info and record.pathname.startswith(_ORBAX)
+              and _no_space_errno(record.exc_info[1]) is not None)
 
 
 class Unreadable(ValueError):
@@ -111,11 +158,12 @@ def _unreadable(checkpoints: Path, step: int, steps, error: Exception) -> str:
 
 def _drop_errors_of_abandoned_reads():
   """Once one read fails, orbax abandons its other reads, and each can print pages around our one
-  line, often as the process exits. Its coroutine catches BaseException around its await and
-  raises an Exception in its place, so the GeneratorExit that closes it when it is collected
-  becomes an 'Exception ignored in' traceback. Its TensorStore read, finishing after orbax's event
-  loop closed, hands its result to that loop from TensorStore's own thread: 'Event loop is
-  closed'. And its future or task, collected with its error never read, is logged by asyncio.
+  line, often as the process exits (as do the writes it abandons when a save fails). Its coroutine
+  catches BaseException around its await and raises an Exception in its place, so the GeneratorExit
+  that closes it when it is collected becomes an 'Exception ignored in' traceback. Its TensorStore
+  read, finishing after orbax's event loop closed, hands its result to that loop from TensorStore's
+  own thread: 'Event loop is closed'. And its future or task, collected with its error never read,
+  is logged by asyncio.
   Drop exactly those; every other unraisable error still reaches the previous hook, every other
   asyncio record its handlers. Returns what undoes it (nothing where they were dropped already)."""
   previous = sys.unraisablehook

@@ -339,6 +339,34 @@ def test_after_a_damaged_checkpoint_asyncio_logs_only_unread_errors_of_others_th
   assert [r.exc_info[1].args[0] for r in caplog.records] == ['a real error']
 
 
+@pytest.mark.parametrize('surfaces_at', ['the next save', 'the wait at the end'])
+def test_a_save_that_finds_the_disk_full_is_one_error_naming_the_checkpoint_and_orbax_logs_no_tracebacks(
+    tmp_path, monkeypatch, caplog, surfaces_at):
+  """A full disk failed the save of step 5 in orbax's threads, which logged it with its tracebacks
+  (330 lines) before it reached the next save, or the wait, as a ValueError of 425 characters of
+  TensorStore detail."""
+  import grain
+  from orbax.checkpoint._src.serialization import serialization
+
+  async def no_space(replica_slices, spec, **kwargs):  # TensorStore's error for a write to a full disk
+    folder = spec['kvstore']['base']['path']
+    raise ValueError(f'RESOURCE_EXHAUSTED: Error writing "{spec["kvstore"]["path"]}/0" in OCDBT database at local '
+                     f'file "{folder}": Failed writing: "{folder}d/4b1c": Failed to write 4096 bytes to file 8: No '
+                     "space left on device [os_error_code='28']")
+
+  monkeypatch.setattr(serialization, 'async_serialize_from_host', no_space)
+  for logger in ('absl', 'asyncio'):
+    monkeypatch.setattr(logging.getLogger(logger), 'filters', [])
+  monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)  # put back after the test
+  ckpt = checkpoint.Checkpointer(tmp_path, keep=3)
+  state, data = {name: jnp.ones(4) for name in 'abc'}, iter(grain.MapDataset.range(8).to_iter_dataset())
+  with caplog.at_level(logging.INFO), pytest.raises(OSError) as e:
+    ckpt.save(5, state, data)
+    ckpt.save(10, state, data) if surfaces_at == 'the next save' else ckpt.wait()
+  assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / '5'))
+  assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_resuming_on_a_mesh_that_cannot_split_the_model_is_one_line_and_leaves_the_run_as_it_was(
     tmp_path, subprocess_env):
   """model.num_kv_heads=2 over mesh.tensor=4: JAX refused the layout only at restore, which said the
