@@ -10,6 +10,7 @@ import jax
 import tqdm
 
 from llm import files
+from llm.data import sources
 
 
 def _import_tensorboardx():
@@ -102,21 +103,10 @@ def _short(v):
 def drop_lines_after(path: Path, step: int):
   """On resume, forget the rows of a JSONL log (metrics.jsonl, a task's own) logged after the
   checkpoint we resume from, `step`: those steps rerun (all of them from step 0, the evaluation at
-  the start included, when there was no checkpoint). A last line cut short by a kill is dropped
-  too; the file is replaced whole, never half written."""
+  the start included, when there was no checkpoint). A last line cut short by a kill or a full disk
+  is dropped too; the file is replaced whole, never half written."""
   if not path.exists():
     return
-  lines = [l for l in path.read_text().splitlines() if l]
-  kept = []
-  for number, line in enumerate(lines, 1):
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError:
-      if number == len(lines):  # the run was killed while writing it
-        logging.warning('%s: dropping its last line, cut short: %r', path, line[:80])
-        break
-      raise ValueError(f'{path}:{number} is not valid JSON and not the last line; the file is damaged: '
-                       'repair or remove that line') from None
-    if step and row['step'] <= step:  # from step 0 every row reruns
-      kept.append(line)
-  files.write_atomically(path, ''.join(l + '\n' for l in kept))
+  kept = [row for row in sources.read_jsonl(path, last_line_may_be_cut=True)
+          if step and row['step'] <= step]  # from step 0 every row reruns
+  files.write_atomically(path, ''.join(json.dumps(row) + '\n' for row in kept))

@@ -39,7 +39,7 @@ def read_run(workdir: Path) -> dict:
     raise RunMissing(f'{workdir} holds no config.json: is it a run (python -m llm.main --workdir=...)?')
   read = lambda p: files.read_json(p) if p.exists() else {}
   metrics = workdir / 'metrics.jsonl'
-  rows = list(sources.read_jsonl(metrics)) if metrics.exists() else []
+  rows = list(sources.read_jsonl(metrics, last_line_may_be_cut=True)) if metrics.exists() else []
   summary = read(workdir / 'summary.json')
   return {'dir': workdir, 'config': read(workdir / 'config.json'), 'summary': summary,
           'metrics': rows, 'evals': seeds.read_evals(workdir, summary.get('steps'))}

@@ -298,7 +298,7 @@ def _trained_figures(workdir: Path, steps: int) -> dict:
   summary.json it may already have."""
   figures = {}
   if (workdir / 'metrics.jsonl').exists():
-    rows = list(sources.read_jsonl(workdir / 'metrics.jsonl'))
+    rows = list(sources.read_jsonl(workdir / 'metrics.jsonl', last_line_may_be_cut=True))
     losses_logged = [row['loss'] for row in rows if 'loss' in row]
     if losses_logged:
       figures['loss'] = losses_logged[-1]

@@ -1,5 +1,6 @@
 """The report card from tiny runs: the summary across stages, per-stage pages, curves, errors."""
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -103,6 +104,21 @@ def test_a_json_file_that_is_not_json_is_named(tmp_path):
   (base / 'summary.json').write_text('')
   with pytest.raises(ValueError, match=re.escape(f'{base / "summary.json"} is not valid JSON')):
     report.write([base], tmp_path / 'out', HOST)
+
+
+def test_a_metrics_log_whose_last_line_a_full_disk_cut_is_read_without_it_and_a_damaged_middle_is_refused(
+    tmp_path, caplog):
+  """A full disk (or a kill) cuts metrics.jsonl's last line short: the report refused the whole run."""
+  base = make_run(tmp_path / 'base', 'pretrain', {'params': 10}, {}, [{'step': 1, 'loss': 3.0}, {'step': 2, 'loss': 2.5}])
+  metrics = base / 'metrics.jsonl'
+  with metrics.open('a') as f:
+    f.write('{"step": 3, "lo')
+  with caplog.at_level(logging.WARNING):
+    assert report.read_run(base)['metrics'] == [{'step': 1, 'loss': 3.0}, {'step': 2, 'loss': 2.5}]
+  assert f'{metrics}: skipping its last line, cut short by a kill or a full disk' in caplog.text
+  metrics.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "lo\n{"step": 3, "loss": 2.0}\n')
+  with pytest.raises(ValueError, match=re.escape(f'{metrics}:2 is not valid JSON and not the last line')):
+    report.read_run(base)
 
 
 def test_a_seed_group_that_cannot_be_read_stops_the_report_before_any_file_is_written(tmp_path):

@@ -9,6 +9,8 @@ import zlib
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from absl import logging
+
 FORMATS = ('text_folder', 'text_file', 'jsonl')
 # The fix for a data set missing from the data dir, in every program's own terms.
 POINT_DATA_DIR = ('point the data dir (--config.data.dir; llm.data.show: --data_dir; or $LLM_DATA_DIR) at the folder '
@@ -105,9 +107,11 @@ def _without_lone_surrogates(value):
   return value
 
 
-def read_jsonl(path: Path) -> Iterator[dict]:
+def read_jsonl(path: Path, last_line_may_be_cut: bool = False) -> Iterator[dict]:
   """The JSON object on each non-blank line of a .jsonl or .jsonl.gz file: the one JSONL reader
-  of the pretraining corpora and the conversation, GSM8K and RL sources alike."""
+  of the pretraining corpora and the conversation, GSM8K and RL sources alike, and of the logs a
+  run appends to (metrics.jsonl): for those, last_line_may_be_cut, a last line that is not JSON
+  is skipped with a warning (a kill or a full disk cut it short); one before it is still refused."""
   path = Path(path)
   opener = gzip.open if path.suffix == '.gz' else open
   try:
@@ -120,8 +124,15 @@ def read_jsonl(path: Path) -> Iterator[dict]:
         try:
           record = json.loads(line)
         except json.JSONDecodeError as e:
-          raise ValueError(f'{path}:{line_number} is not valid JSON ({e.msg}, column {e.colno}); a '
-                           '.jsonl file holds one JSON object per line') from None
+          if not last_line_may_be_cut:
+            raise ValueError(f'{path}:{line_number} is not valid JSON ({e.msg}, column {e.colno}); a '
+                             '.jsonl file holds one JSON object per line') from None
+          if any(later.strip() for later in lines):
+            raise ValueError(f'{path}:{line_number} is not valid JSON and not the last line ({e.msg}, column '
+                             f'{e.colno}), so no kill or full disk cut it short: the file is damaged; repair or '
+                             'remove that line') from None
+          logging.warning('%s: skipping its last line, cut short by a kill or a full disk: %r', path, line[:80])
+          return
         if not isinstance(record, dict):
           raise ValueError(f'{path}:{line_number} holds a {type(record).__name__}, not a JSON '
                            'object; a .jsonl file holds one JSON object per line')

@@ -79,7 +79,7 @@ class HackingMonitor:
     """The evaluations a run already logged (before a resume), in step order."""
     self.history = []
     if Path(metrics_path).exists():
-      for row in sources.read_jsonl(metrics_path):
+      for row in sources.read_jsonl(metrics_path, last_line_may_be_cut=True):
         if self.gold_key in row and self.proxy_key in row:
           self.history = [h for h in self.history if h[0] < row['step']]  # a step logged again after a resume
           self.history.append((row['step'], row[self.gold_key], row[self.proxy_key]))

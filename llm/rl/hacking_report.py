@@ -31,7 +31,7 @@ def bon_curve(path: Path) -> dict:
 
 def rl_curve(workdir: Path) -> dict:
   """Held-out eval points of a task=rlhf run, in step order."""
-  rows = list(sources.read_jsonl(Path(workdir) / 'metrics.jsonl'))
+  rows = list(sources.read_jsonl(Path(workdir) / 'metrics.jsonl', last_line_may_be_cut=True))
   by_step = {r['step']: r for r in rows if 'rlhf_gold' in r}  # a step evaluated again after a resume: the last
   points = [by_step[s] for s in sorted(by_step)]
   if not points or points[0]['step'] != 0:

@@ -224,7 +224,7 @@ def plot(config, setup, params, data, state: Rollouts) -> dict:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   workdir = state.workdir
-  rows = list(sources.read_jsonl(workdir / 'metrics.jsonl'))
+  rows = list(sources.read_jsonl(workdir / 'metrics.jsonl', last_line_may_be_cut=True))
   reward = [(r['step'], r['reward_mean']) for r in rows if 'reward_mean' in r]
   heldout = [(r['step'], r['heldout_pass_at_1']) for r in rows if 'heldout_pass_at_1' in r]
   fig, ax = plt.subplots(figsize=(7, 4))

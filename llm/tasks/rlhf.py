@@ -184,7 +184,8 @@ def plot(config, setup, params, data, state: _State) -> dict:
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
-  rows = [row for row in sources.read_jsonl(state.workdir / 'metrics.jsonl') if 'rlhf_d' in row]
+  rows = [row for row in sources.read_jsonl(state.workdir / 'metrics.jsonl', last_line_may_be_cut=True)
+          if 'rlhf_d' in row]
   fig, ax = plt.subplots(figsize=(6, 4))
   for key in ('rlhf_proxy', 'rlhf_gold'):
     points = sorted((row['rlhf_d'], row[key]) for row in rows if key in row)
