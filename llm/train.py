@@ -138,11 +138,18 @@ def _check_batch_splits_evenly(tc, mesh):
                      f'--config.mesh.data and --config.mesh.fsdp whose product divides {rows}')
 
 
+def _run_config(workdir: Path) -> dict:
+  """The config workdir's run last started with ({} for a new run); one that is not JSON (cut
+  short by a full disk, edited by hand) is a ValueError naming it."""
+  path = workdir / 'config.json'
+  return files.read_json(path, 'remove it: the next start writes it again from --config') if path.exists() else {}
+
+
 def _write_config(config, workdir: Path):
   path = workdir / 'config.json'
   resolved = json.loads(config.to_json_best_effort())
   if path.exists():
-    before = json.loads(path.read_text())
+    before = _run_config(workdir)
     changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
     if changed:
       logging.warning('resuming %s with a changed config (sections %s); config.json is updated',
@@ -160,7 +167,7 @@ def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, work
     return
   ckpt.close()
   path = next(p for p in sorted(set(saved) | set(ours)) if saved.get(p) != ours.get(p))
-  before = json.loads((workdir / 'config.json').read_text()) if (workdir / 'config.json').exists() else {}
+  before = _run_config(workdir)
   now = json.loads(config.to_json_best_effort())
   fields = [f'{section}.{k}={before[section][k]!r} -> {now[section][k]!r}' for section, keys in
             (('model', now['model']), ('tokenizer', ('vocab_size',)))
@@ -207,7 +214,7 @@ def _check_same_data(ckpt, step: int, config, workdir: Path, task_stream: tuple[
   another stream, and count tokens_seen in batches it never read."""
   if not (workdir / 'config.json').exists():
     return
-  before = _flat(json.loads((workdir / 'config.json').read_text()))
+  before = _flat(_run_config(workdir))
   now = _flat(json.loads(config.to_json_best_effort()))
   # Fields both have: one added to the code since the run started keeps its old behaviour by default.
   changed = [f'{k}={before[k]!r} -> {now[k]!r}' for k in sorted(before.keys() & now.keys())
@@ -305,7 +312,8 @@ def _trained_figures(workdir: Path, steps: int) -> dict:
     last_eval = next((row for row in reversed(rows) if row['step'] == steps and 'loss' not in row), {})
     figures.update({k: v for k, v in last_eval.items() if k != 'step'})
   if (workdir / 'summary.json').exists():
-    figures['wall_s'] = json.loads((workdir / 'summary.json').read_text()).get('wall_s')
+    figures['wall_s'] = files.read_json(workdir / 'summary.json',
+                                        'remove it, then rerun the same command to write it again').get('wall_s')
   return {k: v for k, v in figures.items() if v is not None}
 
 

@@ -524,6 +524,24 @@ def test_a_full_disk_ends_in_one_line_naming_the_file_to_free_space_and_rerun(tm
       'command to resume from its last checkpoint')
 
 
+def test_a_config_or_summary_that_is_not_json_is_named(tmp_path, cache_dir):
+  """Cut short (empty) by a full disk: each start read the run's config.json, and a finished run
+  rerun its summary.json, ending in json's bare 'Expecting value: line 1 column 1 (char 0)'."""
+  config = tiny_config(cache_dir, **{'train.steps': 2, 'train.warmup_steps': 1})
+  train.run(config, tmp_path / 'run')
+  other_model = tiny_config(cache_dir, **{'train.steps': 2, 'train.warmup_steps': 1, 'model.mlp_dim': 128})
+  (tmp_path / 'new').mkdir()
+  for workdir, file, run_config in [('run', 'config.json', config), ('run', 'config.json', other_model),
+                                    ('run', 'summary.json', config), ('new', 'config.json', config)]:
+    path = tmp_path / workdir / file
+    kept = path.read_text() if path.exists() else ''
+    path.write_text('')
+    with pytest.raises(ValueError, match=re.escape(f'{path} is not valid JSON (Expecting value: line 1 column 1); '
+                                                   'remove it')):
+      train.run(run_config, path.parent)
+    path.write_text(kept)
+
+
 def test_an_empty_or_unwritable_workdir_is_refused_before_training(tmp_path, cache_dir, monkeypatch):
   monkeypatch.chdir(tmp_path)  # where a run with an empty --workdir would have trained
   with pytest.raises(ValueError, match='--workdir is empty'):
