@@ -12,18 +12,34 @@ NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # the disk is full, or the user's quota
 
 def write_atomically(path: Path | str, data: bytes | str):
   """data (text as UTF-8) into path through a temporary file of this process beside it, renamed
-  over path: a reader, or a run resumed after a kill, never sees half a file. A write that fails
-  (a full disk) leaves path as it was and no temporary file."""
+  over path: a reader, or a run resumed after a kill or a power cut, never sees half a file. A
+  write that fails (a full disk) leaves path as it was and no temporary file."""
   path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
   try:
-    with naming(path):
-      tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    with naming(path), open(tmp, 'wb') as f:
+      f.write(data.encode() if isinstance(data, str) else data)
+      f.flush()
+      # On the disk before the rename: a file system may otherwise commit the rename first, and a
+      # power cut leave path empty, the very thing the rename is there to prevent.
+      os.fsync(f.fileno())
     os.replace(tmp, path)
   except BaseException:
     tmp.unlink(missing_ok=True)
     raise
+  _sync_folder(path.parent)  # the rename is an entry in the folder, on the disk only once it is synced
+
+
+def _sync_folder(folder: Path):
+  descriptor = os.open(folder, os.O_RDONLY)
+  try:
+    os.fsync(descriptor)
+  except OSError as e:
+    if e.errno != errno.EINVAL:  # a file system that cannot sync a folder (some network ones): nothing to do
+      raise
+  finally:
+    os.close(descriptor)
 
 
 @contextlib.contextmanager

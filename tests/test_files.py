@@ -1,5 +1,7 @@
 """llm.files on a full disk: the file it could not write is named, and nothing is left half done."""
 import errno
+import os
+import stat
 
 import pytest
 
@@ -24,3 +26,26 @@ def test_the_writability_check_finds_a_full_disk_and_names_the_folder(tmp_path, 
     files.check_writable(tmp_path / 'run')
   assert (e.value.errno, e.value.filename) == (errno.ENOSPC, str(tmp_path / 'run'))
   assert list((tmp_path / 'run').iterdir()) == []  # no probe left behind
+
+
+def test_an_atomic_write_is_synced_to_the_disk_before_its_rename_and_the_rename_after(tmp_path, monkeypatch):
+  """Without fsync a power cut soon after the rename can leave an empty file (a file system may
+  commit the rename before the data), the very thing the rename is there to prevent; the rename
+  itself is an entry in the folder, on the disk once the folder is synced."""
+  calls = []
+  real_fsync, real_replace = os.fsync, os.replace
+
+  def fsync(descriptor):
+    status = os.fstat(descriptor)
+    calls.append('fsync the folder' if stat.S_ISDIR(status.st_mode) else f'fsync a file of {status.st_size} bytes')
+    real_fsync(descriptor)
+
+  def replace(source, target):
+    calls.append(f'rename to {os.path.basename(target)}')
+    real_replace(source, target)
+
+  monkeypatch.setattr(os, 'fsync', fsync)
+  monkeypatch.setattr(os, 'replace', replace)
+  files.write_atomically(tmp_path / 'summary.json', '{"loss": 2.5}\n')
+  assert calls == ['fsync a file of 14 bytes', 'rename to summary.json', 'fsync the folder']
+  assert (tmp_path / 'summary.json').read_text() == '{"loss": 2.5}\n'
