@@ -157,6 +157,20 @@ def _write_config(config, workdir: Path):
   files.write_atomically(path, json.dumps(resolved, indent=2) + '\n')  # a kill mid-write would leave it empty
 
 
+def _check_same_run(config, workdir: Path):
+  """workdir is this config's run, to start or resume, not another one to build on: a config of
+  another task would train on from that run's checkpoint and delete its summary.json, and
+  init_from=workdir would start a run from the weights it overwrites. Checked before anything is
+  written there."""
+  fix = f'train in a new --workdir with --config.init_from={workdir} to start from its weights'
+  saved = workdir / 'config.json'
+  task = files.read_json(saved).get('task') if saved.exists() else None
+  if task is not None and task != config.task:
+    raise ValueError(f'{workdir} holds a task={task} run, and this config trains task={config.task}; {fix}')
+  if config.init_from and Path(config.init_from).resolve() == workdir.resolve():
+    raise ValueError(f'init_from={config.init_from} is the --workdir itself; {fix}')
+
+
 def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, workdir: Path):
   """A resumed run's model must be the one its checkpoint holds: checked before anything is
   written into workdir, so a mistyped --config.model.* leaves the run as it was."""
@@ -332,6 +346,7 @@ def run(config, workdir: str) -> dict:
 
 def _train(config, workdir: Path) -> dict:
   t_start = time.time()
+  _check_same_run(config, workdir)
   optim.check_settings(config.train)
   optim.fit_warmup(config.train)
   if config.train.compilation_cache:

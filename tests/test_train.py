@@ -235,6 +235,29 @@ def test_resuming_with_another_model_or_data_is_refused_before_anything_is_writt
   assert [row['step'] for row in read_metrics(tmp_path) if 'val_loss' in row] == [0, 2, 3, 4]
 
 
+def test_another_stage_or_a_start_from_itself_in_a_runs_workdir_is_refused_before_anything_is_written(
+    tmp_path, cache_dir):
+  """SFT with --workdir=P --config.init_from=P on a finished pretraining run P trained on from P's
+  checkpoint and deleted its summary.json; a stage goes in a folder of its own."""
+  import tiny_config
+  seq_128 = {'model.max_seq_len': 128, 'train.seq_len': 128, 'train.warmup_steps': 1}
+  train.run(tiny_config.tiny_config(cache_dir, **seq_128, **{'train.steps': 2}), tmp_path)
+  files = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json')
+  before = {name: (tmp_path / name).read_bytes() for name in files}
+  for config, message in (
+      (tiny_config.tiny_sft_config(cache_dir, init_from=str(tmp_path), **{'train.steps': 4}),
+       rf'{tmp_path} holds a task=pretrain run, and this config trains task=sft; train in a new --workdir with '
+       rf'--config.init_from={tmp_path}'),
+      (tiny_config.tiny_sft_config(cache_dir, **{'train.steps': 4}),
+       rf'{tmp_path} holds a task=pretrain run, and this config trains task=sft'),
+      (tiny_config.tiny_config(cache_dir, init_from=f'{tmp_path}/.', **seq_128, **{'train.steps': 4}),
+       rf'init_from={tmp_path}/\. is the --workdir itself; train in a new --workdir with --config.init_from={tmp_path}')):
+    with pytest.raises(ValueError, match=message):
+      train.run(config, tmp_path)
+    assert {name: (tmp_path / name).read_bytes() for name in files} == before
+    assert not (tmp_path / 'init_from.json').exists()
+
+
 def test_a_damaged_latest_checkpoint_is_one_line_naming_the_one_before_and_the_run_resumes_from_it(
     tmp_path, subprocess_env):
   """Array files deleted from the newest checkpoint (a disk fault, a copy cut short): the resume
