@@ -107,9 +107,20 @@ def _run_dirs(root: Path) -> list[Path]:
   return sorted({f.parent for name in ('summary.json', 'config.json') for f in root.rglob(name)})
 
 
+def _not_a_pretraining_run(config: dict) -> str | None:
+  """Why a run's (N, D, loss) is no point of L(N, D), a law of pretraining from scratch; None if it is one."""
+  if config.get('task', 'pretrain') != 'pretrain':
+    return f"task={config['task']}, not pretraining (L(N, D) fits pretraining runs only)"
+  if config.get('init_from'):
+    return (f"init_from={config['init_from']}: it started from that run's weights, so its tokens_seen leaves out "
+            'what they were trained on (L(N, D) fits runs trained from scratch)')
+  return None
+
+
 def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
-  """Finished runs under each root (a run directory or a folder holding some); unfinished ones are
-  skipped with a warning line, and directories in `exclude` left out."""
+  """Finished pretraining runs under each root (a run directory or a folder holding some); unfinished
+  ones, and runs of other tasks or started from another run, are skipped with a warning line, and
+  directories in `exclude` left out."""
   excluded = {Path(p).resolve() for p in exclude}
   roots = list(map(Path, roots))
   # Several roots (say the seeds of one sweep) may hold runs of the same name: name them from the
@@ -126,6 +137,11 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
         repeated += 1
         continue
       seen.add(path.resolve())
+      config = json.loads((path / 'config.json').read_text()) if (path / 'config.json').exists() else {}
+      reason = _not_a_pretraining_run(config)
+      if reason:
+        print(f'warning: skipping {path}: {reason}', file=sys.stderr)
+        continue
       if not (path / 'summary.json').exists():
         print(f'warning: skipping {path}: no summary.json (unfinished run)', file=sys.stderr)
         continue
@@ -134,7 +150,6 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
       if missing:
         raise StudyError(f'{path}/summary.json lacks {", ".join(missing)}: rerun its llm.main command (it resumes '
                          'and rewrites summary.json with the current training code), or move it out of --runs')
-      config = json.loads((path / 'config.json').read_text()) if (path / 'config.json').exists() else {}
       budget = config.get('scaling', {}).get('c')
       if common is not None and path.resolve() != common:
         name = str(path.resolve().relative_to(common))

@@ -289,6 +289,26 @@ def test_errors_name_the_fix(tmp_path):
     scaling.load_runs([tmp_path])
 
 
+def test_only_pretraining_runs_from_scratch_are_points_of_the_law(tmp_path, capsys):
+  """A folder of runs may hold the later stages too: SFT's val_loss is on conversations, GRPO's
+  summary has none, and a run continued from another trained on more tokens than its tokens_seen."""
+  write_run(tmp_path / 'base', 1e6, 1e13, 4.0)
+  for name, config in (('sft', {'task': 'sft', 'init_from': 'runs/base'}),
+                       ('grpo', {'task': 'grpo', 'init_from': 'runs/sft'}),
+                       ('continued', {'task': 'pretrain', 'init_from': 'runs/base'})):
+    write_run(tmp_path / name, 1e6, 1e13, 2.0)
+    (tmp_path / name / 'config.json').write_text(json.dumps(config))
+  summary = json.loads((tmp_path / 'grpo' / 'summary.json').read_text())
+  del summary['val_loss']  # GRPO reports rewards, not a validation loss
+  (tmp_path / 'grpo' / 'summary.json').write_text(json.dumps(summary))
+  assert [r.name for r in scaling.load_runs([tmp_path])] == ['base']
+  assert sorted(capsys.readouterr().err.splitlines()) == [
+      f'warning: skipping {tmp_path / "continued"}: init_from=runs/base: it started from that run\'s weights, so its '
+      'tokens_seen leaves out what they were trained on (L(N, D) fits runs trained from scratch)',
+      f'warning: skipping {tmp_path / "grpo"}: task=grpo, not pretraining (L(N, D) fits pretraining runs only)',
+      f'warning: skipping {tmp_path / "sft"}: task=sft, not pretraining (L(N, D) fits pretraining runs only)']
+
+
 def test_seed_spread_sets_seed_noise_beside_the_residuals(tmp_path):
   # Two seeds of each point, their losses exp(+-0.01) around the true law: each pair's log-losses
   # lie 0.01 either side of their mean, two squared deviations over one degree of freedom, so the
