@@ -13,7 +13,8 @@ _MARKS = {'<|tool_call|>': '\n  [tool call] ', '<|/tool_call|>': '\n',
 class Printer:
   """Streams a reply (Engine.generate's stream=), each tool call and result on its own line. A
   character whose bytes come in separate tokens (byte fallback), or separate stream calls, is
-  held back until it is whole."""
+  held back until it is whole; flush() at the end writes what is held, so the reply shows as
+  decode() reads it."""
 
   def __init__(self, tokenizer, out=None):
     self.tok, self.out = tokenizer, out or sys.stdout
@@ -27,11 +28,16 @@ class Printer:
         self.out.write(self.marks[t])
       else:
         self.text_ids.append(t)
-    self.flush()
+    self._write(hold_cut_character=True)
 
   def flush(self):
+    """Writes the text held, a character cut short too: no more of it comes (the reply ended, or a
+    tool mark follows), and decode() reads the bytes it has as U+FFFD."""
+    self._write(hold_cut_character=False)
+
+  def _write(self, hold_cut_character: bool):
     text = self.tok.decode(self.text_ids)
-    if '\ufffd' not in text[-1:]:
+    if not (hold_cut_character and text.endswith('\ufffd')):
       self.out.write(text)
       self.text_ids = []
     self.out.flush()

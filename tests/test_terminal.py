@@ -45,6 +45,20 @@ def test_streamed_text_is_printed_whole_across_stream_calls(synthetic_tok):
   assert out.getvalue() == 'ab 日本 cd'
 
 
+def test_a_reply_cut_inside_a_character_is_printed_to_its_end(synthetic_tok):
+  """A reply that stops (max_new_tokens, a stop token) between a character's bytes: the bytes it
+  has are printed as decode() reads them, and nothing after them is lost."""
+  tok = synthetic_tok
+  ids = tok.encode('ab 日本')[:-1]  # 本 without its last byte
+  assert tok.decode(ids) == 'ab 日\ufffd\ufffd'  # each byte of 本 it has
+  out = io.StringIO()
+  printer = terminal.Printer(tok, out)
+  for i in range(0, len(ids), 3):
+    printer(0, ids[i:i + 3])
+  printer.flush()
+  assert out.getvalue() == 'ab 日\ufffd\ufffd'
+
+
 def test_a_flags_escapes_are_read_and_other_characters_kept():
   assert terminal.unescape('\\n', 'stop') == '\n' and terminal.unescape('a\\tb', 'stop') == 'a\tb'
   assert terminal.unescape('。', 'stop') == '。' and terminal.unescape('é\\n', 'stop') == 'é\n'
