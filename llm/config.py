@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 200  # steps between checkpoints (the last step is always saved)
   c.train.keep_checkpoints = 3  # newest checkpoints kept on disk
   c.train.peak_flops_per_device = 0.0  # for MFU; 0 = an accelerator's datasheet peak, a CPU's measured one (llm/hostinfo.py)
-  c.train.progress_bar = True  # tqdm bar on the console
+  c.train.progress_bar = True  # tqdm bar where stderr is a terminal (elsewhere a log line per logged step)
   c.train.compilation_cache = ''  # persistent XLA cache dir ('' = off)
 
   c.mesh = ml_collections.ConfigDict()

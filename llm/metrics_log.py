@@ -53,8 +53,10 @@ class MetricsLog:
     # a session START at the first of them makes TensorBoard hide their events from before.
     self._tb.write_event(event_pb2.Event(wall_time=time.time(), step=start_step + 1 if start_step else 0,
                                          session_log=event_pb2.SessionLog(status=event_pb2.SessionLog.START)))
+    # The bar only where stderr is a terminal: in a log file (a launcher's nohup, a job scheduler's)
+    # it leaves \r-separated frames in place of the per-step lines.
     self._bar = tqdm.tqdm(total=total_steps, initial=start_step, unit='step', dynamic_ncols=True,
-                          disable=not progress_bar)
+                          disable=not (progress_bar and sys.stderr.isatty()))
 
   def write(self, step: int, metrics: dict):
     if not self._active:

@@ -1,5 +1,7 @@
 """Where metrics go: metrics.jsonl and TensorBoard scalars, and what logging costs a run's start."""
+import io
 import json
+import logging
 import subprocess
 import sys
 
@@ -31,6 +33,31 @@ def test_metrics_go_to_jsonl_and_tensorboard_and_a_resume_forgets_later_steps(tm
   resumed.write(3, {'loss': 0.25})  # step 3 rerun: TensorBoard shows it once, with its new value
   resumed.close()
   assert tensorboard_scalars(tmp_path / 'tensorboard', 'loss') == [(1, 1.0), (2, 0.5), (3, 0.25)]
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+@pytest.mark.parametrize('terminal', [False, True])
+def test_the_progress_bar_is_drawn_on_a_terminal_and_a_log_file_gets_the_step_lines(
+    tmp_path, monkeypatch, caplog, terminal):
+  """progress_bar=True is the default: a run whose stderr goes to a file (the TPU launcher's nohup)
+  must still log each step, not only the bar's \r frames."""
+  from llm import metrics_log
+  stderr = _Terminal() if terminal else io.StringIO()
+  monkeypatch.setattr(sys, 'stderr', stderr)
+  caplog.set_level(logging.INFO)
+  log = metrics_log.MetricsLog(tmp_path, total_steps=2, start_step=0, progress_bar=True)
+  log.advance(1)
+  log.write(1, {'loss': 2.5})
+  log.close()
+  logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith('step ')]
+  if terminal:
+    assert logged == [] and '\r' in stderr.getvalue() and '1/2' in stderr.getvalue()
+  else:
+    assert logged == ['step 1 loss=2.5'] and stderr.getvalue() == ''
 
 
 def test_a_restart_without_a_checkpoint_reruns_every_row_and_a_resume_keeps_the_start(tmp_path):
