@@ -8,11 +8,11 @@ Then, on one GPU host or on every worker of a TPU VM (see launch/):
 
 ~10B tokens is 19k steps of 512 x 1024 tokens.
 """
-from llm.config import base_config
+from llm.config import base_config, no_arg
 
 
 def get_config(arg=None):
-  del arg
+  no_arg(arg)  # configs built on this one pass theirs here
   c = base_config()
   c.data.source = 'fineweb_edu'
   c.data.format = 'jsonl'

@@ -3,11 +3,11 @@
 
     python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small
 """
-from llm.config import base_config
+from llm.config import base_config, no_arg
 
 
 def get_config(arg=None):
-  del arg
+  no_arg(arg)  # configs built on this one pass theirs here
   c = base_config()
   c.model.position = 'rope'
   c.model.norm = 'rmsnorm'

@@ -126,3 +126,11 @@ def parse_arg(arg: str | None, defaults: dict, usage: str) -> dict:
       raise ValueError(f'config argument {arg!r}: {key}={value!r} is not a valid {kind.__name__}; '
                        f'write {usage}') from None
   return fields
+
+
+def no_arg(arg: str | None):
+  """For a config file that takes no argument: one given (configs/NAME.py:ARG) is an error, since
+  dropped it would run the config as if it were not there, and those that build on the file (its
+  arg passed on) refuse it too."""
+  if arg:
+    raise ValueError(f'config argument {arg!r}: this config takes none; set a field with --config.KEY=VALUE')

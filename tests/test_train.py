@@ -662,3 +662,27 @@ def test_a_config_file_that_cannot_be_loaded_is_named_in_one_line(tmp_path, pyth
   assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[-2000:]
   assert result.stderr.strip().splitlines()[-1].startswith('llm: ') and message in result.stderr
   assert not (tmp_path / 'run').exists()
+
+
+# Every config file but sft_hf.py, whose argument is a directory (an imported run's).
+CONFIGS_WITH_CHECKED_ARGS = sorted(p.stem for p in (ROOT / 'configs').glob('*.py') if p.stem != 'sft_hf')
+
+
+@pytest.mark.parametrize('name', CONFIGS_WITH_CHECKED_ARGS)
+def test_every_config_refuses_an_argument_it_does_not_take(name):
+  """configs/pretrain_small.py:foo ran the whole job as if no argument were given, and so did the
+  configs built on it (sft_small.py:seed=1 trained seed 0)."""
+  import importlib
+  with pytest.raises(ValueError):
+    importlib.import_module(f'configs.{name}').get_config('foo=1')  # a key no config takes
+
+
+def test_a_config_argument_the_config_does_not_take_is_one_line_before_anything_is_written(tmp_path, python_env):
+  result = subprocess.run([sys.executable, '-m', 'llm.main', '--config=configs/sft_small.py:seed=1',
+                           f'--workdir={tmp_path / "run"}'], env=python_env, cwd=ROOT, capture_output=True, text=True)
+  assert result.returncode != 0 and 'Traceback' not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines()[-1] == (
+      "llm: flag --config=configs/sft_small.py:seed=1: Error whilst parsing config file: ValueError: config argument "
+      "'seed=1': this config takes none; set a field with --config.KEY=VALUE")
+  assert not (tmp_path / 'run').exists()
+
