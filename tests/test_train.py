@@ -677,6 +677,15 @@ def test_every_config_refuses_an_argument_it_does_not_take(name):
     importlib.import_module(f'configs.{name}').get_config('foo=1')  # a key no config takes
 
 
+def test_rlhf_hh_takes_rlhf_golds_beta_and_refuses_its_proxy():
+  """rlhf_hh's proxy is runs/rm_hh: rlhf_gold's proxy= was taken and then replaced."""
+  from configs import rlhf_hh
+  with pytest.raises(ValueError, match=r"config argument 'proxy=rm_x': write beta=F"):
+    rlhf_hh.get_config('proxy=rm_x')
+  c = rlhf_hh.get_config('beta=0.1')
+  assert (c.grpo.beta, c.rlhf.proxy) == (0.1, 'runs/rm_hh')
+
+
 def test_a_config_argument_the_config_does_not_take_is_one_line_before_anything_is_written(tmp_path, python_env):
   result = subprocess.run([sys.executable, '-m', 'llm.main', '--config=configs/sft_small.py:seed=1',
                            f'--workdir={tmp_path / "run"}'], env=python_env, cwd=ROOT, capture_output=True, text=True)
