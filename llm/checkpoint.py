@@ -213,5 +213,11 @@ def _not_an_unread_error_of_a_read(record: logging.LogRecord) -> bool:
 _ORBAX = str(Path(ocp.__file__).parent)
 
 
+def saved_steps(directory: Path) -> list[int]:
+  """The steps of the checkpoints in directory, none where it does not exist, read without opening
+  it (orbax names a checkpoint's folder by its step only once its save is complete)."""
+  return sorted(int(p.name) for p in Path(directory).glob('*') if p.name.isdigit())
+
+
 def abstract_like(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from absl import logging
 
-from llm import files, inference, model as model_lib, tokenizer as tokenizer_lib
+from llm import checkpoint, files, inference, model as model_lib, tokenizer as tokenizer_lib
 
 # Model fields that choose how the model computes, not what it holds: a run may change them
 # against the run it starts from (parameters stay float32 whatever the compute dtype).
@@ -66,7 +66,7 @@ def base_run(config) -> Path:
     raise FileNotFoundError(f'init_from={config.init_from!r} is not a training run (no config.json); train or '
                             'import one first or set --config.init_from=DIR')
   if not (base / 'summary.json').exists() and not (base / 'import.json').exists():
-    steps = [int(p.name) for p in (base / 'checkpoints').glob('*') if p.name.isdigit()]
+    steps = checkpoint.saved_steps(base / 'checkpoints')
     planned = inference.read_config(base).train.steps
     if not steps:
       raise ValueError(f'init_from={base} is an unfinished run (no summary.json) with no checkpoint yet: rerun its '

@@ -334,7 +334,9 @@ def test_resuming_on_another_rl_task_or_its_options_is_refused(tmp_path):
 
 def test_resuming_rlhf_on_other_prompts_is_refused(tmp_path):
   """RLHF's data position is an index into rlhf.prompts' prompts: those of another source would be
-  read on from a place the run never reached. Which proxy scores them is not the stream."""
+  read on from a place the run never reached. Which proxy scores them is not in the config's stream:
+  a proxy that splits a preference source's prompts at another reward_model.val_fraction is refused
+  by task=rlhf against the split the run recorded (tests/test_rlhf.py); one of the same stays accepted."""
   from tiny_config import tiny_rlhf_config
   from llm import train
   (tmp_path / 'config.json').write_text(tiny_rlhf_config().to_json_best_effort())
