@@ -40,22 +40,36 @@ def located(config, workdir: Path | None = None) -> Path | None:
   else to this one."""
   if not config.get('init_from'):
     return None
-  recorded = workdir / LAUNCH_RECORD if workdir else None
-  launch = json.loads(recorded.read_text()) if recorded and recorded.exists() else {}
-  candidates = [Path(launch['path'])] if launch.get('init_from') == config.init_from else []
+  launched = _launch_path(config, workdir)
+  candidates = [launched] if launched else []
   found = next((p for p in candidates + [Path(config.init_from)] if (p / 'config.json').exists()), None)
   return found and found.resolve()
 
 
-def parent(config, workdir: Path | None = None) -> Path | None:
-  """located(), but a parent that is not found is an error: a chain that ended there would be wrong."""
+def _launch_path(config, workdir: Path | None) -> Path | None:
+  """The run config.init_from named when the run in workdir was launched (its record), if it was
+  launched with this init_from and recorded it."""
+  recorded = workdir / LAUNCH_RECORD if workdir else None
+  launch = json.loads(recorded.read_text()) if recorded and recorded.exists() else {}
+  return Path(launch['path']) if launch.get('init_from') == config.init_from else None
+
+
+def parent(config, workdir: Path | None = None, needed_for: str = '') -> Path | None:
+  """located(), but a parent that is not found is an error: a chain that ended there would be wrong.
+  needed_for: what the caller follows the chain for, said in the error."""
   found = located(config, workdir)
-  if config.get('init_from') and found is None:
-    raise inference.RunError(
-        f'init_from={config.init_from!r}' + (f' of {workdir}' if workdir else '') + f' is no run from {Path.cwd()}: '
-        'run from the directory it was trained from (the repository root for configs/*.py), or make that '
-        'init_from in its config.json the path of the run it started from')
-  return found
+  if not config.get('init_from') or found is not None:
+    return found
+  named = f'init_from={config.init_from!r}' + (f' of {workdir}' if workdir else '')
+  edit = f'make that init_from in {workdir / "config.json" if workdir else "its config.json"} the path'
+  why = f' ({needed_for})' if needed_for else ''
+  # Where the run was, as launched or as an absolute path: it has been moved or deleted since.
+  was = _launch_path(config, workdir) or (Path(config.init_from) if Path(config.init_from).is_absolute() else None)
+  if was:
+    raise inference.RunError(f'{named} is no run now: {was / "config.json"} is gone{why}; restore or copy that run '
+                             f'to {was} (only its config.json is read), or {edit} where it is now')
+  raise inference.RunError(f'{named} is no run from {Path.cwd()}{why}: run from the directory it was trained from (the '
+                           f'repository root for configs/*.py), or {edit} of the run it started from')
 
 
 def base_run(config) -> Path:

@@ -528,6 +528,34 @@ def test_a_parent_run_not_found_is_named_not_taken_for_the_chains_end(tmp_path, 
     heldout.training_questions(_context_of(rl).config)
 
 
+def test_a_parent_run_moved_or_deleted_is_named_with_where_to_restore_it(tmp_path, monkeypatch):
+  """A run up the chain gone from where it was (an absolute init_from, or where the launch record
+  found a relative one) is no directory mix-up: the error says where to put it back, and, for the
+  held-out preference prompts, what it is needed for; the evals' own error stays about the chain."""
+  launch, elsewhere = tmp_path / 'repo', tmp_path / 'elsewhere'
+  elsewhere.mkdir()
+  gone = launch / 'runs' / 'base'
+  absolute = _run_dir(launch / 'runs' / 'sft', tiny_config(seed=7, init_from=str(gone)))
+  relative = _run_dir(launch / 'runs' / 'sft_relative', tiny_config(seed=7, init_from='runs/base'))
+  _run_dir(gone, tiny_config(seed=5))
+  monkeypatch.chdir(launch)
+  init_from.record(inference.read_config(relative), relative)  # as llm.train does at launch
+  (gone / 'config.json').unlink()  # the base run deleted (or moved) since
+  monkeypatch.chdir(elsewhere)
+  for sft, typed in ((absolute, str(gone)), (relative, 'runs/base')):
+    config = tiny_config(seed=3, init_from=str(sft))  # a reward model or RLHF run of that SFT
+    gone_from = (rf"init_from='{re.escape(typed)}' of {re.escape(str(sft))} is no run now: "
+                 rf'{re.escape(str(gone / "config.json"))} is gone')
+    fix = (rf'; restore or copy that run to {re.escape(str(gone))} \(only its config.json is read\), or make '
+           rf'that init_from in {re.escape(str(sft / "config.json"))} the path where it is now')
+    with pytest.raises(inference.RunError, match=gone_from + r' \(every run up the init_from chain is needed to '
+                       r'rebuild what its SFT runs trained on, so that those prompts stay out of the held-out '
+                       r'preference prompts\)' + fix):
+      heldout.trained_requests(config, tmp_path, None)
+    with pytest.raises(inference.RunError, match=gone_from + fix):
+      heldout.training_questions(config)
+
+
 def test_training_records_where_a_relative_init_from_pointed(pretrained, cache_dir, tmp_path, monkeypatch):
   from llm import train
   monkeypatch.chdir(pretrained.parent)

@@ -38,13 +38,14 @@ def _sft_draws(config) -> tuple[int, int]:
   return config.seed, 2 * max(per_source, conversations.DEFAULT_GENERATED)
 
 
-def lineage(config) -> Iterator:
+def lineage(config, needed_for: str = '') -> Iterator:
   """The run's config, then that of the run it started from (init_from), and so on up the chain.
-  A parent not found is an error, not the chain's end: the held-out sets would keep what it trained on."""
+  A parent not found is an error, not the chain's end: the held-out sets would keep what it trained
+  on. needed_for: what the caller follows the chain for, said in that error (init_from.parent)."""
   visited, workdir = set(), None
   while config is not None:
     yield config
-    workdir = init_from.parent(config, workdir)
+    workdir = init_from.parent(config, workdir, needed_for)
     done = workdir is None or workdir in visited
     visited.add(workdir)
     config = None if done else inference.read_config(workdir)
@@ -61,7 +62,8 @@ def trained_requests(config, data_dir: Path, tokenizer) -> frozenset[str]:
   source's training split as the run made it (fitted to its train.seq_len), all of it, whatever
   share of it the mixture weight drew (that draw hangs on every other source of the mixture)."""
   requests = set()
-  for c in lineage(config):
+  for c in lineage(config, 'every run up the init_from chain is needed to rebuild what its SFT runs trained on, so '
+                           'that those prompts stay out of the held-out preference prompts'):
     sft = c.get('sft') or {}
     mixture = {name: weight for name, weight in dict(sft.get('mixture') or {}).items()
                if name in preferences.SFT_SOURCES and weight > 0}
