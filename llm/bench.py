@@ -24,7 +24,7 @@ What was measured, on which hosts, and what was tried: docs/performance.md.
 import json
 import time
 
-from absl import app, flags
+from absl import flags
 
 from llm import cli
 
@@ -129,8 +129,7 @@ def run_reference(shape: dict) -> dict | None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  del argv  # cli.run refuses any
   from llm import cpu_memory
   cpu_memory.keep_freed_memory()  # as llm.main does
   shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}

@@ -27,6 +27,15 @@ def guarded(main, program: str):
   return main_ending_in_one_line
 
 
-def run(main, program: str):
-  """app.run(main), guarded: bad input ends the program in one line (see guarded)."""
-  app.run(guarded(main, program))
+def run(main, program: str, positional: bool = False):
+  """app.run(main), guarded: bad input ends the program in one line (see guarded). Words after the
+  flags are refused unless the program reads them (positional): dropped, `"The king"` meant as
+  --prompt would go unnoticed."""
+
+  def main_of_flags(argv):
+    if len(argv) > 1 and not positional:
+      raise ValueError(f'unexpected arguments {argv[1:]}: give everything as a flag, --name=value '
+                       '(quoted where the value has spaces); see --help')
+    return main(argv)
+
+  app.run(guarded(main_of_flags, program))

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from llm import cli
+
 _HF_DIR = flags.DEFINE_string('hf_dir', None, 'Hugging Face model directory (read by import, written by export).')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory (written by import, read by export).', required=True)
 _FORMAT = flags.DEFINE_enum('format', 'hf', ['hf', 'two_files'], 'export: a transformers directory, or two files.')
@@ -74,4 +76,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main, 'llm.hf', positional=True)  # the command

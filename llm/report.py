@@ -172,4 +172,4 @@ if __name__ == '__main__':
   _OUT = flags.DEFINE_string('out', None, 'Folder for report.md and its PNGs.', required=True)
   _SEEDS = flags.DEFINE_multi_string('seeds', [], 'NAME=RUN[,RUN...]: one run per seed, for the "Over seeds" table.')
   _SEED_KEYS = flags.DEFINE_list('seed_keys', [], 'Numbers averaged over seeds (summary.json / eval keys).')
-  cli.run(main, 'llm.report')
+  cli.run(main, 'llm.report', positional=True)  # more runs

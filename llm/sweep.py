@@ -191,4 +191,4 @@ def main(argv):
              'are deleted (see above), rerun the same command')
 
 if __name__ == '__main__':
-  cli.run(main, 'llm.sweep')
+  cli.run(main, 'llm.sweep', positional=True)  # passed on to llm.main

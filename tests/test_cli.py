@@ -32,6 +32,24 @@ def test_other_errors_keep_their_traceback(tmp_path):
   assert r.returncode == 1 and 'Traceback' in r.stderr and 'KeyError' in r.stderr
 
 
+@pytest.mark.parametrize('command', [
+    'llm.sample --workdir={run}', 'llm.chat --workdir={run}', 'llm.serve --workdir={run}',
+    'llm.eval --workdir={run}', 'llm.seeds', 'llm.data.show --tokenizer={run}', 'llm.data.download --dataset=tinystories --out={out}',
+    'llm.honesty.world --out={out}', 'llm.honesty.interrogate --workdir={run} --world={out}',
+    'llm.rl.hacking_report --out={out}', 'llm.rl.best_of_n', 'llm.security.filter_recall --config=configs/sft_small.py',
+    'llm.bench'])
+def test_words_after_the_flags_are_refused_not_dropped(tmp_path, python_env, command):
+  """`llm.sample --workdir=R "The king"` (the --prompt= left out) sampled from an empty prompt."""
+  args = command.format(run=tmp_path / 'run', out=tmp_path / 'out').split()
+  r = subprocess.run([sys.executable, '-m', *args, 'The king'], cwd=ROOT, env=python_env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      f"{args[0]}: unexpected arguments ['The king']: give everything as a flag, --name=value (quoted where the "
+      'value has spaces); see --help')
+  assert not (tmp_path / 'out').exists()  # refused before any work
+
+
 def test_a_config_argument_is_typed_by_its_default_and_a_bad_one_names_key_and_usage():
   from llm.config import parse_arg
   defaults = {'pairs': 4000, 'beta': 0.02, 'proxy': 'rm', 'greedy': False}

@@ -16,8 +16,9 @@ The labelled set (llm/honesty/labels.py) is written into the world's folder by d
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
+from llm import cli
 from llm.evals.context import assistant_text
 from llm.honesty import labels, verify, world as world_lib
 
@@ -113,4 +114,4 @@ if __name__ == '__main__':  # flags defined here only: importing the module defi
                     'auto: completion for a pretraining run, else chat.')
   flags.DEFINE_string('out', '', 'The labelled set (default WORLD/labels.jsonl).')
   flags.DEFINE_integer('limit', 0, 'Interrogate only the first N facts (0 = all of the train people).')
-  app.run(main)
+  cli.run(main, 'llm.honesty.interrogate')
