@@ -5,26 +5,33 @@ from llm import files
 
 
 def guarded(main, program: str):
-  """main, where bad input ends the program with one line 'program: message' instead of a
-  traceback: a ValueError (its message says what is wrong; inference.RunError is one), a folder
-  that cannot be written, a file that is not there, or a full disk. For scripts that parse their own
-  arguments."""
+  """main, where bad input ends the program in one line 'program: message' instead of a
+  traceback: a ValueError (its message says what is wrong; inference.RunError is one) or an
+  OSError (a path that is missing, a file where a folder is wanted, a folder that cannot be
+  written, a full disk, a failed download: what the program was given or runs on, not a bug in
+  it). Other exceptions are bugs and keep their traceback. For scripts that parse their own arguments."""
 
   def main_ending_in_one_line(*args):
     try:
       return main(*args)
-    except (ValueError, PermissionError) as e:
+    except ValueError as e:
       raise SystemExit(f'{program}: {e}') from None
-    except FileNotFoundError as e:
-      if e.filename is None:  # raised with a message of its own, which names the fix
-        raise SystemExit(f'{program}: {e}') from None
-      raise SystemExit(f'{program}: {e.filename} does not exist: check the paths given in the flags') from None
     except OSError as e:
-      if e.errno not in files.NO_SPACE:
-        raise
-      raise SystemExit(f'{program}: {files.no_space(e, "its output")}, then rerun the same command') from None
+      raise SystemExit(f'{program}: {_os_error(e)}') from None
 
   return main_ending_in_one_line
+
+
+def _os_error(e: OSError) -> str:
+  if e.errno in files.NO_SPACE:
+    return f'{files.no_space(e, "its output")}, then rerun the same command'
+  if e.filename is None:  # raised with a message of its own, which names the fix
+    return str(e)
+  if isinstance(e, FileNotFoundError):
+    return f'{e.filename} does not exist: check the paths given in the flags'
+  if isinstance(e, (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)):
+    return f'{e.filename}: {e.strerror}: check the paths given in the flags'
+  return f'{e.filename}: {e.strerror}'
 
 
 def run(main, program: str, positional: bool = False):

@@ -19,12 +19,16 @@ def _program(tmp_path, body):
     ("raise FileNotFoundError('no world at x; write one first')", 'prog: no world at x; write one first'),
     ("raise OSError(28, 'No space left on device', 'out/report.md')",
      'prog: no space left on device writing out/report.md: free space on that disk, then rerun the same command'),
+    ("open('{a_file}/out.json', 'w')", 'prog: {a_file}/out.json: Not a directory: check the paths given in the flags'),
+    ("open('{tmp_path}', 'w')", 'prog: {tmp_path}: Is a directory: check the paths given in the flags'),
+    ("import os; os.mkdir('{a_file}')", 'prog: {a_file}: File exists: check the paths given in the flags'),
 ])
 def test_bad_input_ends_in_one_line_naming_the_program(tmp_path, body, last_line):
-  missing = tmp_path / 'runs' / 'summary.json'
-  r = _program(tmp_path, body.format(missing=missing))
+  paths = dict(missing=tmp_path / 'runs' / 'summary.json', a_file=tmp_path / 'a_file', tmp_path=tmp_path)
+  paths['a_file'].write_text('')
+  r = _program(tmp_path, body.format(**paths))
   assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
-  assert r.stderr.strip().splitlines()[-1] == last_line.format(missing=missing)
+  assert r.stderr.strip().splitlines()[-1] == last_line.format(**paths)
 
 
 def test_other_errors_keep_their_traceback(tmp_path):
