@@ -28,19 +28,20 @@ from absl import flags
 
 from llm import cli
 
-_LAYERS = flags.DEFINE_integer('layers', 4, 'Transformer blocks.')
-_HEADS = flags.DEFINE_integer('heads', 4, 'Attention heads.')
-_DIM = flags.DEFINE_integer('dim', 256, 'Model width (MLP is 4x).')
-_SEQ = flags.DEFINE_integer('seq', 256, 'Tokens per sequence.')
-_BATCH = flags.DEFINE_integer('batch', 8, 'Sequences per step.')
-_VOCAB = flags.DEFINE_integer('vocab', 4096, 'Vocabulary size.')
-_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps.')
-_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one compiles).')
+_LAYERS = flags.DEFINE_integer('layers', 4, 'Transformer blocks.', lower_bound=1)
+_HEADS = flags.DEFINE_integer('heads', 4, 'Attention heads.', lower_bound=1)
+_DIM = flags.DEFINE_integer('dim', 256, 'Model width (MLP is 4x).', lower_bound=1)
+_SEQ = flags.DEFINE_integer('seq', 256, 'Tokens per sequence.', lower_bound=1)
+_BATCH = flags.DEFINE_integer('batch', 8, 'Sequences per step.', lower_bound=1)
+_VOCAB = flags.DEFINE_integer('vocab', 4096, 'Vocabulary size.', lower_bound=1)
+_STEPS = flags.DEFINE_integer('steps', 10, 'Timed steps.', lower_bound=1)  # the time per step divides by it
+_WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first (the first one compiles).', lower_bound=0)
 _REFERENCE = flags.DEFINE_bool('reference', False, 'Also run the PyTorch reference on the same shape.')
 _ROUNDS = flags.DEFINE_integer('rounds', 0, 'Alternate ours (attention auto, then xla) and the reference this many '
-                               'rounds, each run a fresh process (llm/bench_rounds.py).')
+                               'rounds, each run a fresh process (llm/bench_rounds.py).', lower_bound=0)
 _DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/bench_decode.py).')
-_CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.')
+_CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.',
+                               lower_bound=1)
 _DECODE_BATCHES = flags.DEFINE_list('decode_batches', ['1', '32'], 'With --decode: batch sizes to time.')
 _ATTENTION = flags.DEFINE_bool('attention', False, 'Benchmark one layer of causal attention instead '
                                '(llm/bench_attention.py): forward + backward at batch x seq x heads.')
@@ -54,7 +55,8 @@ _SERVE = flags.DEFINE_bool('serve', False, 'Benchmark serving instead (llm/bench
                            '127.0.0.1 under concurrent clients.')
 _CLIENTS = flags.DEFINE_list('clients', ['1', '8', '32'], 'With --serve: concurrent clients per level.')
 _REQUESTS = flags.DEFINE_integer('requests', 256, 'With --serve: requests per level (at least 2 per client); '
-                                 'fewer and the 32-client level is one wave, its ramp and first compiles.')
+                                 'fewer and the 32-client level is one wave, its ramp and first compiles.',
+                                 lower_bound=1)
 _DATA = flags.DEFINE_bool('data', False, 'Benchmark the data pipeline instead (llm/bench_data.py), '
                           'on the corpus and batch shape of configs/pretrain_small.py.')
 

@@ -164,3 +164,11 @@ def test_the_serving_levels_name_the_platform_the_server_ran_on(monkeypatch, tmp
   monkeypatch.setattr(bench_serve, '_level', level)
   [result] = bench_serve.run([1], workdir=str(tmp_path))
   assert result['host']['platform'] == servers[0]['JAX_PLATFORMS'] == 'cpu'
+
+
+@pytest.mark.parametrize('flag', ['--steps=0', '--layers=0', '--warmup=-1'])
+def test_a_shape_flag_out_of_range_is_refused_before_timing(flag):
+  """--steps=0 divided the timed seconds by zero, after compiling and warming up."""
+  r = subprocess.run([sys.executable, '-m', 'llm.bench', flag], capture_output=True, text=True, cwd=ROOT, timeout=120)
+  assert r.returncode != 0 and 'Traceback' not in r.stderr, r.stderr
+  assert f'flag {flag}: ' in r.stderr
