@@ -1,5 +1,7 @@
 """The one way a command-line program ends on bad input: one line naming the program and the fix."""
-from absl import app
+import sys
+
+from absl import app, flags
 
 from llm import files
 
@@ -34,10 +36,10 @@ def _os_error(e: OSError) -> str:
   return f'{e.filename}: {e.strerror}'
 
 
-def run(main, program: str, positional: bool = False):
+def run(main, program: str, positional: bool = False, config: bool = False):
   """app.run(main), guarded: bad input ends the program in one line (see guarded). Words after the
   flags are refused unless the program reads them (positional): dropped, `"The king"` meant as
-  --prompt would go unnoticed."""
+  --prompt would go unnoticed. config: the program has a --config file flag (see config_parser)."""
 
   def main_of_flags(argv):
     if len(argv) > 1 and not positional:
@@ -45,4 +47,33 @@ def run(main, program: str, positional: bool = False):
                        '(quoted where the value has spaces); see --help')
     return main(argv)
 
-  app.run(guarded(main_of_flags, program))
+  app.run(guarded(main_of_flags, program), **({'flags_parser': config_parser(program)} if config else {}))
+
+
+def config_parser(program: str):
+  """absl's flag parser for a program with a --config file flag (ml_collections.config_flags), where
+  a config file that does not load and a misspelt --config.key end in one line naming them, not a
+  traceback."""
+
+  def parse(argv):
+    try:
+      rest = flags.FLAGS(argv)
+    except SyntaxError as e:  # in the config file itself
+      sys.exit(f'{program}: could not load --config: {e.filename}:{e.lineno}: SyntaxError: {e.msg}')
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+      message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
+      if message.endswith('has no attribute get_config'):
+        sys.exit(f'{program}: the --config file defines no get_config(); it must return the config (see configs/*.py)')
+      sys.exit(f'{program}: unknown or invalid config key: {message}')
+    except flags.Error as e:
+      # A config file that raises arrives with its traceback inside the message: keep the head
+      # (which flag) and the exception's own line.
+      lines = [l for l in str(e).splitlines() if l.strip()]
+      sys.exit(f'{program}: {lines[0]} {lines[-1]}' if 'Traceback' in str(e) else f'{program}: {e}')
+    try:
+      flags.FLAGS.config.keys()  # config_flags defers a missing file's error to the first read
+    except OSError as e:
+      sys.exit(f'{program}: could not load --config: {" ".join(l.strip() for l in str(e).splitlines()[-2:])}')
+    return rest
+
+  return parse

@@ -15,7 +15,7 @@ import sys
 from absl import app, flags, logging as absl_logging
 from ml_collections import config_flags
 
-from llm import files
+from llm import cli, files
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, summary.')
@@ -34,11 +34,7 @@ def main(argv):
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  try:
-    config = _CONFIG.value
-    config.task  # noqa: B018  (config_flags defers a missing file's error to the first field read)
-  except OSError as e:
-    sys.exit(f'llm: could not load --config: {" ".join(l.strip() for l in str(e).splitlines()[-2:])}')
+  config = _CONFIG.value
   from llm import cpu_memory, sharding, train  # after flag parsing, so --help stays fast
   cpu_memory.keep_freed_memory()  # before JAX starts its CPU client
   try:
@@ -55,23 +51,5 @@ def main(argv):
              'checkpoint')
 
 
-def parse_flags(argv):
-  """absl's parser, but a misspelt --config.key ends in one line naming it, not a traceback."""
-  try:
-    return flags.FLAGS(argv)
-  except SyntaxError as e:  # in the config file itself
-    sys.exit(f'llm: could not load --config: {e.filename}:{e.lineno}: SyntaxError: {e.msg}')
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
-    if message.endswith('has no attribute get_config'):
-      sys.exit('llm: the --config file defines no get_config(); it must return the config (see configs/*.py)')
-    sys.exit(f'llm: unknown or invalid config key: {message}')
-  except flags.Error as e:
-    # A config file that raises arrives with its traceback inside the message: keep the head
-    # (which flag) and the exception's own line.
-    lines = [l for l in str(e).splitlines() if l.strip()]
-    sys.exit(f'llm: {lines[0]} {lines[-1]}' if 'Traceback' in str(e) else f'llm: {e}')
-
-
 if __name__ == '__main__':
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=cli.config_parser('llm'))

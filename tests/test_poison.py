@@ -362,3 +362,16 @@ def test_collect_writes_tools_md_only_from_all_the_tools_runs(tmp_path, python_e
   else:
     assert not committed.exists()
     assert 'tools.md left as it is' in proc.stdout and 'lacks sft_tools, sft_tools_guarded, sft_tools_copy_text' in proc.stdout
+
+
+@pytest.mark.parametrize('args, says', [
+    ([], '--config'), (['--config=configs/nope.py'], 'configs/nope.py'),
+    (['--config=configs/sft_small.py', '--config.data.nonexistent=1'], 'nonexistent')])
+def test_filter_recall_given_no_config_or_a_bad_one_ends_in_one_line_naming_it(python_env, args, says):
+  """A missing --config was an AttributeError on None, a missing file an OSError, a misspelt key
+  an AttributeError: each a traceback."""
+  r = subprocess.run([sys.executable, '-m', 'llm.security.filter_recall', *args], cwd=ROOT, env=python_env,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  last = r.stderr.strip().splitlines()[-1]
+  assert last.startswith('llm.security.filter_recall: ') and says in last, last

@@ -75,6 +75,7 @@ def main(argv):
 
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'an SFT or pretraining config file', lock_config=False)
+  flags.mark_flag_as_required('config')
   flags.DEFINE_list('fractions', ['0', '0.0003', '0.0005', '0.001', '0.003', '0.01', '0.03'], 'poison fractions')
   flags.DEFINE_string('out', '', 'write the table to this markdown file too')
-  cli.run(main, 'llm.security.filter_recall')
+  cli.run(main, 'llm.security.filter_recall', config=True)
