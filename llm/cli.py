@@ -64,7 +64,7 @@ def config_parser(program: str):
       message = ' '.join(str(e).replace('\\n', ' ').replace('\\', '').replace("'", '').split())
       if message.endswith('has no attribute get_config'):
         sys.exit(f'{program}: the --config file defines no get_config(); it must return the config (see configs/*.py)')
-      sys.exit(f'{program}: unknown or invalid config key: {message}')
+      sys.exit(f'{program}: {_unknown_key(argv) or f"unknown or invalid config key: {message}"}')
     except flags.Error as e:
       # A config file that raises arrives with its traceback inside the message: keep the head
       # (which flag) and the exception's own line.
@@ -77,3 +77,26 @@ def config_parser(program: str):
     return rest
 
   return parse
+
+
+def _unknown_key(argv: list[str]) -> str | None:
+  """What is wrong with the first --config.a.b=... in argv that names no field of the --config
+  file's config, with the fields there are (config_flags says only 'b'); None if each names one."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None)
+  if path is None:
+    return None
+  config = flags.FLAGS['config'].parser.parse(path)
+  for arg in argv:
+    if not arg.startswith('--config.'):
+      continue
+    keys, node = arg.split('=', 1)[0].split('.')[1:], config
+    for depth, key in enumerate(keys):
+      where = '.'.join(['config', *keys[:depth]])
+      if not hasattr(node, 'keys'):
+        return (f'--config.{".".join(keys)}: {where} is a setting ({node!r}), not a group of fields; '
+                f'drop .{".".join(keys[depth:])}')
+      if key not in node.keys():
+        return (f'--config.{".".join(keys)}: {where} has no field {key!r} (its fields: {", ".join(sorted(node.keys()))}); '
+                'fix the spelling')
+      node = node[key]
+  return None

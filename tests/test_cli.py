@@ -54,6 +54,27 @@ def test_words_after_the_flags_are_refused_not_dropped(tmp_path, python_env, com
   assert not (tmp_path / 'out').exists()  # refused before any work
 
 
+@pytest.mark.parametrize('program', ['llm.main --workdir={run}', 'llm.security.filter_recall'])
+@pytest.mark.parametrize('override, line', [
+    ('--config.model.nonexistent=1', "--config.model.nonexistent: config.model has no field 'nonexistent' (its fields: "
+     '{model_fields}); fix the spelling'),
+    ('--config.modle.dim=64', "--config.modle.dim: config has no field 'modle' (its fields: {fields}); fix the spelling"),
+    ('--config.train.steps.warmup=1', '--config.train.steps.warmup: config.train.steps is a setting ({steps}), not a '
+     'group of fields; drop .warmup')])
+def test_a_misspelt_config_key_is_named_in_full_with_the_fields_there_are(tmp_path, python_env, program, override,
+                                                                          line):
+  """config_flags names only the last part ("nonexistent"), not the key nor what it could have been."""
+  from configs import pretrain_small
+  config = pretrain_small.get_config()
+  args = program.format(run=tmp_path / 'run').split()
+  r = subprocess.run([sys.executable, '-m', *args, '--config=configs/pretrain_small.py', override], cwd=ROOT,
+                     env=python_env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  name = 'llm' if args[0] == 'llm.main' else args[0]
+  assert r.stderr.strip().splitlines()[-1] == f'{name}: ' + line.format(
+      fields=', '.join(sorted(config)), model_fields=', '.join(sorted(config.model)), steps=config.train.steps)
+
+
 def test_a_config_argument_is_typed_by_its_default_and_a_bad_one_names_key_and_usage():
   from llm.config import parse_arg
   defaults = {'pairs': 4000, 'beta': 0.02, 'proxy': 'rm', 'greedy': False}
