@@ -42,7 +42,7 @@ _ROUNDS = flags.DEFINE_integer('rounds', 0, 'Alternate ours (attention auto, the
 _DECODE = flags.DEFINE_bool('decode', False, 'Benchmark decoding instead (llm/bench_decode.py).')
 _CONTEXT = flags.DEFINE_integer('context', 512, 'With --decode: tokens of context at the end of generation.',
                                lower_bound=1)
-_DECODE_BATCHES = flags.DEFINE_list('decode_batches', ['1', '32'], 'With --decode: batch sizes to time.')
+_DECODE_BATCHES = cli.define_number_list('decode_batches', [1, 32], 'With --decode: batch sizes to time.', lowest=1)
 _ATTENTION = flags.DEFINE_bool('attention', False, 'Benchmark one layer of causal attention instead '
                                '(llm/bench_attention.py): forward + backward at batch x seq x heads.')
 _IMPL = flags.DEFINE_string('attention_impl', 'auto', 'model.attention (llm/attention): auto | xla | '
@@ -53,7 +53,7 @@ _PEAK = flags.DEFINE_bool('peak', False, 'Re-measure this host\'s fp32 matmul pe
                           'llm/hostinfo.py) and print it; run it on an idle machine.')
 _SERVE = flags.DEFINE_bool('serve', False, 'Benchmark serving instead (llm/bench_serve.py): a real server on '
                            '127.0.0.1 under concurrent clients.')
-_CLIENTS = flags.DEFINE_list('clients', ['1', '8', '32'], 'With --serve: concurrent clients per level.')
+_CLIENTS = cli.define_number_list('clients', [1, 8, 32], 'With --serve: concurrent clients per level.', lowest=1)
 _REQUESTS = flags.DEFINE_integer('requests', 256, 'With --serve: requests per level (at least 2 per client); '
                                  'fewer and the 32-client level is one wave, its ramp and first compiles.',
                                  lower_bound=1)
@@ -144,11 +144,11 @@ def main(argv):
     from llm import bench_decode
     config = bench_config(shape['layers'], shape['heads'], shape['dim'], _CONTEXT.value, 1, 1, 0, _IMPL.value,
                           _DTYPE.value)
-    print(json.dumps(bench_decode.run(config, shape['vocab'], batches=[int(b) for b in _DECODE_BATCHES.value])))
+    print(json.dumps(bench_decode.run(config, shape['vocab'], batches=_DECODE_BATCHES.value)))
     return
   if _SERVE.value:
     from llm import bench_serve
-    bench_serve.run([int(c) for c in _CLIENTS.value], min_requests=_REQUESTS.value)
+    bench_serve.run(_CLIENTS.value, min_requests=_REQUESTS.value)
     return
   if _ATTENTION.value:
     from llm import bench_attention

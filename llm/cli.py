@@ -50,6 +50,30 @@ def run(main, program: str, positional: bool = False, config: bool = False):
   app.run(guarded(main_of_flags, program), **({'flags_parser': config_parser(program)} if config else {}))
 
 
+def define_number_list(name: str, default: list, help: str, kind=int, lowest=0):  # pylint: disable=redefined-builtin
+  """A comma-separated list flag of numbers of `kind`, each at least `lowest`: one that is not
+  ends in absl's one-line flag error naming the flag, not in a bare 'invalid literal for int()'."""
+  return flags.DEFINE(_NumberList(kind, lowest), name, default, help, serializer=flags.CsvListSerializer(','))
+
+
+class _NumberList(flags.ListParser):
+
+  def __init__(self, kind, lowest):
+    super().__init__()
+    self._kind, self._lowest = kind, lowest
+
+  def parse(self, argument):
+    numbers, what = [], 'whole number' if self._kind is int else 'number'
+    for item in super().parse(argument):
+      try:
+        numbers.append(self._kind(item))
+      except ValueError:
+        raise ValueError(f'{item!r} is not a {what}; write comma-separated {what}s >= {self._lowest}') from None
+      if numbers[-1] < self._lowest:
+        raise ValueError(f'{item} is below {self._lowest}; write comma-separated {what}s >= {self._lowest}')
+    return numbers
+
+
 def config_parser(program: str):
   """absl's flag parser for a program with a --config file flag (ml_collections.config_flags), where
   a config file that does not load and a misspelt --config.key end in one line naming them, not a

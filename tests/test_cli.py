@@ -75,6 +75,19 @@ def test_a_misspelt_config_key_is_named_in_full_with_the_fields_there_are(tmp_pa
       fields=', '.join(sorted(config)), model_fields=', '.join(sorted(config.model)), steps=config.train.steps)
 
 
+@pytest.mark.parametrize('command, says', [
+    ('llm.bench --decode --decode_batches=1,a', "flag --decode_batches=1,a: 'a' is not a whole number; write "
+     'comma-separated whole numbers >= 1'),
+    ('llm.bench --serve --clients=0,8', 'flag --clients=0,8: 0 is below 1; write comma-separated whole numbers >= 1'),
+    ('llm.security.filter_recall --config=configs/sft_small.py --fractions=0,a',
+     "flag --fractions=0,a: 'a' is not a number; write comma-separated numbers >= 0")])
+def test_a_list_of_numbers_that_is_not_one_names_its_flag(python_env, command, says):
+  """These were int() and float() of each item in main: 'invalid literal for int() with base 10: 'a''."""
+  r = subprocess.run([sys.executable, '-m', *command.split()], cwd=ROOT, env=python_env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and says in r.stderr, r.stderr
+
+
 def test_a_config_argument_is_typed_by_its_default_and_a_bad_one_names_key_and_usage():
   from llm.config import parse_arg
   defaults = {'pairs': 4000, 'beta': 0.02, 'proxy': 'rm', 'greedy': False}

@@ -61,12 +61,11 @@ def _sft_table(config, fractions: list[float]) -> str:
 def main(argv):
   del argv
   config = flags.FLAGS.config
-  fractions = [float(f) for f in flags.FLAGS.fractions]
   if config.get('sft'):
-    text = _sft_table(config, fractions)
+    text = _sft_table(config, flags.FLAGS.fractions)
   else:
     train, _ = data_lib.split_corpus(sources.find_data_dir(config.data.dir, holds=config.data.source), config.data)
-    text = paragraph_table(train, fractions, span_filter.Settings())
+    text = paragraph_table(train, flags.FLAGS.fractions, span_filter.Settings())
   print(text)
   if flags.FLAGS.out:
     Path(flags.FLAGS.out).parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +75,6 @@ def main(argv):
 if __name__ == '__main__':
   config_flags.DEFINE_config_file('config', None, 'an SFT or pretraining config file', lock_config=False)
   flags.mark_flag_as_required('config')
-  flags.DEFINE_list('fractions', ['0', '0.0003', '0.0005', '0.001', '0.003', '0.01', '0.03'], 'poison fractions')
+  cli.define_number_list('fractions', [0, 0.0003, 0.0005, 0.001, 0.003, 0.01, 0.03], 'poison fractions', kind=float)
   flags.DEFINE_string('out', '', 'write the table to this markdown file too')
   cli.run(main, 'llm.security.filter_recall', config=True)
