@@ -374,6 +374,24 @@ def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   assert (tmp_path / 'rl.png').stat().st_size > 1000
 
 
+@pytest.mark.parametrize('flag, says', [
+    ('--rm={sft}', '--rm={sft} is not a reward model run: its summary.json has no rm_train_pairs, rm_val_accuracy, '
+     'rm_val_length_baseline; give task=reward_model runs (python -m llm.main --config=configs/reward_model_*.py)'),
+    ('--bon={bon}', '--bon={bon} holds no best-of-n curve (a "curve" of rows with d, gold and proxy): give the JSON '
+     'files python -m llm.rl.best_of_n --out=FILE writes')])
+def test_hacking_report_given_a_run_or_file_of_another_kind_names_it_in_one_line(tmp_path, python_env, flag, says):
+  """An SFT run given as --rm, and another JSON file (a metrics file) as --bon, were KeyErrors."""
+  paths = dict(sft=tmp_path / 'sft_small', bon=tmp_path / 'eval.json')
+  paths['sft'].mkdir()
+  (paths['sft'] / 'summary.json').write_text(json.dumps({'val_loss': 2.1, 'step': 700}))
+  paths['bon'].write_text(json.dumps({'step': 700, 'gold': 0.4}))
+  r = subprocess.run([sys.executable, '-m', 'llm.rl.hacking_report', flag.format(**paths), f'--out={tmp_path / "out"}'],
+                     cwd=ROOT, env=python_env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
+  assert r.stderr.strip().splitlines()[-1] == 'llm.rl.hacking_report: ' + says.format(**paths)
+  assert not (tmp_path / 'out').exists()
+
+
 def test_real_preference_prompts_are_the_pairs_prompts_split_as_the_reward_models(data_dir, tok):
   from llm import chat_template
   from llm.data import preferences

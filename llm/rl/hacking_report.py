@@ -17,14 +17,17 @@ from pathlib import Path
 from absl import flags
 import numpy as np
 
-from llm import cli
+from llm import cli, files
 from llm.data import sources
 from llm.rl import hacking
 
 
 def bon_curve(path: Path) -> dict:
-  data = json.loads(Path(path).read_text())
-  rows = data['curve']
+  data = files.read_json(path)
+  rows = data.get('curve') if isinstance(data, dict) else None
+  if not isinstance(rows, list) or not all(isinstance(r, dict) and {'d', 'gold', 'proxy'} <= r.keys() for r in rows):
+    raise ValueError(f'--bon={path} holds no best-of-n curve (a "curve" of rows with d, gold and proxy): give the '
+                     'JSON files python -m llm.rl.best_of_n --out=FILE writes')
   return {'name': Path(path).stem, 'd': [r['d'] for r in rows], 'gold': [r['gold'] for r in rows],
           'proxy': [r['proxy'] for r in rows]}
 
@@ -90,11 +93,21 @@ def plot(curves: list[dict], form: str, path: Path):
   plt.close(fig)
 
 
+def rm_summary(run: Path) -> dict:
+  """A task=reward_model run's summary.json."""
+  s = files.read_json(Path(run) / 'summary.json')
+  missing = [k for k in ('rm_train_pairs', 'rm_val_accuracy', 'rm_val_length_baseline') if k not in s]
+  if missing:
+    raise ValueError(f'--rm={run} is not a reward model run: its summary.json has no {", ".join(missing)}; give '
+                     'task=reward_model runs (python -m llm.main --config=configs/reward_model_*.py)')
+  return s
+
+
 def table(rms: list[Path], bon: list[dict], rl: list[dict]) -> str:
   lines = ['| reward model | pairs | held-out accuracy | length-only baseline | held-out pairs, training topics '
            '(baseline) |', '|---|---|---|---|---|']
   for run in rms:
-    s = json.loads((Path(run) / 'summary.json').read_text())
+    s = rm_summary(run)
     seen = (f"{s['rm_val_seen_topics_accuracy']:.3f} ({s['rm_val_seen_topics_length_baseline']:.3f})"
             if 'rm_val_seen_topics_accuracy' in s else '')  # gold runs only
     lines.append(f"| {Path(run).name} | {s['rm_train_pairs']} | {s['rm_val_accuracy']:.3f} | "
