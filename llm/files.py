@@ -75,7 +75,9 @@ def check_writable(folder: Path | str) -> Path:
   except OSError as e:
     if e.errno in NO_SPACE:
       raise OSError(e.errno, os.strerror(e.errno), str(folder)) from None
-    raise PermissionError(f'{folder} cannot be written ({e.strerror}): choose a folder on a writable disk') from None
+    remedy = ('it, or a folder above it, is a file: give a folder' if isinstance(e, (FileExistsError, NotADirectoryError))
+              else 'choose a folder on a writable disk')
+    raise PermissionError(f'{folder} cannot be written ({e.strerror}): {remedy}') from None
   return folder
 
 

@@ -123,12 +123,11 @@ def main(argv):
   keys = [k for k in f.keys.split(',') if k]
   if not groups or not keys:
     raise app.UsageError('give at least one --group=NAME=RUN,... and --keys=KEY,...')
+  out = files.check_writable(f.out) if f.out else None  # before the table is printed, not after
   stats = aggregate(groups, keys)
   text = table(stats, groups, keys)
   print(text)
-  if f.out:
-    out = Path(f.out)
-    out.mkdir(parents=True, exist_ok=True)
+  if out:
     (out / 'table.md').write_text(text)
     (out / 'stats.json').write_text(json.dumps(stats, indent=1) + '\n')
     plot(stats, keys[0], out / f'{keys[0]}.png')

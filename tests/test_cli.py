@@ -54,6 +54,22 @@ def test_words_after_the_flags_are_refused_not_dropped(tmp_path, python_env, com
   assert not (tmp_path / 'out').exists()  # refused before any work
 
 
+@pytest.mark.parametrize('command', [
+    'llm.seeds --group=base={run} --keys=val_loss', 'llm.data.download --dataset=tinystories',
+    'llm.honesty.world --people=10'])
+def test_an_out_that_is_a_file_is_refused_in_one_line_before_the_work(tmp_path, python_env, command):
+  """llm.seeds printed its table, then ended in a FileExistsError traceback; llm.data.download and
+  llm.honesty.world ended in one too."""
+  args = command.format(run=tmp_path / 'run').split()
+  (tmp_path / 'out').write_text('notes\n')
+  r = subprocess.run([sys.executable, '-m', *args, f'--out={tmp_path / "out"}'], cwd=ROOT, env=python_env,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stdout == '', r.stderr
+  assert r.stderr.strip().splitlines()[-1] == (
+      f'{args[0]}: {tmp_path / "out"} cannot be written (File exists): it, or a folder above it, is a file: give a folder')
+  assert (tmp_path / 'out').read_text() == 'notes\n'
+
+
 @pytest.mark.parametrize('program', ['llm.main --workdir={run}', 'llm.security.filter_recall'])
 @pytest.mark.parametrize('override, line', [
     ('--config.model.nonexistent=1', "--config.model.nonexistent: config.model has no field 'nonexistent' (its fields: "

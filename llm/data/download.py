@@ -17,7 +17,7 @@ from pathlib import Path
 
 from absl import flags, logging
 
-from llm import cli
+from llm import cli, files
 
 DATASETS = {
     # FineWeb-Edu, 10B-token sample: parquet shards of ~2 GB, column 'text'.
@@ -62,9 +62,9 @@ def parquet_to_jsonl(parquet: Path, dest: Path, column: str = 'text'):
 def download(dataset: str, out: Path, shards: int = 0, base_url: str | None = None) -> list[Path]:
   spec = DATASETS[dataset]
   out.mkdir(parents=True, exist_ok=True)
-  files = spec['files'][:shards] if shards else spec['files']
+  names = spec['files'][:shards] if shards else spec['files']
   results = []
-  for name in files:
+  for name in names:
     raw = out / 'raw' / name if name.endswith('.parquet') else out / _local_name(name)
     raw.parent.mkdir(parents=True, exist_ok=True)
     fetch(f'{base_url or spec["base_url"]}/{name}', raw)
@@ -85,6 +85,7 @@ def _local_name(name: str) -> str:
 def main(argv):
   del argv
   f = flags.FLAGS
+  files.check_writable(f.out)  # before the downloads
   for path in download(f.dataset, Path(f.out), f.shards, f.base_url):
     print(path)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from absl import flags
 
-from llm import cli, data
+from llm import cli, data, files
 from llm.data import sources
 from llm.security import injection
 
@@ -249,6 +249,7 @@ def main(argv):
   f = flags.FLAGS
   if not f.out.strip():  # Path('') is the current directory
     raise ValueError('--out is empty; give the folder the world is written to, e.g. --out=runs/world')
+  files.check_writable(f.out)
   world = build(f.seed, f.people, val_fraction=f.val_fraction, exposure_of=f.exposure)
   write(world, Path(f.out))
   print(f'wrote {len(world.documents)} documents, {len(world.facts)} facts and {len(world.search_files)} '
