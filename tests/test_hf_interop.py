@@ -499,6 +499,29 @@ def test_two_files_decode_like_the_engine(style, synthetic_tok, tmp_path, python
     assert [int(i) for i in res.stdout.split('\n')[0].split()] == ours
 
 
+@pytest.mark.parametrize('args, error', [
+    (['{missing}', '--ids=2'], 'cannot read {missing}: No such file or directory'),
+    (['{script}', '--ids=2'], '{script} is not a model.f16 (python -m llm.hf export --format=two_files writes one)'),
+    (['{model}', '--ids=2,a'], "argument --ids: '2,a' is not token ids: write them comma-separated, e.g. 2,318,1110 "
+     '(python -m llm.hf encode makes them)'),
+    (['{model}', '--ids=2,5'], '--ids: 5 is no token id of this model; its ids are 0 to 4'),
+    (['{model}', '--ids=2,-1'], '--ids: -1 is no token id of this model; its ids are 0 to 4'),
+    (['{model}', '--ids=1,2,3,4'], "--ids: 4 tokens, more than the model's context of 3")])
+def test_two_files_script_ends_bad_input_in_one_line(tmp_path, args, error):
+  """run.py on a missing or foreign file, or with ids that are not numbers or not the model's,
+  ended in a traceback (an id past the vocabulary only once numpy indexed the embedding)."""
+  script = tmp_path / 'run.py'
+  shutil.copyfile(ROOT / 'llm' / 'interop' / 'numpy_sampler.py', script)
+  header = json.dumps({'model': {'vocab_size': 5, 'max_seq_len': 3}, 'tensors': [], 'bos_id': 2, 'eos_id': 3,
+                       'tokens': ['', '61', '', '', '62']}).encode()
+  (tmp_path / 'model.f16').write_bytes(len(header).to_bytes(8, 'little') + header)
+  paths = dict(missing=tmp_path / 'nope.f16', script=script, model=tmp_path / 'model.f16')
+  res = subprocess.run([sys.executable, str(script), *(a.format(**paths) for a in args)], capture_output=True,
+                       text=True)
+  assert res.returncode == 2 and 'Traceback' not in res.stderr, res.stderr
+  assert res.stderr.strip().splitlines()[-1] == 'run.py: error: ' + error.format(**paths)
+
+
 @pytest.mark.parametrize('arch', ['ours', 'gpt2', 'llama', 'llama_sp'])
 def test_two_files_token_table_spells_text_back(arch, synthetic_tok, request, tmp_path):
   """run.py prints text from each token's bytes in the header: SentencePiece pieces, byte-level

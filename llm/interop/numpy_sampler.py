@@ -18,6 +18,9 @@ import numpy as np
 def load(path):
   with open(path, 'rb') as f:
     size = int.from_bytes(f.read(8), 'little')
+    if size > f.seek(0, 2) - 8:  # not a header length: another kind of file
+      raise ValueError(f'{path}: the header runs past the end of the file')
+    f.seek(8)
     header = json.loads(f.read(size))
   data = np.memmap(path, np.float16, 'r', offset=8 + size)
   params, at = {}, 0
@@ -113,14 +116,34 @@ def generate(header, params, ids, steps):
   return out
 
 
+def token_ids(text):
+  try:
+    return [int(i) for i in text.split(',')]
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'{text!r} is not token ids: write them comma-separated, e.g. 2,318,1110 '
+                                     '(python -m llm.hf encode makes them)') from None
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('model')
-  parser.add_argument('--ids', required=True, help='prompt token ids, comma-separated (bos first)')
+  parser.add_argument('--ids', required=True, type=token_ids, help='prompt token ids, comma-separated (bos first)')
   parser.add_argument('--steps', type=int, default=64, help='most tokens to generate')
   args = parser.parse_args()
-  header, params = load(args.model)
-  out = generate(header, params, [int(i) for i in args.ids.split(',')], args.steps)
+  # Bad input ends in argparse's one-line error, as a bad flag does: no traceback.
+  try:
+    header, params = load(args.model)
+  except OSError as e:
+    parser.error(f'cannot read {args.model}: {e.strerror}')
+  except (ValueError, KeyError):
+    parser.error(f'{args.model} is not a model.f16 (python -m llm.hf export --format=two_files writes one)')
+  vocab, context = header['model']['vocab_size'], header['model']['max_seq_len']
+  wrong = [i for i in args.ids if not 0 <= i < vocab]
+  if wrong:
+    parser.error(f'--ids: {wrong[0]} is no token id of this model; its ids are 0 to {vocab - 1}')
+  if len(args.ids) > context:
+    parser.error(f'--ids: {len(args.ids)} tokens, more than the model\'s context of {context}')
+  out = generate(header, params, args.ids, args.steps)
   print(' '.join(map(str, out)))
   print(b''.join(bytes.fromhex(header['tokens'][i]) for i in out).decode('utf-8', errors='replace'))
 
