@@ -1,7 +1,11 @@
-"""The one way a command-line program ends on bad input: one line naming the program and the fix."""
+"""The one way a command-line program ends on bad input: one line naming the program and the fix.
+Also what every program shares with it: flags parsed so that a bad one is named, library logging
+kept to what the user needs."""
+import logging
+import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging as absl_logging
 
 from llm import files
 
@@ -47,7 +51,22 @@ def run(main, program: str, positional: bool = False, config: bool = False):
                        '(quoted where the value has spaces); see --help')
     return main(argv)
 
+  quiet_libraries()
   app.run(guarded(main_of_flags, program), **({'flags_parser': config_parser(program)} if config else {}))
+
+
+def quiet_libraries():
+  """orbax and grain log every checkpoint saved or read at INFO (a screen of it before a sample's
+  first word): keep their warnings and errors only, on absl's handler, where app.run sends
+  Python's logging."""
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+class _QuietLibraries(logging.Filter):
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or not any(
+        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'grain'))
 
 
 def define_number_list(name: str, default: list, help: str, kind=int, lowest=0):  # pylint: disable=redefined-builtin

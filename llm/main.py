@@ -8,11 +8,9 @@ JAX_PROCESS_ID=<0..n-1> set (see sharding.maybe_initialize_distributed); on Clou
 --config.mesh.distributed=True is enough. DIR must be one directory every process can write
 (a shared disk): each writes its own part of every checkpoint there.
 """
-import logging
-import os
 import sys
 
-from absl import app, flags, logging as absl_logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from llm import cli, files
@@ -22,16 +20,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, met
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries(logging.Filter):
-  """orbax and grain log every checkpoint step at INFO; keep their warnings only."""
-
-  def filter(self, record):
-    return record.levelno >= logging.WARNING or not any(
-        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'grain'))
-
-
 def main(argv):
-  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.quiet_libraries()
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   config = _CONFIG.value

@@ -400,6 +400,18 @@ def test_sample_keeps_the_end_of_a_prompt_longer_than_the_context(run_dir, tmp_p
   assert not out.stdout.startswith(prompt) and prompt[-40:] in out.stdout
 
 
+def test_sample_prints_no_screen_of_checkpoint_logging_but_keeps_its_warnings(run_dir, python_env):
+  """orbax logged some 25 INFO lines reading the checkpoint before the sample's first word (llm.main
+  filtered them; llm.sample, llm.eval, llm.chat and llm.hf did not)."""
+  out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={run_dir[0]}', '--prompt=abc',
+                        '--max_new_tokens=2', '--temperature=0'], env=python_env, cwd=ROOT, capture_output=True,
+                       text=True)
+  assert out.returncode == 0, out.stderr
+  lines = out.stderr.splitlines()
+  assert not [l for l in lines if l.startswith('I') and 'checkpoint' in l.lower()], out.stderr
+  assert [l for l in lines if l.startswith('W') and 'checkpoint_manager.py' in l], out.stderr  # orbax's warnings stay
+
+
 def test_sample_says_when_max_new_tokens_is_cut_to_the_context(run_dir, synthetic_tok, python_env):
   prompt_len = 1 + len(synthetic_tok.encode('abc'))  # bos
   out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={run_dir[0]}', '--prompt=abc',
