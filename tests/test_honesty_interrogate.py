@@ -62,6 +62,19 @@ def test_the_command_refuses_a_folder_that_is_not_a_world(tmp_path, python_env):
   assert out.returncode != 0 and 'is not a world' in out.stderr and len(out.stderr.strip().splitlines()) == 1
 
 
+def test_the_command_refuses_an_out_that_is_a_folder_before_loading_the_run(tmp_path, python_env):
+  """It failed on writing, after all the sampling, and left WORLD.tmp beside the folder."""
+  world = tmp_path / 'world'
+  world_lib.write(world_lib.build(seed=2, people=10), world)
+  out = subprocess.run([sys.executable, '-m', 'llm.honesty.interrogate', f'--workdir={tmp_path / "no_run"}',
+                        f'--world={world}', f'--out={world}'], cwd=ROOT, env=python_env, capture_output=True, text=True)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      f'llm.honesty.interrogate: --out={world} is a folder: give the file the labelled set is written to, e.g. '
+      f'--out={world}/labels.jsonl')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['world']
+
+
 def interrogate_command(workdir, world, out, python_env) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, '-m', 'llm.honesty.interrogate', f'--workdir={workdir}', f'--world={world}',
                          f'--out={out}', '--limit=2', '--samples=1'], cwd=ROOT, env=python_env, capture_output=True,

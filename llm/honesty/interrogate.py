@@ -18,7 +18,7 @@ from pathlib import Path
 
 from absl import flags
 
-from llm import cli
+from llm import cli, files
 from llm.evals.context import assistant_text
 from llm.honesty import labels, verify, world as world_lib
 
@@ -93,7 +93,10 @@ def main(argv):
   out = Path(f.out or Path(f.world) / 'labels.jsonl')
   try:
     facts = [fact for fact in world_lib.read_facts(f.world) if fact.split == 'train'][:f.limit or None]
-    out.parent.mkdir(parents=True, exist_ok=True)  # before the sampling: an --out that cannot be written fails first
+    if out.is_dir():
+      raise ValueError(f'--out={out} is a folder: give the file the labelled set is written to, e.g. '
+                       f'--out={out / "labels.jsonl"}')
+    files.check_writable(out.parent)  # before the sampling: an --out that cannot be written fails first
     ctx = evals.Context.from_run(inference.load(f.workdir))
     records = label(ctx, facts, f.samples, f.temperature, f.threshold, f.prompt)
     labels.write(records, out)
