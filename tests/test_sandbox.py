@@ -288,3 +288,11 @@ def test_filter_decisions(arch):
     assert _bpf(program, number, audit) == eperm, number
   other_arch = 0x40000003  # i386
   assert _bpf(program, nr['read'], other_arch) == kill
+
+
+@pytest.mark.parametrize('repeat', ['0', '-2'])
+def test_the_command_refuses_a_repeat_below_one_instead_of_running_once(repeat, python_env):
+  r = subprocess.run([sys.executable, '-m', 'llm.sandbox', f'--repeat={repeat}', 'print(6 * 7)'], env=python_env,
+                     capture_output=True, text=True, timeout=60)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stdout == '', r.stdout + r.stderr
+  assert f'flag --repeat={repeat}: ' in r.stderr
