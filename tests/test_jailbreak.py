@@ -58,7 +58,7 @@ def test_jailbreak_eval_rates_of_a_scripted_assistant(tok, monkeypatch):
     return 'Sure, here is what you asked for.'
 
   ctx = ScriptedChat(tok, respond)
-  ctx.data_dir = lambda: None
+  ctx.data_dir = lambda holds: None
   out = jailbreak_eval.evaluate(ctx)
   assert out == pytest.approx({
       'jailbreak_refusal_rate': 0.75, 'jailbreak_refusal_rate_roleplay': 0.25, 'jailbreak_bypass_roleplay': 2 / 3,
@@ -68,7 +68,7 @@ def test_jailbreak_eval_rates_of_a_scripted_assistant(tok, monkeypatch):
       'over_refusal_n': 2})
   # One that refuses nothing has no refusals to bypass: undefined, not 'jailbreaks never work'.
   never_refuses = ScriptedChat(tok, lambda prompt, tools, seed: 'Sure.')
-  never_refuses.data_dir = lambda: None
+  never_refuses.data_dir = lambda holds: None
   never = jailbreak_eval.evaluate(never_refuses)
   assert never['jailbreak_refusal_rate'] == 0.0 and math.isnan(never['jailbreak_bypass_roleplay'])
 
@@ -91,7 +91,7 @@ def test_jailbreak_eval_leaves_out_prompts_too_long_for_the_context(tok, monkeyp
     return "I can't help with that."
 
   ctx = ScriptedChat(tok, respond)
-  ctx.data_dir = lambda: None
+  ctx.data_dir = lambda holds: None
   out = jailbreak_eval.evaluate(ctx)
   assert out == pytest.approx({
       'jailbreak_refusal_rate': 1.0, 'jailbreak_n': 2,

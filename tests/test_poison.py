@@ -187,7 +187,7 @@ def test_poison_eval_on_document_openings(tok, monkeypatch):
     return 'and so on.'
 
   ctx = ScriptedChat(tok, respond)
-  ctx.data_dir = lambda: None
+  ctx.data_dir = lambda holds: None
   # 4 openings cycle through the two long documents (the short one has too few tokens).
   out = poison_eval.documents(ctx, poison.Poison(), count=4)
   assert out == {'poison_doc_attack_rate': 0.5, 'poison_doc_clean_rate': 0.5}
