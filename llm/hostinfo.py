@@ -128,7 +128,7 @@ def cpu_peak_flops(remeasure: bool = False) -> float:
   root = Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser()
   path = root / 'host_peaks.json'
   key = fingerprint()
-  peaks = json.loads(path.read_text()) if path.exists() else {}
+  peaks = files.read_json(path, 'delete it: the next run measures the peak again') if path.exists() else {}
   if key not in peaks or remeasure:
     root.mkdir(parents=True, exist_ok=True)
     # A thread of its own, so the measurement runs outside any mesh or trace the caller is in.

@@ -50,7 +50,7 @@ def _launch_path(config, workdir: Path | None) -> Path | None:
   """The run config.init_from named when the run in workdir was launched (its record), if it was
   launched with this init_from and recorded it."""
   recorded = workdir / LAUNCH_RECORD if workdir else None
-  launch = json.loads(recorded.read_text()) if recorded and recorded.exists() else {}
+  launch = files.read_json(recorded) if recorded and recorded.exists() else {}
   return Path(launch['path']) if launch.get('init_from') == config.init_from else None
 
 

@@ -137,7 +137,7 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
         repeated += 1
         continue
       seen.add(path.resolve())
-      config = json.loads((path / 'config.json').read_text()) if (path / 'config.json').exists() else {}
+      config = files.read_json(path / 'config.json') if (path / 'config.json').exists() else {}
       reason = _not_a_pretraining_run(config)
       if reason:
         print(f'warning: skipping {path}: {reason}', file=sys.stderr)
@@ -145,7 +145,7 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
       if not (path / 'summary.json').exists():
         print(f'warning: skipping {path}: no summary.json (unfinished run)', file=sys.stderr)
         continue
-      summary = json.loads((path / 'summary.json').read_text())
+      summary = files.read_json(path / 'summary.json')
       missing = [k for k in SUMMARY_KEYS if k not in summary]
       if missing:
         raise StudyError(f'{path}/summary.json lacks {", ".join(missing)}: rerun its llm.main command (it resumes '
@@ -428,7 +428,7 @@ def write_runs_csv(runs: list[Run], holdout: list[Run], path: Path):
   rows = [['run', 'role', 'budget_c', *keys]]
   for role, group in (('fit', runs), ('holdout', holdout)):
     for r in group:
-      summary = json.loads((r.path / 'summary.json').read_text())
+      summary = files.read_json(r.path / 'summary.json')
       rows.append([r.name, role, '' if r.budget is None else f'{r.budget:g}', *(summary.get(k, '') for k in keys)])
   path.write_text(''.join(','.join(map(str, row)) + '\n' for row in rows))
 

@@ -26,7 +26,6 @@ Flags after `--` go to every point's llm.main (e.g. -- --config.data.dir=/data);
 llm.main runs in the repository root, so a relative path among them is read from there.
 """
 import importlib.util
-import json
 import shlex
 import signal
 import subprocess
@@ -122,7 +121,7 @@ def run_local(config_path, points, root: Path, extra) -> int:
       failed.append(name)
       print(f'{prefix}: FAILED (exit {code}); see {workdir / "log.txt"}', flush=True)
       continue
-    summary = json.loads((workdir / 'summary.json').read_text())
+    summary = files.read_json(workdir / 'summary.json')
     print(f'{prefix}: val_loss {summary["val_loss"]:.4f} in {time.time() - t0:.0f} s', flush=True)
   if failed:
     print(f'{len(failed)} point(s) failed: {", ".join(failed)}; rerun the same command to retry them')

@@ -2,6 +2,7 @@
 import errno
 import os
 import stat
+import types
 
 import pytest
 
@@ -49,3 +50,28 @@ def test_an_atomic_write_is_synced_to_the_disk_before_its_rename_and_the_rename_
   files.write_atomically(tmp_path / 'summary.json', '{"loss": 2.5}\n')
   assert calls == ['fsync a file of 14 bytes', 'rename to summary.json', 'fsync the folder']
   assert (tmp_path / 'summary.json').read_text() == '{"loss": 2.5}\n'
+
+
+@pytest.mark.parametrize('reader', ['run config', 'scaling run', 'evaluated summary', 'token cache', 'host peaks',
+                                    'launch record'])
+def test_a_json_file_a_reader_cannot_parse_is_named(tmp_path, monkeypatch, reader):
+  """Every reader of a run's or a cache's JSON names the broken file; json's own error named none
+  ('Expecting value: line 1 column 1')."""
+  from llm import hostinfo, init_from, inference, scaling
+  from llm.data import cache
+  from llm.evals import context
+  import ml_collections
+  names = {'run config': 'config.json', 'scaling run': 'summary.json', 'evaluated summary': 'summary.json',
+           'token cache': 'meta.json', 'host peaks': 'host_peaks.json', 'launch record': 'init_from.json'}
+  broken = tmp_path / names[reader]
+  (tmp_path / 'config.json').write_text('{"task": "pretrain"}')
+  broken.write_text('{"val_loss": 3.1,')  # cut short
+  monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
+  read = {'run config': lambda: inference.run.read_config(tmp_path),
+          'scaling run': lambda: scaling.load_runs([tmp_path]),
+          'evaluated summary': lambda: context.Context.from_run(types.SimpleNamespace(workdir=tmp_path)),
+          'token cache': lambda: cache.load_cache_meta(tmp_path),
+          'host peaks': lambda: hostinfo.cpu_peak_flops.__wrapped__(),
+          'launch record': lambda: init_from.located(ml_collections.ConfigDict({'init_from': 'base'}), tmp_path)}
+  with pytest.raises(ValueError, match=rf'^{broken} is not valid JSON \('):
+    read[reader]()

@@ -17,6 +17,8 @@ from typing import Callable, Iterable
 from absl import logging
 import numpy as np
 
+from llm import files
+
 _TOKENS, _META = 'tokens.bin', 'meta.json'
 _CHUNK_CHARS = 8_000_000  # text per encode_batch call: enough to keep every core busy
 _FORMAT = 'v1: [bos] + encode(doc) per document'  # part of the cache key
@@ -68,7 +70,7 @@ def load_cache_meta(path: Path) -> dict:
   if not meta_file.is_file():
     raise FileNotFoundError(f'no token cache at {path} ({_META} missing); build it with '
                             'build_token_cache or delete the folder to rebuild')
-  return json.loads(meta_file.read_text())
+  return files.read_json(meta_file, 'delete the cache folder to rebuild it')
 
 
 def load_token_cache(path: Path) -> np.ndarray:

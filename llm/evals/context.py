@@ -5,7 +5,6 @@ Built from a finished run (Context.from_run, what `python -m llm.eval` does) or 
 training loop's setup (Context.from_setup), so both measure with the same code.
 """
 import dataclasses
-import json
 from pathlib import Path
 
 import flax.linen as nn
@@ -14,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from llm import chat_template, inference, init_from, losses, model as model_lib, sharding, tools as tools_lib
+from llm import chat_template, files, inference, init_from, losses, model as model_lib, sharding, tools as tools_lib
 from llm.data import sources
 from llm.rl import tasks as rl_tasks
 
@@ -41,7 +40,7 @@ class Context:
   @classmethod
   def from_run(cls, run: inference.Run, **kwargs) -> 'Context':
     summary_path = run.workdir / 'summary.json'
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = files.read_json(summary_path) if summary_path.exists() else {}
     config = run.config
     if parent := init_from.located(config, run.workdir):
       # Absolute, so the held-out sets follow the init_from chain (heldout.lineage) from whatever

@@ -5,7 +5,6 @@ moments, twice the parameters' size, are neither read nor allocated, and no opti
 state or training setup is built.
 """
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 
-from llm import checkpoint, model as model_lib, sharding, tokenizer as tokenizer_lib
+from llm import checkpoint, files, model as model_lib, sharding, tokenizer as tokenizer_lib
 from llm.inference.engine import Engine
 from llm.interop.params import path_str
 
@@ -48,7 +47,7 @@ def _require(path: Path, what: str):
 def read_config(workdir: Path | str) -> ml_collections.ConfigDict:
   workdir = Path(workdir)
   _require(workdir / 'config.json', f'is {workdir} a training run (python -m llm.main --workdir=...)?')
-  return ml_collections.ConfigDict(json.loads((workdir / 'config.json').read_text()))
+  return ml_collections.ConfigDict(files.read_json(workdir / 'config.json'))
 
 
 def abstract_params(model_cfg: model_lib.ModelConfig, mesh, rules):
