@@ -163,8 +163,7 @@ def _check_same_run(config, workdir: Path):
   init_from=workdir would start a run from the weights it overwrites. Checked before anything is
   written there."""
   fix = f'train in a new --workdir with --config.init_from={workdir} to start from its weights'
-  saved = workdir / 'config.json'
-  task = files.read_json(saved).get('task') if saved.exists() else None
+  task = _run_config(workdir).get('task')
   if task is not None and task != config.task:
     raise ValueError(f'{workdir} holds a task={task} run, and this config trains task={config.task}; {fix}')
   if config.init_from and Path(config.init_from).resolve() == workdir.resolve():
