@@ -7,25 +7,55 @@ import numpy as np
 import pytest
 
 from llm import inference
-from llm.data import prepare, replay
+from llm.data import pipeline, prepare, replay
 from llm.tasks import sft
 from tiny_config import tiny_sft_config
 
 
 def test_windows_are_aligned_slices_of_the_stream_drawn_without_repeats():
   stream = np.arange(1000, dtype=np.uint16)  # a token's value is its position: a window shows where it came from
-  windows_NxW, mask_NxW, segments_NxW = replay.windows(stream, count=20, seq_len=16, seed=3)
-  assert windows_NxW.shape == (20, 17) and windows_NxW.dtype == np.int32
+  replayed = replay.windows(stream, count=20, seq_len=16, seed=3)
+  windows_NxW = replayed.read(np.arange(20), 0)
+  assert replayed.count == 20 and windows_NxW.shape == (20, 17) and windows_NxW.dtype == np.int32
   starts = windows_NxW[:, 0]
   assert (windows_NxW == starts[:, None] + np.arange(17)).all()  # contiguous
   assert (starts % 16 == 0).all() and len(set(starts)) == 20  # at window boundaries, no window twice
-  assert (mask_NxW == 1).all() and (segments_NxW == 1).all()
-  again, _, _ = replay.windows(stream, count=20, seq_len=16, seed=3)
-  other, _, _ = replay.windows(stream, count=20, seq_len=16, seed=4)
+  again = replay.windows(stream, count=20, seq_len=16, seed=3).read(np.arange(20), 0)
+  other = replay.windows(stream, count=20, seq_len=16, seed=4).read(np.arange(20), 0)
   assert (again == windows_NxW).all() and not (other == windows_NxW).all()
   # more windows than the stream holds (62 here): every window drawn, some twice
-  many, _, _ = replay.windows(stream, count=100, seq_len=16, seed=0)
+  many = replay.windows(stream, count=100, seq_len=16, seed=0).read(np.arange(100), 0)
   assert len(many) == 100 and set(many[:, 0] // 16) == set(range(62))
+
+
+def test_each_epoch_replays_the_next_windows_of_the_stream():
+  """Epochs read on through the base's text, as pretraining would: 20 replay windows an epoch of a
+  stream of 62 read 60 different ones in three epochs and all 62 in four, not the same 20 again."""
+  stream = np.arange(1000, dtype=np.uint16)
+  conversations_NxW = np.full((10, 17), 5000, np.int32)  # no position of the stream
+  mask_NxW = np.zeros((10, 17), np.int8)
+  dataset = lambda: iter(pipeline.masked_windows_dataset(
+      conversations_NxW, mask_NxW, global_batch=5, seed=0,
+      epoch_windows=replay.windows(stream, count=20, seq_len=16, seed=3)))
+  data = dataset()
+  epochs = []
+  for _ in range(4):
+    batches = [next(data) for _ in range(6)]  # 30 windows an epoch: 10 conversations, 20 replayed
+    starts = [int(b['inputs'][row, 0]) for b in batches for row in range(5) if b['loss_mask'][row].all()]
+    assert len(starts) == 20 and all(start % 16 == 0 for start in starts)
+    epochs.append(set(starts))
+  assert len(epochs[0] | epochs[1] | epochs[2]) == 60
+  assert len(set.union(*epochs)) == 62
+
+  # a resumed iterator reads the same windows: they follow from the seed and the epoch alone
+  straight = dataset()
+  for _ in range(7):
+    next(straight)
+  resumed = dataset()
+  resumed.set_state(straight.get_state())
+  for _ in range(10):
+    a, b = next(straight), next(resumed)
+    assert all((a[key] == b[key]).all() for key in a)
 
 
 def test_sft_trains_on_the_bases_text_at_the_configured_rate(pretrained, cache_dir):

@@ -5,6 +5,9 @@ with stride seq_len (window i = tokens[i*T : i*T + T + 1]); inputs = window[:-1]
 targets = window[1:]. Every token of the stream is an input exactly once per epoch, except a
 tail shorter than a window. Attention crosses document boundaries; bos marks them.
 """
+import dataclasses
+from typing import Callable
+
 import grain
 import numpy as np
 
@@ -164,23 +167,41 @@ def train_dataset(tokens: np.ndarray, seq_len: int, global_batch: int, seed: int
   return shuffled_batches(windows, read, global_batch, seed, process_index, process_count)
 
 
+@dataclasses.dataclass(frozen=True)
+class EpochWindows:
+  """`count` windows trained on every token, one segment each, whose tokens change with the epoch:
+  read(rows, epoch) -> int32 windows_NxW of rows (each in [0, count)) in that epoch, the same after a resume."""
+  count: int
+  read: Callable[[np.ndarray, int], np.ndarray]
+
+
 def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,
                            process_index: int = 0, process_count: int = 1,
-                           segments_NxW: np.ndarray | None = None) -> grain.IterDataset:
+                           segments_NxW: np.ndarray | None = None,
+                           epoch_windows: EpochWindows | None = None) -> grain.IterDataset:
   """Like train_dataset, over prebuilt windows (e.g. packed conversations, see
   pack_conversations) with a loss mask: batches {'inputs', 'targets', 'loss_mask'}, and with
-  segments_NxW also the inputs' 'segment_ids' and 'positions' (segment_batch)."""
-  if len(windows_NxW) < global_batch:
-    raise ValueError(f'{len(windows_NxW)} packed windows are fewer than one batch of {global_batch}; '
+  segments_NxW also the inputs' 'segment_ids' and 'positions' (segment_batch). The same windows
+  every epoch, shuffled among epoch_windows' when given (e.g. llm/data/replay.py's)."""
+  fixed = len(windows_NxW)
+  total = fixed + (epoch_windows.count if epoch_windows else 0)
+  if total < global_batch:
+    raise ValueError(f'{total} packed windows are fewer than one batch of {global_batch}; '
                      'lower train.batch_size or add data')
 
   def read(ids, epoch):
-    del epoch  # the same windows every epoch
-    batch = {'inputs': windows_NxW[ids, :-1].astype(np.int32), 'targets': windows_NxW[ids, 1:].astype(np.int32),
-             'loss_mask': mask_NxW[ids, 1:].astype(np.int32)}
-    return batch if segments_NxW is None else {**batch, **segment_batch(segments_NxW[ids, :-1])}
+    new = ids >= fixed
+    windows = np.empty((len(ids), windows_NxW.shape[1]), np.int32)
+    mask, segments = np.ones_like(windows), np.ones_like(windows)
+    windows[~new], mask[~new] = windows_NxW[ids[~new]], mask_NxW[ids[~new]]
+    if segments_NxW is not None:
+      segments[~new] = segments_NxW[ids[~new]]
+    if new.any():
+      windows[new] = epoch_windows.read(ids[new] - fixed, epoch)
+    batch = {'inputs': windows[:, :-1], 'targets': windows[:, 1:], 'loss_mask': mask[:, 1:]}
+    return batch if segments_NxW is None else {**batch, **segment_batch(segments[:, :-1])}
 
-  return shuffled_batches(len(windows_NxW), read, global_batch, seed, process_index, process_count)
+  return shuffled_batches(total, read, global_batch, seed, process_index, process_count)
 
 
 def shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, process_index: int,

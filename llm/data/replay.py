@@ -7,8 +7,11 @@ config.sft.replay is the number of replay windows per conversation window (0.5: 
 epoch's windows are the base's text). The text is the base run's (config.init_from) training split,
 prepared exactly as that run prepared it (its data config, tokenizer and token cache), so replay
 repeats documents the base already saw and never adds new ones: every document's share of what the
-model has read stays as it was (the honesty experiment's exposure buckets depend on that).
+model has read stays as it was (the honesty experiment's exposure buckets depend on that). For that
+each epoch replays the next windows of seeded passes over the whole stream, not the same ones again:
+one fixed slice replayed every epoch would raise the share of the documents in it alone.
 """
+import functools
 from pathlib import Path
 
 from absl import logging
@@ -28,31 +31,49 @@ def base_stream(base: Path, cache_dir: Path) -> np.ndarray:
   return prepare(config, cache_dir).train_tokens
 
 
-def windows(tokens: np.ndarray, count: int, seq_len: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """count windows of seq_len + 1 tokens of the stream, each at a multiple of seq_len as pretraining
-  reads them, in seeded passes over the stream (no window twice before every window once), as (windows_NxW, mask_NxW,
-  segments_NxW) for pipeline.masked_windows_dataset: mask 1 on every token, one segment per window
-  (pretraining windows attend across their documents too)."""
+@functools.lru_cache(maxsize=4)  # an epoch reads from one or two passes, batch after batch
+def _pass(available: int, seed: int, index: int) -> np.ndarray:
+  """The window order of pass `index` over the stream: its own permutation, so any pass is drawn without
+  the ones before it (a resumed run starts mid-way). Pass 0 is default_rng(seed)'s first permutation."""
+  return np.random.default_rng([seed, index]).permutation(available)
+
+
+def stream_window_ids(available: int, seed: int, positions: np.ndarray) -> np.ndarray:
+  """The windows at `positions` of the endless sequence of seeded passes over the stream's
+  `available` windows: no window twice before every window once."""
+  passes, offsets = np.divmod(np.asarray(positions, np.int64), available)
+  ids = np.empty_like(offsets)
+  for index in np.unique(passes):
+    ids[passes == index] = _pass(available, seed, int(index))[offsets[passes == index]]
+  return ids
+
+
+def windows(tokens: np.ndarray, count: int, seq_len: int, seed: int) -> pipeline.EpochWindows:
+  """count windows of seq_len + 1 tokens of the stream per epoch, each at a multiple of seq_len as
+  pretraining reads them, for pipeline.masked_windows_dataset: epoch e's row r is position
+  e x count + r of stream_window_ids, so the epochs read on through the whole stream, the same
+  ones for a seed after a resume."""
   available = pipeline.num_windows(len(tokens), seq_len)
   if not available:
     raise ValueError(f'the base run\'s training text ({len(tokens)} tokens) is shorter than one window of '
                      f'seq_len + 1 = {seq_len + 1}; lower train.seq_len or set --config.sft.replay=0')
-  rng = np.random.default_rng(seed)
-  ids = np.concatenate([rng.permutation(available) for _ in range(-(-count // available))])[:count]
-  windows_NxW = np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in ids]).astype(np.int32)
-  return windows_NxW, np.ones_like(windows_NxW, np.int8), np.ones_like(windows_NxW, np.int32)
+
+  def read(rows: np.ndarray, epoch: int) -> np.ndarray:
+    ids = stream_window_ids(available, seed, epoch * count + np.asarray(rows))
+    return np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in ids]).astype(np.int32)
+
+  return pipeline.EpochWindows(count, read)
 
 
-def mix(packed: tuple[np.ndarray, np.ndarray, np.ndarray], base: Path, weight: float, seq_len: int, seed: int,
-        cache_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], int]:
-  """packed conversation (windows, mask, segments) with round(weight x their count) replay windows of
-  base's text appended (the dataset shuffles them in), and that count."""
+def mix(conversation_windows: int, base: Path, weight: float, seq_len: int, seed: int,
+        cache_dir: Path) -> pipeline.EpochWindows | None:
+  """round(weight x conversation_windows) replay windows of base's text per epoch (windows()), for the
+  dataset to shuffle in among the conversation windows; None when that is none."""
   if weight < 0:
     raise ValueError(f'sft.replay={weight} must be >= 0 (replay windows per conversation window)')
-  count = round(weight * len(packed[0]))
+  count = round(weight * conversation_windows)
   if not count:
-    return packed, 0
-  replayed = windows(base_stream(base, cache_dir), count, seq_len, seed)
-  logging.info('sft: %d windows of %s\'s pretraining text replayed beside %d conversation windows', count, base,
-               len(packed[0]))
-  return tuple(np.concatenate([a, b.astype(a.dtype)]) for a, b in zip(packed, replayed)), count
+    return None
+  logging.info('sft: %d windows of %s\'s pretraining text replayed per epoch beside %d conversation windows', count,
+               base, conversation_windows)
+  return windows(base_stream(base, cache_dir), count, seq_len, seed)

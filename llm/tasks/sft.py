@@ -92,19 +92,19 @@ def data(config, workdir) -> TaskData:
                                       generated=dict(sc.get('generated') or {}))
   epoch, security_facts = _poison_and_filter(shuffled_epoch(splits, sc.mixture, config.seed), sc, tok,
                                               tc.seq_len + 1)
-  packed = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
+  windows, mask, segments = pipeline.pack_conversations([render(tok, c) for c in epoch], tc.seq_len, tok.pad_id)
   logging.info('sft: %d conversations per epoch packed into %d windows (%.0f%% of tokens trained)',
-               len(epoch), len(packed[0]), 100 * packed[1].mean())
-  (windows, mask, segments), replayed = replay.mix(packed, base, sc.get('replay', 0.0), tc.seq_len, config.seed,
-                                                   pretrain.cache_dir(config))
+               len(epoch), len(windows), 100 * mask.mean())
+  replayed = replay.mix(len(windows), base, sc.get('replay', 0.0), tc.seq_len, config.seed, pretrain.cache_dir(config))
+  replay_count = replayed.count if replayed else 0
   isolate = sc.isolate_conversations
   train = pipeline.masked_windows_dataset(windows, mask, tc.batch_size, config.data.seed,
                                           jax.process_index(), jax.process_count(),
-                                          segments if isolate else None)
+                                          segments if isolate else None, replayed)
   eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id, isolate)
                for name, (_, val) in splits.items() if val}
   facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
-           'sft_windows_per_epoch': len(windows), 'sft_replay_windows': replayed, **security_facts}
+           'sft_windows_per_epoch': len(windows) + replay_count, 'sft_replay_windows': replay_count, **security_facts}
   return TaskData(tokenizer=tok, train_iter=iter(train), eval_sets=eval_sets, facts=facts,
                   heldout={name: val for name, (_, val) in splits.items()})
 
