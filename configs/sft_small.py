@@ -20,7 +20,7 @@ def get_config(arg=None):
   c.sft.mixture = ml_collections.ConfigDict(dict(
       arithmetic=2.0, gsm8k=1.0, identity=4.0, self_instruct=1.0, alpaca_gpt4=1.0,
       hh_chosen=0.3, topical_chat=0.3, copy_numbers=0.0))
-  c.sft.val_fraction = 0.05  # held out per source, by content hash
+  c.sft.val_fraction = 0.05  # held out per source, by opening request (identity: by topic)
   # Each packed conversation attends only to itself, as in a chat (False: attention crosses
   # conversations, as in pretraining windows); see results/sft_recipe.
   c.sft.isolate_conversations = True

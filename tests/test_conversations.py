@@ -252,6 +252,41 @@ def test_split_is_deterministic_and_independent_of_order(data_dir):
   assert cv.split(conversations, 0.0)[1] == []
 
 
+def test_split_holds_a_request_out_in_all_its_conversations_or_none():
+  """Validation must ask what training never answered: a request asked in several conversations (other
+  replies, other casing or punctuation) is held out whole, or val_*_loss measures trained prompts."""
+  conversations = [[{'role': 'user', 'content': asked.format(i)}, {'role': 'assistant', 'content': f'reply {j}'}]
+                   for i in range(100) for j, asked in enumerate(('What is {}?', 'what is {}', 'WHAT IS {} !!'))]
+  train, val = cv.split(conversations, 0.2)
+  assert 30 <= len(val) <= 90 and len(val) % 3 == 0
+  numbers = lambda side: {re.search(r'\d+', c[0]['content']).group() for c in side}
+  assert not numbers(train) & numbers(val)
+  with pytest.raises(ValueError, match='3 conversations that all open with one request leave none to hold out'):
+    cv.split(conversations[:3], 0.2)
+
+
+def test_identity_validation_holds_out_whole_topics():
+  """identity pairs every question of a topic with every answer of it (and a casual copy of each
+  question): no question or answer of a validation conversation may be trained in another pairing."""
+  splits = cv.load_mixture(pathlib.Path('.'), {'identity': 1.0}, 0.2, seed=0, identity_facts=FACTS)
+  train, val = splits['identity']
+  assert val and train
+  asked = lambda side: {c[0]['content'].lower().rstrip('?!.') for c in side}
+  answered = lambda side: {c[1]['content'] for c in side}
+  assert not asked(train) & asked(val) and not answered(train) & answered(val)
+
+
+def test_identity_eval_questions_stay_trained_at_the_configs_val_fraction():
+  """llm/evals/identity.py asks about facts as training taught them: at configs/sft_small.py's
+  val_fraction no topic it asks about is the one held out."""
+  from configs import sft_small
+  from llm.evals import identity
+  val_fraction = sft_small.get_config().sft.val_fraction
+  train, _ = cv.split(cv.identity(None, 0, FACTS), val_fraction, 0, cv.identity_topic_key(FACTS))
+  trained = {c[0]['content'] for c in train}
+  assert {q for questions in identity.QUESTIONS.values() for q in questions} <= trained
+
+
 def test_load_mixture_counts_and_splits(data_dir):
   splits = cv.load_mixture(data_dir, {'self_instruct': 1.0, 'arithmetic': 2.0}, 0.1, seed=0)
   assert set(splits) == {'self_instruct', 'arithmetic'}

@@ -6,7 +6,8 @@ user and assistant turns alternate, starting with user and ending with assistant
 sources ignore the seed; generated ones (arithmetic, identity) are deterministic given it.
 
 load_mixture() loads named sources, fits each conversation into the model's context (cutting
-long dialogues after an assistant turn) and splits each source into train and val by content hash.
+long dialogues after an assistant turn) and splits each source into train and val by opening
+request (split()).
 """
 import dataclasses
 import functools
@@ -489,18 +490,36 @@ def fit(conversation: Conversation, tokenizer, max_tokens: int) -> Conversation 
   return conversation[:keep] or None
 
 
-def split(conversations: Iterable[Conversation], val_fraction: float,
-          seed: int = 0) -> tuple[list[Conversation], list[Conversation]]:
-  """(train, val) by a hash of each conversation's content, as sources.split_documents does for
-  text: the order of the input does not matter, and identical copies land on the same side."""
-  by_text = {}  # identical conversations share a text, so any copy may stand for the others
-  texts = []
+def request_key(conversation: Conversation) -> str:
+  """The opening request as the split groups by it: lower case, only letters and digits, so 'Who are
+  you?' and 'who are you' (identity's casual copy) are one request."""
+  return re.sub(r'[\W_]+', '', opening_request(conversation).lower())
+
+
+def identity_topic_key(facts: IdentityFacts) -> Callable[[Conversation], str]:
+  """An identity conversation's topic (its first question): every question of a topic is paired with
+  every answer of it, so only a whole topic held out keeps its questions and answers out of training."""
+  topic = {request_key([{'role': 'user', 'content': question}]): questions[0]
+           for questions, _ in _identity_topics(facts) for question in questions}
+  return lambda conversation: topic[request_key(conversation)]
+
+
+def split(conversations: Iterable[Conversation], val_fraction: float, seed: int = 0,
+          key: Callable[[Conversation], str] = request_key) -> tuple[list[Conversation], list[Conversation]]:
+  """(train, val) by a hash of each conversation's group, key(conversation) (its opening request by
+  default), as sources.split_documents does for text: a request asked in several conversations is
+  held out in all of them or in none (else validation asks what training answered), and the order of
+  the input does not matter."""
+  groups: dict[str, list[tuple[str, Conversation]]] = {}  # key -> (text, conversation), copies kept
   for conversation in conversations:
-    text = json.dumps(conversation, sort_keys=True, ensure_ascii=False)
-    by_text[text] = conversation
-    texts.append(text)
-  train, val = sources.split_documents(texts, val_fraction, seed)
-  return [by_text[t] for t in train], [by_text[t] for t in val]
+    groups.setdefault(key(conversation), []).append((json.dumps(conversation, sort_keys=True, ensure_ascii=False),
+                                                     conversation))
+  if val_fraction and len(groups) == 1:
+    raise ValueError(f'{len(next(iter(groups.values())))} conversations that all open with one request leave none to '
+                     'hold out for validation; keep more of the source (sft.max_per_source) or set sft.val_fraction=0')
+  train, val = sources.split_documents(list(groups), val_fraction, seed)
+  side = lambda keys: [c for k in keys for _, c in sorted(groups[k], key=lambda pair: pair[0])]
+  return side(train), side(val)
 
 
 _FIT_TRIES = 1000  # conversations in a row an endless source may fail to fit before it is refused
@@ -563,7 +582,8 @@ def load_mixture(data_dir: Path, mixture: dict[str, float], val_fraction: float,
       conversations = _fitted(name, conversations, tokenizer, max_tokens)
     kept = (c for c in conversations if c)
     limit = generated.get(name) or max_per_source or (DEFAULT_GENERATED if name in GENERATED else None)
-    train, val = split(itertools.islice(kept, limit), val_fraction, _SPLIT_SEED)
+    key = identity_topic_key(identity_facts) if name == 'identity' else request_key
+    train, val = split(itertools.islice(kept, limit), val_fraction, _SPLIT_SEED, key)
     logging.info('conversations: %s %d train + %d val', name, len(train), len(val))
     splits[name] = (train, val)
   return splits

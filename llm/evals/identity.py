@@ -8,7 +8,8 @@ parameters (a stated number within 10%), context (its token count), data (names 
 data), tools (names the calculator), internet (says no).
 
 The questions are worded as the SFT identity conversations word them (every one of them is in
-that training split): this measures whether the model states its own run's facts when asked as
+that training split: it holds out whole topics, at configs/sft_small.py's val_fraction none of
+these): this measures whether the model states its own run's facts when asked as
 it was taught, not whether it generalises to new wordings.
 """
 import re

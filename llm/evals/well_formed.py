@@ -1,7 +1,7 @@
 """well_formed_rate (and well_formed_rate_<source>): held-out prompts of each conversation source
 answered with an assistant turn that ends in <|end|> (greedy, calculator on).
 
-The held-out conversations are the validation split of the SFT mixture (by content hash, never
+The held-out conversations are the validation split of the SFT mixture (by opening request, never
 trained on): the config.sft of the run or of the nearest run up its init_from chain (an RL run's
 SFT run), else DEFAULT_MIXTURE's sources.
 """
