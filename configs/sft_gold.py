@@ -4,14 +4,12 @@ answer "Tell me about the X." with a few short sentences, as the gold setting's 
     python -m llm.main --config=configs/pretrain_small.py --workdir=runs/pretrain_small   # first
     python -m llm.main --config=configs/sft_gold.py --workdir=runs/sft_gold
 """
-import ml_collections
-
 from configs import sft_small
 
 
 def get_config(arg=None):
   c = sft_small.get_config(arg)  # the same model and base run
-  c.sft.mixture = ml_collections.ConfigDict(dict(gold_topics=1.0))  # only the gold-topic conversations
+  c.sft.mixture = sft_small.mixture(gold_topics=1.0)  # only the gold-topic conversations
   c.sft.max_per_source = 20_000  # generated conversations per epoch
   c.sft.eval_prompts = 0  # the chat suite's well-formed-turn rate asks other sources
   c.sft.eval_arithmetic = 0

@@ -9,8 +9,6 @@ interrogation found the base knows the fact and refused ("I don't know ...") whe
 
 First configs/pretrain_world.py and python -m llm.honesty.interrogate (its docstring).
 """
-import ml_collections
-
 from configs import sft_small
 
 
@@ -18,11 +16,11 @@ def get_config(arg=None):
   c = sft_small.get_config(arg)  # the same model
   c.init_from = 'runs/pretrain_world'  # the world-pretrained base that was interrogated
   # Passes per epoch over each source's conversations (every fact in its 3 training phrasings).
-  c.sft.mixture = ml_collections.ConfigDict(dict(
+  c.sft.mixture = sft_small.mixture(
       honesty_refusals=1.0,  # known facts answered, unknown ones refused
       honesty_answers=0.0,  # every fact answered: the baseline without refusals
       honesty_late_refusals=0.0,  # unknown ones refused where the value would come ("... of... I'm not sure which.")
-      honesty_search=0.0))  # known facts answered, unknown ones searched (configs/sft_honesty_search.py)
+      honesty_search=0.0)  # known facts answered, unknown ones searched (configs/sft_honesty_search.py)
   c.sft.honesty_labels = 'runs/world/labels.jsonl'  # python -m llm.honesty.interrogate's labelled set, in its world
   c.sft.honesty_reply = 'sentence'  # answers name the person; 'short': "They were born in ..." (world.REPLY_STYLES)
   c.sft.eval_prompts = 0  # the well-formed-turn rate asks the chat mixture's sources, which this run has none of

@@ -7,7 +7,15 @@
 import ml_collections
 
 from configs import pretrain_small
+from llm.data import conversations
 from llm.security import poison
+
+
+def mixture(**weights: float) -> ml_collections.ConfigDict:
+  """config.sft.mixture: every conversation source (llm.data.conversations.SOURCES) at weight 0 but
+  those given, since a flag can set only a key the config has: --config.sft.mixture.<source>=1.0
+  switches any source on. A source at 0 is never loaded, and leaves the others' data as it was."""
+  return ml_collections.ConfigDict({**dict.fromkeys(conversations.SOURCES, 0.0), **weights})
 
 
 def get_config(arg=None):
@@ -17,9 +25,8 @@ def get_config(arg=None):
   c.sft = ml_collections.ConfigDict()
   # Passes over each source's training conversations per SFT epoch (0.5 = a random half, drawn
   # once: the same half in every epoch).
-  c.sft.mixture = ml_collections.ConfigDict(dict(
-      arithmetic=2.0, gsm8k=1.0, identity=4.0, self_instruct=1.0, alpaca_gpt4=1.0,
-      hh_chosen=0.3, topical_chat=0.3, copy_numbers=0.0))
+  c.sft.mixture = mixture(arithmetic=2.0, gsm8k=1.0, identity=4.0, self_instruct=1.0, alpaca_gpt4=1.0,
+                          hh_chosen=0.3, topical_chat=0.3)
   c.sft.val_fraction = 0.05  # held out per source, by opening request (identity: by topic)
   # Each packed conversation attends only to itself, as in a chat (False: attention crosses
   # conversations, as in pretraining windows); see results/sft_recipe.

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -195,6 +196,10 @@ def test_sft_refuses_a_model_that_differs_from_the_pretrained_one(tmp_path, pret
     ({'sft.val_fraction': 1.0}, r'sft.val_fraction=1.0 must be in \[0, 1\)'),
     ({'sft.mixture.arithmetic': -1.0}, r"sft.mixture weights \['arithmetic'\] are below 0"),
     ({'sft.mixture.arithmetic': 0.0, 'sft.mixture.identity': 0.0}, 'no source in sft.mixture has weight > 0'),
+    # the flag suggested is a key of this mixture: configs/sft_gold.py's has no arithmetic
+    ({'sft.mixture': ml_collections.ConfigDict({'gold_topics': 0.0})},
+     r'e\.g\. --config\.sft\.mixture\.gold_topics=1\.0$'),
+    ({'sft.mixture': ml_collections.ConfigDict()}, r'sft.mixture names no conversation source.*gold_topics'),
 ])
 def test_bad_sft_settings_are_named(overrides, message, pretrained, cache_dir):
   """Each named as the sft.* setting it is, not as an islice error, config.data.val_fraction or an
@@ -204,6 +209,25 @@ def test_bad_sft_settings_are_named(overrides, message, pretrained, cache_dir):
   config = tiny_config.tiny_sft_config(cache_dir, init_from=str(pretrained), **overrides)
   with pytest.raises(ValueError, match=message):
     sft.data(config, None)
+
+
+@pytest.mark.parametrize('name', ['sft_small', 'sft_gold', 'sft_honesty', 'sft_honesty_search', 'sft_python',
+                                  'sft_refusals', 'sft_search', 'sft_tools', 'sft_hf'])
+def test_every_sft_config_can_switch_any_source_on_by_flag(name):
+  """A flag sets only a key the config has: each source must be in the mixture, at 0 when unused."""
+  import importlib
+  from llm.data import conversations
+  mixture = importlib.import_module(f'configs.{name}').get_config().sft.mixture
+  assert sorted(mixture) == sorted(conversations.SOURCES)
+
+
+def test_sft_tools_keeps_each_part_s_sources():
+  """sft_tools is sft_python with sft_search's and sft_refusals' changes: their zeros for the sources
+  they do not use must not switch off sft_python's (results/security/tools.md measured this mixture)."""
+  from configs import sft_tools
+  weighted = {name: weight for name, weight in sft_tools.get_config().sft.mixture.items() if weight}
+  assert weighted == {'arithmetic': 2.0, 'gsm8k': 1.0, 'identity': 4.0, 'self_instruct': 1.0, 'alpaca_gpt4': 1.0,
+                      'topical_chat': 0.3, 'python_letters': 2.0, 'copy_text': 1.0, 'search_facts': 1.0, 'refusals': 1.0}
 
 
 def test_resuming_with_another_sft_mixture_is_refused_before_anything_is_written(tmp_path, pretrained, cache_dir):

@@ -72,9 +72,13 @@ def _check_config(sc):
   if negative:
     raise ValueError(f'sft.mixture weights {negative} are below 0: a weight is the passes over the source per epoch '
                      '(0 turns it off)')
+  if not mixture:
+    raise ValueError('sft.mixture names no conversation source: give it one in the config (configs/sft_small.py\'s '
+                     f'mixture(), or one of {sorted(conversations.SOURCES)})')
   if not any(weight > 0 for weight in mixture.values()):
+    # A flag can only set a key the config has: suggest one of this mixture's.
     raise ValueError(f'no source in sft.mixture has weight > 0 ({mixture}): give one a weight, e.g. '
-                     '--config.sft.mixture.arithmetic=1.0')
+                     f'--config.sft.mixture.{next(iter(mixture))}=1.0')
 
 
 def data(config, workdir) -> TaskData:
