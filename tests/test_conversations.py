@@ -1,5 +1,6 @@
 import collections
 import itertools
+import json
 import pathlib
 import random
 import re
@@ -285,6 +286,40 @@ def test_identity_eval_questions_stay_trained_at_the_configs_val_fraction():
   train, _ = cv.split(cv.identity(None, 0, FACTS), val_fraction, 0, cv.identity_topic_key(FACTS))
   trained = {c[0]['content'] for c in train}
   assert {q for questions in identity.QUESTIONS.values() for q in questions} <= trained
+
+
+def test_identity_names_the_tools_the_run_was_taught():
+  """A run taught python and search must not be taught that its only tool is a calculator; arithmetic
+  stays the calculator's, and a calculator-only run's conversations keep their wording."""
+  from configs import sft_small, sft_tools
+  from llm import model as model_lib
+  from llm.evals import identity
+  facts_of = lambda config: identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, 512))
+  answers = lambda facts: {c[1]['content'] for c in cv.identity(None, 0, facts)}
+  tools = facts_of(sft_tools.get_config())
+  assert tools.tools == 'a calculator, a text search and a Python interpreter'
+  said = answers(tools)
+  assert not any('only tool I can use is a calculator' in a for a in said)
+  assert any('the only tools I can use are a calculator, a text search and a Python interpreter' in a for a in said)
+  assert 'For arithmetic I call a calculator. I am bad at doing it in my head, so the tool does the computing.' in said
+  calculator_only = facts_of(sft_small.get_config())
+  assert calculator_only.tools == 'a calculator'
+  assert any(a.endswith('and the only tool I can use is a calculator.') for a in answers(calculator_only))
+
+
+def test_an_rl_run_states_the_tools_of_the_sft_run_it_started_from(tmp_path):
+  """An RL run's config has no sft section: the identity eval takes the tools from the SFT run up its
+  init_from chain, as the well-formed eval takes its held-out prompts."""
+  import ml_collections
+  from configs import sft_search
+  from llm.evals import identity
+  sft = sft_search.get_config()
+  sft.init_from = ''
+  (tmp_path / 'config.json').write_text(sft.to_json_best_effort())
+  rl = json.loads(sft.to_json_best_effort())
+  del rl['sft']
+  rl.update(task='grpo', init_from=str(tmp_path))
+  assert identity.tools_taught(ml_collections.ConfigDict(rl)) == ['calculator', 'search']
 
 
 def test_load_mixture_counts_and_splits(data_dir):

@@ -348,6 +348,7 @@ def extract_answer(text: str) -> str | None:
 
 PROJECT_NAME = 'llm'
 FINETUNING_DATA = 'example conversations'
+CALCULATOR = 'a calculator'  # what the identity conversations call the tool every run has, the one for arithmetic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,12 +358,14 @@ class IdentityFacts:
   parameters: str  # 'about 4.19 million'
   context_tokens: int  # the model's context length
   pretraining_data: str  # 'public-domain books from Project Gutenberg'
-  tools: str  # 'a calculator'
+  tools: str  # 'a calculator', or every tool the run's conversations call: 'a calculator and a text search'
 
 
 def _identity_topics(facts: IdentityFacts) -> list:
   parameters, context_tokens = facts.parameters, facts.context_tokens
   pretraining_data, tools = facts.pretraining_data, facts.tools
+  # Arithmetic is the calculator's whatever other tools the run has; they are all named where its tools are.
+  only_tools = f'the only tool I can use is {tools}' if tools == CALCULATOR else f'the only tools I can use are {tools}'
   return [
       (('Who are you?', 'What are you?', 'Tell me about yourself.', "What's your name?",
         'Introduce yourself.'),
@@ -372,9 +375,9 @@ def _identity_topics(facts: IdentityFacts) -> list:
         f'{pretraining_data} and then on {FINETUNING_DATA}.')),
       (('What can you do?', 'How can you help me?', 'What are you good at?',
         'What are your abilities?'),
-       (f'I can chat, answer simple questions and use {tools} for arithmetic. I am a very small '
+       (f'I can chat, answer simple questions and use {CALCULATOR} for arithmetic. I am a very small '
         'model, so I know little and my answers are often wrong.',
-        f'I can have short conversations and do arithmetic with {tools}. I cannot browse the '
+        f'I can have short conversations and do arithmetic with {CALCULATOR}. I cannot browse the '
         'internet, and I make many mistakes, so please check what I say.')),
       (('Who made you?', 'Who created you?', 'Who built you?', 'Where do you come from?'),
        (f'I was made in the {PROJECT_NAME} project, a small open research codebase for training '
@@ -384,8 +387,8 @@ def _identity_topics(facts: IdentityFacts) -> list:
         f'{FINETUNING_DATA} to be an assistant.')),
       (('Can you browse the internet?', 'Can you look things up online?',
         'Do you have internet access?', 'Can you search the web for me?'),
-       ('No, I cannot browse the internet. I only know what I learned in training, and the only '
-        f'tool I can use is {tools}.',
+       ('No, I cannot browse the internet. I only know what I learned in training, and '
+        f'{only_tools}.',
         'No. I have no internet access, so I cannot look anything up or know recent news.')),
       (('How big are you?', 'How many parameters do you have?', 'How large is your model?',
         'Are you a large language model?'),
@@ -400,9 +403,9 @@ def _identity_topics(facts: IdentityFacts) -> list:
         f'First I read {pretraining_data}; then I learned from {FINETUNING_DATA}. That is all I '
         'know, so my knowledge is small and old-fashioned.')),
       (('Can you do math?', 'Are you good at arithmetic?', 'How do you do arithmetic?'),
-       (f'I use {tools} for arithmetic instead of working it out in my head, so sums are usually '
+       (f'I use {CALCULATOR} for arithmetic instead of working it out in my head, so sums are usually '
         'right, but I can still set up a problem wrongly.',
-        f'For arithmetic I call {tools}. I am bad at doing it in my head, so the tool does the '
+        f'For arithmetic I call {CALCULATOR}. I am bad at doing it in my head, so the tool does the '
         'computing.')),
       (('Are you always right?', 'Can I trust your answers?', 'Do you make mistakes?'),
        ('No. I am a very small model and I make mistakes often, so please check anything '
@@ -470,6 +473,9 @@ SOURCES: dict[str, Source] = {
 # Endless sources: they need a count (DEFAULT_GENERATED unless max_per_source says otherwise).
 GENERATED = ('arithmetic', 'identity', 'python_letters', 'gold_topics', 'copy_numbers', 'copy_text', 'search_facts',
              'search_injected')
+# The tool, besides the calculator, that a source's conversations call (llm.tools.make_registry's names).
+TOOLS_CALLED = {'python_letters': 'python', 'search_facts': 'search', 'search_injected': 'search',
+                'honesty_search': 'search'}
 
 
 # ---------------------------------------------------------------------------------------------

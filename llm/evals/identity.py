@@ -18,8 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from llm import model as model_lib, tools as tools_lib
+from llm import model as model_lib
 from llm.data import conversations
+from llm.evals import heldout
 from llm.evals.context import assistant_text, mean
 
 # What a data source is, in the words the model is taught; the source's own name otherwise.
@@ -27,7 +28,9 @@ _DATA_DESCRIPTIONS = {'gutenberg': 'public-domain books from Project Gutenberg',
                       'tinyshakespeare': 'the works of Shakespeare',
                       'tinystories': 'short stories for children (TinyStories)',
                       'fineweb': 'educational web pages (FineWeb-Edu)'}
-_TOOL_DESCRIPTIONS = {'calculator': 'a calculator', 'search': 'a text search'}
+# Each tool as the identity conversations name it, in the order they list them.
+_TOOL_DESCRIPTIONS = {'calculator': conversations.CALCULATOR, 'search': 'a text search',
+                      'python': 'a Python interpreter'}
 QUESTIONS = {
     'parameters': ('How many parameters do you have?', 'How big are you?', 'how large is your model'),
     'context': ('How much can you remember?', 'how much can you remember'),
@@ -59,11 +62,28 @@ def data_description(source: str) -> str:
   return next((d for key, d in _DATA_DESCRIPTIONS.items() if key in source.lower()), f'the text of {source}')
 
 
+def tools_taught(config) -> list[str]:
+  """The tools the model was taught to call: the calculator, which every engine has, and those the
+  weighted sources of its SFT mixture call (conversations.TOOLS_CALLED: python_letters the python tool,
+  search_* search, which llm.chat and llm.serve offer with --python_tool and --search_folder). The
+  mixture is config's, else that of the nearest SFT run up its init_from chain (an RL run's SFT run)."""
+  sft = next((c.sft for c in heldout.lineage(config, 'the tools its SFT taught are part of what the model says '
+                                                     'about itself') if c.get('sft')), None)
+  mixture = dict(sft.mixture) if sft else {}
+  called = {conversations.TOOLS_CALLED.get(name) for name, weight in mixture.items() if weight > 0}
+  return [tool for tool in _TOOL_DESCRIPTIONS if tool == 'calculator' or tool in called]
+
+
+def _listed(items: list[str]) -> str:
+  """['a', 'b', 'c'] -> 'a, b and c'."""
+  return ' and '.join(filter(None, [', '.join(items[:-1]), items[-1]]))
+
+
 def run_facts(config, model_cfg: model_lib.ModelConfig) -> conversations.IdentityFacts:
   """What a model of this config should say about itself."""
-  names = [_TOOL_DESCRIPTIONS.get(n, n) for n in tools_lib.make_registry()]
   return conversations.IdentityFacts(parameters=about(param_count(model_cfg)), context_tokens=model_cfg.max_seq_len,
-                                     pretraining_data=data_description(config.data.source), tools=' and '.join(names))
+                                     pretraining_data=data_description(config.data.source),
+                                     tools=_listed([_TOOL_DESCRIPTIONS[tool] for tool in tools_taught(config)]))
 
 
 def stated_numbers(text: str) -> list[float]:
