@@ -40,7 +40,7 @@ def get_config(arg=None):
   c.sft.honesty_reply = 'sentence'  # wording of the honesty_* answers (llm.honesty.world.REPLY_STYLES)
   c.sft.replay = 0.0  # windows of the base's pretraining text per conversation window (llm/data/replay.py)
   c.sft.eval_prompts = 100  # held-out prompts per source for the well-formed-turn rate
-  c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator)
+  c.sft.eval_arithmetic = 200  # held-out arithmetic problems (with / without the calculator), as many in new phrasings
   # 1200 steps (~2 epochs, ~15 min on 2 cores): with 600, whether the model learned to copy a
   # question's numbers into its calculator call depended on the base's seed (results/sft_recipe).
   c.train.steps = 1200

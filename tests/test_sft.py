@@ -116,11 +116,12 @@ def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, sub
     assert key in summary, key
 
 
-@pytest.mark.parametrize('problems', [0, 2])
+@pytest.mark.parametrize('problems', [0, 12])
 def test_sft_eval_asks_arithmetic_in_other_phrasings_only_where_it_asks_arithmetic(problems, tokenizer, cache_dir,
                                                                                    monkeypatch):
   """sft.eval_arithmetic=0 (configs/sft_honesty.py, sft_gold.py) turns arithmetic off: its held-out
-  phrasings are neither asked nor reported (they were, as 0% right)."""
+  phrasings are neither asked nor reported (they were, as 0% right); otherwise as many are asked (100
+  were, whatever sft.eval_arithmetic said)."""
   from llm.tasks import sft_eval
   import tiny_config
   asked = []
@@ -130,7 +131,7 @@ def test_sft_eval_asks_arithmetic_in_other_phrasings_only_where_it_asks_arithmet
   out = sft_eval.evaluate(config, None, None, SimpleNamespace(tokenizer=tokenizer, heldout={}), None)
   assert out['arith_problems'] == problems
   if problems:
-    assert out['phrasing_problems'] == 100 and 'Subtract' in ' '.join(asked)  # a phrasing the generator never uses
+    assert out['phrasing_problems'] == problems and 'Subtract' in ' '.join(asked)  # a phrasing the generator never uses
   else:
     assert not any(key.startswith('phrasing_') for key in out) and asked == []
 

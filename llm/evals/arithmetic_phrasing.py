@@ -47,6 +47,11 @@ def problems(count: int, seed: int) -> list[tuple[str, str]]:
   return out
 
 
-def evaluate(ctx) -> dict:
-  results = arithmetic.measure(ctx, problems(ctx.count(DEFAULT_COUNT), ctx.config.seed))
+def measure(ctx, count: int) -> dict:
+  """The phrasing_* keys over count problems (SFT's end of run asks sft.eval_arithmetic of them)."""
+  results = arithmetic.measure(ctx, problems(count, ctx.config.seed))
   return {key.replace('arith_', 'phrasing_'): value for key, value in results.items()}
+
+
+def evaluate(ctx) -> dict:
+  return measure(ctx, ctx.count(DEFAULT_COUNT))

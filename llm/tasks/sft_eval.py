@@ -4,8 +4,8 @@ on the run's own held-out conversations:
 - well_formed_rate: held-out prompts answered with an assistant turn that ends in <|end|>;
 - arith_tool_call_rate, arith_acc_tool, arith_acc_no_tool, arith_copy_acc: held-out 2- and
   3-digit arithmetic word problems, with the calculator and without it;
-- phrasing_*: the same on phrasings the generator never uses (llm/evals/arithmetic_phrasing.py),
-  unless sft.eval_arithmetic is 0;
+- phrasing_*: as many (sft.eval_arithmetic) in phrasings the generator never uses
+  (llm/evals/arithmetic_phrasing.py), none when that is 0;
 - base_fewshot_arith_acc: the pretrained model on the same problems, prompted few-shot.
 
 Greedy decoding throughout, so the numbers are repeatable.
@@ -20,6 +20,6 @@ def evaluate(config, setup, params, data, base_params) -> dict:
   problems = heldout.arithmetic(sc.eval_arithmetic, config.seed, heldout.training_questions(config))
   base = Context.from_setup(config, setup, base_params, data.tokenizer)
   # a run that asks no arithmetic (sft.eval_arithmetic=0: honesty, gold) is not asked it in other words either
-  phrasing = arithmetic_phrasing.evaluate(ctx) if sc.eval_arithmetic else {}
+  phrasing = arithmetic_phrasing.measure(ctx, sc.eval_arithmetic) if sc.eval_arithmetic else {}
   return {**well_formed.rates(ctx, data.heldout, sc.eval_prompts), **arithmetic.measure(ctx, problems), **phrasing,
           'base_fewshot_arith_acc': fewshot_arithmetic.accuracy(base, problems)}
