@@ -2,6 +2,8 @@
 evaluations and labels."""
 import json
 
+import pytest
+
 from results.factuality import collect
 
 # The training people's facts were seen 0, 1 or 4 times; the interrogation knows those seen at all.
@@ -33,3 +35,15 @@ def test_plot_of_a_small_world_leaves_out_what_held_out_people_lack_and_says_so(
   assert (tmp_path / 'out' / 'exposure.png').stat().st_size > 0
   assert '| accuracy, all questions | 50.0% | 50.0% |' in (tmp_path / 'out' / 'table.md').read_text()
   assert 'exposure.png leaves out exposure 4:' in capsys.readouterr().err
+
+
+def test_a_folder_without_its_labels_ends_in_one_line_naming_the_file_and_its_command(tmp_path):
+  runs = tmp_path / 'runs'
+  (runs / 'sft_answers_short' / 'eval').mkdir(parents=True)
+  (runs / 'sft_answers_short' / 'eval' / 'honesty.json').write_text(json.dumps(by_exposure(0, 1)))
+  with pytest.raises(SystemExit) as error:
+    collect.main([f'--out={tmp_path / "out"}', str(runs)])
+  message = str(error.value.code)
+  assert '\n' not in message
+  assert str(runs / 'world' / 'labels.jsonl') in message and 'python -m llm.honesty.interrogate' in message
+  assert not (tmp_path / 'out' / 'table.md').exists()  # nothing written before the check

@@ -119,6 +119,12 @@ def main(args: list[str]):
   if missing:
     sys.exit(f'collect.py: {", ".join(missing)} is not a folder of runs; '
              'usage: python results/factuality/collect.py [--out=DIR] [--suffix=S] [RUNS ...]')
+  # checked before table.md is rewritten, so a folder without its labels leaves the committed pair alone
+  unlabelled = [f for f in folders if not (f / 'world' / 'labels.jsonl').is_file()]
+  if unlabelled:
+    sys.exit(f'collect.py: no {unlabelled[0] / "world" / "labels.jsonl"} (the plot\'s interrogation labels); '
+             f'make it with python -m llm.honesty.interrogate --workdir={unlabelled[0] / "pretrain_world"} '
+             f'--world={unlabelled[0] / "world"} (or bash results/factuality/run.sh with RUNS={unlabelled[0]})')
   out = Path(outs[-1] if outs else Path(__file__).parent)
   out.mkdir(parents=True, exist_ok=True)
   # {run name: one evaluation per base}, for the runs every base has
