@@ -6,6 +6,10 @@
         --budget=1e15 --budget=1e16 --bootstrap=200 --params=non_embedding
 
 --runs and --holdout take run directories, or folders searched for them; repeat either flag for more.
+--runs_csv=FILE instead refits from a runs.csv an earlier fit wrote (its rows' role column says which
+were held out), so a committed study refits without its run directories:
+
+    python -m llm.scaling fit --runs_csv=results/scaling_cpu/runs.csv --out=results/scaling_cpu
 Runs of one point (N, D) under several folders, e.g. the seeds of one sweep, are fitted as separate
 runs, and the report sets their spread beside the fit's residuals (seed_spread); one run directory
 reached through two roots (a folder and a run in it) is counted once.
@@ -49,6 +53,8 @@ from scipy import optimize  # noqa: E402
 from llm import files  # noqa: E402
 
 SUMMARY_KEYS = ('val_loss', 'params', 'params_non_embedding', 'tokens_seen', 'flops', 'flops_per_token')
+RUNS_CSV_KEYS = ('params', 'params_non_embedding', 'tokens_seen', 'flops', 'flops_per_token', 'val_loss', 'val_bpb',
+                 'steps', 'wall_s')
 HUBER_DELTA = 1e-3
 # Besiroglu et al.'s initialisations; columns a, b, e, alpha, beta (4500 points).
 INIT_GRID = np.array(list(itertools.product(np.arange(0, 26, 5.), np.arange(0, 26, 5.), np.arange(-1, 1.01, .5),
@@ -67,13 +73,15 @@ class StudyError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Run:
   name: str  # the run's path relative to the folder it was found in (of several: to their common folder)
-  path: Path
+  path: Path | None  # None: read from a runs.csv
   n: float  # parameters, as --params counts them
   d: float  # tokens trained on
   loss: float  # final validation loss, nats/token
   flops: float  # model FLOPs the run spent
   flops_per_token: float
   budget: float | None  # config scaling.c: its IsoFLOP slice (None outside a scaling study)
+  # The numbers of its summary.json that runs.csv records (RUNS_CSV_KEYS), as read.
+  summary: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 class Law(NamedTuple):
@@ -155,15 +163,40 @@ def load_runs(roots, params: str = 'non_embedding', exclude=()) -> list[Run]:
         name = str(path.resolve().relative_to(common))
       else:
         name = str(path.relative_to(root)) if path != root else path.name
-      runs.append(Run(name=name, path=path,
-                      n=float(summary['params_non_embedding' if params == 'non_embedding' else 'params']),
-                      d=float(summary['tokens_seen']), loss=float(summary['val_loss']), flops=float(summary['flops']),
-                      flops_per_token=float(summary['flops_per_token']),
-                      budget=None if budget is None else float(budget)))
+      runs.append(_run(name, path, summary, budget, params))
   if repeated:
     print(f'warning: {repeated} run director{"y" if repeated == 1 else "ies"} reached through two of the roots given '
           f'(a folder and a run in it, or one root twice): counted once, {len(runs)} runs', file=sys.stderr)
   return runs
+
+
+def _run(name, path, summary: dict, budget, params: str) -> Run:
+  return Run(name=name, path=path, n=float(summary['params_non_embedding' if params == 'non_embedding' else 'params']),
+             d=float(summary['tokens_seen']), loss=float(summary['val_loss']), flops=float(summary['flops']),
+             flops_per_token=float(summary['flops_per_token']), budget=None if budget is None else float(budget),
+             summary={k: summary[k] for k in RUNS_CSV_KEYS if k in summary})
+
+
+def load_runs_csv(path, params: str = 'non_embedding') -> tuple[list[Run], list[Run]]:
+  """The fitted runs and the held-out ones of a runs.csv that write_runs_csv wrote, in its order."""
+  path = Path(path)
+  if not path.is_file():
+    raise StudyError(f'{path}: no such file; --runs_csv takes the runs.csv an earlier fit wrote to its --out')
+  lines = path.read_text().splitlines()
+  header = lines[0].split(',') if lines else []
+  missing = [k for k in ('run', 'role', 'budget_c', *SUMMARY_KEYS) if k not in header]
+  if missing:
+    raise StudyError(f'{path} lacks the column{"s" * (len(missing) > 1)} {", ".join(missing)}: --runs_csv takes the '
+                     'runs.csv an earlier fit wrote to its --out')
+  groups = {'fit': [], 'holdout': []}
+  for line in lines[1:]:
+    row = dict(zip(header, line.split(',')))
+    if row['role'] not in groups:
+      raise StudyError(f'{path}: run {row["run"]} has role {row["role"]!r}, not fit or holdout')
+    # Cells are the JSON numbers of summary.json as str() wrote them; an empty one was missing there.
+    summary = {k: json.loads(row[k]) for k in RUNS_CSV_KEYS if row.get(k, '') != ''}
+    groups[row['role']].append(_run(row['run'], None, summary, row['budget_c'] or None, params))
+  return groups['fit'], groups['holdout']
 
 
 # --- Approach 3: L(N, D) = E + A/N^alpha + B/D^beta --------------------------------------------------
@@ -422,14 +455,13 @@ def plot_isoflop(runs: list[Run], minima: list[dict], fitted_exponents: dict | N
 
 
 def write_runs_csv(runs: list[Run], holdout: list[Run], path: Path):
-  """The numbers of every run's summary.json the study used, one row per run (a record to commit)."""
-  keys = ('params', 'params_non_embedding', 'tokens_seen', 'flops', 'flops_per_token', 'val_loss', 'val_bpb',
-          'steps', 'wall_s')
-  rows = [['run', 'role', 'budget_c', *keys]]
+  """The numbers of every run's summary.json the study used, one row per run (a record to commit, and
+  what --runs_csv refits from)."""
+  rows = [['run', 'role', 'budget_c', *RUNS_CSV_KEYS]]
   for role, group in (('fit', runs), ('holdout', holdout)):
     for r in group:
-      summary = files.read_json(r.path / 'summary.json')
-      rows.append([r.name, role, '' if r.budget is None else f'{r.budget:g}', *(summary.get(k, '') for k in keys)])
+      budget = '' if r.budget is None else f'{r.budget:g}'
+      rows.append([r.name, role, budget, *(r.summary.get(k, '') for k in RUNS_CSV_KEYS)])
   path.write_text(''.join(','.join(map(str, row)) + '\n' for row in rows))
 
 
@@ -471,13 +503,19 @@ def fit_study(run_roots, out, holdout_roots=(), budgets=(), samples: int = 200, 
   """Fits, bootstraps and plots the runs under run_roots; writes fit.json and the plots to out.
   models: (N, model FLOPs per token) of the models a compute-optimal row may name; None: the
   study's (configs/scaling.py's shape rules, N counted as `params`)."""
-  if models is None:
-    models = study_models(params)
   holdout = load_runs(holdout_roots, params)
   runs = load_runs(run_roots, params, exclude=[r.path for r in holdout])
   if not runs:
     raise StudyError(f'no finished runs under {", ".join(map(str, run_roots))}: --runs takes run directories '
                      'holding summary.json, or folders of them (e.g. the --root of llm.sweep)')
+  return fit_runs(runs, holdout, out, budgets, samples, params, seed, models)
+
+
+def fit_runs(runs: list[Run], holdout: list[Run], out, budgets=(), samples: int = 200, params: str = 'non_embedding',
+             seed: int = 0, models=None) -> dict:
+  """fit_study's fits, bootstrap and plots of runs already loaded (load_runs, load_runs_csv)."""
+  if models is None:
+    models = study_models(params)
   if len(runs) < 5:
     raise StudyError(f'{len(runs)} finished runs: L(N, D) has 5 free parameters (E, A, B, alpha, beta) and needs '
                      'at least 5 runs; finish more of the sweep or add --runs folders')
@@ -598,6 +636,8 @@ def format_report(report: dict) -> str:
 
 _RUNS = flags.DEFINE_multi_string('runs', [], 'A run directory, or a folder searched for them (repeatable).')
 _HOLDOUT = flags.DEFINE_multi_string('holdout', [], 'Runs to predict, left out of the fits (repeatable).')
+_RUNS_CSV = flags.DEFINE_string('runs_csv', None, 'A runs.csv an earlier fit wrote: refit its rows (replaces '
+                                 '--runs and --holdout).')
 _OUT = flags.DEFINE_string('out', None, 'Folder for fit.json, loss_vs_tokens.png and isoflop.png.')
 _BUDGET = flags.DEFINE_multi_float('budget', [], 'Compute budgets in FLOPs for the compute-optimal rows '
                                    '(default: the study\'s slices, and the largest x10 and x100).')
@@ -613,12 +653,17 @@ def main(argv):
   if argv[1:] != ['fit']:
     raise app.UsageError(f'expected the sub-command fit, got {argv[1:]}: '
                          'python -m llm.scaling fit --runs=DIR --out=DIR')
-  if not _RUNS.value or not _OUT.value:
-    raise app.UsageError('fit needs --runs=DIR (one or more) and --out=DIR')
+  if _RUNS_CSV.value and (_RUNS.value or _HOLDOUT.value):
+    raise app.UsageError('--runs_csv replaces --runs and --holdout (its role column says which runs were held out)')
+  if not (_RUNS.value or _RUNS_CSV.value) or not _OUT.value:
+    raise app.UsageError('fit needs --runs=DIR (one or more) or --runs_csv=FILE, and --out=DIR')
   try:
     files.check_writable(_OUT.value)  # before the fits and their bootstrap
-    report = fit_study(_RUNS.value, _OUT.value, _HOLDOUT.value, _BUDGET.value, _BOOTSTRAP.value, _PARAMS.value,
-                       _SEED.value)
+    fit_args = (_BUDGET.value, _BOOTSTRAP.value, _PARAMS.value, _SEED.value)
+    if _RUNS_CSV.value:
+      report = fit_runs(*load_runs_csv(_RUNS_CSV.value, _PARAMS.value), _OUT.value, *fit_args)
+    else:
+      report = fit_study(_RUNS.value, _OUT.value, _HOLDOUT.value, *fit_args)
   except (StudyError, PermissionError) as e:
     sys.exit(f'llm.scaling: {e}')
   print(format_report(report))

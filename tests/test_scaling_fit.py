@@ -445,3 +445,43 @@ def test_cli_budget_that_is_not_positive_is_refused_while_the_flags_are_read(tmp
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
   assert 'Flags parsing error: flag --budget=' in proc.stderr and 'a compute budget is a positive number' in proc.stderr
   assert not (tmp_path / 'out').exists()  # refused before the fit
+
+
+def test_a_fit_refits_from_the_runs_csv_it_wrote(tmp_path):
+  """--runs_csv: a committed runs.csv refits to the same study as the run directories it records."""
+  rng = np.random.default_rng(1)
+  sizes = np.geomspace(1e5, 4e6, 7)
+  for seed in (0, 1):
+    for i, c in enumerate((4e12, 1e13, 2.5e13)):
+      for n in sizes[i:i + 4]:
+        path = tmp_path / f'seed{seed}' / f'n{n:.3g}_c{c:g}'
+        write_run(path, n, c, TRUE.loss(n, c / (8 * n)) * np.exp(0.002 * rng.normal()))
+        summary = json.loads((path / 'summary.json').read_text())
+        (path / 'summary.json').write_text(json.dumps({**summary, 'val_bpb': 2.1 + 1e-13, 'steps': 990}))
+    write_run(tmp_path / f'held{seed}' / 'xxl', 6.4e6, 6e13, 3.2 + 0.01 * seed)
+  roots = [f'--runs={tmp_path / "seed0"}', f'--runs={tmp_path / "seed1"}', f'--holdout={tmp_path / "held0"}',
+           f'--holdout={tmp_path / "held1"}', '--bootstrap=5', '--params=total']
+  proc = run_cli(*roots, f'--out={tmp_path / "from_dirs"}')
+  assert proc.returncode == 0, proc.stderr
+  proc = run_cli(f'--runs_csv={tmp_path / "from_dirs" / "runs.csv"}', '--bootstrap=5', '--params=total',
+                 f'--out={tmp_path / "from_csv"}')
+  assert proc.returncode == 0, proc.stderr
+  for name in ('runs.csv', 'fit.json'):
+    assert (tmp_path / 'from_csv' / name).read_text() == (tmp_path / 'from_dirs' / name).read_text(), name
+  runs, holdout = scaling.load_runs_csv(tmp_path / 'from_dirs' / 'runs.csv')
+  assert len(runs) == 24 and [r.name for r in holdout] == ['held0/xxl', 'held1/xxl']
+  assert runs[0].n == sizes[0] and runs[0].budget == 4e12 and runs[0].summary['steps'] == 990
+  assert {r.summary['val_bpb'] for r in runs} == {2.1 + 1e-13}  # every digit of a float back
+
+
+def test_runs_csv_errors_are_one_line(tmp_path):
+  proc = run_cli(f'--runs_csv={tmp_path / "runs.csv"}', f'--out={tmp_path / "out"}')
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      f'llm.scaling: {tmp_path / "runs.csv"}: no such file; --runs_csv takes the runs.csv an earlier fit wrote to its '
+      '--out']
+  (tmp_path / 'runs.csv').write_text('run,role,val_loss\nxxl,fit,3.2\n')
+  with pytest.raises(scaling.StudyError, match='lacks the columns budget_c, params, params_non_embedding, tokens_seen, '
+                     'flops, flops_per_token: --runs_csv takes'):
+    scaling.load_runs_csv(tmp_path / 'runs.csv')
+  proc = run_cli(f'--runs_csv={tmp_path / "runs.csv"}', f'--runs={tmp_path}', f'--out={tmp_path / "out"}')
+  assert proc.returncode != 0 and '--runs_csv replaces --runs and --holdout' in proc.stderr
