@@ -1,6 +1,11 @@
 """The results' tables over seeds and bases: results/factuality/mean_tables.py and
-results/reward_hacking/copy_base_seeds.py, on hand-made tables whose means are worked out here."""
+results/reward_hacking/copy_base_seeds.py, on hand-made tables whose means are worked out here;
+results/sft_recipe/collect.sh on its committed runs."""
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -78,3 +83,17 @@ def test_copy_base_seeds_lines_seeds_up_by_name_and_averages(tmp_path):
 def test_copy_base_seeds_refuses_a_folder_without_a_report(tmp_path):
   with pytest.raises(ValueError, match='no reward-model rows'):
     copy_base_seeds.reward_models(_write(tmp_path / 'x' / 'table.md', '| a | b |\n|---|---|\n').parent)
+
+
+def test_sft_recipe_tables_rebuild_from_the_committed_runs(tmp_path):
+  """collect.sh given results/sft_recipe/runs, the copies it committed, rebuilds the tables from them."""
+  recipe = Path(__file__).resolve().parents[1] / 'results' / 'sft_recipe'
+  copy = tmp_path / 'results' / 'sft_recipe'
+  shutil.copytree(recipe / 'runs', copy / 'runs')
+  shutil.copy(recipe / 'collect.sh', copy)
+  env = {**os.environ, 'PYTHONPATH': str(recipe.parents[1])}
+  proc = subprocess.run(['bash', str(copy / 'collect.sh'), 'results/sft_recipe/runs'], capture_output=True, text=True,
+                        env=env, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  for table in ('table.md', 'bases/table.md'):
+    assert (copy / table).read_text() == (recipe / table).read_text(), table

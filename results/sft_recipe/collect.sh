@@ -3,6 +3,7 @@
 # (python -m llm.eval --suite=copying), each SFT group over its seeds (python -m llm.seeds), and a
 # copy of every run's config, summary, metrics and evaluations under results/sft_recipe/runs/.
 #   bash results/sft_recipe/collect.sh [RUNS]      # RUNS: run.sh's folder, default runs/sft_recipe
+#   bash results/sft_recipe/collect.sh results/sft_recipe/runs      # the tables from the committed runs
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs=${1:-runs/sft_recipe}
@@ -14,6 +15,8 @@ for b in "${bases[@]}"; do
   [[ -f $runs/$b/eval/copying.json ]] || python -m llm.eval --workdir="$runs/$b" --suite=copying
 done
 for r in "${bases[@]}" "${sfts[@]}"; do
+  # RUNS=results/sft_recipe/runs: the tables again from the committed copies, nothing to copy.
+  [[ $(realpath "$runs/$r") == $(realpath -m "$out/runs/$r") ]] && continue
   mkdir -p "$out/runs/$r/eval"
   cp "$runs/$r"/{config.json,summary.json,metrics.jsonl} "$out/runs/$r/"
   cp "$runs/$r"/eval/*.json "$out/runs/$r/eval/" 2>/dev/null || true
