@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs over the real data in ../shared/data."""
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -110,14 +111,20 @@ def hh_sft(tmp_path_factory, pretrained):
   return workdir
 
 
+def request_words(request: str) -> str:
+  """A request as SFT's split groups it: lower case, letters and digits only ('Who are you?' is
+  'whoareyou')."""
+  return re.sub(r'[\W_]+', '', request.lower())
+
+
 def hh_sft_openings(hh_sft: Path, data_dir: Path, tok) -> set[str]:
-  """The first user turns of the hh_chosen conversations hh_sft trained on: its training split as SFT
-  makes it (llm.tasks.sft: load_mixture, fitted to train.seq_len + 1 tokens)."""
+  """The first user turns (request_words) of the hh_chosen conversations hh_sft trained on: its
+  training split as SFT makes it (llm.tasks.sft: load_mixture, fitted to train.seq_len + 1 tokens)."""
   from llm.data import conversations
   config = json.loads((hh_sft / 'config.json').read_text())
   splits = conversations.load_mixture(data_dir, {'hh_chosen': HH_SFT['mixture']['hh_chosen']}, HH_SFT['val_fraction'],
                                       config['seed'], HH_SFT['max_per_source'], tok, config['train']['seq_len'] + 1)
-  return {c[0]['content'] for c in splits['hh_chosen'][0]}
+  return {request_words(c[0]['content']) for c in splits['hh_chosen'][0]}
 
 
 def losses_by_step(workdir: Path) -> dict:

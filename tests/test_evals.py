@@ -495,6 +495,21 @@ def _context_of(workdir) -> Context:
   return Context.from_run(run)
 
 
+def test_held_out_preference_prompts_leave_out_a_trained_request_in_other_case_or_punctuation(monkeypatch):
+  """SFT's split groups 'Who are you?' and 'who are you' as one request (conversations.request_key);
+  a preference prompt asking the trained request in other case or punctuation is no held-out prompt."""
+  from llm.data import preferences
+  from tiny_config import tiny_sft_config
+  turn = lambda request: [{'role': 'user', 'content': request}, {'role': 'assistant', 'content': 'An answer.'}]
+  trained = {'alpaca_gpt4': ([turn('Who are you?')], [turn('What is rain?')])}  # (train, val)
+  monkeypatch.setattr(conversations, 'load_mixture', lambda *args, **kwargs: trained)
+  config = tiny_sft_config(**{'sft.mixture': ml_collections.ConfigDict({'alpaca_gpt4': 1.0})})
+  pairs = [preferences.Pair(turn(request), turn(request)[:1] + [{'role': 'assistant', 'content': 'No.'}])
+           for request in ('who are you', 'WHO ARE YOU ?!', 'What is rain?', 'Who are you now?')]
+  kept = preferences.without_requests(pairs, heldout.trained_requests(config, None, None))
+  assert [p.chosen[0]['content'] for p in kept] == ['What is rain?', 'Who are you now?']
+
+
 def test_the_init_from_chain_is_followed_from_any_directory(tmp_path, monkeypatch):
   """configs/*.py name their parent relative to where training was launched ('runs/sft_small'):
   llm.eval run elsewhere must still find it, through what each run recorded at launch."""

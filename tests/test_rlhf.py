@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import ROOT, hh_sft_openings, kill_then_resume, kill_when, losses_by_step
+from conftest import ROOT, hh_sft_openings, request_words, kill_then_resume, kill_when, losses_by_step
 from llm import tokenizer as tokenizer_lib
 from llm.rl import best_of_n, hacking, reward_model
 from tiny_config import tiny_rlhf_config
@@ -454,8 +454,8 @@ def test_rlhf_held_out_prompts_leave_out_those_the_policys_sft_trained_on(tmp_pa
   opened = hh_sft_openings(hh_sft, data_dir, tok)
   _, val = preferences.load(source, data_dir, 0.1, 0)
   held = task.heldout(10**6)
-  assert held and not {p.prompt_messages[0]['content'] for p in held} & opened
-  assert task.left_out == len({json.dumps(p.chosen[:-1]) for p in val if p.chosen[0]['content'] in opened}) > 0
+  assert held and not {request_words(p.prompt_messages[0]['content']) for p in held} & opened
+  assert task.left_out == len({json.dumps(p.chosen[:-1]) for p in val if request_words(p.chosen[0]['content']) in opened}) > 0
 
 
 def test_resuming_rlhf_whose_proxies_split_the_prompts_elsewhere_is_refused(tmp_path, pretrained, data_dir):

@@ -144,8 +144,10 @@ def load(source: str, data_dir: Path | str, val_fraction: float, seed: int, gold
 
 
 def without_requests(pairs: list[Pair], requests: frozenset[str]) -> list[Pair]:
-  """The pairs whose prompt does not open with one of requests (llm.evals.heldout.trained_requests)."""
-  return [p for p in pairs if conversations.opening_request(p.chosen) not in requests]
+  """The pairs whose prompt does not open with one of requests (llm.evals.heldout.trained_requests),
+  compared as SFT's split groups them (conversations.request_key), so a copy in other case or
+  punctuation of a trained request is left out too."""
+  return [p for p in pairs if conversations.request_key(p.chosen) not in requests]
 
 
 def gold_seen_topic_pairs(train: list[Pair], count: int, seed: int) -> list[Pair]:

@@ -57,7 +57,7 @@ def training_questions(config) -> frozenset[str]:
 
 
 def trained_requests(config, data_dir: Path, tokenizer) -> frozenset[str]:
-  """The opening requests (conversations.opening_request) of the conversations that SFT runs of
+  """The opening requests, as SFT's split keys them (conversations.request_key), of the conversations that SFT runs of
   config's init_from chain, config's own included, trained on from preferences.SFT_SOURCES: each
   source's training split as the run made it (fitted to its train.seq_len), all of it, whatever
   share of it the mixture weight drew (that draw hangs on every other source of the mixture)."""
@@ -70,7 +70,7 @@ def trained_requests(config, data_dir: Path, tokenizer) -> frozenset[str]:
     if mixture:
       splits = conversations.load_mixture(data_dir, mixture, sft.val_fraction, c.seed, sft.get('max_per_source', 0),
                                           tokenizer, c.train.seq_len + 1)
-      requests.update(conversations.opening_request(conv) for train, _ in splits.values() for conv in train)
+      requests.update(conversations.request_key(conv) for train, _ in splits.values() for conv in train)
   return frozenset(requests)
 
 
