@@ -57,16 +57,18 @@ def run(main, program: str, positional: bool = False, config: bool = False):
 
 def quiet_libraries():
   """orbax and grain log every checkpoint saved or read at INFO (a screen of it before a sample's
-  first word): keep their warnings and errors only, on absl's handler, where app.run sends
-  Python's logging."""
+  first word), jax that it found no TPU on every machine without one: keep their warnings and
+  errors only, on absl's handler, where app.run sends Python's logging."""
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 class _QuietLibraries(logging.Filter):
 
   def filter(self, record):
-    return record.levelno >= logging.WARNING or not any(
-        f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'grain'))
+    if not any(f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'grain', 'jax')):
+      return True
+    # orbax warns that a manager opened read-only is read-only: llm.inference opens runs so on purpose.
+    return record.levelno >= logging.WARNING and not record.getMessage().startswith('Given directory is read only')
 
 
 def define_number_list(name: str, default: list, help: str, kind=int, lowest=0):  # pylint: disable=redefined-builtin

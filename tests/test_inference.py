@@ -400,7 +400,7 @@ def test_sample_keeps_the_end_of_a_prompt_longer_than_the_context(run_dir, tmp_p
   assert not out.stdout.startswith(prompt) and prompt[-40:] in out.stdout
 
 
-def test_sample_prints_no_screen_of_checkpoint_logging_but_keeps_its_warnings(run_dir, python_env):
+def test_sample_prints_no_screen_of_library_logging(run_dir, python_env):
   """orbax logged some 25 INFO lines reading the checkpoint before the sample's first word (llm.main
   filtered them; llm.sample, llm.eval, llm.chat and llm.hf did not)."""
   out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={run_dir[0]}', '--prompt=abc',
@@ -409,7 +409,22 @@ def test_sample_prints_no_screen_of_checkpoint_logging_but_keeps_its_warnings(ru
   assert out.returncode == 0, out.stderr
   lines = out.stderr.splitlines()
   assert not [l for l in lines if l.startswith('I') and 'checkpoint' in l.lower()], out.stderr
-  assert [l for l in lines if l.startswith('W') and 'checkpoint_manager.py' in l], out.stderr  # orbax's warnings stay
+  assert not [l for l in lines if 'read only' in l or 'read_only' in l], out.stderr  # opened so on purpose
+  assert not [l for l in lines if "backend 'tpu'" in l], out.stderr  # no TPU here is no news
+
+
+def test_library_warnings_pass_the_quiet_filter_and_their_info_does_not():
+  import logging
+  from llm import cli
+  record = lambda path, level, message: logging.LogRecord('x', level, path, 1, message, (), None)
+  keep = cli._QuietLibraries().filter
+  orbax = '/site-packages/orbax/checkpoint/checkpoint_manager.py'
+  assert keep(record(orbax, logging.WARNING, 'Checkpoint of step 3 has no metadata'))
+  assert keep(record(orbax, logging.ERROR, 'Could not read step 3'))
+  assert not keep(record(orbax, logging.INFO, 'Restoring checkpoint from step 3'))
+  assert not keep(record(orbax, logging.WARNING, 'Given directory is read only=/runs/x/checkpoints'))
+  assert not keep(record('/site-packages/jax/_src/xla_bridge.py', logging.INFO, "Unable to initialize backend 'tpu'"))
+  assert keep(record('/repo/llm/train.py', logging.INFO, 'step 3'))  # the project's own lines stay
 
 
 def test_sample_says_when_max_new_tokens_is_cut_to_the_context(run_dir, synthetic_tok, python_env):

@@ -68,8 +68,10 @@ def restore_params(checkpoints: Path | str, abstract, step: int | None = None) -
   the train state's 'params' subtree into abstract's shapes and shardings."""
   checkpoints = Path(checkpoints)
   _require(checkpoints, 'the run has no checkpoints/ folder')
+  # save_interval_steps=0 as read_only sets it anyway, else with a warning before every sample.
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
   manager = ocp.CheckpointManager(checkpoints.absolute(), item_handlers={'state': ocp.PyTreeCheckpointHandler()},
-                                  options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+                                  options=options)
   try:
     step = manager.latest_step() if step is None else step
     if step is None or step not in manager.all_steps():
