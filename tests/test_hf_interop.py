@@ -280,6 +280,21 @@ def test_bits_per_byte_of_a_dummy_prefix_tokenizer_count_each_documents_own_byte
   assert sums['bytes'] == n_bytes and sums['byte_loss_sum'] == pytest.approx(n_tokens * np.log(tok.vocab_size))
 
 
+def test_hellaswag_scores_an_ending_after_one_space_with_a_dummy_prefix_tokenizer(tmp_path):
+  """The dummy prefix puts a space before every text: ' ' + ending encoded alone carried two."""
+  from llm.evals import hellaswag
+  from llm.interop.tokenizer import HFTokenizer
+  from test_evals import Constant, make_ctx
+  _llama_sentencepiece(tmp_path / 'tokenizer.model')
+  tok = HFTokenizer.from_hf_dir(tmp_path, {'bos_token_id': 1, 'eos_token_id': 2})
+  item = hellaswag.Item('The cat sat on the', ('mat.', 'roof.', 'moon.', 'dog.'), 0)
+  ctx = make_ctx(tok, Constant((0.0,) * tok.vocab_size))
+  scored, score = [], ctx.score
+  ctx.score = lambda rows: scored.extend(rows) or score(rows)
+  hellaswag.choose(ctx, [item])
+  assert [tok.decode(row[1:]) for row in scored] == [f'The cat sat on the {e}' for e in item.endings]
+
+
 @pytest.mark.parametrize('style,model_type', [('gpt2', 'gpt2'), ('llama', 'llama'), ('modern', 'qwen3')])
 def test_our_runs_export_to_transformers_with_equal_logits_and_greedy_tokens(style, model_type, synthetic_tok,
                                                                               tmp_path):

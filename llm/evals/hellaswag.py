@@ -9,7 +9,7 @@ least surprising wins.
 
 The file (../shared/data/hellaswag_val/hellaswag_val_full.txt.bz2) is bzip2 text, six lines an
 item: 'activity label: context', the gold ending's index (0-3), then the four endings. Each
-row is [bos] + context + ' ' + ending, the context tokenized once for all four; a row longer
+row is [bos] + context + ' ' + ending, the ending being the tokens after the context's; a row longer
 than the model's context keeps its most recent tokens. An ending longer than the context is scored
 on the tokens that fit, per byte over those tokens' bytes; hellaswag_endings_truncated counts them.
 """
@@ -46,13 +46,16 @@ def choose(ctx, items: list[Item]) -> tuple[np.ndarray, np.ndarray, int]:
   """(by_sum, by_byte, truncated): the ending each item's lowest summed / per-byte loss picks, and
   how many endings were longer than the context, so only their last tokens were scored."""
   tok = ctx.tokenizer
+  # Each row is its whole text encoded at once, the ending its tokens after the context's (as
+  # lm-evaluation-harness does): the ending encoded alone as ' ' + ending would carry a second space
+  # with a tokenizer that puts one before every text (SentencePiece's dummy prefix, Llama 2's).
   contexts = tok.encode_batch([it.context for it in items])
-  endings = tok.encode_batch([' ' + e for it in items for e in it.endings])
+  wholes = tok.encode_batch([f'{it.context} {e}' for it in items for e in it.endings])
+  endings = [whole[len(contexts[k // 4]):] for k, whole in enumerate(wholes)]
   rows = []
-  for i, context in enumerate(contexts):
-    for ending in endings[4 * i:4 * i + 4]:
-      row = [tok.bos_id] + context + ending
-      rows.append(row[:1] + row[1:][-(ctx.max_len - 1):])
+  for whole in wholes:
+    row = [tok.bos_id] + whole
+    rows.append(row[:1] + row[1:][-(ctx.max_len - 1):])
   losses = ctx.score(rows)
   sums = np.array([loss_T[max(len(loss_T) - len(e), 0):].sum() for loss_T, e in zip(losses, endings)])
   # The ending's own bytes, not the space scored before it (lm-evaluation-harness's acc_norm); of
