@@ -42,7 +42,7 @@ def writes_out(problem) -> bool:
     ('1,234', '1234'), ('1234', '1,234'), ('-5', '-5'), ('5.0', '5'), ('$12.50', '12.5'),
     ('The answer is 42.', '42'), ('The answer is 42. Hope that helps!', '42'),
     ('I first thought 40, but the answer is 42.', '42'), ('It costs $1,080.', '1080'),
-    ('0.3333333', '0.33333333333'),  # within the relative tolerance
+    ('3.0', '3'), ('-0.50', '-.5'),
     ('10-3', '3'),  # a minus between numbers is an operator, not a sign
 ])
 def test_answers_match_accepts(predicted, reference):
@@ -56,6 +56,9 @@ def test_answers_match_accepts(predicted, reference):
     ('I do not know.', '42'), ('', '0'), (None, '42'),
     ('1000001', '1000000'),  # whole numbers must be equal, not merely close
     ('0.33', '0.3333333333'),
+    # nor, with a decimal point, merely within a relative 1e-6
+    ('The answer is 1000000.5.', '1000000'), ('The answer is -136012825.5.', '-136012862'),
+    ('0.3333333', '0.33333333333'),
 ])
 def test_answers_match_rejects(predicted, reference):
   assert not tasks.answers_match(predicted, reference)

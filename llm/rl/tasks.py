@@ -9,8 +9,8 @@ What verify() reads: the assistant's own text, as assistant_text() makes it from
 counts only once the model has written it itself.
 """
 import dataclasses
+import fractions
 import inspect
-import math
 import random
 import re
 from pathlib import Path
@@ -45,25 +45,19 @@ class RLTask(Protocol):
 # Verifier
 # ---------------------------------------------------------------------------------------------
 
-REL_TOLERANCE = 1e-6  # for answers with a decimal point: rounding like 0.333333 vs 1/3 passes
-
-
 def answers_match(predicted: str | None, reference: str) -> bool:
-  """Whether the last number in `predicted` equals the last number in `reference`.
+  """Whether the last number in `predicted` equals the last number in `reference`, exactly.
 
   Both go through conversations.extract_answer, so '1,234' matches '1234', '$12.50' matches
-  '12.5', '5.0' matches '5', and 'The answer is 42.' matches '42'. Whole numbers must be equal
-  exactly (a relative tolerance would let 1000001 pass for 1000000); as soon as either side has
-  a decimal point they are compared within REL_TOLERANCE. None, or text without a number, is
-  never a match.
+  '12.5', '5.0' matches '5', and 'The answer is 42.' matches '42'. No tolerance, not even for
+  decimals: every reference is a whole number, and one within a relative 1e-6 would let
+  1000000.5 pass for 1000000. None, or text without a number, is never a match.
   """
   guess = conversations.extract_answer(predicted) if predicted is not None else None
   truth = conversations.extract_answer(reference)
   if guess is None or truth is None:
     return False
-  if '.' in guess or '.' in truth:
-    return math.isclose(float(guess), float(truth), rel_tol=REL_TOLERANCE)
-  return int(guess) == int(truth)
+  return fractions.Fraction(guess) == fractions.Fraction(truth)
 
 
 def assistant_text(tokenizer, ids: list[int]) -> str:
