@@ -43,6 +43,7 @@ def writes_out(problem) -> bool:
     ('The answer is 42.', '42'), ('The answer is 42. Hope that helps!', '42'),
     ('I first thought 40, but the answer is 42.', '42'), ('It costs $1,080.', '1080'),
     ('3.0', '3'), ('-0.50', '-.5'),
+    ('The answer is 3/4.', '0.75'), ('6/2', '3'), ('3 1/2', '3.5'), ('2/6', '1/3'),
     ('10-3', '3'),  # a minus between numbers is an operator, not a sign
 ])
 def test_answers_match_accepts(predicted, reference):
@@ -58,7 +59,8 @@ def test_answers_match_accepts(predicted, reference):
     ('0.33', '0.3333333333'),
     # nor, with a decimal point, merely within a relative 1e-6
     ('The answer is 1000000.5.', '1000000'), ('The answer is -136012825.5.', '-136012862'),
-    ('0.3333333', '0.33333333333'),
+    ('0.3333333', '0.33333333333'), ('1/3', '0.33333333333'),
+    ('The answer is 3/4.', '4'), ('1/2', '2'),  # a fraction is not its denominator
 ])
 def test_answers_match_rejects(predicted, reference):
   assert not tasks.answers_match(predicted, reference)

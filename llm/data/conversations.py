@@ -10,6 +10,7 @@ long dialogues after an assistant turn) and splits each source into train and va
 request (split()).
 """
 import dataclasses
+import fractions
 import functools
 import itertools
 import json
@@ -320,26 +321,48 @@ def arithmetic(data_dir: Path, seed: int) -> Iterator[Conversation]:
     yield arithmetic_conversation(rng, digits, ops)
 
 
-# Answers are found in the last number of a reply: '1,234', '-5', '$12.50', '.5'. A '-', or the
-# typographic minus U+2212 (a '−5' read as 5 would pass for the wrong answer), counts as a sign
-# only when it does not follow a word or ')', so '10-3' ends in 3, not -3.
-_ANSWER_NUMBER = re.compile(r'((?<![\w)])[-\u2212])?\$?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)')
+# Answers are found in the last number of a reply: '1,234', '-5', '$12.50', '.5', and a fraction
+# '3/4' or mixed number '3 1/2' as one number (read as its denominator, 3/4 would pass for 4). A '-',
+# or the typographic minus U+2212 (a '−5' read as 5 would pass for the wrong answer), counts as a
+# sign only when it does not follow a word or ')', so '10-3' ends in 3, not -3. A denominator is
+# never 0 and is whole: '1/0' is 1 then 0, '1/2.5' is 1 then 2.5.
+_ANSWER_NUMBER = re.compile(
+    r'(?P<sign>(?<![\w)])[-\u2212])?\$?(?:'
+    r'(?:(?P<whole>\d+) )?(?P<numerator>\d+)/(?P<denominator>0*[1-9]\d*)(?!\.?\d)'
+    r'|(?P<decimal>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+))')
+
+
+def _written(value: fractions.Fraction) -> str:
+  """A number as extract_answer writes it: decimal digits where they end ('0.75' for 3/4, '3' for
+  6/2), otherwise the fraction in lowest terms ('1/3'), so equal numbers are equal strings."""
+  rest = value.denominator
+  for prime in (2, 5):
+    while rest % prime == 0:
+      rest //= prime
+  if rest != 1:  # 1/3 has no decimal digits that end
+    return str(value)
+  places = 0
+  while (value * 10 ** places).denominator != 1:
+    places += 1
+  digits = str(abs(value.numerator) * 10 ** places // value.denominator).rjust(places + 1, '0')
+  whole, fraction = digits[:len(digits) - places], digits[len(digits) - places:]
+  return ('-' if value < 0 else '') + whole + ('.' + fraction if fraction else '')
 
 
 def extract_answer(text: str) -> str | None:
   """The final number of an assistant reply, normalised: no commas or '$', no trailing zeros
-  after a decimal point ('5.0' -> '5', '$12.50' -> '12.5'), the sign '-' whichever minus it was
-  written with; None when there is no number."""
-  matches = _ANSWER_NUMBER.findall(text)
+  after a decimal point ('5.0' -> '5', '$12.50' -> '12.5'), a fraction as its decimal where that
+  ends ('3/4' -> '0.75', '3 1/2' -> '3.5') or in lowest terms ('2/6' -> '1/3'), the sign '-'
+  whichever minus it was written with; None when there is no number."""
+  matches = list(_ANSWER_NUMBER.finditer(text))
   if not matches:
     return None
-  sign, digits = matches[-1]
-  digits = digits.replace(',', '')
-  if '.' in digits:
-    digits = digits.rstrip('0').rstrip('.')
-  whole, point, fraction = digits.partition('.')
-  digits = str(int(whole or '0')) + point + fraction
-  return digits if digits == '0' or not sign else '-' + digits
+  last = matches[-1]
+  if last['decimal']:
+    value = fractions.Fraction(last['decimal'].replace(',', ''))
+  else:
+    value = int(last['whole'] or 0) + fractions.Fraction(int(last['numerator']), int(last['denominator']))
+  return _written(-value if last['sign'] else value)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,9 +49,9 @@ def answers_match(predicted: str | None, reference: str) -> bool:
   """Whether the last number in `predicted` equals the last number in `reference`, exactly.
 
   Both go through conversations.extract_answer, so '1,234' matches '1234', '$12.50' matches
-  '12.5', '5.0' matches '5', and 'The answer is 42.' matches '42'. No tolerance, not even for
-  decimals: every reference is a whole number, and one within a relative 1e-6 would let
-  1000000.5 pass for 1000000. None, or text without a number, is never a match.
+  '12.5', '5.0' matches '5', '3/4' matches '0.75', and 'The answer is 42.' matches '42'. No
+  tolerance, not even for decimals: every reference is a whole number, and one within a relative
+  1e-6 would let 1000000.5 pass for 1000000. None, or text without a number, is never a match.
   """
   guess = conversations.extract_answer(predicted) if predicted is not None else None
   truth = conversations.extract_answer(reference)
