@@ -76,6 +76,64 @@ def test_rollouts_without_room_for_a_completion_are_refused_naming_the_prompt_an
   assert 'raise train.seq_len' not in str(refused.value)
 
 
+class _EotTok:
+  """A tokenizer with an end-of-turn id of its own besides eos, as an imported Llama 3's <|eot_id|>:
+  eos 1, stop ids [1, 7], <|end|> 5, the tool delimiters 20-23; digit d is id 10 + d."""
+  bos_id, eos_id, pad_id, stop_ids = 2, 1, 0, [1, 7]
+  _SPECIAL = {'<|end|>': 5, '<|tool_call|>': 20, '<|/tool_call|>': 21, '<|tool_result|>': 22,
+              '<|/tool_result|>': 23}
+  special_id = staticmethod(lambda name: _EotTok._SPECIAL.get(name, 3))
+  encode = staticmethod(lambda text: [10 + int(ch) for ch in text if ch.isdigit()])
+  decode = staticmethod(lambda ids: ''.join(str(i - 10) for i in ids if 10 <= i < 20))
+
+
+class _ScriptedEngine:
+  """Writes every row the same (id, forced) pairs, up to the first sampled one of its stop ids."""
+  cache_len, params = 256, None
+
+  def __init__(self, script):
+    self.script = script
+
+  def generate(self, prompts, max_new, temperature, top_k, top_p, seed, stop_ids):
+    from llm import inference
+    ends = [k for k, (t, forced) in enumerate(self.script) if not forced and t in stop_ids]
+    script = self.script[:ends[0] + 1] if ends else self.script
+    return [inference.Completion([t for t, _ in script], [f for _, f in script], 'stop' if ends else 'length',
+                                 tool_calls=0) for _ in prompts]
+
+
+class _FourTask:
+  """'What is 2 + 2?' over and over."""
+  name = 'four'
+
+  def train_problems(self, seed):
+    from llm.rl import tasks as rl_tasks
+    while True:
+      yield rl_tasks.Problem([{'role': 'user', 'content': 'What is 2 + 2?'}], '4', {})
+
+  def verify(self, completion_text, problem):
+    from llm.rl import tasks as rl_tasks
+    return rl_tasks.answers_match(completion_text, problem.answer)
+
+
+def _rollout_metrics(monkeypatch, script, **overrides) -> dict:
+  """The metrics of one GRPO rollout of _ScriptedEngine(script) on _FourTask, tokenizer _EotTok."""
+  from llm.tasks import grpo as grpo_task
+  monkeypatch.setattr(grpo_task, 'rollout_batch', lambda *args, **kwargs: {})  # its log-probs need a model
+  state = grpo_task.Rollouts(task=_FourTask(), tokenizer=_EotTok(), engine=_ScriptedEngine(script))
+  return grpo_task._rollout(tiny_grpo_config(**overrides), None, None, state, start=0, step=1)[1]
+
+
+def test_rollouts_end_at_every_id_a_turn_ends_at_and_count_the_turn_finished(monkeypatch):
+  """The held-out eval stops at every id in chat_template.turn_stop_ids, an imported model's own
+  end of turn (7 here) too. Rollouts stopped only at <|end|> and eos: they wrote on past 7 ('4',
+  7, '1' read '41'), and a turn that did end at 7 was not finished and lost its format reward."""
+  four, one, eot, end = 14, 11, 7, 5
+  metrics = _rollout_metrics(monkeypatch, [(four, False), (eot, False), (one, False), (end, False)])
+  assert metrics['response_tokens'] == 2  # '4' and 7
+  assert metrics['reward_correctness'] == 1.0 and metrics['reward_format'] == 1.0
+
+
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):
   mask = jnp.ones_like(logp)
   f = lambda lp: grpo.objective(lp, old_logp, adv, mask, eps, eps_high, **kw)[0]

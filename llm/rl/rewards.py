@@ -2,7 +2,9 @@
 
 A component is fn(completion_text, completion_tokens, finished, problem, task) -> float, where
 completion_text is the assistant's own text (tasks.assistant_text), completion_tokens the
-length of the completion in tokens, and finished whether the engine stopped on <|end|>.
+length of the completion in tokens, and finished whether the turn ended: the engine stopped on
+<|end|> or another id a turn ends at (chat_template.turn_stop_ids: eos, an imported model's own
+end-of-turn id).
 
 - correctness: 1.0 when task.verify() accepts the final answer, else 0.0. It does not look at
   `finished`: a cut-off completion whose last number is right still scores (format does not).

@@ -128,9 +128,9 @@ def make_next_batch(config, state: Rollouts, rollout=None):
 def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   g, tok = config.grpo, state.tokenizer
   problems, rows, completions = sample_groups(config, setup, params, state, start, step, rollout_len(config))
-  end = tok.special_id('<|end|>')
-  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens),
-             c.finish_reason == 'stop' and c.tokens[-1] == end) for c in completions]
+  # A 'stop' is one of sample_groups' stop ids, every id a turn ends at, as in the held-out eval.
+  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens), c.finish_reason == 'stop')
+            for c in completions]
   total, components = rewards_lib.compute_rewards(
       scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
   batch = rollout_batch(config, setup, params, state, rows, completions, total)
@@ -145,18 +145,18 @@ def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
 
 def sample_groups(config, setup, params, state: Rollouts, start: int, step: int, max_len: int):
   """(problems, rows, completions): grpo.group_size completions of each of the step's problems,
-  each within max_len tokens, prompt included (new_token_budgets); rows[j] = (index of its
-  problem, prompt ids) for completions[j]."""
+  each within max_len tokens, prompt included (new_token_budgets), ending at any id a turn ends
+  at (chat_template.turn_stop_ids, as the held-out eval's); rows[j] = (index of its problem,
+  prompt ids) for completions[j]."""
   g, tok = config.grpo, state.tokenizer
   problems = _problems(state, start, g.prompts_per_step, config.seed)
   prompts = [chat_template.render_prompt(tok, p.prompt_messages) for p in problems]
   rows = [(i, prompt) for i, prompt in enumerate(prompts) for _ in range(g.group_size)]
   engine = rollout_engine(config, setup, params, state)
-  end = tok.special_id('<|end|>')
   max_new = new_token_budgets(config, engine, [p for _, p in rows], max_len)
   completions = engine.generate([p for _, p in rows], max_new, g.temperature, g.top_k, g.top_p,
                                 seed=inference.row_seeds(config.seed, step * 10_007, len(rows)),
-                                stop_ids=[end, tok.eos_id])
+                                stop_ids=chat_template.turn_stop_ids(tok))
   return problems, rows, completions
 
 
