@@ -45,7 +45,7 @@ def grpo_defaults() -> ml_collections.ConfigDict:
   g.aggregation = 'token'  # 'token' mean, 'sequence' mean of means, 'dr_grpo' sum / (batch x max_new_tokens): Dr. GRPO with normalize_std=False
   # Weights of the reward terms (llm/rl/rewards.py): a right answer, a well-formed one, length over target.
   g.rewards = ml_collections.ConfigDict(dict(correctness=1.0, format=0.1, length_penalty=0.0))
-  g.length_target = 64  # length_penalty starts beyond this many tokens ...
+  g.length_target = 64  # length_penalty starts beyond this many sampled tokens (tool results not counted) ...
   g.length_scale = 64.0  # ... and costs 1 per this many tokens more
   g.eval_problems = 128  # held-out problems for pass@k
   g.eval_samples = 4  # samples per held-out problem (pass@1 is their mean, pass@k any)

@@ -134,6 +134,18 @@ def test_rollouts_end_at_every_id_a_turn_ends_at_and_count_the_turn_finished(mon
   assert metrics['reward_correctness'] == 1.0 and metrics['reward_format'] == 1.0
 
 
+def test_length_counts_only_the_tokens_the_policy_sampled(monkeypatch):
+  """The length penalty and response_tokens count what the loss trains: a tool result the engine
+  force-fed is not the policy's length."""
+  call, close, result, close_result, two, four, end = 20, 21, 22, 23, 12, 14, 5
+  script = [(call, False), (two, False), (close, False),  # 3 sampled
+            (result, True), (four, True), (close_result, True),  # 3 force-fed
+            (four, False), (end, False)]  # 2 sampled
+  metrics = _rollout_metrics(monkeypatch, script, **{'grpo.length_target': 0, 'grpo.length_scale': 1.0})
+  assert metrics['response_tokens'] == 5 and metrics['reward_length_penalty'] == -5.0
+  assert metrics['reward_correctness'] == 1.0  # the '4' after the result is the model's own
+
+
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):
   mask = jnp.ones_like(logp)
   f = lambda lp: grpo.objective(lp, old_logp, adv, mask, eps, eps_high, **kw)[0]

@@ -2,9 +2,9 @@
 
 A component is fn(completion_text, completion_tokens, finished, problem, task) -> float, where
 completion_text is the assistant's own text (tasks.assistant_text), completion_tokens the
-length of the completion in tokens, and finished whether the turn ended: the engine stopped on
-<|end|> or another id a turn ends at (chat_template.turn_stop_ids: eos, an imported model's own
-end-of-turn id).
+tokens the model sampled in it (the loss mask's: force-fed tool results left out), and finished
+whether the turn ended: the engine stopped on <|end|> or another id a turn ends at
+(chat_template.turn_stop_ids: eos, an imported model's own end-of-turn id).
 
 - correctness: 1.0 when task.verify() accepts the final answer, else 0.0. It does not look at
   `finished`: a cut-off completion whose last number is right still scores (format does not).
@@ -12,7 +12,8 @@ end-of-turn id).
   the turn was closed (finished), and its text holds a number the verifier can read
   (conversations.extract_answer finds one; 'The answer is 42.' has one).
 - length_penalty: -max(0, completion_tokens - length_target) / length_scale: nothing up to the
-  target, then a cost that grows linearly, without a floor.
+  target, then a cost that grows linearly, without a floor. A long tool result costs nothing: the
+  model did not write it.
 """
 import functools
 from typing import Callable

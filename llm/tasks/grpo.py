@@ -129,7 +129,7 @@ def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   g, tok = config.grpo, state.tokenizer
   problems, rows, completions = sample_groups(config, setup, params, state, start, step, rollout_len(config))
   # A 'stop' is one of sample_groups' stop ids, every id a turn ends at, as in the held-out eval.
-  scored = [(rl_tasks.assistant_text(tok, c.tokens), len(c.tokens), c.finish_reason == 'stop')
+  scored = [(rl_tasks.assistant_text(tok, c.tokens), sampled_tokens(c), c.finish_reason == 'stop')
             for c in completions]
   total, components = rewards_lib.compute_rewards(
       scored, [problems[i] for i, _ in rows], state.task, dict(g.rewards), g.length_target, g.length_scale)
@@ -137,10 +137,16 @@ def _rollout(config, setup, params, state: Rollouts, start: int, step: int):
   groups = total.reshape(-1, g.group_size)
   metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
              'zero_variance_groups': float(grpo.uniform_groups(groups).mean()),
-             'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
+             'response_tokens': float(np.mean([sampled_tokens(c) for c in completions])),
              'tool_call_rate': float(np.mean([c.tool_calls > 0 for c in completions])),
              **{f'reward_{k}': float(v.mean()) for k, v in components.items()}}
   return batch, metrics
+
+
+def sampled_tokens(completion: inference.Completion) -> int:
+  """The tokens of a completion the policy sampled, those its loss trains: the tool results the
+  engine force-fed are not the policy's length."""
+  return completion.forced.count(False)
 
 
 def sample_groups(config, setup, params, state: Rollouts, start: int, step: int, max_len: int):
