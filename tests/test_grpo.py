@@ -306,6 +306,14 @@ def test_grpo_refuses_unknown_losses_and_rewards_before_its_first_eval(override,
     grpo_task.check_config(tiny_grpo_config(**override))
 
 
+def test_grpo_refuses_a_clip_narrower_above_than_below():
+  """epsilon_high is DAPO's clip-higher: below epsilon it would be a variant nobody means."""
+  from llm.tasks import grpo as grpo_task
+  with pytest.raises(ValueError, match=r'grpo\.epsilon_high=0\.1 < grpo\.epsilon=0\.2: the clip above 1 must '):
+    grpo_task.check_config(tiny_grpo_config(**{'grpo.epsilon_high': 0.1}))
+  grpo_task.check_config(tiny_grpo_config(**{'grpo.epsilon_high': 0.2}))  # PPO's symmetric clip
+
+
 @pytest.mark.parametrize('field', ['eval_problems', 'eval_samples'])
 def test_grpo_refuses_a_held_out_eval_of_nothing(field):
   """No problems would log a held-out pass@1 of NaN; no samples, a pass@0."""

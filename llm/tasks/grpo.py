@@ -62,6 +62,9 @@ def check_config(config):
   unknown = sorted(set(g.rewards) - set(rewards_lib.COMPONENTS))
   if unknown:
     raise ValueError(f'grpo.rewards holds unknown components {unknown}; known: {list(rewards_lib.COMPONENTS)}')
+  if g.epsilon_high < g.epsilon:  # clip-higher widens the trust region above 1; narrower is no variant
+    raise ValueError(f'grpo.epsilon_high={g.epsilon_high} < grpo.epsilon={g.epsilon}: the clip above 1 must be '
+                     'at least as wide as below (equal for PPO, higher for DAPO)')
   if g.length_scale <= 0:
     raise ValueError(f'grpo.length_scale={g.length_scale}: must be > 0 (the tokens past length_target that cost 1)')
   for field in ('eval_problems', 'eval_samples'):  # none would log a pass@1 of NaN, or a pass@0
