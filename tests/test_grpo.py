@@ -1,5 +1,6 @@
 """GRPO: advantages, the clipped objective, the KL term, learning on a bandit, and the task
 in the training loop."""
+import contextlib
 import json
 import subprocess
 import sys
@@ -144,6 +145,48 @@ def test_length_counts_only_the_tokens_the_policy_sampled(monkeypatch):
   metrics = _rollout_metrics(monkeypatch, script, **{'grpo.length_target': 0, 'grpo.length_scale': 1.0})
   assert metrics['response_tokens'] == 5 and metrics['reward_length_penalty'] == -5.0
   assert metrics['reward_correctness'] == 1.0  # the '4' after the result is the model's own
+
+
+def _stub_logp_rollouts(**fields):
+  """Rollouts whose log-prob function is a stand-in (zeros, no model) and whose reference is given."""
+  from llm.tasks import grpo as grpo_task
+  return grpo_task.Rollouts(logp_fn=lambda params, batch: np.zeros(batch['targets'].shape, np.float32),
+                            ref_params='reference', **fields)
+
+
+_NO_MESH = types.SimpleNamespace(context=contextlib.nullcontext)
+
+
+def test_rollout_batch_rows_mask_and_advantages_by_hand():
+  """One group of four, rewards 3, 1, 2, 2 (advantages +-1 / std = +-sqrt(2), 0, 0), seq_len 8 (rows
+  of 9 tokens), prompt [2, 9, 9]. The loss is on what the policy sampled, its stop token included,
+  never on the prompt, a force-fed tool result, padding or what the row cut off; targets are the
+  row shifted by one."""
+  from llm import inference
+  from llm.tasks import grpo as grpo_task
+  config = tiny_grpo_config(**{'train.seq_len': 8})
+  prompt, call, close, result, close_result, end = [2, 9, 9], 20, 21, 22, 23, 5
+  completions = [
+      inference.Completion([14, end], [False, False], 'stop', tool_calls=0),
+      inference.Completion([call, 12, close, result, 14, close_result, 14, end],  # cut after close_result
+                           [False, False, False, True, True, True, False, False], 'stop', tool_calls=1),
+      inference.Completion([11, end], [False, False], 'stop', tool_calls=0),
+      inference.Completion([13], [False], 'length', tool_calls=0)]
+  rows = [(0, prompt)] * 4
+  batch = grpo_task.rollout_batch(config, _NO_MESH, None, _stub_logp_rollouts(tokenizer=_EotTok()), rows,
+                                  completions, np.array([3.0, 1.0, 2.0, 2.0], np.float32))
+  np.testing.assert_allclose(batch['advantages'], [2 ** 0.5, -2 ** 0.5, 0.0, 0.0], rtol=1e-5)
+  whole = [[2, 9, 9, 14, end, 0, 0, 0, 0],
+           [2, 9, 9, call, 12, close, result, 14, close_result],
+           [2, 9, 9, 11, end, 0, 0, 0, 0],
+           [2, 9, 9, 13, 0, 0, 0, 0, 0]]
+  np.testing.assert_array_equal(batch['inputs'], [r[:-1] for r in whole])
+  np.testing.assert_array_equal(batch['targets'], [r[1:] for r in whole])
+  np.testing.assert_array_equal(batch['loss_mask'], [[0, 0, 1, 1, 0, 0, 0, 0],   # 14, end
+                                                     [0, 0, 1, 1, 1, 0, 0, 0],   # call, 12, close
+                                                     [0, 0, 1, 1, 0, 0, 0, 0],   # 11, end
+                                                     [0, 0, 1, 0, 0, 0, 0, 0]])  # 13
+  assert batch['old_logp'].shape == (4, 8)
 
 
 def _grad_wrt_logp(logp, old_logp, adv, eps=0.2, eps_high=0.2, **kw):
