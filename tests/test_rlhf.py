@@ -1,12 +1,14 @@
 """RLHF and reward hacking: KL_bon, the KL estimate, Gao et al.'s fits, the hacking monitor,
 best-of-n selection, proxy ensembles, and task=rlhf in the training loop."""
 import collections
+import contextlib
 import itertools
 import json
 import math
 import shutil
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -143,6 +145,45 @@ def test_ensemble_mean_and_worst_case():
   np.testing.assert_allclose(reward_model.Ensemble(members, 'min').score([[1], [2]]), [1.0, -1.0])
   with pytest.raises(ValueError, match="'mean' or 'min'"):
     reward_model.Ensemble(members, 'max')
+
+
+class _DigitTok:
+  """<|end|> is 5; digit d is id 10 + d (what the gold stand-in reads)."""
+  pad_id = 0
+  special_id = staticmethod(lambda name: {'<|end|>': 5}.get(name, 3))
+  decode = staticmethod(lambda ids: ''.join(str(i - 10) for i in ids if 10 <= i < 20))
+
+
+class _DigitGold:
+  """A prompt task whose gold reward is the digit the response wrote."""
+
+  def gold(self, completion_text, problem):
+    return float(completion_text)
+
+
+def test_rlhf_rollouts_are_rewarded_by_the_proxy_less_the_missing_end_penalty(monkeypatch):
+  """One group of four responses, the proxy scoring them 0.5, 2, -1, 1; the second never ended its
+  turn (missing_end_penalty 1.5): rewards 0.5, 0.5, -1, 1 (mean 0.25, std 0.75), advantages
+  (r - 0.25) / 0.75. The gold reward (the digits 7, 3, 9, 1) is only logged: training on it would
+  give other advantages."""
+  from llm import inference
+  from llm.tasks import grpo as grpo_task, rlhf
+  config = tiny_rlhf_config(**{'train.seq_len': 8, 'rlhf.missing_end_penalty': 1.5})
+  end = 5
+  completions = [inference.Completion([10 + digit, end], [False, False], 'stop', tool_calls=0)
+                 for digit in (7, 3, 9, 1)]
+  completions[1] = inference.Completion([13], [False], 'length', tool_calls=0)
+  rows = [(0, [2, 9])] * 4
+  monkeypatch.setattr(grpo_task, 'sample_groups', lambda *args: (['problem'], rows, completions))
+  state = rlhf._State(task=_DigitGold(), tokenizer=_DigitTok(), proxy=_Fixed([0.5, 2.0, -1.0, 1.0]),
+                      logp_fn=lambda params, batch: np.zeros(batch['targets'].shape, np.float32),
+                      ref_params='reference')  # stand-ins for the policy's and the reference's log-probs
+  batch, metrics = rlhf._rollout(config, types.SimpleNamespace(context=contextlib.nullcontext), None, state,
+                                 start=0, step=1)
+  np.testing.assert_allclose(batch['advantages'], np.array([0.25, 0.25, -1.25, 0.75]) / 0.75, rtol=1e-5)
+  assert metrics['reward_mean'] == pytest.approx(0.25) and metrics['reward_std'] == pytest.approx(0.75)
+  assert metrics['proxy_mean'] == pytest.approx(0.625) and metrics['gold_mean'] == pytest.approx(5.0)
+  assert metrics['finished_rate'] == 0.75
 
 
 def test_rlhf_rollouts_of_the_longest_budget_are_scored_at_their_end():
