@@ -248,6 +248,38 @@ def test_aggregations_on_uneven_lengths():
                              atol=1e-7)
 
 
+def test_clip_fraction_counts_the_tokens_the_clip_bound():
+  """Ratios 1.5, 0.5, 1.1 (eps 0.2) under A = +1 and A = -1: the clip binds at 1.5 for A > 0 and at
+  0.5 for A < 0, 2 of the 6 tokens; a masked position whose ratio would be clipped does not count."""
+  old = jnp.zeros((2, 4))
+  logp = jnp.log(jnp.array([[1.5, 0.5, 1.1, 3.0], [1.5, 0.5, 1.1, 3.0]]))
+  mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 0]])
+  _, _, aux = grpo.objective(logp, old, jnp.array([1.0, -1.0]), mask, 0.2, 0.2)
+  assert (float(aux['clip_fraction'][0]), float(aux['clip_fraction'][1])) == (2.0, 6.0)
+  _, _, wider = grpo.objective(logp, old, jnp.array([1.0, -1.0]), mask, 0.2, 0.6)  # 1.5 within 1 + 0.6
+  assert float(wider['clip_fraction'][0]) == 1.0
+
+
+def test_entropy_is_that_of_the_sampling_distribution_on_the_loss_tokens():
+  """Over V = 4 ids: uniform logits have entropy log 4, a one-hot-ish row ~0, and logits 2 log p at
+  temperature 2 sample p = (1/2, 1/4, 1/8, 1/8), entropy 1.75 log 2. Masked positions do not count."""
+  T = 2.0
+  loss_fn = grpo.make_loss_fn(_grpo_cfg(temperature=T))
+
+  def entropy(logits_1xTxV, mask):
+    batch = {'inputs': jnp.zeros(mask.shape, jnp.int32), 'targets': jnp.zeros(mask.shape, jnp.int32),
+             'loss_mask': mask, 'advantages': jnp.zeros(1), 'old_logp': jnp.zeros(mask.shape)}
+    total, count = loss_fn(_FixedLogits(), logits_1xTxV, batch)[2]['entropy']
+    return float(total), float(count)
+
+  peaked = jnp.array([30.0, 0.0, 0.0, 0.0])
+  two_tokens = jnp.array([[1, 1, 0]])
+  assert entropy(jnp.zeros((1, 3, 4)).at[0, 2].set(peaked), two_tokens) == (pytest.approx(2 * np.log(4)), 2.0)
+  assert entropy(jnp.tile(peaked, (1, 3, 1)), two_tokens)[0] == pytest.approx(0.0, abs=1e-4)
+  known = T * jnp.log(jnp.array([0.5, 0.25, 0.125, 0.125]))
+  assert entropy(jnp.tile(known, (1, 3, 1)), jnp.array([[0, 1, 0]]))[0] == pytest.approx(1.75 * np.log(2))
+
+
 def test_masked_positions_cannot_turn_the_loss_into_nan():
   """At a prompt position the log-ratio (and the reference's) may be huge: exp() would overflow to
   inf, and inf x mask 0 is NaN. The loss must be that of the unmasked tokens alone."""
