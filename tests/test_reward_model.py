@@ -1,11 +1,14 @@
 """Reward models: the Bradley-Terry loss, learning a toy preference, the gold rubric and pairs, the
 preference readers, and task=reward_model in the training loop (sharded, killed, resumed)."""
+import contextlib
 import dataclasses
 import gzip
 import json
+import math
 import re
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -384,6 +387,39 @@ def test_scorer_scores_in_fixed_blocks_as_one_row_at_a_time():
   with pytest.raises(ValueError, match="head='scalar'"):
     reward_model.Scorer(dataclasses.replace(model.cfg, head='lm'), params, _Tok(), sharding.make_mesh(mesh_cfg),
                         sharding.logical_rules(mesh_cfg.rules), seq_len=8, batch=4)
+
+
+class _ReadsItsTokens:
+  """A stand-in reward model whose score at each position is the token id there."""
+
+  def apply(self, variables, tokens_BxT):
+    return tokens_BxT.astype(jnp.float32)
+
+
+def test_held_out_metrics_of_known_score_differences():
+  """Five pairs scored by _ReadsItsTokens, r_c - r_r = 2, -3, 0 (a tie: wrong), 5, 1, in blocks of 2
+  (the last padded with a copy of pair 5, not counted): accuracy 3/5, margin 1, loss the mean of
+  log(1 + exp(-d))."""
+  from llm import sharding
+  from llm.tasks import reward_model as rm_task
+  from tiny_config import tiny_reward_model_config
+  config = tiny_reward_model_config(**{'train.batch_size': 2})
+  chosen_scores, rejected_scores = [3, 1, 2, 5, 1], [1, 4, 2, 0, 0]
+  n = len(chosen_scores)
+  # Read at position 1 of the chosen rows and 2 of the rejected; the other positions would say otherwise.
+  val = {'chosen': np.array([[9, c, 9, 9] for c in chosen_scores], np.int32),
+         'rejected': np.array([[0, 0, r, 0] for r in rejected_scores], np.int32),
+         'chosen_end': np.full(n, 1, np.int32), 'rejected_end': np.full(n, 2, np.int32),
+         'margin': np.zeros(n, np.float32)}
+  empty = {k: v[:0] for k, v in val.items()}
+  setup = types.SimpleNamespace(model=_ReadsItsTokens(), mesh=sharding.make_mesh(config.mesh),
+                                context=contextlib.nullcontext)
+  data = types.SimpleNamespace(heldout={'rm_val': val, 'rm_val_seen_topics': empty})
+  np.testing.assert_array_equal(rm_task._score_differences(config, setup, {}, val, {}), [2, -3, 0, 5, 1])
+  metrics = rm_task.heldout_metrics(config, setup, {}, data, {})
+  loss = sum(math.log(1 + math.exp(-d)) for d in (2, -3, 0, 5, 1)) / 5
+  assert metrics == {'rm_val_accuracy': pytest.approx(0.6), 'rm_val_margin': pytest.approx(1.0),
+                     'rm_val_loss': pytest.approx(loss)}
 
 
 class _CharTok(_Tok):
