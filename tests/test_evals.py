@@ -198,6 +198,52 @@ def test_an_ending_longer_than_the_context_costs_every_token_that_fits(tok):
   assert (by_sum[0], by_byte[0], truncated) == (0, 0, 2)
 
 
+class Bigram(nn.Module):
+  """A stand-in model whose next-token logits are 0 but for `pairs` (x, y, logit): after token x,
+  y gets that logit. What is likely depends on the token at the position, so a loss read one
+  position off is another token's."""
+  vocab: int
+  pairs: tuple
+
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, advance_B=None):
+    return jnp.asarray(bigram_table(self.vocab, self.pairs))[tokens_BxT]
+
+
+def bigram_table(vocab, pairs):
+  table = np.zeros((vocab, vocab), np.float32)
+  for x, y, logit in pairs:
+    table[x, y] = logit
+  return table
+
+
+def test_hellaswag_scores_each_ending_on_its_own_tokens(tok):
+  """Endings of four tokens and four bytes each; Bigram makes time's last token near certain after
+  the one before it (logit 10) and king's third a little likelier after its second (logit 3). Over
+  the endings' own tokens time costs least (3 log V against 4 log V - ~3 for king), by sum and per
+  byte; read one position early (the context's last token in, the ending's last out) king would."""
+  context = 'The little girl opened the door and saw'
+  items = [hellaswag.Item(context, ('door', 'king', 'full', 'time'), 0),
+           hellaswag.Item(context, ('time', 'full', 'king', 'door'), 0)]
+  n_context = len(tok.encode(context))
+  own = {e: tok.encode(f'{context} {e}')[n_context:] for e in items[0].endings}
+  assert all(len(ids) == len(e.encode()) == 4 for e, ids in own.items())  # the premise: equal lengths
+  pairs = ((own['time'][2], own['time'][3], 10.0), (own['king'][1], own['king'][2], 3.0))
+  table = bigram_table(tok.vocab_size, pairs).astype(np.float64)
+  picks = {}
+  for how, cut in (('aligned', slice(-4, None)), ('one_early', slice(-5, -1))):
+    sums = []
+    for it in items:
+      for e in it.endings:
+        row = [tok.bos_id] + tok.encode(f'{context} {e}')
+        logits = table[row[:-1]]
+        loss = np.log(np.exp(logits).sum(-1)) - logits[np.arange(len(row) - 1), row[1:]]
+        sums.append(loss[cut].sum())
+    picks[how] = np.array(sums).reshape(-1, 4).argmin(1).tolist()
+  assert picks == {'aligned': [3, 0], 'one_early': [1, 2]}
+  by_sum, by_byte, truncated = hellaswag.choose(make_ctx(tok, Bigram(tok.vocab_size, pairs)), items)
+  assert by_sum.tolist() == by_byte.tolist() == [3, 0] and truncated == 0
+
+
 def test_hellaswag_reader_checks_the_six_line_format(tmp_path):
   write_hellaswag(tmp_path, [('ctx', 1, ('a', 'b', 'c', 'd'))])
   assert hellaswag.read(tmp_path / hellaswag.PATH) == [hellaswag.Item('ctx', ('a', 'b', 'c', 'd'), 1)]
