@@ -7,6 +7,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -588,6 +589,34 @@ def test_warmup_is_fitted_to_a_short_run(schedule):
   tc.update(dict(steps=1000, warmup_steps=100))
   optim.fit_warmup(tc)
   assert tc.warmup_steps == 100  # a warmup the run holds is left alone
+
+
+def _train_settings(**settings):
+  from llm.config import base_config
+  tc = base_config().train
+  tc.update(settings)
+  return tc
+
+
+def test_wsd_schedule_warms_up_holds_and_decays_to_the_final_lr():
+  """lr 2, 100 steps, 10 of warmup, the last 20% decaying to min_lr_ratio 0.1: counts 0-10 rise
+  linearly from 0 to 2, 10-80 hold 2, 80-100 fall linearly to 0.2. Step s runs at count s - 1,
+  so the last step runs at 2 - 1.8 x 19/20 = 0.29."""
+  from llm import optim
+  lr = optim.schedule(_train_settings(lr=2.0, steps=100, warmup_steps=10, schedule='wsd', decay_fraction=0.2,
+                                      min_lr_ratio=0.1))
+  by_hand = {0: 0.0, 5: 1.0, 10: 2.0, 45: 2.0, 80: 2.0, 90: 2.0 - 1.8 * 10 / 20, 99: 0.29, 100: 0.2}
+  assert {count: float(lr(count)) for count in by_hand} == pytest.approx(by_hand)
+
+
+def test_cosine_schedule_warms_up_then_follows_a_half_cosine_to_the_final_lr():
+  """lr 2, 100 steps, 10 of warmup, min_lr_ratio 0.1: after the warmup,
+  0.2 + 1.8 x (1 + cos(pi x (count - 10) / 90)) / 2, halfway (count 55) 1.1, at count 100 0.2."""
+  from llm import optim
+  lr = optim.schedule(_train_settings(lr=2.0, steps=100, warmup_steps=10, schedule='cosine', min_lr_ratio=0.1))
+  cosine = lambda count: 0.2 + 1.8 * (1 + math.cos(math.pi * (count - 10) / 90)) / 2
+  by_hand = {0: 0.0, 5: 1.0, 10: 2.0, 25: cosine(25), 55: 1.1, 99: cosine(99), 100: 0.2}
+  assert {count: float(lr(count)) for count in by_hand} == pytest.approx(by_hand)
 
 
 def test_a_run_shorter_than_the_warmup_fits_the_warmup(tmp_path, cache_dir):
