@@ -619,6 +619,33 @@ def test_cosine_schedule_warms_up_then_follows_a_half_cosine_to_the_final_lr():
   assert {count: float(lr(count)) for count in by_hand} == pytest.approx(by_hand)
 
 
+def test_the_optimizer_clips_the_global_gradient_norm_before_adamw():
+  """Two steps, gradients of global norm 100 then 0.5, grad_clip 1: the first is scaled to norm 1
+  by hand, the second left alone, and optax.adamw on those (weight decay on the matrix, not the
+  norm scale) gives the updates the run's optimizer must. Adam's first step alone would not tell:
+  it divides a gradient's scale out."""
+  import optax
+  from llm import optim
+  tc = _train_settings(lr=0.1, steps=100, warmup_steps=0, schedule='wsd', grad_clip=1.0)
+  params = {'w': jnp.ones((2, 3)), 'norm_scale': jnp.ones(4)}
+  rng = np.random.default_rng(0)
+  grads = []
+  for norm in (100.0, 0.5):
+    g = {'w': rng.normal(size=(2, 3)), 'norm_scale': rng.normal(size=4)}
+    total = math.sqrt(sum(float(np.sum(v ** 2)) for v in g.values()))
+    grads.append({k: jnp.asarray(v * norm / total, jnp.float32) for k, v in g.items()})
+  clipped = [{k: v / 100.0 for k, v in grads[0].items()}, grads[1]]
+  reference = optax.adamw(0.1, b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay,
+                          mask={'w': True, 'norm_scale': False})
+  tx = optim.make_optimizer(tc)[0]
+  state, ref_state = tx.init(params), reference.init(params)
+  for g, g_clipped in zip(grads, clipped):
+    updates, state = tx.update(g, state, params)
+    expected, ref_state = reference.update(g_clipped, ref_state, params)
+    for k in params:
+      np.testing.assert_allclose(updates[k], expected[k], rtol=1e-5, atol=1e-7)
+
+
 def test_a_run_shorter_than_the_warmup_fits_the_warmup(tmp_path, cache_dir):
   """--config.train.steps=N sets a run's length whatever the config's warmup (5 here)."""
   train.run(tiny_config(cache_dir, **{'train.steps': 3}), tmp_path)
