@@ -1,4 +1,5 @@
 """Supervised fine-tuning: masks, the masked loss, and the sft task in the one training loop."""
+import collections
 import itertools
 import json
 import subprocess
@@ -101,6 +102,25 @@ def test_segment_batch_counts_positions_from_each_segment_start():
 def _sft_cmd(workdir, pretrained, *extra):
   return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:sft', f'--workdir={workdir}',
           f'--config.init_from={pretrained}', *extra]
+
+
+def test_mixture_weights_are_passes_over_each_source_per_epoch():
+  """Weight 2 repeats a source, 1.5 takes it once and a random half again, 0.5 a random half, 0
+  none. The epoch is drawn from the seed: the same seed draws the same half (the other half is never
+  trained on), another seed may draw another."""
+  from llm.tasks import sft
+  splits = {name: ([f'{name}{i}' for i in range(n)], []) for name, n in (('a', 5), ('b', 10), ('c', 4), ('d', 3))}
+  mixture = {'a': 2.0, 'b': 0.5, 'c': 1.5, 'd': 0.0}
+  epoch = sft.shuffled_epoch(splits, mixture, seed=0)
+  counts = {name: collections.Counter(c for c in epoch if c.startswith(name)) for name in splits}
+  assert len(epoch) == 2 * 5 + 5 + 4 + 2
+  assert counts['a'] == {f'a{i}': 2 for i in range(5)}
+  assert len(counts['b']) == 5 and set(counts['b'].values()) == {1}
+  assert set(counts['c']) == set(splits['c'][0]) and sorted(counts['c'].values()) == [1, 1, 2, 2]
+  assert not counts['d']
+  assert sft.shuffled_epoch(splits, mixture, seed=0) == epoch
+  halves = {frozenset(c for c in sft.shuffled_epoch(splits, mixture, seed) if c.startswith('b')) for seed in range(8)}
+  assert len(halves) > 1
 
 
 def test_sft_trains_evaluates_and_resumes_after_a_kill(tmp_path, pretrained, subprocess_env):
