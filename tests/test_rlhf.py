@@ -173,6 +173,7 @@ def test_rlhf_rollouts_are_rewarded_by_the_proxy_less_the_missing_end_penalty(mo
   completions = [inference.Completion([10 + digit, end], [False, False], 'stop', tool_calls=0)
                  for digit in (7, 3, 9, 1)]
   completions[1] = inference.Completion([13], [False], 'length', tool_calls=0)
+  completions[0] = inference.Completion([17, 30, end], [False, True, False], 'stop', tool_calls=1)  # 30: a tool's
   rows = [(0, [2, 9])] * 4
   monkeypatch.setattr(grpo_task, 'sample_groups', lambda *args: (['problem'], rows, completions))
   state = rlhf._State(task=_DigitGold(), tokenizer=_DigitTok(), proxy=_Fixed([0.5, 2.0, -1.0, 1.0]),
@@ -184,6 +185,7 @@ def test_rlhf_rollouts_are_rewarded_by_the_proxy_less_the_missing_end_penalty(mo
   assert metrics['reward_mean'] == pytest.approx(0.25) and metrics['reward_std'] == pytest.approx(0.75)
   assert metrics['proxy_mean'] == pytest.approx(0.625) and metrics['gold_mean'] == pytest.approx(5.0)
   assert metrics['finished_rate'] == 0.75
+  assert metrics['response_tokens'] == pytest.approx((2 + 1 + 2 + 2) / 4)  # the tool's token was not sampled
 
 
 def test_rlhf_rollouts_of_the_longest_budget_are_scored_at_their_end():

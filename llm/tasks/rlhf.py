@@ -159,7 +159,7 @@ def _rollout(config, setup, params, state: _State, start: int, step: int):
   kl = hacking.sequence_kl(batch['old_logp'], batch['ref_logp'], batch['loss_mask'])
   metrics = {'reward_mean': float(total.mean()), 'reward_std': float(total.std()),
              'proxy_mean': float(proxy.mean()), 'finished_rate': float(finished.mean()),
-             'response_tokens': float(np.mean([len(c.tokens) for c in completions])),
+             'response_tokens': float(np.mean([grpo_task.sampled_tokens(c) for c in completions])),
              'rollout_kl': kl, 'rollout_d': hacking.distance(kl)}
   if gold is not None:
     metrics['gold_mean'] = float(gold.mean())
@@ -199,7 +199,7 @@ def heldout_eval(config, setup, params, data, state: _State) -> dict:
   kl = hacking.sequence_kl(batch['old_logp'], batch['ref_logp'], batch['loss_mask'])
   out = {'rlhf_proxy': float(proxy.mean()), 'rlhf_kl': kl, 'rlhf_d': hacking.distance(kl),
          'rlhf_finished_rate': float(finished.mean()),
-         'rlhf_response_tokens': float(np.mean([len(c.tokens) for c in completions]))}
+         'rlhf_response_tokens': float(np.mean([grpo_task.sampled_tokens(c) for c in completions]))}
   if gold is not None:
     out['rlhf_gold'] = float(gold.mean())
     verdict = state.monitor.update(state.step, out['rlhf_gold'], out['rlhf_proxy'])
