@@ -49,6 +49,15 @@ def cpu_model() -> str:
   return info.get('model name') or info.get('Model') or platform.processor() or platform.machine()
 
 
+def cpu_id() -> dict:
+  """The CPU's family, model and stepping numbers (x86; empty where /proc/cpuinfo has none): what
+  tells apart hosts whose model name and flags are the same, as 'AMD EPYC' with AVX-512 is on both
+  Zen 4 (family 25) and Zen 5 (family 26)."""
+  info = _cpuinfo()
+  return {k: int(info[field]) for k, field in (('family', 'cpu family'), ('model', 'model'), ('stepping', 'stepping'))
+          if info.get(field, '').isdigit()}
+
+
 def cpu_flags() -> list[str]:
   """The instruction-set extensions of _ISA_FLAGS this CPU has."""
   flags = set((_cpuinfo().get('flags') or _cpuinfo().get('Features') or '').split())
@@ -84,17 +93,18 @@ def describe(platform: str | None = None) -> dict:
   """The host and devices, for benchmark JSON and reports; platform ('cpu'): that platform's
   devices instead of JAX's default, for a number measured in a process confined to it."""
   device = jax.devices(platform)[0]
-  return {'cpu': cpu_model(), 'isa': isa_class(), 'cpu_flags': cpu_flags(), 'cores': cores(),
+  return {'cpu': cpu_model(), 'cpu_id': cpu_id(), 'isa': isa_class(), 'cpu_flags': cpu_flags(), 'cores': cores(),
           'platform': device.platform, 'device_kind': device.device_kind, 'devices': jax.device_count(platform),
           'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
           'cpu_march': os.environ.get('LLM_CPU_MARCH', 'native')}
 
 
 def fingerprint() -> str:
-  """What a timing on this host depends on: CPU, its flags, the cores this process may use, XLA's
-  flags and JAX's version (the key of the kept peak and of the attention kernels' kept timings)."""
-  parts = [cpu_model(), ' '.join(sorted((_cpuinfo().get('flags') or '').split())), str(cores()),
-           os.environ.get('XLA_FLAGS', ''), jax.__version__]
+  """What a timing on this host depends on: CPU (name, family, model, stepping), its flags, the cores
+  this process may use, XLA's flags and JAX's version (the key of the kept peak and of the
+  attention kernels' kept timings)."""
+  parts = [cpu_model(), json.dumps(cpu_id(), sort_keys=True), ' '.join(sorted((_cpuinfo().get('flags') or '').split())),
+           str(cores()), os.environ.get('XLA_FLAGS', ''), jax.__version__]
   return hashlib.sha256('\n'.join(parts).encode()).hexdigest()[:16]
 
 

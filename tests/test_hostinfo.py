@@ -158,3 +158,25 @@ def test_the_cuda_child_waits_for_the_gpu_at_every_timer_read(monkeypatch, tmp_p
     torch_yardstick._main_on_gpu(str(script))
   assert events == [('device', 'cuda'), 'sync']
   assert capsys.readouterr().out.startswith("['--batch=4']")  # the script sees its own flags
+
+
+def _cpuinfo_of(family: str, model: str) -> dict:
+  return {'model name': 'AMD EPYC', 'flags': 'avx512f avx512_bf16 avx2 fma', 'cpu family': family, 'model': model,
+          'stepping': '1'}
+
+
+def test_two_epycs_of_one_name_and_flags_are_told_apart_by_family_and_model(monkeypatch):
+  """Zen 4 (family 25 model 17) and Zen 5 (family 26 model 2) VMs both read 'AMD EPYC' with
+  AVX-512: a result must say which it came from, and neither may reuse the other's kept peak."""
+  monkeypatch.setattr(hostinfo, '_cpuinfo', lambda: _cpuinfo_of('25', '17'))
+  zen4 = hostinfo.describe(), hostinfo.fingerprint()
+  monkeypatch.setattr(hostinfo, '_cpuinfo', lambda: _cpuinfo_of('26', '2'))
+  zen5 = hostinfo.describe(), hostinfo.fingerprint()
+  assert (zen4[0]['cpu_id'], zen5[0]['cpu_id']) == ({'family': 25, 'model': 17, 'stepping': 1},
+                                                    {'family': 26, 'model': 2, 'stepping': 1})
+  assert zen4[1] != zen5[1]
+
+
+def test_a_cpu_without_family_numbers_has_an_empty_id(monkeypatch):
+  monkeypatch.setattr(hostinfo, '_cpuinfo', lambda: {'Features': 'asimd', 'CPU implementer': '0x41'})  # an ARM host
+  assert hostinfo.cpu_id() == {}
