@@ -4,6 +4,8 @@ Accelerators: their datasheets' dense bf16 peaks by device kind. CPUs differ by 
 of one class (an AVX2 EPYC's best fp32 matmul is about half an AVX-512 Xeon's), so a CPU's peak
 is measured on the host: the best of a large float32 matmul through XLA and through numpy's BLAS,
 once, kept in $LLM_CACHE_DIR/host_peaks.json (else ~/.cache/llm) under the host's fingerprint.
+A peak is a maximum: other jobs on the cores only ever lower a measurement, so a re-measurement
+(`python -m llm.bench --peak`) replaces the kept peak only where it is higher.
 """
 import concurrent.futures
 import functools
@@ -16,6 +18,7 @@ import time
 import zlib
 from pathlib import Path
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
@@ -89,6 +92,17 @@ def cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
+def warn_if_mfu_above_one(mfu: float, peak: float) -> bool:
+  """Warns, and says True, where mfu is above 1: the peak of `peak` FLOP/s it divides by is too low."""
+  if not mfu > 1:
+    return False
+  logging.warning('MFU %.2f > 1: the peak of %.3g FLOP/s it divides by is too low (a CPU peak measured while '
+                  'other jobs ran); re-measure it on an idle machine with python -m llm.bench --peak (the '
+                  'highest measurement is kept), or set train.peak_flops_per_device for a training run',
+                  mfu, peak)
+  return True
+
+
 def describe(platform: str | None = None) -> dict:
   """The host and devices, for benchmark JSON and reports; platform ('cpu'): that platform's
   devices instead of JAX's default, for a number measured in a process confined to it."""
@@ -131,22 +145,39 @@ def _measure_cpu_peak() -> float:
   return flops / min(xla_s, numpy_s)
 
 
+def _peaks_path() -> Path:
+  return Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser() / 'host_peaks.json'
+
+
 @functools.cache
-def cpu_peak_flops(remeasure: bool = False) -> float:
-  """This host's measured float32 matmul FLOP/s (all its cores), measured once per host; a
-  measurement taken while other jobs ran is too low, so `python -m llm.bench --peak` re-measures."""
-  root = Path(os.environ.get('LLM_CACHE_DIR') or '~/.cache/llm').expanduser()
-  path = root / 'host_peaks.json'
+def cpu_peak_flops() -> float:
+  """This host's float32 matmul FLOP/s (all its cores): the kept peak, measured once per host
+  where none is kept yet."""
   key = fingerprint()
-  peaks = files.read_json(path, 'delete it: the next run measures the peak again') if path.exists() else {}
-  if key not in peaks or remeasure:
-    root.mkdir(parents=True, exist_ok=True)
-    # A thread of its own, so the measurement runs outside any mesh or trace the caller is in.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-      flops = pool.submit(_measure_cpu_peak).result()
-    peaks = {**peaks, key: {'cpu': cpu_model(), 'isa': isa_class(), 'cores': cores(), 'flops': flops}}
-    files.write_atomically(path, json.dumps(peaks, indent=1))
-  return peaks[key]['flops']
+  peaks = _kept_peaks()
+  return peaks[key]['flops'] if key in peaks else measure_cpu_peak()[1]
+
+
+def measure_cpu_peak() -> tuple[float, float]:
+  """Measures this host's peak: (this measurement, the peak kept now), the kept one the higher of
+  it and any kept before (a measurement taken while other jobs ran is only ever lower)."""
+  # A thread of its own, so the measurement runs outside any mesh or trace the caller is in.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    flops = pool.submit(_measure_cpu_peak).result()
+  key = fingerprint()
+  peaks = _kept_peaks()  # read after the measurement: another process may have kept one meanwhile
+  if key not in peaks or flops > peaks[key]['flops']:
+    peaks = {**peaks, key: {'cpu': cpu_model(), 'cpu_id': cpu_id(), 'isa': isa_class(), 'cores': cores(),
+                            'flops': flops}}
+    files.write_atomically(_peaks_path(), json.dumps(peaks, indent=1))
+    cpu_peak_flops.cache_clear()
+  return flops, peaks[key]['flops']
+
+
+def _kept_peaks() -> dict:
+  """host_peaks.json as {fingerprint: {'flops': ..., ...}}."""
+  path = _peaks_path()
+  return files.read_json(path, 'delete it: the next run measures the peak again') if path.exists() else {}
 
 
 def _devices_on_this_host() -> int:

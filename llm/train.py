@@ -444,11 +444,8 @@ def _train(config, workdir: Path) -> dict:
         if window_steps:  # none when only the compiling first step ran since the window opened
           tok_s = window_steps * tokens_per_step / (time.time() - window_t)
           row.update(tokens_per_s=tok_s, mfu=tok_s * flops_tok / peak)
-          if row['mfu'] > 1 and not peak_warned:
-            peak_warned = True
-            logging.warning('MFU %.2f > 1: the peak of %.3g FLOP/s this run divides by is too low (a CPU '
-                            'peak measured while other jobs ran); re-measure it with python -m llm.bench '
-                            '--peak, or set train.peak_flops_per_device', row['mfu'], peak)
+          if not peak_warned:
+            peak_warned = hostinfo.warn_if_mfu_above_one(row['mfu'], peak)
         log.write(step, row)
         window_t, window_steps = time.time(), 0
 

@@ -92,6 +92,16 @@ def test_a_train_step_result_says_what_it_timed(monkeypatch):
                    'vocab': 32}
 
 
+def test_a_train_step_mfu_above_one_warns_that_the_peak_is_too_low(monkeypatch, caplog):
+  """As the training loop does: an MFU above 1 is impossible, the peak it divides by too low."""
+  monkeypatch.setattr(hostinfo, 'peak_flops_per_device', lambda: 1.0)  # far below any real CPU's
+  config = bench.bench_config(layers=1, heads=2, dim=16, seq=8, batch=2, steps=1, warmup=1)
+  with caplog.at_level('WARNING'):
+    result = bench.run_bench(config, vocab=32, steps=1, warmup=1)
+  assert result['mfu'] > 1
+  assert sum('python -m llm.bench --peak' in r.getMessage() for r in caplog.records) == 1
+
+
 def test_rounds_run_ours_with_the_dtype_and_remat_asked_for(monkeypatch):
   from llm import bench_rounds
   commands = []

@@ -30,6 +30,21 @@ def test_the_cpu_peak_is_measured_once_per_host_and_kept(monkeypatch, fresh_peak
   assert entry['flops'] == 123e9 and entry['cpu'] == hostinfo.cpu_model()
 
 
+def test_a_remeasured_peak_is_kept_only_where_higher(monkeypatch, fresh_peak):
+  """A peak is a maximum: `llm.bench --peak` run while other jobs ran measured 79 GFLOP/s on a host
+  whose kept peak was 353, replaced it, and every MFU after it came out 4.5x too high."""
+  measurements = iter([353e9, 79e9, 400e9])
+  monkeypatch.setattr(hostinfo, '_measure_cpu_peak', lambda: next(measurements))
+  assert hostinfo.cpu_peak_flops() == 353e9
+  assert hostinfo.measure_cpu_peak() == (79e9, 353e9)  # what --peak prints: this measurement, the kept peak
+  hostinfo.cpu_peak_flops.cache_clear()  # a new process on the same host
+  assert hostinfo.cpu_peak_flops() == 353e9
+  assert hostinfo.measure_cpu_peak() == (400e9, 400e9)
+  assert hostinfo.cpu_peak_flops() == 400e9  # this process too uses the higher one from then on
+  (entry,) = json.loads((fresh_peak / 'host_peaks.json').read_text()).values()
+  assert entry['flops'] == 400e9
+
+
 def test_another_host_measures_its_own_peak(monkeypatch, fresh_peak):
   """A cache shared between hosts (a home directory on NFS) must not hand one host's peak to another."""
   monkeypatch.setattr(hostinfo, '_measure_cpu_peak', lambda: 100e9)
