@@ -137,9 +137,10 @@ def main(argv):
   del argv  # cli.run refuses any
   from llm import cpu_memory
   cpu_memory.keep_freed_memory()  # as llm.main does
+  from llm import hostinfo  # imports jax: after the malloc settings
+  hostinfo.warn_if_busy()  # before our own work counts in the load
   shape = {k: flags.FLAGS[k].value for k in SHAPE_FLAGS}
   if _PEAK.value:
-    from llm import hostinfo
     measured, kept = hostinfo.measure_cpu_peak()
     print(json.dumps({'peak_gflops_per_s': round(kept / 1e9, 1), 'measured_gflops_per_s': round(measured / 1e9, 1),
                       'host': hostinfo.describe()}))

@@ -92,6 +92,22 @@ def cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
+@functools.cache
+def load_at_start() -> float | None:
+  """The 1-minute load average when this process first asked (llm.bench asks at its start, before
+  its own work counts in it); None where the system keeps none (Windows)."""
+  return round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None
+
+
+def warn_if_busy():
+  """Warns where the load at start exceeds the cores: other jobs share them, so a time measured
+  now is theirs as much as ours, and a ratio of two such times means nothing."""
+  load = load_at_start()
+  if load is not None and load > cores():
+    logging.warning('load %.2f on %d cores at start: other jobs share them, so the times and ratios measured '
+                    'now mean little; run on an idle machine', load, cores())
+
+
 def warn_if_mfu_above_one(mfu: float, peak: float) -> bool:
   """Warns, and says True, where mfu is above 1: the peak of `peak` FLOP/s it divides by is too low."""
   if not mfu > 1:
@@ -105,12 +121,13 @@ def warn_if_mfu_above_one(mfu: float, peak: float) -> bool:
 
 def describe(platform: str | None = None) -> dict:
   """The host and devices, for benchmark JSON and reports; platform ('cpu'): that platform's
-  devices instead of JAX's default, for a number measured in a process confined to it."""
+  devices instead of JAX's default, for a number measured in a process confined to it. load_1min:
+  load_at_start(), so a reader sees whether other jobs shared the cores."""
   device = jax.devices(platform)[0]
   return {'cpu': cpu_model(), 'cpu_id': cpu_id(), 'isa': isa_class(), 'cpu_flags': cpu_flags(), 'cores': cores(),
           'platform': device.platform, 'device_kind': device.device_kind, 'devices': jax.device_count(platform),
           'jax': jax.__version__, 'xla_flags': os.environ.get('XLA_FLAGS', ''),
-          'cpu_march': os.environ.get('LLM_CPU_MARCH', 'native')}
+          'cpu_march': os.environ.get('LLM_CPU_MARCH', 'native'), 'load_1min': load_at_start()}
 
 
 def fingerprint() -> str:

@@ -195,3 +195,25 @@ def test_two_epycs_of_one_name_and_flags_are_told_apart_by_family_and_model(monk
 def test_a_cpu_without_family_numbers_has_an_empty_id(monkeypatch):
   monkeypatch.setattr(hostinfo, '_cpuinfo', lambda: {'Features': 'asimd', 'CPU implementer': '0x41'})  # an ARM host
   assert hostinfo.cpu_id() == {}
+
+
+@pytest.fixture
+def load(monkeypatch):
+  """Sets the 1-minute load average a fresh process would read."""
+  def set_load(value):
+    monkeypatch.setattr(hostinfo.os, 'getloadavg', lambda: (value, 0.0, 0.0))
+    hostinfo.load_at_start.cache_clear()
+  yield set_load
+  hostinfo.load_at_start.cache_clear()
+
+
+def test_a_load_above_the_cores_at_start_warns_and_every_result_records_it(monkeypatch, load, caplog):
+  monkeypatch.setattr(hostinfo, 'cores', lambda: 2)
+  for value, warned in ((2.0, False), (3.67, True)):
+    load(value)
+    caplog.clear()
+    with caplog.at_level('WARNING'):
+      hostinfo.warn_if_busy()
+    assert ('cores at start' in caplog.text) == warned, caplog.text
+    assert not warned or 'load 3.67 on 2 cores at start' in caplog.text
+    assert hostinfo.describe()['load_1min'] == value
