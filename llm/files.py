@@ -88,3 +88,13 @@ def read_json(path: Path | str, remedy: str = 'restore it, or rerun the command 
     return json.loads(Path(path).read_text())
   except json.JSONDecodeError as e:
     raise ValueError(f'{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}); {remedy}') from None
+
+
+def read_json_table(path: Path | str, remedy: str, valid_entry, entries: str) -> dict:
+  """The {key: entry} table in path, {} where there is none: read_json, and then a table of
+  another shape (`[]`, an entry valid_entry refuses) is a ValueError naming the file and saying
+  what its entries should be (`entries`), not a TypeError where the table is first used."""
+  table = read_json(path, remedy) if Path(path).exists() else {}
+  if not (isinstance(table, dict) and all(valid_entry(entry) for entry in table.values())):
+    raise ValueError(f'{path} is not a table of {entries}; {remedy}')
+  return table

@@ -11,6 +11,7 @@ import concurrent.futures
 import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import socket
@@ -193,8 +194,13 @@ def measure_cpu_peak() -> tuple[float, float]:
 
 def _kept_peaks() -> dict:
   """host_peaks.json as {fingerprint: {'flops': ..., ...}}."""
-  path = _peaks_path()
-  return files.read_json(path, 'delete it: the next run measures the peak again') if path.exists() else {}
+  return files.read_json_table(_peaks_path(), 'delete it: the next run measures the peak again',
+                               lambda entry: isinstance(entry, dict) and _is_flops(entry.get('flops')),
+                               'peaks by host ({"<fingerprint>": {"flops": <a positive number>, ...}, ...})')
+
+
+def _is_flops(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _devices_on_this_host() -> int:

@@ -2,6 +2,7 @@
 measurement that decides whether `auto` takes it."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -160,3 +161,16 @@ def test_a_kept_timing_is_kept_per_core_count_and_xla_flags(monkeypatch):
   avx2 = cpu_attention.choice_key('causal', shape)
   monkeypatch.setattr(hostinfo, 'cores', lambda: hostinfo.os.cpu_count() + 7)
   assert len({key, avx2, cpu_attention.choice_key('causal', shape)}) == 3
+
+
+@pytest.mark.parametrize('kept', ['[]', '{"key": "fast"}'])
+def test_a_choices_file_of_the_wrong_shape_is_named_with_its_remedy(monkeypatch, tmp_path, kept):
+  """Valid JSON that is not timings by key: a TypeError traceback, or an unnamed unpacking error."""
+  monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
+  monkeypatch.setattr(cpu_attention, 'choice_key', lambda kernel, shape: 'key')  # no kernel built for the test
+  path = tmp_path / 'kernels' / 'choices.json'
+  path.parent.mkdir()
+  path.write_text(kept)
+  with pytest.raises(ValueError, match=rf'^{re.escape(str(path))} is not a table of kept attention timings .*; '
+                                       'delete it: the next run times the kernels again$'):
+    cpu_attention._decide('causal', (1, 8, 2, 2, 16), lambda *shape: (1.0, 2.0))

@@ -53,17 +53,21 @@ def test_an_atomic_write_is_synced_to_the_disk_before_its_rename_and_the_rename_
 
 
 @pytest.mark.parametrize('reader', ['run config', 'scaling run', 'evaluated summary', 'token cache', 'host peaks',
-                                    'launch record'])
+                                    'launch record', 'kernel choices'])
 def test_a_json_file_a_reader_cannot_parse_is_named(tmp_path, monkeypatch, reader):
   """Every reader of a run's or a cache's JSON names the broken file; json's own error named none
   ('Expecting value: line 1 column 1')."""
   from llm import hostinfo, init_from, inference, scaling
   from llm.data import cache
   from llm.evals import context
+  from llm.kernels import cpu_attention
   import ml_collections
   names = {'run config': 'config.json', 'scaling run': 'summary.json', 'evaluated summary': 'summary.json',
-           'token cache': 'meta.json', 'host peaks': 'host_peaks.json', 'launch record': 'init_from.json'}
+           'token cache': 'meta.json', 'host peaks': 'host_peaks.json', 'launch record': 'init_from.json',
+           'kernel choices': 'kernels/choices.json'}
   broken = tmp_path / names[reader]
+  broken.parent.mkdir(exist_ok=True)
+  monkeypatch.setattr(cpu_attention, 'choice_key', lambda kernel, shape: 'key')  # no kernel built for the test
   (tmp_path / 'config.json').write_text('{"task": "pretrain"}')
   broken.write_text('{"val_loss": 3.1,')  # cut short
   monkeypatch.setenv('LLM_CACHE_DIR', str(tmp_path))
@@ -72,6 +76,7 @@ def test_a_json_file_a_reader_cannot_parse_is_named(tmp_path, monkeypatch, reade
           'evaluated summary': lambda: context.Context.from_run(types.SimpleNamespace(workdir=tmp_path)),
           'token cache': lambda: cache.load_cache_meta(tmp_path),
           'host peaks': lambda: hostinfo.cpu_peak_flops.__wrapped__(),
-          'launch record': lambda: init_from.located(ml_collections.ConfigDict({'init_from': 'base'}), tmp_path)}
+          'launch record': lambda: init_from.located(ml_collections.ConfigDict({'init_from': 'base'}), tmp_path),
+          'kernel choices': lambda: cpu_attention._decide('causal', (1, 8, 2, 2, 16), lambda *shape: (1.0, 2.0))}
   with pytest.raises(ValueError, match=rf'^{broken} is not valid JSON \('):
     read[reader]()

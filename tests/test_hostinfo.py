@@ -1,5 +1,6 @@
 """The host a number was measured on, and the CPU peak MFU divides by: measured once per host."""
 import json
+import re
 import subprocess
 import sys
 
@@ -217,3 +218,15 @@ def test_a_load_above_the_cores_at_start_warns_and_every_result_records_it(monke
     assert ('cores at start' in caplog.text) == warned, caplog.text
     assert not warned or 'load 3.67 on 2 cores at start' in caplog.text
     assert hostinfo.describe()['load_1min'] == value
+
+
+@pytest.mark.parametrize('kept', [lambda host: [], lambda host: {host: {'flops': 'fast'}}])
+def test_a_peaks_file_of_the_wrong_shape_is_named_with_its_remedy(monkeypatch, fresh_peak, kept):
+  """Valid JSON that is not peaks by host ended in a TypeError traceback, even from `llm.bench
+  --peak`, the documented way to measure the peak again."""
+  monkeypatch.setattr(hostinfo, '_measure_cpu_peak', lambda: 100e9)
+  path = fresh_peak / 'host_peaks.json'
+  path.write_text(json.dumps(kept(hostinfo.fingerprint())))
+  for read in (hostinfo.peak_flops_per_device, hostinfo.measure_cpu_peak):
+    with pytest.raises(ValueError, match=rf'^{re.escape(str(path))} is not a table of peaks by host .*; delete it: '):
+      read()

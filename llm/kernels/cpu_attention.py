@@ -191,16 +191,24 @@ def choice_key(kernel: str, shape: tuple) -> str:
 def _decide(kernel: str, shape: tuple, time_both) -> bool:
   key = choice_key(kernel, shape)
   path = _cache_root() / 'choices.json'
-  choices = json.loads(path.read_text()) if path.exists() else {}
+  choices = _kept_choices(path)
   if key not in choices:
     choices[key] = time_both(*shape)
-    _write_json(path, {**(json.loads(path.read_text()) if path.exists() else {}), key: choices[key]})
+    _write_json(path, {**_kept_choices(path), key: choices[key]})  # read again: another process may have added one
     logging.info('CPU %s attention at %s: kernel %.2f ms, XLA path %.2f ms', kernel, shape, *choices[key])
   kernel_ms, xla_ms = choices[key]
   faster = kernel_ms < xla_ms
   if jax.process_count() > 1:
     faster = bool(multihost_utils.broadcast_one_to_all(np.int32(faster)))
   return faster
+
+
+def _kept_choices(path: Path) -> dict:
+  """choices.json: {choice_key: [kernel ms, XLA ms]}."""
+  return files.read_json_table(path, 'delete it: the next run times the kernels again',
+                               lambda ms: isinstance(ms, list) and len(ms) == 2 and
+                               all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in ms),
+                               'kept attention timings ({"<choice key>": [<kernel ms>, <XLA ms>], ...})')
 
 
 def _time_both(B, T, H, K, Dh) -> tuple[float, float]:
