@@ -212,7 +212,8 @@ def _kept_choices(path: Path) -> dict:
 
 
 def _time_both(B, T, H, K, Dh) -> tuple[float, float]:
-  """Median ms of the kernel's and the XLA path's jitted forward + backward, interleaved."""
+  """ms per call of the kernel's and the XLA path's jitted forward + backward, interleaved: each
+  the best of best_ms's samples, not their median."""
   rng = np.random.default_rng(0)
   q, dout = (jnp.asarray(rng.standard_normal((B, T, H, Dh)), jnp.float32) for _ in range(2))
   k, v = (jnp.asarray(rng.standard_normal((B, T, K, Dh)), jnp.float32) for _ in range(2))
