@@ -10,15 +10,14 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # mallopt parameters,
 def keep_freed_memory():
   """Stops glibc from handing XLA's per-step buffers back to the kernel on CPU-only hosts.
 
-  XLA's CPU runtime allocates each step's temporaries as one block (357 MB for the benchmark
-  model) and frees it at the end. Above the mmap threshold glibc maps and unmaps such a block
-  every time, so every step page-faults and zero-fills all of it again: ~90k faults, ~150 ms
-  of kernel CPU time and ~15% of the benchmark's step time on 2 cores. One malloc arena (the
-  others cannot grow past 64 MB, so they map large blocks regardless), no mmap and no trimming
-  keep the block in the heap for reuse; the process keeps its peak memory instead (the
-  benchmark's RSS settles at ~2.4 GB rather than ~1.1 GB). It must run before JAX creates its
-  CPU client, whose threads pick their arenas once. Skipped where an accelerator is visible
-  (device memory is elsewhere there), off with LLM_KEEP_MALLOC=1.
+  XLA's CPU runtime allocates each step's temporaries as one block and frees it at the end.
+  Above the mmap threshold glibc maps and unmaps such a block every time, so every step
+  page-faults and zero-fills all of it again. One malloc arena (the others cannot grow past
+  64 MB, so they map large blocks regardless), no mmap and no trimming keep the block in the
+  heap for reuse; the process keeps its peak memory instead. What that saves in step time and
+  costs in memory, measured per host: docs/performance.md, "Keeping freed memory". It must run
+  before JAX creates its CPU client, whose threads pick their arenas once. Skipped where an
+  accelerator is visible (device memory is elsewhere there), off with LLM_KEEP_MALLOC=1.
   """
   if not sys.platform.startswith('linux') or os.environ.get('LLM_KEEP_MALLOC') == '1':
     return
