@@ -15,7 +15,8 @@ betas 0.9/0.95, lr 6e-4 constant) with global-norm clipping at 1.0. Both train o
 random batch and synchronise on the loss every step. The step is built by llm.train.build and
 llm.train.make_train_step, jitted with the training loop's shardings and donation.
 
-Every result carries its host (llm/hostinfo.py: CPU model, instruction-set class, cores, devices):
+Every result carries its host (llm/hostinfo.py: CPU model, family and model numbers, instruction-set
+class, cores, devices, the load at start):
 a CPU speed claim holds for a host class, not for one machine. To measure the AVX2 class on an
 AVX-512 host, build the attention kernel and cap XLA's code generation there:
 LLM_CPU_MARCH=haswell XLA_FLAGS=--xla_cpu_max_isa=AVX2 python -m llm.bench --reference.
