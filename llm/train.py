@@ -239,6 +239,37 @@ def _check_same_data(ckpt, step: int, config, workdir: Path, task_stream: tuple[
                      f'--workdir with --config.init_from={workdir}')
 
 
+# Beside config.json: the TaskData.record a run started with, written when it starts afresh.
+DATA_RECORD = 'data_record.json'
+
+
+def _check_same_record(ckpt, step: int, record: dict, record_before: Callable, workdir: Path):
+  """A resumed run reads on from its checkpoint's data position in the data the code builds now:
+  where that is not what it built when the run started (a split or a generator changed in the code,
+  a file its settings read changed, as RLHF's proxies), it would read on at the wrong place and
+  validate on data it trained on. The config cannot tell, so the task records what it built
+  (TaskData.record). A run started before the record was kept cannot be checked: warned, not refused."""
+  path = workdir / DATA_RECORD
+  before = (files.read_json(path, 'remove it to resume without the check') if path.exists()
+            else record_before(workdir))
+  if before is None:
+    if record:
+      logging.warning('%s started before %s was kept, so whether this code builds the data it trained on (e.g. '
+                      "SFT's splits) cannot be checked: resuming unchecked; where the code changed its data since, "
+                      'train on from its weights in a new --workdir with --config.init_from=%s',
+                      workdir, DATA_RECORD, workdir)
+    return
+  now = json.loads(json.dumps(record))  # as it would read back: tuples as lists
+  # Names both have: one added to the record since the run started cannot be checked.
+  changed = [f'{k}: {before[k]} -> {now[k]}' for k in sorted(before.keys() & now.keys()) if before[k] != now[k]]
+  if changed:
+    ckpt.close()
+    raise ValueError(f'{workdir} resumes from step {step} on other data than it started with ({"; ".join(changed)}; '
+                     f'{DATA_RECORD} holds what it started with): the code, or a file its settings read, changed '
+                     'what they build, so it would read on at the wrong place: resume with the run\'s own settings '
+                     f'and code, or train on from its weights in a new --workdir with --config.init_from={workdir}')
+
+
 def _check_same_tokenizer(ckpt, tokenizer_path, workdir: Path):
   """A resumed run keeps the tokenizer it trained with: a corpus changed since it started would
   train a new one of the same size, whose ids the embeddings do not mean, and replace the run's."""
@@ -385,6 +416,7 @@ def _train(config, workdir: Path) -> dict:
       _check_checkpoint_holds_model(ckpt, start, setup.abstract_state.params, config, workdir)
       _check_same_data(ckpt, start, config, workdir, task.data_stream)
       _check_same_tokenizer(ckpt, data.tokenizer.path, workdir)
+      _check_same_record(ckpt, start, data.record, task.record_before, workdir)
       if start > tc.steps:  # training on would do nothing, and the summary would claim tc.steps
         raise ValueError(f'{workdir} holds step {start}, beyond train.steps={tc.steps}: raise --config.train.steps, '
                          'or give a new --workdir')
@@ -394,6 +426,8 @@ def _train(config, workdir: Path) -> dict:
       # Whole or not at all: a kill mid-copy would leave a cut tokenizer, which the next start takes for another one.
       files.write_atomically(workdir / tokenizer_lib.run_file_name(data.tokenizer.path),
                              Path(data.tokenizer.path).read_bytes())
+      if start is None:  # a run resumed keeps the record of what it started on
+        files.write_atomically(workdir / DATA_RECORD, json.dumps(data.record, indent=2) + '\n')
       if start is None or start < tc.steps:
         # Training goes on (a finished run extended, or one without a checkpoint restarted): the
         # summary.json of before would tell llm.sweep, and any reader, that the run is finished

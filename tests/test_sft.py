@@ -268,3 +268,37 @@ def test_resuming_with_another_sft_mixture_is_refused_before_anything_is_written
   allowed = tiny_config.tiny_sft_config(cache_dir, **{**short, 'train.steps': 4, 'sft.eval_prompts': 2,
                                                       'sft.isolate_conversations': False})
   train._check_same_data(None, 2, allowed, tmp_path)  # pylint: disable=protected-access
+
+
+def test_resuming_sft_on_another_split_than_it_started_with_is_refused(tmp_path, pretrained, cache_dir, monkeypatch,
+                                                                       caplog):
+  """The split is the code's, not a config field: one changed since the run started (here its seed) has
+  the checkpoint's data position index another list of windows, and validation score conversations the
+  run trained on. data_record.json, written when the run starts, keeps what it was built on."""
+  import tiny_config
+  from llm.data import conversations
+  short = {'init_from': str(pretrained), 'train.steps': 2, 'train.warmup_steps': 1}
+  train.run(tiny_config.tiny_sft_config(cache_dir, **short), tmp_path)
+  more = tiny_config.tiny_sft_config(cache_dir, **{**short, 'train.steps': 4})
+  files = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json', 'data_record.json')
+  before = {name: (tmp_path / name).read_bytes() for name in files}
+  with monkeypatch.context() as patched:
+    patched.setattr(conversations, '_SPLIT_SEED', 1)
+    changed = '; '.join(rf'sft_{side}\.{name}: \d+ conversations, sha256 \w+ -> \d+ conversations, sha256 \w+'
+                        for side in ('train', 'val') for name in ('arithmetic', 'identity'))
+    with pytest.raises(ValueError, match=rf'{tmp_path} resumes from step 2 on other data than it started with '
+                                         rf'\({changed}; sft_windows: .*\): .*resume with the run.s own settings '
+                                         rf'and code, or train on from its weights in a new --workdir with '
+                                         rf'--config\.init_from={tmp_path}$'):
+      train.run(more, tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # The check alone, as the code builds the data again: the same split passes.
+  from llm.tasks import sft
+  train._check_same_record(None, 2, sft.data(more, tmp_path).record, sft.TASK.record_before, tmp_path)  # pylint: disable=protected-access
+  # A run started before the record was kept cannot be checked: it resumes, warned, and stays unrecorded.
+  (tmp_path / 'data_record.json').unlink()
+  with caplog.at_level('WARNING'):
+    train.run(more, tmp_path)
+  assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
+  assert sum('cannot be checked' in r.getMessage() for r in caplog.records) == 1
+  assert not (tmp_path / 'data_record.json').exists()

@@ -12,6 +12,7 @@ request (split()).
 import dataclasses
 import fractions
 import functools
+import hashlib
 import itertools
 import json
 import random
@@ -549,6 +550,14 @@ def split(conversations: Iterable[Conversation], val_fraction: float, seed: int 
   train, val = sources.split_documents(list(groups), val_fraction, seed)
   side = lambda keys: [c for k in keys for _, c in sorted(groups[k], key=lambda pair: pair[0])]
   return side(train), side(val)
+
+
+def fingerprint(conversations: list[Conversation]) -> str:
+  """'N conversations, sha256 H' of their JSON texts sorted: the same conversations in any order give
+  the same, one changed, added or dropped another (what a run's data record keeps of a split)."""
+  texts = sorted(json.dumps(c, sort_keys=True, ensure_ascii=False) for c in conversations)
+  digest = hashlib.sha256('\n'.join(texts).encode()).hexdigest()[:16]
+  return f'{len(texts)} conversations, sha256 {digest}'
 
 
 _FIT_TRIES = 1000  # conversations in a row an endless source may fail to fit before it is refused

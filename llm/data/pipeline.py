@@ -173,6 +173,7 @@ class EpochWindows:
   read(rows, epoch) -> int32 windows_NxW of rows (each in [0, count)) in that epoch, the same after a resume."""
   count: int
   read: Callable[[np.ndarray, int], np.ndarray]
+  about: str = ''  # what, besides the run's seed, decides which windows they are (a run's data record keeps it)
 
 
 def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,

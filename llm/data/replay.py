@@ -62,7 +62,8 @@ def windows(tokens: np.ndarray, count: int, seq_len: int, seed: int) -> pipeline
     ids = stream_window_ids(available, seed, epoch * count + np.asarray(rows))
     return np.stack([tokens[i * seq_len:(i + 1) * seq_len + 1] for i in ids]).astype(np.int32)
 
-  return pipeline.EpochWindows(count, read)
+  return pipeline.EpochWindows(count, read,
+                               about=f'{count} per epoch of the {available} windows of a {len(tokens)}-token stream')
 
 
 def mix(conversation_windows: int, base: Path, weight: float, seq_len: int, seed: int,

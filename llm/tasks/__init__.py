@@ -18,6 +18,10 @@ class TaskData:
   eval_sets: dict[str, list[dict]]  # name -> fixed batches (whole, every process holds all rows)
   facts: dict = dataclasses.field(default_factory=dict)  # about the data, copied into summary.json
   heldout: dict = dataclasses.field(default_factory=dict)  # examples for the task's final evaluate()
+  # What the code built from the config, that the config's fields cannot tell ({name: JSON value},
+  # e.g. the count and hash of SFT's splits): llm/train.py keeps the one a run started with and
+  # refuses a resume that builds another, whose checkpoint's data position would index other data.
+  record: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +42,9 @@ class Task:
   # Config fields beyond llm/train.py's _DATA_STREAM that decide this task's stream of batches, so
   # that a resume with other values is refused (e.g. RLHF's prompts kept by the room they leave)
   data_stream: tuple[str, ...] = ()
+  # workdir -> the TaskData.record of a run started before llm/train.py kept one, from what the task
+  # kept then (RLHF's rlhf_split.json); None: nothing, so its data cannot be checked
+  record_before: Callable = lambda workdir: None
 
 
 def get(config) -> Task:

@@ -1,6 +1,7 @@
 """Supervised fine-tuning: a pretrained base model trained on conversations, the loss on the
 assistant's tokens only (llm/chat_template.py decides which), conversations packed whole into
 windows (llm/data/pipeline.pack_conversations)."""
+import hashlib
 import random
 
 from absl import logging
@@ -110,7 +111,18 @@ def data(config, workdir) -> TaskData:
   facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
            'sft_windows_per_epoch': len(windows) + replay_count, 'sft_replay_windows': replay_count, **security_facts}
   return TaskData(tokenizer=tok, train_iter=iter(train), eval_sets=eval_sets, facts=facts,
-                  heldout={name: val for name, (_, val) in splits.items()})
+                  heldout={name: val for name, (_, val) in splits.items()},
+                  record=_record(splits, windows, replayed))
+
+
+def _record(splits: dict, windows: np.ndarray, replayed: pipeline.EpochWindows | None) -> dict:
+  """What the code built from the config (TaskData.record): each source's split, the packed windows
+  of an epoch (the list the checkpoint's data position indexes) and the replayed ones."""
+  record = {f'sft_{side}.{name}': conversations.fingerprint(split)
+            for name, (train, val) in splits.items() for side, split in (('train', train), ('val', val))}
+  record['sft_windows'] = f'{len(windows)} windows, sha256 {hashlib.sha256(windows.tobytes()).hexdigest()[:16]}'
+  record['sft_replay'] = replayed.about if replayed else 'none'
+  return record
 
 
 def _eval_batches(rendered, tc, pad_id, isolate: bool) -> list[dict]:
