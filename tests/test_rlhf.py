@@ -479,7 +479,7 @@ def test_rlhf_holds_out_only_prompts_every_proxy_held_out(tmp_path, data_dir, to
   gold_proxy = _proxy_config(tmp_path / 'gold', source='gold', val_fraction=0.01)  # trained on no hh prompt
   config = tiny_rlhf_config(**{'rlhf.prompts': source, 'rlhf.proxy': f'{wide},{narrow},{gold_proxy}',
                                'train.seq_len': 256, 'grpo.max_new_tokens': 64})
-  held = {json.dumps(p.prompt_messages, sort_keys=True) for p in rlhf._prompt_task(config, tok, tmp_path / 'run').heldout(10**6)}
+  held = {json.dumps(p.prompt_messages, sort_keys=True) for p in rlhf._prompt_task(config, tok).heldout(10**6)}
   prompts = lambda pairs: {json.dumps(p.chosen[:-1], sort_keys=True) for p in pairs}
   narrow_train, narrow_val = preferences.load(source, data_dir, 0.05, 0)
   assert held and held <= prompts(narrow_val) and not held & prompts(narrow_train)
@@ -493,7 +493,7 @@ def test_rlhf_held_out_prompts_leave_out_those_the_policys_sft_trained_on(tmp_pa
   proxy = _proxy_config(tmp_path / 'proxy', source=source, val_fraction=0.1)
   config = tiny_rlhf_config(**{'init_from': str(hh_sft), 'rlhf.prompts': source, 'rlhf.proxy': proxy,
                                'train.seq_len': 256, 'grpo.max_new_tokens': 64})
-  task = rlhf._prompt_task(config, tok, tmp_path / 'run')
+  task = rlhf._prompt_task(config, tok)
   opened = hh_sft_openings(hh_sft, data_dir, tok)
   _, val = preferences.load(source, data_dir, 0.1, 0)
   held = task.heldout(10**6)
@@ -507,35 +507,42 @@ def test_resuming_rlhf_whose_proxies_split_the_prompts_elsewhere_is_refused(tmp_
   fraction (another proxy, or the same one retrained) would read on in another list. Another proxy
   of the same fraction gives the same list."""
   import re
+  from llm import train
   from llm.tasks import rlhf
   source = 'hh_rlhf_harmless_base'
   started, same, narrow = (_proxy_config(tmp_path / name, source=source, val_fraction=fraction)
                            for name, fraction in (('started', 0.1), ('same', 0.1), ('narrow', 0.05)))
   workdir = tmp_path / 'run'
   workdir.mkdir()  # as the loop makes it, before task.data
-  config = lambda proxy, prompts=source: tiny_rlhf_config(**{'init_from': str(pretrained), 'rlhf.prompts': prompts,
-                                                             'rlhf.proxy': proxy})
+  config = lambda proxy: tiny_rlhf_config(**{'init_from': str(pretrained), 'rlhf.prompts': source,
+                                             'rlhf.proxy': proxy})
+  checkpointer = types.SimpleNamespace(close=lambda: None)  # the check closes it before refusing
 
-  def start(proxy):
-    return rlhf.make_task(config(proxy)).data(config(proxy), workdir)
+  def resume(proxy):  # from a checkpoint of step 2, as the loop checks it
+    task = rlhf.make_task(config(proxy))
+    train._check_same_record(checkpointer, 2, task.data(config(proxy), workdir).record, task.record_before, workdir)
 
-  start(started)
-  (workdir / 'config.json').write_text(config(started).to_json_best_effort())  # as the loop writes them
-  (workdir / 'checkpoints' / '2').mkdir(parents=True)  # a checkpoint of step 2: start() now resumes
-  refused = (rf'{re.escape(str(workdir))} split the {source} prompts at val_fraction=0.1 when it started with '
-             rf'rlhf.proxy={re.escape(started)}, and rlhf.proxy={re.escape(narrow)} splits them at 0.05 .*: resume '
-             r'with a proxy of reward_model.val_fraction=0.1 \(as it started with\), or train on .* in a new --workdir')
-  with pytest.raises(ValueError, match=refused):
-    start(narrow)
-  start(same)
+  record = rlhf.make_task(config(started)).data(config(started), workdir).record
+  (workdir / train.DATA_RECORD).write_text(json.dumps(record))  # as the loop writes it when the run starts
+  refused = lambda before, now: (rf'{re.escape(str(workdir))} resumes from step 2 on other data than it started with '
+                                 rf'\(rlhf_proxies_val_fraction: {re.escape(str(before))} -> {re.escape(str(now))}; '
+                                 r'.*: resume with the run.s own settings and code, or train on from its weights in a '
+                                 r'new --workdir')
+  with pytest.raises(ValueError, match=refused(0.1, 0.05)):
+    resume(narrow)
+  resume(same)
   (tmp_path / 'same' / 'config.json').write_text(json.dumps(
       {'task': 'reward_model', 'reward_model': {'source': source, 'val_fraction': 0.05}}))  # retrained in place
-  with pytest.raises(ValueError, match=r'val_fraction=0\.1 when it started .* splits them at 0\.05'):
-    start(same)
-  # A run started before the split was recorded split at 0.1, whatever its proxy's fraction.
-  (workdir / rlhf.SPLIT_RECORD).unlink()
-  with pytest.raises(ValueError, match=r'val_fraction=0\.1 when it started \(before .* splits them at 0\.05'):
-    start(narrow)
-  # One resumed on other prompts is train._check_same_data's to refuse, naming rlhf.prompts.
-  (workdir / 'config.json').write_text(config(started, 'gold_topics').to_json_best_effort())
-  start(narrow)
+  with pytest.raises(ValueError, match=refused(0.1, 0.05)):
+    resume(same)
+  # A run started before the record was kept: the split it kept in rlhf_split.json ...
+  (workdir / train.DATA_RECORD).unlink()
+  (workdir / 'rlhf_split.json').write_text(json.dumps({'val_fraction': 0.05, 'proxy': narrow}))
+  resume(narrow)
+  with pytest.raises(ValueError, match=refused(0.05, 0.1)):
+    resume(started)
+  # ... and one started before that split at 0.1, whatever its proxy's fraction.
+  (workdir / 'rlhf_split.json').unlink()
+  resume(started)
+  with pytest.raises(ValueError, match=refused(0.1, 0.05)):
+    resume(narrow)

@@ -213,7 +213,7 @@ class PromptTask:
 
   def __init__(self, source: str, data_dir, tokenizer, seq_len: int, room: int, val_fraction: float,
                trained: frozenset[str] = frozenset()):
-    self.name = source
+    self.name, self.val_fraction = source, val_fraction
     fits = lambda messages: len(chat_template.render_prompt(tokenizer, messages)) + room <= seq_len
     train, val = load(source, data_dir, val_fraction, 0)
     fresh = without_requests(val, trained)

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from llm import chat_template, checkpoint, files, inference, init_from, metrics_log
+from llm import chat_template, files, inference, init_from, metrics_log
 from llm.data import preferences, sources
 from llm.evals import heldout
 from llm.rl import gold as gold_lib, grpo, hacking, reward_model
@@ -28,49 +28,27 @@ from llm.rl import tasks as rl_tasks
 from llm.tasks import Task, TaskData, grpo as grpo_task
 
 PROMPTS = ('gold_topics', 'hh_rlhf_harmless_base', 'alpaca_eval_ai_preferences')
-# Beside config.json in a run on a preference source: the share of its prompts held out when the run
-# started, {'val_fraction': ..., 'proxy': rlhf.proxy then}. The checkpoint's data position is an index
-# into the training prompts that split left, and the fraction is the proxies' (read from their runs),
-# not the run's config: train._check_same_data never sees it change.
-SPLIT_RECORD = 'rlhf_split.json'
+# TaskData.record's share of a preference source's prompts held out: the checkpoint's data position
+# is an index into the training prompts that split left, and the fraction is the proxies' (read from
+# their runs), not the run's config, so train._check_same_data never sees it change.
+_SPLIT = 'rlhf_proxies_val_fraction'
 
 
-def _prompt_task(config, tok, workdir: Path):
+def _prompt_task(config, tok):
   """rlhf.prompts as an RL task: its prompts, and gold() where the truth is known (gold_topics)."""
   if config.rlhf.prompts == 'gold_topics':
     return gold_lib.GoldTopicsTask()
   data_dir = sources.find_data_dir(config.data.dir)
   return preferences.PromptTask(config.rlhf.prompts, data_dir, tok, config.train.seq_len, config.grpo.max_new_tokens,
-                                _split_fraction(config, workdir), heldout.trained_requests(config, data_dir, tok))
+                                _proxy_val_fraction(config), heldout.trained_requests(config, data_dir, tok))
 
 
-def _split_fraction(config, workdir: Path) -> float:
-  """_proxy_val_fraction(config), recorded in SPLIT_RECORD when the run in workdir starts; where it
-  resumes (a checkpoint is there), a fraction other than the one it started with is refused, before
-  anything is written there. A run started before the record was kept split at preferences.VAL_FRACTION."""
-  fraction, record, run_config = _proxy_val_fraction(config), workdir / SPLIT_RECORD, workdir / 'config.json'
-  if not checkpoint.saved_steps(workdir / 'checkpoints'):
-    if jax.process_index() == 0:
-      files.write_atomically(record, json.dumps({'val_fraction': fraction, 'proxy': config.rlhf.proxy}, indent=2)
-                             + '\n')
-    return fraction
-  # Resumed on other prompts: train._check_same_data refuses that, naming rlhf.prompts.
-  started_on = (files.read_json(run_config) if run_config.exists() else {}).get('rlhf', {}).get('prompts')
-  if started_on not in (None, config.rlhf.prompts):
-    return fraction
-  if record.exists():
-    started = files.read_json(record, 'write it again with the val_fraction and proxy the run started with')
-    before, how = started['val_fraction'], f'with rlhf.proxy={started["proxy"]}'
-  else:
-    before, how = preferences.VAL_FRACTION, f'(before {SPLIT_RECORD} was kept, when every run split there)'
-  if fraction != before:
-    raise ValueError(f'{workdir} split the {config.rlhf.prompts} prompts at val_fraction={before} when it started '
-                     f'{how}, and rlhf.proxy={config.rlhf.proxy} splits them at {fraction} (its proxies\' smallest '
-                     f'reward_model.val_fraction on that source, {preferences.VAL_FRACTION} where none trained on it), '
-                     'so its checkpoint would read on at the wrong place of another list of training prompts: resume '
-                     f'with a proxy of reward_model.val_fraction={before} (as it started with), or train on from its '
-                     f'weights in a new --workdir with --config.init_from={workdir}')
-  return fraction
+def _record_before(workdir: Path) -> dict:
+  """Back-compat for runs started before llm/train.py kept the record: the split they kept in
+  rlhf_split.json, or, started before that file too, preferences.VAL_FRACTION, where every run
+  split then. (gold_topics records nothing, so nothing of this is compared.)"""
+  old = workdir / 'rlhf_split.json'
+  return {_SPLIT: files.read_json(old)['val_fraction'] if old.exists() else preferences.VAL_FRACTION}
 
 
 def _proxy_val_fraction(config) -> float:
@@ -113,11 +91,13 @@ def data(config, workdir, state: _State) -> TaskData:
   _config_check(config)
   tok, index_iter = grpo_task.policy_start(config)
   workdir = Path(workdir)
-  state.task, state.tokenizer, state.workdir = _prompt_task(config, tok, workdir), tok, workdir
+  state.task, state.tokenizer, state.workdir = _prompt_task(config, tok), tok, workdir
   # Preference prompts: how many held-out ones were left out as prompts the policy's SFT trained on.
   left_out = {'rlhf_heldout_left_out_trained': state.task.left_out} if hasattr(state.task, 'left_out') else {}
+  split = {_SPLIT: state.task.val_fraction} if hasattr(state.task, 'val_fraction') else {}
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
-                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy, **left_out})
+                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy, **left_out},
+                  record=split)
 
 
 def rollout_len(config) -> int:
@@ -251,7 +231,7 @@ def _next_batch(config, state: _State):
 def make_task(config) -> Task:
   state = _State()
   return Task(data=functools.partial(data, state=state), loss_fn=grpo.make_loss_fn(config.grpo),
-              init_state=init_from.init_state, next_batch=_next_batch(config, state),
+              init_state=init_from.init_state, next_batch=_next_batch(config, state), record_before=_record_before,
               periodic_eval=functools.partial(heldout_eval, state=state),
               evaluate=functools.partial(plot, state=state),
               # A source's prompts are those leaving grpo.max_new_tokens of room: another keeps others.
