@@ -18,7 +18,8 @@ _SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files f
 _PYTHON = flags.DEFINE_bool('python_tool', False, 'Offer the python tool (model-written code, run in llm/sandbox).')
 _TEMPERATURE = flags.DEFINE_float('temperature', 0.6, '0 = greedy.', lower_bound=0.0)
 _TOP_P = flags.DEFINE_float('top_p', 0.9, 'Nucleus sampling mass (1.0 = off, 0 = greedy).', lower_bound=0.0, upper_bound=1.0)
-_MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens.', lower_bound=1)
+_MAX_NEW = flags.DEFINE_integer('max_new_tokens', 256, 'Longest reply, in tokens: the oldest exchanges are '
+                                  'forgotten to leave it room (at most half the context).', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed (advanced every turn).', lower_bound=0,
                             upper_bound=2**32 - 1)
 
@@ -49,9 +50,9 @@ def main(argv):
     if line == '/reset' or not line:
       messages = list(system) if line else messages
       continue
-    try:  # the oldest exchanges are forgotten to make room
-      asked, prompt = chat_template.fit_history(tok, messages + [{'role': 'user', 'content': line}],
-                                                len(system), engine.cache_len)
+    try:  # the oldest exchanges are forgotten to leave the reply --max_new_tokens, or half the context
+      asked, prompt = chat_template.fit_history(tok, messages + [{'role': 'user', 'content': line}], len(system),
+                                                engine.cache_len, room=min(_MAX_NEW.value, engine.cache_len // 2))
     except ValueError as e:
       print(f'llm.chat: {e}')
       continue

@@ -20,7 +20,7 @@ PART_TYPES = ('text', 'tool_call', 'tool_result')
 # Longest tool result in tokens, delimiters included: the engine force-feeds a result from a
 # queue this long, and training renders results cut the same way, so both see the same tokens.
 MAX_TOOL_RESULT_TOKENS = 256
-MIN_NEW_TOKENS = 16  # room fit_history leaves for the reply, at least
+MIN_NEW_TOKENS = 16  # room fit_history leaves for the reply, at least (less only where less was asked)
 
 
 # render / render_prompt as a Jinja chat template, for transformers' apply_chat_template and vLLM
@@ -117,8 +117,9 @@ def fit_history(tokenizer, messages: list[dict], keep: int, context: int, room: 
   """(messages, prompt ids): the oldest exchanges after the first `keep` messages (the system
   turn) dropped, a user turn with the assistant's reply to it, until at most max_messages are left
   (counted first: no rendering for them) and the prompt leaves `room` tokens of the context free.
-  The last message, the one just asked, always stays: when it alone does not fit, ValueError says
-  so. llm.chat keeps its history with this, and the server a request's with fit_history."""
+  The last message, the one just asked, always stays, leaving the reply less than `room` where it
+  alone is that long: when it leaves less than min(room, MIN_NEW_TOKENS), ValueError says so.
+  llm.chat keeps its history with this, and the server a request's with fit_history."""
   messages = list(messages)
 
   def drop_oldest_exchange():
@@ -129,12 +130,13 @@ def fit_history(tokenizer, messages: list[dict], keep: int, context: int, room: 
   while max_messages is not None and len(messages) > max(max_messages, keep + 1):
     drop_oldest_exchange()
   prompt = render_prompt(tokenizer, messages)
-  while len(prompt) + room > context:
-    if len(messages) - keep <= 1:
-      raise ValueError(f'the message is {len(prompt)} tokens with the template, and this model\'s context is '
-                       f'{context} with {room} kept for the reply: shorten it')
+  while len(prompt) + room > context and len(messages) - keep > 1:
     drop_oldest_exchange()
     prompt = render_prompt(tokenizer, messages)
+  least = min(room, MIN_NEW_TOKENS)
+  if len(prompt) + least > context:
+    raise ValueError(f'the message is {len(prompt)} tokens with the template, and this model\'s context is '
+                     f'{context} with {least} kept for the reply: shorten it')
   return messages, prompt
 
 

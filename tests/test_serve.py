@@ -362,7 +362,7 @@ def test_fit_history_drops_the_oldest_exchanges_until_the_rest_fit(server):
         return kept
 
   for asked, stream in ((None, False), (None, True), (24, False)):
-    kept = fitting(asked or chat_template.MIN_NEW_TOKENS)
+    kept = fitting(asked or context // 4)  # without max_tokens, a quarter of the context is left
     assert 1 < len(kept) - len(system) < len(messages) - len(system) - 1, asked  # some exchanges go, some stay
     r = _post(server, '/v1/chat/completions', {'messages': messages, 'fit_history': True, 'max_tokens': asked,
                                                'stream': stream, 'stream_options': {'include_usage': stream},
@@ -376,6 +376,29 @@ def test_fit_history_drops_the_oldest_exchanges_until_the_rest_fit(server):
                                              'max_tokens': 1})
   assert r.status_code == 200 and r.headers['x-messages-dropped'] == '3', r.text
   assert r.json()['usage']['prompt_tokens'] == len(chat_template.render_prompt(tok, _chat('a') * MAX_MESSAGES))
+
+
+def test_without_max_tokens_fit_history_leaves_the_reply_a_quarter_of_the_context(synthetic_tok):
+  """The chat page sends no max_tokens: a long chat must not leave its reply the last few tokens
+  of the context. The stand-in model writes ' ga' and never ends a turn, so a reply takes all it is left."""
+  tok = synthetic_tok
+  word = tok.encode('ga ga')[-1]  # ' ga'
+  engine = _scripted_engine(tok, [0], [word] * 400, {})
+  context = engine.cache_len
+  exchanges = [[{'role': 'user', 'content': f'abc {i}'}, {'role': 'assistant', 'content': 'ga ' * 34}]
+               for i in range(3)]
+  messages = sum(exchanges, []) + _chat('hij')
+  left = context - len(chat_template.render_prompt(tok, messages))
+  assert 16 <= left < context // 4  # all of it leaves the reply at least 16 tokens, not a quarter
+  latest = lambda n: sum(exchanges[len(exchanges) - n:], []) + _chat('hij')  # the last n exchanges, the question
+  kept = next(latest(n) for n in range(len(exchanges), -1, -1)
+              if len(chat_template.render_prompt(tok, latest(n))) + context // 4 <= context)
+  with serving(engine, tok, max_slots=1, steps_per_call=8) as (url, _):
+    r = httpx.post(url + '/v1/chat/completions', timeout=60,
+                   json={'messages': messages, 'fit_history': True, 'temperature': 0})
+  assert r.status_code == 200, r.text
+  assert r.headers['x-messages-dropped'] == str(len(messages) - len(kept)) != '0'
+  assert r.json()['usage']['completion_tokens'] >= context // 4
 
 
 def test_an_unknown_model_is_a_404_and_completions_check_the_context_too(server):

@@ -46,8 +46,11 @@ def test_the_page_streams_a_reply_and_shows_tools_apart(server, browser, tmp_pat
   browser.find_element(By.ID, 'send').click()
   reply = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.msg.assistant[data-done="true"]'))[0]
   expected = httpx.post(server.url + '/v1/chat/completions', timeout=60, json={
-      'messages': [{'role': 'user', 'content': 'abc hij'}], 'temperature': 0}).json()['choices'][0]['message']
-  assert reply.text.strip() and reply.get_attribute('data-content') == expected['content']
+      'messages': [{'role': 'user', 'content': 'abc hij'}], 'temperature': 0}).json()['choices'][0]
+  assert reply.text.strip() and reply.get_attribute('data-content') == expected['message']['content']
+  # The random model does not end its turn: the reply runs into the context's end, and says so.
+  assert expected['finish_reason'] == 'length' and reply.get_attribute('data-finish') == 'length'
+  assert [cut.text for cut in reply.find_elements(By.CSS_SELECTOR, '.cut')] == ['(cut: reached the length limit)']
   assert int(reply.get_attribute('data-chunks')) > 1  # it arrived in pieces
   assert not browser.find_elements(By.CSS_SELECTOR, '.msg.error')
 

@@ -31,6 +31,8 @@ def test_a_chat_forgets_whole_exchanges_oldest_first_and_never_the_question(synt
   assert chat_template.fit_history(tok, history, keep=1, context=alone)[0] == system + history[-1:]
   with pytest.raises(ValueError, match=r"the message is \d+ tokens .* context is \d+ .*: shorten it"):
     chat_template.fit_history(tok, history, keep=1, context=alone - 1)  # not even the question fits
+  # More room asked for than the question leaves: it is asked all the same, with what it leaves.
+  assert chat_template.fit_history(tok, history, keep=1, context=alone, room=100)[0] == system + history[-1:]
 
 
 def test_streamed_text_is_printed_whole_across_stream_calls(synthetic_tok):
@@ -95,9 +97,9 @@ class StoppedOnce(terminal.Printer):
 
 fit_history = chat_template.fit_history
 
-def logged(tokenizer, messages, *args):
+def logged(tokenizer, messages, *args, **kwargs):
   print('history:', [m['content'] for m in messages if m['role'] == 'user'], file=sys.stderr, flush=True)
-  return fit_history(tokenizer, messages, *args)
+  return fit_history(tokenizer, messages, *args, **kwargs)
 
 terminal.Printer, chat_template.fit_history = StoppedOnce, logged
 sys.argv = ['llm.chat', '--workdir=' + sys.argv[1], '--max_new_tokens=8']
@@ -137,3 +139,33 @@ def test_ctrl_c_ends_a_reply_dropping_its_question_and_at_the_prompt_leaves(run_
   assert [line for line in errors.splitlines() if line.startswith('history:')] == [
       "history: ['abc']", "history: ['hij']"]  # the stopped question is not asked again
   assert b'[stopped' in b''.join(shown)
+
+
+# llm.chat over a stand-in model (tests/test_engine.py's) that writes ' ga' whatever it is asked and
+# never ends a turn: each reply runs to --max_new_tokens, or to what the context leaves.
+_CHAT_LONG_REPLIES = '''
+import sys, types
+sys.path.insert(0, sys.argv[2])
+from llm import chat, cli, inference
+import test_engine
+
+def load(workdir):
+  run = _load(workdir)
+  word = run.tokenizer.encode('ga ga')[-1]  # ' ga'
+  engine = test_engine._scripted_engine(run.tokenizer, [0], [word] * 400, {})
+  return types.SimpleNamespace(config=run.config, tokenizer=run.tokenizer, engine=lambda tools: engine)
+
+_load, inference.load = inference.load, load
+sys.argv = ['llm.chat', '--workdir=' + sys.argv[1], '--max_new_tokens=60', '--temperature=0']
+cli.run(chat.main, 'llm.chat')
+'''
+
+
+def test_a_long_chat_still_leaves_each_reply_max_new_tokens(run_dir, python_env):
+  """The stand-in's context is 160 tokens: after two 60-token replies the history leaves about 20
+  free, and the third reply would be cut there unless the oldest exchange is forgotten."""
+  out = subprocess.run([sys.executable, '-c', _CHAT_LONG_REPLIES, str(run_dir[0]), os.path.dirname(__file__)],
+                       env=python_env, input='abc\nabc\nabc\n', capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stderr
+  replies = [reply.split('\n')[0] for reply in out.stdout.split('assistant> ')[1:]]
+  assert [reply.split() for reply in replies] == [['ga'] * 60] * 3, out.stdout

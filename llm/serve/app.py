@@ -193,8 +193,10 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
       if not body.fit_history:
         return chat_template.render_prompt(tokenizer, messages), 0
       system = next((i for i, m in enumerate(messages) if m['role'] != 'system'), len(messages))
-      # More than the context asked for is left to budget() to refuse, naming the field.
-      room = asked if asked is not None and asked < context else chat_template.MIN_NEW_TOKENS
+      # Without max_tokens the reply is left a quarter of the context (a chat page sends none, and
+      # a long history would otherwise leave it a few tokens); more than the context asked for is
+      # left to budget() to refuse, naming the field.
+      room = max(context // 4, chat_template.MIN_NEW_TOKENS) if asked is None else min(asked, context)
       kept, prompt = chat_template.fit_history(tokenizer, messages, system, context, room, max_messages)
     except ValueError as e:
       raise ApiError(f'messages: {e}') from None

@@ -102,8 +102,8 @@ class ChatRequest(_Sampling):
   max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
   logprobs: Literal[False] = False
   # Drop the oldest exchanges after the system messages until the rest fit the context, leaving
-  # room for max_tokens (else a few tokens), and the message limit, as llm.chat keeps its history;
-  # the response's X-Messages-Dropped header says how many messages went.
+  # room for max_tokens (else a quarter of the context), and the message limit, as llm.chat keeps
+  # its history; the response's X-Messages-Dropped header says how many messages went.
   fit_history: bool = False
 
 
