@@ -4,6 +4,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import queue
 import shutil
 import signal
 import socket
@@ -482,6 +483,45 @@ def test_tool_calls_run_inside_generation_show_in_the_content_and_read_back(synt
     parts = text_lib.parse_parts(content)
     assert r.json()['usage']['prompt_tokens'] == len(chat_template.render_prompt(
         tok, messages + [{'role': 'assistant', 'content': parts}] + _chat('and 6 times 8?')))
+
+
+def test_a_tool_call_under_way_holds_up_only_its_own_row(synthetic_tok):
+  """A tool that does not return until released: meanwhile another client's completion runs to its
+  end, and a client that leaves while its own call runs has its row freed. Then the call's result
+  is fed as ever."""
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  entered, release = queue.Queue(), threading.Event()
+  registry = {'slow': lambda args: (entered.put(args), release.wait(120), 'done')[-1]}
+  messages = _chat('run it')
+  prompt = chat_template.render_prompt(tok, messages)
+  call = [sp('<|tool_call|>')] + tok.encode('slow: x') + [sp('<|/tool_call|>')]
+  after = len(call) + len(chat_template.tool_result_ids(tok, 'done'))
+  word = tok.encode('ga ga')[-1]  # ' ga'
+  engine = _scripted_engine(tok, prompt, call + [7] * (after - len(call)) + [word] * 20 + [sp('<|end|>')], registry)
+  # A plain completion whose prompt ends where the call's result does: the stand-in writes it ' ga'.
+  other = ' '.join(['ga'] * (len(prompt) + after - 1))
+  assert len(tok.encode(other)) + 1 == len(prompt) + after
+  chat = {'messages': messages, 'temperature': 0, 'max_tokens': 40}
+  with serving(engine, tok, max_slots=4, steps_per_call=2) as (url, batcher), \
+       concurrent.futures.ThreadPoolExecutor(1) as pool:
+    try:
+      waiting = pool.submit(httpx.post, url + '/v1/chat/completions', json=chat, timeout=120)
+      assert entered.get(timeout=60) == 'x'  # its tool runs, and does not return
+      r = httpx.post(url + '/v1/completions', timeout=60, json={'prompt': other, 'max_tokens': 10, 'temperature': 0})
+      assert r.status_code == 200 and r.json()['choices'][0]['text'] == ' ga' * 10, r.text
+      cancelled = batcher.finished['cancelled']
+      with httpx.stream('POST', url + '/v1/chat/completions', json=dict(chat, stream=True), timeout=60):
+        assert entered.get(timeout=60) == 'x'  # its call runs beside the first; then the client leaves
+      deadline = time.time() + 60
+      while batcher.finished['cancelled'] == cancelled:
+        assert time.time() < deadline, 'the row of the client that left was not freed'
+        time.sleep(0.05)
+      assert not waiting.done()
+    finally:
+      release.set()
+    reply = waiting.result().json()
+  assert reply['choices'][0]['message']['content'] == '<tool_call>slow: x</tool_call><tool_result>done</tool_result>' + ' ga' * 20
+  assert reply['choices'][0]['finish_reason'] == 'stop'
 
 
 def test_tags_in_a_tool_result_read_back_as_its_text_not_as_a_tool_call(synthetic_tok, tmp_path):

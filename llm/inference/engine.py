@@ -279,15 +279,24 @@ class Engine:
   def _run_tools(self, state, paused_B, tool_calls):
     """Runs each paused row's tool call and queues the result tokens for the decode loop."""
     out, n_out = np.asarray(state['out']), np.asarray(state['n_out'])
-    queue, queue_len = np.asarray(state['queue']).copy(), np.asarray(state['queue_len']).copy()
-    for i in np.flatnonzero(paused_B):
-      call = self._open_call(out[i, :n_out[i] - 1].tolist())  # without the closing <|/tool_call|>
-      result = NO_OPEN_CALL if call is None else tools_lib.run_tool(self.tools, self.tokenizer.decode(call))
-      ids = chat_template.tool_result_ids(self.tokenizer, result)
-      queue[i, :len(ids)] = ids
-      queue_len[i] = len(ids)
+    results = {i: self._tool_result(out[i, :n_out[i]].tolist()) for i in np.flatnonzero(paused_B)}
+    for i in results:
       tool_calls[i] += 1
-    # Only the paused rows start a new queue; others may be midway through theirs.
-    return dict(state, queue=jnp.asarray(queue), queue_len=jnp.asarray(queue_len),
-                queue_pos=jnp.where(jnp.asarray(paused_B), 0, state['queue_pos']),
-                paused=jnp.zeros_like(state['paused']))
+    return self._queue_results(state, results)
+
+  def _tool_result(self, row: list[int]) -> list[int]:
+    """The ids force-fed to a row paused at a tool call: the result of the call it closed. row:
+    its output so far, the closing <|/tool_call|> last. Thread-safe: the server runs several at once."""
+    call = self._open_call(row[:-1])
+    result = NO_OPEN_CALL if call is None else tools_lib.run_tool(self.tools, self.tokenizer.decode(call))
+    return chat_template.tool_result_ids(self.tokenizer, result)
+
+  @staticmethod
+  def _queue_results(state, results: dict[int, list[int]]) -> dict:
+    """The state with results[i] queued for row i's decode loop and row i unpaused (host arrays);
+    the other rows as they were: paused on a call of their own, or midway through their queue."""
+    queue, queue_len, queue_pos, paused = (np.array(state[k]) for k in ('queue', 'queue_len', 'queue_pos', 'paused'))
+    for i, ids in results.items():
+      queue[i, :len(ids)] = ids
+      queue_len[i], queue_pos[i], paused[i] = len(ids), 0, False
+    return dict(state, queue=queue, queue_len=queue_len, queue_pos=queue_pos, paused=paused)

@@ -2,8 +2,10 @@
 
 One thread owns the engine. Each pass it (1) takes waiting requests into free rows, (2) runs the
 engine's jitted decode loop for a few steps over every row at once, (3) hands each request its
-new text, runs the tools of rows that wrote a tool call (the engine's own tool step) and frees
-the rows that finished or whose client went away. The requests admitted in a pass are prefilled
+new text, frees the rows that finished or whose client went away, and starts the tool call of
+each row that wrote one on a pool of threads (the engine's own tool step), feeding the results
+of those done: a row waits for its tool (up to a sandboxed python call's wall time) while the
+others decode on. The requests admitted in a pass are prefilled
 together into a cache of their own, as long as their longest prompt (a power of two, few
 compiled shapes) and a power-of-two number of rows, and each row is copied into its slot of the
 running cache, so the rows already decoding never recompute anything and a short prompt's
@@ -17,6 +19,7 @@ a full queue refuses new ones at once (QueueFull), after giving up the places of
 clients left while they waited.
 """
 import collections
+import concurrent.futures
 import dataclasses
 import logging
 import queue
@@ -64,6 +67,8 @@ _DEVICE_FIELDS = ('cache', 'out', 'out_forced')  # the rest of the decode state:
 _STOPS = 8
 _MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its compiled shape
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
+_TOOL_THREADS = 8  # tool calls run at once; more wait for a thread, their rows paused
+_TOOL_WAIT_S = 0.05  # how long a pass in which every row waits for a tool waits for one to finish
 
 
 def _knobs(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,6 +96,8 @@ class Batcher:
     self.knobs = None  # per-row temperature, top_k, top_p
     self.shown: list[int] = []  # tokens of each row already handed to its request
     self.tool_calls: list[int] = []
+    self.tool_runs: list[concurrent.futures.Future | None] = []  # each row's tool call under way, if any
+    self._tools = concurrent.futures.ThreadPoolExecutor(_TOOL_THREADS, thread_name_prefix='tool')
     self.batch_sizes = collections.Counter()  # decode calls per batch size
     self.prefill_sizes = collections.Counter()  # prefill calls per number of requests admitted together
     self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
@@ -111,6 +118,7 @@ class Batcher:
     self._stop.set()
     if self._thread.is_alive():
       self._thread.join()
+    self._tools.shutdown(wait=False, cancel_futures=True)  # a call under way ends within its tool's limits
 
   def submit(self, request: Request):
     """Queues the request; a full queue first gives up the places of requests whose clients left
@@ -166,6 +174,7 @@ class Batcher:
     # compiled above (a new batch's would be one more variant).
     size = sizes[0]
     self.state, self.rows, self.shown, self.tool_calls = states[size], [None] * size, [0] * size, [0] * size
+    self.tool_runs = [None] * size
     self.knobs = _knobs(size)
 
   def _sizes(self) -> list[int]:
@@ -252,6 +261,7 @@ class Batcher:
       self.knobs = tuple(take(k) for k in self.knobs)
     keep = lambda xs, empty: [xs[i] if i >= 0 else empty for i in index]
     self.rows, self.shown, self.tool_calls = keep(self.rows, None), keep(self.shown, 0), keep(self.tool_calls, 0)
+    self.tool_runs = keep(self.tool_runs, None)
 
   def _resize_impl(self, device, index_N):
     taken = jax.tree.map(lambda x: jnp.take(x, jnp.maximum(index_N, 0), axis=0), device)
@@ -348,8 +358,25 @@ class Batcher:
                 'usage': dict(prompt_tokens=len(r.prompt), completion_tokens=completion,
                               total_tokens=len(r.prompt) + completion, tool_calls=self.tool_calls[i])})
         host['done'][i], self.rows[i] = True, None
+        if self.tool_runs[i] is not None:  # its result is not wanted
+          self.tool_runs[i].cancel()
+          self.tool_runs[i] = None
     self.state = dict(device, **host)
-    paused = host['paused'] & ~host['done']
-    if paused.any():
-      self.state = eng._run_tools(self.state, paused, self.tool_calls)
-      self.state.update({k: np.array(self.state[k]) for k in _HOST_FIELDS})
+    self._run_tools(out, n_out)
+
+  def _run_tools(self, out, n_out):
+    """Starts the tool call of each row that paused at one on the pool, and queues the results of
+    those done, unpausing their rows. When every row waits for a tool, it waits a little for one
+    to finish rather than run empty decode calls."""
+    for i in np.flatnonzero(self.state['paused'] & ~self.state['done']):
+      if self.tool_runs[i] is None:
+        self.tool_runs[i] = self._tools.submit(self.engine._tool_result, out[i, :n_out[i]].tolist())
+    under_way = [f for f in self.tool_runs if f is not None]
+    if under_way and all(f is not None for r, f in zip(self.rows, self.tool_runs) if r is not None):
+      concurrent.futures.wait(under_way, _TOOL_WAIT_S, concurrent.futures.FIRST_COMPLETED)
+    results = {i: f.result() for i, f in enumerate(self.tool_runs) if f is not None and f.done()}
+    for i in results:
+      self.tool_runs[i] = None
+      self.tool_calls[i] += 1
+    if results:
+      self.state = self.engine._queue_results(self.state, results)
