@@ -631,26 +631,28 @@ def test_a_forced_exit_still_ends_the_batcher_thread(server):
   Batcher(server.engine).close()  # and one never started (llm.serve interrupted before serving)
 
 
-def test_a_full_queue_refuses_at_once(server):
-  batcher = Batcher(server.engine, max_slots=1, max_queue=2)  # not started: nothing leaves the queue
+def test_a_full_queue_refuses_at_once_and_only_beyond_the_free_slots(server):
+  """The README: requests wait in the queue beyond --slots. Those the next pass takes into free
+  slots take no place in it."""
+  batcher = Batcher(server.engine, max_slots=4, max_queue=2)  # not started: nothing leaves the queue
   request = lambda: Request([1, 2], 4, text_lib.TextStream(server.run.tokenizer), lambda event: None)
-  batcher.submit(request())
-  batcher.submit(request())
-  with pytest.raises(QueueFull, match='0 requests running and 2 waiting'):
+  for _ in range(4 + 2):
+    batcher.submit(request())
+  with pytest.raises(QueueFull, match='0 requests running and 6 waiting'):
     batcher.submit(request())
 
 
 def test_requests_whose_clients_left_while_queued_give_up_their_places(server):
   batcher = Batcher(server.engine, max_slots=1, max_queue=2)  # not started: nothing leaves the queue
   request = lambda: Request([1, 2], 4, text_lib.TextStream(server.run.tokenizer), lambda event: None)
-  left, stays = request(), request()
-  batcher.submit(left)
-  batcher.submit(stays)
+  left = request()
+  for r in (request(), left, request()):  # one for the free slot, two beyond it
+    batcher.submit(r)
   left.cancel()
-  assert batcher.queued == 1
+  assert batcher.queued == 2
   batcher.submit(request())  # the full queue gives up the place of the one that left
-  assert batcher.queued == 2 and batcher.finished['cancelled'] == 1
-  with pytest.raises(QueueFull, match='0 requests running and 2 waiting'):
+  assert batcher.queued == 3 and batcher.finished['cancelled'] == 1
+  with pytest.raises(QueueFull, match='0 requests running and 3 waiting'):
     batcher.submit(request())
 
 

@@ -15,7 +15,7 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory (an SFT 
 _HOST = flags.DEFINE_string('host', '127.0.0.1', 'Address to listen on (loopback by default).')
 _PORT = flags.DEFINE_integer('port', 8000, 'Port to listen on.', lower_bound=1, upper_bound=65535)
 _SLOTS = flags.DEFINE_integer('slots', 32, 'Requests decoded together at most (rows of the KV cache).')
-_QUEUE = flags.DEFINE_integer('queue', 64, 'Requests that may wait for a slot; beyond that a 429.')
+_QUEUE = flags.DEFINE_integer('queue', 64, 'Requests that may wait for a slot beyond the free ones; past that a 429.')
 _STEPS = flags.DEFINE_integer('steps_per_call', 8, 'Decode steps between visits to the host (streaming grain).')
 _MAX_MESSAGES = flags.DEFINE_integer('max_messages', 64, 'Messages one chat request may hold.', lower_bound=1)
 _SEARCH = flags.DEFINE_string('search_folder', None, 'Folder of .txt/.md files for the search tool.')

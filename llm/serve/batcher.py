@@ -14,9 +14,10 @@ prefill attends over its own length, not the whole context.
 The running batch (its KV cache and per-row state) has a power-of-two number of slots, the
 smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
 32 clients at batch 32. It grows at once and shrinks after a few passes; a resize moves the
-live rows (their cache rows and state) into a batch of the new size in one jitted gather. Requests beyond max_slots wait in a bounded queue;
-a full queue refuses new ones at once (QueueFull), after giving up the places of requests whose
-clients left while they waited.
+live rows (their cache rows and state) into a batch of the new size in one jitted gather. Requests
+wait in a queue for the next pass to take them into free rows; max_queue of them may wait beyond
+the free rows, and a request past that is refused at once (QueueFull), after giving up the places
+of requests whose clients left while they waited.
 """
 import collections
 import concurrent.futures
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 class QueueFull(Exception):
-  """Every slot is busy and the queue is full."""
+  """max_queue requests already wait beyond the free slots."""
 
 
 @dataclasses.dataclass
@@ -89,8 +90,8 @@ class Batcher:
     if max_slots < 1 or max_queue < 1 or steps_per_call < 1:
       raise ValueError(f'max_slots ({max_slots}), max_queue ({max_queue}) and steps_per_call ({steps_per_call}) '
                        'must be >= 1')
-    self.engine, self.max_slots, self.steps = engine, max_slots, steps_per_call
-    self.waiting: queue.Queue[Request] = queue.Queue(max_queue)
+    self.engine, self.max_slots, self.max_queue, self.steps = engine, max_slots, max_queue, steps_per_call
+    self.waiting: queue.Queue[Request] = queue.Queue()  # bounded by submit(): max_queue beyond the free rows
     self.rows: list[Request | None] = []  # the request in each slot of the running batch
     self.state = None  # the engine's decode state for len(self.rows) slots
     self.knobs = None  # per-row temperature, top_k, top_p
@@ -121,21 +122,23 @@ class Batcher:
     self._tools.shutdown(wait=False, cancel_futures=True)  # a call under way ends within its tool's limits
 
   def submit(self, request: Request):
-    """Queues the request; a full queue first gives up the places of requests whose clients left
-    while they waited (the loop would only drop them once a slot is free)."""
+    """Queues the request, unless max_queue requests already wait beyond the free rows (those
+    the next pass takes in): then it first gives up the places of requests whose clients left
+    while they waited (the loop would only drop them once a slot is free). Called from one
+    thread (the server's event loop); the batcher's only takes requests out meanwhile."""
     if len(request.stop_ids) > _STOPS:
       raise ValueError(f'{len(request.stop_ids)} stop ids, at most {_STOPS}: raise _STOPS in {__name__}')
-    if self.waiting.full():
+    full = lambda: self.waiting.qsize() - (self.max_slots - self.active) >= self.max_queue
+    if full():
       with self.waiting.mutex:  # queue.Queue's own lock over its deque
         live = [r for r in self.waiting.queue if not r.cancelled]
         left = len(self.waiting.queue) - len(live)
         self.waiting.queue.clear()
         self.waiting.queue.extend(live)
       self._count('cancelled', left)
-    try:
-      self.waiting.put_nowait(request)
-    except queue.Full:
-      raise QueueFull(f'{self.active} requests running and {self.queued} waiting; retry later') from None
+      if full():
+        raise QueueFull(f'{self.active} requests running and {self.queued} waiting; retry later')
+    self.waiting.put_nowait(request)
 
   def warm_up(self):
     """Compiles, before the first request, every shape the loop can reach: per batch size its
