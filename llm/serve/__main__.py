@@ -58,14 +58,20 @@ def main(argv):
 
 
 def _server(api):
-  """uvicorn's server for the app, ending in one line on a second Ctrl-C: the requests it then stops
-  waiting for are cancelled as its loop closes, which uvicorn would log each with a traceback."""
+  """uvicorn's server for the app. The first Ctrl-C with requests under way says that it waits for
+  them (uvicorn's own line is INFO, below the warnings it logs); a second one ends it in one line:
+  the requests it then stops waiting for are cancelled as its loop closes, which uvicorn would log
+  each with a traceback."""
   import uvicorn
 
   class Server(uvicorn.Server):
 
     def handle_exit(self, sig, frame):
+      under_way = 0 if self.should_exit else len(self.server_state.tasks)  # a task per request in flight
       super().handle_exit(sig, frame)
+      if under_way:
+        print(f'llm.serve: finishing {under_way} request{"s" * (under_way != 1)} under way; Ctrl-C again to stop '
+              'at once', file=sys.stderr, flush=True)
       if self.force_exit and not logging.getLogger('uvicorn.error').disabled:
         logging.getLogger('uvicorn.error').disabled = True
         print('llm.serve: stopping without waiting for the requests under way', file=sys.stderr, flush=True)
