@@ -13,6 +13,8 @@ text, tool results with their delimiters).
 A message is {'role': 'system' | 'user' | 'assistant', 'content': str | list of parts}, where an
 assistant's parts are {'type': 'text' | 'tool_call' | 'tool_result', 'text': str}.
 """
+import itertools
+
 from llm import tools
 
 ROLES = ('system', 'user', 'assistant')
@@ -61,32 +63,41 @@ def turn_stop_ids(tokenizer) -> list[int]:
 
 
 def render(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-  """A whole conversation -> (ids, loss_mask) of equal length."""
-  sp = tokenizer.special_id
+  """A whole conversation -> (ids, loss_mask) of equal length: bos, then each message rendered on
+  its own (render_message), so a conversation's length is 1 + its messages' lengths."""
   ids, mask = [tokenizer.bos_id], [0]
+  for message in messages:
+    message_ids, message_mask = render_message(tokenizer, message)
+    ids += message_ids
+    mask += message_mask
+  return ids, mask
+
+
+def render_message(tokenizer, message: dict) -> tuple[list[int], list[int]]:
+  """One message -> (ids, loss_mask): its role token, its parts, <|end|>."""
+  sp = tokenizer.special_id
+  ids, mask = [], []
 
   def add(new_ids, trained: bool):
     ids.extend(new_ids)
     mask.extend([int(trained)] * len(new_ids))
 
-  for message in messages:
-    role = message.get('role')
-    if role not in ROLES:
-      raise ValueError(f'message role {role!r}; choose one of {ROLES}')
-    is_assistant = role == 'assistant'
-    add([sp(f'<|{role}|>')], False)
-    for part in _parts(message):
-      kind = part.get('type')
-      if kind not in PART_TYPES or (kind != 'text' and not is_assistant):
-        raise ValueError(f'a {role} message cannot hold a part of type {kind!r}')
-      body = tokenizer.encode(part['text'])
-      if kind == 'text':
-        add(body, is_assistant)
-      elif kind == 'tool_call':
-        add([sp('<|tool_call|>')] + body + [sp('<|/tool_call|>')], True)
-      else:
-        add(tool_result_ids(tokenizer, part['text']), False)
-    add([sp('<|end|>')], is_assistant)
+  role = message.get('role')
+  if role not in ROLES:
+    raise ValueError(f'message role {role!r}; choose one of {ROLES}')
+  is_assistant = role == 'assistant'
+  add([sp(f'<|{role}|>')], False)
+  for part in _parts(message):
+    kind = part.get('type')
+    if kind not in PART_TYPES or (kind != 'text' and not is_assistant):
+      raise ValueError(f'a {role} message cannot hold a part of type {kind!r}')
+    if kind == 'text':
+      add(tokenizer.encode(part['text']), is_assistant)
+    elif kind == 'tool_call':
+      add([sp('<|tool_call|>')] + tokenizer.encode(part['text']) + [sp('<|/tool_call|>')], True)
+    else:
+      add(tool_result_ids(tokenizer, part['text']), False)
+  add([sp('<|end|>')], is_assistant)
   return ids, mask
 
 
@@ -106,10 +117,18 @@ def tool_result_ids(tokenizer, text: str) -> list[int]:
 
 def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
   """The conversation so far plus the assistant role token: what the engine continues."""
+  _check_asks(messages)
+  return _prompt(tokenizer, [render_message(tokenizer, m)[0] for m in messages])
+
+
+def _check_asks(messages: list[dict]):
   if messages and messages[-1]['role'] == 'assistant':
     raise ValueError('the prompt must end with a user (or system) turn, not an assistant turn')
-  ids, _ = render(tokenizer, messages)
-  return ids + [tokenizer.special_id('<|assistant|>')]
+
+
+def _prompt(tokenizer, rendered: list[list[int]]) -> list[int]:
+  """render_prompt's ids from each message's render_message ids."""
+  return [tokenizer.bos_id, *itertools.chain.from_iterable(rendered), tokenizer.special_id('<|assistant|>')]
 
 
 def fit_history(tokenizer, messages: list[dict], keep: int, context: int, room: int = MIN_NEW_TOKENS,
@@ -120,19 +139,25 @@ def fit_history(tokenizer, messages: list[dict], keep: int, context: int, room: 
   The last message, the one just asked, always stays, leaving the reply less than `room` where it
   alone is that long: when it leaves less than min(room, MIN_NEW_TOKENS), ValueError says so.
   llm.chat keeps its history with this, and the server a request's with fit_history."""
+  _check_asks(messages)
   messages = list(messages)
 
-  def drop_oldest_exchange():
-    del messages[keep]
-    if messages[keep]['role'] == 'assistant':  # its reply goes with it: a history starts with a user turn
-      del messages[keep]
+  def oldest_exchange_end() -> int:
+    """Where the oldest exchange after the kept messages ends: its reply goes with a user turn, so
+    a history starts with a user turn."""
+    return keep + (2 if messages[keep + 1]['role'] == 'assistant' else 1)
 
   while max_messages is not None and len(messages) > max(max_messages, keep + 1):
-    drop_oldest_exchange()
-  prompt = render_prompt(tokenizer, messages)
-  while len(prompt) + room > context and len(messages) - keep > 1:
-    drop_oldest_exchange()
-    prompt = render_prompt(tokenizer, messages)
+    del messages[keep:oldest_exchange_end()]
+  # Each message rendered once: a prompt is bos, the messages, <|assistant|>, and its length goes
+  # down by what each dropped message added (rendering the rest again per drop is quadratic).
+  rendered = [render_message(tokenizer, m)[0] for m in messages]
+  length = 2 + sum(map(len, rendered))
+  while length + room > context and len(messages) - keep > 1:
+    end = oldest_exchange_end()
+    length -= sum(map(len, rendered[keep:end]))
+    del messages[keep:end], rendered[keep:end]
+  prompt = _prompt(tokenizer, rendered)
   least = min(room, MIN_NEW_TOKENS)
   if len(prompt) + least > context:
     raise ValueError(f'the message is {len(prompt)} tokens with the template, and this model\'s context is '

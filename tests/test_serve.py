@@ -402,6 +402,34 @@ def test_without_max_tokens_fit_history_leaves_the_reply_a_quarter_of_the_contex
   assert r.json()['usage']['completion_tokens'] >= context // 4
 
 
+@pytest.mark.parametrize('path,body', [('/v1/chat/completions', {'messages': _chat('hold'), 'fit_history': True}),
+                                       ('/v1/completions', {'prompt': 'hold'})])
+def test_a_request_being_tokenized_holds_up_no_other(synthetic_tok, path, body):
+  """The server's tokenizer, its encode of 'hold' waiting until released: meanwhile /health answers."""
+  entered, release = threading.Event(), threading.Event()
+
+  class Held:
+    def __getattr__(self, name):
+      return getattr(synthetic_tok, name)
+
+    def encode(self, text):
+      if text == 'hold':
+        entered.set()
+        release.wait(120)
+      return synthetic_tok.encode(text)
+
+  engine = _scripted_engine(synthetic_tok, [0], [synthetic_tok.encode('ga ga')[-1]] * 400, {})
+  with serving(engine, Held(), max_slots=1) as (url, _), concurrent.futures.ThreadPoolExecutor(1) as pool:
+    try:
+      held = pool.submit(httpx.post, url + path, json=dict(body, max_tokens=2), timeout=120)
+      assert entered.wait(60)
+      assert httpx.get(url + '/health', timeout=60).json()['status'] == 'ok'
+      assert not held.done()
+    finally:
+      release.set()
+    assert held.result().status_code == 200, held.result().text
+
+
 def test_an_unknown_model_is_a_404_and_completions_check_the_context_too(server):
   r = _post(server, '/v1/chat/completions', {'model': 'gpt-4', 'messages': _chat('a')})
   assert r.status_code == 404 and "'tiny'" in r.json()['error']['message']

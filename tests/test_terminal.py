@@ -1,4 +1,5 @@
 """llm/terminal.py: streamed text printed whole, flag escapes; llm.chat: its history kept within the context, Ctrl-C."""
+import collections
 import io
 import os
 import signal
@@ -33,6 +34,47 @@ def test_a_chat_forgets_whole_exchanges_oldest_first_and_never_the_question(synt
     chat_template.fit_history(tok, history, keep=1, context=alone - 1)  # not even the question fits
   # More room asked for than the question leaves: it is asked all the same, with what it leaves.
   assert chat_template.fit_history(tok, history, keep=1, context=alone, room=100)[0] == system + history[-1:]
+
+
+def _exchanges(n: int) -> list[list[dict]]:
+  """n exchanges, each reply with a tool call and its result among its parts."""
+  return [[{'role': 'user', 'content': f'abc {i}'},
+           {'role': 'assistant', 'content': [{'type': 'text', 'text': 'hij ' * i},
+                                             {'type': 'tool_call', 'text': f'calculator: {i}*2'},
+                                             {'type': 'tool_result', 'text': str(2 * i)},
+                                             {'type': 'text', 'text': f'def {i}'}]}] for i in range(n)]
+
+
+def test_a_chat_keeps_the_most_recent_exchanges_that_leave_the_room(synthetic_tok):
+  tok = synthetic_tok
+  system, exchanges, question = [{'role': 'system', 'content': 'be brief'}], _exchanges(6), _turns(1)
+  latest = lambda n: system + sum(exchanges[len(exchanges) - n:], []) + question  # the last n exchanges
+  sizes = [len(chat_template.render_prompt(tok, latest(n))) for n in range(7)]
+  for room in (1, 16, 40):
+    for context in range(sizes[0] + min(room, 16), sizes[-1] + room + 3, 5):
+      n = max(n for n in range(7) if sizes[n] + room <= context or n == 0)
+      kept, prompt = chat_template.fit_history(tok, latest(6), keep=1, context=context, room=room)
+      assert (kept, prompt) == (latest(n), chat_template.render_prompt(tok, latest(n))), (room, context)
+  # Over max_messages (5), whole exchanges go first: 4 messages are left.
+  assert chat_template.fit_history(tok, latest(6), keep=1, context=1000, max_messages=5)[0] == latest(1)
+
+
+def test_fit_history_encodes_each_message_a_bounded_number_of_times(synthetic_tok):
+  """Not once per exchange dropped: a long history in a short context drops most of it."""
+  calls = collections.Counter()
+
+  class Counted:
+    def __getattr__(self, name):
+      return getattr(synthetic_tok, name)
+
+    def encode(self, text):
+      calls[text] += 1
+      return synthetic_tok.encode(text)
+
+  history = sum(_exchanges(30), []) + _turns(1)
+  kept, _ = chat_template.fit_history(Counted(), history, keep=0, context=80)
+  assert len(kept) < len(history) / 4  # most of it went, an exchange at a time
+  assert max(calls.values()) <= 2, calls.most_common(3)
 
 
 def test_streamed_text_is_printed_whole_across_stream_calls(synthetic_tok):

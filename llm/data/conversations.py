@@ -511,8 +511,7 @@ def fit(conversation: Conversation, tokenizer, max_tokens: int) -> Conversation 
   so a long dialogue keeps its first exchanges; None when not even the first exchange fits."""
   length, keep = 1, 0  # bos
   for i, message in enumerate(conversation):
-    # render() is bos + each message rendered on its own, so lengths add up message by message.
-    length += len(chat_template.render(tokenizer, [message])[0]) - 1
+    length += len(chat_template.render_message(tokenizer, message)[0])  # render()'s lengths add up
     if length > max_tokens:
       break
     if message['role'] == 'assistant':

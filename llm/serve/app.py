@@ -242,7 +242,8 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
   async def chat(body: schema.ChatRequest, http: fastapi.Request):
     check_model(body)
     field = 'max_completion_tokens' if body.max_completion_tokens else 'max_tokens'  # OpenAI's newer name wins
-    prompt, dropped = chat_prompt(body, getattr(body, field))
+    # Tokenizing (up to a 1 MB body, and fit_history) off the event loop: the other streams go on.
+    prompt, dropped = await asyncio.to_thread(chat_prompt, body, getattr(body, field))
     max_new = budget(prompt, getattr(body, field), field)
     headers = {'X-Messages-Dropped': str(dropped)} if body.fit_history else {}
     return await run(http, body, prompt, max_new, tuple(chat_template.turn_stop_ids(tokenizer)), 'chat',
@@ -251,7 +252,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
   @app.post('/v1/completions')
   async def complete(body: schema.CompletionRequest, http: fastapi.Request):
     check_model(body)
-    prompt = [tokenizer.bos_id] + tokenizer.encode(body.prompt)
+    prompt = [tokenizer.bos_id] + await asyncio.to_thread(tokenizer.encode, body.prompt)
     max_new = budget(prompt, body.max_tokens)
     return await run(http, body, prompt, max_new, tuple(tokenizer.stop_ids), 'text', {})
 
