@@ -298,6 +298,12 @@ BAD = {
     'a penalty': ({'messages': _chat('a'), 'presence_penalty': 0.5}, 'presence_penalty: Input should be 0'),
     'logprobs asked for': ({'messages': _chat('a'), 'logprobs': True}, 'logprobs: Input should be False'),
     'top_k beyond int32': ({'messages': _chat('a'), 'top_k': 2**32}, 'top_k'),
+    'max_tokens true': ({'messages': _chat('a'), 'max_tokens': True}, 'max_tokens: Input should be a valid integer'),
+    'max_tokens a float': ({'messages': _chat('a'), 'max_tokens': 5.0}, 'max_tokens: Input should be a valid integer'),
+    'temperature a string': ({'messages': _chat('a'), 'temperature': '0'}, 'temperature: Input should be a valid number'),
+    'stream a string': ({'messages': _chat('a'), 'stream': 'yes'}, 'stream: Input should be a valid boolean'),
+    'include_usage a number': ({'messages': _chat('a'), 'stream_options': {'include_usage': 1}},
+                               'stream_options.include_usage: Input should be a valid boolean'),
     'a stop string over the limit': ({'messages': _chat('a'), 'stop': 'x' * 501},
                                      'stop: a stop string is 501 characters; the limit is 500'),
     'a listed stop string over the limit': ({'messages': _chat('a'), 'stop': ['x', 'y' * 600]},
@@ -450,7 +456,7 @@ def test_openai_fields_at_their_neutral_values_or_null_are_taken(server):
   """Clients that send every field, defaults and nulls included; null means the default."""
   chat = {'messages': _chat('abc'), 'max_tokens': 6, 'seed': 3}
   nulls = dict.fromkeys(('temperature', 'top_p', 'n', 'stream', 'presence_penalty', 'frequency_penalty', 'logprobs'))
-  neutral = {'presence_penalty': 0, 'frequency_penalty': 0.0, 'logprobs': False, 'n': 1}
+  neutral = {'presence_penalty': 0, 'frequency_penalty': 0.0, 'logprobs': False, 'n': 1, 'temperature': 1, 'top_p': 1}
   replies = [_post(server, '/v1/chat/completions', dict(chat, **fields)) for fields in ({}, nulls, neutral)]
   assert [r.status_code for r in replies] == [200] * 3, [r.text for r in replies]
   assert len({r.json()['choices'][0]['message']['content'] for r in replies}) == 1

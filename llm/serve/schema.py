@@ -1,7 +1,8 @@
 """OpenAI's request bodies for chat and plain completions, as pydantic models.
 
 Unknown fields are refused (extra='forbid'), so a misspelt knob is a 400 naming it rather than
-silently ignored. Fields of OpenAI's schema that this server cannot honour accept only their
+silently ignored, and so are values of the wrong JSON type (strict): max_tokens true or 5.0,
+temperature "0" (an integer is taken where a number is asked for). Fields of OpenAI's schema that this server cannot honour accept only their
 neutral value (n=1, presence_penalty=0, frequency_penalty=0, logprobs=false, echo=false), so
 clients that send the defaults explicitly work. null, where OpenAI's schema allows it, means the
 default. top_k is an addition (as vLLM has it), and so is a chat's fit_history.
@@ -34,7 +35,7 @@ _NULL_IS_DEFAULT = ('temperature', 'top_p', 'n', 'stream', 'presence_penalty', '
 
 
 class _Strict(pydantic.BaseModel):
-  model_config = pydantic.ConfigDict(extra='forbid')
+  model_config = pydantic.ConfigDict(extra='forbid', strict=True)
 
 
 class TextPart(_Strict):
