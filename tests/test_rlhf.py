@@ -501,6 +501,38 @@ def test_rlhf_held_out_prompts_leave_out_those_the_policys_sft_trained_on(tmp_pa
   assert task.left_out == len({json.dumps(p.chosen[:-1]) for p in val if request_words(p.chosen[0]['content']) in opened}) > 0
 
 
+def test_rlhf_records_how_many_held_out_prompts_it_evaluates_and_warns_when_fewer_than_asked(tmp_path, hh_sft, data_dir,
+                                                                                         caplog):
+  """A preference source may hold out fewer prompts than rlhf.eval_prompts asks for (the proxy's
+  val_fraction, less the prompts the policy's SFT trained on and those too long for the window):
+  summary.json says how many each eval point samples, and the log says it is fewer, naming the knob."""
+  from llm import chat_template
+  from llm.data import preferences
+  from llm.tasks import rlhf
+  source = 'hh_rlhf_harmless_base'
+  proxy = _proxy_config(tmp_path / 'proxy', source=source, val_fraction=0.1)
+  tok = tokenizer_lib.load_any(hh_sft / 'tokenizer.model')  # the policy's, as data() loads it
+  opened = hh_sft_openings(hh_sft, data_dir, tok)
+  _, val = preferences.load(source, data_dir, 0.1, 0)
+  fresh = {json.dumps(p.chosen[:-1], sort_keys=True): p.chosen[:-1] for p in val
+           if request_words(p.chosen[0]['content']) not in opened}
+  held_out = sum(len(chat_template.render_prompt(tok, m)) + 64 <= 256 for m in fresh.values())
+
+  def facts(eval_prompts):
+    config = tiny_rlhf_config(**{'init_from': str(hh_sft), 'rlhf.prompts': source, 'rlhf.proxy': proxy,
+                                 'rlhf.eval_prompts': eval_prompts, 'train.seq_len': 256, 'grpo.max_new_tokens': 64})
+    return rlhf.make_task(config).data(config, tmp_path / f'run{eval_prompts}').facts
+
+  assert 2 < held_out < 1000
+  with caplog.at_level('WARNING'):
+    assert facts(2)['rlhf_heldout_prompts'] == 2
+    assert 'rlhf.eval_prompts' not in caplog.text
+    assert facts(1000)['rlhf_heldout_prompts'] == held_out
+  warned = [r.getMessage() for r in caplog.records if 'rlhf.eval_prompts=1000' in r.getMessage()]
+  assert len(warned) == 1 and f'samples the {held_out} held-out' in warned[0]
+  assert 'reward_model.val_fraction' in warned[0]
+
+
 def test_resuming_rlhf_whose_proxies_split_the_prompts_elsewhere_is_refused(tmp_path, pretrained, data_dir):
   """A preference source's training prompts are those left by the split at the proxies' val_fraction,
   and the checkpoint's data position is an index into them: a resume whose proxies give another

@@ -5,10 +5,11 @@ llm/rl/grpo.py's group advantages, clipped objective and beta x KL to the SFT re
 The reward of a rollout is the proxy's score, one batched forward on the device
 (llm/rl/reward_model.Scorer; an ensemble of proxies with rlhf.ensemble = 'mean' or 'min'),
 minus rlhf.missing_end_penalty when the response never ends its turn. Every eval point samples
-the held-out prompts and logs, to metrics.jsonl: rlhf_proxy, rlhf_gold (where the prompts
-have a gold reward, llm/rl/gold.py), rlhf_kl = KL(pi || pi_init) estimated from those samples and
-rlhf_d = sqrt(KL), and the hacking monitor's rlhf_hacking (1 when gold fell below its best
-while the proxy rose; also a warning in the log); DIR/rlhf_samples.jsonl keeps the samples
+rlhf.eval_prompts held-out prompts (fewer where the source holds out fewer: a warning in the log,
+and summary.json's rlhf_heldout_prompts says how many) and logs, to metrics.jsonl: rlhf_proxy,
+rlhf_gold (where the prompts have a gold reward, llm/rl/gold.py), rlhf_kl = KL(pi || pi_init)
+estimated from those samples and rlhf_d = sqrt(KL), and the hacking monitor's rlhf_hacking (1
+when gold fell below its best while the proxy rose; also a warning in the log); DIR/rlhf_samples.jsonl keeps the samples
 with their scores (what hacked responses look like). The final evaluate plots gold and proxy
 against d into DIR/rlhf_curves.png.
 """
@@ -17,6 +18,7 @@ import functools
 import json
 from pathlib import Path
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -95,8 +97,17 @@ def data(config, workdir, state: _State) -> TaskData:
   # Preference prompts: how many held-out ones were left out as prompts the policy's SFT trained on.
   left_out = {'rlhf_heldout_left_out_trained': state.task.left_out} if hasattr(state.task, 'left_out') else {}
   split = {_SPLIT: state.task.val_fraction} if hasattr(state.task, 'val_fraction') else {}
+  # What every eval point samples: a preference source may hold out fewer than rlhf.eval_prompts.
+  evaluated = len(state.task.heldout(config.rlhf.eval_prompts))
+  if evaluated < config.rlhf.eval_prompts:
+    logging.warning('rlhf: every eval point samples the %d held-out %s prompts there are, fewer than '
+                    'rlhf.eval_prompts=%d (summary.json: rlhf_heldout_prompts; %d more were left out as prompts the '
+                    'policy trained on, others as leaving under grpo.max_new_tokens of train.seq_len): a proxy of a '
+                    'larger reward_model.val_fraction holds out more', evaluated, config.rlhf.prompts,
+                    config.rlhf.eval_prompts, getattr(state.task, 'left_out', 0))
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={},
-                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy, **left_out},
+                  facts={'rlhf_prompts': config.rlhf.prompts, 'rlhf_proxy_runs': config.rlhf.proxy,
+                         'rlhf_heldout_prompts': evaluated, **left_out},
                   record=split)
 
 
