@@ -360,6 +360,26 @@ def test_held_out_pairs_leave_out_the_prompts_the_trunks_sft_trained_on(hh_sft, 
   assert 0 < facts['rm_val_pairs'] <= len(val) - len(trained)
 
 
+def test_held_out_pairs_leave_out_the_prompts_a_reward_model_up_the_chain_trained_on(tmp_path, pretrained, data_dir):
+  """A reward model trained on from another's weights, holding out more of the source: the pairs
+  whose prompt the first trained on are no held-out pairs of the second."""
+  from tiny_config import tiny_reward_model_config
+  from llm.tasks import reward_model as rm_task
+  source = 'hh_rlhf_harmless_base'
+  config = lambda init_from, val_fraction: tiny_reward_model_config(**{
+      'init_from': str(init_from), 'reward_model.source': source, 'reward_model.val_fraction': val_fraction,
+      'reward_model.truncate': True})
+  first = tmp_path / 'first'  # reads as a finished reward model run of pretrained (no checkpoint)
+  first.mkdir()
+  (first / 'config.json').write_text(config(pretrained, 0.1).to_json_best_effort())
+  for name in ('summary.json', 'tokenizer.model'):
+    (first / name).write_bytes((pretrained / name).read_bytes())
+  facts = rm_task.data(config(first, 0.3), workdir=None).facts
+  trained = {request_words(p.chosen[0]['content']) for p in preferences.load(source, data_dir, 0.1, 0)[0]}
+  _, val = preferences.load(source, data_dir, 0.3, 0)
+  assert facts['rm_val_left_out_trained'] == sum(request_words(p.chosen[0]['content']) in trained for p in val) > 0
+
+
 class _Tok:
   pad_id = 0
   vocab_size = 16

@@ -501,6 +501,33 @@ def test_rlhf_held_out_prompts_leave_out_those_the_policys_sft_trained_on(tmp_pa
   assert task.left_out == len({json.dumps(p.chosen[:-1]) for p in val if request_words(p.chosen[0]['content']) in opened}) > 0
 
 
+def test_rlhf_held_out_prompts_leave_out_those_an_rlhf_run_up_the_chain_trained_on(tmp_path, pretrained, data_dir, tok):
+  """Trained on from an RLHF run's weights (its resume refusal's remedy) against a proxy that holds out
+  more: the held-out prompts leave out those the first run trained on, split where it recorded when it
+  started, not where its proxy, retrained since, splits now."""
+  from llm.data import preferences
+  from llm.tasks import rlhf
+  source = 'hh_rlhf_harmless_base'
+  first_proxy = _proxy_config(tmp_path / 'first_proxy', source=source, val_fraction=0.05)  # not the 0.1 of old runs
+  config = lambda init_from, proxy: tiny_rlhf_config(**{'init_from': str(init_from), 'rlhf.prompts': source,
+                                                        'rlhf.proxy': proxy, 'train.seq_len': 256,
+                                                        'grpo.max_new_tokens': 64})
+  first = tmp_path / 'first'
+  first.mkdir()
+  (first / 'data_record.json').write_text(json.dumps({'rlhf_proxies_val_fraction': 0.05}))  # as it started
+  (first / 'config.json').write_text(config(pretrained, first_proxy).to_json_best_effort())
+  (tmp_path / 'first_proxy' / 'config.json').write_text(json.dumps(
+      {'task': 'reward_model', 'reward_model': {'source': source, 'val_fraction': 0.3}}))  # retrained in place
+  wide = _proxy_config(tmp_path / 'wide', source=source, val_fraction=0.3)
+  task = rlhf._prompt_task(config(first, wide), tok)
+  trained = {request_words(p.chosen[0]['content']) for p in preferences.load(source, data_dir, 0.05, 0)[0]}
+  _, val = preferences.load(source, data_dir, 0.3, 0)
+  held = task.heldout(10**6)
+  assert held and not {request_words(p.prompt_messages[0]['content']) for p in held} & trained
+  left_out = {json.dumps(p.chosen[:-1]) for p in val if request_words(p.chosen[0]['content']) in trained}
+  assert task.left_out == len(left_out) > 0
+
+
 def test_rlhf_records_how_many_held_out_prompts_it_evaluates_and_warns_when_fewer_than_asked(tmp_path, hh_sft, data_dir,
                                                                                          caplog):
   """A preference source may hold out fewer prompts than rlhf.eval_prompts asks for (the proxy's

@@ -207,7 +207,7 @@ class PromptTask:
   RL task for task=rlhf (llm.rl.tasks.RLTask): training prompts from the training pairs, held-out
   ones from the held-out pairs of the split at val_fraction (the proxy's reward_model.val_fraction:
   the same split the reward model used), less those opening with one of `trained` (the requests the
-  policy's SFT trained on, llm.evals.heldout.trained_requests; how many prompts: left_out). Prompts
+  policy trained on up its init_from chain, llm.evals.heldout.trained_requests; how many prompts: left_out). Prompts
   that leave fewer than `room` tokens of seq_len for the response are skipped. No verifier and no
   gold: RLHF on them is measured by the proxy and the KL only."""
 

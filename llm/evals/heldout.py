@@ -10,7 +10,7 @@ items whose question text a training generator of the run produces:
   kept off the RL held-out set by the task itself (llm/rl/tasks.py);
 - GSM8K: the test split minus any question that is also in the train split;
 - preference prompts (the reward model's held-out pairs, RLHF's held-out prompts): those whose
-  opening request an SFT run up the init_from chain trained on (trained_requests).
+  opening request an SFT, RLHF or reward model run up the init_from chain trained on (trained_requests).
 """
 import functools
 import itertools
@@ -42,9 +42,14 @@ def lineage(config, needed_for: str = '') -> Iterator:
   """The run's config, then that of the run it started from (init_from), and so on up the chain.
   A parent not found is an error, not the chain's end: the held-out sets would keep what it trained
   on. needed_for: what the caller follows the chain for, said in that error (init_from.parent)."""
+  return (c for _, c in _runs(config, needed_for))
+
+
+def _runs(config, needed_for: str) -> Iterator[tuple[Path | None, object]]:
+  """lineage's configs, each with its run's folder: None for config's own (it may not have run yet)."""
   visited, workdir = set(), None
   while config is not None:
-    yield config
+    yield workdir, config
     workdir = init_from.parent(config, workdir, needed_for)
     done = workdir is None or workdir in visited
     visited.add(workdir)
@@ -60,10 +65,13 @@ def trained_requests(config, data_dir: Path, tokenizer) -> frozenset[str]:
   """The opening requests, as SFT's split keys them (conversations.request_key), of the conversations that SFT runs of
   config's init_from chain, config's own included, trained on from preferences.SFT_SOURCES: each
   source's training split as the run made it (fitted to its train.seq_len), all of it, whatever
-  share of it the mixture weight drew (that draw hangs on every other source of the mixture)."""
+  share of it the mixture weight drew (that draw hangs on every other source of the mixture); and
+  of the preference prompts that RLHF and reward model runs up the chain trained on (_preference_split).
+  config's own split of its prompts or pairs keeps its own held-out ones apart."""
   requests = set()
-  for c in lineage(config, 'every run up the init_from chain is needed to rebuild what its SFT runs trained on, so '
-                           'that those prompts stay out of the held-out preference prompts'):
+  for workdir, c in _runs(config, 'every run up the init_from chain is needed to rebuild what its SFT, RLHF and reward '
+                                  'model runs trained on, so that those prompts stay out of the held-out preference '
+                                  'prompts'):
     sft = c.get('sft') or {}
     mixture = {name: weight for name, weight in dict(sft.get('mixture') or {}).items()
                if name in preferences.SFT_SOURCES and weight > 0}
@@ -71,7 +79,26 @@ def trained_requests(config, data_dir: Path, tokenizer) -> frozenset[str]:
       splits = conversations.load_mixture(data_dir, mixture, sft.val_fraction, c.seed, sft.get('max_per_source', 0),
                                           tokenizer, c.train.seq_len + 1)
       requests.update(conversations.request_key(conv) for train, _ in splits.values() for conv in train)
+    split = workdir and _preference_split(c, workdir)
+    if split:
+      source, val_fraction = split
+      train, _ = preferences.load(source, data_dir, val_fraction, 0)
+      requests.update(conversations.request_key(p.chosen) for p in train)
   return frozenset(requests)
+
+
+def _preference_split(c, workdir: Path) -> tuple[str, float] | None:
+  """(source, val_fraction) of the real preference source whose training side the run of config c in
+  workdir trained on: an RLHF run's prompts, split where it recorded when it started (a proxy of
+  another val_fraction since splits elsewhere), a reward model's pairs; None for any other run, or
+  gold's generated ones. All of that side counts, prompts too long for the run's window too: left
+  out, one of those it never trained on costs a held-out prompt, no more."""
+  if c.get('task') == 'rlhf' and c.rlhf.prompts != 'gold_topics':
+    from llm.tasks import rlhf  # pylint: disable=import-outside-toplevel  (it imports this module)
+    return c.rlhf.prompts, rlhf.started_split(workdir)
+  if c.get('task') == 'reward_model' and c.reward_model.source != 'gold':
+    return c.reward_model.source, c.reward_model.val_fraction
+  return None
 
 
 def arithmetic(count: int, seed: int, exclude: frozenset[str]) -> list[tuple[str, str]]:

@@ -2,8 +2,8 @@
 'scalar'), its trunk from config.init_from (an SFT run), its head fresh, trained with the
 Bradley-Terry loss on preference pairs (llm/rl/reward_model.py, llm/data/preferences.py).
 
-Held-out pairs of a real source leave out those whose opening request an SFT run up the init_from
-chain trained on (llm.evals.heldout.trained_requests; counted in summary.json's
+Held-out pairs of a real source leave out those whose opening request an SFT, RLHF or reward model
+run up the init_from chain trained on (llm.evals.heldout.trained_requests; counted in summary.json's
 rm_val_left_out_trained): the trunk has seen those dialogues, and the chosen reply with them.
 
 Every eval point logs held-out pairwise accuracy, mean margin and loss to metrics.jsonl

@@ -53,6 +53,16 @@ def _record_before(workdir: Path) -> dict:
   return {_SPLIT: files.read_json(old)['val_fraction'] if old.exists() else preferences.VAL_FRACTION}
 
 
+def started_split(workdir: Path) -> float:
+  """The val_fraction of the split of its preference prompts that the RLHF run in workdir made when
+  it started, its training prompts the rest: as its data record keeps it (llm/train.py), else as
+  _record_before reads a run started before that record."""
+  from llm import train  # pylint: disable=import-outside-toplevel  (train imports the tasks)
+  record = workdir / train.DATA_RECORD
+  started = files.read_json(record, 'remove it to resume without the check') if record.exists() else {}
+  return started.get(_SPLIT, _record_before(workdir)[_SPLIT])
+
+
 def _proxy_val_fraction(config) -> float:
   """The share of rlhf.prompts' prompts to hold out: the smallest reward_model.val_fraction of the
   proxies trained on that source (preferences.VAL_FRACTION where none was), so that no held-out
@@ -94,7 +104,8 @@ def data(config, workdir, state: _State) -> TaskData:
   tok, index_iter = grpo_task.policy_start(config)
   workdir = Path(workdir)
   state.task, state.tokenizer, state.workdir = _prompt_task(config, tok), tok, workdir
-  # Preference prompts: how many held-out ones were left out as prompts the policy's SFT trained on.
+  # Preference prompts: how many held-out ones were left out as prompts the policy (its SFT, RLHF up
+  # its init_from chain) trained on.
   left_out = {'rlhf_heldout_left_out_trained': state.task.left_out} if hasattr(state.task, 'left_out') else {}
   split = {_SPLIT: state.task.val_fraction} if hasattr(state.task, 'val_fraction') else {}
   # What every eval point samples: a preference source may hold out fewer than rlhf.eval_prompts.
