@@ -116,7 +116,9 @@ def config_parser(program: str):
       lines = [l for l in str(e).splitlines() if l.strip()]
       sys.exit(f'{program}: {lines[0]} {lines[-1]}' if 'Traceback' in str(e) else f'{program}: {e}')
     try:
-      flags.FLAGS.config.keys()  # config_flags defers a missing file's error to the first read
+      config = flags.FLAGS.config  # config_flags defers a missing file's error to the first read
+      if config is not None:  # an optional --config left out
+        config.keys()
     except OSError as e:
       sys.exit(f'{program}: could not load --config: {" ".join(l.strip() for l in str(e).splitlines()[-2:])}')
     return rest

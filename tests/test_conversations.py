@@ -13,6 +13,7 @@ from llm import chat_template, tools
 from llm.data import conversations as cv
 from llm.data import gsm8k
 from llm.honesty import sft as honesty_sft
+from conftest import ROOT
 from test_honesty_sft import labelled  # noqa: F401 (a fixture)
 
 
@@ -465,12 +466,34 @@ def test_show_shows_the_sources_that_read_a_run_or_a_labelled_set(labelled, tok,
   path, _ = labelled
   shown = show('--source=honesty_search', f'--honesty_labels={path}').stdout
   assert shown.startswith('honesty_search[0]: ') and '<|tool_call|>search: ' in shown
-  assert show('--source=identity').stderr.strip().splitlines()[-1] == (
-      "llm.data.show: --source=identity states a run's own facts (size, context, data): give --workdir=RUN, the run "
-      'SFT fine-tunes')
+  refused = ('llm.data.show: --source=identity states the facts of the SFT run it trains (size, context, data, tools): '
+             'give one of --config=SFT_CONFIG (e.g. configs/sft_tools.py) and --workdir=RUN (an SFT run)')
+  assert show('--source=identity').stderr.strip().splitlines()[-1] == refused
+  assert show('--source=identity', f'--workdir={tmp_path / "run"}',
+              f'--config={ROOT}/tests/tiny_config.py:sft').stderr.strip().splitlines()[-1] == refused
   assert show('--source=honesty_answers').stderr.strip().splitlines()[-1] == (
       "llm.data.show: --source=honesty_answers asks the facts of a labelled set, and --honesty_labels='' is no file: "
       'give WORLD/labels.jsonl (python -m llm.honesty.interrogate writes it)')
+
+
+def test_show_states_the_tools_the_sft_configs_mixture_teaches(tok, tmp_path, subprocess_env):
+  """configs/sft_tools.py's identity conversations name its python and search tools, as its SFT
+  writes them; the base run it fine-tunes taught none but the calculator."""
+  from tiny_config import tiny_config
+  (tmp_path / 'base').mkdir()
+  (tmp_path / 'base' / 'config.json').write_text(tiny_config().to_json())
+  # The order of the conversations does not hang on the facts they state: the first to list the tools.
+  facts = cv.IdentityFacts(parameters='P', context_tokens=1, pretraining_data='D', tools='TOOLS')
+  index = next(i for i, c in enumerate(cv.identity(None, 0, facts)) if 'use TOOLS' in c[-1]['content'])
+
+  def show(run):
+    return subprocess.run([sys.executable, '-m', 'llm.data.show', '--source=identity', f'--index={index}',
+                           f'--tokenizer={tok.path}', f'--data_dir={tmp_path}', run], env=subprocess_env,
+                          capture_output=True, text=True, check=True).stdout
+
+  tools = show(f'--config={ROOT}/configs/sft_tools.py')
+  assert 'use a calculator, a text search and a Python interpreter, but' in tools
+  assert 'use a calculator, but' in show(f'--workdir={tmp_path / "base"}')
 
 
 def test_show_ends_bad_input_in_one_line_naming_its_own_flags(tmp_path, tok, subprocess_env):

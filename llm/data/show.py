@@ -1,7 +1,8 @@
 """Print one SFT conversation as the model trains on it, to check the loss mask by eye:
 
     python -m llm.data.show --source=gsm8k --index=0 --tokenizer=PATH.model [--tokens]
-    python -m llm.data.show --source=identity --workdir=RUN --tokenizer=RUN/tokenizer.model
+    python -m llm.data.show --source=identity --config=configs/sft_tools.py --tokenizer=BASE/tokenizer.model
+    python -m llm.data.show --source=identity --workdir=SFT_RUN --tokenizer=SFT_RUN/tokenizer.model
     python -m llm.data.show --source=honesty_search --honesty_labels=WORLD/labels.jsonl --tokenizer=...
 
 Text the assistant produces (trained, mask 1) prints plain; everything else (mask 0: bos, role
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from absl import flags
+from ml_collections import config_flags
 
 from llm import chat_template, cli
 from llm.data import conversations, sources
@@ -28,8 +30,14 @@ _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the generated sources.')
 _MAX_TOKENS = flags.DEFINE_integer('max_tokens', 0, 'Fit the conversation into this many tokens first (0 = no).',
                                   lower_bound=0)
 _TOKENS = flags.DEFINE_bool('tokens', False, 'One line per token (position, id, mask, piece).')
-_WORKDIR = flags.DEFINE_string('workdir', '', 'For --source=identity: the run whose facts (size, context, data) its '
-                               'conversations state, the one SFT fine-tunes.')
+# identity states the facts of the SFT run it trains (llm.evals.identity.run_facts of its config): the
+# tools among them are those its mixture teaches, which only the SFT's config tells, not its base run's.
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'For --source=identity: the SFT config whose conversations '
+                                          'to show (configs/sft_tools.py: they name the tools its mixture teaches).',
+                                          lock_config=False)
+_WORKDIR = flags.DEFINE_string('workdir', '', 'For --source=identity, instead of --config: a run whose config.json '
+                               'states the facts (an SFT run: the tools its mixture taught; a base run: only the '
+                               'calculator, as an SFT of no other tool source states them).')
 _HONESTY_LABELS = flags.DEFINE_string('honesty_labels', '', 'For the honesty_* sources: the labelled set they ask '
                                       "(WORLD/labels.jsonl, as SFT's --config.sft.honesty_labels).")
 _HONESTY_REPLY = flags.DEFINE_enum('honesty_reply', 'sentence', world.REPLY_STYLES,
@@ -70,11 +78,12 @@ def format_spans(runs: list[tuple[str, int]], color: bool) -> str:
   return ''.join(out)
 
 
-def identity_facts(workdir: str, tokenizer) -> conversations.IdentityFacts:
-  """What the identity source states about the run in workdir, as its SFT would write it."""
+def identity_facts(tokenizer) -> conversations.IdentityFacts:
+  """What the identity source states about the run of --config or --workdir, as its SFT writes it."""
   from llm import inference, model as model_lib  # pylint: disable=import-outside-toplevel
   from llm.evals import identity  # pylint: disable=import-outside-toplevel
-  config = inference.read_config(workdir)  # inference.RunError (a ValueError): no run there
+  # inference.RunError (a ValueError): no run in --workdir
+  config = _CONFIG.value if _CONFIG.value is not None else inference.read_config(_WORKDIR.value)
   return identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tokenizer.vocab_size))
 
 
@@ -83,9 +92,9 @@ def main(argv):
   name = _SOURCE.value
   if name not in conversations.SOURCES:
     raise ValueError(f'--source={name!r} is unknown; use one of {sorted(conversations.SOURCES)}')
-  if name == 'identity' and not _WORKDIR.value:
-    raise ValueError("--source=identity states a run's own facts (size, context, data): give --workdir=RUN, the run "
-                     'SFT fine-tunes')
+  if name == 'identity' and (_CONFIG.value is None) == (not _WORKDIR.value):
+    raise ValueError("--source=identity states the facts of the SFT run it trains (size, context, data, tools): give "
+                     'one of --config=SFT_CONFIG (e.g. configs/sft_tools.py) and --workdir=RUN (an SFT run)')
   if name in honesty_sft.SOURCES and not Path(_HONESTY_LABELS.value).is_file():
     raise ValueError(f'--source={name} asks the facts of a labelled set, and --honesty_labels={_HONESTY_LABELS.value!r} '
                      'is no file: give WORLD/labels.jsonl (python -m llm.honesty.interrogate writes it)')
@@ -94,7 +103,7 @@ def main(argv):
                      '(or DIR/tokenizer.hf.json of an imported model)')
   tokenizer = load_any(_TOKENIZER.value)
   data_dir = sources.find_data_dir(_DATA_DIR.value, flag='--data_dir')
-  facts = identity_facts(_WORKDIR.value, tokenizer) if name == 'identity' else None
+  facts = identity_facts(tokenizer) if name == 'identity' else None
   source = conversations.bound_source(name, facts, _HONESTY_LABELS.value, _HONESTY_REPLY.value)
   stream = source(data_dir, _SEED.value)
   conversation = next(itertools.islice(stream, _INDEX.value, None), None)
@@ -115,4 +124,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.run(main, 'llm.data.show')
+  cli.run(main, 'llm.data.show', config=True)
