@@ -610,7 +610,7 @@ def test_a_parent_run_moved_or_deleted_is_named_with_where_to_restore_it(tmp_pat
     fix = (rf'; restore or copy that run to {re.escape(str(gone))} \(only its config.json is read\), or make '
            rf'that init_from in {re.escape(str(sft / "config.json"))} the path where it is now')
     with pytest.raises(inference.RunError, match=gone_from + r' \(every run up the init_from chain is needed to '
-                       r'rebuild what its SFT runs trained on, so that those prompts stay out of the held-out '
+                       r'rebuild what its SFT, RLHF and reward model runs trained on, so that those prompts stay out of the held-out '
                        r'preference prompts\)' + fix):
       heldout.trained_requests(config, tmp_path, None)
     with pytest.raises(inference.RunError, match=gone_from + fix):
