@@ -605,3 +605,17 @@ def test_resuming_rlhf_whose_proxies_split_the_prompts_elsewhere_is_refused(tmp_
   resume(started)
   with pytest.raises(ValueError, match=refused(0.1, 0.05)):
     resume(narrow)
+
+
+def test_prompts_all_trained_on_up_the_chain_are_refused_naming_every_kind_of_run(data_dir, tok):
+  """Every held-out prompt left out as trained on: the error names each kind of run that counts, as
+  RLHF and reward-model runs up the chain count too, not only SFT."""
+  from llm.data import conversations, preferences
+  source = 'hh_rlhf_harmless_base'
+  _, val = preferences.load(source, data_dir, 0.1, 0)
+  everything = frozenset(conversations.request_key(p.chosen) for p in val)
+  with pytest.raises(ValueError, match=rf'{source}: the runs up the policy\'s init_from chain trained on the opening '
+                     rf'requests of all {len({json.dumps(p.chosen[:-1]) for p in val})} held-out prompts \(SFT on '
+                     r'sft.mixture sources hh_chosen, refusals, alpaca_gpt4, RLHF on its training prompts, a reward '
+                     r'model on its training pairs\)'):
+    preferences.PromptTask(source, data_dir, tok, 256, 64, 0.1, everything)

@@ -27,6 +27,9 @@ VAL_FRACTION = 0.1  # the share of a real source's prompts held out, unless rewa
 # SFT conversation sources (llm/data/conversations.py) that open with the real sources' prompts: hh-rlhf's
 # chosen dialogues, its red-team requests refused, AlpacaEval's instructions answered by GPT-4.
 SFT_SOURCES = ('hh_chosen', 'refusals', 'alpaca_gpt4')
+# Which runs up an init_from chain count as having trained on a preference prompt (llm.evals.heldout.trained_requests).
+TRAINED_BY = (f'SFT on sft.mixture sources {", ".join(SFT_SOURCES)}, RLHF on its training prompts, a reward model on '
+              'its training pairs')
 
 
 # Where each real source lives under the data dir, and what its records hold (for the messages about a
@@ -219,9 +222,9 @@ class PromptTask:
     fresh = without_requests(val, trained)
     self.left_out = len({_prompt(p) for p in val}) - len({_prompt(p) for p in fresh})
     if not fresh:
-      raise ValueError(f"{source}: the policy's SFT (init_from, or a run it started from) trained on the opening "
-                       f'requests of all {self.left_out} held-out prompts (sft.mixture: {", ".join(SFT_SOURCES)}); '
-                       "start from an SFT run without those sources, or a proxy of a larger reward_model.val_fraction")
+      raise ValueError(f'{source}: the runs up the policy\'s init_from chain trained on the opening requests of all '
+                       f'{self.left_out} held-out prompts ({TRAINED_BY}); start from runs that did not, or use a '
+                       'proxy of a larger reward_model.val_fraction')
     self._train, self._val = ([p.chosen[:-1] for p in pairs if fits(p.chosen[:-1])] for pairs in (train, fresh))
     # The split keeps a prompt's pairs together, so heldout(count) would give alpaca's prompts 3 times each.
     self._val = list({json.dumps(m, sort_keys=True): m for m in self._val}.values())

@@ -74,10 +74,9 @@ def data(config, workdir) -> TaskData:
   fresh = preferences.without_requests(val_pairs, trained)
   left_out, val_pairs = len(val_pairs) - len(fresh), fresh
   if not val_pairs:
-    raise ValueError(f'{rm.source}: the SFT of init_from={config.init_from} (or of a run it started from) trained on '
-                     f'the opening requests of all {left_out} held-out pairs (sft.mixture: '
-                     f"{', '.join(preferences.SFT_SOURCES)}); start from an SFT run without those sources, or raise "
-                     'reward_model.val_fraction')
+    raise ValueError(f'{rm.source}: the runs up the init_from chain of init_from={config.init_from} trained on the '
+                     f'opening requests of all {left_out} held-out pairs ({preferences.TRAINED_BY}); start from runs '
+                     'that did not, or raise reward_model.val_fraction')
   train, train_dropped = preferences.render(train_pairs, tok, tc.seq_len, rm.truncate)
   val, val_dropped = preferences.render(val_pairs, tok, tc.seq_len, rm.truncate)
   heldout_sets = {'rm_val': val}
