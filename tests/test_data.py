@@ -288,7 +288,8 @@ def test_fingerprint_follows_files_and_settings(tmp_path):
   cfg = data_config()
   first = sources.corpus_fingerprint(tmp_path, cfg)
   assert sources.corpus_fingerprint(tmp_path, cfg) == first
-  assert sources.corpus_fingerprint(tmp_path, data_config(val_fraction=0.2)) != first
+  for changed in (dict(val_fraction=0.2), dict(doc_separator='\n'), dict(max_docs=10)):  # other documents or split
+    assert sources.corpus_fingerprint(tmp_path, data_config(**changed)) != first, changed
   (corpus / 'b.txt').write_text('beta')
   second = sources.corpus_fingerprint(tmp_path, cfg)
   assert second != first
