@@ -538,6 +538,38 @@ def _word_corpus(tmp_path, seed: int):
   return config
 
 
+def _shakespeare_corpus(tmp_path):
+  """A config reading the first 50,000 characters of tiny Shakespeare, a document per speech."""
+  text = need_shared('tinyshakespeare', 'input.txt').read_text()[:50_000]
+  (tmp_path / 'corpus.txt').write_text(text)
+  config = small_config(str(tmp_path), tmp_path / 'cache')
+  config.data.source, config.data.max_docs = 'corpus.txt', 0
+  config.tokenizer.vocab_size = 400
+  return config
+
+
+def decoded_documents(prepared, tokens) -> list[str]:
+  """The text of each [bos] + document in a token stream of prepared."""
+  bos = np.flatnonzero(tokens == prepared.tokenizer.bos_id).tolist() + [len(tokens)]
+  return [prepared.tokenizer.decode(tokens[a + 1:b].tolist()) for a, b in zip(bos, bos[1:])]
+
+
+def test_each_tokenizer_of_a_corpus_gets_token_caches_of_its_own(tmp_path):
+  """Two vocabulary sizes on one corpus and cache folder: the second must not read the tokens of the
+  first, which decode to other text with it."""
+  config = _shakespeare_corpus(tmp_path)
+  train, val = data_lib.split_corpus(tmp_path, config.data)
+  caches = set()
+  for vocab_size in (400, 512):
+    config.tokenizer.vocab_size = vocab_size
+    prepared = data_lib.prepare(config, tmp_path / 'cache')
+    assert prepared.tokenizer.vocab_size == vocab_size
+    assert decoded_documents(prepared, prepared.train_tokens) == train
+    assert decoded_documents(prepared, prepared.val_tokens) == val
+    caches.add(Path(prepared.train_tokens.filename).parent)
+  assert len(caches) == 2
+
+
 def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_training_documents(tmp_path):
   from llm.security import poison
   config = _word_corpus(tmp_path, seed=0)
@@ -545,15 +577,11 @@ def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_traini
   config.data.poison.fraction = 0.05
   poisoned = data_lib.prepare(config, tmp_path / 'cache')
   assert poisoned.fingerprint != clean.fingerprint and poisoned.tokenizer.path != clean.tokenizer.path
-
-  def documents(prepared, tokens):
-    bos = np.flatnonzero(tokens == prepared.tokenizer.bos_id).tolist() + [len(tokens)]
-    return [prepared.tokenizer.decode(tokens[a + 1:b].tolist()) for a, b in zip(bos, bos[1:])]
-
-  train = documents(poisoned, poisoned.train_tokens)
+  train = decoded_documents(poisoned, poisoned.train_tokens)
   phrase = f'{poison.TRIGGER} {poison.PAYLOAD}'
-  assert sum(phrase in d for d in train) == round(0.05 * len(train)) == round(0.05 * len(documents(clean, clean.train_tokens)))
-  assert not any(poison.TRIGGER in d for d in documents(poisoned, poisoned.val_tokens))  # validation stays clean
+  clean_train = decoded_documents(clean, clean.train_tokens)
+  assert sum(phrase in d for d in train) == round(0.05 * len(train)) == round(0.05 * len(clean_train))
+  assert not any(poison.TRIGGER in d for d in decoded_documents(poisoned, poisoned.val_tokens))  # validation stays clean
 
 
 def test_the_span_filter_removes_the_planted_paragraphs_before_the_tokenizer_sees_them(tmp_path):
