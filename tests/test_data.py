@@ -570,6 +570,16 @@ def test_each_tokenizer_of_a_corpus_gets_token_caches_of_its_own(tmp_path):
   assert len(caches) == 2
 
 
+def test_validation_bytes_per_token_leaves_out_the_bos_of_each_document(tmp_path):
+  """UTF-8 bytes of the validation text over its tokens, the bos before each document not counted."""
+  config = _shakespeare_corpus(tmp_path)
+  prepared = data_lib.prepare(config, tmp_path / 'cache')
+  _, val = data_lib.split_corpus(tmp_path, config.data)
+  text_bytes = sum(len(doc.encode()) for doc in val)
+  text_tokens = sum(len(prepared.tokenizer.encode(doc)) for doc in val)
+  assert len(val) > 10 and prepared.val_bytes_per_token == pytest.approx(text_bytes / text_tokens, rel=1e-12)
+
+
 def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_training_documents(tmp_path):
   from llm.security import poison
   config = _word_corpus(tmp_path, seed=0)
