@@ -580,6 +580,15 @@ def test_validation_bytes_per_token_leaves_out_the_bos_of_each_document(tmp_path
   assert len(val) > 10 and prepared.val_bytes_per_token == pytest.approx(text_bytes / text_tokens, rel=1e-12)
 
 
+def test_the_validation_documents_do_not_follow_the_training_seed(tmp_path):
+  """Runs that differ only in data.seed are scored on the same text."""
+  (tmp_path / 'corpus.txt').write_text('\n\n'.join(f'document number {i}' for i in range(400)))
+  splits = [data_lib.split_corpus(tmp_path, data_config(source='corpus.txt', format='text_file', seed=seed))
+            for seed in (0, 1)]
+  (train_0, val_0), (train_1, val_1) = splits
+  assert len(val_0) > 10 and val_1 == val_0 and set(train_1) == set(train_0)
+
+
 def test_a_poisoned_corpus_is_prepared_apart_with_exactly_its_fraction_of_training_documents(tmp_path):
   from llm.security import poison
   config = _word_corpus(tmp_path, seed=0)
