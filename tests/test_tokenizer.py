@@ -109,6 +109,15 @@ def test_cached_tokenizer_is_reused_without_retraining(tmp_path):
   assert len(calls) == 2 and other.path != first.path
 
 
+def test_the_cached_tokenizer_follows_the_vocabulary_size_and_the_training_characters(tmp_path):
+  docs = lambda: [training_text()]
+  first = get_or_train_tokenizer(tokenizer_config(), docs, tmp_path, fingerprint='corpus')
+  larger = get_or_train_tokenizer(tokenizer_config(vocab_size=450), docs, tmp_path, fingerprint='corpus')
+  assert (first.vocab_size, larger.vocab_size) == (400, 450)
+  less_text = get_or_train_tokenizer(tokenizer_config(train_chars=20_000), docs, tmp_path, fingerprint='corpus')
+  assert less_text.path not in (first.path, larger.path) and less_text.fingerprint != first.fingerprint
+
+
 def test_changed_special_tokens_retrain_the_tokenizer_and_rebuild_its_caches(tmp_path, monkeypatch):
   # What dropping '<|tool|>' would do (see the comment on SPECIAL_TOKENS): the cached tokenizer
   # is not reused, the ids after it move, and the token cache gets a new key.
