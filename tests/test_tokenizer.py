@@ -118,6 +118,15 @@ def test_the_cached_tokenizer_follows_the_vocabulary_size_and_the_training_chara
   assert less_text.path not in (first.path, larger.path) and less_text.fingerprint != first.fingerprint
 
 
+def test_training_reads_no_more_than_train_chars(tmp_path):
+  """A word repeated 5,000 times after the first 20,000 characters: read, it would be one token."""
+  word = 'quartzfeathery'
+  texts = [training_text()[:20_000], '\n\n'.join([word] * 5000)]
+  capped = train_tokenizer(texts, 400, tmp_path / 'capped.model', max_chars=15_000)
+  assert len(capped.encode(word)) > 5
+  assert train_tokenizer(texts, 400, tmp_path / 'all.model', max_chars=10**6).encode(word) != capped.encode(word)
+
+
 def test_changed_special_tokens_retrain_the_tokenizer_and_rebuild_its_caches(tmp_path, monkeypatch):
   # What dropping '<|tool|>' would do (see the comment on SPECIAL_TOKENS): the cached tokenizer
   # is not reused, the ids after it move, and the token cache gets a new key.
