@@ -1,4 +1,5 @@
 import os
+import random
 
 import ml_collections
 import numpy as np
@@ -125,6 +126,19 @@ def test_training_reads_no_more_than_train_chars(tmp_path):
   capped = train_tokenizer(texts, 400, tmp_path / 'capped.model', max_chars=15_000)
   assert len(capped.encode(word)) > 5
   assert train_tokenizer(texts, 400, tmp_path / 'all.model', max_chars=10**6).encode(word) != capped.encode(word)
+
+
+def test_each_digit_is_a_token_of_its_own(tmp_path):
+  """Even when trained on text full of numbers, whose frequent digit pairs BPE would merge."""
+  rng = random.Random(0)
+  numbers = '\n\n'.join(' '.join(str(rng.choice([2026, 907, 12345, rng.randrange(10**6)])) for _ in range(20))
+                         for _ in range(300))
+  tok = train_tokenizer([training_text()[:20_000], numbers], 400, tmp_path / 'tok.model', 10**6)
+  for text in ('12345', '2026 and 907', numbers[:200]):
+    pieces = [tok.decode([i]) for i in tok.encode(text)]
+    assert ''.join(pieces) == text
+    assert all(len(piece) == 1 for piece in pieces if any(c.isdigit() for c in piece)), pieces
+  assert [tok.decode([i]) for i in tok.encode('12345')] == list('12345')
 
 
 def test_changed_special_tokens_retrain_the_tokenizer_and_rebuild_its_caches(tmp_path, monkeypatch):
