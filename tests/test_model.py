@@ -108,6 +108,18 @@ def test_param_counts_and_flops_match_the_formula():
   assert flops == 6 * (counts['non_embedding'] + v * d) + 6 * layers * t * d
 
 
+def test_flops_of_an_untied_model_count_its_lm_head_once():
+  """The modern style: grouped-query attention (2 query heads, 1 key/value head of 16), qk-norm,
+  SwiGLU, RMSNorm, and its own lm-head, which the non-embedding count already holds."""
+  setup, state = init(small_config('modern'))
+  counts = model_lib.count_params(state.params)
+  d, h, kv, dh, f, v, layers, t = 32, 2, 1, 16, 64, 64, 2, 16
+  per_layer = 2 * d * h * dh + 2 * d * kv * dh + 2 * dh + 3 * d * f + 2 * d  # q, o; k, v; qk-norm; mlp; norms
+  assert counts['non_embedding'] == layers * per_layer + d + d * v  # + final norm + lm-head
+  flops = model_lib.flops_per_token(setup.model_cfg, counts['non_embedding'], t)
+  assert flops == 6 * (layers * per_layer + d + d * v) + 6 * layers * t * d
+
+
 def test_bfloat16_compute_keeps_float32_params_and_logits():
   setup, state = init(small_config('modern', dtype='bfloat16'))
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(state.params))
