@@ -69,6 +69,11 @@ def test_bits_per_byte_by_hand():
   got = train.evaluate(eval_step, {}, {'val': [batch]}, sharding.make_mesh(base_config().mesh))
   assert got['val_bpb'] == pytest.approx(1.0, rel=1e-6)
   assert got['val_loss'] == pytest.approx(np.log(4), rel=1e-6)
+  # SFT masks the prompt: with target 1 (1 byte) masked, 2 x 2 bits over the 2 + 3 bytes left.
+  masked = dict(batch, loss_mask=np.array([[0, 1, 1, 1]], np.float32))
+  got = train.evaluate(eval_step, {}, {'val': [masked]}, sharding.make_mesh(base_config().mesh))
+  assert got['val_bpb'] == pytest.approx(4 / 5, rel=1e-6)
+  assert got['val_loss'] == pytest.approx(np.log(4), rel=1e-6)
 
 
 def _main(workdir, env, *overrides, devices=1):
