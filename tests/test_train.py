@@ -32,8 +32,10 @@ def read_metrics(workdir):
 
 
 def test_loss_falls_and_run_dir_holds_the_contract(tmp_path, cache_dir):
-  config = tiny_config(cache_dir, **{'train.steps': 40, 'train.eval_every': 20})
+  config = tiny_config(cache_dir, **{'train.steps': 40, 'train.eval_every': 20, 'train.checkpoint_every': 15,
+                                     'train.keep_checkpoints': 2})
   summary = train.run(config, tmp_path)
+  assert sorted(int(p.name) for p in (tmp_path / 'checkpoints').iterdir()) == [30, 40]  # of 15, 30 and the last
   losses = losses_by_step(tmp_path)
   assert sorted(losses) == list(range(1, 41))
   assert np.mean([losses[s] for s in range(36, 41)]) < np.mean([losses[s] for s in range(1, 6)]) - 0.7
