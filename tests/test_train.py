@@ -131,15 +131,25 @@ def test_tensorboard_keeps_the_steps_up_to_the_checkpoint_a_killed_run_resumes_f
 
 
 def test_eight_devices_data_by_fsdp_match_one_device(tmp_path, subprocess_env):
-  common = ['--config.train.steps=6', '--config.train.lr=1e-2']
+  """Also the MFU of each: its tokens/s at the tiny model's FLOPs per token over the peak of all its
+  devices, 6 x (non-embedding + lm-head params) + 6 x layers x seq_len x dim = 6 x (2 x (4 x 64^2 +
+  2 x 64 x 256 + 2 x 64) + 64 + 512 x 64) + 6 x 2 x 64 x 64."""
+  flops_per_token, peak_per_device = 837_504, 1e12
+  common = ['--config.train.steps=6', '--config.train.lr=1e-2',
+            f'--config.train.peak_flops_per_device={peak_per_device}']
   runs = {'one': [], 'eight': ['--config.mesh.data=2', '--config.mesh.fsdp=4']}
   losses = {}
   for name, extra in runs.items():
-    cmd, env = _main(tmp_path / name, subprocess_env, *common, *extra, devices=8 if name == 'eight' else 1)
+    devices = 8 if name == 'eight' else 1
+    cmd, env = _main(tmp_path / name, subprocess_env, *common, *extra, devices=devices)
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     losses[name] = losses_by_step(tmp_path / name)
     summary = json.loads((tmp_path / name / 'summary.json').read_text())
-    assert summary['devices'] == (8 if name == 'eight' else 1)
+    assert summary['devices'] == devices and summary['flops_per_token'] == flops_per_token
+    rates = [row for row in read_metrics(tmp_path / name) if 'mfu' in row]
+    assert len(rates) == 5  # every step but the first, which compiles
+    for row in rates:
+      assert row['mfu'] == pytest.approx(row['tokens_per_s'] * flops_per_token / (devices * peak_per_device), rel=1e-9)
   np.testing.assert_allclose([losses['one'][s] for s in range(1, 7)],
                              [losses['eight'][s] for s in range(1, 7)], rtol=1e-4)
   assert losses['one'][6] < losses['one'][1]
