@@ -123,6 +123,17 @@ def test_compute_optimal_matches_brute_force():
   assert slope == pytest.approx(TRUE.beta / (TRUE.alpha + TRUE.beta), rel=1e-4)
 
 
+def test_chinchilla_exponents_of_a_law():
+  """N_opt ~ C^(beta/(alpha+beta)), D_opt ~ C^(alpha/(alpha+beta)) (Hoffmann et al., eq. 4): with
+  alpha = 0.34, beta = 0.28, a = 0.28/0.62 and b = 0.34/0.62; compute-optimal rows follow them."""
+  x = scaling.exponents(TRUE)
+  assert x['a'] == pytest.approx(0.451613, abs=1e-6) and x['b'] == pytest.approx(0.548387, abs=1e-6)
+  budgets = np.array([1e13, 1e16, 1e21])
+  opt = scaling.compute_optimal(TRUE, budgets, SIX_N)
+  assert np.polyfit(np.log(budgets), np.log(opt['N_opt']), 1)[0] == pytest.approx(0.451613, rel=1e-4)
+  assert np.polyfit(np.log(budgets), np.log(opt['D_opt']), 1)[0] == pytest.approx(0.548387, rel=1e-4)
+
+
 def embedding_heavy_flops_per_token(n):
   """6N plus a fixed lm-head cost, as in the CPU study's small models (there 6 V d ~ 1.5-4M FLOPs)."""
   return 6 * np.asarray(n) + 3e6
