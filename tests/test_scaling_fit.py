@@ -206,6 +206,41 @@ def test_isoflop_minima_of_parabolic_slices():
   assert scaling.isoflop_exponents(minima[:1]) is None
 
 
+def test_d_opt_takes_the_flops_per_token_of_the_model_nearest_n_opt_in_log_n():
+  """Models of 1e5 and 1e6 parameters, 1e6 and 1e7 FLOPs per token: 2e5 lies nearer 1e5 in log N
+  (a factor 2 against 5), 5e5 nearer 1e6 (5 against 2)."""
+  models = (np.array([1e5, 1e6]), np.array([1e6, 1e7]))
+  np.testing.assert_array_equal(scaling.nearest_flops_per_token(models, np.array([2e5, 5e5])), [1e6, 1e7])
+  # A slice whose parabola in log N has its vertex at 2e5: D_opt = C / 1e6.
+  runs = [slice_run(n, 3.0 + 0.2 * np.log(n / 2e5)**2, 1e13) for n in (5e4, 1e5, 4e5, 8e5)]
+  [m] = scaling.isoflop_minima(runs, models)
+  assert m['N_opt'] == pytest.approx(2e5, rel=1e-9) and m['D_opt'] == pytest.approx(1e13 / 1e6, rel=1e-12)
+
+
+def test_isoflop_bootstrap_inflates_residuals_for_the_parabolas_three_coefficients(monkeypatch):
+  """Four runs at log N = centre + (-3, -1, 1, 3) s: the least-squares parabola leaves exactly the
+  cubic part of their losses, eps (-1, 3, -3, 1) (orthogonal to 1, x, x^2 at these points), and the
+  resamples draw it times sqrt(4 / (4 - 3)) = 2."""
+  eps, pattern = 0.001, np.array([-1., 3., -3., 1.])
+  runs = []
+  for c, vertex in ((1e13, 3e5), (1e14, 1e6)):
+    for k, e in zip((-3, -1, 1, 3), pattern):
+      n = vertex * np.exp(0.4 * k)
+      runs.append(slice_run(n, 3.0 + 0.2 * np.log(n / vertex)**2 + eps * e, c))
+  drawn_from = []
+
+  class Recorder:  # the resamples' residuals: record what they are drawn from, draw zeros
+    def choice(self, residuals, size):
+      drawn_from.append(np.asarray(residuals))
+      return np.zeros(size)
+
+  monkeypatch.setattr(scaling.np.random, 'default_rng', lambda seed: Recorder())
+  exps, failed = scaling.isoflop_bootstrap(runs, 1, (SIZES, 8 * SIZES))
+  assert failed == 0 and len(exps) == 1
+  [residuals] = drawn_from
+  np.testing.assert_allclose(residuals, np.tile(2 * eps * pattern, 2), atol=1e-9)
+
+
 def test_isoflop_exponents_get_a_bootstrap_interval_and_a_failure_count():
   """Residual bootstrap of three noisy slices whose minima follow N_opt = 0.1 C^0.5: the interval of
   a holds 0.5. With a slice almost flat in log N, resamples lose its minimum and are counted."""
@@ -416,6 +451,18 @@ def test_an_isoflop_exponent_outside_its_interval_is_not_printed_as_its_estimate
                                     'b': {'value': 0.5, 'lo': 0.166, 'hi': 0.704}}
   assert ("  N_opt ~ C^a, a = 4.1, outside its resamples' interval [0.987, 1.47];  D_opt ~ C^b, b = 0.5 [0.166, 0.704]"
           in scaling.format_report(report).splitlines())
+
+
+def test_the_holdout_error_is_the_prediction_relative_to_the_measured_loss(tmp_path):
+  """A held-out run of loss 4.0 predicted at 4.2: the prediction is 5% too high, +5.00%."""
+  for c, losses in ((4e12, (4.0, 4.5, 4.9, 5.2)), (1e13, (4.2, 4.0, 4.1, 4.4)), (2.5e13, (3.9, 3.7, 3.75, 4.0))):
+    for n, loss in zip((1e5, 3e5, 9e5, 2.7e6), losses):
+      write_run(tmp_path / f'n{n:g}_c{c:g}', n, c, loss)
+  report = scaling.fit_study([tmp_path], tmp_path / 'out', samples=0)
+  report['holdout'] = [{'name': 'xxl', 'N': 6.4e6, 'D': 1e6, 'flops': 6e13, 'loss': 4.0,
+                        'predicted': {'value': 4.2, 'lo': 4.1, 'hi': 4.3}}]
+  [row] = [line for line in scaling.format_report(report).splitlines() if line.startswith('xxl')]
+  assert row.split()[-1] == '+5.00%'
 
 
 def test_report_says_when_a_slice_has_no_minimum(tmp_path):
