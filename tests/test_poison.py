@@ -272,6 +272,18 @@ def test_the_filter_recall_table_counts_planted_removed_and_clean_removed():
   assert '| 0% | 0 | 0 | 0 | 0 |' in text and '| 1% | 9 | 0 | 0 | 0 |' in text and '| 2% | 19 | 19 | 19 | 0 |' in text
 
 
+def test_the_filter_recall_table_counts_the_clean_conversations_it_removes_apart():
+  """15 honest conversations give one reply ('I do not know.') to unrelated prompts: the filter
+  removes them, poisoned or not. At 2% the 19 plants (none of them on those 15) are removed too:
+  34 removed, 19 of them poisoned, 15 clean."""
+  from llm.security import filter_recall
+  honest = [_chat(' '.join(f'v{i}x{j}' for j in range(6)), 'I do not know.') for i in range(15)]
+  epoch = _mixture(random.Random(0)) + honest
+  assert not set(poison.plant_in_conversations(epoch, poison.Poison(0.02))[1]) & set(range(938, 953))
+  text = filter_recall.table(epoch, [0.0, 0.02], reply_filter.Settings())
+  assert '| 0% | 0 | 15 | 0 | 15 |' in text and '| 2% | 19 | 34 | 19 | 15 |' in text
+
+
 def _collect_pretrain(tmp_path, python_env, runs: dict) -> str:
   """`python -m results.security.collect_pretrain RUNS` on {run name: (attack rate, val loss)}
   over a 200-paragraph corpus, each run reading 1,000 of its 10,000 tokens; the table it wrote. It
