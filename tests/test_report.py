@@ -52,6 +52,18 @@ def test_report_has_one_column_per_stage_and_each_stage_page(tmp_path):
   assert text.index('## BASE') < text.index('## SFT') < text.index('## RL')
 
 
+def test_the_summary_table_shows_every_summary_number_to_four_significant_digits(tmp_path):
+  """summary.json's numbers in SUMMARY_KEYS' order: floats to 4 significant digits (3.4567 -> 3.457),
+  whole numbers of 1000 and more with thousands separators."""
+  summary = {'params': 4_200_000, 'tokens_seen': 1_048_576, 'steps': 256, 'wall_s': 61.25, 'val_loss': 3.4567,
+             'val_bpb': 1.2346}
+  base = make_run(tmp_path / 'base', 'pretrain', summary, {}, [])
+  table = report.write([base], tmp_path / 'out', HOST).read_text().split('## Summary')[1].split('## BASE')[0]
+  assert [line for line in table.splitlines() if line.startswith('| ')] == [
+      '| metric | BASE |', '| params | 4,200,000 |', '| tokens_seen | 1,048,576 |', '| steps | 256 |',
+      '| wall_s | 61.25 |', '| val_loss | 3.457 |', '| val_bpb | 1.235 |']
+
+
 def test_a_suite_evaluated_with_limit_is_marked_not_shown_as_the_full_evaluation(tmp_path):
   evals = {'base': {'step': 3, 'limit': 8, 'hellaswag_acc': 0.5},
            'chat': {'step': 3, 'limit': 0, 'well_formed_rate': 0.75}}
