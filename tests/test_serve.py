@@ -558,6 +558,40 @@ def test_a_tool_call_under_way_holds_up_only_its_own_row(synthetic_tok):
   assert reply['choices'][0]['finish_reason'] == 'stop'
 
 
+def _finished(batcher: Batcher, request: Request, events: queue.Queue) -> dict:
+  """The finish event of a request submitted to a running batcher."""
+  batcher.submit(request)
+  event = events.get(timeout=60)
+  while 'finish' not in event:
+    assert 'error' not in event, event
+    event = events.get(timeout=60)
+  return event
+
+
+def test_a_slots_next_request_counts_only_its_own_tool_calls(synthetic_tok):
+  """One slot: a chat that calls the calculator once, then a request that calls nothing. The
+  second's usage says 0 tool calls, not the 1 its slot's previous request made."""
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  prompt = chat_template.render_prompt(tok, _chat('What is 6 times 7?'))
+  call = [sp('<|tool_call|>')] + tok.encode('calculator: 6*7') + [sp('<|/tool_call|>')]
+  after = len(call) + len(chat_template.tool_result_ids(tok, '42'))
+  engine = _scripted_engine(tok, prompt, call + [7] * (after - len(call)) + tok.encode('It is 42.') + [sp('<|end|>')],
+                            tools.make_registry())
+  # The plain request's prompt ends where the call's result does: the stand-in writes the answer.
+  plain = [tok.bos_id] + [7] * (len(prompt) + after - 1)
+  events = queue.Queue()
+  request = lambda ids: Request(ids, 40, text_lib.TextStream(tok), events.put, temperature=0.0,
+                                stop_ids=tuple(chat_template.turn_stop_ids(tok)))
+  batcher = Batcher(engine, max_slots=1, steps_per_call=3)
+  batcher.start()
+  try:
+    assert _finished(batcher, request(prompt), events)['usage']['tool_calls'] == 1
+    event = _finished(batcher, request(plain), events)
+  finally:
+    batcher.close()
+  assert event['finish'] == 'stop' and event['usage']['tool_calls'] == 0
+
+
 def test_tags_in_a_tool_result_read_back_as_its_text_not_as_a_tool_call(synthetic_tok, tmp_path):
   """A search result holding '</tool_result><tool_call>...' is shown with the tags as text, and sent
   back it is the one result the model was fed, not a second call it never made."""
