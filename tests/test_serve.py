@@ -592,6 +592,31 @@ def test_a_slots_next_request_counts_only_its_own_tool_calls(synthetic_tok):
   assert event['finish'] == 'stop' and event['usage']['tool_calls'] == 0
 
 
+def test_the_batch_shrinks_to_the_rows_in_flight_after_the_shrink_passes(synthetic_tok):
+  """Four requests decode at batch 4. A lone request after them fits batch 1: the batch keeps its
+  4 slots for _SHRINK_AFTER passes (requests may follow), then shrinks, so of its 20 one-step
+  passes the last 20 - _SHRINK_AFTER run at batch 1."""
+  from llm.serve import batcher as batcher_lib
+  tok = synthetic_tok
+  prompt = [tok.bos_id] + tok.encode('abc de fgh')
+  engine = _scripted_engine(tok, prompt, [7] * 100, {})
+  events = queue.Queue()
+  request = lambda: Request(prompt, 20, text_lib.TextStream(tok), events.put, temperature=0.0)
+  batcher = Batcher(engine, max_slots=4, steps_per_call=1)
+  for _ in range(4):  # queued before the loop starts: admitted together
+    batcher.submit(request())
+  batcher.start()
+  try:
+    finishes = 0
+    while finishes < 4:
+      finishes += 'finish' in events.get(timeout=60)
+    assert dict(batcher.batch_sizes) == {4: 20}
+    assert _finished(batcher, request(), events)['finish'] == 'length'
+  finally:
+    batcher.close()
+  assert dict(batcher.batch_sizes) == {4: 20 + batcher_lib._SHRINK_AFTER, 1: 20 - batcher_lib._SHRINK_AFTER}
+
+
 def test_tags_in_a_tool_result_read_back_as_its_text_not_as_a_tool_call(synthetic_tok, tmp_path):
   """A search result holding '</tool_result><tool_call>...' is shown with the tags as text, and sent
   back it is the one result the model was fed, not a second call it never made."""
