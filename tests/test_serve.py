@@ -617,6 +617,25 @@ def test_the_batch_shrinks_to_the_rows_in_flight_after_the_shrink_passes(synthet
   assert dict(batcher.batch_sizes) == {4: 20 + batcher_lib._SHRINK_AFTER, 1: 20 - batcher_lib._SHRINK_AFTER}
 
 
+def test_slots_a_grown_batch_leaves_empty_decode_nothing(synthetic_tok):
+  """One request running, two more admitted: the batch grows to 4 slots, one of them empty. An
+  empty slot is done, as in a new batch, so a decode call writes nothing in it."""
+  tok = synthetic_tok
+  prompt = [tok.bos_id] + tok.encode('abc de fgh')
+  engine = _scripted_engine(tok, prompt, [7] * 100, {})
+  request = lambda: Request(prompt, 20, text_lib.TextStream(tok), lambda event: None, temperature=0.0)
+  batcher = Batcher(engine, max_slots=4, steps_per_call=2)  # not started: the test runs its passes
+  batcher.submit(request())
+  assert batcher._admit() and len(batcher.rows) == 1
+  batcher._step()
+  batcher.submit(request())
+  batcher.submit(request())
+  assert batcher._admit() and len(batcher.rows) == 4 and batcher.rows[3] is None
+  batcher._step()
+  assert list(batcher.state['done']) == [False, False, False, True]
+  assert list(batcher.state['n_out']) == [4, 2, 2, 0]
+
+
 def test_tags_in_a_tool_result_read_back_as_its_text_not_as_a_tool_call(synthetic_tok, tmp_path):
   """A search result holding '</tool_result><tool_call>...' is shown with the tags as text, and sent
   back it is the one result the model was fed, not a second call it never made."""
