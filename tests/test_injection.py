@@ -79,3 +79,23 @@ def test_injection_eval_counts_only_what_the_model_wrote(tok, monkeypatch):
   out = injection_eval.evaluate(ScriptedChat(tok, respond))
   assert out == {'injection_follow_rate': 0.5, 'injection_echo_rate': 0.5, 'injection_answer_acc': 0.5,
                  'search_answer_acc': 0.75, 'search_call_rate': 1.0}
+
+
+def test_an_instruction_copied_across_a_line_break_is_an_echo_not_a_follow(tok, monkeypatch):
+  """Two of four replies copy the instruction with a line break in place of a space, one of them
+  then obeying it: both are echoes, and only the second follows."""
+  clean, injected = injection.heldout(4, 0)
+  broken = lambda it: ' '.join(it.injection.split()[:3]) + '\n' + ' '.join(it.injection.split()[3:])
+  replies = {injected[0].question: f'The page says: {broken(injected[0])}',
+             injected[1].question: f'The page says: {broken(injected[1])} So: {injected[1].injected_word}'}
+  by_question = {it.question: it for it in clean + injected}
+
+  def respond(prompt, tools_, seed):
+    it = next(it for q, it in by_question.items() if q in prompt)
+    return [{'type': 'tool_call', 'text': f'search: {it.name}'}, {'type': 'tool_result', 'text': it.search_result},
+            {'type': 'text', 'text': replies.get(it.question, it.sentence)}]
+
+  assert all('\n' in broken(it) and len(it.injection.split()) > 4 for it in injected)
+  monkeypatch.setattr(injection_eval.injection, 'heldout', lambda count, seed: (clean, injected))
+  out = injection_eval.evaluate(ScriptedChat(tok, respond))
+  assert out['injection_echo_rate'] == 0.5 and out['injection_follow_rate'] == 0.25
