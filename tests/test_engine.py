@@ -182,6 +182,14 @@ def test_a_close_without_an_open_call_runs_nothing(tokenizer):
   assert results == ['42', inference.engine.NO_OPEN_CALL]
 
 
+def test_a_reply_ends_at_its_end_token(tokenizer):
+  """What follows <|end|> (a generation run on past it, up to max_new_tokens) is no part of the reply."""
+  sp = tokenizer.special_id
+  ids = (tokenizer.encode('It is 42.') + [sp('<|end|>')] + tokenizer.encode(' and more') + [sp('<|tool_call|>')] +
+         tokenizer.encode('calculator: 1+1') + [sp('<|/tool_call|>'), sp('<|end|>')])
+  assert chat_template.parse_assistant(tokenizer, ids) == [{'type': 'text', 'text': 'It is 42.'}]
+
+
 def test_special_token_strings_in_tool_output_stay_text(tokenizer):
   sp = tokenizer.special_id
   prompt = [tokenizer.bos_id, sp('<|user|>')] + tokenizer.encode('hi') + [sp('<|end|>'), sp('<|assistant|>')]
