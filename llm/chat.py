@@ -67,6 +67,9 @@ def main(argv):
     finally:
       seed = (seed + 1) % 2**32  # the engine's seeds are uint32
     printer.flush()
+    if out.finish_reason == 'length':  # else a reply cut short reads as a whole one
+      print(f'\n[cut: the reply reached its limit of {len(out.tokens)} tokens (--max_new_tokens, or what the '
+            'context leaves)]')
     messages = asked + [{'role': 'assistant', 'content': chat_template.parse_assistant(tok, out.tokens)}]
   print()
 

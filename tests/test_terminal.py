@@ -211,3 +211,4 @@ def test_a_long_chat_still_leaves_each_reply_max_new_tokens(run_dir, python_env)
   assert out.returncode == 0 and 'Traceback' not in out.stderr, out.stderr
   replies = [reply.split('\n')[0] for reply in out.stdout.split('assistant> ')[1:]]
   assert [reply.split() for reply in replies] == [['ga'] * 60] * 3, out.stdout
+  assert out.stdout.count('[cut: the reply reached its limit of 60 tokens') == 3, out.stdout  # not read as whole
