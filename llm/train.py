@@ -243,15 +243,20 @@ def _check_same_data(ckpt, step: int, config, workdir: Path, task_stream: tuple[
 DATA_RECORD = 'data_record.json'
 
 
+def started_record(workdir: Path, record_before: Callable) -> dict | None:
+  """The TaskData.record the run in workdir started with: its DATA_RECORD, else what record_before
+  (Task.record_before) reads of a run started before that file was kept."""
+  path = workdir / DATA_RECORD
+  return files.read_json(path, 'remove it to resume without the check') if path.exists() else record_before(workdir)
+
+
 def _check_same_record(ckpt, step: int, record: dict, record_before: Callable, workdir: Path):
   """A resumed run reads on from its checkpoint's data position in the data the code builds now:
   where that is not what it built when the run started (a split or a generator changed in the code,
   a file its settings read changed, as RLHF's proxies), it would read on at the wrong place and
   validate on data it trained on. The config cannot tell, so the task records what it built
   (TaskData.record). A run started before the record was kept cannot be checked: warned, not refused."""
-  path = workdir / DATA_RECORD
-  before = (files.read_json(path, 'remove it to resume without the check') if path.exists()
-            else record_before(workdir))
+  before = started_record(workdir, record_before)
   if before is None:
     if record:
       logging.warning('%s started before %s was kept, so whether this code builds the data it trained on (e.g. '

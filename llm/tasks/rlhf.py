@@ -58,9 +58,7 @@ def started_split(workdir: Path) -> float:
   it started, its training prompts the rest: as its data record keeps it (llm/train.py), else as
   _record_before reads a run started before that record."""
   from llm import train  # pylint: disable=import-outside-toplevel  (train imports the tasks)
-  record = workdir / train.DATA_RECORD
-  started = files.read_json(record, 'remove it to resume without the check') if record.exists() else {}
-  return started.get(_SPLIT, _record_before(workdir)[_SPLIT])
+  return train.started_record(workdir, _record_before).get(_SPLIT, _record_before(workdir)[_SPLIT])
 
 
 def _proxy_val_fraction(config) -> float:
