@@ -519,6 +519,29 @@ def test_tool_calls_run_inside_generation_show_in_the_content_and_read_back(synt
         tok, messages + [{'role': 'assistant', 'content': parts}] + _chat('and 6 times 8?')))
 
 
+def test_usage_counts_the_tool_calls_run_for_the_reply_streamed_or_whole(synthetic_tok):
+  """A reply that calls the calculator twice says tool_calls: 2 in its usage, beside the token
+  counts, whether sent whole or as a stream's usage chunk."""
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  messages = _chat('What is 6 times 7, and 6 times 8?')
+  prompt = chat_template.render_prompt(tok, messages)
+  calls = []
+  for expression, result in (('6*7', '42'), ('6*8', '48')):
+    call = [sp('<|tool_call|>')] + tok.encode(f'calculator: {expression}') + [sp('<|/tool_call|>')]
+    calls += call + [7] * len(chat_template.tool_result_ids(tok, result))
+  engine = _scripted_engine(tok, prompt, calls + tok.encode('42 and 48.') + [sp('<|end|>')], tools.make_registry())
+  body = {'messages': messages, 'temperature': 0}
+  with serving(engine, tok, max_slots=2, steps_per_call=3) as (url, _):
+    whole = httpx.post(url + '/v1/chat/completions', timeout=60, json=body).json()
+    streamed = httpx.post(url + '/v1/chat/completions', timeout=60,
+                          json=dict(body, stream=True, stream_options={'include_usage': True}))
+  assert whole['choices'][0]['message']['content'].endswith('<tool_result>48</tool_result>42 and 48.')
+  last = json.loads(streamed.text.split('data: ')[-2])
+  for usage in (whole['usage'], last['usage']):
+    assert usage['tool_calls'] == 2 and usage['prompt_tokens'] == len(prompt)
+    assert usage['total_tokens'] == usage['prompt_tokens'] + usage['completion_tokens']
+
+
 def test_a_tool_call_under_way_holds_up_only_its_own_row(synthetic_tok):
   """A tool that does not return until released: meanwhile another client's completion runs to its
   end, and a client that leaves while its own call runs has its row freed. Then the call's result

@@ -298,7 +298,8 @@ class _Reply:
 
 
 def _usage(usage: dict) -> dict:
-  return {k: usage[k] for k in ('prompt_tokens', 'completion_tokens', 'total_tokens')}
+  """OpenAI's token counts, and tool_calls: the calls run on the server for the reply (an addition)."""
+  return {k: usage[k] for k in ('prompt_tokens', 'completion_tokens', 'total_tokens', 'tool_calls')}
 
 
 async def _until_gone(http: fastapi.Request, request: Request, events: asyncio.Queue):
