@@ -240,7 +240,15 @@ def test_arithmetic_problem_rejects_unsupported_shapes():
     # a fraction is one number, not its denominator: as decimals where they end, else in lowest terms
     ('The answer is 3/4.', '0.75'), ('1/2', '0.5'), ('12/4 apples', '3'), ('2/6 of them', '1/3'),
     ('-1/3', '-1/3'), ('3 1/2 cups', '3.5'), ('It is -2 3/4.', '-2.75'), ('\u22121/8', '-0.125'),
-    ('1/0', '0'), ('1/2.5', '2.5')])  # no denominator of 0, nor one with a decimal point
+    ('1/0', '0'), ('1/2.5', '2.5'),  # no denominator of 0, nor one with a decimal point
+    # digits grouped by commas stay one number in a fraction too: 1000/3 = 333 1/3, not 3
+    ('The answer is 1,000/3.', '1000/3'), ('1,000/8', '125'), ('1/1,000', '0.001'), ('2 1,000/2,000', '2.5'),
+    # numbers run together by slashes (a date) are no number: neither 2020 nor 3/4 of anything
+    ('On 3/4/2020 it rained.', None), ('I had 5 apples on 3/4/2020.', '5'), ('-1/2/3', None),
+    ('2 3/4/2020', '2'), ('1,000/3/4', None), ('2.5/3/4', None),
+    # a number after a label names the step, it is no whole part of a mixed number
+    ('Step 2 1/2 of the pie is left.', '0.5'), ('step 3 3/4', '0.75'), ('Problem 12 5/8', '0.625'),
+    ('The answer is 3 1/2.', '3.5'), ('Step 2: 3 1/2', '3.5')])
 def test_extract_answer(text, expected):
   assert cv.extract_answer(text) == expected
 

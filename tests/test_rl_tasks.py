@@ -45,6 +45,7 @@ def writes_out(problem) -> bool:
     ('3.0', '3'), ('-0.50', '-.5'),
     ('The answer is 3/4.', '0.75'), ('6/2', '3'), ('3 1/2', '3.5'), ('2/6', '1/3'),
     ('10-3', '3'),  # a minus between numbers is an operator, not a sign
+    ('The answer is 1,000/3.', '1000/3'), ('Step 2 1/2 of them', '0.5'),
 ])
 def test_answers_match_accepts(predicted, reference):
   assert tasks.answers_match(predicted, reference)
@@ -61,6 +62,9 @@ def test_answers_match_accepts(predicted, reference):
     ('The answer is 1000000.5.', '1000000'), ('The answer is -136012825.5.', '-136012862'),
     ('0.3333333', '0.33333333333'), ('1/3', '0.33333333333'),
     ('The answer is 3/4.', '4'), ('1/2', '2'),  # a fraction is not its denominator
+    ('The answer is 1,000/3.', '3'),  # nor is a fraction with a grouped numerator
+    ('It was due on 3/4/2020.', '2020'),  # a date is no number
+    ('Step 2 1/2 of them', '2.5'),  # the step's label is no whole part
 ])
 def test_answers_match_rejects(predicted, reference):
   assert not tasks.answers_match(predicted, reference)

@@ -323,14 +323,23 @@ def arithmetic(data_dir: Path, seed: int) -> Iterator[Conversation]:
 
 
 # Answers are found in the last number of a reply: '1,234', '-5', '$12.50', '.5', and a fraction
-# '3/4' or mixed number '3 1/2' as one number (read as its denominator, 3/4 would pass for 4). A '-',
-# or the typographic minus U+2212 (a '−5' read as 5 would pass for the wrong answer), counts as a
-# sign only when it does not follow a word or ')', so '10-3' ends in 3, not -3. A denominator is
-# never 0 and is whole: '1/0' is 1 then 0, '1/2.5' is 1 then 2.5.
+# '3/4', '1,000/3' or mixed number '3 1/2' as one number (read as its denominator, 3/4 would pass for
+# 4). A '-', or the typographic minus U+2212 (a '−5' read as 5 would pass for the wrong answer), counts
+# as a sign only when it does not follow a word or ')', so '10-3' ends in 3, not -3. A denominator is
+# never 0 and is whole: '1/0' is 1 then 0, '1/2.5' is 1 then 2.5. Numbers run together by two or more
+# slashes, a date such as '3/4/2020', are no number at all: read as 2020 or 3/4, a date would pass for
+# an answer the reply never gave. A number after a label such as 'Step' names the step: 'Step 2 1/2'
+# ends in 1/2, not 2 1/2.
+_INTEGER = r'\d{1,3}(?:,\d{3})+|\d+'
+_NUMBER = rf'(?:{_INTEGER})(?:\.\d+)?'
+_LABELS = ('step', 'part', 'question', 'problem', 'case', 'example', 'item', 'no.')
+_NOT_AFTER_A_LABEL = ''.join(rf'(?<!\b{re.escape(label)} )' for label in _LABELS)
 _ANSWER_NUMBER = re.compile(
     r'(?P<sign>(?<![\w)])[-\u2212])?\$?(?:'
-    r'(?:(?P<whole>\d+) )?(?P<numerator>\d+)/(?P<denominator>0*[1-9]\d*)(?!\.?\d)'
-    r'|(?P<decimal>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+))')
+    rf'(?P<slashed>{_NUMBER}(?:/{_NUMBER}){{2,}})'
+    rf'|(?:{_NOT_AFTER_A_LABEL}(?P<whole>{_INTEGER}) )?(?P<numerator>{_INTEGER})'
+    r'/(?P<denominator>0*[1-9]\d{0,2}(?:,\d{3})+|0*[1-9]\d*)(?![./]?\d)'
+    rf'|(?P<decimal>{_NUMBER}|\.\d+))', re.IGNORECASE)
 
 
 def _written(value: fractions.Fraction) -> str:
@@ -354,15 +363,17 @@ def extract_answer(text: str) -> str | None:
   """The final number of an assistant reply, normalised: no commas or '$', no trailing zeros
   after a decimal point ('5.0' -> '5', '$12.50' -> '12.5'), a fraction as its decimal where that
   ends ('3/4' -> '0.75', '3 1/2' -> '3.5') or in lowest terms ('2/6' -> '1/3'), the sign '-'
-  whichever minus it was written with; None when there is no number."""
-  matches = list(_ANSWER_NUMBER.finditer(text))
+  whichever minus it was written with; None when there is no number (a date such as '3/4/2020'
+  is none)."""
+  matches = [m for m in _ANSWER_NUMBER.finditer(text) if not m['slashed']]
   if not matches:
     return None
   last = matches[-1]
+  digits = lambda group: (last[group] or '0').replace(',', '')
   if last['decimal']:
-    value = fractions.Fraction(last['decimal'].replace(',', ''))
+    value = fractions.Fraction(digits('decimal'))
   else:
-    value = int(last['whole'] or 0) + fractions.Fraction(int(last['numerator']), int(last['denominator']))
+    value = int(digits('whole')) + fractions.Fraction(int(digits('numerator')), int(digits('denominator')))
   return _written(-value if last['sign'] else value)
 
 
