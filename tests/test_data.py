@@ -253,6 +253,25 @@ def test_the_data_dir_searched_for_is_the_first_that_holds_the_source(tmp_path, 
       ' pass --config.data.dir=... or set LLM_DATA_DIR to the folder that holds it, or fix --config.data.source')
 
 
+def test_a_search_for_several_sources_takes_the_first_data_dir_that_holds_them_all(tmp_path, monkeypatch):
+  """An SFT mixture reads several data sets: a ./data holding one of them must not hide a
+  ../shared/data holding all."""
+  (tmp_path / 'checkout').mkdir()
+  monkeypatch.chdir(tmp_path / 'checkout')
+  monkeypatch.delenv('LLM_DATA_DIR', raising=False)
+  for folder in ('checkout/data/gsm8k', 'shared/data/gsm8k', 'shared/data/topical_chat', 'checkout/data/books'):
+    (tmp_path / folder).mkdir(parents=True)
+  assert sources.find_data_dir('', holds=['gsm8k']) == Path('data')
+  assert sources.find_data_dir('', holds=['gsm8k', 'topical_chat']) == Path('../shared/data')
+  assert sources.find_data_dir('', holds=[]) == Path('data')
+  looked = f'{tmp_path}/checkout/data, {tmp_path}/checkout/../shared/data'
+  with pytest.raises(FileNotFoundError, match=rf'^no data dir holds self_instruct \(looked in {re.escape(looked)}\);'
+                                              r'.* or fix --config\.sft\.mixture$'):
+    sources.find_data_dir('', holds=['gsm8k', 'self_instruct'], holds_flag='--config.sft.mixture')
+  with pytest.raises(FileNotFoundError, match=r'^no data dir holds all of books, topical_chat \(looked in'):
+    sources.find_data_dir('', holds=['books', 'topical_chat'])  # each is in one of them, neither holds both
+
+
 def test_data_dir_from_the_environment_that_does_not_exist_is_an_error(tmp_path, monkeypatch):
   """A mistyped LLM_DATA_DIR must not quietly train on ./data or ../shared/data instead."""
   monkeypatch.chdir(tmp_path)

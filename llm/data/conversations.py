@@ -71,6 +71,20 @@ def opening_request(conversation: Conversation) -> str:
   return next(m['content'] for m in conversation if m['role'] == 'user')
 
 
+# What a source reads under the data dir, a file or a folder; the generated ones read nothing there.
+READS = {'gsm8k': gsm8k_data.FOLDER, 'gsm8k_test': gsm8k_data.FOLDER,
+         'self_instruct': 'self_instruct_user_oriented/user_oriented_instructions.jsonl',
+         'alpaca_gpt4': 'alpaca_eval_gpt4_outputs/model_outputs.json',
+         'hh_chosen': 'hh_rlhf_harmless_base/test.jsonl.gz', 'topical_chat': 'topical_chat',
+         'python_letters': letters.BOOKS, 'copy_text': letters.BOOKS, 'refusals': jailbreak.REQUESTS}
+
+
+def mixture_reads(mixture: dict[str, float]) -> list[str]:
+  """What the sources of mixture with a weight above 0 read under the data dir: the data dir to
+  search for (sources.find_data_dir's holds)."""
+  return list(dict.fromkeys(READS[name] for name, weight in mixture.items() if weight > 0 and name in READS))
+
+
 def _require(path: Path, source: str) -> Path:
   return sources.require(path, f'source {source!r}')
 
@@ -127,8 +141,7 @@ def gsm8k_test(data_dir: Path, seed: int) -> Iterator[Conversation]:
 
 def self_instruct(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
-  path = Path(data_dir) / 'self_instruct_user_oriented' / 'user_oriented_instructions.jsonl'
-  for record in sources.read_jsonl(_require(path, 'self_instruct')):
+  for record in sources.read_jsonl(_require(Path(data_dir) / READS['self_instruct'], 'self_instruct')):
     for instance in record['instances']:
       request = record['instruction'].strip()
       if instance['input'].strip():
@@ -140,8 +153,7 @@ def self_instruct(data_dir: Path, seed: int) -> Iterator[Conversation]:
 
 def alpaca_gpt4(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
-  path = _require(Path(data_dir) / 'alpaca_eval_gpt4_outputs' / 'model_outputs.json',
-                  'alpaca_gpt4')
+  path = _require(Path(data_dir) / READS['alpaca_gpt4'], 'alpaca_gpt4')
   for record in json.loads(path.read_text(encoding='utf-8')):
     conversation = _dialogue([record['instruction'], record['output']])
     if conversation:
@@ -163,8 +175,7 @@ def hh_dialogue(text: str) -> Conversation | None:
 
 def hh_chosen(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
-  path = Path(data_dir) / 'hh_rlhf_harmless_base' / 'test.jsonl.gz'
-  for record in sources.read_jsonl(_require(path, 'hh_chosen')):
+  for record in sources.read_jsonl(_require(Path(data_dir) / READS['hh_chosen'], 'hh_chosen')):
     conversation = hh_dialogue(record['chosen'])
     if conversation:
       yield conversation
@@ -184,7 +195,7 @@ def topical_chat_dialogue(messages: list[dict]) -> Conversation | None:
 
 def topical_chat(data_dir: Path, seed: int) -> Iterator[Conversation]:
   del seed
-  folder = _require(Path(data_dir) / 'topical_chat', 'topical_chat')
+  folder = _require(Path(data_dir) / READS['topical_chat'], 'topical_chat')
   files = sorted(folder.glob('*.json'))
   if not files:
     raise FileNotFoundError(f'no *.json in {folder}: source topical_chat reads them; {sources.POINT_DATA_DIR}')

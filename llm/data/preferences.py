@@ -36,6 +36,7 @@ TRAINED_BY = (f'SFT on sft.mixture sources {", ".join(SFT_SOURCES)}, RLHF on its
 # file that does not hold them).
 HH_FILE = 'hh_rlhf_harmless_base/test.jsonl.gz'
 ALPACA_FILES = 'alpaca_eval_ai_preferences/*/annotations.json'
+READS = {'hh_rlhf_harmless_base': HH_FILE, 'alpaca_eval_ai_preferences': ALPACA_FILES.split('/', 1)[0]}  # gold: none
 HH_FORMAT = ("JSONL records whose 'chosen' and 'rejected' are dialogues '\\n\\nHuman: ...\\n\\nAssistant: ...' "
              'that end in different Assistant turns')
 ALPACA_FORMAT = ("a JSON list of records with the strings 'instruction', 'output_1' and 'output_2' and the number "

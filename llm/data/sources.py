@@ -7,7 +7,7 @@ import os
 import re
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from absl import logging
 
@@ -33,14 +33,14 @@ _SURROGATE_ESCAPE = re.compile(r'\\u[dD][89a-fA-F]')
 _LONE_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
-def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str = '',
+def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str | Sequence[str] = '',
                   holds_flag: str = '--config.data.source') -> Path:
   """configured (the value of `flag`) if set, else $LLM_DATA_DIR if set, else the first of ./data,
-  ../shared/data that holds `holds` (a path under the data dir, such as config.data.source; '' or
-  an absolute path: the first that exists). An explicit setting that does not exist is an error,
-  never a silent fallback; so is a search that finds `holds` in neither (a ./data made by
-  llm.data.download for one corpus must not hide ../shared/data's others), which names holds_flag
-  as a fix where a flag of the program set holds ('' where none did)."""
+  ../shared/data that holds `holds` (a path under the data dir, such as config.data.source, or
+  several, all of which it must hold; '' or an absolute path asks for nothing). An explicit setting
+  that does not exist is an error, never a silent fallback; so is a search that finds `holds` in
+  neither (a ./data made by llm.data.download for one corpus must not hide ../shared/data's others),
+  which names holds_flag as a fix where a flag of the program set holds ('' where none did)."""
   if configured:
     path = Path(configured).expanduser()
     if not path.is_dir():
@@ -54,15 +54,16 @@ def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str =
                               'to search ./data and ../shared/data')
     return path
   candidates = [Path(p) for p in ('data', '../shared/data')]
-  wanted = Path(holds).expanduser() if holds else None
-  if wanted is not None and wanted.is_absolute():  # found without a data dir
-    wanted = None
+  wanted = [Path(h).expanduser() for h in ([holds] if isinstance(holds, str) else holds) if h]
+  wanted = [w for w in wanted if not w.is_absolute()]  # an absolute one is found without a data dir
   for path in candidates:
-    if path.is_dir() and (wanted is None or (path / wanted).exists()):
+    if path.is_dir() and all((path / w).exists() for w in wanted):
       return path
   looked = ', '.join(str(p.absolute()) for p in candidates)
-  if wanted is not None and any(p.is_dir() for p in candidates):
-    raise FileNotFoundError(f'no data dir holds {wanted} (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR '
+  if wanted and any(p.is_dir() for p in candidates):
+    missing = [str(w) for w in wanted if not any((p / w).exists() for p in candidates)]
+    what = ', '.join(missing) if missing else 'all of ' + ', '.join(map(str, wanted))  # each in one dir, none in both
+    raise FileNotFoundError(f'no data dir holds {what} (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR '
                             f'to the folder that holds it{f", or fix {holds_flag}" if holds_flag else ""}')
   raise FileNotFoundError(f'no data dir found (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR')
 

@@ -225,6 +225,7 @@ class GSM8KTask:
 # ---------------------------------------------------------------------------------------------
 
 _TASKS = {'arithmetic': ArithmeticTask, 'gsm8k': GSM8KTask}  # a task that reads data takes data_dir
+READS = {'gsm8k': gsm8k.FOLDER}  # what such a task reads under the data dir
 
 
 def make_task(name: str, data_dir, **knobs) -> RLTask:

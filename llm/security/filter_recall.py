@@ -51,7 +51,9 @@ def paragraph_table(documents: list[str], fractions: list[float], settings: span
 
 def _sft_table(config, fractions: list[float]) -> str:
   facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, config.tokenizer.vocab_size))
-  splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(config.sft.mixture),
+  data_dir = sources.find_data_dir(config.data.dir, holds=conversations.mixture_reads(config.sft.mixture),
+                                   holds_flag='--config.sft.mixture')
+  splits = conversations.load_mixture(data_dir, dict(config.sft.mixture),
                                       config.sft.val_fraction, config.seed, config.sft.max_per_source,
                                       identity_facts=facts, honesty_labels=config.sft.get('honesty_labels', ''),
                                       generated=dict(config.sft.get('generated') or {}))

@@ -92,8 +92,9 @@ def policy_start(config):
 def data(config, workdir, rollouts: Rollouts) -> TaskData:
   check_config(config)
   tok, index_iter = policy_start(config)
-  task = rl_tasks.make_task(config.grpo.task, sources.find_data_dir(config.data.dir),
-                            **config.grpo.task_options.to_dict())
+  data_dir = sources.find_data_dir(config.data.dir, holds=rl_tasks.READS.get(config.grpo.task, ''),
+                                   holds_flag='--config.grpo.task')
+  task = rl_tasks.make_task(config.grpo.task, data_dir, **config.grpo.task_options.to_dict())
   rollouts.task, rollouts.tokenizer, rollouts.workdir = task, tok, Path(workdir)
   return TaskData(tokenizer=tok, train_iter=index_iter, eval_sets={}, facts={'grpo_task': config.grpo.task})
 

@@ -66,7 +66,8 @@ def data(config, workdir) -> TaskData:
   init_from.check_same_model(config, base)
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
   rm, tc = config.reward_model, config.train
-  data_dir = sources.find_data_dir(config.data.dir)
+  data_dir = sources.find_data_dir(config.data.dir, holds=preferences.READS.get(rm.source, ''),
+                                   holds_flag='--config.reward_model.source')
   train_pairs, val_pairs = preferences.load(rm.source, data_dir, rm.val_fraction, config.seed, rm.gold_pairs,
                                             rm.gold_noise, rm.gold_val_pairs)
   # Held out from the trunk too: it may tell a dialogue its SFT trained on, chosen reply and all, by familiarity.

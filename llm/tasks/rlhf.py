@@ -40,7 +40,8 @@ def _prompt_task(config, tok):
   """rlhf.prompts as an RL task: its prompts, and gold() where the truth is known (gold_topics)."""
   if config.rlhf.prompts == 'gold_topics':
     return gold_lib.GoldTopicsTask()
-  data_dir = sources.find_data_dir(config.data.dir)
+  data_dir = sources.find_data_dir(config.data.dir, holds=preferences.READS.get(config.rlhf.prompts, ''),
+                                   holds_flag='--config.rlhf.prompts')
   return preferences.PromptTask(config.rlhf.prompts, data_dir, tok, config.train.seq_len, config.grpo.max_new_tokens,
                                 _proxy_val_fraction(config), heldout.trained_requests(config, data_dir, tok))
 

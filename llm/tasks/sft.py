@@ -90,7 +90,9 @@ def data(config, workdir) -> TaskData:
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(base))
   tc, sc = config.train, config.sft
   facts = identity.run_facts(config, model_lib.ModelConfig.from_config(config.model, tok.vocab_size))
-  splits = conversations.load_mixture(sources.find_data_dir(config.data.dir), dict(sc.mixture),
+  data_dir = sources.find_data_dir(config.data.dir, holds=conversations.mixture_reads(sc.mixture),
+                                   holds_flag='--config.sft.mixture')
+  splits = conversations.load_mixture(data_dir, dict(sc.mixture),
                                       sc.val_fraction, config.seed, sc.max_per_source, tok, tc.seq_len + 1,
                                       identity_facts=facts, honesty_labels=sc.get('honesty_labels', ''),
                                       honesty_reply=sc.get('honesty_reply', 'sentence'),
