@@ -1,6 +1,7 @@
 """The one way a command-line program ends on bad input: one line naming the program and the fix.
 Also what every program shares with it: flags parsed so that a bad one is named, library logging
 kept to what the user needs."""
+import importlib.util
 import logging
 import os
 import sys
@@ -62,10 +63,22 @@ def quiet_libraries():
   absl_logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
+def _installed_at(*packages: str) -> tuple[str, ...]:
+  """The folders the packages are installed in, each ending in a separator; one not installed has none."""
+  folders = []
+  for package in packages:
+    spec = importlib.util.find_spec(package)
+    folders += [os.path.join(folder, '') for folder in (spec and spec.submodule_search_locations or ())]
+  return tuple(folders)
+
+
 class _QuietLibraries(logging.Filter):
+  # Where the libraries are installed, not a folder named like one anywhere in the path: a checkout
+  # under ~/jax/ would otherwise lose all of its own INFO lines.
+  _LIBRARIES = _installed_at('orbax', 'grain', 'jax')
 
   def filter(self, record):
-    if not any(f'{os.sep}{lib}{os.sep}' in record.pathname for lib in ('orbax', 'grain', 'jax')):
+    if not record.pathname.startswith(self._LIBRARIES):
       return True
     # orbax warns that a manager opened read-only is read-only: llm.inference opens runs so on purpose.
     return record.levelno >= logging.WARNING and not record.getMessage().startswith('Given directory is read only')

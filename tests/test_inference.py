@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, xla_flags
-from llm import chat_template, checkpoint, inference, tools
+from llm import chat_template, checkpoint, cli, inference, tools
 from llm.inference import sampling
 from llm.tokenizer import train_tokenizer
 from test_engine import Scripted
@@ -414,17 +414,29 @@ def test_sample_prints_no_screen_of_library_logging(run_dir, python_env):
 
 
 def test_library_warnings_pass_the_quiet_filter_and_their_info_does_not():
-  import logging
-  from llm import cli
+  import orbax.checkpoint
   record = lambda path, level, message: logging.LogRecord('x', level, path, 1, message, (), None)
   keep = cli._QuietLibraries().filter
-  orbax = '/site-packages/orbax/checkpoint/checkpoint_manager.py'
-  assert keep(record(orbax, logging.WARNING, 'Checkpoint of step 3 has no metadata'))
-  assert keep(record(orbax, logging.ERROR, 'Could not read step 3'))
-  assert not keep(record(orbax, logging.INFO, 'Restoring checkpoint from step 3'))
-  assert not keep(record(orbax, logging.WARNING, 'Given directory is read only=/runs/x/checkpoints'))
-  assert not keep(record('/site-packages/jax/_src/xla_bridge.py', logging.INFO, "Unable to initialize backend 'tpu'"))
+  orbax_file = str(Path(orbax.checkpoint.__file__).parent / 'checkpoint_manager.py')
+  assert keep(record(orbax_file, logging.WARNING, 'Checkpoint of step 3 has no metadata'))
+  assert keep(record(orbax_file, logging.ERROR, 'Could not read step 3'))
+  assert not keep(record(orbax_file, logging.INFO, 'Restoring checkpoint from step 3'))
+  assert not keep(record(orbax_file, logging.WARNING, 'Given directory is read only=/runs/x/checkpoints'))
+  xla_bridge = str(Path(jax.__file__).parent / '_src' / 'xla_bridge.py')
+  assert not keep(record(xla_bridge, logging.INFO, "Unable to initialize backend 'tpu'"))
+  assert keep(record(xla_bridge, logging.WARNING, 'An NVIDIA GPU may be present on this machine'))
+  grain_file = str(Path(grain.__file__).parent / 'python' / 'experimental.py')
+  assert not keep(record(grain_file, logging.INFO, 'Prefetching 4 elements'))
   assert keep(record('/repo/llm/train.py', logging.INFO, 'step 3'))  # the project's own lines stay
+
+
+def test_a_checkout_in_a_folder_named_like_a_library_keeps_its_info_lines():
+  """A checkout at ~/jax/llm logged no INFO at all, not even 'resuming from step': the filter took
+  any path with a /jax/ folder for jax's own."""
+  keep = cli._QuietLibraries().filter
+  for library in ('jax', 'orbax', 'grain'):
+    path = f'/x/{library}/llm/llm/train.py'
+    assert keep(logging.LogRecord('x', logging.INFO, path, 1, 'resuming from step 3', (), None)), path
 
 
 def test_sample_says_when_max_new_tokens_is_cut_to_the_context(run_dir, synthetic_tok, python_env):
