@@ -243,11 +243,30 @@ def _check_same_data(ckpt, step: int, config, workdir: Path, task_stream: tuple[
 DATA_RECORD = 'data_record.json'
 
 
-def started_record(workdir: Path, record_before: Callable) -> dict | None:
-  """The TaskData.record the run in workdir started with: its DATA_RECORD, else what record_before
-  (Task.record_before) reads of a run started before that file was kept."""
-  path = workdir / DATA_RECORD
-  return files.read_json(path, 'remove it to resume without the check') if path.exists() else record_before(workdir)
+def started_record(workdir: Path, record_before: Callable, now: dict | None = None) -> tuple[dict, str] | None:
+  """The TaskData.record the run in workdir started with and where it was read: its DATA_RECORD,
+  else what record_before (Task.record_before) reads of a run started before that file was kept;
+  None where neither holds one. now: the record this code builds, shown as what to write in place
+  of a DATA_RECORD that cannot be read."""
+  path, fallback = workdir / DATA_RECORD, record_before(workdir)
+  if not path.exists():
+    return fallback
+  return files.read_json(path, _broken_record_remedy(fallback, now)), DATA_RECORD
+
+
+def _broken_record_remedy(fallback: tuple[dict, str] | None, now: dict | None) -> str:
+  """What to do with a DATA_RECORD that cannot be read. Removed, it leaves the run unchecked only
+  where the task has no record of before it (fallback): else the fallback stands in for it, which
+  need not be what the run started with (RLHF's default split for a run whose proxies split elsewhere)."""
+  if fallback is None:
+    return 'restore it, or remove it to resume without the check'
+  record, where = fallback
+  if now is None:
+    shown = '{' + ', '.join(f'{json.dumps(name)}: <as it started>' for name in record) + '}'
+  else:
+    shown = f'{json.dumps(now)} where it started on the data this code builds'
+  return (f'restore it, or write in its place the record the run started with, {shown} (removed, {where} would '
+          'stand in for it)')
 
 
 def _check_same_record(ckpt, step: int, record: dict, record_before: Callable, workdir: Path):
@@ -256,21 +275,22 @@ def _check_same_record(ckpt, step: int, record: dict, record_before: Callable, w
   a file its settings read changed, as RLHF's proxies), it would read on at the wrong place and
   validate on data it trained on. The config cannot tell, so the task records what it built
   (TaskData.record). A run started before the record was kept cannot be checked: warned, not refused."""
-  before = started_record(workdir, record_before)
-  if before is None:
+  started = started_record(workdir, record_before, record)
+  if started is None:
     if record:
       logging.warning('%s started before %s was kept, so whether this code builds the data it trained on (e.g. '
                       "SFT's splits) cannot be checked: resuming unchecked; where the code changed its data since, "
                       'train on from its weights in a new --workdir with --config.init_from=%s',
                       workdir, DATA_RECORD, workdir)
     return
+  before, where = started
   now = json.loads(json.dumps(record))  # as it would read back: tuples as lists
   # Names both have: one added to the record since the run started cannot be checked.
   changed = [f'{k}: {before[k]} -> {now[k]}' for k in sorted(before.keys() & now.keys()) if before[k] != now[k]]
   if changed:
     ckpt.close()
     raise ValueError(f'{workdir} resumes from step {step} on other data than it started with ({"; ".join(changed)}; '
-                     f'{DATA_RECORD} holds what it started with): the code, or a file its settings read, changed '
+                     f'what it started with from {where}): the code, or a file its settings read, changed '
                      'what they build, so it would read on at the wrong place: resume with the run\'s own settings '
                      f'and code, or train on from its weights in a new --workdir with --config.init_from={workdir}')
 

@@ -583,28 +583,65 @@ def test_resuming_rlhf_whose_proxies_split_the_prompts_elsewhere_is_refused(tmp_
 
   record = rlhf.make_task(config(started)).data(config(started), workdir).record
   (workdir / train.DATA_RECORD).write_text(json.dumps(record))  # as the loop writes it when the run starts
-  refused = lambda before, now: (rf'{re.escape(str(workdir))} resumes from step 2 on other data than it started with '
-                                 rf'\(rlhf_proxies_val_fraction: {re.escape(str(before))} -> {re.escape(str(now))}; '
-                                 r'.*: resume with the run.s own settings and code, or train on from its weights in a '
-                                 r'new --workdir')
-  with pytest.raises(ValueError, match=refused(0.1, 0.05)):
+  refused = lambda before, now, where: (rf'{re.escape(str(workdir))} resumes from step 2 on other data than it started '
+                                        rf'with \(rlhf_proxies_val_fraction: {re.escape(str(before))} -> '
+                                        rf'{re.escape(str(now))}; what it started with from {re.escape(where)}\): '
+                                        r'.*: resume with the run.s own settings and code, or train on from its '
+                                        r'weights in a new --workdir')
+  with pytest.raises(ValueError, match=refused(0.1, 0.05, 'data_record.json')):
     resume(narrow)
   resume(same)
   (tmp_path / 'same' / 'config.json').write_text(json.dumps(
       {'task': 'reward_model', 'reward_model': {'source': source, 'val_fraction': 0.05}}))  # retrained in place
-  with pytest.raises(ValueError, match=refused(0.1, 0.05)):
+  with pytest.raises(ValueError, match=refused(0.1, 0.05, 'data_record.json')):
     resume(same)
   # A run started before the record was kept: the split it kept in rlhf_split.json ...
   (workdir / train.DATA_RECORD).unlink()
   (workdir / 'rlhf_split.json').write_text(json.dumps({'val_fraction': 0.05, 'proxy': narrow}))
   resume(narrow)
-  with pytest.raises(ValueError, match=refused(0.05, 0.1)):
+  with pytest.raises(ValueError, match=refused(0.05, 0.1, 'rlhf_split.json, kept by runs started before '
+                                                         'data_record.json')):
     resume(started)
   # ... and one started before that split at 0.1, whatever its proxy's fraction.
   (workdir / 'rlhf_split.json').unlink()
   resume(started)
-  with pytest.raises(ValueError, match=refused(0.1, 0.05)):
+  with pytest.raises(ValueError, match=refused(0.1, 0.05, 'the default every run used before data_record.json or '
+                                                         'rlhf_split.json was kept')):
     resume(narrow)
+
+
+def test_a_broken_rlhf_data_record_is_refused_with_advice_that_lets_the_resume_pass(tmp_path, pretrained):
+  """Advised to remove a data_record.json that is not JSON, an RLHF run whose proxies split at 0.2 then
+  took the default split of runs older than the record for its own, 0.1: its resume was refused, and
+  the runs trained on from it held out the wrong prompts. The advice is to write the record instead."""
+  from llm import train
+  from llm.tasks import rlhf
+  source = 'hh_rlhf_harmless_base'
+  proxy = _proxy_config(tmp_path / 'proxy', source=source, val_fraction=0.2)
+  config = tiny_rlhf_config(**{'init_from': str(pretrained), 'rlhf.prompts': source, 'rlhf.proxy': proxy})
+  workdir = tmp_path / 'run'
+  workdir.mkdir()
+  task = rlhf.make_task(config)
+  record = task.data(config, workdir).record
+  resume = lambda: train._check_same_record(None, 2, record, task.record_before, workdir)  # pylint: disable=protected-access
+  broken = workdir / 'data_record.json'
+  broken.write_text('{"rlhf_proxies_val_fr')  # cut short
+  stand_in = ('(removed, the default every run used before data_record.json or rlhf_split.json was kept would '
+              'stand in for it)')
+  with pytest.raises(ValueError) as resumed:
+    resume()
+  assert str(resumed.value) == (
+      f'{broken} is not valid JSON (Unterminated string starting at: line 1 column 2); restore it, or write in its '
+      'place the record the run started with, {"rlhf_proxies_val_fraction": 0.2} where it started on the data this '
+      f'code builds {stand_in}')
+  with pytest.raises(ValueError) as split:  # as a run trained on from this one reads it: no record of its own to show
+    rlhf.started_split(workdir)
+  assert str(split.value) == (
+      f'{broken} is not valid JSON (Unterminated string starting at: line 1 column 2); restore it, or write in its '
+      f'place the record the run started with, {{"rlhf_proxies_val_fraction": <as it started>}} {stand_in}')
+  broken.write_text('{"rlhf_proxies_val_fraction": 0.2}')  # as advised
+  resume()
+  assert rlhf.started_split(workdir) == 0.2
 
 
 def test_prompts_all_trained_on_up_the_chain_are_refused_naming_every_kind_of_run(data_dir, tok):

@@ -42,8 +42,8 @@ class Task:
   # Config fields beyond llm/train.py's _DATA_STREAM that decide this task's stream of batches, so
   # that a resume with other values is refused (e.g. RLHF's prompts kept by the room they leave)
   data_stream: tuple[str, ...] = ()
-  # workdir -> the TaskData.record of a run started before llm/train.py kept one, from what the task
-  # kept then (RLHF's rlhf_split.json); None: nothing, so its data cannot be checked
+  # workdir -> (the TaskData.record of a run started before llm/train.py kept one, where it was read:
+  # what the task kept then, RLHF's rlhf_split.json, or a default); None: nothing, so its data cannot be checked
   record_before: Callable = lambda workdir: None
 
 

@@ -46,12 +46,17 @@ def _prompt_task(config, tok):
                                 _proxy_val_fraction(config), heldout.trained_requests(config, data_dir, tok))
 
 
-def _record_before(workdir: Path) -> dict:
+def _record_before(workdir: Path) -> tuple[dict, str]:
   """Back-compat for runs started before llm/train.py kept the record: the split they kept in
   rlhf_split.json, or, started before that file too, preferences.VAL_FRACTION, where every run
-  split then. (gold_topics records nothing, so nothing of this is compared.)"""
+  split then; and where it was read. (gold_topics records nothing, so nothing of this is compared.)"""
+  from llm import train  # pylint: disable=import-outside-toplevel  (train imports the tasks)
   old = workdir / 'rlhf_split.json'
-  return {_SPLIT: files.read_json(old)['val_fraction'] if old.exists() else preferences.VAL_FRACTION}
+  if old.exists():
+    return ({_SPLIT: files.read_json(old)['val_fraction']},
+            f'{old.name}, kept by runs started before {train.DATA_RECORD}')
+  return ({_SPLIT: preferences.VAL_FRACTION},
+          f'the default every run used before {train.DATA_RECORD} or {old.name} was kept')
 
 
 def started_split(workdir: Path) -> float:
@@ -59,7 +64,8 @@ def started_split(workdir: Path) -> float:
   it started, its training prompts the rest: as its data record keeps it (llm/train.py), else as
   _record_before reads a run started before that record."""
   from llm import train  # pylint: disable=import-outside-toplevel  (train imports the tasks)
-  return train.started_record(workdir, _record_before).get(_SPLIT, _record_before(workdir)[_SPLIT])
+  record, _ = train.started_record(workdir, _record_before)
+  return record.get(_SPLIT, _record_before(workdir)[0][_SPLIT])
 
 
 def _proxy_val_fraction(config) -> float:
