@@ -581,6 +581,43 @@ def test_a_tool_call_under_way_holds_up_only_its_own_row(synthetic_tok):
   assert reply['choices'][0]['finish_reason'] == 'stop'
 
 
+def test_a_calculator_call_beside_a_long_request_costs_its_row_no_idle_pass(synthetic_tok, monkeypatch):
+  """Run on the pool, a calculator call was not done when the pass that started it checked, so its
+  row idled through the next pass while a long request beside it decoded: one pass more than when
+  calls ran on the batcher's thread. Its result now joins the next pass, as then."""
+  from llm.serve import batcher as batcher_lib
+  # A calculator on a busy host, 5 ms a call: longer than the moment between a call's start and the
+  # check of the pass that started it, which the real one sometimes outran; and the pass given all
+  # the time such a call needs, so that the count does not hang on this host's load.
+  monkeypatch.setattr(batcher_lib, '_TOOL_START_WAIT_S', 60)
+  registry = {'calculator': lambda expr: (time.sleep(0.005), tools.calculator(expr))[-1]}
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  prompt = chat_template.render_prompt(tok, _chat('What is 6 times 7?'))
+  call = [sp('<|tool_call|>')] + tok.encode('calculator: 6*7') + [sp('<|/tool_call|>')]
+  result = chat_template.tool_result_ids(tok, '42')
+  answer = tok.encode('It is 42.') + [sp('<|end|>')]
+  engine = _scripted_engine(tok, prompt, call + [7] * len(result) + answer, registry)
+  events, other = queue.Queue(), queue.Queue()
+  batcher = Batcher(engine, max_slots=2, steps_per_call=2)
+  batcher.submit(Request(prompt, 40, text_lib.TextStream(tok), events.put, temperature=0.0,
+                         stop_ids=tuple(chat_template.turn_stop_ids(tok))))
+  batcher.submit(Request([tok.bos_id] + [7] * 60, 90, text_lib.TextStream(tok), other.put, temperature=0.0))
+  passes, finish = 0, None
+  try:
+    while finish is None:
+      batcher._admit()  # pylint: disable=protected-access  (passes counted, one at a time)
+      batcher._step()  # pylint: disable=protected-access
+      passes += 1
+      while finish is None and not events.empty():
+        finish = events.get().get('finish')
+  finally:
+    batcher.close()
+  assert finish == 'stop' and not any('finish' in event for event in other.queue)  # the other decodes on beside it
+  # Two tokens a pass: the call's, its row pausing at the close; then, from the next pass on, the
+  # result's and the answer's, the row stopping at <|end|>.
+  assert passes == -(-len(call) // 2) + -(-(len(result) + len(answer)) // 2)
+
+
 def _finished(batcher: Batcher, request: Request, events: queue.Queue) -> dict:
   """The finish event of a request submitted to a running batcher."""
   batcher.submit(request)

@@ -5,11 +5,11 @@ engine's jitted decode loop for a few steps over every row at once, (3) hands ea
 new text, frees the rows that finished or whose client went away, and starts the tool call of
 each row that wrote one on a pool of threads (the engine's own tool step), feeding the results
 of those done: a row waits for its tool (up to a sandboxed python call's wall time) while the
-others decode on. The requests admitted in a pass are prefilled
-together into a cache of their own, as long as their longest prompt (a power of two, few
-compiled shapes) and a power-of-two number of rows, and each row is copied into its slot of the
-running cache, so the rows already decoding never recompute anything and a short prompt's
-prefill attends over its own length, not the whole context.
+others decode on, and a call that ends within a few milliseconds joins the next pass. The
+requests admitted in a pass are prefilled together into a cache of their own, as long as their
+longest prompt (a power of two, few compiled shapes) and a power-of-two number of rows, and each
+row is copied into its slot of the running cache, so the rows already decoding never recompute
+anything and a short prompt's prefill attends over its own length, not the whole context.
 
 The running batch (its KV cache and per-row state) has a power-of-two number of slots, the
 smallest that holds the rows in flight, up to max_slots: one client decodes at batch 1 and
@@ -70,6 +70,9 @@ _MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
 _TOOL_THREADS = 8  # tool calls run at once; more wait for a thread, their rows paused
 _TOOL_WAIT_S = 0.05  # how long a pass in which every row waits for a tool waits for one to finish
+# How long a pass waits for the tool calls it started: two of Python's 5 ms thread switch intervals,
+# so that a call of microseconds ends within it even while another thread holds the interpreter.
+_TOOL_START_WAIT_S = 0.01
 
 
 def _knobs(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -371,9 +374,17 @@ class Batcher:
     """Starts the tool call of each row that paused at one on the pool, and queues the results of
     those done, unpausing their rows. When every row waits for a tool, it waits a little for one
     to finish rather than run empty decode calls."""
+    started = []
     for i in np.flatnonzero(self.state['paused'] & ~self.state['done']):
       if self.tool_runs[i] is None:
         self.tool_runs[i] = self._tools.submit(self.engine._tool_result, out[i, :n_out[i]].tolist())
+        started.append(self.tool_runs[i])
+    # The calls just started have a moment to end: the calculator's (microseconds) then joins the next
+    # pass, as when calls ran on this thread, instead of its row idling a whole pass; python's (up to
+    # seconds) holds the other rows up no longer than the moment. Simpler than telling fast tools from
+    # slow ones, which a tool's name alone does not (search indexes a folder at its first call).
+    if started:
+      concurrent.futures.wait(started, _TOOL_START_WAIT_S)
     under_way = [f for f in self.tool_runs if f is not None]
     if under_way and all(f is not None for r, f in zip(self.rows, self.tool_runs) if r is not None):
       concurrent.futures.wait(under_way, _TOOL_WAIT_S, concurrent.futures.FIRST_COMPLETED)
