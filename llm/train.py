@@ -251,7 +251,9 @@ def started_record(workdir: Path, record_before: Callable, now: dict | None = No
   path, fallback = workdir / DATA_RECORD, record_before(workdir)
   if not path.exists():
     return fallback
-  return files.read_json(path, _broken_record_remedy(fallback, now)), DATA_RECORD
+  # A record of another shape ('[]') is named here, not a TypeError where it is compared.
+  return files.read_json_table(path, _broken_record_remedy(fallback, now), lambda entry: True,
+                               'what the run built, by name'), DATA_RECORD
 
 
 def _broken_record_remedy(fallback: tuple[dict, str] | None, now: dict | None) -> str:

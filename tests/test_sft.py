@@ -302,3 +302,13 @@ def test_resuming_sft_on_another_split_than_it_started_with_is_refused(tmp_path,
   assert sorted(losses_by_step(tmp_path)) == [1, 2, 3, 4]
   assert sum('cannot be checked' in r.getMessage() for r in caplog.records) == 1
   assert not (tmp_path / 'data_record.json').exists()
+
+
+@pytest.mark.parametrize('text', ['[]', '"sft"', '3'])
+def test_a_data_record_that_is_json_but_not_a_table_is_named(tmp_path, text):
+  """Valid JSON of another shape ended in a TypeError where the record was first compared."""
+  (tmp_path / 'data_record.json').write_text(text)
+  with pytest.raises(ValueError) as refused:
+    train.started_record(tmp_path, lambda workdir: None)
+  assert str(refused.value) == (f'{tmp_path / "data_record.json"} is not a table of what the run built, by name; '
+                                'restore it, or remove it to resume without the check')
