@@ -50,4 +50,6 @@ if [ ! -f "$VENV/.installed" ]; then
     -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
   touch "$VENV/.installed"
 fi
-exec "$VENV/bin/python" -m llm.main "$@" --config.mesh.distributed=True
+# A multi-host run on TPU VMs; not appended where given already (llm.main refuses a key given twice).
+has_flag config.mesh.distributed "$@" || set -- "$@" --config.mesh.distributed=True
+exec "$VENV/bin/python" -m llm.main "$@"

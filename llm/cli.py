@@ -2,6 +2,7 @@
 Also what every program shares with it: flags parsed so that a bad one is named, library logging
 kept to what the user needs."""
 import importlib.util
+import itertools
 import logging
 import os
 import sys
@@ -110,10 +111,13 @@ class _NumberList(flags.ListParser):
 
 def config_parser(program: str):
   """absl's flag parser for a program with a --config file flag (ml_collections.config_flags), where
-  a config file that does not load and a misspelt --config.key end in one line naming them, not a
-  traceback."""
+  a config file that does not load, a misspelt --config.key and one given twice end in one line
+  naming them, not a traceback."""
 
   def parse(argv):
+    repeated = _repeated_key(argv)
+    if repeated:
+      sys.exit(f'{program}: {repeated}')
     try:
       rest = flags.FLAGS(argv)
     except SyntaxError as e:  # in the config file itself
@@ -137,6 +141,29 @@ def config_parser(program: str):
     return rest
 
   return parse
+
+
+def config_keys(args: list[str]) -> list[str]:
+  """The config fields that the --config.a.b flags in args set, in order, as 'config.a.b'
+  (--noconfig.a.b, absl's False for a boolean, sets one too); nothing after '--'."""
+  keys = []
+  for arg in itertools.takewhile(lambda a: a != '--', args):
+    if not arg.startswith('-'):  # a program's name, or the value of a --config.a.b given apart from it
+      continue
+    name = arg.lstrip('-').split('=', 1)[0]
+    key = name[2:] if name.startswith('noconfig.') else name
+    if key.startswith('config.'):
+      keys.append(key)
+  return keys
+
+
+def _repeated_key(argv: list[str]) -> str | None:
+  """What is wrong with the first --config.a.b that argv sets twice; None if none is. absl keeps
+  the last value of a flag given twice without a word, so a command edited by appending an override
+  would run with a setting its reader may not see."""
+  keys = config_keys(argv)
+  repeated = next((key for i, key in enumerate(keys) if key in keys[:i]), None)
+  return repeated and f'--{repeated} is given twice; give it once'
 
 
 def _unknown_key(argv: list[str]) -> str | None:

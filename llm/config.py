@@ -111,12 +111,15 @@ def base_config() -> ml_collections.ConfigDict:
 def parse_arg(arg: str | None, defaults: dict, usage: str) -> dict:
   """A config file's argument 'key=value,key=value' (configs/NAME.py:ARG) over defaults, each value
   converted to its default's type; an unknown key, a missing '=' or a value of the wrong type is an
-  error showing usage."""
-  fields = dict(defaults)
+  error showing usage, and a key given twice one naming it."""
+  fields, given = dict(defaults), set()
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep or key not in fields:
       raise ValueError(f'config argument {arg!r}: write {usage}')
+    if key in given:  # the last would win unseen
+      raise ValueError(f'config argument {arg!r}: {key} is given twice; give it once')
+    given.add(key)
     kind = type(fields[key])
     if kind is bool and value not in ('True', 'False'):  # bool('False') would be True
       raise ValueError(f'config argument {arg!r}: {key}={value!r} is not True or False; write {usage}')

@@ -113,8 +113,9 @@ def run_local(config_path, points, root: Path, extra) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(workdir / 'log.txt', 'a') as log:
-      # The log is a file: no progress bar (a later --config.train.progress_bar in extra wins).
-      args = main_args(config_path, arg, str(workdir), ['--config.train.progress_bar=False', *extra])
+      # The log is a file: no progress bar, unless extra asks for one (a key given twice is refused).
+      quiet = [] if 'config.train.progress_bar' in cli.config_keys(extra) else ['--config.train.progress_bar=False']
+      args = main_args(config_path, arg, str(workdir), [*quiet, *extra])
       code = call_stoppable([sys.executable, '-m', 'llm.main', *args], stdout=log, stderr=subprocess.STDOUT,
                             cwd=REPO)
     if code:

@@ -91,6 +91,22 @@ def test_a_misspelt_config_key_is_named_in_full_with_the_fields_there_are(tmp_pa
       fields=', '.join(sorted(config)), model_fields=', '.join(sorted(config.model)), steps=config.train.steps)
 
 
+@pytest.mark.parametrize('overrides, key', [
+    (['--config.train.steps=3', '--config.model.dim=32', '--config.train.steps=5'], 'config.train.steps'),
+    (['--config.train.progress_bar', '--noconfig.train.progress_bar'], 'config.train.progress_bar'),
+    (['--config.train.lr', '0.1', '--config.train.lr=0.2'], 'config.train.lr')])
+def test_a_config_key_given_twice_is_refused_naming_it(python_env, overrides, key):
+  """absl kept the last value without a word: an override appended to a command could be missed by
+  whoever reads the command from its start. A program as llm.main's flags parse (cli.config_parser)."""
+  code = ('from ml_collections import config_flags\nfrom llm import cli\n'
+          "config = config_flags.DEFINE_config_file('config', None, 'c', lock_config=True)\n"
+          "cli.run(lambda argv: print(config.value.train), 'prog', config=True)\n")
+  r = subprocess.run([sys.executable, '-c', code, '--config=configs/pretrain_small.py', *overrides], cwd=ROOT,
+                     env=python_env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and r.stdout == '', r.stderr
+  assert r.stderr.strip().splitlines()[-1] == f'prog: --{key} is given twice; give it once'
+
+
 @pytest.mark.parametrize('command, says', [
     ('llm.bench --decode --decode_batches=1,a', "flag --decode_batches=1,a: 'a' is not a whole number; write "
      'comma-separated whole numbers >= 1'),
@@ -117,6 +133,9 @@ def test_a_config_argument_is_typed_by_its_default_and_a_bad_one_names_key_and_u
     with pytest.raises(ValueError) as e:
       parse_arg(arg, defaults, usage)
     assert str(e.value) == f'config argument {arg!r}: ' + (f'{wrong}; ' if wrong else '') + f'write {usage}'
+  with pytest.raises(ValueError) as e:  # the last would win unseen
+    parse_arg('pairs=16,beta=0.5,pairs=32', defaults, usage)
+  assert str(e.value) == "config argument 'pairs=16,beta=0.5,pairs=32': pairs is given twice; give it once"
 
 
 @pytest.mark.parametrize('script, args', [

@@ -218,9 +218,9 @@ def tiny_proxy(tmp_path_factory, pretrained, python_env, cache_dir):
   return workdir
 
 
-def _rlhf_cmd(workdir, pretrained, proxy, *extra):
+def _rlhf_cmd(workdir, pretrained, proxy, *extra, steps=6):
   return [sys.executable, '-m', 'llm.main', f'--config={ROOT}/tests/tiny_config.py:rlhf', f'--workdir={workdir}',
-          f'--config.init_from={pretrained}', f'--config.rlhf.proxy={proxy}', '--config.train.steps=6',
+          f'--config.init_from={pretrained}', f'--config.rlhf.proxy={proxy}', f'--config.train.steps={steps}',
           '--config.train.eval_every=2', '--config.train.lr=1e-2', *extra]
 
 
@@ -254,7 +254,7 @@ def test_rlhf_samples_of_a_killed_run_are_logged_once_per_eval(tmp_path, pretrai
   """Killed between an eval and the next checkpoint, twice: before any checkpoint (the run starts
   over), and after the eval of step 6 with the checkpoint of step 4 saved. The evals since the
   checkpoint rerun; their first samples stayed in rlhf_samples.jsonl, appended to again."""
-  cmd = _rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.steps=8', '--config.train.checkpoint_every=4')
+  cmd = _rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.checkpoint_every=4', steps=8)
   samples, checkpoints = tmp_path / 'rlhf_samples.jsonl', tmp_path / 'checkpoints'
   kill_when(cmd, subprocess_env, lambda: samples.exists() and samples.read_bytes().count(b'\n') >= 8)
   assert not (checkpoints / '4').exists(), 'the first kill came after the checkpoint'
@@ -269,7 +269,7 @@ def test_rlhf_samples_of_a_killed_run_are_logged_once_per_eval(tmp_path, pretrai
 def test_rlhf_resumes_when_a_kill_cut_the_last_metrics_line_short(tmp_path, pretrained, tiny_proxy, subprocess_env):
   """A kill in the middle of a metrics.jsonl write leaves half a line, which the loop drops on
   resume; the hacking monitor read the file before that, strictly, and the run could not resume."""
-  subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.steps=4'), env=subprocess_env,
+  subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy, steps=4), env=subprocess_env,
                  check=True, capture_output=True)
   with (tmp_path / 'metrics.jsonl').open('a') as f:
     f.write('{"step": 5, "loss": 0.1')  # what the kill left of step 5's row
@@ -285,7 +285,7 @@ def test_rlhf_held_out_samples_carry_the_eval_step_when_rollouts_serve_several_s
                                                                                      tiny_proxy, subprocess_env):
   """grpo.mu = 2: rollouts at steps 1 and 3, evals at 0, 2 and 4. The samples (and the hacking
   monitor) were filed under the latest rollout's step, 0, 1 and 3."""
-  subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.train.steps=4', '--config.grpo.mu=2'),
+  subprocess.run(_rlhf_cmd(tmp_path, pretrained, tiny_proxy, '--config.grpo.mu=2', steps=4),
                  env=subprocess_env, check=True, capture_output=True)
   rows = [json.loads(l) for l in (tmp_path / 'metrics.jsonl').read_text().splitlines()]
   assert [r['step'] for r in rows if 'rlhf_gold' in r] == [0, 2, 4]

@@ -21,7 +21,7 @@ from conftest import ROOT
 sys.path.insert(0, str(ROOT / 'configs'))
 import scaling  # noqa: E402
 
-from llm import model as model_lib  # noqa: E402
+from llm import model as model_lib, sweep  # noqa: E402
 
 
 def _counted(arg: str) -> dict:
@@ -137,6 +137,17 @@ def test_sweep_started_outside_the_repository_trains_under_its_relative_root(tmp
   assert result.returncode == 0, result.stdout + result.stderr
   for point in ('dim32', 'dim48'):
     assert json.loads((tmp_path / root / point / 'summary.json').read_text())['steps'] == 12
+
+
+@pytest.mark.parametrize('extra, progress_bar', [([], ['--config.train.progress_bar=False']),
+                                                  (['--config.train.progress_bar=True'], ['--config.train.progress_bar=True'])])
+def test_a_local_sweep_turns_the_progress_bar_off_unless_asked_for_it_once(tmp_path, monkeypatch, extra, progress_bar):
+  """Its own =False and a later =True in extra: llm.main refuses a key given twice."""
+  started = []
+  monkeypatch.setattr(sweep, 'call_stoppable', lambda cmd, **_: started.append(cmd) or 1)
+  sweep.run_local('tests/tiny_sweep.py', [('dim32', 'dim=32')], tmp_path, extra)
+  (cmd,) = started
+  assert [a for a in cmd if 'progress_bar' in a] == progress_bar
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
@@ -399,6 +410,8 @@ def test_run_tpu_sh_needs_python_3_11_and_keeps_its_venv_outside_the_code(tmp_pa
   assert started.returncode == 0, started.stderr
   assert started.stdout.strip() == '-m llm.main --config=x.py --config.mesh.distributed=True'
   assert sorted(os.listdir(venv)) == ['.installed', 'bin']  # the made venv reused as it was
+  given = run('--config=x.py', '--config.mesh.distributed=True')  # not given twice, which llm.main refuses
+  assert given.stdout.strip() == '-m llm.main --config=x.py --config.mesh.distributed=True', given.stderr
 
 
 def test_run_tpu_sh_refuses_several_workers_without_shared_data_and_cache(tmp_path):

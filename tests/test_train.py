@@ -417,8 +417,8 @@ def test_resuming_on_a_mesh_that_cannot_split_the_model_is_one_line_and_leaves_t
   subprocess.run(cmd, env=env, check=True, capture_output=True)
   names = ('config.json', 'tokenizer.model', 'metrics.jsonl', 'summary.json')
   before = {name: (tmp_path / name).read_bytes() for name in names}
-  cmd, env = _main(tmp_path, subprocess_env, *short, '--config.train.steps=4', '--config.mesh.data=2',
-                   '--config.mesh.tensor=4', devices=8)
+  cmd, env = _main(tmp_path, subprocess_env, '--config.train.steps=4', '--config.train.warmup_steps=1',
+                   '--config.mesh.data=2', '--config.mesh.tensor=4', devices=8)
   result = subprocess.run(cmd, env=env, capture_output=True, text=True)
   assert result.returncode == 1 and 'Traceback' not in result.stderr, result.stderr[-3000:]
   last = result.stderr.strip().splitlines()[-1]
