@@ -447,24 +447,11 @@ def _train(config, workdir: Path) -> dict:
       if start > tc.steps:  # training on would do nothing, and the summary would claim tc.steps
         raise ValueError(f'{workdir} holds step {start}, beyond train.steps={tc.steps}: raise --config.train.steps, '
                          'or give a new --workdir')
-    if jax.process_index() == 0:
-      _write_config(config, workdir)
-      init_from.record(config, workdir)
-      # Whole or not at all: a kill mid-copy would leave a cut tokenizer, which the next start takes for another one.
-      files.write_atomically(workdir / tokenizer_lib.run_file_name(data.tokenizer.path),
-                             Path(data.tokenizer.path).read_bytes())
-      if start is None:  # a run resumed keeps the record of what it started on
-        files.write_atomically(workdir / DATA_RECORD, json.dumps(data.record, indent=2) + '\n')
-      if start is None or start < tc.steps:
-        # Training goes on (a finished run extended, or one without a checkpoint restarted): the
-        # summary.json of before would tell llm.sweep, and any reader, that the run is finished
-        # until this one ends, and after it if this one is killed. One unlink: gone or not.
-        (workdir / 'summary.json').unlink(missing_ok=True)
     # The run's wall time: each earlier session's until the checkpoint this one resumes from, then
     # this session's. A killed session's time after its last checkpoint is not counted: the steps
     # it lost are run again, and counted, here.
-    wall_before = 0.0
-    if start is not None:
+    wall_before, resumed = 0.0, start is not None
+    if resumed:
       logging.info('resuming %s from step %d', workdir, start)
       state = ckpt.restore(start, setup.abstract_state, data.train_iter)
       wall_before = ckpt.wall_s(start)
@@ -472,6 +459,23 @@ def _train(config, workdir: Path) -> dict:
       start = 0
       state = setup.init(jax.random.key(config.seed))
       state = task.init_state(config, state, setup.abstract_state)
+
+    # Written once the state is in hand: a resume that its checkpoint refuses (an optimizer setting
+    # changed, so the state does not restore) must leave the run's record of how it was made, its
+    # tokenizer and its summary.json as they were.
+    if jax.process_index() == 0:
+      _write_config(config, workdir)
+      init_from.record(config, workdir)
+      # Whole or not at all: a kill mid-copy would leave a cut tokenizer, which the next start takes for another one.
+      files.write_atomically(workdir / tokenizer_lib.run_file_name(data.tokenizer.path),
+                             Path(data.tokenizer.path).read_bytes())
+      if not resumed:  # a run resumed keeps the record of what it started on
+        files.write_atomically(workdir / DATA_RECORD, json.dumps(data.record, indent=2) + '\n')
+      if start < tc.steps:
+        # Training goes on (a finished run extended, or one without a checkpoint restarted): the
+        # summary.json of before would tell llm.sweep, and any reader, that the run is finished
+        # until this one ends, and after it if this one is killed. One unlink: gone or not.
+        (workdir / 'summary.json').unlink(missing_ok=True)
 
     counts = model_lib.count_params(state.params)
     flops_tok = model_lib.flops_per_token(model_cfg, counts['non_embedding'], tc.seq_len)

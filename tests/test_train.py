@@ -236,6 +236,11 @@ def test_resuming_with_another_model_or_data_is_refused_before_anything_is_writt
   with pytest.raises(ValueError, match=r'holds step 2, beyond train.steps=1'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 1}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
+  # An optimizer state of another shape (no clipping: no clip state in the chain), which only the restore
+  # finds: config.json was overwritten with the refused settings, and summary.json deleted.
+  with pytest.raises(ValueError):
+    train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'train.grad_clip': 0.0}), tmp_path)
+  assert {name: (tmp_path / name).read_bytes() for name in files} == before
   # A second process on the same directory (here: its lock held) is refused.
   with workdir_lock.held(tmp_path), pytest.raises(ValueError, match=rf'{tmp_path} is in use by pid {os.getpid()}'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4}), tmp_path)
