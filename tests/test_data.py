@@ -1,5 +1,6 @@
 import fcntl
 import gzip
+import hashlib
 import itertools
 import json
 import os
@@ -301,19 +302,61 @@ def test_split_keeps_both_sides_non_empty():
 
 
 def test_fingerprint_follows_files_and_settings(tmp_path):
-  corpus = tmp_path / 'corpus'
+  corpus, cache = tmp_path / 'corpus', tmp_path / 'cache'
   corpus.mkdir()
   (corpus / 'a.txt').write_text('alpha')
   cfg = data_config()
-  first = sources.corpus_fingerprint(tmp_path, cfg)
-  assert sources.corpus_fingerprint(tmp_path, cfg) == first
+  first = sources.corpus_fingerprint(tmp_path, cfg, cache)
+  assert sources.corpus_fingerprint(tmp_path, cfg, cache) == first
   for changed in (dict(val_fraction=0.2), dict(doc_separator='\n'), dict(max_docs=10)):  # other documents or split
-    assert sources.corpus_fingerprint(tmp_path, data_config(**changed)) != first, changed
+    assert sources.corpus_fingerprint(tmp_path, data_config(**changed), cache) != first, changed
   (corpus / 'b.txt').write_text('beta')
-  second = sources.corpus_fingerprint(tmp_path, cfg)
+  second = sources.corpus_fingerprint(tmp_path, cfg, cache)
   assert second != first
   (corpus / 'b.txt').write_text('beta, longer')
-  assert sources.corpus_fingerprint(tmp_path, cfg) != second
+  assert sources.corpus_fingerprint(tmp_path, cfg, cache) != second
+
+
+def test_fingerprint_is_the_contents_not_where_the_corpus_lies_or_its_times(tmp_path):
+  """Keyed on the source's absolute path and mtimes, the same corpus in another clone, data dir or
+  machine (or copied without its times) was tokenized again, and an edit that kept the size and put
+  the mtime back was not."""
+  here, there, cache = tmp_path / 'here', tmp_path / 'elsewhere' / 'data', tmp_path / 'cache'
+  (here / 'corpus' / 'sub').mkdir(parents=True)
+  (here / 'corpus' / 'a.txt').write_text('alpha')
+  (here / 'corpus' / 'sub' / 'b.txt').write_text('beta')
+  first = sources.corpus_fingerprint(here, data_config(), cache)
+  shutil.copytree(here, there)  # new paths, inodes and times
+  os.utime(there / 'corpus' / 'a.txt', ns=(1, 1))
+  assert sources.corpus_fingerprint(there, data_config(), tmp_path / 'another_cache') == first
+  assert sources.corpus_fingerprint(there, data_config(), cache) == first
+  edited = here / 'corpus' / 'a.txt'
+  times = edited.stat().st_atime_ns, edited.stat().st_mtime_ns
+  edited.write_text('alpha'.upper())  # the same size
+  os.utime(edited, ns=times)
+  second = sources.corpus_fingerprint(here, data_config(), cache)
+  assert second != first
+  (here / 'corpus' / 'sub' / 'b.txt').rename(here / 'corpus' / 'b.txt')  # the same files under other names
+  assert sources.corpus_fingerprint(here, data_config(), cache) != second
+
+
+def test_fingerprint_reads_each_file_once_and_a_damaged_memo_is_harmless(tmp_path, monkeypatch):
+  corpus, cache = tmp_path / 'corpus', tmp_path / 'cache'
+  corpus.mkdir()
+  for name in ('a.txt', 'b.txt'):
+    (corpus / name).write_text(name)
+  read = []
+  digest = hashlib.file_digest
+  monkeypatch.setattr(hashlib, 'file_digest', lambda f, name: read.append(f.name) or digest(f, name))
+  first = sources.corpus_fingerprint(tmp_path, data_config(), cache)
+  assert sources.corpus_fingerprint(tmp_path, data_config(), cache) == first
+  (corpus / 'b.txt').write_text('b, edited')
+  second = sources.corpus_fingerprint(tmp_path, data_config(), cache)
+  assert [Path(name).name for name in read] == ['a.txt', 'b.txt', 'b.txt']
+  (memo,) = (cache / 'file_digests').iterdir()
+  memo.write_text('{"a.txt": [1, 2')  # cut short
+  assert sources.corpus_fingerprint(tmp_path, data_config(), cache) == second
+  assert len(read) == 5
 
 
 # --- token cache -----------------------------------------------------------------------------
@@ -545,6 +588,14 @@ def test_prepare_tokenizes_once_and_reuses_everything(tmp_path, monkeypatch):
   assert again.tokenizer.path == prepared.tokenizer.path
   np.testing.assert_array_equal(again.train_tokens, train)
   np.testing.assert_array_equal(again.val_tokens, val)
+  # The same corpus in another data dir (another clone's, another machine's), copied without its times.
+  moved = tmp_path / 'moved'
+  (moved / config.data.source).parent.mkdir(parents=True)
+  shutil.copyfile(SHARED_DATA / config.data.source, moved / config.data.source)
+  config.data.dir = str(moved)
+  elsewhere = data_lib.prepare(config, tmp_path)
+  assert elsewhere.tokenizer.path == prepared.tokenizer.path
+  np.testing.assert_array_equal(elsewhere.train_tokens, train)
 
 
 def _word_corpus(tmp_path, seed: int):

@@ -11,6 +11,8 @@ from typing import Iterable, Iterator, Sequence
 
 from absl import logging
 
+from llm.data import digests
+
 FORMATS = ('text_folder', 'text_file', 'jsonl')
 # The fix for a data set missing from the data dir, in every program's own terms.
 POINT_DATA_DIR = ('point the data dir (--config.data.dir; llm.data.show: --data_dir; or $LLM_DATA_DIR) at the folder '
@@ -247,15 +249,15 @@ def split_documents(docs: Iterable[str], val_fraction: float,
   return [doc for _, doc in ranked[num_val:]], [doc for _, doc in ranked[:num_val]]
 
 
-def corpus_fingerprint(data_dir: Path, cfg) -> str:
-  """Short hash of the source's files (paths, sizes, mtimes) and of the settings that decide
-  its documents and their split; caches keyed by it are rebuilt when any of these change."""
-  path = source_path(data_dir, cfg).absolute()
-  files = sorted(path.rglob('*')) if path.is_dir() else [path]
-  stats = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size,
-            f.stat().st_mtime_ns) for f in files if f.is_file()]
+def corpus_fingerprint(data_dir: Path, cfg, cache_dir: Path) -> str:
+  """Short hash of the source's content (each file's path under it and SHA-256, llm/data/digests.py)
+  and of the settings that decide its documents and their split: caches keyed by it are rebuilt when
+  any of these change, and found again for the same corpus at another path or on another machine."""
+  path = source_path(data_dir, cfg)
+  found = sorted(f for f in path.rglob('*') if f.is_file()) if path.is_dir() else [path]
+  names = [str(f.relative_to(path)) for f in found] if path.is_dir() else ['']  # a file's name is no part of its documents
   settings = {name: cfg[name] for name in ('format', 'jsonl_field', 'doc_separator',
                                            'val_fraction', 'max_docs')}
-  blob = json.dumps(dict(source=str(path), files=stats, settings=settings,
+  blob = json.dumps(dict(files=list(zip(names, digests.sha256s(path, found, cache_dir))), settings=settings,
                          readers=READERS_VERSION), sort_keys=True)
   return hashlib.sha256(blob.encode()).hexdigest()[:16]
