@@ -1,6 +1,7 @@
 """Losses. Each returns sums and weights, not means, so that gradient accumulation over
 micro-batches and across devices averages over tokens exactly."""
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -16,14 +17,22 @@ def next_token_loss(logits_BxTxV, targets_BxT, mask_BxT=None):
   return (loss_BxT * weight_BxT).sum(), weight_BxT.sum(), loss_BxT
 
 
-def target_bytes(token_bytes_V, inputs_BxT, targets_BxT, bos_id: int, prefix_bytes: int):
-  """UTF-8 bytes of text each target stands for: token_bytes_V of its token, less prefix_bytes
-  (tokenizer.prefix_bytes: a space the tokenizer puts before each text) on each document's first
-  token, the one after bos, so a document's bytes add up to its text's. numpy or jax arrays."""
+def byte_fix(token_bytes_V, text: str, ids) -> int:
+  """What a document's first token must add to the token_bytes_V of its tokens, ids = encode(text),
+  for them to add up to the text's UTF-8 bytes: -1 where the tokenizer puts a space before the
+  text (a dummy prefix, Llama 2's), 0 where the text starts with a space that a Metaspace or
+  ByteLevel prefix takes for its own (the ids are those of the text without that space: only the
+  text tells them apart), +2 for each literal U+2581 that a SentencePiece-style piece reads as a space,
+  and 0 for our tokenizer, whose token bytes always add up."""
+  return len(text.encode()) - int(np.asarray(token_bytes_V)[np.asarray(ids, np.int64)].sum())
+
+
+def target_bytes(token_bytes_V, targets_BxT, byte_fix_BxT=None):
+  """UTF-8 bytes of text each target stands for: token_bytes_V of its token, plus byte_fix_BxT
+  where given (each document's byte_fix on its first token, 0 elsewhere), so that a document's
+  bytes add up to its text's. numpy or jax arrays."""
   bytes_BxT = token_bytes_V[targets_BxT]
-  if not prefix_bytes:
-    return bytes_BxT
-  return bytes_BxT - prefix_bytes * ((inputs_BxT == bos_id) & (bytes_BxT > 0))
+  return bytes_BxT if byte_fix_BxT is None else bytes_BxT + byte_fix_BxT
 
 
 def batch_logits(model, params, batch):

@@ -70,7 +70,6 @@ class Tokenizer:
   """A loaded SentencePiece model. Build one with Tokenizer.load or train_tokenizer."""
 
   pad_id, unk_id, bos_id, eos_id = PAD_ID, UNK_ID, BOS_ID, EOS_ID
-  prefix_bytes = 0  # trained without a dummy prefix: see HFTokenizer.prefix_bytes
 
   def __init__(self, processor: spm.SentencePieceProcessor, path: Path):
     self._sp = processor

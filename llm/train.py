@@ -72,16 +72,16 @@ def make_train_step(model, tx, lr_fn, loss_fn, grad_accum: int):
   return train_step
 
 
-def make_eval_step(model, token_bytes_V, bos_id: int = 0, prefix_bytes: int = 0):
-  """Sums for validation loss (nats/token) and bits per byte (special tokens carry no bytes; the
-  tokenizer's prefix_bytes come off each document's first token, see losses.target_bytes)."""
+def make_eval_step(model, token_bytes_V):
+  """Sums for validation loss (nats/token) and bits per byte (special tokens carry no bytes; a
+  batch's 'byte_fix', where it has one, makes each document's bytes its text's: losses.byte_fix)."""
   token_bytes_V = jnp.asarray(token_bytes_V, jnp.float32)
 
   def eval_step(params, batch):
     logits = losses.batch_logits(model, params, batch)
     loss_sum, weight, loss_BxT = losses.next_token_loss(logits, batch['targets'], batch.get('loss_mask'))
     mask_BxT = jnp.ones_like(loss_BxT) if 'loss_mask' not in batch else batch['loss_mask']
-    bytes_BxT = losses.target_bytes(token_bytes_V, batch['inputs'], batch['targets'], bos_id, prefix_bytes) * mask_BxT
+    bytes_BxT = losses.target_bytes(token_bytes_V, batch['targets'], batch.get('byte_fix')) * mask_BxT
     text_BxT = (token_bytes_V[batch['targets']] > 0) * mask_BxT
     return {'loss_sum': loss_sum, 'weight': weight, 'bytes': bytes_BxT.sum(),
             'byte_loss_sum': (loss_BxT * text_BxT).sum()}
@@ -487,7 +487,7 @@ def _train(config, workdir: Path) -> dict:
                          in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, sharding.replicated(mesh)),
                          donate_argnums=0)
     tok = data.tokenizer
-    eval_step = jax.jit(make_eval_step(setup.model, tok.token_bytes(), tok.bos_id, tok.prefix_bytes),
+    eval_step = jax.jit(make_eval_step(setup.model, tok.token_bytes()),
                         in_shardings=(state_sh.params, batch_sh), out_shardings=sharding.replicated(mesh))
 
     log = MetricsLog(workdir, tc.steps, start, tc.progress_bar)

@@ -479,6 +479,18 @@ def test_eval_windows_cover_the_stream_once_in_order():
   assert len(pipeline.eval_batches(STREAM, SEQ, batch_size=4, max_batches=2)) == 2
 
 
+def test_eval_batches_put_each_byte_fix_at_its_target():
+  """STREAM[p] == p: a fix at stream position p belongs to the target p, wherever the windows cut;
+  those past the windows scored (the tail, max_batches) are left out."""
+  fixes = np.array([[1, -1], [8, 2], [9, -1], [100, 3], [192, -1], [195, 5]])
+  for max_batches, scored in ((None, 24 * SEQ), (2, 8 * SEQ)):
+    batches = pipeline.eval_batches(STREAM, SEQ, batch_size=4, max_batches=max_batches, byte_fixes=fixes)
+    targets = np.concatenate([b['targets'] for b in batches]).reshape(-1)
+    byte_fix = np.concatenate([b['byte_fix'] for b in batches]).reshape(-1)
+    expected = {p: fix for p, fix in fixes if p <= scored}
+    assert dict(zip(targets[byte_fix != 0].tolist(), byte_fix[byte_fix != 0].tolist())) == expected
+
+
 def test_each_epoch_is_a_shuffle_of_every_window():
   it = iter(pipeline.train_dataset(STREAM, SEQ, global_batch=6, seed=0))
   epochs = []

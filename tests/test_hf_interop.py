@@ -51,11 +51,11 @@ def _torch_transformers():
   return pytest.importorskip('torch'), pytest.importorskip('transformers')
 
 
-def _byte_level_tokenizer() -> 'tokenizers.Tokenizer':
+def _byte_level_tokenizer(add_prefix_space: bool = False) -> 'tokenizers.Tokenizer':
   """GPT-2's kind: byte-level BPE with <|endoftext|>, trained on a sentence."""
   from tokenizers import decoders, models, pre_tokenizers, trainers
   tok = tokenizers.Tokenizer(models.BPE())
-  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
   tok.decoder = decoders.ByteLevel()
   tok.train_from_iterator([_TEXT] * 20, trainers.BpeTrainer(
       vocab_size=320, special_tokens=['<|endoftext|>'], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
@@ -214,7 +214,6 @@ def test_imported_tokenizer_encodes_like_the_original_and_keeps_specials_out_of_
   sizes = tok.token_bytes()
   ids = tok.encode('café 東京')
   assert sizes[ids].sum() == len(' café 東京'.encode()) - (arch == 'gpt2')  # Metaspace adds the leading space
-  assert tok.prefix_bytes == (arch == 'llama')  # which bits per byte takes off again
   assert sizes[user] == 0
 
 
@@ -259,25 +258,44 @@ def _our_run(tmp_path, synthetic_tok, style: str, fp16: bool = False, **override
   return workdir
 
 
-def test_bits_per_byte_of_a_dummy_prefix_tokenizer_count_each_documents_own_bytes(tmp_path):
-  """SentencePiece's dummy prefix puts a space before each text, which the first token's bytes
-  count ('Hello world' encodes to 12): llm.eval's and training's bits per byte take it off again."""
-  from llm import train
-  from llm.evals import bpb
+def _prefix_space_tokenizer(kind: str, hf_dir: Path):
+  """A tokenizer that puts a space before a text: always (dummy_prefix: SentencePiece's, Llama 2's), or
+  only before one that does not start with a space (metaspace, byte_level: Metaspace's prepend_scheme
+  'always', ByteLevel's add_prefix_space)."""
   from llm.interop.tokenizer import HFTokenizer
+  if kind == 'dummy_prefix':
+    _llama_sentencepiece(hf_dir / 'tokenizer.model')
+    return HFTokenizer.from_hf_dir(hf_dir, {'bos_token_id': 1, 'eos_token_id': 2})
+  tok = _sentencepiece_style_tokenizer() if kind == 'metaspace' else _byte_level_tokenizer(add_prefix_space=True)
+  tok.save(str(hf_dir / 'tokenizer.json'))
+  bos = tok.token_to_id('<s>' if kind == 'metaspace' else '<|endoftext|>')
+  return HFTokenizer.from_hf_dir(hf_dir, {'bos_token_id': bos, 'eos_token_id': bos})
+
+
+@pytest.mark.parametrize('kind', ['dummy_prefix', 'metaspace', 'byte_level'])
+def test_bits_per_byte_count_each_documents_own_bytes_whatever_space_its_tokenizer_adds(kind, tmp_path):
+  """The first token's bytes count a space the tokenizer puts before each text ('Hello world' encoded
+  to 12 bytes). Metaspace and ByteLevel put theirs only before a text that does not start with a space,
+  so ' Hello' encodes as 'Hello' does, and was counted a byte short. llm.eval's bits per byte, and
+  training's (from the token cache through the eval batches), count each document's UTF-8 bytes."""
+  from llm import train
+  from llm.data import cache, pipeline
+  from llm.evals import bpb
   from test_evals import Constant, make_ctx
-  _llama_sentencepiece(tmp_path / 'tokenizer.model')  # add_dummy_prefix: SentencePiece's default, Llama 2's
-  tok = HFTokenizer.from_hf_dir(tmp_path, {'bos_token_id': 1, 'eos_token_id': 2})
-  docs = ['Hello world', 'The cat sat on the mat.', ' café 東京 🙂', 'x']
+  tok = _prefix_space_tokenizer(kind, tmp_path)
+  docs = ['Hello world', ' The cat sat on the mat.', '  two spaces', ' café 東京 🙂', 'x', '\u2581 a mark']
   n_bytes = sum(len(d.encode()) for d in docs)
-  n_tokens = sum(len(tok.encode(d)) for d in docs)  # all text: byte fallback leaves no <unk>
+  n_tokens = sum(len(tok.encode(d)) for d in docs)  # all text: byte fallback or byte-level leaves no <unk>
   uniform = Constant((0.0,) * tok.vocab_size)
   assert bpb.documents_bpb(make_ctx(tok, uniform), docs) == pytest.approx(
       np.log2(tok.vocab_size) * n_tokens / n_bytes, rel=1e-6)
-  stream = np.array([[i for d in docs for i in [tok.bos_id, *tok.encode(d)]]], np.int32)
-  eval_step = train.make_eval_step(uniform, tok.token_bytes(), tok.bos_id, tok.prefix_bytes)
-  sums = eval_step({}, {'inputs': stream[:, :-1], 'targets': stream[:, 1:]})
-  assert sums['bytes'] == n_bytes and sums['byte_loss_sum'] == pytest.approx(n_tokens * np.log(tok.vocab_size))
+  cache.build_token_cache(docs, tok, tmp_path / 'val')
+  eval_step = train.make_eval_step(uniform, tok.token_bytes())
+  batches = pipeline.eval_batches(cache.load_token_cache(tmp_path / 'val'), 1, 1,  # windows of one target: all of them
+                                  byte_fixes=cache.load_byte_fixes(tmp_path / 'val'))
+  sums = [eval_step({}, batch) for batch in batches]
+  assert sum(s['bytes'] for s in sums) == n_bytes
+  assert sum(s['byte_loss_sum'] for s in sums) == pytest.approx(n_tokens * np.log(tok.vocab_size), rel=1e-6)
 
 
 def test_hellaswag_scores_an_ending_after_one_space_with_a_dummy_prefix_tokenizer(tmp_path):

@@ -31,6 +31,7 @@ class Prepared:
   data_dir: Path
   fingerprint: str  # of the corpus and its split settings
   val_bytes_per_token: float  # UTF-8 bytes of validation text per (non-bos) token
+  val_byte_fixes: np.ndarray  # cache.load_byte_fixes of the validation split
   facts: dict  # for the run's summary: what data.poison planted and data.filter_poison removed ({} when neither)
 
 
@@ -94,12 +95,12 @@ def prepare(config, cache_dir: Path) -> Prepared:
   logging.info('tokenizer: %s, %d tokens (%.1fs)', tokenizer.path, tokenizer.vocab_size,
                time.perf_counter() - start)
 
-  tokens, bytes_per_token = {}, {}
+  tokens, paths, bytes_per_token = {}, {}, {}
   for name, docs_fn in (('train', lambda: split()[0]), ('val', lambda: split()[1])):
     start = time.perf_counter()
     path = cache.get_or_build_cache(docs_fn, tokenizer, cache_dir, fingerprint, name)
     meta = cache.load_cache_meta(path)
-    tokens[name] = cache.load_token_cache(path)
+    tokens[name], paths[name] = cache.load_token_cache(path), path
     text_tokens = meta['num_tokens'] - meta['num_docs']  # bos carries no text
     bytes_per_token[name] = meta['num_bytes'] / max(text_tokens, 1)
     logging.info('tokens: %s %d tokens, %d documents, %.2f bytes/token (%.1fs) at %s', name,
@@ -111,4 +112,4 @@ def prepare(config, cache_dir: Path) -> Prepared:
       split()  # caches built before the counts were kept: read the text once more to count
     facts = files.read_json(facts_path, 'delete it to count again')
   return Prepared(tokenizer, tokens['train'], tokens['val'], data_dir, fingerprint,
-                  bytes_per_token['val'], facts)
+                  bytes_per_token['val'], cache.load_byte_fixes(paths['val']), facts)

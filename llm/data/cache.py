@@ -1,7 +1,9 @@
 """On-disk token cache: a corpus split tokenized once, then memory-mapped by every later run.
 
-A cache is a folder holding tokens.bin (each document as [bos] + its tokens, back to back) and
-meta.json (counts, dtype, and the tokenizer that made it).
+A cache is a folder holding tokens.bin (each document as [bos] + its tokens, back to back),
+byte_fixes.npy (where a document's tokens' bytes do not add up to its text's: the position of its
+first token and the bytes it adds, llm.losses.byte_fix; what bits per byte counts) and meta.json
+(counts, dtype, and the tokenizer that made it).
 """
 import contextlib
 import fcntl
@@ -17,11 +19,11 @@ from typing import Callable, Iterable
 from absl import logging
 import numpy as np
 
-from llm import files
+from llm import files, losses
 
-_TOKENS, _META = 'tokens.bin', 'meta.json'
+_TOKENS, _BYTE_FIXES, _META = 'tokens.bin', 'byte_fixes.npy', 'meta.json'
 _CHUNK_CHARS = 8_000_000  # text per encode_batch call: enough to keep every core busy
-_FORMAT = 'v1: [bos] + encode(doc) per document'  # part of the cache key
+_FORMAT = 'v2: [bos] + encode(doc) per document, byte fixes'  # part of the cache key
 
 
 def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
@@ -35,12 +37,19 @@ def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
   counts = dict(num_tokens=0, num_docs=0, num_bytes=0)
+  token_bytes_V, byte_fixes = tokenizer.token_bytes(), []
 
   def write(chunk: list[str], out):
     encoded = tokenizer.encode_batch(chunk)
     tokens = np.fromiter(itertools.chain.from_iterable(
         itertools.chain((tokenizer.bos_id,), ids) for ids in encoded), dtype)
     tokens.tofile(out)
+    first = counts['num_tokens'] + 1  # the first token of the chunk's first document, after its bos
+    for doc, ids in zip(chunk, encoded):
+      fix = losses.byte_fix(token_bytes_V, doc, ids)
+      if fix and ids:  # a document of no tokens has no target to hold its bytes, nor a loss
+        byte_fixes.append((first, fix))
+      first += len(ids) + 1
     counts['num_tokens'] += len(tokens)
     counts['num_docs'] += len(chunk)
     counts['num_bytes'] += sum(len(doc.encode()) for doc in chunk)
@@ -55,6 +64,7 @@ def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
           write(chunk, out)
           chunk, chunk_chars = [], 0
       write(chunk, out)
+    np.save(tmp / _BYTE_FIXES, np.array(byte_fixes, np.int64).reshape(-1, 2))
     meta = dict(counts, dtype=np.dtype(dtype).name, tokenizer_path=str(tokenizer.path),
                 tokenizer_fingerprint=tokenizer.fingerprint, format=_FORMAT)
     (tmp / _META).write_text(json.dumps(meta, indent=2))
@@ -83,6 +93,12 @@ def load_token_cache(path: Path) -> np.ndarray:
     raise ValueError(f'token cache {path} is corrupt ({len(tokens)} tokens, meta.json says '
                      f'{meta["num_tokens"]}); delete the folder to rebuild it')
   return tokens
+
+
+def load_byte_fixes(path: Path) -> np.ndarray:
+  """int64[N, 2]: (position in the cached tokens, bytes added) of each document's first token whose
+  bytes need a fix (llm.losses.byte_fix): what pipeline.eval_batches puts in a batch's 'byte_fix'."""
+  return np.load(Path(path) / _BYTE_FIXES)
 
 
 def get_or_build_cache(docs_fn: Callable[[], Iterable[str]], tokenizer, cache_dir: Path,

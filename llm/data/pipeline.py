@@ -275,8 +275,10 @@ def segment_batch(segments_BxT: np.ndarray) -> dict:
 
 
 def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
-                 max_batches: int | None = None) -> list[dict]:
-  """The first windows in order, as whole batches (at most max_batches; None = all)."""
+                 max_batches: int | None = None, byte_fixes: np.ndarray | None = None) -> list[dict]:
+  """The first windows in order, as whole batches (at most max_batches; None = all); with
+  byte_fixes (cache.load_byte_fixes: positions in tokens and bytes), each batch's 'byte_fix' holds
+  them at their targets (llm.losses.target_bytes)."""
   windows = num_windows(len(tokens), seq_len)
   count = windows // batch_size
   if not count:
@@ -286,4 +288,12 @@ def eval_batches(tokens: np.ndarray, seq_len: int, batch_size: int,
   if max_batches is not None:
     count = min(count, max_batches)
   ids = np.arange(count * batch_size).reshape(count, batch_size)
-  return [_read_windows(tokens, batch_ids, seq_len) for batch_ids in ids]
+  batches = [_read_windows(tokens, batch_ids, seq_len) for batch_ids in ids]
+  if byte_fixes is not None:
+    fix_NxT = np.zeros((count * batch_size, seq_len), np.int32)
+    window, column = np.divmod(byte_fixes[:, 0] - 1, seq_len)  # window i's targets: tokens i*seq_len+1 on
+    inside = window < len(fix_NxT)
+    fix_NxT[window[inside], column[inside]] = byte_fixes[inside, 1]
+    for batch, fix_BxT in zip(batches, np.split(fix_NxT, count)):
+      batch['byte_fix'] = fix_BxT
+  return batches

@@ -4,8 +4,9 @@ already takes, such as val, is refused).
 
 As training's validation: documents become one stream of [bos] + tokens, cut into windows of
 the model's context; every target token is scored once; the loss of the tokens that decode to
-text (special tokens carry no bytes), over ln 2, over their UTF-8 bytes (each document's own:
-not a dummy prefix's space). Tokenizers of any vocabulary compare. --limit scores the first N
+text (special tokens carry no bytes), over ln 2, over their UTF-8 bytes (each document's own,
+whatever its tokens stand for: not a dummy prefix's space, and a leading space that a prefix took
+for its own; llm.losses.byte_fix). Tokenizers of any vocabulary compare. --limit scores the first N
 windows of each corpus.
 """
 import math
@@ -20,20 +21,24 @@ from llm.data import sources
 
 def documents_bpb(ctx, documents) -> float:
   tok = ctx.tokenizer
-  stream = []
-  for ids in tok.encode_batch(list(documents)):
+  documents = list(documents)
+  token_bytes_V = tok.token_bytes()
+  stream, fixes = [], []  # fixes: losses.byte_fix of each document on its first token, 0 elsewhere
+  for doc, ids in zip(documents, tok.encode_batch(documents)):
     stream += [tok.bos_id] + ids
+    fixes += [0] * (len(ids) + 1)
+    if ids:
+      fixes[-len(ids)] = losses.byte_fix(token_bytes_V, doc, ids)
   L = ctx.max_len
   starts = range(0, max(len(stream) - 1, 1), L - 1)  # window i predicts stream[i(L-1)+1 : (i+1)(L-1)+1]
   if ctx.limit:
     starts = starts[:ctx.limit]
   rows = [stream[s:s + L] for s in starts]
-  token_bytes_V = tok.token_bytes()
   loss, n_bytes = 0.0, 0
-  for row, loss_T in zip(rows, ctx.score(rows)):
-    row = np.asarray(row)
-    loss += float(loss_T[token_bytes_V[row[1:]] > 0].sum())
-    n_bytes += int(losses.target_bytes(token_bytes_V, row[:-1], row[1:], tok.bos_id, tok.prefix_bytes).sum())
+  for s, row, loss_T in zip(starts, rows, ctx.score(rows)):
+    targets = np.asarray(row[1:])
+    loss += float(loss_T[token_bytes_V[targets] > 0].sum())
+    n_bytes += int(losses.target_bytes(token_bytes_V, targets, np.asarray(fixes[s + 1:s + len(row)])).sum())
   if not n_bytes:
     raise ValueError('bits per byte of text that holds no bytes; give a corpus with text in it')
   return loss / math.log(2) / n_bytes

@@ -37,13 +37,6 @@ def _token(tok: tokenizers.Tokenizer, i) -> str | None:
   return tok.id_to_token(i)
 
 
-def _steps(component: dict | None, sequence_key: str) -> list[dict]:
-  """A tokenizer.json normalizer or pre-tokenizer as the list of its steps (a Sequence's, or itself)."""
-  if not component:
-    return []
-  return component[sequence_key] if component.get('type') == 'Sequence' else [component]
-
-
 def _json_object(path: Path) -> dict:
   """The object a model directory's optional JSON file holds ({} where there is no file)."""
   try:
@@ -249,25 +242,6 @@ class HFTokenizer:
   def byte_level(self) -> bool:
     """Byte-level BPE (GPT-2, Llama 3): each character of a piece stands for one byte."""
     return 'ByteLevel' in json.dumps(self.spec['tokenizer'].get('decoder'))
-
-  @property
-  def prefix_bytes(self) -> int:
-    """Bytes of the space encode() puts before each text (SentencePiece's dummy prefix: a Prepend
-    normalizer, as in Llama 2; a Metaspace or ByteLevel pre-tokenizer's prefix space): the first
-    token's token_bytes count it, the text does not hold it, so bits per byte takes it off each
-    document's first token (llm.losses.target_bytes). Metaspace and ByteLevel add theirs only to a
-    text that does not start with a space; one that does is counted a byte short."""
-    spec = self.spec['tokenizer']
-    for step in _steps(spec.get('normalizer'), 'normalizers'):
-      if step.get('type') == 'Prepend':
-        return len(step['prepend'].replace('\u2581', ' ').encode())
-    for step in _steps(spec.get('pre_tokenizer'), 'pretokenizers'):
-      # Metaspace: prepend_scheme since tokenizers 0.15, add_prefix_space before it.
-      scheme = step.get('prepend_scheme', 'always' if step.get('add_prefix_space', True) else 'never')
-      if (step.get('type') == 'Metaspace' and scheme != 'never') or (
-          step.get('type') == 'ByteLevel' and step.get('add_prefix_space')):
-        return 1
-    return 0
 
   def token_bytes(self) -> np.ndarray:
     """int32[vocab_size]: UTF-8 bytes each token decodes to (0 for special tokens and padding rows).

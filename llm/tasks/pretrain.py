@@ -24,7 +24,7 @@ def data(config, workdir) -> TaskData:
                                  config.data.repeat_random, config.data.repeat_vocab,
                                  config.data.copy_task, config.data.copy_alphabet_min)
   max_batches = tc.eval_batches or None
-  val = pipeline.eval_batches(prepared.val_tokens, tc.seq_len, tc.batch_size, max_batches)
+  val = pipeline.eval_batches(prepared.val_tokens, tc.seq_len, tc.batch_size, max_batches, prepared.val_byte_fixes)
   facts = {'val_bytes_per_token': round(prepared.val_bytes_per_token, 4),
            'train_tokens_available': int(len(prepared.train_tokens)), **prepared.facts}
   return TaskData(tokenizer=prepared.tokenizer, train_iter=iter(train), eval_sets={'val': val},
