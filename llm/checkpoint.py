@@ -67,6 +67,10 @@ class Checkpointer:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
     return self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))['state']
 
+  def saved_paths(self, step: int, part: str) -> list[tuple]:
+    """tree_paths of a part of the train state saved at step ('opt_state'), from its metadata (no arrays)."""
+    return tree_paths(self._manager.item_metadata(step)['state'][part])
+
   def saved_param_shapes(self, step: int) -> dict[str, tuple]:
     """{parameter path: shape} of the checkpoint at step, read from its metadata (no arrays)."""
     params = self._manager.item_metadata(step)['state']['params']
@@ -112,6 +116,13 @@ def _not_orbax_logging_a_full_disk(record: logging.LogRecord) -> bool:
   threads, 330 lines, before Checkpointer raises the error in one line at the next save or wait."""
   return not (record.exc_info and record.pathname.startswith(_ORBAX)
               and _no_space_errno(record.exc_info[1]) is not None)
+
+
+def tree_paths(tree) -> list[tuple]:
+  """Each leaf's path in tree as a tuple of its dict keys, attribute names and indices: the same for a
+  train state and for orbax's metadata of it, which holds the state's named tuples as dicts."""
+  return [tuple(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k))) for k in path)
+          for path, _ in jax.tree_util.tree_leaves_with_path(tree)]
 
 
 class Unreadable(ValueError):

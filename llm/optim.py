@@ -8,6 +8,9 @@ import optax
 # by name because scanned layers give every parameter an extra leading axis, so ndim cannot tell a
 # stacked norm scale from a matrix.
 _UNDECAYED_NAMES = ('scale', 'bias', 'smear')
+# The train.* settings that decide the structure of the optimizer's state (clipping on or off adds
+# or drops a part of it), which a checkpoint's must have to restore.
+STATE_SETTINGS = ('grad_clip',)
 
 
 def check_settings(train_cfg):

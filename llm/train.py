@@ -190,6 +190,20 @@ def _check_checkpoint_holds_model(ckpt, step: int, abstract_params, config, work
                    'model settings, or give a new --workdir')
 
 
+def _check_checkpoint_holds_optimizer(ckpt, step: int, abstract_opt_state, config, workdir: Path):
+  """After a restore that failed: the checkpoint's optimizer state is of another structure than this
+  config's optimizer makes (train.grad_clip turned on or off), which orbax reports as a damaged
+  checkpoint, with the advice to move it out. Named here instead; the run is left as it was."""
+  if ckpt.saved_paths(step, 'opt_state') == checkpoint.tree_paths(abstract_opt_state):
+    return
+  ckpt.close()
+  before = _run_config(workdir).get('train', {})
+  changed = '; '.join(f'train.{k}={before[k]!r} -> {config.train[k]!r}' for k in optim.STATE_SETTINGS
+                      if k in before and before[k] != config.train[k]) or 'its state is of another structure'
+  raise ValueError(f'{workdir} holds a checkpoint of another optimizer ({changed}): resume with the run\'s own '
+                   'optimizer settings, or give a new --workdir')
+
+
 # The settings that make the stream of batches a checkpoint's data position (a batch index; GRPO's
 # and RLHF's batches start at prompt index x grpo.prompts_per_step, into the problems of grpo.task
 # and its task_options, or of rlhf.prompts) counts in: every data.* field but where the files are, the seed that shuffles SFT's, GRPO's and the reward model's examples,
@@ -453,7 +467,11 @@ def _train(config, workdir: Path) -> dict:
     wall_before, resumed = 0.0, start is not None
     if resumed:
       logging.info('resuming %s from step %d', workdir, start)
-      state = ckpt.restore(start, setup.abstract_state, data.train_iter)
+      try:
+        state = ckpt.restore(start, setup.abstract_state, data.train_iter)
+      except checkpoint.Unreadable:
+        _check_checkpoint_holds_optimizer(ckpt, start, setup.abstract_state.opt_state, config, workdir)
+        raise
       wall_before = ckpt.wall_s(start)
     else:
       start = 0

@@ -237,8 +237,10 @@ def test_resuming_with_another_model_or_data_is_refused_before_anything_is_writt
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 1}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
   # An optimizer state of another shape (no clipping: no clip state in the chain), which only the restore
-  # finds: config.json was overwritten with the refused settings, and summary.json deleted.
-  with pytest.raises(ValueError):
+  # finds: config.json was overwritten with the refused settings, and summary.json deleted; and the
+  # good checkpoint was called damaged, to be moved out.
+  with pytest.raises(ValueError, match=r'holds a checkpoint of another optimizer \(train\.grad_clip=1\.0 -> 0\.0\): '
+                                       r'resume with the run.s own optimizer settings, or give a new --workdir$'):
     train.run(tiny_config(cache_dir, **{**short, 'train.steps': 4, 'train.grad_clip': 0.0}), tmp_path)
   assert {name: (tmp_path / name).read_bytes() for name in files} == before
   # A second process on the same directory (here: its lock held) is refused.
