@@ -1,3 +1,4 @@
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -357,6 +358,49 @@ def test_fingerprint_reads_each_file_once_and_a_damaged_memo_is_harmless(tmp_pat
   memo.write_text('{"a.txt": [1, 2')  # cut short
   assert sources.corpus_fingerprint(tmp_path, data_config(), cache) == second
   assert len(read) == 5
+
+
+def test_fingerprint_memo_survives_another_spelling_of_the_path_and_the_other_hosts(tmp_path, monkeypatch):
+  """The memo was keyed by the root as spelt ('../shared/data' in each clone, its absolute path) and
+  shared by every host of a job, whose inode numbers differ (gcsfuse numbers them per mount): each
+  spelling, and each host after another's start, read the whole corpus again."""
+  from llm.data import digests
+  corpus, cache = tmp_path / 'data' / 'corpus', tmp_path / 'cache'
+  corpus.mkdir(parents=True)
+  (corpus / 'a.txt').write_text('a')
+  read = []
+  digest = hashlib.file_digest
+  monkeypatch.setattr(hashlib, 'file_digest', lambda f, name: read.append(f.name) or digest(f, name))
+  first = sources.corpus_fingerprint(tmp_path / 'data', data_config(), cache)
+  monkeypatch.chdir(corpus)
+  assert sources.corpus_fingerprint(Path('..'), data_config(), cache) == first
+  assert sources.corpus_fingerprint(tmp_path / 'data' / 'corpus' / '..', data_config(), cache) == first
+  assert len(read) == 1
+  stamp = digests._stamp  # pylint: disable=protected-access
+  host = ['a']
+  monkeypatch.setattr(digests.socket, 'gethostname', lambda: host[0])
+  monkeypatch.setattr(digests, '_stamp', lambda path: [*stamp(path)[:3], ord(host[0])])  # inodes per host
+  for host[0] in 'abab':
+    assert sources.corpus_fingerprint(tmp_path / 'data', data_config(), cache) == first
+  assert len(read) == 3  # once more on each host, then never
+
+
+def test_fingerprint_of_a_cache_dir_that_cannot_be_written_is_still_its_key(tmp_path, monkeypatch, caplog):
+  """A cache dir the run cannot write (another user's, read-only, full): the caches built there are
+  read as before; remembering the digests is what cannot be done, which cost a PermissionError."""
+  from llm.data import digests
+  corpus = tmp_path / 'corpus'
+  corpus.mkdir()
+  (corpus / 'a.txt').write_text('a')
+  key = sources.corpus_fingerprint(tmp_path, data_config(), tmp_path / 'writable')
+
+  def refused(path, text):
+    raise PermissionError(errno.EACCES, 'Permission denied', str(path))
+
+  monkeypatch.setattr(digests.files, 'write_atomically', refused)
+  with caplog.at_level('WARNING'):
+    assert sources.corpus_fingerprint(tmp_path, data_config(), tmp_path / 'read_only') == key
+  assert sum('file digests not remembered' in r.getMessage() for r in caplog.records) == 1
 
 
 # --- token cache -----------------------------------------------------------------------------
