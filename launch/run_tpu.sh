@@ -50,6 +50,8 @@ if [ ! -f "$VENV/.installed" ]; then
     -f https://storage.googleapis.com/jax-releases/libtpu_releases.html
   touch "$VENV/.installed"
 fi
-# A multi-host run on TPU VMs; not appended where given already (llm.main refuses a key given twice).
-has_flag config.mesh.distributed "$@" || set -- "$@" --config.mesh.distributed=True
+# A multi-host run on TPU VMs; not appended where given already (llm.main refuses a key given twice),
+# with a value or, as a boolean may be, bare (--config.mesh.distributed) or off (--noconfig.mesh.distributed).
+has_flag config.mesh.distributed "$@" || [[ " $* " =~ \ --(no)?config\.mesh\.distributed\  ]] ||
+  set -- "$@" --config.mesh.distributed=True
 exec "$VENV/bin/python" -m llm.main "$@"

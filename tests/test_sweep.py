@@ -410,8 +410,10 @@ def test_run_tpu_sh_needs_python_3_11_and_keeps_its_venv_outside_the_code(tmp_pa
   assert started.returncode == 0, started.stderr
   assert started.stdout.strip() == '-m llm.main --config=x.py --config.mesh.distributed=True'
   assert sorted(os.listdir(venv)) == ['.installed', 'bin']  # the made venv reused as it was
-  given = run('--config=x.py', '--config.mesh.distributed=True')  # not given twice, which llm.main refuses
-  assert given.stdout.strip() == '-m llm.main --config=x.py --config.mesh.distributed=True', given.stderr
+  for flag in (['--config.mesh.distributed=True'], ['--config.mesh.distributed', 'False'],
+               ['--config.mesh.distributed'], ['--noconfig.mesh.distributed']):  # not given twice: llm.main refuses it
+    given = run('--config=x.py', *flag, '--workdir=w')
+    assert given.stdout.split() == ['-m', 'llm.main', '--config=x.py', *flag, '--workdir=w'], given.stderr
 
 
 def test_run_tpu_sh_refuses_several_workers_without_shared_data_and_cache(tmp_path):
