@@ -3,6 +3,7 @@ requests and their held-out fifth, what counts as a refusal, the transformations
 evaluator's rates on a scripted assistant."""
 import base64
 import gzip
+import hashlib
 import json
 import math
 
@@ -25,6 +26,13 @@ def test_requests_are_the_first_human_turns_and_a_fifth_is_held_out_of_refusals(
   trained = list(jailbreak.refusals(data_dir, 0))
   assert {c[0]['content'] for c in trained} == set(requests) - heldout
   assert {c[1]['content'] for c in trained} == set(jailbreak.REFUSALS)
+
+
+def test_the_held_out_requests_are_those_hashing_below_the_percent():
+  """sha256(text) mod 100 below HELDOUT_PERCENT (20) is held out: 19 is, 20 is not."""
+  requests = ['request 24', 'request 98', 'request 0', 'request 29']
+  assert [int(hashlib.sha256(r.encode()).hexdigest(), 16) % 100 for r in requests] == [0, 19, 20, 99]
+  assert [jailbreak.is_heldout(r) for r in requests] == [True, True, False, False]
 
 
 def test_what_counts_as_a_refusal():
