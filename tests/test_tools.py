@@ -185,6 +185,14 @@ def test_search_ranks_a_rare_exact_term_above_repeated_common_words(animals):
   assert search('the pet with whiskers', animals).startswith('cats.txt: ')
 
 
+def test_search_ranks_the_shorter_of_two_passages_with_the_word_once_first(tmp_path):
+  """BM25's length normalisation: 'cat' once in 2 words says more than once in 51, and the
+  longer passage comes first in file order, where a tie would go."""
+  (tmp_path / 'a.txt').write_text('cat ' + ' '.join(f'w{i}' for i in range(50)))
+  (tmp_path / 'b.txt').write_text('cat dog')
+  assert search('cat', tmp_path) == 'b.txt: cat dog'
+
+
 def test_search_no_results_and_errors(animals, tmp_path):
   assert search('zebra', animals) == 'no results'  # only in a .csv, which is not indexed
   assert search('?!', animals) == 'no results'
@@ -296,4 +304,12 @@ def test_sanitize_bounds_length():
   assert sanitize_tool_output('short') == 'short'
   assert len(sanitize_tool_output('<|end|>' * 10_000)) <= tools.MAX_TOOL_OUTPUT_CHARS
   assert_clean(sanitize_tool_output('<|end|>' * 10_000))
+
+
+def test_a_cut_keeps_the_last_line_only_when_it_takes_at_most_half_the_room():
+  """room 40, marker '...': a last line of 20 characters stays whole after 17 of the head; one of
+  31 is more than half, so the text is cut from the front like any other."""
+  last = '\n' + 'b' * 19
+  assert tools.cut_keeping_last_line('a' * 100, last, 40, '...') == 'a' * 17 + '...' + last
+  assert tools.cut_keeping_last_line('a' * 100, '\n' + 'b' * 30, 40, '...') == 'a' * 37 + '...'
 
