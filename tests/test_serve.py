@@ -288,6 +288,10 @@ BAD = {
     'max_tokens beyond the context': ({'messages': _chat('a'), 'max_tokens': 1000}, 'set max_tokens to at most'),
     'max_completion_tokens beyond the context': ({'messages': _chat('a'), 'max_completion_tokens': 1000},
                                                  'set max_completion_tokens to at most'),
+    'system messages alone at the limit with fit_history': (
+        {'messages': [{'role': 'system', 'content': 'a'}] * MAX_MESSAGES + _chat('a'), 'fit_history': True},
+        f'{MAX_MESSAGES + 1} messages after fit_history, {MAX_MESSAGES} of them system messages; at most '
+        f'{MAX_MESSAGES} are taken'),
     'assistant turn last': ({'messages': [{'role': 'assistant', 'content': 'a'}]}, 'must end with a user'),
     'unknown role': ({'messages': [{'role': 'robot', 'content': 'a'}]}, 'messages.0.role'),
     'temperature out of range': ({'messages': _chat('a'), 'temperature': 5}, 'temperature'),
@@ -368,10 +372,12 @@ def test_fit_history_drops_the_oldest_exchanges_until_the_rest_fit(server):
       if len(chat_template.render_prompt(tok, kept)) + room <= context:
         return kept
 
-  for asked, stream in ((None, False), (None, True), (24, False)):
+  # Asking 8 keeps an exchange more than the quarter of the context left when nothing is asked.
+  for asked, field, stream in ((None, 'max_tokens', False), (None, 'max_tokens', True), (24, 'max_tokens', False),
+                               (8, 'max_completion_tokens', False)):
     kept = fitting(asked or context // 4)  # without max_tokens, a quarter of the context is left
     assert 1 < len(kept) - len(system) < len(messages) - len(system) - 1, asked  # some exchanges go, some stay
-    r = _post(server, '/v1/chat/completions', {'messages': messages, 'fit_history': True, 'max_tokens': asked,
+    r = _post(server, '/v1/chat/completions', {'messages': messages, 'fit_history': True, field: asked,
                                                'stream': stream, 'stream_options': {'include_usage': stream},
                                                'temperature': 0})
     assert r.status_code == 200, r.text
@@ -383,6 +389,41 @@ def test_fit_history_drops_the_oldest_exchanges_until_the_rest_fit(server):
                                              'max_tokens': 1})
   assert r.status_code == 200 and r.headers['x-messages-dropped'] == '3', r.text
   assert r.json()['usage']['prompt_tokens'] == len(chat_template.render_prompt(tok, _chat('a') * MAX_MESSAGES))
+
+
+def test_a_developer_message_is_taken_as_a_system_message(server, monkeypatch):
+  """OpenAI's newer name for the system role: rendered as a system turn, and kept by fit_history
+  as the system turn is while the oldest exchanges go."""
+  submitted, submit = [], server.batcher.submit
+
+  def recording(request):
+    submitted.append(request.prompt)
+    return submit(request)
+
+  monkeypatch.setattr(server.batcher, 'submit', recording)
+  tok = server.run.tokenizer
+  r = _post(server, '/v1/chat/completions', {'messages': [{'role': 'developer', 'content': 'be brief'}] + _chat('abc'),
+                                             'max_tokens': 1})
+  assert r.status_code == 200, r.text
+  assert submitted[-1] == chat_template.render_prompt(tok, [{'role': 'system', 'content': 'be brief'}] + _chat('abc'))
+  history = sum([[{'role': 'user', 'content': f'abc {i}'}, {'role': 'assistant', 'content': _long_text(4)}]
+                 for i in range(4)], []) + _chat('hij')
+  dropped = []
+  for role in ('system', 'developer'):
+    r = _post(server, '/v1/chat/completions', {'messages': [{'role': role, 'content': 'be brief'}] + history,
+                                               'fit_history': True, 'max_tokens': 1})
+    assert r.status_code == 200, r.text
+    dropped.append(r.headers['x-messages-dropped'])
+  assert dropped[0] == dropped[1] != '0' and submitted[-1] == submitted[-2]
+
+
+def test_max_tokens_may_take_the_whole_room_the_prompt_leaves_and_no_more(server):
+  prompt = chat_template.render_prompt(server.run.tokenizer, _chat('abc'))
+  room = server.engine.cache_len - len(prompt)
+  r = _post(server, '/v1/chat/completions', {'messages': _chat('abc'), 'max_tokens': room})
+  assert r.status_code == 200, r.text
+  r = _post(server, '/v1/chat/completions', {'messages': _chat('abc'), 'max_tokens': room + 1})
+  assert r.status_code == 400 and f'set max_tokens to at most {room} ' in r.json()['error']['message'], r.text
 
 
 def test_without_max_tokens_fit_history_leaves_the_reply_a_quarter_of_the_context(synthetic_tok):

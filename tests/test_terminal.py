@@ -59,6 +59,13 @@ def test_a_chat_keeps_the_most_recent_exchanges_that_leave_the_room(synthetic_to
   assert chat_template.fit_history(tok, latest(6), keep=1, context=1000, max_messages=5)[0] == latest(1)
 
 
+def test_fit_history_keeps_the_system_turns_and_the_question_even_over_max_messages(synthetic_tok):
+  """Nothing but the question can go: the caller (the server) refuses what is still too many."""
+  messages = [{'role': 'system', 'content': 'be brief'}, {'role': 'system', 'content': 'be kind'}] + _turns(1)
+  kept, prompt = chat_template.fit_history(synthetic_tok, messages, keep=2, context=1000, max_messages=2)
+  assert kept == messages and prompt == chat_template.render_prompt(synthetic_tok, messages)
+
+
 def test_fit_history_encodes_each_message_a_bounded_number_of_times(synthetic_tok):
   """Not once per exchange dropped: a long history in a short context drops most of it."""
   calls = collections.Counter()
