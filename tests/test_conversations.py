@@ -237,6 +237,7 @@ def test_arithmetic_problem_rejects_unsupported_shapes():
     ('costs $1,250.00.', '1250'), ('0.25', '0.25'), ('.5 cups', '0.5'), ('10-3', '3'),
     ('First 12, then 7 and finally 40.', '40'), ('no number here', None), ('', None),
     ('The answer is \u221242.', '-42'), ('10\u22123', '3'),  # U+2212, the typographic minus
+    ('(3+4)-2', '2'), ('(3+4)\u22122', '2'),  # after ')' a minus subtracts too
     # a fraction is one number, not its denominator: as decimals where they end, else in lowest terms
     ('The answer is 3/4.', '0.75'), ('1/2', '0.5'), ('12/4 apples', '3'), ('2/6 of them', '1/3'),
     ('-1/3', '-1/3'), ('3 1/2 cups', '3.5'), ('It is -2 3/4.', '-2.75'), ('\u22121/8', '-0.125'),
