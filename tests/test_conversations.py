@@ -247,6 +247,7 @@ def test_arithmetic_problem_rejects_unsupported_shapes():
     # numbers run together by slashes (a date) are no number: neither 2020 nor 3/4 of anything
     ('On 3/4/2020 it rained.', None), ('I had 5 apples on 3/4/2020.', '5'), ('-1/2/3', None),
     ('2 3/4/2020', '2'), ('1,000/3/4', None), ('2.5/3/4', None),
+    ('Due 2020-03-04.', None), ('5 apples on 2020-03-04', '5'), ('2020-03-045', '45'), ('10-3-2', '2'),
     # a number after a label names the step, it is no whole part of a mixed number
     ('Step 2 1/2 of the pie is left.', '0.5'), ('step 3 3/4', '0.75'), ('Problem 12 5/8', '0.625'),
     ('The answer is 3 1/2.', '3.5'), ('Step 2: 3 1/2', '3.5')])

@@ -339,7 +339,7 @@ def arithmetic(data_dir: Path, seed: int) -> Iterator[Conversation]:
 # as a sign only when it does not follow a word or ')', so '10-3' ends in 3, not -3. A denominator is
 # never 0 and is whole: '1/0' is 1 then 0, '1/2.5' is 1 then 2.5. Numbers run together by two or more
 # slashes, a date such as '3/4/2020', are no number at all: read as 2020 or 3/4, a date would pass for
-# an answer the reply never gave. A number after a label such as 'Step' names the step: 'Step 2 1/2'
+# an answer the reply never gave; so is an ISO date, '2020-03-04' (read as 4). A number after a label such as 'Step' names the step: 'Step 2 1/2'
 # ends in 1/2, not 2 1/2.
 _INTEGER = r'\d{1,3}(?:,\d{3})+|\d+'
 _NUMBER = rf'(?:{_INTEGER})(?:\.\d+)?'
@@ -347,7 +347,7 @@ _LABELS = ('step', 'part', 'question', 'problem', 'case', 'example', 'item', 'no
 _NOT_AFTER_A_LABEL = ''.join(rf'(?<!\b{re.escape(label)} )' for label in _LABELS)
 _ANSWER_NUMBER = re.compile(
     r'(?P<sign>(?<![\w)])[-\u2212])?\$?(?:'
-    rf'(?P<slashed>{_NUMBER}(?:/{_NUMBER}){{2,}})'
+    rf'(?P<no_number>{_NUMBER}(?:/{_NUMBER}){{2,}}|\d{{4}}-\d\d-\d\d(?!\d))'
     rf'|(?:{_NOT_AFTER_A_LABEL}(?P<whole>{_INTEGER}) )?(?P<numerator>{_INTEGER})'
     r'/(?P<denominator>0*[1-9]\d{0,2}(?:,\d{3})+|0*[1-9]\d*)(?![./]?\d)'
     rf'|(?P<decimal>{_NUMBER}|\.\d+))', re.IGNORECASE)
@@ -376,7 +376,7 @@ def extract_answer(text: str) -> str | None:
   ends ('3/4' -> '0.75', '3 1/2' -> '3.5') or in lowest terms ('2/6' -> '1/3'), the sign '-'
   whichever minus it was written with; None when there is no number (a date such as '3/4/2020'
   is none)."""
-  matches = [m for m in _ANSWER_NUMBER.finditer(text) if not m['slashed']]
+  matches = [m for m in _ANSWER_NUMBER.finditer(text) if not m['no_number']]
   if not matches:
     return None
   last = matches[-1]
