@@ -2,6 +2,7 @@
 windows are the base run's own training stream read as pretraining reads it, trained on every token,
 and mixed in at the configured rate."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,4 +85,34 @@ def test_sft_trains_on_the_bases_text_at_the_configured_rate(pretrained, cache_d
 def test_replay_refuses_a_base_that_is_not_a_pretraining_run(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps({'task': 'sft'}))
   with pytest.raises(ValueError, match="is a 'sft' run; start SFT from a pretraining run or set --config.sft.replay=0"):
-    replay.base_stream(tmp_path, tmp_path)
+    replay.base_text(tmp_path, tmp_path)
+
+
+def test_the_replay_record_names_the_base_corpus_so_the_same_length_of_other_text_is_seen(tmp_path, pretrained,
+                                                                                             cache_dir):
+  """The data record kept the replay's window count and stream length only: a base corpus edited
+  since the SFT run started (two documents swapped: the same tokens, in another order) would have
+  the resumed run replay other windows unnoticed."""
+  import shutil
+  from llm import tokenizer as tokenizer_lib
+  config = json.loads((pretrained / 'config.json').read_text())
+  text = (Path(config['data']['dir']) / config['data']['source']).read_text()
+  base = tmp_path / 'base'
+  base.mkdir()
+  shutil.copy(tokenizer_lib.run_file(pretrained), base)
+  config['data']['dir'] = str(tmp_path / 'data')
+  (base / 'config.json').write_text(json.dumps(config))
+  corpus = tmp_path / 'data' / config['data']['source']
+  corpus.parent.mkdir(parents=True)
+  corpus.write_text(text)
+  windows = np.zeros((1, 17), np.int32)
+  about = lambda: sft._record({}, windows, replay.mix(100, base, 0.5, 16, 0, cache_dir))  # pylint: disable=protected-access
+  stream_length = lambda: len(replay.base_text(base, cache_dir).train_tokens)
+  before, before_tokens = about(), stream_length()
+  documents = text.split('\n\n')
+  documents[1], documents[2] = documents[2], documents[1]
+  corpus.write_text('\n\n'.join(documents))
+  assert stream_length() == before_tokens  # the same length of text
+  assert about() != before
+  corpus.write_text(text)
+  assert about() == before

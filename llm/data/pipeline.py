@@ -174,6 +174,7 @@ class EpochWindows:
   count: int
   read: Callable[[np.ndarray, int], np.ndarray]
   about: str = ''  # what, besides the run's seed, decides which windows they are (a run's data record keeps it)
+  source: str = ''  # what they are read from, e.g. a corpus's fingerprint (kept beside about)
 
 
 def masked_windows_dataset(windows_NxW: np.ndarray, mask_NxW: np.ndarray, global_batch: int, seed: int,

@@ -11,6 +11,7 @@ model has read stays as it was (the honesty experiment's exposure buckets depend
 each epoch replays the next windows of seeded passes over the whole stream, not the same ones again:
 one fixed slice replayed every epoch would raise the share of the documents in it alone.
 """
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -18,17 +19,18 @@ from absl import logging
 import numpy as np
 
 from llm import inference, tokenizer as tokenizer_lib
-from llm.data import pipeline, prepare
+from llm.data import Prepared, pipeline, prepare
 
 
-def base_stream(base: Path, cache_dir: Path) -> np.ndarray:
-  """The training token stream ([bos] + document tokens, ...) of the pretraining run base."""
+def base_text(base: Path, cache_dir: Path) -> Prepared:
+  """The pretraining run base's data, prepared as it prepared it: its training token stream
+  ([bos] + document tokens, ...) and the fingerprint of the corpus it came from."""
   config = inference.read_config(base)
   if config.get('task', 'pretrain') != 'pretrain':
     raise ValueError(f'sft.replay replays the pretraining text of init_from, but {base} is a {config.task!r} run; '
                      'start SFT from a pretraining run or set --config.sft.replay=0')
   config.tokenizer.path = str(tokenizer_lib.run_file(base))  # the ids the base (and so this SFT run) uses
-  return prepare(config, cache_dir).train_tokens
+  return prepare(config, cache_dir)
 
 
 @functools.lru_cache(maxsize=4)  # an epoch reads from one or two passes, batch after batch
@@ -77,4 +79,8 @@ def mix(conversation_windows: int, base: Path, weight: float, seq_len: int, seed
     return None
   logging.info('sft: %d windows of %s\'s pretraining text replayed per epoch beside %d conversation windows', count,
                base, conversation_windows)
-  return windows(base_stream(base, cache_dir), count, seq_len, seed)
+  text = base_text(base, cache_dir)
+  replayed = windows(text.train_tokens, count, seq_len, seed)
+  # The corpus in what a run's data record keeps: a base corpus changed since the run started (same
+  # length, other text) would replay other windows on resume.
+  return dataclasses.replace(replayed, source=f'corpus {text.fingerprint}')

@@ -124,6 +124,8 @@ def _record(splits: dict, windows: np.ndarray, replayed: pipeline.EpochWindows |
             for name, (train, val) in splits.items() for side, split in (('train', train), ('val', val))}
   record['sft_windows'] = f'{len(windows)} windows, sha256 {hashlib.sha256(windows.tobytes()).hexdigest()[:16]}'
   record['sft_replay'] = replayed.about if replayed else 'none'
+  # Its own name, so that runs recorded before it was kept still resume (checked on the names both have).
+  record['sft_replay_source'] = replayed.source if replayed else 'none'
   return record
 
 
