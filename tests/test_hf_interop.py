@@ -1,4 +1,4 @@
-"""Hugging Face interop (llm/interop, python -m llm.hf): tiny random GPT-2 and Llama models built
+"""Hugging Face interop (llm/interop, python -m llm.hf): tiny random GPT-2, Llama and Qwen3 models built
 with transformers (a test-only dependency, CPU torch; these tests skip without it) import with
 logits equal to transformers' own, our runs export to directories transformers loads with equal
 logits and greedy tokens, import -> export -> import is exact, the two-file export decodes like
@@ -145,6 +145,22 @@ def llama_sp_dir(tmp_path_factory):
   return out
 
 
+@pytest.fixture(scope='module')
+def qwen3_dir(tmp_path_factory):
+  """Llama with RMSNorm on each query and key head (q_norm, k_norm: perturbed apart, so a swap
+  shows), a byte-level tokenizer, tied embeddings and padding rows, as the small Qwen3s ship."""
+  torch, transformers = _torch_transformers()
+  tok = _byte_level_tokenizer()
+  eot = tok.token_to_id('<|endoftext|>')
+  cfg = transformers.Qwen3Config(num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
+                                 head_dim=8, intermediate_size=48, vocab_size=tok.get_vocab_size() + 5,
+                                 max_position_embeddings=64, rms_norm_eps=1e-6, bos_token_id=eot, eos_token_id=eot,
+                                 tie_word_embeddings=True)
+  torch.manual_seed(2)
+  model = _perturbed(transformers.Qwen3ForCausalLM(cfg), torch)
+  return _save_hf(model, tok, tmp_path_factory.mktemp('qwen3'), {})
+
+
 def _hf_logits(hf_dir: Path, tokens: np.ndarray) -> np.ndarray:
   torch, transformers = _torch_transformers()
   model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
@@ -162,7 +178,7 @@ def _tokens(vocab: int, seed=0) -> np.ndarray:
   return np.random.default_rng(seed).integers(0, vocab, (2, 24)).astype(np.int32)
 
 
-@pytest.mark.parametrize('arch', ['gpt2', 'llama'])
+@pytest.mark.parametrize('arch', ['gpt2', 'llama', 'qwen3'])
 def test_imported_logits_equal_transformers(arch, request, tmp_path):
   hf_dir = request.getfixturevalue(f'{arch}_dir')
   hf_vocab = json.loads((hf_dir / 'config.json').read_text())['vocab_size']
@@ -170,9 +186,9 @@ def test_imported_logits_equal_transformers(arch, request, tmp_path):
   run = inference.load(importer.import_hf(hf_dir, tmp_path / 'run'))
   tokens = _tokens(n_tok)
   ours, theirs = _our_logits(run, tokens), _hf_logits(hf_dir, tokens)
-  # The chat tokens take the ids after the tokenizer's (the Llama's 5 padding rows, then 4 more);
-  # the tokenizer's own columns are the model's.
-  grown = {'gpt2': hf_vocab + 9, 'llama': hf_vocab + 4}[arch]
+  # The chat tokens take the ids after the tokenizer's (the 5 padding rows of the Llama and the
+  # Qwen3, then 4 more); the tokenizer's own columns are the model's.
+  grown = {'gpt2': hf_vocab + 9, 'llama': hf_vocab + 4, 'qwen3': hf_vocab + 4}[arch]
   assert ours.shape[-1] == n_tok + len(tokenizer_lib.SPECIAL_TOKENS) == grown
   np.testing.assert_allclose(ours[..., :n_tok], theirs[..., :n_tok], atol=1e-4, rtol=0)
   assert np.abs(theirs).max() > 0.5  # logits large enough that a mapping error would show
@@ -483,13 +499,14 @@ def test_a_run_tokenizer_the_conversion_would_not_match_is_refused(tmp_path):
     HFTokenizer.from_ours(tokenizer_lib.Tokenizer.load(tmp_path / 'tokenizer.model'))
 
 
-@pytest.mark.parametrize('arch', ['gpt2', 'llama', 'llama_sp'])
+@pytest.mark.parametrize('arch', ['gpt2', 'llama', 'llama_sp', 'qwen3'])
 def test_import_export_import_is_exact(arch, request, tmp_path):
   hf_dir = request.getfixturevalue(f'{arch}_dir')
   # Without the chat tokens the exported tensors are the original ones, bit for bit.
   plain = exporter.export_hf(importer.import_hf(hf_dir, tmp_path / 'plain', chat_tokens=False), tmp_path / 'hf_plain')
   original, exported = Weights(hf_dir), Weights(plain)
-  tied = {'gpt2': {'lm_head.weight'}, 'llama': set(), 'llama_sp': {'lm_head.weight'}}[arch]
+  tied = {'gpt2': {'lm_head.weight'}, 'llama': set(), 'llama_sp': {'lm_head.weight'},
+          'qwen3': {'lm_head.weight'}}[arch]
   assert exported.names() == original.names() - tied - {n for n in original.names() if n.endswith('.attn.bias')}
   for name in exported.names():
     np.testing.assert_array_equal(exported[name], original[name], err_msg=name)
@@ -773,10 +790,12 @@ def test_cli_errors_are_one_line_and_an_existing_run_is_never_overwritten(gpt2_d
 
 
 def test_an_imported_run_fine_tunes_from_its_own_tokenizer(gpt2_dir, tmp_path):
-  """init_from finds an imported run's tokenizer.hf.json; the chat template renders with it."""
+  """init_from finds an imported run's tokenizer.hf.json; the chat template renders with it. Its
+  training windows fit the model's 64 positions (the default train.seq_len is 256)."""
   from llm import init_from
   run_dir = importer.import_hf(gpt2_dir, tmp_path / 'run')
   config = inference.read_config(run_dir)
+  assert config.train.seq_len == 64
   config.init_from = str(run_dir)
   assert init_from.base_run(config) == run_dir
   init_from.check_same_model(config, run_dir)
