@@ -182,6 +182,48 @@ def test_a_close_without_an_open_call_runs_nothing(tokenizer):
   assert results == ['42', inference.engine.NO_OPEN_CALL]
 
 
+def test_a_close_with_no_call_ever_opened_runs_nothing(tokenizer):
+  """'calculator: 6*7<|/tool_call|>' without the opening token: no call is open, so the text
+  before the close is not run as one; the row is told so and goes on."""
+  sp = tokenizer.special_id
+  prompt = chat_template.render_prompt(tokenizer, [{'role': 'user', 'content': 'What is 6 times 7?'}])
+  seen = []
+  registry = {'calculator': lambda args: seen.append(args) or tools.calculator(args)}
+  unopened = tokenizer.encode('calculator: 6*7') + [sp('<|/tool_call|>')]
+  engine = _scripted_engine(tokenizer, prompt, unopened + [7] * 60 + [sp('<|end|>')], registry)
+  out = engine.generate([prompt], max_new_tokens=120, temperature=0.0)[0]
+  assert seen == []
+  fed = [t for t, f in zip(out.tokens, out.forced) if f]
+  assert fed[0] == sp('<|tool_result|>') and fed[-1] == sp('<|/tool_result|>')
+  assert tokenizer.decode(fed[1:-1]) == inference.engine.NO_OPEN_CALL
+  assert out.tokens[:len(unopened)] == unopened and out.finish_reason == 'stop'
+
+
+def test_a_call_closed_by_the_last_token_allowed_is_not_run(tokenizer):
+  """The closing token is token max_new_tokens: the row is over, so the tool does not run (its
+  result could never be fed) and the reply ends there, cut for length."""
+  sp = tokenizer.special_id
+  prompt = chat_template.render_prompt(tokenizer, [{'role': 'user', 'content': 'What is 6 times 7?'}])
+  seen = []
+  registry = {'calculator': lambda args: seen.append(args) or tools.calculator(args)}
+  call = [sp('<|tool_call|>')] + tokenizer.encode('calculator: 6*7') + [sp('<|/tool_call|>')]
+  engine = _scripted_engine(tokenizer, prompt, call + [7] * 20 + [sp('<|end|>')], registry)
+  out = engine.generate([prompt], max_new_tokens=len(call), temperature=0.0)[0]
+  assert seen == []
+  assert out.tokens == call and not any(out.forced)
+  assert out.tool_calls == 0 and out.finish_reason == 'length'
+
+
+def test_an_int_seed_gives_row_i_seed_plus_i(tokenizer):
+  """The same prompt twice with seed=5 samples as seed 5 and seed 6 alone: not one sample twice."""
+  engine = _engine(tokenizer)
+  prompt = [2, 50, 51]
+  kw = dict(max_new_tokens=10, temperature=1.0, stop_ids=[])
+  both = [c.tokens for c in engine.generate([prompt, prompt], seed=5, **kw)]
+  assert both == [engine.generate([prompt], seed=5, **kw)[0].tokens, engine.generate([prompt], seed=6, **kw)[0].tokens]
+  assert both[0] != both[1]
+
+
 def test_a_reply_ends_at_its_end_token(tokenizer):
   """What follows <|end|> (a generation run on past it, up to max_new_tokens) is no part of the reply."""
   sp = tokenizer.special_id
