@@ -346,11 +346,13 @@ def test_cli_on_a_run_without_its_tokenizer_says_so_in_one_line(module, args, ru
 
 def test_sample_on_a_damaged_latest_checkpoint_says_so_in_one_line_and_the_fix_works(run_dir, tmp_path, python_env):
   """Array files deleted by hand from the newest step's folder: orbax ended in a traceback pages
-  long; now one line names the folder and the step before it, which loads once the folder is moved."""
+  long; now one line names the folder and the step before it (of 5 and 6, the later), which loads
+  once the folder is moved."""
   workdir = tmp_path / 'run'
   shutil.copytree(run_dir[0], workdir)
   checkpoints = workdir / 'checkpoints'
-  shutil.copytree(checkpoints / '5', checkpoints / '7')
+  for step in ('6', '7'):
+    shutil.copytree(checkpoints / '5', checkpoints / step)
   for f in (checkpoints / '7' / 'state').glob('ocdbt.process_*/d/*'):
     f.unlink()
   out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={workdir}', '--prompt=abc'], env=python_env,
@@ -362,9 +364,9 @@ def test_sample_on_a_damaged_latest_checkpoint_says_so_in_one_line_and_the_fix_w
   assert out.returncode != 0 and len(not_logged) == 1, out.stderr[-3000:]
   [line] = not_logged
   assert line.startswith(f'llm.sample: {checkpoints / "7"} is unreadable, damaged or incomplete ('), line
-  assert line.endswith(f'; move it out of {checkpoints} to load the checkpoint before it, step 5'), line
+  assert line.endswith(f'; move it out of {checkpoints} to load the checkpoint before it, step 6'), line
   (checkpoints / '7').rename(tmp_path / 'step_7_damaged')
-  assert inference.load(workdir).step == 5
+  assert inference.load(workdir).step == 6
 
 
 def test_a_checkpoint_that_loads_leaves_unraisable_errors_and_asyncio_logs_reported(run_dir, monkeypatch):
