@@ -1024,3 +1024,22 @@ def test_a_second_ctrl_c_ends_the_server_without_a_traceback(run_dir, python_env
   # The first Ctrl-C said what it waits for (uvicorn's own line is below the log level).
   assert errors.splitlines()[-2:] == ['llm.serve: finishing 1 request under way; Ctrl-C again to stop at once',
                                       'llm.serve: stopping without waiting for the requests under way'], errors
+
+
+def test_fastapis_own_refusals_are_in_openais_error_shape_naming_the_fix(server):
+  """A body not in UTF-8 (curl sending a Latin-1 terminal's text), an unknown route, another method."""
+  latin1 = '{"messages": [{"role": "user", "content": "caf\xe9"}], "max_tokens": 2}'.encode('latin-1')
+  r = _post(server, '/v1/chat/completions', latin1)
+  assert r.status_code == 400, r.text
+  assert r.json()['error'] == {'message': f'the request body is not valid UTF-8 JSON (byte 0xe9 at position '
+                                          f'{latin1.index(0xe9)}: invalid continuation byte): send it encoded as UTF-8',
+                               'type': 'invalid_request_error', 'param': None, 'code': None}
+  r = httpx.get(server.url + '/v1/embeddings', timeout=60)
+  assert r.status_code == 404, r.text
+  message = r.json()['error']['message']
+  assert message.startswith('there is no GET /v1/embeddings here; this server answers ') and \
+         'POST /v1/chat/completions' in message and 'GET /health' in message, message
+  r = httpx.get(server.url + '/v1/chat/completions', timeout=60)
+  assert r.status_code == 405 and r.headers['allow'] == 'POST', r.text
+  assert r.json()['error']['message'] == 'GET /v1/chat/completions is not answered: send POST /v1/chat/completions'
+  _still_answering(server)

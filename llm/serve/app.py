@@ -13,6 +13,7 @@ from pathlib import Path
 
 import fastapi
 from fastapi import exceptions, responses
+from starlette.exceptions import HTTPException
 
 from llm import chat_template, tokenizer as tokenizer_lib
 from llm.serve import schema
@@ -30,9 +31,26 @@ class ApiError(Exception):
     self.status, self.kind = status, kind
 
 
-def _error(status: int, message: str, kind: str = 'invalid_request_error') -> responses.JSONResponse:
+def _error(status: int, message: str, kind: str = 'invalid_request_error', headers=None) -> responses.JSONResponse:
   return responses.JSONResponse({'error': {'message': message, 'type': kind, 'param': None, 'code': None}},
-                                status_code=status)
+                                status_code=status, headers=headers)
+
+
+def _refusal(request: fastapi.Request, exc: HTTPException) -> str:
+  """What FastAPI's own refusals (no such route, another method, a body it could not read) say, as
+  a sentence naming the fix."""
+  asked = f'{request.method} {request.url.path}'
+  if exc.status_code == 404:
+    served = ', '.join(f'{method} {route.path}' for route in request.app.routes if isinstance(route, fastapi.routing.APIRoute)
+                       for method in sorted(route.methods))
+    return f'there is no {asked} here; this server answers {served}'
+  if exc.status_code == 405:
+    return f'{asked} is not answered: send {exc.headers["Allow"]} {request.url.path}'
+  if isinstance(exc.__cause__, UnicodeDecodeError):  # invalid JSON is a validation error, described by _describe
+    bad = exc.__cause__
+    return (f'the request body is not valid UTF-8 JSON (byte 0x{bad.object[bad.start]:02x} at position {bad.start}: '
+            f'{bad.reason}): send it encoded as UTF-8')
+  return f'{asked}: {exc.detail}'
 
 
 def _is_branch(part) -> bool:
@@ -143,6 +161,10 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
   @app.exception_handler(ApiError)
   async def bad(request, exc):
     return _error(exc.status, str(exc), exc.kind)
+
+  @app.exception_handler(HTTPException)
+  async def refused(request, exc):
+    return _error(exc.status_code, _refusal(request, exc), headers=exc.headers)
 
   app.add_middleware(_BodyLimit, limit=max_body_bytes)
 
