@@ -1043,3 +1043,11 @@ def test_fastapis_own_refusals_are_in_openais_error_shape_naming_the_fix(server)
   assert r.status_code == 405 and r.headers['allow'] == 'POST', r.text
   assert r.json()['error']['message'] == 'GET /v1/chat/completions is not answered: send POST /v1/chat/completions'
   _still_answering(server)
+
+
+def test_the_openai_client_retrieves_the_served_model_and_is_told_of_another(server, client):
+  assert client.models.retrieve('tiny').model_dump() == client.models.list().data[0].model_dump()
+  for other in ('gpt-4', 'org/name'):
+    with pytest.raises(openai.NotFoundError) as refused:
+      client.models.retrieve(other)
+    assert refused.value.body['message'] == f"model {other!r} is not served here; GET /v1/models lists 'tiny'"

@@ -41,8 +41,8 @@ def _refusal(request: fastapi.Request, exc: HTTPException) -> str:
   a sentence naming the fix."""
   asked = f'{request.method} {request.url.path}'
   if exc.status_code == 404:
-    served = ', '.join(f'{method} {route.path}' for route in request.app.routes if isinstance(route, fastapi.routing.APIRoute)
-                       for method in sorted(route.methods))
+    routes = [route for route in request.app.routes if isinstance(route, fastapi.routing.APIRoute)]  # not /docs
+    served = ', '.join(f'{method} {route.path_format}' for route in routes for method in sorted(route.methods))
     return f'there is no {asked} here; this server answers {served}'
   if exc.status_code == 405:
     return f'{asked} is not answered: send {exc.headers["Allow"]} {request.url.path}'
@@ -177,13 +177,20 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     return {'status': 'ok', 'model': model_id, 'context': context, 'slots': batcher.max_slots,
             'running': batcher.active, 'waiting': batcher.queued, 'finished': dict(batcher.finished)}
 
+  served = {'id': model_id, 'object': 'model', 'created': 0, 'owned_by': 'llm'}
+
   @app.get('/v1/models')
   async def models():
-    return {'object': 'list', 'data': [{'id': model_id, 'object': 'model', 'created': 0, 'owned_by': 'llm'}]}
+    return {'object': 'list', 'data': [served]}
 
-  def check_model(body):
-    if body.model not in (None, model_id):
-      raise ApiError(f'model {body.model!r} is not served here; GET /v1/models lists {model_id!r}', 404,
+  @app.get('/v1/models/{model:path}')  # path: another server's ids may hold a slash (org/name)
+  async def model(model: str):
+    check_model(model)
+    return served
+
+  def check_model(model: str | None):
+    if model not in (None, model_id):
+      raise ApiError(f'model {model!r} is not served here; GET /v1/models lists {model_id!r}', 404,
                      'not_found_error')
 
   def budget(prompt: list[int], asked: int | None, field: str = 'max_tokens') -> int:
@@ -262,7 +269,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
 
   @app.post('/v1/chat/completions')
   async def chat(body: schema.ChatRequest, http: fastapi.Request):
-    check_model(body)
+    check_model(body.model)
     field = 'max_completion_tokens' if body.max_completion_tokens else 'max_tokens'  # OpenAI's newer name wins
     # Tokenizing (up to a 1 MB body, and fit_history) off the event loop: the other streams go on.
     prompt, dropped = await asyncio.to_thread(chat_prompt, body, getattr(body, field))
@@ -273,7 +280,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
 
   @app.post('/v1/completions')
   async def complete(body: schema.CompletionRequest, http: fastapi.Request):
-    check_model(body)
+    check_model(body.model)
     prompt = [tokenizer.bos_id] + await asyncio.to_thread(tokenizer.encode, body.prompt)
     max_new = budget(prompt, body.max_tokens)
     return await run(http, body, prompt, max_new, tuple(tokenizer.stop_ids), 'text', {})
