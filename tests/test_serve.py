@@ -1051,3 +1051,18 @@ def test_the_openai_client_retrieves_the_served_model_and_is_told_of_another(ser
     with pytest.raises(openai.NotFoundError) as refused:
       client.models.retrieve(other)
     assert refused.value.body['message'] == f"model {other!r} is not served here; GET /v1/models lists 'tiny'"
+
+
+def test_a_null_max_tokens_is_openais_default_16_for_a_completion_and_the_rest_of_the_context_for_a_chat(
+    synthetic_tok):
+  """The stand-in model writes ' ga' and never ends, so a reply takes all it is allowed."""
+  engine = _scripted_engine(synthetic_tok, [0], [synthetic_tok.encode('ga ga')[-1]] * 400, {})
+  messages = _chat('abc')
+  with serving(engine, synthetic_tok, max_slots=1, steps_per_call=8) as (url, _):
+    text = httpx.post(url + '/v1/completions', json={'prompt': 'abc', 'max_tokens': None}, timeout=60)
+    chat = httpx.post(url + '/v1/chat/completions', json={'messages': messages, 'max_tokens': None}, timeout=60)
+  assert text.status_code == 200, text.text
+  assert text.json()['usage']['completion_tokens'] == 16 and text.json()['choices'][0]['finish_reason'] == 'length'
+  assert chat.status_code == 200, chat.text
+  room = engine.cache_len - len(chat_template.render_prompt(synthetic_tok, messages))
+  assert chat.json()['usage']['completion_tokens'] == room > 16

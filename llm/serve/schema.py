@@ -30,8 +30,10 @@ def _utf8(text: str) -> str:
   return text
 
 
-# Fields OpenAI's schema lets be null, meaning their default.
-_NULL_IS_DEFAULT = ('temperature', 'top_p', 'n', 'stream', 'presence_penalty', 'frequency_penalty', 'logprobs', 'echo')
+# Fields OpenAI's schema lets be null, meaning their default (max_tokens: 16 for a completion, the
+# rest of the context for a chat).
+_NULL_IS_DEFAULT = ('max_tokens', 'temperature', 'top_p', 'n', 'stream', 'presence_penalty', 'frequency_penalty',
+                    'logprobs', 'echo')
 
 
 class _Strict(pydantic.BaseModel):
@@ -110,6 +112,6 @@ class ChatRequest(_Sampling):
 
 class CompletionRequest(_Sampling):
   prompt: Annotated[str, pydantic.AfterValidator(_utf8)]
-  max_tokens: int | None = Field(16, ge=1)  # OpenAI's default for completions
+  max_tokens: int = Field(16, ge=1)  # OpenAI's default for completions
   logprobs: None = None  # here how many alternatives to list per token: none, null only
   echo: Literal[False] = False
