@@ -1066,3 +1066,16 @@ def test_a_null_max_tokens_is_openais_default_16_for_a_completion_and_the_rest_o
   assert chat.status_code == 200, chat.text
   room = engine.cache_len - len(chat_template.render_prompt(synthetic_tok, messages))
   assert chat.json()['usage']['completion_tokens'] == room > 16
+
+
+def test_a_prompt_over_the_context_is_told_the_fix_of_its_own_endpoint(server):
+  tok, text = server.run.tokenizer, _long_text(200)
+  r = _post(server, '/v1/completions', {'prompt': text})
+  assert r.status_code == 400, r.text
+  assert r.json()['error']['message'] == (f"the prompt is {1 + len(tok.encode(text))} tokens and this model's "
+                                          'context is 64: shorten the prompt')
+  r = _post(server, '/v1/chat/completions', {'messages': _chat(text)})
+  assert r.status_code == 400, r.text
+  assert r.json()['error']['message'] == (f'the prompt is {len(chat_template.render_prompt(tok, _chat(text)))} '
+                                          "tokens and this model's context is 64: shorten the messages, or set "
+                                          'fit_history to drop the oldest')

@@ -193,11 +193,11 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
       raise ApiError(f'model {model!r} is not served here; GET /v1/models lists {model_id!r}', 404,
                      'not_found_error')
 
-  def budget(prompt: list[int], asked: int | None, field: str = 'max_tokens') -> int:
-    """The tokens the completion may have; field: the request's field that asked for `asked`."""
+  def budget(prompt: list[int], asked: int | None, shorten: str, field: str = 'max_tokens') -> int:
+    """The tokens the completion may have; shorten: how to make a prompt over the context fit;
+    field: the request's field that asked for `asked`."""
     if len(prompt) >= context:
-      raise ApiError(f'the prompt is {len(prompt)} tokens and this model\'s context is {context}: shorten the '
-                     'messages (or start a new chat)')
+      raise ApiError(f'the prompt is {len(prompt)} tokens and this model\'s context is {context}: {shorten}')
     room = context - len(prompt)
     if asked is not None and asked > room:
       raise ApiError(f'this model\'s context is {context} tokens, and {len(prompt) + asked} were asked for '
@@ -273,7 +273,8 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     field = 'max_completion_tokens' if body.max_completion_tokens else 'max_tokens'  # OpenAI's newer name wins
     # Tokenizing (up to a 1 MB body, and fit_history) off the event loop: the other streams go on.
     prompt, dropped = await asyncio.to_thread(chat_prompt, body, getattr(body, field))
-    max_new = budget(prompt, getattr(body, field), field)
+    max_new = budget(prompt, getattr(body, field), 'shorten the messages, or set fit_history to drop the oldest',
+                     field)
     headers = {'X-Messages-Dropped': str(dropped)} if body.fit_history else {}
     return await run(http, body, prompt, max_new, tuple(chat_template.turn_stop_ids(tokenizer)), 'chat',
                      headers)
@@ -282,7 +283,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
   async def complete(body: schema.CompletionRequest, http: fastapi.Request):
     check_model(body.model)
     prompt = [tokenizer.bos_id] + await asyncio.to_thread(tokenizer.encode, body.prompt)
-    max_new = budget(prompt, body.max_tokens)
+    max_new = budget(prompt, body.max_tokens, 'shorten the prompt')
     return await run(http, body, prompt, max_new, tuple(tokenizer.stop_ids), 'text', {})
 
   return app
