@@ -1079,3 +1079,25 @@ def test_a_prompt_over_the_context_is_told_the_fix_of_its_own_endpoint(server):
   assert r.json()['error']['message'] == (f'the prompt is {len(chat_template.render_prompt(tok, _chat(text)))} '
                                           "tokens and this model's context is 64: shorten the messages, or set "
                                           'fit_history to drop the oldest')
+
+
+_IMAGE = {'type': 'image_url', 'image_url': {'url': 'a.png'}}
+REFUSED = {  # each: the endpoint, the body, the whole message
+    'an image part': ('/v1/chat/completions', {'messages': [{'role': 'user', 'content': [{'type': 'text', 'text': 'a'},
+                                                                                        _IMAGE]}]},
+                      'messages.0.content.1.type: a content part of type \'image_url\' is not taken: only '
+                      '{"type": "text"} parts are (this model reads no images, audio or files)'),
+    'a text part without its text': ('/v1/chat/completions',
+                                     {'messages': [{'role': 'user', 'content': [{'type': 'text'}]}]},
+                                     "field 'messages.0.content.0.text' is required"),
+    'a stop list of a number': ('/v1/chat/completions', {'messages': _chat('a'), 'stop': [1]},
+                                'stop.0: Input should be a valid string'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(REFUSED))
+def test_a_refused_value_inside_a_union_is_told_what_to_send(server, case):
+  path, body, message = REFUSED[case]
+  r = _post(server, path, body)
+  assert r.status_code == 400, r.text
+  assert r.json()['error']['message'] == message

@@ -65,15 +65,21 @@ def _is_json(content_type: str | None) -> bool:
 
 
 def _describe(errors: list[dict], content_type: str | None) -> str:
-  """pydantic's validation errors as a sentence: the first one, with every branch of a union it
-  failed (stop: 'Input should be a valid string or List should have at most 4 items').
+  """pydantic's validation errors as a sentence: the first one; for a union, the error inside the
+  branch that took the input's type (content: a list whose part is an image), else every branch's
+  (stop: 5, 'Input should be a valid string or Input should be a valid array').
   content_type: the request's header, which decides whether its body was read as JSON at all."""
-  error = errors[0]
-  loc = [x for x in error['loc'] if x != 'body']
+  path = lambda e: [x for x in e['loc'] if x != 'body']
+  error, loc = errors[0], path(errors[0])
   if loc and _is_branch(loc[-1]):
-    loc = loc[:-1]
-    msgs = [e['msg'] for e in errors if [x for x in e['loc'] if x != 'body'][:-1] == loc and _is_branch(e['loc'][-1])]
-    error = dict(error, msg=' or '.join(msgs))
+    union = loc[:-1]
+    tried = [e for e in errors if len(path(e)) > len(union) and path(e)[:len(union)] == union
+             and _is_branch(path(e)[len(union)])]
+    within = [e for e in tried if len(path(e)) > len(union) + 1 or not e['type'].endswith('_type')]
+    if within:  # a branch took the input's JSON type (a list) and failed inside it: that failure is the one to tell
+      error, loc = within[0], [x for x in path(within[0]) if not _is_branch(x)]
+    else:
+      error, loc = dict(error, msg=' or '.join(e['msg'] for e in tried)), union
   where = '.'.join(str(x) for x in loc)
   if error['type'] == 'json_invalid':
     return f'the request body is not valid JSON ({error.get("ctx", {}).get("error", error["msg"])})'

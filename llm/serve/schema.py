@@ -44,6 +44,14 @@ class TextPart(_Strict):
   type: Literal['text']
   text: str
 
+  @pydantic.field_validator('type', mode='before')
+  @classmethod
+  def _text_only(cls, kind):
+    if kind != 'text':
+      raise PydanticCustomError('part_type', 'a content part of type {kind} is not taken: only {"type": "text"} '
+                                'parts are (this model reads no images, audio or files)', {'kind': repr(kind)})
+    return kind
+
 
 class Message(_Strict):
   role: Literal['system', 'developer', 'user', 'assistant']  # developer: OpenAI's newer name for system
