@@ -299,8 +299,8 @@ BAD = {
                         'temperature: Input should be a finite number'),
     'top_p NaN': ('{"messages": [{"role": "user", "content": "a"}], "top_p": NaN}', 'top_p: Input should be a finite number'),
     'n above 1': ({'messages': _chat('a'), 'n': 2}, 'n:'),
-    'a penalty': ({'messages': _chat('a'), 'presence_penalty': 0.5}, 'presence_penalty: Input should be 0'),
-    'logprobs asked for': ({'messages': _chat('a'), 'logprobs': True}, 'logprobs: Input should be False'),
+    'a penalty': ({'messages': _chat('a'), 'presence_penalty': 0.5}, 'presence_penalty: this server does not apply'),
+    'logprobs asked for': ({'messages': _chat('a'), 'logprobs': True}, 'logprobs: this server does not return'),
     'top_k beyond int32': ({'messages': _chat('a'), 'top_k': 2**32}, 'top_k'),
     'max_tokens true': ({'messages': _chat('a'), 'max_tokens': True}, 'max_tokens: Input should be a valid integer'),
     'max_tokens a float': ({'messages': _chat('a'), 'max_tokens': 5.0}, 'max_tokens: Input should be a valid integer'),
@@ -1092,11 +1092,19 @@ REFUSED = {  # each: the endpoint, the body, the whole message
                                      "field 'messages.0.content.0.text' is required"),
     'a stop list of a number': ('/v1/chat/completions', {'messages': _chat('a'), 'stop': [1]},
                                 'stop.0: Input should be a valid string'),
+    'chat logprobs': ('/v1/chat/completions', {'messages': _chat('a'), 'logprobs': True},
+                      'logprobs: this server does not return logprobs; send false or leave it out'),
+    'completion logprobs': ('/v1/completions', {'prompt': 'a', 'logprobs': 5},
+                            'logprobs: this server does not return logprobs; send null or leave it out'),
+    'echo': ('/v1/completions', {'prompt': 'a', 'echo': True},
+             'echo: this server does not echo the prompt; send false or leave it out'),
+    'n true': ('/v1/completions', {'prompt': 'a', 'n': True},
+               'n: this server does not make more than one choice; send 1 or leave it out'),
 }
 
 
 @pytest.mark.parametrize('case', sorted(REFUSED))
-def test_a_refused_value_inside_a_union_is_told_what_to_send(server, case):
+def test_a_refused_value_inside_a_union_or_of_a_fixed_field_is_told_what_to_send(server, case):
   path, body, message = REFUSED[case]
   r = _post(server, path, body)
   assert r.status_code == 400, r.text

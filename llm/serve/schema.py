@@ -7,6 +7,7 @@ neutral value (n=1, presence_penalty=0, frequency_penalty=0, logprobs=false, ech
 clients that send the defaults explicitly work. null, where OpenAI's schema allows it, means the
 default. top_k is an addition (as vLLM has it), and so is a chat's fit_history.
 """
+import json
 import re
 from typing import Annotated, Literal
 
@@ -34,6 +35,18 @@ def _utf8(text: str) -> str:
 # rest of the context for a chat).
 _NULL_IS_DEFAULT = ('max_tokens', 'temperature', 'top_p', 'n', 'stream', 'presence_penalty', 'frequency_penalty',
                     'logprobs', 'echo')
+
+
+def _only(neutral, lacks: str):
+  """A field of OpenAI's for what this server lacks: only its neutral value is taken, anything else
+  refused saying what the server does not do (lacks) and what to send."""
+  def neutral_only(value):
+    if value != neutral or isinstance(value, bool) != isinstance(neutral, bool):  # True == 1, but is no count
+      raise PydanticCustomError('unsupported', 'this server does not {lacks}; send {neutral} or leave it out',
+                                {'lacks': lacks, 'neutral': json.dumps(neutral)})
+    return value
+
+  return Annotated[Literal[neutral], pydantic.BeforeValidator(neutral_only)]
 
 
 class _Strict(pydantic.BaseModel):
@@ -83,9 +96,9 @@ class _Sampling(_Strict):
   seed: int | None = Field(None, ge=0, lt=2**32)  # None: a random one
   stream: bool = False
   stream_options: StreamOptions | None = None
-  n: Literal[1] = 1
-  presence_penalty: Literal[0] = 0
-  frequency_penalty: Literal[0] = 0
+  n: _only(1, 'make more than one choice') = 1
+  presence_penalty: _only(0, 'apply penalties') = 0
+  frequency_penalty: _only(0, 'apply penalties') = 0
   user: str | None = None
 
   @pydantic.model_validator(mode='before')
@@ -111,7 +124,7 @@ class _Sampling(_Strict):
 class ChatRequest(_Sampling):
   messages: list[Message] = Field(min_length=1)
   max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
-  logprobs: Literal[False] = False
+  logprobs: _only(False, 'return logprobs') = False
   # Drop the oldest exchanges after the system messages until the rest fit the context, leaving
   # room for max_tokens (else a quarter of the context), and the message limit, as llm.chat keeps
   # its history; the response's X-Messages-Dropped header says how many messages went.
@@ -121,5 +134,5 @@ class ChatRequest(_Sampling):
 class CompletionRequest(_Sampling):
   prompt: Annotated[str, pydantic.AfterValidator(_utf8)]
   max_tokens: int = Field(16, ge=1)  # OpenAI's default for completions
-  logprobs: None = None  # here how many alternatives to list per token: none, null only
-  echo: Literal[False] = False
+  logprobs: _only(None, 'return logprobs') = None  # here how many alternatives to list per token
+  echo: _only(False, 'echo the prompt') = False
