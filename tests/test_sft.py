@@ -92,6 +92,31 @@ def test_packing_keeps_conversations_whole_and_masks_padding():
   np.testing.assert_array_equal(segments[:, :64].max(axis=1), [3, 1, 1])
 
 
+def test_packing_fills_a_window_to_its_last_token_before_opening_another():
+  # 40 + 25 tokens are exactly seq_len + 1 = 65: the second fits the first window to the end.
+  rendered = [([2] + [10] * 39, [0] + [1] * 39), ([2] + [11] * 24, [0] + [1] * 24)]
+  windows, mask, segments = pipeline.pack_conversations(rendered, seq_len=64, pad_id=0)
+  assert windows.shape == (1, 65)
+  np.testing.assert_array_equal(segments[0], [1] * 40 + [2] * 25)
+
+
+def test_masked_window_batches_shift_mask_and_segments_with_their_tokens():
+  # Targets are window[1:], so their loss mask is mask[1:]; segment ids and positions belong to
+  # the inputs, window[:-1]. Worked out by hand for two windows of seq_len 4.
+  windows = np.array([[2, 10, 11, 2, 12], [2, 20, 21, 22, 0]], np.int32)
+  mask = np.array([[0, 1, 1, 0, 1], [0, 0, 1, 1, 0]], np.int8)
+  segments = np.array([[1, 1, 1, 2, 2], [1, 1, 1, 1, 0]], np.int32)
+  batch = next(iter(pipeline.masked_windows_dataset(windows, mask, global_batch=2, seed=0, segments_NxW=segments)))
+  expected = {10: {'inputs': [2, 10, 11, 2], 'targets': [10, 11, 2, 12], 'loss_mask': [1, 1, 0, 1],
+                   'segment_ids': [1, 1, 1, 2], 'positions': [0, 1, 2, 0]},
+              20: {'inputs': [2, 20, 21, 22], 'targets': [20, 21, 22, 0], 'loss_mask': [0, 1, 1, 0],
+                   'segment_ids': [1, 1, 1, 1], 'positions': [0, 1, 2, 3]}}
+  assert sorted(batch['inputs'][:, 1]) == [10, 20]
+  for row, first in enumerate(batch['inputs'][:, 1]):
+    for key, want in expected[int(first)].items():
+      np.testing.assert_array_equal(batch[key][row], want, err_msg=key)
+
+
 def test_segment_batch_counts_positions_from_each_segment_start():
   segments = np.array([[1, 1, 1, 2, 2, 3, 0, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
   batch = pipeline.segment_batch(segments)
