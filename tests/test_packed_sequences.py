@@ -19,8 +19,11 @@ def _segments(T=128):
   return np.pad(ids, (0, T - len(ids)))[None].astype(np.int32)
 
 
-@pytest.mark.parametrize('implementation', ['xla', 'splash'])
-def test_each_segment_attends_as_if_alone_with_the_same_gradients(implementation):
+# 'xla' off the CPU is jax.nn.dot_product_attention with the segments as a mask (a GPU's path, run
+# here by naming the platform); on the CPU it is llm/kernels/cpu_xla_attention.py's own mask.
+@pytest.mark.parametrize('implementation,platform', [('xla', 'cpu'), ('xla', 'gpu'), ('splash', 'cpu')])
+def test_each_segment_attends_as_if_alone_with_the_same_gradients(implementation, platform, monkeypatch):
+  monkeypatch.setattr(attention_lib, 'platform', lambda: platform)
   rng = np.random.default_rng(0)
   T, H, K, Dh = 128, 4, 2, 16
   q, k, v, dout = (jnp.asarray(rng.standard_normal((1, T, n, Dh)), jnp.float32) for n in (H, K, K, H))
