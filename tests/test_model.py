@@ -97,6 +97,19 @@ def test_matmul_gradients_match_the_plain_product(shape):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_smeared_keys_mix_in_the_previous_key_by_the_gate_and_nothing_at_a_start():
+  """key t -> gate * k_t + (1 - gate) * k_(t-1), worked out by hand for two key heads with gates
+  0.8 and 0.25 (the learnt gate starts at 0.5, where the two weights cannot be told apart). The
+  first key takes the one before the window (a decode cache's); a sequence start takes none."""
+  k_BxTxKxDh = jnp.array([[[1.], [10.]], [[2.], [20.]], [[4.], [40.]]])[None]
+  before_BxKxDh = jnp.array([[[5.], [50.]]])
+  starts_BxT = jnp.array([[False, False, True]])
+  got = model_lib.smear_keys(k_BxTxKxDh, jnp.array([0.8, 0.25]), before_BxKxDh, starts_BxT)
+  np.testing.assert_allclose(got[0, :, :, 0], [[0.8 * 1 + 0.2 * 5, 0.25 * 10 + 0.75 * 50],
+                                               [0.8 * 2 + 0.2 * 1, 0.25 * 20 + 0.75 * 10],
+                                               [0.8 * 4, 0.25 * 40]], rtol=1e-6)
+
+
 def test_param_counts_and_flops_match_the_formula():
   setup, state = init(small_config('gpt2'))
   counts = model_lib.count_params(state.params)
