@@ -66,6 +66,7 @@ def test_the_pretraining_split_keeps_every_mention_in_training(world_dir):
                           'data.val_fraction': VAL_FRACTION})
   train, val = data.split_corpus(world_dir, config.data)
   assert val  # a validation split exists, about people no question asks about
+  assert abs(len(val) - VAL_FRACTION * (len(train) + len(val))) < 1  # val_fraction of all documents, to one
   facts = _facts(world_dir)
   assert [_mentions(_sentences(train), f) for f in facts] == [f['exposure'] for f in facts]
   assert not any(f['subject'] in doc for f in facts for doc in val)
@@ -87,6 +88,14 @@ def test_the_world_is_a_function_of_its_seed():
   a, b = world_lib.build(seed=3, people=10), world_lib.build(seed=3, people=10)
   assert a == b
   assert world_lib.build(seed=4, people=10).documents != a.documents
+
+
+def test_three_in_ten_people_are_held_out_with_all_their_facts():
+  splits = collections.defaultdict(set)
+  for f in world_lib.build(seed=3, people=10).facts:
+    splits[f.subject].add(f.split)
+  assert sorted(len(s) for s in splits.values()) == [1] * 10  # a person's facts share a split
+  assert collections.Counter(s.pop() for s in splits.values()) == {'train': 7, 'heldout': 3}
 
 
 def test_search_finds_every_fact_of_a_person_exposure_0_included(world_dir):
