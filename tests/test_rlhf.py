@@ -413,8 +413,29 @@ def test_hacking_report_fits_and_tabulates_synthetic_curves(tmp_path):
   assert hacking_report.course(back) == {'peak_step': 2, 'peak_kl': 1.0, 'peak_gold': 0.8, 'first_hacking_step': 4,
                                          'lowest_gold_after': 0.3, 'end_gold': 0.9, 'start_proxy': 0.0,
                                          'end_proxy': 4.0, 'max_kl': 9.0}
+  # gold at its highest where the monitor first fires: that step is already after, not the peak before
+  fires = {'steps': [0, 2, 4, 6], 'd': [0.0, 1.0, 2.0, 3.0], 'gold': [0.5, 0.6, 0.9, 0.2], 'proxy': [0.0, 1.0, 2.0, 3.0],
+           'hacking_steps': [4]}
+  course = hacking_report.course(fires)
+  assert (course['peak_step'], course['peak_gold'], course['lowest_gold_after']) == (2, 0.6, 0.2)
   hacking_report.plot([dict(rl_curve, fit=rl)], 'rl', tmp_path / 'rl.png')
   assert (tmp_path / 'rl.png').stat().st_size > 1000
+
+
+def test_hacking_report_takes_a_step_evaluated_again_from_its_last_row_and_a_peak_at_the_end_is_not_inside(tmp_path):
+  from llm.rl import hacking_report
+  run = tmp_path / 'rlhf_resumed'
+  run.mkdir()
+  rows = [(0, 0.0, 0.30), (5, 0.5, 0.40), (10, 1.0, 0.45),  # killed after step 10's eval, resumed from step 5
+          (10, 1.0, 0.50), (15, 1.5, 0.55)]
+  (run / 'metrics.jsonl').write_text(''.join(json.dumps({'step': s, 'rlhf_d': d, 'rlhf_gold': g, 'rlhf_proxy': d}) + '\n'
+                                             for s, d, g in rows))
+  curve = hacking_report.rl_curve(run)
+  assert curve['steps'] == [0, 5, 10, 15] and curve['gold'] == [0.30, 0.40, 0.50, 0.55]
+  # best-of-n gold of the form d (1 - 0.1 d), whose peak (d = 5) lies past the largest d measured (2.1)
+  d = [hacking.distance(hacking.kl_bon(n)) for n in (1, 2, 4, 8, 16, 32, 64, 128, 256)]
+  bon = hacking_report.fitted('bon', {'d': d, 'gold': [0.3 + x * (1 - 0.1 * x) for x in d]})
+  assert bon['fit_peak_d'] == pytest.approx(5.0, rel=1e-3) and not bon['peaks_inside']
 
 
 @pytest.mark.parametrize('flag, says', [
