@@ -498,6 +498,23 @@ def test_the_largest_seed_wraps_for_the_next_sample_and_the_next_turn(run_dir, p
     assert out.returncode == 0 and 'outside [0, 2**32)' not in out.stderr, (module, out.stderr[-1000:])
 
 
+def test_sample_draws_each_sample_with_its_own_seed_and_cuts_each_at_the_first_stop(run_dir, python_env):
+  """--num_samples=2 of a fresh (near-uniform) model at temperature 1: sample i is drawn with seed + i,
+  so the two differ; --stop then cuts each of the same samples at its first occurrence of the stop."""
+  def samples(*flags):
+    out = subprocess.run([sys.executable, '-m', 'llm.sample', f'--workdir={run_dir[0]}', '--prompt=abc',
+                          '--num_samples=2', '--max_new_tokens=24', '--temperature=1', '--top_p=1', *flags],
+                         env=python_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-1000:]
+    parts = out.stdout.split('--- sample ')[1:]
+    assert [p.split('\n', 1)[0] for p in parts] == ['0', '1'], out.stdout
+    return [p.split('\n', 1)[1].removesuffix('\n').removeprefix('abc') for p in parts]
+  whole = samples()
+  assert whole[0] != whole[1]
+  stop = next(c for c in whole[0] if c.isalpha())  # a letter sample 0 writes
+  assert samples(f'--stop={stop}') == [text.split(stop)[0] for text in whole]
+
+
 def test_an_evaluation_that_cannot_be_written_is_refused_before_it_runs(run_dir, tmp_path, python_env):
   workdir = tmp_path / 'run'
   shutil.copytree(run_dir[0], workdir)
