@@ -515,6 +515,17 @@ def test_sample_draws_each_sample_with_its_own_seed_and_cuts_each_at_the_first_s
   assert samples(f'--stop={stop}') == [text.split(stop)[0] for text in whole]
 
 
+def test_chat_draws_each_turn_with_a_new_seed(run_dir, python_env):
+  """The same question twice (after /reset, so the same prompt) to a fresh model at temperature 1:
+  the second turn samples with seed + 1, so the replies differ."""
+  out = subprocess.run([sys.executable, '-m', 'llm.chat', f'--workdir={run_dir[0]}', '--temperature=1', '--top_p=1',
+                        '--max_new_tokens=12'], env=python_env, cwd=ROOT, capture_output=True, text=True,
+                       input='hi\n/reset\nhi\n/quit\n', timeout=300)
+  assert out.returncode == 0, out.stderr[-1000:]
+  replies = [part.split('\nyou> ')[0] for part in out.stdout.split('assistant> ')[1:]]
+  assert len(replies) == 2 and replies[0] != replies[1], out.stdout
+
+
 def test_an_evaluation_that_cannot_be_written_is_refused_before_it_runs(run_dir, tmp_path, python_env):
   workdir = tmp_path / 'run'
   shutil.copytree(run_dir[0], workdir)
