@@ -64,6 +64,8 @@ BF16, F32 = jnp.bfloat16, jnp.float32
     ('gpu', 256, BF16, None, 'cudnn'),
     ('gpu', 256, F32, None, 'xla'),        # cuDNN's fused attention is half precision only
     ('gpu', 64, BF16, None, 'xla'),        # short: the XLA path
+    ('gpu', 128, BF16, None, 'cudnn'),     # FLASH_MIN_SEQ itself is long enough
+    ('gpu', 127, BF16, None, 'xla'),
     ('tpu', 256, BF16, None, 'splash'),
     ('tpu', 200, BF16, None, 'xla'),       # not a multiple of splash's 128-wide blocks
     ('tpu', 64, F32, None, 'xla'),
