@@ -523,6 +523,14 @@ def test_eval_windows_cover_the_stream_once_in_order():
   assert len(pipeline.eval_batches(STREAM, SEQ, batch_size=4, max_batches=2)) == 2
 
 
+def test_a_stream_of_k_windows_and_one_token_fills_k_windows_to_its_last_token():
+  # window i is tokens[8i : 8i + 9]: 25 tokens make three, the last ending at token 24; 24 make two
+  (batch,) = pipeline.eval_batches(np.arange(25), 8, 3)
+  np.testing.assert_array_equal(batch['targets'][-1], np.arange(17, 25))
+  with pytest.raises(ValueError, match='24 validation tokens make 2 windows'):
+    pipeline.eval_batches(np.arange(24), 8, 3)
+
+
 def test_eval_batches_put_each_byte_fix_at_its_target():
   """STREAM[p] == p: a fix at stream position p belongs to the target p, wherever the windows cut;
   those past the windows scored (the tail, max_batches) are left out."""
@@ -601,6 +609,9 @@ def test_iterator_state_round_trips_through_orbax(tmp_path):
 def test_pipeline_errors_name_the_numbers():
   with pytest.raises(ValueError, match=r'197 training tokens make 24 windows.*batch of 32'):
     pipeline.train_dataset(STREAM, SEQ, 32, seed=0)
+  with pytest.raises(ValueError, match=r'make 24 windows.*batch of 25'):  # one window short is short
+    pipeline.train_dataset(STREAM, SEQ, 25, seed=0)
+  assert next(iter(pipeline.train_dataset(STREAM, SEQ, 24, seed=0)))['inputs'].shape == (24, SEQ)  # exactly one batch
   with pytest.raises(ValueError, match='global batch 6 does not split evenly over 4'):
     pipeline.train_dataset(STREAM, SEQ, 6, seed=0, process_index=0, process_count=4)
   with pytest.raises(ValueError, match='8 validation tokens make 0 windows'):
