@@ -43,6 +43,12 @@ def test_a_seed_where_a_rate_is_undefined_is_left_out_and_counted(tmp_path):
   assert none['defined'] == 0 and math.isnan(none['mean']) and math.isnan(none['min'])
 
 
+def test_a_key_named_like_a_rate_with_values_past_one_is_not_shown_as_a_percentage(tmp_path):
+  runs = [_run(tmp_path / f's{i}', {'accepted_tokens': v}) for i, v in enumerate([3, 5])]
+  stats = seeds.aggregate({'r': runs}, ['accepted_tokens'])
+  assert '| r | 2 | 4 ± 1.414 [3, 5] |' in seeds.table(stats, {'r': runs}, ['accepted_tokens'])
+
+
 def test_cli_writes_the_table_and_refuses_a_missing_key_in_one_line(tmp_path):
   a = _run(tmp_path / 'a', {'acc': 0.5})
   b = _run(tmp_path / 'b', {'other': 1})
