@@ -423,7 +423,7 @@ def test_max_tokens_may_take_the_whole_room_the_prompt_leaves_and_no_more(server
   r = _post(server, '/v1/chat/completions', {'messages': _chat('abc'), 'max_tokens': room})
   assert r.status_code == 200, r.text
   r = _post(server, '/v1/chat/completions', {'messages': _chat('abc'), 'max_tokens': room + 1})
-  assert r.status_code == 400 and f'set max_tokens to at most {room} ' in r.json()['error']['message'], r.text
+  assert r.status_code == 400 and f'set max_tokens to at most {room},' in r.json()['error']['message'], r.text
 
 
 def test_without_max_tokens_fit_history_leaves_the_reply_a_quarter_of_the_context(synthetic_tok):
@@ -1079,6 +1079,16 @@ def test_a_prompt_over_the_context_is_told_the_fix_of_its_own_endpoint(server):
   assert r.json()['error']['message'] == (f'the prompt is {len(chat_template.render_prompt(tok, _chat(text)))} '
                                           "tokens and this model's context is 64: shorten the messages, or set "
                                           'fit_history to drop the oldest')
+  prompt = len(chat_template.render_prompt(tok, _chat('abc')))  # a prompt that fits, and too many tokens asked for
+  r = _post(server, '/v1/chat/completions', {'messages': _chat('abc'), 'max_tokens': 64})
+  assert r.status_code == 400, r.text
+  assert r.json()['error']['message'] == (f"this model's context is 64 tokens, and {prompt + 64} were asked for "
+                                          f'({prompt} in the prompt, 64 in the completion): set max_tokens to at most '
+                                          f'{64 - prompt}, or shorten the messages, or set fit_history to drop the oldest')
+  r = _post(server, '/v1/completions', {'prompt': 'abc', 'max_tokens': 64})
+  assert r.status_code == 400, r.text
+  assert r.json()['error']['message'].endswith(f'set max_tokens to at most {64 - 1 - len(tok.encode("abc"))}, or '
+                                               'shorten the prompt')
 
 
 _IMAGE = {'type': 'image_url', 'image_url': {'url': 'a.png'}}

@@ -208,7 +208,7 @@ def create_app(batcher: Batcher, tokenizer, model_id: str, *, max_messages: int 
     if asked is not None and asked > room:
       raise ApiError(f'this model\'s context is {context} tokens, and {len(prompt) + asked} were asked for '
                      f'({len(prompt)} in the prompt, {asked} in the completion): set {field} to at most '
-                     f'{room} or shorten the prompt')
+                     f'{room}, or {shorten}')
     return room if asked is None else asked
 
   def chat_prompt(body: schema.ChatRequest, asked: int | None) -> tuple[list[int], int]:
