@@ -46,13 +46,13 @@ def test_a_padded_prefill_continues_each_row_from_its_own_last_token(style):
   padded = jnp.asarray([list(tokens[i, :n]) + [0] * (12 - n) for i, n in enumerate(real)])
   cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), model_lib.cache_shapes(setup.model_cfg, 3, 32))
   with setup.context():
+    full = setup.model.apply({'params': state.params}, tokens)
     _, cache = setup.model.apply({'params': state.params}, padded, cache=cache, advance_B=jnp.asarray(real))
     for t in range(5):
       step = jnp.asarray([[tokens[i, n + t]] for i, n in enumerate(real)])
       logits, cache = setup.model.apply({'params': state.params}, step, cache=cache)
-      for i, n in enumerate(real):
-        full = setup.model.apply({'params': state.params}, tokens[i:i + 1, :n + t + 1])
-        np.testing.assert_allclose(logits[i, 0], full[0, -1], atol=2e-5)
+      for i, n in enumerate(real):  # causal: position n + t of the whole row is its prefix's last
+        np.testing.assert_allclose(logits[i, 0], full[i, n + t], atol=2e-5)
   assert cache['lengths'].tolist() == [n + 5 for n in real]
 
 
@@ -100,11 +100,14 @@ def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer, ma
   engine = _engine(tokenizer, style='gpt2', max_seq_len=max_seq_len)
   prompt = [2, 40, 41, 42]
   out = engine.generate([prompt], max_new_tokens=new, temperature=0.0, stop_ids=[])[0].tokens
+  # The full forward pass over a fixed length, zeros after the tokens so far: causal attention
+  # keeps them from the logits at the last one, and one length compiles once.
+  forward = jax.jit(lambda tokens_1xT: engine.model.apply({'params': engine.params}, tokens_1xT))
   seq = list(prompt)
   with engine.context():
     for _ in range(len(out)):
-      logits = engine.model.apply({'params': engine.params}, jnp.asarray([seq]))
-      seq.append(int(jnp.argmax(logits[0, -1])))
+      logits = forward(jnp.asarray([seq + [0] * (len(prompt) + new - len(seq))]))
+      seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
   assert len(out) == new and out == seq[len(prompt):]
 
 
