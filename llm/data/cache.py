@@ -8,7 +8,6 @@ first token and the bytes it adds, llm.losses.byte_fix; what bits per byte count
 import contextlib
 import fcntl
 import hashlib
-import itertools
 import json
 import os
 import shutil
@@ -40,16 +39,10 @@ def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
   token_bytes_V, byte_fixes = tokenizer.token_bytes(), []
 
   def write(chunk: list[str], out):
-    encoded = tokenizer.encode_batch(chunk)
-    tokens = np.fromiter(itertools.chain.from_iterable(
-        itertools.chain((tokenizer.bos_id,), ids) for ids in encoded), dtype)
+    ids, fixes = document_stream(chunk, tokenizer, token_bytes_V)
+    tokens = np.asarray(ids, dtype)
     tokens.tofile(out)
-    first = counts['num_tokens'] + 1  # the first token of the chunk's first document, after its bos
-    for doc, ids in zip(chunk, encoded):
-      fix = losses.byte_fix(token_bytes_V, doc, ids)
-      if fix and ids:  # a document of no tokens has no target to hold its bytes, nor a loss
-        byte_fixes.append((first, fix))
-      first += len(ids) + 1
+    byte_fixes.extend((counts['num_tokens'] + position, fix) for position, fix in fixes)
     counts['num_tokens'] += len(tokens)
     counts['num_docs'] += len(chunk)
     counts['num_bytes'] += sum(len(doc.encode()) for doc in chunk)
@@ -73,6 +66,20 @@ def build_token_cache(docs: Iterable[str], tokenizer, path: Path):
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+
+
+def document_stream(docs: list[str], tokenizer, token_bytes_V) -> tuple[list[int], list[tuple[int, int]]]:
+  """docs as one stream of [bos] + encode(doc) each, and the (position in the stream, byte fix) of
+  each document's first token where its bytes need one (llm.losses.byte_fix): what the cache
+  stores, and what llm.evals.bpb scores a corpus outside it on."""
+  stream, fixes = [], []
+  for doc, ids in zip(docs, tokenizer.encode_batch(docs)):
+    stream.append(tokenizer.bos_id)
+    fix = losses.byte_fix(token_bytes_V, doc, ids)
+    if fix and ids:  # a document of no tokens has no target to hold its bytes, nor a loss
+      fixes.append((len(stream), fix))
+    stream.extend(ids)
+  return stream, fixes
 
 
 def load_cache_meta(path: Path) -> dict:

@@ -16,19 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from llm import data as data_lib, losses
-from llm.data import sources
+from llm.data import cache, sources
 
 
 def documents_bpb(ctx, documents) -> float:
   tok = ctx.tokenizer
   documents = list(documents)
   token_bytes_V = tok.token_bytes()
-  stream, fixes = [], []  # fixes: losses.byte_fix of each document on its first token, 0 elsewhere
-  for doc, ids in zip(documents, tok.encode_batch(documents)):
-    stream += [tok.bos_id] + ids
-    fixes += [0] * (len(ids) + 1)
-    if ids:
-      fixes[-len(ids)] = losses.byte_fix(token_bytes_V, doc, ids)
+  stream, first_fixes = cache.document_stream(documents, tok, token_bytes_V)
+  fixes = np.zeros(len(stream), np.int64)  # each document's byte fix on its first token, 0 elsewhere
+  for position, fix in first_fixes:
+    fixes[position] = fix
   L = ctx.max_len
   starts = range(0, max(len(stream) - 1, 1), L - 1)  # window i predicts stream[i(L-1)+1 : (i+1)(L-1)+1]
   if ctx.limit:
@@ -38,7 +36,7 @@ def documents_bpb(ctx, documents) -> float:
   for s, row, loss_T in zip(starts, rows, ctx.score(rows)):
     targets = np.asarray(row[1:])
     loss += float(loss_T[token_bytes_V[targets] > 0].sum())
-    n_bytes += int(losses.target_bytes(token_bytes_V, targets, np.asarray(fixes[s + 1:s + len(row)])).sum())
+    n_bytes += int(losses.target_bytes(token_bytes_V, targets, fixes[s + 1:s + len(row)]).sum())
   if not n_bytes:
     raise ValueError('bits per byte of text that holds no bytes; give a corpus with text in it')
   return loss / math.log(2) / n_bytes
