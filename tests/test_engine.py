@@ -93,6 +93,18 @@ def test_a_kept_cache_with_non_finite_values_past_every_length_changes_nothing(t
   assert [c.tokens for c in engine.generate(prompts, **kw)] == clean
 
 
+def greedy_by_full_passes(model, params, prompt, new) -> list[int]:
+  """new tokens, each the argmax of a full forward pass (no cache) over the prompt and the tokens
+  before it. Every pass is over prompt + new tokens, zeros after those so far: causal attention
+  keeps them from the logits at the last one, and one length compiles once."""
+  forward = jax.jit(lambda tokens_1xT: model.apply({'params': params}, tokens_1xT))
+  seq = list(prompt)
+  for _ in range(new):
+    logits = forward(jnp.asarray([seq + [0] * (len(prompt) + new - len(seq))]))
+    seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
+  return seq[len(prompt):]
+
+
 @pytest.mark.parametrize('max_seq_len,new', [(96, 6), (40, 36)])
 def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer, max_seq_len, new):
   """Learned positions; at max_seq_len 40 the prompt bucket (64) is longer than the table, and
@@ -100,15 +112,9 @@ def test_greedy_decoding_follows_the_argmax_of_full_forward_passes(tokenizer, ma
   engine = _engine(tokenizer, style='gpt2', max_seq_len=max_seq_len)
   prompt = [2, 40, 41, 42]
   out = engine.generate([prompt], max_new_tokens=new, temperature=0.0, stop_ids=[])[0].tokens
-  # The full forward pass over a fixed length, zeros after the tokens so far: causal attention
-  # keeps them from the logits at the last one, and one length compiles once.
-  forward = jax.jit(lambda tokens_1xT: engine.model.apply({'params': engine.params}, tokens_1xT))
-  seq = list(prompt)
   with engine.context():
-    for _ in range(len(out)):
-      logits = forward(jnp.asarray([seq + [0] * (len(prompt) + new - len(seq))]))
-      seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
-  assert len(out) == new and out == seq[len(prompt):]
+    expected = greedy_by_full_passes(engine.model, engine.params, prompt, new)
+  assert len(out) == new and out == expected
 
 
 def test_a_learned_position_model_refuses_a_cache_past_its_table(tokenizer):

@@ -19,7 +19,7 @@ from conftest import ROOT, xla_flags
 from llm import chat_template, checkpoint, cli, inference, tools
 from llm.inference import sampling
 from llm.tokenizer import train_tokenizer
-from test_engine import Scripted
+from test_engine import Scripted, greedy_by_full_passes
 from test_model import init, small_config
 
 
@@ -82,11 +82,8 @@ def test_a_run_loads_for_sampling_and_samples_like_its_training_model(run_dir):
   jax.tree.map(np.testing.assert_array_equal, run.params, state.params)
   prompt = [run.tokenizer.bos_id, 40, 41]
   out = run.engine().generate([prompt], max_new_tokens=5, temperature=0.0, stop_ids=[])[0].tokens
-  seq = list(prompt)
   with setup.context():
-    for _ in range(5):
-      seq.append(int(jnp.argmax(setup.model.apply({'params': state.params}, jnp.asarray([seq]))[0, -1])))
-  assert out == seq[len(prompt):]
+    assert out == greedy_by_full_passes(setup.model, state.params, prompt, 5)
 
 
 def test_a_run_trained_on_more_devices_loads_on_this_hosts(run_dir, tmp_path):
