@@ -73,7 +73,9 @@ def test_blocked_causal_attention_matches_masked_attention_and_its_gradients(T, 
   softmax over all keys; GQA, a last block shorter than the others, and bf16 included."""
   rng = np.random.default_rng(0)
   q, k, v, dout = (jnp.asarray(rng.standard_normal((2, T, n, 16)), dtype) for n in (H, K, K, H))
-  blocked, vjp_blocked = jax.vjp(lambda q, k, v: cpu_xla_attention.causal_attention(q, k, v, q_block=q_block), q, k, v)
+  # Compiled, as the model runs it (eagerly, each query block's ops dispatch one by one: seconds).
+  blocked_fn = jax.jit(lambda q, k, v: cpu_xla_attention.causal_attention(q, k, v, q_block=q_block))
+  blocked, vjp_blocked = jax.vjp(blocked_fn, q, k, v)
   masked, vjp_masked = jax.vjp(lambda q, k, v: reference.masked_attention(q, k, v, reference.causal_mask(2, T)),
                                q, k, v)
   tol = dict(rtol=2e-2, atol=2e-2) if dtype == 'bfloat16' else dict(rtol=1e-5, atol=1e-5)
