@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ROOT, hh_sft_openings, request_words, kill_then_resume, kill_when, losses_by_step
 from llm import tokenizer as tokenizer_lib
-from llm.rl import best_of_n, hacking, reward_model
+from llm.rl import best_of_n, gold as gold_lib, hacking, reward_model
 from tiny_config import tiny_rlhf_config
 
 
@@ -95,6 +95,21 @@ def test_best_of_n_picks_the_proxy_best_of_each_group():
   assert [r['kl_bon'] for r in rows] == [0.0, pytest.approx(math.log(4) - 0.75)]
   with pytest.raises(ValueError, match='divisible'):
     best_of_n.select(proxy, gold, 3)
+
+
+def test_best_of_n_scores_each_sample_by_its_own_prompts_topic():
+  """Samples come prompt by prompt: the second of two is still the first prompt's."""
+  first, second = gold_lib.GoldTopicsTask().heldout(2)
+  a, b = first.meta['topic'], second.meta['topic']
+  texts = [f'The {a} is here.', f'The {a} is there.', f'The {b} is here.', 'Nothing is there.']
+  proxy = np.array([[0.2, 0.7], [0.9, 0.1]])
+  gold_PxN, examples = best_of_n.gold_and_examples([first, second], texts, proxy)
+  # Four words of the 30 that earn full length: 4/30 each; relevance 1 where the one sentence names
+  # the prompt's topic, 0 where it does not; nothing repeats.
+  np.testing.assert_allclose(gold_PxN, [[1 + 4 / 30, 1 + 4 / 30], [1 + 4 / 30, 3 / 30]], rtol=1e-6)
+  assert [(e['prompt'], e['response'], e['proxy']) for e in examples] == [
+      (f'Tell me about the {a}.', texts[1], 0.7), (f'Tell me about the {b}.', texts[2], 0.9)]
+  assert [e['gold'] for e in examples] == pytest.approx([1 + 4 / 30, 1 + 4 / 30])
 
 
 @pytest.mark.parametrize('text, message', [

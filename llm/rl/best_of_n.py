@@ -71,13 +71,21 @@ def sample_and_score(policy: str, proxy: str, ensemble: str, prompts: int, sampl
                                 stop_ids=chat_template.turn_stop_ids(tok))
   texts = [rl_tasks.assistant_text(tok, c.tokens) for c in completions]
   proxy_PxN = scorer.score([i + c.tokens for i, c in zip(ids, completions)]).reshape(prompts, samples)
-  gold_PxN = np.array([gold_lib.gold_reward(problems[j // samples].meta['topic'], t) for j, t in enumerate(texts)],
-                      np.float32).reshape(prompts, samples)
-  best = proxy_PxN.argmax(1)
-  examples = [{'prompt': problems[p].prompt_messages[-1]['content'], 'response': texts[p * samples + best[p]],
-               'proxy': float(proxy_PxN[p, best[p]]), 'gold': float(gold_PxN[p, best[p]])}
-              for p in range(min(prompts, 8))]
+  gold_PxN, examples = gold_and_examples(problems, texts, proxy_PxN)
   return proxy_PxN, gold_PxN, examples
+
+
+def gold_and_examples(problems: list, texts: list[str], proxy_PxN: np.ndarray) -> tuple[np.ndarray, list]:
+  """(gold_PxN, examples): the gold reward of texts, prompt by prompt (N samples each, in
+  problems' order), and for the first 8 prompts the sample the proxy ranks first."""
+  P, N = proxy_PxN.shape
+  gold_PxN = np.array([gold_lib.gold_reward(problems[j // N].meta['topic'], t) for j, t in enumerate(texts)],
+                      np.float32).reshape(P, N)
+  best = proxy_PxN.argmax(1)
+  examples = [{'prompt': problems[p].prompt_messages[-1]['content'], 'response': texts[p * N + best[p]],
+               'proxy': float(proxy_PxN[p, best[p]]), 'gold': float(gold_PxN[p, best[p]])}
+              for p in range(min(P, 8))]
+  return gold_PxN, examples
 
 
 def main(argv):
