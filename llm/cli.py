@@ -115,7 +115,7 @@ def config_parser(program: str):
   naming them, not a traceback."""
 
   def parse(argv):
-    repeated = _repeated_key(argv)
+    repeated = repeated_key(argv)
     if repeated:
       sys.exit(f'{program}: {repeated}')
     try:
@@ -157,7 +157,7 @@ def config_keys(args: list[str]) -> list[str]:
   return keys
 
 
-def _repeated_key(argv: list[str]) -> str | None:
+def repeated_key(argv: list[str]) -> str | None:
   """What is wrong with the first --config.a.b that argv sets twice; None if none is. absl keeps
   the last value of a flag given twice without a word, so a command edited by appending an override
   would run with a setting its reader may not see."""

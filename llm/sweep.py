@@ -149,6 +149,9 @@ def tpu_commands(config_path, points, root: str, extra) -> list[tuple[str, str, 
 
 def main(argv):
   extra = argv[1:]
+  repeated = cli.repeated_key(extra)
+  if repeated:  # each point's llm.main would refuse it, one log at a time
+    raise ValueError(f'among the flags after --: {repeated}')
   config_path, points = load_sweep(_SWEEP.value)
   if _MODE.value == 'local':
     # Each point's llm.main runs in the repository (its default data folders are relative to it): the

@@ -199,6 +199,16 @@ def test_a_root_that_is_a_file_or_under_one_is_one_line_before_any_point(tmp_pat
   assert line.startswith(f'llm.sweep: {tmp_path / root} cannot be written')
 
 
+@pytest.mark.parametrize('mode', ['local', 'print'])
+def test_a_key_given_twice_after_the_double_dash_is_one_line_before_any_point(tmp_path, mode):
+  """Each point's llm.main would refuse it, after the sweep had started them one by one."""
+  result = _sweep(tmp_path, dict(os.environ, PYTHONPATH=str(ROOT)), f'--mode={mode}', '--', '--config.train.steps=3',
+                  '--config.train.steps=5')
+  assert result.returncode == 1 and result.stdout == '' and not list(tmp_path.iterdir())
+  assert result.stderr.strip().splitlines() == [
+      'llm.sweep: among the flags after --: --config.train.steps is given twice; give it once']
+
+
 def _tpu_vm_dry(*args):
   out = subprocess.run([sys.executable, 'launch/tpu_vm.py', args[0], '--dry_run', *args[1:]], cwd=ROOT, capture_output=True,
                        text=True)
