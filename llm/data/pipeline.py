@@ -224,6 +224,27 @@ def shuffled_batches(num_windows_: int, read, global_batch: int, seed: int, proc
           .to_iter_dataset(_READ_OPTIONS))
 
 
+def first_fit(lengths: list[int], width: int) -> list[tuple[int, int]]:
+  """Where each sequence of lengths goes in windows of width tokens, first fit: (window, offset)
+  of its first token. Only the last 64 windows opened are tried, so packing stays linear."""
+  too_long = [n for n in lengths if n > width]
+  if too_long:
+    raise ValueError(f'{len(too_long)} sequences are longer than seq_len + 1 = {width} tokens '
+                     f'(longest {max(too_long)}); fit them first (llm.data.conversations.fit)')
+  places, free, open_windows = [], [], []  # free[i]: tokens left in window i
+  for n in lengths:
+    slot = next((i for i in open_windows if free[i] >= n), None)
+    if slot is None:
+      free.append(width)
+      slot = len(free) - 1
+      open_windows.append(slot)
+      if len(open_windows) > 64:
+        open_windows.pop(0)
+    places.append((slot, width - free[slot]))
+    free[slot] -= n
+  return places
+
+
 def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int,
                        pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Packs whole (ids, mask) sequences into windows of seq_len + 1 tokens, first fit.
@@ -236,31 +257,15 @@ def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int
   Returns (windows_NxW, mask_NxW, segments_NxW), W = seq_len + 1.
   """
   width = seq_len + 1
-  too_long = [len(ids) for ids, _ in rendered if len(ids) > width]
-  if too_long:
-    raise ValueError(f'{len(too_long)} sequences are longer than seq_len + 1 = {width} tokens '
-                     f'(longest {max(too_long)}); fit them first (llm.data.conversations.fit)')
-  windows, masks, segments, free = [], [], [], []  # free[i]: tokens left in window i
-  open_windows = []  # indices of windows with room; capped so packing stays linear
-  for ids, mask in rendered:
-    slot = next((i for i in open_windows if free[i] >= len(ids)), None)
-    if slot is None:
-      windows.append([]), masks.append([]), segments.append([]), free.append(width)
-      slot = len(windows) - 1
-      open_windows.append(slot)
-      if len(open_windows) > 64:
-        open_windows.pop(0)
-    windows[slot].extend(ids)
-    masks[slot].extend(mask)
-    segments[slot].extend([(segments[slot][-1] if segments[slot] else 0) + 1] * len(ids))
-    free[slot] -= len(ids)
-  tokens_NxW = np.full((len(windows), width), pad_id, np.int32)
-  mask_NxW = np.zeros((len(windows), width), np.int8)
-  segments_NxW = np.zeros((len(windows), width), np.int32)
-  for i, (ids, mask, segment) in enumerate(zip(windows, masks, segments)):
-    tokens_NxW[i, :len(ids)] = ids
-    mask_NxW[i, :len(mask)] = mask
-    segments_NxW[i, :len(segment)] = segment
+  places = first_fit([len(ids) for ids, _ in rendered], width)
+  count = max((window for window, _ in places), default=-1) + 1
+  tokens_NxW = np.full((count, width), pad_id, np.int32)
+  mask_NxW = np.zeros((count, width), np.int8)
+  segments_NxW = np.zeros((count, width), np.int32)
+  for (window, offset), (ids, mask) in zip(places, rendered):
+    tokens_NxW[window, offset:offset + len(ids)] = ids
+    mask_NxW[window, offset:offset + len(ids)] = mask
+    segments_NxW[window, offset:offset + len(ids)] = segments_NxW[window, max(offset - 1, 0)] + 1
   return tokens_NxW, mask_NxW, segments_NxW
 
 
