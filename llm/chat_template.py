@@ -101,6 +101,14 @@ def render_message(tokenizer, message: dict) -> tuple[list[int], list[int]]:
   return ids, mask
 
 
+def trained_text_bytes(message: dict) -> int:
+  """UTF-8 bytes of the text render_message trains on in message: an assistant's text and tool-call
+  parts (the special tokens around them stand for no text). What bits per byte divides by."""
+  if message.get('role') != 'assistant':
+    return 0
+  return sum(len(part['text'].encode()) for part in _parts(message) if part.get('type') in ('text', 'tool_call'))
+
+
 def tool_result_ids(tokenizer, text: str) -> list[int]:
   """<|tool_result|> text <|/tool_result|>, the text cut to MAX_TOOL_RESULT_TOKENS in all with a
   visible marker (llm.tools.TRUNCATED) before its last line where it is longer: the one place

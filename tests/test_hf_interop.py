@@ -314,6 +314,31 @@ def test_bits_per_byte_count_each_documents_own_bytes_whatever_space_its_tokeniz
   assert sum(s['byte_loss_sum'] for s in sums) == pytest.approx(n_tokens * np.log(tok.vocab_size), rel=1e-6)
 
 
+@pytest.mark.parametrize('kind', ['dummy_prefix', 'metaspace', 'byte_level'])
+def test_sft_bits_per_byte_count_the_replies_own_bytes_whatever_space_its_tokenizer_adds(kind, tmp_path):
+  """Each text part is encoded on its own: a dummy prefix put a space before every reply and tool
+  call, counted as a byte of the reply; Metaspace and ByteLevel dropped a reply's own leading space."""
+  from llm import train
+  from llm.tasks import sft
+  from ml_collections import ConfigDict
+  from test_evals import Constant
+  tok = _prefix_space_tokenizer(kind, tmp_path).with_chat_tokens()
+  conversations = [
+      [{'role': 'user', 'content': 'What is 2+2?'}, {'role': 'assistant', 'content': 'It is 4.'}],
+      [{'role': 'system', 'content': 'Be brief.'}, {'role': 'user', 'content': 'Add 17 and 25.'},
+       {'role': 'assistant', 'content': [{'type': 'tool_call', 'text': 'calculator: 17+25'},
+                                         {'type': 'tool_result', 'text': '42'}, {'type': 'text', 'text': ' 42 café'}]}],
+      [{'role': 'user', 'content': 'Say nothing.'}, {'role': 'assistant', 'content': ''}]]
+  # The replies' and tool calls' own text, bytes counted by hand: 'It is 4.' 8, 'calculator: 17+25' 17,
+  # ' 42 café' 9 (é is two); the empty reply none.
+  reply_bytes = 8 + 17 + 9
+  uniform = Constant((0.0,) * tok.vocab_size)
+  eval_step = train.make_eval_step(uniform, tok.token_bytes())
+  tc = ConfigDict({'seq_len': 80, 'batch_size': 2, 'eval_batches': 0})
+  batches = sft.eval_batches(conversations, tok, tok.token_bytes(), tc, isolate=False)
+  assert sum(int(eval_step({}, batch)['bytes']) for batch in batches) == reply_bytes
+
+
 def test_hellaswag_scores_an_ending_after_one_space_with_a_dummy_prefix_tokenizer(tmp_path):
   """The dummy prefix puts a space before every text: ' ' + ending encoded alone carried two."""
   from llm.evals import hellaswag

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from llm import init_from, losses, model as model_lib, tokenizer as tokenizer_lib
+from llm import chat_template
 from llm.chat_template import render
 from llm.data import conversations, pipeline, replay, sources
 from llm.evals import identity
@@ -108,8 +109,8 @@ def data(config, workdir) -> TaskData:
   train = pipeline.masked_windows_dataset(windows, mask, tc.batch_size, config.data.seed,
                                           jax.process_index(), jax.process_count(),
                                           segments if isolate else None, replayed)
-  eval_sets = {name: _eval_batches([render(tok, c) for c in val], tc, tok.pad_id, isolate)
-               for name, (_, val) in splits.items() if val}
+  token_bytes_V = tok.token_bytes()
+  eval_sets = {name: eval_batches(val, tok, token_bytes_V, tc, isolate) for name, (_, val) in splits.items() if val}
   facts = {'sft_train_conversations': {n: len(s[0]) for n, s in splits.items()},
            'sft_windows_per_epoch': len(windows) + replay_count, 'sft_replay_windows': replay_count, **security_facts}
   return TaskData(tokenizer=tok, train_iter=iter(train), eval_sets=eval_sets, facts=facts,
@@ -129,21 +130,34 @@ def _record(splits: dict, windows: np.ndarray, replayed: pipeline.EpochWindows |
   return record
 
 
-def _eval_batches(rendered, tc, pad_id, isolate: bool) -> list[dict]:
+def eval_batches(val: list, tok, token_bytes_V, tc, isolate: bool) -> list[dict]:
   """All of a source's validation conversations, packed as in training; the last batch is
-  padded with windows whose mask is 0, so every conversation counts once."""
-  windows, mask, segments = pipeline.pack_conversations(rendered, tc.seq_len, pad_id)
+  padded with windows whose mask is 0, so every conversation counts once.
+
+  Each batch's 'byte_fix' makes a conversation's trained bytes those of its replies' text: an
+  imported tokenizer's tokens may stand for more (a dummy prefix's space before each part, Llama
+  2's) or fewer (losses.byte_fix). The difference goes on the conversation's first trained token;
+  bits per byte sums bytes over whole conversations, which packing never splits."""
+  rendered = [render(tok, c) for c in val]
+  windows, mask, segments = pipeline.pack_conversations(rendered, tc.seq_len, tok.pad_id)
+  fix = np.zeros(windows.shape, np.int32)
+  places = pipeline.first_fit([len(ids) for ids, _ in rendered], tc.seq_len + 1)
+  for (window, offset), (ids, trained), conversation in zip(places, rendered, val):
+    text_bytes = sum(chat_template.trained_text_bytes(m) for m in conversation)
+    token_bytes = int(token_bytes_V[np.asarray(ids)[np.asarray(trained, bool)]].sum())
+    if text_bytes != token_bytes:
+      fix[window, offset + trained.index(1)] = text_bytes - token_bytes
   count = -(-len(windows) // tc.batch_size)
   if tc.eval_batches:
     count = min(count, tc.eval_batches)
   pad = count * tc.batch_size - len(windows)
-  windows = np.concatenate([windows, np.full((max(pad, 0), windows.shape[1]), pad_id, windows.dtype)])
-  mask = np.concatenate([mask, np.zeros((max(pad, 0), mask.shape[1]), mask.dtype)])
-  segments = np.concatenate([segments, np.zeros((max(pad, 0), segments.shape[1]), segments.dtype)])
+  windows, mask, segments, fix = (np.concatenate([a, np.full((max(pad, 0), a.shape[1]), value, a.dtype)])
+                                  for a, value in ((windows, tok.pad_id), (mask, 0), (segments, 0), (fix, 0)))
   batches = []
   for i in range(0, count * tc.batch_size, tc.batch_size):
     rows = slice(i, i + tc.batch_size)
-    batch = {'inputs': windows[rows, :-1], 'targets': windows[rows, 1:], 'loss_mask': mask[rows, 1:].astype(np.int32)}
+    batch = {'inputs': windows[rows, :-1], 'targets': windows[rows, 1:], 'loss_mask': mask[rows, 1:].astype(np.int32),
+             'byte_fix': fix[rows, 1:]}
     batches.append({**batch, **pipeline.segment_batch(segments[rows, :-1])} if isolate else batch)
   return batches
 
