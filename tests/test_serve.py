@@ -622,6 +622,35 @@ def test_a_tool_call_under_way_holds_up_only_its_own_row(synthetic_tok):
   assert reply['choices'][0]['finish_reason'] == 'stop'
 
 
+def test_every_slot_can_have_a_tool_call_under_way_at_once(synthetic_tok):
+  """Nine rows each call a tool that returns only once all nine have started: with a thread per
+  slot they all run; with eight threads the ninth waited for one of them, and none returned."""
+  tok, sp = synthetic_tok, synthetic_tok.special_id
+  started = threading.Barrier(9)
+  registry = {'slow': lambda args: (started.wait(30), 'done')[-1]}
+  prompt = chat_template.render_prompt(tok, _chat('run it'))
+  call = [sp('<|tool_call|>')] + tok.encode('slow: x') + [sp('<|/tool_call|>')]
+  result = chat_template.tool_result_ids(tok, 'done')
+  engine = _scripted_engine(tok, prompt, call + [7] * len(result) + [sp('<|end|>')], registry)
+  events = [queue.Queue() for _ in range(9)]
+  batcher = Batcher(engine, max_slots=16, steps_per_call=2)
+  for e in events:  # all waiting when the batcher starts: admitted together
+    batcher.submit(Request(prompt, 40, text_lib.TextStream(tok), e.put, temperature=0.0,
+                           stop_ids=tuple(chat_template.turn_stop_ids(tok))))
+  batcher.start()
+  try:
+    finishes = []
+    for e in events:
+      event = e.get(timeout=120)
+      while 'finish' not in event:
+        assert 'error' not in event, event
+        event = e.get(timeout=120)
+      finishes.append(event['finish'])
+  finally:
+    batcher.close()
+  assert not started.broken and finishes == ['stop'] * 9
+
+
 def test_a_calculator_call_beside_a_long_request_costs_its_row_no_idle_pass(synthetic_tok, monkeypatch):
   """Run on the pool, a calculator call was not done when the pass that started it checked, so its
   row idled through the next pass while a long request beside it decoded: one pass more than when

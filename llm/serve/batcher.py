@@ -68,7 +68,6 @@ _DEVICE_FIELDS = ('cache', 'out', 'out_forced')  # the rest of the decode state:
 _STOPS = 8
 _MIN_PREFILL = 16  # the shortest prefill (positions): shorter prompts share its compiled shape
 _SHRINK_AFTER = 4  # passes the rows in flight must fit a smaller batch before it shrinks
-_TOOL_THREADS = 8  # tool calls run at once; more wait for a thread, their rows paused
 _TOOL_WAIT_S = 0.05  # how long a pass in which every row waits for a tool waits for one to finish
 # How long a pass waits for the tool calls it started: two of Python's 5 ms thread switch intervals,
 # so that a call of microseconds ends within it even while another thread holds the interpreter.
@@ -101,7 +100,9 @@ class Batcher:
     self.shown: list[int] = []  # tokens of each row already handed to its request
     self.tool_calls: list[int] = []
     self.tool_runs: list[concurrent.futures.Future | None] = []  # each row's tool call under way, if any
-    self._tools = concurrent.futures.ThreadPoolExecutor(_TOOL_THREADS, thread_name_prefix='tool')
+    # A thread per slot (started as calls come): a row's call waits for no other row's to end, unless a
+    # row freed while its call ran (a client that left) still holds a thread.
+    self._tools = concurrent.futures.ThreadPoolExecutor(max_slots, thread_name_prefix='tool')
     self.batch_sizes = collections.Counter()  # decode calls per batch size
     self.prefill_sizes = collections.Counter()  # prefill calls per number of requests admitted together
     self.finished = collections.Counter()  # requests per finish reason (stop, length, cancelled)
