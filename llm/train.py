@@ -510,6 +510,8 @@ def _train(config, workdir: Path) -> dict:
 
     log = MetricsLog(workdir, tc.steps, start, tc.progress_bar)
     pending = None  # (step, device metrics, host metrics): fetched one step late, the next step queued
+    # tokens/s: the steps fetched since the window opened, over its time. A window closes and opens
+    # when a step's metrics arrive (its work has ended) and after an evaluation.
     window_t, window_steps, last_eval, last_metrics = time.time(), 0, {}, {}
     peak_warned = False
 
@@ -522,6 +524,10 @@ def _train(config, workdir: Path) -> dict:
       metrics = {**{k: float(v) for k, v in jax.device_get(dev_metrics).items()}, **host_metrics}
       _check_finite(step, metrics, ckpt)
       last_metrics = metrics
+      if step == start + 1:  # it compiled: keep it out of tokens/s
+        window_t, window_steps = time.time(), 0
+      else:
+        window_steps += 1
       if step % tc.log_every == 0 or step == tc.steps:
         row = {**metrics, 'tokens_seen': step * tokens_per_step}
         if window_steps:  # none when only the compiling first step ran since the window opened
@@ -537,15 +543,16 @@ def _train(config, workdir: Path) -> dict:
                     **task.periodic_eval(config, setup, state.params, data)})
     for step in range(start + 1, tc.steps + 1):
       if task.next_batch:
+        # Its batch (rollouts) waits for the last step's parameters anyway: that step ends here, as
+        # before an evaluation, so each step's window holds its own batch's making. Fetched after the
+        # next batch, as below, an evaluation step's held none and the step after it two.
+        flush_pending()
         host_batch, host_metrics = task.next_batch(data, setup, state, step)
       else:
         host_batch, host_metrics = next(data.train_iter), {}
       state, dev_metrics = train_step(state, sharding.global_batch(host_batch, mesh))
-      flush_pending()
+      flush_pending()  # the step before, while this one runs
       pending = (step, dev_metrics, host_metrics)
-      window_steps += 1
-      if step == start + 1:
-        window_t, window_steps = time.time(), 0  # the first step compiles: keep it out of tokens/s
       log.advance(step)
       if step % tc.eval_every == 0 or step == tc.steps:
         flush_pending()

@@ -31,6 +31,27 @@ def read_metrics(workdir):
   return [json.loads(l) for l in (workdir / 'metrics.jsonl').read_text().splitlines()]
 
 
+def test_tokens_per_s_of_a_task_that_makes_its_batches_counts_each_steps_own_making(tmp_path, cache_dir, monkeypatch):
+  """RL rollouts take most of a step: with a clock that only their making moves (1 s a batch),
+  every step's rate is one batch in 1 s. Fetched after the next batch's making, an evaluation
+  step's window held none of it (0 s) and the step after it two."""
+  import dataclasses
+  from llm.tasks import pretrain
+  clock = [0.0]
+
+  def next_batch(data, setup, state, step):
+    clock[0] += 1.0
+    return next(data.train_iter), {}
+
+  monkeypatch.setattr(pretrain, 'TASK', dataclasses.replace(pretrain.TASK, next_batch=next_batch))
+  monkeypatch.setattr(train, 'time', types.SimpleNamespace(time=lambda: clock[0]))
+  config = tiny_config(cache_dir, **{'train.steps': 7, 'train.eval_every': 2, 'train.log_every': 1,
+                                     'train.checkpoint_every': 3})
+  train.run(config, tmp_path)
+  rates = {row['step']: row['tokens_per_s'] for row in read_metrics(tmp_path) if 'tokens_per_s' in row}
+  assert rates == {step: 8 * 64 / 1.0 for step in range(2, 8)}  # batch 8 x 64 tokens; step 1 compiled
+
+
 def test_loss_falls_and_run_dir_holds_the_contract(tmp_path, cache_dir):
   config = tiny_config(cache_dir, **{'train.steps': 40, 'train.eval_every': 20, 'train.checkpoint_every': 15,
                                      'train.keep_checkpoints': 2})
