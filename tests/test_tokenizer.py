@@ -256,3 +256,17 @@ def test_a_vocabulary_smaller_than_asked_for_is_a_warning(tmp_path, caplog):
   assert small.vocab_size < 4000
   assert (f'tokenizer: {small.vocab_size} tokens, fewer than config.tokenizer.vocab_size=4000: its training text'
           in caplog.text)
+
+
+def test_training_stops_at_the_sentence_that_reaches_train_chars():
+  """'ab\n\n' is 4 characters: with train_chars=4 it is all the tokenizer reads, not 'cd' after it."""
+  assert list(tokenizer_lib._training_sentences(['ab\n\ncd'], max_chars=4)) == ['ab\n\n']
+  assert list(tokenizer_lib._training_sentences(['ab\n\ncd'], max_chars=5)) == ['ab\n\n', 'cd']
+
+
+def test_a_run_without_a_tokenizer_file_gets_the_sentencepiece_name(tmp_path):
+  """The path a run writes its tokenizer to before it has one is tokenizer.model; an imported
+  run's tokenizer.hf.json is found when it is the only one there."""
+  assert tokenizer_lib.run_file(tmp_path) == tmp_path / 'tokenizer.model'
+  (tmp_path / 'tokenizer.hf.json').write_text('{}')
+  assert tokenizer_lib.run_file(tmp_path) == tmp_path / 'tokenizer.hf.json'
