@@ -515,3 +515,12 @@ def test_resuming_rlhf_on_a_source_with_another_room_for_replies_is_refused(tmp_
   (tmp_path / 'config.json').write_text(tiny_rlhf_config().to_json_best_effort())
   gold = tiny_rlhf_config(**{'grpo.max_new_tokens': 24})
   train._check_same_data(ckpt, 2, gold, tmp_path, tasks.get(gold).data_stream)
+
+
+def test_sequence_aggregation_leaves_a_row_without_completion_tokens_out_of_the_mean():
+  """Ratio 1, so a token's loss is -A: row 0 (A = 1, two tokens) has sequence loss -1; row 1 has no
+  loss token at all, so the mean over completions is -1 / 1, not -1 / 2."""
+  logp = jnp.zeros((2, 3))
+  mask = jnp.array([[0, 1, 1], [0, 0, 0]], jnp.float32)
+  loss_sum, weight, _ = grpo.objective(logp, logp, jnp.array([1.0, 1.0]), mask, 0.2, 0.2, aggregation='sequence')
+  assert (float(loss_sum), float(weight)) == (-1.0, 1.0)
