@@ -482,3 +482,14 @@ def test_the_gold_configs_take_typed_arguments_and_name_the_usage():
   for bad in ('pairs', 'pears=10'):
     with pytest.raises(ValueError, match=r'write pairs=N\[,noise=F\]\[,seed=S\]'):
       reward_model_gold.get_config(bad)
+
+
+def test_bradley_terry_accuracy_counts_a_tie_as_wrong():
+  """Differences 0 (a tie), 1 and -1: one pair of three ranked right."""
+  _, n, aux = reward_model.bradley_terry(jnp.array([0.5, 2.0, 0.0]), jnp.array([0.5, 1.0, 1.0]))
+  assert (float(aux['accuracy'][0]), float(n)) == (1.0, 3.0)
+
+
+def test_a_gold_gap_on_a_bucket_edge_lands_in_the_upper_bucket_only():
+  from llm.tasks import reward_model as rm_task
+  assert rm_task.accuracy_by_gap(np.array([1.0, -1.0]), np.array([0.2, 0.8])) == {0.2: 1.0, 0.8: 0.0}

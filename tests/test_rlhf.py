@@ -85,6 +85,21 @@ def test_hacking_monitor_fires_when_gold_falls_while_proxy_rises(tmp_path):
   assert resumed.update(40, 0.3, 2.0) == {'hacking': 1.0, 'gold_below_best': pytest.approx(0.22)}
 
 
+def test_hacking_monitor_needs_gold_below_its_best_and_the_proxy_past_the_tolerance():
+  """Gold level with its best is not a fall, and a proxy risen by less than the tolerance (or
+  fallen) is not a rise: neither is hacking."""
+  level = hacking.HackingMonitor(tolerance=0.0)
+  assert [level.update(s, g, p)['hacking'] for s, g, p in [(0, 0.5, 1.0), (1, 0.5, 2.0)]] == [0, 0]
+  for proxy in (1.02, 0.98):
+    flat = hacking.HackingMonitor(tolerance=0.05)
+    assert [flat.update(s, g, p)['hacking'] for s, g, p in [(0, 0.5, 1.0), (1, 0.2, proxy)]] == [0, 0]
+
+
+def test_the_distance_of_a_negative_kl_estimate_is_zero():
+  """A sample KL estimate a little below 0 means the policy has not moved: d = sqrt(max(KL, 0))."""
+  assert hacking.distance(-0.01) == 0.0
+  assert hacking.distance(0.25) == 0.5
+
 def test_best_of_n_picks_the_proxy_best_of_each_group():
   proxy = np.array([[0.1, 0.9, 0.5, 0.2]])
   gold = np.array([[1.0, -1.0, 0.5, 0.0]])
