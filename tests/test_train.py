@@ -693,6 +693,68 @@ def test_the_optimizer_clips_the_global_gradient_norm_before_adamw():
       np.testing.assert_allclose(updates[k], expected[k], rtol=1e-5, atol=1e-7)
 
 
+def test_a_warmup_as_long_as_the_run_is_fitted_too():
+  """warmup_steps == steps leaves no step past the warmup: fitted to a tenth, like a longer one."""
+  from llm import optim
+  tc = _train_settings(steps=10, warmup_steps=10)
+  optim.fit_warmup(tc)
+  assert tc.warmup_steps == 1
+
+
+def test_grad_clip_zero_turns_clipping_off():
+  """grad_clip=0 is off: the updates are optax.adamw's on the gradients as given (a clip to norm 0
+  would zero them, leaving weight decay alone)."""
+  import optax
+  from llm import optim
+  tc = _train_settings(lr=0.1, steps=100, warmup_steps=0, schedule='wsd', grad_clip=0.0)
+  params, grads = {'w': jnp.ones((2, 3))}, {'w': jnp.full((2, 3), 0.5)}
+  tx = optim.make_optimizer(tc)[0]
+  reference = optax.adamw(0.1, b1=tc.b1, b2=tc.b2, eps=tc.eps, weight_decay=tc.weight_decay)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  expected, _ = reference.update(grads, reference.init(params), params)
+  np.testing.assert_allclose(updates['w'], expected['w'], rtol=1e-6)
+
+
+def test_optimizer_settings_on_the_edges_of_their_ranges():
+  """min_lr_ratio 1 (a constant lr after warmup) is allowed; b2 1 (no second-moment decay) is not."""
+  from llm import optim
+  optim.check_settings(_train_settings(min_lr_ratio=1.0, steps=10))
+  with pytest.raises(ValueError, match=re.escape('train.b2=1.0 must be in [0, 1)')):
+    optim.check_settings(_train_settings(b2=1.0, steps=10))
+
+
+def _toy_train_step(grad_accum, lr_fn=lambda count: 0.0):
+  """make_train_step on a one-weight model: per row the loss mask x (w x - y)^2, and an aux metric
+  {'x': (sum of x, rows)}, under plain SGD at rate 1."""
+  import optax
+
+  def loss_fn(model, params, batch):
+    del model
+    err = (params['w'] * batch['x'] - batch['y']) ** 2
+    return (err * batch['mask']).sum(), batch['mask'].sum(), {'x': (batch['x'].sum(), batch['x'].shape[0])}
+
+  step = jax.jit(train.make_train_step(None, optax.sgd(1.0), lr_fn, loss_fn, grad_accum))
+  params = {'w': jnp.float32(0.0)}
+  return step, train.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=optax.sgd(1.0).init(params))
+
+
+def test_a_train_step_averages_aux_metrics_over_every_micro_batch_row_and_logs_the_lr_it_ran_at():
+  """x = 1, 2, 3, 4: the aux metric is their mean 2.5 with or without accumulation; and the first
+  step logs the lr of optimizer count 0 (here 0 x 0.1), the rate it ran at."""
+  batch = {'x': jnp.array([1.0, 2.0, 3.0, 4.0]), 'y': jnp.zeros(4), 'mask': jnp.ones(4)}
+  for accum in (1, 2):
+    step, state = _toy_train_step(accum, lr_fn=lambda count: 0.1 * count)
+    _, metrics = step(state, batch)
+    assert (float(metrics['x']), float(metrics['lr'])) == (2.5, 0.0)
+
+
+def test_a_batch_without_loss_tokens_is_a_step_of_zero_loss_not_nan():
+  """Mask all 0 (say, every response cut off): the loss and the update are 0, not 0 / 0."""
+  step, state = _toy_train_step(1)
+  batch = {'x': jnp.array([1.0, 2.0]), 'y': jnp.array([5.0, 5.0]), 'mask': jnp.zeros(2)}
+  state, metrics = step(state, batch)
+  assert (float(metrics['loss']), float(state.params['w'])) == (0.0, 0.0)
+
 def test_a_run_shorter_than_the_warmup_fits_the_warmup(tmp_path, cache_dir):
   """--config.train.steps=N sets a run's length whatever the config's warmup (5 here)."""
   train.run(tiny_config(cache_dir, **{'train.steps': 3}), tmp_path)
