@@ -543,3 +543,26 @@ def test_runs_csv_errors_are_one_line(tmp_path):
     scaling.load_runs_csv(tmp_path / 'runs.csv')
   proc = run_cli(f'--runs_csv={tmp_path / "runs.csv"}', f'--runs={tmp_path}', f'--out={tmp_path / "out"}')
   assert proc.returncode != 0 and '--runs_csv replaces --runs and --holdout' in proc.stderr
+
+
+def test_a_slice_of_two_sizes_has_no_minimum_even_when_one_is_run_twice():
+  """Sizes 1e6 (twice) and 4e6: three runs, but two points in N do not make a parabola."""
+  runs = [slice_run(1e6, 4.0, 1e15), slice_run(1e6, 4.2, 1e15), slice_run(4e6, 5.0, 1e15)]
+  assert scaling.isoflop_minima(runs, (SIZES, 8 * SIZES)) == []
+
+
+def test_slices_of_three_runs_leave_no_residual_to_bootstrap_and_no_caveat_when_all_have_minima():
+  """A parabola through three runs fits them exactly: no residual is left to resample, so the
+  bootstrap has nothing to draw from; every slice has its minimum inside, so no caveat is due."""
+  runs = [slice_run(n, 3.0 + 0.2 * np.log(n / (0.1 * c**0.5))**2, c)
+          for c in (1e13, 1e14) for n in 0.1 * c**0.5 * np.array([0.5, 1.2, 3.0])]
+  minima = scaling.isoflop_minima(runs, (SIZES, 8 * SIZES))
+  assert len(minima) == 2 and scaling.isoflop_caveats(runs, minima) == []
+  assert scaling.isoflop_bootstrap(runs, 5, (SIZES, 8 * SIZES)) == ([], 5)
+
+
+def test_tokens_per_parameter_of_the_compute_optimal_model():
+  """With 6N FLOPs per token, D_opt = C / (6 N_opt), so D_opt / N_opt = C / (6 N_opt^2)."""
+  opt = scaling.compute_optimal(TRUE, [1e18], SIX_N)
+  assert opt['tokens_per_param'][0] == pytest.approx(1e18 / (6 * opt['N_opt'][0] ** 2), rel=1e-9)
+  assert opt['tokens_per_param'][0] > 1  # Chinchilla-like laws put tens of tokens on each parameter

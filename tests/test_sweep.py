@@ -456,3 +456,11 @@ def test_bad_config_file_or_point_is_one_line(tmp_path, config, message):
   assert result.returncode == 1
   (line,) = result.stderr.strip().splitlines()
   assert line.startswith('llm: ') and message in line
+
+
+def test_a_points_default_workdir_name_drops_equals_and_joins_settings_with_underscores(tmp_path):
+  config = tmp_path / 'grid.py'
+  config.write_text("def sweep(grid):\n  return {'two': ['n=1e6,d=2e7', 'n=2e6,d=4e7'], 'same': ['n=1e6', 'n=1e6']}[grid]\n")
+  assert sweep.load_sweep(f'{config}:two')[1] == [('n1e6_d2e7', 'n=1e6,d=2e7'), ('n2e6_d4e7', 'n=2e6,d=4e7')]
+  with pytest.raises(ValueError, match='two points share a workdir name'):
+    sweep.load_sweep(f'{config}:same')
