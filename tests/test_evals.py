@@ -7,6 +7,7 @@ import math
 import re
 import subprocess
 import sys
+import types
 
 import flax.linen as nn
 import jax
@@ -18,8 +19,8 @@ import pytest
 from conftest import ROOT, tiny_config
 from llm import chat_template, inference, init_from
 from llm.data import conversations
-from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, copying, fewshot_arithmetic, fewshot_translation,
-                       heldout, hellaswag, identity, pass_at_k, probes, well_formed)
+from llm.evals import (Context, arithmetic, arithmetic_phrasing, bpb, copying, fewshot, fewshot_arithmetic,
+                       fewshot_translation, heldout, hellaswag, identity, pass_at_k, probes, well_formed)
 from llm.rl import tasks as rl_tasks
 from llm.tokenizer import train_tokenizer
 from llm.tools import calculator
@@ -310,6 +311,24 @@ def _phrasing_regex(template: str) -> re.Pattern:
   return re.compile(re.escape(template).replace(r'\{a\}', r'\d+').replace(r'\{b\}', r'\d+')
                     .replace(r'\{c\}', r'\d+').replace(r'\{name\}', r'\w+') + '$')
 
+
+def test_fewshot_prompt_and_first_line_by_hand(tok):
+  """Solved shots a blank line apart, the query's answer left open; the model reads bos first
+  (a document's start in pretraining) and only the first line it writes is its answer, whose
+  last number must equal the answer (100 is not 10)."""
+  assert (fewshot.prompt([('1+1', '2'), ('2+2', '4')], '5+5', 'Q: {q}\nA: {a}')
+          == 'Q: 1+1\nA: 2\n\nQ: 2+2\nA: 4\n\nQ: 5+5\nA:')
+  seen = []
+
+  def generate(ids, max_new_tokens, **kwargs):
+    seen.extend(ids)
+    reply = tok.encode(' 100\n\nQ: 3+3\nA: 10')
+    return [inference.Completion(reply, [False] * len(reply), 'length', 0) for _ in ids]
+
+  ctx = types.SimpleNamespace(tokenizer=tok, generate=generate)
+  assert fewshot.first_lines(ctx, ['Q: 5+5\nA:'], 12) == ['100']
+  assert seen == [[tok.bos_id] + tok.encode('Q: 5+5\nA:')]
+  assert fewshot_arithmetic.answers_right(ctx, [('What is 5 + 5?', '10'), ('What is 50 * 2?', '100')]) == [False, True]
 
 def test_fewshot_accuracy_is_over_the_prompts_that_fit_and_undefined_when_none_does(tok):
   """A prompt too long for the context makes no answer (generate's None): it counts neither way,

@@ -141,3 +141,10 @@ def test_a_seed_group_that_cannot_be_read_stops_the_report_before_any_file_is_wr
   with pytest.raises(ValueError, match=re.escape(f"'arith_acc_tool' is not a number in {seeds[1]}")):
     report.write([base], tmp_path / 'out', HOST, {'SFT': seeds}, ['arith_acc_tool'])
   assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('value, shown', [(1000.0, '1,000'), (999.0, '999'), (12345, '12,345'), (0.123456, '0.1235'),
+                                          (None, '-'), (True, 'True')])
+def test_numbers_of_the_summary_table_by_hand(value, shown):
+  """Whole numbers from 1000 on get thousands separators, other numbers 4 significant digits."""
+  assert report.fmt(value) == shown

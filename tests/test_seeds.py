@@ -74,3 +74,15 @@ def test_an_evaluation_of_an_earlier_checkpoint_is_refused_with_the_command_to_r
       read(run)
   (run / 'eval' / 'chat.json').write_text(json.dumps({'step': 1200, 'acc': 0.95}))
   assert seeds.run_numbers(run)['acc'] == 0.95 and report.read_run(run)['evals']['chat']['acc'] == 0.95
+
+
+def test_a_rate_of_zero_in_one_seed_is_still_shown_as_a_percentage(tmp_path):
+  runs = [_run(tmp_path / f's{i}', {'acc': v}) for i, v in enumerate([0.0, 0.5])]
+  stats = seeds.aggregate({'r': runs}, ['acc'])
+  assert '| r | 2 | 25.0 ± 35.4 [0.0, 50.0] |' in seeds.table(stats, {'r': runs}, ['acc'])
+
+
+def test_an_evaluation_of_a_later_step_than_the_summary_is_refused_too(tmp_path):
+  run = _run(tmp_path / 'run', {'steps': 600}, {'acc': 0.5, 'step': 700})
+  with pytest.raises(ValueError, match='is of step 700, the run of step 600'):
+    seeds.run_numbers(run)
