@@ -313,3 +313,22 @@ def test_a_cut_keeps_the_last_line_only_when_it_takes_at_most_half_the_room():
   assert tools.cut_keeping_last_line('a' * 100, last, 40, '...') == 'a' * 17 + '...' + last
   assert tools.cut_keeping_last_line('a' * 100, '\n' + 'b' * 30, 40, '...') == 'a' * 37 + '...'
 
+
+
+def test_calculator_takes_an_expression_of_exactly_the_length_limit_and_refuses_large_negative_exponents():
+  expression = '1+' * 99 + '10'  # 200 characters: 99 ones and a ten
+  assert len(expression) == tools.MAX_EXPRESSION_CHARS and calculator(expression) == '109'
+  assert calculator('2 ** -1001') == 'error: exponent larger than 1000'
+
+
+def test_a_word_ending_exactly_at_the_cut_is_kept_whole():
+  assert tools._cut_at_word('aaaa bbbb cccc', 9) == 'aaaa bbbb'
+
+
+def test_a_trimmed_search_result_keeps_the_rarest_query_word_in_view(tmp_path):
+  """'apple' opens the long passage and is in the other file too; 'zebra', in this passage only,
+  lies past the cut: the window moves to show it."""
+  (tmp_path / 'long.txt').write_text('apple ' + 'filler ' * 150 + 'zebra stripes')
+  (tmp_path / 'short.txt').write_text('apple pie')
+  result = search('apple zebra', tmp_path)
+  assert result.startswith('long.txt: ...') and 'zebra stripes' in result
