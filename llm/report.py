@@ -10,6 +10,7 @@ With --seeds=NAME=RUN,RUN,... (repeatable) and --seed_keys, a section "Over seed
 group's mean ± std [min, max] (llm/seeds.py): a headline number is a mean over seeds, not one run.
 """
 import datetime
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -68,10 +69,16 @@ def suite_mark(results: dict) -> str:
 
 def metric_rows(run: dict) -> dict:
   """The run's numbers for the summary table, formatted: summary keys, then every eval key (suite
-  order), marked where its suite was limited."""
+  order), marked where its suite was limited. A key two suites give (bpb_val: base's and bpb's) is
+  taken from the one that scored the most: a whole evaluation, else the largest --limit; the first
+  of equals. Each suite's own numbers are on the run's page."""
   out = {k: fmt(run['summary'].get(k)) for k in SUMMARY_KEYS}
+  scored = {}  # key -> how much of its evaluation the suite it was taken from scored
   for results in run['evals'].values():
-    out.update({k: fmt(v) + suite_mark(results) for k, v in results.items() if k not in NOT_METRICS})
+    items = results.get('limit') or math.inf
+    for k, v in results.items():
+      if k not in NOT_METRICS and items > scored.get(k, 0):
+        out[k], scored[k] = fmt(v) + suite_mark(results), items
   return out
 
 

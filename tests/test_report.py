@@ -75,6 +75,18 @@ def test_a_suite_evaluated_with_limit_is_marked_not_shown_as_the_full_evaluation
   assert '| limit |' not in text
 
 
+def test_a_number_two_suites_give_is_shown_from_the_one_that_scored_the_most(tmp_path):
+  """bpb_val from base (whole), bpb (limit 2) and a third suite (limit 20): the whole one's; without
+  it, the limit 20 one's, whichever suite sorts last."""
+  evals = {'base': {'step': 3, 'bpb_val': 2.902}, 'bpb': {'step': 3, 'limit': 2, 'bpb_val': 4.685},
+           'other': {'step': 3, 'limit': 20, 'bpb_val': 3.1}}
+  for name, shown in (('whole', '| bpb_val | 2.902 |'), ('limited', '| bpb_val | 3.1 (limit 20) |')):
+    run_evals = evals if name == 'whole' else {k: v for k, v in evals.items() if k != 'base'}
+    run = make_run(tmp_path / name, 'pretrain', {'params': 10}, run_evals, [])
+    summary = report.write([run], tmp_path / f'out_{name}', HOST).read_text().split('## BASE')[0]
+    assert shown in summary.splitlines(), summary
+
+
 def test_report_cli_runs_as_arguments_and_refuses_a_missing_run(tmp_path, python_env):
   make_run(tmp_path / 'base', 'pretrain', {'params': 10}, {}, [{'step': 1, 'loss': 3.0}])
   make_run(tmp_path / 'base2', 'pretrain', {'params': 20}, {}, [{'step': 1, 'loss': 3.0}])
