@@ -65,8 +65,10 @@ def test_bootstrap_weights_equal_duplicated_runs():
   np.testing.assert_allclose(weighted, repeated, rtol=1e-4)
 
 
-def test_bootstrap_counts_and_leaves_out_failed_refits(monkeypatch):
-  """A refit that does not converge, or fits an exponent <= 0, is counted and kept out of the intervals."""
+@pytest.mark.parametrize('exponent', [3, 4])  # theta = (a, b, e, alpha, beta)
+def test_bootstrap_counts_and_leaves_out_failed_refits(monkeypatch, exponent):
+  """A refit that does not converge, or fits an exponent (alpha or beta) <= 0, is counted and kept
+  out of the intervals."""
   losses = noisy_losses(0.005)
   law = scaling.fit_law(N_GRID, D_GRID, losses)
   real = scaling._best_optimum
@@ -78,12 +80,12 @@ def test_bootstrap_counts_and_leaves_out_failed_refits(monkeypatch):
     if len(calls) == 2:
       best.success = False
     if len(calls) == 3:
-      best.x = np.array([*best.x[:3], -0.1, best.x[4]])  # alpha < 0
+      best.x = np.array([-0.1 if i == exponent else x for i, x in enumerate(best.x)])
     return best
 
   monkeypatch.setattr(scaling, '_best_optimum', sometimes_failing)
   laws, failed = scaling.bootstrap(N_GRID, D_GRID, losses, law, scaling.resample_counts(N_GRID.size, 5))
-  assert failed == 2 and len(laws) == 3 and all(s.alpha > 0 for s in laws)
+  assert failed == 2 and len(laws) == 3 and all(s.alpha > 0 and s.beta > 0 for s in laws)
 
 
 def test_bootstrap_from_a_fit_whose_e_underflowed_to_zero():
