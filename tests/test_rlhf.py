@@ -707,3 +707,16 @@ def test_prompts_all_trained_on_up_the_chain_are_refused_naming_every_kind_of_ru
                      r'sft.mixture sources hh_chosen, refusals, alpaca_gpt4, RLHF on its training prompts, a reward '
                      r'model on its training pairs\)'):
     preferences.PromptTask(source, data_dir, tok, 256, 64, 0.1, everything)
+
+
+def test_hacking_report_without_out_is_refused_naming_it_and_with_one_says_where_it_wrote(tmp_path, python_env):
+  """--out defaulted to results/reward_hacking: a report run without it overwrote the committed study."""
+  command = [sys.executable, '-m', 'llm.rl.hacking_report']
+  r = subprocess.run(command, cwd=tmp_path, env=python_env, capture_output=True, text=True, timeout=120)
+  assert r.returncode == 1 and 'Traceback' not in r.stderr and '--out' in r.stderr.splitlines()[0], r.stderr
+  assert list(tmp_path.iterdir()) == []
+  r = subprocess.run([*command, f'--out={tmp_path / "out"}'], cwd=tmp_path, env=python_env, capture_output=True,
+                     text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert r.stdout.strip().splitlines()[-1] == f'wrote the report to {tmp_path / "out"}'
+  assert (tmp_path / 'out' / 'table.md').is_file()

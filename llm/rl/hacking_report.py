@@ -150,12 +150,14 @@ def main(argv):
   for curves, form in ((bon, 'bon'), (rl, 'rl')):
     if curves:
       plot(curves, form, out / f'{form}.png')
+  print(f'wrote the report to {out}')
 
 
 if __name__ == '__main__':
   flags.DEFINE_string('rm', '', 'comma-separated task=reward_model runs')
   flags.DEFINE_string('bon', '', 'comma-separated llm.rl.best_of_n JSON files')
   flags.DEFINE_string('rl', '', 'comma-separated task=rlhf runs')
-  flags.DEFINE_string('out', 'results/reward_hacking', 'folder for table.md, fits.json and the plots')
+  # No default: one left out would overwrite the committed study in results/reward_hacking.
+  flags.DEFINE_string('out', None, 'folder for table.md, fits.json and the plots', required=True)
 
   cli.run(main, 'llm.rl.hacking_report')
