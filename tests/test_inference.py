@@ -540,3 +540,41 @@ def test_a_search_folder_that_is_not_there_is_refused_at_the_start(module, run_d
                        env=python_env, cwd=ROOT, capture_output=True, text=True, input='', timeout=300)
   assert out.returncode != 0 and 'Traceback' not in out.stderr
   assert out.stderr.strip().splitlines()[-1] == f'{module}: --search_folder=/nope is not a folder; give a folder of .txt/.md files'
+
+
+@pytest.fixture(scope='module')
+def reward_model_dir(tmp_path_factory, synthetic_tok):
+  """A task=reward_model run (head 'scalar') as llm.main leaves it, trained from runs/sft_small."""
+  workdir = tmp_path_factory.mktemp('rm')
+  config = small_config('modern', max_seq_len=64, head='scalar')
+  config.task, config.init_from = 'reward_model', 'runs/sft_small'
+  setup, state = init(config, vocab=synthetic_tok.vocab_size)
+  (workdir / 'config.json').write_text(json.dumps(json.loads(config.to_json_best_effort())))
+  shutil.copyfile(synthetic_tok.path, workdir / 'tokenizer.model')
+  _opt_bytes_and_save(setup, state, workdir / 'checkpoints', 5)
+  return workdir
+
+
+@pytest.mark.parametrize('command', ['llm.sample --prompt=abc', 'llm.chat', 'llm.serve --port={port}',
+                                     'llm.eval --suite=chat'])
+def test_a_reward_model_is_refused_at_load_naming_the_policy_it_was_trained_from(reward_model_dir, python_env,
+                                                                                  command):
+  """serve started and answered every request with a 500 while /health said ok; sample and eval ended
+  in the model's 'does not decode with a cache'; chat read the user's message first."""
+  from test_serve import free_port  # not at the top: test_serve imports this module's fixtures
+  module, *args = command.format(port=free_port()).split()
+  out = subprocess.run([sys.executable, '-m', module, f'--workdir={reward_model_dir}', *args], env=python_env,
+                       cwd=ROOT, capture_output=True, text=True, input='hello\n', timeout=300)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      f"{module}: {reward_model_dir} is a reward model (task=reward_model, model.head='scalar'): it scores sequences "
+      'and does not generate; sample, chat with, serve, evaluate or export the policy it was trained from (its '
+      'init_from: runs/sft_small)')
+  assert 'you>' not in out.stdout
+
+
+def test_a_reward_model_still_loads_as_one(reward_model_dir, synthetic_tok):
+  from llm.rl import reward_model
+  scorer = reward_model.load_proxy([str(reward_model_dir)], seq_len=32, batch=2)
+  ids = synthetic_tok.encode('abc def')
+  assert scorer.score([ids, ids + ids]).shape == (2,)

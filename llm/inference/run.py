@@ -50,6 +50,15 @@ def read_config(workdir: Path | str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(files.read_json(workdir / 'config.json'))
 
 
+def _require_language_model(workdir: Path, config: ml_collections.ConfigDict):
+  head = config.model.get('head', 'lm')
+  if head != 'lm':
+    origin = config.get('init_from') or ''
+    raise RunError(f'{workdir} is a reward model (task={config.task}, model.head={head!r}): it scores sequences and '
+                   'does not generate; sample, chat with, serve, evaluate or export the policy it was trained from'
+                   + (f' (its init_from: {origin})' if origin else ''))
+
+
 def abstract_params(model_cfg: model_lib.ModelConfig, mesh, rules):
   """The parameters' shapes and dtypes, with the shardings the logical-axis rules give them."""
   model = model_lib.Transformer(model_cfg)
@@ -119,12 +128,17 @@ def _mesh_here(mesh_cfg, model_cfg: model_lib.ModelConfig, rules) -> jax.shardin
   return sharding.make_mesh(sizes)
 
 
-def load(workdir: Path | str, step: int | None = None, mesh=None) -> Run:
+def load(workdir: Path | str, step: int | None = None, mesh=None, reward_model: bool = False) -> Run:
   """The run in workdir: config.json, tokenizer.model and the latest (or given) checkpoint's
   parameters, on `mesh` (default: the run's own mesh config on this host's devices, or as much
-  FSDP over them as the parameters split evenly where that mesh does not fit them)."""
+  FSDP over them as the parameters split evenly where that mesh does not fit them).
+  reward_model: the run is read for its scores (llm.rl.reward_model); every other caller generates
+  from, evaluates or exports a language model, and a reward model is refused here, before its
+  parameters are read, not at its first decoding step."""
   workdir = Path(workdir)
   config = read_config(workdir)
+  if not reward_model:
+    _require_language_model(workdir, config)
   _require(tokenizer_lib.run_file(workdir), f'{workdir} has no tokenizer; copy the one it was trained with there')
   tok = tokenizer_lib.load_any(tokenizer_lib.run_file(workdir))
   model_cfg = model_lib.ModelConfig.from_config(config.model, tok.vocab_size)

@@ -102,7 +102,7 @@ class Scorer:
            policy_tokenizer=None) -> 'Scorer':
     """A finished task=reward_model run; seq_len 0 = the run's own train.seq_len. policy_tokenizer:
     the tokenizer of the ids it will score (None: its own), which must be the run's."""
-    run = inference.load(workdir, mesh=mesh)
+    run = inference.load(workdir, mesh=mesh, reward_model=True)
     # Another tokenizer's ids stand for other text, even at the same vocabulary size: the scores
     # would be of garbage (or NaN, an id past a smaller embedding table).
     if policy_tokenizer is not None and policy_tokenizer.fingerprint != run.tokenizer.fingerprint:
