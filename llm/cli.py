@@ -11,6 +11,10 @@ from absl import app, flags, logging as absl_logging
 
 from llm import files
 
+# The flags define_number_list defines belong to the program that calls it: absl lists a program's
+# own flags under --help, and it would take them for llm.cli's.
+flags.disclaim_key_flags()
+
 
 def guarded(main, program: str):
   """main, where bad input ends the program in one line 'program: message' instead of a

@@ -153,3 +153,13 @@ def test_a_factuality_script_given_no_run_ends_in_one_line(tmp_path, python_env,
   assert r.stderr.strip().splitlines()[-1] == (
       f'results.factuality.{script}: {run}/config.json is missing: is {run} a training run '
       f'(python -m llm.main --workdir=...)?')
+
+
+@pytest.mark.parametrize('command, flag', [
+    ('llm.bench', '--clients'), ('llm.bench', '--decode_batches'),
+    ('llm.security.filter_recall --config=configs/sft_small.py', '--fractions')])
+def test_help_lists_a_list_of_numbers_flag_with_the_programs_own(python_env, command, flag):
+  """cli.define_number_list's flags were absl's flags of llm.cli, left out of the program's --help."""
+  r = subprocess.run([sys.executable, '-m', *command.split(), '--help'], cwd=ROOT, env=python_env,
+                     capture_output=True, text=True, timeout=120)
+  assert 'Traceback' not in r.stderr and f'  {flag}: ' in r.stdout, r.stdout + r.stderr  # absl's --help ends in 1
