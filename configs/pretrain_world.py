@@ -16,7 +16,8 @@ def get_config(arg=None):
   c = pretrain_small.get_config(arg)  # the same model: it continues the base's training
   c.init_from = 'runs/pretrain_small'  # the base run whose parameters it starts from
   c.tokenizer.path = 'runs/pretrain_small/tokenizer.model'  # the base's tokenizer: the ids its embeddings learnt
-  c.data.dir = 'runs/world'  # written by python -m llm.honesty.world --out=runs/world
+  c.data.dir = 'runs/world'
+  c.data.made_by = 'python -m llm.honesty.world'  # named if data.dir is missing
   c.data.source = 'corpus.jsonl'
   c.data.format = 'jsonl'
   c.data.val_fraction = 0.02  # the world's --val_fraction: only then is each exposure exact in the training split

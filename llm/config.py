@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.dir = ''  # '' = $LLM_DATA_DIR, else the first of ./data, ../shared/data that holds data.source
   c.data.source = 'gutenberg_pd_books'  # path under data.dir (or absolute)
+  c.data.made_by = ''  # the program that writes data.dir given --out=DIR, named when it is missing ('' = none)
   c.data.format = 'text_folder'  # 'text_folder' | 'text_file' | 'jsonl'
   c.data.jsonl_field = 'text'  # the document field of a jsonl source
   c.data.doc_separator = '\n\n'  # splits a 'text_file' source into documents ('' = one document)

@@ -60,7 +60,7 @@ def _filtered(train: list[str], poisoned_paragraphs: list[int]) -> tuple[list[st
 def prepare(config, cache_dir: Path) -> Prepared:
   """Finds, splits, tokenizes and caches config.data; reuses every cached step."""
   data_cfg = config.data
-  data_dir = sources.find_data_dir(data_cfg.dir, holds=data_cfg.source)
+  data_dir = sources.find_data_dir(data_cfg.dir, holds=data_cfg.source, made_by=data_cfg.get('made_by', ''))
   fingerprint = sources.corpus_fingerprint(data_dir, data_cfg, cache_dir)
   poison = poison_lib.Poison.from_config(data_cfg.get('poison'))
   if poison.fraction:  # a poisoned corpus is another corpus: its own tokenizer and token caches

@@ -36,15 +36,20 @@ _LONE_SURROGATE = re.compile('[\ud800-\udfff]')
 
 
 def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str | Sequence[str] = '',
-                  holds_flag: str = '--config.data.source') -> Path:
+                  holds_flag: str = '--config.data.source', made_by: str = '') -> Path:
   """configured (the value of `flag`) if set, else $LLM_DATA_DIR if set, else the first of ./data,
   ../shared/data that holds `holds` (a path under the data dir, such as config.data.source, or
   several, all of which it must hold; '' or an absolute path asks for nothing). An explicit setting
   that does not exist is an error, never a silent fallback; so is a search that finds `holds` in
   neither (a ./data made by llm.data.download for one corpus must not hide ../shared/data's others),
-  which names holds_flag as a fix where a flag of the program set holds ('' where none did)."""
+  which names holds_flag as a fix where a flag of the program set holds ('' where none did).
+  made_by: the program that writes the configured dir given --out (config.data.made_by), named
+  where it is missing."""
   if configured:
     path = Path(configured).expanduser()
+    if not path.is_dir() and made_by:
+      raise FileNotFoundError(f'data dir {path} ({flag}) does not exist; make it with {made_by} --out={path} '
+                              f'(or fix {flag}=...)')
     if not path.is_dir():
       raise FileNotFoundError(f'data dir {path} ({flag}) does not exist; '
                               f'fix {flag}=... or set it to "" to search the defaults')
