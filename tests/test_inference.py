@@ -578,3 +578,15 @@ def test_a_reward_model_still_loads_as_one(reward_model_dir, synthetic_tok):
   scorer = reward_model.load_proxy([str(reward_model_dir)], seq_len=32, batch=2)
   ids = synthetic_tok.encode('abc def')
   assert scorer.score([ids, ids + ids]).shape == (2,)
+
+
+def test_an_evaluation_on_a_data_dir_without_the_runs_source_names_llm_evals_flag(run_dir, tmp_path, python_env):
+  """It said 'fix --config.data.source=...', a flag llm.eval does not have."""
+  empty = tmp_path / 'empty'
+  empty.mkdir()
+  out = subprocess.run([sys.executable, '-m', 'llm.eval', f'--workdir={run_dir[0]}', '--suite=bpb',
+                        f'--data_dir={empty}'], env=python_env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1 and 'Traceback' not in out.stderr, out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      f'llm.eval: data dir {empty} (--data_dir) holds no gutenberg_pd_books; set --data_dir to the folder that holds '
+      'it (for llm.eval: --data_dir=DIR or $LLM_DATA_DIR)')

@@ -44,7 +44,11 @@ def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str |
   neither (a ./data made by llm.data.download for one corpus must not hide ../shared/data's others),
   which names holds_flag as a fix where a flag of the program set holds ('' where none did).
   made_by: the program that writes the configured dir given --out (config.data.made_by), named
-  where it is missing."""
+  where it is missing. An explicit setting that does not hold `holds` is named with the same fixes
+  as a search: else the reader's error would name holds_flag alone, which may be no flag of the
+  program (llm.eval reads the run's config.data.source)."""
+  wanted = [Path(h).expanduser() for h in ([holds] if isinstance(holds, str) else holds) if h]
+  wanted = [w for w in wanted if not w.is_absolute()]  # an absolute one is found without a data dir
   if configured:
     path = Path(configured).expanduser()
     if not path.is_dir() and made_by:
@@ -53,16 +57,14 @@ def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str |
     if not path.is_dir():
       raise FileNotFoundError(f'data dir {path} ({flag}) does not exist; '
                               f'fix {flag}=... or set it to "" to search the defaults')
-    return path
+    return _holding(path, flag, wanted, f'set {flag}', holds_flag)
   if os.environ.get('LLM_DATA_DIR'):
     path = Path(os.environ['LLM_DATA_DIR']).expanduser()
     if not path.is_dir():
       raise FileNotFoundError(f'data dir {path} ($LLM_DATA_DIR) does not exist; fix LLM_DATA_DIR or unset it '
                               'to search ./data and ../shared/data')
-    return path
+    return _holding(path, '$LLM_DATA_DIR', wanted, 'set LLM_DATA_DIR', holds_flag)
   candidates = [Path(p) for p in ('data', '../shared/data')]
-  wanted = [Path(h).expanduser() for h in ([holds] if isinstance(holds, str) else holds) if h]
-  wanted = [w for w in wanted if not w.is_absolute()]  # an absolute one is found without a data dir
   for path in candidates:
     if path.is_dir() and all((path / w).exists() for w in wanted):
       return path
@@ -73,6 +75,15 @@ def find_data_dir(configured: str, flag: str = '--config.data.dir', holds: str |
     raise FileNotFoundError(f'no data dir holds {what} (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR '
                             f'to the folder that holds it{f", or fix {holds_flag}" if holds_flag else ""}')
   raise FileNotFoundError(f'no data dir found (looked in {looked}); pass {flag}=... or set LLM_DATA_DIR')
+
+
+def _holding(path: Path, setting: str, wanted: list[Path], fix: str, holds_flag: str) -> Path:
+  """path, the data dir `setting` names, if it holds everything wanted."""
+  missing = [str(w) for w in wanted if not (path / w).exists()]
+  if missing:
+    raise FileNotFoundError(f'data dir {path} ({setting}) holds no {", ".join(missing)}; {fix} to the folder that '
+                            f'holds it{f", or fix {holds_flag}" if holds_flag else ""}')
+  return path
 
 
 def strip_gutenberg(text: str) -> str:
