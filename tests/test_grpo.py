@@ -524,3 +524,16 @@ def test_sequence_aggregation_leaves_a_row_without_completion_tokens_out_of_the_
   mask = jnp.array([[0, 1, 1], [0, 0, 0]], jnp.float32)
   loss_sum, weight, _ = grpo.objective(logp, logp, jnp.array([1.0, 1.0]), mask, 0.2, 0.2, aggregation='sequence')
   assert (float(loss_sum), float(weight)) == (-1.0, 1.0)
+
+
+def test_grpo_with_fewer_prompts_per_step_names_the_batch_size_to_set():
+  """grpo_arith computes train.batch_size when it is built; an override of prompts_per_step left it at
+  64 and the error named no fix."""
+  from configs import grpo_arith
+  from llm.tasks import grpo as grpo_task
+  config = grpo_arith.get_config()
+  config.grpo.prompts_per_step = 2  # as --config.grpo.prompts_per_step=2 does; group_size stays 8
+  with pytest.raises(ValueError) as error:
+    grpo_task.check_config(config)
+  assert str(error.value) == ('train.batch_size=64 must equal grpo.prompts_per_step x grpo.group_size = 16: set '
+                              '--config.train.batch_size=16')

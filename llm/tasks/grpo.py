@@ -52,8 +52,11 @@ def check_config(config):
     raise ValueError(f'grpo.group_size={g.group_size}: GRPO scores each completion against the others of its '
                      'group, so it needs 2 or more')
   if config.train.batch_size != g.prompts_per_step * g.group_size:
+    # A config file computes the batch size when it is built, so an override of either grpo field
+    # leaves it behind: name the setting that follows.
     raise ValueError(f'train.batch_size={config.train.batch_size} must equal grpo.prompts_per_step x '
-                     f'grpo.group_size = {g.prompts_per_step * g.group_size}')
+                     f'grpo.group_size = {g.prompts_per_step * g.group_size}: set '
+                     f'--config.train.batch_size={g.prompts_per_step * g.group_size}')
   if g.max_new_tokens < 1:
     raise ValueError(f'grpo.max_new_tokens={g.max_new_tokens}: a rollout needs room for 1 or more new tokens')
   # Checked here, before the step-0 held-out eval, not first at the step that uses them.
