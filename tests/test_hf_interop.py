@@ -515,6 +515,18 @@ def test_a_reward_model_is_refused_by_both_exports(synthetic_tok, tmp_path):
   assert not (tmp_path / 'hf').exists() and not (tmp_path / 'two').exists()
 
 
+def test_importing_one_of_our_runs_says_it_needs_no_import(synthetic_tok, tmp_path):
+  """An SFT run given as --hf_dir said only 'model_type=None cannot be mapped'."""
+  workdir = _our_run(tmp_path, synthetic_tok, 'gpt2')
+  with pytest.raises(ValueError) as error:
+    importer.import_hf(workdir, tmp_path / 'imported')
+  assert str(error.value) == (
+      f'{workdir} is an llm run (its config.json holds our task and model), not a Hugging Face model directory: it '
+      f'needs no import; start from it with --config.init_from={workdir}, or sample, chat with, evaluate or serve it '
+      f'with --workdir={workdir}')
+  assert not (tmp_path / 'imported').exists()
+
+
 def test_a_run_tokenizer_the_conversion_would_not_match_is_refused(tmp_path):
   """Our Tokenizer cuts text into paragraphs: with a dummy prefix each would get its own."""
   from llm.interop.tokenizer import HFTokenizer

@@ -39,6 +39,10 @@ def read_hf_config(hf_dir: Path) -> dict:
     raise ValueError(f'{path} is not valid JSON: {e}') from None
   if not isinstance(hf, dict):
     raise ValueError(f'{path} holds a {type(hf).__name__}, not a config object')
+  if {'task', 'model'} <= hf.keys():  # what llm.main writes; a Hugging Face config has neither
+    raise ValueError(f'{hf_dir} is an llm run (its config.json holds our task and model), not a Hugging Face model '
+                     f'directory: it needs no import; start from it with --config.init_from={hf_dir}, or sample, '
+                     f'chat with, evaluate or serve it with --workdir={hf_dir}')
   return hf
 
 
