@@ -218,7 +218,8 @@ _DATA_STREAM = ('seed', 'train.batch_size', 'train.seq_len', 'grpo.prompts_per_s
                 'sft.poison.', 'sft.filter_poison', 'sft.replay',
                 'reward_model.source', 'reward_model.val_fraction', 'reward_model.gold_pairs',
                 'reward_model.gold_noise', 'reward_model.truncate')
-_DATA_LOCATIONS = ('data.dir', 'data.cache_dir')
+# Data fields that say where the stream is, or how to make it, not which it is.
+_DATA_LOCATIONS = ('data.dir', 'data.cache_dir', 'data.made_by')
 
 
 def _flat(tree: dict, prefix: str = '') -> dict:

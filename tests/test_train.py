@@ -52,6 +52,13 @@ def test_tokens_per_s_of_a_task_that_makes_its_batches_counts_each_steps_own_mak
   assert rates == {step: 8 * 64 / 1.0 for step in range(2, 8)}  # batch 8 x 64 tokens; step 1 compiled
 
 
+def test_where_the_data_is_and_what_makes_it_are_no_part_of_the_stream_a_resume_keeps():
+  """data.dir, data.cache_dir and data.made_by (advice when data.dir is missing) may change on a
+  resume; data.source and the rest of data decide the stream."""
+  assert [train._in_data_stream(k) for k in ('data.dir', 'data.cache_dir', 'data.made_by')] == [False] * 3  # pylint: disable=protected-access
+  assert train._in_data_stream('data.source') and train._in_data_stream('data.val_fraction')  # pylint: disable=protected-access
+
+
 def test_loss_falls_and_run_dir_holds_the_contract(tmp_path, cache_dir):
   config = tiny_config(cache_dir, **{'train.steps': 40, 'train.eval_every': 20, 'train.checkpoint_every': 15,
                                      'train.keep_checkpoints': 2})
