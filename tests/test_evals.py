@@ -691,4 +691,5 @@ def test_eval_cli_errors_are_one_line_naming_the_fix(tmp_path, pretrained, pytho
   assert 'no checkpoints/ folder' in last_line(_eval(tmp_path / 'run', env=python_env))
   (tmp_path / 'data').mkdir()
   line = last_line(_eval(pretrained, f'--data_dir={tmp_path / "data"}', env=python_env))
-  assert 'not found' in line and '--data_dir' in line
+  assert f'data dir {tmp_path / "data"} (--data_dir) holds no ' in line and 'set --data_dir to the folder' in line
+  assert '--config.' not in line  # no flag of llm.eval
