@@ -141,12 +141,12 @@ def test_an_empty_out_is_refused_in_one_line_and_writes_nothing(tmp_path, python
   assert list(tmp_path.iterdir()) == []  # where an empty --out wrote the world
 
 
-def test_pretraining_on_a_world_not_made_yet_names_the_command_that_makes_it(tmp_path, python_env):
+def test_pretraining_on_a_world_not_made_yet_names_the_command_that_makes_it(tmp_path, monkeypatch):
   """It said to fix --config.data.dir or set it to "" (which would pretrain on the books instead)."""
-  r = subprocess.run([sys.executable, '-m', 'llm.main', f'--config={ROOT}/configs/pretrain_world.py',
-                      f'--workdir={tmp_path / "run"}'], cwd=tmp_path, env=python_env, capture_output=True, text=True,
-                     timeout=120)
-  assert r.returncode == 1 and 'Traceback' not in r.stderr, r.stderr
-  assert r.stderr.strip().splitlines()[-1] == (
-      'llm: FileNotFoundError: data dir runs/world (--config.data.dir) does not exist; make it with python -m '
-      'llm.honesty.world --out=runs/world (or fix --config.data.dir=...)')
+  from configs import pretrain_world
+  from llm import train
+  monkeypatch.chdir(tmp_path)  # where runs/world is not
+  with pytest.raises(FileNotFoundError) as error:
+    train.run(pretrain_world.get_config(), tmp_path / 'run')
+  assert str(error.value) == ('data dir runs/world (--config.data.dir) does not exist; make it with python -m '
+                              'llm.honesty.world --out=runs/world (or fix --config.data.dir=...)')
