@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from llm import data, tools
 from llm.honesty import world as world_lib
 from llm.security import injection
