@@ -245,8 +245,8 @@ def first_fit(lengths: list[int], width: int) -> list[tuple[int, int]]:
   return places
 
 
-def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int,
-                       pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int, pad_id: int,
+                       places: list[tuple[int, int]] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Packs whole (ids, mask) sequences into windows of seq_len + 1 tokens, first fit.
 
   A conversation is never split across windows (its second half would lose the question it
@@ -254,10 +254,12 @@ def pack_conversations(rendered: list[tuple[list[int], list[int]]], seq_len: int
   window this wastes far less compute on padding. segments_NxW numbers the conversations of
   each window 1, 2, ... (0 = padding): with them the model can keep each conversation's
   attention to itself (segment_batch); without, attention crosses from one to the next.
+  places: first_fit's placement, for a caller that needs it too (computed here when None).
   Returns (windows_NxW, mask_NxW, segments_NxW), W = seq_len + 1.
   """
   width = seq_len + 1
-  places = first_fit([len(ids) for ids, _ in rendered], width)
+  if places is None:
+    places = first_fit([len(ids) for ids, _ in rendered], width)
   count = max((window for window, _ in places), default=-1) + 1
   tokens_NxW = np.full((count, width), pad_id, np.int32)
   mask_NxW = np.zeros((count, width), np.int8)

@@ -139,9 +139,9 @@ def eval_batches(val: list, tok, token_bytes_V, tc, isolate: bool) -> list[dict]
   2's) or fewer (losses.byte_fix). The difference goes on the conversation's first trained token;
   bits per byte sums bytes over whole conversations, which packing never splits."""
   rendered = [render(tok, c) for c in val]
-  windows, mask, segments = pipeline.pack_conversations(rendered, tc.seq_len, tok.pad_id)
-  fix = np.zeros(windows.shape, np.int32)
   places = pipeline.first_fit([len(ids) for ids, _ in rendered], tc.seq_len + 1)
+  windows, mask, segments = pipeline.pack_conversations(rendered, tc.seq_len, tok.pad_id, places)
+  fix = np.zeros(windows.shape, np.int32)
   for (window, offset), (ids, trained), conversation in zip(places, rendered, val):
     text_bytes = sum(chat_template.trained_text_bytes(m) for m in conversation)
     token_bytes = int(token_bytes_V[np.asarray(ids)[np.asarray(trained, bool)]].sum())
