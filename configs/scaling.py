@@ -23,6 +23,7 @@ Rules, from N and D (stated once here, tested in tests/test_sweep.py):
   capped at 1e-2; warmup 5% of the steps (>= 10); the cosine decays to 10% over exactly the
   run's steps, since a cosine longer than the run overestimates the loss at D (Chinchilla).
 """
+import functools
 import math
 
 import ml_collections
@@ -66,24 +67,29 @@ def shape_for(n: float) -> dict:
   return dict(num_layers=num_layers, dim=dim, mlp_dim=mlp_dim)
 
 
+@functools.cache
+def _base_model_fields() -> dict:
+  # Built once: llm.scaling's table of the study's models asks for the FLOPs of ~8,000 shapes,
+  # and a whole base_config() per shape took 7 s of every `llm.scaling fit`.
+  return base_config().model.to_dict()
+
+
+def _model_fields(shape: dict) -> dict:
+  """config.model's fields of a point of this shape: modern style, HEAD_DIM-wide heads, no GQA."""
+  heads = shape['dim'] // HEAD_DIM
+  return dict(_base_model_fields(), position='rope', norm='rmsnorm', mlp='swiglu', qk_norm=True,
+              num_layers=shape['num_layers'], dim=shape['dim'], mlp_dim=shape['mlp_dim'], num_heads=heads,
+              num_kv_heads=heads, max_seq_len=SEQ_LEN)
+
+
 def model_config(shape: dict) -> ml_collections.ConfigDict:
-  """config.model of a point of this shape: modern style, HEAD_DIM-wide heads, no GQA."""
-  model = base_config().model
-  model.position = 'rope'
-  model.norm = 'rmsnorm'
-  model.mlp = 'swiglu'
-  model.qk_norm = True
-  model.num_layers = shape['num_layers']
-  model.dim = shape['dim']
-  model.mlp_dim = shape['mlp_dim']
-  model.num_heads = model.num_kv_heads = shape['dim'] // HEAD_DIM
-  model.max_seq_len = SEQ_LEN
-  return model
+  """config.model of a point of this shape."""
+  return ml_collections.ConfigDict(_model_fields(shape))
 
 
 def flops_per_token(shape: dict) -> float:
   """Model FLOPs per token of a point of this shape, counted as training counts them."""
-  cfg = model_lib.ModelConfig.from_config(model_config(shape), VOCAB)
+  cfg = model_lib.ModelConfig.from_config(_model_fields(shape), VOCAB)
   return model_lib.flops_per_token(cfg, non_embedding_params(**shape), SEQ_LEN)
 
 
