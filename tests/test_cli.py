@@ -1,4 +1,6 @@
 """llm.cli.run and llm.cli.guarded: bad input ends a program in one line naming it, never a traceback."""
+import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -6,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ERRORS_BY_COMPONENT = 'python -m results.reward_hacking.errors_by_component runs/rm_gold_32k [RUN ...]'
 
 
 def _program(tmp_path, body):
@@ -153,6 +156,27 @@ def test_a_factuality_script_given_no_run_ends_in_one_line(tmp_path, python_env,
   assert r.stderr.strip().splitlines()[-1] == (
       f'results.factuality.{script}: {run}/config.json is missing: is {run} a training run '
       f'(python -m llm.main --workdir=...)?')
+
+
+@pytest.mark.parametrize('script, make_run, want', [
+    ('security.letters', None, '{run}/config.json is missing: is {run} a training run (python -m llm.main --workdir=...)?'),
+    ('security.letters', 'empty', 'no runs given: python -m results.security.letters RUN [RUN ...] > '
+                                  'results/security/letters.md'),
+    ('reward_hacking.errors_by_component', None, '{run} is not a reward model run ({run}/config.json is missing); give '
+                                                 'gold-proxy reward model runs: ' + ERRORS_BY_COMPONENT),
+    ('reward_hacking.errors_by_component', 'sft', "{run} is not a reward model run (its task is 'sft'); give "
+                                                  'gold-proxy reward model runs: ' + ERRORS_BY_COMPONENT),
+    ('reward_hacking.errors_by_component', 'empty', 'no runs given: ' + ERRORS_BY_COMPONENT)])
+def test_a_results_script_given_no_run_or_the_wrong_one_ends_in_one_line(tmp_path, monkeypatch, script, make_run, want):
+  """Run as `python -m results.SCRIPT RUN` (runpy, in this process): a traceback ended both before."""
+  run = tmp_path / 'run'
+  if make_run == 'sft':
+    run.mkdir()
+    (run / 'config.json').write_text(json.dumps({'task': 'sft'}))
+  monkeypatch.setattr(sys, 'argv', [script] + ([] if make_run == 'empty' else [str(run)]))
+  with pytest.raises(SystemExit) as e:
+    runpy.run_module(f'results.{script}', run_name='__main__')
+  assert str(e.value) == f'results.{script}: ' + want.format(run=run)
 
 
 @pytest.mark.parametrize('command, flag', [

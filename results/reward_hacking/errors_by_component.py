@@ -12,13 +12,20 @@ from pathlib import Path
 
 import numpy as np
 
-from llm import chat_template, tokenizer as tokenizer_lib
+from llm import chat_template, cli, tokenizer as tokenizer_lib
 from llm.data import preferences
 from llm.rl import gold, reward_model
 
 
+USAGE = 'python -m results.reward_hacking.errors_by_component runs/rm_gold_32k [RUN ...]'
+
+
 def breakdown(run: str) -> tuple[float, dict]:
-  config = json.loads((Path(run) / 'config.json').read_text())
+  path = Path(run) / 'config.json'
+  config = json.loads(path.read_text()) if path.is_file() else {}
+  if config.get('task') != 'reward_model':
+    found = f'its task is {config.get("task")!r}' if config else f'{path} is missing'
+    raise ValueError(f'{run} is not a reward model run ({found}); give gold-proxy reward model runs: {USAGE}')
   rm, seed = config['reward_model'], config['seed']
   train, _ = preferences.load('gold', '', 0.0, seed, rm['gold_pairs'], rm['gold_noise'], rm['gold_val_pairs'])
   pairs = preferences.gold_seen_topic_pairs(train, rm['gold_val_pairs'], seed)
@@ -38,6 +45,8 @@ def breakdown(run: str) -> tuple[float, dict]:
 
 
 def main(runs: list[str]):
+  if not runs:
+    raise ValueError(f'no runs given: {USAGE}')
   print('| proxy | accuracy | largest part of the gold gap | another part favours the rejected | pairs | accuracy |')
   print('|---|---|---|---|---|---|')
   for run in runs:
@@ -47,4 +56,4 @@ def main(runs: list[str]):
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.guarded(main, 'results.reward_hacking.errors_by_component')(sys.argv[1:])

@@ -14,7 +14,7 @@ import random
 import sys
 from pathlib import Path
 
-from llm import evals, inference
+from llm import cli, evals, inference
 from llm.data import conversations, letters, sources
 from llm.evals import probes
 from llm.evals.context import assistant_text, tool_calls
@@ -51,6 +51,8 @@ def measure(workdir: str) -> tuple[dict, list[str]]:
 
 
 def main(workdirs: list[str]):
+  if not workdirs:
+    raise ValueError('no runs given: python -m results.security.letters RUN [RUN ...] > results/security/letters.md')
   rows, details = [], []
   for workdir in workdirs:
     scores, misses = measure(workdir)
@@ -61,4 +63,4 @@ def main(workdirs: list[str]):
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  cli.guarded(main, 'results.security.letters')(sys.argv[1:])
