@@ -410,10 +410,24 @@ def run(config, workdir: str) -> dict:
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise NotADirectoryError(f'--workdir={workdir} is a file; a run directory is a folder (new, or a run to resume)')
+  created = not workdir.exists()
   files.check_writable(workdir)
-  # Process 0 speaks for a job of several processes, which share the directory by design.
-  with workdir_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    return _train(config, workdir)
+  try:
+    # Process 0 speaks for a job of several processes, which share the directory by design.
+    with workdir_lock.held(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+      return _train(config, workdir)
+  except BaseException:
+    if created:
+      _remove_if_untouched(workdir)
+    raise
+
+
+def _remove_if_untouched(workdir: Path):
+  """A run refused at its start (bad config, missing data, Ctrl-C) leaves no folder it made
+  holding only its lock, which would read as a run started and lost."""
+  if workdir.is_dir() and {p.name for p in workdir.iterdir()} <= {'.lock'}:
+    (workdir / '.lock').unlink(missing_ok=True)
+    workdir.rmdir()
 
 
 def _train(config, workdir: Path) -> dict:

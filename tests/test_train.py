@@ -867,3 +867,18 @@ def test_a_config_argument_the_config_does_not_take_is_one_line_before_anything_
       "'seed=1': this config takes none; set a field with --config.KEY=VALUE")
   assert not (tmp_path / 'run').exists()
 
+
+
+def test_a_run_refused_at_its_start_leaves_no_folder_it_made_and_keeps_one_it_was_given(tmp_path):
+  """Missing data: the run ends before writing anything. The folder it made (and its lock) goes;
+  one that was there before stays, as do the folders above the new one."""
+  config = tiny_config(tmp_path / 'cache', **{'data.dir': str(tmp_path), 'data.source': 'nope.txt'})
+  new = tmp_path / 'runs' / 'new'
+  with pytest.raises(FileNotFoundError, match='nope.txt'):
+    train.run(config, new)
+  assert not new.exists() and (tmp_path / 'runs').is_dir()
+  given = tmp_path / 'given'
+  given.mkdir()
+  with pytest.raises(FileNotFoundError, match='nope.txt'):
+    train.run(config, given)
+  assert given.is_dir()
