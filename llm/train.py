@@ -145,12 +145,21 @@ def _run_config(workdir: Path) -> dict:
   return files.read_json(path, 'remove it: the next start writes it again from --config') if path.exists() else {}
 
 
+def _changed_sections(before: dict, now: dict) -> list[str]:
+  """The config's sections (or top-level settings) that differ from the run's config.json. A field
+  the code gained since the run started is none of them: only the fields the run had count."""
+  def differs(b, n):
+    if isinstance(b, dict) and isinstance(n, dict):  # a section: its fields compared whole
+      return any(k not in n or b[k] != n[k] for k in b)
+    return b != n
+  return sorted(k for k in before if k not in now or differs(before[k], now[k]))
+
+
 def _write_config(config, workdir: Path):
   path = workdir / 'config.json'
   resolved = json.loads(config.to_json_best_effort())
   if path.exists():
-    before = _run_config(workdir)
-    changed = sorted(k for k in set(before) | set(resolved) if before.get(k) != resolved.get(k))
+    changed = _changed_sections(_run_config(workdir), resolved)
     if changed:
       logging.warning('resuming %s with a changed config (sections %s); config.json is updated',
                       workdir, changed)

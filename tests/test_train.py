@@ -882,3 +882,21 @@ def test_a_run_refused_at_its_start_leaves_no_folder_it_made_and_keeps_one_it_wa
   with pytest.raises(FileNotFoundError, match='nope.txt'):
     train.run(config, given)
   assert given.is_dir()
+
+
+def test_resuming_warns_of_changed_sections_and_not_of_fields_the_code_gained_since(tmp_path, caplog):
+  """A run started before data.made_by existed logged 'a changed config (sections ['data'])' on every
+  first resume, though nothing of its own had changed."""
+  config = tiny_config(tmp_path, **{'data.made_by': 'python -m llm.honesty.world --out=runs/world'})
+  saved = json.loads(config.to_json_best_effort())
+  del saved['data']['made_by']
+  (tmp_path / 'config.json').write_text(json.dumps(saved))
+  with caplog.at_level(logging.WARNING):
+    train._write_config(config, tmp_path)
+  assert 'changed config' not in caplog.text
+  assert json.loads((tmp_path / 'config.json').read_text())['data']['made_by'] == config.data.made_by
+  config.train.lr *= 2
+  config.data.val_fraction = 0.5
+  with caplog.at_level(logging.WARNING):
+    train._write_config(config, tmp_path)
+  assert "changed config (sections ['data', 'train'])" in caplog.text
